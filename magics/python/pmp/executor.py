@@ -1,0 +1,338 @@
+"""`pmp.Executor`: the seed's Executor, on pmp's Rust scheduler."""
+
+import atexit
+import os
+import sys
+import weakref
+from concurrent.futures import Executor as _BaseExecutor
+
+from pmp import _pmp, backends, serialize
+from pmp.errors import DependencyCancelledError
+from pmp.future import Future, FutureTable
+from pmp.resources import (
+    WORKER_KEYS,
+    check_arguments,
+    check_bool,
+    check_cwd,
+    check_int,
+    merge_resource_dict,
+)
+
+_live_executors = weakref.WeakSet()
+
+
+class _UpstreamFailed(Exception):
+    """A Future argument had already failed: the new task fails the same way."""
+
+    def __init__(self, exception):
+        super().__init__(exception)
+        self.exception = exception
+
+
+class Executor(_BaseExecutor):
+    """A `concurrent.futures.Executor` that runs each call in a worker process.
+
+    block_allocation=False (the default) starts a fresh worker per call within
+    max_cores; block_allocation=True keeps a pool of workers (max_workers, or
+    max_cores // cores_per_worker) and lets init_function preload data once per
+    worker. refresh_rate is accepted for compatibility and unneeded: pmp's
+    scheduler is event-driven.
+    """
+
+    def __init__(
+        self,
+        max_workers=None,
+        max_cores=None,
+        cores_per_worker=1,
+        threads_per_core=1,
+        gpus_per_worker=0,
+        oversubscribe=False,
+        cwd=None,
+        executor=None,
+        hostname_localhost=False,
+        backend="auto",
+        block_allocation=False,
+        init_function=None,
+        command_line_argument_lst=(),
+        disable_dependencies=False,
+        refresh_rate=0.01,
+    ):
+        if max_workers is not None:
+            check_int("max_workers", max_workers, 1)
+        if max_cores is not None:
+            check_int("max_cores", max_cores, 1)
+        check_int("cores_per_worker", cores_per_worker, 1)
+        check_int("threads_per_core", threads_per_core, 1)
+        check_int("gpus_per_worker", gpus_per_worker, 0)
+        check_bool("oversubscribe", oversubscribe)
+        check_bool("hostname_localhost", hostname_localhost)
+        check_bool("block_allocation", block_allocation)
+        check_bool("disable_dependencies", disable_dependencies)
+        cwd = check_cwd("cwd", cwd)
+        command_line_argument_lst = check_arguments(
+            "command_line_argument_lst", command_line_argument_lst
+        )
+        if isinstance(refresh_rate, bool) or not isinstance(refresh_rate, (int, float)):
+            raise ValueError(f"refresh_rate must be a number, got {refresh_rate!r}")
+        if init_function is not None:
+            if not block_allocation:
+                raise ValueError(
+                    "init_function needs block_allocation=True: it preloads data into "
+                    "long-lived workers, and without block allocation each call gets a fresh one"
+                )
+            if not callable(init_function):
+                raise ValueError(f"init_function must be callable, got {init_function!r}")
+        if gpus_per_worker % cores_per_worker:
+            raise ValueError(
+                f"gpus_per_worker={gpus_per_worker} must be a multiple of "
+                f"cores_per_worker={cores_per_worker} (GPUs are given per core)"
+            )
+        self._backend, self._backend_reason = backends.choose_backend(backend)
+        if executor is not None:
+            raise ValueError(
+                "executor= takes a flux.job.FluxExecutor, which needs the flux backend; "
+                "the local backend starts its own processes: leave executor=None"
+            )
+        if command_line_argument_lst:
+            raise ValueError(
+                "command_line_argument_lst holds extra srun arguments and needs the slurm "
+                "backend; the local backend has no use for it"
+            )
+        self._gpus = backends.detect_gpus()
+        cpu_count = os.cpu_count() or 1
+        if max_cores is None:
+            if max_workers is not None:
+                max_cores = max_workers * cores_per_worker * threads_per_core
+            else:
+                max_cores = cpu_count
+        self._defaults = {
+            "cores": cores_per_worker,
+            "threads_per_core": threads_per_core,
+            "gpus_per_core": gpus_per_worker // cores_per_worker,
+            "oversubscribe": oversubscribe,
+            "cwd": cwd,
+            "executor": None,
+            "hostname_localhost": hostname_localhost,
+            "command_line_argument_lst": command_line_argument_lst,
+        }
+        self._max_cores = max_cores
+        self._max_workers = max_workers
+        self._block = block_allocation
+        self._disable_dependencies = disable_dependencies
+        if block_allocation:
+            workers = max_workers or max(1, max_cores // cores_per_worker)
+            self._check_fits(self._defaults, worker_count=workers)
+        else:
+            workers = 0
+            self._check_fits(self._defaults)
+        self._workers = workers
+        self._table = FutureTable()
+        self._foreign = {}
+        self._shutdown_called = False
+        config = {
+            "worker_program": backends.worker_program(),
+            "python": sys.executable,
+            "sys_path": _client_sys_path(),
+            "block_allocation": block_allocation,
+            "workers": workers,
+            "worker_resources": self._defaults,
+            "max_cores": max_cores,
+            "max_workers": max_workers,
+            "gpus": self._gpus,
+            "init": serialize.dumps_value(init_function) if init_function else None,
+            "bind_host": "127.0.0.1",
+            "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", 1.0)),
+            "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", 10.0)),
+            "stop_grace": 3.0,
+            "extra_env": [],
+        }
+        self._scheduler = _pmp.Scheduler(config, self._table.on_events)
+        self._table.scheduler = self._scheduler
+        _live_executors.add(self)
+        # An Executor dropped without shutdown still finishes its work and stops.
+        weakref.finalize(self, self._scheduler.shutdown, False)
+
+    # ---- concurrent.futures.Executor ----
+
+    def submit(self, fn, /, *args, resource_dict=None, **kwargs):
+        if self._shutdown_called:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        resources = merge_resource_dict(self._defaults, resource_dict)
+        if self._block and resource_dict:
+            self._check_block_resources(resources)
+        self._check_fits(resources)
+        future = Future()
+        dependencies = []
+        try:
+            function = serialize.dumps_function(fn)
+            call = serialize.dumps_call(args, kwargs, self._dependency_collector(dependencies))
+        except _UpstreamFailed as failed:
+            future.set_exception(failed.exception)
+            return future
+        except ValueError:
+            raise
+        except Exception as error:  # an unpicklable argument fails its Future only
+            future.set_exception(error)
+            return future
+        task = self._table.new_id()
+        self._table.register(task, future)
+        try:
+            self._scheduler.submit(
+                task, function, call, dependencies, {k: resources[k] for k in WORKER_KEYS}
+            )
+        except BaseException:
+            self._table.forget(task)
+            future._pmp_table = None
+            raise
+        return future
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self._shutdown_called = True
+        self._scheduler.shutdown(cancel_futures)
+        if wait:
+            self._scheduler.join()
+
+    # ---- pmp ----
+
+    @property
+    def info(self):
+        """What this executor runs on: backend (and why), limits, workers, tasks."""
+        info = {
+            "backend": self._backend,
+            "backend_reason": self._backend_reason,
+            "block_allocation": self._block,
+            "max_workers": self._workers if self._block else self._max_workers,
+            "max_cores": self._max_cores,
+            "cores_per_worker": self._defaults["cores"],
+            "threads_per_core": self._defaults["threads_per_core"],
+            "gpus_per_worker": self._defaults["gpus_per_core"] * self._defaults["cores"],
+            "gpus": list(self._gpus),
+            "disable_dependencies": self._disable_dependencies,
+        }
+        info.update(self._scheduler.info())
+        return info
+
+    def _check_fits(self, resources, worker_count=1):
+        cpus = resources["cores"] * resources["threads_per_core"]
+        if cpus > self._max_cores and not resources["oversubscribe"]:
+            raise ValueError(
+                f"resource_dict key 'cores': {resources['cores']} cores x "
+                f"{resources['threads_per_core']} threads_per_core can never fit in "
+                f"max_cores={self._max_cores}; lower it, raise max_cores, or set oversubscribe=True"
+            )
+        if resources["cores"] > 1:
+            raise ValueError(
+                f"resource_dict key 'cores': cores={resources['cores']} runs the function on "
+                "MPI ranks, which the local backend cannot start yet; use cores=1"
+            )
+        gpus = resources["gpus_per_core"] * resources["cores"] * worker_count
+        if gpus > len(self._gpus):
+            raise ValueError(
+                f"resource_dict key 'gpus_per_core': {gpus} GPU(s) requested but "
+                f"{len(self._gpus)} detected ({', '.join(self._gpus) or 'none'}; from "
+                "CUDA_VISIBLE_DEVICES or nvidia-smi -L)"
+            )
+        if resources["command_line_argument_lst"]:
+            raise ValueError(
+                "resource_dict key 'command_line_argument_lst' holds srun arguments and "
+                "needs the slurm backend"
+            )
+        if resources["executor"] is not None:
+            raise ValueError(
+                "resource_dict key 'executor' takes a flux.job.FluxExecutor and needs the "
+                "flux backend"
+            )
+
+    def _check_block_resources(self, resources):
+        for key in WORKER_KEYS:
+            if resources[key] != self._defaults[key]:
+                raise ValueError(
+                    f"resource_dict key {key!r}: with block_allocation=True every call runs "
+                    f"on the same workers, set up with {key}={self._defaults[key]!r}; set "
+                    "resources on the Executor, or use block_allocation=False"
+                )
+
+    def _dependency_collector(self, dependencies):
+        def on_future(future):
+            if self._disable_dependencies:
+                raise ValueError(
+                    "Future objects are not supported as arguments with disable_dependencies=True"
+                )
+            if isinstance(future, Future) and future._pmp_table is self._table:
+                task = future._pmp_task
+            elif future.done():
+                return serialize.as_value(_value_of_done(future))
+            else:
+                task = self._external_task(future)
+            if task not in dependencies:
+                dependencies.append(task)
+            return serialize.as_dependency(dependencies.index(task))
+
+        return on_future
+
+    def _external_task(self, future):
+        """A task id for a Future of another executor, resolved when it is."""
+        known = self._foreign.get(id(future))
+        if known is not None and known[0] is future:
+            return known[1]
+        task = self._table.new_id()
+        self._scheduler.add_external(task)
+        self._foreign[id(future)] = (future, task)
+        future.add_done_callback(lambda done: self._resolve_external(task, done))
+        return task
+
+    def _resolve_external(self, task, future):
+        self._foreign.pop(id(future), None)
+        try:
+            if future.cancelled():
+                self._scheduler.resolve_external(task, False, None)
+                return
+            exception = future.exception()
+            if exception is not None:
+                self._scheduler.resolve_external(task, False, _exception_frames(exception))
+            else:
+                self._scheduler.resolve_external(task, True, serialize.dumps_value(future.result()))
+        except RuntimeError:
+            pass  # the scheduler already stopped
+        except Exception as error:
+            self._scheduler.resolve_external(task, False, _exception_frames(error))
+
+
+def _value_of_done(future):
+    """A finished foreign Future is replaced by its value; a failed or
+    cancelled one fails the new task the same way."""
+    if future.cancelled():
+        raise _UpstreamFailed(
+            DependencyCancelledError("a Future this task depends on was cancelled")
+        )
+    exception = future.exception()
+    if exception is not None:
+        raise _UpstreamFailed(exception)
+    return future.result()
+
+
+def _exception_frames(exception):
+    try:
+        return serialize.dumps_value(exception)
+    except Exception:
+        return serialize.dumps_value(RuntimeError(repr(exception)))
+
+
+def _client_sys_path():
+    """This process's sys.path, with '' made absolute, for workers to import
+    what the client can."""
+    cwd = os.getcwd()
+    return [entry or cwd for entry in sys.path]
+
+
+@atexit.register
+def _shutdown_live_executors():
+    for executor in list(_live_executors):
+        try:
+            executor.shutdown(wait=True)
+        except Exception:
+            pass
+
+

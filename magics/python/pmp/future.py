@@ -1,0 +1,124 @@
+"""pmp's Future, and the table that turns scheduler events into Future states.
+
+Results stay pickled until someone asks for them: a result that only feeds
+other tasks travels worker → scheduler → worker and is never unpickled here.
+"""
+
+import threading
+from concurrent.futures import Future as _BaseFuture
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
+
+from pmp import serialize
+from pmp.errors import DependencyCancelledError, RemoteError, WorkerDiedError
+
+_UNDECODED = object()
+
+
+class Future(_BaseFuture):
+    """A `concurrent.futures.Future`; `wait`, `as_completed` and
+    `asyncio.wrap_future` work on it."""
+
+    def __init__(self):
+        super().__init__()
+        self._pmp_table = None
+        self._pmp_task = None
+        self._pmp_frames = None
+        self.place = None  # (worker id, pid, host) once it runs
+
+    def result(self, timeout=None):
+        value = super().result(timeout)
+        if value is _UNDECODED:
+            with self._condition:
+                if self._result is _UNDECODED:
+                    self._result = serialize.loads(self._pmp_frames)
+                    self._pmp_frames = None
+                value = self._result
+        return value
+
+    def cancel(self):
+        with self._condition:
+            if self._state != PENDING:
+                return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+        table = self._pmp_table
+        if table is not None and not table.cancel(self._pmp_task):
+            return False
+        return super().cancel()
+
+    def __del__(self):
+        table = self._pmp_table
+        if table is not None:
+            table.release(self._pmp_task)
+
+
+class FutureTable:
+    """Futures by task id, kept until the scheduler reports their end. Holds no
+    reference to the Executor, so an unused Executor can be collected."""
+
+    def __init__(self):
+        self._futures = {}
+        self._lock = threading.Lock()
+        self.scheduler = None
+        self._next_id = 0
+
+    def new_id(self):
+        with self._lock:
+            self._next_id += 1
+            return self._next_id
+
+    def register(self, task, future):
+        future._pmp_table = self
+        future._pmp_task = task
+        self._futures[task] = future
+
+    def forget(self, task):
+        self._futures.pop(task, None)
+
+    def cancel(self, task):
+        return self.scheduler.cancel(task)
+
+    def release(self, task):
+        try:
+            self.scheduler.release(task)
+        except Exception:  # interpreter shutdown
+            pass
+
+    def on_events(self, events):
+        futures = self._futures
+        for kind, task, detail in events:
+            if kind == "running":
+                future = futures.get(task)
+                if future is not None and future._state == PENDING:
+                    future.place = detail
+                    future.set_running_or_notify_cancel()
+                continue
+            future = futures.pop(task, None)
+            if future is None or future.done():
+                if future is not None and future._state == CANCELLED:
+                    future.set_running_or_notify_cancel()
+                continue
+            if kind == "finished":
+                future._pmp_frames = detail
+                future.set_result(_UNDECODED)
+            elif kind == "raised":
+                future.set_exception(_decode_exception(detail))
+            elif kind == "lost":
+                message, exit_code, signal, stderr_tail = detail
+                future.set_exception(WorkerDiedError(message, exit_code, signal, stderr_tail))
+            elif kind == "cancelled":
+                if detail is None:
+                    _BaseFuture.cancel(future)
+                    future.set_running_or_notify_cancel()
+                else:
+                    future.set_exception(
+                        DependencyCancelledError("a Future this task depends on was cancelled")
+                    )
+
+
+def _decode_exception(frames):
+    try:
+        exception = serialize.loads(frames)
+    except Exception as error:
+        return RemoteError(f"the task raised an exception that cannot be unpickled here: {error}")
+    if not isinstance(exception, BaseException):
+        return RemoteError(f"the task raised a non-exception: {exception!r}")
+    return exception

@@ -1,0 +1,89 @@
+"""Checking the resources an Executor or a single call asks for.
+
+Every mistake is a ValueError at the call that made it, naming the key and
+what is allowed — never a hang in a background thread.
+"""
+
+import os
+
+RESOURCE_KEYS = (
+    "cores",
+    "threads_per_core",
+    "gpus_per_core",
+    "oversubscribe",
+    "cwd",
+    "executor",
+    "hostname_localhost",
+    "command_line_argument_lst",
+)
+
+# The keys that shape a worker (the rest say how to reach it).
+WORKER_KEYS = (
+    "cores",
+    "threads_per_core",
+    "gpus_per_core",
+    "oversubscribe",
+    "cwd",
+    "command_line_argument_lst",
+)
+
+
+def check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_cwd(name, value):
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path or None, got {type(value).__name__} {value!r}")
+    return os.path.abspath(os.fspath(value))
+
+
+def check_arguments(name, value):
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}")
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{name} must hold strings, got {type(item).__name__} {item!r}")
+    return list(value)
+
+
+_CHECKS = {
+    "cores": lambda v: check_int("resource_dict key 'cores'", v, 1),
+    "threads_per_core": lambda v: check_int("resource_dict key 'threads_per_core'", v, 1),
+    "gpus_per_core": lambda v: check_int("resource_dict key 'gpus_per_core'", v, 0),
+    "oversubscribe": lambda v: check_bool("resource_dict key 'oversubscribe'", v),
+    "cwd": lambda v: check_cwd("resource_dict key 'cwd'", v),
+    "executor": lambda v: v,
+    "hostname_localhost": lambda v: check_bool("resource_dict key 'hostname_localhost'", v),
+    "command_line_argument_lst": lambda v: check_arguments(
+        "resource_dict key 'command_line_argument_lst'", v
+    ),
+}
+
+
+def merge_resource_dict(defaults, resource_dict):
+    """The executor's defaults overridden by a checked per-call resource_dict."""
+    if resource_dict is None:
+        return defaults
+    if not isinstance(resource_dict, dict):
+        raise ValueError(f"resource_dict must be a dict, got {type(resource_dict).__name__}")
+    merged = dict(defaults)
+    for key, value in resource_dict.items():
+        if key not in _CHECKS:
+            raise ValueError(
+                f"resource_dict key {key!r} is not one of {', '.join(RESOURCE_KEYS)}"
+            )
+        merged[key] = _CHECKS[key](value)
+    return merged

@@ -1,0 +1,68 @@
+//! Backends turn "start worker N with these resources" into a command line.
+//! This issue has the local backend; srun and flux build their own commands.
+
+pub mod local;
+
+use crate::core::Launch;
+use crate::ids::WorkerId;
+use std::process::Command;
+
+/// Everything a worker process needs to find its way back and run Python.
+#[derive(Clone, Debug)]
+pub struct WorkerEnvironment {
+    pub program: std::path::PathBuf,
+    pub address: String,
+    pub key_hex: String,
+    pub python: String,
+    pub sys_path: Vec<String>,
+    pub heartbeat_timeout_s: f64,
+    pub extra: Vec<(String, String)>,
+}
+
+/// Thread-count variables set from `threads_per_core`, which the seed asked
+/// users to set by hand.
+pub const THREAD_VARIABLES: [&str; 5] = [
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+];
+
+impl WorkerEnvironment {
+    /// The variables every backend passes to a worker.
+    pub fn variables(&self, worker: WorkerId, launch: &Launch) -> Vec<(String, String)> {
+        let mut vars = vec![
+            ("PMP_SCHEDULER".to_string(), self.address.clone()),
+            ("PMP_KEY".to_string(), self.key_hex.clone()),
+            ("PMP_WORKER_ID".to_string(), worker.0.to_string()),
+            ("PMP_PYTHON".to_string(), self.python.clone()),
+            ("PMP_SYS_PATH".to_string(), self.sys_path.join("\u{1f}")),
+            (
+                "PMP_HEARTBEAT_TIMEOUT".to_string(),
+                self.heartbeat_timeout_s.to_string(),
+            ),
+        ];
+        let threads = launch.resources.threads_per_core.to_string();
+        vars.extend(
+            THREAD_VARIABLES
+                .iter()
+                .map(|v| (v.to_string(), threads.clone())),
+        );
+        if !launch.gpus.is_empty() {
+            vars.push(("CUDA_VISIBLE_DEVICES".to_string(), launch.gpus.join(",")));
+        }
+        vars.extend(self.extra.iter().cloned());
+        vars
+    }
+}
+
+pub trait Backend: Send {
+    /// The command that starts `worker`; the caller adds stdio and process-group setup.
+    fn command(
+        &self,
+        env: &WorkerEnvironment,
+        worker: WorkerId,
+        launch: &Launch,
+    ) -> Result<Command, String>;
+}

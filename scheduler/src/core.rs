@@ -1,0 +1,827 @@
+//! The scheduler's state machine. It owns tasks and workers and decides what
+//! runs where; every effect (start a process, send a message, tell the client)
+//! goes through `Comm`, so tests drive it without sockets or processes.
+//!
+//! A task moves Waiting (on dependencies) → Ready (queued for resources) →
+//! Assigned (sent to a worker) → Finished / Failed / Cancelled.
+
+use crate::ids::{TaskId, WorkerId};
+use crate::protocol::{FunctionRef, Outcome, Payload, ToWorker, WorkerPlace};
+use crate::resources::{Capacity, ResourceRequest};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Functions a worker keeps unpickled, by slot.
+const FUNCTION_SLOTS: usize = 64;
+/// Block allocation gives up after this many workers in a row die before
+/// becoming ready (a broken init function or environment would loop forever).
+const MAX_FAILED_STARTS: u32 = 3;
+
+/// Why a task failed without a Python exception of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostReason {
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stderr_tail: String,
+}
+
+impl LostReason {
+    pub fn new(message: impl Into<String>) -> LostReason {
+        LostReason {
+            message: message.into(),
+            exit_code: None,
+            signal: None,
+            stderr_tail: String::new(),
+        }
+    }
+}
+
+/// What the client hears about its tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Running {
+        task: TaskId,
+        place: WorkerPlace,
+    },
+    Finished {
+        task: TaskId,
+        result: Payload,
+    },
+    Raised {
+        task: TaskId,
+        error: Payload,
+    },
+    Lost {
+        task: TaskId,
+        reason: LostReason,
+    },
+    Cancelled {
+        task: TaskId,
+        upstream: Option<TaskId>,
+    },
+}
+
+/// What one worker needs to be started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub resources: ResourceRequest,
+    pub gpus: Vec<String>,
+}
+
+pub trait Comm {
+    fn start_worker(&mut self, worker: WorkerId, launch: &Launch);
+    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>);
+    /// Ask the worker to exit (it may be busy finishing nothing: the core only
+    /// stops idle workers); the server escalates to a kill if it lingers.
+    fn stop_worker(&mut self, worker: WorkerId);
+    fn emit(&mut self, event: Event);
+}
+
+pub enum Allocation {
+    /// `workers` long-lived workers, each with `resources`.
+    Block {
+        workers: u32,
+        resources: ResourceRequest,
+    },
+    /// A fresh worker per task, within the capacity.
+    PerTask,
+}
+
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub function: Bytes,
+    pub call: Payload,
+    pub dependencies: Vec<TaskId>,
+    pub resources: ResourceRequest,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Failure {
+    Raised(Payload),
+    Lost(LostReason),
+    Cancelled { upstream: Option<TaskId> },
+}
+
+#[derive(Debug)]
+enum TaskState {
+    Waiting {
+        missing: usize,
+    },
+    Ready,
+    Assigned,
+    /// A result the client delivers itself (a foreign Future).
+    External,
+    Finished(Payload),
+    Failed(Failure),
+}
+
+struct Work {
+    function: Bytes,
+    digest: [u8; 32],
+    call: Payload,
+}
+
+struct Task {
+    state: TaskState,
+    resources: ResourceRequest,
+    /// The function and arguments until the task is sent.
+    work: Option<Work>,
+    dependencies: Vec<TaskId>,
+    dependents: Vec<TaskId>,
+    /// Dependents not yet sent: they still need this task's result.
+    holds: u32,
+    /// The client dropped its Future: forget the task once nothing needs it.
+    released: bool,
+}
+
+impl Task {
+    fn is_terminal(&self) -> bool {
+        matches!(self.state, TaskState::Finished(_) | TaskState::Failed(_))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Starting,
+    Initializing,
+    Idle,
+    Busy(TaskId),
+    Stopping,
+}
+
+struct Worker {
+    state: WorkerState,
+    launch: Launch,
+    place: Option<WorkerPlace>,
+    /// Per-task mode: the one task this worker was started for.
+    dedicated: Option<TaskId>,
+    slots: FunctionSlots,
+}
+
+/// The scheduler's side of the worker's function cache: which function lives
+/// in which slot, least recently used first.
+#[derive(Default)]
+struct FunctionSlots {
+    by_digest: HashMap<[u8; 32], u32>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl FunctionSlots {
+    fn reference(&mut self, digest: [u8; 32]) -> FunctionRef {
+        if let Some(&slot) = self.by_digest.get(&digest) {
+            if let Some(pos) = self.order.iter().position(|d| *d == digest) {
+                self.order.remove(pos);
+            }
+            self.order.push_back(digest);
+            return FunctionRef::Cached { slot };
+        }
+        let slot = if self.by_digest.len() < FUNCTION_SLOTS {
+            self.by_digest.len() as u32
+        } else {
+            let evicted = self.order.pop_front().expect("slots are full");
+            self.by_digest
+                .remove(&evicted)
+                .expect("ordered digests are mapped")
+        };
+        self.by_digest.insert(digest, slot);
+        self.order.push_back(digest);
+        FunctionRef::Inline { slot }
+    }
+}
+
+/// Counts for `info()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub waiting: usize,
+    pub ready: usize,
+    pub running: usize,
+    pub finished: usize,
+    pub failed: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: WorkerId,
+    pub state: WorkerState,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub gpus: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    DuplicateId(TaskId),
+    UnknownDependency(TaskId),
+    ShuttingDown,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::DuplicateId(id) => write!(f, "{id} was already submitted"),
+            SubmitError::UnknownDependency(id) => {
+                write!(f, "dependency {id} is unknown (released?)")
+            }
+            SubmitError::ShuttingDown => write!(f, "cannot schedule new futures after shutdown"),
+        }
+    }
+}
+
+pub struct Core {
+    allocation: Allocation,
+    capacity: Capacity,
+    tasks: HashMap<TaskId, Task>,
+    ready: VecDeque<TaskId>,
+    workers: BTreeMap<WorkerId, Worker>,
+    next_worker: u32,
+    init: Option<Payload>,
+    failed_starts: u32,
+    /// Set when block allocation cannot run anything (init function raised,
+    /// workers keep dying at start): every task fails with this.
+    broken: Option<Failure>,
+    shutting_down: bool,
+}
+
+impl Core {
+    pub fn new(allocation: Allocation, capacity: Capacity, init: Option<Payload>) -> Core {
+        Core {
+            allocation,
+            capacity,
+            tasks: HashMap::new(),
+            ready: VecDeque::new(),
+            workers: BTreeMap::new(),
+            next_worker: 0,
+            init,
+            failed_starts: 0,
+            broken: None,
+            shutting_down: false,
+        }
+    }
+
+    /// Start the block allocation's workers.
+    pub fn start(&mut self, comm: &mut impl Comm) {
+        if let Allocation::Block { workers, .. } = self.allocation {
+            for _ in 0..workers {
+                self.spawn_pool_worker(comm);
+            }
+        }
+    }
+
+    pub fn submit(&mut self, comm: &mut impl Comm, spec: TaskSpec) -> Result<(), SubmitError> {
+        if self.shutting_down {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if self.tasks.contains_key(&spec.id) {
+            return Err(SubmitError::DuplicateId(spec.id));
+        }
+        if let Some(dep) = spec
+            .dependencies
+            .iter()
+            .find(|d| !self.tasks.contains_key(d))
+        {
+            return Err(SubmitError::UnknownDependency(*dep));
+        }
+        let digest: [u8; 32] = Sha256::digest(&spec.function).into();
+        let mut task = Task {
+            state: TaskState::Waiting { missing: 0 },
+            resources: spec.resources,
+            work: Some(Work {
+                function: spec.function,
+                digest,
+                call: spec.call,
+            }),
+            dependencies: spec.dependencies.clone(),
+            dependents: Vec::new(),
+            holds: 0,
+            released: false,
+        };
+        let mut missing = 0;
+        let mut upstream_failure = None;
+        for dep_id in &spec.dependencies {
+            let dep = self.tasks.get_mut(dep_id).expect("checked above");
+            dep.holds += 1;
+            match &dep.state {
+                TaskState::Finished(_) => {}
+                TaskState::Failed(failure) => {
+                    upstream_failure.get_or_insert_with(|| inherit(failure, *dep_id));
+                }
+                _ => {
+                    missing += 1;
+                    dep.dependents.push(spec.id);
+                }
+            }
+        }
+        task.state = TaskState::Waiting { missing };
+        self.tasks.insert(spec.id, task);
+        if let Some(failure) = upstream_failure.or_else(|| self.broken.clone()) {
+            self.fail(comm, spec.id, failure);
+        } else if missing == 0 {
+            self.make_ready(spec.id);
+        }
+        self.schedule(comm);
+        Ok(())
+    }
+
+    /// A task whose result the client will deliver (a foreign Future).
+    pub fn add_external(&mut self, id: TaskId) -> Result<(), SubmitError> {
+        if self.tasks.contains_key(&id) {
+            return Err(SubmitError::DuplicateId(id));
+        }
+        self.tasks.insert(
+            id,
+            Task {
+                state: TaskState::External,
+                resources: ResourceRequest::default(),
+                work: None,
+                dependencies: Vec::new(),
+                dependents: Vec::new(),
+                holds: 0,
+                released: false,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn resolve_external_result(&mut self, comm: &mut impl Comm, id: TaskId, result: Payload) {
+        if matches!(
+            self.tasks.get(&id).map(|t| &t.state),
+            Some(TaskState::External)
+        ) {
+            self.finish(comm, id, result);
+            self.schedule(comm);
+        }
+    }
+
+    pub fn resolve_external_error(
+        &mut self,
+        comm: &mut impl Comm,
+        id: TaskId,
+        error: Option<Payload>,
+    ) {
+        if matches!(
+            self.tasks.get(&id).map(|t| &t.state),
+            Some(TaskState::External)
+        ) {
+            let failure = match error {
+                Some(payload) => Failure::Raised(payload),
+                None => Failure::Cancelled { upstream: None },
+            };
+            self.fail(comm, id, failure);
+            self.schedule(comm);
+        }
+    }
+
+    /// Cancel a task that has not been sent to a worker. Returns whether it was.
+    pub fn cancel(&mut self, comm: &mut impl Comm, id: TaskId) -> bool {
+        let cancellable = matches!(
+            self.tasks.get(&id).map(|t| &t.state),
+            Some(TaskState::Waiting { .. } | TaskState::Ready)
+        );
+        if cancellable {
+            self.fail(comm, id, Failure::Cancelled { upstream: None });
+            self.schedule(comm);
+        }
+        cancellable
+    }
+
+    /// The client no longer holds this task's Future.
+    pub fn release(&mut self, id: TaskId) {
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.released = true;
+        }
+        self.forget_if_unused(id);
+    }
+
+    pub fn shutdown(&mut self, comm: &mut impl Comm, cancel_futures: bool) {
+        self.shutting_down = true;
+        if cancel_futures {
+            let pending: Vec<TaskId> = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| matches!(t.state, TaskState::Waiting { .. } | TaskState::Ready))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut pending = pending;
+            pending.sort();
+            for id in pending {
+                if matches!(
+                    self.tasks[&id].state,
+                    TaskState::Waiting { .. } | TaskState::Ready
+                ) {
+                    self.fail(comm, id, Failure::Cancelled { upstream: None });
+                }
+            }
+        }
+        self.schedule(comm);
+    }
+
+    /// True once shut down with no work left and every worker gone.
+    pub fn is_finished(&self) -> bool {
+        self.shutting_down && self.workers.is_empty() && !self.has_pending_work()
+    }
+
+    fn has_pending_work(&self) -> bool {
+        self.tasks.values().any(|t| !t.is_terminal())
+    }
+
+    pub fn worker_hello(&mut self, comm: &mut impl Comm, worker: WorkerId, pid: u32, host: String) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.state != WorkerState::Starting {
+            return;
+        }
+        w.place = Some(WorkerPlace { worker, pid, host });
+        match (&self.init, w.dedicated) {
+            (Some(init), None) => {
+                w.state = WorkerState::Initializing;
+                comm.send(worker, ToWorker::Init, init.frames.clone());
+            }
+            _ => {
+                w.state = WorkerState::Idle;
+                self.failed_starts = 0;
+                if let Some(task) = w.dedicated {
+                    self.dispatch(comm, task, worker);
+                }
+            }
+        }
+        self.schedule(comm);
+    }
+
+    pub fn worker_init_done(
+        &mut self,
+        comm: &mut impl Comm,
+        worker: WorkerId,
+        outcome: Outcome,
+        error: Payload,
+    ) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.state != WorkerState::Initializing {
+            return;
+        }
+        match outcome {
+            Outcome::Returned => {
+                w.state = WorkerState::Idle;
+                self.failed_starts = 0;
+            }
+            Outcome::Raised => {
+                // The same init would raise on every worker: nothing can run.
+                self.break_pool(comm, Failure::Raised(error));
+            }
+        }
+        self.schedule(comm);
+    }
+
+    pub fn task_done(
+        &mut self,
+        comm: &mut impl Comm,
+        worker: WorkerId,
+        task: TaskId,
+        outcome: Outcome,
+        payload: Payload,
+    ) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.state != WorkerState::Busy(task) {
+            return;
+        }
+        w.state = WorkerState::Idle;
+        match outcome {
+            Outcome::Returned => self.finish(comm, task, payload),
+            Outcome::Raised => self.fail(comm, task, Failure::Raised(payload)),
+        }
+        if w_is_dedicated(&self.workers, worker) {
+            self.retire(comm, worker);
+        }
+        self.schedule(comm);
+    }
+
+    /// The worker's process exited, or it stopped answering.
+    pub fn worker_lost(&mut self, comm: &mut impl Comm, worker: WorkerId, reason: LostReason) {
+        let Some(w) = self.workers.remove(&worker) else {
+            return;
+        };
+        if w.dedicated.is_some() {
+            self.capacity
+                .give_back(&w.launch.resources, w.launch.gpus.clone());
+        } else {
+            self.capacity.return_gpus(w.launch.gpus.clone());
+        }
+        match w.state {
+            WorkerState::Busy(task) => self.fail(comm, task, Failure::Lost(reason)),
+            WorkerState::Starting | WorkerState::Initializing => {
+                if let Some(task) = w.dedicated {
+                    self.fail(comm, task, Failure::Lost(reason));
+                } else if !self.shutting_down {
+                    self.failed_starts += 1;
+                    if self.failed_starts >= MAX_FAILED_STARTS {
+                        let mut reason = reason;
+                        reason.message = format!(
+                            "{MAX_FAILED_STARTS} workers in a row failed to start; the last: {}",
+                            reason.message
+                        );
+                        self.break_pool(comm, Failure::Lost(reason));
+                    }
+                }
+            }
+            WorkerState::Idle | WorkerState::Stopping => {}
+        }
+        let replace = w.dedicated.is_none()
+            && w.state != WorkerState::Stopping
+            && !self.shutting_down
+            && self.broken.is_none();
+        if replace {
+            self.spawn_pool_worker(comm);
+        }
+        self.schedule(comm);
+    }
+
+    pub fn worker_infos(&self) -> Vec<WorkerInfo> {
+        self.workers
+            .iter()
+            .map(|(id, w)| WorkerInfo {
+                id: *id,
+                state: w.state,
+                pid: w.place.as_ref().map(|p| p.pid),
+                host: w.place.as_ref().map(|p| p.host.clone()),
+                gpus: w.launch.gpus.clone(),
+            })
+            .collect()
+    }
+
+    pub fn task_counts(&self) -> TaskCounts {
+        let mut counts = TaskCounts::default();
+        for task in self.tasks.values() {
+            match task.state {
+                TaskState::Waiting { .. } | TaskState::External => counts.waiting += 1,
+                TaskState::Ready => counts.ready += 1,
+                TaskState::Assigned => counts.running += 1,
+                TaskState::Finished(_) => counts.finished += 1,
+                TaskState::Failed(_) => counts.failed += 1,
+            }
+        }
+        counts
+    }
+
+    pub fn cpus_total(&self) -> u32 {
+        self.capacity.cpus_total()
+    }
+
+    // ---- internals ----
+
+    fn spawn_pool_worker(&mut self, comm: &mut impl Comm) {
+        let Allocation::Block { resources, .. } = &self.allocation else {
+            return;
+        };
+        let resources = resources.clone();
+        let gpus = self.capacity.take_gpus(resources.gpus());
+        self.add_worker(comm, Launch { resources, gpus }, None);
+    }
+
+    fn add_worker(&mut self, comm: &mut impl Comm, launch: Launch, dedicated: Option<TaskId>) {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        comm.start_worker(id, &launch);
+        self.workers.insert(
+            id,
+            Worker {
+                state: WorkerState::Starting,
+                launch,
+                place: None,
+                dedicated,
+                slots: FunctionSlots::default(),
+            },
+        );
+    }
+
+    fn retire(&mut self, comm: &mut impl Comm, worker: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            if w.state != WorkerState::Stopping {
+                w.state = WorkerState::Stopping;
+                comm.stop_worker(worker);
+            }
+        }
+    }
+
+    fn make_ready(&mut self, id: TaskId) {
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.state = TaskState::Ready;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Hand ready tasks to workers: idle pool workers in block mode, fresh
+    /// workers within the capacity otherwise. FIFO without backfill, so a big
+    /// task is never starved by small ones behind it.
+    fn schedule(&mut self, comm: &mut impl Comm) {
+        loop {
+            let Some(&id) = self.ready.front() else { break };
+            if !matches!(
+                self.tasks.get(&id).map(|t| &t.state),
+                Some(TaskState::Ready)
+            ) {
+                self.ready.pop_front();
+                continue;
+            }
+            match self.allocation {
+                Allocation::Block { .. } => {
+                    let idle = self
+                        .workers
+                        .iter()
+                        .find(|(_, w)| w.state == WorkerState::Idle && w.dedicated.is_none())
+                        .map(|(id, _)| *id);
+                    let Some(worker) = idle else { break };
+                    self.ready.pop_front();
+                    self.dispatch(comm, id, worker);
+                }
+                Allocation::PerTask => {
+                    let resources = self.tasks[&id].resources.clone();
+                    if !self.capacity.fits(&resources) {
+                        break;
+                    }
+                    self.ready.pop_front();
+                    let gpus = self.capacity.take(&resources);
+                    self.add_worker(comm, Launch { resources, gpus }, Some(id));
+                    self.tasks.get_mut(&id).expect("ready task").state = TaskState::Assigned;
+                }
+            }
+        }
+        if self.shutting_down && !self.has_pending_work() {
+            let idle: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    matches!(
+                        w.state,
+                        WorkerState::Idle | WorkerState::Starting | WorkerState::Initializing
+                    )
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for worker in idle {
+                self.retire(comm, worker);
+            }
+        }
+    }
+
+    /// Send a task to a worker that is ready for it.
+    fn dispatch(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId) {
+        let task = self.tasks.get_mut(&id).expect("dispatched task exists");
+        let work = task.work.take().expect("a task is dispatched once");
+        let dependencies = task.dependencies.clone();
+        task.state = TaskState::Assigned;
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("dispatch to a live worker");
+        w.state = WorkerState::Busy(id);
+        let function = w.slots.reference(work.digest);
+        let mut frames = Vec::new();
+        if let FunctionRef::Inline { .. } = function {
+            frames.push(work.function);
+        }
+        let call_frames = work.call.frames.len() as u32;
+        frames.extend(work.call.frames);
+        let mut dependency_frames = Vec::with_capacity(dependencies.len());
+        for dep in &dependencies {
+            let TaskState::Finished(result) = &self.tasks[dep].state else {
+                unreachable!("a task is ready only when its dependencies finished")
+            };
+            dependency_frames.push(result.frames.len() as u32);
+            frames.extend(result.frames.iter().cloned());
+        }
+        let place = w
+            .place
+            .clone()
+            .expect("a worker that said hello has a place");
+        comm.send(
+            worker,
+            ToWorker::Run {
+                task: id,
+                function,
+                call_frames,
+                dependency_frames,
+            },
+            frames,
+        );
+        comm.emit(Event::Running { task: id, place });
+        for dep in dependencies {
+            if let Some(d) = self.tasks.get_mut(&dep) {
+                d.holds -= 1;
+            }
+            self.forget_if_unused(dep);
+        }
+    }
+
+    fn finish(&mut self, comm: &mut impl Comm, id: TaskId, result: Payload) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        task.state = TaskState::Finished(result.clone());
+        let dependents = std::mem::take(&mut task.dependents);
+        comm.emit(Event::Finished { task: id, result });
+        for dependent in dependents {
+            if let Some(TaskState::Waiting { missing }) =
+                self.tasks.get_mut(&dependent).map(|t| &mut t.state)
+            {
+                *missing -= 1;
+                if *missing == 0 {
+                    self.make_ready(dependent);
+                }
+            }
+        }
+        self.forget_if_unused(id);
+    }
+
+    /// Fail a task and, transitively, everything waiting on it.
+    fn fail(&mut self, comm: &mut impl Comm, id: TaskId, failure: Failure) {
+        let mut stack = vec![(id, failure)];
+        while let Some((id, failure)) = stack.pop() {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if task.is_terminal() {
+                continue;
+            }
+            task.work = None;
+            let dependents = std::mem::take(&mut task.dependents);
+            let dependencies = std::mem::take(&mut task.dependencies);
+            task.state = TaskState::Failed(failure.clone());
+            comm.emit(match &failure {
+                Failure::Raised(error) => Event::Raised {
+                    task: id,
+                    error: error.clone(),
+                },
+                Failure::Lost(reason) => Event::Lost {
+                    task: id,
+                    reason: reason.clone(),
+                },
+                Failure::Cancelled { upstream } => Event::Cancelled {
+                    task: id,
+                    upstream: *upstream,
+                },
+            });
+            // A failed task will never be sent: it no longer needs its inputs.
+            for dep in dependencies {
+                if let Some(d) = self.tasks.get_mut(&dep) {
+                    d.holds = d.holds.saturating_sub(1);
+                }
+                self.forget_if_unused(dep);
+            }
+            for dependent in dependents {
+                stack.push((dependent, inherit(&failure, id)));
+            }
+            self.forget_if_unused(id);
+        }
+    }
+
+    /// Stop everything: block allocation cannot run tasks any more.
+    fn break_pool(&mut self, comm: &mut impl Comm, failure: Failure) {
+        self.broken = Some(failure.clone());
+        let pending: Vec<TaskId> = self.ready.drain(..).collect();
+        for id in pending {
+            self.fail(comm, id, failure.clone());
+        }
+        let waiting: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Waiting { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.fail(comm, id, failure.clone());
+        }
+        let live: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for worker in live {
+            self.retire(comm, worker);
+        }
+    }
+
+    fn forget_if_unused(&mut self, id: TaskId) {
+        if let Some(task) = self.tasks.get(&id) {
+            if task.released && task.holds == 0 && task.is_terminal() {
+                self.tasks.remove(&id);
+            }
+        }
+    }
+}
+
+fn w_is_dedicated(workers: &BTreeMap<WorkerId, Worker>, worker: WorkerId) -> bool {
+    workers.get(&worker).is_some_and(|w| w.dedicated.is_some())
+}
+
+/// The failure a dependent inherits from its upstream: the same exception,
+/// the same lost worker, or "upstream was cancelled".
+fn inherit(failure: &Failure, upstream: TaskId) -> Failure {
+    match failure {
+        Failure::Cancelled { .. } => Failure::Cancelled {
+            upstream: Some(upstream),
+        },
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,152 @@
+//! The client's handle on a running scheduler: starts its thread, sends it
+//! commands, and joins it at shutdown. The native Python module wraps this.
+
+use crate::auth::Key;
+use crate::backend::{local::LocalBackend, WorkerEnvironment};
+use crate::core::{Allocation, Core, Event, TaskSpec};
+use crate::ids::TaskId;
+use crate::protocol::Payload;
+use crate::resources::Capacity;
+use crate::server::{self, Command, Snapshot, Timing};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+pub struct Config {
+    pub worker_program: PathBuf,
+    /// The interpreter whose environment workers run (`sys.executable`).
+    pub python: String,
+    pub sys_path: Vec<String>,
+    pub allocation: Allocation,
+    pub max_cpus: u32,
+    pub max_workers: Option<u32>,
+    pub gpus: Vec<String>,
+    pub init: Option<Payload>,
+    pub bind_host: String,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub stop_grace: Duration,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct SchedulerHandle {
+    commands: UnboundedSender<Command>,
+    thread: Option<JoinHandle<()>>,
+    address: String,
+}
+
+impl SchedulerHandle {
+    /// Start the scheduler thread; returns once its socket listens.
+    pub fn start(
+        config: Config,
+        events: std::sync::mpsc::Sender<Event>,
+    ) -> Result<SchedulerHandle, String> {
+        let key = Key::generate();
+        let environment = WorkerEnvironment {
+            program: config.worker_program,
+            address: String::new(),
+            key_hex: key.to_hex(),
+            python: config.python,
+            sys_path: config.sys_path,
+            heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),
+            extra: config.extra_env,
+        };
+        let capacity = Capacity::new(config.max_cpus, config.max_workers, config.gpus);
+        let core = Core::new(config.allocation, capacity, config.init);
+        let timing = Timing {
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            stop_grace: config.stop_grace,
+        };
+        let (commands, commands_rx) = unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let bind_host = config.bind_host;
+        let thread = std::thread::Builder::new()
+            .name("pmp-scheduler".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime starts");
+                runtime.block_on(server::run(
+                    core,
+                    key,
+                    Box::new(LocalBackend),
+                    environment,
+                    timing,
+                    bind_host,
+                    commands_rx,
+                    events,
+                    ready_tx,
+                ));
+            })
+            .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
+        let address = ready_rx
+            .recv()
+            .map_err(|_| "the scheduler thread ended while starting".to_string())??;
+        Ok(SchedulerHandle {
+            commands,
+            thread: Some(thread),
+            address,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn send(&self, command: Command) -> Result<(), String> {
+        self.commands
+            .send(command)
+            .map_err(|_| "the scheduler has stopped".to_string())
+    }
+
+    pub fn submit(&self, spec: TaskSpec) -> Result<(), String> {
+        self.send(Command::Submit(spec))
+    }
+
+    pub fn add_external(&self, task: TaskId) -> Result<(), String> {
+        self.send(Command::AddExternal(task))
+    }
+
+    /// Deliver a foreign Future's outcome: a result, an exception, or `Err(None)` for cancelled.
+    pub fn resolve_external(
+        &self,
+        task: TaskId,
+        result: Result<Payload, Option<Payload>>,
+    ) -> Result<(), String> {
+        self.send(Command::ResolveExternal { task, result })
+    }
+
+    pub fn release(&self, task: TaskId) {
+        let _ = self.send(Command::Release(task));
+    }
+
+    /// Cancel a task not yet sent to a worker; blocks for the scheduler's answer.
+    pub fn cancel(&self, task: TaskId) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Command::Cancel(task, tx)).is_ok() && rx.recv().unwrap_or(false)
+    }
+
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Command::Info(tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    pub fn shutdown(&self, cancel_futures: bool) {
+        let _ = self.send(Command::Shutdown { cancel_futures });
+    }
+
+    /// Wait until the scheduler has finished its work and every worker exited.
+    pub fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}

@@ -1,0 +1,37 @@
+//! Typed identifiers, so a task id can never be passed where a worker id is meant.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A task, numbered by the client (Python allocates ids so it can register the
+/// Future before the scheduler can possibly report on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId(pub u64);
+
+/// A worker process (or, for MPI, one group of ranks), numbered by the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId(pub u32);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {}", self.0)
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {}", self.0)
+    }
+}
+
+impl WorkerId {
+    /// The ZeroMQ routing identity a worker connects with.
+    pub fn routing_id(self) -> bytes::Bytes {
+        bytes::Bytes::from(format!("w{}", self.0))
+    }
+
+    pub fn from_routing_id(id: &[u8]) -> Option<WorkerId> {
+        let text = std::str::from_utf8(id).ok()?;
+        text.strip_prefix('w')?.parse().ok().map(WorkerId)
+    }
+}

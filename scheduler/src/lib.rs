@@ -1,0 +1,17 @@
+//! pmp's scheduler. Read in this order: `core` (the state machine of tasks and
+//! workers), `server` (its event loop), `protocol` and `auth` (what crosses the
+//! wire), `process` and `backend` (how workers start), `handle` (the client API).
+
+pub mod auth;
+pub mod backend;
+pub mod core;
+pub mod handle;
+pub mod ids;
+pub mod process;
+pub mod protocol;
+pub mod resources;
+pub mod server;
+
+pub use bytes::Bytes;
+#[cfg(feature = "python")]
+pub mod python_frames;

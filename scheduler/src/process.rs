@@ -1,0 +1,147 @@
+//! Starting worker processes and watching them until they exit.
+//!
+//! Each worker runs in its own process group (so the kernel's Ctrl-C does not
+//! reach it and a kill reaches its children too) and dies with the thread that
+//! started it (PR_SET_PDEATHSIG), so no worker outlives its scheduler.
+
+use crate::core::LostReason;
+use crate::ids::WorkerId;
+use std::collections::VecDeque;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Lines of a worker's stderr kept for the message of a worker that died.
+const STDERR_TAIL_LINES: usize = 20;
+
+pub struct Exit {
+    pub worker: WorkerId,
+    pub reason: LostReason,
+}
+
+/// Start `command` as worker `worker`; reports its exit on `exits`.
+/// Returns the pid, which is also the process group id.
+pub fn spawn(
+    mut command: Command,
+    worker: WorkerId,
+    exits: UnboundedSender<Exit>,
+) -> std::io::Result<u32> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = tokio::process::Command::from(command).spawn()?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    tokio::spawn(async move {
+        let forward_out = tokio::spawn(forward(stdout, 1, 0));
+        let tail = tokio::spawn(forward(stderr, 2, STDERR_TAIL_LINES));
+        let status = child.wait().await;
+        // A grandchild may keep the pipes open: do not wait for them forever.
+        let grace = std::time::Duration::from_millis(300);
+        let stderr_tail = match tokio::time::timeout(grace, tail).await {
+            Ok(Ok(lines)) => lines.into_iter().collect::<Vec<_>>().join("\n"),
+            _ => String::new(),
+        };
+        forward_out.abort();
+        let reason = match status {
+            Ok(status) => describe_exit(pid, status, stderr_tail),
+            Err(e) => LostReason::new(format!("waiting for worker pid {pid} failed: {e}")),
+        };
+        let _ = exits.send(Exit { worker, reason });
+    });
+    Ok(pid)
+}
+
+/// Kill a worker's whole process group.
+pub fn kill_group(pid: u32) {
+    // SAFETY: plain syscall; a negative pid addresses the group.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+fn describe_exit(pid: u32, status: std::process::ExitStatus, stderr_tail: String) -> LostReason {
+    let mut reason = LostReason::new(String::new());
+    reason.message = if let Some(code) = status.code() {
+        reason.exit_code = Some(code);
+        format!("worker process (pid {pid}) exited with exit code {code}")
+    } else if let Some(signal) = status.signal() {
+        reason.signal = Some(signal);
+        format!(
+            "worker process (pid {pid}) was killed by signal {signal} ({})",
+            signal_name(signal)
+        )
+    } else {
+        format!("worker process (pid {pid}) ended: {status}")
+    };
+    reason.stderr_tail = stderr_tail;
+    reason
+}
+
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "unknown signal",
+    }
+}
+
+/// Copy a worker's output, whole lines at a time, to our own fd `fd` (the
+/// kernel captures it into the notebook); keep the last `keep` lines.
+async fn forward(stream: impl AsyncRead + Unpin, fd: i32, keep: usize) -> VecDeque<String> {
+    let mut lines = BufReader::new(stream);
+    let mut tail = VecDeque::with_capacity(keep);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                write_fd(fd, &line);
+                if keep > 0 {
+                    if tail.len() == keep {
+                        tail.pop_front();
+                    }
+                    let text = String::from_utf8_lossy(&line);
+                    tail.push_back(text.trim_end_matches('\n').to_string());
+                }
+            }
+        }
+    }
+    tail
+}
+
+fn write_fd(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writing a valid slice to a file descriptor.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}

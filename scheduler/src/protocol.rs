@@ -1,0 +1,178 @@
+//! The wire protocol between scheduler and workers, defined once for both sides.
+//!
+//! A message is a ZeroMQ multipart message:
+//! `[signature (32 bytes)] [header (bincode)] [payload frames...]`.
+//! The signature is an HMAC over the header and every payload frame; see `auth`.
+//! Payload frames carry pickles and pickle-protocol-5 out-of-band buffers, which
+//! travel as frames of their own so large arrays are never copied into one blob.
+
+use crate::auth::Key;
+use crate::ids::{TaskId, WorkerId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A pickled object: the pickle itself, then its out-of-band buffers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Payload {
+    pub frames: Vec<Bytes>,
+}
+
+impl Payload {
+    pub fn new(frames: Vec<Bytes>) -> Payload {
+        Payload { frames }
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.frames.iter().map(Bytes::len).sum()
+    }
+}
+
+/// How a task names its function: the function's pickle is sent once per worker
+/// and cached there in a slot the scheduler chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FunctionRef {
+    /// The function's pickle is the first payload frame; keep it in `slot`.
+    Inline { slot: u32 },
+    /// The worker already holds the function in `slot`.
+    Cached { slot: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run the block allocation's init function (the payload) and keep its dict.
+    Init,
+    /// Run a task. Frames: [function if Inline] [call payload: `call_frames`]
+    /// then one payload per dependency, `dependency_frames[i]` frames each.
+    Run {
+        task: TaskId,
+        function: FunctionRef,
+        call_frames: u32,
+        dependency_frames: Vec<u32>,
+    },
+    Ping,
+    /// Exit after the current task.
+    Shutdown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The payload is the pickled return value.
+    Returned,
+    /// The payload is the pickled exception (with its remote traceback).
+    Raised,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// Sent once Python is up and the worker can take tasks.
+    Hello {
+        pid: u32,
+        host: String,
+    },
+    /// The init function ran; `Raised` carries its exception.
+    InitDone {
+        outcome: Outcome,
+    },
+    Done {
+        task: TaskId,
+        outcome: Outcome,
+    },
+    Pong,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    TooShort,
+    BadSignature,
+    BadHeader(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::TooShort => write!(f, "message has fewer than two frames"),
+            DecodeError::BadSignature => write!(f, "signature does not match"),
+            DecodeError::BadHeader(e) => write!(f, "header does not decode: {e}"),
+        }
+    }
+}
+
+/// Encode and sign `header` + `frames` into the frames of one ZeroMQ message.
+pub fn encode<H: Serialize>(key: &Key, header: &H, frames: Vec<Bytes>) -> Vec<Bytes> {
+    let mut body = Vec::with_capacity(frames.len() + 2);
+    body.push(Bytes::from(
+        bincode::serialize(header).expect("headers always serialize"),
+    ));
+    body.extend(frames);
+    let signature = key.sign(&body);
+    body.insert(0, signature);
+    body
+}
+
+/// Verify, then decode. The payload frames are returned untouched; nothing in
+/// them has been looked at unless the signature matched.
+pub fn decode<H: for<'de> Deserialize<'de>>(
+    key: &Key,
+    mut message: Vec<Bytes>,
+) -> Result<(H, Vec<Bytes>), DecodeError> {
+    if message.len() < 2 {
+        return Err(DecodeError::TooShort);
+    }
+    let signature = message.remove(0);
+    if !key.verify(&signature, &message) {
+        return Err(DecodeError::BadSignature);
+    }
+    let header =
+        bincode::deserialize(&message[0]).map_err(|e| DecodeError::BadHeader(e.to_string()))?;
+    message.remove(0);
+    Ok((header, message))
+}
+
+/// Identity a worker reports for status displays: which process on which host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerPlace {
+    pub worker: WorkerId,
+    pub pid: u32,
+    pub host: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_header_and_frames() {
+        let key = Key::generate();
+        let msg = ToWorker::Run {
+            task: TaskId(7),
+            function: FunctionRef::Inline { slot: 2 },
+            call_frames: 1,
+            dependency_frames: vec![2],
+        };
+        let frames = vec![Bytes::from_static(b"f"), Bytes::from_static(b"c")];
+        let wire = encode(&key, &msg, frames.clone());
+        let (back, payload): (ToWorker, _) = decode(&key, wire).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(payload, frames);
+    }
+
+    #[test]
+    fn tampered_or_unsigned_messages_are_rejected() {
+        let key = Key::generate();
+        let mut wire = encode(&key, &FromWorker::Pong, vec![Bytes::from_static(b"x")]);
+        wire[2] = Bytes::from_static(b"y");
+        assert_eq!(
+            decode::<FromWorker>(&key, wire).unwrap_err(),
+            DecodeError::BadSignature
+        );
+        let unsigned = vec![Bytes::from_static(b"header"), Bytes::from_static(b"pickle")];
+        assert_eq!(
+            decode::<FromWorker>(&key, unsigned).unwrap_err(),
+            DecodeError::BadSignature
+        );
+        assert_eq!(
+            decode::<FromWorker>(&key, vec![Bytes::new()]).unwrap_err(),
+            DecodeError::TooShort
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Payload frames as Python objects, for the two sides that host Python (the
+//! worker and the native module).
+
+use bytes::Bytes;
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyBufferError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use std::os::raw::{c_int, c_void};
+
+/// A received frame lent to Python without a copy. Pickle-protocol-5 buffers
+/// (numpy arrays) are rebuilt on top of it. It is writable because the bytes of
+/// a received message belong to this frame alone, as they would to an array
+/// unpickled by ProcessPoolExecutor.
+#[pyclass(frozen, module = "pmp._pmp")]
+pub struct Frame {
+    data: Bytes,
+}
+
+#[pymethods]
+impl Frame {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("null view"));
+        }
+        let data = &slf.get().data;
+        // SAFETY: `view` is a valid Py_buffer supplied by CPython; the pointer
+        // stays valid while `slf`, which FillInfo takes a reference to, lives.
+        let status = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut c_void,
+                data.len() as ffi::Py_ssize_t,
+                0,
+                flags,
+            )
+        };
+        if status == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Frames of a payload as a Python list: the pickle as `bytes`, each
+/// out-of-band buffer as a zero-copy `Frame` (or, with `copy_buffers`, a
+/// `bytearray` the caller owns outright).
+pub fn frames_to_python<'py>(
+    py: Python<'py>,
+    frames: &[Bytes],
+    copy_buffers: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (i, frame) in frames.iter().enumerate() {
+        if i == 0 {
+            list.append(PyBytes::new(py, frame))?;
+        } else if copy_buffers {
+            list.append(pyo3::types::PyByteArray::new(py, frame))?;
+        } else {
+            list.append(Bound::new(
+                py,
+                Frame {
+                    data: frame.clone(),
+                },
+            )?)?;
+        }
+    }
+    Ok(list)
+}
+
+/// Frames from a Python list of bytes-like objects (a pickle and its
+/// `PickleBuffer`s). Copied: the caller may change its arrays after submit,
+/// and a frame must not change between signing and sending.
+pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
+    let mut frames = Vec::new();
+    for item in items.try_iter()? {
+        let item = item?;
+        if let Ok(bytes) = item.cast::<PyBytes>() {
+            frames.push(Bytes::copy_from_slice(bytes.as_bytes()));
+            continue;
+        }
+        let buffer = PyBuffer::<u8>::get(&item)?;
+        let mut data = vec![0u8; buffer.item_count()];
+        buffer.copy_to_slice(item.py(), &mut data)?;
+        frames.push(Bytes::from(data));
+    }
+    Ok(frames)
+}

@@ -1,0 +1,400 @@
+//! The scheduler's event loop: one thread, one current-thread tokio runtime.
+//! It feeds the core with client commands, worker messages, process exits and
+//! heartbeat ticks, and carries out what the core decides through `Comm`.
+//! Nothing polls: every wake-up is an event.
+
+use crate::auth::Key;
+use crate::backend::{Backend, WorkerEnvironment};
+use crate::core::{
+    Comm, Core, Event, Launch, LostReason, SubmitError, TaskCounts, TaskSpec, WorkerInfo,
+};
+use crate::ids::{TaskId, WorkerId};
+use crate::process::{self, Exit};
+use crate::protocol::{self, FromWorker, Payload, ToWorker};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+/// What the client (the Python Executor) asks of the scheduler.
+pub enum Command {
+    Submit(TaskSpec),
+    AddExternal(TaskId),
+    ResolveExternal {
+        task: TaskId,
+        result: Result<Payload, Option<Payload>>,
+    },
+    Cancel(TaskId, std::sync::mpsc::Sender<bool>),
+    Release(TaskId),
+    Info(std::sync::mpsc::Sender<Snapshot>),
+    Shutdown {
+        cancel_futures: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub workers: Vec<WorkerInfo>,
+    pub tasks: TaskCounts,
+    pub cpus_total: u32,
+}
+
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// How long a worker asked to stop may take before it is killed.
+    pub stop_grace: Duration,
+}
+
+enum Internal {
+    KillIfAlive(WorkerId),
+}
+
+struct Live {
+    pid: u32,
+    last_seen: Instant,
+    connected: bool,
+    /// Why we killed it, which replaces "killed by signal 9" in the report.
+    kill_reason: Option<String>,
+}
+
+/// The effects of the core, carried out.
+struct ServerComm<'a> {
+    key: &'a Key,
+    outgoing: &'a UnboundedSender<(WorkerId, Vec<Bytes>)>,
+    events: &'a std::sync::mpsc::Sender<Event>,
+    backend: &'a dyn Backend,
+    environment: &'a WorkerEnvironment,
+    live: &'a mut HashMap<WorkerId, Live>,
+    internal: &'a UnboundedSender<Internal>,
+    exits: &'a UnboundedSender<Exit>,
+    stop_grace: Duration,
+}
+
+impl Comm for ServerComm<'_> {
+    fn start_worker(&mut self, worker: WorkerId, launch: &Launch) {
+        let started = self
+            .backend
+            .command(self.environment, worker, launch)
+            .and_then(|cmd| {
+                process::spawn(cmd, worker, self.exits.clone()).map_err(|e| e.to_string())
+            });
+        match started {
+            Ok(pid) => {
+                self.live.insert(
+                    worker,
+                    Live {
+                        pid,
+                        last_seen: Instant::now(),
+                        connected: false,
+                        kill_reason: None,
+                    },
+                );
+            }
+            Err(message) => {
+                // Report it as an exit so the core handles it in one place.
+                let _ = self.exits.send(Exit {
+                    worker,
+                    reason: LostReason::new(format!("could not start worker: {message}")),
+                });
+            }
+        }
+    }
+
+    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>) {
+        let wire = protocol::encode(self.key, &message, frames);
+        let _ = self.outgoing.send((worker, wire));
+    }
+
+    fn stop_worker(&mut self, worker: WorkerId) {
+        self.send(worker, ToWorker::Shutdown, Vec::new());
+        let internal = self.internal.clone();
+        let grace = self.stop_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = internal.send(Internal::KillIfAlive(worker));
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
+
+pub struct Server {
+    core: Core,
+    key: Key,
+    backend: Box<dyn Backend>,
+    environment: WorkerEnvironment,
+    timing: Timing,
+    live: HashMap<WorkerId, Live>,
+    events: std::sync::mpsc::Sender<Event>,
+    outgoing: UnboundedSender<(WorkerId, Vec<Bytes>)>,
+    internal_tx: UnboundedSender<Internal>,
+    exits_tx: UnboundedSender<Exit>,
+    dropped_messages: u64,
+}
+
+macro_rules! with_comm {
+    ($self:ident, |$core:ident, $comm:ident| $body:expr) => {{
+        let mut $comm = ServerComm {
+            key: &$self.key,
+            outgoing: &$self.outgoing,
+            events: &$self.events,
+            backend: $self.backend.as_ref(),
+            environment: &$self.environment,
+            live: &mut $self.live,
+            internal: &$self.internal_tx,
+            exits: &$self.exits_tx,
+            stop_grace: $self.timing.stop_grace,
+        };
+        let $core = &mut $self.core;
+        $body
+    }};
+}
+
+/// Bind the worker socket on `bind_host`, then run until shutdown. `ready`
+/// receives the address workers connect to (or why binding failed).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    core: Core,
+    key: Key,
+    backend: Box<dyn Backend>,
+    mut environment: WorkerEnvironment,
+    timing: Timing,
+    bind_host: String,
+    commands: UnboundedReceiver<Command>,
+    events: std::sync::mpsc::Sender<Event>,
+    ready: std::sync::mpsc::Sender<Result<String, String>>,
+) {
+    let mut socket = zeromq::RouterSocket::new();
+    let endpoint = match socket.bind(&format!("tcp://{bind_host}:0")).await {
+        Ok(endpoint) => endpoint.to_string(),
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen on {bind_host}: {e}")));
+            return;
+        }
+    };
+    environment.address = endpoint.clone();
+    let (send_half, mut recv_half) = socket.split();
+    let (outgoing, outgoing_rx) = unbounded_channel();
+    let (incoming_tx, incoming) = unbounded_channel::<Vec<Bytes>>();
+    let (internal_tx, internal) = unbounded_channel();
+    let (exits_tx, exits) = unbounded_channel();
+    tokio::spawn(send_loop(send_half, outgoing_rx));
+    tokio::spawn(async move {
+        while let Ok(message) = recv_half.recv().await {
+            if incoming_tx.send(message.into_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let _ = ready.send(Ok(endpoint));
+    let mut server = Server {
+        core,
+        key,
+        backend,
+        environment,
+        timing,
+        live: HashMap::new(),
+        events,
+        outgoing,
+        internal_tx,
+        exits_tx,
+        dropped_messages: 0,
+    };
+    with_comm!(server, |core, comm| core.start(&mut comm));
+    server.serve(commands, incoming, internal, exits).await;
+    // Whatever is still alive (the client vanished) goes now.
+    for live in server.live.values() {
+        process::kill_group(live.pid);
+    }
+}
+
+async fn send_loop(
+    mut socket: zeromq::RouterSendHalf,
+    mut outgoing: UnboundedReceiver<(WorkerId, Vec<Bytes>)>,
+) {
+    while let Some((worker, frames)) = outgoing.recv().await {
+        let mut message = ZmqMessage::from(worker.routing_id());
+        for frame in frames {
+            message.push_back(frame);
+        }
+        // A worker that already went away cannot be sent to; its exit is
+        // reported by its process watcher.
+        let _ = socket.send(message).await;
+    }
+}
+
+impl Server {
+    async fn serve(
+        &mut self,
+        mut commands: UnboundedReceiver<Command>,
+        mut incoming: UnboundedReceiver<Vec<Bytes>>,
+        mut internal: UnboundedReceiver<Internal>,
+        mut exits: UnboundedReceiver<Exit>,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.timing.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut client_gone = false;
+        loop {
+            if self.core.is_finished() {
+                break;
+            }
+            tokio::select! {
+                command = commands.recv(), if !client_gone => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        // The client dropped us without shutting down.
+                        client_gone = true;
+                        with_comm!(self, |core, comm| core.shutdown(&mut comm, true));
+                        for live in self.live.values() {
+                            process::kill_group(live.pid);
+                        }
+                    }
+                },
+                Some(message) = incoming.recv() => self.on_message(message),
+                Some(exit) = exits.recv() => self.on_exit(exit),
+                Some(event) = internal.recv() => match event {
+                    Internal::KillIfAlive(worker) => {
+                        if let Some(live) = self.live.get_mut(&worker) {
+                            live.kill_reason.get_or_insert_with(|| "did not exit when asked to stop".into());
+                            process::kill_group(live.pid);
+                        }
+                    }
+                },
+                _ = heartbeat.tick() => self.on_heartbeat(),
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit(spec) => {
+                let id = spec.id;
+                if let Err(e) = with_comm!(self, |core, comm| core.submit(&mut comm, spec)) {
+                    self.reject(id, e);
+                }
+            }
+            Command::AddExternal(id) => {
+                if let Err(e) = self.core.add_external(id) {
+                    self.reject(id, e);
+                }
+            }
+            Command::ResolveExternal { task, result } => {
+                with_comm!(self, |core, comm| match result {
+                    Ok(payload) => core.resolve_external_result(&mut comm, task, payload),
+                    Err(error) => core.resolve_external_error(&mut comm, task, error),
+                })
+            }
+            Command::Cancel(id, reply) => {
+                let cancelled = with_comm!(self, |core, comm| core.cancel(&mut comm, id));
+                let _ = reply.send(cancelled);
+            }
+            Command::Release(id) => self.core.release(id),
+            Command::Info(reply) => {
+                let _ = reply.send(Snapshot {
+                    workers: self.core.worker_infos(),
+                    tasks: self.core.task_counts(),
+                    cpus_total: self.core.cpus_total(),
+                });
+            }
+            Command::Shutdown { cancel_futures } => {
+                with_comm!(self, |core, comm| core.shutdown(&mut comm, cancel_futures))
+            }
+        }
+    }
+
+    fn reject(&mut self, task: TaskId, error: SubmitError) {
+        let _ = self.events.send(Event::Lost {
+            task,
+            reason: LostReason::new(error.to_string()),
+        });
+    }
+
+    fn on_message(&mut self, mut message: Vec<Bytes>) {
+        if message.is_empty() {
+            return;
+        }
+        let routing = message.remove(0);
+        let decoded = protocol::decode::<FromWorker>(&self.key, message);
+        let worker = WorkerId::from_routing_id(&routing).filter(|w| self.live.contains_key(w));
+        let (header, frames, worker) = match (decoded, worker) {
+            (Ok((header, frames)), Some(worker)) => (header, frames, worker),
+            (Err(e), _) => return self.drop_message(&routing, &e.to_string()),
+            (Ok(_), None) => return self.drop_message(&routing, "signed, but from no live worker"),
+        };
+        if let Some(live) = self.live.get_mut(&worker) {
+            live.last_seen = Instant::now();
+        }
+        with_comm!(self, |core, comm| match header {
+            FromWorker::Hello { pid, host } => {
+                if let Some(live) = comm.live.get_mut(&worker) {
+                    live.connected = true;
+                }
+                core.worker_hello(&mut comm, worker, pid, host)
+            }
+            FromWorker::InitDone { outcome } => {
+                core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
+            }
+            FromWorker::Done { task, outcome } => {
+                core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
+            }
+            FromWorker::Pong => {}
+        });
+    }
+
+    /// Unauthenticated or malformed messages are dropped, never decoded
+    /// further; the log is rate-limited so a flood cannot fill the disk.
+    fn drop_message(&mut self, routing: &[u8], why: &str) {
+        self.dropped_messages += 1;
+        let n = self.dropped_messages;
+        if n <= 10 || n.is_power_of_two() {
+            eprintln!(
+                "pmp scheduler: dropped message #{n} from peer {:?}: {why}",
+                String::from_utf8_lossy(routing)
+            );
+        }
+    }
+
+    fn on_exit(&mut self, exit: Exit) {
+        let mut reason = exit.reason;
+        if let Some(live) = self.live.remove(&exit.worker) {
+            if let Some(why) = live.kill_reason {
+                reason.message = format!("{} ({why})", reason.message);
+            }
+        }
+        with_comm!(self, |core, comm| core.worker_lost(
+            &mut comm,
+            exit.worker,
+            reason
+        ));
+    }
+
+    fn on_heartbeat(&mut self) {
+        let now = Instant::now();
+        let timeout = self.timing.heartbeat_timeout;
+        let mut ping = Vec::new();
+        for (worker, live) in self.live.iter_mut() {
+            if live.kill_reason.is_some() {
+                continue;
+            }
+            // A worker still starting Python has not connected: the ping is
+            // dropped, but the time it is allowed to take is not counted.
+            if live.connected && now.duration_since(live.last_seen) > timeout {
+                live.kill_reason = Some(format!(
+                    "it stopped answering heartbeats for {:.0} s",
+                    timeout.as_secs_f64()
+                ));
+                process::kill_group(live.pid);
+            } else {
+                ping.push(*worker);
+            }
+        }
+        for worker in ping {
+            let wire = protocol::encode(&self.key, &ToWorker::Ping, Vec::new());
+            let _ = self.outgoing.send((worker, wire));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The worker's side of the wire: a DEALER socket on its own thread. Messages
+//! are verified here, before the main thread (and Python) sees them.
+
+use crate::settings::Settings;
+use pmp_scheduler::auth::Key;
+use pmp_scheduler::ids::WorkerId;
+use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
+use pmp_scheduler::Bytes;
+use std::sync::mpsc;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use zeromq::{Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+
+pub struct Connection {
+    incoming: mpsc::Receiver<(ToWorker, Vec<Bytes>)>,
+    outgoing: UnboundedSender<Option<(FromWorker, Vec<Bytes>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Connection {
+    pub fn open(settings: &Settings) -> Connection {
+        let (incoming_tx, incoming) = mpsc::channel();
+        let (outgoing, outgoing_rx) = unbounded_channel();
+        let address = settings.address.clone();
+        let key = settings.key.clone();
+        let worker = WorkerId(settings.worker_id);
+        let silence = settings.heartbeat_timeout;
+        let thread = std::thread::Builder::new()
+            .name("pmp-connection".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime starts");
+                runtime.block_on(serve(
+                    address,
+                    key,
+                    worker,
+                    silence,
+                    incoming_tx,
+                    outgoing_rx,
+                ));
+            })
+            .expect("the connection thread starts");
+        Connection {
+            incoming,
+            outgoing,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next verified message for the main thread; None once the scheduler is gone.
+    pub fn next(&self) -> Option<(ToWorker, Vec<Bytes>)> {
+        self.incoming.recv().ok()
+    }
+
+    pub fn send(&self, message: FromWorker, frames: Vec<Bytes>) {
+        let _ = self.outgoing.send(Some((message, frames)));
+    }
+
+    /// Flush what is queued, then stop.
+    pub fn close(mut self) {
+        let _ = self.outgoing.send(None);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    address: String,
+    key: Key,
+    worker: WorkerId,
+    silence: std::time::Duration,
+    incoming: mpsc::Sender<(ToWorker, Vec<Bytes>)>,
+    mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<(FromWorker, Vec<Bytes>)>>,
+) {
+    let mut options = SocketOptions::default();
+    options.peer_identity(worker.routing_id().try_into().expect("a short identity"));
+    let mut socket = zeromq::DealerSocket::with_options(options);
+    if let Err(e) = socket.connect(&address).await {
+        eprintln!("pmp-worker: cannot connect to the scheduler at {address}: {e}");
+        die();
+    }
+    let (mut send_half, mut recv_half) = socket.split();
+    let (pong_tx, mut pong_rx) = unbounded_channel::<()>();
+    let reader_key = key.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let message = match tokio::time::timeout(silence, recv_half.recv()).await {
+                Ok(Ok(message)) => message,
+                Ok(Err(_)) | Err(_) => {
+                    // The scheduler died or its host went away: a worker
+                    // never outlives its executor.
+                    eprintln!(
+                        "pmp-worker: no word from the scheduler for {:.0} s; exiting",
+                        silence.as_secs_f64()
+                    );
+                    die();
+                }
+            };
+            match protocol::decode::<ToWorker>(&reader_key, message.into_vec()) {
+                Ok((ToWorker::Ping, _)) => {
+                    let _ = pong_tx.send(());
+                }
+                Ok(message) => {
+                    if incoming.send(message).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => eprintln!("pmp-worker: dropped a message: {e}"),
+            }
+        }
+    });
+    loop {
+        let (message, frames) = tokio::select! {
+            next = outgoing.recv() => match next {
+                Some(Some(item)) => item,
+                _ => break,
+            },
+            Some(()) = pong_rx.recv() => (FromWorker::Pong, Vec::new()),
+        };
+        let wire = protocol::encode(&key, &message, frames);
+        let mut zmq_message = ZmqMessage::from(wire[0].clone());
+        for frame in wire.into_iter().skip(1) {
+            zmq_message.push_back(frame);
+        }
+        if send_half.send(zmq_message).await.is_err() {
+            eprintln!("pmp-worker: lost the connection to the scheduler");
+            die();
+        }
+    }
+    reader.abort();
+}
+
+fn die() -> ! {
+    // SAFETY: immediate exit; Python may be mid-task on the main thread.
+    unsafe { libc::_exit(70) }
+}

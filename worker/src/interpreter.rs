@@ -1,0 +1,135 @@
+//! The embedded CPython and pmp's worker runtime (`pmp._worker`) inside it.
+
+use crate::settings::Settings;
+use pmp_scheduler::protocol::{FunctionRef, Outcome};
+use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
+use pmp_scheduler::Bytes;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use std::ffi::CString;
+
+pub struct Runtime {
+    runtime: Py<PyAny>,
+}
+
+impl Runtime {
+    pub fn start(settings: &Settings) -> Result<Runtime, String> {
+        initialize(&settings.python)?;
+        Python::attach(|py| {
+            let sys = py.import("sys")?;
+            let path = sys.getattr("path")?.cast_into::<PyList>()?;
+            // The client's sys.path first, so functions pickled by reference
+            // import the same modules the client saw.
+            for (i, entry) in settings.sys_path.iter().enumerate() {
+                path.insert(i, entry)?;
+            }
+            let runtime = py.import("pmp._worker")?.getattr("Runtime")?.call0()?;
+            Ok(Runtime {
+                runtime: runtime.unbind(),
+            })
+        })
+        .map_err(|e: PyErr| Python::attach(|py| describe(py, &e)))
+    }
+
+    pub fn init(&self, frames: Vec<Bytes>) -> (Outcome, Vec<Bytes>) {
+        Python::attach(|py| {
+            let frames = frames_to_python(py, &frames, false)?;
+            let result = self.runtime.bind(py).call_method1("init", (frames,))?;
+            outcome(&result)
+        })
+        .unwrap_or_else(|e| Python::attach(|py| crate::internal_error(describe(py, &e))))
+    }
+
+    pub fn run(
+        &self,
+        function: FunctionRef,
+        call_frames: u32,
+        dependency_frames: &[u32],
+        frames: Vec<Bytes>,
+    ) -> (Outcome, Vec<Bytes>) {
+        Python::attach(|py| {
+            let mut rest = frames.as_slice();
+            let (slot, inline) = match function {
+                FunctionRef::Inline { slot } => {
+                    let (function, tail) = rest.split_first().expect("an inline function frame");
+                    rest = tail;
+                    (slot, Some(pyo3::types::PyBytes::new(py, function)))
+                }
+                FunctionRef::Cached { slot } => (slot, None),
+            };
+            let (call, mut rest) = rest.split_at(call_frames as usize);
+            let call = frames_to_python(py, call, false)?;
+            let dependencies = PyList::empty(py);
+            for &n in dependency_frames {
+                let (dep, tail) = rest.split_at(n as usize);
+                rest = tail;
+                dependencies.append(frames_to_python(py, dep, false)?)?;
+            }
+            let result = self
+                .runtime
+                .bind(py)
+                .call_method1("run", (slot, inline, call, dependencies))?;
+            outcome(&result)
+        })
+        .unwrap_or_else(|e| Python::attach(|py| crate::internal_error(describe(py, &e))))
+    }
+
+    pub fn flush_streams(&self) {
+        Python::attach(|py| {
+            let _ = py.run(
+                c"import sys; sys.stdout.flush(); sys.stderr.flush()",
+                None,
+                None,
+            );
+        });
+    }
+}
+
+/// `(ok, frames)` from pmp._worker into an outcome and frames.
+fn outcome(result: &Bound<'_, PyAny>) -> PyResult<(Outcome, Vec<Bytes>)> {
+    let (ok, frames): (bool, Bound<'_, PyAny>) = result.extract()?;
+    let outcome = if ok {
+        Outcome::Returned
+    } else {
+        Outcome::Raised
+    };
+    Ok((outcome, frames_from_python(&frames)?))
+}
+
+fn describe(py: Python<'_>, error: &PyErr) -> String {
+    let traceback = error
+        .traceback(py)
+        .and_then(|tb| tb.format().ok())
+        .unwrap_or_default();
+    format!("{traceback}{error}")
+}
+
+/// Start CPython as the interpreter at `python` would (its sys.prefix, its
+/// site-packages, a virtualenv honoured), whatever is on PATH.
+fn initialize(python: &str) -> Result<(), String> {
+    let executable =
+        CString::new(python).map_err(|_| "PMP_PYTHON contains a NUL byte".to_string())?;
+    // SAFETY: the documented PyConfig sequence, on the thread that becomes
+    // Python's main thread, before any other Python call.
+    unsafe {
+        let mut config: ffi::PyConfig = std::mem::zeroed();
+        ffi::PyConfig_InitPythonConfig(&mut config);
+        config.parse_argv = 0;
+        config.install_signal_handlers = 1;
+        let status =
+            ffi::PyConfig_SetBytesString(&mut config, &mut config.executable, executable.as_ptr());
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::PyConfig_Clear(&mut config);
+            return Err(format!("cannot use {python} as the interpreter"));
+        }
+        let status = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            return Err(format!("initialising Python for {python} failed"));
+        }
+        // Release the GIL: every later use goes through Python::attach.
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! pmp-worker: started by a backend, it connects back to the scheduler,
+//! verifies every message, and runs tasks in an embedded CPython.
+//!
+//! Threads: the main thread initialises Python and runs tasks (CPython's main
+//! thread, so signals and `threading.main_thread()` behave); a connection
+//! thread owns the socket, answers heartbeats while a task runs, and exits the
+//! process when the scheduler goes silent.
+
+mod connection;
+mod interpreter;
+mod settings;
+
+use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
+
+fn main() {
+    let settings = match settings::Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("pmp-worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    let connection = connection::Connection::open(&settings);
+    let runtime = match interpreter::Runtime::start(&settings) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pmp-worker: Python did not start: {e}");
+            std::process::exit(3);
+        }
+    };
+    connection.send(
+        FromWorker::Hello {
+            pid: std::process::id(),
+            host: settings::hostname(),
+        },
+        Vec::new(),
+    );
+    while let Some((message, frames)) = connection.next() {
+        match message {
+            ToWorker::Init => {
+                let (outcome, frames) = runtime.init(frames);
+                connection.send(FromWorker::InitDone { outcome }, frames);
+            }
+            ToWorker::Run {
+                task,
+                function,
+                call_frames,
+                dependency_frames,
+            } => {
+                let (outcome, frames) =
+                    runtime.run(function, call_frames, &dependency_frames, frames);
+                connection.send(FromWorker::Done { task, outcome }, frames);
+            }
+            ToWorker::Shutdown => break,
+            // Answered by the connection thread; never reaches here.
+            ToWorker::Ping => {}
+        }
+    }
+    runtime.flush_streams();
+    connection.close();
+    std::process::exit(0);
+}
+
+/// A task's outcome that Python could not even produce (pmp itself failed).
+fn internal_error(message: String) -> (Outcome, Vec<pmp_scheduler::Bytes>) {
+    eprintln!("pmp-worker: {message}");
+    std::process::exit(4);
+}

@@ -1,0 +1,61 @@
+//! What the backend told this worker, through its environment.
+
+use pmp_scheduler::auth::Key;
+use std::time::Duration;
+
+pub struct Settings {
+    pub address: String,
+    pub key: Key,
+    pub worker_id: u32,
+    pub python: String,
+    pub sys_path: Vec<String>,
+    pub heartbeat_timeout: Duration,
+}
+
+fn required(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| {
+        format!("{name} is not set; pmp-worker is started by pmp's scheduler, not by hand")
+    })
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, String> {
+        let key = Key::from_hex(&required("PMP_KEY")?)?;
+        // The key must not reach the user's code or its subprocesses.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::remove_var("PMP_KEY") };
+        let worker_id = required("PMP_WORKER_ID")?
+            .parse()
+            .map_err(|e| format!("PMP_WORKER_ID: {e}"))?;
+        let heartbeat_timeout = std::env::var("PMP_HEARTBEAT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(10.0);
+        Ok(Settings {
+            address: required("PMP_SCHEDULER")?,
+            key,
+            worker_id,
+            python: required("PMP_PYTHON")?,
+            sys_path: std::env::var("PMP_SYS_PATH")
+                .map(|s| {
+                    s.split('\u{1f}')
+                        .filter(|p| !p.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+        })
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
