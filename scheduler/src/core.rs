@@ -619,8 +619,7 @@ impl Core {
     /// workers within the capacity otherwise. FIFO without backfill, so a big
     /// task is never starved by small ones behind it.
     fn schedule(&mut self, comm: &mut impl Comm) {
-        loop {
-            let Some(&id) = self.ready.front() else { break };
+        while let Some(&id) = self.ready.front() {
             if !matches!(
                 self.tasks.get(&id).map(|t| &t.state),
                 Some(TaskState::Ready)
@@ -825,3 +824,7 @@ fn inherit(failure: &Failure, upstream: TaskId) -> Failure {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,6 +1,7 @@
 """The Python half of pmp-worker: the Rust side verifies each message, then
 hands its frames here to be unpickled and run."""
 
+import contextlib
 import inspect
 import sys
 import traceback
@@ -19,7 +20,7 @@ def _pack_exception(exception):
     text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
     try:
         return serialize.dumps_value(ExceptionWithTraceback(exception, text))
-    except Exception as pickling_error:
+    except Exception as pickling_error:  # noqa: BLE001 - any pickling failure gets a stand-in
         name = f"{type(exception).__module__}.{type(exception).__qualname__}"
         stand_in = RemoteError(
             f"{name}: {exception} (the exception could not be pickled: {pickling_error})"
@@ -38,12 +39,10 @@ class Runtime:
             init_function = serialize.loads(frames)
             values = init_function()
             if not isinstance(values, dict):
-                raise TypeError(
-                    f"init_function must return a dict, not {type(values).__name__}"
-                )
+                raise TypeError(f"init_function must return a dict, not {type(values).__name__}")
             self._init_values = values
             return True, []
-        except BaseException as exception:
+        except BaseException as exception:  # noqa: BLE001 - the task's failure is its result
             return False, _pack_exception(exception)
         finally:
             _flush()
@@ -59,13 +58,13 @@ class Runtime:
             if self._init_values:
                 kwargs = self._inject(slot, function, args, kwargs)
             result = function(*args, **kwargs)
-        except BaseException as exception:
+        except BaseException as exception:  # noqa: BLE001 - the task's failure is its result
             return False, _pack_exception(exception)
         finally:
             _flush()
         try:
             return True, serialize.dumps_value(result)
-        except BaseException as exception:
+        except BaseException as exception:  # noqa: BLE001 - reported as the task's failure
             error = TypeError(
                 f"the result of {getattr(function, '__qualname__', function)!r}, "
                 f"a {type(result).__name__}, could not be pickled: {exception}"
@@ -91,16 +90,12 @@ class Runtime:
         extra = {
             name: self._init_values[name]
             for name, parameter in signature.parameters.items()
-            if parameter.kind in _INJECTABLE
-            and name in self._init_values
-            and name not in supplied
+            if parameter.kind in _INJECTABLE and name in self._init_values and name not in supplied
         }
         return {**kwargs, **extra} if extra else kwargs
 
 
 def _flush():
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
             stream.flush()
-        except Exception:
-            pass

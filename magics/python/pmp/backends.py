@@ -11,7 +11,9 @@ BACKENDS = ("auto", "local", "mpi", "slurm", "flux")
 def choose_backend(backend):
     """Returns ``(backend, reason)``."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
+        )
     if backend == "mpi":
         return "local", "backend='mpi' is the local backend (processes on this machine)"
     if backend == "local":
@@ -24,7 +26,10 @@ def choose_backend(backend):
     if os.environ.get("FLUX_URI") and shutil.which("flux"):
         return "local", "inside a Flux instance, but the flux backend is not available yet: local"
     if os.environ.get("SLURM_JOB_ID") and shutil.which("srun"):
-        return "local", "inside a Slurm allocation, but the slurm backend is not available yet: local"
+        return (
+            "local",
+            "inside a Slurm allocation, but the slurm backend is not available yet: local",
+        )
     return "local", "no Flux instance (FLUX_URI) or Slurm allocation (SLURM_JOB_ID) found"
 
 
@@ -54,7 +59,9 @@ def detect_gpus():
     if not smi:
         return []
     try:
-        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+        listing = subprocess.run(
+            [smi, "-L"], check=False, capture_output=True, text=True, timeout=10
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]

@@ -1,6 +1,7 @@
 """`pmp.Executor`: the seed's Executor, on pmp's Rust scheduler."""
 
 import atexit
+import contextlib
 import os
 import sys
 import weakref
@@ -141,8 +142,8 @@ class Executor(_BaseExecutor):
             "gpus": self._gpus,
             "init": serialize.dumps_value(init_function) if init_function else None,
             "bind_host": "127.0.0.1",
-            "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", 1.0)),
-            "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", 10.0)),
+            "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
+            "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
             "stop_grace": 3.0,
             "extra_env": [],
         }
@@ -173,7 +174,7 @@ class Executor(_BaseExecutor):
             return future
         except ValueError:
             raise
-        except Exception as error:  # an unpicklable argument fails its Future only
+        except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
             future.set_exception(error)
             return future
         task = self._table.new_id()
@@ -285,19 +286,17 @@ class Executor(_BaseExecutor):
 
     def _resolve_external(self, task, future):
         self._foreign.pop(id(future), None)
-        try:
-            if future.cancelled():
-                self._scheduler.resolve_external(task, False, None)
-                return
-            exception = future.exception()
-            if exception is not None:
-                self._scheduler.resolve_external(task, False, _exception_frames(exception))
-            else:
-                self._scheduler.resolve_external(task, True, serialize.dumps_value(future.result()))
-        except RuntimeError:
-            pass  # the scheduler already stopped
-        except Exception as error:
-            self._scheduler.resolve_external(task, False, _exception_frames(error))
+        if future.cancelled():
+            ok, frames = False, None
+        elif future.exception() is not None:
+            ok, frames = False, _exception_frames(future.exception())
+        else:
+            try:
+                ok, frames = True, serialize.dumps_value(future.result())
+            except Exception as error:  # noqa: BLE001 - an unpicklable result fails the dependents
+                ok, frames = False, _exception_frames(error)
+        with contextlib.suppress(RuntimeError):  # the scheduler already stopped
+            self._scheduler.resolve_external(task, ok, frames)
 
 
 def _value_of_done(future):
@@ -316,7 +315,7 @@ def _value_of_done(future):
 def _exception_frames(exception):
     try:
         return serialize.dumps_value(exception)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unpicklable exception travels as its repr
         return serialize.dumps_value(RuntimeError(repr(exception)))
 
 
@@ -330,9 +329,5 @@ def _client_sys_path():
 @atexit.register
 def _shutdown_live_executors():
     for executor in list(_live_executors):
-        try:
+        with contextlib.suppress(RuntimeError):
             executor.shutdown(wait=True)
-        except Exception:
-            pass
-
-

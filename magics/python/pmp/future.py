@@ -4,6 +4,7 @@ Results stay pickled until someone asks for them: a result that only feeds
 other tasks travels worker → scheduler → worker and is never unpickled here.
 """
 
+import contextlib
 import threading
 from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
@@ -77,10 +78,9 @@ class FutureTable:
         return self.scheduler.cancel(task)
 
     def release(self, task):
-        try:
+        # During interpreter shutdown the module globals may be gone already.
+        with contextlib.suppress(Exception):
             self.scheduler.release(task)
-        except Exception:  # interpreter shutdown
-            pass
 
     def on_events(self, events):
         futures = self._futures
@@ -117,7 +117,7 @@ class FutureTable:
 def _decode_exception(frames):
     try:
         exception = serialize.loads(frames)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
         return RemoteError(f"the task raised an exception that cannot be unpickled here: {error}")
     if not isinstance(exception, BaseException):
         return RemoteError(f"the task raised a non-exception: {exception!r}")

@@ -82,8 +82,6 @@ def merge_resource_dict(defaults, resource_dict):
     merged = dict(defaults)
     for key, value in resource_dict.items():
         if key not in _CHECKS:
-            raise ValueError(
-                f"resource_dict key {key!r} is not one of {', '.join(RESOURCE_KEYS)}"
-            )
+            raise ValueError(f"resource_dict key {key!r} is not one of {', '.join(RESOURCE_KEYS)}")
         merged[key] = _CHECKS[key](value)
     return merged

@@ -1,0 +1,360 @@
+//! The core driven through a recording Comm: each test reads as a story of
+//! what the scheduler would send, start and report.
+
+use super::*;
+
+#[derive(Default)]
+struct Recorder {
+    started: Vec<(WorkerId, Launch)>,
+    sent: Vec<(WorkerId, ToWorker, Vec<Bytes>)>,
+    stopped: Vec<WorkerId>,
+    events: Vec<Event>,
+}
+
+impl Comm for Recorder {
+    fn start_worker(&mut self, worker: WorkerId, launch: &Launch) {
+        self.started.push((worker, launch.clone()));
+    }
+    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>) {
+        self.sent.push((worker, message, frames));
+    }
+    fn stop_worker(&mut self, worker: WorkerId) {
+        self.stopped.push(worker);
+    }
+    fn emit(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
+impl Recorder {
+    fn runs(&self) -> Vec<(WorkerId, TaskId)> {
+        self.sent
+            .iter()
+            .filter_map(|(w, m, _)| match m {
+                ToWorker::Run { task, .. } => Some((*w, *task)),
+                _ => None,
+            })
+            .collect()
+    }
+    fn last_run_frames(&self) -> (ToWorker, Vec<Bytes>) {
+        let (_, m, f) = self
+            .sent
+            .iter()
+            .rev()
+            .find(|(_, m, _)| matches!(m, ToWorker::Run { .. }))
+            .expect("a Run was sent");
+        (m.clone(), f.clone())
+    }
+    fn finished(&self) -> Vec<TaskId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Finished { task, .. } => Some(*task),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn payload(text: &'static str) -> Payload {
+    Payload::new(vec![Bytes::from_static(text.as_bytes())])
+}
+
+fn task(id: u64, deps: &[u64]) -> TaskSpec {
+    TaskSpec {
+        id: TaskId(id),
+        function: Bytes::from_static(b"fn"),
+        call: payload("args"),
+        dependencies: deps.iter().map(|d| TaskId(*d)).collect(),
+        resources: ResourceRequest::default(),
+    }
+}
+
+fn block(workers: u32) -> (Core, Recorder) {
+    let mut core = Core::new(
+        Allocation::Block {
+            workers,
+            resources: ResourceRequest::default(),
+        },
+        Capacity::new(workers, None, vec![]),
+        None,
+    );
+    let mut comm = Recorder::default();
+    core.start(&mut comm);
+    for w in 0..workers {
+        core.worker_hello(&mut comm, WorkerId(w), 100 + w, "host".into());
+    }
+    (core, comm)
+}
+
+fn per_task(cpus: u32) -> (Core, Recorder) {
+    let core = Core::new(Allocation::PerTask, Capacity::new(cpus, None, vec![]), None);
+    (core, Recorder::default())
+}
+
+fn done(core: &mut Core, comm: &mut Recorder, worker: u32, task: u64, result: &'static str) {
+    core.task_done(
+        comm,
+        WorkerId(worker),
+        TaskId(task),
+        Outcome::Returned,
+        payload(result),
+    );
+}
+
+#[test]
+fn block_allocation_runs_tasks_in_order_on_idle_workers() {
+    let (mut core, mut comm) = block(2);
+    for id in 1..=3 {
+        core.submit(&mut comm, task(id, &[])).unwrap();
+    }
+    assert_eq!(
+        comm.runs(),
+        vec![(WorkerId(0), TaskId(1)), (WorkerId(1), TaskId(2))]
+    );
+    done(&mut core, &mut comm, 1, 2, "r2");
+    assert_eq!(comm.runs().last(), Some(&(WorkerId(1), TaskId(3))));
+    assert_eq!(comm.finished(), vec![TaskId(2)]);
+}
+
+#[test]
+fn a_function_is_sent_once_per_worker_then_named_by_slot() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    let (first, frames) = comm.last_run_frames();
+    assert!(matches!(
+        first,
+        ToWorker::Run {
+            function: FunctionRef::Inline { slot: 0 },
+            ..
+        }
+    ));
+    assert_eq!(frames.len(), 2, "function + call");
+    done(&mut core, &mut comm, 0, 1, "r");
+    core.submit(&mut comm, task(2, &[])).unwrap();
+    let (second, frames) = comm.last_run_frames();
+    assert!(matches!(
+        second,
+        ToWorker::Run {
+            function: FunctionRef::Cached { slot: 0 },
+            ..
+        }
+    ));
+    assert_eq!(frames.len(), 1, "call only");
+}
+
+#[test]
+fn a_dependent_waits_and_receives_its_dependency_result_as_frames() {
+    let (mut core, mut comm) = block(2);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, task(2, &[1])).unwrap();
+    assert_eq!(comm.runs(), vec![(WorkerId(0), TaskId(1))], "2 waits for 1");
+    done(&mut core, &mut comm, 0, 1, "three");
+    let (run, frames) = comm.last_run_frames();
+    assert!(
+        matches!(run, ToWorker::Run { task: TaskId(2), ref dependency_frames, .. } if dependency_frames == &vec![1])
+    );
+    assert_eq!(frames.last().unwrap(), &Bytes::from_static(b"three"));
+}
+
+#[test]
+fn upstream_exception_and_cancellation_reach_every_dependent() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, task(2, &[1])).unwrap();
+    core.submit(&mut comm, task(3, &[2])).unwrap();
+    core.task_done(
+        &mut comm,
+        WorkerId(0),
+        TaskId(1),
+        Outcome::Raised,
+        payload("boom"),
+    );
+    let raised: Vec<_> = comm
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Raised { task, error } => Some((task.0, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        raised,
+        vec![
+            (1, payload("boom")),
+            (2, payload("boom")),
+            (3, payload("boom"))
+        ]
+    );
+    // Submitting on an already-failed task fails at once.
+    core.submit(&mut comm, task(4, &[1])).unwrap();
+    assert!(matches!(
+        comm.events.last(),
+        Some(Event::Raised {
+            task: TaskId(4),
+            ..
+        })
+    ));
+
+    core.submit(&mut comm, task(10, &[])).unwrap(); // runs
+    core.submit(&mut comm, task(11, &[])).unwrap(); // queued
+    core.submit(&mut comm, task(12, &[11])).unwrap();
+    assert!(core.cancel(&mut comm, TaskId(11)));
+    assert!(comm.events.contains(&Event::Cancelled {
+        task: TaskId(12),
+        upstream: Some(TaskId(11))
+    }));
+    assert!(
+        !core.cancel(&mut comm, TaskId(10)),
+        "a running task cannot be cancelled"
+    );
+}
+
+#[test]
+fn a_dead_worker_fails_only_its_task_which_is_not_rerun() {
+    let (mut core, mut comm) = block(2);
+    for id in 1..=3 {
+        core.submit(&mut comm, task(id, &[])).unwrap();
+    }
+    let mut reason = LostReason::new("killed by signal 11 (SIGSEGV)");
+    reason.signal = Some(11);
+    core.worker_lost(&mut comm, WorkerId(0), reason.clone());
+    assert!(comm.events.contains(&Event::Lost {
+        task: TaskId(1),
+        reason
+    }));
+    assert_eq!(comm.started.len(), 3, "a replacement worker is started");
+    core.worker_hello(&mut comm, WorkerId(2), 7, "host".into());
+    let runs = comm.runs();
+    assert_eq!(runs.iter().filter(|(_, t)| *t == TaskId(1)).count(), 1);
+    assert_eq!(runs.last(), Some(&(WorkerId(2), TaskId(3))));
+}
+
+#[test]
+fn per_task_mode_starts_a_fresh_worker_per_task_within_the_cpus() {
+    let (mut core, mut comm) = per_task(2);
+    for id in 1..=3 {
+        core.submit(&mut comm, task(id, &[])).unwrap();
+    }
+    assert_eq!(comm.started.len(), 2, "two cpus, two workers");
+    core.worker_hello(&mut comm, WorkerId(0), 1, "h".into());
+    assert_eq!(comm.runs(), vec![(WorkerId(0), TaskId(1))]);
+    done(&mut core, &mut comm, 0, 1, "r");
+    assert_eq!(
+        comm.stopped,
+        vec![WorkerId(0)],
+        "a per-task worker is stopped after its task"
+    );
+    assert_eq!(comm.started.len(), 2, "its cpu is free only once it exited");
+    core.worker_lost(
+        &mut comm,
+        WorkerId(0),
+        LostReason::new("exited with exit code 0"),
+    );
+    assert_eq!(comm.started.len(), 3);
+    assert_eq!(
+        comm.finished(),
+        vec![TaskId(1)],
+        "a normal exit fails nothing"
+    );
+}
+
+#[test]
+fn a_task_whose_worker_dies_before_connecting_fails_with_the_reason() {
+    let (mut core, mut comm) = per_task(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.worker_lost(
+        &mut comm,
+        WorkerId(0),
+        LostReason::new("could not start worker"),
+    );
+    assert!(
+        matches!(&comm.events[0], Event::Lost { task: TaskId(1), reason } if reason.message.contains("could not start"))
+    );
+}
+
+#[test]
+fn shutdown_with_cancel_futures_cancels_the_queue_and_stops_workers_when_idle() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, task(2, &[])).unwrap();
+    core.shutdown(&mut comm, true);
+    assert!(comm.events.contains(&Event::Cancelled {
+        task: TaskId(2),
+        upstream: None
+    }));
+    assert!(comm.stopped.is_empty(), "task 1 still runs");
+    done(&mut core, &mut comm, 0, 1, "r");
+    assert_eq!(comm.stopped, vec![WorkerId(0)]);
+    assert!(!core.is_finished());
+    core.worker_lost(&mut comm, WorkerId(0), LostReason::new("exit 0"));
+    assert!(core.is_finished());
+    assert_eq!(
+        core.submit(&mut comm, task(3, &[])),
+        Err(SubmitError::ShuttingDown)
+    );
+}
+
+#[test]
+fn an_init_function_that_raises_fails_every_task_with_its_exception() {
+    let mut core = Core::new(
+        Allocation::Block {
+            workers: 1,
+            resources: ResourceRequest::default(),
+        },
+        Capacity::new(1, None, vec![]),
+        Some(payload("init")),
+    );
+    let mut comm = Recorder::default();
+    core.start(&mut comm);
+    core.worker_hello(&mut comm, WorkerId(0), 1, "h".into());
+    assert!(matches!(comm.sent[0].1, ToWorker::Init));
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.worker_init_done(
+        &mut comm,
+        WorkerId(0),
+        Outcome::Raised,
+        payload("init failed"),
+    );
+    assert!(comm.events.contains(&Event::Raised {
+        task: TaskId(1),
+        error: payload("init failed")
+    }));
+    core.submit(&mut comm, task(2, &[])).unwrap();
+    assert!(comm.events.contains(&Event::Raised {
+        task: TaskId(2),
+        error: payload("init failed")
+    }));
+    assert_eq!(comm.started.len(), 1, "no restart loop");
+}
+
+#[test]
+fn released_results_are_kept_while_a_dependent_still_needs_them() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, task(2, &[1])).unwrap();
+    core.release(TaskId(1));
+    done(&mut core, &mut comm, 0, 1, "kept");
+    assert_eq!(
+        comm.last_run_frames().1.last().unwrap(),
+        &Bytes::from_static(b"kept")
+    );
+    assert_eq!(core.task_counts().finished, 0, "released once sent");
+}
+
+#[test]
+fn an_external_result_unblocks_its_dependents() {
+    let (mut core, mut comm) = block(1);
+    core.add_external(TaskId(1)).unwrap();
+    core.submit(&mut comm, task(2, &[1])).unwrap();
+    assert!(comm.runs().is_empty());
+    core.resolve_external_result(&mut comm, TaskId(1), payload("foreign"));
+    assert_eq!(comm.runs(), vec![(WorkerId(0), TaskId(2))]);
+    core.add_external(TaskId(5)).unwrap();
+    core.submit(&mut comm, task(6, &[5])).unwrap();
+    core.resolve_external_error(&mut comm, TaskId(5), None);
+    assert!(comm.events.contains(&Event::Cancelled {
+        task: TaskId(6),
+        upstream: Some(TaskId(5))
+    }));
+}
