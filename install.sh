@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# pmp's one set-up step. Safe to run again: it installs only what is missing,
+# then rebuilds (incrementally) and reinstalls pmp.
+#
+# Installs into the active virtualenv or conda environment; with neither
+# active, into ./.venv, created here. Builds in release mode.
+set -euo pipefail
+cd "$(dirname "$0")"
+say() { printf 'install.sh: %s\n' "$*" >&2; }
+
+if ! command -v cargo >/dev/null; then
+    say "cargo is missing: install Rust (https://rustup.rs) and run install.sh again"
+    exit 1
+fi
+
+# Which Python environment gets pmp.
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+    python="$VIRTUAL_ENV/bin/python"
+elif [ -n "${CONDA_PREFIX:-}" ]; then
+    python="$CONDA_PREFIX/bin/python"
+else
+    if [ ! -x .venv/bin/python ]; then
+        base=$(command -v python3 || true)
+        [ -n "$base" ] || { say "python3 is missing: install Python >= 3.9"; exit 1; }
+        say "creating .venv with $base"
+        "$base" -m venv .venv
+    fi
+    python="$PWD/.venv/bin/python"
+fi
+python=$("$python" -c 'import sys; print(sys.executable)')
+say "Python environment: $python"
+
+missing=$("$python" - <<'PY'
+import importlib.util
+wanted = {"maturin": "maturin>=1.5,<2", "cloudpickle": "cloudpickle>=3"}
+print(" ".join(spec for mod, spec in wanted.items() if importlib.util.find_spec(mod) is None))
+PY
+)
+if [ -n "$missing" ]; then
+    say "pip install $missing"
+    "$python" -m pip install -q $missing
+fi
+
+# Build against exactly this interpreter (pyo3 reads it at build time).
+export PYO3_PYTHON="$python"
+say "building pmp-worker (release)"
+cargo build --release --locked -p pmp-worker
+say "building the pmp wheel (release)"
+rm -rf target/wheels
+"$python" -m maturin build --release --locked -q -m magics/Cargo.toml -o target/wheels -i "$python" >&2
+"$python" -m pip install -q --force-reinstall --no-deps target/wheels/pmp-*.whl
+
+scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+install -m 755 target/release/pmp-worker "$scripts/pmp-worker"
+
+# Let the test and job scripts find the same interpreter.
+printf '%s\n' "$python" > target/pmp-python
+"$python" -c 'import pmp, pmp._pmp; print("install.sh: pmp is ready in", pmp.__file__.rsplit("/", 2)[0])' >&2
