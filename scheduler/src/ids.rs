@@ -23,15 +23,3 @@ impl fmt::Display for WorkerId {
         write!(f, "worker {}", self.0)
     }
 }
-
-impl WorkerId {
-    /// The ZeroMQ routing identity a worker connects with.
-    pub fn routing_id(self) -> bytes::Bytes {
-        bytes::Bytes::from(format!("w{}", self.0))
-    }
-
-    pub fn from_routing_id(id: &[u8]) -> Option<WorkerId> {
-        let text = std::str::from_utf8(id).ok()?;
-        text.strip_prefix('w')?.parse().ok().map(WorkerId)
-    }
-}

@@ -64,8 +64,11 @@ pub enum Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromWorker {
-    /// Sent once Python is up and the worker can take tasks.
+    /// Sent once Python is up and the worker can take tasks. The scheduler
+    /// routes to a worker by the connection its signed Hello came from, never
+    /// by an identity the peer chose.
     Hello {
+        worker: WorkerId,
         pid: u32,
         host: String,
     },

@@ -54,7 +54,8 @@ enum Internal {
 struct Live {
     pid: u32,
     last_seen: Instant,
-    connected: bool,
+    /// The ZeroMQ routing id of the connection its signed Hello came from.
+    route: Option<Bytes>,
     /// Why we killed it, which replaces "killed by signal 9" in the report.
     kill_reason: Option<String>,
 }
@@ -62,7 +63,7 @@ struct Live {
 /// The effects of the core, carried out.
 struct ServerComm<'a> {
     key: &'a Key,
-    outgoing: &'a UnboundedSender<(WorkerId, Vec<Bytes>)>,
+    outgoing: &'a UnboundedSender<(Bytes, Vec<Bytes>)>,
     events: &'a std::sync::mpsc::Sender<Event>,
     backend: &'a dyn Backend,
     environment: &'a WorkerEnvironment,
@@ -87,7 +88,7 @@ impl Comm for ServerComm<'_> {
                     Live {
                         pid,
                         last_seen: Instant::now(),
-                        connected: false,
+                        route: None,
                         kill_reason: None,
                     },
                 );
@@ -103,8 +104,11 @@ impl Comm for ServerComm<'_> {
     }
 
     fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>) {
-        let wire = protocol::encode(self.key, &message, frames);
-        let _ = self.outgoing.send((worker, wire));
+        // The core only sends to workers that said hello.
+        if let Some(route) = self.live.get(&worker).and_then(|l| l.route.clone()) {
+            let wire = protocol::encode(self.key, &message, frames);
+            let _ = self.outgoing.send((route, wire));
+        }
     }
 
     fn stop_worker(&mut self, worker: WorkerId) {
@@ -129,8 +133,10 @@ pub struct Server {
     environment: WorkerEnvironment,
     timing: Timing,
     live: HashMap<WorkerId, Live>,
+    /// Which worker each connected route belongs to.
+    routes: HashMap<Bytes, WorkerId>,
     events: std::sync::mpsc::Sender<Event>,
-    outgoing: UnboundedSender<(WorkerId, Vec<Bytes>)>,
+    outgoing: UnboundedSender<(Bytes, Vec<Bytes>)>,
     internal_tx: UnboundedSender<Internal>,
     exits_tx: UnboundedSender<Exit>,
     dropped_messages: u64,
@@ -198,6 +204,7 @@ pub async fn run(
         environment,
         timing,
         live: HashMap::new(),
+        routes: HashMap::new(),
         events,
         outgoing,
         internal_tx,
@@ -214,10 +221,10 @@ pub async fn run(
 
 async fn send_loop(
     mut socket: zeromq::RouterSendHalf,
-    mut outgoing: UnboundedReceiver<(WorkerId, Vec<Bytes>)>,
+    mut outgoing: UnboundedReceiver<(Bytes, Vec<Bytes>)>,
 ) {
-    while let Some((worker, frames)) = outgoing.recv().await {
-        let mut message = ZmqMessage::from(worker.routing_id());
+    while let Some((route, frames)) = outgoing.recv().await {
+        let mut message = ZmqMessage::from(route);
         for frame in frames {
             message.push_back(frame);
         }
@@ -317,24 +324,35 @@ impl Server {
         if message.is_empty() {
             return;
         }
-        let routing = message.remove(0);
-        let decoded = protocol::decode::<FromWorker>(&self.key, message);
-        let worker = WorkerId::from_routing_id(&routing).filter(|w| self.live.contains_key(w));
-        let (header, frames, worker) = match (decoded, worker) {
-            (Ok((header, frames)), Some(worker)) => (header, frames, worker),
-            (Err(e), _) => return self.drop_message(&routing, &e.to_string()),
-            (Ok(_), None) => return self.drop_message(&routing, "signed, but from no live worker"),
+        let route = message.remove(0);
+        let (header, frames) = match protocol::decode::<FromWorker>(&self.key, message) {
+            Ok(decoded) => decoded,
+            Err(e) => return self.drop_message(&route, &e.to_string()),
+        };
+        let worker = match &header {
+            FromWorker::Hello { worker, .. } => match self.live.get_mut(worker) {
+                Some(live) if live.route.is_none() => {
+                    live.route = Some(route.clone());
+                    self.routes.insert(route.clone(), *worker);
+                    *worker
+                }
+                _ => {
+                    return self.drop_message(
+                        &route,
+                        "hello from a worker not started or already connected",
+                    )
+                }
+            },
+            _ => match self.routes.get(&route) {
+                Some(worker) => *worker,
+                None => return self.drop_message(&route, "signed, but from no connected worker"),
+            },
         };
         if let Some(live) = self.live.get_mut(&worker) {
             live.last_seen = Instant::now();
         }
         with_comm!(self, |core, comm| match header {
-            FromWorker::Hello { pid, host } => {
-                if let Some(live) = comm.live.get_mut(&worker) {
-                    live.connected = true;
-                }
-                core.worker_hello(&mut comm, worker, pid, host)
-            }
+            FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
             FromWorker::InitDone { outcome } => {
                 core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
             }
@@ -361,6 +379,9 @@ impl Server {
     fn on_exit(&mut self, exit: Exit) {
         let mut reason = exit.reason;
         if let Some(live) = self.live.remove(&exit.worker) {
+            if let Some(route) = &live.route {
+                self.routes.remove(route);
+            }
             if let Some(why) = live.kill_reason {
                 reason.message = format!("{} ({why})", reason.message);
             }
@@ -376,25 +397,26 @@ impl Server {
         let now = Instant::now();
         let timeout = self.timing.heartbeat_timeout;
         let mut ping = Vec::new();
-        for (worker, live) in self.live.iter_mut() {
+        for live in self.live.values_mut() {
+            // A worker still starting Python has no route yet; the time it
+            // takes is not held against it.
+            let Some(route) = &live.route else { continue };
             if live.kill_reason.is_some() {
                 continue;
             }
-            // A worker still starting Python has not connected: the ping is
-            // dropped, but the time it is allowed to take is not counted.
-            if live.connected && now.duration_since(live.last_seen) > timeout {
+            if now.duration_since(live.last_seen) > timeout {
                 live.kill_reason = Some(format!(
                     "it stopped answering heartbeats for {:.0} s",
                     timeout.as_secs_f64()
                 ));
                 process::kill_group(live.pid);
             } else {
-                ping.push(*worker);
+                ping.push(route.clone());
             }
         }
-        for worker in ping {
+        for route in ping {
             let wire = protocol::encode(&self.key, &ToWorker::Ping, Vec::new());
-            let _ = self.outgoing.send((worker, wire));
+            let _ = self.outgoing.send((route, wire));
         }
     }
 }

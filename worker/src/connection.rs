@@ -3,12 +3,11 @@
 
 use crate::settings::Settings;
 use pmp_scheduler::auth::Key;
-use pmp_scheduler::ids::WorkerId;
 use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
 use pmp_scheduler::Bytes;
 use std::sync::mpsc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-use zeromq::{Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
 pub struct Connection {
     incoming: mpsc::Receiver<(ToWorker, Vec<Bytes>)>,
@@ -22,7 +21,6 @@ impl Connection {
         let (outgoing, outgoing_rx) = unbounded_channel();
         let address = settings.address.clone();
         let key = settings.key.clone();
-        let worker = WorkerId(settings.worker_id);
         let silence = settings.heartbeat_timeout;
         let thread = std::thread::Builder::new()
             .name("pmp-connection".into())
@@ -31,14 +29,7 @@ impl Connection {
                     .enable_all()
                     .build()
                     .expect("a tokio runtime starts");
-                runtime.block_on(serve(
-                    address,
-                    key,
-                    worker,
-                    silence,
-                    incoming_tx,
-                    outgoing_rx,
-                ));
+                runtime.block_on(serve(address, key, silence, incoming_tx, outgoing_rx));
             })
             .expect("the connection thread starts");
         Connection {
@@ -69,14 +60,11 @@ impl Connection {
 async fn serve(
     address: String,
     key: Key,
-    worker: WorkerId,
     silence: std::time::Duration,
     incoming: mpsc::Sender<(ToWorker, Vec<Bytes>)>,
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<(FromWorker, Vec<Bytes>)>>,
 ) {
-    let mut options = SocketOptions::default();
-    options.peer_identity(worker.routing_id().try_into().expect("a short identity"));
-    let mut socket = zeromq::DealerSocket::with_options(options);
+    let mut socket = zeromq::DealerSocket::new();
     if let Err(e) = socket.connect(&address).await {
         eprintln!("pmp-worker: cannot connect to the scheduler at {address}: {e}");
         die();

@@ -30,6 +30,7 @@ fn main() {
     };
     connection.send(
         FromWorker::Hello {
+            worker: pmp_scheduler::ids::WorkerId(settings.worker_id),
             pid: std::process::id(),
             host: settings::hostname(),
         },
