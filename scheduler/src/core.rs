@@ -191,6 +191,31 @@ impl FunctionSlots {
     }
 }
 
+/// One copy of each distinct function pickle among the unsent tasks: a loop
+/// submitting the same function 100,000 times stores it once.
+#[derive(Default)]
+struct FunctionStore {
+    by_digest: HashMap<[u8; 32], (Bytes, u32)>,
+}
+
+impl FunctionStore {
+    fn intern(&mut self, function: Bytes) -> ([u8; 32], Bytes) {
+        let digest: [u8; 32] = Sha256::digest(&function).into();
+        let entry = self.by_digest.entry(digest).or_insert((function, 0));
+        entry.1 += 1;
+        (digest, entry.0.clone())
+    }
+
+    fn release(&mut self, digest: &[u8; 32]) {
+        if let Some(entry) = self.by_digest.get_mut(digest) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                self.by_digest.remove(digest);
+            }
+        }
+    }
+}
+
 /// Counts for `info()`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskCounts {
@@ -233,6 +258,7 @@ pub struct Core {
     allocation: Allocation,
     capacity: Capacity,
     tasks: HashMap<TaskId, Task>,
+    functions: FunctionStore,
     ready: VecDeque<TaskId>,
     workers: BTreeMap<WorkerId, Worker>,
     next_worker: u32,
@@ -250,6 +276,7 @@ impl Core {
             allocation,
             capacity,
             tasks: HashMap::new(),
+            functions: FunctionStore::default(),
             ready: VecDeque::new(),
             workers: BTreeMap::new(),
             next_worker: 0,
@@ -283,12 +310,12 @@ impl Core {
         {
             return Err(SubmitError::UnknownDependency(*dep));
         }
-        let digest: [u8; 32] = Sha256::digest(&spec.function).into();
+        let (digest, function) = self.functions.intern(spec.function);
         let mut task = Task {
             state: TaskState::Waiting { missing: 0 },
             resources: spec.resources,
             work: Some(Work {
-                function: spec.function,
+                function,
                 digest,
                 call: spec.call,
             }),
@@ -672,6 +699,7 @@ impl Core {
     fn dispatch(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId) {
         let task = self.tasks.get_mut(&id).expect("dispatched task exists");
         let work = task.work.take().expect("a task is dispatched once");
+        self.functions.release(&work.digest);
         let dependencies = task.dependencies.clone();
         task.state = TaskState::Assigned;
         let w = self
@@ -747,7 +775,9 @@ impl Core {
             if task.is_terminal() {
                 continue;
             }
-            task.work = None;
+            if let Some(work) = task.work.take() {
+                self.functions.release(&work.digest);
+            }
             let dependents = std::mem::take(&mut task.dependents);
             let dependencies = std::mem::take(&mut task.dependencies);
             task.state = TaskState::Failed(failure.clone());
