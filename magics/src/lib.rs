@@ -22,6 +22,8 @@ const MAX_BATCH: usize = 4096;
 #[pyclass(module = "pmp._pmp")]
 struct Scheduler {
     handle: Mutex<SchedulerHandle>,
+    /// What a task gets when submit passes no resources.
+    default_resources: ResourceRequest,
     events_thread: Mutex<Option<JoinHandle<()>>>,
     address: String,
 }
@@ -160,6 +162,7 @@ impl Scheduler {
         config: &Bound<'_, PyDict>,
         on_events: Py<PyAny>,
     ) -> PyResult<Scheduler> {
+        let default_resources = resources_from(&get(config, "worker_resources")?)?;
         let config = config_from(config)?;
         let (events_tx, events_rx) = mpsc::channel();
         let handle = py
@@ -171,6 +174,7 @@ impl Scheduler {
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the events thread: {e}")))?;
         Ok(Scheduler {
             address: handle.address().to_string(),
+            default_resources,
             handle: Mutex::new(handle),
             events_thread: Mutex::new(Some(events_thread)),
         })
@@ -188,14 +192,18 @@ impl Scheduler {
         function: &Bound<'_, pyo3::types::PyBytes>,
         call: &Bound<'_, PyAny>,
         dependencies: Vec<u64>,
-        resources: &Bound<'_, PyDict>,
+        resources: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        let resources = match resources {
+            Some(dict) => resources_from(dict)?,
+            None => self.default_resources.clone(),
+        };
         let spec = TaskSpec {
             id: TaskId(task),
             function: pmp_scheduler::Bytes::copy_from_slice(function.as_bytes()),
             call: Payload::new(frames_from_python(call)?),
             dependencies: dependencies.into_iter().map(TaskId).collect(),
-            resources: resources_from(resources)?,
+            resources,
         };
         self.lock().submit(spec).map_err(PyRuntimeError::new_err)
     }

@@ -136,7 +136,7 @@ class Executor(_BaseExecutor):
             "sys_path": _client_sys_path(),
             "block_allocation": block_allocation,
             "workers": workers,
-            "worker_resources": self._defaults,
+            "worker_resources": {key: self._defaults[key] for key in WORKER_KEYS},
             "max_cores": max_cores,
             "max_workers": max_workers,
             "gpus": self._gpus,
@@ -160,10 +160,14 @@ class Executor(_BaseExecutor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        resources = merge_resource_dict(self._defaults, resource_dict)
-        if self._block and resource_dict:
-            self._check_block_resources(resources)
-        self._check_fits(resources)
+        if resource_dict:
+            resources = merge_resource_dict(self._defaults, resource_dict)
+            if self._block:
+                self._check_block_resources(resources)
+            self._check_fits(resources)
+            worker_resources = {key: resources[key] for key in WORKER_KEYS}
+        else:
+            worker_resources = None  # the executor's, checked when it was made
         future = Future()
         dependencies = []
         try:
@@ -180,9 +184,7 @@ class Executor(_BaseExecutor):
         task = self._table.new_id()
         self._table.register(task, future)
         try:
-            self._scheduler.submit(
-                task, function, call, dependencies, {k: resources[k] for k in WORKER_KEYS}
-            )
+            self._scheduler.submit(task, function, call, dependencies, worker_resources)
         except BaseException:
             self._table.forget(task)
             future._pmp_table = None

@@ -5,6 +5,7 @@ other tasks travels worker → scheduler → worker and is never unpickled here.
 """
 
 import contextlib
+import itertools
 import threading
 from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
@@ -13,6 +14,7 @@ from pmp import serialize
 from pmp.errors import DependencyCancelledError, RemoteError, WorkerDiedError
 
 _UNDECODED = object()
+_CONDITION_LOCK = threading.Lock()
 
 
 class Future(_BaseFuture):
@@ -20,11 +22,27 @@ class Future(_BaseFuture):
     `asyncio.wrap_future` work on it."""
 
     def __init__(self):
-        super().__init__()
+        # As Future.__init__, but the Condition (about 1 KB with its deque) is
+        # made on first use: 100,000 queued tasks do not need 100,000 of them.
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self._pmp_table = None
         self._pmp_task = None
         self._pmp_frames = None
         self.place = None  # (worker id, pid, host) once it runs
+
+    @property
+    def _condition(self):
+        condition = self.__dict__.get("_pmp_condition")
+        if condition is None:
+            with _CONDITION_LOCK:
+                condition = self.__dict__.get("_pmp_condition")
+                if condition is None:
+                    condition = self.__dict__["_pmp_condition"] = threading.Condition()
+        return condition
 
     def result(self, timeout=None):
         value = super().result(timeout)
@@ -57,14 +75,9 @@ class FutureTable:
 
     def __init__(self):
         self._futures = {}
-        self._lock = threading.Lock()
         self.scheduler = None
-        self._next_id = 0
-
-    def new_id(self):
-        with self._lock:
-            self._next_id += 1
-            return self._next_id
+        # next() on a count is atomic under the GIL: ids are unique across threads.
+        self.new_id = itertools.count(1).__next__
 
     def register(self, task, future):
         future._pmp_table = self
