@@ -16,9 +16,7 @@ OUT = ROOT / "target" / "notebooks"
 
 def run(path, kernel_name="python3", timeout=600):
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, kernel_name=kernel_name, timeout=timeout).execute(
-        cwd=str(path.parent)
-    )
+    NotebookClient(notebook, kernel_name=kernel_name, timeout=timeout).execute(cwd=str(path.parent))
     OUT.mkdir(parents=True, exist_ok=True)
     target = OUT / path.name
     nbformat.write(notebook, target)
