@@ -20,6 +20,9 @@ from pmp.resources import (
 )
 
 _live_executors = weakref.WeakSet()
+# Native schedulers whose threads may still run, even if their Executor was
+# collected: joined at exit so no thread touches Python during finalization.
+_unjoined_schedulers = set()
 
 
 class _UpstreamFailed(Exception):
@@ -150,6 +153,7 @@ class Executor(_BaseExecutor):
         self._scheduler = _pmp.Scheduler(config, self._table.on_events)
         self._table.scheduler = self._scheduler
         _live_executors.add(self)
+        _unjoined_schedulers.add(self._scheduler)
         # An Executor dropped without shutdown still finishes its work and stops.
         weakref.finalize(self, self._scheduler.shutdown, False)
 
@@ -196,6 +200,7 @@ class Executor(_BaseExecutor):
         self._scheduler.shutdown(cancel_futures)
         if wait:
             self._scheduler.join()
+            _unjoined_schedulers.discard(self._scheduler)
 
     # ---- pmp ----
 
@@ -333,3 +338,6 @@ def _shutdown_live_executors():
     for executor in list(_live_executors):
         with contextlib.suppress(RuntimeError):
             executor.shutdown(wait=True)
+    for scheduler in list(_unjoined_schedulers):
+        scheduler.shutdown(False)
+        scheduler.join()
