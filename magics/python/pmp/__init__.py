@@ -4,14 +4,29 @@
 in Rust; see README.md for the parameters and the backends.
 """
 
-from pmp.errors import DependencyCancelledError, RemoteTraceback, WorkerDiedError
-from pmp.executor import Executor
-from pmp.future import Future
+# Names load on first use: a worker imports pmp._worker and must not pay for
+# the client side (concurrent.futures, logging, subprocess) at every start.
+_EXPORTS = {
+    "DependencyCancelledError": "pmp.errors",
+    "Executor": "pmp.executor",
+    "Future": "pmp.future",
+    "RemoteTraceback": "pmp._remote",
+    "WorkerDiedError": "pmp.errors",
+}
 
-__all__ = [
-    "DependencyCancelledError",
-    "Executor",
-    "Future",
-    "RemoteTraceback",
-    "WorkerDiedError",
-]
+__all__ = ["DependencyCancelledError", "Executor", "Future", "RemoteTraceback", "WorkerDiedError"]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pmp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

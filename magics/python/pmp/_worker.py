@@ -2,21 +2,19 @@
 hands its frames here to be unpickled and run."""
 
 import contextlib
-import inspect
 import sys
-import traceback
 
 import cloudpickle
 
 from pmp import serialize
-from pmp.errors import ExceptionWithTraceback, RemoteError
-
-_INJECTABLE = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+from pmp._remote import ExceptionWithTraceback, RemoteError
 
 
 def _pack_exception(exception):
     """Frames of the exception, its remote traceback attached; a stand-in
     RemoteError when the exception itself cannot be pickled."""
+    import traceback
+
     text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
     try:
         return serialize.dumps_value(ExceptionWithTraceback(exception, text))
@@ -74,6 +72,8 @@ class Runtime:
 
     def _inject(self, slot, function, args, kwargs):
         """Add init_function's values for parameters the call left unset."""
+        import inspect
+
         if slot not in self._parameters:
             try:
                 signature = inspect.signature(function)
@@ -90,7 +90,9 @@ class Runtime:
         extra = {
             name: self._init_values[name]
             for name, parameter in signature.parameters.items()
-            if parameter.kind in _INJECTABLE and name in self._init_values and name not in supplied
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+            and name in self._init_values
+            and name not in supplied
         }
         return {**kwargs, **extra} if extra else kwargs
 

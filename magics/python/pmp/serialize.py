@@ -8,7 +8,6 @@ along with the task.
 
 import io
 import pickle
-from concurrent.futures import Future as _BaseFuture
 
 import cloudpickle
 
@@ -45,9 +44,16 @@ class _CallPickler(cloudpickle.Pickler):
         self._on_future = on_future
 
     def reducer_override(self, obj):
-        if isinstance(obj, _BaseFuture):
+        if isinstance(obj, _base_future()):
             return self._on_future(obj)
         return super().reducer_override(obj)
+
+
+def _base_future():
+    # Imported here: workers unpickle without ever loading concurrent.futures.
+    from concurrent.futures import Future
+
+    return Future
 
 
 def _frames(pickled, buffers):
