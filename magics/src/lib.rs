@@ -81,6 +81,10 @@ fn config_from(config: &Bound<'_, PyDict>) -> PyResult<Config> {
         heartbeat_timeout: seconds(config, "heartbeat_timeout")?,
         stop_grace: seconds(config, "stop_grace")?,
         extra_env: get(config, "extra_env")?,
+        tool_dirs: get::<Vec<String>>(config, "tool_dirs")?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
     })
 }
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     pub stop_grace: Duration,
     pub extra_env: Vec<(String, String)>,
+    /// Where the Python environment keeps its programs (mpiexec from a wheel).
+    pub tool_dirs: Vec<PathBuf>,
 }
 
 pub struct SchedulerHandle {
@@ -62,6 +64,7 @@ impl SchedulerHandle {
         let (commands, commands_rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let bind_host = config.bind_host;
+        let mpi_dirs = config.tool_dirs;
         let thread = std::thread::Builder::new()
             .name("pmp-scheduler".into())
             .spawn(move || {
@@ -72,7 +75,7 @@ impl SchedulerHandle {
                 runtime.block_on(server::run(
                     core,
                     key,
-                    Box::new(LocalBackend),
+                    Box::new(LocalBackend::new(mpi_dirs)),
                     environment,
                     timing,
                     bind_host,

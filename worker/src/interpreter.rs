@@ -24,7 +24,10 @@ impl Runtime {
             for (i, entry) in settings.sys_path.iter().enumerate() {
                 path.insert(i, entry)?;
             }
-            let runtime = py.import("pmp._worker")?.getattr("Runtime")?.call0()?;
+            let runtime = py
+                .import("pmp._worker")?
+                .getattr("Runtime")?
+                .call1((settings.ranks,))?;
             Ok(Runtime {
                 runtime: runtime.unbind(),
             })
@@ -75,15 +78,41 @@ impl Runtime {
         .unwrap_or_else(|e| Python::attach(|py| crate::internal_error(describe(py, &e))))
     }
 
-    pub fn flush_streams(&self) {
+    /// Release the other ranks (if any) and flush output before exiting.
+    pub fn close(&self) {
         Python::attach(|py| {
-            let _ = py.run(
-                c"import sys; sys.stdout.flush(); sys.stderr.flush()",
-                None,
-                None,
-            );
+            if let Err(e) = self.runtime.bind(py).call_method0("close") {
+                eprintln!("pmp-worker: {}", describe(py, &e));
+            }
         });
     }
+}
+
+/// A rank above 0: run `pmp._worker.follow`, which executes what rank 0
+/// broadcasts until it says stop. Returns the exit code.
+pub fn follow(settings: &Settings) -> i32 {
+    if let Err(e) = initialize(&settings.python) {
+        eprintln!("pmp-worker: Python did not start: {e}");
+        return 3;
+    }
+    Python::attach(|py| {
+        let run = || -> PyResult<()> {
+            let sys = py.import("sys")?;
+            let path = sys.getattr("path")?.cast_into::<PyList>()?;
+            for (i, entry) in settings.sys_path.iter().enumerate() {
+                path.insert(i, entry)?;
+            }
+            py.import("pmp._worker")?.call_method0("follow")?;
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pmp-worker rank {}: {}", settings.rank, describe(py, &e));
+                5
+            }
+        }
+    })
 }
 
 /// `(ok, frames)` from pmp._worker into an outcome and frames.

@@ -20,6 +20,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if settings.rank > 0 {
+        // Ranks above 0 never touch the network: they run what rank 0
+        // broadcasts to them.
+        let code = interpreter::follow(&settings);
+        std::process::exit(code);
+    }
     let connection = connection::Connection::open(&settings);
     let runtime = match interpreter::Runtime::start(&settings) {
         Ok(runtime) => runtime,
@@ -57,7 +63,7 @@ fn main() {
             ToWorker::Ping => {}
         }
     }
-    runtime.flush_streams();
+    runtime.close();
     connection.close();
     std::process::exit(0);
 }

@@ -10,6 +10,10 @@ pub struct Settings {
     pub python: String,
     pub sys_path: Vec<String>,
     pub heartbeat_timeout: Duration,
+    /// MPI ranks of this worker; rank 0 talks to the scheduler, the others
+    /// follow it through MPI.
+    pub ranks: u32,
+    pub rank: u32,
 }
 
 fn required(name: &str) -> Result<String, String> {
@@ -45,6 +49,11 @@ impl Settings {
                 })
                 .unwrap_or_default(),
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+            ranks: std::env::var("PMP_RANKS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+            rank: mpi_rank(),
         })
     }
 }
@@ -58,4 +67,19 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// This process's rank, from the variables the MPI launchers set (Hydra,
+/// Open MPI, PMIx, Slurm, Flux); 0 outside MPI.
+fn mpi_rank() -> u32 {
+    [
+        "PMI_RANK",
+        "OMPI_COMM_WORLD_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+        "FLUX_TASK_RANK",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok()?.parse().ok())
+    .unwrap_or(0)
 }

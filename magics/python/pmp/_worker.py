@@ -1,5 +1,10 @@
 """The Python half of pmp-worker: the Rust side verifies each message, then
-hands its frames here to be unpickled and run."""
+hands its frames here to be unpickled and run.
+
+A worker of N MPI ranks runs every task on every rank: rank 0 (the only one
+connected to the scheduler) broadcasts the task, each rank runs it, and rank
+0 gathers the outcomes in rank order (see `_ranks`).
+"""
 
 import contextlib
 import sys
@@ -10,23 +15,35 @@ from pmp import serialize
 from pmp._remote import ExceptionWithTraceback, RemoteError
 
 
-def _pack_exception(exception):
-    """Frames of the exception, its remote traceback attached; a stand-in
-    RemoteError when the exception itself cannot be pickled."""
+def pack(ok, value):
+    """``(ok, frames)`` for an outcome: the pickled value, or the pickled
+    exception with its remote traceback. A value that cannot be pickled
+    becomes a TypeError; an exception that cannot, a RemoteError."""
+    if ok:
+        try:
+            return True, serialize.dumps_value(value)
+        except Exception as error:  # noqa: BLE001 - reported as the task's failure
+            failure = TypeError(
+                f"the result, a {type(value).__name__}, could not be pickled: {error}"
+            )
+            failure.__context__ = error
+            return pack(False, failure)
     import traceback
 
-    text = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    text = "".join(traceback.format_exception(type(value), value, value.__traceback__))
     try:
-        return serialize.dumps_value(ExceptionWithTraceback(exception, text))
+        return False, serialize.dumps_value(ExceptionWithTraceback(value, text))
     except Exception as pickling_error:  # noqa: BLE001 - any pickling failure gets a stand-in
-        name = f"{type(exception).__module__}.{type(exception).__qualname__}"
+        name = f"{type(value).__module__}.{type(value).__qualname__}"
         stand_in = RemoteError(
-            f"{name}: {exception} (the exception could not be pickled: {pickling_error})"
+            f"{name}: {value} (the exception could not be pickled: {pickling_error})"
         )
-        return serialize.dumps_value(ExceptionWithTraceback(stand_in, text))
+        return False, serialize.dumps_value(ExceptionWithTraceback(stand_in, text))
 
 
-class Runtime:
+class LocalRuntime:
+    """Runs init functions and tasks in this process; returns ``(ok, value)``."""
+
     def __init__(self):
         self._functions = {}
         self._init_values = None
@@ -34,16 +51,15 @@ class Runtime:
 
     def init(self, frames):
         try:
-            init_function = serialize.loads(frames)
-            values = init_function()
+            values = serialize.loads(frames)()
             if not isinstance(values, dict):
                 raise TypeError(f"init_function must return a dict, not {type(values).__name__}")
             self._init_values = values
-            return True, []
-        except BaseException as exception:  # noqa: BLE001 - the task's failure is its result
-            return False, _pack_exception(exception)
+            return True, None
+        except BaseException as exception:  # noqa: BLE001 - the init's failure is its outcome
+            return False, exception
         finally:
-            _flush()
+            flush()
 
     def run(self, slot, inline_function, call, dependencies):
         try:
@@ -55,20 +71,11 @@ class Runtime:
             args, kwargs = serialize.loads_call(call, values)
             if self._init_values:
                 kwargs = self._inject(slot, function, args, kwargs)
-            result = function(*args, **kwargs)
-        except BaseException as exception:  # noqa: BLE001 - the task's failure is its result
-            return False, _pack_exception(exception)
+            return True, function(*args, **kwargs)
+        except BaseException as exception:  # noqa: BLE001 - the task's failure is its outcome
+            return False, exception
         finally:
-            _flush()
-        try:
-            return True, serialize.dumps_value(result)
-        except BaseException as exception:  # noqa: BLE001 - reported as the task's failure
-            error = TypeError(
-                f"the result of {getattr(function, '__qualname__', function)!r}, "
-                f"a {type(result).__name__}, could not be pickled: {exception}"
-            )
-            error.__context__ = exception
-            return False, _pack_exception(error)
+            flush()
 
     def _inject(self, slot, function, args, kwargs):
         """Add init_function's values for parameters the call left unset."""
@@ -87,17 +94,51 @@ class Runtime:
             supplied = signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
             return kwargs
+        injectable = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         extra = {
             name: self._init_values[name]
             for name, parameter in signature.parameters.items()
-            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-            and name in self._init_values
-            and name not in supplied
+            if parameter.kind in injectable and name in self._init_values and name not in supplied
         }
         return {**kwargs, **extra} if extra else kwargs
 
 
-def _flush():
+class Runtime:
+    """What pmp-worker's rank 0 calls: frames in, ``(ok, frames)`` out."""
+
+    def __init__(self, ranks=1):
+        self._local = LocalRuntime()
+        self._leader = None
+        if ranks > 1:
+            from pmp._ranks import Leader
+
+            self._leader = Leader(ranks)
+
+    def init(self, frames):
+        if self._leader is not None:
+            return self._leader.init(self._local, frames)
+        ok, value = self._local.init(frames)
+        return (True, []) if ok else pack(False, value)
+
+    def run(self, slot, inline_function, call, dependencies):
+        if self._leader is not None:
+            return self._leader.run(self._local, slot, inline_function, call, dependencies)
+        return pack(*self._local.run(slot, inline_function, call, dependencies))
+
+    def close(self):
+        flush()
+        if self._leader is not None:
+            self._leader.stop()
+
+
+def follow():
+    """Ranks above 0: run what rank 0 broadcasts until it says stop."""
+    from pmp._ranks import follow as follow_leader
+
+    follow_leader(LocalRuntime())
+
+
+def flush():
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
             stream.flush()

@@ -65,3 +65,15 @@ def detect_gpus():
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def mpi_problem():
+    """Why MPI-parallel workers cannot start here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed in this Python environment (pip install mpi4py)"
+    beside = os.path.join(sysconfig.get_path("scripts"), "mpiexec")
+    if not os.access(beside, os.X_OK) and shutil.which("mpiexec") is None:
+        return "mpiexec was not found (install an MPI, for example pip install mpich)"
+    return None

@@ -4,6 +4,7 @@ import atexit
 import contextlib
 import os
 import sys
+import sysconfig
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
 
@@ -123,6 +124,7 @@ class Executor(_BaseExecutor):
         self._max_workers = max_workers
         self._block = block_allocation
         self._disable_dependencies = disable_dependencies
+        self._mpi_checked = False
         if block_allocation:
             workers = max_workers or max(1, max_cores // cores_per_worker)
             self._check_fits(self._defaults, worker_count=workers)
@@ -149,6 +151,7 @@ class Executor(_BaseExecutor):
             "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
             "stop_grace": 3.0,
             "extra_env": [],
+            "tool_dirs": [sysconfig.get_path("scripts")],
         }
         self._scheduler = _pmp.Scheduler(config, self._table.on_events)
         self._table.scheduler = self._scheduler
@@ -230,11 +233,14 @@ class Executor(_BaseExecutor):
                 f"{resources['threads_per_core']} threads_per_core can never fit in "
                 f"max_cores={self._max_cores}; lower it, raise max_cores, or set oversubscribe=True"
             )
-        if resources["cores"] > 1:
-            raise ValueError(
-                f"resource_dict key 'cores': cores={resources['cores']} runs the function on "
-                "MPI ranks, which the local backend cannot start yet; use cores=1"
-            )
+        if resources["cores"] > 1 and not self._mpi_checked:
+            problem = backends.mpi_problem()
+            if problem:
+                raise ValueError(
+                    f"resource_dict key 'cores': cores={resources['cores']} runs the function "
+                    f"on {resources['cores']} MPI ranks, but {problem}"
+                )
+            self._mpi_checked = True
         gpus = resources["gpus_per_core"] * resources["cores"] * worker_count
         if gpus > len(self._gpus):
             raise ValueError(

@@ -1,11 +1,29 @@
-//! The local backend: one `pmp-worker` process per worker on this machine.
+//! The local backend: one `pmp-worker` process per worker on this machine, or
+//! `mpiexec -n N pmp-worker` for a worker of N MPI ranks.
 
+use super::mpi::MpiLauncher;
 use super::{Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
-pub struct LocalBackend;
+pub struct LocalBackend {
+    /// Where to look for mpiexec before PATH.
+    mpi_dirs: Vec<PathBuf>,
+    /// Found on first use: executors without MPI tasks never look.
+    mpi: OnceLock<Result<MpiLauncher, String>>,
+}
+
+impl LocalBackend {
+    pub fn new(mpi_dirs: Vec<PathBuf>) -> LocalBackend {
+        LocalBackend {
+            mpi_dirs,
+            mpi: OnceLock::new(),
+        }
+    }
+}
 
 impl Backend for LocalBackend {
     fn command(
@@ -14,14 +32,26 @@ impl Backend for LocalBackend {
         worker: WorkerId,
         launch: &Launch,
     ) -> Result<Command, String> {
-        if launch.resources.cores > 1 {
-            return Err(format!(
-                "cores={} asks for an MPI-parallel worker, which the local backend cannot start yet; use cores=1",
-                launch.resources.cores
-            ));
-        }
-        let mut command = Command::new(&env.program);
+        let ranks = launch.resources.cores;
+        let mut command = if ranks > 1 {
+            let mpi = self
+                .mpi
+                .get_or_init(|| MpiLauncher::locate(&self.mpi_dirs))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // SAFETY: geteuid has no preconditions.
+            let as_root = unsafe { libc::geteuid() } == 0;
+            let mut command = Command::new(&mpi.program);
+            command
+                .args(mpi.arguments(ranks, launch.resources.oversubscribe, cpus, as_root))
+                .arg(&env.program);
+            command
+        } else {
+            Command::new(&env.program)
+        };
         command.envs(env.variables(worker, launch));
+        command.env("PMP_RANKS", ranks.to_string());
         if let Some(cwd) = &launch.resources.cwd {
             std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;
             command.current_dir(cwd);
@@ -56,7 +86,9 @@ mod tests {
             },
             gpus: vec!["0".into(), "2".into()],
         };
-        let cmd = LocalBackend.command(&env(), WorkerId(4), &launch).unwrap();
+        let cmd = LocalBackend::new(vec![])
+            .command(&env(), WorkerId(4), &launch)
+            .unwrap();
         let vars: std::collections::HashMap<_, _> = cmd
             .get_envs()
             .map(|(k, v)| {
@@ -78,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn cores_above_one_is_a_clear_error() {
+    fn a_missing_mpiexec_is_a_clear_error() {
         let launch = Launch {
             resources: ResourceRequest {
                 cores: 2,
@@ -86,9 +118,12 @@ mod tests {
             },
             gpus: vec![],
         };
-        let err = LocalBackend
-            .command(&env(), WorkerId(0), &launch)
-            .unwrap_err();
-        assert!(err.contains("cores=2"), "{err}");
+        let backend = LocalBackend::new(vec![]);
+        backend
+            .mpi
+            .set(Err("mpiexec was not found: install an MPI".into()))
+            .unwrap();
+        let err = backend.command(&env(), WorkerId(0), &launch).unwrap_err();
+        assert!(err.contains("mpiexec"), "{err}");
     }
 }

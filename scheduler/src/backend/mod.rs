@@ -1,7 +1,9 @@
 //! Backends turn "start worker N with these resources" into a command line.
-//! This issue has the local backend; srun and flux build their own commands.
+//! The local backend starts processes (through mpiexec for MPI ranks); srun
+//! and flux build their own commands.
 
 pub mod local;
+pub mod mpi;
 
 use crate::core::Launch;
 use crate::ids::WorkerId;
