@@ -3,7 +3,7 @@
 //! values and the scheduler's commands and events.
 
 use pmp_scheduler::core::{Allocation, Event, TaskSpec};
-use pmp_scheduler::handle::{Config, SchedulerHandle};
+use pmp_scheduler::handle::{BackendChoice, Config, SchedulerHandle};
 use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::protocol::Payload;
 use pmp_scheduler::python_frames::{frames_from_python, frames_to_python, Frame};
@@ -67,7 +67,18 @@ fn config_from(config: &Bound<'_, PyDict>) -> PyResult<Config> {
         Some(frames) if !frames.is_none() => Some(Payload::new(frames_from_python(&frames)?)),
         _ => None,
     };
+    let backend = match get::<String>(config, "backend")?.as_str() {
+        "local" => BackendChoice::Local,
+        "slurm" => BackendChoice::Slurm {
+            srun: get::<String>(config, "launcher")?.into(),
+        },
+        "flux" => BackendChoice::Flux {
+            flux: get::<String>(config, "launcher")?.into(),
+        },
+        other => return Err(PyValueError::new_err(format!("unknown backend {other:?}"))),
+    };
     Ok(Config {
+        backend,
         worker_program: get::<String>(config, "worker_program")?.into(),
         python: get(config, "python")?,
         sys_path: get(config, "sys_path")?,

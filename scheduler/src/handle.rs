@@ -2,7 +2,11 @@
 //! commands, and joins it at shutdown. The native Python module wraps this.
 
 use crate::auth::Key;
-use crate::backend::{local::LocalBackend, WorkerEnvironment};
+use crate::backend::flux::FluxBackend;
+use crate::backend::local::LocalBackend;
+use crate::backend::mpi::MpiLauncher;
+use crate::backend::slurm::SlurmBackend;
+use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{Allocation, Core, Event, TaskSpec};
 use crate::ids::TaskId;
 use crate::protocol::Payload;
@@ -13,7 +17,35 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
+/// Which program starts workers.
+pub enum BackendChoice {
+    Local,
+    /// `srun` steps inside a Slurm allocation.
+    Slurm {
+        srun: PathBuf,
+    },
+    /// `flux run` jobs inside a Flux instance.
+    Flux {
+        flux: PathBuf,
+    },
+}
+
+impl BackendChoice {
+    fn build(self, tool_dirs: Vec<PathBuf>) -> Box<dyn Backend> {
+        match self {
+            BackendChoice::Local => Box::new(LocalBackend::new(tool_dirs)),
+            BackendChoice::Slurm { srun } => Box::new(SlurmBackend {
+                srun,
+                // Only the flavour matters: which --mpi the step needs.
+                mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
+            }),
+            BackendChoice::Flux { flux } => Box::new(FluxBackend { flux }),
+        }
+    }
+}
+
 pub struct Config {
+    pub backend: BackendChoice,
     pub worker_program: PathBuf,
     /// The interpreter whose environment workers run (`sys.executable`).
     pub python: String,
@@ -64,7 +96,7 @@ impl SchedulerHandle {
         let (commands, commands_rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let bind_host = config.bind_host;
-        let mpi_dirs = config.tool_dirs;
+        let backend = config.backend.build(config.tool_dirs);
         let thread = std::thread::Builder::new()
             .name("pmp-scheduler".into())
             .spawn(move || {
@@ -75,7 +107,7 @@ impl SchedulerHandle {
                 runtime.block_on(server::run(
                     core,
                     key,
-                    Box::new(LocalBackend::new(mpi_dirs)),
+                    backend,
                     environment,
                     timing,
                     bind_host,

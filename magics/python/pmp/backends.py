@@ -8,29 +8,107 @@ import sysconfig
 BACKENDS = ("auto", "local", "mpi", "slurm", "flux")
 
 
-def choose_backend(backend):
-    """Returns ``(backend, reason)``."""
+class Backend:
+    """Where workers run: ``name`` (local, slurm, flux), why, and the program
+    that starts them (srun or flux; None for local)."""
+
+    def __init__(self, name, reason, launcher=None):
+        self.name = name
+        self.reason = reason
+        self.launcher = launcher
+
+
+def choose_backend(backend, executor=None):
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
         )
-    if backend == "mpi":
-        return "local", "backend='mpi' is the local backend (processes on this machine)"
-    if backend == "local":
-        return "local", "backend='local' was asked for"
-    if backend in ("slurm", "flux"):
-        raise ValueError(
-            f"backend={backend!r} is not available in this version of pmp; "
-            "use backend='local' (processes on this machine)"
+    flux = shutil.which("flux")
+    srun = shutil.which("srun")
+    if backend == "auto" and executor is not None:
+        backend = "flux"
+    if backend in ("local", "mpi"):
+        return Backend("local", f"backend={backend!r} was asked for: processes on this machine")
+    if backend == "flux":
+        if not flux or not os.environ.get("FLUX_URI"):
+            raise ValueError(
+                "backend='flux' (or executor=) needs a Flux instance: run inside `flux start` "
+                f"(flux on PATH: {'yes' if flux else 'no'}; FLUX_URI set: "
+                f"{'yes' if os.environ.get('FLUX_URI') else 'no'})"
+            )
+        return Backend("flux", "backend='flux' was asked for", flux)
+    if backend == "slurm":
+        if not srun:
+            raise ValueError("backend='slurm' needs srun, which is not on PATH")
+        if not os.environ.get("SLURM_JOB_ID"):
+            raise ValueError(
+                "backend='slurm' runs workers as srun steps inside an allocation, but "
+                "SLURM_JOB_ID is not set: start Python inside salloc or an sbatch script"
+            )
+        return Backend("slurm", "backend='slurm' was asked for", srun)
+    if flux and os.environ.get("FLUX_URI"):
+        return Backend("flux", "inside a Flux instance (FLUX_URI is set, flux is on PATH)", flux)
+    if srun and os.environ.get("SLURM_JOB_ID"):
+        return Backend(
+            "slurm",
+            f"inside Slurm allocation {os.environ['SLURM_JOB_ID']} (srun is on PATH)",
+            srun,
         )
-    if os.environ.get("FLUX_URI") and shutil.which("flux"):
-        return "local", "inside a Flux instance, but the flux backend is not available yet: local"
-    if os.environ.get("SLURM_JOB_ID") and shutil.which("srun"):
-        return (
-            "local",
-            "inside a Slurm allocation, but the slurm backend is not available yet: local",
-        )
-    return "local", "no Flux instance (FLUX_URI) or Slurm allocation (SLURM_JOB_ID) found"
+    return Backend("local", "no Flux instance (FLUX_URI) or Slurm allocation (SLURM_JOB_ID) found")
+
+
+def allocation_cores(backend):
+    """CPUs the backend's allocation holds, or None where it does not say."""
+    if backend.name != "slurm":
+        return None
+    env = os.environ
+    if env.get("SLURM_NTASKS"):
+        return int(env["SLURM_NTASKS"]) * int(env.get("SLURM_CPUS_PER_TASK", "1"))
+    if env.get("SLURM_CPUS_ON_NODE"):
+        return int(env["SLURM_CPUS_ON_NODE"])
+    return None
+
+
+def allocation_gpus(backend):
+    """GPUs the Slurm allocation holds: from its environment, else from
+    `scontrol show job` (salloc does not export the GPU variables)."""
+    env = os.environ
+    for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS"):
+        count = env.get(name, "").rsplit(":", 1)[-1]
+        if count.isdigit():
+            return int(count)
+    if env.get("SLURM_JOB_GPUS"):
+        return len(env["SLURM_JOB_GPUS"].split(","))
+    scontrol = shutil.which("scontrol")
+    if backend.name != "slurm" or not scontrol or not env.get("SLURM_JOB_ID"):
+        return 0
+    try:
+        shown = subprocess.run(
+            [scontrol, "show", "job", "-o", env["SLURM_JOB_ID"]],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    # TRES=...,gres/gpu=2 or TresPerNode=gres:gpu:2 (or gres:gpu:a100:2).
+    import re
+
+    counts = [int(n) for n in re.findall(r"gres[/:]gpu(?::[\w.-]+)?[:=](\d+)", shown)]
+    return max(counts, default=0)
+
+
+def bind_host(backend, hostname_localhost):
+    """Loopback when workers run here; otherwise an address they can reach."""
+    if backend.name == "local" or hostname_localhost:
+        return "127.0.0.1"
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "0.0.0.0"
 
 
 def worker_program():

@@ -92,24 +92,29 @@ class Executor(_BaseExecutor):
                 f"gpus_per_worker={gpus_per_worker} must be a multiple of "
                 f"cores_per_worker={cores_per_worker} (GPUs are given per core)"
             )
-        self._backend, self._backend_reason = backends.choose_backend(backend)
-        if executor is not None:
+        self._backend = backends.choose_backend(backend, executor)
+        if executor is not None and self._backend.name != "flux":
             raise ValueError(
                 "executor= takes a flux.job.FluxExecutor, which needs the flux backend; "
-                "the local backend starts its own processes: leave executor=None"
+                f"this executor uses the {self._backend.name} backend: leave executor=None"
             )
-        if command_line_argument_lst:
+        if command_line_argument_lst and self._backend.name == "local":
             raise ValueError(
-                "command_line_argument_lst holds extra srun arguments and needs the slurm "
-                "backend; the local backend has no use for it"
+                "command_line_argument_lst holds extra arguments for srun or flux run; "
+                "the local backend has no use for it"
             )
-        self._gpus = backends.detect_gpus()
-        cpu_count = os.cpu_count() or 1
+        if self._backend.name == "local":
+            self._gpus = backends.detect_gpus()
+            self._gpu_count = len(self._gpus)
+        else:
+            # srun and flux hand out the devices; pmp only checks the count.
+            self._gpus = []
+            self._gpu_count = backends.allocation_gpus(self._backend)
         if max_cores is None:
             if max_workers is not None:
                 max_cores = max_workers * cores_per_worker * threads_per_core
             else:
-                max_cores = cpu_count
+                max_cores = backends.allocation_cores(self._backend) or os.cpu_count() or 1
         self._defaults = {
             "cores": cores_per_worker,
             "threads_per_core": threads_per_core,
@@ -136,6 +141,8 @@ class Executor(_BaseExecutor):
         self._foreign = {}
         self._shutdown_called = False
         config = {
+            "backend": self._backend.name,
+            "launcher": self._backend.launcher,
             "worker_program": backends.worker_program(),
             "python": sys.executable,
             "sys_path": _client_sys_path(),
@@ -146,7 +153,7 @@ class Executor(_BaseExecutor):
             "max_workers": max_workers,
             "gpus": self._gpus,
             "init": serialize.dumps_value(init_function) if init_function else None,
-            "bind_host": "127.0.0.1",
+            "bind_host": backends.bind_host(self._backend, hostname_localhost),
             "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
             "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
             "stop_grace": 3.0,
@@ -211,8 +218,8 @@ class Executor(_BaseExecutor):
     def info(self):
         """What this executor runs on: backend (and why), limits, workers, tasks."""
         info = {
-            "backend": self._backend,
-            "backend_reason": self._backend_reason,
+            "backend": self._backend.name,
+            "backend_reason": self._backend.reason,
             "block_allocation": self._block,
             "max_workers": self._workers if self._block else self._max_workers,
             "max_cores": self._max_cores,
@@ -233,7 +240,7 @@ class Executor(_BaseExecutor):
                 f"{resources['threads_per_core']} threads_per_core can never fit in "
                 f"max_cores={self._max_cores}; lower it, raise max_cores, or set oversubscribe=True"
             )
-        if resources["cores"] > 1 and not self._mpi_checked:
+        if resources["cores"] > 1 and not self._mpi_checked and self._backend.name == "local":
             problem = backends.mpi_problem()
             if problem:
                 raise ValueError(
@@ -242,18 +249,23 @@ class Executor(_BaseExecutor):
                 )
             self._mpi_checked = True
         gpus = resources["gpus_per_core"] * resources["cores"] * worker_count
-        if gpus > len(self._gpus):
+        if gpus > self._gpu_count:
+            where = (
+                f"detected ({', '.join(self._gpus) or 'none'}; from CUDA_VISIBLE_DEVICES or "
+                "nvidia-smi -L)"
+                if self._backend.name == "local"
+                else f"in the {self._backend.name} allocation"
+            )
             raise ValueError(
                 f"resource_dict key 'gpus_per_core': {gpus} GPU(s) requested but "
-                f"{len(self._gpus)} detected ({', '.join(self._gpus) or 'none'}; from "
-                "CUDA_VISIBLE_DEVICES or nvidia-smi -L)"
+                f"{self._gpu_count} {where}"
             )
-        if resources["command_line_argument_lst"]:
+        if resources["command_line_argument_lst"] and self._backend.name == "local":
             raise ValueError(
-                "resource_dict key 'command_line_argument_lst' holds srun arguments and "
-                "needs the slurm backend"
+                "resource_dict key 'command_line_argument_lst' holds arguments for srun or "
+                "flux run; the local backend has no use for it"
             )
-        if resources["executor"] is not None:
+        if resources["executor"] is not None and self._backend.name != "flux":
             raise ValueError(
                 "resource_dict key 'executor' takes a flux.job.FluxExecutor and needs the "
                 "flux backend"

@@ -2,8 +2,10 @@
 //! The local backend starts processes (through mpiexec for MPI ranks); srun
 //! and flux build their own commands.
 
+pub mod flux;
 pub mod local;
 pub mod mpi;
+pub mod slurm;
 
 use crate::core::Launch;
 use crate::ids::WorkerId;
@@ -51,6 +53,8 @@ impl WorkerEnvironment {
                 .iter()
                 .map(|v| (v.to_string(), threads.clone())),
         );
+        // Devices pmp assigned itself (local backend); srun and flux set
+        // CUDA_VISIBLE_DEVICES for the GPUs they hand out.
         if !launch.gpus.is_empty() {
             vars.push(("CUDA_VISIBLE_DEVICES".to_string(), launch.gpus.join(",")));
         }
