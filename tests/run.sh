@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Every test: set-up, format and lint checks, Rust unit tests, end-to-end pytest.
+# Every test: set-up, format and lint checks, Rust unit tests, end-to-end pytest
+# (with real mpiexec and, where this machine allows, a real single-node Slurm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./install.sh
 python=$(cat target/pmp-python)
 export PYO3_PYTHON="$python"
 "$python" -m pip install -q -r tests/requirements.txt
+# mpi4py + the MPICH wheel, checked with a 2-rank run.
+MPI_CI_PYTHON="$python" bash .ci/mpi-up.sh
+
+# A single-node Slurm on loopback (needs root and apt); the Slurm tests skip,
+# saying so, where it cannot start.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== starting Slurm"
+    bash .ci/slurm-up.sh
+    trap 'bash .ci/slurm-down.sh' EXIT
+else
+    echo "== not root: Slurm tests will be skipped"
+fi
 
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
@@ -16,4 +29,4 @@ echo "== ruff"
 echo "== cargo test"
 cargo test --locked -p pmp-scheduler -p pmp-worker
 echo "== pytest"
-"$python" -m pytest tests -q -p no:cacheprovider "$@"
+"$python" -m pytest tests -q -p no:cacheprovider -rs "$@"

@@ -147,10 +147,10 @@ def detect_gpus():
 
 def mpi_problem():
     """Why MPI-parallel workers cannot start here, or None."""
-    import importlib.util
-
-    if importlib.util.find_spec("mpi4py") is None:
-        return "mpi4py is not installed in this Python environment (pip install mpi4py)"
+    try:
+        import mpi4py  # noqa: F401 - only whether it imports; MPI starts in the workers
+    except ImportError as error:
+        return f"mpi4py cannot be imported in this Python environment ({error}); pip install mpi4py"
     beside = os.path.join(sysconfig.get_path("scripts"), "mpiexec")
     if not os.access(beside, os.X_OK) and shutil.which("mpiexec") is None:
         return "mpiexec was not found (install an MPI, for example pip install mpich)"

@@ -1,0 +1,106 @@
+"""MPI-parallel functions on the local backend, through the real mpiexec."""
+
+import pytest
+from pmp import Executor
+
+SEED_MPI = """
+from pmp import Executor
+
+def calc(i):
+    from mpi4py import MPI
+    size = MPI.COMM_WORLD.Get_size()
+    rank = MPI.COMM_WORLD.Get_rank()
+    return i, size, rank
+
+with Executor(max_cores=2, cores_per_worker=2) as exe:
+    fs = exe.submit(calc, 3)
+    print(fs.result())
+"""
+
+
+def ranks(i):
+    from mpi4py import MPI
+
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+
+
+def fail_on_rank(rank, message):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == rank:
+        raise ValueError(message)
+    return "fine"
+
+
+def init_rank():
+    from mpi4py import MPI
+
+    return {"rank": MPI.COMM_WORLD.Get_rank()}
+
+
+def report_rank(rank):
+    return rank
+
+
+@pytest.mark.timeout(120)
+def test_the_seed_mpi_example_returns_one_tuple_per_rank(mpi, run_script):
+    done = run_script(SEED_MPI)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[(3, 2, 0), (3, 2, 1)]"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block", [False, True])
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_an_exception_on_any_rank_fails_the_future_with_that_ranks_traceback(
+    mpi, block, failing_rank
+):
+    with Executor(max_cores=2, cores_per_worker=2, block_allocation=block) as exe:
+        future = exe.submit(fail_on_rank, failing_rank, f"rank {failing_rank} refuses")
+        with pytest.raises(ValueError, match=f"rank {failing_rank} refuses") as caught:
+            future.result(timeout=60)
+        assert f"MPI rank {failing_rank} of 2" in " ".join(getattr(caught.value, "__notes__", []))
+        assert "fail_on_rank" in str(caught.value.__cause__)
+        # The worker survives a task's exception.
+        assert exe.submit(ranks, 7).result(timeout=60) == [(7, 2, 0), (7, 2, 1)]
+
+
+@pytest.mark.timeout(120)
+def test_init_function_runs_on_every_rank(mpi):
+    with Executor(
+        max_cores=2, cores_per_worker=2, block_allocation=True, init_function=init_rank
+    ) as exe:
+        assert exe.submit(report_rank).result(timeout=60) == [0, 1]
+
+
+@pytest.mark.timeout(120)
+def test_oversubscribe_runs_more_ranks_than_max_cores(mpi):
+    with Executor(max_cores=1, cores_per_worker=3, oversubscribe=True) as exe:
+        assert exe.submit(ranks, 1).result(timeout=60) == [(1, 3, 0), (1, 3, 1), (1, 3, 2)]
+
+
+def test_more_ranks_than_max_cores_is_refused_at_submit(mpi):
+    with Executor(max_cores=2) as exe, pytest.raises(ValueError, match="'cores'"):
+        exe.submit(ranks, 1, resource_dict={"cores": 3})
+
+
+@pytest.mark.timeout(120)
+def test_without_mpi4py_cores_above_one_is_a_clear_error_at_submit(mpi, run_script, tmp_path):
+    # A package named mpi4py that fails to import, first on the path.
+    shadow = tmp_path / "shadow" / "mpi4py"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('mpi4py is broken here')\n")
+    done = run_script(
+        """
+        from pmp import Executor
+        with Executor(max_cores=2) as exe:
+            try:
+                exe.submit(print, 1, resource_dict={"cores": 2})
+            except ValueError as error:
+                print("ValueError:", error)
+        """,
+        env={"PYTHONPATH": str(shadow.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ValueError:" in done.stdout
+    assert "mpi4py" in done.stdout and "'cores'" in done.stdout
