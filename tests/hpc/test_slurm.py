@@ -176,3 +176,60 @@ def test_a_step_cancelled_with_scancel_fails_only_its_task(slurm, run_script):
         SALLOC,
     )
     assert lines(done) == ["WorkerDiedError", "['rested', 'rested', 'rested']"]
+
+
+@pytest.mark.timeout(180)
+def test_killing_the_client_cancels_its_steps(slurm, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import time\n"
+        "from pmp import Executor\n"
+        "def nap():\n"
+        "    time.sleep(300)\n"
+        "exe = Executor(max_workers=2, block_allocation=True,\n"
+        "               command_line_argument_lst=['--job-name=pmp-kill-test'])\n"
+        "futures = [exe.submit(nap) for _ in range(2)]\n"
+        "print('running', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    client = subprocess.Popen(
+        ["salloc", "-Q", "-n", "4", "--time=5", sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+
+    def steps():
+        listing = subprocess.run(
+            ["squeue", "-s", "-h", "-o", "%j"], capture_output=True, text=True, check=False
+        )
+        return listing.stdout.split().count("pmp-kill-test")
+
+    try:
+        assert client.stdout.readline().strip() == "running"
+        deadline = time.monotonic() + 30
+        while steps() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert steps() == 2
+        # SIGKILL the Python client only (salloc keeps the allocation).
+        python = subprocess.run(
+            ["pgrep", "-f", "-n", f"{sys.executable} {script}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[0]
+        os.kill(int(python), signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while steps() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert steps() == 0, "worker steps outlived their client by 15 s"
+    finally:
+        os.killpg(client.pid, signal.SIGKILL)
+        client.wait()

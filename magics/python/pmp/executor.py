@@ -131,7 +131,7 @@ class Executor(_BaseExecutor):
         self._disable_dependencies = disable_dependencies
         self._mpi_checked = False
         if block_allocation:
-            workers = max_workers or max(1, max_cores // cores_per_worker)
+            workers = max_workers or max(1, max_cores // (cores_per_worker * threads_per_core))
             self._check_fits(self._defaults, worker_count=workers)
         else:
             workers = 0
