@@ -32,7 +32,13 @@ say "Python environment: $python"
 
 missing=$("$python" - <<'PY'
 import importlib.util
-wanted = {"maturin": "maturin>=1.5,<2", "cloudpickle": "cloudpickle>=3"}
+wanted = {
+    "maturin": "maturin>=1.5,<2",
+    "cloudpickle": "cloudpickle>=3",
+    # pmp-kernel runs cells with IPython; comm carries ipywidgets' messages.
+    "IPython": "ipython>=8",
+    "comm": "comm>=0.1.3",
+}
 print(" ".join(spec for mod, spec in wanted.items() if importlib.util.find_spec(mod) is None))
 PY
 )
@@ -43,8 +49,8 @@ fi
 
 # Build against exactly this interpreter (pyo3 reads it at build time).
 export PYO3_PYTHON="$python"
-say "building pmp-worker (release)"
-cargo build --release --locked -p pmp-worker
+say "building pmp-worker and pmp-kernel (release)"
+cargo build --release --locked -p pmp-worker -p pmp-kernel
 say "building the pmp wheel (release)"
 rm -rf target/wheels
 "$python" -m maturin build --release --locked -q -m magics/Cargo.toml -o target/wheels -i "$python" >&2
@@ -52,6 +58,9 @@ rm -rf target/wheels
 
 scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 install -m 755 target/release/pmp-worker "$scripts/pmp-worker"
+install -m 755 target/release/pmp-kernel "$scripts/pmp-kernel"
+# Register the kernelspec from the installed copy: it records its own path.
+"$scripts/pmp-kernel" install --sys-prefix --python "$python" >&2
 
 # Let the test and job scripts find the same interpreter.
 printf '%s\n' "$python" > target/pmp-python

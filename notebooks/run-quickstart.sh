@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./install.sh
 python=$(cat target/pmp-python)
-"$python" -m pip install -q nbclient nbformat ipykernel
-"$python" -m ipykernel install --sys-prefix --name python3 >/dev/null
-"$python" notebooks/run.py notebooks/quickstart.ipynb
+"$python" -m pip install -q nbclient nbformat
+# Through pmp-kernel (registered by install.sh as the kernelspec "pmp").
+"$python" notebooks/run.py --kernel pmp notebooks/quickstart.ipynb

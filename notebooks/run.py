@@ -1,6 +1,7 @@
 """Execute notebooks top to bottom and keep the executed copies.
 
-Usage: python notebooks/run.py [NOTEBOOK ...] (default: notebooks/quickstart.ipynb).
+Usage: python notebooks/run.py [--kernel NAME] [NOTEBOOK ...]
+(default: the pmp kernel, notebooks/quickstart.ipynb).
 The executed notebooks are written to target/notebooks/; a cell error fails the run.
 """
 
@@ -14,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "target" / "notebooks"
 
 
-def run(path, kernel_name="python3", timeout=600):
+def run(path, kernel_name="pmp", timeout=600):
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, kernel_name=kernel_name, timeout=timeout).execute(cwd=str(path.parent))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -24,9 +25,12 @@ def run(path, kernel_name="python3", timeout=600):
 
 
 def main(argv):
+    kernel = "pmp"
+    if argv[:1] == ["--kernel"]:
+        kernel, argv = argv[1], argv[2:]
     paths = [pathlib.Path(p).resolve() for p in argv] or [ROOT / "notebooks" / "quickstart.ipynb"]
     for path in paths:
-        print(f"{path.name}: executed, output in {run(path)}")
+        print(f"{path.name}: executed by the {kernel} kernel, output in {run(path, kernel)}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,6 @@ echo "== ruff"
 "$python" -m ruff check .
 "$python" -m ruff format --check .
 echo "== cargo test"
-cargo test --locked -p pmp-scheduler -p pmp-worker
+cargo test --locked -p pmp-scheduler -p pmp-worker -p pmp-kernel
 echo "== pytest"
 "$python" -m pytest tests -q -p no:cacheprovider -rs "$@"

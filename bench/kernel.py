@@ -1,0 +1,133 @@
+"""pmp-kernel against ipykernel, in one run, through the same client.
+
+    python bench/kernel.py [--runs 200] [--starts 5] [--kernels pmp python3]
+
+For each kernelspec: start-to-ready (jupyter_client's start_new_kernel, which
+waits for a kernel_info reply and IOPub traffic), the kernel_info round trip
+on shell, and `1+1` from execute_request to execute_reply and to the idle
+status on IOPub. Medians; the client polls shell and IOPub together so each
+arrival is timed when it happens. Both kernels must be registered
+kernelspecs (`pmp-kernel install --sys-prefix`; ipykernel's is `python3`).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import zmq
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import start_new_kernel
+
+
+def start_to_ready(name, starts):
+    times = []
+    for _ in range(starts):
+        started = time.perf_counter()
+        manager, client = start_new_kernel(kernel_name=name, startup_timeout=60)
+        times.append(time.perf_counter() - started)
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return statistics.median(times)
+
+
+class Probe:
+    """Sends requests and timestamps the reply and the idle status."""
+
+    def __init__(self, client):
+        self.client = client
+        self.session = client.session
+        self.shell = client.shell_channel.socket
+        self.iopub = client.iopub_channel.socket
+        self.poller = zmq.Poller()
+        self.poller.register(self.shell, zmq.POLLIN)
+        self.poller.register(self.iopub, zmq.POLLIN)
+
+    def _recv(self, socket):
+        _, msg = self.session.recv(socket, mode=zmq.NOBLOCK)
+        return msg
+
+    def round_trip(self, msg_type, content):
+        """Seconds from sending to the reply, and to the matching idle."""
+        msg = self.session.msg(msg_type, content)
+        msg_id = msg["header"]["msg_id"]
+        started = time.perf_counter()
+        self.session.send(self.shell, msg)
+        replied = idle = None
+        while replied is None or idle is None:
+            for socket, _ in self.poller.poll(10_000):
+                now = time.perf_counter()
+                got = self._recv(socket)
+                if got is None or got["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if socket is self.shell:
+                    replied = now - started
+                elif got["msg_type"] == "status" and got["content"]["execution_state"] == "idle":
+                    idle = now - started
+        return replied, idle
+
+
+def measure(name, runs, starts):
+    ready = start_to_ready(name, starts)
+    manager, client = start_new_kernel(kernel_name=name, startup_timeout=60)
+    try:
+        probe = Probe(client)
+        execute = {
+            "code": "1+1",
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        for _ in range(20):  # warm up both paths
+            probe.round_trip("kernel_info_request", {})
+            probe.round_trip("execute_request", execute)
+        info = [probe.round_trip("kernel_info_request", {})[0] for _ in range(runs)]
+        executes = [probe.round_trip("execute_request", execute) for _ in range(runs)]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return {
+        "start to ready": ready,
+        "kernel_info round trip": statistics.median(info),
+        "execute 1+1 → reply": statistics.median(r for r, _ in executes),
+        "execute 1+1 → idle": statistics.median(i for _, i in executes),
+    }
+
+
+def describe(name):
+    spec = KernelSpecManager().get_kernel_spec(name)
+    return f"{name} ({spec.display_name}: {spec.argv[0]})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="requests per median")
+    parser.add_argument("--starts", type=int, default=5, help="kernel starts per median")
+    parser.add_argument("--kernels", nargs="+", default=["pmp", "python3"])
+    args = parser.parse_args()
+    for name in args.kernels:
+        try:
+            print("kernel", describe(name))
+        except NoSuchKernel:
+            sys.exit(f"no kernelspec {name!r}: register it first (see the docstring)")
+
+    results = {name: measure(name, args.runs, args.starts) for name in args.kernels}
+    rows = list(results[args.kernels[0]])
+    width = max(map(len, rows))
+    header = f"{'median':<{width}}" + "".join(f"{name:>14}" for name in args.kernels)
+    if len(args.kernels) == 2:
+        header += f"{'ratio':>10}"
+    print(f"\n{header}")
+    for row in rows:
+        values = [results[name][row] for name in args.kernels]
+        line = f"{row:<{width}}" + "".join(f"{v * 1e3:>11.2f} ms" for v in values)
+        if len(values) == 2:
+            line += f"{values[0] / values[1]:>10.2f}"
+        print(line)
+    print(f"\n{args.runs} requests per median, {args.starts} starts; ratio = first / second")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the peers the executor benchmark compares against (executorlib 1.11, numpy, psutil)
+# into the active Python environment where they are missing, then runs bench_executor.py.
+#
+#   bench/run.sh                 # the full comparison (a few minutes at most)
+#   bench/run.sh --quick         # smaller sizes
+#   bench/run.sh --only pmp --json /tmp/bench.json
+#
+# The interpreter is $PYTHON, else `python` of an active virtualenv/conda environment, else
+# ./.venv/bin/python (where ./install.sh puts pmp), else python3.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+
+if [[ -n "${PYTHON:-}" ]]; then
+    python="$PYTHON"
+elif [[ -n "${VIRTUAL_ENV:-}" || -n "${CONDA_PREFIX:-}" ]]; then
+    python="python"
+elif [[ -x "$root/.venv/bin/python" ]]; then
+    python="$root/.venv/bin/python"
+else
+    python="python3"
+fi
+
+missing=()
+"$python" -c 'import executorlib, sys; sys.exit(not executorlib.__version__.startswith("1.11."))' \
+    2>/dev/null || missing+=("executorlib==1.11.*")
+"$python" -c 'import numpy' 2>/dev/null || missing+=("numpy")
+"$python" -c 'import psutil' 2>/dev/null || missing+=("psutil")
+if ((${#missing[@]})); then
+    echo "installing into $("$python" -c 'import sys; print(sys.prefix)'): ${missing[*]}"
+    "$python" -m pip install --quiet "${missing[@]}"
+fi
+if ! "$python" -c 'import pmp' 2>/dev/null; then
+    echo "note: pmp is not importable with $python (run ./install.sh); its cells will show the error" >&2
+fi
+
+exec "$python" "$here/bench_executor.py" "$@"

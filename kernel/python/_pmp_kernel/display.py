@@ -1,0 +1,46 @@
+"""Rich output: the display publisher (`display()`, `clear_output()`) and the
+display hook (a cell's value → `execute_result`). Both publish on IOPub with
+the request being handled as parent; the host flushes pending stream output
+first, so text and displays keep their order."""
+
+import _pmp_kernel_host as host
+from IPython.core import displayhook, displaypub
+
+from .jsonutil import dumps
+
+
+class DisplayPublisher(displaypub.DisplayPublisher):
+    def publish(self, data, metadata=None, *, transient=None, update=False, **kwargs):
+        self._validate_data(data, metadata)
+        content = {
+            "data": data,
+            "metadata": {} if metadata is None else metadata,
+            "transient": {} if transient is None else transient,
+        }
+        host.publish("update_display_data" if update else "display_data", dumps(content))
+
+    def clear_output(self, wait=False):
+        host.publish("clear_output", dumps({"wait": bool(wait)}))
+
+
+class DisplayHook(displayhook.DisplayHook):
+    """Collects the parts IPython computes and sends one execute_result."""
+
+    content = None
+
+    def start_displayhook(self):
+        super().start_displayhook()
+        self.content = {"execution_count": self.prompt_count, "data": {}, "metadata": {}}
+
+    def write_output_prompt(self):
+        self.content["execution_count"] = self.prompt_count
+
+    def write_format_data(self, format_dict, md_dict=None):
+        self.content["data"] = format_dict
+        self.content["metadata"] = md_dict or {}
+
+    def finish_displayhook(self):
+        content, self.content = self.content, None
+        self._is_active = False
+        if content and content["data"]:
+            host.publish("execute_result", dumps(content))

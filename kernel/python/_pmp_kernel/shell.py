@@ -1,0 +1,111 @@
+"""The IPython shell as a kernel sees it: no terminal, output as messages,
+pager and exit requests as payloads of the execute reply."""
+
+import os
+import sqlite3
+
+import _pmp_kernel_host as host
+from IPython.core import page
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Any, CBool, Type
+from traitlets.config import Config
+
+from .display import DisplayHook, DisplayPublisher
+from .jsonutil import dumps
+
+
+class HistoryConnection(sqlite3.Connection):
+    """IPython's history database without an fsync per cell.
+
+    IPython commits every cell's input from a thread that holds the history
+    lock while it syncs to disk, so the next cell waits for the disk (about
+    a millisecond here, far more on the network file systems of clusters).
+    Commits still reach the operating system at once, so a kernel crash
+    loses nothing; only an OS crash could lose the latest history."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA synchronous = OFF")
+
+
+def history_config():
+    config = Config()
+    config.HistoryManager.connection_options = {
+        "check_same_thread": False,
+        "factory": HistoryConnection,
+    }
+    return config
+
+
+class PmpShell(InteractiveShell):
+    displayhook_class = Type(DisplayHook)
+    display_pub_class = Type(DisplayPublisher)
+    # No readline, no auto-indent: the frontend edits the code.
+    readline_use = CBool(False)
+    autoindent = CBool(False)
+    # ipywidgets' Output widget looks for `get_ipython().kernel`.
+    kernel = Any()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._parent = {}
+        self._last_traceback = None
+        self._last_traceback_during_displayhook = False
+
+    def init_environment(self):
+        env = os.environ
+        env["TERM"] = "xterm-color"
+        env["CLICOLOR"] = "1"
+        env["FORCE_COLOR"] = "1"
+        env["CLICOLOR_FORCE"] = "1"
+        # A pager cannot be driven from a notebook.
+        env["PAGER"] = "cat"
+        env["GIT_PAGER"] = "cat"
+
+    def init_virtualenv(self):
+        # The kernel already runs the environment's own interpreter.
+        pass
+
+    def init_hooks(self):
+        super().init_hooks()
+        self.set_hook("show_in_pager", page.as_hook(self._page_payload), 99)
+
+    def enable_gui(self, gui=None):
+        if gui not in (None, "inline"):
+            raise UsageError(f"pmp-kernel has no event loop integration for GUI {gui!r}")
+
+    def _page_payload(self, strg, start=0, screen_lines=0, pager_cmd=None):
+        data = strg if isinstance(strg, dict) else {"text/plain": strg}
+        self.payload_manager.write_payload({"source": "page", "data": data, "start": max(0, start)})
+
+    def ask_exit(self):
+        self.exit_now = True
+        self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": False})
+
+    def set_next_input(self, text, replace=False):
+        self.payload_manager.write_payload(
+            {"source": "set_next_input", "text": text, "replace": replace}
+        )
+
+    def run_cell(self, *args, **kwargs):
+        self._last_traceback = None
+        self._last_traceback_during_displayhook = False
+        return super().run_cell(*args, **kwargs)
+
+    def _showtraceback(self, etype, evalue, stb):
+        # One `error` message and nothing printed: frontends render the
+        # traceback themselves.
+        if getattr(self.displayhook, "content", None) is not None:
+            self._last_traceback_during_displayhook = True
+        content = {"ename": str(etype.__name__), "evalue": str(evalue), "traceback": stb}
+        host.publish("error", dumps(content))
+        self._last_traceback = stb
+
+    # The request being handled, as ipykernel exposes it (ipywidgets' Output
+    # widget reads it to tag captured output).
+    def get_parent(self):
+        return self._parent
+
+    def set_parent(self, parent):
+        self._parent = parent

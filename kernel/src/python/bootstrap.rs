@@ -1,0 +1,72 @@
+//! Loading the IPython wiring (`kernel/python/_pmp_kernel/`), which is
+//! compiled into the binary so the kernel never depends on files beside it.
+
+use super::host::OutStream;
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyModule};
+
+/// Package modules in dependency order; the package body comes last.
+const MODULES: &[(&str, &str)] = &[
+    (
+        "jsonutil",
+        include_str!("../../python/_pmp_kernel/jsonutil.py"),
+    ),
+    (
+        "display",
+        include_str!("../../python/_pmp_kernel/display.py"),
+    ),
+    ("shell", include_str!("../../python/_pmp_kernel/shell.py")),
+    ("comms", include_str!("../../python/_pmp_kernel/comms.py")),
+    ("stdin", include_str!("../../python/_pmp_kernel/stdin.py")),
+    ("magics", include_str!("../../python/_pmp_kernel/magics.py")),
+    ("kernel", include_str!("../../python/_pmp_kernel/kernel.py")),
+];
+const PACKAGE: &str = "_pmp_kernel";
+const PACKAGE_INIT: &str = include_str!("../../python/_pmp_kernel/__init__.py");
+
+/// Create (or reuse) module `name` in sys.modules as part of the package and
+/// execute `source` in it.
+fn exec_module<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound<'py, PyModule>> {
+    let modules = py.import("sys")?.getattr("modules")?;
+    let module = match modules.get_item(name) {
+        Ok(existing) => existing.cast_into::<PyModule>()?,
+        Err(_) => {
+            let module = PyModule::new(py, name)?;
+            modules.set_item(name, &module)?;
+            module
+        }
+    };
+    let file = format!("<pmp-kernel>/{}.py", name.replace('.', "/"));
+    module.setattr("__package__", PACKAGE)?;
+    module.setattr("__file__", &file)?;
+    let builtins = py.import("builtins")?;
+    let code = builtins.call_method1("compile", (source, &file, "exec"))?;
+    builtins.call_method1("exec", (code, module.dict()))?;
+    Ok(module)
+}
+
+/// Install the stream writers, load the package and start the shell.
+/// Returns the kernel object and the kernel_info reply content.
+pub fn load(py: Python<'_>, version: &str) -> PyResult<(Py<PyAny>, Bytes)> {
+    let sys = py.import("sys")?;
+    sys.setattr("stdout", Bound::new(py, OutStream::new("stdout")?)?)?;
+    sys.setattr("stderr", Bound::new(py, OutStream::new("stderr")?)?)?;
+
+    let package = PyModule::new(py, PACKAGE)?;
+    package.setattr("__path__", PyList::empty(py))?;
+    sys.getattr("modules")?.set_item(PACKAGE, &package)?;
+    for (name, source) in MODULES {
+        let module = exec_module(py, &format!("{PACKAGE}.{name}"), source)?;
+        package.setattr(*name, module)?;
+    }
+    let package = exec_module(py, PACKAGE, PACKAGE_INIT)?;
+    let (kernel, info): (Py<PyAny>, String) =
+        package.call_method1("start", (version,))?.extract()?;
+    Ok((kernel, Bytes::from(info)))
+}
+
+pub fn at_exit(py: Python<'_>) -> PyResult<()> {
+    py.import(PACKAGE)?.call_method0("at_exit")?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The Python thread's request loop: shell requests one at a time, in
+//! arrival order, each wrapped in busy/idle, its output flushed before its
+//! reply. After a failed cell the execute requests already queued are
+//! aborted (ipykernel's stop_on_error): a marker is queued behind them and
+//! aborting stops when it comes out.
+
+use super::host::Host;
+use crate::control;
+use crate::iopub::Iopub;
+use crate::lifecycle::Lifecycle;
+use crate::shell::{Queue, Replies, Work};
+use crate::wire::{json, Request};
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// What answers the requests Rust does not answer itself.
+pub enum Engine {
+    /// The `_pmp_kernel.kernel.Kernel` object.
+    Python(Py<PyAny>),
+    /// Python could not start: every request is told why.
+    Unavailable(String),
+}
+
+pub struct Dispatcher {
+    pub engine: Engine,
+    pub kernel_info: Bytes,
+    pub host: &'static Host,
+    pub iopub: Iopub,
+    pub replies: Replies,
+    pub queue: Queue,
+    pub lifecycle: Arc<Lifecycle>,
+    aborting: bool,
+}
+
+#[derive(Serialize)]
+struct ErrorContent<'a> {
+    status: &'static str,
+    ename: &'a str,
+    evalue: &'a str,
+    traceback: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorOutput<'a> {
+    ename: &'a str,
+    evalue: &'a str,
+    traceback: [&'a str; 1],
+}
+
+impl Dispatcher {
+    pub fn new(
+        engine: Engine,
+        kernel_info: Bytes,
+        host: &'static Host,
+        iopub: Iopub,
+        replies: Replies,
+        queue: Queue,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
+        Dispatcher {
+            engine,
+            kernel_info,
+            host,
+            iopub,
+            replies,
+            queue,
+            lifecycle,
+            aborting: false,
+        }
+    }
+
+    /// Serve until the kernel stops (or every sender is gone).
+    pub fn serve(&mut self, work: &mut UnboundedReceiver<Work>) {
+        while !self.lifecycle.is_stopping() {
+            match work.blocking_recv() {
+                Some(Work::Request(request)) if !self.lifecycle.is_stopping() => {
+                    self.handle(request)
+                }
+                Some(Work::StopAborting) => self.aborting = false,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        self.host.set_parent(&request);
+        self.iopub.status("busy", Some(&request.header));
+        self.lifecycle.set_busy(true);
+        let reply = match request.msg_type.as_str() {
+            "kernel_info_request" => Some(self.kernel_info.clone()),
+            // Deprecated on shell (spec 5.4) but still sent by some clients.
+            "shutdown_request" => {
+                self.lifecycle.request_stop();
+                Some(control::shutdown_reply(&request))
+            }
+            "execute_request" if self.aborting => Some(json(&serde_json::json!({
+                "status": "aborted"
+            }))),
+            _ => self.call_engine(&request),
+        };
+        self.host.flush_streams();
+        self.lifecycle.set_busy(false);
+        if let Some(content) = reply {
+            self.replies.send(request.reply(content));
+        }
+        self.iopub.status("idle", Some(&request.header));
+    }
+
+    fn start_aborting(&mut self) {
+        self.aborting = true;
+        let _ = self.queue.send(Work::StopAborting);
+    }
+
+    fn call_engine(&mut self, request: &Request) -> Option<Bytes> {
+        let kernel = match &self.engine {
+            Engine::Python(kernel) => kernel,
+            Engine::Unavailable(why) => {
+                let why = why.clone();
+                return self.unavailable(request, &why);
+            }
+        };
+        let outcome = Python::attach(|py| {
+            let buffers = PyList::empty(py);
+            for buffer in &request.buffers {
+                buffers.append(PyBytes::new(py, buffer))?;
+            }
+            let result = kernel.bind(py).call_method1(
+                "dispatch",
+                (
+                    request.msg_type.as_str(),
+                    PyBytes::new(py, &request.header),
+                    PyBytes::new(py, &request.content),
+                    PyBytes::new(py, &request.metadata),
+                    buffers,
+                ),
+            )?;
+            result.extract::<(Option<String>, bool, bool)>()
+        })
+        .map_err(|e| Python::attach(|py| describe(py, &e)));
+        match outcome {
+            Ok((reply, abort, exit)) => {
+                if abort {
+                    self.start_aborting();
+                }
+                if exit {
+                    self.lifecycle.request_stop();
+                }
+                reply.map(Bytes::from)
+            }
+            Err((ename, evalue, traceback)) => {
+                log::error!(
+                    "{} failed in the kernel itself: {}",
+                    request.msg_type,
+                    traceback.join("")
+                );
+                if request.msg_type == "execute_request" {
+                    self.start_aborting();
+                }
+                request.msg_type.ends_with("_request").then(|| {
+                    json(&ErrorContent {
+                        status: "error",
+                        ename: &ename,
+                        evalue: &evalue,
+                        traceback,
+                    })
+                })
+            }
+        }
+    }
+
+    fn unavailable(&mut self, request: &Request, why: &str) -> Option<Bytes> {
+        const ENAME: &str = "PythonUnavailable";
+        if request.msg_type == "execute_request" {
+            let output = ErrorOutput {
+                ename: ENAME,
+                evalue: why,
+                traceback: [why],
+            };
+            self.iopub.publish(crate::wire::Outgoing::broadcast(
+                "error",
+                Some(&request.header),
+                json(&output),
+            ));
+        }
+        request.msg_type.ends_with("_request").then(|| {
+            json(&ErrorContent {
+                status: "error",
+                ename: ENAME,
+                evalue: why,
+                traceback: vec![why.to_string()],
+            })
+        })
+    }
+}
+
+/// (type name, message, formatted traceback lines) of a Python error.
+pub fn describe(py: Python<'_>, error: &PyErr) -> (String, String, Vec<String>) {
+    let ename = error
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let evalue = error.value(py).to_string();
+    let traceback = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (error.value(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .unwrap_or_else(|_| vec![format!("{ename}: {evalue}")]);
+    (ename, evalue, traceback)
+}
