@@ -61,6 +61,23 @@ install -m 755 target/release/pmp-worker "$scripts/pmp-worker"
 install -m 755 target/release/pmp-kernel "$scripts/pmp-kernel"
 # Register the kernelspec from the installed copy: it records its own path.
 "$scripts/pmp-kernel" install --sys-prefix --python "$python" >&2
+# Where Flux exists, also pmp-flux: the same kernel started inside its own
+# `flux start`, so the flux backend has an instance to submit to.
+if command -v flux >/dev/null; then
+    "$python" - "$(command -v flux)" <<'PY'
+import json, pathlib, shutil, sys
+kernels = pathlib.Path(sys.prefix, "share", "jupyter", "kernels")
+spec = json.loads((kernels / "pmp" / "kernel.json").read_text())
+spec["argv"] = [sys.argv[1], "start", *spec["argv"]]
+spec["display_name"] = "Python 3 (pmp, inside flux start)"
+target = kernels / "pmp-flux"
+target.mkdir(parents=True, exist_ok=True)
+(target / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+for logo in (kernels / "pmp").glob("logo-*"):
+    shutil.copy(logo, target / logo.name)
+print(f"installed kernelspec pmp-flux in {target}", file=sys.stderr)
+PY
+fi
 
 # Let the test and job scripts find the same interpreter.
 printf '%s\n' "$python" > target/pmp-python
