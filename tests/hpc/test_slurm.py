@@ -233,3 +233,27 @@ def test_killing_the_client_cancels_its_steps(slurm, tmp_path):
     finally:
         os.killpg(client.pid, signal.SIGKILL)
         client.wait()
+
+
+@pytest.mark.timeout(180)
+def test_a_failing_rank_under_srun_fails_the_future_and_not_the_worker(slurm, run_script):
+    done = run_script(
+        """
+        from pmp import Executor
+
+        def fail_on_1(i):
+            from mpi4py import MPI
+            if MPI.COMM_WORLD.Get_rank() == 1:
+                raise ValueError("rank one refuses")
+            return i
+
+        with Executor(max_cores=4, cores_per_worker=2, block_allocation=True) as exe:
+            try:
+                exe.submit(fail_on_1, 1).result(timeout=60)
+            except ValueError as error:
+                print(error, error.__notes__)
+            print(exe.submit(sum, [1, 2]).result(timeout=60))
+        """,
+        SALLOC,
+    )
+    assert lines(done) == ["rank one refuses ['(raised on MPI rank 1 of 2)']", "[3, 3]"]
