@@ -30,3 +30,10 @@ def __getattr__(name):
 
 def __dir__():
     return __all__
+
+
+def load_ipython_extension(shell):
+    """`%load_ext pmp`: the %pmp and %%pmp magics."""
+    from pmp.magics import load_ipython_extension as load
+
+    load(shell)

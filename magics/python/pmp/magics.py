@@ -1,0 +1,194 @@
+"""`%pmp` and `%%pmp`: submit notebook cells and calls to a pmp Executor and
+watch them in live status displays.
+
+    %%pmp submit [--cores N] [--gpus N] [--threads N] [--cwd DIR] [--name VAR] [--block]
+    %pmp submit [options] f(args)
+    %pmp status | %pmp cancel VAR|all | %pmp resources | %pmp config [Executor options]
+
+Loaded by pmp-kernel on first use, and by `%load_ext pmp` in IPython or ipykernel.
+"""
+
+import argparse
+import ast
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from pmp import status_display
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad options as a UsageError (a cell error with
+    the usage text), never by exiting the kernel."""
+
+    def error(self, message):
+        raise UsageError(f"{self.format_usage().strip()}\n%pmp: error: {message}")
+
+    def exit(self, status=0, message=None):
+        raise UsageError(message or self.format_help())
+
+
+def _parser():
+    parser = _Parser(prog="%pmp", add_help=True)
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    submit = commands.add_parser("submit", help="run a cell (%%pmp) or one call (%pmp) remotely")
+    submit.add_argument("--cores", type=int, default=None, help="MPI ranks")
+    submit.add_argument("--gpus", type=int, default=None, help="GPUs per core")
+    submit.add_argument("--threads", type=int, default=None, help="threads per core")
+    submit.add_argument("--cwd", default=None, help="working directory of the task")
+    submit.add_argument("--name", default=None, help="variable bound to the Future")
+    submit.add_argument("--block", action="store_true", help="wait and show the result")
+    submit.add_argument("call", nargs=argparse.REMAINDER, help="%%pmp submit: f(args)")
+    commands.add_parser("status", help="the tasks submitted from this notebook")
+    cancel = commands.add_parser("cancel", help="cancel a queued task")
+    cancel.add_argument("target", help="a Future's variable name, or all")
+    commands.add_parser("resources", help="backend, allocation, cores, memory, GPUs")
+    config = commands.add_parser("config", help="(re)create the Executor the magics use")
+    config.add_argument("--max-workers", type=int, default=None)
+    config.add_argument("--max-cores", type=int, default=None)
+    config.add_argument("--backend", default="auto")
+    config.add_argument("--block-allocation", action="store_true")
+    return parser
+
+
+def _cell_function(cell, namespace):
+    """The cell as a function of no arguments returning its last expression;
+    its globals are the notebook's, so the names it uses travel with it."""
+    tree = ast.parse(cell)
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        tree.body[-1] = ast.Return(value=tree.body[-1].value)
+    function = ast.FunctionDef(
+        name="pmp_cell",
+        args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=tree.body or [ast.Pass()],
+        decorator_list=[],
+        returns=None,
+        type_params=[],
+    )
+    module = ast.Module(body=[function], type_ignores=[])
+    ast.fix_missing_locations(module)
+    scope = {}
+    exec(compile(module, "<%%pmp cell>", "exec"), namespace, scope)  # noqa: S102 - the user's cell
+    return scope["pmp_cell"]
+
+
+@magics_class
+class PmpMagics(Magics):
+    def __init__(self, shell):
+        super().__init__(shell)
+        self._executor = None
+        self._tasks = []  # (label, future)
+
+    @property
+    def executor(self):
+        if self._executor is None:
+            from pmp import Executor
+
+            self._executor = Executor()
+        return self._executor
+
+    @line_cell_magic
+    def pmp(self, line, cell=None):
+        arguments = _parser().parse_args(shlex.split(line))
+        if arguments.command is None:
+            raise UsageError(_parser().format_help())
+        return getattr(self, f"_{arguments.command}")(arguments, cell)
+
+    def _submit(self, arguments, cell):
+        resources = {}
+        if arguments.cores is not None:
+            resources["cores"] = arguments.cores
+        if arguments.gpus is not None:
+            resources["gpus_per_core"] = arguments.gpus
+        if arguments.threads is not None:
+            resources["threads_per_core"] = arguments.threads
+        if arguments.cwd is not None:
+            resources["cwd"] = arguments.cwd
+        namespace = self.shell.user_ns
+        if cell is not None:
+            if arguments.call:
+                raise UsageError("%%pmp submit takes the cell as the function: no call after it")
+            function, args = _cell_function(cell, namespace), ()
+            label = arguments.name or "cell"
+        else:
+            call = " ".join(arguments.call).strip()
+            if not call:
+                raise UsageError("%pmp submit needs a call, e.g. %pmp submit f(1, x=2)")
+            try:
+                expression = ast.parse(call, mode="eval").body
+            except SyntaxError as error:
+                raise UsageError(f"%pmp submit: not a call: {call!r} ({error.msg})") from None
+            if not isinstance(expression, ast.Call):
+                raise UsageError(f"%pmp submit: not a call: {call!r}")
+            function = eval(ast.unparse(expression.func), namespace)
+            args = [eval(ast.unparse(a), namespace) for a in expression.args]
+            kwargs = {k.arg: eval(ast.unparse(k.value), namespace) for k in expression.keywords}
+            label = arguments.name or call
+        future = self.executor.submit(
+            function, *args, resource_dict=resources or None, **({} if cell else kwargs)
+        )
+        self._tasks.append((label, future))
+        if arguments.name:
+            namespace[arguments.name] = future
+        status_display.show(future, label)
+        if arguments.block:
+            return future.result()
+        return None
+
+    def _status(self, arguments, cell):
+        rows = [
+            f"{label}: {status_display.FutureStatus(f, label).summary(status_display._state(f))}"
+            for label, f in self._tasks
+        ]
+        info = self.executor.info
+        workers = ", ".join(f"{w['id']}:{w['state']}" for w in info["workers"]) or "none"
+        print("\n".join(rows) or "no tasks submitted from this notebook")
+        print(f"workers: {workers}; tasks: {info['tasks']}")
+
+    def _cancel(self, arguments, cell):
+        if arguments.target == "all":
+            futures = [f for _, f in self._tasks]
+        else:
+            future = self.shell.user_ns.get(arguments.target)
+            if future is None or not hasattr(future, "cancel"):
+                raise UsageError(
+                    f"%pmp cancel: {arguments.target!r} is not a Future in this notebook"
+                )
+            futures = [future]
+        cancelled = sum(1 for f in futures if f.cancel())
+        print(f"cancelled {cancelled} of {len(futures)}")
+
+    def _resources(self, arguments, cell):
+        import os
+
+        info = self.executor.info
+        lines = [
+            f"backend: {info['backend']} ({info['backend_reason']})",
+            f"max_cores: {info['max_cores']}  cpus here: {os.cpu_count()}",
+            f"gpus: {', '.join(info['gpus']) or 'none detected'}",
+        ]
+        try:
+            import psutil
+
+            lines.append(f"memory: {psutil.virtual_memory().total / 2**30:.1f} GiB")
+        except ImportError:
+            pass
+        print("\n".join(lines))
+
+    def _config(self, arguments, cell):
+        from pmp import Executor
+
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        self._executor = Executor(
+            max_workers=arguments.max_workers,
+            max_cores=arguments.max_cores,
+            backend=arguments.backend,
+            block_allocation=arguments.block_allocation,
+        )
+        print(f"pmp magics now use: {self._executor.info['backend']} backend")
+
+
+def load_ipython_extension(shell):
+    shell.register_magics(PmpMagics(shell))

@@ -1,0 +1,168 @@
+"""%pmp / %%pmp through real kernels, driven by jupyter_client as a frontend:
+the IOPub sequence of a status display (display_data with a display_id, then
+update_display_data up to done with the result), updates arriving while
+another cell sleeps, failures, cancel, bad options, and `%load_ext pmp` in
+ipykernel."""
+
+import contextlib
+import queue
+import time
+
+import jupyter_client
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+
+def _available(name):
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        return False
+    return True
+
+
+class Session:
+    def __init__(self, kernel_name):
+        self.manager, self.client = jupyter_client.manager.start_new_kernel(
+            kernel_name=kernel_name, startup_timeout=60
+        )
+        self.displays = {}  # display_id -> list of text/plain bundles, in order
+
+    def run(self, code, timeout=60):
+        """Execute; return (reply content, this cell's IOPub messages). Display
+        updates from any cell are recorded in self.displays."""
+        msg_id = self.client.execute(code)
+        mine = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            self._record(msg)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            mine.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        reply = self.client.get_shell_msg(timeout=timeout)
+        return reply["content"], mine
+
+    def _record(self, msg):
+        if msg["msg_type"] in ("display_data", "update_display_data"):
+            display_id = msg["content"].get("transient", {}).get("display_id")
+            if display_id:
+                self.displays.setdefault(display_id, []).append(msg["content"]["data"])
+
+    def drain(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                self._record(self.client.get_iopub_msg(timeout=0.1))
+
+    def close(self):
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def pmp_kernel():
+    if not _available("pmp"):
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    session = Session("pmp")
+    yield session
+    session.close()
+
+
+def display_id_of(messages):
+    (first,) = [m for m in messages if m["msg_type"] == "display_data"]
+    assert "text/html" in first["content"]["data"]
+    return first["content"]["transient"]["display_id"]
+
+
+@pytest.mark.timeout(120)
+def test_a_pmp_cell_shows_a_display_that_updates_to_done_with_the_result(pmp_kernel):
+    reply, messages = pmp_kernel.run("%%pmp submit --name f\nx = 20\nx + 22")
+    assert reply["status"] == "ok"
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(2)
+    states = [bundle["text/plain"] for bundle in pmp_kernel.displays[display_id]]
+    assert states[0].startswith("f: queued") or states[0].startswith("f: running")
+    assert "done" in states[-1] and states[-1].endswith(": 42")
+    assert 'data-state="done"' in pmp_kernel.displays[display_id][-1]["text/html"]
+    reply, messages = pmp_kernel.run("f.result()")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "42"
+
+
+@pytest.mark.timeout(120)
+def test_updates_keep_arriving_while_another_cell_sleeps(pmp_kernel):
+    _, messages = pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(2)\n'slept'")
+    display_id = display_id_of(messages)
+    before = len(pmp_kernel.displays[display_id])
+    pmp_kernel.run("import time\ntime.sleep(4)")
+    during = [b["text/plain"] for b in pmp_kernel.displays[display_id][before:]]
+    assert any("running on" in text for text in during), during
+    assert during[-1].endswith(": 'slept'"), during
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_task_shows_its_exception_and_traceback(pmp_kernel):
+    _, messages = pmp_kernel.run("%%pmp submit --name bad\nraise KeyError('missing')")
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(2)
+    last = pmp_kernel.displays[display_id][-1]
+    assert "failed" in last["text/plain"] and "KeyError" in last["text/plain"]
+    assert "<details>" in last["text/html"] and "missing" in last["text/html"]
+
+
+@pytest.mark.timeout(120)
+def test_cancel_stops_a_queued_task(pmp_kernel):
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run("import time")
+    pmp_kernel.run("%pmp submit --name busy time.sleep(3)")
+    _, messages = pmp_kernel.run("%pmp submit --name waiting sum([1, 2])")
+    display_id = display_id_of(messages)
+    reply, messages = pmp_kernel.run("%pmp cancel waiting")
+    assert reply["status"] == "ok"
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert "cancelled 1 of 1" in text
+    pmp_kernel.drain(1.5)
+    assert pmp_kernel.displays[display_id][-1]["text/plain"] == "waiting: cancelled"
+    reply, messages = pmp_kernel.run("waiting.cancelled(), busy.result()")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "(True, None)"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("%pmp submit --cores two f(1)", "invalid int value: 'two'"),
+        ("%pmp frobnicate", "invalid choice: 'frobnicate'"),
+        ("%pmp submit 1 +", "not a call"),
+        ("%pmp cancel nothing_here", "is not a Future"),
+    ],
+)
+def test_bad_options_are_a_cell_error_with_usage_text(pmp_kernel, line, expected):
+    reply, messages = pmp_kernel.run(line)
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert expected in text
+    # The kernel is still there.
+    reply, _ = pmp_kernel.run("1 + 1")
+    assert reply["status"] == "ok"
+
+
+@pytest.mark.timeout(120)
+def test_load_ext_pmp_in_ipykernel():
+    if not _available("python3"):
+        pytest.skip("ipykernel's python3 kernelspec is not registered")
+    session = Session("python3")
+    try:
+        reply, _ = session.run("%load_ext pmp")
+        assert reply["status"] == "ok"
+        reply, messages = session.run("%pmp submit --name s --block sum([1, 2])")
+        assert reply["status"] == "ok"
+        display_id_of(messages)
+        (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+        assert result["content"]["data"]["text/plain"] == "3"
+    finally:
+        session.close()
