@@ -1,7 +1,7 @@
 //! The Flux backend: each worker is one `flux run` job in the Flux instance
 //! the client runs in (`srun flux start`, or a Flux-managed cluster).
 
-use super::{Backend, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -48,12 +48,7 @@ impl Backend for FluxBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // `flux run` copies its environment into the job and runs it in its
         // own working directory.
-        command.envs(env.variables(worker, launch));
-        command.env("PMP_RANKS", launch.resources.cores.to_string());
-        if let Some(cwd) = &launch.resources.cwd {
-            std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;
-            command.current_dir(cwd);
-        }
+        finish_command(&mut command, env, worker, launch, true)?;
         Ok(command)
     }
 }

@@ -2,7 +2,7 @@
 //! `mpiexec -n N pmp-worker` for a worker of N MPI ranks.
 
 use super::mpi::MpiLauncher;
-use super::{Backend, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -50,12 +50,7 @@ impl Backend for LocalBackend {
         } else {
             Command::new(&env.program)
         };
-        command.envs(env.variables(worker, launch));
-        command.env("PMP_RANKS", ranks.to_string());
-        if let Some(cwd) = &launch.resources.cwd {
-            std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;
-            command.current_dir(cwd);
-        }
+        finish_command(&mut command, env, worker, launch, true)?;
         Ok(command)
     }
 }

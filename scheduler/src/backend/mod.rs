@@ -63,6 +63,28 @@ impl WorkerEnvironment {
     }
 }
 
+/// What every backend adds to its launcher command: the worker's variables,
+/// its rank count, and its working directory (created if missing; the
+/// launcher's own cwd unless the launcher takes it as an argument, as srun's
+/// `-D` does).
+pub fn finish_command(
+    command: &mut Command,
+    env: &WorkerEnvironment,
+    worker: WorkerId,
+    launch: &Launch,
+    run_in_cwd: bool,
+) -> Result<(), String> {
+    command.envs(env.variables(worker, launch));
+    command.env("PMP_RANKS", launch.resources.cores.to_string());
+    if let Some(cwd) = &launch.resources.cwd {
+        std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;
+        if run_in_cwd {
+            command.current_dir(cwd);
+        }
+    }
+    Ok(())
+}
+
 pub trait Backend: Send {
     /// The command that starts `worker`; the caller adds stdio and process-group setup.
     fn command(

@@ -2,7 +2,7 @@
 //! allocation the client runs in.
 
 use super::mpi::MpiFlavor;
-use super::{Backend, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -57,14 +57,11 @@ impl Backend for SlurmBackend {
         worker: WorkerId,
         launch: &Launch,
     ) -> Result<Command, String> {
-        if let Some(cwd) = &launch.resources.cwd {
-            std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;
-        }
         let mut command = Command::new(&self.srun);
         command.args(self.arguments(launch)).arg(&env.program);
-        // srun passes its environment to the step (--export=ALL).
-        command.envs(env.variables(worker, launch));
-        command.env("PMP_RANKS", launch.resources.cores.to_string());
+        // srun passes its environment to the step (--export=ALL) and takes
+        // the working directory as -D.
+        finish_command(&mut command, env, worker, launch, false)?;
         Ok(command)
     }
 }
