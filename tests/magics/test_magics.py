@@ -166,3 +166,14 @@ def test_load_ext_pmp_in_ipykernel():
         assert result["content"]["data"]["text/plain"] == "3"
     finally:
         session.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_future_as_a_cells_last_expression_renders_the_live_display(pmp_kernel):
+    pmp_kernel.run("from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)")
+    reply, messages = pmp_kernel.run("future = exe.submit(sum, [40, 2])\nfuture")
+    assert reply["status"] == "ok"
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(1.5)
+    assert pmp_kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
+    pmp_kernel.run("exe.shutdown()")

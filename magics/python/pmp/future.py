@@ -63,6 +63,12 @@ class Future(_BaseFuture):
             return False
         return super().cancel()
 
+    def _ipython_display_(self):
+        """A Future as a cell's last expression shows its live status display."""
+        from pmp import status_display
+
+        status_display.show(self, f"task {self._pmp_task}" if self._pmp_task else "task")
+
     def __del__(self):
         table = self._pmp_table
         if table is not None:
