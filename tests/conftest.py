@@ -124,7 +124,7 @@ def block_allocation(request):
 
 
 class Gate:
-    """A file that a remote task waits for (see the modules' ``wait_for_file``),
+    """A file that a remote task waits for (see ``gates.wait_for_file``),
     so a test decides when a task may finish without timing anything."""
 
     def __init__(self, directory, name):

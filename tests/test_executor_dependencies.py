@@ -6,12 +6,11 @@ inside tuples and sets were not found and failed to pickle; a cancelled
 upstream killed the dependency thread so every later call and shutdown hung.
 """
 
-import os
-import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import Future as BaseFuture
 
 import pytest
+from gates import wait_for_file
 from pmp import DependencyCancelledError, Executor
 
 RESULT_TIMEOUT = 60
@@ -35,16 +34,6 @@ def total(values):
 
 def fail(message):
     raise ValueError(message)
-
-
-def wait_for_file(path, value=None, timeout=30.0):
-    """Block until ``path`` exists (a test's Gate), then return ``value``."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return value
 
 
 def record_and_add(path, a, b):

@@ -15,6 +15,7 @@ import sys
 import threading
 
 import pytest
+from gates import wait_for_file
 from pmp import Executor, RemoteTraceback, WorkerDiedError
 
 RESULT_TIMEOUT = 60
@@ -130,17 +131,6 @@ def raise_worker_only_exception(directory, name):
 
 def failing_init():
     raise ValueError("init_function broke on purpose")
-
-
-def wait_for_file(path, value=None, timeout=30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return value
 
 
 # ---- exceptions raised by the function ----------------------------------------

@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 
 import psutil
 import pytest
+from gates import wait_for_file
 from pmp import Executor, Future
 
 RESULT_TIMEOUT = 60
@@ -32,15 +33,6 @@ def fail(message):
 
 def pid_and_group():
     return os.getpid(), os.getpgid(0)
-
-
-def wait_for_file(path, value=None, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return value
 
 
 def mark_then_wait(started, gate, value):

@@ -22,6 +22,7 @@ import time
 import psutil
 import pytest
 import zmq
+from gates import wait_for_file
 from pmp import Executor
 
 RESULT_TIMEOUT = 60
@@ -30,15 +31,6 @@ SIGNATURE_LEN = 32
 
 def add(a, b):
     return a + b
-
-
-def wait_for_file(path, value=None, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return value
 
 
 class TouchOnUnpickle:
