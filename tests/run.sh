@@ -20,6 +20,19 @@ else
     echo "== not root: Slurm tests will be skipped"
 fi
 
+# The browser test (tests/browser): Chromium from apt (as root), playwright-core
+# from npm; it skips, saying so, where Chromium or node is missing.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Chromium"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends chromium; } >/dev/null ||
+        echo "== Chromium not installed: the browser test will be skipped"
+fi
+if command -v npm >/dev/null; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+        echo "== npm ci in tests/browser failed: the browser test will fail"
+fi
+
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
