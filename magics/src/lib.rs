@@ -5,7 +5,7 @@
 use pmp_scheduler::core::{Allocation, Event, TaskSpec};
 use pmp_scheduler::handle::{BackendChoice, Config, SchedulerHandle};
 use pmp_scheduler::ids::TaskId;
-use pmp_scheduler::protocol::Payload;
+use pmp_scheduler::protocol::{Payload, Stream};
 use pmp_scheduler::python_frames::{frames_from_python, frames_to_python, Frame};
 use pmp_scheduler::resources::ResourceRequest;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -141,6 +141,14 @@ fn event_to_python<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, Py
             upstream.map(|t| t.0).into_pyobject(py)?.into_any(),
         )
             .into_pyobject(py)?,
+        Event::Output { task, stream, text } => {
+            let name = match stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            let text = String::from_utf8_lossy(&text);
+            ("output", task.0, (name, text).into_pyobject(py)?.into_any()).into_pyobject(py)?
+        }
     };
     Ok(tuple)
 }

@@ -6,7 +6,7 @@
 //! Assigned (sent to a worker) → Finished / Failed / Cancelled.
 
 use crate::ids::{TaskId, WorkerId};
-use crate::protocol::{FunctionRef, Outcome, Payload, ToWorker, WorkerPlace};
+use crate::protocol::{FunctionRef, Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use crate::resources::{Capacity, ResourceRequest};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -60,6 +60,12 @@ pub enum Event {
     Cancelled {
         task: TaskId,
         upstream: Option<TaskId>,
+    },
+    /// The running task printed `text` (UTF-8) on `stream`.
+    Output {
+        task: TaskId,
+        stream: Stream,
+        text: Bytes,
     },
 }
 
@@ -526,6 +532,25 @@ impl Core {
             self.retire(comm, worker);
         }
         self.schedule(comm);
+    }
+
+    /// Output of the task `worker` is running; anything else (a task that
+    /// already ended, a worker claiming another's task) is dropped.
+    pub fn task_output(
+        &mut self,
+        comm: &mut impl Comm,
+        worker: WorkerId,
+        task: TaskId,
+        stream: Stream,
+        text: Bytes,
+    ) {
+        let running_here = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.state == WorkerState::Busy(task));
+        if running_here {
+            comm.emit(Event::Output { task, stream, text });
+        }
     }
 
     /// The worker's process exited, or it stopped answering.

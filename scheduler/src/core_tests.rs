@@ -358,3 +358,43 @@ fn an_external_result_unblocks_its_dependents() {
         upstream: Some(TaskId(5))
     }));
 }
+
+#[test]
+fn output_is_reported_only_for_the_task_the_worker_is_running() {
+    let (mut core, mut comm) = block(2);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    let text = |s: &'static str| Bytes::from_static(s.as_bytes());
+    core.task_output(
+        &mut comm,
+        WorkerId(0),
+        TaskId(1),
+        Stream::Stdout,
+        text("hi\n"),
+    );
+    // Worker 1 is idle, and cannot speak for worker 0's task.
+    core.task_output(
+        &mut comm,
+        WorkerId(1),
+        TaskId(1),
+        Stream::Stderr,
+        text("forged"),
+    );
+    done(&mut core, &mut comm, 0, 1, "r1");
+    // Late output of a finished task is dropped.
+    core.task_output(
+        &mut comm,
+        WorkerId(0),
+        TaskId(1),
+        Stream::Stdout,
+        text("late"),
+    );
+    let outputs: Vec<_> = comm
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Output { task, stream, text } => Some((*task, *stream, text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs, vec![(TaskId(1), Stream::Stdout, text("hi\n"))]);
+}

@@ -107,6 +107,16 @@ pub fn signal_name(signal: i32) -> &'static str {
     }
 }
 
+/// Append the lines of `text` to `tail`, keeping the last `STDERR_TAIL_LINES`.
+pub fn keep_lines(tail: &mut VecDeque<String>, text: &str) {
+    for line in text.lines() {
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_string());
+    }
+}
+
 /// Copy a worker's output, whole lines at a time, to our own fd `fd` (the
 /// kernel captures it into the notebook); keep the last `keep` lines.
 async fn forward(stream: impl AsyncRead + Unpin, fd: i32, keep: usize) -> VecDeque<String> {

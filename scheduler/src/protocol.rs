@@ -80,7 +80,20 @@ pub enum FromWorker {
         task: TaskId,
         outcome: Outcome,
     },
+    /// Text the running task wrote to `sys.stdout` or `sys.stderr`; the
+    /// payload is one UTF-8 frame. Sent before the task's `Done`.
+    Output {
+        task: TaskId,
+        stream: Stream,
+    },
     Pong,
+}
+
+/// Which of a task's streams a piece of output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use crate::core::{
 };
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit};
-use crate::protocol::{self, FromWorker, Payload, ToWorker};
+use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
@@ -58,6 +58,9 @@ struct Live {
     route: Option<Bytes>,
     /// Why we killed it, which replaces "killed by signal 9" in the report.
     kill_reason: Option<String>,
+    /// The last lines its tasks wrote to sys.stderr (sent as output, so not
+    /// in the process's own stderr): part of the report if it dies.
+    task_stderr: VecDeque<String>,
 }
 
 /// The effects of the core, carried out.
@@ -90,6 +93,7 @@ impl Comm for ServerComm<'_> {
                         last_seen: Instant::now(),
                         route: None,
                         kill_reason: None,
+                        task_stderr: VecDeque::new(),
                     },
                 );
             }
@@ -350,6 +354,16 @@ impl Server {
         };
         if let Some(live) = self.live.get_mut(&worker) {
             live.last_seen = Instant::now();
+            if let (
+                FromWorker::Output {
+                    stream: Stream::Stderr,
+                    ..
+                },
+                Some(text),
+            ) = (&header, frames.first())
+            {
+                process::keep_lines(&mut live.task_stderr, &String::from_utf8_lossy(text));
+            }
         }
         with_comm!(self, |core, comm| match header {
             FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
@@ -358,6 +372,11 @@ impl Server {
             }
             FromWorker::Done { task, outcome } => {
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
+            }
+            FromWorker::Output { task, stream } => {
+                if let Some(text) = frames.into_iter().next() {
+                    core.task_output(&mut comm, worker, task, stream, text)
+                }
             }
             FromWorker::Pong => {}
         });
@@ -384,6 +403,12 @@ impl Server {
             }
             if let Some(why) = live.kill_reason {
                 reason.message = format!("{} ({why})", reason.message);
+            }
+            if !live.task_stderr.is_empty() {
+                // What its task printed first, then what the process wrote.
+                let mut lines = live.task_stderr;
+                process::keep_lines(&mut lines, &reason.stderr_tail);
+                reason.stderr_tail = Vec::from(lines).join("\n");
             }
         }
         with_comm!(self, |core, comm| core.worker_lost(

@@ -104,3 +104,26 @@ def test_without_mpi4py_cores_above_one_is_a_clear_error_at_submit(mpi, run_scri
     assert done.returncode == 0, done.stderr
     assert "ValueError:" in done.stdout
     assert "mpi4py" in done.stdout and "'cores'" in done.stdout
+
+
+def print_rank(tag):
+    import sys
+
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    print(f"{tag} from rank {rank}")
+    print(f"{tag} warning on rank {rank}", file=sys.stderr)
+    return rank
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block", [False, True])
+def test_every_ranks_output_reaches_the_future_marked_with_its_rank(mpi, block):
+    with Executor(max_cores=2, cores_per_worker=2, block_allocation=block) as exe:
+        future = exe.submit(print_rank, "hello")
+        assert future.result(timeout=60) == [0, 1]
+    assert future.output == (
+        "hello from rank 0\nhello warning on rank 0\n"
+        "[rank 1] hello from rank 1\n[rank 1] hello warning on rank 1\n"
+    )

@@ -1,11 +1,12 @@
 """%pmp / %%pmp through real kernels, driven by jupyter_client as a frontend:
 the IOPub sequence of a status display (display_data with a display_id, then
 update_display_data up to done with the result), updates arriving while
-another cell sleeps, failures, cancel, bad options, and `%load_ext pmp` in
-ipykernel."""
+another cell sleeps, failures, cancel, bad options, `%load_ext pmp` in
+ipykernel, where a task's printed output goes, and Executor.map's progress."""
 
 import contextlib
 import queue
+import re
 import time
 
 import jupyter_client
@@ -27,11 +28,13 @@ class Session:
             kernel_name=kernel_name, startup_timeout=60
         )
         self.displays = {}  # display_id -> list of text/plain bundles, in order
+        self.streams = {}  # parent msg_id -> stream text published for that request
+        self.last_msg_id = None
 
     def run(self, code, timeout=60):
         """Execute; return (reply content, this cell's IOPub messages). Display
         updates from any cell are recorded in self.displays."""
-        msg_id = self.client.execute(code)
+        msg_id = self.last_msg_id = self.client.execute(code)
         mine = []
         deadline = time.monotonic() + timeout
         while True:
@@ -46,6 +49,9 @@ class Session:
         return reply["content"], mine
 
     def _record(self, msg):
+        if msg["msg_type"] == "stream":
+            parent = msg["parent_header"].get("msg_id")
+            self.streams[parent] = self.streams.get(parent, "") + msg["content"]["text"]
         if msg["msg_type"] in ("display_data", "update_display_data"):
             display_id = msg["content"].get("transient", {}).get("display_id")
             if display_id:
@@ -101,6 +107,9 @@ def test_updates_keep_arriving_while_another_cell_sleeps(pmp_kernel):
     during = [b["text/plain"] for b in pmp_kernel.displays[display_id][before:]]
     assert any("running on" in text for text in during), during
     assert during[-1].endswith(": 'slept'"), during
+    # Timed from when the worker took it, whenever the display looked.
+    seconds = float(re.search(r"done in ([0-9.]+) s", during[-1]).group(1))
+    assert seconds >= 2.0, during[-1]
 
 
 @pytest.mark.timeout(120)
@@ -176,4 +185,67 @@ def test_a_future_as_a_cells_last_expression_renders_the_live_display(pmp_kernel
     display_id = display_id_of(messages)
     pmp_kernel.drain(1.5)
     assert pmp_kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
+    pmp_kernel.run("exe.shutdown()")
+
+
+@pytest.mark.timeout(120)
+def test_what_a_task_prints_appears_in_its_display(pmp_kernel):
+    cell = "%%pmp submit --name p\nimport sys\nprint('from the task')\nprint('oops', file=sys.stderr)\n7"
+    _, messages = pmp_kernel.run(cell)
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(1.5)
+    last = pmp_kernel.displays[display_id][-1]
+    assert last["text/plain"].startswith("p: done") and "from the task\noops" in last["text/plain"]
+    assert 'class="pmp-output"' in last["text/html"] and "from the task" in last["text/html"]
+    # Shown in the display, so not also as the cell's stream output.
+    assert "from the task" not in "".join(pmp_kernel.streams.values())
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
+def test_output_of_a_task_reaches_the_cell_that_submitted_it(kernel_name):
+    if not _available(kernel_name):
+        pytest.skip(f"the {kernel_name} kernelspec is not registered")
+    session = Session(kernel_name)
+    try:
+        session.run(
+            "from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)"
+        )
+        session.run(
+            "import time\n"
+            "def late(x):\n"
+            "    time.sleep(1.5)\n"
+            "    print('late output', x)\n"
+            "    return x\n"
+            "f = exe.submit(late, 5)"
+        )
+        submitting = session.last_msg_id
+        # The task prints while this other cell runs; its output still
+        # belongs to the cell that submitted it.
+        session.run("time.sleep(3)")
+        busy = session.last_msg_id
+        session.drain(0.5)
+        assert "late output 5" in session.streams.get(submitting, ""), session.streams
+        assert "late output" not in session.streams.get(busy, "")
+        _, messages = session.run("f.result(), f.output")
+        (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+        assert result["content"]["data"]["text/plain"] == "(5, 'late output 5\\n')"
+        session.run("exe.shutdown()")
+    finally:
+        session.close()
+
+
+@pytest.mark.timeout(120)
+def test_executor_map_shows_one_progress_display(pmp_kernel):
+    pmp_kernel.run("from pmp import Executor\nexe = Executor(max_workers=2, block_allocation=True)")
+    reply, messages = pmp_kernel.run("import time\nlist(exe.map(time.sleep, [0.2] * 6))")
+    assert reply["status"] == "ok"
+    displays = [m for m in messages if m["msg_type"] == "display_data"]
+    assert len(displays) == 1, displays
+    display_id = display_id_of(messages)
+    assert "map sleep" in displays[0]["content"]["data"]["text/plain"]
+    pmp_kernel.drain(1.5)
+    last = pmp_kernel.displays[display_id][-1]
+    assert last["text/plain"].startswith("map sleep: 6/6 done"), last
+    assert 'data-state="done"' in last["text/html"] and 'data-total="6"' in last["text/html"]
     pmp_kernel.run("exe.shutdown()")

@@ -9,9 +9,19 @@ use std::sync::mpsc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
+/// A message for the scheduler; `written` hears once it is on the socket.
+pub struct Queued {
+    pub message: FromWorker,
+    pub frames: Vec<Bytes>,
+    pub written: Option<mpsc::Sender<()>>,
+}
+
+/// Messages for the scheduler; `None` asks the connection thread to flush and stop.
+pub type Outgoing = UnboundedSender<Option<Queued>>;
+
 pub struct Connection {
     incoming: mpsc::Receiver<(ToWorker, Vec<Bytes>)>,
-    outgoing: UnboundedSender<Option<(FromWorker, Vec<Bytes>)>>,
+    outgoing: Outgoing,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -44,8 +54,17 @@ impl Connection {
         self.incoming.recv().ok()
     }
 
+    /// A sender for other threads (a task's output); same order as `send`.
+    pub fn outgoing(&self) -> Outgoing {
+        self.outgoing.clone()
+    }
+
     pub fn send(&self, message: FromWorker, frames: Vec<Bytes>) {
-        let _ = self.outgoing.send(Some((message, frames)));
+        let _ = self.outgoing.send(Some(Queued {
+            message,
+            frames,
+            written: None,
+        }));
     }
 
     /// Flush what is queued, then stop.
@@ -62,7 +81,7 @@ async fn serve(
     key: Key,
     silence: std::time::Duration,
     incoming: mpsc::Sender<(ToWorker, Vec<Bytes>)>,
-    mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<(FromWorker, Vec<Bytes>)>>,
+    mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Queued>>,
 ) {
     let mut socket = zeromq::DealerSocket::new();
     if let Err(e) = socket.connect(&address).await {
@@ -100,14 +119,14 @@ async fn serve(
         }
     });
     loop {
-        let (message, frames) = tokio::select! {
+        let queued = tokio::select! {
             next = outgoing.recv() => match next {
                 Some(Some(item)) => item,
                 _ => break,
             },
-            Some(()) = pong_rx.recv() => (FromWorker::Pong, Vec::new()),
+            Some(()) = pong_rx.recv() => Queued { message: FromWorker::Pong, frames: Vec::new(), written: None },
         };
-        let wire = protocol::encode(&key, &message, frames);
+        let wire = protocol::encode(&key, &queued.message, queued.frames);
         let mut zmq_message = ZmqMessage::from(wire[0].clone());
         for frame in wire.into_iter().skip(1) {
             zmq_message.push_back(frame);
@@ -115,6 +134,9 @@ async fn serve(
         if send_half.send(zmq_message).await.is_err() {
             eprintln!("pmp-worker: lost the connection to the scheduler");
             die();
+        }
+        if let Some(written) = queued.written {
+            let _ = written.send(());
         }
     }
     reader.abort();

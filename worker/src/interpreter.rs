@@ -1,5 +1,6 @@
 //! The embedded CPython and pmp's worker runtime (`pmp._worker`) inside it.
 
+use crate::output::OutputSink;
 use crate::settings::Settings;
 use pmp_scheduler::protocol::{FunctionRef, Outcome};
 use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
@@ -14,7 +15,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn start(settings: &Settings) -> Result<Runtime, String> {
+    pub fn start(settings: &Settings, sink: OutputSink) -> Result<Runtime, String> {
         initialize(&settings.python)?;
         Python::attach(|py| {
             let sys = py.import("sys")?;
@@ -27,7 +28,7 @@ impl Runtime {
             let runtime = py
                 .import("pmp._worker")?
                 .getattr("Runtime")?
-                .call1((settings.ranks,))?;
+                .call1((settings.ranks, Bound::new(py, sink)?))?;
             Ok(Runtime {
                 runtime: runtime.unbind(),
             })

@@ -8,6 +8,7 @@
 
 mod connection;
 mod interpreter;
+mod output;
 mod settings;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
@@ -27,7 +28,9 @@ fn main() {
         std::process::exit(code);
     }
     let connection = connection::Connection::open(&settings);
-    let runtime = match interpreter::Runtime::start(&settings) {
+    let current_task = output::CurrentTask::default();
+    let sink = output::OutputSink::new(connection.outgoing(), current_task.clone());
+    let runtime = match interpreter::Runtime::start(&settings, sink) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pmp-worker: Python did not start: {e}");
@@ -54,8 +57,10 @@ fn main() {
                 call_frames,
                 dependency_frames,
             } => {
+                current_task.set(Some(task));
                 let (outcome, frames) =
                     runtime.run(function, call_frames, &dependency_frames, frames);
+                current_task.set(None);
                 connection.send(FromWorker::Done { task, outcome }, frames);
             }
             ToWorker::Shutdown => break,

@@ -120,6 +120,32 @@ fn publish(
     Ok(())
 }
 
+/// The header of the request being handled, for `publish_stream_to` later
+/// (output of a task reaching the cell that submitted it); None when idle.
+#[pyfunction]
+fn current_parent(py: Python<'_>) -> PyResult<Option<Bound<'_, PyBytes>>> {
+    let parent = Host::get()?.parent();
+    Ok(parent.header.map(|header| PyBytes::new(py, &header)))
+}
+
+/// Publish `text` as a `stream` message whose parent is `parent` (a header
+/// from `current_parent`), whichever request is being handled now.
+#[pyfunction]
+fn publish_stream_to(parent: &[u8], name: &str, text: &str) -> PyResult<()> {
+    let name = match name {
+        "stdout" => "stdout",
+        "stderr" => "stderr",
+        other => return Err(PyValueError::new_err(format!("no stream named {other:?}"))),
+    };
+    let header = Bytes::copy_from_slice(parent);
+    Host::get()?.iopub.publish(Outgoing::broadcast(
+        "stream",
+        Some(&header),
+        stream_content(name, text),
+    ));
+    Ok(())
+}
+
 /// Send buffered stream output now.
 #[pyfunction]
 fn flush() -> PyResult<()> {
@@ -265,6 +291,8 @@ impl OutStream {
 pub fn _pmp_kernel_host(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(publish, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
+    m.add_function(wrap_pyfunction!(current_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(publish_stream_to, m)?)?;
     m.add_function(wrap_pyfunction!(input, m)?)?;
     m.add_class::<OutStream>()?;
     Ok(())

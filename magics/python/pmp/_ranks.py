@@ -11,6 +11,7 @@ broadcast, which MPICH implements by spinning a core.
 import time
 
 from pmp import serialize
+from pmp._task_output import relay_rank_output
 from pmp._worker import flush, pack
 
 _IDLE_POLL_MAX = 0.01
@@ -58,12 +59,17 @@ class Leader:
                 "is mpi4py built for the MPI that launched it?"
             )
 
-    def _everywhere(self, message, run_here):
-        """Broadcast, run here too, gather every rank's packed outcome."""
+    def _everywhere(self, message, run_here, send=None):
+        """Broadcast, run here too, gather every rank's packed outcome; the
+        other ranks' output goes on to ``send``, marked with their rank."""
         _meet(self._comm, poll=False)
         self._comm.bcast(message, root=0)
         ok, frames = pack(*run_here())
-        return self._comm.gather((ok, _as_bytes(frames)), root=0)
+        gathered = self._comm.gather((ok, _as_bytes(frames), []), root=0)
+        for rank, (_, _, output) in enumerate(gathered):
+            if output and send is not None:
+                relay_rank_output(send, rank, output)
+        return [(ok, packed) for ok, packed, _ in gathered]
 
     def init(self, local, frames):
         frames = _as_bytes(frames)
@@ -76,7 +82,7 @@ class Leader:
     def run(self, local, slot, inline_function, call, dependencies):
         inline = None if inline_function is None else bytes(inline_function)
         args = (slot, inline, _as_bytes(call), [_as_bytes(d) for d in dependencies])
-        outcomes = self._everywhere(("run", args), lambda: local.run(*args))
+        outcomes = self._everywhere(("run", args), lambda: local.run(*args), local.send)
         for rank, (ok, packed) in enumerate(outcomes):
             if not ok:
                 exception = serialize.loads(packed)
@@ -102,6 +108,7 @@ def follow(local):
         kind, args = message
         outcome = local.init(*args) if kind == "init" else local.run(*args)
         ok, frames = pack(*outcome)
-        comm.gather((ok, _as_bytes(frames)), root=0)
+        output = local.send.take() if local.send is not None else []
+        comm.gather((ok, _as_bytes(frames), output), root=0)
     flush()
     mpi.Finalize()

@@ -13,6 +13,7 @@ import cloudpickle
 
 from pmp import serialize
 from pmp._remote import ExceptionWithTraceback, RemoteError
+from pmp._task_output import Collector, captured
 
 
 def pack(ok, value):
@@ -42,9 +43,12 @@ def pack(ok, value):
 
 
 class LocalRuntime:
-    """Runs init functions and tasks in this process; returns ``(ok, value)``."""
+    """Runs init functions and tasks in this process; returns ``(ok, value)``.
+    While a task runs, what it prints goes to ``send(stream_name, data)``
+    (see `_task_output`); with no ``send`` it stays on the process's streams."""
 
-    def __init__(self):
+    def __init__(self, send=None):
+        self.send = send
         self._functions = {}
         self._init_values = None
         self._parameters = {}
@@ -71,7 +75,10 @@ class LocalRuntime:
             args, kwargs = serialize.loads_call(call, values)
             if self._init_values:
                 kwargs = self._inject(slot, function, args, kwargs)
-            return True, function(*args, **kwargs)
+            if self.send is None:
+                return True, function(*args, **kwargs)
+            with captured(self.send):
+                return True, function(*args, **kwargs)
         except BaseException as exception:  # noqa: BLE001 - the task's failure is its outcome
             return False, exception
         finally:
@@ -104,10 +111,11 @@ class LocalRuntime:
 
 
 class Runtime:
-    """What pmp-worker's rank 0 calls: frames in, ``(ok, frames)`` out."""
+    """What pmp-worker's rank 0 calls: frames in, ``(ok, frames)`` out.
+    ``sink(stream_name, data)`` sends a running task's output to the scheduler."""
 
-    def __init__(self, ranks=1):
-        self._local = LocalRuntime()
+    def __init__(self, ranks=1, sink=None):
+        self._local = LocalRuntime(sink)
         self._leader = None
         if ranks > 1:
             from pmp._ranks import Leader
@@ -135,7 +143,7 @@ def follow():
     """Ranks above 0: run what rank 0 broadcasts until it says stop."""
     from pmp._ranks import follow as follow_leader
 
-    follow_leader(LocalRuntime())
+    follow_leader(LocalRuntime(Collector()))
 
 
 def flush():

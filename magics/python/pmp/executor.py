@@ -5,10 +5,12 @@ import contextlib
 import os
 import sys
 import sysconfig
+import time
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
 
 from pmp import _pmp, backends, serialize
+from pmp.cell_output import submitting_cell_writer
 from pmp.errors import DependencyCancelledError
 from pmp.future import Future, FutureTable
 from pmp.resources import (
@@ -138,6 +140,9 @@ class Executor(_BaseExecutor):
             self._check_fits(self._defaults)
         self._workers = workers
         self._table = FutureTable()
+        # In a notebook, output of a task no display shows goes to the cell
+        # that submitted it; elsewhere to this process's streams.
+        self._cell_writer = submitting_cell_writer()
         self._foreign = {}
         self._shutdown_called = False
         config = {
@@ -197,6 +202,8 @@ class Executor(_BaseExecutor):
             return future
         task = self._table.new_id()
         self._table.register(task, future)
+        if self._cell_writer is not None:
+            future._pmp_write = self._cell_writer()
         try:
             self._scheduler.submit(task, function, call, dependencies, worker_resources)
         except BaseException:
@@ -204,6 +211,20 @@ class Executor(_BaseExecutor):
             future._pmp_table = None
             raise
         return future
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """As `concurrent.futures.Executor.map` (results in order; leaving the
+        iteration early cancels what has not started); in a notebook it also
+        shows one live progress display, done/total, for all the calls."""
+        del chunksize  # every call is its own task: the scheduler batches messages
+        deadline = None if timeout is None else time.monotonic() + timeout
+        futures = [self.submit(fn, *args) for args in zip(*iterables)]
+        if self._cell_writer is not None and futures:
+            from pmp import status_display
+
+            name = getattr(fn, "__qualname__", None) or type(fn).__name__
+            status_display.show_progress(futures, f"map {name}")
+        return _results_in_order(futures, deadline)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_called = True
@@ -359,3 +380,16 @@ def _shutdown_live_executors():
     for scheduler in list(_unjoined_schedulers):
         scheduler.shutdown(False)
         scheduler.join()
+
+
+def _results_in_order(futures, deadline):
+    """The results of `futures` in order; closing the iterator early (or an
+    error) cancels the calls not yet started."""
+    futures = futures[::-1]
+    try:
+        while futures:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            yield futures.pop().result(timeout)
+    finally:
+        for future in futures:
+            future.cancel()

@@ -7,19 +7,35 @@ other tasks travels worker → scheduler → worker and is never unpickled here.
 import contextlib
 import itertools
 import threading
+import time
 from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
 
 from pmp import serialize
+from pmp.cell_output import write_to_client
 from pmp.errors import DependencyCancelledError, RemoteError, WorkerDiedError
 
 _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
+# How much of a task's printed output a Future keeps for its display.
+_OUTPUT_KEPT = 64 * 1024
 
 
 class Future(_BaseFuture):
     """A `concurrent.futures.Future`; `wait`, `as_completed` and
-    `asyncio.wrap_future` work on it."""
+    `asyncio.wrap_future` work on it.
+
+    What the task prints arrives while it runs: it goes to the Future's
+    status display when one shows it, otherwise to the notebook cell that
+    submitted it, or in a script to this process's sys.stdout/sys.stderr;
+    `output` keeps the last 64 KiB of it."""
+
+    # Class defaults, so that a Future of a task that prints nothing costs nothing.
+    _pmp_write = None  # write(name, text) to the submitting cell
+    _pmp_watchers = ()  # callbacks of displays showing this Future's output
+    _pmp_output = ()  # [(stream name, text)], the kept tail
+    started_at = None  # time.monotonic() when a worker took the task
+    finished_at = None  # ... and when its outcome arrived
 
     def __init__(self):
         # As Future.__init__, but the Condition (about 1 KB with its deque) is
@@ -63,6 +79,35 @@ class Future(_BaseFuture):
             return False
         return super().cancel()
 
+    @property
+    def output(self):
+        """What the task printed so far, stdout and stderr as they arrived."""
+        return "".join(text for _, text in self._pmp_output)
+
+    def output_chunks(self):
+        """``[(stream name, text)]``: what the task printed, by stream."""
+        return list(self._pmp_output)
+
+    def watch_output(self, callback):
+        """Show output in a display: ``callback()`` runs on each arrival, and
+        output no longer goes to the cell or the client's streams."""
+        self._pmp_watchers = (*self._pmp_watchers, callback)
+
+    def _pmp_add_output(self, name, text):
+        chunks = self._pmp_output
+        if not chunks:
+            chunks = self._pmp_output = []
+            self._pmp_output_size = 0
+        chunks.append((name, text))
+        self._pmp_output_size += len(text)
+        while self._pmp_output_size > _OUTPUT_KEPT and len(chunks) > 1:
+            self._pmp_output_size -= len(chunks.pop(0)[1])
+        if self._pmp_watchers:
+            for callback in self._pmp_watchers:
+                callback()
+        else:
+            (self._pmp_write or write_to_client)(name, text)
+
     def _ipython_display_(self):
         """A Future as a cell's last expression shows its live status display."""
         from pmp import status_display
@@ -104,10 +149,17 @@ class FutureTable:
     def on_events(self, events):
         futures = self._futures
         for kind, task, detail in events:
+            if kind == "output":
+                future = futures.get(task)
+                if future is not None:
+                    with contextlib.suppress(Exception):  # a closed stream must not stop events
+                        future._pmp_add_output(*detail)
+                continue
             if kind == "running":
                 future = futures.get(task)
                 if future is not None and future._state == PENDING:
                     future.place = detail
+                    future.started_at = time.monotonic()
                     future.set_running_or_notify_cancel()
                 continue
             future = futures.pop(task, None)
@@ -115,6 +167,7 @@ class FutureTable:
                 if future is not None and future._state == CANCELLED:
                     future.set_running_or_notify_cancel()
                 continue
+            future.finished_at = time.monotonic()
             if kind == "finished":
                 future._pmp_frames = detail
                 future.set_result(_UNDECODED)

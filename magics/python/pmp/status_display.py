@@ -1,6 +1,8 @@
-"""A live status display for a Future: one `display_data` with a display_id,
-then `update_display_data` at every state change (queued → running where, for
-how long → done with the result / failed with the exception / cancelled).
+"""Live status displays: one `display_data` with a display_id, then
+`update_display_data` at every change. For a Future: queued → running where,
+for how long, with what it printed so far → done with the result / failed
+with the exception / cancelled. For many Futures (`Executor.map`): one
+progress display, done/total.
 
 text/html for notebooks, text/plain for everything else (nbconvert, consoles).
 One ticker thread per process refreshes running tasks' elapsed time and
@@ -13,6 +15,8 @@ import time
 import traceback
 
 _TICK = 0.5
+_FINISHED = ("done", "failed", "cancelled")
+_COLOURS = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}
 
 
 def _state(future):
@@ -36,13 +40,18 @@ class FutureStatus:
         self.finished = None
 
     def observe(self):
-        """Note the times of state changes; returns the current state."""
+        """Note the times of state changes; returns the current state. A pmp
+        Future knows when it started and ended; others are timed as seen."""
         state = _state(self.future)
         now = time.monotonic()
         if state != "queued" and self.started is None:
-            self.started = now
-        if state in ("done", "failed", "cancelled") and self.finished is None:
-            self.finished = now
+            future = self.future
+            # A task that failed before it ran (its dependency failed) starts as it ends.
+            self.started = (
+                getattr(future, "started_at", None) or getattr(future, "finished_at", None) or now
+            )
+        if state in _FINISHED and self.finished is None:
+            self.finished = getattr(self.future, "finished_at", None) or now
         return state
 
     def _where(self):
@@ -76,11 +85,27 @@ class FutureStatus:
             text = f"<result not readable here: {error}>"
         return text if len(text) <= 500 else text[:500] + "…"
 
+    def _output(self):
+        """What the task printed: (plain text, HTML); stderr shown in red."""
+        chunks = getattr(self.future, "output_chunks", list)()
+        if not chunks:
+            return "", ""
+        text = "".join(part for _, part in chunks)
+        markup = "".join(
+            f'<span style="color: #c92a2a">{html.escape(part)}</span>'
+            if name == "stderr"
+            else html.escape(part)
+            for name, part in chunks
+        )
+        style = "margin: 2px 0 0 1em; max-height: 20em; overflow: auto"
+        return text, f'<pre class="pmp-output" style="{style}">{markup}</pre>'
+
     def bundle(self):
         state = self.observe()
-        text = f"{self.label}: {self.summary(state)}"
-        colour = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}.get(state, "#c92a2a")
-        body = html.escape(self.summary(state))
+        summary = self.summary(state)
+        printed, printed_html = self._output()
+        text = f"{self.label}: {summary}" + (f"\n{printed.rstrip()}" if printed else "")
+        body = html.escape(summary)
         if state == "failed":
             error = self.future.exception()
             lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -89,10 +114,51 @@ class FutureStatus:
             )
         markup = (
             f'<div class="pmp-status" data-state="{state}" style="font-family: monospace">'
-            f'<b>{html.escape(self.label)}</b> <span style="color: {colour}">{state}</span> '
-            f"— {body}</div>"
+            f"<b>{html.escape(self.label)}</b> "
+            f'<span style="color: {_COLOURS.get(state, "#c92a2a")}">{state}</span> '
+            f"— {body}{printed_html}</div>"
         )
         return state, {"text/plain": text, "text/html": markup}
+
+
+class ProgressStatus:
+    """One display for many Futures: how many are done out of how many."""
+
+    def __init__(self, futures, label):
+        self.futures = futures
+        self.label = label
+        self.started = time.monotonic()
+        self.finished = None
+
+    def bundle(self):
+        counts = dict.fromkeys(("queued", "running", "done", "failed", "cancelled"), 0)
+        for future in self.futures:
+            counts[_state(future)] += 1
+        total = len(self.futures)
+        ended = counts["done"] + counts["failed"] + counts["cancelled"]
+        if ended == total and self.finished is None:
+            self.finished = time.monotonic()
+        elapsed = (self.finished or time.monotonic()) - self.started
+        if ended < total:
+            state = "running"
+        else:
+            state = "done" if counts["failed"] + counts["cancelled"] == 0 else "failed"
+        problems = ", ".join(f"{counts[k]} {k}" for k in ("failed", "cancelled") if counts[k])
+        summary = (
+            f"{counts['done']}/{total} done"
+            + (f", {problems}" if problems else "")
+            + (f", {counts['running']} running" if ended < total else "")
+            + f" — {elapsed:.1f} s"
+        )
+        markup = (
+            f'<div class="pmp-progress" data-state="{state}" data-done="{counts["done"]}" '
+            f'data-total="{total}" style="font-family: monospace">'
+            f"<b>{html.escape(self.label)}</b> "
+            f'<progress value="{ended}" max="{total}" style="vertical-align: middle"></progress> '
+            f'<span style="color: {_COLOURS.get(state, "#c92a2a")}">'
+            f"{html.escape(summary)}</span></div>"
+        )
+        return state, {"text/plain": f"{self.label}: {summary}", "text/html": markup}
 
 
 class _Ticker:
@@ -125,7 +191,7 @@ class _Ticker:
                 if state != last[0] or state in ("queued", "running"):
                     handle.update(data, raw=True)
                     last[0] = state
-                if state in ("done", "failed", "cancelled"):
+                if state in _FINISHED:
                     finished.append(entry)
             with self._lock:
                 for entry in finished:
@@ -143,7 +209,25 @@ def show(future, label="task"):
     status = FutureStatus(future, label)
     _, data = status.bundle()
     handle = display(data, raw=True, display_id=True)
+    # What the task prints appears here (at the next tick) instead of in a cell.
+    if hasattr(future, "watch_output"):
+        future.watch_output(_no_op)
     _ticker.watch(status, handle)
     # Report the end at once rather than at the next tick.
     future.add_done_callback(lambda _: handle.update(status.bundle()[1], raw=True))
     return handle
+
+
+def show_progress(futures, label):
+    """Display one live progress line for `futures`; returns the display handle."""
+    from IPython.display import display
+
+    status = ProgressStatus(list(futures), label)
+    _, data = status.bundle()
+    handle = display(data, raw=True, display_id=True)
+    _ticker.watch(status, handle)
+    return handle
+
+
+def _no_op():
+    pass
