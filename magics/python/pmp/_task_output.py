@@ -12,7 +12,6 @@ Output written straight to file descriptors 1 and 2 (C extensions,
 subprocesses) is not captured; it goes where the worker's streams go.
 """
 
-import contextlib
 import io
 import sys
 import threading
@@ -125,20 +124,36 @@ class TaskStream(io.TextIOBase):
         self._outbox.flush()
 
 
-@contextlib.contextmanager
-def captured(send):
-    """Run the body with sys.stdout/sys.stderr sending to `send(name, data)`."""
-    originals = sys.stdout, sys.stderr
-    outbox = _Outbox(send)
-    sys.stdout = TaskStream("stdout", outbox, originals[0])
-    sys.stderr = TaskStream("stderr", outbox, originals[1])
-    try:
-        yield
-    finally:
-        outbox.close()
+class Capture:
+    """Entered around every task: sys.stdout/sys.stderr send to
+    ``send(name, data)`` while it runs. Made once per worker, so a task pays
+    for two attribute swaps, not for new stream objects. Text a thread writes
+    between tasks goes to the worker's own streams; during a later task, to
+    that task (as a thread's output goes to the running cell in ipykernel)."""
+
+    def __init__(self, send):
+        self._outbox = _Outbox(send)
+        self._outbox.open = False
+        self._streams = None
+        self._originals = None
+
+    def __enter__(self):
+        originals = sys.stdout, sys.stderr
+        if originals != self._originals:
+            self._originals = originals
+            self._streams = (
+                TaskStream("stdout", self._outbox, originals[0]),
+                TaskStream("stderr", self._outbox, originals[1]),
+            )
+        self._outbox.open = True
+        sys.stdout, sys.stderr = self._streams
+        return self
+
+    def __exit__(self, *exc_info):
+        self._outbox.close()
         # A task that replaced sys.stdout itself and did not restore it gets
         # the worker's streams back all the same.
-        sys.stdout, sys.stderr = originals
+        sys.stdout, sys.stderr = self._originals
 
 
 class Collector:

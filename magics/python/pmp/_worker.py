@@ -13,7 +13,7 @@ import cloudpickle
 
 from pmp import serialize
 from pmp._remote import ExceptionWithTraceback, RemoteError
-from pmp._task_output import Collector, captured
+from pmp._task_output import Capture, Collector
 
 
 def pack(ok, value):
@@ -49,6 +49,7 @@ class LocalRuntime:
 
     def __init__(self, send=None):
         self.send = send
+        self._capture = None if send is None else Capture(send)
         self._functions = {}
         self._init_values = None
         self._parameters = {}
@@ -75,9 +76,9 @@ class LocalRuntime:
             args, kwargs = serialize.loads_call(call, values)
             if self._init_values:
                 kwargs = self._inject(slot, function, args, kwargs)
-            if self.send is None:
+            if self._capture is None:
                 return True, function(*args, **kwargs)
-            with captured(self.send):
+            with self._capture:
                 return True, function(*args, **kwargs)
         except BaseException as exception:  # noqa: BLE001 - the task's failure is its outcome
             return False, exception
