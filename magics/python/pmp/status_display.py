@@ -19,6 +19,18 @@ _FINISHED = ("done", "failed", "cancelled")
 _COLOURS = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}
 
 
+def _duration(seconds):
+    """Short and readable: 0.3 ms, 12 ms, 3.4 s, 2 min 5 s."""
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds} s"
+
+
 def _state(future):
     if future.cancelled():
         return "cancelled"
@@ -68,15 +80,15 @@ class FutureStatus:
 
     def summary(self, state):
         if state == "queued":
-            return f"queued for {self._elapsed():.1f} s"
+            return f"queued for {_duration(self._elapsed())}"
         if state == "running":
-            return f"running{self._where()} for {self._elapsed():.1f} s"
+            return f"running{self._where()} for {_duration(self._elapsed())}"
         if state == "done":
-            return f"done in {self._elapsed():.2f} s{self._where()}: {self._result_repr()}"
+            return f"done in {_duration(self._elapsed())}{self._where()}: {self._result_repr()}"
         if state == "cancelled":
             return "cancelled"
         error = self.future.exception()
-        return f"failed after {self._elapsed():.2f} s: {type(error).__name__}: {error}"
+        return f"failed after {_duration(self._elapsed())}: {type(error).__name__}: {error}"
 
     def _result_repr(self):
         try:
@@ -105,7 +117,8 @@ class FutureStatus:
         summary = self.summary(state)
         printed, printed_html = self._output()
         text = f"{self.label}: {summary}" + (f"\n{printed.rstrip()}" if printed else "")
-        body = html.escape(summary)
+        # The summary starts with the state, which the HTML colours.
+        body = html.escape(summary[len(state) :])
         if state == "failed":
             error = self.future.exception()
             lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -115,8 +128,8 @@ class FutureStatus:
         markup = (
             f'<div class="pmp-status" data-state="{state}" style="font-family: monospace">'
             f"<b>{html.escape(self.label)}</b> "
-            f'<span style="color: {_COLOURS.get(state, "#c92a2a")}">{state}</span> '
-            f"— {body}{printed_html}</div>"
+            f'<span style="color: {_COLOURS.get(state, "#c92a2a")}">{state}</span>'
+            f"{body}{printed_html}</div>"
         )
         return state, {"text/plain": text, "text/html": markup}
 
