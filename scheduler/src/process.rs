@@ -65,11 +65,25 @@ pub fn spawn(
     Ok(pid)
 }
 
-/// Kill a worker's whole process group.
-pub fn kill_group(pid: u32) {
+/// How long a worker's group has between SIGTERM and SIGKILL.
+pub const TERM_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// End a worker's whole process group: SIGTERM first, because srun and
+/// `flux run` pass it on to the step's tasks on the compute node while a
+/// SIGKILL would leave those running; SIGKILL after `TERM_GRACE`. Needs a
+/// tokio runtime.
+pub fn stop_group(pid: u32) {
+    signal_group(pid, libc::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(TERM_GRACE).await;
+        signal_group(pid, libc::SIGKILL);
+    });
+}
+
+pub fn signal_group(pid: u32, signal: i32) {
     // SAFETY: plain syscall; a negative pid addresses the group.
     unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
+        libc::kill(-(pid as i32), signal);
     }
 }
 

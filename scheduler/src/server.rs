@@ -116,6 +116,15 @@ impl Comm for ServerComm<'_> {
     }
 
     fn stop_worker(&mut self, worker: WorkerId) {
+        if let Some(live) = self.live.get_mut(&worker) {
+            if live.route.is_none() {
+                // Still starting: it has nothing to finish and cannot hear a
+                // Shutdown yet, so waiting for it would only delay the stop.
+                live.kill_reason = Some("stopped before it connected".into());
+                process::stop_group(live.pid);
+                return;
+            }
+        }
         self.send(worker, ToWorker::Shutdown, Vec::new());
         let internal = self.internal.clone();
         let grace = self.stop_grace;
@@ -217,9 +226,16 @@ pub async fn run(
     };
     with_comm!(server, |core, comm| core.start(&mut comm));
     server.serve(commands, incoming, internal, exits).await;
-    // Whatever is still alive (the client vanished) goes now.
-    for live in server.live.values() {
-        process::kill_group(live.pid);
+    // Whatever is still alive (the client vanished) goes now: SIGTERM so that
+    // srun and flux end their steps, then SIGKILL.
+    if !server.live.is_empty() {
+        for live in server.live.values() {
+            process::signal_group(live.pid, libc::SIGTERM);
+        }
+        tokio::time::sleep(process::TERM_GRACE).await;
+        for live in server.live.values() {
+            process::signal_group(live.pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -261,7 +277,7 @@ impl Server {
                         client_gone = true;
                         with_comm!(self, |core, comm| core.shutdown(&mut comm, true));
                         for live in self.live.values() {
-                            process::kill_group(live.pid);
+                            process::stop_group(live.pid);
                         }
                     }
                 },
@@ -271,7 +287,7 @@ impl Server {
                     Internal::KillIfAlive(worker) => {
                         if let Some(live) = self.live.get_mut(&worker) {
                             live.kill_reason.get_or_insert_with(|| "did not exit when asked to stop".into());
-                            process::kill_group(live.pid);
+                            process::stop_group(live.pid);
                         }
                     }
                 },
@@ -434,7 +450,7 @@ impl Server {
                     "it stopped answering heartbeats for {:.0} s",
                     timeout.as_secs_f64()
                 ));
-                process::kill_group(live.pid);
+                process::stop_group(live.pid);
             } else {
                 ping.push(route.clone());
             }

@@ -219,12 +219,13 @@ class Executor(_BaseExecutor):
         del chunksize  # every call is its own task: the scheduler batches messages
         deadline = None if timeout is None else time.monotonic() + timeout
         futures = [self.submit(fn, *args) for args in zip(*iterables)]
+        on_end = None
         if self._cell_writer is not None and futures:
             from pmp import status_display
 
             name = getattr(fn, "__qualname__", None) or type(fn).__name__
-            status_display.show_progress(futures, f"map {name}")
-        return _results_in_order(futures, deadline)
+            on_end = status_display.show_progress(futures, f"map {name}")
+        return _results_in_order(futures, deadline, on_end)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_called = True
@@ -382,9 +383,11 @@ def _shutdown_live_executors():
         scheduler.join()
 
 
-def _results_in_order(futures, deadline):
+def _results_in_order(futures, deadline, on_end=None):
     """The results of `futures` in order; closing the iterator early (or an
-    error) cancels the calls not yet started."""
+    error) cancels the calls not yet started. `on_end()` runs when the
+    iteration ends, in the consumer's thread (a progress display then shows
+    the end while the cell that iterates still runs)."""
     futures = futures[::-1]
     try:
         while futures:
@@ -393,3 +396,5 @@ def _results_in_order(futures, deadline):
     finally:
         for future in futures:
             future.cancel()
+        if on_end is not None:
+            on_end()

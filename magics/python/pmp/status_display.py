@@ -232,14 +232,30 @@ def show(future, label="task"):
 
 
 def show_progress(futures, label):
-    """Display one live progress line for `futures`; returns the display handle."""
+    """Display one live progress line for `futures`; returns a function that
+    refreshes it now."""
     from IPython.display import display
 
-    status = ProgressStatus(list(futures), label)
+    futures = list(futures)
+    status = ProgressStatus(futures, label)
     _, data = status.bundle()
     handle = display(data, raw=True, display_id=True)
     _ticker.watch(status, handle)
-    return handle
+    # The last one to finish reports the end at once, not at the next tick:
+    # a cell that only collects the results may be over by then.
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_):
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            handle.update(status.bundle()[1], raw=True)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return lambda: handle.update(status.bundle()[1], raw=True)
 
 
 def _no_op():
