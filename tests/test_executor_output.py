@@ -102,3 +102,25 @@ def test_bytes_written_to_a_task_stream_are_a_type_error(stream):
 
     with Executor(max_workers=1) as exe, pytest.raises(TypeError, match="must be str, not bytes"):
         exe.submit(write_bytes, stream).result(timeout=RESULT_TIMEOUT)
+
+
+def forks_a_printing_child():
+    import os
+
+    pid = os.fork()
+    if pid == 0:
+        print("from the forked child", flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child exited with", os.waitstatus_to_exitcode(status))
+    return "parent"
+
+
+def test_a_forked_child_printing_does_not_hang_or_break_the_worker(capfd):
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        future = exe.submit(forks_a_printing_child)
+        assert future.result(timeout=RESULT_TIMEOUT) == "parent"
+        assert future.output == "child exited with 0\n"
+        assert exe.submit(chatty, 2).result(timeout=RESULT_TIMEOUT) == 2
+    # The child wrote to the worker's own stdout, which the scheduler forwards.
+    assert "from the forked child" in capfd.readouterr().out

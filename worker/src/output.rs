@@ -30,11 +30,16 @@ impl CurrentTask {
 pub struct OutputSink {
     outgoing: Outgoing,
     task: CurrentTask,
+    pid: u32,
 }
 
 impl OutputSink {
     pub fn new(outgoing: Outgoing, task: CurrentTask) -> OutputSink {
-        OutputSink { outgoing, task }
+        OutputSink {
+            outgoing,
+            task,
+            pid: std::process::id(),
+        }
     }
 }
 
@@ -48,6 +53,10 @@ impl OutputSink {
             "stderr" => Stream::Stderr,
             other => return Err(PyValueError::new_err(format!("no stream named {other:?}"))),
         };
+        if std::process::id() != self.pid {
+            // A child the task forked: it has no connection thread to wait for.
+            return Ok(());
+        }
         let task = self.task.0.load(Ordering::SeqCst);
         if task != IDLE && !data.is_empty() {
             let message = FromWorker::Output {

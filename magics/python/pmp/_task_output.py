@@ -13,6 +13,7 @@ subprocesses) is not captured; it goes where the worker's streams go.
 """
 
 import io
+import os
 import sys
 import threading
 import time
@@ -32,10 +33,14 @@ class _Outbox:
         self._last_sent = 0.0
         self._timer = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self.open = True
 
     def put(self, name, text):
-        """False once the task has ended (the caller writes elsewhere)."""
+        """False once the task has ended, or in a process the task forked
+        (the caller writes to the original stream)."""
+        if os.getpid() != self._pid:
+            return False
         with self._lock:
             if not self.open:
                 return False
