@@ -190,12 +190,19 @@ def test_a_future_as_a_cells_last_expression_renders_the_live_display(pmp_kernel
 
 @pytest.mark.timeout(120)
 def test_what_a_task_prints_appears_in_its_display(pmp_kernel):
-    cell = "%%pmp submit --name p\nimport sys\nprint('from the task')\nprint('oops', file=sys.stderr)\n7"
+    cell = (
+        "%%pmp submit --name p\nimport sys\nprint('from the task')\n"
+        "print('oops', file=sys.stderr)\n"
+        "for i in (10, 50, 100):\n    print(f'\\r{i}%', end='', file=sys.stderr)\n"
+        "print(file=sys.stderr)\n7"
+    )
     _, messages = pmp_kernel.run(cell)
     display_id = display_id_of(messages)
     pmp_kernel.drain(1.5)
     last = pmp_kernel.displays[display_id][-1]
-    assert last["text/plain"].startswith("p: done") and "from the task\noops" in last["text/plain"]
+    assert last["text/plain"].startswith("p: done")
+    # A progress line redrawn with \r shows as a terminal would show it.
+    assert last["text/plain"].endswith("from the task\noops\n100%"), last["text/plain"]
     assert 'class="pmp-output"' in last["text/html"] and "from the task" in last["text/html"]
     # Shown in the display, so not also as the cell's stream output.
     assert "from the task" not in "".join(pmp_kernel.streams.values())

@@ -31,6 +31,22 @@ def _duration(seconds):
     return f"{minutes} min {seconds} s"
 
 
+def _as_shown(chunks):
+    """Consecutive chunks of one stream joined, each line showing what a
+    terminal would after carriage returns (progress bars redraw with \\r)."""
+    merged = []
+    for name, part in chunks:
+        if merged and merged[-1][0] == name:
+            merged[-1][1].append(part)
+        else:
+            merged.append((name, [part]))
+    shown = []
+    for name, parts in merged:
+        lines = "".join(parts).split("\n")
+        shown.append((name, "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines)))
+    return shown
+
+
 def _state(future):
     if future.cancelled():
         return "cancelled"
@@ -99,7 +115,7 @@ class FutureStatus:
 
     def _output(self):
         """What the task printed: (plain text, HTML); stderr shown in red."""
-        chunks = getattr(self.future, "output_chunks", list)()
+        chunks = _as_shown(getattr(self.future, "output_chunks", list)())
         if not chunks:
             return "", ""
         text = "".join(part for _, part in chunks)
