@@ -98,12 +98,24 @@ def test_a_pmp_cell_shows_a_display_that_updates_to_done_with_the_result(pmp_ker
     assert result["content"]["data"]["text/plain"] == "42"
 
 
+# The other cell keeps the kernel busy until the task is over, and a second
+# longer (the last update can follow the end by one tick).
+BUSY_CELLS = {
+    "sleeping": "import time\nwhile not slow.done():\n    time.sleep(0.2)\ntime.sleep(1)",
+    "looping": (
+        "import time\nwhile not slow.done():\n    pass\n"
+        "end = time.monotonic() + 1\nwhile time.monotonic() < end:\n    pass"
+    ),
+}
+
+
 @pytest.mark.timeout(120)
-def test_updates_keep_arriving_while_another_cell_sleeps(pmp_kernel):
+@pytest.mark.parametrize("busy", BUSY_CELLS)
+def test_updates_keep_arriving_while_another_cell_is_busy(pmp_kernel, busy):
     _, messages = pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(2)\n'slept'")
     display_id = display_id_of(messages)
     before = len(pmp_kernel.displays[display_id])
-    pmp_kernel.run("import time\ntime.sleep(4)")
+    pmp_kernel.run(BUSY_CELLS[busy])
     during = [b["text/plain"] for b in pmp_kernel.displays[display_id][before:]]
     assert any("running on" in text for text in during), during
     assert during[-1].endswith(": 'slept'"), during
