@@ -246,6 +246,8 @@ pub enum SubmitError {
     DuplicateId(TaskId),
     UnknownDependency(TaskId),
     ShuttingDown,
+    /// The task asks for more than the whole allocation holds: it would wait forever.
+    NeverFits(String),
 }
 
 impl std::fmt::Display for SubmitError {
@@ -256,6 +258,7 @@ impl std::fmt::Display for SubmitError {
                 write!(f, "dependency {id} is unknown (released?)")
             }
             SubmitError::ShuttingDown => write!(f, "cannot schedule new futures after shutdown"),
+            SubmitError::NeverFits(why) => write!(f, "this task can never run here: {why}"),
         }
     }
 }
@@ -315,6 +318,11 @@ impl Core {
             .find(|d| !self.tasks.contains_key(d))
         {
             return Err(SubmitError::UnknownDependency(*dep));
+        }
+        if matches!(self.allocation, Allocation::PerTask) {
+            if let Some(why) = self.capacity.never_fits(&spec.resources) {
+                return Err(SubmitError::NeverFits(why));
+            }
         }
         let (digest, function) = self.functions.intern(spec.function);
         let mut task = Task {

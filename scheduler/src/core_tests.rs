@@ -260,6 +260,62 @@ fn per_task_mode_starts_a_fresh_worker_per_task_within_the_cpus() {
 }
 
 #[test]
+fn per_task_gpu_tasks_run_side_by_side_up_to_the_allocations_gpus() {
+    // Under srun or flux the capacity holds counting tokens, not device ids.
+    let mut core = Core::new(
+        Allocation::PerTask,
+        Capacity::new(4, None, vec!["srun".into(); 2]),
+        None,
+    );
+    let mut comm = Recorder::default();
+    let gpu_task = |id| TaskSpec {
+        resources: ResourceRequest {
+            gpus_per_core: 1,
+            ..Default::default()
+        },
+        ..task(id, &[])
+    };
+    for id in 1..=3 {
+        core.submit(&mut comm, gpu_task(id)).unwrap();
+    }
+    assert_eq!(comm.started.len(), 2, "two GPUs, two workers at once");
+    assert!(comm.started.iter().all(|(_, l)| l.gpus.len() == 1));
+    core.worker_hello(&mut comm, WorkerId(0), 1, "h".into());
+    done(&mut core, &mut comm, 0, 1, "r");
+    core.worker_lost(&mut comm, WorkerId(0), LostReason::new("exit 0"));
+    assert_eq!(
+        comm.started.len(),
+        3,
+        "the freed GPU goes to the third task"
+    );
+}
+
+#[test]
+fn a_per_task_request_larger_than_the_allocation_is_refused_not_queued() {
+    let (mut core, mut comm) = per_task(2);
+    let too_big = |id, cores, gpus_per_core| TaskSpec {
+        resources: ResourceRequest {
+            cores,
+            gpus_per_core,
+            ..Default::default()
+        },
+        ..task(id, &[])
+    };
+    let refused = core.submit(&mut comm, too_big(1, 1, 1)).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "this task can never run here: 1 GPU(s) requested but the allocation has 0"
+    );
+    assert!(matches!(
+        core.submit(&mut comm, too_big(2, 3, 0)),
+        Err(SubmitError::NeverFits(_))
+    ));
+    assert!(comm.started.is_empty());
+    core.shutdown(&mut comm, false);
+    assert!(core.is_finished(), "nothing was left queued");
+}
+
+#[test]
 fn a_task_whose_worker_dies_before_connecting_fails_with_the_reason() {
     let (mut core, mut comm) = per_task(1);
     core.submit(&mut comm, task(1, &[])).unwrap();

@@ -37,12 +37,17 @@ impl ResourceRequest {
 }
 
 /// The free part of the allocation in fresh-process-per-task mode.
+///
+/// GPUs are counted by name: on the local backend the names are device ids
+/// that become the worker's `CUDA_VISIBLE_DEVICES`; where srun or flux pick
+/// the devices they are tokens that only count the allocation's GPUs.
 #[derive(Clone, Debug)]
 pub struct Capacity {
     cpus_total: u32,
     cpus_used: u32,
     max_workers: Option<u32>,
     workers: u32,
+    gpus_total: u32,
     gpus_free: Vec<String>,
 }
 
@@ -53,6 +58,7 @@ impl Capacity {
             cpus_used: 0,
             max_workers,
             workers: 0,
+            gpus_total: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
             gpus_free: gpus,
         }
     }
@@ -76,7 +82,26 @@ impl Capacity {
 
     /// Could this request ever run here, even on an empty allocation?
     pub fn can_ever_fit(&self, request: &ResourceRequest) -> bool {
-        self.cpus_for(request) <= self.cpus_total
+        self.never_fits(request).is_none()
+    }
+
+    /// Why `request` could never run here, even on an empty allocation: a
+    /// task like that would wait forever, so it is refused instead.
+    pub fn never_fits(&self, request: &ResourceRequest) -> Option<String> {
+        if self.cpus_for(request) > self.cpus_total {
+            return Some(format!(
+                "{} cores x {} threads_per_core can never fit in {} CPUs",
+                request.cores, request.threads_per_core, self.cpus_total
+            ));
+        }
+        if request.gpus() > self.gpus_total {
+            return Some(format!(
+                "{} GPU(s) requested but the allocation has {}",
+                request.gpus(),
+                self.gpus_total
+            ));
+        }
+        None
     }
 
     /// Take what `request` needs; returns the GPU devices handed to it.
@@ -152,5 +177,28 @@ mod tests {
         let cap = Capacity::new(2, None, vec![]);
         assert!(cap.can_ever_fit(&over) && cap.fits(&over));
         assert!(!cap.can_ever_fit(&req(4, 1, 0)));
+    }
+
+    #[test]
+    fn more_gpus_than_the_allocation_holds_can_never_fit_and_says_why() {
+        let cap = Capacity::new(4, None, vec!["0".into(), "1".into()]);
+        assert!(cap.can_ever_fit(&req(2, 1, 1)));
+        let why = cap.never_fits(&req(1, 1, 3)).unwrap();
+        assert_eq!(why, "3 GPU(s) requested but the allocation has 2");
+        let none = Capacity::new(4, None, vec![]);
+        assert!(!none.can_ever_fit(&req(1, 1, 1)));
+        assert!(none.can_ever_fit(&req(1, 1, 0)));
+    }
+
+    #[test]
+    fn counting_tokens_need_not_be_distinct() {
+        // srun and flux pick the devices: pmp only counts the allocation's GPUs.
+        let mut cap = Capacity::new(4, None, vec!["srun".into(); 2]);
+        let a = cap.take(&req(1, 1, 1));
+        let _b = cap.take(&req(1, 1, 1));
+        assert!(!cap.fits(&req(1, 1, 1)), "both GPUs are taken");
+        cap.give_back(&req(1, 1, 1), a);
+        assert!(cap.fits(&req(1, 1, 1)));
+        assert!(!cap.fits(&req(1, 1, 2)));
     }
 }

@@ -6,6 +6,7 @@ PATH and skip elsewhere; the exact `flux run` command lines are unit-tested in
 scheduler/src/backend/flux.rs.
 """
 
+import os
 import shutil
 
 import pytest
@@ -58,4 +59,37 @@ def test_the_seed_flux_examples_inside_flux_start(flux, mpi, run_script):
         "[3, 4, 5, 6]",
         "4",
         "[(3, 2, 0), (3, 2, 1)]",
+    ]
+
+
+FAKE_FLUX = """#!/bin/sh
+# Answers only what pmp asks when an Executor is made: `flux resource info`.
+[ "$1 $2" = "resource info" ] && echo "1 Node, 4 Cores, 2 GPUs" && exit 0
+exit 1
+"""
+
+
+def test_the_flux_instances_gpus_are_counted_and_bound_what_a_call_may_ask(run_script, tmp_path):
+    # Runs without Flux: a stand-in `flux` first on PATH answers the one query.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "flux").write_text(FAKE_FLUX)
+    (bin_dir / "flux").chmod(0o755)
+    done = run_script(
+        """
+        from pmp import Executor
+
+        with Executor(max_cores=2, gpus_per_worker=1, backend="flux") as exe:
+            print(exe.info["backend"], exe.info["gpu_count"], exe.info["gpus"])
+            try:
+                exe.submit(sum, [1], resource_dict={"gpus_per_core": 3})
+            except ValueError as error:
+                print(error)
+        """,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FLUX_URI": "local:///nowhere"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [
+        "flux 2 []",
+        "resource_dict key 'gpus_per_core': 3 GPU(s) requested but 2 in the flux allocation",
     ]

@@ -2,7 +2,41 @@
 loopback, 4 CPUs, 2 fake GPUs): each test runs a script inside `salloc`, as a
 user's batch job would."""
 
+import pathlib
+import textwrap
+
 import pytest
+
+TESTS = pathlib.Path(__file__).resolve().parents[1]
+# Workers import tests/gates.py from the client's sys.path.
+WITH_GATES = {"PYTHONPATH": str(TESTS)}
+
+# Two tasks that each announce themselves and wait for the other (a gate file
+# each, see tests/gates.py): both return only if both ran at the same time,
+# whatever the speed of the machine; one that ran alone fails with
+# TimeoutError instead.
+MEET = """
+import os, pathlib
+from gates import wait_for_file
+
+def meet(me, other):
+    pathlib.Path(me).touch()
+    wait_for_file(other, timeout=60)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+def device():
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+def meeting(exe, **submit):
+    a, b = os.path.abspath("a-running"), os.path.abspath("b-running")
+    futures = [exe.submit(meet, a, b, **submit), exe.submit(meet, b, a, **submit)]
+    return [f.result(timeout=120) for f in futures]
+"""
+
+
+def with_meet(body):
+    return MEET + textwrap.dedent(body)
+
 
 SEED_MPI = """
 from pmp import Executor
@@ -20,6 +54,7 @@ with Executor(max_cores=2, cores_per_worker=2) as exe:
 """
 
 SALLOC = ("salloc", "-Q", "-n", "4", "--gres=gpu:2", "--time=5")
+SALLOC_NO_GPUS = ("salloc", "-Q", "-n", "4", "--time=5")
 
 
 def lines(done):
@@ -72,20 +107,104 @@ def test_block_allocation_with_two_cores_per_worker_runs_each_task_on_two_ranks(
 @pytest.mark.timeout(180)
 def test_two_workers_with_one_gpu_each_get_distinct_devices(slurm, run_script):
     done = run_script(
-        """
-        import os, time
+        with_meet(
+            """
         from pmp import Executor
 
-        def device():
-            time.sleep(1)  # both workers busy at once
-            return os.environ.get("CUDA_VISIBLE_DEVICES")
-
         with Executor(max_workers=2, gpus_per_worker=1, block_allocation=True) as exe:
-            print(sorted(f.result() for f in [exe.submit(device) for _ in range(2)]))
+            print(sorted(meeting(exe)))
+        """
+        ),
+        SALLOC,
+        env=WITH_GATES,
+    )
+    assert lines(done) == ["['0', '1']"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("allocation", [SALLOC, SALLOC_NO_GPUS], ids=["gpu-job", "no-gres-job"])
+@pytest.mark.parametrize("block", [True, False], ids=["block-allocation", "per-call"])
+def test_workers_without_gpus_run_side_by_side_and_get_no_gpu(slurm, run_script, allocation, block):
+    # Without --gres=none a step inherits all of the job's GPUs and waits for
+    # all of them: the second worker would wait for the first to end.
+    done = run_script(
+        with_meet(
+            f"""
+        from pmp import Executor
+
+        with Executor(max_workers=2, block_allocation={block}) as exe:
+            print(meeting(exe))
+        """
+        ),
+        allocation,
+        env=WITH_GATES,
+    )
+    assert lines(done) == ["[None, None]"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("executor", "submit"),
+    [
+        ("max_cores=2, gpus_per_worker=1", {}),
+        ("max_cores=2", {"resource_dict": {"gpus_per_core": 1}}),
+    ],
+    ids=["gpus_per_worker", "resource_dict"],
+)
+def test_per_call_gpus_under_srun_run_on_distinct_devices_and_shut_down(
+    slurm, run_script, executor, submit
+):
+    # Without block allocation each call is an `srun --gpus-per-task=1` step;
+    # the scheduler counts the job's GPUs (srun picks which), so calls wait
+    # for a free one rather than forever, and shutdown returns.
+    done = run_script(
+        with_meet(
+            f"""
+        from pmp import Executor
+
+        exe = Executor({executor})
+        print(exe.info["gpu_count"], exe.info["gpus"])
+        print(sorted(meeting(exe, **{submit!r})))
+        # More calls than GPUs: each waits for a free one and gets one device.
+        calls = [exe.submit(device, **{submit!r}) for _ in range(5)]
+        print(all(f.result(timeout=120) in ("0", "1") for f in calls))
+        exe.shutdown(wait=True)
+        print("shut down")
+        """
+        ),
+        SALLOC,
+        env=WITH_GATES,
+    )
+    assert lines(done) == ["2 []", "['0', '1']", "True", "shut down"]
+
+
+@pytest.mark.timeout(180)
+def test_gpus_beyond_the_allocation_are_refused_naming_what_asked_for_them(slurm, run_script):
+    done = run_script(
+        """
+        from pmp import Executor
+
+        for make in (lambda: Executor(max_cores=4, gpus_per_worker=3),
+                     lambda: Executor(max_workers=3, gpus_per_worker=1, block_allocation=True)):
+            try:
+                make()
+            except ValueError as error:
+                print(error)
+        with Executor(max_cores=4) as exe:
+            try:
+                exe.submit(sum, [1], resource_dict={"gpus_per_core": 3})
+            except ValueError as error:
+                print(error)
+            print(exe.submit(sum, [1, 1]).result(timeout=60))
         """,
         SALLOC,
     )
-    assert lines(done) == ["['0', '1']"]
+    assert lines(done) == [
+        "gpus_per_worker=3: 3 GPU(s) requested but 2 in the slurm allocation",
+        "gpus_per_worker=1 for each of 3 workers: 3 GPU(s) requested but 2 in the slurm allocation",
+        "resource_dict key 'gpus_per_core': 3 GPU(s) requested but 2 in the slurm allocation",
+        "2",
+    ]
 
 
 @pytest.mark.timeout(180)

@@ -70,8 +70,13 @@ def allocation_cores(backend):
 
 
 def allocation_gpus(backend):
-    """GPUs the Slurm allocation holds: from its environment, else from
-    `scontrol show job` (salloc does not export the GPU variables)."""
+    """GPUs the allocation holds. Slurm: from its environment, else from
+    `scontrol show job` (salloc does not export the GPU variables). Flux:
+    `flux resource info` ("1 Node, 4 Cores, 2 GPUs")."""
+    if backend.name == "flux":
+        return _flux_gpus(backend.launcher)
+    if backend.name != "slurm":
+        return 0
     env = os.environ
     for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS"):
         count = env.get(name, "").rsplit(":", 1)[-1]
@@ -80,7 +85,7 @@ def allocation_gpus(backend):
     if env.get("SLURM_JOB_GPUS"):
         return len(env["SLURM_JOB_GPUS"].split(","))
     scontrol = shutil.which("scontrol")
-    if backend.name != "slurm" or not scontrol or not env.get("SLURM_JOB_ID"):
+    if not scontrol or not env.get("SLURM_JOB_ID"):
         return 0
     try:
         shown = subprocess.run(
@@ -97,6 +102,24 @@ def allocation_gpus(backend):
 
     counts = [int(n) for n in re.findall(r"gres[/:]gpu(?::[\w.-]+)?[:=](\d+)", shown)]
     return max(counts, default=0)
+
+
+def _flux_gpus(flux):
+    """GPUs of the Flux instance, from `flux resource info`; 0 where it does not say."""
+    import re
+
+    try:
+        shown = subprocess.run(
+            [flux, "resource", "info"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    found = re.search(r"(\d+) GPUs?\b", shown)
+    return int(found.group(1)) if found else 0
 
 
 def bind_host(backend, hostname_localhost):

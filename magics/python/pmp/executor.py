@@ -106,12 +106,19 @@ class Executor(_BaseExecutor):
                 "the local backend has no use for it"
             )
         if self._backend.name == "local":
+            # Device ids pmp hands out itself (as CUDA_VISIBLE_DEVICES).
             self._gpus = backends.detect_gpus()
             self._gpu_count = len(self._gpus)
+            scheduler_gpus = self._gpus
         else:
-            # srun and flux hand out the devices; pmp only checks the count.
+            # srun and flux pick the devices. The scheduler still counts the
+            # allocation's GPUs, so a task waits while none is free instead of
+            # never starting, with tokens that name who picks and that it
+            # never exports.
             self._gpus = []
             self._gpu_count = backends.allocation_gpus(self._backend)
+            picker = "srun" if self._backend.name == "slurm" else "flux"
+            scheduler_gpus = [picker] * self._gpu_count
         if max_cores is None:
             if max_workers is not None:
                 max_cores = max_workers * cores_per_worker * threads_per_core
@@ -134,10 +141,10 @@ class Executor(_BaseExecutor):
         self._mpi_checked = False
         if block_allocation:
             workers = max_workers or max(1, max_cores // (cores_per_worker * threads_per_core))
-            self._check_fits(self._defaults, worker_count=workers)
+            self._check_fits(self._defaults, worker_count=workers, given=None)
         else:
             workers = 0
-            self._check_fits(self._defaults)
+            self._check_fits(self._defaults, given=None)
         self._workers = workers
         self._table = FutureTable()
         # In a notebook, output of a task no display shows goes to the cell
@@ -156,7 +163,7 @@ class Executor(_BaseExecutor):
             "worker_resources": {key: self._defaults[key] for key in WORKER_KEYS},
             "max_cores": max_cores,
             "max_workers": max_workers,
-            "gpus": self._gpus,
+            "gpus": scheduler_gpus,
             "init": serialize.dumps_value(init_function) if init_function else None,
             "bind_host": backends.bind_host(self._backend, hostname_localhost),
             "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
@@ -183,7 +190,7 @@ class Executor(_BaseExecutor):
             resources = merge_resource_dict(self._defaults, resource_dict)
             if self._block:
                 self._check_block_resources(resources)
-            self._check_fits(resources)
+            self._check_fits(resources, given=resource_dict)
             worker_resources = {key: resources[key] for key in WORKER_KEYS}
         else:
             worker_resources = None  # the executor's, checked when it was made
@@ -249,28 +256,46 @@ class Executor(_BaseExecutor):
             "threads_per_core": self._defaults["threads_per_core"],
             "gpus_per_worker": self._defaults["gpus_per_core"] * self._defaults["cores"],
             "gpus": list(self._gpus),
+            "gpu_count": self._gpu_count,
             "disable_dependencies": self._disable_dependencies,
         }
         info.update(self._scheduler.info())
         return info
 
-    def _check_fits(self, resources, worker_count=1):
-        cpus = resources["cores"] * resources["threads_per_core"]
-        if cpus > self._max_cores and not resources["oversubscribe"]:
+    def _check_fits(self, resources, worker_count=1, given=None):
+        """Refuse, with a ValueError, what could never run here: the scheduler
+        would keep it queued forever. This agrees with the scheduler's own
+        capacity (max_cores CPUs; the GPUs counted when the Executor was made),
+        which refuses such a task too. `given` is the call's resource_dict, or
+        None for the Executor's own parameters: the message names what the
+        user wrote."""
+        cores, threads = resources["cores"], resources["threads_per_core"]
+        if cores * threads > self._max_cores and not resources["oversubscribe"]:
+            if given is None:
+                what = f"cores_per_worker={cores} x threads_per_core={threads}"
+            else:
+                key = (
+                    "threads_per_core"
+                    if "cores" not in given and "threads_per_core" in given
+                    else "cores"
+                )
+                what = f"resource_dict key {key!r}: {cores} cores x {threads} threads_per_core"
             raise ValueError(
-                f"resource_dict key 'cores': {resources['cores']} cores x "
-                f"{resources['threads_per_core']} threads_per_core can never fit in "
-                f"max_cores={self._max_cores}; lower it, raise max_cores, or set oversubscribe=True"
+                f"{what} can never fit in max_cores={self._max_cores}; lower it, raise "
+                "max_cores, or set oversubscribe=True"
             )
-        if resources["cores"] > 1 and not self._mpi_checked and self._backend.name == "local":
+        if cores > 1 and not self._mpi_checked and self._backend.name == "local":
             problem = backends.mpi_problem()
             if problem:
-                raise ValueError(
-                    f"resource_dict key 'cores': cores={resources['cores']} runs the function "
-                    f"on {resources['cores']} MPI ranks, but {problem}"
+                what = (
+                    f"cores_per_worker={cores}"
+                    if given is None
+                    else f"resource_dict key 'cores': cores={cores}"
                 )
+                raise ValueError(f"{what} runs the function on {cores} MPI ranks, but {problem}")
             self._mpi_checked = True
-        gpus = resources["gpus_per_core"] * resources["cores"] * worker_count
+        per_core = resources["gpus_per_core"]
+        gpus = per_core * cores * worker_count
         if gpus > self._gpu_count:
             where = (
                 f"detected ({', '.join(self._gpus) or 'none'}; from CUDA_VISIBLE_DEVICES or "
@@ -278,10 +303,21 @@ class Executor(_BaseExecutor):
                 if self._backend.name == "local"
                 else f"in the {self._backend.name} allocation"
             )
-            raise ValueError(
-                f"resource_dict key 'gpus_per_core': {gpus} GPU(s) requested but "
-                f"{self._gpu_count} {where}"
-            )
+            if given is None:
+                what = f"gpus_per_worker={per_core * cores}"
+                if worker_count > 1:
+                    what += f" for each of {worker_count} workers"
+            elif "gpus_per_core" in given:
+                what = "resource_dict key 'gpus_per_core'"
+                if cores > 1:
+                    what += f": {per_core} per core x {cores} cores"
+            else:
+                per_worker = self._defaults["gpus_per_core"] * self._defaults["cores"]
+                what = (
+                    f"resource_dict key 'cores': {cores} cores x the Executor's {per_core} "
+                    f"GPU(s) per core (gpus_per_worker={per_worker})"
+                )
+            raise ValueError(f"{what}: {gpus} GPU(s) requested but {self._gpu_count} {where}")
         if resources["command_line_argument_lst"] and self._backend.name == "local":
             raise ValueError(
                 "resource_dict key 'command_line_argument_lst' holds arguments for srun or "

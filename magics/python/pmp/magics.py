@@ -163,10 +163,15 @@ class PmpMagics(Magics):
         import os
 
         info = self.executor.info
+        if info["backend"] == "local":
+            gpus = ", ".join(info["gpus"]) or "none detected"
+        else:
+            picker = "srun" if info["backend"] == "slurm" else "flux"
+            gpus = f"{info['gpu_count']} in the {info['backend']} allocation ({picker} picks them)"
         lines = [
             f"backend: {info['backend']} ({info['backend_reason']})",
             f"max_cores: {info['max_cores']}  cpus here: {os.cpu_count()}",
-            f"gpus: {', '.join(info['gpus']) or 'none detected'}",
+            f"gpus: {gpus}",
         ]
         try:
             import psutil

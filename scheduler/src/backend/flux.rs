@@ -1,7 +1,7 @@
 //! The Flux backend: each worker is one `flux run` job in the Flux instance
 //! the client runs in (`srun flux start`, or a Flux-managed cluster).
 
-use super::{finish_command, Backend, WorkerEnvironment};
+use super::{finish_command, Backend, Devices, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -47,8 +47,8 @@ impl Backend for FluxBackend {
         let mut command = Command::new(&self.flux);
         command.args(self.arguments(launch)).arg(&env.program);
         // `flux run` copies its environment into the job and runs it in its
-        // own working directory.
-        finish_command(&mut command, env, worker, launch, true)?;
+        // own working directory; it picks the GPUs (-g) itself.
+        finish_command(&mut command, env, worker, launch, true, Devices::Launcher)?;
         Ok(command)
     }
 }
@@ -97,6 +97,36 @@ mod tests {
         let command = backend.command(&env, WorkerId(0), &launch).unwrap();
         assert_eq!(command.get_program(), "flux");
         assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
+    }
+
+    #[test]
+    fn flux_picks_the_devices_so_pmp_exports_none() {
+        let backend = FluxBackend {
+            flux: "flux".into(),
+        };
+        let launch = Launch {
+            resources: ResourceRequest {
+                gpus_per_core: 1,
+                ..Default::default()
+            },
+            // Tokens that count the instance's GPUs, not device ids.
+            gpus: vec!["flux".into()],
+        };
+        let env = WorkerEnvironment {
+            program: "w".into(),
+            address: String::new(),
+            key_hex: String::new(),
+            python: String::new(),
+            sys_path: vec![],
+            heartbeat_timeout_s: 1.0,
+            extra: vec![],
+        };
+        let command = backend.command(&env, WorkerId(0), &launch).unwrap();
+        let args: Vec<_> = command.get_args().collect();
+        assert!(args.windows(2).any(|w| w == ["-g", "1"]), "{args:?}");
+        assert!(command
+            .get_envs()
+            .all(|(name, _)| name != "CUDA_VISIBLE_DEVICES"));
     }
 
     #[test]

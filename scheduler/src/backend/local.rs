@@ -2,7 +2,7 @@
 //! `mpiexec -n N pmp-worker` for a worker of N MPI ranks.
 
 use super::mpi::MpiLauncher;
-use super::{finish_command, Backend, WorkerEnvironment};
+use super::{finish_command, Backend, Devices, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ impl Backend for LocalBackend {
         } else {
             Command::new(&env.program)
         };
-        finish_command(&mut command, env, worker, launch, true)?;
+        finish_command(&mut command, env, worker, launch, true, Devices::Pmp)?;
         Ok(command)
     }
 }

@@ -35,7 +35,12 @@ pub const THREAD_VARIABLES: [&str; 5] = [
 
 impl WorkerEnvironment {
     /// The variables every backend passes to a worker.
-    pub fn variables(&self, worker: WorkerId, launch: &Launch) -> Vec<(String, String)> {
+    pub fn variables(
+        &self,
+        worker: WorkerId,
+        launch: &Launch,
+        devices: Devices,
+    ) -> Vec<(String, String)> {
         let mut vars = vec![
             ("PMP_SCHEDULER".to_string(), self.address.clone()),
             ("PMP_KEY".to_string(), self.key_hex.clone()),
@@ -54,13 +59,24 @@ impl WorkerEnvironment {
                 .map(|v| (v.to_string(), threads.clone())),
         );
         // Devices pmp assigned itself (local backend); srun and flux set
-        // CUDA_VISIBLE_DEVICES for the GPUs they hand out.
-        if !launch.gpus.is_empty() {
+        // CUDA_VISIBLE_DEVICES for the GPUs they hand out, and pmp's names
+        // for those only count them.
+        if devices == Devices::Pmp && !launch.gpus.is_empty() {
             vars.push(("CUDA_VISIBLE_DEVICES".to_string(), launch.gpus.join(",")));
         }
         vars.extend(self.extra.iter().cloned());
         vars
     }
+}
+
+/// Who picks the GPU devices a worker uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Devices {
+    /// pmp: `Launch::gpus` are device ids, exported as CUDA_VISIBLE_DEVICES.
+    Pmp,
+    /// The launcher (srun, flux run): `Launch::gpus` are tokens that only
+    /// count the allocation's GPUs, and the launcher sets the variable.
+    Launcher,
 }
 
 /// What every backend adds to its launcher command: the worker's variables,
@@ -73,8 +89,9 @@ pub fn finish_command(
     worker: WorkerId,
     launch: &Launch,
     run_in_cwd: bool,
+    devices: Devices,
 ) -> Result<(), String> {
-    command.envs(env.variables(worker, launch));
+    command.envs(env.variables(worker, launch, devices));
     command.env("PMP_RANKS", launch.resources.cores.to_string());
     if let Some(cwd) = &launch.resources.cwd {
         std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;

@@ -2,7 +2,7 @@
 //! allocation the client runs in.
 
 use super::mpi::MpiFlavor;
-use super::{finish_command, Backend, WorkerEnvironment};
+use super::{finish_command, Backend, Devices, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -33,6 +33,14 @@ impl SlurmBackend {
         ];
         if r.gpus_per_core > 0 {
             args.push(format!("--gpus-per-task={}", r.gpus_per_core));
+        } else if !asks_for_gpus(&r.extra_args) {
+            // A step that names no GRES gets all of the allocation's GPUs
+            // (CUDA_VISIBLE_DEVICES lists them all) and waits until every one
+            // is free, so steps without GPUs would run one at a time. "none"
+            // is Slurm's word for "none of the job's GRES"; it is accepted
+            // where the cluster has no GRES at all. Not added where the
+            // user's own arguments ask for GPUs: it would cancel them.
+            args.push("--gres=none".into());
         }
         if r.oversubscribe {
             args.push("--oversubscribe".into());
@@ -50,6 +58,17 @@ impl SlurmBackend {
     }
 }
 
+/// Whether srun arguments ask for GPUs or other GRES themselves
+/// (`--gres`, `--gpus*`, `-G`, `--tres-per-task`, `--*-per-gpu`).
+fn asks_for_gpus(args: &[String]) -> bool {
+    args.iter().any(|arg| {
+        let option = arg.split('=').next().unwrap_or(arg);
+        (option.starts_with("--")
+            && (option.contains("gpu") || option.contains("gres") || option.contains("tres")))
+            || (option.starts_with("-G") && !option.starts_with("--"))
+    })
+}
+
 impl Backend for SlurmBackend {
     fn command(
         &self,
@@ -59,9 +78,9 @@ impl Backend for SlurmBackend {
     ) -> Result<Command, String> {
         let mut command = Command::new(&self.srun);
         command.args(self.arguments(launch)).arg(&env.program);
-        // srun passes its environment to the step (--export=ALL) and takes
-        // the working directory as -D.
-        finish_command(&mut command, env, worker, launch, false)?;
+        // srun passes its environment to the step (--export=ALL), takes the
+        // working directory as -D, and picks the step's GPUs itself.
+        finish_command(&mut command, env, worker, launch, false, Devices::Launcher)?;
         Ok(command)
     }
 }
@@ -110,5 +129,89 @@ mod tests {
         for absent in ["--gpus-per-task", "--mpi", "--oversubscribe", "-D"] {
             assert!(!args.contains(absent), "{args}");
         }
+    }
+
+    #[test]
+    fn a_step_without_gpus_asks_for_no_gres_so_it_neither_gets_nor_waits_for_the_jobs_gpus() {
+        let backend = SlurmBackend {
+            srun: "srun".into(),
+            mpi: None,
+        };
+        let args = backend.arguments(&launch(ResourceRequest::default()));
+        assert_eq!(
+            args.iter()
+                .filter(|a| a.starts_with("--gres"))
+                .collect::<Vec<_>>(),
+            ["--gres=none"]
+        );
+        let gpu = backend.arguments(&launch(ResourceRequest {
+            gpus_per_core: 2,
+            ..Default::default()
+        }));
+        assert!(gpu.contains(&"--gpus-per-task=2".to_string()), "{gpu:?}");
+        assert!(!gpu.iter().any(|a| a.starts_with("--gres")), "{gpu:?}");
+    }
+
+    #[test]
+    fn no_gres_none_where_the_users_arguments_ask_for_gpus_themselves() {
+        let backend = SlurmBackend {
+            srun: "srun".into(),
+            mpi: None,
+        };
+        for own in [
+            &["--gres=gpu:1"][..],
+            &["--gpus-per-task=1"],
+            &["--gpus", "1"],
+            &["-G1"],
+            &["-G", "1"],
+            &["--tres-per-task=gres/gpu:1"],
+            &["--cpus-per-gpu=2"],
+        ] {
+            let args = backend.arguments(&launch(ResourceRequest {
+                extra_args: own.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            }));
+            assert!(
+                !args.contains(&"--gres=none".to_string()),
+                "{own:?}: {args:?}"
+            );
+        }
+        let unrelated = backend.arguments(&launch(ResourceRequest {
+            extra_args: vec!["--job-name=gpu-run".into(), "--exclusive".into()],
+            ..Default::default()
+        }));
+        assert!(
+            unrelated.contains(&"--gres=none".to_string()),
+            "{unrelated:?}"
+        );
+    }
+
+    #[test]
+    fn srun_picks_the_devices_so_pmp_exports_none() {
+        let backend = SlurmBackend {
+            srun: "srun".into(),
+            mpi: None,
+        };
+        let launch = Launch {
+            resources: ResourceRequest {
+                gpus_per_core: 1,
+                ..Default::default()
+            },
+            gpus: vec!["srun".into()],
+        };
+        let env = WorkerEnvironment {
+            program: "/venv/bin/pmp-worker".into(),
+            address: "tcp://10.0.0.1:5555".into(),
+            key_hex: "00".into(),
+            python: "/venv/bin/python".into(),
+            sys_path: vec![],
+            heartbeat_timeout_s: 10.0,
+            extra: vec![],
+        };
+        let command = backend.command(&env, WorkerId(0), &launch).unwrap();
+        assert!(command
+            .get_envs()
+            .all(|(name, _)| name != "CUDA_VISIBLE_DEVICES"));
+        assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
     }
 }
