@@ -376,3 +376,25 @@ def test_a_failing_rank_under_srun_fails_the_future_and_not_the_worker(slurm, ru
         SALLOC,
     )
     assert lines(done) == ["rank one refuses ['(raised on MPI rank 1 of 2)']", "[3, 3]"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"SLURM_GPUS": "gpu:a100:6", "SLURM_GPUS_ON_NODE": "2", "SLURM_JOB_NUM_NODES": "3"}, 6),
+        ({"SLURM_GPUS_ON_NODE": "2", "SLURM_JOB_NUM_NODES": "3"}, 6),
+        ({"SLURM_JOB_GPUS": "0,1,2,3", "SLURM_NNODES": "2"}, 8),
+        ({"SLURM_GPUS_ON_NODE": "4"}, 4),
+    ],
+)
+def test_the_gpu_count_of_an_allocation_covers_all_its_nodes(monkeypatch, variables, expected):
+    import types
+
+    from pmp import backends
+
+    for name in ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_JOB_NUM_NODES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SLURM_NNODES", raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert backends.allocation_gpus(types.SimpleNamespace(name="slurm")) == expected

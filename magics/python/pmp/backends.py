@@ -78,12 +78,18 @@ def allocation_gpus(backend):
     if backend.name != "slurm":
         return 0
     env = os.environ
-    for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS"):
-        count = env.get(name, "").rsplit(":", 1)[-1]
-        if count.isdigit():
-            return int(count)
+    # --gpus=N gives the job's total; the others describe this node only, and
+    # Slurm gives every node of a job the same GRES.
+    total = env.get("SLURM_GPUS", "").rsplit(":", 1)[-1]
+    if total.isdigit():
+        return int(total)
+    nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or "1"
+    nodes = int(nodes) if nodes.isdigit() else 1
+    per_node = env.get("SLURM_GPUS_ON_NODE", "").rsplit(":", 1)[-1]
+    if per_node.isdigit():
+        return int(per_node) * nodes
     if env.get("SLURM_JOB_GPUS"):
-        return len(env["SLURM_JOB_GPUS"].split(","))
+        return len(env["SLURM_JOB_GPUS"].split(",")) * nodes
     scontrol = shutil.which("scontrol")
     if not scontrol or not env.get("SLURM_JOB_ID"):
         return 0
@@ -97,11 +103,16 @@ def allocation_gpus(backend):
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return 0
-    # TRES=...,gres/gpu=2 or TresPerNode=gres:gpu:2 (or gres:gpu:a100:2).
+    # AllocTRES/TRES=...,gres/gpu=4 is the job's total; TresPerNode=gres:gpu:2
+    # (or gres:gpu:a100:2) counts for each node.
     import re
 
-    counts = [int(n) for n in re.findall(r"gres[/:]gpu(?::[\w.-]+)?[:=](\d+)", shown)]
-    return max(counts, default=0)
+    totals = [int(n) for n in re.findall(r"gres/gpu(?::[\w.-]+)?=(\d+)", shown)]
+    if totals:
+        return max(totals)
+    per_node = [int(n) for n in re.findall(r"gres:gpu(?::[\w.-]+)?:(\d+)", shown)]
+    job_nodes = re.search(r"\bNumNodes=(\d+)", shown)
+    return max(per_node, default=0) * (int(job_nodes.group(1)) if job_nodes else 1)
 
 
 def _flux_gpus(flux):
