@@ -9,6 +9,8 @@ use crate::ids::WorkerId;
 use std::collections::VecDeque;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -20,13 +22,43 @@ pub struct Exit {
     pub reason: LostReason,
 }
 
+/// A started worker: its process group, and whether its output is still
+/// worth forwarding.
+pub struct WorkerProcess {
+    /// The pid, which is also the process group id.
+    pub pid: u32,
+    quiet: Arc<AtomicBool>,
+}
+
+impl WorkerProcess {
+    /// End the whole process group: SIGTERM first, because srun and `flux
+    /// run` pass it on to the step's tasks on the compute node while a
+    /// SIGKILL would leave those running; SIGKILL after `TERM_GRACE`. What the
+    /// group prints from now on (srun's "STEP CANCELLED", "task 0: Killed")
+    /// is about our own stop, so it is no longer forwarded. Needs a tokio
+    /// runtime.
+    pub fn stop(&self) {
+        self.signal(libc::SIGTERM);
+        let pid = self.pid;
+        tokio::spawn(async move {
+            tokio::time::sleep(TERM_GRACE).await;
+            signal_group(pid, libc::SIGKILL);
+        });
+    }
+
+    /// Send `signal` to the group, no longer forwarding its output.
+    pub fn signal(&self, signal: i32) {
+        self.quiet.store(true, Ordering::SeqCst);
+        signal_group(self.pid, signal);
+    }
+}
+
 /// Start `command` as worker `worker`; reports its exit on `exits`.
-/// Returns the pid, which is also the process group id.
 pub fn spawn(
     mut command: Command,
     worker: WorkerId,
     exits: UnboundedSender<Exit>,
-) -> std::io::Result<u32> {
+) -> std::io::Result<WorkerProcess> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -45,9 +77,11 @@ pub fn spawn(
     let pid = child.id().expect("a just-spawned child has a pid");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let quiet = Arc::new(AtomicBool::new(false));
+    let (quiet_out, quiet_err) = (quiet.clone(), quiet.clone());
     tokio::spawn(async move {
-        let forward_out = tokio::spawn(forward(stdout, 1, 0));
-        let tail = tokio::spawn(forward(stderr, 2, STDERR_TAIL_LINES));
+        let forward_out = tokio::spawn(forward(stdout, 1, 0, quiet_out));
+        let tail = tokio::spawn(forward(stderr, 2, STDERR_TAIL_LINES, quiet_err));
         let status = child.wait().await;
         // A grandchild may keep the pipes open: do not wait for them forever.
         let grace = std::time::Duration::from_millis(300);
@@ -62,25 +96,13 @@ pub fn spawn(
         };
         let _ = exits.send(Exit { worker, reason });
     });
-    Ok(pid)
+    Ok(WorkerProcess { pid, quiet })
 }
 
 /// How long a worker's group has between SIGTERM and SIGKILL.
 pub const TERM_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// End a worker's whole process group: SIGTERM first, because srun and
-/// `flux run` pass it on to the step's tasks on the compute node while a
-/// SIGKILL would leave those running; SIGKILL after `TERM_GRACE`. Needs a
-/// tokio runtime.
-pub fn stop_group(pid: u32) {
-    signal_group(pid, libc::SIGTERM);
-    tokio::spawn(async move {
-        tokio::time::sleep(TERM_GRACE).await;
-        signal_group(pid, libc::SIGKILL);
-    });
-}
-
-pub fn signal_group(pid: u32, signal: i32) {
+fn signal_group(pid: u32, signal: i32) {
     // SAFETY: plain syscall; a negative pid addresses the group.
     unsafe {
         libc::kill(-(pid as i32), signal);
@@ -133,7 +155,12 @@ pub fn keep_lines(tail: &mut VecDeque<String>, text: &str) {
 
 /// Copy a worker's output, whole lines at a time, to our own fd `fd` (the
 /// kernel captures it into the notebook); keep the last `keep` lines.
-async fn forward(stream: impl AsyncRead + Unpin, fd: i32, keep: usize) -> VecDeque<String> {
+async fn forward(
+    stream: impl AsyncRead + Unpin,
+    fd: i32,
+    keep: usize,
+    quiet: Arc<AtomicBool>,
+) -> VecDeque<String> {
     let mut lines = BufReader::new(stream);
     let mut tail = VecDeque::with_capacity(keep);
     let mut line = Vec::new();
@@ -142,7 +169,9 @@ async fn forward(stream: impl AsyncRead + Unpin, fd: i32, keep: usize) -> VecDeq
         match lines.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                write_fd(fd, &line);
+                if !quiet.load(Ordering::SeqCst) {
+                    write_fd(fd, &line);
+                }
                 if keep > 0 {
                     if tail.len() == keep {
                         tail.pop_front();

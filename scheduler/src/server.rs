@@ -52,7 +52,7 @@ enum Internal {
 }
 
 struct Live {
-    pid: u32,
+    process: process::WorkerProcess,
     last_seen: Instant,
     /// The ZeroMQ routing id of the connection its signed Hello came from.
     route: Option<Bytes>,
@@ -85,11 +85,11 @@ impl Comm for ServerComm<'_> {
                 process::spawn(cmd, worker, self.exits.clone()).map_err(|e| e.to_string())
             });
         match started {
-            Ok(pid) => {
+            Ok(process) => {
                 self.live.insert(
                     worker,
                     Live {
-                        pid,
+                        process,
                         last_seen: Instant::now(),
                         route: None,
                         kill_reason: None,
@@ -121,7 +121,7 @@ impl Comm for ServerComm<'_> {
                 // Still starting: it has nothing to finish and cannot hear a
                 // Shutdown yet, so waiting for it would only delay the stop.
                 live.kill_reason = Some("stopped before it connected".into());
-                process::stop_group(live.pid);
+                live.process.stop();
                 return;
             }
         }
@@ -230,11 +230,11 @@ pub async fn run(
     // srun and flux end their steps, then SIGKILL.
     if !server.live.is_empty() {
         for live in server.live.values() {
-            process::signal_group(live.pid, libc::SIGTERM);
+            live.process.signal(libc::SIGTERM);
         }
         tokio::time::sleep(process::TERM_GRACE).await;
         for live in server.live.values() {
-            process::signal_group(live.pid, libc::SIGKILL);
+            live.process.signal(libc::SIGKILL);
         }
     }
 }
@@ -277,7 +277,7 @@ impl Server {
                         client_gone = true;
                         with_comm!(self, |core, comm| core.shutdown(&mut comm, true));
                         for live in self.live.values() {
-                            process::stop_group(live.pid);
+                            live.process.stop();
                         }
                     }
                 },
@@ -287,7 +287,7 @@ impl Server {
                     Internal::KillIfAlive(worker) => {
                         if let Some(live) = self.live.get_mut(&worker) {
                             live.kill_reason.get_or_insert_with(|| "did not exit when asked to stop".into());
-                            process::stop_group(live.pid);
+                            live.process.stop();
                         }
                     }
                 },
@@ -450,7 +450,7 @@ impl Server {
                     "it stopped answering heartbeats for {:.0} s",
                     timeout.as_secs_f64()
                 ));
-                process::stop_group(live.pid);
+                live.process.stop();
             } else {
                 ping.push(route.clone());
             }

@@ -398,3 +398,34 @@ def test_the_gpu_count_of_an_allocation_covers_all_its_nodes(monkeypatch, variab
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     assert backends.allocation_gpus(types.SimpleNamespace(name="slurm")) == expected
+
+
+@pytest.mark.timeout(180)
+def test_workers_stopped_before_they_connect_end_their_steps_quietly(slurm, run_script):
+    done = run_script(
+        """
+        import subprocess, time
+        from pmp import Executor
+
+        def steps():
+            listing = subprocess.run(["squeue", "-s", "-h", "-o", "%j"],
+                                     capture_output=True, text=True).stdout.split()
+            return listing.count("pmp-early-stop")
+
+        for _ in range(5):
+            exe = Executor(max_workers=2, block_allocation=True,
+                           command_line_argument_lst=["--job-name=pmp-early-stop"])
+            # One worker answers; the other is often still starting at shutdown.
+            assert exe.submit(sum, [1, 2]).result(timeout=60) == 3
+            exe.shutdown()
+        deadline = time.monotonic() + 60
+        while steps() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print("steps left:", steps())
+        """,
+        SALLOC,
+    )
+    assert lines(done) == ["steps left: 0"]
+    # srun's reports of the stop we asked for ("STEP ... CANCELLED") are not
+    # the user's business.
+    assert done.stderr == ""
