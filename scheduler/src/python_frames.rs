@@ -92,9 +92,52 @@ pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
             continue;
         }
         let buffer = PyBuffer::<u8>::get(&item)?;
-        let mut data = vec![0u8; buffer.item_count()];
-        buffer.copy_to_slice(item.py(), &mut data)?;
+        let len = buffer.item_count();
+        let mut data = large_buffer(len);
+        if buffer.is_c_contiguous() {
+            // The exported buffer stays valid while `buffer` lives, so the
+            // copy (15 ms for 100 MB) can let other Python threads run.
+            let source = buffer.buf_ptr() as usize;
+            let target = data.as_mut_ptr() as usize;
+            let copy = move || {
+                // SAFETY: `source` is a contiguous buffer of `len` bytes kept
+                // exported by `buffer`; `data` has capacity for `len` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(source as *const u8, target as *mut u8, len);
+                }
+            };
+            if len >= 1 << 20 {
+                item.py().detach(copy);
+            } else {
+                copy();
+            }
+            // SAFETY: all `len` bytes were just written.
+            unsafe { data.set_len(len) };
+        } else {
+            data.resize(len, 0);
+            buffer.copy_to_slice(item.py(), &mut data)?;
+        }
         frames.push(Bytes::from(data));
     }
     Ok(frames)
+}
+
+/// An empty Vec with room for `len` bytes; a large one is backed by 2 MiB
+/// pages where the kernel allows (transparent huge pages in "madvise" mode),
+/// so copying a 100 MB array in costs about 50 page faults instead of 25,000,
+/// each zeroing a page: most of that copy's time.
+pub fn large_buffer(len: usize) -> Vec<u8> {
+    const HUGE: usize = 2 << 20;
+    let mut data = Vec::with_capacity(len);
+    if len >= 2 * HUGE {
+        let start = data.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        let advised = (start + len).saturating_sub(aligned) / HUGE * HUGE;
+        // SAFETY: advice only, on whole pages inside the allocation, before
+        // anything is written to it.
+        unsafe {
+            libc::madvise(aligned as *mut c_void, advised, libc::MADV_HUGEPAGE);
+        }
+    }
+    data
 }

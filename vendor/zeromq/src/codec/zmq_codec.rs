@@ -61,6 +61,30 @@ impl Default for ZmqCodec {
     }
 }
 
+/// pmp: a fresh buffer for a large frame is backed by 2 MiB pages where the
+/// kernel allows (transparent huge pages in "madvise" mode): 100 MB then costs
+/// about 50 page faults instead of 25,000, each zeroing a page, which were a
+/// third of the frame's receive time.
+fn advise_huge_pages(spare: &mut [std::mem::MaybeUninit<u8>]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        if spare.len() < 2 * HUGE {
+            return;
+        }
+        let start = spare.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        let len = (start + spare.len() - aligned) / HUGE * HUGE;
+        // SAFETY: advice only, on whole pages inside memory we own; the
+        // contents are unaffected (the region is not yet written).
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = spare;
+}
+
 /// pmp: the largest frame accepted (64 GiB).
 const MAX_FRAME: usize = 64 << 30;
 /// pmp: the most memory reserved ahead of received bytes (1 GiB).
@@ -91,7 +115,11 @@ impl Decoder for ZmqCodec {
                 // never reserve more than MAX_RESERVE ahead of the bytes that
                 // actually arrived, so a claimed length cannot abort the process.
                 let reserve_to = reserve_to.min(src.len() + MAX_RESERVE);
+                let capacity = src.capacity();
                 src.reserve(reserve_to - src.len());
+                if src.capacity() != capacity {
+                    advise_huge_pages(src.spare_capacity_mut());
+                }
                 return Ok(None);
             }
             match self.state {
