@@ -8,21 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 
 import pytest
-
-
-def _mpi_missing():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install mpi4py mpich)"
-    scripts = sysconfig.get_path("scripts")
-    if not os.access(os.path.join(scripts, "mpiexec"), os.X_OK) and not shutil.which("mpiexec"):
-        return "no mpiexec"
-    return None
+from pmp.backends import mpi_problem
 
 
 def _slurm_missing():
@@ -40,7 +29,7 @@ def _slurm_node_state():
 
 @pytest.fixture
 def mpi():
-    reason = _mpi_missing()
+    reason = mpi_problem()
     if reason:
         pytest.skip(reason)
 

@@ -14,12 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 import uuid
 
 import psutil
 import pytest
+from pmp.backends import mpi_problem
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -64,17 +64,6 @@ def _kernel_problem():
         return "no 'pmp' kernelspec: run ./install.sh"
     if not os.access(spec.argv[0], os.X_OK):
         return f"the pmp kernelspec runs {spec.argv[0]}, which does not exist: run ./install.sh"
-    return None
-
-
-def _mpi_problem():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install mpi4py mpich)"
-    scripts = sysconfig.get_path("scripts")
-    if not os.access(os.path.join(scripts, "mpiexec"), os.X_OK) and not shutil.which("mpiexec"):
-        return "no mpiexec"
     return None
 
 
@@ -131,8 +120,8 @@ def kernel():
 @pytest.mark.parametrize(("path", "variant"), CASES)
 def test_notebook(path, variant, monkeypatch, tmp_path):
     stem = path.stem
-    if stem == "mpi" and _mpi_problem():
-        pytest.skip(_mpi_problem())
+    if stem == "mpi" and mpi_problem():
+        pytest.skip(mpi_problem())
     if variant == "two-gpus":
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     if variant == "slurm-down":

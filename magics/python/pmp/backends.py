@@ -93,16 +93,7 @@ def allocation_gpus(backend):
     scontrol = shutil.which("scontrol")
     if not scontrol or not env.get("SLURM_JOB_ID"):
         return 0
-    try:
-        shown = subprocess.run(
-            [scontrol, "show", "job", "-o", env["SLURM_JOB_ID"]],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
+    shown = _output_of([scontrol, "show", "job", "-o", env["SLURM_JOB_ID"]])
     # AllocTRES/TRES=...,gres/gpu=4 is the job's total; TresPerNode=gres:gpu:2
     # (or gres:gpu:a100:2) counts for each node.
     import re
@@ -119,16 +110,7 @@ def _flux_gpus(flux):
     """GPUs of the Flux instance, from `flux resource info`; 0 where it does not say."""
     import re
 
-    try:
-        shown = subprocess.run(
-            [flux, "resource", "info"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
+    shown = _output_of([flux, "resource", "info"])
     found = re.search(r"(\d+) GPUs?\b", shown)
     return int(found.group(1)) if found else 0
 
@@ -170,13 +152,19 @@ def detect_gpus():
     smi = shutil.which("nvidia-smi")
     if not smi:
         return []
+    listing = _output_of([smi, "-L"])
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def _output_of(command):
+    """What a query command (scontrol, flux, nvidia-smi) prints; "" when it
+    cannot run or hangs, which callers read as "nothing found"."""
     try:
-        listing = subprocess.run(
-            [smi, "-L"], check=False, capture_output=True, text=True, timeout=10
+        return subprocess.run(
+            command, check=False, capture_output=True, text=True, timeout=10
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+        return ""
 
 
 def mpi_problem():

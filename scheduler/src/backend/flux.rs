@@ -85,15 +85,7 @@ mod tests {
                 "1"
             ]
         );
-        let env = WorkerEnvironment {
-            program: "/venv/bin/pmp-worker".into(),
-            address: "tcp://10.0.0.1:5555".into(),
-            key_hex: "00".into(),
-            python: "/venv/bin/python".into(),
-            sys_path: vec![],
-            heartbeat_timeout_s: 10.0,
-            extra: vec![],
-        };
+        let env = WorkerEnvironment::for_tests();
         let command = backend.command(&env, WorkerId(0), &launch).unwrap();
         assert_eq!(command.get_program(), "flux");
         assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
@@ -112,15 +104,7 @@ mod tests {
             // Tokens that count the instance's GPUs, not device ids.
             gpus: vec!["flux".into()],
         };
-        let env = WorkerEnvironment {
-            program: "w".into(),
-            address: String::new(),
-            key_hex: String::new(),
-            python: String::new(),
-            sys_path: vec![],
-            heartbeat_timeout_s: 1.0,
-            extra: vec![],
-        };
+        let env = WorkerEnvironment::for_tests();
         let command = backend.command(&env, WorkerId(0), &launch).unwrap();
         let args: Vec<_> = command.get_args().collect();
         assert!(args.windows(2).any(|w| w == ["-g", "1"]), "{args:?}");
@@ -141,15 +125,7 @@ mod tests {
             },
             gpus: vec![],
         };
-        let env = WorkerEnvironment {
-            program: "w".into(),
-            address: String::new(),
-            key_hex: String::new(),
-            python: String::new(),
-            sys_path: vec![],
-            heartbeat_timeout_s: 1.0,
-            extra: vec![],
-        };
+        let env = WorkerEnvironment::for_tests();
         assert!(backend
             .command(&env, WorkerId(0), &launch)
             .unwrap_err()

@@ -23,6 +23,23 @@ pub struct WorkerEnvironment {
     pub extra: Vec<(String, String)>,
 }
 
+#[cfg(test)]
+impl WorkerEnvironment {
+    /// What the backends' tests start: a worker in a virtualenv, reporting
+    /// to a scheduler on another host.
+    pub fn for_tests() -> WorkerEnvironment {
+        WorkerEnvironment {
+            program: "/venv/bin/pmp-worker".into(),
+            address: "tcp://10.0.0.1:5555".into(),
+            key_hex: "00".into(),
+            python: "/venv/bin/python".into(),
+            sys_path: vec![],
+            heartbeat_timeout_s: 10.0,
+            extra: vec![],
+        }
+    }
+}
+
 /// Thread-count variables set from `threads_per_core`, which the seed asked
 /// users to set by hand.
 pub const THREAD_VARIABLES: [&str; 5] = [

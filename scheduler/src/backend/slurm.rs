@@ -199,15 +199,7 @@ mod tests {
             },
             gpus: vec!["srun".into()],
         };
-        let env = WorkerEnvironment {
-            program: "/venv/bin/pmp-worker".into(),
-            address: "tcp://10.0.0.1:5555".into(),
-            key_hex: "00".into(),
-            python: "/venv/bin/python".into(),
-            sys_path: vec![],
-            heartbeat_timeout_s: 10.0,
-            extra: vec![],
-        };
+        let env = WorkerEnvironment::for_tests();
         let command = backend.command(&env, WorkerId(0), &launch).unwrap();
         assert!(command
             .get_envs()
