@@ -17,6 +17,7 @@ import threading
 import pytest
 from gates import wait_for_file
 from pmp import Executor, RemoteTraceback, WorkerDiedError
+from pmp.resources import WORKER_KEYS
 
 RESULT_TIMEOUT = 60
 
@@ -373,4 +374,27 @@ def test_failing_init_function_fails_tasks_instead_of_hanging():
         except Exception:  # noqa: BLE001 - or at submit
             return
         with pytest.raises(Exception):  # noqa: B017 - any report, but not a hang
+            future.result(timeout=RESULT_TIMEOUT)
+
+
+def test_a_task_the_scheduler_itself_refuses_fails_with_a_value_error():
+    # submit() checks resources first; this reaches past that check to the
+    # scheduler's own, which must fail the Future rather than leave it queued.
+    from pmp import serialize
+    from pmp.future import Future
+
+    with Executor(max_cores=1) as exe:
+        future = Future()
+        task = exe._table.new_id()
+        exe._table.register(task, future)
+        resources = {key: exe._defaults[key] for key in WORKER_KEYS}
+        resources["cores"] = 64
+        exe._scheduler.submit(
+            task,
+            serialize.dumps_function(add),
+            serialize.dumps_call((1, 2), {}, None),
+            [],
+            resources,
+        )
+        with pytest.raises(ValueError, match="can never run here"):
             future.result(timeout=RESULT_TIMEOUT)

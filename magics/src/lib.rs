@@ -2,7 +2,7 @@
 //! checks, cloudpickle, futures); this module only translates between Python
 //! values and the scheduler's commands and events.
 
-use pmp_scheduler::core::{Allocation, Event, TaskSpec};
+use pmp_scheduler::core::{Allocation, Event, SubmitError, TaskSpec};
 use pmp_scheduler::handle::{BackendChoice, Config, SchedulerHandle};
 use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::protocol::{Payload, Stream};
@@ -141,6 +141,20 @@ fn event_to_python<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, Py
             upstream.map(|t| t.0).into_pyobject(py)?.into_any(),
         )
             .into_pyobject(py)?,
+        Event::Rejected { task, error } => {
+            // The client's check at submit() catches these first; if one gets
+            // through, its exception type still says what was wrong.
+            let kind = match error {
+                SubmitError::NeverFits(_) => "ValueError",
+                _ => "RuntimeError",
+            };
+            (
+                "rejected",
+                task.0,
+                (kind, error.to_string()).into_pyobject(py)?.into_any(),
+            )
+                .into_pyobject(py)?
+        }
         Event::Output { task, stream, text } => {
             let name = match stream {
                 Stream::Stdout => "stdout",

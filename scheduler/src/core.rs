@@ -61,6 +61,12 @@ pub enum Event {
         task: TaskId,
         upstream: Option<TaskId>,
     },
+    /// The scheduler refused the task (submission is asynchronous, so the
+    /// refusal arrives as an event).
+    Rejected {
+        task: TaskId,
+        error: SubmitError,
+    },
     /// The running task printed `text` (UTF-8) on `stream`.
     Output {
         task: TaskId,
@@ -241,7 +247,7 @@ pub struct WorkerInfo {
     pub gpus: Vec<String>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubmitError {
     DuplicateId(TaskId),
     UnknownDependency(TaskId),

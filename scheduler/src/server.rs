@@ -334,10 +334,7 @@ impl Server {
     }
 
     fn reject(&mut self, task: TaskId, error: SubmitError) {
-        let _ = self.events.send(Event::Lost {
-            task,
-            reason: LostReason::new(error.to_string()),
-        });
+        let _ = self.events.send(Event::Rejected { task, error });
     }
 
     fn on_message(&mut self, mut message: Vec<Bytes>) {

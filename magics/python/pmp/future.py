@@ -173,6 +173,11 @@ class FutureTable:
                 future.set_result(_UNDECODED)
             elif kind == "raised":
                 future.set_exception(_decode_exception(detail))
+            elif kind == "rejected":
+                error_type, message = detail
+                future.set_exception(
+                    ValueError(message) if error_type == "ValueError" else RuntimeError(message)
+                )
             elif kind == "lost":
                 message, exit_code, signal, stderr_tail = detail
                 future.set_exception(WorkerDiedError(message, exit_code, signal, stderr_tail))
