@@ -567,6 +567,13 @@ impl Core {
         }
     }
 
+    /// Whether `worker` is running a task now.
+    pub fn is_busy(&self, worker: WorkerId) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|w| matches!(w.state, WorkerState::Busy(_)))
+    }
+
     /// The worker's process exited, or it stopped answering.
     pub fn worker_lost(&mut self, comm: &mut impl Comm, worker: WorkerId, reason: LostReason) {
         let Some(w) = self.workers.remove(&worker) else {

@@ -49,7 +49,14 @@ pub struct Timing {
 
 enum Internal {
     KillIfAlive(WorkerId),
+    /// An exit held back for `LATE_MESSAGES`.
+    Exited(Exit),
 }
+
+/// How long the exit of a worker that died mid-task is held back: what it
+/// sent just before (its task's last output, which also goes into the
+/// report) is on the socket but may not have been read yet.
+const LATE_MESSAGES: Duration = Duration::from_millis(100);
 
 struct Live {
     process: process::WorkerProcess,
@@ -282,8 +289,9 @@ impl Server {
                     }
                 },
                 Some(message) = incoming.recv() => self.on_message(message),
-                Some(exit) = exits.recv() => self.on_exit(exit),
+                Some(exit) = exits.recv() => self.on_exit(exit, false),
                 Some(event) = internal.recv() => match event {
+                    Internal::Exited(exit) => self.on_exit(exit, true),
                     Internal::KillIfAlive(worker) => {
                         if let Some(live) = self.live.get_mut(&worker) {
                             live.kill_reason.get_or_insert_with(|| "did not exit when asked to stop".into());
@@ -408,7 +416,19 @@ impl Server {
         }
     }
 
-    fn on_exit(&mut self, exit: Exit) {
+    fn on_exit(&mut self, exit: Exit, held_back: bool) {
+        let connected = self
+            .live
+            .get(&exit.worker)
+            .is_some_and(|live| live.route.is_some());
+        if !held_back && connected && self.core.is_busy(exit.worker) {
+            let internal = self.internal_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LATE_MESSAGES).await;
+                let _ = internal.send(Internal::Exited(exit));
+            });
+            return;
+        }
         let mut reason = exit.reason;
         if let Some(live) = self.live.remove(&exit.worker) {
             if let Some(route) = &live.route {
