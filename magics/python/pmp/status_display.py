@@ -177,7 +177,7 @@ class ProgressStatus:
             f"{counts['done']}/{total} done"
             + (f", {problems}" if problems else "")
             + (f", {counts['running']} running" if ended < total else "")
-            + f" — {elapsed:.1f} s"
+            + f" — {_duration(elapsed)}"
         )
         markup = (
             f'<div class="pmp-progress" data-state="{state}" data-done="{counts["done"]}" '
