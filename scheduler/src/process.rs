@@ -80,8 +80,8 @@ pub fn spawn(
     let quiet = Arc::new(AtomicBool::new(false));
     let (quiet_out, quiet_err) = (quiet.clone(), quiet.clone());
     tokio::spawn(async move {
-        let forward_out = tokio::spawn(forward(stdout, 1, 0, quiet_out));
-        let tail = tokio::spawn(forward(stderr, 2, STDERR_TAIL_LINES, quiet_err));
+        let forward_out = tokio::spawn(forward(stdout, 1, false, quiet_out));
+        let tail = tokio::spawn(forward(stderr, 2, true, quiet_err));
         let status = child.wait().await;
         // A grandchild may keep the pipes open: do not wait for them forever.
         let grace = std::time::Duration::from_millis(300);
@@ -154,15 +154,15 @@ pub fn keep_lines(tail: &mut VecDeque<String>, text: &str) {
 }
 
 /// Copy a worker's output, whole lines at a time, to our own fd `fd` (the
-/// kernel captures it into the notebook); keep the last `keep` lines.
+/// kernel captures it into the notebook); with `keep_tail`, keep its last lines.
 async fn forward(
     stream: impl AsyncRead + Unpin,
     fd: i32,
-    keep: usize,
+    keep_tail: bool,
     quiet: Arc<AtomicBool>,
 ) -> VecDeque<String> {
     let mut lines = BufReader::new(stream);
-    let mut tail = VecDeque::with_capacity(keep);
+    let mut tail = VecDeque::new();
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -172,12 +172,8 @@ async fn forward(
                 if !quiet.load(Ordering::SeqCst) {
                     write_fd(fd, &line);
                 }
-                if keep > 0 {
-                    if tail.len() == keep {
-                        tail.pop_front();
-                    }
-                    let text = String::from_utf8_lossy(&line);
-                    tail.push_back(text.trim_end_matches('\n').to_string());
+                if keep_tail {
+                    keep_lines(&mut tail, &String::from_utf8_lossy(&line));
                 }
             }
         }

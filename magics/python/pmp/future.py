@@ -32,7 +32,7 @@ class Future(_BaseFuture):
 
     # Class defaults, so that a Future of a task that prints nothing costs nothing.
     _pmp_write = None  # write(name, text) to the submitting cell
-    _pmp_watchers = ()  # callbacks of displays showing this Future's output
+    _pmp_displayed = False  # a status display shows this Future's output
     _pmp_output = ()  # [(stream name, text)], the kept tail
     started_at = None  # time.monotonic() when a worker took the task
     finished_at = None  # ... and when its outcome arrived
@@ -88,10 +88,11 @@ class Future(_BaseFuture):
         """``[(stream name, text)]``: what the task printed, by stream."""
         return list(self._pmp_output)
 
-    def watch_output(self, callback):
-        """Show output in a display: ``callback()`` runs on each arrival, and
-        output no longer goes to the cell or the client's streams."""
-        self._pmp_watchers = (*self._pmp_watchers, callback)
+    def show_output_in_display(self):
+        """A status display shows what the task prints (it re-reads
+        `output_chunks` at every refresh); it no longer goes to the cell or
+        the client's streams."""
+        self._pmp_displayed = True
 
     def _pmp_add_output(self, name, text):
         chunks = self._pmp_output
@@ -102,10 +103,7 @@ class Future(_BaseFuture):
         self._pmp_output_size += len(text)
         while self._pmp_output_size > _OUTPUT_KEPT and len(chunks) > 1:
             self._pmp_output_size -= len(chunks.pop(0)[1])
-        if self._pmp_watchers:
-            for callback in self._pmp_watchers:
-                callback()
-        else:
+        if not self._pmp_displayed:
             (self._pmp_write or write_to_client)(name, text)
 
     def _ipython_display_(self):

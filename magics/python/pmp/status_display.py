@@ -239,8 +239,8 @@ def show(future, label="task"):
     _, data = status.bundle()
     handle = display(data, raw=True, display_id=True)
     # What the task prints appears here (at the next tick) instead of in a cell.
-    if hasattr(future, "watch_output"):
-        future.watch_output(_no_op)
+    if hasattr(future, "show_output_in_display"):
+        future.show_output_in_display()
     _ticker.watch(status, handle)
     # Report the end at once rather than at the next tick.
     future.add_done_callback(lambda _: handle.update(status.bundle()[1], raw=True))
@@ -257,22 +257,7 @@ def show_progress(futures, label):
     _, data = status.bundle()
     handle = display(data, raw=True, display_id=True)
     _ticker.watch(status, handle)
-    # The last one to finish reports the end at once, not at the next tick:
-    # a cell that only collects the results may be over by then.
-    remaining = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_):
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            handle.update(status.bundle()[1], raw=True)
-
-    for future in futures:
-        future.add_done_callback(one_done)
+    # Executor.map calls this when its iteration ends, so the end shows
+    # before the cell that collects the results is over; otherwise the
+    # ticker reports it.
     return lambda: handle.update(status.bundle()[1], raw=True)
-
-
-def _no_op():
-    pass
