@@ -98,6 +98,28 @@ def test_a_pmp_cell_shows_a_display_that_updates_to_done_with_the_result(pmp_ker
     assert result["content"]["data"]["text/plain"] == "42"
 
 
+@pytest.mark.timeout(120)
+def test_the_cell_that_reads_the_result_carries_the_final_update(pmp_kernel):
+    # nbconvert keeps only messages of the cell it runs. The done callback
+    # published "done" between the cells; reading the result publishes it
+    # again, within the reading cell, before the result is returned.
+    _, messages = pmp_kernel.run("%%pmp submit --name quick\n6 * 7")
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(1.5)
+    assert pmp_kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
+    _, messages = pmp_kernel.run("quick.result()\nquick.result()")
+    updates = [
+        m["content"]["data"]
+        for m in messages
+        if m["msg_type"] == "update_display_data"
+        and m["content"]["transient"]["display_id"] == display_id
+    ]
+    # Once per cell, however often it reads the result.
+    assert len(updates) == 1, updates
+    assert 'data-state="done"' in updates[0]["text/html"]
+    assert updates[0]["text/plain"].endswith(": 42")
+
+
 # The other cell keeps the kernel busy until the task is over, and a second
 # longer (the last update can follow the end by one tick).
 BUSY_CELLS = {

@@ -32,7 +32,7 @@ class Future(_BaseFuture):
 
     # Class defaults, so that a Future of a task that prints nothing costs nothing.
     _pmp_write = None  # write(name, text) to the submitting cell
-    _pmp_displayed = False  # a status display shows this Future's output
+    _pmp_display = None  # the status display (a LiveDisplay) showing this Future
     _pmp_output = ()  # [(stream name, text)], the kept tail
     started_at = None  # time.monotonic() when a worker took the task
     finished_at = None  # ... and when its outcome arrived
@@ -62,6 +62,7 @@ class Future(_BaseFuture):
 
     def result(self, timeout=None):
         value = super().result(timeout)
+        self._pmp_show_outcome()
         if value is _UNDECODED:
             with self._condition:
                 if self._result is _UNDECODED:
@@ -69,6 +70,19 @@ class Future(_BaseFuture):
                     self._pmp_frames = None
                 value = self._result
         return value
+
+    def exception(self, timeout=None):
+        error = super().exception(timeout)
+        self._pmp_show_outcome()
+        return error
+
+    def _pmp_show_outcome(self):
+        """Whoever learns the outcome sees it in the display first: done
+        callbacks run only after waiters wake, so a notebook cell could read
+        the result and end before the display said done."""
+        display = self._pmp_display
+        if display is not None:
+            display.show_outcome()
 
     def cancel(self):
         with self._condition:
@@ -88,11 +102,12 @@ class Future(_BaseFuture):
         """``[(stream name, text)]``: what the task printed, by stream."""
         return list(self._pmp_output)
 
-    def show_output_in_display(self):
+    def show_output_in_display(self, display):
         """A status display shows what the task prints (it re-reads
         `output_chunks` at every refresh); it no longer goes to the cell or
-        the client's streams."""
-        self._pmp_displayed = True
+        the client's streams. The display also shows the outcome before
+        `result()` or `exception()` returns it."""
+        self._pmp_display = display
 
     def _pmp_add_output(self, name, text):
         chunks = self._pmp_output
@@ -103,7 +118,7 @@ class Future(_BaseFuture):
         self._pmp_output_size += len(text)
         while self._pmp_output_size > _OUTPUT_KEPT and len(chunks) > 1:
             self._pmp_output_size -= len(chunks.pop(0)[1])
-        if not self._pmp_displayed:
+        if self._pmp_display is None:
             (self._pmp_write or write_to_client)(name, text)
 
     def _ipython_display_(self):

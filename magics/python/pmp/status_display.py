@@ -14,6 +14,8 @@ import threading
 import time
 import traceback
 
+from pmp.cell_output import current_request
+
 _TICK = 0.5
 _FINISHED = ("done", "failed", "cancelled")
 _COLOURS = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}
@@ -190,42 +192,83 @@ class ProgressStatus:
         return state, {"text/plain": f"{self.label}: {summary}", "text/html": markup}
 
 
+class LiveDisplay:
+    """One display and what it shows. Refreshes come from the ticker, the
+    Future's done callback and whoever reads the outcome; they take turns, and
+    once the final state is out nothing older follows it."""
+
+    def __init__(self, status):
+        from IPython.display import display
+
+        self.status = status
+        self._lock = threading.RLock()
+        self._refreshing = False  # bundle() reads the result, which shows the outcome again
+        state, data = status.bundle()
+        self.handle = display(data, raw=True, display_id=True)
+        self._noted(state, data)
+
+    def _noted(self, state, data):
+        self._shown, self._data, self._request = state, data, current_request()
+
+    @property
+    def finished(self):
+        return self._shown in _FINISHED
+
+    def refresh(self):
+        """Publish the current state if it changed, or if time is ticking."""
+        with self._lock:
+            if self.finished or self._refreshing:
+                return
+            self._refreshing = True
+            try:
+                state, data = self.status.bundle()
+            finally:
+                self._refreshing = False
+            if state != self._shown or state in ("queued", "running"):
+                self.handle.update(data, raw=True)
+                self._noted(state, data)
+
+    def show_outcome(self):
+        """For whoever learns the outcome (reads a result, ends a map): the
+        final state is published before they go on, and within the request
+        (cell) they run in. An update published between cells, as the done
+        callback may, is dropped by nbconvert, which keeps only messages of
+        the cell it is running."""
+        with self._lock:
+            if self._refreshing:
+                return
+            if not self.finished:
+                self.refresh()
+            elif self._request != current_request():
+                self.handle.update(self._data, raw=True)
+                self._request = current_request()
+
+
 class _Ticker:
     def __init__(self):
         self._watched = []
         self._lock = threading.Lock()
         self._thread = None
 
-    def watch(self, status, handle):
+    def watch(self, live):
         with self._lock:
-            self._watched.append((status, handle, [None]))
+            self._watched.append(live)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="pmp-status", daemon=True)
                 self._thread.start()
 
     def _run(self):
         while True:
+            time.sleep(_TICK)
             with self._lock:
                 watched = list(self._watched)
-            if not watched:
-                with self._lock:
-                    if not self._watched:
-                        self._thread = None
-                        return
-            finished = []
-            for entry in watched:
-                status, handle, last = entry
-                state, data = status.bundle()
-                # Running tasks tick; others update only when their state changes.
-                if state != last[0] or state in ("queued", "running"):
-                    handle.update(data, raw=True)
-                    last[0] = state
-                if state in _FINISHED:
-                    finished.append(entry)
+                if not watched:
+                    self._thread = None
+                    return
+            for live in watched:
+                live.refresh()
             with self._lock:
-                for entry in finished:
-                    self._watched.remove(entry)
-            time.sleep(_TICK)
+                self._watched = [live for live in self._watched if not live.finished]
 
 
 _ticker = _Ticker()
@@ -233,31 +276,22 @@ _ticker = _Ticker()
 
 def show(future, label="task"):
     """Display a live status for `future`; returns the display handle."""
-    from IPython.display import display
-
-    status = FutureStatus(future, label)
-    _, data = status.bundle()
-    handle = display(data, raw=True, display_id=True)
+    live = LiveDisplay(FutureStatus(future, label))
     # What the task prints appears here (at the next tick) instead of in a cell.
     if hasattr(future, "show_output_in_display"):
-        future.show_output_in_display()
-    _ticker.watch(status, handle)
+        future.show_output_in_display(live)
+    _ticker.watch(live)
     # Report the end at once rather than at the next tick.
-    future.add_done_callback(lambda _: handle.update(status.bundle()[1], raw=True))
-    return handle
+    future.add_done_callback(lambda _: live.refresh())
+    return live.handle
 
 
 def show_progress(futures, label):
     """Display one live progress line for `futures`; returns a function that
-    refreshes it now."""
-    from IPython.display import display
-
-    futures = list(futures)
-    status = ProgressStatus(futures, label)
-    _, data = status.bundle()
-    handle = display(data, raw=True, display_id=True)
-    _ticker.watch(status, handle)
+    shows the end of it."""
+    live = LiveDisplay(ProgressStatus(list(futures), label))
+    _ticker.watch(live)
     # Executor.map calls this when its iteration ends, so the end shows
     # before the cell that collects the results is over; otherwise the
     # ticker reports it.
-    return lambda: handle.update(status.bundle()[1], raw=True)
+    return live.show_outcome
