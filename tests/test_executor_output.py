@@ -120,7 +120,58 @@ def test_a_forked_child_printing_does_not_hang_or_break_the_worker(capfd):
     with Executor(max_workers=1, block_allocation=True) as exe:
         future = exe.submit(forks_a_printing_child)
         assert future.result(timeout=RESULT_TIMEOUT) == "parent"
-        assert future.output == "child exited with 0\n"
+        # The child wrote to the worker's stdout file descriptor, which the
+        # scheduler reads and gives to the running task.
+        assert "from the forked child\n" in future.output
+        assert "child exited with 0\n" in future.output
         assert exe.submit(chatty, 2).result(timeout=RESULT_TIMEOUT) == 2
-    # The child wrote to the worker's own stdout, which the scheduler forwards.
     assert "from the forked child" in capfd.readouterr().out
+
+
+def writes_to_file_descriptors(tag):
+    """Output that bypasses sys.stdout: a subprocess, os.system, C's printf
+    (buffered by C's stdio, as the worker's stdout is a pipe) and os.write."""
+    import ctypes
+    import os
+    import subprocess
+
+    subprocess.run(["echo", f"subprocess {tag}"], check=True)
+    os.system(f"echo 'shell stderr {tag}' >&2")
+    ctypes.CDLL(None).printf(f"printf {tag} ü\n".encode())
+    os.write(2, f"os.write {tag}\n".encode())
+    return tag
+
+
+@pytest.mark.parametrize("block_allocation", [False, True])
+def test_what_a_task_writes_to_file_descriptors_is_its_output(block_allocation, capfd):
+    with Executor(max_workers=2, block_allocation=block_allocation) as exe:
+        futures = [exe.submit(writes_to_file_descriptors, tag) for tag in ("a", "b", "c", "d")]
+        for future, tag in zip(futures, "abcd"):
+            # All of it is in the Future when result() returns: the worker
+            # waits until the scheduler has read its pipes before it reports.
+            assert future.result(timeout=RESULT_TIMEOUT) == tag
+            chunks = future.output_chunks()
+            stdout = "".join(text for name, text in chunks if name == "stdout")
+            stderr = "".join(text for name, text in chunks if name == "stderr")
+            assert stdout == f"subprocess {tag}\nprintf {tag} ü\n", chunks
+            assert stderr == f"shell stderr {tag}\nos.write {tag}\n", chunks
+    # In a script the text reaches the client's own streams, once.
+    captured = capfd.readouterr()
+    for tag in "abcd":
+        assert captured.out.count(f"subprocess {tag}\n") == 1
+        assert captured.err.count(f"os.write {tag}\n") == 1
+
+
+def test_what_a_worker_writes_between_tasks_is_nobodys_output(capfd):
+    def init_function():
+        import os
+
+        os.write(1, b"written by init_function\n")
+        return {}
+
+    with Executor(max_workers=1, block_allocation=True, init_function=init_function) as exe:
+        future = exe.submit(writes_to_file_descriptors, "x")
+        assert future.result(timeout=RESULT_TIMEOUT) == "x"
+        assert "init_function" not in future.output
+    # The scheduler passed it on to the client's own stdout.
+    assert "written by init_function\n" in capfd.readouterr().out

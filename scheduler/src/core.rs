@@ -567,11 +567,17 @@ impl Core {
         }
     }
 
+    /// The task `worker` is running now, if any.
+    pub fn running_task(&self, worker: WorkerId) -> Option<TaskId> {
+        match self.workers.get(&worker)?.state {
+            WorkerState::Busy(task) => Some(task),
+            _ => None,
+        }
+    }
+
     /// Whether `worker` is running a task now.
     pub fn is_busy(&self, worker: WorkerId) -> bool {
-        self.workers
-            .get(&worker)
-            .is_some_and(|w| matches!(w.state, WorkerState::Busy(_)))
+        self.running_task(worker).is_some()
     }
 
     /// The worker's process exited, or it stopped answering.

@@ -6,12 +6,14 @@
 
 use crate::core::LostReason;
 use crate::ids::WorkerId;
+use crate::protocol::Stream;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Lines of a worker's stderr kept for the message of a worker that died.
@@ -21,6 +23,18 @@ pub struct Exit {
     pub worker: WorkerId,
     pub reason: LostReason,
 }
+
+/// What a worker process wrote to its stdout or stderr file descriptor:
+/// subprocesses, C code, the launcher (srun, mpiexec), Python between tasks.
+pub struct Printed {
+    pub worker: WorkerId,
+    pub stream: Stream,
+    pub text: Bytes,
+}
+
+/// Where `Printed` goes: the server, which gives it to the task the worker
+/// runs, or else writes it to our own stdout/stderr.
+pub type PrintedSink = Arc<dyn Fn(Printed) + Send + Sync>;
 
 /// A started worker: its process group, and whether its output is still
 /// worth forwarding.
@@ -53,10 +67,12 @@ impl WorkerProcess {
     }
 }
 
-/// Start `command` as worker `worker`; reports its exit on `exits`.
+/// Start `command` as worker `worker`; what it prints goes to `printed`, its
+/// exit to `exits`.
 pub fn spawn(
     mut command: Command,
     worker: WorkerId,
+    printed: PrintedSink,
     exits: UnboundedSender<Exit>,
 ) -> std::io::Result<WorkerProcess> {
     command
@@ -78,10 +94,21 @@ pub fn spawn(
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let quiet = Arc::new(AtomicBool::new(false));
-    let (quiet_out, quiet_err) = (quiet.clone(), quiet.clone());
+    let out = Forward {
+        worker,
+        stream: Stream::Stdout,
+        printed: printed.clone(),
+        quiet: quiet.clone(),
+    };
+    let err = Forward {
+        worker,
+        stream: Stream::Stderr,
+        printed,
+        quiet: quiet.clone(),
+    };
     tokio::spawn(async move {
-        let forward_out = tokio::spawn(forward(stdout, 1, false, quiet_out));
-        let tail = tokio::spawn(forward(stderr, 2, true, quiet_err));
+        let forward_out = tokio::spawn(out.run(stdout));
+        let tail = tokio::spawn(err.run(stderr));
         let status = child.wait().await;
         // A grandchild may keep the pipes open: do not wait for them forever.
         let grace = std::time::Duration::from_millis(300);
@@ -153,32 +180,80 @@ pub fn keep_lines(tail: &mut VecDeque<String>, text: &str) {
     }
 }
 
-/// Copy a worker's output, whole lines at a time, to our own fd `fd` (the
-/// kernel captures it into the notebook); with `keep_tail`, keep its last lines.
-async fn forward(
-    stream: impl AsyncRead + Unpin,
-    fd: i32,
-    keep_tail: bool,
+/// Most a single read takes from a worker's pipe: a flood travels in
+/// chunks of this size, not a message per line.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Passes on one of a worker's output pipes, keeping the last lines of
+/// stderr for the report of a worker that dies.
+struct Forward {
+    worker: WorkerId,
+    stream: Stream,
+    printed: PrintedSink,
     quiet: Arc<AtomicBool>,
-) -> VecDeque<String> {
-    let mut lines = BufReader::new(stream);
-    let mut tail = VecDeque::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match lines.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if !quiet.load(Ordering::SeqCst) {
-                    write_fd(fd, &line);
+}
+
+impl Forward {
+    /// Whatever a read returns goes on at once, without waiting for the end
+    /// of a line: a worker drains its pipes before it reports a task done, so
+    /// everything read before that report belongs to the task.
+    async fn run(self, mut pipe: impl AsyncRead + Unpin) -> VecDeque<String> {
+        let mut tail = VecDeque::new();
+        let mut buffer = Vec::with_capacity(READ_CHUNK);
+        loop {
+            let kept = buffer.len();
+            buffer.resize(kept + READ_CHUNK, 0);
+            let n = match pipe.read(&mut buffer[kept..]).await {
+                Ok(0) | Err(_) => 0,
+                Ok(n) => n,
+            };
+            buffer.truncate(kept + n);
+            let end = if n == 0 {
+                buffer.len()
+            } else {
+                complete_utf8(&buffer)
+            };
+            if end > 0 {
+                let rest = buffer.split_off(end);
+                let text = Bytes::from(std::mem::replace(&mut buffer, rest));
+                if self.stream == Stream::Stderr {
+                    keep_lines(&mut tail, &String::from_utf8_lossy(&text));
                 }
-                if keep_tail {
-                    keep_lines(&mut tail, &String::from_utf8_lossy(&line));
+                if !self.quiet.load(Ordering::SeqCst) {
+                    (self.printed)(Printed {
+                        worker: self.worker,
+                        stream: self.stream,
+                        text,
+                    });
                 }
+            }
+            if n == 0 {
+                return tail;
             }
         }
     }
-    tail
+}
+
+/// How much of `bytes` can go on without cutting a UTF-8 character in two:
+/// all of it, less an incomplete sequence at the end. Bytes that are not
+/// UTF-8 at all go on as they are.
+fn complete_utf8(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Err(e) if e.error_len().is_none() && bytes.len() - e.valid_up_to() < 4 => e.valid_up_to(),
+        _ => bytes.len(),
+    }
+}
+
+/// Write `bytes` to our own stdout or stderr (the kernel captures them into
+/// the notebook).
+pub fn write_to_own(stream: Stream, bytes: &[u8]) {
+    write_fd(
+        match stream {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        },
+        bytes,
+    )
 }
 
 fn write_fd(fd: i32, mut bytes: &[u8]) {
@@ -192,5 +267,25 @@ fn write_fd(fd: i32, mut bytes: &[u8]) {
             return;
         }
         bytes = &bytes[n as usize..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_utf8;
+
+    #[test]
+    fn a_character_cut_by_a_read_waits_for_its_other_bytes() {
+        let text = "grüß".as_bytes();
+        assert_eq!(complete_utf8(text), text.len());
+        // "ß" is two bytes; the read ended after the first.
+        assert_eq!(complete_utf8(&text[..text.len() - 1]), text.len() - 2);
+        assert_eq!(complete_utf8(b""), 0);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_not_held_back() {
+        assert_eq!(complete_utf8(b"ok \xff\xfe"), 5);
+        assert_eq!(complete_utf8(b"\xff"), 1);
     }
 }

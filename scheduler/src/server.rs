@@ -9,7 +9,7 @@ use crate::core::{
     Comm, Core, Event, Launch, LostReason, SubmitError, TaskCounts, TaskSpec, WorkerInfo,
 };
 use crate::ids::{TaskId, WorkerId};
-use crate::process::{self, Exit};
+use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +47,14 @@ pub struct Timing {
     pub stop_grace: Duration,
 }
 
+/// What reaches the event loop from workers, in the order it arrived: a
+/// worker's messages and what its process printed share one queue, so output
+/// read before a task's Done is handled before it.
+enum Incoming {
+    Message(Vec<Bytes>),
+    Printed(Printed),
+}
+
 enum Internal {
     KillIfAlive(WorkerId),
     /// An exit held back for `LATE_MESSAGES`.
@@ -79,6 +87,7 @@ struct ServerComm<'a> {
     environment: &'a WorkerEnvironment,
     live: &'a mut HashMap<WorkerId, Live>,
     internal: &'a UnboundedSender<Internal>,
+    printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
     stop_grace: Duration,
 }
@@ -89,7 +98,8 @@ impl Comm for ServerComm<'_> {
             .backend
             .command(self.environment, worker, launch)
             .and_then(|cmd| {
-                process::spawn(cmd, worker, self.exits.clone()).map_err(|e| e.to_string())
+                process::spawn(cmd, worker, self.printed.clone(), self.exits.clone())
+                    .map_err(|e| e.to_string())
             });
         match started {
             Ok(process) => {
@@ -158,6 +168,7 @@ pub struct Server {
     events: std::sync::mpsc::Sender<Event>,
     outgoing: UnboundedSender<(Bytes, Vec<Bytes>)>,
     internal_tx: UnboundedSender<Internal>,
+    printed: PrintedSink,
     exits_tx: UnboundedSender<Exit>,
     dropped_messages: u64,
 }
@@ -172,6 +183,7 @@ macro_rules! with_comm {
             environment: &$self.environment,
             live: &mut $self.live,
             internal: &$self.internal_tx,
+            printed: &$self.printed,
             exits: &$self.exits_tx,
             stop_grace: $self.timing.stop_grace,
         };
@@ -205,13 +217,20 @@ pub async fn run(
     environment.address = endpoint.clone();
     let (send_half, mut recv_half) = socket.split();
     let (outgoing, outgoing_rx) = unbounded_channel();
-    let (incoming_tx, incoming) = unbounded_channel::<Vec<Bytes>>();
+    let (incoming_tx, incoming) = unbounded_channel::<Incoming>();
     let (internal_tx, internal) = unbounded_channel();
     let (exits_tx, exits) = unbounded_channel();
     tokio::spawn(send_loop(send_half, outgoing_rx));
+    let printed_tx = incoming_tx.clone();
+    let printed: PrintedSink = std::sync::Arc::new(move |p| {
+        let _ = printed_tx.send(Incoming::Printed(p));
+    });
     tokio::spawn(async move {
         while let Ok(message) = recv_half.recv().await {
-            if incoming_tx.send(message.into_vec()).is_err() {
+            if incoming_tx
+                .send(Incoming::Message(message.into_vec()))
+                .is_err()
+            {
                 break;
             }
         }
@@ -228,6 +247,7 @@ pub async fn run(
         events,
         outgoing,
         internal_tx,
+        printed,
         exits_tx,
         dropped_messages: 0,
     };
@@ -265,7 +285,7 @@ impl Server {
     async fn serve(
         &mut self,
         mut commands: UnboundedReceiver<Command>,
-        mut incoming: UnboundedReceiver<Vec<Bytes>>,
+        mut incoming: UnboundedReceiver<Incoming>,
         mut internal: UnboundedReceiver<Internal>,
         mut exits: UnboundedReceiver<Exit>,
     ) {
@@ -288,7 +308,10 @@ impl Server {
                         }
                     }
                 },
-                Some(message) = incoming.recv() => self.on_message(message),
+                Some(incoming) = incoming.recv() => match incoming {
+                    Incoming::Message(message) => self.on_message(message),
+                    Incoming::Printed(printed) => self.on_printed(printed),
+                },
                 Some(exit) = exits.recv() => self.on_exit(exit, false),
                 Some(event) = internal.recv() => match event {
                     Internal::Exited(exit) => self.on_exit(exit, true),
@@ -401,6 +424,23 @@ impl Server {
             }
             FromWorker::Pong => {}
         });
+    }
+
+    /// What a worker process wrote to its file descriptors belongs to the
+    /// task it runs; between tasks it goes to our own stdout/stderr.
+    fn on_printed(&mut self, printed: Printed) {
+        let Printed {
+            worker,
+            stream,
+            text,
+        } = printed;
+        match self.core.running_task(worker) {
+            Some(task) => {
+                with_comm!(self, |core, comm| core
+                    .task_output(&mut comm, worker, task, stream, text))
+            }
+            None => process::write_to_own(stream, &text),
+        }
     }
 
     /// Unauthenticated or malformed messages are dropped, never decoded

@@ -242,6 +242,20 @@ def test_what_a_task_prints_appears_in_its_display(pmp_kernel):
     assert "from the task" not in "".join(pmp_kernel.streams.values())
 
 
+@pytest.mark.timeout(120)
+def test_what_a_tasks_subprocess_prints_appears_in_its_display(pmp_kernel):
+    _, messages = pmp_kernel.run(
+        "%%pmp submit --name sub\nimport subprocess\n"
+        "subprocess.run(['echo', 'from a subprocess'], check=True).returncode"
+    )
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(1.5)
+    last = pmp_kernel.displays[display_id][-1]
+    assert last["text/plain"].startswith("sub: done"), last["text/plain"]
+    assert last["text/plain"].endswith(": 0\nfrom a subprocess"), last["text/plain"]
+    assert "from a subprocess" not in "".join(pmp_kernel.streams.values())
+
+
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
 def test_output_of_a_task_reaches_the_cell_that_submitted_it(kernel_name):

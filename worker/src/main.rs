@@ -9,6 +9,7 @@
 mod connection;
 mod interpreter;
 mod output;
+mod pipes;
 mod settings;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
@@ -37,6 +38,7 @@ fn main() {
             std::process::exit(3);
         }
     };
+    let pipes = pipes::OutputPipes::find();
     connection.send(
         FromWorker::Hello {
             worker: pmp_scheduler::ids::WorkerId(settings.worker_id),
@@ -61,6 +63,8 @@ fn main() {
                 let (outcome, frames) =
                     runtime.run(function, call_frames, &dependency_frames, frames);
                 current_task.set(None);
+                // What its subprocesses printed reaches the scheduler first.
+                pipes.drain();
                 connection.send(FromWorker::Done { task, outcome }, frames);
             }
             ToWorker::Shutdown => break,

@@ -9,7 +9,8 @@ timer, so a task printing in a tight loop costs a message per interval, not
 per line. Whatever is left is sent when the task ends, before its result.
 
 Output written straight to file descriptors 1 and 2 (C extensions,
-subprocesses) is not captured; it goes where the worker's streams go.
+subprocesses) is not captured here: those are pipes to the scheduler, which
+gives what it reads from them to the task the worker runs (worker/src/pipes.rs).
 """
 
 import io
@@ -114,7 +115,7 @@ class TaskStream(io.TextIOBase):
 
     def fileno(self):
         # For code that hands sys.stdout to a subprocess: its output goes to
-        # the worker's real stream, as it would without the capture.
+        # the worker's real stream, which the scheduler reads as the task's.
         return self._original.fileno()
 
     def write(self, text):

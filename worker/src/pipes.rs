@@ -1,0 +1,77 @@
+//! The worker's stdout and stderr file descriptors are pipes the scheduler
+//! reads (directly, or through srun or mpiexec). What a task's subprocesses
+//! and C code write there is given to the task the worker runs when the
+//! scheduler reads it, so before a task is reported done its output must have
+//! left: C's stdio buffers are flushed and the pipes waited on until read.
+
+use std::time::{Duration, Instant};
+
+/// Longest wait for the reader; a reader that far behind (a stopped
+/// terminal, a slow launcher) gets the rest late, as if printed after the task.
+const MOST_WAIT: Duration = Duration::from_millis(50);
+
+/// stdout and stderr, where they are pipes.
+pub struct OutputPipes(Vec<i32>);
+
+impl OutputPipes {
+    pub fn find() -> OutputPipes {
+        OutputPipes([1, 2].into_iter().filter(|&fd| is_pipe(fd)).collect())
+    }
+
+    /// Flush C's stdio buffers, then wait until the reader has taken all
+    /// that is in the pipes. Costs a few system calls when nothing was written.
+    pub fn drain(&self) {
+        // SAFETY: fflush(NULL) flushes every open output stream.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+        }
+        let deadline = Instant::now() + MOST_WAIT;
+        while self.0.iter().any(|&fd| unread(fd) > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn is_pipe(fd: i32) -> bool {
+    // SAFETY: fstat fills the zeroed struct or fails.
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut stat) == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO
+    }
+}
+
+/// Bytes in the pipe not read yet (Linux answers FIONREAD on either end).
+fn unread(fd: i32) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_counts_what_is_in_a_pipe_seen_from_its_write_end() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two fds; the writes and reads use valid buffers.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            assert_eq!(libc::write(fds[1], b"hello".as_ptr().cast(), 5), 5);
+        }
+        assert_eq!(unread(fds[1]), 5);
+        let mut buf = [0u8; 8];
+        unsafe {
+            assert_eq!(libc::read(fds[0], buf.as_mut_ptr().cast(), 8), 5);
+        }
+        assert_eq!(unread(fds[1]), 0);
+        assert!(is_pipe(fds[1]));
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+}
