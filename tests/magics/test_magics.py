@@ -98,26 +98,42 @@ def test_a_pmp_cell_shows_a_display_that_updates_to_done_with_the_result(pmp_ker
     assert result["content"]["data"]["text/plain"] == "42"
 
 
-@pytest.mark.timeout(120)
-def test_the_cell_that_reads_the_result_carries_the_final_update(pmp_kernel):
-    # nbconvert keeps only messages of the cell it runs. The done callback
-    # published "done" between the cells; reading the result publishes it
-    # again, within the reading cell, before the result is returned.
-    _, messages = pmp_kernel.run("%%pmp submit --name quick\n6 * 7")
-    display_id = display_id_of(messages)
-    pmp_kernel.drain(1.5)
-    assert pmp_kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
-    _, messages = pmp_kernel.run("quick.result()\nquick.result()")
-    updates = [
+def updates_of(display_id, messages):
+    return [
         m["content"]["data"]
         for m in messages
         if m["msg_type"] == "update_display_data"
         and m["content"]["transient"]["display_id"] == display_id
     ]
-    # Once per cell, however often it reads the result.
-    assert len(updates) == 1, updates
-    assert 'data-state="done"' in updates[0]["text/html"]
-    assert updates[0]["text/plain"].endswith(": 42")
+
+
+@pytest.mark.timeout(120)
+def test_a_final_state_published_between_cells_comes_again_with_the_next_cell(pmp_kernel):
+    # nbconvert keeps only messages of the cell it runs: the task ends while
+    # no cell runs, so its "done" is published again when the next one starts.
+    _, messages = pmp_kernel.run("%%pmp submit --name quick\n6 * 7")
+    display_id = display_id_of(messages)
+    pmp_kernel.drain(1.5)
+    assert pmp_kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
+    # This cell does not even look at the task.
+    _, messages = pmp_kernel.run("1 + 1")
+    (update,) = updates_of(display_id, messages)
+    assert 'data-state="done"' in update["text/html"]
+    assert update["text/plain"].endswith(": 42")
+    # Once: the cell after that gets nothing.
+    _, messages = pmp_kernel.run("quick.result()")
+    assert updates_of(display_id, messages) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_cell_that_reads_the_result_gets_the_final_state_before_it(pmp_kernel):
+    # Done callbacks run after result() returns: the display must not wait
+    # for them, or the reading cell could end before "done" is published.
+    _, messages = pmp_kernel.run("%%pmp submit --name soon\nimport time\ntime.sleep(0.5)\n'late'")
+    display_id = display_id_of(messages)
+    _, messages = pmp_kernel.run("soon.result()")
+    updates = updates_of(display_id, messages)
+    assert updates and updates[-1]["text/plain"].endswith(": 'late'"), updates
 
 
 # The other cell keeps the kernel busy until the task is over, and a second

@@ -20,20 +20,6 @@ def submitting_cell_writer():
     return None
 
 
-def current_request():
-    """Which kernel request (cell) is being handled, or was last: a value to
-    compare, None outside a kernel."""
-    host = sys.modules.get("_pmp_kernel_host")
-    if host is not None:
-        return host.current_parent()
-    if "ipykernel" in sys.modules:
-        kernel = _ipykernel()
-        if kernel is not None:
-            parent = _ipykernel_parent(kernel)
-            return parent.get("header", {}).get("msg_id") if parent else None
-    return None
-
-
 def write_to_client(name, text):
     """The fallback: the client's own stream of that name."""
     stream = sys.stderr if name == "stderr" else sys.stdout
@@ -59,15 +45,11 @@ def _ipykernel():
     return kernel if hasattr(kernel, "session") and hasattr(kernel, "iopub_socket") else None
 
 
-def _ipykernel_parent(kernel):
-    try:
-        return kernel.get_parent("shell")
-    except TypeError:  # ipykernel < 6.?: no channel argument
-        return kernel.get_parent()
-
-
 def _ipykernel_writer(kernel):
-    parent = _ipykernel_parent(kernel)
+    try:
+        parent = kernel.get_parent("shell")
+    except TypeError:  # ipykernel < 6.?: no channel argument
+        parent = kernel.get_parent()
     if not parent:
         return None
 

@@ -82,7 +82,7 @@ class Future(_BaseFuture):
         the result and end before the display said done."""
         display = self._pmp_display
         if display is not None:
-            display.show_outcome()
+            display.refresh()
 
     def cancel(self):
         with self._condition:

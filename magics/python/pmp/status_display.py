@@ -14,8 +14,6 @@ import threading
 import time
 import traceback
 
-from pmp.cell_output import current_request
-
 _TICK = 0.5
 _FINISHED = ("done", "failed", "cancelled")
 _COLOURS = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}
@@ -202,20 +200,19 @@ class LiveDisplay:
 
         self.status = status
         self._lock = threading.RLock()
-        self._refreshing = False  # bundle() reads the result, which shows the outcome again
-        state, data = status.bundle()
-        self.handle = display(data, raw=True, display_id=True)
-        self._noted(state, data)
-
-    def _noted(self, state, data):
-        self._shown, self._data, self._request = state, data, current_request()
+        self._refreshing = False  # bundle() reads the result, which refreshes again
+        self._shown, self.data = status.bundle()
+        self.handle = display(self.data, raw=True, display_id=True)
+        _cells.watch()
 
     @property
     def finished(self):
         return self._shown in _FINISHED
 
     def refresh(self):
-        """Publish the current state if it changed, or if time is ticking."""
+        """Publish the current state if it changed, or if time is ticking.
+        Whoever learns the outcome (reads a result, ends a map) calls this
+        too: the final state is out before they go on, within their cell."""
         with self._lock:
             if self.finished or self._refreshing:
                 return
@@ -225,23 +222,52 @@ class LiveDisplay:
             finally:
                 self._refreshing = False
             if state != self._shown or state in ("queued", "running"):
-                self.handle.update(data, raw=True)
-                self._noted(state, data)
+                self._shown, self.data = state, data
+                _cells.publish(self)
 
-    def show_outcome(self):
-        """For whoever learns the outcome (reads a result, ends a map): the
-        final state is published before they go on, and within the request
-        (cell) they run in. An update published between cells, as the done
-        callback may, is dropped by nbconvert, which keeps only messages of
-        the cell it is running."""
+
+class _Cells:
+    """nbconvert keeps only the messages of the cell it is running, so a final
+    state published between cells (a task ending while the notebook waits for
+    nothing) would be lost: it is published again when the next cell starts.
+    Live frontends apply it either way."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._shell = None
+        self._running = True  # the first display is made by a running cell
+        self._missed = []  # displays whose final state went out between cells
+
+    def watch(self):
+        from IPython import get_ipython
+
+        shell = get_ipython()
         with self._lock:
-            if self._refreshing:
+            if shell is None or shell is self._shell:
                 return
-            if not self.finished:
-                self.refresh()
-            elif self._request != current_request():
-                self.handle.update(self._data, raw=True)
-                self._request = current_request()
+            self._shell, self._running = shell, True
+        shell.events.register("pre_run_cell", self._cell_starts)
+        shell.events.register("post_run_cell", self._cell_ends)
+
+    def publish(self, live):
+        with self._lock:
+            live.handle.update(live.data, raw=True)
+            if live.finished and not self._running:
+                self._missed.append(live)
+
+    def _cell_starts(self, _info=None):
+        with self._lock:
+            self._running = True
+            missed, self._missed = self._missed, []
+            for live in missed:
+                live.handle.update(live.data, raw=True)
+
+    def _cell_ends(self, _result=None):
+        with self._lock:
+            self._running = False
+
+
+_cells = _Cells()
 
 
 class _Ticker:
@@ -288,10 +314,10 @@ def show(future, label="task"):
 
 def show_progress(futures, label):
     """Display one live progress line for `futures`; returns a function that
-    shows the end of it."""
+    refreshes it now."""
     live = LiveDisplay(ProgressStatus(list(futures), label))
     _ticker.watch(live)
     # Executor.map calls this when its iteration ends, so the end shows
     # before the cell that collects the results is over; otherwise the
     # ticker reports it.
-    return live.show_outcome
+    return live.refresh
