@@ -4,18 +4,28 @@
 //! scheduler reads it, so before a task is reported done its output must have
 //! left: C's stdio buffers are flushed and the pipes waited on until read.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// Longest wait for the reader; a reader that far behind (a stopped
-/// terminal, a slow launcher) gets the rest late, as if printed after the task.
+/// Longest wait for the reader; from a reader that far behind (a stopped
+/// terminal, a slow launcher) the rest arrives late, as if printed after
+/// the task.
 const MOST_WAIT: Duration = Duration::from_millis(50);
 
-/// stdout and stderr, where they are pipes.
-pub struct OutputPipes(Vec<i32>);
+/// stdout and stderr, where they are pipes someone reads.
+pub struct OutputPipes {
+    fds: Vec<i32>,
+    /// Set when a wait ran out: a reader that slow (or gone) is not waited
+    /// for again, so it costs one task 50 ms, not every task.
+    given_up: Cell<bool>,
+}
 
 impl OutputPipes {
     pub fn find() -> OutputPipes {
-        OutputPipes([1, 2].into_iter().filter(|&fd| is_pipe(fd)).collect())
+        OutputPipes {
+            fds: [1, 2].into_iter().filter(|&fd| is_pipe(fd)).collect(),
+            given_up: Cell::new(false),
+        }
     }
 
     /// Flush C's stdio buffers, then wait until the reader has taken all
@@ -25,8 +35,15 @@ impl OutputPipes {
         unsafe {
             libc::fflush(std::ptr::null_mut());
         }
+        if self.given_up.get() {
+            return;
+        }
         let deadline = Instant::now() + MOST_WAIT;
-        while self.0.iter().any(|&fd| unread(fd) > 0) && Instant::now() < deadline {
+        while self.fds.iter().any(|&fd| unread(fd) > 0) {
+            if Instant::now() >= deadline {
+                self.given_up.set(true);
+                return;
+            }
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -69,6 +86,27 @@ mod tests {
         }
         assert_eq!(unread(fds[1]), 0);
         assert!(is_pipe(fds[1]));
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    #[test]
+    fn a_pipe_nobody_reads_is_waited_for_once() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two fds; the write uses a valid buffer.
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            assert_eq!(libc::write(fds[1], b"stuck".as_ptr().cast(), 5), 5);
+        }
+        let pipes = OutputPipes {
+            fds: vec![fds[1]],
+            given_up: Cell::new(false),
+        };
+        pipes.drain();
+        assert!(pipes.given_up.get());
+        assert_eq!(unread(fds[1]), 5);
         unsafe {
             libc::close(fds[0]);
             libc::close(fds[1]);
