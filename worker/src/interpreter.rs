@@ -5,10 +5,8 @@ use crate::settings::Settings;
 use pmp_scheduler::protocol::{FunctionRef, Outcome};
 use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
 use pmp_scheduler::Bytes;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use std::ffi::CString;
 
 pub struct Runtime {
     runtime: Py<PyAny>,
@@ -16,7 +14,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn start(settings: &Settings, sink: OutputSink) -> Result<Runtime, String> {
-        initialize(&settings.python)?;
+        pmp_embed::start_python(std::path::Path::new(&settings.python))?;
         Python::attach(|py| {
             let sys = py.import("sys")?;
             let path = sys.getattr("path")?.cast_into::<PyList>()?;
@@ -92,7 +90,7 @@ impl Runtime {
 /// A rank above 0: run `pmp._worker.follow`, which executes what rank 0
 /// broadcasts until it says stop. Returns the exit code.
 pub fn follow(settings: &Settings) -> i32 {
-    if let Err(e) = initialize(&settings.python) {
+    if let Err(e) = pmp_embed::start_python(std::path::Path::new(&settings.python)) {
         eprintln!("pmp-worker: Python did not start: {e}");
         return 3;
     }
@@ -133,33 +131,4 @@ fn describe(py: Python<'_>, error: &PyErr) -> String {
         .and_then(|tb| tb.format().ok())
         .unwrap_or_default();
     format!("{traceback}{error}")
-}
-
-/// Start CPython as the interpreter at `python` would (its sys.prefix, its
-/// site-packages, a virtualenv honoured), whatever is on PATH.
-fn initialize(python: &str) -> Result<(), String> {
-    let executable =
-        CString::new(python).map_err(|_| "PMP_PYTHON contains a NUL byte".to_string())?;
-    // SAFETY: the documented PyConfig sequence, on the thread that becomes
-    // Python's main thread, before any other Python call.
-    unsafe {
-        let mut config: ffi::PyConfig = std::mem::zeroed();
-        ffi::PyConfig_InitPythonConfig(&mut config);
-        config.parse_argv = 0;
-        config.install_signal_handlers = 1;
-        let status =
-            ffi::PyConfig_SetBytesString(&mut config, &mut config.executable, executable.as_ptr());
-        if ffi::PyStatus_Exception(status) != 0 {
-            ffi::PyConfig_Clear(&mut config);
-            return Err(format!("cannot use {python} as the interpreter"));
-        }
-        let status = ffi::Py_InitializeFromConfig(&config);
-        ffi::PyConfig_Clear(&mut config);
-        if ffi::PyStatus_Exception(status) != 0 {
-            return Err(format!("initialising Python for {python} failed"));
-        }
-        // Release the GIL: every later use goes through Python::attach.
-        ffi::PyEval_SaveThread();
-    }
-    Ok(())
 }

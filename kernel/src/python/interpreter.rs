@@ -4,10 +4,7 @@
 //! that Python version; this is checked before and after start-up and
 //! reported in plain words.
 
-use pyo3::ffi;
 use pyo3::prelude::*;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// The Python version pmp-kernel was built against, e.g. "3.11".
@@ -77,34 +74,7 @@ pub fn check_environment(python: &Path) -> Result<(), String> {
 /// Initialise CPython on the calling thread, which becomes Python's main
 /// thread, then release the GIL (later work goes through `Python::attach`).
 pub fn initialize(python: &Path) -> Result<(), String> {
-    let executable = CString::new(python.as_os_str().as_bytes())
-        .map_err(|_| format!("{} contains a NUL byte", python.display()))?;
-    // SAFETY: the documented PyConfig sequence, before any other Python call.
-    unsafe {
-        let mut config: ffi::PyConfig = std::mem::zeroed();
-        ffi::PyConfig_InitPythonConfig(&mut config);
-        config.parse_argv = 0;
-        config.install_signal_handlers = 1;
-        let status =
-            ffi::PyConfig_SetBytesString(&mut config, &mut config.executable, executable.as_ptr());
-        if ffi::PyStatus_Exception(status) != 0 {
-            ffi::PyConfig_Clear(&mut config);
-            return Err(format!(
-                "cannot use {} as the interpreter",
-                python.display()
-            ));
-        }
-        let status = ffi::Py_InitializeFromConfig(&config);
-        ffi::PyConfig_Clear(&mut config);
-        if ffi::PyStatus_Exception(status) != 0 {
-            return Err(format!(
-                "starting Python as {} failed; {}",
-                python.display(),
-                rebuild_hint()
-            ));
-        }
-        ffi::PyEval_SaveThread();
-    }
+    pmp_embed::start_python(python).map_err(|e| format!("{e}; {}", rebuild_hint()))?;
     Python::attach(|py| {
         let running: (u8, u8) = py
             .import("sys")
