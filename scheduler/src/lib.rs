@@ -7,6 +7,7 @@ pub mod backend;
 pub mod core;
 pub mod handle;
 pub mod ids;
+pub mod large_frames;
 pub mod process;
 pub mod protocol;
 pub mod resources;

@@ -1,6 +1,7 @@
 //! Payload frames as Python objects, for the two sides that host Python (the
 //! worker and the native module).
 
+use crate::large_frames;
 use bytes::Bytes;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyBufferError;
@@ -93,7 +94,7 @@ pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
         }
         let buffer = PyBuffer::<u8>::get(&item)?;
         let len = buffer.item_count();
-        let mut data = large_buffer(len);
+        let mut data = large_frames::storage(len);
         if buffer.is_c_contiguous() {
             // The exported buffer stays valid while `buffer` lives, so the
             // copy (15 ms for 100 MB) can let other Python threads run.
@@ -117,27 +118,7 @@ pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
             data.resize(len, 0);
             buffer.copy_to_slice(item.py(), &mut data)?;
         }
-        frames.push(Bytes::from(data));
+        frames.push(large_frames::into_frame(data));
     }
     Ok(frames)
-}
-
-/// An empty Vec with room for `len` bytes; a large one is backed by 2 MiB
-/// pages where the kernel allows (transparent huge pages in "madvise" mode),
-/// so copying a 100 MB array in costs about 50 page faults instead of 25,000,
-/// each zeroing a page: most of that copy's time.
-pub fn large_buffer(len: usize) -> Vec<u8> {
-    const HUGE: usize = 2 << 20;
-    let mut data = Vec::with_capacity(len);
-    if len >= 2 * HUGE {
-        let start = data.as_mut_ptr() as usize;
-        let aligned = start.next_multiple_of(HUGE);
-        let advised = (start + len).saturating_sub(aligned) / HUGE * HUGE;
-        // SAFETY: advice only, on whole pages inside the allocation, before
-        // anything is written to it.
-        unsafe {
-            libc::madvise(aligned as *mut c_void, advised, libc::MADV_HUGEPAGE);
-        }
-    }
-    data
 }

@@ -33,6 +33,9 @@ pub struct ZmqCodec {
     // internal details to higher levels
     buffered_message: Option<ZmqMessage>,
     max_read_chunk_size: usize,
+    /// pmp: the storage of the last large frame, kept to be reused for the
+    /// next one once that frame has been dropped (see `LARGE_FRAME`).
+    spare: Option<BytesMut>,
 }
 
 impl ZmqCodec {
@@ -46,6 +49,7 @@ impl ZmqCodec {
             waiting_for: 64, // len of the greeting frame
             buffered_message: None,
             max_read_chunk_size: options.read_buffer_max_size,
+            spare: None,
         }
     }
 
@@ -85,6 +89,13 @@ fn advise_huge_pages(spare: &mut [std::mem::MaybeUninit<u8>]) {
     let _ = spare;
 }
 
+/// pmp: frames from this size on get storage of their own. Otherwise the
+/// bytes read after such a frame (the next message's first frames) land in
+/// the rest of its storage and keep all of it alive as long as they live: the
+/// next large frame then needs fresh memory (page faults, zeroing), and two
+/// large frames' memory is held at once.
+const LARGE_FRAME: usize = 4 << 20;
+
 /// pmp: the largest frame accepted (64 GiB).
 const MAX_FRAME: usize = 64 << 30;
 /// pmp: the most memory reserved ahead of received bytes (1 GiB).
@@ -115,6 +126,16 @@ impl Decoder for ZmqCodec {
                 // never reserve more than MAX_RESERVE ahead of the bytes that
                 // actually arrived, so a claimed length cannot abort the process.
                 let reserve_to = reserve_to.min(src.len() + MAX_RESERVE);
+                if reserve_to >= LARGE_FRAME && reserve_to > src.capacity() {
+                    // pmp: the last large frame's storage, if that frame is gone
+                    // and it is big enough, takes this one without new memory.
+                    if let Some(mut spare) = self.spare.take() {
+                        if spare.try_reclaim(reserve_to) {
+                            spare.extend_from_slice(src);
+                            *src = spare;
+                        }
+                    }
+                }
                 let capacity = src.capacity();
                 src.reserve(reserve_to - src.len());
                 if src.capacity() != capacity {
@@ -169,6 +190,15 @@ impl Decoder for ZmqCodec {
                 }
                 DecoderState::Frame(frame) => {
                     let data = src.split_to(self.waiting_for);
+                    if data.len() >= LARGE_FRAME {
+                        // pmp: what follows moves to storage of its own; the
+                        // rest of this frame's is kept for reuse (`spare`).
+                        let mut rest = std::mem::take(src);
+                        src.reserve(rest.len().max(self.max_read_chunk_size));
+                        src.extend_from_slice(&rest);
+                        rest.clear();
+                        self.spare = Some(rest);
+                    }
                     self.state = DecoderState::FrameHeader;
                     self.waiting_for = 1;
                     if frame.command {
