@@ -70,46 +70,35 @@ fn unread(fd: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    /// A pipe holding `bytes`, closed when dropped.
+    fn pipe_holding(bytes: &[u8]) -> (std::io::PipeReader, std::io::PipeWriter) {
+        let (reader, mut writer) = std::io::pipe().expect("a pipe");
+        writer.write_all(bytes).expect("room in the pipe");
+        (reader, writer)
+    }
 
     #[test]
     fn unread_counts_what_is_in_a_pipe_seen_from_its_write_end() {
-        let mut fds = [0; 2];
-        // SAFETY: pipe fills two fds; the writes and reads use valid buffers.
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-            assert_eq!(libc::write(fds[1], b"hello".as_ptr().cast(), 5), 5);
-        }
-        assert_eq!(unread(fds[1]), 5);
-        let mut buf = [0u8; 8];
-        unsafe {
-            assert_eq!(libc::read(fds[0], buf.as_mut_ptr().cast(), 8), 5);
-        }
-        assert_eq!(unread(fds[1]), 0);
-        assert!(is_pipe(fds[1]));
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        let (mut reader, writer) = pipe_holding(b"hello");
+        let fd = writer.as_raw_fd();
+        assert!(is_pipe(fd));
+        assert_eq!(unread(fd), 5);
+        reader.read_exact(&mut [0u8; 5]).expect("what was written");
+        assert_eq!(unread(fd), 0);
     }
 
     #[test]
     fn a_pipe_nobody_reads_is_waited_for_once() {
-        let mut fds = [0; 2];
-        // SAFETY: pipe fills two fds; the write uses a valid buffer.
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-            assert_eq!(libc::write(fds[1], b"stuck".as_ptr().cast(), 5), 5);
-        }
+        let (_reader, writer) = pipe_holding(b"stuck");
         let pipes = OutputPipes {
-            fds: vec![fds[1]],
+            fds: vec![writer.as_raw_fd()],
             given_up: Cell::new(false),
         };
         pipes.drain();
         assert!(pipes.given_up.get());
-        assert_eq!(unread(fds[1]), 5);
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        assert_eq!(unread(writer.as_raw_fd()), 5);
     }
 }
