@@ -316,7 +316,7 @@ def test_executor_map_shows_one_progress_display(pmp_kernel):
     display_id = display_id_of(messages)
     assert "map sleep" in displays[0]["content"]["data"]["text/plain"]
     # The end is shown before the cell is over (nbconvert keeps only that).
-    updates = [m["content"]["data"] for m in messages if m["msg_type"] == "update_display_data"]
+    updates = updates_of(display_id, messages)
     assert updates and updates[-1] == pmp_kernel.displays[display_id][-1]
     last = updates[-1]
     assert last["text/plain"].startswith("map sleep: 6/6 done"), last
