@@ -1,4 +1,5 @@
-"""pmp.Executor against executorlib and concurrent.futures.ProcessPoolExecutor, in one run.
+"""pmp.Executor against executorlib, concurrent.futures.ProcessPoolExecutor and
+dask.distributed, in one run.
 
     python bench/bench_executor.py                 # every library, every scenario
     python bench/bench_executor.py --only pmp      # one library (comma-separated list allowed)
@@ -27,8 +28,13 @@ import sys
 import tempfile
 import time
 
-LIBRARIES = ("pmp", "executorlib", "ppe")
-COLUMNS = {"pmp": "pmp", "executorlib": "executorlib", "ppe": "ProcessPoolExecutor"}
+LIBRARIES = ("pmp", "executorlib", "ppe", "dask")
+COLUMNS = {
+    "pmp": "pmp",
+    "executorlib": "executorlib",
+    "ppe": "ProcessPoolExecutor",
+    "dask": "dask.distributed",
+}
 
 # name -> (row label, unit, higher_is_better)
 SCENARIOS = {
@@ -82,6 +88,10 @@ def wait_for_file(started, release):
 # The measuring side: one library, one scenario, in a subprocess started by the harness.
 
 
+class NotApplicable(Exception):
+    """The library has no way to do what the scenario measures."""
+
+
 def make_executor(library, mode, workers=1):
     """mode: "block" (long-lived workers) or "fresh" (a new process per task)."""
     if library == "pmp":
@@ -106,7 +116,34 @@ def make_executor(library, mode, workers=1):
             ProcessPoolExecutor(max_workers=2, max_tasks_per_child=1),
             "PPE(2, max_tasks_per_child=1)",
         )
+    if library == "dask":
+        if mode != "block":
+            raise NotApplicable("no fresh process per task")
+        return DaskExecutor(workers), ""
     raise ValueError(f"unknown library {library!r}")
+
+
+class DaskExecutor:
+    """dask.distributed as these scenarios use an executor: a local cluster of
+    single-threaded worker processes (as block allocation), `client.submit`
+    so that futures passed as arguments are dependencies, and `pure=False` as
+    every call is a new task (no hashing of the arguments into a key)."""
+
+    def __init__(self, workers):
+        from dask.distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        self.client = Client(self.cluster)
+
+    def submit(self, fn, *args, **kwargs):
+        return self.client.submit(fn, *args, pure=False, **kwargs)
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        del wait, cancel_futures
+        self.client.close()
+        self.cluster.close()
 
 
 def wait_all(futures):
@@ -268,6 +305,9 @@ def measure_here(library, scenario, quick):
     """Runs in the subprocess: prints one JSON line, then tears the executor down."""
     try:
         exe, result = SCENARIO_FUNCTIONS[scenario](library, quick)
+    except NotApplicable as reason:
+        print(json.dumps({"not_applicable": str(reason)}), flush=True)
+        os._exit(0)
     except BaseException as error:  # noqa: BLE001 - reported in the table cell
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
         os._exit(0)
@@ -349,7 +389,7 @@ def _join(*parts):
 
 def versions():
     found = {"python": platform.python_version()}
-    for name in ("pmp", "executorlib", "numpy", "psutil", "cloudpickle", "pyzmq"):
+    for name in ("pmp", "executorlib", "distributed", "numpy", "psutil", "cloudpickle", "pyzmq"):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -378,6 +418,8 @@ def machine():
 
 
 def format_value(result, unit):
+    if "not_applicable" in result:
+        return f"n/a ({result['not_applicable']})"
     if "error" in result:
         text = result["error"].replace("|", "/").replace("\n", " ")
         return "error: " + (text if len(text) <= 70 else text[:67] + "...")

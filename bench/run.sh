@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the peers the executor benchmark compares against (executorlib 1.11, numpy, psutil)
+# Installs the peers the executor benchmark compares against (executorlib 1.11, dask.distributed,
+# numpy, psutil)
 # into the active Python environment where they are missing, then runs bench_executor.py.
 #
 #   bench/run.sh                 # the full comparison (a few minutes at most)
@@ -25,6 +26,7 @@ fi
 missing=()
 "$python" -c 'import executorlib, sys; sys.exit(not executorlib.__version__.startswith("1.11."))' \
     2>/dev/null || missing+=("executorlib==1.11.*")
+"$python" -c 'import distributed' 2>/dev/null || missing+=("distributed")
 "$python" -c 'import numpy' 2>/dev/null || missing+=("numpy")
 "$python" -c 'import psutil' 2>/dev/null || missing+=("psutil")
 if ((${#missing[@]})); then
