@@ -53,7 +53,7 @@ say "building pmp-worker and pmp-kernel (release)"
 cargo build --release --locked -p pmp-worker -p pmp-kernel
 say "building the pmp wheel (release)"
 rm -rf target/wheels
-"$python" -m maturin build --release --locked -q -m magics/Cargo.toml -o target/wheels -i "$python" >&2
+"$python" -m maturin build --release --locked -q -m python/Cargo.toml -o target/wheels -i "$python" >&2
 "$python" -m pip install -q --force-reinstall --no-deps target/wheels/pmp-*.whl
 
 scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')

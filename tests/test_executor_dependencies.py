@@ -169,6 +169,71 @@ def test_plain_concurrent_future_resolved_by_hand(block_allocation):
         assert dependent.result(timeout=RESULT_TIMEOUT) == 42
 
 
+class ItemOf(BaseFuture):
+    """A Future standing for one item of another Future's result, as
+    executorlib's selectors do: its callbacks are the wrapped Future's, so
+    they receive the wrapped Future, whose result is the whole container."""
+
+    def __init__(self, future, key):
+        super().__init__()
+        self._future, self._key = future, key
+
+    def done(self):
+        return self._future.done()
+
+    def cancelled(self):
+        return self._future.cancelled()
+
+    def add_done_callback(self, fn):
+        self._future.add_done_callback(fn)
+
+    def exception(self, timeout=None):
+        return self._future.exception(timeout)
+
+    def result(self, timeout=None):
+        return self._future.result(timeout)[self._key]
+
+
+def triple():
+    return 1, 2, 3
+
+
+def numbers():
+    return {"a": 1, "b": 2}
+
+
+def test_a_wrapping_future_stands_for_its_own_result(block_allocation, make_gate):
+    gate = make_gate()
+    with Executor(max_workers=2, block_allocation=block_allocation) as exe:
+        whole = exe.submit(wait_for_file, gate.path, (1, 2, 3))
+        first, second = ItemOf(whole, 0), ItemOf(whole, 1)
+        pending = exe.submit(add, first, second)  # both still pending here
+        nested = exe.submit(identity, [ItemOf(whole, 2)])
+        gate.open()
+        assert pending.result(timeout=RESULT_TIMEOUT) == 3
+        assert nested.result(timeout=RESULT_TIMEOUT) == [3]
+        # Already done when submitted: the same answer.
+        assert exe.submit(add, first, second).result(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_executorlib_selectors_as_arguments(block_allocation, make_gate):
+    executorlib = pytest.importorskip("executorlib")
+    gate = make_gate()
+    with Executor(max_workers=2, block_allocation=block_allocation) as exe:
+        upstream = exe.submit(wait_for_file, gate.path, (1, 2, 3))
+        split = exe.submit(add, *executorlib.split_future(upstream, 3)[:2])
+        mapping = exe.submit(wait_for_file, gate.path, {"a": 1, "b": 2})
+        picked = exe.submit(
+            add,
+            executorlib.get_item_from_future(mapping, "a"),
+            executorlib.get_item_from_future(mapping, "b"),
+        )
+        assert not split.done()
+        gate.open()
+        assert split.result(timeout=RESULT_TIMEOUT) == 3
+        assert picked.result(timeout=RESULT_TIMEOUT) == 3
+
+
 def test_upstream_exception_propagates_and_dependent_never_runs(block_allocation, tmp_path):
     ran = tmp_path / "ran.txt"
     with Executor(max_workers=2, block_allocation=block_allocation) as exe:

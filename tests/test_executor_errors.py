@@ -17,7 +17,7 @@ import threading
 import pytest
 from gates import wait_for_file
 from pmp import Executor, RemoteTraceback, WorkerDiedError
-from pmp.resources import WORKER_KEYS
+from pmp.client.resources import WORKER_KEYS
 
 RESULT_TIMEOUT = 60
 
@@ -380,8 +380,8 @@ def test_failing_init_function_fails_tasks_instead_of_hanging():
 def test_a_task_the_scheduler_itself_refuses_fails_with_a_value_error():
     # submit() checks resources first; this reaches past that check to the
     # scheduler's own, which must fail the Future rather than leave it queued.
-    from pmp import serialize
-    from pmp.future import Future
+    from pmp.client import serialize
+    from pmp.client.future import Future
 
     with Executor(max_cores=1) as exe:
         future = Future()

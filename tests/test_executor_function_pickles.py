@@ -3,7 +3,7 @@ but never at the price of a stale value: whatever the function captures that
 changed since — a rebound global, a mutated list, a closure cell, a default —
 reaches the worker."""
 
-from pmp import serialize
+from pmp.client import serialize
 
 SCRIPT = """
 from pmp import Executor

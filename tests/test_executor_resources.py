@@ -290,6 +290,79 @@ def test_hostname_localhost_is_accepted():
         assert per_call.result(timeout=RESULT_TIMEOUT) == 5
 
 
+def test_hostname_localhost_per_call_is_honoured_on_the_local_backend():
+    # Local workers connect over loopback whatever the call says.
+    with Executor(max_cores=1) as exe:
+        per_call = exe.submit(add, 2, 3, resource_dict={"hostname_localhost": True})
+        assert per_call.result(timeout=RESULT_TIMEOUT) == 5
+
+
+def test_a_per_call_executor_other_than_the_executors_is_refused():
+    with Executor(max_cores=1) as exe:
+        with pytest.raises(ValueError, match="resource_dict key 'executor'"):
+            exe.submit(add, 1, 2, resource_dict={"executor": object()})
+        same = exe.submit(add, 1, 2, resource_dict={"executor": None})
+        assert same.result(timeout=RESULT_TIMEOUT) == 3
+
+
+@pytest.mark.parametrize("where", ["executor", "call"])
+@pytest.mark.parametrize("problem", ["missing", "a file"])
+def test_a_cwd_that_is_not_a_directory_is_a_value_error_naming_it(tmp_path, where, problem):
+    path = tmp_path / "nowhere"
+    if problem == "a file":
+        path.write_text("not a directory")
+    expected = "does not exist" if problem == "missing" else "is not a directory"
+    if where == "executor":
+        with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} {expected}")):
+            Executor(max_cores=1, cwd=str(path))
+        return
+    with Executor(max_cores=1) as exe:
+        with pytest.raises(ValueError, match=re.escape(f"cwd' {str(path)!r} {expected}")):
+            exe.submit(where_am_i, resource_dict={"cwd": path})
+        assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
+    assert not path.is_dir()
+
+
+def configure(resource_dict):
+    return resource_dict
+
+
+def configure_keyword_only(*, resource_dict=None):
+    return resource_dict
+
+
+def configure_kwargs(**kwargs):
+    return kwargs
+
+
+@pytest.mark.parametrize("function", [configure, configure_keyword_only])
+def test_a_function_with_a_resource_dict_parameter_is_refused_with_resource_dict(function):
+    with Executor(max_cores=1) as exe:
+        with pytest.raises(ValueError, match="parameter named 'resource_dict'"):
+            exe.submit(function, resource_dict={"cores": 1})
+        # Passed positionally there is no clash: the value reaches the function.
+        if function is configure:
+            assert exe.submit(function, {"x": 1}).result(RESULT_TIMEOUT) == {"x": 1}
+        else:
+            assert exe.submit(function).result(RESULT_TIMEOUT) is None
+        # **kwargs does not name it: resource_dict is the call's resources.
+        assert exe.submit(configure_kwargs, resource_dict={"cores": 1}).result(60) == {}
+
+
+def test_oversubscribe_with_the_flux_backend_is_refused_when_the_executor_is_made(
+    tmp_path, monkeypatch
+):
+    # Only detection needs `flux` on PATH and FLUX_URI: the refusal comes
+    # before anything asks Flux a question, which this `flux` would fail.
+    fake = tmp_path / "flux"
+    fake.write_text("#!/bin/sh\necho 'flux must not be run' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FLUX_URI", f"local://{tmp_path}/no-broker")
+    with pytest.raises(ValueError, match="oversubscribe=True: the flux backend cannot"):
+        Executor(max_cores=1, backend="flux", oversubscribe=True)
+
+
 # ---- init_function ------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from pmp.backends import mpi_problem
+from pmp.client.backends import mpi_problem
 
 
 def _slurm_missing():

@@ -93,3 +93,30 @@ def test_the_flux_instances_gpus_are_counted_and_bound_what_a_call_may_ask(run_s
         "flux 2 []",
         "resource_dict key 'gpus_per_core': 3 GPU(s) requested but 2 in the flux allocation",
     ]
+
+
+@pytest.mark.timeout(120)
+def test_oversubscribe_is_refused_by_the_flux_backend(flux, run_script):
+    done = run_script(
+        """
+        from pmp import Executor
+
+        try:
+            Executor(max_cores=1, oversubscribe=True)
+        except ValueError as error:
+            print(str(error).split(":")[0])
+        with Executor(max_cores=1) as exe:
+            try:
+                exe.submit(sum, [1], resource_dict={"oversubscribe": True})
+            except ValueError as error:
+                print(str(error).split(":")[0])
+            print(exe.submit(sum, [1, 1]).result(timeout=60))
+        """,
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == [
+        "oversubscribe=True",
+        "resource_dict key 'oversubscribe'",
+        "2",
+    ]

@@ -208,6 +208,25 @@ def test_gpus_beyond_the_allocation_are_refused_naming_what_asked_for_them(slurm
 
 
 @pytest.mark.timeout(180)
+def test_a_per_call_hostname_localhost_that_differs_is_refused(slurm, run_script):
+    done = run_script(
+        """
+        from pmp import Executor
+
+        with Executor(max_cores=1) as exe:
+            try:
+                exe.submit(sum, [1], resource_dict={"hostname_localhost": True})
+            except ValueError as error:
+                print(str(error).split(":")[0])
+            same = exe.submit(sum, [1, 1], resource_dict={"hostname_localhost": False})
+            print(same.result(timeout=60))
+        """,
+        SALLOC,
+    )
+    assert lines(done) == ["resource_dict key 'hostname_localhost'=True", "2"]
+
+
+@pytest.mark.timeout(180)
 def test_threads_per_core_reaches_srun_and_the_thread_variables(slurm, run_script):
     done = run_script(
         """
@@ -390,7 +409,7 @@ def test_a_failing_rank_under_srun_fails_the_future_and_not_the_worker(slurm, ru
 def test_the_gpu_count_of_an_allocation_covers_all_its_nodes(monkeypatch, variables, expected):
     import types
 
-    from pmp import backends
+    from pmp.client import backends
 
     for name in ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_JOB_NUM_NODES"):
         monkeypatch.delenv(name, raising=False)

@@ -194,7 +194,10 @@ def test_cancel_stops_a_queued_task(pmp_kernel):
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("%pmp submit --cores two f(1)", "invalid int value: 'two'"),
+        ("%pmp submit --cores two f(1)", "'two' is not a whole number"),
+        ("%pmp submit --cores 0 f(1)", "must be at least 1, got 0"),
+        ("%%pmp submit --name 1abc\n1 + 1", "'1abc' is not a Python variable name"),
+        ("%pmp submit --name class f(1)", "'class' is not a Python variable name"),
         ("%pmp frobnicate", "invalid choice: 'frobnicate'"),
         ("%pmp submit 1 +", "not a call"),
         ("%pmp cancel nothing_here", "is not a Future"),
@@ -208,6 +211,33 @@ def test_bad_options_are_a_cell_error_with_usage_text(pmp_kernel, line, expected
     # The kernel is still there.
     reply, _ = pmp_kernel.run("1 + 1")
     assert reply["status"] == "ok"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("%pmp config --max-workers -3", "must be at least 1, got -3"),
+        ("%pmp config --backend nowhere", "backend must be one of"),
+    ],
+)
+def test_a_bad_config_changes_nothing(pmp_kernel, line, expected):
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run("%%pmp submit --name before\nimport time\ntime.sleep(1)\n'kept'")
+    reply, messages = pmp_kernel.run(line)
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert expected in text
+    # The executor the magics had keeps its task and takes new ones.
+    reply, _ = pmp_kernel.run("%%pmp submit --name after\n6 * 7")
+    assert reply["status"] == "ok"
+    reply, messages = pmp_kernel.run("before.result(), after.result()")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "('kept', 42)"
+    # Still the one block-allocated worker: the same process ran both.
+    reply, messages = pmp_kernel.run("before.place[1] == after.place[1]")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "True"
 
 
 @pytest.mark.timeout(120)

@@ -19,7 +19,7 @@ import uuid
 
 import psutil
 import pytest
-from pmp.backends import mpi_problem
+from pmp.client.backends import mpi_problem
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")

@@ -1,4 +1,4 @@
-//! The embedded CPython and pmp's worker runtime (`pmp._worker`) inside it.
+//! The embedded CPython and pmp's worker runtime (`pmp.worker.runtime`) inside it.
 
 use crate::output::OutputSink;
 use crate::settings::Settings;
@@ -24,7 +24,7 @@ impl Runtime {
                 path.insert(i, entry)?;
             }
             let runtime = py
-                .import("pmp._worker")?
+                .import("pmp.worker.runtime")?
                 .getattr("Runtime")?
                 .call1((settings.ranks, Bound::new(py, sink)?))?;
             Ok(Runtime {
@@ -87,7 +87,7 @@ impl Runtime {
     }
 }
 
-/// A rank above 0: run `pmp._worker.follow`, which executes what rank 0
+/// A rank above 0: run `pmp.worker.runtime.follow`, which executes what rank 0
 /// broadcasts until it says stop. Returns the exit code.
 pub fn follow(settings: &Settings) -> i32 {
     if let Err(e) = pmp_embed::start_python(std::path::Path::new(&settings.python)) {
@@ -101,7 +101,7 @@ pub fn follow(settings: &Settings) -> i32 {
             for (i, entry) in settings.sys_path.iter().enumerate() {
                 path.insert(i, entry)?;
             }
-            py.import("pmp._worker")?.call_method0("follow")?;
+            py.import("pmp.worker.runtime")?.call_method0("follow")?;
             Ok(())
         };
         match run() {
@@ -114,7 +114,7 @@ pub fn follow(settings: &Settings) -> i32 {
     })
 }
 
-/// `(ok, frames)` from pmp._worker into an outcome and frames.
+/// `(ok, frames)` from pmp.worker.runtime into an outcome and frames.
 fn outcome(result: &Bound<'_, PyAny>) -> PyResult<(Outcome, Vec<Bytes>)> {
     let (ok, frames): (bool, Bound<'_, PyAny>) = result.extract()?;
     let outcome = if ok {

@@ -1,4 +1,4 @@
-//! What a task prints: `pmp._worker` swaps `sys.stdout`/`sys.stderr` for
+//! What a task prints: `pmp.worker.runtime` swaps `sys.stdout`/`sys.stderr` for
 //! writers that hand their text to this sink, which sends it to the scheduler
 //! as `Output` of the task running now — so a notebook shows it with the task,
 //! not in the log of whatever process started the worker.

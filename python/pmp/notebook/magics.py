@@ -10,12 +10,13 @@ Loaded by pmp-kernel on first use, and by `%load_ext pmp` in IPython or ipykerne
 
 import argparse
 import ast
+import keyword
 import shlex
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from pmp import status_display
+from pmp.notebook import status_display
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,15 +30,46 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message or self.format_help())
 
 
+def _positive_int(text):
+    """argparse type: an int >= 1 (a count of workers, cores, ranks)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text):
+    """argparse type: an int >= 0 (GPUs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _variable_name(text):
+    """argparse type: a name a cell can use afterwards."""
+    if not text.isidentifier() or keyword.iskeyword(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Python variable name")
+    return text
+
+
 def _parser():
     parser = _Parser(prog="%pmp", add_help=True)
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     submit = commands.add_parser("submit", help="run a cell (%%pmp) or one call (%pmp) remotely")
-    submit.add_argument("--cores", type=int, default=None, help="MPI ranks")
-    submit.add_argument("--gpus", type=int, default=None, help="GPUs per core")
-    submit.add_argument("--threads", type=int, default=None, help="threads per core")
+    submit.add_argument("--cores", type=_positive_int, default=None, help="MPI ranks")
+    submit.add_argument("--gpus", type=_count, default=None, help="GPUs per core")
+    submit.add_argument("--threads", type=_positive_int, default=None, help="threads per core")
     submit.add_argument("--cwd", default=None, help="working directory of the task")
-    submit.add_argument("--name", default=None, help="variable bound to the Future")
+    submit.add_argument(
+        "--name", type=_variable_name, default=None, help="variable bound to the Future"
+    )
     submit.add_argument("--block", action="store_true", help="wait and show the result")
     submit.add_argument("call", nargs=argparse.REMAINDER, help="%%pmp submit: f(args)")
     commands.add_parser("status", help="the tasks submitted from this notebook")
@@ -45,8 +77,8 @@ def _parser():
     cancel.add_argument("target", help="a Future's variable name, or all")
     commands.add_parser("resources", help="backend, allocation, cores, memory, GPUs")
     config = commands.add_parser("config", help="(re)create the Executor the magics use")
-    config.add_argument("--max-workers", type=int, default=None)
-    config.add_argument("--max-cores", type=int, default=None)
+    config.add_argument("--max-workers", type=_positive_int, default=None)
+    config.add_argument("--max-cores", type=_positive_int, default=None)
     config.add_argument("--backend", default="auto")
     config.add_argument("--block-allocation", action="store_true")
     return parser
@@ -184,15 +216,22 @@ class PmpMagics(Magics):
     def _config(self, arguments, cell):
         from pmp import Executor
 
+        # The new Executor first: a mistake in the options must leave the
+        # current one, and the tasks it runs, as they were.
+        try:
+            executor = Executor(
+                max_workers=arguments.max_workers,
+                max_cores=arguments.max_cores,
+                backend=arguments.backend,
+                block_allocation=arguments.block_allocation,
+            )
+        except ValueError as error:
+            raise UsageError(f"%pmp config: {error}") from None
         if self._executor is not None:
+            # Its queued and running tasks still finish; it takes no new ones.
             self._executor.shutdown(wait=False)
-        self._executor = Executor(
-            max_workers=arguments.max_workers,
-            max_cores=arguments.max_cores,
-            backend=arguments.backend,
-            block_allocation=arguments.block_allocation,
-        )
-        print(f"pmp magics now use: {self._executor.info['backend']} backend")
+        self._executor = executor
+        print(f"pmp magics now use: {executor.info['backend']} backend")
 
 
 def load_ipython_extension(shell):

@@ -4,14 +4,14 @@
 in Rust; see README.md for the parameters and the backends.
 """
 
-# Names load on first use: a worker imports pmp._worker and must not pay for
+# Names load on first use: a worker imports pmp.worker.runtime and must not pay for
 # the client side (concurrent.futures, logging, subprocess) at every start.
 _EXPORTS = {
-    "DependencyCancelledError": "pmp.errors",
-    "Executor": "pmp.executor",
-    "Future": "pmp.future",
-    "RemoteTraceback": "pmp._remote",
-    "WorkerDiedError": "pmp.errors",
+    "DependencyCancelledError": "pmp.client.errors",
+    "Executor": "pmp.client.executor",
+    "Future": "pmp.client.future",
+    "RemoteTraceback": "pmp.worker.remote",
+    "WorkerDiedError": "pmp.client.errors",
 }
 
 __all__ = ["DependencyCancelledError", "Executor", "Future", "RemoteTraceback", "WorkerDiedError"]
@@ -34,6 +34,6 @@ def __dir__():
 
 def load_ipython_extension(shell):
     """`%load_ext pmp`: the %pmp and %%pmp magics."""
-    from pmp.magics import load_ipython_extension as load
+    from pmp.notebook.magics import load_ipython_extension as load
 
     load(shell)

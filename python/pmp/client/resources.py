@@ -47,7 +47,14 @@ def check_cwd(name, value):
         return None
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a path or None, got {type(value).__name__} {value!r}")
-    return os.path.abspath(os.fspath(value))
+    path = os.path.abspath(os.fspath(value))
+    # Checked here, in the caller's thread: a worker cannot run in a missing
+    # directory, and finding out there would fail the call much later.
+    if not os.path.exists(path):
+        raise ValueError(f"{name} {path!r} does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is not a directory")
+    return path
 
 
 def check_arguments(name, value):

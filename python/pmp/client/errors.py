@@ -2,7 +2,7 @@
 
 from concurrent.futures import CancelledError
 
-from pmp._remote import RemoteError, RemoteTraceback
+from pmp.worker.remote import RemoteError, RemoteTraceback
 
 __all__ = ["DependencyCancelledError", "RemoteError", "RemoteTraceback", "WorkerDiedError"]
 

@@ -3,7 +3,7 @@ hands its frames here to be unpickled and run.
 
 A worker of N MPI ranks runs every task on every rank: rank 0 (the only one
 connected to the scheduler) broadcasts the task, each rank runs it, and rank
-0 gathers the outcomes in rank order (see `_ranks`).
+0 gathers the outcomes in rank order (see `ranks`).
 """
 
 import contextlib
@@ -11,9 +11,9 @@ import sys
 
 import cloudpickle
 
-from pmp import serialize
-from pmp._remote import ExceptionWithTraceback, RemoteError
-from pmp._task_output import Capture, Collector
+from pmp.client import serialize
+from pmp.worker.remote import ExceptionWithTraceback, RemoteError
+from pmp.worker.task_output import Capture, Collector
 
 
 def pack(ok, value):
@@ -45,7 +45,7 @@ def pack(ok, value):
 class LocalRuntime:
     """Runs init functions and tasks in this process; returns ``(ok, value)``.
     While a task runs, what it prints goes to ``send(stream_name, data)``
-    (see `_task_output`); with no ``send`` it stays on the process's streams."""
+    (see `task_output`); with no ``send`` it stays on the process's streams."""
 
     def __init__(self, send=None):
         self.send = send
@@ -119,7 +119,7 @@ class Runtime:
         self._local = LocalRuntime(sink)
         self._leader = None
         if ranks > 1:
-            from pmp._ranks import Leader
+            from pmp.worker.ranks import Leader
 
             self._leader = Leader(ranks)
 
@@ -142,7 +142,7 @@ class Runtime:
 
 def follow():
     """Ranks above 0: run what rank 0 broadcasts until it says stop."""
-    from pmp._ranks import follow as follow_leader
+    from pmp.worker.ranks import follow as follow_leader
 
     follow_leader(LocalRuntime(Collector()))
 

@@ -10,9 +10,9 @@ broadcast, which MPICH implements by spinning a core.
 
 import time
 
-from pmp import serialize
-from pmp._task_output import relay_rank_output
-from pmp._worker import flush, pack
+from pmp.client import serialize
+from pmp.worker.runtime import flush, pack
+from pmp.worker.task_output import relay_rank_output
 
 _IDLE_POLL_MAX = 0.01
 

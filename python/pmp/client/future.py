@@ -11,9 +11,9 @@ import time
 from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
 
-from pmp import serialize
-from pmp.cell_output import write_to_client
-from pmp.errors import DependencyCancelledError, RemoteError, WorkerDiedError
+from pmp.client import serialize
+from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
+from pmp.notebook.cell_output import write_to_client
 
 _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
@@ -123,7 +123,7 @@ class Future(_BaseFuture):
 
     def _ipython_display_(self):
         """A Future as a cell's last expression shows its live status display."""
-        from pmp import status_display
+        from pmp.notebook import status_display
 
         status_display.show(self, f"task {self._pmp_task}" if self._pmp_task else "task")
 

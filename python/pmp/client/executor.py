@@ -9,11 +9,11 @@ import time
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
 
-from pmp import _pmp, backends, serialize
-from pmp.cell_output import submitting_cell_writer
-from pmp.errors import DependencyCancelledError
-from pmp.future import Future, FutureTable
-from pmp.resources import (
+from pmp import _pmp
+from pmp.client import backends, serialize
+from pmp.client.errors import DependencyCancelledError
+from pmp.client.future import Future, FutureTable
+from pmp.client.resources import (
     WORKER_KEYS,
     check_arguments,
     check_bool,
@@ -21,6 +21,7 @@ from pmp.resources import (
     check_int,
     merge_resource_dict,
 )
+from pmp.notebook.cell_output import submitting_cell_writer
 
 _live_executors = weakref.WeakSet()
 # Native schedulers whose threads may still run, even if their Executor was
@@ -100,6 +101,8 @@ class Executor(_BaseExecutor):
                 "executor= takes a flux.job.FluxExecutor, which needs the flux backend; "
                 f"this executor uses the {self._backend.name} backend: leave executor=None"
             )
+        if oversubscribe and self._backend.name == "flux":
+            raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="oversubscribe=True"))
         if command_line_argument_lst and self._backend.name == "local":
             raise ValueError(
                 "command_line_argument_lst holds extra arguments for srun or flux run; "
@@ -134,6 +137,8 @@ class Executor(_BaseExecutor):
             "hostname_localhost": hostname_localhost,
             "command_line_argument_lst": command_line_argument_lst,
         }
+        self._executor = executor
+        self._bind_host = backends.bind_host(self._backend, hostname_localhost)
         self._max_cores = max_cores
         self._max_workers = max_workers
         self._block = block_allocation
@@ -165,7 +170,7 @@ class Executor(_BaseExecutor):
             "max_workers": max_workers,
             "gpus": scheduler_gpus,
             "init": serialize.dumps_value(init_function) if init_function else None,
-            "bind_host": backends.bind_host(self._backend, hostname_localhost),
+            "bind_host": self._bind_host,
             "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
             "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
             "stop_grace": 3.0,
@@ -186,8 +191,15 @@ class Executor(_BaseExecutor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        if resource_dict is not None and _takes_resource_dict(fn):
+            raise ValueError(
+                f"{_name_of(fn)} has a parameter named 'resource_dict', but submit() takes "
+                "resource_dict= as the call's resources, so the function would never receive "
+                "it: rename the parameter, or pass the value positionally"
+            )
         if resource_dict:
             resources = merge_resource_dict(self._defaults, resource_dict)
+            self._check_connection(resources, resource_dict)
             if self._block:
                 self._check_block_resources(resources)
             self._check_fits(resources, given=resource_dict)
@@ -228,7 +240,7 @@ class Executor(_BaseExecutor):
         futures = [self.submit(fn, *args) for args in zip(*iterables)]
         on_end = None
         if self._cell_writer is not None and futures:
-            from pmp import status_display
+            from pmp.notebook import status_display
 
             name = getattr(fn, "__qualname__", None) or type(fn).__name__
             on_end = status_display.show_progress(futures, f"map {name}")
@@ -323,10 +335,28 @@ class Executor(_BaseExecutor):
                 "resource_dict key 'command_line_argument_lst' holds arguments for srun or "
                 "flux run; the local backend has no use for it"
             )
-        if resources["executor"] is not None and self._backend.name != "flux":
+        if resources["oversubscribe"] and self._backend.name == "flux":
+            raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="resource_dict key 'oversubscribe'"))
+
+    def _check_connection(self, resources, given):
+        """`executor` and `hostname_localhost` say how the scheduler reaches
+        its workers, which is one choice for the whole Executor: a call may
+        repeat it, not change it (it would be ignored)."""
+        executor = resources["executor"]
+        if executor is not None and executor is not self._executor:
             raise ValueError(
-                "resource_dict key 'executor' takes a flux.job.FluxExecutor and needs the "
-                "flux backend"
+                "resource_dict key 'executor': every call of this Executor is submitted "
+                "through the same flux.job.FluxExecutor; pass executor= to the Executor "
+                "instead, or make a second Executor for a second Flux instance"
+            )
+        wanted = resources["hostname_localhost"]
+        changed = "hostname_localhost" in given and wanted != self._defaults["hostname_localhost"]
+        # Local workers connect over loopback whatever it says.
+        if changed and self._backend.name != "local":
+            raise ValueError(
+                f"resource_dict key 'hostname_localhost'={wanted!r}: this Executor's workers "
+                f"all connect to {self._bind_host}, set by the Executor's hostname_localhost="
+                f"{self._defaults['hostname_localhost']!r}; set it on the Executor instead"
             )
 
     def _check_block_resources(self, resources):
@@ -364,7 +394,11 @@ class Executor(_BaseExecutor):
         task = self._table.new_id()
         self._scheduler.add_external(task)
         self._foreign[id(future)] = (future, task)
-        future.add_done_callback(lambda done: self._resolve_external(task, done))
+        # The value is that of `future` itself, not of whatever object the
+        # callback receives: a Future that wraps another (executorlib's
+        # split_future and get_item_from_future selectors) passes on its
+        # add_done_callback, so the callback gets the wrapped Future.
+        future.add_done_callback(lambda _: self._resolve_external(task, future))
         return task
 
     def _resolve_external(self, task, future):
@@ -380,6 +414,32 @@ class Executor(_BaseExecutor):
                 ok, frames = False, _exception_frames(error)
         with contextlib.suppress(RuntimeError):  # the scheduler already stopped
             self._scheduler.resolve_external(task, ok, frames)
+
+
+_FLUX_OVERSUBSCRIBE = (
+    "{what}: the flux backend cannot oversubscribe (Flux gives each rank a core "
+    "of its own); ask for no more cores than the Flux instance has, or use the "
+    "local or slurm backend"
+)
+
+
+def _takes_resource_dict(fn):
+    """Whether `fn` names a parameter `resource_dict`, which submit() would take."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    parameter = parameters.get("resource_dict")
+    return parameter is not None and parameter.kind not in (
+        inspect.Parameter.VAR_POSITIONAL,
+        inspect.Parameter.VAR_KEYWORD,
+    )
+
+
+def _name_of(fn):
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _value_of_done(future):

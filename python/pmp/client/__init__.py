@@ -1,0 +1,10 @@
+"""The client: what a script or notebook imports to send calls to workers.
+
+`executor` (the Executor), `future` (its Futures and the table that turns
+scheduler events into their states), `serialize` (functions, calls and
+values as pickle frames), `resources` (checking what a call asks for),
+`backends` (which backend runs the workers) and `errors`.
+
+Kept free of imports: a worker loads `pmp.client.serialize` at start and
+must not pay for the rest.
+"""
