@@ -16,8 +16,7 @@ import threading
 
 import pytest
 from gates import wait_for_file
-from pmp import Executor, RemoteTraceback, WorkerDiedError
-from pmp.client.resources import WORKER_KEYS
+from pmp import Executor, RemoteTraceback, WorkerDiedError, _pmp
 
 RESULT_TIMEOUT = 60
 
@@ -387,8 +386,7 @@ def test_a_task_the_scheduler_itself_refuses_fails_with_a_value_error():
         future = Future()
         task = exe._table.new_id()
         exe._table.register(task, future)
-        resources = {key: exe._defaults[key] for key in WORKER_KEYS}
-        resources["cores"] = 64
+        resources = _pmp.ResourceRequest(cores=64)
         exe._scheduler.submit(
             task,
             serialize.dumps_function(add),

@@ -10,7 +10,7 @@ use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{Allocation, Core, Event, TaskSpec};
 use crate::ids::TaskId;
 use crate::protocol::Payload;
-use crate::resources::Capacity;
+use crate::resources::{Capacity, Gpus};
 use crate::server::{self, Command, Snapshot, Timing};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 /// Which program starts workers.
+#[derive(Clone, Debug)]
 pub enum BackendChoice {
     Local,
     /// `srun` steps inside a Slurm allocation.
@@ -44,6 +45,8 @@ impl BackendChoice {
     }
 }
 
+/// Everything a scheduler is started with.
+#[derive(Clone)]
 pub struct Config {
     pub backend: BackendChoice,
     pub worker_program: PathBuf,
@@ -53,13 +56,13 @@ pub struct Config {
     pub allocation: Allocation,
     pub max_cpus: u32,
     pub max_workers: Option<u32>,
-    pub gpus: Vec<String>,
+    /// The allocation's GPUs: device ids on the local backend, a count
+    /// where srun or flux pick the devices.
+    pub gpus: Gpus,
     pub init: Option<Payload>,
     pub bind_host: String,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
-    pub stop_grace: Duration,
-    pub extra_env: Vec<(String, String)>,
     /// Where the Python environment keeps its programs (mpiexec from a wheel).
     pub tool_dirs: Vec<PathBuf>,
 }
@@ -84,14 +87,12 @@ impl SchedulerHandle {
             python: config.python,
             sys_path: config.sys_path,
             heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),
-            extra: config.extra_env,
         };
         let capacity = Capacity::new(config.max_cpus, config.max_workers, config.gpus);
         let core = Core::new(config.allocation, capacity, config.init);
         let timing = Timing {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
-            stop_grace: config.stop_grace,
         };
         let (commands, commands_rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -179,9 +180,5 @@ impl SchedulerHandle {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }

@@ -21,10 +21,6 @@ impl Payload {
     pub fn new(frames: Vec<Bytes>) -> Payload {
         Payload { frames }
     }
-
-    pub fn len_bytes(&self) -> usize {
-        self.frames.iter().map(Bytes::len).sum()
-    }
 }
 
 /// How a task names its function: the function's pickle is sent once per worker

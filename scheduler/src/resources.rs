@@ -36,11 +36,102 @@ impl ResourceRequest {
     }
 }
 
+/// GPUs: of the whole allocation, its free part, or one worker's share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gpus {
+    /// Device ids pmp hands out itself, as the worker's
+    /// `CUDA_VISIBLE_DEVICES` (the local backend).
+    Devices(Vec<String>),
+    /// srun or flux pick the devices and set the variable; pmp only counts
+    /// the allocation's GPUs so that no more run at once than it holds.
+    Counted(u32),
+}
+
+impl Gpus {
+    pub fn count(&self) -> u32 {
+        match self {
+            Gpus::Devices(ids) => u32::try_from(ids.len()).unwrap_or(u32::MAX),
+            Gpus::Counted(n) => *n,
+        }
+    }
+
+    /// The device ids a worker is to see; none where the launcher picks them.
+    pub fn devices(&self) -> &[String] {
+        match self {
+            Gpus::Devices(ids) => ids,
+            Gpus::Counted(_) => &[],
+        }
+    }
+
+    /// Take `n` (or as many as there are) out of these.
+    fn take(&mut self, n: u32) -> Gpus {
+        match self {
+            Gpus::Devices(free) => {
+                let n = (n as usize).min(free.len());
+                Gpus::Devices(free.drain(..n).collect())
+            }
+            Gpus::Counted(free) => {
+                let n = n.min(*free);
+                *free -= n;
+                Gpus::Counted(n)
+            }
+        }
+    }
+
+    /// Return what `take` handed out.
+    fn put_back(&mut self, taken: Gpus) {
+        match (self, taken) {
+            (Gpus::Devices(free), Gpus::Devices(ids)) => {
+                free.extend(ids);
+                free.sort();
+            }
+            (Gpus::Counted(free), Gpus::Counted(n)) => *free += n,
+            (free, taken) => {
+                unreachable!("{taken:?} returned to {free:?}: GPUs go back where they came from")
+            }
+        }
+    }
+}
+
+/// Why a request can never run in an allocation, typed so that the client
+/// can say it in the user's own terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NeverFits {
+    /// `cores` x `threads_per_core` CPUs are more than the allocation's `cpus`.
+    Cpus {
+        cores: u32,
+        threads_per_core: u32,
+        cpus: u32,
+    },
+    Gpus {
+        requested: u32,
+        available: u32,
+    },
+}
+
+impl std::fmt::Display for NeverFits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NeverFits::Cpus {
+                cores,
+                threads_per_core,
+                cpus,
+            } => write!(
+                f,
+                "{cores} cores x {threads_per_core} threads_per_core can never fit in {cpus} CPUs"
+            ),
+            NeverFits::Gpus {
+                requested,
+                available,
+            } => write!(
+                f,
+                "{requested} GPU(s) requested but the allocation has {available}"
+            ),
+        }
+    }
+}
+
 /// The free part of the allocation in fresh-process-per-task mode.
-///
-/// GPUs are counted by name: on the local backend the names are device ids
-/// that become the worker's `CUDA_VISIBLE_DEVICES`; where srun or flux pick
-/// the devices they are tokens that only count the allocation's GPUs.
 #[derive(Clone, Debug)]
 pub struct Capacity {
     cpus_total: u32,
@@ -48,17 +139,17 @@ pub struct Capacity {
     max_workers: Option<u32>,
     workers: u32,
     gpus_total: u32,
-    gpus_free: Vec<String>,
+    gpus_free: Gpus,
 }
 
 impl Capacity {
-    pub fn new(cpus_total: u32, max_workers: Option<u32>, gpus: Vec<String>) -> Capacity {
+    pub fn new(cpus_total: u32, max_workers: Option<u32>, gpus: Gpus) -> Capacity {
         Capacity {
             cpus_total,
             cpus_used: 0,
             max_workers,
             workers: 0,
-            gpus_total: u32::try_from(gpus.len()).unwrap_or(u32::MAX),
+            gpus_total: gpus.count(),
             gpus_free: gpus,
         }
     }
@@ -77,60 +168,56 @@ impl Capacity {
         let workers_ok = self.max_workers.is_none_or(|max| self.workers < max);
         workers_ok
             && self.cpus_used + self.cpus_for(request) <= self.cpus_total
-            && self.gpus_free.len() >= request.gpus() as usize
-    }
-
-    /// Could this request ever run here, even on an empty allocation?
-    pub fn can_ever_fit(&self, request: &ResourceRequest) -> bool {
-        self.never_fits(request).is_none()
+            && self.gpus_free.count() >= request.gpus()
     }
 
     /// Why `request` could never run here, even on an empty allocation: a
     /// task like that would wait forever, so it is refused instead.
-    pub fn never_fits(&self, request: &ResourceRequest) -> Option<String> {
+    pub fn never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
+        self.pool_never_fits(request, 1)
+    }
+
+    /// The same for a block allocation of `workers` workers like `request`:
+    /// each must fit on its own, and they hold their GPUs all at once, so a
+    /// worker the allocation has no GPUs left for would get none.
+    pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
         if self.cpus_for(request) > self.cpus_total {
-            return Some(format!(
-                "{} cores x {} threads_per_core can never fit in {} CPUs",
-                request.cores, request.threads_per_core, self.cpus_total
-            ));
+            return Some(NeverFits::Cpus {
+                cores: request.cores,
+                threads_per_core: request.threads_per_core,
+                cpus: self.cpus_total,
+            });
         }
-        if request.gpus() > self.gpus_total {
-            return Some(format!(
-                "{} GPU(s) requested but the allocation has {}",
-                request.gpus(),
-                self.gpus_total
-            ));
+        let gpus = request.gpus().saturating_mul(workers);
+        if gpus > self.gpus_total {
+            return Some(NeverFits::Gpus {
+                requested: gpus,
+                available: self.gpus_total,
+            });
         }
         None
     }
 
-    /// Take what `request` needs; returns the GPU devices handed to it.
-    pub fn take(&mut self, request: &ResourceRequest) -> Vec<String> {
+    /// Take what `request` needs (it `fits`); returns the GPUs handed to it.
+    pub fn take(&mut self, request: &ResourceRequest) -> Gpus {
         self.cpus_used += self.cpus_for(request);
         self.workers += 1;
-        let n = request.gpus() as usize;
-        self.gpus_free.drain(..n).collect()
+        self.gpus_free.take(request.gpus())
     }
 
-    pub fn give_back(&mut self, request: &ResourceRequest, gpus: Vec<String>) {
+    pub fn give_back(&mut self, request: &ResourceRequest, gpus: Gpus) {
         self.cpus_used -= self.cpus_for(request);
         self.workers -= 1;
         self.return_gpus(gpus);
     }
 
-    /// Devices for a block-allocated worker, which holds them for its life.
-    pub fn take_gpus(&mut self, n: u32) -> Vec<String> {
-        let n = (n as usize).min(self.gpus_free.len());
-        self.gpus_free.drain(..n).collect()
+    /// GPUs for a block-allocated worker, which holds them for its life.
+    pub fn take_gpus(&mut self, n: u32) -> Gpus {
+        self.gpus_free.take(n)
     }
 
-    pub fn return_gpus(&mut self, gpus: Vec<String>) {
-        self.gpus_free.extend(gpus);
-        self.gpus_free.sort();
-    }
-
-    pub fn cpus_total(&self) -> u32 {
-        self.cpus_total
+    pub fn return_gpus(&mut self, gpus: Gpus) {
+        self.gpus_free.put_back(gpus);
     }
 }
 
@@ -147,17 +234,29 @@ mod tests {
         }
     }
 
+    fn devices(ids: &[&str]) -> Gpus {
+        Gpus::Devices(ids.iter().map(|id| id.to_string()).collect())
+    }
+
+    #[test]
+    fn a_block_worker_takes_what_is_left_and_returns_it() {
+        let mut cap = Capacity::new(4, None, Gpus::Counted(3));
+        let a = cap.take_gpus(2);
+        let b = cap.take_gpus(2);
+        assert_eq!((&a, &b), (&Gpus::Counted(2), &Gpus::Counted(1)));
+        cap.return_gpus(a);
+        cap.return_gpus(b);
+        assert!(cap.fits(&req(1, 1, 3)));
+    }
+
     #[test]
     fn cpus_count_threads_and_gpus_are_distinct_devices() {
-        let mut cap = Capacity::new(4, None, vec!["0".into(), "1".into()]);
+        let mut cap = Capacity::new(4, None, devices(&["0", "1"]));
         assert!(cap.fits(&req(2, 2, 0)));
         assert!(!cap.fits(&req(3, 2, 0)));
         let a = cap.take(&req(1, 1, 1));
         let b = cap.take(&req(1, 1, 1));
-        assert_eq!(
-            (a.clone(), b.clone()),
-            (vec!["0".to_string()], vec!["1".to_string()])
-        );
+        assert_eq!((a.clone(), b), (devices(&["0"]), devices(&["1"])));
         assert!(!cap.fits(&req(1, 1, 1)), "no GPU left");
         cap.give_back(&req(1, 1, 1), a);
         assert!(cap.fits(&req(1, 1, 1)));
@@ -165,7 +264,7 @@ mod tests {
 
     #[test]
     fn max_workers_limits_concurrent_workers() {
-        let mut cap = Capacity::new(8, Some(1), vec![]);
+        let mut cap = Capacity::new(8, Some(1), Gpus::Counted(0));
         cap.take(&req(1, 1, 0));
         assert!(!cap.fits(&req(1, 1, 0)));
     }
@@ -174,27 +273,58 @@ mod tests {
     fn oversubscribe_fits_a_request_larger_than_the_allocation() {
         let mut over = req(4, 1, 0);
         over.oversubscribe = true;
-        let cap = Capacity::new(2, None, vec![]);
-        assert!(cap.can_ever_fit(&over) && cap.fits(&over));
-        assert!(!cap.can_ever_fit(&req(4, 1, 0)));
+        let cap = Capacity::new(2, None, Gpus::Counted(0));
+        assert!(cap.never_fits(&over).is_none() && cap.fits(&over));
+        let why = cap.never_fits(&req(4, 1, 0)).unwrap();
+        assert_eq!(
+            why,
+            NeverFits::Cpus {
+                cores: 4,
+                threads_per_core: 1,
+                cpus: 2
+            }
+        );
+        assert_eq!(
+            why.to_string(),
+            "4 cores x 1 threads_per_core can never fit in 2 CPUs"
+        );
     }
 
     #[test]
     fn more_gpus_than_the_allocation_holds_can_never_fit_and_says_why() {
-        let cap = Capacity::new(4, None, vec!["0".into(), "1".into()]);
-        assert!(cap.can_ever_fit(&req(2, 1, 1)));
+        let cap = Capacity::new(4, None, devices(&["0", "1"]));
+        assert!(cap.never_fits(&req(2, 1, 1)).is_none());
+        assert!(cap.pool_never_fits(&req(1, 1, 1), 2).is_none());
+        assert_eq!(
+            cap.pool_never_fits(&req(1, 1, 1), 3),
+            Some(NeverFits::Gpus {
+                requested: 3,
+                available: 2
+            })
+        );
         let why = cap.never_fits(&req(1, 1, 3)).unwrap();
-        assert_eq!(why, "3 GPU(s) requested but the allocation has 2");
-        let none = Capacity::new(4, None, vec![]);
-        assert!(!none.can_ever_fit(&req(1, 1, 1)));
-        assert!(none.can_ever_fit(&req(1, 1, 0)));
+        assert_eq!(
+            why,
+            NeverFits::Gpus {
+                requested: 3,
+                available: 2
+            }
+        );
+        assert_eq!(
+            why.to_string(),
+            "3 GPU(s) requested but the allocation has 2"
+        );
+        let none = Capacity::new(4, None, Gpus::Devices(vec![]));
+        assert!(none.never_fits(&req(1, 1, 1)).is_some());
+        assert!(none.never_fits(&req(1, 1, 0)).is_none());
     }
 
     #[test]
-    fn counting_tokens_need_not_be_distinct() {
+    fn counted_gpus_are_handed_out_by_number_only() {
         // srun and flux pick the devices: pmp only counts the allocation's GPUs.
-        let mut cap = Capacity::new(4, None, vec!["srun".into(); 2]);
+        let mut cap = Capacity::new(4, None, Gpus::Counted(2));
         let a = cap.take(&req(1, 1, 1));
+        assert_eq!((a.count(), a.devices()), (1, &[][..]));
         let _b = cap.take(&req(1, 1, 1));
         assert!(!cap.fits(&req(1, 1, 1)), "both GPUs are taken");
         cap.give_back(&req(1, 1, 1), a);

@@ -37,15 +37,17 @@ pub enum Command {
 pub struct Snapshot {
     pub workers: Vec<WorkerInfo>,
     pub tasks: TaskCounts,
-    pub cpus_total: u32,
 }
 
 pub struct Timing {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
-    /// How long a worker asked to stop may take before it is killed.
-    pub stop_grace: Duration,
 }
+
+/// How long a worker asked to stop may take before it is killed. Only idle
+/// workers are asked, so this is the time Python takes to exit (atexit
+/// handlers, flushing its streams), not time to finish a task.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// What reaches the event loop from workers, in the order it arrived: a
 /// worker's messages and what its process printed share one queue, so output
@@ -89,7 +91,6 @@ struct ServerComm<'a> {
     internal: &'a UnboundedSender<Internal>,
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
-    stop_grace: Duration,
 }
 
 impl Comm for ServerComm<'_> {
@@ -144,9 +145,8 @@ impl Comm for ServerComm<'_> {
         }
         self.send(worker, ToWorker::Shutdown, Vec::new());
         let internal = self.internal.clone();
-        let grace = self.stop_grace;
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep(STOP_GRACE).await;
             let _ = internal.send(Internal::KillIfAlive(worker));
         });
     }
@@ -185,7 +185,6 @@ macro_rules! with_comm {
             internal: &$self.internal_tx,
             printed: &$self.printed,
             exits: &$self.exits_tx,
-            stop_grace: $self.timing.stop_grace,
         };
         let $core = &mut $self.core;
         $body
@@ -355,7 +354,6 @@ impl Server {
                 let _ = reply.send(Snapshot {
                     workers: self.core.worker_infos(),
                     tasks: self.core.task_counts(),
-                    cpus_total: self.core.cpus_total(),
                 });
             }
             Command::Shutdown { cancel_futures } => {

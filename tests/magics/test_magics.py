@@ -241,6 +241,20 @@ def test_a_bad_config_changes_nothing(pmp_kernel, line, expected):
 
 
 @pytest.mark.timeout(120)
+def test_status_lists_tasks_and_workers_in_words(pmp_kernel):
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(3)")
+    pmp_kernel.run("import time\nwhile not slow.running():\n    time.sleep(0.05)")
+    reply, messages = pmp_kernel.run("%pmp status")
+    assert reply["status"] == "ok"
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    lines = text.splitlines()
+    assert lines[0].startswith("slow: running on "), text
+    assert re.fullmatch(r"workers: worker \d+ \(pid \d+\): busy: task \d+", lines[1]), text
+    assert lines[2] == "tasks: 1 running", text
+
+
+@pytest.mark.timeout(120)
 def test_load_ext_pmp_in_ipykernel():
     if not _available("python3"):
         pytest.skip("ipykernel's python3 kernelspec is not registered")

@@ -127,21 +127,12 @@ def bind_host(backend, hostname_localhost):
         return "0.0.0.0"
 
 
-def worker_program():
-    """pmp-worker: $PMP_WORKER_PROGRAM, else next to this Python's scripts, else PATH."""
-    explicit = os.environ.get("PMP_WORKER_PROGRAM")
-    if explicit:
-        return explicit
-    beside = os.path.join(sysconfig.get_path("scripts"), "pmp-worker")
-    if os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("pmp-worker")
-    if found:
-        return found
-    raise RuntimeError(
-        f"pmp-worker was not found (looked in {os.path.dirname(beside)} and on PATH); "
-        "run install.sh, or set PMP_WORKER_PROGRAM"
-    )
+def worker_program(tool_dirs):
+    """pmp-worker: $PMP_WORKER_PROGRAM, else in `tool_dirs`, else on PATH
+    (the scheduler's rule, `_pmp.locate_worker_program`)."""
+    from pmp import _pmp
+
+    return _pmp.locate_worker_program(tool_dirs)
 
 
 def detect_gpus():
@@ -167,13 +158,19 @@ def _output_of(command):
         return ""
 
 
-def mpi_problem():
-    """Why MPI-parallel workers cannot start here, or None."""
+def mpi_problem(tool_dirs=None):
+    """Why MPI-parallel workers cannot start here, or None. mpiexec is looked
+    for as the local backend will (`_pmp.locate_mpiexec`)."""
     try:
         import mpi4py  # noqa: F401 - only whether it imports; MPI starts in the workers
     except ImportError as error:
         return f"mpi4py cannot be imported in this Python environment ({error}); pip install mpi4py"
-    beside = os.path.join(sysconfig.get_path("scripts"), "mpiexec")
-    if not os.access(beside, os.X_OK) and shutil.which("mpiexec") is None:
-        return "mpiexec was not found (install an MPI, for example pip install mpich)"
+    from pmp import _pmp
+
+    if tool_dirs is None:
+        tool_dirs = [sysconfig.get_path("scripts")]
+    try:
+        _pmp.locate_mpiexec(tool_dirs)
+    except RuntimeError as error:
+        return str(error)
     return None

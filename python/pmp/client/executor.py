@@ -20,6 +20,7 @@ from pmp.client.resources import (
     check_cwd,
     check_int,
     merge_resource_dict,
+    request_of,
 )
 from pmp.notebook.cell_output import submitting_cell_writer
 
@@ -108,25 +109,24 @@ class Executor(_BaseExecutor):
                 "command_line_argument_lst holds extra arguments for srun or flux run; "
                 "the local backend has no use for it"
             )
+        # Where this environment keeps its programs (pmp-worker, mpiexec from a wheel).
+        self._tool_dirs = [sysconfig.get_path("scripts")]
         if self._backend.name == "local":
             # Device ids pmp hands out itself (as CUDA_VISIBLE_DEVICES).
             self._gpus = backends.detect_gpus()
             self._gpu_count = len(self._gpus)
-            scheduler_gpus = self._gpus
         else:
-            # srun and flux pick the devices. The scheduler still counts the
-            # allocation's GPUs, so a task waits while none is free instead of
-            # never starting, with tokens that name who picks and that it
-            # never exports.
+            # srun and flux pick the devices; the scheduler counts the
+            # allocation's GPUs, so a task waits while none is free.
             self._gpus = []
             self._gpu_count = backends.allocation_gpus(self._backend)
-            picker = "srun" if self._backend.name == "slurm" else "flux"
-            scheduler_gpus = [picker] * self._gpu_count
         if max_cores is None:
             if max_workers is not None:
                 max_cores = max_workers * cores_per_worker * threads_per_core
             else:
                 max_cores = backends.allocation_cores(self._backend) or os.cpu_count() or 1
+        # What a call gets unless its resource_dict says otherwise, under the
+        # user's key names; the scheduler's own form is self._request.
         self._defaults = {
             "cores": cores_per_worker,
             "threads_per_core": threads_per_core,
@@ -137,6 +137,7 @@ class Executor(_BaseExecutor):
             "hostname_localhost": hostname_localhost,
             "command_line_argument_lst": command_line_argument_lst,
         }
+        self._request = request_of(self._defaults)
         self._executor = executor
         self._bind_host = backends.bind_host(self._backend, hostname_localhost)
         self._max_cores = max_cores
@@ -146,10 +147,9 @@ class Executor(_BaseExecutor):
         self._mpi_checked = False
         if block_allocation:
             workers = max_workers or max(1, max_cores // (cores_per_worker * threads_per_core))
-            self._check_fits(self._defaults, worker_count=workers, given=None)
         else:
             workers = 0
-            self._check_fits(self._defaults, given=None)
+        self._check_fits(self._request, workers=max(workers, 1), given=None)
         self._workers = workers
         self._table = FutureTable()
         # In a notebook, output of a task no display shows goes to the cell
@@ -157,26 +157,25 @@ class Executor(_BaseExecutor):
         self._cell_writer = submitting_cell_writer()
         self._foreign = {}
         self._shutdown_called = False
-        config = {
-            "backend": self._backend.name,
-            "launcher": self._backend.launcher,
-            "worker_program": backends.worker_program(),
-            "python": sys.executable,
-            "sys_path": _client_sys_path(),
-            "block_allocation": block_allocation,
-            "workers": workers,
-            "worker_resources": {key: self._defaults[key] for key in WORKER_KEYS},
-            "max_cores": max_cores,
-            "max_workers": max_workers,
-            "gpus": scheduler_gpus,
-            "init": serialize.dumps_value(init_function) if init_function else None,
-            "bind_host": self._bind_host,
-            "heartbeat_interval": float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
-            "heartbeat_timeout": float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
-            "stop_grace": 3.0,
-            "extra_env": [],
-            "tool_dirs": [sysconfig.get_path("scripts")],
-        }
+        config = _pmp.SchedulerConfig(
+            backend=self._backend.name,
+            launcher=self._backend.launcher,
+            worker_program=backends.worker_program(self._tool_dirs),
+            python=sys.executable,
+            sys_path=_client_sys_path(),
+            block_allocation=block_allocation,
+            workers=workers,
+            worker_resources=self._request,
+            max_cores=max_cores,
+            max_workers=max_workers,
+            gpu_devices=self._gpus,
+            gpu_count=self._gpu_count,
+            init=serialize.dumps_value(init_function) if init_function else None,
+            bind_host=self._bind_host,
+            heartbeat_interval=float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
+            heartbeat_timeout=float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
+            tool_dirs=self._tool_dirs,
+        )
         self._scheduler = _pmp.Scheduler(config, self._table.on_events)
         self._table.scheduler = self._scheduler
         _live_executors.add(self)
@@ -202,10 +201,13 @@ class Executor(_BaseExecutor):
             self._check_connection(resources, resource_dict)
             if self._block:
                 self._check_block_resources(resources)
-            self._check_fits(resources, given=resource_dict)
-            worker_resources = {key: resources[key] for key in WORKER_KEYS}
+            request = request_of(resources)
+            if request == self._request:
+                request = None
+            else:
+                self._check_fits(request, given=resource_dict)
         else:
-            worker_resources = None  # the executor's, checked when it was made
+            request = None  # the executor's, checked when it was made
         future = Future()
         dependencies = []
         try:
@@ -224,7 +226,7 @@ class Executor(_BaseExecutor):
         if self._cell_writer is not None:
             future._pmp_write = self._cell_writer()
         try:
-            self._scheduler.submit(task, function, call, dependencies, worker_resources)
+            self._scheduler.submit(task, function, call, dependencies, request)
         except BaseException:
             self._table.forget(task)
             future._pmp_table = None
@@ -274,15 +276,36 @@ class Executor(_BaseExecutor):
         info.update(self._scheduler.info())
         return info
 
-    def _check_fits(self, resources, worker_count=1, given=None):
+    def _check_fits(self, request, workers=1, given=None):
         """Refuse, with a ValueError, what could never run here: the scheduler
-        would keep it queued forever. This agrees with the scheduler's own
-        capacity (max_cores CPUs; the GPUs counted when the Executor was made),
-        which refuses such a task too. `given` is the call's resource_dict, or
-        None for the Executor's own parameters: the message names what the
-        user wrote."""
-        cores, threads = resources["cores"], resources["threads_per_core"]
-        if cores * threads > self._max_cores and not resources["oversubscribe"]:
+        would keep it queued forever. The scheduler's own rule decides
+        (`_pmp.never_fits`); this only says it in the user's words: `given`
+        is the call's resource_dict, or None for the Executor's parameters."""
+        reason = _pmp.never_fits(request, self._max_cores, self._gpu_count, workers)
+        if reason is not None:
+            raise ValueError(self._never_fits_message(reason, request, workers, given))
+        cores = request.cores
+        if cores > 1 and not self._mpi_checked and self._backend.name == "local":
+            problem = backends.mpi_problem(self._tool_dirs)
+            if problem:
+                what = (
+                    f"cores_per_worker={cores}"
+                    if given is None
+                    else f"resource_dict key 'cores': cores={cores}"
+                )
+                raise ValueError(f"{what} runs the function on {cores} MPI ranks, but {problem}")
+            self._mpi_checked = True
+        if request.command_line_argument_lst and self._backend.name == "local":
+            raise ValueError(
+                "resource_dict key 'command_line_argument_lst' holds arguments for srun or "
+                "flux run; the local backend has no use for it"
+            )
+        if request.oversubscribe and self._backend.name == "flux":
+            raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="resource_dict key 'oversubscribe'"))
+
+    def _never_fits_message(self, reason, request, workers, given):
+        cores, threads = request.cores, request.threads_per_core
+        if reason.kind == "cpus":
             if given is None:
                 what = f"cores_per_worker={cores} x threads_per_core={threads}"
             else:
@@ -292,51 +315,33 @@ class Executor(_BaseExecutor):
                     else "cores"
                 )
                 what = f"resource_dict key {key!r}: {cores} cores x {threads} threads_per_core"
-            raise ValueError(
-                f"{what} can never fit in max_cores={self._max_cores}; lower it, raise "
+            return (
+                f"{what} can never fit in max_cores={reason.available}; lower it, raise "
                 "max_cores, or set oversubscribe=True"
             )
-        if cores > 1 and not self._mpi_checked and self._backend.name == "local":
-            problem = backends.mpi_problem()
-            if problem:
-                what = (
-                    f"cores_per_worker={cores}"
-                    if given is None
-                    else f"resource_dict key 'cores': cores={cores}"
-                )
-                raise ValueError(f"{what} runs the function on {cores} MPI ranks, but {problem}")
-            self._mpi_checked = True
-        per_core = resources["gpus_per_core"]
-        gpus = per_core * cores * worker_count
-        if gpus > self._gpu_count:
+        per_core = request.gpus_per_core
+        if self._backend.name == "local":
             where = (
                 f"detected ({', '.join(self._gpus) or 'none'}; from CUDA_VISIBLE_DEVICES or "
                 "nvidia-smi -L)"
-                if self._backend.name == "local"
-                else f"in the {self._backend.name} allocation"
             )
-            if given is None:
-                what = f"gpus_per_worker={per_core * cores}"
-                if worker_count > 1:
-                    what += f" for each of {worker_count} workers"
-            elif "gpus_per_core" in given:
-                what = "resource_dict key 'gpus_per_core'"
-                if cores > 1:
-                    what += f": {per_core} per core x {cores} cores"
-            else:
-                per_worker = self._defaults["gpus_per_core"] * self._defaults["cores"]
-                what = (
-                    f"resource_dict key 'cores': {cores} cores x the Executor's {per_core} "
-                    f"GPU(s) per core (gpus_per_worker={per_worker})"
-                )
-            raise ValueError(f"{what}: {gpus} GPU(s) requested but {self._gpu_count} {where}")
-        if resources["command_line_argument_lst"] and self._backend.name == "local":
-            raise ValueError(
-                "resource_dict key 'command_line_argument_lst' holds arguments for srun or "
-                "flux run; the local backend has no use for it"
+        else:
+            where = f"in the {self._backend.name} allocation"
+        if given is None:
+            what = f"gpus_per_worker={per_core * cores}"
+            if workers > 1:
+                what += f" for each of {workers} workers"
+        elif "gpus_per_core" in given:
+            what = "resource_dict key 'gpus_per_core'"
+            if cores > 1:
+                what += f": {per_core} per core x {cores} cores"
+        else:
+            per_worker = self._defaults["gpus_per_core"] * self._defaults["cores"]
+            what = (
+                f"resource_dict key 'cores': {cores} cores x the Executor's {per_core} "
+                f"GPU(s) per core (gpus_per_worker={per_worker})"
             )
-        if resources["oversubscribe"] and self._backend.name == "flux":
-            raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="resource_dict key 'oversubscribe'"))
+        return f"{what}: {reason.requested} GPU(s) requested but {reason.available} {where}"
 
     def _check_connection(self, resources, given):
         """`executor` and `hostname_localhost` say how the scheduler reaches

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
 
+from pmp._pmp import Cancelled, Finished, Lost, Output, Raised, Rejected, Running
 from pmp.client import serialize
 from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
 from pmp.notebook.cell_output import write_to_client
@@ -160,42 +161,43 @@ class FutureTable:
             self.scheduler.release(task)
 
     def on_events(self, events):
+        """A batch of the scheduler's events (`pmp._pmp.Running`, ...), in order."""
         futures = self._futures
-        for kind, task, detail in events:
-            if kind == "output":
-                future = futures.get(task)
+        for event in events:
+            kind = type(event)
+            if kind is Output:
+                future = futures.get(event.task)
                 if future is not None:
                     with contextlib.suppress(Exception):  # a closed stream must not stop events
-                        future._pmp_add_output(*detail)
+                        future._pmp_add_output(event.stream, event.text)
                 continue
-            if kind == "running":
-                future = futures.get(task)
+            if kind is Running:
+                future = futures.get(event.task)
                 if future is not None and future._state == PENDING:
-                    future.place = detail
+                    future.place = (event.worker, event.pid, event.host)
                     future.started_at = time.monotonic()
                     future.set_running_or_notify_cancel()
                 continue
-            future = futures.pop(task, None)
+            future = futures.pop(event.task, None)
             if future is None or future.done():
                 if future is not None and future._state == CANCELLED:
                     future.set_running_or_notify_cancel()
                 continue
             future.finished_at = time.monotonic()
-            if kind == "finished":
-                future._pmp_frames = detail
+            if kind is Finished:
+                future._pmp_frames = event.frames
                 future.set_result(_UNDECODED)
-            elif kind == "raised":
-                future.set_exception(_decode_exception(detail))
-            elif kind == "rejected":
-                error_type, message = detail
+            elif kind is Raised:
+                future.set_exception(_decode_exception(event.frames))
+            elif kind is Rejected:
+                error = ValueError if event.error_type == "ValueError" else RuntimeError
+                future.set_exception(error(event.message))
+            elif kind is Lost:
                 future.set_exception(
-                    ValueError(message) if error_type == "ValueError" else RuntimeError(message)
+                    WorkerDiedError(event.message, event.exit_code, event.signal, event.stderr_tail)
                 )
-            elif kind == "lost":
-                message, exit_code, signal, stderr_tail = detail
-                future.set_exception(WorkerDiedError(message, exit_code, signal, stderr_tail))
-            elif kind == "cancelled":
-                if detail is None:
+            elif kind is Cancelled:
+                if event.upstream is None:
                     _BaseFuture.cancel(future)
                     future.set_running_or_notify_cancel()
                 else:

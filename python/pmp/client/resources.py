@@ -80,6 +80,13 @@ _CHECKS = {
 }
 
 
+def request_of(resources):
+    """The scheduler's form of checked resources: the keys that shape a worker."""
+    from pmp._pmp import ResourceRequest
+
+    return ResourceRequest(**{key: resources[key] for key in WORKER_KEYS})
+
+
 def merge_resource_dict(defaults, resource_dict):
     """The executor's defaults overridden by a checked per-call resource_dict."""
     if resource_dict is None:

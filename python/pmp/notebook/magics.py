@@ -105,6 +105,13 @@ def _cell_function(cell, namespace):
     return scope["pmp_cell"]
 
 
+def _worker_line(worker):
+    """`worker 0 (pid 4242): busy: task 3`, as `%pmp status` lists it."""
+    pid = f" (pid {worker['pid']})" if worker["pid"] else ""
+    task = f": task {worker['task']}" if worker.get("task") is not None else ""
+    return f"worker {worker['id']}{pid}: {worker['state']}{task}"
+
+
 @magics_class
 class PmpMagics(Magics):
     def __init__(self, shell):
@@ -174,9 +181,10 @@ class PmpMagics(Magics):
             for label, f in self._tasks
         ]
         info = self.executor.info
-        workers = ", ".join(f"{w['id']}:{w['state']}" for w in info["workers"]) or "none"
         print("\n".join(rows) or "no tasks submitted from this notebook")
-        print(f"workers: {workers}; tasks: {info['tasks']}")
+        print("workers:", "; ".join(map(_worker_line, info["workers"])) or "none")
+        counts = [f"{n} {state}" for state, n in info["tasks"].items() if n]
+        print("tasks:", ", ".join(counts) or "none")
 
     def _cancel(self, arguments, cell):
         if arguments.target == "all":

@@ -1,7 +1,7 @@
 //! The Flux backend: each worker is one `flux run` job in the Flux instance
 //! the client runs in (`srun flux start`, or a Flux-managed cluster).
 
-use super::{finish_command, Backend, Devices, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ impl Backend for FluxBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // `flux run` copies its environment into the job and runs it in its
         // own working directory; it picks the GPUs (-g) itself.
-        finish_command(&mut command, env, worker, launch, true, Devices::Launcher)?;
+        finish_command(&mut command, env, worker, launch, true)?;
         Ok(command)
     }
 }
@@ -56,7 +56,7 @@ impl Backend for FluxBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::ResourceRequest;
+    use crate::resources::{Gpus, ResourceRequest};
 
     #[test]
     fn a_job_asks_for_tasks_cores_and_gpus() {
@@ -70,7 +70,7 @@ mod tests {
                 gpus_per_core: 1,
                 ..Default::default()
             },
-            gpus: vec![],
+            gpus: Gpus::Counted(0),
         };
         assert_eq!(
             backend.arguments(&launch),
@@ -101,8 +101,7 @@ mod tests {
                 gpus_per_core: 1,
                 ..Default::default()
             },
-            // Tokens that count the instance's GPUs, not device ids.
-            gpus: vec!["flux".into()],
+            gpus: Gpus::Counted(1),
         };
         let env = WorkerEnvironment::for_tests();
         let command = backend.command(&env, WorkerId(0), &launch).unwrap();
@@ -123,7 +122,7 @@ mod tests {
                 oversubscribe: true,
                 ..Default::default()
             },
-            gpus: vec![],
+            gpus: Gpus::Counted(0),
         };
         let env = WorkerEnvironment::for_tests();
         assert!(backend

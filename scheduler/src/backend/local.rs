@@ -2,7 +2,7 @@
 //! `mpiexec -n N pmp-worker` for a worker of N MPI ranks.
 
 use super::mpi::MpiLauncher;
-use super::{finish_command, Backend, Devices, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ impl Backend for LocalBackend {
         } else {
             Command::new(&env.program)
         };
-        finish_command(&mut command, env, worker, launch, true, Devices::Pmp)?;
+        finish_command(&mut command, env, worker, launch, true)?;
         Ok(command)
     }
 }
@@ -58,7 +58,7 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::ResourceRequest;
+    use crate::resources::{Gpus, ResourceRequest};
 
     fn env() -> WorkerEnvironment {
         WorkerEnvironment {
@@ -68,7 +68,6 @@ mod tests {
             python: "/venv/bin/python".into(),
             sys_path: vec!["/a".into(), "/b".into()],
             heartbeat_timeout_s: 10.0,
-            extra: vec![],
         }
     }
 
@@ -79,7 +78,7 @@ mod tests {
                 threads_per_core: 3,
                 ..Default::default()
             },
-            gpus: vec!["0".into(), "2".into()],
+            gpus: Gpus::Devices(vec!["0".into(), "2".into()]),
         };
         let cmd = LocalBackend::new(vec![])
             .command(&env(), WorkerId(4), &launch)
@@ -111,7 +110,7 @@ mod tests {
                 cores: 2,
                 ..Default::default()
             },
-            gpus: vec![],
+            gpus: Gpus::Devices(vec![]),
         };
         let backend = LocalBackend::new(vec![]);
         backend

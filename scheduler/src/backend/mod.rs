@@ -4,6 +4,7 @@
 
 pub mod flux;
 pub mod local;
+pub mod locate;
 pub mod mpi;
 pub mod slurm;
 
@@ -20,7 +21,6 @@ pub struct WorkerEnvironment {
     pub python: String,
     pub sys_path: Vec<String>,
     pub heartbeat_timeout_s: f64,
-    pub extra: Vec<(String, String)>,
 }
 
 #[cfg(test)]
@@ -35,7 +35,6 @@ impl WorkerEnvironment {
             python: "/venv/bin/python".into(),
             sys_path: vec![],
             heartbeat_timeout_s: 10.0,
-            extra: vec![],
         }
     }
 }
@@ -52,12 +51,7 @@ pub const THREAD_VARIABLES: [&str; 5] = [
 
 impl WorkerEnvironment {
     /// The variables every backend passes to a worker.
-    pub fn variables(
-        &self,
-        worker: WorkerId,
-        launch: &Launch,
-        devices: Devices,
-    ) -> Vec<(String, String)> {
+    pub fn variables(&self, worker: WorkerId, launch: &Launch) -> Vec<(String, String)> {
         let mut vars = vec![
             ("PMP_SCHEDULER".to_string(), self.address.clone()),
             ("PMP_KEY".to_string(), self.key_hex.clone()),
@@ -75,44 +69,35 @@ impl WorkerEnvironment {
                 .iter()
                 .map(|v| (v.to_string(), threads.clone())),
         );
-        // Devices pmp assigned itself (local backend); srun and flux set
-        // CUDA_VISIBLE_DEVICES for the GPUs they hand out, and pmp's names
-        // for those only count them.
-        if devices == Devices::Pmp && !launch.gpus.is_empty() {
-            vars.push(("CUDA_VISIBLE_DEVICES".to_string(), launch.gpus.join(",")));
+        // Only devices pmp handed out itself (local backend); srun and flux
+        // set CUDA_VISIBLE_DEVICES for the GPUs they pick.
+        let devices = launch.gpus.devices();
+        if !devices.is_empty() {
+            vars.push(("CUDA_VISIBLE_DEVICES".to_string(), devices.join(",")));
         }
-        vars.extend(self.extra.iter().cloned());
         vars
     }
 }
 
-/// Who picks the GPU devices a worker uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Devices {
-    /// pmp: `Launch::gpus` are device ids, exported as CUDA_VISIBLE_DEVICES.
-    Pmp,
-    /// The launcher (srun, flux run): `Launch::gpus` are tokens that only
-    /// count the allocation's GPUs, and the launcher sets the variable.
-    Launcher,
-}
-
 /// What every backend adds to its launcher command: the worker's variables,
-/// its rank count, and its working directory (created if missing; the
-/// launcher's own cwd unless the launcher takes it as an argument, as srun's
-/// `-D` does).
+/// its rank count, and its working directory (the launcher's own cwd unless
+/// the launcher takes it as an argument, as srun's `-D` does). The client
+/// refuses a cwd that is not a directory at submit; one removed since then
+/// fails the worker's start with that reason, never runs it elsewhere.
 pub fn finish_command(
     command: &mut Command,
     env: &WorkerEnvironment,
     worker: WorkerId,
     launch: &Launch,
     run_in_cwd: bool,
-    devices: Devices,
 ) -> Result<(), String> {
-    command.envs(env.variables(worker, launch, devices));
+    command.envs(env.variables(worker, launch));
     command.env("PMP_RANKS", launch.resources.cores.to_string());
     if let Some(cwd) = &launch.resources.cwd {
-        std::fs::create_dir_all(cwd).map_err(|e| format!("cannot create cwd {cwd:?}: {e}"))?;
         if run_in_cwd {
+            if !std::path::Path::new(cwd).is_dir() {
+                return Err(format!("cwd {cwd:?} is not a directory (any more)"));
+            }
             command.current_dir(cwd);
         }
     }

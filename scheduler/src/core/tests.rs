@@ -2,6 +2,7 @@
 //! what the scheduler would send, start and report.
 
 use super::*;
+use crate::resources::Gpus;
 
 #[derive(Default)]
 struct Recorder {
@@ -76,7 +77,7 @@ fn block(workers: u32) -> (Core, Recorder) {
             workers,
             resources: ResourceRequest::default(),
         },
-        Capacity::new(workers, None, vec![]),
+        Capacity::new(workers, None, Gpus::Counted(0)),
         None,
     );
     let mut comm = Recorder::default();
@@ -88,7 +89,11 @@ fn block(workers: u32) -> (Core, Recorder) {
 }
 
 fn per_task(cpus: u32) -> (Core, Recorder) {
-    let core = Core::new(Allocation::PerTask, Capacity::new(cpus, None, vec![]), None);
+    let core = Core::new(
+        Allocation::PerTask,
+        Capacity::new(cpus, None, Gpus::Counted(0)),
+        None,
+    );
     (core, Recorder::default())
 }
 
@@ -261,10 +266,10 @@ fn per_task_mode_starts_a_fresh_worker_per_task_within_the_cpus() {
 
 #[test]
 fn per_task_gpu_tasks_run_side_by_side_up_to_the_allocations_gpus() {
-    // Under srun or flux the capacity holds counting tokens, not device ids.
+    // Under srun or flux pmp counts GPUs, it does not name them.
     let mut core = Core::new(
         Allocation::PerTask,
-        Capacity::new(4, None, vec!["srun".into(); 2]),
+        Capacity::new(4, None, Gpus::Counted(2)),
         None,
     );
     let mut comm = Recorder::default();
@@ -279,7 +284,7 @@ fn per_task_gpu_tasks_run_side_by_side_up_to_the_allocations_gpus() {
         core.submit(&mut comm, gpu_task(id)).unwrap();
     }
     assert_eq!(comm.started.len(), 2, "two GPUs, two workers at once");
-    assert!(comm.started.iter().all(|(_, l)| l.gpus.len() == 1));
+    assert!(comm.started.iter().all(|(_, l)| l.gpus == Gpus::Counted(1)));
     core.worker_hello(&mut comm, WorkerId(0), 1, "h".into());
     done(&mut core, &mut comm, 0, 1, "r");
     core.worker_lost(&mut comm, WorkerId(0), LostReason::new("exit 0"));
@@ -358,7 +363,7 @@ fn an_init_function_that_raises_fails_every_task_with_its_exception() {
             workers: 1,
             resources: ResourceRequest::default(),
         },
-        Capacity::new(1, None, vec![]),
+        Capacity::new(1, None, Gpus::Counted(0)),
         Some(payload("init")),
     );
     let mut comm = Recorder::default();

@@ -1,0 +1,98 @@
+//! What crosses the core's boundary: the events the client hears, why a task
+//! was lost or refused, and the `Comm` trait through which every effect goes.
+
+use super::workers::Launch;
+use crate::ids::{TaskId, WorkerId};
+use crate::protocol::{Payload, Stream, ToWorker, WorkerPlace};
+use crate::resources::NeverFits;
+use bytes::Bytes;
+
+/// Why a task failed without a Python exception of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostReason {
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stderr_tail: String,
+}
+
+impl LostReason {
+    pub fn new(message: impl Into<String>) -> LostReason {
+        LostReason {
+            message: message.into(),
+            exit_code: None,
+            signal: None,
+            stderr_tail: String::new(),
+        }
+    }
+}
+
+/// What the client hears about its tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Running {
+        task: TaskId,
+        place: WorkerPlace,
+    },
+    Finished {
+        task: TaskId,
+        result: Payload,
+    },
+    Raised {
+        task: TaskId,
+        error: Payload,
+    },
+    Lost {
+        task: TaskId,
+        reason: LostReason,
+    },
+    Cancelled {
+        task: TaskId,
+        upstream: Option<TaskId>,
+    },
+    /// The scheduler refused the task (submission is asynchronous, so the
+    /// refusal arrives as an event).
+    Rejected {
+        task: TaskId,
+        error: SubmitError,
+    },
+    /// The running task printed `text` (UTF-8) on `stream`.
+    Output {
+        task: TaskId,
+        stream: Stream,
+        text: Bytes,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    DuplicateId(TaskId),
+    UnknownDependency(TaskId),
+    ShuttingDown,
+    /// The task asks for more than the whole allocation holds: it would wait forever.
+    NeverFits(NeverFits),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::DuplicateId(id) => write!(f, "{id} was already submitted"),
+            SubmitError::UnknownDependency(id) => {
+                write!(f, "dependency {id} is unknown (released?)")
+            }
+            SubmitError::ShuttingDown => write!(f, "cannot schedule new futures after shutdown"),
+            SubmitError::NeverFits(why) => write!(f, "this task can never run here: {why}"),
+        }
+    }
+}
+
+/// The core's effects. The server carries them out on sockets and
+/// processes; the tests record them.
+pub trait Comm {
+    fn start_worker(&mut self, worker: WorkerId, launch: &Launch);
+    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>);
+    /// Ask the worker to exit (it may be busy finishing nothing: the core only
+    /// stops idle workers); the server escalates to a kill if it lingers.
+    fn stop_worker(&mut self, worker: WorkerId);
+    fn emit(&mut self, event: Event);
+}

@@ -1,0 +1,98 @@
+//! A task as the core keeps it: its state, what it still needs to be sent,
+//! and who depends on it.
+
+use super::events::LostReason;
+use crate::ids::TaskId;
+use crate::protocol::Payload;
+use crate::resources::ResourceRequest;
+use bytes::Bytes;
+
+/// A task as the client submits it.
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub function: Bytes,
+    pub call: Payload,
+    pub dependencies: Vec<TaskId>,
+    pub resources: ResourceRequest,
+}
+
+/// Counts for `info()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub waiting: usize,
+    pub ready: usize,
+    pub running: usize,
+    pub finished: usize,
+    pub failed: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Failure {
+    Raised(Payload),
+    Lost(LostReason),
+    Cancelled { upstream: Option<TaskId> },
+}
+
+/// The failure a dependent inherits from its upstream: the same exception,
+/// the same lost worker, or "upstream was cancelled".
+pub(super) fn inherit(failure: &Failure, upstream: TaskId) -> Failure {
+    match failure {
+        Failure::Cancelled { .. } => Failure::Cancelled {
+            upstream: Some(upstream),
+        },
+        other => other.clone(),
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum TaskState {
+    Waiting {
+        missing: usize,
+    },
+    Ready,
+    Assigned,
+    /// A result the client delivers itself (a foreign Future).
+    External,
+    Finished(Payload),
+    Failed(Failure),
+}
+
+/// What is sent to the worker, kept until then.
+pub(super) struct Work {
+    pub(super) function: Bytes,
+    /// Names `function` in the function store and the workers' caches.
+    pub(super) digest: [u8; 32],
+    pub(super) call: Payload,
+}
+
+pub(super) struct Task {
+    pub(super) state: TaskState,
+    pub(super) resources: ResourceRequest,
+    /// The function and arguments until the task is sent.
+    pub(super) work: Option<Work>,
+    pub(super) dependencies: Vec<TaskId>,
+    pub(super) dependents: Vec<TaskId>,
+    /// Dependents not yet sent: they still need this task's result.
+    pub(super) holds: u32,
+    /// The client dropped its Future: forget the task once nothing needs it.
+    pub(super) released: bool,
+}
+
+impl Task {
+    /// A task whose result the client delivers (a foreign Future).
+    pub(super) fn external() -> Task {
+        Task {
+            state: TaskState::External,
+            resources: ResourceRequest::default(),
+            work: None,
+            dependencies: Vec::new(),
+            dependents: Vec::new(),
+            holds: 0,
+            released: false,
+        }
+    }
+
+    pub(super) fn is_terminal(&self) -> bool {
+        matches!(self.state, TaskState::Finished(_) | TaskState::Failed(_))
+    }
+}

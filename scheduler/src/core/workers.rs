@@ -1,0 +1,103 @@
+//! A worker as the core keeps it: its state, what it was started with, and
+//! which functions it holds unpickled.
+
+use crate::ids::{TaskId, WorkerId};
+use crate::protocol::{FunctionRef, WorkerPlace};
+use crate::resources::{Gpus, ResourceRequest};
+use std::collections::{HashMap, VecDeque};
+
+/// Functions a worker keeps unpickled, by slot.
+const FUNCTION_SLOTS: usize = 64;
+
+/// What one worker needs to be started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub resources: ResourceRequest,
+    /// Its share of the allocation's GPUs, held until it exits.
+    pub gpus: Gpus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Starting,
+    Initializing,
+    Idle,
+    Busy(TaskId),
+    Stopping,
+}
+
+/// A worker as `info()` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: WorkerId,
+    pub state: WorkerState,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub gpus: Gpus,
+}
+
+pub(super) struct Worker {
+    pub(super) state: WorkerState,
+    pub(super) launch: Launch,
+    /// Known once it said hello.
+    pub(super) place: Option<WorkerPlace>,
+    /// Per-task mode: the one task this worker was started for.
+    pub(super) dedicated: Option<TaskId>,
+    pub(super) slots: FunctionSlots,
+}
+
+impl Worker {
+    pub(super) fn new(launch: Launch, dedicated: Option<TaskId>) -> Worker {
+        Worker {
+            state: WorkerState::Starting,
+            launch,
+            place: None,
+            dedicated,
+            slots: FunctionSlots::default(),
+        }
+    }
+
+    pub(super) fn info(&self, id: WorkerId) -> WorkerInfo {
+        WorkerInfo {
+            id,
+            state: self.state,
+            pid: self.place.as_ref().map(|p| p.pid),
+            host: self.place.as_ref().map(|p| p.host.clone()),
+            gpus: self.launch.gpus.clone(),
+        }
+    }
+}
+
+/// The scheduler's side of the worker's function cache: which function lives
+/// in which slot, least recently used first.
+#[derive(Default)]
+pub(super) struct FunctionSlots {
+    by_digest: HashMap<[u8; 32], u32>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl FunctionSlots {
+    /// How to name the function `digest` in the next Run: by its slot if the
+    /// worker has it, else inline into a slot (evicting the least recently
+    /// used one when all are taken).
+    pub(super) fn reference(&mut self, digest: [u8; 32]) -> FunctionRef {
+        if let Some(&slot) = self.by_digest.get(&digest) {
+            if let Some(pos) = self.order.iter().position(|d| *d == digest) {
+                self.order.remove(pos);
+            }
+            self.order.push_back(digest);
+            return FunctionRef::Cached { slot };
+        }
+        let slot = if self.by_digest.len() < FUNCTION_SLOTS {
+            self.by_digest.len() as u32
+        } else {
+            let evicted = self.order.pop_front().expect("slots are full");
+            self.by_digest
+                .remove(&evicted)
+                .expect("ordered digests are mapped")
+        };
+        self.by_digest.insert(digest, slot);
+        self.order.push_back(digest);
+        FunctionRef::Inline { slot }
+    }
+}
