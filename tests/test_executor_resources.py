@@ -27,6 +27,8 @@ RESOURCE_KEYS = (
     "executor",
     "hostname_localhost",
     "command_line_argument_lst",
+    "cache_key",
+    "cache_directory",
 )
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -123,7 +125,7 @@ def count_concurrent(directory, wait_for, timeout=20.0):
 # ---- resource_dict at submit --------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["corez", "gpus_per_worker", "memory", "cache_key"])
+@pytest.mark.parametrize("key", ["corez", "gpus_per_worker", "memory", "cache_keys"])
 def test_unknown_resource_key_is_a_value_error_naming_it(block_allocation, key):
     with Executor(max_workers=1, block_allocation=block_allocation) as exe:
         with pytest.raises(ValueError) as raised:

@@ -12,9 +12,19 @@ _EXPORTS = {
     "Future": "pmp.client.future",
     "RemoteTraceback": "pmp.worker.remote",
     "WorkerDiedError": "pmp.client.errors",
+    "clear_cache": "pmp.client.store",
+    "get_cache_data": "pmp.client.store",
 }
 
-__all__ = ["DependencyCancelledError", "Executor", "Future", "RemoteTraceback", "WorkerDiedError"]
+__all__ = [
+    "DependencyCancelledError",
+    "Executor",
+    "Future",
+    "RemoteTraceback",
+    "WorkerDiedError",
+    "clear_cache",
+    "get_cache_data",
+]
 
 
 def __getattr__(name):

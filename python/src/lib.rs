@@ -5,12 +5,13 @@
 
 mod config;
 mod events;
+mod store;
 
 use config::{PyResourceRequest, SchedulerConfig};
 use pmp_scheduler::core::{TaskSpec, WorkerState};
 use pmp_scheduler::handle::SchedulerHandle;
 use pmp_scheduler::ids::TaskId;
-use pmp_scheduler::protocol::Payload;
+use pmp_scheduler::protocol::{Payload, StoreTarget};
 use pmp_scheduler::python_frames::{frames_from_python, Frame};
 use pmp_scheduler::resources::ResourceRequest;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -60,7 +61,9 @@ impl Scheduler {
         &self.address
     }
 
-    #[pyo3(signature = (task, function, call, dependencies, resources))]
+    /// `store`: `(root, key, function name, submitted)` when the worker also
+    /// writes the outcome to the task store at `root` under `key`.
+    #[pyo3(signature = (task, function, call, dependencies, resources, store = None))]
     fn submit(
         &self,
         task: u64,
@@ -68,6 +71,7 @@ impl Scheduler {
         call: &Bound<'_, PyAny>,
         dependencies: Vec<u64>,
         resources: Option<PyRef<'_, PyResourceRequest>>,
+        store: Option<(String, String, String, f64)>,
     ) -> PyResult<()> {
         let resources = match resources {
             Some(request) => ResourceRequest::from(&*request),
@@ -79,6 +83,12 @@ impl Scheduler {
             call: Payload::new(frames_from_python(call)?),
             dependencies: dependencies.into_iter().map(TaskId).collect(),
             resources,
+            store: store.map(|(root, key, function, submitted)| StoreTarget {
+                root,
+                key,
+                function,
+                submitted,
+            }),
         };
         self.lock().submit(spec).map_err(PyRuntimeError::new_err)
     }
@@ -192,5 +202,10 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::never_fits, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_worker_program, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_mpiexec, m)?)?;
+    m.add_class::<store::Store>()?;
+    m.add_class::<store::StoredEntry>()?;
+    m.add("InvalidEntry", m.py().get_type::<store::InvalidEntry>())?;
+    m.add_function(wrap_pyfunction!(store::valid_key, m)?)?;
+    m.add_function(wrap_pyfunction!(store::task_key, m)?)?;
     Ok(())
 }

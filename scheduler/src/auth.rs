@@ -6,7 +6,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub const SIGNATURE_LEN: usize = 32;
-const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = 32;
 /// Frames larger than this enter the HMAC as the BLAKE3 digests of their
 /// chunks, hashed on all cores: a 100 MB array is not signed at one core's
 /// SHA-256 speed. BLAKE3 is collision resistant like SHA-256 (the HMAC's
@@ -48,6 +48,11 @@ impl Key {
     pub fn generate() -> Key {
         let mut bytes = [0u8; KEY_LEN];
         rand::fill(&mut bytes);
+        Key(bytes)
+    }
+
+    /// A key kept in a file rather than the environment (the task store's).
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
         Key(bytes)
     }
 

@@ -12,6 +12,7 @@ pub mod process;
 pub mod protocol;
 pub mod resources;
 pub mod server;
+pub mod store;
 
 pub use bytes::Bytes;
 #[cfg(feature = "python")]

@@ -33,7 +33,7 @@ pub enum FunctionRef {
     Cached { slot: u32 },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Run the block allocation's init function (the payload) and keep its dict.
     Init,
@@ -44,10 +44,27 @@ pub enum ToWorker {
         function: FunctionRef,
         call_frames: u32,
         dependency_frames: Vec<u32>,
+        /// Where the worker also writes the outcome: the task store.
+        store: Option<StoreTarget>,
     },
     Ping,
     /// Exit after the current task.
     Shutdown,
+}
+
+/// A task whose outcome is kept in a task store (`cache_directory`): the
+/// worker writes it there itself, so a large result is not copied through
+/// the client to reach the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreTarget {
+    /// The store's directory, as the client named it (absolute).
+    pub root: String,
+    /// The entry's name: the call's `cache_key` or its content hash.
+    pub key: String,
+    /// The function's qualified name, for `get_cache_data`.
+    pub function: String,
+    /// When the client submitted the call, in seconds since the Unix epoch.
+    pub submitted: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +177,12 @@ mod tests {
             function: FunctionRef::Inline { slot: 2 },
             call_frames: 1,
             dependency_frames: vec![2],
+            store: Some(StoreTarget {
+                root: "/scratch/store".into(),
+                key: "k".into(),
+                function: "f".into(),
+                submitted: 1.5,
+            }),
         };
         let frames = vec![Bytes::from_static(b"f"), Bytes::from_static(b"c")];
         let wire = encode(&key, &msg, frames.clone());

@@ -254,6 +254,50 @@ def test_status_lists_tasks_and_workers_in_words(pmp_kernel):
     assert lines[2] == "tasks: 1 running", text
 
 
+@pytest.mark.timeout(180)
+def test_a_stored_cell_result_survives_a_kernel_restart(tmp_path):
+    if not _available("pmp"):
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    ran = tmp_path / "ran.txt"
+    cell = f"%%pmp submit --name answer\nopen({str(ran)!r}, 'a').write('ran\\n')\n6 * 7"
+    shown = []
+    for _ in range(2):  # the second kernel is the restarted one
+        session = Session("pmp")
+        try:
+            reply, _ = session.run(f"%pmp config --cache-directory {tmp_path / 'store'}")
+            assert reply["status"] == "ok"
+            _, messages = session.run(cell)
+            (first,) = [m for m in messages if m["msg_type"] == "display_data"]
+            display_id = first["content"]["transient"]["display_id"]
+            session.drain(1.5)
+            shown.append((first["content"]["data"]["text/plain"], session.displays[display_id]))
+            reply, messages = session.run("answer.result()")
+            (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+            assert result["content"]["data"]["text/plain"] == "42"
+            _, messages = session.run("%pmp status")
+            status = "".join(m["content"].get("text", "") for m in messages)
+            assert "task store " in status and ": pmp_cell done on " in status, status
+        finally:
+            session.close()
+    assert ran.read_text() == "ran\n", "the cell ran once"
+    assert "from the store" not in shown[0][1][-1]["text/plain"]
+    # At once: the first display of the re-run cell already says where it came from.
+    assert "from the store (computed " in shown[1][0] and shown[1][0].endswith(": 42"), shown[1][0]
+
+
+@pytest.mark.timeout(120)
+def test_cache_clear_empties_the_magics_store(pmp_kernel, tmp_path):
+    pmp_kernel.run(f"%pmp config --cache-directory {tmp_path / 'store'}")
+    pmp_kernel.run("%%pmp submit --name one --key one --block\n1")
+    pmp_kernel.run("%%pmp submit --name two --key two --block\n2")
+    reply, messages = pmp_kernel.run("%pmp cache clear one")
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert reply["status"] == "ok" and "removed 1 entry" in text, text
+    _, messages = pmp_kernel.run("%pmp cache clear")
+    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+    assert "removed 1 entry" in text, text
+
+
 @pytest.mark.timeout(120)
 def test_load_ext_pmp_in_ipykernel():
     if not _available("python3"):

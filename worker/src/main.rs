@@ -11,6 +11,7 @@ mod interpreter;
 mod output;
 mod pipes;
 mod settings;
+mod stored;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
 
@@ -47,6 +48,7 @@ fn main() {
         },
         Vec::new(),
     );
+    let mut stores = stored::Stores::default();
     while let Some((message, frames)) = connection.next() {
         match message {
             ToWorker::Init => {
@@ -58,11 +60,16 @@ fn main() {
                 function,
                 call_frames,
                 dependency_frames,
+                store,
             } => {
                 current_task.set(Some(task));
+                let started = stored::now();
                 let (outcome, frames) =
                     runtime.run(function, call_frames, &dependency_frames, frames);
                 current_task.set(None);
+                if let Some(target) = &store {
+                    stores.record(target, started, outcome, &frames);
+                }
                 // What its subprocesses printed reaches the scheduler first.
                 pipes.drain();
                 connection.send(FromWorker::Done { task, outcome }, frames);

@@ -10,7 +10,7 @@ import weakref
 from concurrent.futures import Executor as _BaseExecutor
 
 from pmp import _pmp
-from pmp.client import backends, serialize
+from pmp.client import backends, serialize, store
 from pmp.client.errors import DependencyCancelledError
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import (
@@ -65,6 +65,7 @@ class Executor(_BaseExecutor):
         command_line_argument_lst=(),
         disable_dependencies=False,
         refresh_rate=0.01,
+        cache_directory=None,
     ):
         if max_workers is not None:
             check_int("max_workers", max_workers, 1)
@@ -78,6 +79,8 @@ class Executor(_BaseExecutor):
         check_bool("block_allocation", block_allocation)
         check_bool("disable_dependencies", disable_dependencies)
         cwd = check_cwd("cwd", cwd)
+        if cache_directory is not None:
+            cache_directory = store.check_directory("cache_directory", cache_directory)
         command_line_argument_lst = check_arguments(
             "command_line_argument_lst", command_line_argument_lst
         )
@@ -136,8 +139,11 @@ class Executor(_BaseExecutor):
             "executor": None,
             "hostname_localhost": hostname_localhost,
             "command_line_argument_lst": command_line_argument_lst,
+            "cache_key": None,
+            "cache_directory": cache_directory,
         }
         self._request = request_of(self._defaults)
+        self._store = None if cache_directory is None else store.open_store(cache_directory)
         self._executor = executor
         self._bind_host = backends.bind_host(self._backend, hostname_localhost)
         self._max_cores = max_cores
@@ -196,8 +202,18 @@ class Executor(_BaseExecutor):
                 "resource_dict= as the call's resources, so the function would never receive "
                 "it: rename the parameter, or pass the value positionally"
             )
+        task_store, cache_key = self._store, None
         if resource_dict:
             resources = merge_resource_dict(self._defaults, resource_dict)
+            cache_key = resources["cache_key"]
+            if resources["cache_directory"] != self._defaults["cache_directory"]:
+                task_store = store.open_store(resources["cache_directory"])
+            elif cache_key is not None and task_store is None:
+                raise ValueError(
+                    "resource_dict key 'cache_key' names the call's entry in a task store, "
+                    "but this Executor has none: set cache_directory on the Executor or in "
+                    "the resource_dict"
+                )
             self._check_connection(resources, resource_dict)
             if self._block:
                 self._check_block_resources(resources)
@@ -209,10 +225,11 @@ class Executor(_BaseExecutor):
         else:
             request = None  # the executor's, checked when it was made
         future = Future()
-        dependencies = []
+        dependencies, dependency_keys = [], []
+        collect = self._dependency_collector(dependencies, dependency_keys)
         try:
             function = serialize.dumps_function(fn)
-            call = serialize.dumps_call(args, kwargs, self._dependency_collector(dependencies))
+            call = serialize.dumps_call(args, kwargs, collect)
         except _UpstreamFailed as failed:
             future.set_exception(failed.exception)
             return future
@@ -221,12 +238,21 @@ class Executor(_BaseExecutor):
         except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
             future.set_exception(error)
             return future
+        target = None
+        if task_store is not None:
+            key = cache_key or _content_key(function, call, dependency_keys)
+            if key is not None:
+                future._pmp_key = key
+                stored = store.lookup(task_store, key)
+                if stored is not None:
+                    return self._from_store(future, stored)
+                target = (os.fspath(task_store.root), key, _name_of(fn), time.time())
         task = self._table.new_id()
         self._table.register(task, future)
         if self._cell_writer is not None:
             future._pmp_write = self._cell_writer()
         try:
-            self._scheduler.submit(task, function, call, dependencies, request)
+            self._scheduler.submit(task, function, call, dependencies, request, target)
         except BaseException:
             self._table.forget(task)
             future._pmp_table = None
@@ -272,6 +298,7 @@ class Executor(_BaseExecutor):
             "gpus": list(self._gpus),
             "gpu_count": self._gpu_count,
             "disable_dependencies": self._disable_dependencies,
+            "cache_directory": self._defaults["cache_directory"],
         }
         info.update(self._scheduler.info())
         return info
@@ -373,7 +400,22 @@ class Executor(_BaseExecutor):
                     "resources on the Executor, or use block_allocation=False"
                 )
 
-    def _dependency_collector(self, dependencies):
+    def _from_store(self, future, stored):
+        """A call whose result is stored: its Future resolves from the store
+        now, and its task is one the client resolves (as a foreign Future's),
+        so that dependents get the stored frames without unpickling them here."""
+        future.resolve_from_store(stored)  # before any event can: a display shows it at once
+        task = self._table.new_id()
+        self._table.register(task, future)
+        self._scheduler.add_external(task)
+        self._scheduler.resolve_external(task, True, stored.frames)
+        return future
+
+    def _dependency_collector(self, dependencies, keys):
+        """`on_future` for `serialize.dumps_call`: each Future argument becomes
+        a dependency (its task id in `dependencies`, its store key, or None,
+        at the same index of `keys`) or, when done and foreign, its value."""
+
         def on_future(future):
             if self._disable_dependencies:
                 raise ValueError(
@@ -387,6 +429,7 @@ class Executor(_BaseExecutor):
                 task = self._external_task(future)
             if task not in dependencies:
                 dependencies.append(task)
+                keys.append(getattr(future, "_pmp_key", None))
             return serialize.as_dependency(dependencies.index(task))
 
         return on_future
@@ -441,6 +484,15 @@ def _takes_resource_dict(fn):
         inspect.Parameter.VAR_POSITIONAL,
         inspect.Parameter.VAR_KEYWORD,
     )
+
+
+def _content_key(function, call, dependency_keys):
+    """The store key of a call: a hash of its function, its arguments and
+    the keys of the Futures among them; None when one of those Futures has
+    no key (a Future of another kind), so the call is not stored."""
+    if None in dependency_keys:
+        return None
+    return _pmp.task_key(function, call, dependency_keys)
 
 
 def _name_of(fn):

@@ -35,6 +35,8 @@ class Future(_BaseFuture):
     _pmp_write = None  # write(name, text) to the submitting cell
     _pmp_display = None  # the status display (a LiveDisplay) showing this Future
     _pmp_output = ()  # [(stream name, text)], the kept tail
+    from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
+    _pmp_key = None  # its entry's name in the task store
     started_at = None  # time.monotonic() when a worker took the task
     finished_at = None  # ... and when its outcome arrived
 
@@ -76,6 +78,13 @@ class Future(_BaseFuture):
         error = super().exception(timeout)
         self._pmp_show_outcome()
         return error
+
+    def resolve_from_store(self, stored):
+        """Done with the stored result (`pmp._pmp.StoredEntry`), unpickled on first use."""
+        self.from_store = stored
+        self.started_at = self.finished_at = time.monotonic()
+        self._pmp_frames = stored.frames
+        self.set_result(_UNDECODED)
 
     def _pmp_show_outcome(self):
         """Whoever learns the outcome sees it in the display first: done

@@ -15,6 +15,8 @@ RESOURCE_KEYS = (
     "executor",
     "hostname_localhost",
     "command_line_argument_lst",
+    "cache_key",
+    "cache_directory",
 )
 
 # The keys that shape a worker (the rest say how to reach it).
@@ -77,7 +79,15 @@ _CHECKS = {
     "command_line_argument_lst": lambda v: check_arguments(
         "resource_dict key 'command_line_argument_lst'", v
     ),
+    "cache_key": lambda v: _store().check_key("resource_dict key 'cache_key'", v),
+    "cache_directory": lambda v: _store().check_directory("resource_dict key 'cache_directory'", v),
 }
+
+
+def _store():
+    from pmp.client import store
+
+    return store
 
 
 def request_of(resources):

@@ -1,9 +1,11 @@
 """`%pmp` and `%%pmp`: submit notebook cells and calls to a pmp Executor and
 watch them in live status displays.
 
-    %%pmp submit [--cores N] [--gpus N] [--threads N] [--cwd DIR] [--name VAR] [--block]
+    %%pmp submit [--cores N] [--gpus N] [--threads N] [--cwd DIR] [--name VAR] [--key K] [--block]
     %pmp submit [options] f(args)
-    %pmp status | %pmp cancel VAR|all | %pmp resources | %pmp config [Executor options]
+    %pmp status | %pmp cancel VAR|all | %pmp resources | %pmp cache clear [KEY]
+    %pmp config [--max-workers N] [--max-cores N] [--backend B] [--block-allocation]
+                [--cache-directory DIR]
 
 Loaded by pmp-kernel on first use, and by `%load_ext pmp` in IPython or ipykernel.
 """
@@ -71,6 +73,7 @@ def _parser():
         "--name", type=_variable_name, default=None, help="variable bound to the Future"
     )
     submit.add_argument("--block", action="store_true", help="wait and show the result")
+    submit.add_argument("--key", default=None, help="the task's name in the task store")
     submit.add_argument("call", nargs=argparse.REMAINDER, help="%%pmp submit: f(args)")
     commands.add_parser("status", help="the tasks submitted from this notebook")
     cancel = commands.add_parser("cancel", help="cancel a queued task")
@@ -81,6 +84,10 @@ def _parser():
     config.add_argument("--max-cores", type=_positive_int, default=None)
     config.add_argument("--backend", default="auto")
     config.add_argument("--block-allocation", action="store_true")
+    config.add_argument("--cache-directory", default=None, help="a task store: results kept")
+    cache = commands.add_parser("cache", help="the task store of the magics' Executor")
+    cache.add_argument("action", choices=["clear"])
+    cache.add_argument("key", nargs="?", default=None, help="one entry (default: all)")
     return parser
 
 
@@ -144,6 +151,8 @@ class PmpMagics(Magics):
             resources["threads_per_core"] = arguments.threads
         if arguments.cwd is not None:
             resources["cwd"] = arguments.cwd
+        if arguments.key is not None:
+            resources["cache_key"] = arguments.key
         namespace = self.shell.user_ns
         if cell is not None:
             if arguments.call:
@@ -185,6 +194,28 @@ class PmpMagics(Magics):
         print("workers:", "; ".join(map(_worker_line, info["workers"])) or "none")
         counts = [f"{n} {state}" for state, n in info["tasks"].items() if n]
         print("tasks:", ", ".join(counts) or "none")
+        if info["cache_directory"] is not None:
+            from pmp.client.store import get_cache_data
+
+            stored = get_cache_data(info["cache_directory"])
+            print(f"task store {info['cache_directory']}: {len(stored)} entries")
+            for row in stored:
+                print(
+                    f"  {row['key']}: {row['function']} {row['state']} on {row['host']}, "
+                    f"{row['finished']:%Y-%m-%d %H:%M:%S}, {row['duration']:.3g} s"
+                )
+
+    def _cache(self, arguments, cell):
+        from pmp.client.store import clear_cache
+
+        directory = self.executor.info["cache_directory"]
+        if directory is None:
+            raise UsageError("%pmp cache: no task store; use %pmp config --cache-directory DIR")
+        try:
+            removed = clear_cache(directory, arguments.key)
+        except ValueError as error:
+            raise UsageError(f"%pmp cache clear: {error}") from None
+        print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} from {directory}")
 
     def _cancel(self, arguments, cell):
         if arguments.target == "all":
@@ -232,6 +263,7 @@ class PmpMagics(Magics):
                 max_cores=arguments.max_cores,
                 backend=arguments.backend,
                 block_allocation=arguments.block_allocation,
+                cache_directory=arguments.cache_directory,
             )
         except ValueError as error:
             raise UsageError(f"%pmp config: {error}") from None

@@ -100,6 +100,12 @@ class FutureStatus:
         if state == "running":
             return f"running{self._where()} for {_duration(self._elapsed())}"
         if state == "done":
+            stored = getattr(self.future, "from_store", None)
+            if stored is not None:
+                from pmp.client.store import describe
+
+                took = _duration(stored.finished - stored.started)
+                return f"done in {took}, {describe(stored)}: {self._result_repr()}"
             return f"done in {_duration(self._elapsed())}{self._where()}: {self._result_repr()}"
         if state == "cancelled":
             return "cancelled"

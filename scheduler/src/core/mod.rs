@@ -114,6 +114,7 @@ impl Core {
                 function,
                 digest,
                 call: spec.call,
+                store: spec.store,
             }),
             dependencies: spec.dependencies.clone(),
             dependents: Vec::new(),
@@ -527,6 +528,7 @@ impl Core {
                 function,
                 call_frames,
                 dependency_frames,
+                store: work.store,
             },
             frames,
         );

@@ -3,7 +3,7 @@
 
 use super::events::LostReason;
 use crate::ids::TaskId;
-use crate::protocol::Payload;
+use crate::protocol::{Payload, StoreTarget};
 use crate::resources::ResourceRequest;
 use bytes::Bytes;
 
@@ -14,6 +14,8 @@ pub struct TaskSpec {
     pub call: Payload,
     pub dependencies: Vec<TaskId>,
     pub resources: ResourceRequest,
+    /// Where the worker also writes the outcome, if the task has a store.
+    pub store: Option<StoreTarget>,
 }
 
 /// Counts for `info()`.
@@ -63,6 +65,7 @@ pub(super) struct Work {
     /// Names `function` in the function store and the workers' caches.
     pub(super) digest: [u8; 32],
     pub(super) call: Payload,
+    pub(super) store: Option<StoreTarget>,
 }
 
 pub(super) struct Task {

@@ -68,6 +68,7 @@ fn task(id: u64, deps: &[u64]) -> TaskSpec {
         call: payload("args"),
         dependencies: deps.iter().map(|d| TaskId(*d)).collect(),
         resources: ResourceRequest::default(),
+        store: None,
     }
 }
 

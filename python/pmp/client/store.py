@@ -1,0 +1,137 @@
+"""The task store (`cache_directory`): results that outlive the process.
+
+One entry per call key, written by the worker that computed it (the store
+itself is Rust, `pmp._pmp.Store`): the pickled result or exception with
+when, where and how long. Entries are signed with the store's own key (the
+file `key`, 0600, in a 0700 directory); one that fails the check is never
+unpickled: it is reported once and treated as absent, so the call runs again.
+"""
+
+import datetime
+import os
+import threading
+import warnings
+
+from pmp.client import serialize
+
+_open = {}  # absolute path -> _pmp.Store
+_open_lock = threading.Lock()
+_reported = set()  # (root, key) of invalid entries already warned about
+
+
+class StoreWarning(UserWarning):
+    """A store entry was ignored (it failed its signature check)."""
+
+
+def check_directory(name, value):
+    """A store directory as given by the user, made absolute."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path, got {type(value).__name__} {value!r}")
+    path = os.path.abspath(os.fspath(value))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is not a directory")
+    return path
+
+
+def check_key(name, value):
+    from pmp import _pmp
+
+    if not isinstance(value, str) or not _pmp.valid_key(value):
+        raise ValueError(
+            f"{name} must be a str of up to 200 letters, digits, '.', '_' or '-' (not "
+            f"starting with '.'), got {value!r}"
+        )
+    return value
+
+
+def open_store(path):
+    """The store at `path` (created if missing), one object per process."""
+    from pmp import _pmp
+
+    with _open_lock:
+        store = _open.get(path)
+        if store is None:
+            try:
+                store = _open[path] = _pmp.Store(path)
+            except RuntimeError as error:
+                raise ValueError(f"cache_directory {path!r}: {error}") from None
+        return store
+
+
+def lookup(store, key):
+    """The stored, verified outcome of `key` if it finished ("done"), else
+    None: a stored failure runs again, and so does an invalid entry."""
+    from pmp import _pmp
+
+    try:
+        entry = store.read(key)
+    except _pmp.InvalidEntry as error:
+        _report(store, key, error)
+        return None
+    if entry is None or entry.state != "done":
+        return None
+    return entry
+
+
+def _report(store, key, error):
+    if (store.root, key) not in _reported:
+        _reported.add((store.root, key))
+        warnings.warn(
+            f"ignoring the task store entry {key!r} in {store.root}: {error}; "
+            "it was not unpickled, and the call runs again",
+            StoreWarning,
+            stacklevel=4,
+        )
+
+
+def _when(seconds):
+    return datetime.datetime.fromtimestamp(seconds).astimezone()
+
+
+def describe(entry):
+    """How a status display says where a stored result came from."""
+    finished = _when(entry.finished).strftime("%Y-%m-%d %H:%M:%S")
+    return f"from the store (computed {finished} on {entry.host})"
+
+
+def get_cache_data(cache_directory):
+    """One dict per stored task, ready for `pandas.DataFrame(...)`: key,
+    function, state ("done" or "failed"), result or error, submitted,
+    started, finished (datetimes), host, duration (seconds)."""
+    from pmp import _pmp
+
+    store = open_store(check_directory("cache_directory", cache_directory))
+    rows = []
+    for key in store.stored_keys():
+        try:
+            entry = store.read(key)
+        except _pmp.InvalidEntry as error:
+            _report(store, key, error)
+            continue
+        if entry is None:  # removed meanwhile
+            continue
+        row = {
+            "key": key,
+            "function": entry.function,
+            "state": entry.state,
+            "submitted": _when(entry.submitted),
+            "started": _when(entry.started),
+            "finished": _when(entry.finished),
+            "host": entry.host,
+            "duration": entry.finished - entry.started,
+        }
+        try:
+            value = serialize.loads(entry.frames)
+        except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
+            value = error
+        row["result" if entry.state == "done" else "error"] = value
+        rows.append(row)
+    return rows
+
+
+def clear_cache(cache_directory, key=None):
+    """Remove one entry (`key`) or all of them; returns how many were removed."""
+    store = open_store(check_directory("cache_directory", cache_directory))
+    if key is None:
+        return store.clear()
+    return int(store.remove(check_key("key", key)))

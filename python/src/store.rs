@@ -1,0 +1,192 @@
+//! The task store as Python sees it: `Store` (entries verified before their
+//! frames reach Python), `StoredEntry`, and `task_key`, the content hash that
+//! names a call's entry.
+
+use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
+use pmp_scheduler::store::{self, Entry, Meta, State, StoreError};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use std::path::PathBuf;
+
+create_exception!(
+    _pmp,
+    InvalidEntry,
+    PyException,
+    "A store entry that failed its signature check or is malformed: it was not unpickled."
+);
+
+fn to_python(error: StoreError) -> PyErr {
+    match error {
+        StoreError::Invalid { .. } => InvalidEntry::new_err(error.to_string()),
+        StoreError::InvalidKey(_) => PyValueError::new_err(error.to_string()),
+        other => PyRuntimeError::new_err(other.to_string()),
+    }
+}
+
+/// One verified entry: what `get_cache_data` reports, and the frames of the
+/// pickled result (state "done") or exception (state "failed").
+#[pyclass(module = "pmp._pmp", frozen, get_all)]
+pub struct StoredEntry {
+    key: String,
+    function: String,
+    state: &'static str,
+    submitted: f64,
+    started: f64,
+    finished: f64,
+    host: String,
+    pid: u32,
+    frames: Py<PyList>,
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Done => "done",
+        State::Failed => "failed",
+    }
+}
+
+#[pyclass(module = "pmp._pmp", frozen)]
+pub struct Store {
+    store: store::Store,
+}
+
+#[pymethods]
+impl Store {
+    /// Open the store at `root`, creating it (0700, with its key file) if needed.
+    #[new]
+    fn new(py: Python<'_>, root: PathBuf) -> PyResult<Store> {
+        let store = py.detach(|| store::Store::open(&root)).map_err(to_python)?;
+        Ok(Store { store })
+    }
+
+    #[getter]
+    fn root(&self) -> PathBuf {
+        self.store.root().to_path_buf()
+    }
+
+    /// The verified entry under `key`, or None; `InvalidEntry` if it fails the check.
+    fn read(&self, py: Python<'_>, key: &str) -> PyResult<Option<StoredEntry>> {
+        let Some(entry) = py.detach(|| self.store.read(key)).map_err(to_python)? else {
+            return Ok(None);
+        };
+        let Entry { meta, frames } = entry;
+        Ok(Some(StoredEntry {
+            key: key.to_string(),
+            function: meta.function,
+            state: state_name(meta.state),
+            submitted: meta.submitted,
+            started: meta.started,
+            finished: meta.finished,
+            host: meta.host,
+            pid: meta.pid,
+            frames: frames_to_python(py, &frames, true)?.unbind(),
+        }))
+    }
+
+    /// Store an outcome the client itself holds (a foreign Future's, or a
+    /// failure that never reached a worker).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (key, function, state, frames, submitted, started, finished, host, pid))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        function: String,
+        state: &str,
+        frames: &Bound<'_, PyAny>,
+        submitted: f64,
+        started: f64,
+        finished: f64,
+        host: String,
+        pid: u32,
+    ) -> PyResult<()> {
+        let state = match state {
+            "done" => State::Done,
+            "failed" => State::Failed,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "state must be 'done' or 'failed', got {other:?}"
+                )))
+            }
+        };
+        let entry = Entry {
+            meta: Meta {
+                function,
+                state,
+                submitted,
+                started,
+                finished,
+                host,
+                pid,
+            },
+            frames: frames_from_python(frames)?,
+        };
+        py.detach(|| self.store.write(key, &entry))
+            .map_err(to_python)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.store.contains(key)
+    }
+
+    /// The keys of every entry, sorted.
+    fn stored_keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.store.keys()).map_err(to_python)
+    }
+
+    fn remove(&self, key: &str) -> PyResult<bool> {
+        self.store.remove(key).map_err(to_python)
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.store.clear()).map_err(to_python)
+    }
+
+    fn try_lock(&self, key: &str, owner: &str) -> PyResult<bool> {
+        self.store.try_lock(key, owner).map_err(to_python)
+    }
+
+    fn lock_owner(&self, key: &str) -> Option<String> {
+        self.store.lock_owner(key)
+    }
+
+    fn unlock(&self, key: &str) -> PyResult<()> {
+        self.store.unlock(key).map_err(to_python)
+    }
+}
+
+/// Whether `key` can name an entry (letters, digits, `.`, `_`, `-`; up to 200).
+#[pyfunction]
+pub fn valid_key(key: &str) -> bool {
+    store::valid_key(key)
+}
+
+/// The content key of a call: BLAKE3 of its function pickle, its argument
+/// frames and the keys of the Futures it depends on (in the order the call
+/// refers to them), each length-prefixed so that bytes cannot move between
+/// parts. The same call gets the same key in any process.
+#[pyfunction]
+pub fn task_key(
+    function: &Bound<'_, PyBytes>,
+    call: &Bound<'_, PyAny>,
+    dependency_keys: Vec<String>,
+) -> PyResult<String> {
+    let frames = frames_from_python(call)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut part = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    part(b"pmp task key 1");
+    part(function.as_bytes());
+    part(&(frames.len() as u64).to_le_bytes());
+    for frame in &frames {
+        part(frame);
+    }
+    for key in &dependency_keys {
+        part(key.as_bytes());
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}

@@ -1,0 +1,297 @@
+//! The task store behind `Executor(cache_directory=...)`: task outcomes that
+//! outlive the process, one entry per task key, in a directory that may be on
+//! a file system shared by many hosts. Entries hold pickles, i.e. code, so
+//! each is signed with the store's key and none is returned, let alone
+//! unpickled, before its signature has been checked.
+//!
+//! Layout of a store at `root`:
+//!
+//! - `root/format`: the layout's version (`FORMAT`), as decimal text;
+//! - `root/key`: the HMAC key, 32 random bytes, mode 0600; whoever can read it
+//!   can make the store's readers run code, so a key readable by others is
+//!   refused;
+//! - `root/entries/<key>`: one entry file per task key;
+//! - `root/locks/<key>`: a claim on running the task, holding its owner's
+//!   text. Locks have a directory of their own because `<key>.lock` would
+//!   itself be a valid task key;
+//! - `.tmp-<random>` in each of these directories: files being written, which
+//!   no valid key can name.
+//!
+//! Every file appears whole: written to a temp file, then renamed or linked
+//! into place (`files`).
+//!
+//! An entry file, little-endian throughout:
+//!
+//! ```text
+//! b"PMPENTRY"  FORMAT: u32  HMAC-SHA256: [u8; 32]
+//! meta length: u32  meta: bincode of Meta
+//! frame count: u32  then per frame: length: u64, bytes
+//! ```
+//!
+//! The HMAC (`auth::Key::sign`) covers the entry's key, the format, the meta
+//! bytes and every frame, each length-prefixed: an entry changed anywhere,
+//! truncated, extended or copied under another key fails the check.
+
+mod entry;
+mod error;
+mod files;
+#[cfg(test)]
+mod tests;
+
+pub use entry::{Entry, Meta, State};
+pub use error::StoreError;
+
+use crate::auth::{Key, KEY_LEN};
+use crate::large_frames;
+use error::io;
+use std::fs::{self, DirBuilder, File};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The version of the layout and of the entry files. A pmp reads stores of
+/// this format and refuses newer ones.
+pub const FORMAT: u32 = 1;
+
+/// Is `key` usable as an entry name: 1..=200 of [A-Za-z0-9._-], not starting
+/// with '.' (which keeps temp files and `.`/`..` out of the key space).
+pub fn valid_key(key: &str) -> bool {
+    (1..=200).contains(&key.len())
+        && !key.starts_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn checked(key: &str) -> Result<&str, StoreError> {
+    if valid_key(key) {
+        Ok(key)
+    } else {
+        Err(StoreError::InvalidKey(key.to_string()))
+    }
+}
+
+/// An open task store. Every method is synchronous and safe to call from
+/// several threads and processes at once.
+#[derive(Clone)]
+pub struct Store {
+    root: PathBuf,
+    entries: PathBuf,
+    locks: PathBuf,
+    signer: Key,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Store").field("root", &self.root).finish()
+    }
+}
+
+/// Create `dir` (and its parents) readable by its owner only, if missing.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))
+}
+
+/// The content of `root/name`, created from `initial` if there is none. Of
+/// several processes creating it at once, all read the one that was made.
+fn read_or_create(
+    root: &Path,
+    name: &str,
+    initial: impl FnOnce() -> Vec<u8>,
+) -> Result<(Vec<u8>, fs::Metadata), StoreError> {
+    let path = root.join(name);
+    // Key and format files are tiny; reading one more byte than either may
+    // hold is enough to tell a wrong one.
+    const LIMIT: u64 = 64;
+    match files::read_small(&path, LIMIT) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        read => return read.map_err(io(&path)),
+    }
+    files::create_whole(root, name, &initial(), true)?;
+    files::read_small(&path, LIMIT).map_err(io(&path))
+}
+
+fn check_format(root: &Path) -> Result<(), StoreError> {
+    let path = root.join("format");
+    let (text, _) = read_or_create(root, "format", || format!("{FORMAT}\n").into_bytes())?;
+    let found = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| StoreError::Invalid {
+            path: path.clone(),
+            why: format!(
+                "it holds {:?}, not a store format number",
+                String::from_utf8_lossy(&text)
+            ),
+        })?;
+    if found > FORMAT {
+        return Err(StoreError::Format {
+            path,
+            found,
+            supported: FORMAT,
+        });
+    }
+    Ok(())
+}
+
+fn load_key(root: &Path) -> Result<Key, StoreError> {
+    let path = root.join("key");
+    let (bytes, metadata) = read_or_create(root, "key", || {
+        let mut bytes = vec![0u8; KEY_LEN];
+        rand::fill(bytes.as_mut_slice());
+        bytes
+    })?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Insecure { path, mode });
+    }
+    let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| StoreError::Invalid {
+        path: path.clone(),
+        why: format!(
+            "it holds {}{} bytes, a store key is {KEY_LEN}",
+            b.len(),
+            if metadata.len() > b.len() as u64 {
+                "+"
+            } else {
+                ""
+            }
+        ),
+    })?;
+    Ok(Key::from_bytes(bytes))
+}
+
+impl Store {
+    /// Open the store at `root`, creating it if needed: the directory 0700
+    /// (parents as needed), the format file, and the key file, made once
+    /// and atomically so that processes opening a new store at once all end
+    /// up with the same key. A store of a newer format, a key file of the
+    /// wrong size and a key file with group or other permissions are errors
+    /// saying so.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        private_dir(root)?;
+        // The format first: a newer store may keep its key elsewhere.
+        check_format(root)?;
+        let signer = load_key(root)?;
+        let entries = root.join("entries");
+        let locks = root.join("locks");
+        private_dir(&entries)?;
+        private_dir(&locks)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            entries,
+            locks,
+            signer,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The entry stored under `key`: Ok(None) when there is none;
+    /// `StoreError::Invalid` when its file fails the signature check or is
+    /// malformed (nothing of it is returned). One open and one read: this is
+    /// on the path of every submission to a store, so it scans no directory.
+    pub fn read(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let path = self.entries.join(checked(key)?);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let len = file.metadata().map_err(io(&path))?.len();
+        let len = usize::try_from(len).map_err(|_| StoreError::Invalid {
+            path: path.clone(),
+            why: "it is larger than this machine's address space".into(),
+        })?;
+        // One buffer for the whole file, which the frames are slices of;
+        // large ones on huge pages, recycled like sent frames.
+        let mut content = large_frames::storage(len);
+        file.read_to_end(&mut content).map_err(io(&path))?;
+        entry::decode(&self.signer, key, large_frames::into_frame(content))
+            .map(Some)
+            .map_err(|why| StoreError::Invalid { path, why })
+    }
+
+    /// Whether a file exists for `key` (one stat), without verifying it;
+    /// false for an invalid key.
+    pub fn contains(&self, key: &str) -> bool {
+        valid_key(key) && self.entries.join(key).exists()
+    }
+
+    /// Write `entry` under `key` atomically: to a temp file in the entries
+    /// directory, fsynced, then renamed over the entry. A writer killed at
+    /// any moment leaves the old entry or the new one, never a torn file; of
+    /// writers racing on one key, the last rename wins.
+    pub fn write(&self, key: &str, entry: &Entry) -> Result<(), StoreError> {
+        let path = self.entries.join(checked(key)?);
+        files::replace(&self.entries, &path, |out| {
+            entry::encode(&self.signer, key, entry, out)
+        })
+    }
+
+    /// All keys with an entry file, sorted (temp files are not listed).
+    pub fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys = files::names(&self.entries)?;
+        keys.retain(|name| valid_key(name));
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// Remove one entry; Ok(false) if there was none. Its lock is untouched.
+    pub fn remove(&self, key: &str) -> Result<bool, StoreError> {
+        files::remove(&self.entries.join(checked(key)?))
+    }
+
+    /// Remove every entry and the temp files of killed writers; returns how
+    /// many entries. The key and format files stay, and so do locks: a lock
+    /// belongs to a task running now, which removing it would let run twice.
+    /// Temp files still being written (touched within the last hour) stay
+    /// too, so that a concurrent writer's rename does not fail.
+    pub fn clear(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for name in files::names(&self.entries)? {
+            if valid_key(&name) {
+                removed += usize::from(files::remove(&self.entries.join(&name))?);
+            }
+        }
+        for dir in [&self.entries, &self.locks, &self.root] {
+            for name in files::names(dir)? {
+                if files::is_stray_temp(dir, &name) {
+                    files::remove(&dir.join(&name))?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Try to claim `key` for running it, so that the same key submitted
+    /// twice at once, from two processes or hosts, runs once: create its lock
+    /// file holding `owner` (e.g. "host pid") if no one has. Ok(true) when
+    /// claimed, Ok(false) when someone holds it. A lock outlives a killed
+    /// owner: `lock_owner` tells who to check on.
+    pub fn try_lock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        // Not fsynced: after a crash, the owner is gone anyway.
+        files::create_whole(&self.locks, checked(key)?, owner.as_bytes(), false)
+    }
+
+    /// Who holds the lock on `key` (its owner text), if anyone; None for an
+    /// invalid key.
+    pub fn lock_owner(&self, key: &str) -> Option<String> {
+        if !valid_key(key) {
+            return None;
+        }
+        fs::read_to_string(self.locks.join(key)).ok()
+    }
+
+    /// Release the lock on `key`; nothing to do if it is not held.
+    pub fn unlock(&self, key: &str) -> Result<(), StoreError> {
+        files::remove(&self.locks.join(checked(key)?)).map(|_| ())
+    }
+}

@@ -1,0 +1,435 @@
+use super::*;
+use bytes::Bytes;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime};
+
+/// A directory under the system's temp dir, removed with everything in it
+/// when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "pmp-store-test-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// Where a store may be made: a path that does not exist yet.
+    fn store_root(&self) -> PathBuf {
+        self.0.join("nested").join("store")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn new_store() -> (Scratch, Store) {
+    let scratch = Scratch::new();
+    let store = Store::open(&scratch.store_root()).unwrap();
+    (scratch, store)
+}
+
+fn entry(frames: &[&[u8]]) -> Entry {
+    Entry {
+        meta: Meta {
+            function: "module.f".into(),
+            state: State::Done,
+            submitted: 1.0,
+            started: 2.5,
+            finished: 3.25,
+            host: "node7".into(),
+            pid: 4242,
+        },
+        frames: frames.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn assert_invalid(result: Result<Option<Entry>, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Invalid { .. }) => {}
+        other => panic!("{what}: expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn open_creates_a_private_store_once() {
+    let scratch = Scratch::new();
+    let root = scratch.store_root();
+    let store = Store::open(&root).unwrap();
+    assert_eq!(store.root(), root);
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("entries")), 0o700);
+    assert_eq!(mode(&root.join("key")), 0o600);
+    assert_eq!(fs::metadata(root.join("key")).unwrap().len(), 32);
+    assert_eq!(fs::read_to_string(root.join("format")).unwrap(), "1\n");
+    let key = fs::read(root.join("key")).unwrap();
+
+    let again = Store::open(&root).unwrap();
+    assert_eq!(fs::read(root.join("key")).unwrap(), key);
+    store.write("k", &entry(&[b"x"])).unwrap();
+    assert_eq!(again.read("k").unwrap(), Some(entry(&[b"x"])));
+    // The store's own files are its whole root: no temp file was left.
+    let mut names = files::names(&root).unwrap();
+    names.sort();
+    assert_eq!(names, ["entries", "format", "key", "locks"]);
+}
+
+#[test]
+fn stores_opened_at_once_agree_on_the_key() {
+    let scratch = Scratch::new();
+    let root = scratch.store_root();
+    let threads = 8;
+    let barrier = Arc::new(Barrier::new(threads));
+    let stores: Vec<Store> = (0..threads)
+        .map(|_| {
+            let (root, barrier) = (root.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                Store::open(&root).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (i, store) in stores.iter().enumerate() {
+        store.write(&format!("k{i}"), &entry(&[b"v"])).unwrap();
+    }
+    for reader in &stores {
+        for i in 0..threads {
+            assert!(reader.read(&format!("k{i}")).unwrap().is_some());
+        }
+    }
+}
+
+#[test]
+fn entries_round_trip_large_frames_included() {
+    let (_scratch, store) = new_store();
+    let large: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i * 7 % 251) as u8).collect();
+    let written = entry(&[b"small", b"", &large]);
+    store.write("big", &written).unwrap();
+    let read = store.read("big").unwrap().unwrap();
+    assert_eq!(read, written);
+
+    let mut failed = entry(&[]);
+    failed.meta.state = State::Failed;
+    store.write("failed", &failed).unwrap();
+    assert_eq!(store.read("failed").unwrap(), Some(failed));
+    assert_eq!(store.read("absent").unwrap(), None);
+    assert!(store.contains("big") && !store.contains("absent"));
+}
+
+#[test]
+fn a_rewritten_entry_replaces_the_old_one() {
+    let (_scratch, store) = new_store();
+    store.write("k", &entry(&[b"old"])).unwrap();
+    store.write("k", &entry(&[b"new"])).unwrap();
+    assert_eq!(store.read("k").unwrap(), Some(entry(&[b"new"])));
+    assert_eq!(store.keys().unwrap(), ["k"]);
+}
+
+#[test]
+fn a_changed_byte_anywhere_makes_an_entry_invalid() {
+    let (scratch, store) = new_store();
+    store.write("k", &entry(&[b"abc", b"defg"])).unwrap();
+    let path = scratch.store_root().join("entries").join("k");
+    let good = fs::read(&path).unwrap();
+    for at in 0..good.len() {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        fs::write(&path, &bad).unwrap();
+        assert_invalid(store.read("k"), &format!("byte {at} flipped"));
+    }
+
+    let large = vec![3u8; (4 << 20) + 100];
+    store.write("large", &entry(&[&large])).unwrap();
+    let path = scratch.store_root().join("entries").join("large");
+    let good = fs::read(&path).unwrap();
+    for at in [good.len() - 1, good.len() - 50, good.len() / 2, 200] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x80;
+        fs::write(&path, &bad).unwrap();
+        assert_invalid(store.read("large"), &format!("byte {at} of a large entry"));
+    }
+}
+
+#[test]
+fn a_truncated_or_extended_entry_is_invalid() {
+    let (scratch, store) = new_store();
+    store.write("k", &entry(&[b"abc", b"defg"])).unwrap();
+    let path = scratch.store_root().join("entries").join("k");
+    let good = fs::read(&path).unwrap();
+    for len in 0..good.len() {
+        fs::write(&path, &good[..len]).unwrap();
+        assert_invalid(store.read("k"), &format!("truncated to {len} bytes"));
+    }
+    let mut longer = good.clone();
+    longer.push(0);
+    fs::write(&path, &longer).unwrap();
+    assert_invalid(store.read("k"), "one byte appended");
+    fs::write(&path, &good).unwrap();
+    assert!(store.read("k").unwrap().is_some());
+}
+
+#[test]
+fn an_entry_moved_to_another_key_is_invalid() {
+    let (scratch, store) = new_store();
+    store.write("a", &entry(&[b"result of a"])).unwrap();
+    let entries = scratch.store_root().join("entries");
+    fs::rename(entries.join("a"), entries.join("b")).unwrap();
+    assert_invalid(store.read("b"), "a's entry read as b");
+}
+
+#[test]
+fn an_entry_of_another_store_is_invalid() {
+    let (scratch, store) = new_store();
+    let (_other_scratch, other) = new_store();
+    other.write("k", &entry(&[b"x"])).unwrap();
+    fs::copy(
+        other.root().join("entries").join("k"),
+        scratch.store_root().join("entries").join("k"),
+    )
+    .unwrap();
+    assert_invalid(store.read("k"), "another store's entry");
+}
+
+#[test]
+fn arbitrary_bytes_are_invalid() {
+    let (scratch, store) = new_store();
+    let path = scratch.store_root().join("entries").join("k");
+    let mut header_with_huge_counts = b"PMPENTRY".to_vec();
+    header_with_huge_counts.extend_from_slice(&FORMAT.to_le_bytes());
+    header_with_huge_counts.extend_from_slice(&[0; 32]);
+    header_with_huge_counts.extend_from_slice(&0u32.to_le_bytes());
+    header_with_huge_counts.extend_from_slice(&u32::MAX.to_le_bytes());
+    header_with_huge_counts.extend_from_slice(&u64::MAX.to_le_bytes());
+    let mut newer = b"PMPENTRY".to_vec();
+    newer.extend_from_slice(&(FORMAT + 1).to_le_bytes());
+    newer.extend_from_slice(&[0; 64]);
+    let mut random = vec![0u8; 10_000];
+    rand::fill(random.as_mut_slice());
+    let contents: [&[u8]; 6] = [
+        b"",
+        b"cos\nsystem\n(S'echo pwned'\ntR.",
+        &random,
+        &header_with_huge_counts,
+        &newer,
+        b"PMPENTRY",
+    ];
+    for content in contents {
+        fs::write(&path, content).unwrap();
+        assert_invalid(
+            store.read("k"),
+            &format!("{} arbitrary bytes", content.len()),
+        );
+    }
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let (scratch, store) = new_store();
+    drop(store);
+    let root = scratch.store_root();
+    fs::write(root.join("format"), format!("{}\n", FORMAT + 1)).unwrap();
+    match Store::open(&root) {
+        Err(e @ StoreError::Format { found, .. }) => {
+            assert_eq!(found, FORMAT + 1);
+            assert!(e.to_string().contains("newer pmp"), "{e}");
+        }
+        other => panic!("expected Format, got {other:?}"),
+    }
+    fs::write(root.join("format"), "one").unwrap();
+    assert!(matches!(
+        Store::open(&root),
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn a_bad_key_file_is_refused() {
+    let (scratch, store) = new_store();
+    drop(store);
+    let key = scratch.store_root().join("key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    match Store::open(&scratch.store_root()) {
+        Err(e @ StoreError::Insecure { .. }) => {
+            assert!(e.to_string().contains("chmod 600"), "{e}")
+        }
+        other => panic!("expected Insecure, got {other:?}"),
+    }
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&key, [1u8; 31]).unwrap();
+    assert!(matches!(
+        Store::open(&scratch.store_root()),
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn keys_lists_entries_only() {
+    let (scratch, store) = new_store();
+    for key in ["b", "a.lock", "c-1_x"] {
+        store.write(key, &entry(&[b"v"])).unwrap();
+    }
+    assert!(store.try_lock("b", "host 1").unwrap());
+    assert!(store.try_lock("pending", "host 1").unwrap());
+    let entries = scratch.store_root().join("entries");
+    fs::write(entries.join(".tmp-0123456789abcdef"), b"half written").unwrap();
+    assert_eq!(store.keys().unwrap(), ["a.lock", "b", "c-1_x"]);
+    assert!(matches!(
+        store.read(".tmp-0123456789abcdef"),
+        Err(StoreError::InvalidKey(_))
+    ));
+    // A key named like a lock is an entry, not b's lock.
+    assert_eq!(store.read("a.lock").unwrap(), Some(entry(&[b"v"])));
+}
+
+#[test]
+fn remove_and_clear() {
+    let (scratch, store) = new_store();
+    for key in ["a", "b", "c"] {
+        store.write(key, &entry(&[b"v"])).unwrap();
+    }
+    assert!(store.remove("a").unwrap());
+    assert!(!store.remove("a").unwrap());
+    assert_eq!(store.keys().unwrap(), ["b", "c"]);
+
+    let entries = scratch.store_root().join("entries");
+    let stray = entries.join(".tmp-00000000000000aa");
+    let fresh = entries.join(".tmp-00000000000000bb");
+    fs::write(&stray, b"killed writer").unwrap();
+    fs::write(&fresh, b"writer at work").unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    File::options()
+        .write(true)
+        .open(&stray)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    assert!(store.try_lock("b", "host 1").unwrap());
+
+    assert_eq!(store.clear().unwrap(), 2);
+    assert_eq!(store.keys().unwrap(), Vec::<String>::new());
+    assert!(!stray.exists());
+    assert!(fresh.exists(), "a temp file being written stays");
+    assert_eq!(store.lock_owner("b").as_deref(), Some("host 1"));
+    assert_eq!(store.clear().unwrap(), 0);
+    // Still the same store, with the same key.
+    store.write("d", &entry(&[b"v"])).unwrap();
+    let reopened = Store::open(store.root()).unwrap();
+    assert!(reopened.read("d").unwrap().is_some());
+}
+
+#[test]
+fn a_lock_is_held_once() {
+    let (_scratch, store) = new_store();
+    assert_eq!(store.lock_owner("k"), None);
+    assert!(store.try_lock("k", "node1 17").unwrap());
+    assert!(!store.try_lock("k", "node2 18").unwrap());
+    assert_eq!(store.lock_owner("k").as_deref(), Some("node1 17"));
+    store.unlock("k").unwrap();
+    assert_eq!(store.lock_owner("k"), None);
+    store.unlock("k").unwrap();
+    assert!(store.try_lock("k", "node2 18").unwrap());
+    assert_eq!(store.lock_owner("k").as_deref(), Some("node2 18"));
+}
+
+#[test]
+fn of_racing_lockers_one_wins() {
+    let (_scratch, store) = new_store();
+    let threads = 8;
+    let barrier = Arc::new(Barrier::new(threads));
+    let wins: usize = (0..threads)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.try_lock("k", &format!("thread {i}")).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| usize::from(t.join().unwrap()))
+        .sum();
+    assert_eq!(wins, 1);
+}
+
+#[test]
+fn concurrent_writers_leave_a_valid_entry() {
+    let (_scratch, store) = new_store();
+    store.write("k", &entry(&[b"first"])).unwrap();
+    let writers = 4;
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for round in 0..20 {
+                    let frame = vec![w as u8; 1000 + round * 997 + w * 13];
+                    store.write("k", &entry(&[b"by", &frame])).unwrap();
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    // Readers during the race always find a whole, valid entry.
+    for _ in 0..50 {
+        assert!(store.read("k").unwrap().is_some());
+    }
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let last = store.read("k").unwrap().unwrap();
+    assert_eq!(last.frames[0], Bytes::from_static(b"by"));
+    assert_eq!(store.keys().unwrap(), ["k"]);
+}
+
+#[test]
+fn invalid_keys_are_refused_everywhere() {
+    let (_scratch, store) = new_store();
+    for key in ["", ".hidden", "..", "a/b", "../key", "ü", &"x".repeat(201)] {
+        assert!(!valid_key(key), "{key:?}");
+        let refused = |r: Result<(), StoreError>| matches!(r, Err(StoreError::InvalidKey(_)));
+        assert!(refused(store.read(key).map(|_| ())), "read {key:?}");
+        assert!(refused(store.write(key, &entry(&[]))), "write {key:?}");
+        assert!(refused(store.remove(key).map(|_| ())), "remove {key:?}");
+        assert!(
+            refused(store.try_lock(key, "me").map(|_| ())),
+            "try_lock {key:?}"
+        );
+        assert!(refused(store.unlock(key)), "unlock {key:?}");
+        assert!(!store.contains(key));
+        assert_eq!(store.lock_owner(key), None);
+    }
+    for key in ["a", "A.b-c_9", &"x".repeat(200), "a..b"] {
+        assert!(valid_key(key), "{key:?}");
+    }
+    let message = StoreError::InvalidKey("a/b".into()).to_string();
+    assert!(
+        message.contains("\"a/b\"") && message.contains("A-Z"),
+        "{message}"
+    );
+}
+
+#[test]
+fn errors_name_the_file() {
+    let (scratch, store) = new_store();
+    let path = scratch.store_root().join("entries").join("k");
+    fs::write(&path, b"junk").unwrap();
+    let message = store.read("k").unwrap_err().to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("not unpickled"), "{message}");
+}

@@ -1,0 +1,204 @@
+"""The task store (`cache_directory`): results that outlive the process that
+computed them. Every test runs the user's script as `python script.py` in
+fresh processes, as a restarted kernel would, and counts real runs through a
+side-effect file the function appends to."""
+
+import pickle
+import stat
+
+import pytest
+
+RESULT_TIMEOUT = 60
+
+# The user's script: `calls` runs once per process; `runs.txt` gets a line
+# for every real run of a function.
+SCRIPT = """
+import os, sys
+from pmp import Executor
+
+def record(name):
+    with open("runs.txt", "a") as f:
+        f.write(name + "\\n")
+
+def add(a, b):
+    record(f"add {{a}} {{b}}")
+    return a + b
+
+def also_add(a, b):
+    record(f"also_add {{a}} {{b}}")
+    return a + b
+
+def fail(message):
+    record("fail")
+    raise ValueError(message)
+
+with Executor(max_cores=2, cache_directory="store"{executor}) as exe:
+{calls}
+"""
+
+
+def script(calls, executor=""):
+    body = "\n".join("    " + line for line in calls.strip().splitlines())
+    return SCRIPT.format(calls=body, executor=executor)
+
+
+def runs(tmp_path):
+    path = tmp_path / "runs.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def ok(done):
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("block", ["", ", max_workers=1, block_allocation=True"])
+def test_a_result_computed_in_one_process_is_returned_by_another_without_running(
+    run_script, tmp_path, block
+):
+    calls = "print(exe.submit(add, 1, 2).result())"
+    assert ok(run_script(script(calls, block))) == ["3"]
+    assert ok(run_script(script(calls, block))) == ["3"]
+    assert runs(tmp_path) == ["add 1 2"]
+    # Other arguments are another call.
+    assert ok(run_script(script("print(exe.submit(add, 1, 3).result())", block))) == ["4"]
+    assert runs(tmp_path) == ["add 1 2", "add 1 3"]
+
+
+def test_a_chain_of_dependent_calls_is_returned_from_the_store(run_script, tmp_path):
+    calls = """
+first = exe.submit(add, 1, 2)
+second = exe.submit(add, first, 10)
+print(second.result(), first.result())
+"""
+    assert ok(run_script(script(calls))) == ["13 3"]
+    assert ok(run_script(script(calls))) == ["13 3"]
+    assert runs(tmp_path) == ["add 1 2", "add 3 10"]
+    # A changed upstream changes the dependent's key too.
+    changed = calls.replace("add, 1, 2", "add, 1, 5")
+    assert ok(run_script(script(changed))) == ["16 6"]
+    assert runs(tmp_path)[2:] == ["add 1 5", "add 6 10"]
+
+
+def test_a_cache_key_names_the_entry_whatever_the_function(run_script, tmp_path):
+    first = 'print(exe.submit(add, 1, 2, resource_dict={"cache_key": "sum"}).result())'
+    assert ok(run_script(script(first))) == ["3"]
+    other = 'print(exe.submit(also_add, 5, 5, resource_dict={"cache_key": "sum"}).result())'
+    assert ok(run_script(script(other))) == ["3"]
+    assert runs(tmp_path) == ["add 1 2"]
+
+
+def test_a_failure_is_stored_but_runs_again(run_script, tmp_path):
+    calls = """
+from pmp import get_cache_data
+try:
+    exe.submit(fail, "broken").result()
+except ValueError as error:
+    print("raised", error)
+rows = get_cache_data("store")
+print(len(rows), rows[0]["state"], type(rows[0]["error"]).__name__, rows[0]["error"])
+print(rows[0]["function"], "result" in rows[0])
+"""
+    assert ok(run_script(script(calls))) == [
+        "raised broken",
+        "1 failed ValueError broken",
+        "fail False",
+    ]
+    ok(run_script(script(calls)))
+    assert runs(tmp_path) == ["fail", "fail"]
+
+
+def test_get_cache_data_and_clear_cache(run_script, tmp_path):
+    calls = """
+import datetime, socket
+from pmp import clear_cache, get_cache_data
+exe.submit(add, 1, 2).result()
+exe.submit(add, 2, 2, resource_dict={"cache_key": "four"}).result()
+rows = {row["key"]: row for row in get_cache_data("store")}
+four = rows["four"]
+print(sorted(four), four["result"], four["function"], four["state"])
+print(four["host"] == socket.gethostname(), four["duration"] >= 0)
+print(four["submitted"] <= four["started"] <= four["finished"])
+print(isinstance(four["finished"], datetime.datetime), len(rows))
+print(clear_cache("store", "four"), len(get_cache_data("store")))
+print(clear_cache("store"), get_cache_data("store"))
+"""
+    assert ok(run_script(script(calls))) == [
+        (
+            "['duration', 'finished', 'function', 'host', 'key', 'result', 'started', "
+            "'state', 'submitted'] 4 add done"
+        ),
+        "True True",
+        "True",
+        "True 2",
+        "1 1",
+        "1 []",
+    ]
+
+
+def test_the_store_is_private_to_its_user(run_script, tmp_path):
+    ok(run_script(script("exe.submit(add, 1, 2).result()")))
+    store = tmp_path / "store"
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    assert stat.S_IMODE((store / "key").stat().st_mode) == 0o600
+
+
+class _Exploit:
+    """Unpickling this creates a file: proof that something was unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_forged_store_is_never_unpickled(run_script, tmp_path):
+    from pmp import _pmp
+    from pmp.client import serialize
+
+    calls = "print(exe.submit(add, 1, 2).result())"
+    listing = "\nfrom pmp import get_cache_data\nprint(get_cache_data('store'))"
+    ok(run_script(script(calls)))
+    entries = tmp_path / "store" / "entries"
+    (key,) = [p.name for p in entries.iterdir() if not p.name.startswith(".")]
+    pwned = tmp_path / "pwned"
+    # A plain pickle in place of the entry.
+    (entries / key).write_bytes(pickle.dumps(_Exploit(str(pwned))))
+    done = run_script(script(calls + listing))
+    shown = ok(done)
+    assert shown[0] == "3"
+    # Only the entry the call just wrote again: the forged one was dropped.
+    assert shown[1].count("'key'") == 1 and "'result': 3" in shown[1], shown[1]
+    assert "ignoring the task store entry" in done.stderr and "not unpickled" in done.stderr
+    assert not pwned.exists()
+    assert runs(tmp_path) == ["add 1 2", "add 1 2"], "the forged entry made the call run again"
+    # A well-formed entry, signed with another store's key.
+    other = _pmp.Store(str(tmp_path / "other"))
+    frames = serialize.dumps_value(_Exploit(str(pwned)))
+    other.write(key, "add", "done", frames, 0.0, 0.0, 0.0, "elsewhere", 1)
+    (entries / key).write_bytes((tmp_path / "other" / "entries" / key).read_bytes())
+    done = run_script(script(calls + listing))
+    assert ok(done)[0] == "3"
+    assert "ignoring the task store entry" in done.stderr
+    assert not pwned.exists()
+    assert len(runs(tmp_path)) == 3
+
+
+def test_a_bad_cache_key_or_directory_is_a_value_error(tmp_path):
+    from pmp import Executor
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cache_directory .* is not a directory"):
+        Executor(max_cores=1, cache_directory=str(tmp_path / "file"))
+    with Executor(max_cores=1, cache_directory=str(tmp_path / "store")) as exe:
+        for bad in ("../escape", ".hidden", "", "a/b", 5):
+            with pytest.raises(ValueError, match="cache_key"):
+                exe.submit(sum, [1], resource_dict={"cache_key": bad})
+        assert exe.submit(sum, [1, 1]).result(RESULT_TIMEOUT) == 2
+    with Executor(max_cores=1) as exe:
+        with pytest.raises(ValueError, match="has none"):
+            exe.submit(sum, [1], resource_dict={"cache_key": "k"})
+        per_call = {"cache_key": "k", "cache_directory": str(tmp_path / "per-call")}
+        assert exe.submit(sum, [1, 2], resource_dict=per_call).result(RESULT_TIMEOUT) == 3
+    assert (tmp_path / "per-call" / "entries" / "k").exists()

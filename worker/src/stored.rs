@@ -1,0 +1,66 @@
+//! The worker's side of the task store: a task with a `StoreTarget` has its
+//! outcome written to the store by the worker that computed it, so a large
+//! result reaches the store without a trip through the client.
+
+use pmp_scheduler::protocol::{Outcome, StoreTarget};
+use pmp_scheduler::store::{Entry, Meta, State, Store};
+use pmp_scheduler::Bytes;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch: store times are compared across hosts.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Stores opened so far: opening reads the key file, once per store.
+#[derive(Default)]
+pub struct Stores {
+    open: HashMap<PathBuf, Store>,
+}
+
+impl Stores {
+    /// Write one task's outcome. A store that cannot be written loses only
+    /// the stored copy: the result still goes to the client, and the reason
+    /// goes to the worker's stderr, which the client sees if the worker dies.
+    pub fn record(
+        &mut self,
+        target: &StoreTarget,
+        started: f64,
+        outcome: Outcome,
+        frames: &[Bytes],
+    ) {
+        let root = PathBuf::from(&target.root);
+        let store = match self.open.entry(root.clone()) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => match Store::open(&root) {
+                Ok(store) => slot.insert(store),
+                Err(e) => {
+                    eprintln!("pmp-worker: cannot open the task store: {e}");
+                    return;
+                }
+            },
+        };
+        let entry = Entry {
+            meta: Meta {
+                function: target.function.clone(),
+                state: match outcome {
+                    Outcome::Returned => State::Done,
+                    Outcome::Raised => State::Failed,
+                },
+                submitted: target.submitted,
+                started,
+                finished: now(),
+                host: crate::settings::hostname(),
+                pid: std::process::id(),
+            },
+            frames: frames.to_vec(),
+        };
+        if let Err(e) = store.write(&target.key, &entry) {
+            eprintln!("pmp-worker: cannot store the result of {}: {e}", target.key);
+        }
+    }
+}
