@@ -202,3 +202,89 @@ def test_a_bad_cache_key_or_directory_is_a_value_error(tmp_path):
         per_call = {"cache_key": "k", "cache_directory": str(tmp_path / "per-call")}
         assert exe.submit(sum, [1, 2], resource_dict=per_call).result(RESULT_TIMEOUT) == 3
     assert (tmp_path / "per-call" / "entries" / "k").exists()
+
+
+SLOW = """
+import os, sys, time
+from pmp import Executor, get_cache_data
+
+def slow(x):
+    with open("runs.txt", "a") as f:
+        f.write(f"slow {x} {os.getpid()}\\n")
+    deadline = time.monotonic() + 30
+    while not os.path.exists("go") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x * 2
+
+with Executor(max_cores=1, cache_directory="store") as exe:
+    future = exe.submit(slow, 21)
+    print("submitted", flush=True)
+    print(future.result(), future.from_store is not None, flush=True)
+"""
+
+
+def test_the_same_key_submitted_by_two_clients_at_once_runs_once(start_script, tmp_path, wait_until):
+    first = start_script(SLOW, name="first.py")
+    wait_until(lambda: runs(tmp_path), timeout=30, message="the first client's call never started")
+    second = start_script(SLOW, name="second.py")
+    assert second.stdout.readline() == "submitted\n"
+    (tmp_path / "go").write_text("")
+    out_first, err_first = first.communicate(timeout=60)
+    out_second, err_second = second.communicate(timeout=60)
+    assert first.returncode == 0, err_first
+    assert second.returncode == 0, err_second
+    assert out_first.splitlines()[-1] == "42 False"
+    assert out_second.splitlines()[-1] == "42 True", "the second attached to the first's run"
+    assert len(runs(tmp_path)) == 1
+
+
+def test_a_killed_clients_lock_is_taken_over(start_script, run_script, tmp_path, wait_until):
+    import signal
+
+    first = start_script(SLOW, name="first.py")
+    wait_until(lambda: runs(tmp_path), timeout=30, message="the first client's call never started")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    (tmp_path / "go").write_text("")
+    done = run_script(SLOW, name="second.py")
+    assert ok(done)[-1] == "42 False", "the second ran it itself"
+    assert len(runs(tmp_path)) == 2
+
+
+MANY = """
+import os
+from pmp import Executor
+
+def blob(i):
+    return os.urandom(256 * 1024) + i.to_bytes(4, "little")
+
+with Executor(max_workers=2, block_allocation=True, cache_directory="store") as exe:
+    futures = [exe.submit(blob, i) for i in range(400)]
+    futures[0].result()
+    print("writing", flush=True)
+    for f in futures:
+        f.result()
+"""
+
+
+def test_a_client_killed_while_results_are_written_leaves_a_readable_store(
+    start_script, run_script, tmp_path
+):
+    import signal
+
+    client = start_script(MANY)
+    assert client.stdout.readline() == "writing\n"
+    client.send_signal(signal.SIGKILL)
+    client.wait(timeout=30)
+    done = run_script(
+        """
+        import warnings
+        from pmp import get_cache_data, clear_cache
+        warnings.simplefilter("error")  # an invalid entry would be a StoreWarning
+        rows = get_cache_data("store")
+        print(len(rows) >= 1, all(len(r["result"]) == 256 * 1024 + 4 for r in rows))
+        print(clear_cache("store") == len(rows), get_cache_data("store"))
+        """,
+        name="reader.py",
+    )
+    assert ok(done) == ["True True", "True []"]

@@ -22,6 +22,7 @@ from pmp.client.resources import (
     merge_resource_dict,
     request_of,
 )
+from pmp.client.store_watch import StoreWatch
 from pmp.notebook.cell_output import submitting_cell_writer
 
 _live_executors = weakref.WeakSet()
@@ -144,6 +145,7 @@ class Executor(_BaseExecutor):
         }
         self._request = request_of(self._defaults)
         self._store = None if cache_directory is None else store.open_store(cache_directory)
+        self._store_watch = StoreWatch()
         self._executor = executor
         self._bind_host = backends.bind_host(self._backend, hostname_localhost)
         self._max_cores = max_cores
@@ -240,13 +242,22 @@ class Executor(_BaseExecutor):
             return future
         target = None
         if task_store is not None:
-            key = cache_key or _content_key(function, call, dependency_keys)
+            key = cache_key or _content_key(fn, call, dependency_keys)
             if key is not None:
                 future._pmp_key = key
                 stored = store.lookup(task_store, key)
+                if stored is None and not store.claim(task_store, key):
+                    # Another live client runs it: wait for its entry.
+                    return self._attach(future, task_store, key, fn, args, kwargs, resource_dict)
+                # Looked up again once claimed: it may have ended just before.
+                stored = stored or store.lookup(task_store, key)
                 if stored is not None:
+                    task_store.unlock(key)
                     return self._from_store(future, stored)
                 target = (os.fspath(task_store.root), key, _name_of(fn), time.time())
+                # The worker writes the entry before it reports the outcome,
+                # so the lock goes only once the entry is there (or never will be).
+                future.add_done_callback(_unlocker(task_store, key))
         task = self._table.new_id()
         self._table.register(task, future)
         if self._cell_writer is not None:
@@ -411,6 +422,40 @@ class Executor(_BaseExecutor):
         self._scheduler.resolve_external(task, True, stored.frames)
         return future
 
+    def _attach(self, future, task_store, key, fn, args, kwargs, resource_dict):
+        """The Future of a call another live client is running under `key`:
+        it resolves from that run's entry. Should the run end without one (its
+        client died), the call is submitted here after all."""
+        task = self._table.new_id()
+        self._table.register(task, future)
+        self._scheduler.add_external(task)
+
+        def on_stored(entry):
+            if entry.state == "done":
+                with contextlib.suppress(Exception):  # InvalidStateError: cancelled meanwhile
+                    future.resolve_from_store(entry)
+                with contextlib.suppress(RuntimeError):  # the scheduler already stopped
+                    self._scheduler.resolve_external(task, True, entry.frames)
+            else:  # that run failed: this call fails the same way
+                with contextlib.suppress(RuntimeError):
+                    self._scheduler.resolve_external(task, False, entry.frames)
+
+        def on_released():
+            try:
+                again = self.submit(fn, *args, resource_dict=resource_dict, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - e.g. shut down meanwhile
+                with contextlib.suppress(RuntimeError):
+                    self._scheduler.resolve_external(task, False, _exception_frames(error))
+                return
+            def finished(done):
+                future.from_store = done.from_store
+                self._resolve_external(task, done)
+
+            again.add_done_callback(finished)
+
+        self._store_watch.attach(task_store, key, on_stored, on_released)
+        return future
+
     def _dependency_collector(self, dependencies, keys):
         """`on_future` for `serialize.dumps_call`: each Future argument becomes
         a dependency (its task id in `dependencies`, its store key, or None,
@@ -486,13 +531,22 @@ def _takes_resource_dict(fn):
     )
 
 
-def _content_key(function, call, dependency_keys):
-    """The store key of a call: a hash of its function, its arguments and
-    the keys of the Futures among them; None when one of those Futures has
-    no key (a Future of another kind), so the call is not stored."""
+def _unlocker(task_store, key):
+    def unlock(_):
+        with contextlib.suppress(Exception):  # e.g. the store was removed meanwhile
+            task_store.unlock(key)
+
+    return unlock
+
+
+def _content_key(fn, call, dependency_keys):
+    """The store key of a call: a hash of its function (wherever it was
+    defined), its arguments and the keys of the Futures among them; None
+    when one of those Futures has no key (a Future of another kind), so the
+    call is not stored."""
     if None in dependency_keys:
         return None
-    return _pmp.task_key(function, call, dependency_keys)
+    return _pmp.task_key(serialize.function_identity(fn), call, dependency_keys)
 
 
 def _name_of(fn):

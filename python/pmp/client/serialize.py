@@ -66,6 +66,39 @@ def dumps_function(fn):
     return _function_pickles.dumps(fn)
 
 
+def function_identity(fn):
+    """What a call's store key knows of its function: its pickle with every
+    code object's file name and first line number left out. Those say where
+    the function was defined, not what it does, and the file of a notebook
+    cell changes with every kernel (ipykernel: /tmp/ipykernel_<pid>/...)."""
+    return _function_identities.dumps(fn)
+
+
+_KEY_FILENAME = "<pmp>"
+
+
+class _IdentityPickler(cloudpickle.Pickler):
+    def reducer_override(self, obj):
+        if type(obj) is types.CodeType and (
+            obj.co_filename != _KEY_FILENAME or obj.co_firstlineno != 1
+        ):
+            return _identity, (obj.replace(co_filename=_KEY_FILENAME, co_firstlineno=1),)
+        return super().reducer_override(obj)
+
+    def _function_getnewargs(self, func):
+        # The module's __file__ (and __path__) travel for relative imports:
+        # where, again, not what.
+        code, base_globals, name, defaults, closure = super()._function_getnewargs(func)
+        base_globals = {k: v for k, v in base_globals.items() if k not in ("__file__", "__path__")}
+        return code, base_globals, name, defaults, closure
+
+
+def _dumps_identity(fn):
+    file = io.BytesIO()
+    _IdentityPickler(file, protocol=PROTOCOL).dump(fn)
+    return file.getvalue()
+
+
 class _FunctionPickles:
     """Pickling a function defined in ``__main__`` or a notebook (by value,
     ~15 µs) was most of `submit`'s time. A function submitted again is not
@@ -76,22 +109,24 @@ class _FunctionPickles:
     compared by identity). A function that captures anything else — a list,
     an array, another notebook function — is pickled at every submit."""
 
-    def __init__(self):
+    def __init__(self, pickle_function):
+        self._pickle = pickle_function
         self._pickles = weakref.WeakKeyDictionary()  # function -> (captured, pickle)
 
     def dumps(self, fn):
         captured = _captured(fn)
         if captured is None:
-            return cloudpickle.dumps(fn, protocol=PROTOCOL)
+            return self._pickle(fn)
         known = self._pickles.get(fn)
         if known is not None and known[0] == captured:
             return known[1]
-        pickled = cloudpickle.dumps(fn, protocol=PROTOCOL)
+        pickled = self._pickle(fn)
         self._pickles[fn] = (captured, pickled)
         return pickled
 
 
-_function_pickles = _FunctionPickles()
+_function_pickles = _FunctionPickles(lambda fn: cloudpickle.dumps(fn, protocol=PROTOCOL))
+_function_identities = _FunctionPickles(_dumps_identity)
 _SCALARS = frozenset((int, float, complex, str, bytes, bool, type(None)))
 
 

@@ -9,6 +9,7 @@ unpickled: it is reported once and treated as absent, so the call runs again.
 
 import datetime
 import os
+import socket
 import threading
 import warnings
 
@@ -71,6 +72,41 @@ def lookup(store, key):
     if entry is None or entry.state != "done":
         return None
     return entry
+
+
+def lock_owner_text():
+    """Who holds a key's lock: this host and process, so that a client on
+    the same host can tell a lock left by a killed process."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def owner_is_gone(store, key):
+    """Whether the lock on `key` was left by a process that no longer runs
+    (on this host; a lock from another host is taken as live)."""
+    owner = store.lock_owner(key)
+    if owner is None:
+        return True
+    host, _, pid = owner.partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(store, key):
+    """Take the lock on `key` for running it here: True when this process
+    holds it now (a stale lock of a dead process is taken over)."""
+    if store.try_lock(key, lock_owner_text()):
+        return True
+    if owner_is_gone(store, key):
+        store.unlock(key)
+        return store.try_lock(key, lock_owner_text())
+    return False
 
 
 def _report(store, key, error):
