@@ -46,6 +46,16 @@ SCENARIOS = {
     "rss": ("peak RSS increase, 100,000 tasks queued behind a busy worker", "MB", False),
     # Derived from the "rss" measurement, not run on its own.
     "submit": ("submit() rate while queueing those tasks", "calls/s", True),
+    "storesubmit": (
+        "submit() time a task store adds (cache_directory, empty), 2 workers, block allocation",
+        "µs/call",
+        False,
+    ),
+    "storeload": (
+        "10,000 stored results loaded in a fresh interpreter (create, submit, result)",
+        "s",
+        False,
+    ),
 }
 DERIVED = {"submit": ("rss", "submit_per_s")}
 
@@ -60,6 +70,11 @@ SIZES = {
     "numpy_bytes": (100_000_000, 100_000_000),
     "numpy_repeat": (5, 2),
     "rss_tasks": (100_000, 20_000),
+    "storesubmit_calls": (20_000, 5_000),
+    "storesubmit_repeat": (3, 1),
+    "storesubmit_wait_s": (20, 10),  # for the results of one round, outside the timing
+    "storeload_tasks": (10_000, 2_000),
+    "storeload_budget_s": (60, 20),  # the fresh interpreter stops waiting after this
 }
 
 
@@ -92,19 +107,33 @@ class NotApplicable(Exception):
     """The library has no way to do what the scenario measures."""
 
 
-def make_executor(library, mode, workers=1):
-    """mode: "block" (long-lived workers) or "fresh" (a new process per task)."""
+def make_executor(library, mode, workers=1, cache_directory=None):
+    """mode: "block" (long-lived workers) or "fresh" (a new process per task);
+    cache_directory: a task store (block mode only)."""
+    if cache_directory is not None and library in ("ppe", "dask"):
+        raise NotApplicable("no task store")
     if library == "pmp":
         from pmp import Executor
 
         if mode == "block":
-            return Executor(max_workers=workers, block_allocation=True), ""
+            return (
+                Executor(
+                    max_workers=workers, block_allocation=True, cache_directory=cache_directory
+                ),
+                "",
+            )
         return Executor(max_cores=2), ""
     if library == "executorlib":
         from executorlib import SingleNodeExecutor
 
         if mode == "block":
-            return SingleNodeExecutor(max_workers=workers, block_allocation=True), ""
+            # Its cache_directory needs h5py (executorlib.standalone.hdf).
+            return (
+                SingleNodeExecutor(
+                    max_workers=workers, block_allocation=True, cache_directory=cache_directory
+                ),
+                "",
+            )
         return SingleNodeExecutor(max_cores=2), ""
     if library == "ppe":
         from concurrent.futures import ProcessPoolExecutor
@@ -286,6 +315,210 @@ def scenario_rss(library, quick):
     return exe, result
 
 
+def _store_executor(library, folder):
+    _check_store(library)
+    return make_executor(library, "block", workers=2, cache_directory=folder)
+
+
+def _check_store(library):
+    if library in ("ppe", "dask"):
+        raise NotApplicable("no task store")
+    if library == "executorlib":
+        try:
+            import h5py  # noqa: F401 - executorlib's cache_directory writes HDF5 files
+        except ImportError as error:
+            raise NotApplicable(f"its cache_directory needs h5py: {error}") from None
+
+
+def scenario_storesubmit(library, quick):
+    """submit() time per call without and with an (empty) task store, in
+    alternating rounds, each on a new executor; the figure is the difference of
+    the medians. The results are waited for outside the timing, up to a limit:
+    a round whose stored calls are not all done by then is the last one."""
+    _check_store(library)
+    calls, wait_s = SIZES["storesubmit_calls"][quick], SIZES["storesubmit_wait_s"][quick]
+    without, with_store, note = [], [], ""
+    budget = time.perf_counter() + 60
+    rounds = [(without, False), (with_store, True)] * SIZES["storesubmit_repeat"][quick]
+    for samples, stored in rounds:
+        if stored:
+            exe, _ = _store_executor(library, tempfile.mkdtemp(prefix="store-"))  # empty
+        else:
+            exe, _ = make_executor(library, "block", workers=2)
+        # Warm-up (both workers started), with arguments the timed loop does not use.
+        wait_all([exe.submit(inc, -1 - i) for i in range(20)])
+        start = time.perf_counter()
+        futures = [exe.submit(inc, i) for i in range(calls)]
+        samples.append((time.perf_counter() - start) * 1e6 / calls)
+        if not _wait_until(futures, time.perf_counter() + wait_s):
+            # executorlib lists the whole cache directory for each task it runs.
+            done = sum(future.done() for future in futures)
+            note = f"a round's results not all done {wait_s} s after: {done:,} of {calls:,}"
+            exe.shutdown(wait=False, cancel_futures=True)  # the harness kills the rest
+            break
+        exe.shutdown(wait=True)
+        if stored:
+            os.sync()  # the store's files written back now, not during the next round
+        if time.perf_counter() > budget and len(with_store) == len(without):
+            break
+    plain, stored = statistics.median(without), statistics.median(with_store)
+    text = f"{plain:.2f} µs without, {stored:.2f} with"
+    return None, {
+        "value": stored - plain,
+        "note": _join(text, note),
+        "without_us": without,
+        "with_store_us": with_store,
+        "calls": calls,
+    }
+
+
+def _wait_until(futures, deadline):
+    """Whether every future finished before the deadline (perf_counter)."""
+    from concurrent.futures import CancelledError
+    from concurrent.futures import TimeoutError as FuturesTimeout
+
+    for future in futures:
+        try:
+            future.exception(timeout=max(0.0, deadline - time.perf_counter()))  # done is done
+        except CancelledError:
+            continue
+        except FuturesTimeout:
+            return False
+    return True
+
+
+def scenario_storeload(library, quick):
+    """Stores `inc(i)` for i < N (untimed), then times a fresh interpreter
+    (`--load-store`) that creates an executor on that store, submits the same N
+    calls and gets every result; each must come from the store."""
+    _check_store(library)
+    tasks = SIZES["storeload_tasks"][quick]
+    folder = tempfile.mkdtemp(prefix="store-")  # inside the harness's scratch TMPDIR
+    start = time.perf_counter()
+    if library == "executorlib":
+        _fill_executorlib_store(folder, tasks)
+    else:
+        exe, _ = _store_executor(library, folder)
+        results = [future.result() for future in [exe.submit(inc, i) for i in range(tasks)]]
+        assert results == [i + 1 for i in range(tasks)]
+        exe.shutdown(wait=True)
+    fill_seconds = time.perf_counter() - start
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--load-store",
+        library,
+        folder,
+        *(["--quick"] if quick else []),
+    ]
+    # Files, not pipes (as in run_one). Same process group: the harness kills what it leaves.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.run(command, stdout=out, stderr=err, text=True, check=False)
+        out.seek(0)
+        err.seek(0)
+        result = _last_json(out.read())
+        if result is None:
+            lines = [line for line in err.read().strip().splitlines() if line.strip()]
+            last = lines[-1] if lines else f"exit code {process.returncode}, no output"
+            raise RuntimeError(f"the loading interpreter: {last}")
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    result["fill_s"] = fill_seconds
+    return None, result
+
+
+def _fill_executorlib_store(folder, tasks):
+    """The entries executorlib 1.11's executor writes for `submit(inc, i)`
+    (`_execute_task_with_cache`: the same key and fields), written here: its
+    executor lists the whole cache directory for every task, so filling 10,000
+    through it takes minutes. The loading side checks that no file is written."""
+    _check_store("executorlib")
+    from executorlib.standalone.hdf import dump
+    from executorlib.standalone.serialize import serialize_funct
+
+    for i in range(tasks):
+        key, data, error = serialize_funct(fn=inc, fn_args=(i,), fn_kwargs={}, resource_dict={})
+        if error is not None:
+            raise error
+        begin = time.time()
+        data["output"] = inc(i)
+        data["runtime"] = time.time() - begin
+        dump(file_name=os.path.join(folder, key + "_o.h5"), data_dict=data)
+
+
+def load_store_here(library, folder, quick):
+    """Runs in the fresh interpreter of "storeload": prints one JSON line."""
+    tasks = SIZES["storeload_tasks"][quick]
+    budget = SIZES["storeload_budget_s"][quick]
+    try:
+        start = time.perf_counter()
+        if library == "pmp":
+            from pmp import Executor  # noqa: F401 - imported before the timing
+        else:
+            from executorlib import SingleNodeExecutor  # noqa: F401
+        import_seconds = time.perf_counter() - start
+        files_before = _files_of(folder)
+        start = time.perf_counter()
+        exe, _ = _store_executor(library, folder)
+        created = time.perf_counter()
+        futures = [exe.submit(inc, i) for i in range(tasks)]
+        submitted = time.perf_counter()
+        finished = _wait_until(futures, start + budget)
+        seconds = time.perf_counter() - start
+        if not finished:
+            done = sum(future.done() for future in futures)
+            print(
+                json.dumps(
+                    {
+                        "value": budget,
+                        "at_least": True,
+                        "note": f"stopped at {budget} s: {done:,} of {tasks:,} loaded",
+                        "import_s": import_seconds,
+                    }
+                ),
+                flush=True,
+            )
+            os._exit(0)
+        results = [future.result() for future in futures]
+        if results != [i + 1 for i in range(tasks)]:
+            raise RuntimeError("wrong results")
+        if library == "pmp":
+            computed = sum(future.from_store is None for future in futures)
+        else:  # no from_store: a call that ran would have written (or rewritten) its file
+            files_after = _files_of(folder)
+            computed = len(set(files_after.items()) - set(files_before.items()))
+        if computed:
+            raise RuntimeError(f"{computed:,} of {tasks:,} calls did not come from the store")
+        result = {
+            "value": seconds,
+            "note": "",
+            "import_s": import_seconds,
+            "create_s": created - start,
+            "submit_s": submitted - created,
+            "results_s": start + seconds - submitted,
+            "tasks": tasks,
+        }
+    except BaseException as error:  # noqa: BLE001 - reported in the table cell
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+        os._exit(0)
+    print(json.dumps(result), flush=True)
+    exe.shutdown(wait=True)
+    os._exit(0)
+
+
+def _files_of(folder):
+    """{path: mtime_ns} of every file under folder."""
+    found = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            try:
+                found[path] = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                pass
+    return found
+
+
 SCENARIO_FUNCTIONS = {
     "throughput": scenario_throughput,
     "roundtrip": scenario_roundtrip,
@@ -293,6 +526,8 @@ SCENARIO_FUNCTIONS = {
     "fresh": scenario_fresh,
     "numpy": scenario_numpy,
     "rss": scenario_rss,
+    "storesubmit": scenario_storesubmit,
+    "storeload": scenario_storeload,
 }
 
 
@@ -317,7 +552,8 @@ def measure_here(library, scenario, quick):
         # (executorlib's dependency layer would otherwise still run every queued task.)
         exe.shutdown(wait=False, cancel_futures=True)
         os._exit(0)
-    exe.shutdown(wait=True)
+    if exe is not None:  # None: the scenario shut its executors down itself
+        exe.shutdown(wait=True)
     os._exit(0)
 
 
@@ -355,14 +591,7 @@ def run_one(library, scenario, quick, timeout):
         stdout, stderr = out.read(), err.read()
     shutil.rmtree(scratch, ignore_errors=True)
     elapsed = time.perf_counter() - start
-    result = None
-    for line in reversed(stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                result = json.loads(line)
-                break
-            except ValueError:
-                continue
+    result = _last_json(stdout)
     if result is None:
         if timed_out:
             result = {"error": f"timed out after {timeout} s"}
@@ -374,6 +603,16 @@ def run_one(library, scenario, quick, timeout):
         result["note"] = _join(result.get("note"), "shutdown hung")
     result["wall_s"] = round(elapsed, 2)
     return result
+
+
+def _last_json(stdout):
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
 
 
 def _kill_group(pgid):
@@ -424,8 +663,10 @@ def format_value(result, unit):
         text = result["error"].replace("|", "/").replace("\n", " ")
         return "error: " + (text if len(text) <= 70 else text[:67] + "...")
     value = result["value"]
-    digits = 0 if value >= 100 else 1 if value >= 10 else 2 if value >= 1 else 3
+    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
     text = f"{value:,.{digits}f}"
+    if result.get("at_least"):  # a measurement stopped at its limit
+        text = "> " + text
     tree = result.get("tree_increase_mb")
     if unit == "MB" and tree is not None and abs(tree - value) > 1:
         text += f" (with child processes {tree:,.0f})"
@@ -437,11 +678,12 @@ def ratio(results, higher_is_better):
     ours, theirs = results.get("pmp"), results.get("executorlib")
     if not ours or not theirs or "value" not in ours or "value" not in theirs:
         return "n/a"
-    if theirs["value"] == 0:
+    if theirs["value"] <= 0 or ours["value"] < 0 or ours.get("at_least"):
         return "n/a"
     value = ours["value"] / theirs["value"]
     better = value > 1 if higher_is_better else value < 1
-    return f"{value:.3g}× ({'pmp better' if better else 'pmp worse'})"
+    bound = "< " if theirs.get("at_least") else ""  # theirs is a lower bound (lower is better)
+    return f"{bound}{value:.3g}× ({'pmp better' if better else 'pmp worse'})"
 
 
 def print_table(table, libraries, quick):
@@ -478,6 +720,10 @@ def _label(scenario, label, quick):
         return f"{label}, {SIZES['fresh_tasks'][q]} tasks"
     if scenario == "rss":
         return label.replace("100,000", f"{SIZES['rss_tasks'][q]:,}")
+    if scenario == "storesubmit":
+        return f"{label}, {SIZES['storesubmit_calls'][q]:,} calls"
+    if scenario == "storeload":
+        return label.replace("10,000", f"{SIZES['storeload_tasks'][q]:,}")
     return label
 
 
@@ -491,9 +737,15 @@ def main():
     parser.add_argument(
         "--measure", nargs=2, metavar=("LIBRARY", "SCENARIO"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--load-store", nargs=2, metavar=("LIBRARY", "PATH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.measure:
         measure_here(*args.measure, int(args.quick))
+        return
+    if args.load_store:
+        load_store_here(*args.load_store, int(args.quick))
         return
 
     libraries = _choose(args.only, LIBRARIES, "library")
@@ -516,7 +768,7 @@ def main():
             result = run_one(library, scenario, args.quick, args.timeout)
             table[scenario][library] = result
             shown = format_value(result, SCENARIOS[scenario][1])
-            print(f"  {scenario:<10} {library:<12} {shown}  [{result['wall_s']} s]", flush=True)
+            print(f"  {scenario:<11} {library:<12} {shown}  [{result['wall_s']} s]", flush=True)
     print(f"\n(total {time.perf_counter() - started:.0f} s)\n")
     print_table(table, libraries, args.quick)
     if args.json:

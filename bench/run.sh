@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the peers the executor benchmark compares against (executorlib 1.11, dask.distributed,
-# numpy, psutil)
+# numpy, psutil, and h5py for executorlib's cache_directory)
 # into the active Python environment where they are missing, then runs bench_executor.py.
 #
 #   bench/run.sh                 # the full comparison (a few minutes at most)
@@ -29,6 +29,7 @@ missing=()
 "$python" -c 'import distributed' 2>/dev/null || missing+=("distributed")
 "$python" -c 'import numpy' 2>/dev/null || missing+=("numpy")
 "$python" -c 'import psutil' 2>/dev/null || missing+=("psutil")
+"$python" -c 'import h5py' 2>/dev/null || missing+=("h5py")
 if ((${#missing[@]})); then
     echo "installing into $("$python" -c 'import sys; print(sys.prefix)'): ${missing[*]}"
     "$python" -m pip install --quiet "${missing[@]}"
