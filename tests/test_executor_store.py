@@ -223,7 +223,9 @@ with Executor(max_cores=1, cache_directory="store") as exe:
 """
 
 
-def test_the_same_key_submitted_by_two_clients_at_once_runs_once(start_script, tmp_path, wait_until):
+def test_the_same_key_submitted_by_two_clients_at_once_runs_once(
+    start_script, tmp_path, wait_until
+):
     first = start_script(SLOW, name="first.py")
     wait_until(lambda: runs(tmp_path), timeout=30, message="the first client's call never started")
     second = start_script(SLOW, name="second.py")

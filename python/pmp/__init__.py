@@ -12,6 +12,7 @@ _EXPORTS = {
     "Future": "pmp.client.future",
     "RemoteTraceback": "pmp.worker.remote",
     "WorkerDiedError": "pmp.client.errors",
+    "JobFailedError": "pmp.client.errors",
     "clear_cache": "pmp.client.store",
     "get_cache_data": "pmp.client.store",
 }
@@ -20,6 +21,7 @@ __all__ = [
     "DependencyCancelledError",
     "Executor",
     "Future",
+    "JobFailedError",
     "RemoteTraceback",
     "WorkerDiedError",
     "clear_cache",

@@ -1,9 +1,11 @@
 //! The task store as Python sees it: `Store` (entries verified before their
-//! frames reach Python), `StoredEntry`, and `task_key`, the content hash that
+//! frames reach Python; inputs, the calls batch jobs run, written for
+//! pmp-worker to read), `StoredEntry`, and `task_key`, the content hash that
 //! names a call's entry.
 
 use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
-use pmp_scheduler::store::{self, Entry, Meta, State, StoreError};
+use pmp_scheduler::store::{self, Entry, Input, Meta, State, StoreError};
+use pmp_scheduler::Bytes;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -129,6 +131,38 @@ impl Store {
 
     fn contains(&self, key: &str) -> bool {
         self.store.contains(key)
+    }
+
+    /// Store the call a batch job is to run under `key`: `function` its
+    /// qualified name, `pickle` the cloudpickled function, `call` its frames,
+    /// `dependencies` the keys of the entries its Future placeholders stand
+    /// for, in placeholder-index order. pmp-worker in job mode reads it.
+    #[pyo3(signature = (key, function, submitted, pickle, call, dependencies))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_input(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        function: String,
+        submitted: f64,
+        pickle: &Bound<'_, PyBytes>,
+        call: &Bound<'_, PyAny>,
+        dependencies: Vec<String>,
+    ) -> PyResult<()> {
+        let input = Input {
+            function,
+            submitted,
+            pickle: Bytes::copy_from_slice(pickle.as_bytes()),
+            call: frames_from_python(call)?,
+            dependencies,
+        };
+        py.detach(|| self.store.write_input(key, &input))
+            .map_err(to_python)
+    }
+
+    /// Whether an input is stored under `key` (one stat, not verified).
+    fn has_input(&self, key: &str) -> bool {
+        self.store.has_input(key)
     }
 
     /// The keys of every entry, sorted.

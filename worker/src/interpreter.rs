@@ -1,7 +1,7 @@
 //! The embedded CPython and pmp's worker runtime (`pmp.worker.runtime`) inside it.
 
 use crate::output::OutputSink;
-use crate::settings::Settings;
+use crate::settings::PythonSettings;
 use pmp_scheduler::protocol::{FunctionRef, Outcome};
 use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
 use pmp_scheduler::Bytes;
@@ -13,8 +13,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn start(settings: &Settings, sink: OutputSink) -> Result<Runtime, String> {
-        pmp_embed::start_python(std::path::Path::new(&settings.python))?;
+    /// Start Python and pmp's runtime in it. With a `sink`, what a task
+    /// prints goes there; with none, it stays on this process's stdout and
+    /// stderr.
+    pub fn start(settings: &PythonSettings, sink: Option<OutputSink>) -> Result<Runtime, String> {
+        pmp_embed::start_python(std::path::Path::new(&settings.executable))?;
         Python::attach(|py| {
             let sys = py.import("sys")?;
             let path = sys.getattr("path")?.cast_into::<PyList>()?;
@@ -26,7 +29,7 @@ impl Runtime {
             let runtime = py
                 .import("pmp.worker.runtime")?
                 .getattr("Runtime")?
-                .call1((settings.ranks, Bound::new(py, sink)?))?;
+                .call1((settings.ranks, sink.map(|s| Bound::new(py, s)).transpose()?))?;
             Ok(Runtime {
                 runtime: runtime.unbind(),
             })
@@ -34,47 +37,55 @@ impl Runtime {
         .map_err(|e: PyErr| Python::attach(|py| describe(py, &e)))
     }
 
-    pub fn init(&self, frames: Vec<Bytes>) -> (Outcome, Vec<Bytes>) {
+    /// The init function's outcome; Err when pmp itself failed in Python.
+    pub fn init(&self, frames: Vec<Bytes>) -> Result<(Outcome, Vec<Bytes>), String> {
         Python::attach(|py| {
-            let frames = frames_to_python(py, &frames, false)?;
-            let result = self.runtime.bind(py).call_method1("init", (frames,))?;
-            outcome(&result)
+            let run = || -> PyResult<(Outcome, Vec<Bytes>)> {
+                let frames = frames_to_python(py, &frames, false)?;
+                let result = self.runtime.bind(py).call_method1("init", (frames,))?;
+                outcome(&result)
+            };
+            run().map_err(|e| describe(py, &e))
         })
-        .unwrap_or_else(|e| Python::attach(|py| crate::internal_error(describe(py, &e))))
     }
 
+    /// The task's outcome, from frames laid out as a `ToWorker::Run`'s; Err
+    /// when pmp itself failed in Python.
     pub fn run(
         &self,
         function: FunctionRef,
         call_frames: u32,
         dependency_frames: &[u32],
         frames: Vec<Bytes>,
-    ) -> (Outcome, Vec<Bytes>) {
+    ) -> Result<(Outcome, Vec<Bytes>), String> {
         Python::attach(|py| {
-            let mut rest = frames.as_slice();
-            let (slot, inline) = match function {
-                FunctionRef::Inline { slot } => {
-                    let (function, tail) = rest.split_first().expect("an inline function frame");
+            let run = || -> PyResult<(Outcome, Vec<Bytes>)> {
+                let mut rest = frames.as_slice();
+                let (slot, inline) = match function {
+                    FunctionRef::Inline { slot } => {
+                        let (function, tail) =
+                            rest.split_first().expect("an inline function frame");
+                        rest = tail;
+                        (slot, Some(pyo3::types::PyBytes::new(py, function)))
+                    }
+                    FunctionRef::Cached { slot } => (slot, None),
+                };
+                let (call, mut rest) = rest.split_at(call_frames as usize);
+                let call = frames_to_python(py, call, false)?;
+                let dependencies = PyList::empty(py);
+                for &n in dependency_frames {
+                    let (dep, tail) = rest.split_at(n as usize);
                     rest = tail;
-                    (slot, Some(pyo3::types::PyBytes::new(py, function)))
+                    dependencies.append(frames_to_python(py, dep, false)?)?;
                 }
-                FunctionRef::Cached { slot } => (slot, None),
+                let result = self
+                    .runtime
+                    .bind(py)
+                    .call_method1("run", (slot, inline, call, dependencies))?;
+                outcome(&result)
             };
-            let (call, mut rest) = rest.split_at(call_frames as usize);
-            let call = frames_to_python(py, call, false)?;
-            let dependencies = PyList::empty(py);
-            for &n in dependency_frames {
-                let (dep, tail) = rest.split_at(n as usize);
-                rest = tail;
-                dependencies.append(frames_to_python(py, dep, false)?)?;
-            }
-            let result = self
-                .runtime
-                .bind(py)
-                .call_method1("run", (slot, inline, call, dependencies))?;
-            outcome(&result)
+            run().map_err(|e| describe(py, &e))
         })
-        .unwrap_or_else(|e| Python::attach(|py| crate::internal_error(describe(py, &e))))
     }
 
     /// Release the other ranks (if any) and flush output before exiting.
@@ -89,8 +100,8 @@ impl Runtime {
 
 /// A rank above 0: run `pmp.worker.runtime.follow`, which executes what rank 0
 /// broadcasts until it says stop. Returns the exit code.
-pub fn follow(settings: &Settings) -> i32 {
-    if let Err(e) = pmp_embed::start_python(std::path::Path::new(&settings.python)) {
+pub fn follow(settings: &PythonSettings) -> i32 {
+    if let Err(e) = pmp_embed::start_python(std::path::Path::new(&settings.executable)) {
         eprintln!("pmp-worker: Python did not start: {e}");
         return 3;
     }

@@ -1,5 +1,7 @@
 //! pmp-worker: started by a backend, it connects back to the scheduler,
-//! verifies every message, and runs tasks in an embedded CPython.
+//! verifies every message, and runs tasks in an embedded CPython. Started by
+//! a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
+//! from the task store and exits, with no network at all (`job`).
 //!
 //! Threads: the main thread initialises Python and runs tasks (CPython's main
 //! thread, so signals and `threading.main_thread()` behave); a connection
@@ -8,31 +10,41 @@
 
 mod connection;
 mod interpreter;
+mod job;
 mod output;
 mod pipes;
 mod settings;
 mod stored;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
+use settings::{Mode, Settings};
 
 fn main() {
-    let settings = match settings::Settings::from_env() {
-        Ok(settings) => settings,
+    let mode = match Mode::from_env() {
+        Ok(mode) => mode,
         Err(e) => {
             eprintln!("pmp-worker: {e}");
             std::process::exit(2);
         }
     };
-    if settings.rank > 0 {
-        // Ranks above 0 never touch the network: they run what rank 0
-        // broadcasts to them.
-        let code = interpreter::follow(&settings);
+    if mode.python().rank > 0 {
+        // Ranks above 0 never touch the network or the store: they run what
+        // rank 0 broadcasts to them.
+        let code = interpreter::follow(mode.python());
         std::process::exit(code);
     }
-    let connection = connection::Connection::open(&settings);
+    match mode {
+        Mode::Connected(settings) => serve(&settings),
+        Mode::Job(settings) => std::process::exit(job::run(&settings)),
+    }
+}
+
+/// Connected mode: run what the scheduler sends until it says stop or goes away.
+fn serve(settings: &Settings) -> ! {
+    let connection = connection::Connection::open(settings);
     let current_task = output::CurrentTask::default();
     let sink = output::OutputSink::new(connection.outgoing(), current_task.clone());
-    let runtime = match interpreter::Runtime::start(&settings, sink) {
+    let runtime = match interpreter::Runtime::start(&settings.python, Some(sink)) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pmp-worker: Python did not start: {e}");
@@ -52,7 +64,7 @@ fn main() {
     while let Some((message, frames)) = connection.next() {
         match message {
             ToWorker::Init => {
-                let (outcome, frames) = runtime.init(frames);
+                let (outcome, frames) = runtime.init(frames).unwrap_or_else(internal_error);
                 connection.send(FromWorker::InitDone { outcome }, frames);
             }
             ToWorker::Run {
@@ -64,8 +76,9 @@ fn main() {
             } => {
                 current_task.set(Some(task));
                 let started = stored::now();
-                let (outcome, frames) =
-                    runtime.run(function, call_frames, &dependency_frames, frames);
+                let (outcome, frames) = runtime
+                    .run(function, call_frames, &dependency_frames, frames)
+                    .unwrap_or_else(internal_error);
                 current_task.set(None);
                 if let Some(target) = &store {
                     stores.record(target, started, outcome, &frames);

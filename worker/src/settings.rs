@@ -1,19 +1,79 @@
-//! What the backend told this worker, through its environment.
+//! What the backend (or a batch job's script) told this worker, through its
+//! environment, and which of its two modes that makes it run in.
 
 use pmp_scheduler::auth::Key;
+use pmp_scheduler::store::StoreError;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// What the environment asks of this process.
+pub enum Mode {
+    /// Serve the scheduler at `PMP_SCHEDULER` until it says stop.
+    Connected(Settings),
+    /// Run the one call stored under `PMP_JOB_KEY` in the task store at
+    /// `PMP_JOB_STORE`, then exit (`job`): set, with `PMP_SCHEDULER` unset,
+    /// by a batch job's script.
+    Job(JobSettings),
+}
+
+impl Mode {
+    pub fn from_env() -> Result<Mode, String> {
+        let job = std::env::var_os("PMP_JOB_STORE").is_some()
+            || std::env::var_os("PMP_JOB_KEY").is_some();
+        if job && std::env::var_os("PMP_SCHEDULER").is_none() {
+            JobSettings::from_env().map(Mode::Job)
+        } else {
+            Settings::from_env().map(Mode::Connected)
+        }
+    }
+
+    pub fn python(&self) -> &PythonSettings {
+        match self {
+            Mode::Connected(settings) => &settings.python,
+            Mode::Job(settings) => &settings.python,
+        }
+    }
+}
+
+/// The embedded Python and this process's place among the worker's MPI
+/// ranks: the same in both modes.
+pub struct PythonSettings {
+    /// The Python executable whose installation (and pmp) is embedded.
+    pub executable: String,
+    pub sys_path: Vec<String>,
+    /// MPI ranks of this worker; rank 0 talks to the scheduler or the store,
+    /// the others follow it through MPI.
+    pub ranks: u32,
+    pub rank: u32,
+}
+
+impl PythonSettings {
+    fn from_env(required: impl Fn(&str) -> Result<String, String>) -> Result<Self, String> {
+        Ok(PythonSettings {
+            executable: required("PMP_PYTHON")?,
+            sys_path: std::env::var("PMP_SYS_PATH")
+                .map(|s| {
+                    s.split('\u{1f}')
+                        .filter(|p| !p.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ranks: std::env::var("PMP_RANKS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+            rank: mpi_rank(),
+        })
+    }
+}
 
 pub struct Settings {
     pub address: String,
     pub key: Key,
     pub worker_id: u32,
-    pub python: String,
-    pub sys_path: Vec<String>,
     pub heartbeat_timeout: Duration,
-    /// MPI ranks of this worker; rank 0 talks to the scheduler, the others
-    /// follow it through MPI.
-    pub ranks: u32,
-    pub rank: u32,
+    pub python: PythonSettings,
 }
 
 fn required(name: &str) -> Result<String, String> {
@@ -23,7 +83,7 @@ fn required(name: &str) -> Result<String, String> {
 }
 
 impl Settings {
-    pub fn from_env() -> Result<Settings, String> {
+    fn from_env() -> Result<Settings, String> {
         let key = Key::from_hex(&required("PMP_KEY")?)?;
         // The key must not reach the user's code or its subprocesses.
         // SAFETY: no other thread exists yet.
@@ -35,25 +95,45 @@ impl Settings {
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(10.0);
+        let address = required("PMP_SCHEDULER")?;
         Ok(Settings {
-            address: required("PMP_SCHEDULER")?,
+            address,
             key,
             worker_id,
-            python: required("PMP_PYTHON")?,
-            sys_path: std::env::var("PMP_SYS_PATH")
-                .map(|s| {
-                    s.split('\u{1f}')
-                        .filter(|p| !p.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
-            ranks: std::env::var("PMP_RANKS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(1),
-            rank: mpi_rank(),
+            python: PythonSettings::from_env(required)?,
+        })
+    }
+}
+
+pub struct JobSettings {
+    /// The task store's directory.
+    pub store: PathBuf,
+    /// The key of the call to run: its input's and its entry's name.
+    pub key: String,
+    pub python: PythonSettings,
+}
+
+impl JobSettings {
+    fn from_env() -> Result<JobSettings, String> {
+        let required = |name: &str| match std::env::var_os(name) {
+            Some(value) if !value.is_empty() => value
+                .into_string()
+                .map_err(|value| format!("{name} is not UTF-8: {}", value.to_string_lossy())),
+            _ => Err(format!(
+                "{name} is not set; a batch job's pmp-worker needs PMP_JOB_STORE, \
+                 PMP_JOB_KEY and PMP_PYTHON (pmp's batch backend sets them)"
+            )),
+        };
+        let store = required("PMP_JOB_STORE")?;
+        let key = required("PMP_JOB_KEY")?;
+        if !pmp_scheduler::store::valid_key(&key) {
+            return Err(format!("PMP_JOB_KEY: {}", StoreError::InvalidKey(key)));
+        }
+        Ok(JobSettings {
+            store: PathBuf::from(store),
+            key,
+            python: PythonSettings::from_env(required)?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The worker's side of the task store: a task with a `StoreTarget` has its
 //! outcome written to the store by the worker that computed it, so a large
-//! result reaches the store without a trip through the client.
+//! result reaches the store without a trip through the client. A batch job
+//! (`job`) writes its call's entry the same way.
 
 use pmp_scheduler::protocol::{Outcome, StoreTarget};
 use pmp_scheduler::store::{Entry, Meta, State, Store};
@@ -44,23 +45,41 @@ impl Stores {
                 }
             },
         };
-        let entry = Entry {
-            meta: Meta {
-                function: target.function.clone(),
-                state: match outcome {
-                    Outcome::Returned => State::Done,
-                    Outcome::Raised => State::Failed,
-                },
-                submitted: target.submitted,
-                started,
-                finished: now(),
-                host: crate::settings::hostname(),
-                pid: std::process::id(),
-            },
-            frames: frames.to_vec(),
-        };
+        let entry = outcome_entry(
+            target.function.clone(),
+            target.submitted,
+            started,
+            outcome,
+            frames.to_vec(),
+        );
         if let Err(e) = store.write(&target.key, &entry) {
             eprintln!("pmp-worker: cannot store the result of {}: {e}", target.key);
         }
+    }
+}
+
+/// The entry of a call's outcome as this worker writes it, once the call
+/// started at `started` has ended now.
+pub fn outcome_entry(
+    function: String,
+    submitted: f64,
+    started: f64,
+    outcome: Outcome,
+    frames: Vec<Bytes>,
+) -> Entry {
+    Entry {
+        meta: Meta {
+            function,
+            state: match outcome {
+                Outcome::Returned => State::Done,
+                Outcome::Raised => State::Failed,
+            },
+            submitted,
+            started,
+            finished: now(),
+            host: crate::settings::hostname(),
+            pid: std::process::id(),
+        },
+        frames,
     }
 }

@@ -12,10 +12,12 @@ class Backend:
     """Where workers run: ``name`` (local, slurm, flux), why, and the program
     that starts them (srun or flux; None for local)."""
 
-    def __init__(self, name, reason, launcher=None):
+    def __init__(self, name, reason, launcher=None, batch=False):
         self.name = name
         self.reason = reason
         self.launcher = launcher
+        # Outside any allocation: calls are batch jobs (launcher is sbatch).
+        self.batch = batch
 
 
 def choose_backend(backend, executor=None):
@@ -37,14 +39,23 @@ def choose_backend(backend, executor=None):
                 f"{'yes' if os.environ.get('FLUX_URI') else 'no'})"
             )
         return Backend("flux", "backend='flux' was asked for", flux)
+    sbatch = shutil.which("sbatch")
     if backend == "slurm":
+        if not os.environ.get("SLURM_JOB_ID"):
+            if not sbatch:
+                raise ValueError(
+                    "backend='slurm' outside an allocation (SLURM_JOB_ID is not set) submits "
+                    "batch jobs with sbatch, which is not on PATH"
+                )
+            return Backend(
+                "slurm",
+                "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is "
+                "not set): each call is submitted as a batch job with sbatch",
+                sbatch,
+                batch=True,
+            )
         if not srun:
             raise ValueError("backend='slurm' needs srun, which is not on PATH")
-        if not os.environ.get("SLURM_JOB_ID"):
-            raise ValueError(
-                "backend='slurm' runs workers as srun steps inside an allocation, but "
-                "SLURM_JOB_ID is not set: start Python inside salloc or an sbatch script"
-            )
         return Backend("slurm", "backend='slurm' was asked for", srun)
     if flux and os.environ.get("FLUX_URI"):
         return Backend("flux", "inside a Flux instance (FLUX_URI is set, flux is on PATH)", flux)
@@ -54,7 +65,10 @@ def choose_backend(backend, executor=None):
             f"inside Slurm allocation {os.environ['SLURM_JOB_ID']} (srun is on PATH)",
             srun,
         )
-    return Backend("local", "no Flux instance (FLUX_URI) or Slurm allocation (SLURM_JOB_ID) found")
+    reason = "no Flux instance (FLUX_URI) or Slurm allocation (SLURM_JOB_ID) found"
+    if sbatch:
+        reason += "; backend='slurm' would submit each call as a batch job with sbatch"
+    return Backend("local", reason)
 
 
 def allocation_cores(backend):

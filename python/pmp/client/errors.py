@@ -4,7 +4,13 @@ from concurrent.futures import CancelledError
 
 from pmp.worker.remote import RemoteError, RemoteTraceback
 
-__all__ = ["DependencyCancelledError", "RemoteError", "RemoteTraceback", "WorkerDiedError"]
+__all__ = [
+    "DependencyCancelledError",
+    "JobFailedError",
+    "RemoteError",
+    "RemoteTraceback",
+    "WorkerDiedError",
+]
 
 
 class WorkerDiedError(RuntimeError):
@@ -28,6 +34,21 @@ def _rebuild_worker_died(message, exit_code, signal):
     error = WorkerDiedError("", exit_code, signal)
     error.args = (message,)
     return error
+
+
+class JobFailedError(RuntimeError):
+    """A batch job ended without a result (time limit, out of memory, node
+    failure, cancelled): ``state`` is Slurm's word for it, ``log_tail`` the
+    end of the job's output file."""
+
+    def __init__(self, message, job=None, state=None, log_tail=""):
+        full = message
+        if log_tail:
+            full += "\nlast lines of the job's output:\n" + log_tail
+        super().__init__(full)
+        self.job = job
+        self.state = state
+        self.log_tail = log_tail
 
 
 class DependencyCancelledError(CancelledError):

@@ -108,6 +108,10 @@ class Executor(_BaseExecutor):
             )
         if oversubscribe and self._backend.name == "flux":
             raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="oversubscribe=True"))
+        self._batch = None
+        if self._backend.batch:
+            self._start_batch(locals())
+            return
         if command_line_argument_lst and self._backend.name == "local":
             raise ValueError(
                 "command_line_argument_lst holds extra arguments for srun or flux run; "
@@ -191,6 +195,48 @@ class Executor(_BaseExecutor):
         # An Executor dropped without shutdown still finishes its work and stops.
         weakref.finalize(self, self._scheduler.shutdown, False)
 
+    def _start_batch(self, given):
+        """Outside any allocation: each call is a Slurm batch job, which needs
+        a task store (`cache_directory`, by default ./pmp_cache)."""
+        if given["block_allocation"]:
+            raise ValueError(
+                "block_allocation=True outside any Slurm allocation would start pilot jobs, "
+                "which pmp cannot do yet: use block_allocation=False (one batch job per "
+                "call), or run Python inside salloc or an sbatch script"
+            )
+        if given["oversubscribe"]:
+            raise ValueError("oversubscribe=True is for srun steps inside an allocation")
+        from pmp.client.batch import BatchJobs
+
+        cache_directory = given["cache_directory"] or os.path.abspath("pmp_cache")
+        self._defaults = {
+            "cores": given["cores_per_worker"],
+            "threads_per_core": given["threads_per_core"],
+            "gpus_per_core": given["gpus_per_worker"] // given["cores_per_worker"],
+            "oversubscribe": False,
+            "cwd": given["cwd"],
+            "executor": None,
+            "hostname_localhost": given["hostname_localhost"],
+            "command_line_argument_lst": given["command_line_argument_lst"],
+            "cache_key": None,
+            "cache_directory": cache_directory,
+        }
+        self._store = store.open_store(cache_directory)
+        self._tool_dirs = [sysconfig.get_path("scripts")]
+        self._max_cores = given["max_cores"]
+        self._max_workers = given["max_workers"]
+        self._block = False
+        self._disable_dependencies = given["disable_dependencies"]
+        self._shutdown_called = False
+        self._cell_writer = None
+        self._batch = BatchJobs(
+            self._backend.launcher,
+            backends.worker_program(self._tool_dirs),
+            self._tool_dirs,
+            self._defaults,
+            self._store,
+        )
+
     # ---- concurrent.futures.Executor ----
 
     def submit(self, fn, /, *args, resource_dict=None, **kwargs):
@@ -198,6 +244,8 @@ class Executor(_BaseExecutor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        if self._batch is not None:
+            return self._submit_batch(fn, args, kwargs, resource_dict)
         if resource_dict is not None and _takes_resource_dict(fn):
             raise ValueError(
                 f"{_name_of(fn)} has a parameter named 'resource_dict', but submit() takes "
@@ -245,6 +293,7 @@ class Executor(_BaseExecutor):
             key = cache_key or _content_key(fn, call, dependency_keys)
             if key is not None:
                 future._pmp_key = key
+                future._pmp_store = task_store
                 stored = store.lookup(task_store, key)
                 if stored is None and not store.claim(task_store, key):
                     # Another live client runs it: wait for its entry.
@@ -287,6 +336,13 @@ class Executor(_BaseExecutor):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_called = True
+        if self._batch is not None:
+            # Batch jobs outlive the client: wait=False leaves them running.
+            if cancel_futures:
+                self._batch.cancel_all()
+            elif wait:
+                self._batch.wait()
+            return
         self._scheduler.shutdown(cancel_futures)
         if wait:
             self._scheduler.join()
@@ -306,11 +362,15 @@ class Executor(_BaseExecutor):
             "cores_per_worker": self._defaults["cores"],
             "threads_per_core": self._defaults["threads_per_core"],
             "gpus_per_worker": self._defaults["gpus_per_core"] * self._defaults["cores"],
-            "gpus": list(self._gpus),
-            "gpu_count": self._gpu_count,
+            "gpus": list(getattr(self, "_gpus", ())),
+            "gpu_count": getattr(self, "_gpu_count", 0),
             "disable_dependencies": self._disable_dependencies,
             "cache_directory": self._defaults["cache_directory"],
         }
+        if self._batch is not None:
+            unfinished = self._batch.unfinished()
+            info["jobs"] = sorted({w.job for w in unfinished if w.job})
+            return info
         info.update(self._scheduler.info())
         return info
 
@@ -381,6 +441,33 @@ class Executor(_BaseExecutor):
             )
         return f"{what}: {reason.requested} GPU(s) requested but {reason.available} {where}"
 
+    def _submit_batch(self, fn, args, kwargs, resource_dict):
+        from pmp.client.batch import BATCH_KEYS, check_batch_value
+
+        resource_dict = dict(resource_dict or {})
+        batch_options = {
+            key: check_batch_value(key, resource_dict.pop(key))
+            for key in BATCH_KEYS
+            if key in resource_dict
+        }
+        if resource_dict and _takes_resource_dict(fn):
+            raise ValueError(
+                f"{_name_of(fn)} has a parameter named 'resource_dict', but submit() takes "
+                "resource_dict= as the call's resources"
+            )
+        resources = merge_resource_dict(self._defaults, resource_dict)
+        if resources["oversubscribe"]:
+            raise ValueError(
+                "resource_dict key 'oversubscribe' is for srun steps inside an allocation"
+            )
+        resources.update(batch_options)
+        task_store = self._store
+        if resources["cache_directory"] != self._defaults["cache_directory"]:
+            task_store = store.open_store(resources["cache_directory"])
+        future = self._batch.submit(fn, args, kwargs, resources, task_store, resources["cache_key"])
+        future._pmp_store = task_store
+        return future
+
     def _check_connection(self, resources, given):
         """`executor` and `hostname_localhost` say how the scheduler reaches
         its workers, which is one choice for the whole Executor: a call may
@@ -447,6 +534,7 @@ class Executor(_BaseExecutor):
                 with contextlib.suppress(RuntimeError):
                     self._scheduler.resolve_external(task, False, _exception_frames(error))
                 return
+
             def finished(done):
                 future.from_store = done.from_store
                 self._resolve_external(task, done)

@@ -37,6 +37,9 @@ class Future(_BaseFuture):
     _pmp_output = ()  # [(stream name, text)], the kept tail
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
     _pmp_key = None  # its entry's name in the task store
+    _pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
+    job = None  # the batch job that computes it (backend="slurm" outside an allocation)
+    job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"
     started_at = None  # time.monotonic() when a worker took the task
     finished_at = None  # ... and when its outcome arrived
 

@@ -74,18 +74,25 @@ def lookup(store, key):
     return entry
 
 
-def lock_owner_text():
+def lock_owner_text(batch=False):
     """Who holds a key's lock: this host and process, so that a client on
-    the same host can tell a lock left by a killed process."""
-    return f"{socket.gethostname()} {os.getpid()}"
+    the same host can tell a lock left by a killed process. `batch`: the
+    process submits a batch job, which holds the lock once submitted."""
+    return f"{'batch ' if batch else ''}{socket.gethostname()} {os.getpid()}"
 
 
 def owner_is_gone(store, key):
     """Whether the lock on `key` was left by a process that no longer runs
-    (on this host; a lock from another host is taken as live)."""
+    (on this host; a lock from another host is taken as live). A lock taken
+    for a batch job that was submitted belongs to the job: it is the batch
+    job's follower that releases it if the job ends without a result."""
     owner = store.lock_owner(key)
     if owner is None:
         return True
+    if owner.startswith("batch "):
+        if os.path.exists(os.path.join(os.fspath(store.root), "jobs", key)):
+            return False
+        owner = owner[len("batch ") :]
     host, _, pid = owner.partition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -98,14 +105,15 @@ def owner_is_gone(store, key):
     return False
 
 
-def claim(store, key):
+def claim(store, key, batch=False):
     """Take the lock on `key` for running it here: True when this process
     holds it now (a stale lock of a dead process is taken over)."""
-    if store.try_lock(key, lock_owner_text()):
+    owner = lock_owner_text(batch)
+    if store.try_lock(key, owner):
         return True
     if owner_is_gone(store, key):
         store.unlock(key)
-        return store.try_lock(key, lock_owner_text())
+        return store.try_lock(key, owner)
     return False
 
 

@@ -26,7 +26,9 @@ class StoreWatch:
         with self._lock:
             self._waiting.append((store, key, on_stored, on_released))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pmp-store-watch", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="pmp-store-watch", daemon=True
+                )
                 self._thread.start()
         self._wake.set()
 

@@ -95,6 +95,10 @@ class FutureStatus:
         return (self.finished or time.monotonic()) - self.started
 
     def summary(self, state):
+        job = getattr(self.future, "job", None)
+        if job is not None and state in ("queued", "running"):
+            words = self.future.job_state or "PENDING"
+            return f"{words} job {job} for {_duration(self._elapsed())}"
         if state == "queued":
             return f"queued for {_duration(self._elapsed())}"
         if state == "running":

@@ -8,6 +8,7 @@ Idle followers wait in a polled non-blocking barrier instead of a blocking
 broadcast, which MPICH implements by spinning a core.
 """
 
+import sys
 import time
 
 from pmp.client import serialize
@@ -67,8 +68,9 @@ class Leader:
         ok, frames = pack(*run_here())
         gathered = self._comm.gather((ok, _as_bytes(frames), []), root=0)
         for rank, (_, _, output) in enumerate(gathered):
-            if output and send is not None:
-                relay_rank_output(send, rank, output)
+            if output:
+                # No sink (a batch job): into rank 0's own streams, the job's log.
+                relay_rank_output(send or _write_own, rank, output)
         return [(ok, packed) for ok, packed, _ in gathered]
 
     def init(self, local, frames):
@@ -95,6 +97,12 @@ class Leader:
         _meet(self._comm, poll=False)
         self._comm.bcast(None, root=0)
         self._mpi.Finalize()
+
+
+def _write_own(name, data):
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    stream.write(data.decode(errors="replace"))
+    stream.flush()
 
 
 def follow(local):

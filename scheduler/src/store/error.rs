@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     /// The file system refused an operation on `path`.
     Io { path: PathBuf, error: io::Error },
-    /// `path` (an entry, the key file or the format file) is malformed or, for
-    /// an entry, fails its signature check. Nothing of an invalid entry is
-    /// returned, let alone unpickled.
+    /// `path` (an entry, an input, the key file or the format file) is
+    /// malformed or, for an entry or an input, fails its signature check.
+    /// Nothing of an invalid entry or input is returned, let alone unpickled.
     Invalid { path: PathBuf, why: String },
     /// The store was made by a newer pmp, whose layout this one cannot read.
     Format {

@@ -10,7 +10,13 @@
 //! - `root/key`: the HMAC key, 32 random bytes, mode 0600; whoever can read it
 //!   can make the store's readers run code, so a key readable by others is
 //!   refused;
-//! - `root/entries/<key>`: one entry file per task key;
+//! - `root/entries/<key>`: one entry file per task key: a call's outcome;
+//! - `root/inputs/<key>`: one input file per task key whose call waits for a
+//!   batch job to run it (`Input`): written by the client before it submits
+//!   the job, read by `pmp-worker` in job mode, which writes the entry. A
+//!   store made before inputs existed has no `inputs/` until it is next
+//!   opened, which creates it; nothing else about it changed, so `FORMAT`
+//!   did not either;
 //! - `root/locks/<key>`: a claim on running the task, holding its owner's
 //!   text. Locks have a directory of their own because `<key>.lock` would
 //!   itself be a valid task key;
@@ -28,28 +34,39 @@
 //! frame count: u32  then per frame: length: u64, bytes
 //! ```
 //!
-//! The HMAC (`auth::Key::sign`) covers the entry's key, the format, the meta
-//! bytes and every frame, each length-prefixed: an entry changed anywhere,
-//! truncated, extended or copied under another key fails the check.
+//! The frames are the pickled result or exception. An input file is laid
+//! out the same way, with `b"PMPINPUT"` for magic, the bincode of
+//! `(function: String, submitted: f64, dependencies: Vec<String>)` for meta,
+//! and for frames the function's pickle, then the call's frames.
+//!
+//! The HMAC (`auth::Key::sign`) covers a label of the file's kind ("pmp task
+//! store entry" or "... input"), the format, the file's key, the meta bytes
+//! and every frame, each length-prefixed: a file changed anywhere,
+//! truncated, extended, copied under another key or moved between
+//! `entries/` and `inputs/` fails the check.
 
 mod entry;
 mod error;
 mod files;
+mod input;
+mod signed;
 #[cfg(test)]
 mod tests;
 
 pub use entry::{Entry, Meta, State};
 pub use error::StoreError;
+pub use input::Input;
 
 use crate::auth::{Key, KEY_LEN};
 use crate::large_frames;
+use bytes::Bytes;
 use error::io;
 use std::fs::{self, DirBuilder, File};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The version of the layout and of the entry files. A pmp reads stores of
+/// The version of the layout and of the entry and input files. A pmp reads stores of
 /// this format and refuses newer ones.
 pub const FORMAT: u32 = 1;
 
@@ -77,6 +94,7 @@ fn checked(key: &str) -> Result<&str, StoreError> {
 pub struct Store {
     root: PathBuf,
     entries: PathBuf,
+    inputs: PathBuf,
     locks: PathBuf,
     signer: Key,
 }
@@ -179,12 +197,15 @@ impl Store {
         check_format(root)?;
         let signer = load_key(root)?;
         let entries = root.join("entries");
+        let inputs = root.join("inputs");
         let locks = root.join("locks");
-        private_dir(&entries)?;
-        private_dir(&locks)?;
+        for dir in [&entries, &inputs, &locks] {
+            private_dir(dir)?;
+        }
         Ok(Store {
             root: root.to_path_buf(),
             entries,
+            inputs,
             locks,
             signer,
         })
@@ -200,21 +221,10 @@ impl Store {
     /// on the path of every submission to a store, so it scans no directory.
     pub fn read(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let path = self.entries.join(checked(key)?);
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
+        let Some(content) = read_whole(&path)? else {
+            return Ok(None);
         };
-        let len = file.metadata().map_err(io(&path))?.len();
-        let len = usize::try_from(len).map_err(|_| StoreError::Invalid {
-            path: path.clone(),
-            why: "it is larger than this machine's address space".into(),
-        })?;
-        // One buffer for the whole file, which the frames are slices of;
-        // large ones on huge pages, recycled like sent frames.
-        let mut content = large_frames::storage(len);
-        file.read_to_end(&mut content).map_err(io(&path))?;
-        entry::decode(&self.signer, key, large_frames::into_frame(content))
+        entry::decode(&self.signer, key, content)
             .map(Some)
             .map_err(|why| StoreError::Invalid { path, why })
     }
@@ -236,6 +246,32 @@ impl Store {
         })
     }
 
+    /// The input stored under `key`, checked like an entry (`read`): Ok(None)
+    /// when there is none, `StoreError::Invalid` when it fails the check.
+    pub fn read_input(&self, key: &str) -> Result<Option<Input>, StoreError> {
+        let path = self.inputs.join(checked(key)?);
+        let Some(content) = read_whole(&path)? else {
+            return Ok(None);
+        };
+        input::decode(&self.signer, key, content)
+            .map(Some)
+            .map_err(|why| StoreError::Invalid { path, why })
+    }
+
+    /// Whether an input file exists for `key` (one stat), without verifying
+    /// it; false for an invalid key.
+    pub fn has_input(&self, key: &str) -> bool {
+        valid_key(key) && self.inputs.join(key).exists()
+    }
+
+    /// Write `input` under `key`, atomically like an entry (`write`).
+    pub fn write_input(&self, key: &str, input: &Input) -> Result<(), StoreError> {
+        let path = self.inputs.join(checked(key)?);
+        files::replace(&self.inputs, &path, |out| {
+            input::encode(&self.signer, key, input, out)
+        })
+    }
+
     /// All keys with an entry file, sorted (temp files are not listed).
     pub fn keys(&self) -> Result<Vec<String>, StoreError> {
         let mut keys = files::names(&self.entries)?;
@@ -244,24 +280,34 @@ impl Store {
         Ok(keys)
     }
 
-    /// Remove one entry; Ok(false) if there was none. Its lock is untouched.
+    /// Remove one entry and its input; Ok(false) if there was no entry
+    /// (whether or not there was an input). Its lock is untouched; a batch
+    /// job still to run it finds no input and runs nothing.
     pub fn remove(&self, key: &str) -> Result<bool, StoreError> {
-        files::remove(&self.entries.join(checked(key)?))
+        let key = checked(key)?;
+        files::remove(&self.inputs.join(key))?;
+        files::remove(&self.entries.join(key))
     }
 
-    /// Remove every entry and the temp files of killed writers; returns how
-    /// many entries. The key and format files stay, and so do locks: a lock
-    /// belongs to a task running now, which removing it would let run twice.
-    /// Temp files still being written (touched within the last hour) stay
-    /// too, so that a concurrent writer's rename does not fail.
+    /// Remove every entry and input, and the temp files of killed writers;
+    /// returns how many entries. The key and format files stay, and so do
+    /// locks: a lock belongs to a task running now, which removing it would
+    /// let run twice. Temp files still being written (touched within the
+    /// last hour) stay too, so that a concurrent writer's rename does not
+    /// fail.
     pub fn clear(&self) -> Result<usize, StoreError> {
+        for name in files::names(&self.inputs)? {
+            if valid_key(&name) {
+                files::remove(&self.inputs.join(&name))?;
+            }
+        }
         let mut removed = 0;
         for name in files::names(&self.entries)? {
             if valid_key(&name) {
                 removed += usize::from(files::remove(&self.entries.join(&name))?);
             }
         }
-        for dir in [&self.entries, &self.locks, &self.root] {
+        for dir in [&self.entries, &self.inputs, &self.locks, &self.root] {
             for name in files::names(dir)? {
                 if files::is_stray_temp(dir, &name) {
                     files::remove(&dir.join(&name))?;
@@ -294,4 +340,23 @@ impl Store {
     pub fn unlock(&self, key: &str) -> Result<(), StoreError> {
         files::remove(&self.locks.join(checked(key)?)).map(|_| ())
     }
+}
+
+/// The whole content of the file at `path`, or None if there is none: one
+/// open and one read into one buffer, which the frames decoded from it are
+/// slices of; a large one on huge pages, recycled like sent frames.
+fn read_whole(path: &Path) -> Result<Option<Bytes>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let len = file.metadata().map_err(io(path))?.len();
+    let len = usize::try_from(len).map_err(|_| StoreError::Invalid {
+        path: path.to_path_buf(),
+        why: "it is larger than this machine's address space".into(),
+    })?;
+    let mut content = large_frames::storage(len);
+    file.read_to_end(&mut content).map_err(io(path))?;
+    Ok(Some(large_frames::into_frame(content)))
 }

@@ -52,6 +52,23 @@ fn entry(frames: &[&[u8]]) -> Entry {
     }
 }
 
+fn input(call: &[&[u8]], dependencies: &[&str]) -> Input {
+    Input {
+        function: "module.g".into(),
+        submitted: 7.5,
+        pickle: Bytes::from_static(b"cloudpickled g"),
+        call: call.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
+        dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn assert_invalid_input(result: Result<Option<Input>, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Invalid { .. }) => {}
+        other => panic!("{what}: expected Invalid, got {other:?}"),
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -83,7 +100,8 @@ fn open_creates_a_private_store_once() {
     // The store's own files are its whole root: no temp file was left.
     let mut names = files::names(&root).unwrap();
     names.sort();
-    assert_eq!(names, ["entries", "format", "key", "locks"]);
+    assert_eq!(names, ["entries", "format", "inputs", "key", "locks"]);
+    assert_eq!(mode(&root.join("inputs")), 0o700);
 }
 
 #[test]
@@ -407,6 +425,15 @@ fn invalid_keys_are_refused_everywhere() {
         assert!(refused(store.write(key, &entry(&[]))), "write {key:?}");
         assert!(refused(store.remove(key).map(|_| ())), "remove {key:?}");
         assert!(
+            refused(store.read_input(key).map(|_| ())),
+            "read_input {key:?}"
+        );
+        assert!(
+            refused(store.write_input(key, &input(&[], &[]))),
+            "write_input {key:?}"
+        );
+        assert!(!store.has_input(key));
+        assert!(
             refused(store.try_lock(key, "me").map(|_| ())),
             "try_lock {key:?}"
         );
@@ -432,4 +459,138 @@ fn errors_name_the_file() {
     let message = store.read("k").unwrap_err().to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("not unpickled"), "{message}");
+}
+
+#[test]
+fn inputs_round_trip_large_frames_included() {
+    let (_scratch, store) = new_store();
+    let large: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i * 5 % 251) as u8).collect();
+    let written = input(&[b"args", b"", &large], &["a", "b.1", "a"]);
+    assert!(!store.has_input("k"));
+    store.write_input("k", &written).unwrap();
+    assert!(store.has_input("k"));
+    assert_eq!(store.read_input("k").unwrap(), Some(written));
+
+    let bare = input(&[], &[]);
+    store.write_input("bare", &bare).unwrap();
+    assert_eq!(store.read_input("bare").unwrap(), Some(bare));
+    assert_eq!(store.read_input("absent").unwrap(), None);
+    // Inputs are not entries.
+    assert_eq!(store.read("k").unwrap(), None);
+    assert!(!store.contains("k"));
+    assert_eq!(store.keys().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_changed_truncated_or_moved_input_is_invalid() {
+    let (scratch, store) = new_store();
+    store
+        .write_input("k", &input(&[b"abc", b"de"], &["dep"]))
+        .unwrap();
+    let inputs = scratch.store_root().join("inputs");
+    let path = inputs.join("k");
+    let good = fs::read(&path).unwrap();
+    for at in 0..good.len() {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        fs::write(&path, &bad).unwrap();
+        assert_invalid_input(store.read_input("k"), &format!("byte {at} flipped"));
+    }
+    for len in 0..good.len() {
+        fs::write(&path, &good[..len]).unwrap();
+        assert_invalid_input(store.read_input("k"), &format!("truncated to {len} bytes"));
+    }
+    fs::write(&path, &good).unwrap();
+    assert!(store.read_input("k").unwrap().is_some());
+    fs::rename(&path, inputs.join("other")).unwrap();
+    assert_invalid_input(store.read_input("other"), "k's input read as other");
+}
+
+#[test]
+fn an_input_never_passes_as_an_entry_nor_an_entry_as_an_input() {
+    let (scratch, store) = new_store();
+    let root = scratch.store_root();
+    store.write_input("k", &input(&[b"call"], &[])).unwrap();
+    store.write("e", &entry(&[b"result"])).unwrap();
+    let input_file = fs::read(root.join("inputs").join("k")).unwrap();
+    let entry_file = fs::read(root.join("entries").join("e")).unwrap();
+
+    fs::write(root.join("entries").join("k"), &input_file).unwrap();
+    assert_invalid(store.read("k"), "an input in entries/");
+    fs::write(root.join("inputs").join("e"), &entry_file).unwrap();
+    assert_invalid_input(store.read_input("e"), "an entry in inputs/");
+
+    // With the magic swapped too, the signature's label still tells them apart.
+    let mut as_entry = input_file.clone();
+    as_entry[..8].copy_from_slice(b"PMPENTRY");
+    fs::write(root.join("entries").join("k"), &as_entry).unwrap();
+    assert_invalid(store.read("k"), "an input relabelled as an entry");
+    let mut as_input = entry_file.clone();
+    as_input[..8].copy_from_slice(b"PMPINPUT");
+    fs::write(root.join("inputs").join("e"), &as_input).unwrap();
+    assert_invalid_input(store.read_input("e"), "an entry relabelled as an input");
+}
+
+#[test]
+fn a_signed_input_without_a_function_pickle_is_invalid() {
+    let (scratch, store) = new_store();
+    let meta = bincode::serialize(&("module.g", 1.0f64, Vec::<String>::new())).unwrap();
+    let mut file = Vec::new();
+    signed::encode(
+        &store.signer,
+        &signed::INPUT,
+        "k",
+        Bytes::from(meta),
+        &[],
+        &mut file,
+    )
+    .unwrap();
+    fs::write(scratch.store_root().join("inputs").join("k"), file).unwrap();
+    assert_invalid_input(store.read_input("k"), "no function frame");
+}
+
+#[test]
+fn a_store_made_before_inputs_existed_still_reads() {
+    let (scratch, store) = new_store();
+    store.write("k", &entry(&[b"v"])).unwrap();
+    drop(store);
+    let root = scratch.store_root();
+    fs::remove_dir(root.join("inputs")).unwrap();
+
+    let store = Store::open(&root).unwrap();
+    assert_eq!(store.read("k").unwrap(), Some(entry(&[b"v"])));
+    assert_eq!(store.read_input("k").unwrap(), None);
+    store.write_input("k", &input(&[], &[])).unwrap();
+    assert!(store.has_input("k"));
+}
+
+#[test]
+fn remove_and_clear_take_inputs_too() {
+    let (scratch, store) = new_store();
+    store.write("a", &entry(&[b"v"])).unwrap();
+    store.write_input("a", &input(&[], &[])).unwrap();
+    store.write_input("pending", &input(&[], &[])).unwrap();
+    assert!(store.remove("a").unwrap());
+    assert!(!store.has_input("a"));
+    // An input alone is removed, but it is no entry.
+    assert!(!store.remove("pending").unwrap());
+    assert!(!store.has_input("pending"));
+
+    store.write("b", &entry(&[b"v"])).unwrap();
+    store.write_input("b", &input(&[], &[])).unwrap();
+    store.write_input("c", &input(&[], &[])).unwrap();
+    let stray = scratch
+        .store_root()
+        .join("inputs")
+        .join(".tmp-00000000000000cc");
+    fs::write(&stray, b"killed writer").unwrap();
+    File::options()
+        .write(true)
+        .open(&stray)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    assert_eq!(store.clear().unwrap(), 1);
+    assert!(!store.has_input("b") && !store.has_input("c"));
+    assert!(!stray.exists());
 }

@@ -1,0 +1,522 @@
+"""Slurm batch jobs from outside any allocation (a login node, a JupyterHub
+outside Slurm): one `sbatch` job per call, which outlives the client.
+
+The task store carries everything: the client writes the call's input
+entry, takes the key's lock and submits a job that runs `pmp-worker` in job
+mode; the job reads the input (and its upstream results) from the store,
+verifies them, runs the call and writes its outcome there, then releases
+the lock. So a job needs nothing from the client that submitted it: a chain
+keeps going after the client died (`--dependency=afterok`), and a new client
+submitting the same call finds its result, or the job still queued or
+running, and attaches to it instead of submitting another.
+
+One thread per executor follows its jobs: it looks for their entries every
+quarter second (a stat each), and asks Slurm for their states every few
+seconds, in one `squeue` call for all of them.
+"""
+
+import contextlib
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import InvalidStateError
+
+from pmp.client import serialize, store
+from pmp.client.errors import DependencyCancelledError, JobFailedError
+from pmp.client.future import Future
+
+# How often the entries of running jobs are looked for, and Slurm asked.
+_ENTRY_POLL = 0.25
+_SQUEUE_POLL = 2.0
+# Job states that mean it will not run any more.
+_ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "TIMEOUT",
+}
+_STATE_WORDS = {
+    "BOOT_FAIL": "its node failed to boot",
+    "CANCELLED": "it was cancelled",
+    "DEADLINE": "it reached its deadline",
+    "FAILED": "it failed",
+    "NODE_FAIL": "its node failed",
+    "OUT_OF_MEMORY": "it ran out of memory",
+    "PREEMPTED": "it was preempted",
+    "TIMEOUT": "it reached its time limit",
+}
+# Exit codes of pmp-worker in job mode (worker/src/job.rs).
+_JOB_EXIT = {6: "its input is missing or failed its check", 7: "an upstream result is missing"}
+
+# resource_dict keys that only batch jobs have, and the sbatch option each sets.
+BATCH_KEYS = (
+    "num_nodes",
+    "exclusive",
+    "run_time_max",
+    "memory_max",
+    "partition",
+    "slurm_cmd_args",
+)
+
+
+def check_batch_value(key, value):
+    name = f"resource_dict key {key!r}"
+    if key in ("num_nodes", "run_time_max"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    elif key == "memory_max":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{name} must be a number of GB > 0, got {value!r}")
+    elif key == "exclusive":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    elif key == "partition":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a partition's name, got {value!r}")
+    elif key == "slurm_cmd_args":
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list of strings, got {value!r}")
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{name} must hold strings, got {value!r}")
+        value = list(value)
+    return value
+
+
+def sbatch_options(name, resources, cwd, log, dependencies):
+    """The `#SBATCH` options of one call's job."""
+    cores = resources["cores"]
+    options = [
+        f"--job-name={name}",
+        f"--ntasks={cores}",
+        f"--cpus-per-task={resources['threads_per_core']}",
+        f"--output={log}",
+        f"--chdir={cwd}",
+    ]
+    if resources["gpus_per_core"]:
+        options.append(f"--gpus-per-task={resources['gpus_per_core']}")
+    if resources.get("num_nodes"):
+        options.append(f"--nodes={resources['num_nodes']}")
+    if resources.get("exclusive"):
+        options.append("--exclusive")
+    if resources.get("run_time_max"):
+        minutes = -(-resources["run_time_max"] // 60)  # Slurm counts whole minutes
+        options.append(f"--time={minutes}")
+    if resources.get("memory_max"):
+        options.append(f"--mem={int(resources['memory_max'] * 1024)}M")
+    if resources.get("partition"):
+        options.append(f"--partition={resources['partition']}")
+    if dependencies:
+        options.append("--dependency=afterok:" + ":".join(dependencies))
+        # A dependency that can never be met cancels the job instead of
+        # leaving it pending forever.
+        options.append("--kill-on-invalid-dep=yes")
+    options.extend(resources["command_line_argument_lst"])
+    options.extend(resources.get("slurm_cmd_args") or ())
+    return options
+
+
+def job_script(options, environment, command):
+    lines = ["#!/bin/sh"]
+    lines += [f"#SBATCH {option}" for option in options]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in environment.items()]
+    lines.append("exec " + " ".join(shlex.quote(part) for part in command))
+    return "\n".join(lines) + "\n"
+
+
+class _Watched:
+    """A Future waiting for `key`'s entry, and the job that will write it."""
+
+    __slots__ = ("future", "job", "key", "missing", "store", "upstream")
+
+    def __init__(self, future, task_store, key, job, upstream):
+        self.future = future
+        self.store = task_store
+        self.key = key
+        self.job = job  # its id, or None while another client submits it
+        self.missing = 0  # squeue calls that did not know the job any more
+        self.upstream = upstream  # [(store, key)] of its Future arguments
+
+
+class BatchJobs:
+    """Submits calls as batch jobs and resolves their Futures from the store."""
+
+    def __init__(self, sbatch, worker_program, tool_dirs, defaults, default_store):
+        self._sbatch = sbatch
+        self._squeue = shutil.which("squeue", path=os.path.dirname(sbatch)) or "squeue"
+        self._scancel = shutil.which("scancel", path=os.path.dirname(sbatch)) or "scancel"
+        self._worker = worker_program
+        self._tool_dirs = tool_dirs
+        self._defaults = defaults
+        self.store = default_store
+        self._watched = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._thread = None
+
+    # ---- submit ----
+
+    def submit(self, fn, args, kwargs, resources, task_store, cache_key):
+        future = Future()
+        upstream = []  # (store, key, job id or None) of each Future argument
+        try:
+            function = serialize.dumps_function(fn)
+            call = serialize.dumps_call(args, kwargs, self._collector(upstream))
+        except ValueError:
+            raise
+        except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
+            future.set_exception(error)
+            return future
+        keys = [key for _, key, _ in upstream]
+        from pmp import _pmp
+
+        key = cache_key or _pmp.task_key(serialize.function_identity(fn), call, keys)
+        future._pmp_key = key
+        future.job = None
+        stored = store.lookup(task_store, key)
+        if stored is None and not store.claim(task_store, key, batch=True):
+            # Queued or running for another client (or an earlier kernel).
+            job = _read_job(task_store, key)
+            future.job = job
+            self._watch(_Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream]))
+            return future
+        stored = stored or store.lookup(task_store, key)
+        if stored is not None:
+            task_store.unlock(key)
+            future.resolve_from_store(stored)
+            return future
+        name = _job_name(fn)
+        try:
+            task_store.write_input(key, name, time.time(), function, call, keys)
+            job = self._sbatch_job(
+                name, resources, task_store, key, [j for _, _, j in upstream if j]
+            )
+        except BaseException:
+            task_store.unlock(key)
+            raise
+        _write_job(task_store, key, job)
+        future.job = job
+        future.job_state = "PENDING"
+        self._watch(_Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream]))
+        return future
+
+    def _collector(self, upstream):
+        def on_future(future):
+            key = getattr(future, "_pmp_key", None)
+            if key is None:
+                if future.done():
+                    from pmp.client.executor import _value_of_done
+
+                    return serialize.as_value(_value_of_done(future))
+                raise ValueError(
+                    "a batch job can depend only on calls with a task store entry (Futures of "
+                    "an Executor with a cache_directory, or of this one); this Future is "
+                    "neither, and it is not done yet"
+                )
+            job = getattr(future, "job", None)
+            if job is None and not future.done():
+                raise ValueError(
+                    "a batch job can depend on a Future of another Executor only once it is "
+                    "done (its result is then in that Executor's task store): wait for it first"
+                )
+            entry = (future._pmp_store, key, job)
+            if entry not in upstream:
+                upstream.append(entry)
+            return serialize.as_dependency(upstream.index(entry))
+
+        return on_future
+
+    def _sbatch_job(self, name, resources, task_store, key, dependencies):
+        root = os.fspath(task_store.root)
+        logs = os.path.join(root, "logs")
+        os.makedirs(logs, mode=0o700, exist_ok=True)
+        log = os.path.join(logs, f"{key}.out")
+        cwd = resources["cwd"] or os.getcwd()
+        options = sbatch_options(name, resources, cwd, log, dependencies)
+        cores = resources["cores"]
+        environment = {
+            "PMP_JOB_STORE": root,
+            "PMP_JOB_KEY": key,
+            "PMP_PYTHON": sys.executable,
+            "PMP_SYS_PATH": "\x1f".join(entry or os.getcwd() for entry in sys.path),
+            "PMP_RANKS": str(cores),
+        }
+        threads = str(resources["threads_per_core"])
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            environment[variable] = threads
+        if cores > 1:
+            srun = shutil.which("srun", path=os.path.dirname(self._sbatch)) or "srun"
+            command = [srun, f"--ntasks={cores}", *_mpi_option(self._tool_dirs), self._worker]
+        else:
+            command = [self._worker]
+        script = job_script(options, environment, command)
+        done = subprocess.run(
+            [self._sbatch, "--parsable"],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"sbatch refused the job of {name}: {done.stderr.strip() or done.stdout.strip()}"
+            )
+        return done.stdout.strip().split(";")[0]
+
+    # ---- following jobs ----
+
+    def _watch(self, watched):
+        with self._lock:
+            self._watched.append(watched)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._follow, name="pmp-batch", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def _follow(self):
+        last_squeue = 0.0
+        while True:
+            with self._lock:
+                if not self._watched:
+                    self._thread = None
+                    return
+                watched = list(self._watched)
+            self._resolve_stored(watched)
+            if time.monotonic() - last_squeue >= _SQUEUE_POLL:
+                last_squeue = time.monotonic()
+                self._follow_states([w for w in watched if not w.future.done()])
+            with self._lock:
+                self._watched = [w for w in self._watched if not w.future.done()]
+                self._changed.wait(_ENTRY_POLL)
+
+    def _resolve_stored(self, watched):
+        from pmp import _pmp
+
+        for w in watched:
+            if w.future.done():
+                continue
+            if w.job is None:
+                w.job = _read_job(w.store, w.key)
+            try:
+                entry = w.store.read(w.key)
+            except _pmp.InvalidEntry as error:
+                _fail(
+                    w.future, JobFailedError(f"the result of job {w.job} failed its check: {error}")
+                )
+                continue
+            if entry is None:
+                continue
+            if entry.state == "done":
+                with contextlib.suppress(InvalidStateError):
+                    w.future.resolve_from_store(entry)
+            else:
+                from pmp.client.future import _decode_exception
+
+                _fail(w.future, _decode_exception(entry.frames))
+
+    def _follow_states(self, watched):
+        jobs = sorted({w.job for w in watched if w.job})
+        if not jobs:
+            return
+        states = self._job_states(jobs)
+        for w in watched:
+            if w.job is None:
+                continue
+            state, reason, nodes = states.get(w.job, (None, "", ""))
+            if state is None:
+                w.missing += 1
+                # Forgotten by Slurm (or not yet visible): look twice before deciding.
+                if w.missing >= 2:
+                    self._ended(w, "UNKNOWN")
+                continue
+            w.missing = 0
+            w.future.job_state = _describe_state(state, reason, nodes)
+            if state == "RUNNING" and not w.future.running():
+                w.future.place = (f"job {w.job}", None, nodes)
+                w.future.started_at = time.monotonic()
+                with contextlib.suppress(RuntimeError):
+                    w.future.set_running_or_notify_cancel()
+            if state in _ENDED:
+                self._ended(w, state)
+
+    def _ended(self, w, state):
+        """The job ended: its entry tells the outcome; without one, say why."""
+        from pmp import _pmp
+
+        try:
+            entry = w.store.read(w.key)
+        except _pmp.InvalidEntry:
+            entry = None
+        if entry is not None:
+            self._resolve_stored([w])
+            return
+        if state == "COMPLETED" and w.missing < 2:
+            w.missing += 1  # written just now on a shared file system: look once more
+            return
+        # The job no longer holds the key.
+        with contextlib.suppress(Exception):
+            w.store.unlock(w.key)
+        for upstream_store, upstream_key in w.upstream:
+            with contextlib.suppress(_pmp.InvalidEntry):
+                upstream = upstream_store.read(upstream_key)
+                if upstream is not None and upstream.state == "failed":
+                    from pmp.client.future import _decode_exception
+
+                    _fail(w.future, _decode_exception(upstream.frames))
+                    return
+        if state == "CANCELLED" and w.upstream:
+            _fail(w.future, DependencyCancelledError(f"job {w.job} was cancelled: {state}"))
+            return
+        words = _STATE_WORDS.get(state, f"it ended {state}")
+        code = _exit_code(w.job)
+        if code in _JOB_EXIT:
+            words = _JOB_EXIT[code]
+        log = os.path.join(os.fspath(w.store.root), "logs", f"{w.key}.out")
+        _fail(
+            w.future,
+            JobFailedError(
+                f"batch job {w.job} ended without a result: {words} ({state})",
+                job=w.job,
+                state=state,
+                log_tail=_tail(log),
+            ),
+        )
+
+    def _job_states(self, jobs):
+        """{job id: (state, reason, nodes)} in one squeue call."""
+        command = [self._squeue, "-h", "-t", "all", "-o", "%i|%T|%r|%N", "-j", ",".join(jobs)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return {job: ("PENDING", "squeue did not answer", "") for job in jobs}
+        states = {}
+        for line in done.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) == 4:
+                states[parts[0]] = (parts[1], parts[2], parts[3])
+        if done.returncode != 0 and not states and len(jobs) > 1:
+            for job in jobs:  # one unknown id fails the whole call
+                states.update(self._job_states([job]))
+        return states
+
+    # ---- shutdown ----
+
+    def unfinished(self):
+        with self._lock:
+            return [w for w in self._watched if not w.future.done()]
+
+    def wait(self):
+        for w in self.unfinished():
+            with contextlib.suppress(Exception):
+                w.future.exception()
+
+    def cancel_all(self):
+        """scancel every unfinished job this executor follows, running ones too."""
+        watched = self.unfinished()
+        jobs = sorted({w.job for w in watched if w.job})
+        if jobs:
+            subprocess.run([self._scancel, *jobs], capture_output=True, timeout=60, check=False)
+        for w in watched:
+            with contextlib.suppress(Exception):
+                w.store.unlock(w.key)
+            future = w.future
+            if future.cancel():
+                future.set_running_or_notify_cancel()
+            else:  # running: concurrent.futures cannot cancel it, so it fails
+                from concurrent.futures import CancelledError
+
+                _fail(future, CancelledError(f"job {w.job} was cancelled by shutdown"))
+
+
+def _fail(future, error):
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+def _job_name(fn):
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:64] or "pmp"
+
+
+def _mpi_option(tool_dirs):
+    """srun's --mpi for the MPI of this environment (Open MPI needs PMIx)."""
+    from pmp import _pmp
+
+    try:
+        mpiexec = _pmp.locate_mpiexec(tool_dirs)
+        version = subprocess.run(
+            [mpiexec, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (RuntimeError, OSError, subprocess.TimeoutExpired):
+        return []
+    return ["--mpi=pmix"] if "Open MPI" in version.stdout + version.stderr else []
+
+
+def _describe_state(state, reason, nodes):
+    if state == "PENDING":
+        return f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
+    if state == "RUNNING" and nodes:
+        return f"RUNNING on {nodes}"
+    return state
+
+
+def _jobs_file(task_store, key):
+    return os.path.join(os.fspath(task_store.root), "jobs", key)
+
+
+def _write_job(task_store, key, job):
+    """Which job runs `key`, for clients that attach to it (plain text: it
+    is read, never unpickled)."""
+    path = _jobs_file(task_store, key)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.{socket.gethostname()}.{os.getpid()}"
+    with open(temporary, "w") as file:
+        file.write(job)
+    os.replace(temporary, path)
+
+
+def _read_job(task_store, key):
+    try:
+        with open(_jobs_file(task_store, key)) as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
+
+
+def _exit_code(job):
+    """The exit code of an ended job, from `scontrol show job` (kept a few
+    minutes after it ends), or None."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", job],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for field in shown.split():
+        if field.startswith("ExitCode="):
+            code = field.split("=", 1)[1].split(":")[0]
+            return int(code) if code.isdigit() else None
+    return None
+
+
+def _tail(path, lines=20):
+    try:
+        with open(path, errors="replace") as file:
+            return "".join(file.readlines()[-lines:])
+    except OSError:
+        return ""

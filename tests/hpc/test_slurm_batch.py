@@ -1,0 +1,255 @@
+"""backend="slurm" from outside any allocation, as on a login node: every
+call is a batch job submitted with sbatch, which reads its input from the
+task store and writes its result there, and outlives the client. Against a
+real Slurm (slurmctld + slurmd on loopback); Python runs without any
+SLURM_* variable."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+
+HEADER = """
+import os, sys, time
+from pmp import Executor
+
+def record(name):
+    with open("runs.txt", "a") as f:
+        f.write(name + "\\n")
+
+def where(x):
+    record(f"where {x}")
+    return x + 1, os.environ["SLURM_JOB_ID"]
+
+def add(a, b):
+    record(f"add {a} {b}")
+    return a + b
+
+def slow_add(a, b):
+    record(f"slow_add {a} {b}")
+    while not os.path.exists("go"):
+        time.sleep(0.05)
+    return a + b
+
+def ranks():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+def fail():
+    raise KeyError("no such thing")
+"""
+
+
+@pytest.fixture
+def batch(slurm, tmp_path):
+    """Run or start a script outside any allocation, in tmp_path."""
+
+    def script(body):
+        path = tmp_path / f"script-{time.monotonic_ns()}.py"
+        path.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
+        return [sys.executable, str(path)]
+
+    def run(body, timeout=180):
+        return subprocess.run(
+            script(body),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+            env=OUTSIDE,
+            check=False,
+        )
+
+    started = []
+
+    def start(body):
+        process = subprocess.Popen(
+            script(body),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=OUTSIDE,
+        )
+        started.append(process)
+        return process
+
+    run.start = start
+    yield run
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+    # Nothing of this test left in the queue.
+    subprocess.run(["scancel", "--name=slow_add"], check=False, capture_output=True)
+
+
+def lines(done):
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
+
+
+def runs(tmp_path):
+    path = tmp_path / "runs.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def in_queue(name):
+    shown = subprocess.run(
+        ["squeue", "-h", "-o", "%j %T", "-n", name], capture_output=True, text=True, check=False
+    ).stdout
+    return shown.split()
+
+
+@pytest.mark.timeout(240)
+def test_a_call_is_a_batch_job_and_its_result_comes_back(batch, tmp_path):
+    done = batch(
+        """
+        with Executor(backend="slurm") as exe:
+            print(exe.info["backend"], "batch job" in exe.info["backend_reason"])
+            print(exe.info["cache_directory"] == os.path.abspath("pmp_cache"))
+            result, job = exe.submit(where, 1).result(timeout=120)
+            print(result, job.isdigit())
+            print(exe.submit(sum, [1, 1]).result(timeout=120))
+        with Executor() as local:
+            print(local.info["backend"], "backend='slurm' would submit" in local.info["backend_reason"])
+        """
+    )
+    assert lines(done) == ["slurm True", "True", "2 True", "2", "local True"]
+    assert (tmp_path / "pmp_cache" / "logs").is_dir()
+
+
+@pytest.mark.timeout(240)
+def test_a_chain_and_a_failure(batch, tmp_path):
+    done = batch(
+        """
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            first = exe.submit(add, 1, 2)
+            second = exe.submit(add, first, 10)
+            print(second.result(timeout=120), first.job != second.job)
+            try:
+                exe.submit(fail).result(timeout=120)
+            except KeyError as error:
+                print("raised", error)
+        """
+    )
+    assert lines(done) == ["13 True", "raised 'no such thing'"]
+    assert runs(tmp_path) == ["add 1 2", "add 3 10"]
+
+
+@pytest.mark.timeout(300)
+def test_jobs_outlive_a_killed_client_and_a_new_one_attaches(batch, tmp_path, wait_until):
+    body = """
+    with Executor(backend="slurm", cache_directory="store") as exe:
+        first = exe.submit(slow_add, 1, 2)
+        second = exe.submit(add, first, 10)
+        print("submitted", first.job, flush=True)
+        print(second.result(timeout=200), first.from_store is not None, flush=True)
+    """
+    client = batch.start(body)
+    assert client.stdout.readline().startswith("submitted ")
+    wait_until(lambda: runs(tmp_path), timeout=120, message="the first job never ran")
+    client.send_signal(signal.SIGKILL)
+    client.wait(timeout=30)
+    assert "slow_add" in in_queue("slow_add"), "the job died with its client"
+    again = batch.start(body)
+    assert again.stdout.readline().startswith("submitted ")
+    (tmp_path / "go").write_text("")
+    out, err = again.communicate(timeout=200)
+    assert again.returncode == 0, err
+    assert out.strip().splitlines()[-1] == "13 True"
+    assert runs(tmp_path) == ["slow_add 1 2", "add 3 10"], "each link ran once"
+
+
+@pytest.mark.timeout(240)
+def test_cancel_futures_scancels_a_running_job(batch, tmp_path, wait_until):
+    done = batch(
+        """
+        import subprocess
+        from concurrent.futures import CancelledError
+        exe = Executor(backend="slurm", cache_directory="store")
+        future = exe.submit(slow_add, 1, 2)
+        while not os.path.exists("runs.txt"):
+            time.sleep(0.1)
+        exe.shutdown(wait=False, cancel_futures=True)
+        try:
+            future.result(timeout=30)
+        except CancelledError as error:
+            print("cancelled")
+        for _ in range(100):
+            shown = subprocess.run(["squeue", "-h", "-j", future.job, "-o", "%T"],
+                                   capture_output=True, text=True).stdout.split()
+            if shown in ([], ["CANCELLED"], ["COMPLETING"]):
+                break
+            time.sleep(0.2)
+        print(shown)
+        """
+    )
+    out = lines(done)
+    assert out[0] == "cancelled"
+    assert out[1] in ("[]", "['CANCELLED']", "['COMPLETING']"), out
+
+
+@pytest.mark.timeout(240)
+def test_a_job_cancelled_from_outside_fails_its_future_naming_the_state(batch, tmp_path):
+    done = batch(
+        """
+        import subprocess
+        from pmp import JobFailedError
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            future = exe.submit(slow_add, 1, 2)
+            while not os.path.exists("runs.txt"):
+                time.sleep(0.1)
+            subprocess.run(["scancel", future.job], check=True)
+            try:
+                future.result(timeout=60)
+            except JobFailedError as error:
+                print(error.state, "it was cancelled" in str(error))
+        """
+    )
+    assert lines(done) == ["CANCELLED True"]
+
+
+@pytest.mark.timeout(240)
+def test_two_cores_run_as_ranks_inside_the_job(batch):
+    done = batch(
+        """
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            print(exe.submit(ranks, resource_dict={"cores": 2}).result(timeout=120))
+        """
+    )
+    assert lines(done) == ["[(0, 2), (1, 2)]"]
+
+
+@pytest.mark.timeout(120)
+def test_bad_batch_resources_are_value_errors(batch):
+    done = batch(
+        """
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            for bad in ({"num_nodes": 0}, {"run_time_max": "1h"}, {"memory_max": -1},
+                        {"partition": ""}, {"slurm_cmd_args": "--exclusive"}, {"corez": 1}):
+                try:
+                    exe.submit(sum, [1], resource_dict=bad)
+                except ValueError as error:
+                    print(str(error).split(" must")[0].split(" is not")[0])
+        try:
+            Executor(backend="slurm", block_allocation=True)
+        except ValueError as error:
+            print("pilots:", "pilot jobs" in str(error))
+        """
+    )
+    assert lines(done) == [
+        "resource_dict key 'num_nodes'",
+        "resource_dict key 'run_time_max'",
+        "resource_dict key 'memory_max'",
+        "resource_dict key 'partition'",
+        "resource_dict key 'slurm_cmd_args'",
+        "resource_dict key 'corez'",
+        "pilots: True",
+    ]
