@@ -290,3 +290,31 @@ def test_a_client_killed_while_results_are_written_leaves_a_readable_store(
         name="reader.py",
     )
     assert ok(done) == ["True True", "True []"]
+
+
+def gated_double(gate, path, x):
+    from gates import wait_for_file
+
+    with open(path, "a") as f:
+        f.write("ran\n")
+    wait_for_file(gate, timeout=30)
+    return 2 * x
+
+
+def test_the_same_key_twice_at_once_in_one_client_runs_once(tmp_path, make_gate, wait_until):
+    from pmp import Executor
+
+    gate = make_gate()
+    ran = tmp_path / "ran.txt"
+    with Executor(max_workers=2, cache_directory=str(tmp_path / "store")) as exe:
+        first = exe.submit(gated_double, gate.path, str(ran), 21)
+        wait_until(ran.exists, timeout=30, message="the first call never started")
+        second = exe.submit(gated_double, gate.path, str(ran), 21)
+        # Its worker finds the key locked by the first's: it attaches instead.
+        wait_until(lambda: exe.info["tasks"]["waiting"] == 1, timeout=30)
+        gate.open()
+        assert (first.result(RESULT_TIMEOUT), second.result(RESULT_TIMEOUT)) == (42, 42)
+        assert first.from_store is None and second.from_store is not None
+        # A dependent of the attached call gets its value.
+        assert exe.submit(sum, [second, 1]).result(RESULT_TIMEOUT) == 43
+    assert ran.read_text() == "ran\n"

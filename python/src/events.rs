@@ -89,6 +89,12 @@ event_class! {
 }
 
 event_class! {
+    /// Another live process runs the task's store key: resolve the task
+    /// (`resolve_external`) when that run's entry appears.
+    Elsewhere { task: u64 }
+}
+
+event_class! {
     /// The running task wrote `text` to `stream` ("stdout" or "stderr").
     Output { task: u64, stream: Py<PyString>, text: Py<PyString> }
 }
@@ -101,6 +107,7 @@ pub fn add_classes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Cancelled>()?;
     m.add_class::<Rejected>()?;
     m.add_class::<Output>()?;
+    m.add_class::<Elsewhere>()?;
     Ok(())
 }
 
@@ -168,6 +175,7 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
             )?
             .into_any()
         }
+        Event::Elsewhere { task } => Bound::new(py, Elsewhere { task: task.0 })?.into_any(),
         Event::Output { task, stream, text } => {
             let stream = match stream {
                 Stream::Stdout => intern!(py, "stdout"),

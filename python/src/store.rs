@@ -178,6 +178,17 @@ impl Store {
         py.detach(|| self.store.clear()).map_err(to_python)
     }
 
+    /// Take the lock on `key` for `owner` ("host pid", or "batch host pid"),
+    /// taking over one left by a dead process of this host.
+    fn claim(&self, key: &str, owner: &str) -> PyResult<bool> {
+        self.store.claim(key, owner).map_err(to_python)
+    }
+
+    /// Whether the lock on `key` was left by a dead process of this host.
+    fn lock_is_stale(&self, key: &str) -> bool {
+        self.store.lock_is_stale(key)
+    }
+
     fn try_lock(&self, key: &str, owner: &str) -> PyResult<bool> {
         self.store.try_lock(key, owner).map_err(to_python)
     }

@@ -93,6 +93,12 @@ pub enum FromWorker {
         task: TaskId,
         outcome: Outcome,
     },
+    /// The task's store key is being run by another live process (its lock
+    /// is held): the worker did not run it, and the client waits for the
+    /// other run's entry instead.
+    Elsewhere {
+        task: TaskId,
+    },
     /// Text the running task wrote to `sys.stdout` or `sys.stderr`; the
     /// payload is one UTF-8 frame. Sent before the task's `Done`.
     Output {

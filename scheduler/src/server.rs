@@ -415,6 +415,7 @@ impl Server {
             FromWorker::Done { task, outcome } => {
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
             }
+            FromWorker::Elsewhere { task } => core.task_elsewhere(&mut comm, worker, task),
             FromWorker::Output { task, stream } => {
                 if let Some(text) = frames.into_iter().next() {
                     core.task_output(&mut comm, worker, task, stream, text)

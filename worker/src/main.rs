@@ -74,6 +74,12 @@ fn serve(settings: &Settings) -> ! {
                 dependency_frames,
                 store,
             } => {
+                if let Some(target) = &store {
+                    if !stores.claim(target) {
+                        connection.send(FromWorker::Elsewhere { task }, Vec::new());
+                        continue;
+                    }
+                }
                 current_task.set(Some(task));
                 let started = stored::now();
                 let (outcome, frames) = runtime

@@ -253,11 +253,13 @@ class Executor(_BaseExecutor):
                 "it: rename the parameter, or pass the value positionally"
             )
         task_store, cache_key = self._store, None
+        store_root = self._defaults["cache_directory"]
         if resource_dict:
             resources = merge_resource_dict(self._defaults, resource_dict)
             cache_key = resources["cache_key"]
             if resources["cache_directory"] != self._defaults["cache_directory"]:
-                task_store = store.open_store(resources["cache_directory"])
+                store_root = resources["cache_directory"]
+                task_store = store.open_store(store_root)
             elif cache_key is not None and task_store is None:
                 raise ValueError(
                     "resource_dict key 'cache_key' names the call's entry in a task store, "
@@ -295,18 +297,14 @@ class Executor(_BaseExecutor):
                 future._pmp_key = key
                 future._pmp_store = task_store
                 stored = store.lookup(task_store, key)
-                if stored is None and not store.claim(task_store, key):
-                    # Another live client runs it: wait for its entry.
-                    return self._attach(future, task_store, key, fn, args, kwargs, resource_dict)
-                # Looked up again once claimed: it may have ended just before.
-                stored = stored or store.lookup(task_store, key)
                 if stored is not None:
-                    task_store.unlock(key)
                     return self._from_store(future, stored)
-                target = (os.fspath(task_store.root), key, _name_of(fn), time.time())
-                # The worker writes the entry before it reports the outcome,
-                # so the lock goes only once the entry is there (or never will be).
-                future.add_done_callback(_unlocker(task_store, key))
+                # The worker takes the key's lock before it runs the call; if
+                # another live run holds it, the task comes back as Elsewhere.
+                target = (store_root, key, _name_of(fn), time.time())
+                future._pmp_elsewhere = lambda task: self._attach(
+                    future, task, task_store, key, fn, args, kwargs, resource_dict
+                )
         task = self._table.new_id()
         self._table.register(task, future)
         if self._cell_writer is not None:
@@ -509,13 +507,12 @@ class Executor(_BaseExecutor):
         self._scheduler.resolve_external(task, True, stored.frames)
         return future
 
-    def _attach(self, future, task_store, key, fn, args, kwargs, resource_dict):
-        """The Future of a call another live client is running under `key`:
-        it resolves from that run's entry. Should the run end without one (its
-        client died), the call is submitted here after all."""
-        task = self._table.new_id()
-        self._table.register(task, future)
-        self._scheduler.add_external(task)
+    def _attach(self, future, task, task_store, key, fn, args, kwargs, resource_dict):
+        """`task`'s key is run by another live process (its worker found the
+        lock held): the Future resolves from that run's entry, and the task,
+        now one the client resolves, with it. Should that run end without an
+        entry (its process died), the call is submitted again.
+        Called in the events thread."""
 
         def on_stored(entry):
             if entry.state == "done":
@@ -617,14 +614,6 @@ def _takes_resource_dict(fn):
         inspect.Parameter.VAR_POSITIONAL,
         inspect.Parameter.VAR_KEYWORD,
     )
-
-
-def _unlocker(task_store, key):
-    def unlock(_):
-        with contextlib.suppress(Exception):  # e.g. the store was removed meanwhile
-            task_store.unlock(key)
-
-    return unlock
 
 
 def _content_key(fn, call, dependency_keys):

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
 
-from pmp._pmp import Cancelled, Finished, Lost, Output, Raised, Rejected, Running
+from pmp._pmp import Cancelled, Elsewhere, Finished, Lost, Output, Raised, Rejected, Running
 from pmp.client import serialize
 from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
 from pmp.notebook.cell_output import write_to_client
@@ -38,6 +38,7 @@ class Future(_BaseFuture):
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
     _pmp_key = None  # its entry's name in the task store
     _pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
+    _pmp_elsewhere = None  # attach(task) when another live run holds its key
     job = None  # the batch job that computes it (backend="slurm" outside an allocation)
     job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"
     started_at = None  # time.monotonic() when a worker took the task
@@ -182,6 +183,11 @@ class FutureTable:
                 if future is not None:
                     with contextlib.suppress(Exception):  # a closed stream must not stop events
                         future._pmp_add_output(event.stream, event.text)
+                continue
+            if kind is Elsewhere:
+                future = futures.get(event.task)
+                if future is not None and future._pmp_elsewhere is not None:
+                    future._pmp_elsewhere(event.task)
                 continue
             if kind is Running:
                 future = futures.get(event.task)

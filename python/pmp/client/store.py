@@ -81,40 +81,11 @@ def lock_owner_text(batch=False):
     return f"{'batch ' if batch else ''}{socket.gethostname()} {os.getpid()}"
 
 
-def owner_is_gone(store, key):
-    """Whether the lock on `key` was left by a process that no longer runs
-    (on this host; a lock from another host is taken as live). A lock taken
-    for a batch job that was submitted belongs to the job: it is the batch
-    job's follower that releases it if the job ends without a result."""
-    owner = store.lock_owner(key)
-    if owner is None:
-        return True
-    if owner.startswith("batch "):
-        if os.path.exists(os.path.join(os.fspath(store.root), "jobs", key)):
-            return False
-        owner = owner[len("batch ") :]
-    host, _, pid = owner.partition(" ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def claim(store, key, batch=False):
     """Take the lock on `key` for running it here: True when this process
-    holds it now (a stale lock of a dead process is taken over)."""
-    owner = lock_owner_text(batch)
-    if store.try_lock(key, owner):
-        return True
-    if owner_is_gone(store, key):
-        store.unlock(key)
-        return store.try_lock(key, owner)
-    return False
+    holds it now (a stale lock of a dead process on this host is taken over;
+    the rule is the store's, `pmp._pmp.Store.claim`)."""
+    return store.claim(key, lock_owner_text(batch))
 
 
 def _report(store, key, error):

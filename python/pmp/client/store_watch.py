@@ -1,6 +1,6 @@
-"""Calls whose key another live client is running: their Futures attach to
-that run and resolve from the store when its entry appears, so the same
-call never runs twice at once (a lock file per running key, see `store`).
+"""Calls whose key another live run holds (its worker took the key's lock
+file in the store): their Futures attach to that run and resolve from the
+store when its entry appears, so the same call never runs twice at once.
 
 One thread per Executor polls the store for all attached calls, starting
 at 50 ms and backing off to 1 s: it costs a stat per call and poll, and no
@@ -51,7 +51,7 @@ class StoreWatch:
                 except _pmp.InvalidEntry:  # reported by whoever reads it for real
                     on_released()
                     continue
-                if entry is None and store.lock_owner(key) is None:
+                if entry is None and (store.lock_owner(key) is None or store.lock_is_stale(key)):
                     # Gone since the read: written just before the unlock, or never.
                     try:
                         entry = store.read(key)

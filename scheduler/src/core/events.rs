@@ -56,6 +56,11 @@ pub enum Event {
         task: TaskId,
         error: SubmitError,
     },
+    /// Another live process runs the task's store key: the client resolves
+    /// the task (`resolve_external_*`) once that run's entry appears.
+    Elsewhere {
+        task: TaskId,
+    },
     /// The running task printed `text` (UTF-8) on `stream`.
     Output {
         task: TaskId,

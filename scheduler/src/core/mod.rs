@@ -314,6 +314,30 @@ impl Core {
         self.schedule(comm);
     }
 
+    /// The worker found the task's store key locked by another live run and
+    /// did not run it: the task becomes one the client resolves, as a
+    /// foreign Future's, when that run's entry appears.
+    pub fn task_elsewhere(&mut self, comm: &mut impl Comm, worker: WorkerId, task: TaskId) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.state != WorkerState::Busy(task) {
+            return;
+        }
+        w.state = WorkerState::Idle;
+        // The worker did not load the task's function either: forget what
+        // its slots hold, so the next task sends its function again.
+        w.slots = Default::default();
+        if let Some(t) = self.tasks.get_mut(&task) {
+            t.state = TaskState::External;
+        }
+        comm.emit(Event::Elsewhere { task });
+        if w_is_dedicated(&self.workers, worker) {
+            self.retire(comm, worker);
+        }
+        self.schedule(comm);
+    }
+
     /// Output of the task `worker` is running; anything else (a task that
     /// already ended, a worker claiming another's task) is dropped.
     pub fn task_output(

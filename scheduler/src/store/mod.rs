@@ -322,6 +322,52 @@ impl Store {
     /// file holding `owner` (e.g. "host pid") if no one has. Ok(true) when
     /// claimed, Ok(false) when someone holds it. A lock outlives a killed
     /// owner: `lock_owner` tells who to check on.
+    pub fn claim(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        if self.try_lock(key, owner)? {
+            return Ok(true);
+        }
+        if self.lock_is_stale(key) {
+            self.unlock(key)?;
+            return self.try_lock(key, owner);
+        }
+        Ok(false)
+    }
+
+    /// Whether the lock on `key` was left by a process of this host that no
+    /// longer runs (owner text "host pid", as the client and the worker write
+    /// it). A lock from another host, or one taken for a submitted batch job
+    /// (`batch host pid` with a `jobs/<key>` file), is taken as live: the
+    /// job's follower releases it.
+    pub fn lock_is_stale(&self, key: &str) -> bool {
+        let Some(owner) = self.lock_owner(key) else {
+            return false;
+        };
+        let owner = match owner.strip_prefix("batch ") {
+            Some(rest) if self.root.join("jobs").join(key).exists() => {
+                let _ = rest;
+                return false;
+            }
+            Some(rest) => rest.to_string(),
+            None => owner,
+        };
+        let mut parts = owner.split(' ');
+        let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            return false;
+        };
+        if host != this_host() {
+            return false;
+        }
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        !alive
+    }
+
+    /// Try to take the lock on `key`; see `claim`, which also takes over a
+    /// stale one.
     pub fn try_lock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         // Not fsynced: after a crash, the owner is gone anyway.
         files::create_whole(&self.locks, checked(key)?, owner.as_bytes(), false)
@@ -359,4 +405,16 @@ fn read_whole(path: &Path) -> Result<Option<Bytes>, StoreError> {
     let mut content = large_frames::storage(len);
     file.read_to_end(&mut content).map_err(io(path))?;
     Ok(Some(large_frames::into_frame(content)))
+}
+
+/// This host's name, as lock owners write it.
+pub fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
