@@ -5,6 +5,7 @@ real Slurm (slurmctld + slurmd on loopback); Python runs without any
 SLURM_* variable."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -253,3 +254,98 @@ def test_bad_batch_resources_are_value_errors(batch):
         "resource_dict key 'corez'",
         "pilots: True",
     ]
+
+
+class Kernel:
+    """A pmp-kernel outside any allocation, driven as a frontend would."""
+
+    def __init__(self, cwd):
+        import jupyter_client
+
+        self.manager, self.client = jupyter_client.manager.start_new_kernel(
+            kernel_name="pmp", startup_timeout=60, cwd=str(cwd), env=OUTSIDE
+        )
+        self.displays = {}
+
+    def run(self, code, timeout=120):
+        msg_id = self.client.execute(code)
+        mine = []
+        while True:
+            msg = self.client.get_iopub_msg(timeout=timeout)
+            self._record(msg)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            mine.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        reply = self.client.get_shell_msg(timeout=timeout)
+        return reply["content"], mine
+
+    def _record(self, msg):
+        if msg["msg_type"] in ("display_data", "update_display_data"):
+            display_id = msg["content"].get("transient", {}).get("display_id")
+            if display_id:
+                self.displays.setdefault(display_id, []).append(
+                    msg["content"]["data"]["text/plain"]
+                )
+
+    def value(self, code):
+        reply, messages = self.run(code)
+        assert reply["status"] == "ok", reply
+        (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+        return result["content"]["data"]["text/plain"]
+
+    def close(self):
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+CELL = """%%pmp submit --name answer
+import os, time
+open("ran.txt", "a").write("ran\\n")
+while not os.path.exists("go"):
+    time.sleep(0.05)
+6 * 7"""
+
+
+@pytest.mark.timeout(300)
+def test_a_cell_as_a_batch_job_survives_a_kernel_restart(slurm, tmp_path, wait_until):
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("pmp")
+    except NoSuchKernel:
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    first = Kernel(tmp_path)
+    try:
+        first.run("%pmp config --backend slurm --cache-directory store")
+        reply, messages = first.run(CELL)
+        assert reply["status"] == "ok", reply
+        (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
+        assert re.match(r"answer: PENDING.* job \d+ for ", shown["content"]["data"]["text/plain"])
+        job = first.value("answer.job").strip("'")
+        wait_until((tmp_path / "ran.txt").exists, timeout=120, message="the job never ran")
+        assert first.value("import time; time.sleep(2.5); answer.job_state").startswith("'RUNNING")
+    finally:
+        first.close()  # killed mid-job: the job goes on
+    assert in_queue("answer") == ["answer", "RUNNING"], "the job died with the kernel"
+    second = Kernel(tmp_path)
+    try:
+        second.run("%pmp config --backend slurm --cache-directory store")
+        second.run(CELL)
+        assert second.value("answer.job").strip("'") == job, "it attached to the same job"
+        (tmp_path / "go").write_text("")
+        assert second.value("answer.result(timeout=120), answer.from_store is not None") == (
+            "(42, True)"
+        )
+        # %pmp cancel scancels a task's job.
+        second.run("%%pmp submit --name slow_add\nimport time\ntime.sleep(120)")
+        wait_until(lambda: in_queue("slow_add")[1:] == ["RUNNING"], timeout=120)
+        reply, _ = second.run("%pmp cancel slow_add")
+        assert reply["status"] == "ok"
+        wait_until(
+            lambda: in_queue("slow_add")[1:] in ([], ["CANCELLED"], ["COMPLETING"]), timeout=60
+        )
+    finally:
+        second.close()
+    assert (tmp_path / "ran.txt").read_text() == "ran\n", "the cell ran once"

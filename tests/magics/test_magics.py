@@ -288,7 +288,7 @@ def test_a_stored_cell_result_survives_a_kernel_restart(tmp_path, kernel_name):
             assert result["content"]["data"]["text/plain"] == "42"
             _, messages = session.run("%pmp status")
             status = "".join(m["content"].get("text", "") for m in messages)
-            assert "task store " in status and ": pmp_cell done on " in status, status
+            assert "task store " in status and ": answer done on " in status, status
         finally:
             session.close()
     assert sorted(ran.read_text().splitlines()) == ["double", "ran"], "each ran once"

@@ -50,6 +50,7 @@ EXPECTED_STDOUT = {
     "mpi": ["[(3, 2, 0), (3, 2, 1)]", "(raised on MPI rank 1 of 2)"],
     "gpu": ["workers' devices: ['0', '1']", "GPU(s) requested but"],
     "coupled-functions": ["4", "squares + cubes: 2310", "DependencyCancelledError"],
+    "login-node": ["from the store: 20736", "total: 45"],
 }
 # How long pmp-worker processes may outlive the kernel that started them.
 REAP_GRACE_S = 10.0
@@ -185,6 +186,14 @@ def test_notebook(path, variant, monkeypatch, tmp_path):
             assert "ran in job" not in stdout
         if variant == "slurm-down":
             assert "Slurm's controller is not reachable: slurm_load_partitions" in stdout, stdout
+
+    if stem == "login-node":
+        # Outside any allocation (as the tests run), Slurm's batch jobs where usable.
+        if _slurm_usable():
+            assert "Slurm is reachable" in stdout, stdout
+            assert re.search(r"first in job \d+ second in job \d+ where\(\): \d+", stdout), stdout
+        else:
+            assert "No Slurm here:" in stdout, stdout
 
     # The kernel is gone; so must be every worker it started.
     deadline = time.monotonic() + REAP_GRACE_S

@@ -154,7 +154,7 @@ class BatchJobs:
     def __init__(self, sbatch, worker_program, tool_dirs, defaults, default_store):
         self._sbatch = sbatch
         self._squeue = shutil.which("squeue", path=os.path.dirname(sbatch)) or "squeue"
-        self._scancel = shutil.which("scancel", path=os.path.dirname(sbatch)) or "scancel"
+        self._scancel_program = shutil.which("scancel", path=os.path.dirname(sbatch)) or "scancel"
         self._worker = worker_program
         self._tool_dirs = tool_dirs
         self._defaults = defaults
@@ -188,7 +188,9 @@ class BatchJobs:
             # Queued or running for another client (or an earlier kernel).
             job = _read_job(task_store, key)
             future.job = job
-            self._watch(_Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream]))
+            watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
+            future._pmp_cancel = lambda: self._scancel([watched])
+            self._watch(watched)
             return future
         stored = stored or store.lookup(task_store, key)
         if stored is not None:
@@ -207,7 +209,9 @@ class BatchJobs:
         _write_job(task_store, key, job)
         future.job = job
         future.job_state = "PENDING"
-        self._watch(_Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream]))
+        watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
+        future._pmp_cancel = lambda: self._scancel([watched])
+        self._watch(watched)
         return future
 
     def _collector(self, upstream):
@@ -412,6 +416,17 @@ class BatchJobs:
 
     # ---- shutdown ----
 
+    def _scancel(self, watched):
+        """scancel these jobs; their keys are free again (the jobs write nothing)."""
+        jobs = sorted({w.job for w in watched if w.job})
+        if jobs:
+            subprocess.run(
+                [self._scancel_program, *jobs], capture_output=True, timeout=60, check=False
+            )
+        for w in watched:
+            with contextlib.suppress(Exception):
+                w.store.unlock(w.key)
+
     def unfinished(self):
         with self._lock:
             return [w for w in self._watched if not w.future.done()]
@@ -424,12 +439,8 @@ class BatchJobs:
     def cancel_all(self):
         """scancel every unfinished job this executor follows, running ones too."""
         watched = self.unfinished()
-        jobs = sorted({w.job for w in watched if w.job})
-        if jobs:
-            subprocess.run([self._scancel, *jobs], capture_output=True, timeout=60, check=False)
+        self._scancel(watched)
         for w in watched:
-            with contextlib.suppress(Exception):
-                w.store.unlock(w.key)
             future = w.future
             if future.cancel():
                 future.set_running_or_notify_cancel()

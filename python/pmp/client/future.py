@@ -39,6 +39,7 @@ class Future(_BaseFuture):
     _pmp_key = None  # its entry's name in the task store
     _pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
     _pmp_elsewhere = None  # attach(task) when another live run holds its key
+    _pmp_cancel = None  # scancel its batch job
     job = None  # the batch job that computes it (backend="slurm" outside an allocation)
     job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"
     started_at = None  # time.monotonic() when a worker took the task
@@ -99,6 +100,11 @@ class Future(_BaseFuture):
             display.refresh()
 
     def cancel(self):
+        hook = self._pmp_cancel
+        if hook is not None and not self.done():
+            # A batch job: scancel it, queued or running (a running one then
+            # fails its Future, as concurrent.futures cannot cancel it).
+            hook()
         with self._condition:
             if self._state != PENDING:
                 return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)

@@ -158,6 +158,9 @@ class PmpMagics(Magics):
             if arguments.call:
                 raise UsageError("%%pmp submit takes the cell as the function: no call after it")
             function, args = _cell_function(cell, namespace), ()
+            if arguments.name:
+                # The name a batch job, a store entry and a traceback show.
+                function.__name__ = function.__qualname__ = arguments.name
             label = arguments.name or "cell"
         else:
             call = " ".join(arguments.call).strip()
