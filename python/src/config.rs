@@ -133,6 +133,7 @@ impl SchedulerConfig {
         heartbeat_interval,
         heartbeat_timeout,
         tool_dirs,
+        pilot_job_name = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -153,8 +154,27 @@ impl SchedulerConfig {
         heartbeat_interval: f64,
         heartbeat_timeout: f64,
         tool_dirs: Vec<PathBuf>,
+        pilot_job_name: Option<String>,
     ) -> PyResult<SchedulerConfig> {
         let (backend, gpus) = backend_and_gpus(backend, launcher, gpu_devices, gpu_count)?;
+        let backend = match (backend, pilot_job_name) {
+            // Outside any allocation: block-allocated workers are pilot jobs,
+            // and `launcher` is sbatch (srun, beside it, runs their ranks).
+            (BackendChoice::Slurm { srun: sbatch }, Some(job_name)) => {
+                let srun = sbatch.with_file_name("srun");
+                BackendChoice::SlurmPilots {
+                    srun: if srun.exists() { srun } else { "srun".into() },
+                    sbatch,
+                    job_name,
+                }
+            }
+            (_, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "pilot_job_name is for the slurm backend outside an allocation",
+                ))
+            }
+            (backend, None) => backend,
+        };
         let worker_resources = ResourceRequest::from(&*worker_resources);
         let allocation = if block_allocation {
             if workers == 0 {

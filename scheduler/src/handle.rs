@@ -5,6 +5,7 @@ use crate::auth::Key;
 use crate::backend::flux::FluxBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::mpi::MpiLauncher;
+use crate::backend::pilot::PilotBackend;
 use crate::backend::slurm::SlurmBackend;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{Allocation, Core, Event, TaskSpec};
@@ -29,6 +30,13 @@ pub enum BackendChoice {
     Flux {
         flux: PathBuf,
     },
+    /// Pilot jobs from outside any allocation: one `sbatch --wait` per
+    /// block-allocated worker, all named `job_name`.
+    SlurmPilots {
+        sbatch: PathBuf,
+        srun: PathBuf,
+        job_name: String,
+    },
 }
 
 impl BackendChoice {
@@ -41,6 +49,16 @@ impl BackendChoice {
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
             BackendChoice::Flux { flux } => Box::new(FluxBackend { flux }),
+            BackendChoice::SlurmPilots {
+                sbatch,
+                srun,
+                job_name,
+            } => Box::new(PilotBackend {
+                sbatch,
+                srun,
+                job_name,
+                mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
+            }),
         }
     }
 }

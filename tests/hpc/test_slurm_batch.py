@@ -242,7 +242,7 @@ def test_bad_batch_resources_are_value_errors(batch):
         try:
             Executor(backend="slurm", block_allocation=True)
         except ValueError as error:
-            print("pilots:", "pilot jobs" in str(error))
+            print("pilots:", "say how many with max_workers" in str(error))
         """
     )
     assert lines(done) == [
@@ -349,3 +349,61 @@ def test_a_cell_as_a_batch_job_survives_a_kernel_restart(slurm, tmp_path, wait_u
     finally:
         second.close()
     assert (tmp_path / "ran.txt").read_text() == "ran\n", "the cell ran once"
+
+
+@pytest.mark.timeout(240)
+def test_pilot_jobs_serve_many_calls_with_an_init_function(batch):
+    # The seed's data-handling example, from a login node.
+    done = batch(
+        """
+        import subprocess
+
+        def calc(i, j, k):
+            return i + j + k, os.environ["SLURM_JOB_ID"]
+
+        def init_function():
+            return {"j": 4, "k": 3, "l": 2}
+
+        with Executor(backend="slurm", max_workers=2, block_allocation=True,
+                      init_function=init_function) as exe:
+            print("pilot job" in exe.info["backend_reason"])
+            results = [exe.submit(calc, i) for i in range(8)]
+            print([r.result(timeout=120)[0] for r in results])
+            jobs = {r.result()[1] for r in results}
+            print(1 <= len(jobs) <= 2)
+            name = exe._pilot_job_name
+        for _ in range(100):
+            left = subprocess.run(["squeue", "-h", "-n", name, "-o", "%T"],
+                                  capture_output=True, text=True).stdout.split()
+            if all(state in ("COMPLETED", "COMPLETING", "CANCELLED") for state in left):
+                break
+            time.sleep(0.2)
+        print("left:", [s for s in left if s not in ("COMPLETED", "CANCELLED")])
+        """
+    )
+    out = lines(done)
+    assert out[:3] == ["True", "[7, 8, 9, 10, 11, 12, 13, 14]", "True"], out
+    assert out[3] in ("left: []", "left: ['COMPLETING']"), out
+
+
+@pytest.mark.timeout(240)
+def test_pilots_end_when_their_client_is_killed(batch, tmp_path, wait_until):
+    client = batch.start(
+        """
+        with Executor(backend="slurm", max_workers=1, block_allocation=True) as exe:
+            future = exe.submit(slow_add, 1, 2)
+            print(exe._pilot_job_name, flush=True)
+            future.result()
+        """
+    )
+    name = client.stdout.readline().strip()
+    wait_until(lambda: runs(tmp_path), timeout=120, message="the pilot never ran the call")
+    assert in_queue(name) == [name, "RUNNING"]
+    client.send_signal(signal.SIGKILL)
+    client.wait(timeout=30)
+    # The worker hears nothing within its heartbeat limit (10 s) and exits.
+    wait_until(
+        lambda: in_queue(name)[1:] in ([], ["COMPLETED"], ["COMPLETING"], ["FAILED"]),
+        timeout=60,
+        message="the pilot outlived its client",
+    )

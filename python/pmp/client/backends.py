@@ -188,3 +188,9 @@ def mpi_problem(tool_dirs=None):
     except RuntimeError as error:
         return str(error)
     return None
+
+
+def scancel_by_name(sbatch, job_name):
+    """scancel this user's jobs named `job_name` (an executor's pilots)."""
+    scancel = shutil.which("scancel", path=os.path.dirname(sbatch)) or "scancel"
+    _output_of([scancel, f"--name={job_name}"])

@@ -109,9 +109,25 @@ class Executor(_BaseExecutor):
         if oversubscribe and self._backend.name == "flux":
             raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="oversubscribe=True"))
         self._batch = None
-        if self._backend.batch:
+        self._pilot_job_name = None
+        if self._backend.batch and not block_allocation:
             self._start_batch(locals())
             return
+        if self._backend.batch:
+            # Outside an allocation, block-allocated workers are pilot jobs.
+            if max_workers is None:
+                raise ValueError(
+                    "block_allocation=True outside any Slurm allocation starts one pilot job "
+                    "per worker: say how many with max_workers"
+                )
+            import uuid
+
+            self._pilot_job_name = f"pmp-pilot-{uuid.uuid4().hex[:8]}"
+            self._backend.reason = (
+                "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is "
+                f"not set): block_allocation=True starts {max_workers} pilot job(s) with "
+                "sbatch, each one pmp-worker that connects back and runs many calls"
+            )
         if command_line_argument_lst and self._backend.name == "local":
             raise ValueError(
                 "command_line_argument_lst holds extra arguments for srun or flux run; "
@@ -127,7 +143,10 @@ class Executor(_BaseExecutor):
             # srun and flux pick the devices; the scheduler counts the
             # allocation's GPUs, so a task waits while none is free.
             self._gpus = []
-            self._gpu_count = backends.allocation_gpus(self._backend)
+            if self._pilot_job_name:  # each pilot asks Slurm for its own
+                self._gpu_count = gpus_per_worker * max_workers
+            else:
+                self._gpu_count = backends.allocation_gpus(self._backend)
         if max_cores is None:
             if max_workers is not None:
                 max_cores = max_workers * cores_per_worker * threads_per_core
@@ -187,6 +206,7 @@ class Executor(_BaseExecutor):
             heartbeat_interval=float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
             heartbeat_timeout=float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
             tool_dirs=self._tool_dirs,
+            pilot_job_name=self._pilot_job_name,
         )
         self._scheduler = _pmp.Scheduler(config, self._table.on_events)
         self._table.scheduler = self._scheduler
@@ -198,12 +218,6 @@ class Executor(_BaseExecutor):
     def _start_batch(self, given):
         """Outside any allocation: each call is a Slurm batch job, which needs
         a task store (`cache_directory`, by default ./pmp_cache)."""
-        if given["block_allocation"]:
-            raise ValueError(
-                "block_allocation=True outside any Slurm allocation would start pilot jobs, "
-                "which pmp cannot do yet: use block_allocation=False (one batch job per "
-                "call), or run Python inside salloc or an sbatch script"
-            )
         if given["oversubscribe"]:
             raise ValueError("oversubscribe=True is for srun steps inside an allocation")
         from pmp.client.batch import BatchJobs
@@ -345,6 +359,9 @@ class Executor(_BaseExecutor):
         if wait:
             self._scheduler.join()
             _unjoined_schedulers.discard(self._scheduler)
+            if self._pilot_job_name:
+                # Pilots still queued never connected: they go too.
+                backends.scancel_by_name(self._backend.launcher, self._pilot_job_name)
 
     # ---- pmp ----
 

@@ -6,6 +6,7 @@ pub mod flux;
 pub mod local;
 pub mod locate;
 pub mod mpi;
+pub mod pilot;
 pub mod slurm;
 
 use crate::core::Launch;
