@@ -10,11 +10,12 @@ export PYO3_PYTHON="$python"
 # mpi4py + the MPICH wheel, checked with a 2-rank run.
 MPI_CI_PYTHON="$python" bash .ci/mpi-up.sh
 
-# A single-node Slurm on loopback (needs root and apt); the Slurm tests skip,
+# A two-node Slurm on loopback (needs root and apt); the Slurm tests skip,
 # saying so, where it cannot start.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== starting Slurm"
-    bash .ci/slurm-up.sh
+    # Two virtual nodes (node1, node2), so that multi-node jobs are tested for real.
+    SLURM_CI_NODES=2 bash .ci/slurm-up.sh
     trap 'bash .ci/slurm-down.sh' EXIT
 else
     echo "== not root: Slurm tests will be skipped"

@@ -1,4 +1,4 @@
-"""Fixtures for MPI and Slurm tests: real mpiexec, a real single-node Slurm.
+"""Fixtures for MPI and Slurm tests: real mpiexec, a real two-node Slurm (node1, node2 on loopback).
 
 CI starts Slurm with shared/ci/slurm-up.sh and installs mpi4py + the mpich
 wheel; elsewhere these tests skip and say why.

@@ -1,6 +1,6 @@
-"""The slurm backend against a real single-node Slurm (slurmctld + slurmd on
-loopback, 4 CPUs, 2 fake GPUs): each test runs a script inside `salloc`, as a
-user's batch job would."""
+"""The slurm backend against a real Slurm (slurmctld and two slurmd on
+loopback, 4 CPUs and 2 fake GPUs each): each test runs a script inside
+`salloc`, as a user's batch job would."""
 
 import pathlib
 import textwrap

@@ -407,3 +407,49 @@ def test_pilots_end_when_their_client_is_killed(batch, tmp_path, wait_until):
         timeout=60,
         message="the pilot outlived its client",
     )
+
+
+def slurm_nodes():
+    shown = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=False
+    )
+    return sorted(set(shown.stdout.split()))
+
+
+@pytest.mark.timeout(240)
+def test_two_ranks_on_two_nodes(batch):
+    if len(slurm_nodes()) < 2:
+        pytest.skip("this Slurm has one node (the test command starts two: SLURM_CI_NODES=2)")
+    done = batch(
+        """
+        def placed():
+            from mpi4py import MPI
+            return MPI.COMM_WORLD.Get_rank(), os.environ["SLURMD_NODENAME"]
+
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            ranks = exe.submit(placed, resource_dict={"cores": 2, "num_nodes": 2}).result(120)
+        print([rank for rank, _ in ranks], len({node for _, node in ranks}))
+        """
+    )
+    assert lines(done) == ["[0, 1] 2"]
+
+
+@pytest.mark.timeout(300)
+def test_a_job_killed_by_its_time_limit_names_it(batch):
+    # Slurm counts time limits in whole minutes: run_time_max=1 (s) is 1 min.
+    done = batch(
+        """
+        from pmp import JobFailedError
+
+        def sleepy():
+            time.sleep(300)
+
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            try:
+                exe.submit(sleepy, resource_dict={"run_time_max": 1}).result(timeout=240)
+            except JobFailedError as error:
+                print(error.state, "it reached its time limit" in str(error))
+        """,
+        timeout=280,
+    )
+    assert lines(done) == ["TIMEOUT True"]

@@ -28,7 +28,7 @@ def check_directory(name, value):
     """A store directory as given by the user, made absolute."""
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a path, got {type(value).__name__} {value!r}")
-    path = os.path.abspath(os.fspath(value))
+    path = os.path.abspath(os.path.expanduser(os.fspath(value)))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{name} {path!r} is not a directory")
     return path
