@@ -332,9 +332,11 @@ def _check_store(library):
 
 def scenario_storesubmit(library, quick):
     """submit() time per call without and with an (empty) task store, in
-    alternating rounds, each on a new executor; the figure is the difference of
-    the medians. The results are waited for outside the timing, up to a limit:
-    a round whose stored calls are not all done by then is the last one."""
+    alternating rounds, each on a new executor, both workers held by a call
+    that waits for a file while the loop is timed; the figure is the
+    difference of the medians. The results are waited for outside the timing,
+    up to a limit: a round whose stored calls are not all done by then is the
+    last one."""
     _check_store(library)
     calls, wait_s = SIZES["storesubmit_calls"][quick], SIZES["storesubmit_wait_s"][quick]
     without, with_store, note = [], [], ""
@@ -347,9 +349,22 @@ def scenario_storesubmit(library, quick):
             exe, _ = make_executor(library, "block", workers=2)
         # Warm-up (both workers started), with arguments the timed loop does not use.
         wait_all([exe.submit(inc, -1 - i) for i in range(20)])
+        # Both workers held while the loop is timed: on two cores, workers
+        # running (and storing) the calls meanwhile would time their work,
+        # not submit()'s. The same loop with them free is timed too, below.
+        gates = tempfile.mkdtemp(prefix="gates-")
+        release = os.path.join(gates, "release")
+        held = [
+            exe.submit(wait_for_file, os.path.join(gates, f"held-{i}"), release) for i in (0, 1)
+        ]
+        while not all(os.path.exists(os.path.join(gates, f"held-{i}")) for i in (0, 1)):
+            time.sleep(0.01)
         start = time.perf_counter()
         futures = [exe.submit(inc, i) for i in range(calls)]
         samples.append((time.perf_counter() - start) * 1e6 / calls)
+        with open(release, "w"):
+            pass
+        futures += held
         if not _wait_until(futures, time.perf_counter() + wait_s):
             # executorlib lists the whole cache directory for each task it runs.
             done = sum(future.done() for future in futures)

@@ -293,8 +293,12 @@ class Executor(_BaseExecutor):
         future = Future()
         dependencies, dependency_keys = [], []
         collect = self._dependency_collector(dependencies, dependency_keys)
+        identity = None
         try:
-            function = serialize.dumps_function(fn)
+            if task_store is None:
+                function = serialize.dumps_function(fn)
+            else:
+                function, identity = serialize.dumps_function_and_identity(fn)
             call = serialize.dumps_call(args, kwargs, collect)
         except _UpstreamFailed as failed:
             future.set_exception(failed.exception)
@@ -306,7 +310,7 @@ class Executor(_BaseExecutor):
             return future
         target = None
         if task_store is not None:
-            key = cache_key or _content_key(fn, call, dependency_keys)
+            key = cache_key or _content_key(identity, call, dependency_keys)
             if key is not None:
                 future._pmp_key = key
                 future._pmp_store = task_store
@@ -633,14 +637,14 @@ def _takes_resource_dict(fn):
     )
 
 
-def _content_key(fn, call, dependency_keys):
+def _content_key(identity, call, dependency_keys):
     """The store key of a call: a hash of its function (wherever it was
     defined), its arguments and the keys of the Futures among them; None
     when one of those Futures has no key (a Future of another kind), so the
     call is not stored."""
     if None in dependency_keys:
         return None
-    return _pmp.task_key(serialize.function_identity(fn), call, dependency_keys)
+    return _pmp.task_key(identity, call, dependency_keys)
 
 
 def _name_of(fn):

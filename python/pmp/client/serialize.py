@@ -66,12 +66,17 @@ def dumps_function(fn):
     return _function_pickles.dumps(fn)
 
 
+def dumps_function_and_identity(fn):
+    """`dumps_function(fn)` and `function_identity(fn)`, at the cost of one."""
+    return _function_pickles.dumps(fn, identity=True)
+
+
 def function_identity(fn):
     """What a call's store key knows of its function: its pickle with every
     code object's file name and first line number left out. Those say where
     the function was defined, not what it does, and the file of a notebook
     cell changes with every kernel (ipykernel: /tmp/ipykernel_<pid>/...)."""
-    return _function_identities.dumps(fn)
+    return _function_pickles.dumps(fn, identity=True)[1]
 
 
 _KEY_FILENAME = "<pmp>"
@@ -107,26 +112,32 @@ class _FunctionPickles:
     uses, when each of those is an immutable scalar (compared by value) or
     something pickled by name (a module, an importable function or class;
     compared by identity). A function that captures anything else — a list,
-    an array, another notebook function — is pickled at every submit."""
+    an array, another notebook function — is pickled at every submit.
 
-    def __init__(self, pickle_function):
-        self._pickle = pickle_function
-        self._pickles = weakref.WeakKeyDictionary()  # function -> (captured, pickle)
+    Its identity pickle (`function_identity`, for store keys) is kept with
+    it, made on first use: one check of what it captured serves both."""
 
-    def dumps(self, fn):
+    def __init__(self):
+        self._pickles = weakref.WeakKeyDictionary()  # function -> [captured, pickle, identity]
+
+    def dumps(self, fn, identity=False):
+        """The pickle of `fn`, and with `identity` also its identity pickle."""
         captured = _captured(fn)
         if captured is None:
-            return self._pickle(fn)
+            pickled = cloudpickle.dumps(fn, protocol=PROTOCOL)
+            return (pickled, _dumps_identity(fn)) if identity else pickled
         known = self._pickles.get(fn)
-        if known is not None and known[0] == captured:
+        if known is None or known[0] != captured:
+            known = [captured, cloudpickle.dumps(fn, protocol=PROTOCOL), None]
+            self._pickles[fn] = known
+        if not identity:
             return known[1]
-        pickled = self._pickle(fn)
-        self._pickles[fn] = (captured, pickled)
-        return pickled
+        if known[2] is None:
+            known[2] = _dumps_identity(fn)
+        return known[1], known[2]
 
 
-_function_pickles = _FunctionPickles(lambda fn: cloudpickle.dumps(fn, protocol=PROTOCOL))
-_function_identities = _FunctionPickles(_dumps_identity)
+_function_pickles = _FunctionPickles()
 _SCALARS = frozenset((int, float, complex, str, bytes, bool, type(None)))
 
 

@@ -64,6 +64,8 @@ def lookup(store, key):
     None: a stored failure runs again, and so does an invalid entry."""
     from pmp import _pmp
 
+    if not store.contains(key):  # a stat: what nearly every new call costs
+        return None
     try:
         entry = store.read(key)
     except _pmp.InvalidEntry as error:

@@ -63,15 +63,20 @@ fn written_temp(
 }
 
 /// Replace `target` (in `dir`) with what `fill` writes: readers see the old
-/// file or the new one, never a torn one, whenever the writer is killed. The
-/// data is fsynced before the rename, so a crash cannot leave the new name on
-/// an empty file either.
+/// file or the new one, never a torn one, whenever the writer is killed.
+///
+/// Not fsynced: that took milliseconds a task on this project's machines, in
+/// every worker. What fsync would add is the case of the machine itself
+/// going down between the rename and the write-back, which can leave the new
+/// name on a short file; such a file fails its signature check, so it reads
+/// as absent and the call runs again. (Network file systems write back at
+/// close anyway, for close-to-open consistency.)
 pub(super) fn replace(
     dir: &Path,
     target: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<(), StoreError> {
-    let temp = written_temp(dir, true, fill)?;
+    let temp = written_temp(dir, false, fill)?;
     fs::rename(&temp, target).map_err(|e| {
         let _ = fs::remove_file(&temp);
         io(target)(e)

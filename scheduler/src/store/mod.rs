@@ -236,7 +236,7 @@ impl Store {
     }
 
     /// Write `entry` under `key` atomically: to a temp file in the entries
-    /// directory, fsynced, then renamed over the entry. A writer killed at
+    /// directory, then renamed over the entry (see `files::replace`). A writer killed at
     /// any moment leaves the old entry or the new one, never a torn file; of
     /// writers racing on one key, the last rename wins.
     pub fn write(&self, key: &str, entry: &Entry) -> Result<(), StoreError> {
