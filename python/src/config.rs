@@ -354,6 +354,16 @@ pub fn locate_worker_program(tool_dirs: Vec<PathBuf>) -> PyResult<OsString> {
         .map_err(PyRuntimeError::new_err)
 }
 
+/// srun's options for ranks of the MPI in `tool_dirs` (or on PATH): the
+/// scheduler's rule (`MpiFlavor::srun_option`), for batch jobs' scripts.
+#[pyfunction]
+pub fn srun_mpi_options(tool_dirs: Vec<PathBuf>) -> Vec<&'static str> {
+    use pmp_scheduler::backend::mpi::{MpiFlavor, MpiLauncher};
+
+    let flavor = MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor);
+    MpiFlavor::srun_option(flavor).into_iter().collect()
+}
+
 /// The `mpiexec` that starts a worker of several MPI ranks on the local
 /// backend: the first of `tool_dirs` that has it, else PATH.
 #[pyfunction]

@@ -202,6 +202,11 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::never_fits, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_worker_program, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_mpiexec, m)?)?;
+    m.add_function(wrap_pyfunction!(config::srun_mpi_options, m)?)?;
+    m.add(
+        "THREAD_VARIABLES",
+        pmp_scheduler::backend::THREAD_VARIABLES.to_vec(),
+    )?;
     m.add_class::<store::Store>()?;
     m.add_class::<store::StoredEntry>()?;
     m.add("InvalidEntry", m.py().get_type::<store::InvalidEntry>())?;

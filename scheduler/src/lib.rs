@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod core;
 pub mod handle;
+pub mod host;
 pub mod ids;
 pub mod large_frames;
 pub mod process;

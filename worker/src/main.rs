@@ -56,7 +56,7 @@ fn serve(settings: &Settings) -> ! {
         FromWorker::Hello {
             worker: pmp_scheduler::ids::WorkerId(settings.worker_id),
             pid: std::process::id(),
-            host: settings::hostname(),
+            host: pmp_scheduler::host::name(),
         },
         Vec::new(),
     );

@@ -138,17 +138,6 @@ impl JobSettings {
     }
 }
 
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// This process's rank, from the variables the MPI launchers set (Hydra,
 /// Open MPI, PMIx, Slurm, Flux); 0 outside MPI.
 fn mpi_rank() -> u32 {

@@ -45,11 +45,7 @@ impl Stores {
     /// costs about 0.5 ms on common file systems. A store that cannot be
     /// used does not stop the task: it runs, unstored.
     pub fn claim(&mut self, target: &StoreTarget) -> bool {
-        let owner = format!(
-            "{} {}",
-            pmp_scheduler::store::this_host(),
-            std::process::id()
-        );
+        let owner = format!("{} {}", pmp_scheduler::host::name(), std::process::id());
         let Some(store) = self.open(&target.root) else {
             return true;
         };
@@ -117,7 +113,7 @@ pub fn outcome_entry(
             submitted,
             started,
             finished: now(),
-            host: crate::settings::hostname(),
+            host: pmp_scheduler::host::name(),
             pid: std::process::id(),
         },
         frames,

@@ -71,25 +71,20 @@ BATCH_KEYS = (
 
 
 def check_batch_value(key, value):
+    from pmp.client.resources import check_arguments, check_bool, check_int
+
     name = f"resource_dict key {key!r}"
     if key in ("num_nodes", "run_time_max"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    elif key == "memory_max":
+        return check_int(name, value, 1)
+    if key == "exclusive":
+        return check_bool(name, value)
+    if key == "slurm_cmd_args":
+        return check_arguments(name, value)
+    if key == "memory_max":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{name} must be a number of GB > 0, got {value!r}")
-    elif key == "exclusive":
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
-    elif key == "partition":
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a partition's name, got {value!r}")
-    elif key == "slurm_cmd_args":
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list of strings, got {value!r}")
-        if not all(isinstance(item, str) for item in value):
-            raise ValueError(f"{name} must hold strings, got {value!r}")
-        value = list(value)
+    elif not isinstance(value, str) or not value:  # partition
+        raise ValueError(f"{name} must be a partition's name, got {value!r}")
     return value
 
 
@@ -247,20 +242,28 @@ class BatchJobs:
         log = os.path.join(logs, f"{key}.out")
         cwd = resources["cwd"] or os.getcwd()
         options = sbatch_options(name, resources, cwd, log, dependencies)
+        from pmp import _pmp
+        from pmp.client.executor import _client_sys_path
+
         cores = resources["cores"]
         environment = {
             "PMP_JOB_STORE": root,
             "PMP_JOB_KEY": key,
             "PMP_PYTHON": sys.executable,
-            "PMP_SYS_PATH": "\x1f".join(entry or os.getcwd() for entry in sys.path),
+            "PMP_SYS_PATH": "\x1f".join(_client_sys_path()),
             "PMP_RANKS": str(cores),
         }
+        # The variables every backend sets from threads_per_core (the scheduler's list).
         threads = str(resources["threads_per_core"])
-        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            environment[variable] = threads
+        environment.update(dict.fromkeys(_pmp.THREAD_VARIABLES, threads))
         if cores > 1:
             srun = shutil.which("srun", path=os.path.dirname(self._sbatch)) or "srun"
-            command = [srun, f"--ntasks={cores}", *_mpi_option(self._tool_dirs), self._worker]
+            command = [
+                srun,
+                f"--ntasks={cores}",
+                *_pmp.srun_mpi_options(self._tool_dirs),
+                self._worker,
+            ]
         else:
             command = [self._worker]
         script = job_script(options, environment, command)
@@ -458,20 +461,6 @@ def _fail(future, error):
 def _job_name(fn):
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:64] or "pmp"
-
-
-def _mpi_option(tool_dirs):
-    """srun's --mpi for the MPI of this environment (Open MPI needs PMIx)."""
-    from pmp import _pmp
-
-    try:
-        mpiexec = _pmp.locate_mpiexec(tool_dirs)
-        version = subprocess.run(
-            [mpiexec, "--version"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (RuntimeError, OSError, subprocess.TimeoutExpired):
-        return []
-    return ["--mpi=pmix"] if "Open MPI" in version.stdout + version.stderr else []
 
 
 def _describe_state(state, reason, nodes):

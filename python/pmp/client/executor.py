@@ -258,14 +258,14 @@ class Executor(_BaseExecutor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        if self._batch is not None:
-            return self._submit_batch(fn, args, kwargs, resource_dict)
         if resource_dict is not None and _takes_resource_dict(fn):
             raise ValueError(
                 f"{_name_of(fn)} has a parameter named 'resource_dict', but submit() takes "
                 "resource_dict= as the call's resources, so the function would never receive "
                 "it: rename the parameter, or pass the value positionally"
             )
+        if self._batch is not None:
+            return self._submit_batch(fn, args, kwargs, resource_dict)
         task_store, cache_key = self._store, None
         store_root = self._defaults["cache_directory"]
         if resource_dict:
@@ -469,11 +469,6 @@ class Executor(_BaseExecutor):
             for key in BATCH_KEYS
             if key in resource_dict
         }
-        if resource_dict and _takes_resource_dict(fn):
-            raise ValueError(
-                f"{_name_of(fn)} has a parameter named 'resource_dict', but submit() takes "
-                "resource_dict= as the call's resources"
-            )
         resources = merge_resource_dict(self._defaults, resource_dict)
         if resources["oversubscribe"]:
             raise ValueError(

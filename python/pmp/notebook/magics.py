@@ -32,26 +32,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message or self.format_help())
 
 
-def _positive_int(text):
-    """argparse type: an int >= 1 (a count of workers, cores, ranks)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(minimum):
+    """argparse type: a whole number >= `minimum` (a count of workers,
+    cores, ranks, GPUs)."""
+
+    def count(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return count
 
 
-def _count(text):
-    """argparse type: an int >= 0 (GPUs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive_int = _at_least(1)
+_count = _at_least(0)
 
 
 def _variable_name(text):

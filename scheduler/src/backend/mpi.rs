@@ -19,6 +19,13 @@ pub struct MpiLauncher {
 }
 
 impl MpiFlavor {
+    /// srun's `--mpi` for ranks of this MPI: Open MPI needs PMIx from srun;
+    /// MPICH works with the cluster's default (pmi2 on most sites). The one
+    /// rule for srun steps, pilot jobs and batch jobs.
+    pub fn srun_option(flavor: Option<MpiFlavor>) -> Option<&'static str> {
+        (flavor == Some(MpiFlavor::OpenMpi)).then_some("--mpi=pmix")
+    }
+
     pub fn from_version(text: &str) -> Option<MpiFlavor> {
         if text.contains("Open MPI") || text.contains("OpenRTE") || text.contains("prterun") {
             Some(MpiFlavor::OpenMpi)

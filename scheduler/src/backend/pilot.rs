@@ -47,11 +47,7 @@ impl PilotBackend {
         args.extend(r.extra_args.iter().cloned());
         let program = shell_quote(&env.program.to_string_lossy());
         let script = if r.cores > 1 {
-            let mpi = if self.mpi == Some(MpiFlavor::OpenMpi) {
-                " --mpi=pmix"
-            } else {
-                ""
-            };
+            let mpi = MpiFlavor::srun_option(self.mpi).map_or(String::new(), |o| format!(" {o}"));
             let srun = shell_quote(&self.srun.to_string_lossy());
             format!("exec {srun}{mpi} --ntasks={} {program}", r.cores)
         } else {

@@ -49,8 +49,8 @@ impl SlurmBackend {
             args.push("-D".into());
             args.push(cwd.clone());
         }
-        if r.cores > 1 && self.mpi == Some(MpiFlavor::OpenMpi) {
-            args.push("--mpi=pmix".into());
+        if let Some(option) = MpiFlavor::srun_option(self.mpi).filter(|_| r.cores > 1) {
+            args.push(option.into());
         }
         // The user's own arguments last, so they win over ours.
         args.extend(r.extra_args.iter().cloned());

@@ -343,12 +343,9 @@ impl Store {
             return false;
         };
         let owner = match owner.strip_prefix("batch ") {
-            Some(rest) if self.root.join("jobs").join(key).exists() => {
-                let _ = rest;
-                return false;
-            }
-            Some(rest) => rest.to_string(),
-            None => owner,
+            Some(_) if self.root.join("jobs").join(key).exists() => return false,
+            Some(rest) => rest,
+            None => owner.as_str(),
         };
         let mut parts = owner.split(' ');
         let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
@@ -357,7 +354,7 @@ impl Store {
         let Ok(pid) = pid.trim().parse::<i32>() else {
             return false;
         };
-        if host != this_host() {
+        if host != crate::host::name() {
             return false;
         }
         // SAFETY: kill with signal 0 only checks that the process exists.
@@ -405,16 +402,4 @@ fn read_whole(path: &Path) -> Result<Option<Bytes>, StoreError> {
     let mut content = large_frames::storage(len);
     file.read_to_end(&mut content).map_err(io(path))?;
     Ok(Some(large_frames::into_frame(content)))
-}
-
-/// This host's name, as lock owners write it.
-pub fn this_host() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
