@@ -65,6 +65,40 @@ def test_a_result_computed_in_one_process_is_returned_by_another_without_running
     assert runs(tmp_path) == ["add 1 2", "add 1 3"]
 
 
+def test_an_entry_written_after_this_process_listed_the_store_is_not_run_again(
+    run_script, write_script, tmp_path
+):
+    # submit() asks the store's key index (listed at first use) instead of
+    # stat-ing each entry; an entry another process wrote since is found by
+    # the worker, which re-reads the entry after taking the key's lock.
+    write_script(script("print(exe.submit(add, 1, 2).result())"), "other.py")
+    calls = """
+import subprocess, pmp.client.store
+pmp.client.store.KeyIndex._MIN_AGE = 3600  # the listing stays stale throughout
+print(exe.submit(add, 0, 0).result())
+subprocess.run([sys.executable, "other.py"], check=True)
+again = exe.submit(add, 1, 2)
+print(again.result(), again.from_store is not None)
+"""
+    assert ok(run_script(script(calls))) == ["0", "3", "3 True"]
+    assert runs(tmp_path) == ["add 0 0", "add 1 2"]
+
+
+def test_a_result_stored_by_this_process_is_found_without_a_worker(run_script, tmp_path):
+    # The index learns the keys this process's workers store: the second
+    # submit resolves at once, from the store, not through a worker.
+    calls = """
+import pmp.client.store
+pmp.client.store.KeyIndex._MIN_AGE = 3600
+first = exe.submit(add, 1, 2)
+print(first.result(), first.from_store is None)
+again = exe.submit(add, 1, 2)
+print(again.done(), again.result(), again.from_store is not None)
+"""
+    assert ok(run_script(script(calls))) == ["3 True", "True 3 True"]
+    assert runs(tmp_path) == ["add 1 2"]
+
+
 def test_a_chain_of_dependent_calls_is_returned_from_the_store(run_script, tmp_path):
     calls = """
 first = exe.submit(add, 1, 2)

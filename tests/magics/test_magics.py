@@ -240,18 +240,50 @@ def test_a_bad_config_changes_nothing(pmp_kernel, line, expected):
     assert result["content"]["data"]["text/plain"] == "True"
 
 
+def table_rows(text, header):
+    """The rows of the text table under `header` (its first column's name)
+    as lists of cells: columns are two or more spaces apart."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == [header])
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith(" ") and ":" in line.split("  ")[0]:
+            break  # "workers: ...", "tasks: ...", "task store ...": the table ended
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
 @pytest.mark.timeout(120)
-def test_status_lists_tasks_and_workers_in_words(pmp_kernel):
-    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
-    pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(3)")
+def test_status_is_one_live_table_of_tasks_workers_and_the_store(pmp_kernel, tmp_path):
+    pmp_kernel.run(f"%pmp config --max-workers 1 --block-allocation --cache-directory {tmp_path}")
+    pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(2)\n'slept'")
+    pmp_kernel.run("%pmp submit --name quick abs(-3)")  # queued behind slow: one worker
     pmp_kernel.run("import time\nwhile not slow.running():\n    time.sleep(0.05)")
     reply, messages = pmp_kernel.run("%pmp status")
     assert reply["status"] == "ok"
-    text = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
-    lines = text.splitlines()
-    assert lines[0].startswith("slow: running on "), text
-    assert re.fullmatch(r"workers: worker \d+ \(pid \d+\): busy: task \d+", lines[1]), text
-    assert lines[2] == "tasks: 1 running", text
+    (first,) = [m for m in messages if m["msg_type"] == "display_data"]
+    text = first["content"]["data"]["text/plain"]
+    slow, quick = table_rows(text, "task")
+    assert slow[:2] == ["slow", "running"] and re.fullmatch(r"pid \d+ \(worker 0\)", slow[-1]), text
+    assert quick[:2] == ["quick", "queued"], text
+    assert re.search(r"^workers: worker 0 \(pid \d+\): busy: task \d+$", text, re.M), text
+    assert re.search(r"^tasks: .*1 running", text, re.M), text
+    assert f"task store {tmp_path}: 0 entries" in text, text
+    assert 'data-state="running"' in first["content"]["data"]["text/html"]
+    # Live: it updates until both are done, and then shows their results
+    # and their two store entries.
+    display_id = first["content"]["transient"]["display_id"]
+    deadline = time.monotonic() + 30
+    while 'data-state="done"' not in pmp_kernel.displays[display_id][-1]["text/html"]:
+        assert time.monotonic() < deadline, pmp_kernel.displays[display_id][-1]
+        pmp_kernel.drain(0.5)
+    last = pmp_kernel.displays[display_id][-1]["text/plain"]
+    slow, quick = table_rows(last, "task")
+    assert slow[:2] == ["slow", "done"] and slow[-1] == "'slept'", last
+    assert quick[:2] == ["quick", "done"] and quick[-1] == "3", last
+    assert f"task store {tmp_path}: 2 entries" in last, last
+    stored = table_rows(last, "key")
+    assert sorted(row[1:3] for row in stored) == [["abs", "done"], ["slow", "done"]], last
 
 
 @pytest.mark.timeout(180)
@@ -287,8 +319,9 @@ def test_a_stored_cell_result_survives_a_kernel_restart(tmp_path, kernel_name):
             (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
             assert result["content"]["data"]["text/plain"] == "42"
             _, messages = session.run("%pmp status")
-            status = "".join(m["content"].get("text", "") for m in messages)
-            assert "task store " in status and ": answer done on " in status, status
+            (table,) = [m for m in messages if m["msg_type"] == "display_data"]
+            status = table["content"]["data"]["text/plain"]
+            assert ["answer", "done"] in [row[1:3] for row in table_rows(status, "key")], status
         finally:
             session.close()
     assert sorted(ran.read_text().splitlines()) == ["double", "ran"], "each ran once"

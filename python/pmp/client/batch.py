@@ -178,7 +178,7 @@ class BatchJobs:
         key = cache_key or _pmp.task_key(serialize.function_identity(fn), call, keys)
         future._pmp_key = key
         future.job = None
-        stored = store.lookup(task_store, key)
+        stored = store.lookup(task_store, key, exact=True)
         if stored is None and not store.claim(task_store, key, batch=True):
             # Queued or running for another client (or an earlier kernel).
             job = _read_job(task_store, key)
@@ -187,7 +187,7 @@ class BatchJobs:
             future._pmp_cancel = lambda: self._scancel([watched])
             self._watch(watched)
             return future
-        stored = stored or store.lookup(task_store, key)
+        stored = stored or store.lookup(task_store, key, exact=True)
         if stored is not None:
             task_store.unlock(key)
             future.resolve_from_store(stored)

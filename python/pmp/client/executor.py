@@ -2,6 +2,7 @@
 
 import atexit
 import contextlib
+import functools
 import os
 import sys
 import sysconfig
@@ -320,8 +321,9 @@ class Executor(_BaseExecutor):
                 # The worker takes the key's lock before it runs the call; if
                 # another live run holds it, the task comes back as Elsewhere.
                 target = (store_root, key, _name_of(fn), time.time())
-                future._pmp_elsewhere = lambda task: self._attach(
-                    future, task, task_store, key, fn, args, kwargs, resource_dict
+                # A partial, not a closure: one object per call, not nine.
+                future._pmp_elsewhere = functools.partial(
+                    self._attach, future, task_store, key, fn, args, kwargs, resource_dict
                 )
         task = self._table.new_id()
         self._table.register(task, future)
@@ -523,7 +525,7 @@ class Executor(_BaseExecutor):
         self._scheduler.resolve_external(task, True, stored.frames)
         return future
 
-    def _attach(self, future, task, task_store, key, fn, args, kwargs, resource_dict):
+    def _attach(self, future, task_store, key, fn, args, kwargs, resource_dict, task):
         """`task`'s key is run by another live process (its worker found the
         lock held): the Future resolves from that run's entry, and the task,
         now one the client resolves, with it. Should that run end without an

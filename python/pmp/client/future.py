@@ -12,7 +12,7 @@ from concurrent.futures import Future as _BaseFuture
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
 
 from pmp._pmp import Cancelled, Elsewhere, Finished, Lost, Output, Raised, Rejected, Running
-from pmp.client import serialize
+from pmp.client import serialize, store
 from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
 from pmp.notebook.cell_output import write_to_client
 
@@ -210,6 +210,8 @@ class FutureTable:
             future.finished_at = time.monotonic()
             if kind is Finished:
                 future._pmp_frames = event.frames
+                if future._pmp_key is not None:  # its worker stored it
+                    store.index_of(future._pmp_store).add(future._pmp_key)
                 future.set_result(_UNDECODED)
             elif kind is Raised:
                 future.set_exception(_decode_exception(event.frames))

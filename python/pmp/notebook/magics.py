@@ -18,7 +18,7 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from pmp.notebook import status_display
+from pmp.notebook import status_display, status_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,19 +110,12 @@ def _cell_function(cell, namespace):
     return scope["pmp_cell"]
 
 
-def _worker_line(worker):
-    """`worker 0 (pid 4242): busy: task 3`, as `%pmp status` lists it."""
-    pid = f" (pid {worker['pid']})" if worker["pid"] else ""
-    task = f": task {worker['task']}" if worker.get("task") is not None else ""
-    return f"worker {worker['id']}{pid}: {worker['state']}{task}"
-
-
 @magics_class
 class PmpMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self._executor = None
-        self._tasks = []  # (label, future)
+        self._tasks = []  # status_table.NotebookTask, in submit order
 
     @property
     def executor(self):
@@ -177,7 +170,7 @@ class PmpMagics(Magics):
         future = self.executor.submit(
             function, *args, resource_dict=resources or None, **({} if cell else kwargs)
         )
-        self._tasks.append((label, future))
+        self._tasks.append(status_table.NotebookTask(label, future))
         if arguments.name:
             namespace[arguments.name] = future
         status_display.show(future, label)
@@ -186,25 +179,7 @@ class PmpMagics(Magics):
         return None
 
     def _status(self, arguments, cell):
-        rows = [
-            f"{label}: {status_display.FutureStatus(f, label).summary(status_display._state(f))}"
-            for label, f in self._tasks
-        ]
-        info = self.executor.info
-        print("\n".join(rows) or "no tasks submitted from this notebook")
-        print("workers:", "; ".join(map(_worker_line, info["workers"])) or "none")
-        counts = [f"{n} {state}" for state, n in info["tasks"].items() if n]
-        print("tasks:", ", ".join(counts) or "none")
-        if info["cache_directory"] is not None:
-            from pmp.client.store import get_cache_data
-
-            stored = get_cache_data(info["cache_directory"])
-            print(f"task store {info['cache_directory']}: {len(stored)} entries")
-            for row in stored:
-                print(
-                    f"  {row['key']}: {row['function']} {row['state']} on {row['host']}, "
-                    f"{row['finished']:%Y-%m-%d %H:%M:%S}, {row['duration']:.3g} s"
-                )
+        status_table.show(self._tasks, self.executor, self.executor.info["cache_directory"])
 
     def _cache(self, arguments, cell):
         from pmp.client.store import clear_cache
@@ -220,7 +195,7 @@ class PmpMagics(Magics):
 
     def _cancel(self, arguments, cell):
         if arguments.target == "all":
-            futures = [f for _, f in self._tasks]
+            futures = [task.future for task in self._tasks]
         else:
             future = self.shell.user_ns.get(arguments.target)
             if future is None or not hasattr(future, "cancel"):

@@ -47,7 +47,7 @@ def _as_shown(chunks):
     return shown
 
 
-def _state(future):
+def state_of(future):
     if future.cancelled():
         return "cancelled"
     if future.done():
@@ -70,7 +70,7 @@ class FutureStatus:
     def observe(self):
         """Note the times of state changes; returns the current state. A pmp
         Future knows when it started and ended; others are timed as seen."""
-        state = _state(self.future)
+        state = state_of(self.future)
         now = time.monotonic()
         if state != "queued" and self.started is None:
             future = self.future
@@ -172,7 +172,7 @@ class ProgressStatus:
     def bundle(self):
         counts = dict.fromkeys(("queued", "running", "done", "failed", "cancelled"), 0)
         for future in self.futures:
-            counts[_state(future)] += 1
+            counts[state_of(future)] += 1
         total = len(self.futures)
         ended = counts["done"] + counts["failed"] + counts["cancelled"]
         if ended == total and self.finished is None:
