@@ -14,18 +14,32 @@ _EXPORTS = {
     "WorkerDiedError": "pmp.client.errors",
     "JobFailedError": "pmp.client.errors",
     "clear_cache": "pmp.client.store",
+    "SingleNodeExecutor": "pmp.client.executorlib_api",
+    "SlurmJobExecutor": "pmp.client.executorlib_api",
+    "SlurmClusterExecutor": "pmp.client.executorlib_api",
+    "FluxJobExecutor": "pmp.client.executorlib_api",
+    "FluxClusterExecutor": "pmp.client.executorlib_api",
     "get_cache_data": "pmp.client.store",
+    "get_item_from_future": "pmp.client.future_tools",
+    "split_future": "pmp.client.future_tools",
 }
 
 __all__ = [
     "DependencyCancelledError",
     "Executor",
+    "FluxClusterExecutor",
+    "FluxJobExecutor",
     "Future",
     "JobFailedError",
     "RemoteTraceback",
+    "SingleNodeExecutor",
+    "SlurmClusterExecutor",
+    "SlurmJobExecutor",
     "WorkerDiedError",
     "clear_cache",
     "get_cache_data",
+    "get_item_from_future",
+    "split_future",
 ]
 
 

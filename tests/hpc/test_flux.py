@@ -120,3 +120,135 @@ def test_oversubscribe_is_refused_by_the_flux_backend(flux, run_script):
         "resource_dict key 'oversubscribe'",
         "2",
     ]
+
+
+# ---- detached mode: each call a `flux submit` job that outlives the client ----
+
+CLUSTER_CLIENT = """
+import os, sys, time
+from pmp import FluxClusterExecutor, JobFailedError
+
+def record(name):
+    with open("runs.txt", "a") as f:
+        f.write(name + "\\n")
+
+def add(a, b):
+    record(f"add {a} {b}")
+    return a + b, bool(os.environ.get("FLUX_JOB_ID"))
+
+def slow_add(a, b):
+    record(f"slow_add {a} {b}")
+    open("started", "w").close()
+    time.sleep(3)
+    return a + b
+
+def first(pair):
+    return pair[0]
+
+def ranks():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+def sleeper(seconds):
+    open("sleeping", "w").close()
+    time.sleep(seconds)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_flux_cluster_jobs_compute_chain_and_run_ranks(flux, mpi, run_script):
+    done = run_script(
+        CLUSTER_CLIENT
+        + """
+with FluxClusterExecutor(cache_directory="store") as exe:
+    print(exe.info["backend"], "flux submit" in exe.info["backend_reason"])
+    one = exe.submit(add, 1, 1)
+    two = exe.submit(add, exe.submit(first, one), 10)
+    print(one.result(), one.job is not None, two.result())
+    print(exe.submit(ranks, resource_dict={"cores": 2}).result())
+    try:
+        exe.submit(sleeper, 60, resource_dict={"run_time_max": 1}).result()
+    except JobFailedError as error:
+        print(error.state)
+    try:
+        exe.submit(add, 1, 2, resource_dict={"memory_max": 4})
+    except ValueError as error:
+        print(str(error).split(":")[0])
+""",
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [
+        "flux True",
+        "(2, True) True (12, True)",
+        "[(0, 2), (1, 2)]",
+        "TIMEOUT",
+        "resource_dict key 'memory_max' cannot be honoured on Flux",
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_a_flux_job_outlives_its_killed_client_and_a_new_client_attaches(
+    flux, run_script, tmp_path
+):
+    # Both clients and the check run inside one Flux instance: the driver
+    # starts the first client, SIGKILLs it while its job runs, then runs a
+    # second one with the same store and calls.
+    (tmp_path / "client.py").write_text(
+        CLUSTER_CLIENT
+        + """
+with FluxClusterExecutor(cache_directory="store") as exe:
+    future = exe.submit(add, exe.submit(slow_add, 1, 2), 10)
+    print("submitted", flush=True)
+    print(future.result())
+"""
+    )
+    done = run_script(
+        """
+import os, signal, subprocess, sys, time
+client = subprocess.Popen([sys.executable, "client.py"], stdout=subprocess.PIPE, text=True)
+# Killed once both jobs are submitted (a kill between a submit and the
+# job file it writes next would leave a lock that looks abandoned).
+assert client.stdout.readline() == "submitted\\n"
+deadline = time.monotonic() + 120
+while not os.path.exists("started"):
+    assert time.monotonic() < deadline and client.poll() is None
+    time.sleep(0.1)
+client.send_signal(signal.SIGKILL)
+client.wait()
+again = subprocess.run([sys.executable, "client.py"], capture_output=True, text=True)
+print(again.stdout.strip(), again.returncode)
+print(subprocess.run(["flux", "jobs", "--no-header", "--format={name}"],
+                     capture_output=True, text=True).stdout.split())
+""",
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["submitted", "(13, True) 0", "[]"], done.stdout
+    # Each link ran once: the second client attached to the jobs of the first.
+    assert sorted((tmp_path / "runs.txt").read_text().split("\n")[:-1]) == [
+        "add 3 10",
+        "slow_add 1 2",
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_shutdown_with_cancel_futures_cancels_a_running_flux_job(flux, run_script):
+    done = run_script(
+        CLUSTER_CLIENT
+        + """
+import subprocess
+exe = FluxClusterExecutor(cache_directory="store")
+future = exe.submit(sleeper, 120)
+while not os.path.exists("sleeping"):
+    time.sleep(0.1)
+exe.shutdown(wait=False, cancel_futures=True)
+time.sleep(1)
+print(subprocess.run(["flux", "jobs", "-a", "--no-header", "--format={result}", future.job],
+                     capture_output=True, text=True).stdout.strip())
+print(type(future.exception(timeout=10)).__name__)
+""",
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["CANCELED", "CancelledError"], done.stdout

@@ -82,6 +82,7 @@ def batch(slurm, tmp_path):
         return process
 
     run.start = start
+    run.script = script
     yield run
     for process in started:
         if process.poll() is None:
@@ -453,3 +454,35 @@ def test_a_job_killed_by_its_time_limit_names_it(batch):
         timeout=280,
     )
     assert lines(done) == ["TIMEOUT True"]
+
+
+@pytest.mark.timeout(240)
+def test_slurm_cluster_executor_as_executorlib_users_write_it(batch, tmp_path):
+    # executorlib's class and executor-level resource_dict: sbatch options
+    # for every call, and a batch job even from inside an allocation.
+    body = """
+        from pmp import SlurmClusterExecutor
+        import subprocess
+        resources = {"cores": 1, "run_time_max": 120, "slurm_cmd_args": ["--comment=pmp-test"]}
+        with SlurmClusterExecutor(cache_directory="store", resource_dict=resources) as exe:
+            future = exe.submit(where, int(sys.argv[1]))
+            value, job = future.result(timeout=120)
+            shown = subprocess.run(["scontrol", "show", "job", "-o", job],
+                                   capture_output=True, text=True).stdout
+            print(value, job == future.job, os.environ.get("SLURM_JOB_ID") != job,
+                  "Comment=pmp-test" in shown, "TimeLimit=00:02:00" in shown)
+        """
+    script = batch.script(body)
+    for launcher, argument in (((), "1"), (("salloc", "-n", "1"), "2")):
+        done = subprocess.run(
+            [*launcher, *script, argument],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=tmp_path,
+            env=OUTSIDE,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        expected = [str(int(argument) + 1), "True", "True", "True", "True"]
+        assert done.stdout.split() == expected, (launcher, done.stdout)

@@ -266,8 +266,8 @@ def test_status_is_one_live_table_of_tasks_workers_and_the_store(pmp_kernel, tmp
     slow, quick = table_rows(text, "task")
     assert slow[:2] == ["slow", "running"] and re.fullmatch(r"pid \d+ \(worker 0\)", slow[-1]), text
     assert quick[:2] == ["quick", "queued"], text
-    assert re.search(r"^workers: worker 0 \(pid \d+\): busy: task \d+$", text, re.M), text
-    assert re.search(r"^tasks: .*1 running", text, re.M), text
+    assert re.search(r"^workers: worker 0 \(pid \d+\): busy: task \d+$", text, re.MULTILINE), text
+    assert re.search(r"^tasks: .*1 running", text, re.MULTILINE), text
     assert f"task store {tmp_path}: 0 entries" in text, text
     assert 'data-state="running"' in first["content"]["data"]["text/html"]
     # Live: it updates until both are done, and then shows their results

@@ -20,7 +20,10 @@ class Backend:
         self.batch = batch
 
 
-def choose_backend(backend, executor=None):
+def choose_backend(backend, executor=None, cluster=False):
+    """The backend for `backend` here. `cluster`: calls are batch jobs of
+    the cluster's job system (sbatch, flux submit) even inside an
+    allocation, as executorlib's *ClusterExecutor classes submit them."""
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
@@ -32,25 +35,23 @@ def choose_backend(backend, executor=None):
     if backend in ("local", "mpi"):
         return Backend("local", f"backend={backend!r} was asked for: processes on this machine")
     if backend == "flux":
-        if not flux or not os.environ.get("FLUX_URI"):
-            raise ValueError(
-                "backend='flux' (or executor=) needs a Flux instance: run inside `flux start` "
-                f"(flux on PATH: {'yes' if flux else 'no'}; FLUX_URI set: "
-                f"{'yes' if os.environ.get('FLUX_URI') else 'no'})"
-            )
-        return Backend("flux", "backend='flux' was asked for", flux)
+        return _flux_backend(flux, executor, cluster)
     sbatch = shutil.which("sbatch")
     if backend == "slurm":
-        if not os.environ.get("SLURM_JOB_ID"):
+        if cluster or not os.environ.get("SLURM_JOB_ID"):
+            where = (
+                "as cluster jobs"
+                if cluster
+                else "outside any Slurm allocation (SLURM_JOB_ID is not set)"
+            )
             if not sbatch:
                 raise ValueError(
-                    "backend='slurm' outside an allocation (SLURM_JOB_ID is not set) submits "
-                    "batch jobs with sbatch, which is not on PATH"
+                    f"backend='slurm' {where} submits batch jobs with sbatch, which is not on PATH"
                 )
             return Backend(
                 "slurm",
-                "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is "
-                "not set): each call is submitted as a batch job with sbatch",
+                f"backend='slurm' was asked for {where}: each call is submitted as a batch "
+                "job with sbatch",
                 sbatch,
                 batch=True,
             )
@@ -68,7 +69,56 @@ def choose_backend(backend, executor=None):
     reason = "no Flux instance (FLUX_URI) or Slurm allocation (SLURM_JOB_ID) found"
     if sbatch:
         reason += "; backend='slurm' would submit each call as a batch job with sbatch"
+    if flux:
+        reason += (
+            "; backend='flux' would submit each call with flux submit to the Flux instance "
+            "the flux command reaches"
+        )
     return Backend("local", reason)
+
+
+def _flux_backend(flux, executor, cluster):
+    """Inside a Flux instance (FLUX_URI is set: `flux start`, `flux alloc`),
+    workers are `flux run` jobs of it; outside one, or as cluster jobs, each
+    call is a `flux submit` job of the instance the flux command reaches (a
+    Flux-run cluster's system instance), which outlives the client."""
+    inside = bool(os.environ.get("FLUX_URI"))
+    if not flux:
+        raise ValueError(
+            "backend='flux' (or executor=) needs the flux command, which is not on PATH"
+        )
+    if executor is not None or (inside and not cluster):
+        if not inside:
+            raise ValueError(
+                "executor= (a flux.job.FluxExecutor) needs a Flux instance: run inside "
+                "`flux start` (FLUX_URI is not set)"
+            )
+        return Backend("flux", "backend='flux' was asked for", flux)
+    if not inside and not _flux_answers(flux):
+        raise ValueError(
+            "backend='flux' outside any Flux instance (FLUX_URI is not set) submits each call "
+            "to the Flux instance the flux command reaches, but none answered `flux getattr "
+            "size`: run inside `flux start`, or on a cluster that Flux runs"
+        )
+    where = "as cluster jobs" if cluster else "outside any Flux job (FLUX_URI is not set)"
+    return Backend(
+        "flux",
+        f"backend='flux' was asked for {where}: each call is submitted as a job with flux submit",
+        flux,
+        batch=True,
+    )
+
+
+def _flux_answers(flux):
+    try:
+        return (
+            subprocess.run(
+                [flux, "getattr", "size"], capture_output=True, timeout=10, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def allocation_cores(backend):

@@ -1,5 +1,6 @@
-"""Slurm batch jobs from outside any allocation (a login node, a JupyterHub
-outside Slurm): one `sbatch` job per call, which outlives the client.
+"""Batch jobs from outside any allocation (a login node, a JupyterHub
+outside Slurm or Flux): one job per call, which outlives the client. The job
+system is Slurm (`slurm_jobs`: sbatch) or Flux (`flux_jobs`: flux submit).
 
 The task store carries everything: the client writes the call's input
 entry, takes the key's lock and submits a job that runs `pmp-worker` in job
@@ -11,16 +12,13 @@ submitting the same call finds its result, or the job still queued or
 running, and attaches to it instead of submitting another.
 
 One thread per executor follows its jobs: it looks for their entries every
-quarter second (a stat each), and asks Slurm for their states every few
-seconds, in one `squeue` call for all of them.
+quarter second (a stat each), and asks the job system for their states
+every few seconds, in one call (`squeue`, `flux jobs`) for all of them.
 """
 
 import contextlib
 import os
-import shlex
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -30,10 +28,10 @@ from pmp.client import serialize, store
 from pmp.client.errors import DependencyCancelledError, JobFailedError
 from pmp.client.future import Future
 
-# How often the entries of running jobs are looked for, and Slurm asked.
+# How often the entries of running jobs are looked for, and the job system asked.
 _ENTRY_POLL = 0.25
-_SQUEUE_POLL = 2.0
-# Job states that mean it will not run any more.
+_STATES_POLL = 2.0
+# Job states (Slurm's words, which every job system here speaks) that mean it will not run any more.
 _ENDED = {
     "BOOT_FAIL",
     "CANCELLED",
@@ -59,7 +57,7 @@ _STATE_WORDS = {
 # Exit codes of pmp-worker in job mode (worker/src/job.rs).
 _JOB_EXIT = {6: "its input is missing or failed its check", 7: "an upstream result is missing"}
 
-# resource_dict keys that only batch jobs have, and the sbatch option each sets.
+# resource_dict keys that only batch jobs have (each job system honours those it can).
 BATCH_KEYS = (
     "num_nodes",
     "exclusive",
@@ -88,47 +86,6 @@ def check_batch_value(key, value):
     return value
 
 
-def sbatch_options(name, resources, cwd, log, dependencies):
-    """The `#SBATCH` options of one call's job."""
-    cores = resources["cores"]
-    options = [
-        f"--job-name={name}",
-        f"--ntasks={cores}",
-        f"--cpus-per-task={resources['threads_per_core']}",
-        f"--output={log}",
-        f"--chdir={cwd}",
-    ]
-    if resources["gpus_per_core"]:
-        options.append(f"--gpus-per-task={resources['gpus_per_core']}")
-    if resources.get("num_nodes"):
-        options.append(f"--nodes={resources['num_nodes']}")
-    if resources.get("exclusive"):
-        options.append("--exclusive")
-    if resources.get("run_time_max"):
-        minutes = -(-resources["run_time_max"] // 60)  # Slurm counts whole minutes
-        options.append(f"--time={minutes}")
-    if resources.get("memory_max"):
-        options.append(f"--mem={int(resources['memory_max'] * 1024)}M")
-    if resources.get("partition"):
-        options.append(f"--partition={resources['partition']}")
-    if dependencies:
-        options.append("--dependency=afterok:" + ":".join(dependencies))
-        # A dependency that can never be met cancels the job instead of
-        # leaving it pending forever.
-        options.append("--kill-on-invalid-dep=yes")
-    options.extend(resources["command_line_argument_lst"])
-    options.extend(resources.get("slurm_cmd_args") or ())
-    return options
-
-
-def job_script(options, environment, command):
-    lines = ["#!/bin/sh"]
-    lines += [f"#SBATCH {option}" for option in options]
-    lines += [f"export {key}={shlex.quote(value)}" for key, value in environment.items()]
-    lines.append("exec " + " ".join(shlex.quote(part) for part in command))
-    return "\n".join(lines) + "\n"
-
-
 class _Watched:
     """A Future waiting for `key`'s entry, and the job that will write it."""
 
@@ -139,19 +96,16 @@ class _Watched:
         self.store = task_store
         self.key = key
         self.job = job  # its id, or None while another client submits it
-        self.missing = 0  # squeue calls that did not know the job any more
+        self.missing = 0  # state queries that did not know the job any more
         self.upstream = upstream  # [(store, key)] of its Future arguments
 
 
 class BatchJobs:
     """Submits calls as batch jobs and resolves their Futures from the store."""
 
-    def __init__(self, sbatch, worker_program, tool_dirs, defaults, default_store):
-        self._sbatch = sbatch
-        self._squeue = shutil.which("squeue", path=os.path.dirname(sbatch)) or "squeue"
-        self._scancel_program = shutil.which("scancel", path=os.path.dirname(sbatch)) or "scancel"
+    def __init__(self, jobs, worker_program, defaults, default_store):
+        self.jobs = jobs  # slurm_jobs.SlurmJobs or flux_jobs.FluxJobs
         self._worker = worker_program
-        self._tool_dirs = tool_dirs
         self._defaults = defaults
         self.store = default_store
         self._watched = []
@@ -184,7 +138,7 @@ class BatchJobs:
             job = _read_job(task_store, key)
             future.job = job
             watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
-            future._pmp_cancel = lambda: self._scancel([watched])
+            future._pmp_cancel = lambda: self._cancel([watched])
             self._watch(watched)
             return future
         stored = stored or store.lookup(task_store, key, exact=True)
@@ -195,7 +149,7 @@ class BatchJobs:
         name = _job_name(fn)
         try:
             task_store.write_input(key, name, time.time(), function, call, keys)
-            job = self._sbatch_job(
+            job = self._submit_job(
                 name, resources, task_store, key, [j for _, _, j in upstream if j]
             )
         except BaseException:
@@ -205,7 +159,7 @@ class BatchJobs:
         future.job = job
         future.job_state = "PENDING"
         watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
-        future._pmp_cancel = lambda: self._scancel([watched])
+        future._pmp_cancel = lambda: self._cancel([watched])
         self._watch(watched)
         return future
 
@@ -235,51 +189,26 @@ class BatchJobs:
 
         return on_future
 
-    def _sbatch_job(self, name, resources, task_store, key, dependencies):
+    def _submit_job(self, name, resources, task_store, key, dependencies):
         root = os.fspath(task_store.root)
         logs = os.path.join(root, "logs")
         os.makedirs(logs, mode=0o700, exist_ok=True)
         log = os.path.join(logs, f"{key}.out")
         cwd = resources["cwd"] or os.getcwd()
-        options = sbatch_options(name, resources, cwd, log, dependencies)
         from pmp import _pmp
         from pmp.client.executor import _client_sys_path
 
-        cores = resources["cores"]
         environment = {
             "PMP_JOB_STORE": root,
             "PMP_JOB_KEY": key,
             "PMP_PYTHON": sys.executable,
             "PMP_SYS_PATH": "\x1f".join(_client_sys_path()),
-            "PMP_RANKS": str(cores),
+            "PMP_RANKS": str(resources["cores"]),
         }
         # The variables every backend sets from threads_per_core (the scheduler's list).
         threads = str(resources["threads_per_core"])
         environment.update(dict.fromkeys(_pmp.THREAD_VARIABLES, threads))
-        if cores > 1:
-            srun = shutil.which("srun", path=os.path.dirname(self._sbatch)) or "srun"
-            command = [
-                srun,
-                f"--ntasks={cores}",
-                *_pmp.srun_mpi_options(self._tool_dirs),
-                self._worker,
-            ]
-        else:
-            command = [self._worker]
-        script = job_script(options, environment, command)
-        done = subprocess.run(
-            [self._sbatch, "--parsable"],
-            input=script,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"sbatch refused the job of {name}: {done.stderr.strip() or done.stdout.strip()}"
-            )
-        return done.stdout.strip().split(";")[0]
+        return self.jobs.submit(name, resources, cwd, log, environment, self._worker, dependencies)
 
     # ---- following jobs ----
 
@@ -292,7 +221,7 @@ class BatchJobs:
             self._changed.notify_all()
 
     def _follow(self):
-        last_squeue = 0.0
+        last_states = 0.0
         while True:
             with self._lock:
                 if not self._watched:
@@ -300,8 +229,8 @@ class BatchJobs:
                     return
                 watched = list(self._watched)
             self._resolve_stored(watched)
-            if time.monotonic() - last_squeue >= _SQUEUE_POLL:
-                last_squeue = time.monotonic()
+            if time.monotonic() - last_states >= _STATES_POLL:
+                last_states = time.monotonic()
                 self._follow_states([w for w in watched if not w.future.done()])
             with self._lock:
                 self._watched = [w for w in self._watched if not w.future.done()]
@@ -336,14 +265,14 @@ class BatchJobs:
         jobs = sorted({w.job for w in watched if w.job})
         if not jobs:
             return
-        states = self._job_states(jobs)
+        states = self.jobs.states(jobs)
         for w in watched:
             if w.job is None:
                 continue
             state, reason, nodes = states.get(w.job, (None, "", ""))
             if state is None:
                 w.missing += 1
-                # Forgotten by Slurm (or not yet visible): look twice before deciding.
+                # Forgotten by the job system (or not yet visible): look twice before deciding.
                 if w.missing >= 2:
                     self._ended(w, "UNKNOWN")
                 continue
@@ -386,7 +315,7 @@ class BatchJobs:
             _fail(w.future, DependencyCancelledError(f"job {w.job} was cancelled: {state}"))
             return
         words = _STATE_WORDS.get(state, f"it ended {state}")
-        code = _exit_code(w.job)
+        code = self.jobs.exit_code(w.job)
         if code in _JOB_EXIT:
             words = _JOB_EXIT[code]
         log = os.path.join(os.fspath(w.store.root), "logs", f"{w.key}.out")
@@ -400,32 +329,13 @@ class BatchJobs:
             ),
         )
 
-    def _job_states(self, jobs):
-        """{job id: (state, reason, nodes)} in one squeue call."""
-        command = [self._squeue, "-h", "-t", "all", "-o", "%i|%T|%r|%N", "-j", ",".join(jobs)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return {job: ("PENDING", "squeue did not answer", "") for job in jobs}
-        states = {}
-        for line in done.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) == 4:
-                states[parts[0]] = (parts[1], parts[2], parts[3])
-        if done.returncode != 0 and not states and len(jobs) > 1:
-            for job in jobs:  # one unknown id fails the whole call
-                states.update(self._job_states([job]))
-        return states
-
     # ---- shutdown ----
 
-    def _scancel(self, watched):
-        """scancel these jobs; their keys are free again (the jobs write nothing)."""
+    def _cancel(self, watched):
+        """Cancel these jobs; their keys are free again (the jobs write nothing)."""
         jobs = sorted({w.job for w in watched if w.job})
         if jobs:
-            subprocess.run(
-                [self._scancel_program, *jobs], capture_output=True, timeout=60, check=False
-            )
+            self.jobs.cancel(jobs)
         for w in watched:
             with contextlib.suppress(Exception):
                 w.store.unlock(w.key)
@@ -440,9 +350,9 @@ class BatchJobs:
                 w.future.exception()
 
     def cancel_all(self):
-        """scancel every unfinished job this executor follows, running ones too."""
+        """Cancel every unfinished job this executor follows, running ones too."""
         watched = self.unfinished()
-        self._scancel(watched)
+        self._cancel(watched)
         for w in watched:
             future = w.future
             if future.cancel():
@@ -492,26 +402,6 @@ def _read_job(task_store, key):
             return file.read().strip() or None
     except OSError:
         return None
-
-
-def _exit_code(job):
-    """The exit code of an ended job, from `scontrol show job` (kept a few
-    minutes after it ends), or None."""
-    try:
-        shown = subprocess.run(
-            ["scontrol", "show", "job", "-o", job],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for field in shown.split():
-        if field.startswith("ExitCode="):
-            code = field.split("=", 1)[1].split(":")[0]
-            return int(code) if code.isdigit() else None
-    return None
 
 
 def _tail(path, lines=20):

@@ -9,6 +9,7 @@ import sysconfig
 import time
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
+from concurrent.futures import Future as _BaseFuture
 
 from pmp import _pmp
 from pmp.client import backends, serialize, store
@@ -49,6 +50,10 @@ class Executor(_BaseExecutor):
     worker. refresh_rate is accepted for compatibility and unneeded: pmp's
     scheduler is event-driven.
     """
+
+    # Calls as batch jobs of the cluster's job system even inside an
+    # allocation (executorlib's SlurmClusterExecutor, FluxClusterExecutor).
+    _cluster_jobs = False
 
     def __init__(
         self,
@@ -101,7 +106,7 @@ class Executor(_BaseExecutor):
                 f"gpus_per_worker={gpus_per_worker} must be a multiple of "
                 f"cores_per_worker={cores_per_worker} (GPUs are given per core)"
             )
-        self._backend = backends.choose_backend(backend, executor)
+        self._backend = backends.choose_backend(backend, executor, self._cluster_jobs)
         if executor is not None and self._backend.name != "flux":
             raise ValueError(
                 "executor= takes a flux.job.FluxExecutor, which needs the flux backend; "
@@ -111,6 +116,15 @@ class Executor(_BaseExecutor):
             raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="oversubscribe=True"))
         self._batch = None
         self._pilot_job_name = None
+        if self._backend.batch and block_allocation and self._backend.name == "flux":
+            # `flux run` workers that connect back are pilots already: jobs
+            # of the instance that end when the client does.
+            self._backend = backends.Backend(
+                "flux",
+                self._backend.reason.split(": each call")[0]
+                + ": block_allocation=True runs the workers as flux run jobs that connect back",
+                self._backend.launcher,
+            )
         if self._backend.batch and not block_allocation:
             self._start_batch(locals())
             return
@@ -217,8 +231,8 @@ class Executor(_BaseExecutor):
         weakref.finalize(self, self._scheduler.shutdown, False)
 
     def _start_batch(self, given):
-        """Outside any allocation: each call is a Slurm batch job, which needs
-        a task store (`cache_directory`, by default ./pmp_cache)."""
+        """Outside any allocation: each call is a batch job (Slurm or Flux),
+        which needs a task store (`cache_directory`, by default ./pmp_cache)."""
         if given["oversubscribe"]:
             raise ValueError("oversubscribe=True is for srun steps inside an allocation")
         from pmp.client.batch import BatchJobs
@@ -244,12 +258,16 @@ class Executor(_BaseExecutor):
         self._disable_dependencies = given["disable_dependencies"]
         self._shutdown_called = False
         self._cell_writer = None
+        if self._backend.name == "flux":
+            from pmp.client.flux_jobs import FluxJobs
+
+            jobs = FluxJobs(self._backend.launcher, self._tool_dirs)
+        else:
+            from pmp.client.slurm_jobs import SlurmJobs
+
+            jobs = SlurmJobs(self._backend.launcher, self._tool_dirs)
         self._batch = BatchJobs(
-            self._backend.launcher,
-            backends.worker_program(self._tool_dirs),
-            self._tool_dirs,
-            self._defaults,
-            self._store,
+            jobs, backends.worker_program(self._tool_dirs), self._defaults, self._store
         )
 
     # ---- concurrent.futures.Executor ----
@@ -343,6 +361,8 @@ class Executor(_BaseExecutor):
         shows one live progress display, done/total, for all the calls."""
         del chunksize  # every call is its own task: the scheduler batches messages
         deadline = None if timeout is None else time.monotonic() + timeout
+        # An iterable that is itself a Future (of a list) is its result, as in executorlib.
+        iterables = [it.result(timeout) if isinstance(it, _BaseFuture) else it for it in iterables]
         futures = [self.submit(fn, *args) for args in zip(*iterables)]
         on_end = None
         if self._cell_writer is not None and futures:
@@ -351,6 +371,23 @@ class Executor(_BaseExecutor):
             name = getattr(fn, "__qualname__", None) or type(fn).__name__
             on_end = status_display.show_progress(futures, f"map {name}")
         return _results_in_order(futures, deadline, on_end)
+
+    def batched(self, iterable, n):
+        """Futures of lists of `n` results each (the last may be shorter), in
+        the order the Futures of `iterable` finish, as executorlib's: a
+        batch whose call failed fails with that call's exception."""
+        from pmp.client.future_tools import batched
+
+        return batched(iterable, n)
+
+    def __len__(self):
+        """How many calls submitted here have not finished yet."""
+        if self._batch is not None:
+            return len(self._batch.unfinished())
+        return self._table.unfinished()
+
+    def __bool__(self):
+        return True  # an idle executor is still an executor (len() says 0)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_called = True
@@ -477,6 +514,7 @@ class Executor(_BaseExecutor):
                 "resource_dict key 'oversubscribe' is for srun steps inside an allocation"
             )
         resources.update(batch_options)
+        self._batch.jobs.check(resources)
         task_store = self._store
         if resources["cache_directory"] != self._defaults["cache_directory"]:
             task_store = store.open_store(resources["cache_directory"])

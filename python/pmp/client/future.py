@@ -171,6 +171,11 @@ class FutureTable:
     def forget(self, task):
         self._futures.pop(task, None)
 
+    def unfinished(self):
+        """Tasks whose end the scheduler has not reported (a Future resolved
+        from the store, or cancelled, is done already)."""
+        return sum(1 for future in list(self._futures.values()) if not future.done())
+
     def cancel(self, task):
         return self.scheduler.cancel(task)
 

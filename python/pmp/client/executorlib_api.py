@@ -1,0 +1,394 @@
+"""executorlib 1.x's executor classes as thin fronts of `pmp.Executor`:
+`from pmp import SingleNodeExecutor` in place of `from executorlib import
+SingleNodeExecutor` is the whole change for code written for executorlib.
+
+- SingleNodeExecutor: processes on this machine (the local backend);
+- SlurmJobExecutor / FluxJobExecutor: srun steps / `flux run` jobs inside an
+  allocation or a Flux instance the client runs in;
+- SlurmClusterExecutor / FluxClusterExecutor: each call a batch job of the
+  cluster (`sbatch` / `flux submit`), which outlives the client and reads
+  its input from the task store.
+
+Each takes executorlib's constructor arguments, with `resource_dict` at the
+executor level: the keys `pmp.Executor` has as parameters become those, the
+others are every call's defaults. A key or an argument pmp cannot honour
+where it is used is a ValueError, never silently dropped.
+"""
+
+import os
+
+from pmp.client.executor import Executor
+
+# resource_dict keys as executorlib names them, executor level and per call.
+EXECUTORLIB_KEYS = (
+    "cores",
+    "threads_per_core",
+    "gpus_per_core",
+    "cwd",
+    "openmpi_oversubscribe",
+    "slurm_cmd_args",
+    "num_nodes",
+    "exclusive",
+    "error_log_file",
+    "restart_limit",
+    "run_time_max",
+    "memory_max",
+    "partition",
+    "priority",
+    "cache_key",
+    "cache_directory",
+)
+# Keys that only a batch job honours (the cluster executors').
+_JOB_KEYS = ("num_nodes", "exclusive", "run_time_max", "memory_max", "partition")
+
+
+class _ExecutorlibFront(Executor):
+    """What the five classes share: executorlib's arguments turned into
+    `pmp.Executor`'s, and its per-call names into pmp's."""
+
+    _backend_name = "local"
+    _api_name = "SingleNodeExecutor"
+
+    def _setup(
+        self,
+        max_workers,
+        cache_directory,
+        max_cores,
+        resource_dict,
+        hostname_localhost,
+        block_allocation,
+        init_function,
+        disable_dependencies,
+        refresh_rate,
+        plot_dependency_graph,
+        plot_dependency_graph_filename,
+        export_workflow_filename,
+        log_obj_size,
+        wait,
+        restart_limit,
+        openmpi_oversubscribe,
+        pmi_mode=None,
+        flux_executor=None,
+        flux_executor_nesting=False,
+        flux_log_files=False,
+        pysqa_config_directory=None,
+    ):
+        name = self._api_name
+        for argument, value, default in (
+            ("plot_dependency_graph", plot_dependency_graph, False),
+            ("plot_dependency_graph_filename", plot_dependency_graph_filename, None),
+            ("export_workflow_filename", export_workflow_filename, None),
+            ("log_obj_size", log_obj_size, False),
+            ("restart_limit", restart_limit, 0),
+            ("flux_executor_nesting", flux_executor_nesting, False),
+            ("flux_log_files", flux_log_files, False),
+            ("pysqa_config_directory", pysqa_config_directory, None),
+        ):
+            if value != default:
+                raise ValueError(f"{name}({argument}={value!r}) is not supported by pmp yet")
+        if not isinstance(wait, bool):
+            raise ValueError(f"wait must be True or False, got {wait!r}")
+        resource_dict = _checked_keys(dict(resource_dict or {}), "resource_dict")
+        call_defaults = {}
+        for key in ("error_log_file", "restart_limit", "priority", "slurm_cmd_args", *_JOB_KEYS):
+            if key in resource_dict:
+                call_defaults[key] = resource_dict.pop(key)
+        if "cache_key" in resource_dict:
+            raise ValueError(
+                "resource_dict key 'cache_key' names one call's entry in the task store: give "
+                "it in submit()'s resource_dict, not the executor's"
+            )
+        cores = resource_dict.pop("cores", 1)
+        extra = []
+        if pmi_mode is not None:
+            extra = self._pmi_arguments(pmi_mode)
+        if call_defaults.get("slurm_cmd_args") and not self._cluster_jobs:
+            extra += list(call_defaults.pop("slurm_cmd_args"))
+        self._call_defaults = call_defaults
+        self._wait_on_exit = wait
+        self._closed = False
+        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+            raise ValueError(f"resource_dict key 'cores' must be an int >= 1, got {cores!r}")
+        gpus_per_core = resource_dict.pop("gpus_per_core", 0)
+        if isinstance(gpus_per_core, bool) or not isinstance(gpus_per_core, int):
+            raise ValueError(
+                f"resource_dict key 'gpus_per_core' must be an int, got {gpus_per_core!r}"
+            )
+        super().__init__(
+            max_workers=max_workers,
+            max_cores=max_cores,
+            cores_per_worker=cores,
+            threads_per_core=resource_dict.pop("threads_per_core", 1),
+            gpus_per_worker=gpus_per_core * cores,
+            oversubscribe=bool(
+                openmpi_oversubscribe or resource_dict.pop("openmpi_oversubscribe", False)
+            ),
+            cwd=resource_dict.pop("cwd", None),
+            executor=flux_executor,
+            hostname_localhost=bool(hostname_localhost),
+            backend=self._backend_name,
+            block_allocation=block_allocation,
+            init_function=init_function,
+            command_line_argument_lst=extra,
+            disable_dependencies=disable_dependencies,
+            refresh_rate=refresh_rate,
+            cache_directory=cache_directory or resource_dict.pop("cache_directory", None),
+        )
+
+    def _pmi_arguments(self, pmi_mode):
+        raise ValueError(f"{self._api_name} has no pmi_mode")
+
+    # ---- executorlib's behaviour where it differs from pmp.Executor's ----
+
+    def submit(self, fn, /, *args, resource_dict=None, **kwargs):
+        given = _checked_keys(dict(resource_dict or {}), "resource_dict")
+        merged = {**self._call_defaults, **given}
+        error_log_file = merged.pop("error_log_file", None)
+        restart_limit = merged.pop("restart_limit", 0)
+        if restart_limit:
+            raise ValueError("resource_dict key 'restart_limit' is not supported by pmp yet")
+        if merged.pop("priority", None) is not None:
+            raise ValueError("resource_dict key 'priority' is not supported by pmp yet")
+        if "openmpi_oversubscribe" in merged:
+            merged["oversubscribe"] = merged.pop("openmpi_oversubscribe")
+        if not self._cluster_jobs:
+            for key in _JOB_KEYS:
+                if key in merged:
+                    raise ValueError(
+                        f"resource_dict key {key!r} is for batch jobs: "
+                        f"{self._api_name} does not submit any (SlurmClusterExecutor and "
+                        "FluxClusterExecutor do)"
+                    )
+            if "slurm_cmd_args" in merged:
+                merged["command_line_argument_lst"] = list(merged.pop("slurm_cmd_args"))
+        future = super().submit(fn, *args, resource_dict=merged or None, **kwargs)
+        if error_log_file is not None:
+            future.add_done_callback(_error_logger(os.path.abspath(error_log_file), fn))
+        return future
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._closed = True
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        # executorlib's `wait`: whether leaving the `with` waits for the calls.
+        self.shutdown(wait=self._wait_on_exit)
+        return False
+
+    @property
+    def info(self):
+        """As pmp.Executor's; None after shutdown, as executorlib's."""
+        if self._closed:
+            return None
+        return super().info
+
+
+class SingleNodeExecutor(_ExecutorlibFront):
+    """executorlib's SingleNodeExecutor: workers on this machine."""
+
+    _backend_name = "local"
+    _api_name = "SingleNodeExecutor"
+
+    def __init__(
+        self,
+        max_workers=None,
+        cache_directory=None,
+        max_cores=None,
+        resource_dict=None,
+        hostname_localhost=None,
+        block_allocation=False,
+        init_function=None,
+        disable_dependencies=False,
+        refresh_rate=0.01,
+        plot_dependency_graph=False,
+        plot_dependency_graph_filename=None,
+        export_workflow_filename=None,
+        log_obj_size=False,
+        wait=True,
+        restart_limit=0,
+        openmpi_oversubscribe=False,
+    ):
+        self._setup(**_arguments(locals()))
+
+
+class SlurmJobExecutor(_ExecutorlibFront):
+    """executorlib's SlurmJobExecutor: srun steps inside a Slurm allocation."""
+
+    _backend_name = "slurm"
+    _api_name = "SlurmJobExecutor"
+
+    def __init__(
+        self,
+        max_workers=None,
+        cache_directory=None,
+        max_cores=None,
+        resource_dict=None,
+        pmi_mode=None,
+        hostname_localhost=None,
+        block_allocation=False,
+        init_function=None,
+        disable_dependencies=False,
+        refresh_rate=0.01,
+        plot_dependency_graph=False,
+        plot_dependency_graph_filename=None,
+        export_workflow_filename=None,
+        log_obj_size=False,
+        wait=True,
+        restart_limit=0,
+        openmpi_oversubscribe=False,
+    ):
+        if not os.environ.get("SLURM_JOB_ID"):
+            raise ValueError(
+                "SlurmJobExecutor runs srun steps inside a Slurm allocation, and SLURM_JOB_ID "
+                "is not set; outside one, SlurmClusterExecutor submits each call with sbatch"
+            )
+        self._setup(**_arguments(locals()))
+
+    def _pmi_arguments(self, pmi_mode):
+        return [f"--mpi={pmi_mode}"]
+
+
+class SlurmClusterExecutor(_ExecutorlibFront):
+    """executorlib's SlurmClusterExecutor: each call a batch job (sbatch)."""
+
+    _backend_name = "slurm"
+    _api_name = "SlurmClusterExecutor"
+    _cluster_jobs = True
+
+    def __init__(
+        self,
+        max_workers=None,
+        cache_directory=None,
+        max_cores=None,
+        resource_dict=None,
+        pysqa_config_directory=None,
+        pmi_mode=None,
+        hostname_localhost=None,
+        block_allocation=False,
+        init_function=None,
+        disable_dependencies=False,
+        refresh_rate=0.01,
+        plot_dependency_graph=False,
+        plot_dependency_graph_filename=None,
+        export_workflow_filename=None,
+        log_obj_size=False,
+        wait=True,
+        openmpi_oversubscribe=False,
+    ):
+        self._setup(**_arguments(locals()), restart_limit=0)
+
+    def _pmi_arguments(self, pmi_mode):
+        raise ValueError(
+            "SlurmClusterExecutor(pmi_mode=...) is not supported by pmp yet: the ranks of a "
+            "batch job are started with srun's default --mpi, or pmp's choice for the MPI found"
+        )
+
+
+class FluxJobExecutor(_ExecutorlibFront):
+    """executorlib's FluxJobExecutor: `flux run` jobs inside a Flux instance."""
+
+    _backend_name = "flux"
+    _api_name = "FluxJobExecutor"
+
+    def __init__(
+        self,
+        max_workers=None,
+        cache_directory=None,
+        max_cores=None,
+        resource_dict=None,
+        pmi_mode=None,
+        flux_executor=None,
+        flux_executor_nesting=False,
+        flux_log_files=False,
+        hostname_localhost=None,
+        block_allocation=False,
+        init_function=None,
+        disable_dependencies=False,
+        refresh_rate=0.01,
+        plot_dependency_graph=False,
+        plot_dependency_graph_filename=None,
+        export_workflow_filename=None,
+        log_obj_size=False,
+        wait=True,
+        restart_limit=0,
+        openmpi_oversubscribe=False,
+    ):
+        if not os.environ.get("FLUX_URI"):
+            raise ValueError(
+                "FluxJobExecutor runs flux run jobs inside a Flux instance, and FLUX_URI is "
+                "not set (run inside `flux start` or `flux alloc`); FluxClusterExecutor "
+                "submits each call to the instance the flux command reaches"
+            )
+        self._setup(**_arguments(locals()))
+
+    def _pmi_arguments(self, pmi_mode):
+        return ["-o", f"pmi={pmi_mode}"]
+
+
+class FluxClusterExecutor(_ExecutorlibFront):
+    """executorlib's FluxClusterExecutor: each call a Flux job (flux submit)."""
+
+    _backend_name = "flux"
+    _api_name = "FluxClusterExecutor"
+    _cluster_jobs = True
+
+    def __init__(
+        self,
+        max_workers=None,
+        cache_directory=None,
+        max_cores=None,
+        resource_dict=None,
+        pysqa_config_directory=None,
+        pmi_mode=None,
+        hostname_localhost=None,
+        block_allocation=False,
+        init_function=None,
+        disable_dependencies=False,
+        refresh_rate=0.01,
+        plot_dependency_graph=False,
+        plot_dependency_graph_filename=None,
+        export_workflow_filename=None,
+        log_obj_size=False,
+        wait=True,
+        openmpi_oversubscribe=False,
+    ):
+        self._setup(**_arguments(locals()), restart_limit=0)
+
+    def _pmi_arguments(self, pmi_mode):
+        return ["-o", f"pmi={pmi_mode}"]
+
+
+def _arguments(given):
+    return {k: v for k, v in given.items() if k not in ("self", "__class__")}
+
+
+def _checked_keys(resource_dict, name):
+    for key in resource_dict:
+        if key not in EXECUTORLIB_KEYS:
+            raise ValueError(f"{name} key {key!r} is not one of {', '.join(EXECUTORLIB_KEYS)}")
+    return resource_dict
+
+
+def _error_logger(path, fn):
+    """A done callback that appends a failed call's traceback (remote, as
+    raised in the worker) and what it printed to stderr to `path`."""
+
+    def log(future):
+        if future.cancelled() or future.exception() is None:
+            return
+        import datetime
+        import traceback
+
+        error = future.exception()
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        stderr = "".join(text for stream, text in future.output_chunks() if stream == "stderr")
+        when = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        with open(path, "a") as file:
+            file.write(f"--- {when} {name} failed\n{lines}")
+            if stderr:
+                file.write(f"stderr:\n{stderr}")
+                if not stderr.endswith("\n"):
+                    file.write("\n")
+
+    return log

@@ -1,0 +1,128 @@
+"""Flux as the job system of batch mode (`batch.BatchJobs`): one `flux
+submit` job per call to a Flux instance the client is not a job of (the
+system instance of a Flux-run cluster, seen from a login node), states from
+one `flux jobs` call for all jobs, `flux cancel`.
+
+Flux's states are put in Slurm's words, which batch mode uses for every job
+system: DEPEND, PRIORITY and SCHED are PENDING (with the Flux state as the
+reason), RUN and CLEANUP are RUNNING, an inactive job is its result
+(COMPLETED, FAILED, TIMEOUT; CANCELED is CANCELLED).
+"""
+
+import os
+import subprocess
+
+KEYS = ("num_nodes", "exclusive", "run_time_max", "partition")
+_PENDING = ("DEPEND", "PRIORITY", "SCHED", "NEW")
+_RUNNING = ("RUN", "CLEANUP")
+_RESULTS = {"CANCELED": "CANCELLED"}
+
+
+def submit_options(name, resources, cwd, log, dependencies):
+    """`flux submit`'s options for one call's job."""
+    options = [
+        f"--job-name={name}",
+        f"--ntasks={resources['cores']}",
+        f"--cores-per-task={resources['threads_per_core']}",
+        f"--output={log}",  # stderr goes there too
+        f"--cwd={cwd}",
+    ]
+    if resources["gpus_per_core"]:
+        options.append(f"--gpus-per-task={resources['gpus_per_core']}")
+    if resources.get("num_nodes"):
+        options.append(f"--nodes={resources['num_nodes']}")
+    if resources.get("exclusive"):
+        options.append("--exclusive")
+    if resources.get("run_time_max"):
+        options.append(f"--time-limit={resources['run_time_max']}s")
+    if resources.get("partition"):
+        options.append(f"--queue={resources['partition']}")  # Flux calls them queues
+    options += [f"--dependency=afterok:{job}" for job in dependencies]
+    options.extend(resources["command_line_argument_lst"])
+    return options
+
+
+def _plain(job):
+    """A job id as compared here: Flux writes 'ƒ' only in a UTF-8 locale."""
+    return job.replace("ƒ", "f")
+
+
+class FluxJobs:
+    name = "flux"
+    keys = KEYS
+
+    def __init__(self, flux, tool_dirs):
+        self._flux = flux
+        self._tool_dirs = tool_dirs
+
+    def check(self, resources):
+        for key, why in (
+            ("memory_max", "Flux has no per-job memory limit"),
+            ("slurm_cmd_args", "it holds sbatch options; use command_line_argument_lst"),
+        ):
+            if resources.get(key):
+                raise ValueError(f"resource_dict key {key!r} cannot be honoured on Flux: {why}")
+
+    def submit(self, name, resources, cwd, log, environment, worker, dependencies):
+        """Submit one call's job; returns its id. Flux starts every rank
+        itself (`--ntasks`), each with its rank in FLUX_TASK_RANK and PMI."""
+        options = submit_options(name, resources, cwd, log, dependencies)
+        # flux submit exports the submitting environment to the job.
+        done = subprocess.run(
+            [self._flux, "submit", *options, worker],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"flux submit refused the job of {name}: "
+                f"{done.stderr.strip() or done.stdout.strip()}"
+            )
+        return done.stdout.strip().splitlines()[-1]
+
+    def states(self, jobs):
+        """{job id: (state, reason, nodes)} in one `flux jobs` call."""
+        command = [
+            self._flux,
+            "jobs",
+            "--no-header",
+            "--format={id.f58}|{state}|{result}|{nodelist}",
+            *jobs,
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return {job: ("PENDING", "flux jobs did not answer", "") for job in jobs}
+        by_plain = {_plain(job): job for job in jobs}
+        states = {}
+        for line in done.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) != 4 or _plain(parts[0]) not in by_plain:
+                continue
+            job, (state, result, nodes) = by_plain[_plain(parts[0])], parts[1:]
+            if state in _PENDING:
+                states[job] = ("PENDING", state, "")
+            elif state in _RUNNING:
+                states[job] = ("RUNNING", "", nodes)
+            else:
+                states[job] = (_RESULTS.get(result, result or "COMPLETED"), "", nodes)
+        return states
+
+    def cancel(self, jobs):
+        subprocess.run([self._flux, "cancel", *jobs], capture_output=True, timeout=60, check=False)
+
+    def exit_code(self, job):
+        try:
+            shown = subprocess.run(
+                [self._flux, "jobs", "--no-header", "--format={returncode}", job],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return int(shown) if shown.lstrip("-").isdigit() else None

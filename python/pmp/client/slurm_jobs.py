@@ -1,0 +1,136 @@
+"""Slurm as the job system of batch mode (`batch.BatchJobs`): one `sbatch`
+job per call, states from one `squeue` call for all jobs, `scancel`.
+
+States are Slurm's own words (PENDING, RUNNING, COMPLETED, TIMEOUT, ...),
+which batch mode uses for every job system.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+
+# Per-call resource_dict keys this job system honours beyond the common ones.
+KEYS = ("num_nodes", "exclusive", "run_time_max", "memory_max", "partition", "slurm_cmd_args")
+
+
+def sbatch_options(name, resources, cwd, log, dependencies):
+    """The `#SBATCH` options of one call's job."""
+    cores = resources["cores"]
+    options = [
+        f"--job-name={name}",
+        f"--ntasks={cores}",
+        f"--cpus-per-task={resources['threads_per_core']}",
+        f"--output={log}",
+        f"--chdir={cwd}",
+    ]
+    if resources["gpus_per_core"]:
+        options.append(f"--gpus-per-task={resources['gpus_per_core']}")
+    if resources.get("num_nodes"):
+        options.append(f"--nodes={resources['num_nodes']}")
+    if resources.get("exclusive"):
+        options.append("--exclusive")
+    if resources.get("run_time_max"):
+        minutes = -(-resources["run_time_max"] // 60)  # Slurm counts whole minutes
+        options.append(f"--time={minutes}")
+    if resources.get("memory_max"):
+        options.append(f"--mem={int(resources['memory_max'] * 1024)}M")
+    if resources.get("partition"):
+        options.append(f"--partition={resources['partition']}")
+    if dependencies:
+        options.append("--dependency=afterok:" + ":".join(dependencies))
+        # A dependency that can never be met cancels the job instead of
+        # leaving it pending forever.
+        options.append("--kill-on-invalid-dep=yes")
+    options.extend(resources["command_line_argument_lst"])
+    options.extend(resources.get("slurm_cmd_args") or ())
+    return options
+
+
+def job_script(options, environment, command):
+    lines = ["#!/bin/sh"]
+    lines += [f"#SBATCH {option}" for option in options]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in environment.items()]
+    lines.append("exec " + " ".join(shlex.quote(part) for part in command))
+    return "\n".join(lines) + "\n"
+
+
+class SlurmJobs:
+    name = "slurm"
+    keys = KEYS
+
+    def __init__(self, sbatch, tool_dirs):
+        self._sbatch = sbatch
+        here = os.path.dirname(sbatch)
+        self._srun = shutil.which("srun", path=here) or "srun"
+        self._squeue = shutil.which("squeue", path=here) or "squeue"
+        self._scancel = shutil.which("scancel", path=here) or "scancel"
+        self._scontrol = shutil.which("scontrol", path=here) or "scontrol"
+        self._tool_dirs = tool_dirs
+
+    def check(self, resources):
+        """Nothing Slurm cannot do: every key has an sbatch option."""
+
+    def submit(self, name, resources, cwd, log, environment, worker, dependencies):
+        """Submit one call's job; returns its id."""
+        from pmp import _pmp
+
+        cores = resources["cores"]
+        if cores > 1:
+            mpi = _pmp.srun_mpi_options(self._tool_dirs)
+            command = [self._srun, f"--ntasks={cores}", *mpi, worker]
+        else:
+            command = [worker]
+        options = sbatch_options(name, resources, cwd, log, dependencies)
+        done = subprocess.run(
+            [self._sbatch, "--parsable"],
+            input=job_script(options, environment, command),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"sbatch refused the job of {name}: {done.stderr.strip() or done.stdout.strip()}"
+            )
+        return done.stdout.strip().split(";")[0]
+
+    def states(self, jobs):
+        """{job id: (state, reason, nodes)} in one squeue call."""
+        command = [self._squeue, "-h", "-t", "all", "-o", "%i|%T|%r|%N", "-j", ",".join(jobs)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return {job: ("PENDING", "squeue did not answer", "") for job in jobs}
+        states = {}
+        for line in done.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) == 4:
+                states[parts[0]] = (parts[1], parts[2], parts[3])
+        if done.returncode != 0 and not states and len(jobs) > 1:
+            for job in jobs:  # one unknown id fails the whole call
+                states.update(self.states([job]))
+        return states
+
+    def cancel(self, jobs):
+        subprocess.run([self._scancel, *jobs], capture_output=True, timeout=60, check=False)
+
+    def exit_code(self, job):
+        """The exit code of an ended job, from `scontrol show job` (kept a few
+        minutes after it ends), or None."""
+        try:
+            shown = subprocess.run(
+                [self._scontrol, "show", "job", "-o", job],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for field in shown.split():
+            if field.startswith("ExitCode="):
+                code = field.split("=", 1)[1].split(":")[0]
+                return int(code) if code.isdigit() else None
+        return None

@@ -1,0 +1,249 @@
+"""executorlib 1.x's public API through `from pmp import ...` only, written
+from executorlib's documentation: its examples as users write them (the
+import is the only change), then what executorlib has beyond the seed's
+Executor, and the refusals of what pmp cannot honour."""
+
+import os
+from concurrent.futures import CancelledError
+
+import pytest
+from gates import wait_for_file
+from pmp import (
+    FluxClusterExecutor,
+    FluxJobExecutor,
+    SingleNodeExecutor,
+    SlurmClusterExecutor,
+    SlurmJobExecutor,
+    get_cache_data,
+    get_item_from_future,
+    split_future,
+)
+from pmp.client.backends import mpi_problem
+
+RESULT_TIMEOUT = 60
+
+
+def calc_mpi(i):
+    from mpi4py import MPI
+
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+
+
+def get_openmp_threads():
+    return os.environ["OMP_NUM_THREADS"]
+
+
+def init_function():
+    return {"j": 4, "k": 3, "l": 2}
+
+
+def calc_with_preload(i, j, k):
+    return i + j + k
+
+
+def calc_add(a, b):
+    return a + b
+
+
+def get_pair(a):
+    return a, a * 10
+
+
+def fail_after(path, message):
+    wait_for_file(path)
+    raise ValueError(message)
+
+
+def shout(message):
+    import sys
+
+    print("about to fail", file=sys.stderr)
+    raise RuntimeError(message)
+
+
+@pytest.fixture
+def mpi():
+    problem = mpi_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+# ---- the documentation's examples ---------------------------------------------------------
+
+
+def test_basic_functionality():
+    with SingleNodeExecutor() as exe:
+        future_lst = [exe.submit(sum, [i, i]) for i in range(1, 5)]
+        assert [f.result(RESULT_TIMEOUT) for f in future_lst] == [2, 4, 6, 8]
+    with SingleNodeExecutor() as exe:
+        assert list(exe.map(sum, [[5, 5], [6, 6], [7, 7]])) == [10, 12, 14]
+
+
+def test_parallel_functions_per_call_and_for_the_executor(mpi):
+    with SingleNodeExecutor() as exe:
+        future = exe.submit(calc_mpi, 3, resource_dict={"cores": 2})
+        assert future.result(RESULT_TIMEOUT) == [(3, 2, 0), (3, 2, 1)]
+    with SingleNodeExecutor(resource_dict={"cores": 2}) as exe:
+        assert exe.submit(calc_mpi, 3).result(RESULT_TIMEOUT) == [(3, 2, 0), (3, 2, 1)]
+
+
+def test_threads_per_core_sets_the_thread_variables():
+    with SingleNodeExecutor() as exe:
+        future = exe.submit(get_openmp_threads, resource_dict={"threads_per_core": 2})
+        assert future.result(RESULT_TIMEOUT) == "2"
+
+
+def test_block_allocation_with_an_init_function():
+    with SingleNodeExecutor(init_function=init_function, block_allocation=True) as exe:
+        assert exe.submit(calc_with_preload, 2, j=5).result(RESULT_TIMEOUT) == 10
+
+
+def test_dependencies_as_future_arguments():
+    with SingleNodeExecutor() as exe:
+        future = 0
+        for i in range(1, 4):
+            future = exe.submit(calc_add, i, future)
+        assert future.result(RESULT_TIMEOUT) == 6
+
+
+def test_cache_directory_and_get_cache_data(tmp_path):
+    cache = str(tmp_path / "cache")
+    with SingleNodeExecutor(cache_directory=cache) as exe:
+        future_lst = [exe.submit(sum, [i, i]) for i in range(1, 4)]
+        assert [f.result(RESULT_TIMEOUT) for f in future_lst] == [2, 4, 6]
+    assert sorted(row["result"] for row in get_cache_data(cache)) == [2, 4, 6]
+
+
+def test_split_future_and_get_item_from_future():
+    with SingleNodeExecutor() as exe:
+        pair = exe.submit(get_pair, 3)
+        first, second = split_future(pair, 2)
+        total = exe.submit(calc_add, first, get_item_from_future(pair, 1))
+        assert (first.result(RESULT_TIMEOUT), second.result(RESULT_TIMEOUT)) == (3, 30)
+        assert total.result(RESULT_TIMEOUT) == 33
+
+
+# ---- what executorlib has beyond the seed ---------------------------------------------------
+
+
+def test_batched_gives_lists_in_finishing_order_and_fails_the_batch_with_the_error(make_gate):
+    gate = make_gate()
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        late = exe.submit(fail_after, gate.path, "late and wrong")
+        early = [exe.submit(calc_add, i, 0) for i in range(4)]
+        batches = exe.batched([late, *early], n=2)
+        assert len(batches) == 3
+        # The four early calls finish first, in some order, and fill two batches.
+        done = [batches[0].result(RESULT_TIMEOUT), batches[1].result(RESULT_TIMEOUT)]
+        assert sorted(done[0] + done[1]) == [0, 1, 2, 3] and [len(b) for b in done] == [2, 2]
+        assert not batches[2].done()
+        gate.open()
+        with pytest.raises(ValueError, match="late and wrong"):
+            batches[2].result(RESULT_TIMEOUT)
+
+
+def test_len_counts_unfinished_calls_and_info_is_none_after_shutdown(make_gate):
+    gate = make_gate()
+    exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
+    futures = [exe.submit(wait_for_file, gate.path, i) for i in range(3)]
+    assert len(exe) == 3 and bool(exe)
+    gate.open()
+    assert [f.result(RESULT_TIMEOUT) for f in futures] == [0, 1, 2]
+    assert len(exe) == 0 and bool(exe)
+    assert exe.info["backend"] == "local"
+    exe.shutdown()
+    assert exe.info is None
+
+
+def test_map_over_a_future_of_the_arguments():
+    with SingleNodeExecutor() as exe:
+        arguments = exe.submit(list, [[1, 1], [2, 2]])
+        assert list(exe.map(sum, arguments)) == [2, 4]
+
+
+def test_error_log_file_gets_the_traceback_and_stderr_of_failed_calls(tmp_path):
+    log = tmp_path / "errors.log"
+    with SingleNodeExecutor(resource_dict={"error_log_file": str(log)}) as exe:
+        with pytest.raises(RuntimeError, match="first"):
+            exe.submit(shout, "first").result(RESULT_TIMEOUT)
+        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2
+    other = tmp_path / "other.log"
+    with SingleNodeExecutor() as exe:
+        failed = exe.submit(shout, "second", resource_dict={"error_log_file": str(other)})
+        with pytest.raises(RuntimeError):
+            failed.result(RESULT_TIMEOUT)
+    text = log.read_text()
+    assert text.count(" failed\n") == 1 and "shout failed" in text
+    assert "RuntimeError: first" in text and "about to fail" in text
+    assert "raise RuntimeError(message)" in text  # the remote traceback's line
+    assert "RuntimeError: second" in other.read_text()
+
+
+def test_wait_false_leaves_the_with_block_at_once_and_the_calls_still_finish(make_gate):
+    gate = make_gate()
+    with SingleNodeExecutor(wait=False) as exe:
+        future = exe.submit(wait_for_file, gate.path, "finished later")
+    assert not future.done()
+    gate.open()
+    assert future.result(RESULT_TIMEOUT) == "finished later"
+
+
+def test_cancelled_calls_cancel_their_batch(make_gate):
+    gate = make_gate()
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        running = exe.submit(wait_for_file, gate.path, 1)
+        queued = exe.submit(calc_add, 1, 1)
+        (batch,) = exe.batched([running, queued], n=2)
+        assert queued.cancel()
+        gate.open()
+        with pytest.raises(CancelledError):
+            batch.result(RESULT_TIMEOUT)
+
+
+# ---- what pmp refuses, with the reason ----------------------------------------------------
+
+
+def test_unknown_or_misplaced_keys_are_value_errors():
+    with pytest.raises(ValueError, match="resource_dict key 'cpus'"):
+        SingleNodeExecutor(resource_dict={"cpus": 2})
+    with SingleNodeExecutor() as exe:
+        with pytest.raises(ValueError, match="'num_nodes' is for batch jobs"):
+            exe.submit(sum, [1], resource_dict={"num_nodes": 2})
+        with pytest.raises(ValueError, match="resource_dict key 'gpus'"):
+            exe.submit(sum, [1], resource_dict={"gpus": 1})
+    with pytest.raises(ValueError, match="'cache_key' names one call"):
+        SingleNodeExecutor(resource_dict={"cache_key": "x"})
+
+
+def test_job_executors_outside_their_allocation_say_which_class_to_use(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("FLUX_URI", raising=False)
+    with pytest.raises(ValueError, match="SlurmClusterExecutor submits"):
+        SlurmJobExecutor()
+    with pytest.raises(ValueError, match="FluxClusterExecutor submits"):
+        FluxJobExecutor()
+
+
+def test_cluster_executors_need_their_job_system(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no flux
+    with pytest.raises(ValueError, match="sbatch, which is not on PATH"):
+        SlurmClusterExecutor()
+    with pytest.raises(ValueError, match="needs the flux command"):
+        FluxClusterExecutor()
+
+
+def test_arguments_pmp_does_not_support_yet_are_refused_not_dropped():
+    with pytest.raises(ValueError, match=r"log_obj_size=True\) is not supported by pmp yet"):
+        SingleNodeExecutor(log_obj_size=True)
+    with SingleNodeExecutor() as exe, pytest.raises(ValueError, match="'priority' is not"):
+        exe.submit(sum, [1], resource_dict={"priority": 5})
+
+
+def test_a_pending_batch_does_not_block_the_caller(make_gate):
+    gate = make_gate()
+    with SingleNodeExecutor() as exe:
+        futures = [exe.submit(wait_for_file, gate.path, i) for i in range(2)]
+        batches = exe.batched(futures, n=2)
+        assert not batches[0].done()
+        gate.open()
+        assert sorted(batches[0].result(RESULT_TIMEOUT)) == [0, 1]
