@@ -247,3 +247,40 @@ def test_a_pending_batch_does_not_block_the_caller(make_gate):
         assert not batches[0].done()
         gate.open()
         assert sorted(batches[0].result(RESULT_TIMEOUT)) == [0, 1]
+
+
+def worker_id_after_gate(path, executorlib_worker_id):
+    wait_for_file(path)
+    return executorlib_worker_id
+
+
+def init_with_worker_id(executorlib_worker_id):
+    return {"offset": 100 * executorlib_worker_id}
+
+
+def add_offset(x, offset):
+    return x + offset
+
+
+def test_the_worker_id_is_distinct_per_worker_and_reaches_init_function(make_gate):
+    gate = make_gate()
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        # Both workers are busy at once, so each call has one of its own.
+        ids = [exe.submit(worker_id_after_gate, gate.path) for _ in range(2)]
+        gate.open()
+        assert sorted(f.result(RESULT_TIMEOUT) for f in ids) == [0, 1]
+    with SingleNodeExecutor(
+        max_workers=2, block_allocation=True, init_function=init_with_worker_id
+    ) as exe:
+        offsets = {exe.submit(add_offset, 1).result(RESULT_TIMEOUT) for _ in range(20)}
+        assert offsets <= {1, 101}
+        # A call may still pass the parameter itself.
+        assert exe.submit(add_offset, 1, offset=5).result(RESULT_TIMEOUT) == 6
+
+
+def test_max_workers_is_a_property_and_resizing_is_refused_until_supported():
+    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
+        assert exe.max_workers == 2
+        with pytest.raises(ValueError, match="not supported by pmp yet"):
+            exe.max_workers = 3
+        assert exe.max_workers == 2

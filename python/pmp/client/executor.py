@@ -389,6 +389,20 @@ class Executor(_BaseExecutor):
     def __bool__(self):
         return True  # an idle executor is still an executor (len() says 0)
 
+    @property
+    def max_workers(self):
+        """The pool's size under block allocation, else the max_workers given (or None)."""
+        return self._workers if self._block else self._max_workers
+
+    @max_workers.setter
+    def max_workers(self, value):
+        # executorlib resizes a running pool; pmp's scheduler cannot yet, and
+        # a size that silently stayed the same would be worse than this.
+        raise ValueError(
+            f"setting max_workers (to {value!r}) on a running executor is not supported by "
+            "pmp yet: make a new executor with the size you need"
+        )
+
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_called = True
         if self._batch is not None:

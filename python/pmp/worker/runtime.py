@@ -48,18 +48,27 @@ class LocalRuntime:
     (see `task_output`); with no ``send`` it stays on the process's streams."""
 
     def __init__(self, send=None):
+        import os
+
         self.send = send
         self._capture = None if send is None else Capture(send)
         self._functions = {}
-        self._init_values = None
-        self._parameters = {}
+        # Values for parameters a call leaves unset: init_function's, and
+        # executorlib's worker id (this worker's index, PMP_WORKER_ID).
+        self._init_values = {}
+        worker_id = os.environ.get("PMP_WORKER_ID", "")
+        if worker_id.isdigit():
+            self._init_values[WORKER_ID_PARAMETER] = int(worker_id)
+        self._parameters = {}  # slot -> (signature, the names it may be given)
 
     def init(self, frames):
         try:
-            values = serialize.loads(frames)()
+            init_function = serialize.loads(frames)
+            values = init_function(**self._wanted(init_function, {}))
             if not isinstance(values, dict):
                 raise TypeError(f"init_function must return a dict, not {type(values).__name__}")
-            self._init_values = values
+            self._init_values = {**self._init_values, **values}
+            self._parameters.clear()
             return True, None
         except BaseException as exception:  # noqa: BLE001 - the init's failure is its outcome
             return False, exception
@@ -86,29 +95,44 @@ class LocalRuntime:
             flush()
 
     def _inject(self, slot, function, args, kwargs):
-        """Add init_function's values for parameters the call left unset."""
-        import inspect
-
-        if slot not in self._parameters:
-            try:
-                signature = inspect.signature(function)
-            except (TypeError, ValueError):
-                signature = None
-            self._parameters[slot] = signature
-        signature = self._parameters[slot]
-        if signature is None:
+        """Add the init values (init_function's, the worker id) for
+        parameters the call left unset."""
+        known = self._parameters.get(slot)
+        if known is None:
+            known = self._parameters[slot] = self._injectable(function)
+        signature, names = known
+        if not names:  # nearly every function: nothing to look at per call
             return kwargs
         try:
             supplied = signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
             return kwargs
-        injectable = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        extra = {
-            name: self._init_values[name]
-            for name, parameter in signature.parameters.items()
-            if parameter.kind in injectable and name in self._init_values and name not in supplied
-        }
+        extra = {name: self._init_values[name] for name in names if name not in supplied}
         return {**kwargs, **extra} if extra else kwargs
+
+    def _injectable(self, function):
+        """(signature, names of its parameters that init values can fill)."""
+        import inspect
+
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return None, ()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names = tuple(
+            name
+            for name, parameter in signature.parameters.items()
+            if parameter.kind in kinds and name in self._init_values
+        )
+        return signature, names
+
+    def _wanted(self, function, given):
+        """The init values `function` (an init_function) asks for by name."""
+        _, names = self._injectable(function)
+        return {name: self._init_values[name] for name in names if name not in given}
+
+
+WORKER_ID_PARAMETER = "executorlib_worker_id"
 
 
 class Runtime:
