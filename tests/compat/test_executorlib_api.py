@@ -4,6 +4,7 @@ import is the only change), then what executorlib has beyond the seed's
 Executor, and the refusals of what pmp cannot honour."""
 
 import os
+import shutil
 from concurrent.futures import CancelledError
 
 import pytest
@@ -284,3 +285,65 @@ def test_max_workers_is_a_property_and_resizing_is_refused_until_supported():
         with pytest.raises(ValueError, match="not supported by pmp yet"):
             exe.max_workers = 3
         assert exe.max_workers == 2
+
+
+def diamond(exe):
+    top = exe.submit(calc_add, 1, 2)
+    left = exe.submit(calc_add, top, 10)
+    right = exe.submit(calc_add, top, b=20)
+    return exe.submit(calc_add, left, right)
+
+
+def test_the_graph_of_a_diamond_is_exported_as_executorlibs_json(tmp_path):
+    import json
+
+    path = tmp_path / "workflow.json"
+    with SingleNodeExecutor(export_workflow_filename=str(path)) as exe:
+        assert diamond(exe).result(RESULT_TIMEOUT) is None  # recorded, not run
+    graph = json.loads(path.read_text())
+    assert graph["version"] == "0.1.0"
+    nodes = {node["id"]: node for node in graph["nodes"]}
+    functions = [i for i, node in nodes.items() if node["type"] == "function"]
+    assert [nodes[i]["value"] for i in functions] == [f"{__name__}.calc_add"] * 4
+    inputs = {nodes[i]["value"]: nodes[i]["name"] for i in nodes if nodes[i]["type"] == "input"}
+    assert inputs == {1: "a", 2: "b", 10: "b", 20: "b"}
+    top, left, right, bottom = functions
+    between = sorted(
+        (e["source"], e["target"], e["targetPort"])
+        for e in graph["edges"]
+        if e["source"] in functions and e["target"] in functions
+    )
+    assert between == [
+        (top, left, "a"),
+        (top, right, "a"),
+        (left, bottom, "a"),
+        (right, bottom, "b"),
+    ]
+    (output,) = [i for i, node in nodes.items() if node["type"] == "output"]
+    assert {"source": bottom, "target": output, "targetPort": None, "sourcePort": None} in graph[
+        "edges"
+    ]
+
+
+def test_the_graph_of_a_diamond_is_drawn_as_svg(tmp_path):
+    from xml.etree import ElementTree
+
+    path = tmp_path / "graph.svg"
+    with SingleNodeExecutor(plot_dependency_graph_filename=str(path)) as exe:
+        pair = exe.submit(get_pair, 1)
+        diamond(exe)
+        exe.submit(calc_add, get_item_from_future(pair, 1), [pair, 3])
+    root = ElementTree.fromstring(path.read_text())
+    assert root.tag.endswith("svg")
+    labels = [element.text for element in root.iter() if element.tag.endswith("text")]
+    assert labels.count("calc_add") == 5 and "get_pair" in labels
+    assert "['$', 3]" in labels  # the list holding a Future: a get_list node
+
+
+def test_plot_dependency_graph_runs_nothing_and_refuses_what_it_cannot_draw(tmp_path):
+    with SingleNodeExecutor(plot_dependency_graph=True) as exe:
+        futures = [exe.submit(shout, "never raised") for _ in range(2)]
+        assert [f.result(RESULT_TIMEOUT) for f in futures] == [None, None]
+    if shutil.which("dot") is None:
+        with pytest.raises(ValueError, match="needs graphviz's dot"):
+            SingleNodeExecutor(plot_dependency_graph_filename=str(tmp_path / "graph.png"))

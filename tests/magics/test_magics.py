@@ -455,3 +455,23 @@ def test_executor_map_shows_one_progress_display(pmp_kernel):
     assert last["text/plain"].startswith("map sleep: 6/6 done"), last
     assert 'data-state="done"' in last["text/html"] and 'data-total="6"' in last["text/html"]
     pmp_kernel.run("exe.shutdown()")
+
+
+@pytest.mark.timeout(120)
+def test_graph_draws_the_notebooks_tasks_live_coloured_by_state(pmp_kernel):
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run("def slow_double(x):\n    import time\n    time.sleep(1.5)\n    return 2 * x")
+    pmp_kernel.run("%pmp submit --name first slow_double(2)")
+    pmp_kernel.run("%pmp submit --name second slow_double(first)")
+    reply, messages = pmp_kernel.run("%pmp graph")
+    assert reply["status"] == "ok"
+    (first,) = [m for m in messages if m["msg_type"] == "display_data"]
+    picture = first["content"]["data"]["image/svg+xml"]
+    assert picture.count("slow_double") >= 2 and "<svg" in picture
+    assert "#d3f9d8" not in picture  # nothing done yet: no green box
+    display_id = first["content"]["transient"]["display_id"]
+    deadline = time.monotonic() + 30
+    while "2 done" not in pmp_kernel.displays[display_id][-1]["text/plain"]:
+        assert time.monotonic() < deadline, pmp_kernel.displays[display_id][-1]["text/plain"]
+        pmp_kernel.drain(0.5)
+    assert pmp_kernel.displays[display_id][-1]["image/svg+xml"].count("#d3f9d8") >= 2

@@ -74,10 +74,17 @@ class _ExecutorlibFront(Executor):
         pysqa_config_directory=None,
     ):
         name = self._api_name
+        self._graph = None
+        if plot_dependency_graph or plot_dependency_graph_filename or export_workflow_filename:
+            # Recorded, not run: every Future is done with None, and the graph
+            # is drawn or written when the executor shuts down.
+            from pmp.client.workflow_graph import GraphRecorder, check_picture_name
+
+            if plot_dependency_graph_filename is not None:
+                check_picture_name(plot_dependency_graph_filename)
+            self._graph = GraphRecorder()
+            self._graph_files = (plot_dependency_graph_filename, export_workflow_filename)
         for argument, value, default in (
-            ("plot_dependency_graph", plot_dependency_graph, False),
-            ("plot_dependency_graph_filename", plot_dependency_graph_filename, None),
-            ("export_workflow_filename", export_workflow_filename, None),
             ("log_obj_size", log_obj_size, False),
             ("restart_limit", restart_limit, 0),
             ("flux_executor_nesting", flux_executor_nesting, False),
@@ -161,6 +168,8 @@ class _ExecutorlibFront(Executor):
                     )
             if "slurm_cmd_args" in merged:
                 merged["command_line_argument_lst"] = list(merged.pop("slurm_cmd_args"))
+        if self._graph is not None:
+            return self._graph.record(fn, args, kwargs)
         future = super().submit(fn, *args, resource_dict=merged or None, **kwargs)
         if error_log_file is not None:
             future.add_done_callback(_error_logger(os.path.abspath(error_log_file), fn))
@@ -168,6 +177,11 @@ class _ExecutorlibFront(Executor):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        graph, self._graph = self._graph, None
+        if graph is not None and not self._closed:
+            from pmp.client.workflow_graph import publish
+
+            publish(graph.calls, *self._graph_files)
         self._closed = True
 
     def __exit__(self, exc_type, exc_value, traceback):

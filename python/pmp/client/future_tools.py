@@ -31,6 +31,7 @@ def get_item_from_future(future, key):
         else:
             item.set_exception(error)
 
+    item._pmp_item_of = (future, key)  # for the dependency graph (workflow_graph)
     future.add_done_callback(resolve)
     return item
 

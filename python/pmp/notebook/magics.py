@@ -3,7 +3,7 @@ watch them in live status displays.
 
     %%pmp submit [--cores N] [--gpus N] [--threads N] [--cwd DIR] [--name VAR] [--key K] [--block]
     %pmp submit [options] f(args)
-    %pmp status | %pmp cancel VAR|all | %pmp resources | %pmp cache clear [KEY]
+    %pmp status | %pmp graph | %pmp cancel VAR|all | %pmp resources | %pmp cache clear [KEY]
     %pmp config [--max-workers N] [--max-cores N] [--backend B] [--block-allocation]
                 [--cache-directory DIR]
 
@@ -74,6 +74,7 @@ def _parser():
     submit.add_argument("--key", default=None, help="the task's name in the task store")
     submit.add_argument("call", nargs=argparse.REMAINDER, help="%%pmp submit: f(args)")
     commands.add_parser("status", help="the tasks submitted from this notebook")
+    commands.add_parser("graph", help="the dependency graph of this notebook's tasks, live")
     cancel = commands.add_parser("cancel", help="cancel a queued task")
     cancel.add_argument("target", help="a Future's variable name, or all")
     commands.add_parser("resources", help="backend, allocation, cores, memory, GPUs")
@@ -170,7 +171,8 @@ class PmpMagics(Magics):
         future = self.executor.submit(
             function, *args, resource_dict=resources or None, **({} if cell else kwargs)
         )
-        self._tasks.append(status_table.NotebookTask(label, future))
+        call = (function, tuple(args), {} if cell else kwargs)
+        self._tasks.append(status_table.NotebookTask(label, future, call))
         if arguments.name:
             namespace[arguments.name] = future
         status_display.show(future, label)
@@ -180,6 +182,11 @@ class PmpMagics(Magics):
 
     def _status(self, arguments, cell):
         status_table.show(self._tasks, self.executor, self.executor.info["cache_directory"])
+
+    def _graph(self, arguments, cell):
+        from pmp.notebook import graph_display
+
+        graph_display.show(self._tasks)
 
     def _cache(self, arguments, cell):
         from pmp.client.store import clear_cache

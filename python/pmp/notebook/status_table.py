@@ -22,9 +22,10 @@ _STORE_COLUMNS = ("key", "function", "state", "host", "finished", "duration")
 class NotebookTask:
     """One task submitted from the notebook, as the table lists it."""
 
-    def __init__(self, label, future):
+    def __init__(self, label, future, call=None):
         self.label = label
         self.future = future
+        self.call = call  # (function, args, kwargs), for `%pmp graph`
         self.status = FutureStatus(future, label)  # made at submit: elapsed counts from then
 
     def row(self):
