@@ -252,3 +252,24 @@ print(type(future.exception(timeout=10)).__name__)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == ["CANCELED", "CancelledError"], done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_flux_job_executor_as_executorlib_users_write_it(flux, mpi, run_script):
+    done = run_script(
+        """
+        from pmp import FluxJobExecutor
+
+        def calc_mpi(i):
+            from mpi4py import MPI
+            return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+
+        with FluxJobExecutor(max_cores=2, resource_dict={"cores": 2}, pmi_mode="simple") as exe:
+            print(exe.info["backend"], exe.submit(calc_mpi, 3).result())
+        with FluxJobExecutor(max_workers=2, block_allocation=True) as exe:
+            print(sorted(exe.map(abs, [-1, -2, -3])))
+        """,
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["flux [(3, 2, 0), (3, 2, 1)]", "[1, 2, 3]"]
