@@ -229,7 +229,7 @@ def test_cluster_executors_need_their_job_system(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no flux
     with pytest.raises(ValueError, match="sbatch, which is not on PATH"):
         SlurmClusterExecutor()
-    with pytest.raises(ValueError, match="needs the flux command"):
+    with pytest.raises(ValueError, match="needs a Flux instance and the flux command"):
         FluxClusterExecutor()
 
 

@@ -85,7 +85,8 @@ def _flux_backend(flux, executor, cluster):
     inside = bool(os.environ.get("FLUX_URI"))
     if not flux:
         raise ValueError(
-            "backend='flux' (or executor=) needs the flux command, which is not on PATH"
+            "backend='flux' (or executor=) needs a Flux instance and the flux command, "
+            "which is not on PATH"
         )
     if executor is not None or (inside and not cluster):
         if not inside:
