@@ -63,7 +63,9 @@ impl Scheduler {
 
     /// `store`: `(root, key, function name, submitted)` when the worker also
     /// writes the outcome to the task store at `root` under `key`.
-    #[pyo3(signature = (task, function, call, dependencies, resources, store = None))]
+    /// `restart_limit`: how many times the task runs again if its worker dies.
+    #[pyo3(signature = (task, function, call, dependencies, resources, store = None, restart_limit = 0))]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         task: u64,
@@ -72,6 +74,7 @@ impl Scheduler {
         dependencies: Vec<u64>,
         resources: Option<PyRef<'_, PyResourceRequest>>,
         store: Option<(String, String, String, f64)>,
+        restart_limit: u32,
     ) -> PyResult<()> {
         let resources = match resources {
             Some(request) => ResourceRequest::from(&*request),
@@ -83,6 +86,7 @@ impl Scheduler {
             call: Payload::new(frames_from_python(call)?),
             dependencies: dependencies.into_iter().map(TaskId).collect(),
             resources,
+            restart_limit,
             store: store.map(|(root, key, function, submitted)| StoreTarget {
                 root,
                 key,
@@ -123,6 +127,12 @@ impl Scheduler {
 
     fn release(&self, task: u64) {
         self.lock().release(TaskId(task));
+    }
+
+    /// Grow or shrink the block-allocated pool to `workers`.
+    fn resize_pool(&self, py: Python<'_>, workers: u32) -> PyResult<()> {
+        py.detach(|| self.lock().resize_pool(workers))
+            .map_err(PyValueError::new_err)
     }
 
     fn shutdown(&self, cancel_futures: bool) {

@@ -183,6 +183,14 @@ impl SchedulerHandle {
         self.send(Command::Cancel(task, tx)).is_ok() && rx.recv().unwrap_or(false)
     }
 
+    /// Grow or shrink the block-allocated pool; blocks for the scheduler's answer.
+    pub fn resize_pool(&self, workers: u32) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Command::ResizePool(workers, tx))?;
+        rx.recv()
+            .map_err(|_| "the scheduler has stopped".to_string())?
+    }
+
     pub fn snapshot(&self) -> Option<Snapshot> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Command::Info(tx)).ok()?;

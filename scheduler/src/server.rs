@@ -27,6 +27,7 @@ pub enum Command {
     },
     Cancel(TaskId, std::sync::mpsc::Sender<bool>),
     Release(TaskId),
+    ResizePool(u32, std::sync::mpsc::Sender<Result<(), String>>),
     Info(std::sync::mpsc::Sender<Snapshot>),
     Shutdown {
         cancel_futures: bool,
@@ -350,6 +351,10 @@ impl Server {
                 let _ = reply.send(cancelled);
             }
             Command::Release(id) => self.core.release(id),
+            Command::ResizePool(workers, reply) => {
+                let resized = with_comm!(self, |core, comm| core.resize_pool(&mut comm, workers));
+                let _ = reply.send(resized);
+            }
             Command::Info(reply) => {
                 let _ = reply.send(Snapshot {
                     workers: self.core.worker_infos(),

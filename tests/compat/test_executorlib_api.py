@@ -279,12 +279,35 @@ def test_the_worker_id_is_distinct_per_worker_and_reaches_init_function(make_gat
         assert exe.submit(add_offset, 1, offset=5).result(RESULT_TIMEOUT) == 6
 
 
-def test_max_workers_is_a_property_and_resizing_is_refused_until_supported():
-    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
-        assert exe.max_workers == 2
-        with pytest.raises(ValueError, match="not supported by pmp yet"):
-            exe.max_workers = 3
-        assert exe.max_workers == 2
+def worker_pid_after_gate(path):
+    wait_for_file(path)
+    return os.getpid()
+
+
+def test_a_pool_resized_while_busy_grows_and_shrinks(make_gate, wait_until):
+    first, second = make_gate("first"), make_gate("second")
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        assert exe.max_workers == 1
+        busy = exe.submit(worker_pid_after_gate, first.path)
+        waiting = [exe.submit(worker_pid_after_gate, first.path) for _ in range(2)]
+        exe.max_workers = 3  # the two queued calls start on the two new workers
+        wait_until(lambda: exe.info["tasks"]["running"] == 3, message="three running")
+        assert exe.max_workers == 3 and len(exe.info["workers"]) == 3
+        first.open()
+        pids = {f.result(RESULT_TIMEOUT) for f in [busy, *waiting]}
+        assert len(pids) == 3
+        # Shrunk while one call runs: the idle ones stop now, the busy one stays.
+        held = exe.submit(worker_pid_after_gate, second.path)
+        wait_until(lambda: exe.info["tasks"]["running"] == 1, message="one running")
+        exe.max_workers = 1
+        wait_until(lambda: len(exe.info["workers"]) == 1, message="surplus workers stopped")
+        second.open()
+        assert held.result(RESULT_TIMEOUT) in pids
+        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2
+        with pytest.raises(ValueError, match="max_workers must be >= 1"):
+            exe.max_workers = 0
+    with SingleNodeExecutor() as exe, pytest.raises(ValueError, match="only with block_allocation"):
+        exe.max_workers = 2
 
 
 def diamond(exe):
@@ -347,3 +370,38 @@ def test_plot_dependency_graph_runs_nothing_and_refuses_what_it_cannot_draw(tmp_
     if shutil.which("dot") is None:
         with pytest.raises(ValueError, match="needs graphviz's dot"):
             SingleNodeExecutor(plot_dependency_graph_filename=str(tmp_path / "graph.png"))
+
+
+def die_until(path, survive_at):
+    """Kill this worker's own process until the `survive_at`-th run."""
+    import signal
+
+    with open(path, "a+") as file:
+        file.seek(0)
+        runs = len(file.read().splitlines())
+        file.write("run\n")
+    if runs < survive_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return runs
+
+
+def test_restart_limit_runs_a_call_again_when_its_worker_is_killed(tmp_path):
+    from pmp import WorkerDiedError
+
+    survived = tmp_path / "survived"
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, restart_limit=2) as exe:
+        future = exe.submit(die_until, str(survived), 2)
+        assert future.result(RESULT_TIMEOUT) == 2  # killed twice, done the third time
+        assert "running it again (1 restart(s) left)" in future.output
+        # Per call: one restart is not enough for a call that needs two.
+        died = tmp_path / "died"
+        with pytest.raises(WorkerDiedError):
+            exe.submit(die_until, str(died), 2, resource_dict={"restart_limit": 1}).result(
+                RESULT_TIMEOUT
+            )
+        assert died.read_text().count("run") == 2
+        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2  # the pool goes on
+    with SingleNodeExecutor() as exe:  # and without block allocation: a fresh process each time
+        again = tmp_path / "again"
+        future = exe.submit(die_until, str(again), 1, resource_dict={"restart_limit": 1})
+        assert future.result(RESULT_TIMEOUT) == 1

@@ -180,6 +180,7 @@ class Executor(_BaseExecutor):
             "command_line_argument_lst": command_line_argument_lst,
             "cache_key": None,
             "cache_directory": cache_directory,
+            "restart_limit": 0,
         }
         self._request = request_of(self._defaults)
         self._store = None if cache_directory is None else store.open_store(cache_directory)
@@ -249,6 +250,7 @@ class Executor(_BaseExecutor):
             "command_line_argument_lst": given["command_line_argument_lst"],
             "cache_key": None,
             "cache_directory": cache_directory,
+            "restart_limit": 0,
         }
         self._store = store.open_store(cache_directory)
         self._tool_dirs = [sysconfig.get_path("scripts")]
@@ -285,11 +287,11 @@ class Executor(_BaseExecutor):
             )
         if self._batch is not None:
             return self._submit_batch(fn, args, kwargs, resource_dict)
-        task_store, cache_key = self._store, None
+        task_store, cache_key, restart_limit = self._store, None, 0
         store_root = self._defaults["cache_directory"]
         if resource_dict:
             resources = merge_resource_dict(self._defaults, resource_dict)
-            cache_key = resources["cache_key"]
+            cache_key, restart_limit = resources["cache_key"], resources["restart_limit"]
             if resources["cache_directory"] != self._defaults["cache_directory"]:
                 store_root = resources["cache_directory"]
                 task_store = store.open_store(store_root)
@@ -348,7 +350,12 @@ class Executor(_BaseExecutor):
         if self._cell_writer is not None:
             future._pmp_write = self._cell_writer()
         try:
-            self._scheduler.submit(task, function, call, dependencies, request, target)
+            if restart_limit:
+                self._scheduler.submit(
+                    task, function, call, dependencies, request, target, restart_limit
+                )
+            else:
+                self._scheduler.submit(task, function, call, dependencies, request, target)
         except BaseException:
             self._table.forget(task)
             future._pmp_table = None
@@ -396,12 +403,19 @@ class Executor(_BaseExecutor):
 
     @max_workers.setter
     def max_workers(self, value):
-        # executorlib resizes a running pool; pmp's scheduler cannot yet, and
-        # a size that silently stayed the same would be worse than this.
-        raise ValueError(
-            f"setting max_workers (to {value!r}) on a running executor is not supported by "
-            "pmp yet: make a new executor with the size you need"
-        )
+        """Grow or shrink the block-allocated pool while it runs, as
+        executorlib's: new workers start at once (each runs init_function),
+        surplus ones stop, busy ones once their call ends."""
+        check_int("max_workers", value, 1)
+        if not self._block or self._batch is not None:
+            raise ValueError(
+                "max_workers can be changed only with block_allocation=True (a pool of "
+                "workers); without it every call gets a fresh worker within max_cores"
+            )
+        if self._shutdown_called:
+            raise RuntimeError("cannot resize an executor after shutdown")
+        self._scheduler.resize_pool(value)
+        self._workers = self._max_workers = value
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_called = True
@@ -526,6 +540,11 @@ class Executor(_BaseExecutor):
         if resources["oversubscribe"]:
             raise ValueError(
                 "resource_dict key 'oversubscribe' is for srun steps inside an allocation"
+            )
+        if resources["restart_limit"]:
+            raise ValueError(
+                "resource_dict key 'restart_limit' restarts this executor's own workers; a "
+                "batch job that dies is not submitted again (its Future fails naming why)"
             )
         resources.update(batch_options)
         self._batch.jobs.check(resources)

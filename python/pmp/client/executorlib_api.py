@@ -86,7 +86,6 @@ class _ExecutorlibFront(Executor):
             self._graph_files = (plot_dependency_graph_filename, export_workflow_filename)
         for argument, value, default in (
             ("log_obj_size", log_obj_size, False),
-            ("restart_limit", restart_limit, 0),
             ("flux_executor_nesting", flux_executor_nesting, False),
             ("flux_log_files", flux_log_files, False),
             ("pysqa_config_directory", pysqa_config_directory, None),
@@ -100,6 +99,8 @@ class _ExecutorlibFront(Executor):
         for key in ("error_log_file", "restart_limit", "priority", "slurm_cmd_args", *_JOB_KEYS):
             if key in resource_dict:
                 call_defaults[key] = resource_dict.pop(key)
+        if restart_limit:
+            call_defaults.setdefault("restart_limit", restart_limit)
         if "cache_key" in resource_dict:
             raise ValueError(
                 "resource_dict key 'cache_key' names one call's entry in the task store: give "
@@ -151,9 +152,6 @@ class _ExecutorlibFront(Executor):
         given = _checked_keys(dict(resource_dict or {}), "resource_dict")
         merged = {**self._call_defaults, **given}
         error_log_file = merged.pop("error_log_file", None)
-        restart_limit = merged.pop("restart_limit", 0)
-        if restart_limit:
-            raise ValueError("resource_dict key 'restart_limit' is not supported by pmp yet")
         if merged.pop("priority", None) is not None:
             raise ValueError("resource_dict key 'priority' is not supported by pmp yet")
         if "openmpi_oversubscribe" in merged:

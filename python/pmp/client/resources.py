@@ -17,6 +17,7 @@ RESOURCE_KEYS = (
     "command_line_argument_lst",
     "cache_key",
     "cache_directory",
+    "restart_limit",
 )
 
 # The keys that shape a worker (the rest say how to reach it).
@@ -81,6 +82,7 @@ _CHECKS = {
     ),
     "cache_key": lambda v: _store().check_key("resource_dict key 'cache_key'", v),
     "cache_directory": lambda v: _store().check_directory("resource_dict key 'cache_directory'", v),
+    "restart_limit": lambda v: check_int("resource_dict key 'restart_limit'", v, 0),
 }
 
 

@@ -32,3 +32,10 @@ impl FunctionStore {
         }
     }
 }
+
+#[cfg(test)]
+impl FunctionStore {
+    pub(super) fn by_digest_is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+}

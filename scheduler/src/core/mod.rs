@@ -116,6 +116,8 @@ impl Core {
                 call: spec.call,
                 store: spec.store,
             }),
+            restarts_left: spec.restart_limit,
+            resend: None,
             dependencies: spec.dependencies.clone(),
             dependents: Vec::new(),
             holds: 0,
@@ -310,6 +312,8 @@ impl Core {
         }
         if w_is_dedicated(&self.workers, worker) {
             self.retire(comm, worker);
+        } else {
+            self.balance_pool(comm); // a pool made smaller lets this one go now
         }
         self.schedule(comm);
     }
@@ -381,10 +385,16 @@ impl Core {
             self.capacity.return_gpus(w.launch.gpus);
         }
         match w.state {
-            WorkerState::Busy(task) => self.fail(comm, task, Failure::Lost(reason)),
+            WorkerState::Busy(task) => {
+                if !self.run_again(comm, task, &reason) {
+                    self.fail(comm, task, Failure::Lost(reason));
+                }
+            }
             WorkerState::Starting | WorkerState::Initializing => {
                 if let Some(task) = w.dedicated {
-                    self.fail(comm, task, Failure::Lost(reason));
+                    if !self.run_again(comm, task, &reason) {
+                        self.fail(comm, task, Failure::Lost(reason));
+                    }
                 } else if !self.shutting_down {
                     self.failed_starts += 1;
                     if self.failed_starts >= MAX_FAILED_STARTS {
@@ -399,12 +409,8 @@ impl Core {
             }
             WorkerState::Idle | WorkerState::Stopping => {}
         }
-        let replace = w.dedicated.is_none()
-            && w.state != WorkerState::Stopping
-            && !self.shutting_down
-            && self.broken.is_none();
-        if replace {
-            self.spawn_pool_worker(comm);
+        if w.dedicated.is_none() {
+            self.balance_pool(comm); // a replacement, unless the pool was made smaller
         }
         self.schedule(comm);
     }
@@ -428,6 +434,59 @@ impl Core {
     }
 
     // ---- internals ----
+
+    /// Grow or shrink the block-allocated pool to `workers` (executorlib's
+    /// settable `max_workers`): new workers start now; surplus ones stop,
+    /// idle and starting ones first, busy ones when their task ends.
+    pub fn resize_pool(&mut self, comm: &mut impl Comm, workers: u32) -> Result<(), String> {
+        let Allocation::Block { workers: size, .. } = &mut self.allocation else {
+            return Err("only a block-allocated pool has a size to change".into());
+        };
+        if workers == 0 {
+            return Err("a pool needs at least one worker".into());
+        }
+        if self.shutting_down {
+            return Err("the executor is shutting down".into());
+        }
+        *size = workers;
+        self.balance_pool(comm);
+        self.schedule(comm);
+        Ok(())
+    }
+
+    /// Start or stop pool workers until as many run (or start) as the pool's size.
+    fn balance_pool(&mut self, comm: &mut impl Comm) {
+        let Allocation::Block { workers: size, .. } = self.allocation else {
+            return;
+        };
+        if self.shutting_down || self.broken.is_some() {
+            return;
+        }
+        let members: Vec<(WorkerId, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.dedicated.is_none() && w.state != WorkerState::Stopping)
+            .map(|(id, w)| (*id, matches!(w.state, WorkerState::Busy(_))))
+            .collect();
+        let live = members.len() as u32;
+        if live < size {
+            for _ in live..size {
+                self.spawn_pool_worker(comm);
+            }
+            return;
+        }
+        // Idle and starting ones go first; newest first among them.
+        let surplus: Vec<WorkerId> = members
+            .iter()
+            .rev()
+            .filter(|(_, busy)| !busy)
+            .map(|(id, _)| *id)
+            .take((live - size) as usize)
+            .collect();
+        for worker in surplus {
+            self.retire(comm, worker);
+        }
+    }
 
     fn spawn_pool_worker(&mut self, comm: &mut impl Comm) {
         let Allocation::Block { resources, .. } = &self.allocation else {
@@ -517,9 +576,20 @@ impl Core {
     /// Send a task to a worker that is ready for it.
     fn dispatch(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId) {
         let task = self.tasks.get_mut(&id).expect("dispatched task exists");
-        let work = task.work.take().expect("a task is dispatched once");
-        self.functions.release(&work.digest);
-        let dependencies = task.dependencies.clone();
+        let work = task
+            .work
+            .take()
+            .expect("a task is dispatched once at a time");
+        // A task that may run again keeps what it needs to be sent again;
+        // one that may not lets go of its function and its inputs now.
+        let keep = task.restarts_left > 0;
+        let dependencies = if keep {
+            task.resend = Some(work.clone());
+            task.dependencies.clone()
+        } else {
+            self.functions.release(&work.digest);
+            std::mem::take(&mut task.dependencies)
+        };
         task.state = TaskState::Assigned;
         let w = self
             .workers
@@ -557,15 +627,70 @@ impl Core {
             frames,
         );
         comm.emit(Event::Running { task: id, place });
+        if !keep {
+            self.let_go_of_inputs(dependencies);
+        }
+    }
+
+    /// A task no longer needs these dependencies' results.
+    fn let_go_of_inputs(&mut self, dependencies: Vec<TaskId>) {
         for dep in dependencies {
             if let Some(d) = self.tasks.get_mut(&dep) {
-                d.holds -= 1;
+                d.holds = d.holds.saturating_sub(1);
             }
             self.forget_if_unused(dep);
         }
     }
 
+    /// The copy a task kept to be sent again, no longer needed: it ended.
+    fn drop_resend(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if let Some(work) = task.resend.take() {
+            self.functions.release(&work.digest);
+            let dependencies = std::mem::take(&mut task.dependencies);
+            self.let_go_of_inputs(dependencies);
+        }
+    }
+
+    /// Queue a task whose worker died again, first in line, if it has runs
+    /// left; false when it has none (it fails with the loss).
+    fn run_again(&mut self, comm: &mut impl Comm, id: TaskId, reason: &LostReason) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return false;
+        };
+        if task.restarts_left == 0 || task.is_terminal() {
+            return false;
+        }
+        if task.work.is_none() {
+            task.work = task.resend.take();
+        }
+        if task.work.is_none() {
+            return false;
+        }
+        task.restarts_left -= 1;
+        task.state = TaskState::Ready;
+        let left = task.restarts_left;
+        self.ready.push_front(id);
+        let text = format!(
+            "pmp: the worker running this task died ({}); running it again ({left} restart(s) \
+             left)\n",
+            reason.message
+        );
+        comm.emit(Event::Output {
+            task: id,
+            stream: Stream::Stderr,
+            text: Bytes::from(text),
+        });
+        true
+    }
+
     fn finish(&mut self, comm: &mut impl Comm, id: TaskId, result: Payload) {
+        self.drop_resend(id);
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
@@ -596,6 +721,9 @@ impl Core {
                 continue;
             }
             if let Some(work) = task.work.take() {
+                self.functions.release(&work.digest);
+            }
+            if let Some(work) = task.resend.take() {
                 self.functions.release(&work.digest);
             }
             let dependents = std::mem::take(&mut task.dependents);

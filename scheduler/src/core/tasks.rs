@@ -16,6 +16,9 @@ pub struct TaskSpec {
     pub resources: ResourceRequest,
     /// Where the worker also writes the outcome, if the task has a store.
     pub store: Option<StoreTarget>,
+    /// How many times the task runs again when the worker running it dies
+    /// (executorlib's `restart_limit`) before it fails with the loss.
+    pub restart_limit: u32,
 }
 
 /// Counts for `info()`.
@@ -60,6 +63,7 @@ pub(super) enum TaskState {
 }
 
 /// What is sent to the worker, kept until then.
+#[derive(Clone)]
 pub(super) struct Work {
     pub(super) function: Bytes,
     /// Names `function` in the function store and the workers' caches.
@@ -73,6 +77,11 @@ pub(super) struct Task {
     pub(super) resources: ResourceRequest,
     /// The function and arguments until the task is sent.
     pub(super) work: Option<Work>,
+    /// Runs left should its worker die (`TaskSpec::restart_limit`).
+    pub(super) restarts_left: u32,
+    /// A copy of `work` kept after sending while `restarts_left` > 0, with
+    /// the function pickle and the dependencies' results held for it too.
+    pub(super) resend: Option<Work>,
     pub(super) dependencies: Vec<TaskId>,
     pub(super) dependents: Vec<TaskId>,
     /// Dependents not yet sent: they still need this task's result.
@@ -88,6 +97,8 @@ impl Task {
             state: TaskState::External,
             resources: ResourceRequest::default(),
             work: None,
+            restarts_left: 0,
+            resend: None,
             dependencies: Vec::new(),
             dependents: Vec::new(),
             holds: 0,

@@ -69,6 +69,7 @@ fn task(id: u64, deps: &[u64]) -> TaskSpec {
         dependencies: deps.iter().map(|d| TaskId(*d)).collect(),
         resources: ResourceRequest::default(),
         store: None,
+        restart_limit: 0,
     }
 }
 
@@ -459,4 +460,161 @@ fn output_is_reported_only_for_the_task_the_worker_is_running() {
         })
         .collect();
     assert_eq!(outputs, vec![(TaskId(1), Stream::Stdout, text("hi\n"))]);
+}
+
+#[test]
+fn a_dependent_that_raises_does_not_drop_a_result_its_sibling_still_needs() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, task(2, &[1])).unwrap();
+    core.submit(&mut comm, task(3, &[1])).unwrap();
+    core.release(TaskId(1));
+    done(&mut core, &mut comm, 0, 1, "shared");
+    core.task_done(
+        &mut comm,
+        WorkerId(0),
+        TaskId(2),
+        Outcome::Raised,
+        payload("error"),
+    );
+    assert_eq!(comm.runs().last(), Some(&(WorkerId(0), TaskId(3))));
+    assert_eq!(
+        comm.last_run_frames().1.last().unwrap(),
+        &Bytes::from_static(b"shared")
+    );
+}
+
+fn restartable(id: u64, deps: &[u64], restart_limit: u32) -> TaskSpec {
+    TaskSpec {
+        restart_limit,
+        ..task(id, deps)
+    }
+}
+
+#[test]
+fn a_task_whose_worker_dies_runs_again_up_to_its_restart_limit_then_fails() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, restartable(2, &[1], 2)).unwrap();
+    core.release(TaskId(1));
+    done(&mut core, &mut comm, 0, 1, "input");
+    let lost = |core: &mut Core, comm: &mut Recorder, worker: u32| {
+        core.worker_lost(
+            comm,
+            WorkerId(worker),
+            LostReason::new("killed by signal 9"),
+        );
+        core.worker_hello(comm, WorkerId(worker + 1), 200 + worker, "host".into());
+    };
+    lost(&mut core, &mut comm, 0);
+    lost(&mut core, &mut comm, 1);
+    // Sent three times, each time whole: the function and the input again.
+    let sent: Vec<_> = comm
+        .runs()
+        .into_iter()
+        .filter(|(_, t)| *t == TaskId(2))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (WorkerId(0), TaskId(2)),
+            (WorkerId(1), TaskId(2)),
+            (WorkerId(2), TaskId(2))
+        ]
+    );
+    let (message, frames) = comm.last_run_frames();
+    assert!(matches!(
+        message,
+        ToWorker::Run {
+            function: FunctionRef::Inline { .. },
+            ..
+        }
+    ));
+    assert_eq!(frames.last().unwrap(), &Bytes::from_static(b"input"));
+    let restarted = comm
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Output {
+                    task: TaskId(2),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(restarted, 2, "each restart is said on the task's stderr");
+    assert!(!comm.events.iter().any(|e| matches!(e, Event::Lost { .. })));
+    // The third loss is one too many.
+    core.worker_lost(
+        &mut comm,
+        WorkerId(2),
+        LostReason::new("killed by signal 9"),
+    );
+    assert!(comm.events.iter().any(|e| matches!(
+        e,
+        Event::Lost {
+            task: TaskId(2),
+            ..
+        }
+    )));
+    assert_eq!(core.task_counts().failed, 1);
+    assert_eq!(
+        core.task_counts().finished,
+        0,
+        "the input is let go of at the end"
+    );
+}
+
+#[test]
+fn a_restartable_task_that_finishes_lets_go_of_its_copy_and_inputs() {
+    let (mut core, mut comm) = block(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, restartable(2, &[1], 3)).unwrap();
+    core.release(TaskId(1));
+    done(&mut core, &mut comm, 0, 1, "input");
+    assert_eq!(core.task_counts().finished, 1, "held for a possible rerun");
+    done(&mut core, &mut comm, 0, 2, "out");
+    core.release(TaskId(2));
+    assert_eq!(core.task_counts().finished, 0);
+    assert!(core.functions.by_digest_is_empty());
+}
+
+#[test]
+fn per_task_mode_restarts_on_a_fresh_worker() {
+    let (mut core, mut comm) = per_task(1);
+    core.submit(&mut comm, restartable(1, &[], 1)).unwrap();
+    core.worker_hello(&mut comm, WorkerId(0), 1, "h".into());
+    core.worker_lost(&mut comm, WorkerId(0), LostReason::new("exit 1"));
+    assert_eq!(comm.started.len(), 2, "a new worker for the second run");
+    core.worker_hello(&mut comm, WorkerId(1), 2, "h".into());
+    done(&mut core, &mut comm, 1, 1, "ok");
+    assert_eq!(comm.finished(), vec![TaskId(1)]);
+}
+
+#[test]
+fn a_pool_grows_at_once_and_shrinks_idle_workers_first_busy_ones_after_their_task() {
+    let (mut core, mut comm) = block(1);
+    for id in 1..=3 {
+        core.submit(&mut comm, task(id, &[])).unwrap();
+    }
+    core.resize_pool(&mut comm, 3).unwrap();
+    assert_eq!(comm.started.len(), 3, "two more workers start");
+    core.worker_hello(&mut comm, WorkerId(1), 11, "host".into());
+    core.worker_hello(&mut comm, WorkerId(2), 12, "host".into());
+    assert_eq!(comm.runs().len(), 3, "the queued tasks run on them");
+    done(&mut core, &mut comm, 2, 3, "r3");
+    // Down to one: the idle worker 2 stops now, busy 0 or 1 once its task ends.
+    core.resize_pool(&mut comm, 1).unwrap();
+    assert_eq!(comm.stopped, vec![WorkerId(2)]);
+    done(&mut core, &mut comm, 1, 2, "r2");
+    assert_eq!(comm.stopped, vec![WorkerId(2), WorkerId(1)]);
+    done(&mut core, &mut comm, 0, 1, "r1");
+    assert_eq!(comm.stopped.len(), 2, "the last one stays");
+    // Retired workers that exit are not replaced.
+    core.worker_lost(&mut comm, WorkerId(1), LostReason::new("exit 0"));
+    core.worker_lost(&mut comm, WorkerId(2), LostReason::new("exit 0"));
+    assert_eq!(comm.started.len(), 3);
+    assert!(core.resize_pool(&mut comm, 0).is_err());
 }
