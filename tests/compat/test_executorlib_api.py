@@ -233,11 +233,33 @@ def test_cluster_executors_need_their_job_system(monkeypatch, tmp_path):
         FluxClusterExecutor()
 
 
-def test_arguments_pmp_does_not_support_yet_are_refused_not_dropped():
-    with pytest.raises(ValueError, match=r"log_obj_size=True\) is not supported by pmp yet"):
-        SingleNodeExecutor(log_obj_size=True)
-    with SingleNodeExecutor() as exe, pytest.raises(ValueError, match="'priority' is not"):
-        exe.submit(sum, [1], resource_dict={"priority": 5})
+def test_arguments_pmp_does_not_support_yet_are_refused_not_dropped(monkeypatch):
+    monkeypatch.setenv("FLUX_URI", "local:///nowhere")  # refused before Flux is asked anything
+    with pytest.raises(ValueError, match=r"flux_log_files=True\) is not supported by pmp yet"):
+        FluxJobExecutor(flux_log_files=True)
+    with pytest.raises(ValueError, match=r"flux_executor_nesting=True\) is not supported"):
+        FluxJobExecutor(flux_executor_nesting=True)
+
+
+def test_priority_is_refused_where_no_queue_orders_the_calls():
+    with SingleNodeExecutor() as exe:
+        with pytest.raises(ValueError, match="'priority' is a queueing system's"):
+            exe.submit(sum, [1], resource_dict={"priority": 5})
+        with pytest.raises(ValueError, match="urgency, 0 to 31"):
+            exe.submit(sum, [1], resource_dict={"priority": 40})
+
+
+def test_log_obj_size_logs_the_pickled_sizes_of_calls_and_results(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pmp")
+    with SingleNodeExecutor(log_obj_size=True) as exe:
+        assert exe.submit(calc_add, 1, b=2).result(RESULT_TIMEOUT) == 3
+    messages = [r.getMessage() for r in caplog.records if r.name == "pmp"]
+    assert any(
+        m.startswith("submit calc_add: function ") and m.endswith(" bytes") for m in messages
+    ), messages
+    assert any(m.startswith("result of calc_add: ") for m in messages), messages
 
 
 def test_a_pending_batch_does_not_block_the_caller(make_gate):

@@ -273,3 +273,31 @@ def test_flux_job_executor_as_executorlib_users_write_it(flux, mpi, run_script):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == ["flux [(3, 2, 0), (3, 2, 1)]", "[1, 2, 3]"]
+
+
+@pytest.mark.timeout(300)
+def test_priority_is_the_flux_jobs_urgency(flux, mpi, run_script):
+    done = run_script(
+        CLUSTER_CLIENT
+        + """
+import subprocess
+from pmp import FluxJobExecutor
+
+def urgency(job):
+    return subprocess.run(["flux", "jobs", "-a", "--no-header", "--format={urgency}", job],
+                          capture_output=True, text=True).stdout.strip()
+
+with FluxClusterExecutor(cache_directory="store", pmi_mode="simple") as exe:
+    future = exe.submit(add, 2, 2, resource_dict={"priority": 20})
+    print(future.result()[0], urgency(future.job))
+    print(exe.submit(ranks, resource_dict={"cores": 2}).result())
+with FluxJobExecutor(max_cores=1) as exe:
+    print(exe.submit(add, 1, 1, resource_dict={"priority": 3}).result()[0])
+    every = subprocess.run(["flux", "jobs", "-a", "--no-header", "--format={urgency}"],
+                           capture_output=True, text=True).stdout.split()
+    print("3" in every)
+""",
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["4 20", "[(0, 2), (1, 2)]", "2", "True"]

@@ -486,3 +486,22 @@ def test_slurm_cluster_executor_as_executorlib_users_write_it(batch, tmp_path):
         assert done.returncode == 0, done.stderr
         expected = [str(int(argument) + 1), "True", "True", "True", "True"]
         assert done.stdout.split() == expected, (launcher, done.stdout)
+
+
+@pytest.mark.timeout(240)
+def test_slurm_cluster_pmi_mode_and_priority(batch):
+    done = batch(
+        """
+        from pmp import SlurmClusterExecutor
+        with SlurmClusterExecutor(cache_directory="store", pmi_mode="pmi2") as exe:
+            print(exe.submit(ranks, resource_dict={"cores": 2}).result(timeout=120))
+            try:
+                exe.submit(add, 1, 2, resource_dict={"priority": 10})
+            except ValueError as error:
+                print(str(error).split(":")[0])
+        """
+    )
+    assert lines(done) == [
+        "[(0, 2), (1, 2)]",
+        "resource_dict key 'priority' cannot be honoured by Slurm",
+    ]

@@ -65,7 +65,18 @@ BATCH_KEYS = (
     "memory_max",
     "partition",
     "slurm_cmd_args",
+    "priority",
 )
+
+
+def check_priority(name, value):
+    """Flux's urgency: 0 (lowest) to 31 (highest), 16 by default."""
+    from pmp.client.resources import check_int
+
+    check_int(name, value, 0)
+    if value > 31:
+        raise ValueError(f"{name} is Flux's urgency, 0 to 31 (16 by default), got {value}")
+    return value
 
 
 def check_batch_value(key, value):
@@ -74,6 +85,8 @@ def check_batch_value(key, value):
     name = f"resource_dict key {key!r}"
     if key in ("num_nodes", "run_time_max"):
         return check_int(name, value, 1)
+    if key == "priority":
+        return check_priority(name, value)
     if key == "exclusive":
         return check_bool(name, value)
     if key == "slurm_cmd_args":

@@ -85,13 +85,20 @@ class _ExecutorlibFront(Executor):
             self._graph = GraphRecorder()
             self._graph_files = (plot_dependency_graph_filename, export_workflow_filename)
         for argument, value, default in (
-            ("log_obj_size", log_obj_size, False),
             ("flux_executor_nesting", flux_executor_nesting, False),
             ("flux_log_files", flux_log_files, False),
             ("pysqa_config_directory", pysqa_config_directory, None),
         ):
             if value != default:
                 raise ValueError(f"{name}({argument}={value!r}) is not supported by pmp yet")
+        if not isinstance(log_obj_size, bool):
+            raise ValueError(f"log_obj_size must be True or False, got {log_obj_size!r}")
+        if log_obj_size and self._cluster_jobs:
+            raise ValueError(
+                f"{name}(log_obj_size=True): calls travel through the task store as files, "
+                "not messages; their sizes are the files' (get_cache_data)"
+            )
+        self._log_obj_size = log_obj_size
         if not isinstance(wait, bool):
             raise ValueError(f"wait must be True or False, got {wait!r}")
         resource_dict = _checked_keys(dict(resource_dict or {}), "resource_dict")
@@ -146,14 +153,29 @@ class _ExecutorlibFront(Executor):
     def _pmi_arguments(self, pmi_mode):
         raise ValueError(f"{self._api_name} has no pmi_mode")
 
+    def _place_priority(self, merged):
+        """`priority` outside the cluster classes: Flux's urgency of the
+        call's own `flux run` job; nothing else has a queue to order."""
+        from pmp.client.batch import check_priority
+
+        priority = check_priority("resource_dict key 'priority'", merged.pop("priority"))
+        if self._backend.name != "flux" or self._block:
+            raise ValueError(
+                "resource_dict key 'priority' is a queueing system's: it is honoured for "
+                "Flux jobs (FluxJobExecutor without block_allocation, FluxClusterExecutor, "
+                "as --urgency); here calls are not queued by Flux"
+            )
+        extra = merged.get("command_line_argument_lst", self._defaults["command_line_argument_lst"])
+        merged["command_line_argument_lst"] = [*extra, f"--urgency={priority}"]
+
     # ---- executorlib's behaviour where it differs from pmp.Executor's ----
 
     def submit(self, fn, /, *args, resource_dict=None, **kwargs):
         given = _checked_keys(dict(resource_dict or {}), "resource_dict")
         merged = {**self._call_defaults, **given}
         error_log_file = merged.pop("error_log_file", None)
-        if merged.pop("priority", None) is not None:
-            raise ValueError("resource_dict key 'priority' is not supported by pmp yet")
+        if "priority" in merged and not self._cluster_jobs:
+            self._place_priority(merged)
         if "openmpi_oversubscribe" in merged:
             merged["oversubscribe"] = merged.pop("openmpi_oversubscribe")
         if not self._cluster_jobs:
@@ -169,6 +191,8 @@ class _ExecutorlibFront(Executor):
         if self._graph is not None:
             return self._graph.record(fn, args, kwargs)
         future = super().submit(fn, *args, resource_dict=merged or None, **kwargs)
+        if self._log_obj_size:
+            _log_sizes(fn, args, kwargs, future)
         if error_log_file is not None:
             future.add_done_callback(_error_logger(os.path.abspath(error_log_file), fn))
         return future
@@ -289,11 +313,17 @@ class SlurmClusterExecutor(_ExecutorlibFront):
     ):
         self._setup(**_arguments(locals()), restart_limit=0)
 
-    def _pmi_arguments(self, pmi_mode):
-        raise ValueError(
-            "SlurmClusterExecutor(pmi_mode=...) is not supported by pmp yet: the ranks of a "
-            "batch job are started with srun's default --mpi, or pmp's choice for the MPI found"
-        )
+    def _setup(self, **given):
+        pmi_mode = given.pop("pmi_mode")
+        if pmi_mode is not None and given["block_allocation"]:
+            raise ValueError(
+                "SlurmClusterExecutor(pmi_mode=...) with block_allocation=True is not "
+                "supported by pmp yet: pilot jobs start their ranks with pmp's choice of --mpi"
+            )
+        super()._setup(**given)
+        if pmi_mode is not None:
+            # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
+            self._batch.jobs.pmi_mode = pmi_mode
 
 
 class FluxJobExecutor(_ExecutorlibFront):
@@ -404,3 +434,26 @@ def _error_logger(path, fn):
                     file.write("\n")
 
     return log
+
+
+def _log_sizes(fn, args, kwargs, future):
+    """executorlib's log_obj_size: the pickled sizes of a call's function and
+    arguments now, and of its result when it ends, on the logger "pmp" (INFO)."""
+    import logging
+
+    from pmp.client import serialize
+
+    logger = logging.getLogger("pmp")
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    function = len(serialize.dumps_function(fn))
+    frames = serialize.dumps_call(args, kwargs, lambda f: serialize.as_value(None))
+    arguments = sum(len(memoryview(frame)) for frame in frames)
+    logger.info("submit %s: function %d bytes, arguments %d bytes", name, function, arguments)
+
+    def on_done(done):
+        if done.cancelled() or done.exception() is not None:
+            return
+        size = sum(len(memoryview(f)) for f in serialize.dumps_value(done.result()))
+        logger.info("result of %s: %d bytes", name, size)
+
+    future.add_done_callback(on_done)

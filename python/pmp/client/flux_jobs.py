@@ -12,7 +12,7 @@ reason), RUN and CLEANUP are RUNNING, an inactive job is its result
 import os
 import subprocess
 
-KEYS = ("num_nodes", "exclusive", "run_time_max", "partition")
+KEYS = ("num_nodes", "exclusive", "run_time_max", "partition", "priority")
 _PENDING = ("DEPEND", "PRIORITY", "SCHED", "NEW")
 _RUNNING = ("RUN", "CLEANUP")
 _RESULTS = {"CANCELED": "CANCELLED"}
@@ -37,6 +37,8 @@ def submit_options(name, resources, cwd, log, dependencies):
         options.append(f"--time-limit={resources['run_time_max']}s")
     if resources.get("partition"):
         options.append(f"--queue={resources['partition']}")  # Flux calls them queues
+    if resources.get("priority") is not None:
+        options.append(f"--urgency={resources['priority']}")
     options += [f"--dependency=afterok:{job}" for job in dependencies]
     options.extend(resources["command_line_argument_lst"])
     return options

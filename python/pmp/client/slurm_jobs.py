@@ -68,8 +68,15 @@ class SlurmJobs:
         self._scontrol = shutil.which("scontrol", path=here) or "scontrol"
         self._tool_dirs = tool_dirs
 
+    pmi_mode = None  # srun's --mpi for the ranks inside the job; None: pmp's choice
+
     def check(self, resources):
-        """Nothing Slurm cannot do: every key has an sbatch option."""
+        if resources.get("priority") is not None:
+            raise ValueError(
+                "resource_dict key 'priority' cannot be honoured by Slurm: only its "
+                "administrators set a job's priority (pass --nice through slurm_cmd_args to "
+                "lower it)"
+            )
 
     def submit(self, name, resources, cwd, log, environment, worker, dependencies):
         """Submit one call's job; returns its id."""
@@ -77,7 +84,10 @@ class SlurmJobs:
 
         cores = resources["cores"]
         if cores > 1:
-            mpi = _pmp.srun_mpi_options(self._tool_dirs)
+            if self.pmi_mode:
+                mpi = [f"--mpi={self.pmi_mode}"]
+            else:
+                mpi = _pmp.srun_mpi_options(self._tool_dirs)
             command = [self._srun, f"--ntasks={cores}", *mpi, worker]
         else:
             command = [worker]
