@@ -235,8 +235,8 @@ def test_cluster_executors_need_their_job_system(monkeypatch, tmp_path):
 
 def test_arguments_pmp_does_not_support_yet_are_refused_not_dropped(monkeypatch):
     monkeypatch.setenv("FLUX_URI", "local:///nowhere")  # refused before Flux is asked anything
-    with pytest.raises(ValueError, match=r"flux_log_files=True\) is not supported by pmp yet"):
-        FluxJobExecutor(flux_log_files=True)
+    with pytest.raises(ValueError, match=r"pysqa_config_directory='q'\) is not supported"):
+        FluxClusterExecutor(pysqa_config_directory="q")
     with pytest.raises(ValueError, match=r"flux_executor_nesting=True\) is not supported"):
         FluxJobExecutor(flux_executor_nesting=True)
 

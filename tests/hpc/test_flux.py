@@ -266,13 +266,15 @@ def test_flux_job_executor_as_executorlib_users_write_it(flux, mpi, run_script):
 
         with FluxJobExecutor(max_cores=2, resource_dict={"cores": 2}, pmi_mode="simple") as exe:
             print(exe.info["backend"], exe.submit(calc_mpi, 3).result())
-        with FluxJobExecutor(max_workers=2, block_allocation=True) as exe:
+        with FluxJobExecutor(max_workers=2, block_allocation=True, flux_log_files=True) as exe:
             print(sorted(exe.map(abs, [-1, -2, -3])))
+        import glob
+        print(len(glob.glob("flux-*.out")), len(glob.glob("flux-*.err")))
         """,
         ("flux", "start"),
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines() == ["flux [(3, 2, 0), (3, 2, 1)]", "[1, 2, 3]"]
+    assert done.stdout.strip().splitlines() == ["flux [(3, 2, 0), (3, 2, 1)]", "[1, 2, 3]", "2 2"]
 
 
 @pytest.mark.timeout(300)

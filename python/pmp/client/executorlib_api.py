@@ -86,7 +86,6 @@ class _ExecutorlibFront(Executor):
             self._graph_files = (plot_dependency_graph_filename, export_workflow_filename)
         for argument, value, default in (
             ("flux_executor_nesting", flux_executor_nesting, False),
-            ("flux_log_files", flux_log_files, False),
             ("pysqa_config_directory", pysqa_config_directory, None),
         ):
             if value != default:
@@ -117,6 +116,11 @@ class _ExecutorlibFront(Executor):
         extra = []
         if pmi_mode is not None:
             extra = self._pmi_arguments(pmi_mode)
+        if not isinstance(flux_log_files, bool):
+            raise ValueError(f"flux_log_files must be True or False, got {flux_log_files!r}")
+        if flux_log_files:
+            # One pair per worker job (executorlib writes flux.out / flux.err).
+            extra += ["--output=flux-{{id}}.out", "--error=flux-{{id}}.err"]
         if call_defaults.get("slurm_cmd_args") and not self._cluster_jobs:
             extra += list(call_defaults.pop("slurm_cmd_args"))
         self._call_defaults = call_defaults
