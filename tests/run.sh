@@ -37,6 +37,8 @@ fi
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== macOS builds (cross-checked)"
+bash tests/check-macos.sh
 echo "== ruff"
 "$python" -m ruff check .
 "$python" -m ruff format --check .

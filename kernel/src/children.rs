@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 /// (pid, parent pid, process group) of every live process, from /proc.
+#[cfg(target_os = "linux")]
 fn processes() -> Vec<(i32, i32, i32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -22,6 +23,33 @@ fn processes() -> Vec<(i32, i32, i32)> {
             }
             let ppid = fields.next()?.parse().ok()?;
             let pgrp = fields.next()?.parse().ok()?;
+            Some((pid, ppid, pgrp))
+        })
+        .collect()
+}
+
+/// (pid, parent pid, process group) of every live process, from `ps`
+/// where there is no /proc (macOS); zombies left out as above.
+#[cfg(not(target_os = "linux"))]
+fn processes() -> Vec<(i32, i32, i32)> {
+    let Ok(listed) = std::process::Command::new("ps")
+        .args([
+            "-A", "-o", "pid=", "-o", "ppid=", "-o", "pgid=", "-o", "stat=",
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let pid = fields.next()?.parse().ok()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let pgrp = fields.next()?.parse().ok()?;
+            if fields.next()?.starts_with('Z') {
+                return None;
+            }
             Some((pid, ppid, pgrp))
         })
         .collect()

@@ -4,6 +4,7 @@
 //! a frame that has been sent is recycled for the next one.
 
 use bytes::Bytes;
+#[cfg(target_os = "linux")]
 use std::os::raw::c_void;
 use std::sync::Mutex;
 
@@ -63,24 +64,31 @@ pub fn into_frame(data: Vec<u8>) -> Bytes {
 /// so copying a 100 MB array in costs about 50 page faults instead of 25,000,
 /// each zeroing a page: most of that copy's time.
 pub fn storage(len: usize) -> Vec<u8> {
-    const HUGE: usize = 2 << 20;
     if len >= LARGE {
         if let Some(storage) = take_spare(len) {
             return storage;
         }
     }
-    let mut data = Vec::with_capacity(len);
-    if len >= 2 * HUGE {
-        let start = data.as_mut_ptr() as usize;
-        let aligned = start.next_multiple_of(HUGE);
-        let advised = (start + len).saturating_sub(aligned) / HUGE * HUGE;
-        // SAFETY: advice only, on whole pages inside the allocation, before
-        // anything is written to it.
-        unsafe {
-            libc::madvise(aligned as *mut c_void, advised, libc::MADV_HUGEPAGE);
-        }
-    }
+    let data = Vec::with_capacity(len);
+    // Transparent huge pages are Linux's; elsewhere the pages stay small.
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(data.as_ptr() as usize, len);
     data
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(start: usize, len: usize) {
+    const HUGE: usize = 2 << 20;
+    if len < 2 * HUGE {
+        return;
+    }
+    let aligned = start.next_multiple_of(HUGE);
+    let advised = (start + len).saturating_sub(aligned) / HUGE * HUGE;
+    // SAFETY: advice only, on whole pages inside the allocation, before
+    // anything is written to it.
+    unsafe {
+        libc::madvise(aligned as *mut c_void, advised, libc::MADV_HUGEPAGE);
+    }
 }
 
 #[cfg(test)]

@@ -85,6 +85,9 @@ pub fn spawn(
             if libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Linux kills the worker when the scheduler's thread dies; on
+            // macOS the worker watches the client's pid itself (PMP_CLIENT_PID).
+            #[cfg(target_os = "linux")]
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });

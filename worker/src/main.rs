@@ -8,6 +8,7 @@
 //! thread owns the socket, answers heartbeats while a task runs, and exits the
 //! process when the scheduler goes silent.
 
+mod client_watch;
 mod connection;
 mod interpreter;
 mod job;
@@ -20,6 +21,7 @@ use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
 use settings::{Mode, Settings};
 
 fn main() {
+    client_watch::start();
     let mode = match Mode::from_env() {
         Ok(mode) => mode,
         Err(e) => {

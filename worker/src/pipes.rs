@@ -58,6 +58,7 @@ fn is_pipe(fd: i32) -> bool {
 }
 
 /// Bytes in the pipe not read yet (Linux answers FIONREAD on either end).
+#[cfg(target_os = "linux")]
 fn unread(fd: i32) -> i32 {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
@@ -67,7 +68,14 @@ fn unread(fd: i32) -> i32 {
     n
 }
 
-#[cfg(test)]
+/// macOS answers FIONREAD only for the read end, which the worker does
+/// not have: its output is not waited for (it may arrive just after the task).
+#[cfg(not(target_os = "linux"))]
+fn unread(_fd: i32) -> i32 {
+    0
+}
+
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::io::{Read, Write};

@@ -171,10 +171,7 @@ impl Streams {
     /// read it directly.
     pub fn capture_fd(self: &Arc<Self>, name: Name) -> io::Result<()> {
         let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 fills `fds`; each fd is owned below exactly once.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        open_pipe(&mut fds)?;
         let read_end = unsafe { OwnedFd::from_raw_fd(fds[0]) };
         let write_end = unsafe { OwnedFd::from_raw_fd(fds[1]) };
         // SAFETY: fcntl/dup2 on fds we own; dup2 replaces fd 1/2 atomically
@@ -244,6 +241,32 @@ pub fn stream_content(name: &'static str, text: &str) -> Bytes {
         text: &'a str,
     }
     crate::wire::json(&Stream { name, text })
+}
+
+/// A pipe whose ends close on exec (they are this process's own).
+#[cfg(target_os = "linux")]
+fn open_pipe(fds: &mut [RawFd; 2]) -> io::Result<()> {
+    // SAFETY: pipe2 fills `fds`; each fd is owned by the caller exactly once.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// macOS has no pipe2: pipe, then FD_CLOEXEC on each end (a fork in between
+/// could leak them into that child: a window of two system calls at start-up).
+#[cfg(not(target_os = "linux"))]
+fn open_pipe(fds: &mut [RawFd; 2]) -> io::Result<()> {
+    // SAFETY: pipe fills `fds`; fcntl on the two fds it made.
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for &fd in fds.iter() {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ impl WorkerEnvironment {
             ("PMP_SCHEDULER".to_string(), self.address.clone()),
             ("PMP_KEY".to_string(), self.key_hex.clone()),
             ("PMP_WORKER_ID".to_string(), worker.0.to_string()),
+            // Where there is no parent-death signal, the worker watches it.
+            ("PMP_CLIENT_PID".to_string(), std::process::id().to_string()),
             ("PMP_PYTHON".to_string(), self.python.clone()),
             ("PMP_SYS_PATH".to_string(), self.sys_path.join("\u{1f}")),
             (
