@@ -21,6 +21,8 @@ _EXPORTS = {
     "FluxClusterExecutor": "pmp.client.executorlib_api",
     "get_cache_data": "pmp.client.store",
     "get_item_from_future": "pmp.client.future_tools",
+    "get_future_from_cache": "pmp.client.store",
+    "terminate_tasks_in_cache": "pmp.client.batch",
     "split_future": "pmp.client.future_tools",
 }
 
@@ -38,8 +40,10 @@ __all__ = [
     "WorkerDiedError",
     "clear_cache",
     "get_cache_data",
+    "get_future_from_cache",
     "get_item_from_future",
     "split_future",
+    "terminate_tasks_in_cache",
 ]
 
 

@@ -427,3 +427,21 @@ def test_restart_limit_runs_a_call_again_when_its_worker_is_killed(tmp_path):
         again = tmp_path / "again"
         future = exe.submit(die_until, str(again), 1, resource_dict={"restart_limit": 1})
         assert future.result(RESULT_TIMEOUT) == 1
+
+
+def test_get_future_from_cache_and_the_output_and_filename_of_cache_rows(tmp_path):
+    from pmp import get_future_from_cache
+
+    cache = str(tmp_path / "cache")
+    with SingleNodeExecutor(cache_directory=cache) as exe:
+        assert exe.submit(calc_add, 1, 2, resource_dict={"cache_key": "sum"}).result() == 3
+        failed = exe.submit(shout, "stored", resource_dict={"cache_key": "fails"})
+        with pytest.raises(RuntimeError):
+            failed.result(RESULT_TIMEOUT)
+    assert get_future_from_cache(cache, "sum").result(0) == 3
+    with pytest.raises(RuntimeError, match="stored"):
+        get_future_from_cache(cache, "fails").result(0)
+    with pytest.raises(FileNotFoundError):
+        get_future_from_cache(cache, "never")
+    (row,) = [r for r in get_cache_data(cache) if r["key"] == "sum"]
+    assert row["output"] == row["result"] == 3 and os.path.isfile(row["filename"])

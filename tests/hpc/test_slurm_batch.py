@@ -505,3 +505,30 @@ def test_slurm_cluster_pmi_mode_and_priority(batch):
         "[(0, 2), (1, 2)]",
         "resource_dict key 'priority' cannot be honoured by Slurm",
     ]
+
+
+@pytest.mark.timeout(240)
+def test_terminate_tasks_in_cache_cancels_what_a_gone_client_left_running(batch, wait_until):
+    done = batch(
+        """
+        exe = Executor(backend="slurm", cache_directory="store")
+        future = exe.submit(slow_add, 1, 2)
+        while future.job_state is None or not future.job_state.startswith("RUNNING"):
+            time.sleep(0.2)
+        print(future.job)
+        exe.shutdown(wait=False)  # detached: the job keeps running
+        """
+    )
+    (job,) = lines(done)
+    assert in_queue("slow_add") == ["slow_add", "RUNNING"]
+    done = batch(
+        """
+        from pmp import get_future_from_cache, terminate_tasks_in_cache
+        (key,) = os.listdir("store/jobs")
+        pending = get_future_from_cache("store", key)
+        print(pending.done(), terminate_tasks_in_cache("store"))
+        print(type(pending.exception(timeout=30)).__name__)
+        """
+    )
+    assert lines(done) == [f"False ['{job}']", "RuntimeError"]
+    wait_until(lambda: in_queue("slow_add") == [], timeout=60, message="job cancelled")

@@ -423,3 +423,41 @@ def _tail(path, lines=20):
             return "".join(file.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backend=None):
+    """Cancel every batch job recorded in the store (its `jobs/` files), as
+    executorlib's: `backend` "slurm" (scancel, the default) or "flux" (flux
+    cancel). Returns the job ids cancelled; their keys are free again."""
+    import shutil
+
+    from pmp.client.flux_jobs import FluxJobs
+    from pmp.client.slurm_jobs import SlurmJobs
+
+    if pysqa_config_directory is not None:
+        raise ValueError("pysqa_config_directory: pmp's job systems are built in, not pysqa's")
+    task_store = store.open_store(store.check_directory("cache_directory", cache_directory))
+    if backend in (None, "slurm"):
+        program = shutil.which("sbatch")
+        jobs = None if program is None else SlurmJobs(program, [])
+    elif backend == "flux":
+        program = shutil.which("flux")
+        jobs = None if program is None else FluxJobs(program, [])
+    else:
+        raise ValueError(f"backend must be 'slurm' or 'flux', got {backend!r}")
+    if jobs is None:
+        raise ValueError(f"terminate_tasks_in_cache: no {backend or 'slurm'} commands on PATH")
+    directory = os.path.join(os.fspath(task_store.root), "jobs")
+    recorded = {}
+    for key in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if task_store.contains(key):
+            continue  # ended with a result: nothing to cancel
+        job = _read_job(task_store, key)
+        if job:
+            recorded[key] = job
+    if recorded:
+        jobs.cancel(sorted(set(recorded.values())))
+    for key in recorded:
+        with contextlib.suppress(Exception):
+            task_store.unlock(key)
+    return sorted(set(recorded.values()))

@@ -177,7 +177,8 @@ def describe(entry):
 def get_cache_data(cache_directory):
     """One dict per stored task, ready for `pandas.DataFrame(...)`: key,
     function, state ("done" or "failed"), result or error, submitted,
-    started, finished (datetimes), host, duration (seconds)."""
+    started, finished (datetimes), host, duration (seconds); and under
+    executorlib's names, output (the result) and filename (the entry's file)."""
     from pmp import _pmp
 
     store = open_store(check_directory("cache_directory", cache_directory))
@@ -204,9 +205,73 @@ def get_cache_data(cache_directory):
             value = serialize.loads(entry.frames)
         except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
             value = error
-        row["result" if entry.state == "done" else "error"] = value
+        if entry.state == "done":
+            row["result"] = row["output"] = value
+        else:
+            row["error"] = value
+        row["filename"] = os.path.join(os.fspath(store.root), "entries", key)
         rows.append(row)
     return rows
+
+
+def get_future_from_cache(cache_directory, cache_key):
+    """A Future of the call stored under `cache_key`, as executorlib's: done
+    with its result or exception if its entry is there; if only its input is
+    (a batch job not finished yet), one that resolves when the entry
+    appears; FileNotFoundError if neither is."""
+    from concurrent.futures import Future
+
+    from pmp import _pmp
+
+    store = open_store(check_directory("cache_directory", cache_directory))
+    check_key("cache_key", cache_key)
+    future = Future()
+
+    def resolve(entry):
+        if entry.state == "done":
+            future.set_result(serialize.loads(entry.frames))
+        else:
+            from pmp.client.future import _decode_exception
+
+            future.set_exception(_decode_exception(entry.frames))
+
+    try:
+        entry = store.read(cache_key)
+    except _pmp.InvalidEntry as error:
+        raise ValueError(f"the entry {cache_key!r} in {store.root} failed its check: {error}")
+    if entry is not None:
+        resolve(entry)
+        return future
+    if not store.has_input(cache_key):
+        raise FileNotFoundError(
+            f"no entry and no input for cache key {cache_key!r} in {store.root}"
+        )
+
+    def wait():
+        while True:
+            try:
+                found = store.read(cache_key)
+            except _pmp.InvalidEntry as error:
+                future.set_exception(
+                    ValueError(f"the entry {cache_key!r} failed its check: {error}")
+                )
+                return
+            if found is not None:
+                resolve(found)
+                return
+            if not store.has_input(cache_key):  # removed: nothing will come
+                future.set_exception(FileNotFoundError(f"cache key {cache_key!r} was removed"))
+                return
+            if store.lock_owner(cache_key) is None and store.read(cache_key) is None:
+                # Its job holds the key's lock until it wrote the entry.
+                future.set_exception(
+                    RuntimeError(f"the job of cache key {cache_key!r} ended without a result")
+                )
+                return
+            time.sleep(0.25)
+
+    threading.Thread(target=wait, name="pmp-cache-future", daemon=True).start()
+    return future
 
 
 def clear_cache(cache_directory, key=None):
