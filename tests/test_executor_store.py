@@ -159,8 +159,8 @@ print(clear_cache("store"), get_cache_data("store"))
 """
     assert ok(run_script(script(calls))) == [
         (
-            "['duration', 'finished', 'function', 'host', 'key', 'result', 'started', "
-            "'state', 'submitted'] 4 add done"
+            "['duration', 'filename', 'finished', 'function', 'host', 'key', 'output', "
+            "'result', 'started', 'state', 'submitted'] 4 add done"
         ),
         "True True",
         "True",
@@ -226,7 +226,7 @@ def test_a_bad_cache_key_or_directory_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="cache_directory .* is not a directory"):
         Executor(max_cores=1, cache_directory=str(tmp_path / "file"))
     with Executor(max_cores=1, cache_directory=str(tmp_path / "store")) as exe:
-        for bad in ("../escape", ".hidden", "", "a/b", 5):
+        for bad in ("../escape", ".hidden", "", "a//b", "a/.b", "a%b", 5):
             with pytest.raises(ValueError, match="cache_key"):
                 exe.submit(sum, [1], resource_dict={"cache_key": bad})
         assert exe.submit(sum, [1, 1]).result(RESULT_TIMEOUT) == 2
@@ -236,6 +236,18 @@ def test_a_bad_cache_key_or_directory_is_a_value_error(tmp_path):
         per_call = {"cache_key": "k", "cache_directory": str(tmp_path / "per-call")}
         assert exe.submit(sum, [1, 2], resource_dict=per_call).result(RESULT_TIMEOUT) == 3
     assert (tmp_path / "per-call" / "entries" / "k").exists()
+
+
+def test_a_cache_key_with_parts_names_its_entry_as_executorlibs_sub_folders(run_script, tmp_path):
+    calls = """
+from pmp import get_cache_data
+futures = [exe.submit(add, i, i, resource_dict={"cache_key": f"same/j{i}"}) for i in (1, 2)]
+print([f.result() for f in futures])
+print(sorted((row["key"], row["output"]) for row in get_cache_data("store")))
+"""
+    assert ok(run_script(script(calls))) == ["[2, 4]", "[('same/j1', 2), ('same/j2', 4)]"]
+    assert ok(run_script(script(calls)))[0] == "[2, 4]"
+    assert sorted(runs(tmp_path)) == ["add 1 1", "add 2 2"], "the second process read them"
 
 
 SLOW = """

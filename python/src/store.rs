@@ -202,10 +202,17 @@ impl Store {
     }
 }
 
-/// Whether `key` can name an entry (letters, digits, `.`, `_`, `-`; up to 200).
+/// Whether `key` can name an entry (letters, digits, `.`, `_`, `-`, in parts
+/// joined by `/`; up to 200).
 #[pyfunction]
 pub fn valid_key(key: &str) -> bool {
     store::valid_key(key)
+}
+
+/// The file name `key` has in the store's directories ('/' as '%').
+#[pyfunction]
+pub fn key_file_name(key: &str) -> String {
+    store::file_name(key)
 }
 
 /// The content key of a call: BLAKE3 of its function pickle, its argument

@@ -204,11 +204,12 @@ class BatchJobs:
 
     def _submit_job(self, name, resources, task_store, key, dependencies):
         root = os.fspath(task_store.root)
+        from pmp import _pmp
+
         logs = os.path.join(root, "logs")
         os.makedirs(logs, mode=0o700, exist_ok=True)
-        log = os.path.join(logs, f"{key}.out")
+        log = os.path.join(logs, f"{_pmp.key_file_name(key)}.out")
         cwd = resources["cwd"] or os.getcwd()
-        from pmp import _pmp
         from pmp.client.executor import _client_sys_path
 
         environment = {
@@ -331,7 +332,9 @@ class BatchJobs:
         code = self.jobs.exit_code(w.job)
         if code in _JOB_EXIT:
             words = _JOB_EXIT[code]
-        log = os.path.join(os.fspath(w.store.root), "logs", f"{w.key}.out")
+        from pmp import _pmp
+
+        log = os.path.join(os.fspath(w.store.root), "logs", f"{_pmp.key_file_name(w.key)}.out")
         _fail(
             w.future,
             JobFailedError(
@@ -395,7 +398,9 @@ def _describe_state(state, reason, nodes):
 
 
 def _jobs_file(task_store, key):
-    return os.path.join(os.fspath(task_store.root), "jobs", key)
+    from pmp import _pmp
+
+    return os.path.join(os.fspath(task_store.root), "jobs", _pmp.key_file_name(key))
 
 
 def _write_job(task_store, key, job):
@@ -449,7 +454,12 @@ def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backe
         raise ValueError(f"terminate_tasks_in_cache: no {backend or 'slurm'} commands on PATH")
     directory = os.path.join(os.fspath(task_store.root), "jobs")
     recorded = {}
-    for key in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+    from pmp import _pmp
+
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    for key in (name.replace("%", "/") for name in names):
+        if not _pmp.valid_key(key):
+            continue
         if task_store.contains(key):
             continue  # ended with a result: nothing to cancel
         job = _read_job(task_store, key)

@@ -41,8 +41,8 @@ def check_key(name, value):
 
     if not isinstance(value, str) or not _pmp.valid_key(value):
         raise ValueError(
-            f"{name} must be a str of up to 200 letters, digits, '.', '_' or '-' (not "
-            f"starting with '.'), got {value!r}"
+            f"{name} must be a str of up to 200 letters, digits, '.', '_' or '-', in parts "
+            f"joined by '/', none starting with '.', got {value!r}"
         )
     return value
 
@@ -209,7 +209,7 @@ def get_cache_data(cache_directory):
             row["result"] = row["output"] = value
         else:
             row["error"] = value
-        row["filename"] = os.path.join(os.fspath(store.root), "entries", key)
+        row["filename"] = os.path.join(os.fspath(store.root), "entries", _pmp.key_file_name(key))
         rows.append(row)
     return rows
 

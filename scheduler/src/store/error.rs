@@ -56,7 +56,8 @@ impl fmt::Display for StoreError {
             StoreError::InvalidKey(key) => write!(
                 f,
                 "task key {key:?} cannot name a store entry: use 1 to 200 of the \
-                 characters A-Z a-z 0-9 . _ -, not starting with '.'"
+                 characters A-Z a-z 0-9 . _ -, in parts joined by '/', none starting \
+                 with '.'"
             ),
         }
     }

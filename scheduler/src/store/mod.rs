@@ -70,19 +70,37 @@ use std::path::{Path, PathBuf};
 /// this format and refuses newer ones.
 pub const FORMAT: u32 = 1;
 
-/// Is `key` usable as an entry name: 1..=200 of [A-Za-z0-9._-], not starting
-/// with '.' (which keeps temp files and `.`/`..` out of the key space).
+/// Is `key` usable as a task key: 1..=200 bytes of parts joined by '/'
+/// (executorlib's keys name sub-folders, "run/a"), each part one or more
+/// of [A-Za-z0-9._-] not starting with '.' (which keeps temp files and
+/// `.`/`..` out of the key space).
 pub fn valid_key(key: &str) -> bool {
     (1..=200).contains(&key.len())
-        && !key.starts_with('.')
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && key.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('.')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
 }
 
-fn checked(key: &str) -> Result<&str, StoreError> {
+/// The file name of `key` in each of the store's directories: flat, with
+/// '/' written as '%', which no key holds, so names and keys map one to one.
+pub fn file_name(key: &str) -> String {
+    key.replace('/', "%")
+}
+
+/// The key a file in the store's directories is named for, if any.
+fn key_of(name: &str) -> Option<String> {
+    let key = name.replace('%', "/");
+    valid_key(&key).then_some(key)
+}
+
+/// `key`'s file name, if it is a valid key.
+fn checked(key: &str) -> Result<String, StoreError> {
     if valid_key(key) {
-        Ok(key)
+        Ok(file_name(key))
     } else {
         Err(StoreError::InvalidKey(key.to_string()))
     }
@@ -232,7 +250,7 @@ impl Store {
     /// Whether a file exists for `key` (one stat), without verifying it;
     /// false for an invalid key.
     pub fn contains(&self, key: &str) -> bool {
-        valid_key(key) && self.entries.join(key).exists()
+        valid_key(key) && self.entries.join(file_name(key)).exists()
     }
 
     /// Write `entry` under `key` atomically: to a temp file in the entries
@@ -261,7 +279,7 @@ impl Store {
     /// Whether an input file exists for `key` (one stat), without verifying
     /// it; false for an invalid key.
     pub fn has_input(&self, key: &str) -> bool {
-        valid_key(key) && self.inputs.join(key).exists()
+        valid_key(key) && self.inputs.join(file_name(key)).exists()
     }
 
     /// Write `input` under `key`, atomically like an entry (`write`).
@@ -274,8 +292,10 @@ impl Store {
 
     /// All keys with an entry file, sorted (temp files are not listed).
     pub fn keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys = files::names(&self.entries)?;
-        keys.retain(|name| valid_key(name));
+        let mut keys: Vec<String> = files::names(&self.entries)?
+            .iter()
+            .filter_map(|name| key_of(name))
+            .collect();
         keys.sort_unstable();
         Ok(keys)
     }
@@ -284,9 +304,9 @@ impl Store {
     /// (whether or not there was an input). Its lock is untouched; a batch
     /// job still to run it finds no input and runs nothing.
     pub fn remove(&self, key: &str) -> Result<bool, StoreError> {
-        let key = checked(key)?;
-        files::remove(&self.inputs.join(key))?;
-        files::remove(&self.entries.join(key))
+        let name = checked(key)?;
+        files::remove(&self.inputs.join(&name))?;
+        files::remove(&self.entries.join(&name))
     }
 
     /// Remove every entry and input, and the temp files of killed writers;
@@ -297,13 +317,13 @@ impl Store {
     /// fail.
     pub fn clear(&self) -> Result<usize, StoreError> {
         for name in files::names(&self.inputs)? {
-            if valid_key(&name) {
+            if key_of(&name).is_some() {
                 files::remove(&self.inputs.join(&name))?;
             }
         }
         let mut removed = 0;
         for name in files::names(&self.entries)? {
-            if valid_key(&name) {
+            if key_of(&name).is_some() {
                 removed += usize::from(files::remove(&self.entries.join(&name))?);
             }
         }
@@ -343,7 +363,7 @@ impl Store {
             return false;
         };
         let owner = match owner.strip_prefix("batch ") {
-            Some(_) if self.root.join("jobs").join(key).exists() => return false,
+            Some(_) if self.root.join("jobs").join(file_name(key)).exists() => return false,
             Some(rest) => rest,
             None => owner.as_str(),
         };
@@ -367,7 +387,7 @@ impl Store {
     /// stale one.
     pub fn try_lock(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         // Not fsynced: after a crash, the owner is gone anyway.
-        files::create_whole(&self.locks, checked(key)?, owner.as_bytes(), false)
+        files::create_whole(&self.locks, &checked(key)?, owner.as_bytes(), false)
     }
 
     /// Who holds the lock on `key` (its owner text), if anyone; None for an
@@ -376,7 +396,7 @@ impl Store {
         if !valid_key(key) {
             return None;
         }
-        fs::read_to_string(self.locks.join(key)).ok()
+        fs::read_to_string(self.locks.join(file_name(key))).ok()
     }
 
     /// Release the lock on `key`; nothing to do if it is not held.

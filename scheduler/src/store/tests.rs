@@ -418,7 +418,19 @@ fn concurrent_writers_leave_a_valid_entry() {
 #[test]
 fn invalid_keys_are_refused_everywhere() {
     let (_scratch, store) = new_store();
-    for key in ["", ".hidden", "..", "a/b", "../key", "ü", &"x".repeat(201)] {
+    for key in [
+        "",
+        ".hidden",
+        "..",
+        "a//b",
+        "/a",
+        "a/",
+        "../key",
+        "a/.b",
+        "a%b",
+        "ü",
+        &"x".repeat(201),
+    ] {
         assert!(!valid_key(key), "{key:?}");
         let refused = |r: Result<(), StoreError>| matches!(r, Err(StoreError::InvalidKey(_)));
         assert!(refused(store.read(key).map(|_| ())), "read {key:?}");
@@ -441,12 +453,12 @@ fn invalid_keys_are_refused_everywhere() {
         assert!(!store.contains(key));
         assert_eq!(store.lock_owner(key), None);
     }
-    for key in ["a", "A.b-c_9", &"x".repeat(200), "a..b"] {
+    for key in ["a", "A.b-c_9", &"x".repeat(200), "a..b", "same/j1", "a/b/c"] {
         assert!(valid_key(key), "{key:?}");
     }
-    let message = StoreError::InvalidKey("a/b".into()).to_string();
+    let message = StoreError::InvalidKey("a//b".into()).to_string();
     assert!(
-        message.contains("\"a/b\"") && message.contains("A-Z"),
+        message.contains("\"a//b\"") && message.contains("A-Z"),
         "{message}"
     );
 }
@@ -593,4 +605,19 @@ fn remove_and_clear_take_inputs_too() {
     assert_eq!(store.clear().unwrap(), 1);
     assert!(!store.has_input("b") && !store.has_input("c"));
     assert!(!stray.exists());
+}
+
+#[test]
+fn keys_with_parts_are_stored_flat_and_listed_as_given() {
+    let (_scratch, store) = new_store();
+    store.write("same/j1", &entry(&[b"1"])).unwrap();
+    store.write("same_j1", &entry(&[b"2"])).unwrap();
+    assert_eq!(store.keys().unwrap(), ["same/j1", "same_j1"]);
+    assert!(store.contains("same/j1"));
+    assert!(store.root().join("entries").join("same%j1").is_file());
+    assert!(store.try_lock("same/j1", "me").unwrap());
+    assert_eq!(store.lock_owner("same/j1").as_deref(), Some("me"));
+    store.unlock("same/j1").unwrap();
+    assert!(store.remove("same/j1").unwrap());
+    assert_eq!(store.keys().unwrap(), ["same_j1"]);
 }
