@@ -328,7 +328,9 @@ def test_a_pool_resized_while_busy_grows_and_shrinks(make_gate, wait_until):
         assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2
         with pytest.raises(ValueError, match="max_workers must be >= 1"):
             exe.max_workers = 0
-    with SingleNodeExecutor() as exe, pytest.raises(ValueError, match="only with block_allocation"):
+        assert exe.max_workers == 1
+    assert exe.max_workers is None  # after shutdown, as executorlib's
+    with SingleNodeExecutor() as exe, pytest.raises(NotImplementedError, match="only with block"):
         exe.max_workers = 2
 
 

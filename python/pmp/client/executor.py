@@ -408,7 +408,8 @@ class Executor(_BaseExecutor):
         surplus ones stop, busy ones once their call ends."""
         check_int("max_workers", value, 1)
         if not self._block or self._batch is not None:
-            raise ValueError(
+            # NotImplementedError, as executorlib raises here.
+            raise NotImplementedError(
                 "max_workers can be changed only with block_allocation=True (a pool of "
                 "workers); without it every call gets a fresh worker within max_cores"
             )

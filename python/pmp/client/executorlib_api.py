@@ -222,6 +222,15 @@ class _ExecutorlibFront(Executor):
             return None
         return super().info
 
+    @property
+    def max_workers(self):
+        """As pmp.Executor's; None after shutdown, as executorlib's."""
+        return None if self._closed else Executor.max_workers.fget(self)
+
+    @max_workers.setter
+    def max_workers(self, value):
+        Executor.max_workers.fset(self, value)
+
 
 class SingleNodeExecutor(_ExecutorlibFront):
     """executorlib's SingleNodeExecutor: workers on this machine."""
