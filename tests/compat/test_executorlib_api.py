@@ -5,7 +5,6 @@ Executor, and the refusals of what pmp cannot honour."""
 
 import os
 import shutil
-from concurrent.futures import CancelledError
 
 import pytest
 from gates import wait_for_file
@@ -127,7 +126,7 @@ def test_split_future_and_get_item_from_future():
 # ---- what executorlib has beyond the seed ---------------------------------------------------
 
 
-def test_batched_gives_lists_in_finishing_order_and_fails_the_batch_with_the_error(make_gate):
+def test_batched_gives_lists_as_calls_finish_and_fails_what_only_errors_can_fill(make_gate):
     gate = make_gate()
     with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
         late = exe.submit(fail_after, gate.path, "late and wrong")
@@ -189,7 +188,7 @@ def test_wait_false_leaves_the_with_block_at_once_and_the_calls_still_finish(mak
     assert future.result(RESULT_TIMEOUT) == "finished later"
 
 
-def test_cancelled_calls_cancel_their_batch(make_gate):
+def test_a_batch_skips_cancelled_calls_and_the_last_one_may_be_shorter(make_gate):
     gate = make_gate()
     with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
         running = exe.submit(wait_for_file, gate.path, 1)
@@ -197,8 +196,24 @@ def test_cancelled_calls_cancel_their_batch(make_gate):
         (batch,) = exe.batched([running, queued], n=2)
         assert queued.cancel()
         gate.open()
-        with pytest.raises(CancelledError):
-            batch.result(RESULT_TIMEOUT)
+        assert batch.result(RESULT_TIMEOUT) == [1]
+
+
+def raise_if_zero(x):
+    if x == 0:
+        raise RuntimeError("zero")
+    return x
+
+
+def test_batched_fills_batches_with_successes_and_fails_the_rest_as_executorlib():
+    # executorlib's own example (test_batched_error_future), as a user writes it.
+    with SingleNodeExecutor() as exe:
+        firsts = [exe.submit(raise_if_zero, 0 if i % 3 == 0 else i) for i in range(10)]
+        sums = [exe.submit(sum, batch) for batch in exe.batched(firsts, n=3)]
+        assert sums[0].result(RESULT_TIMEOUT) + sums[1].result(RESULT_TIMEOUT) == 27
+        for failed in sums[2:]:
+            with pytest.raises(RuntimeError, match="zero"):
+                failed.result(RESULT_TIMEOUT)
 
 
 # ---- what pmp refuses, with the reason ----------------------------------------------------
@@ -216,19 +231,18 @@ def test_unknown_or_misplaced_keys_are_value_errors():
         SingleNodeExecutor(resource_dict={"cache_key": "x"})
 
 
-def test_job_executors_outside_their_allocation_say_which_class_to_use(monkeypatch):
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+def test_flux_job_executor_outside_an_instance_says_which_class_to_use(monkeypatch):
     monkeypatch.delenv("FLUX_URI", raising=False)
-    with pytest.raises(ValueError, match="SlurmClusterExecutor submits"):
-        SlurmJobExecutor()
     with pytest.raises(ValueError, match="FluxClusterExecutor submits"):
         FluxJobExecutor()
 
 
 def test_cluster_executors_need_their_job_system(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no flux
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun, no flux
     with pytest.raises(ValueError, match="sbatch, which is not on PATH"):
         SlurmClusterExecutor()
+    with pytest.raises(ValueError, match="needs srun"):
+        SlurmJobExecutor()
     with pytest.raises(ValueError, match="needs a Flux instance and the flux command"):
         FluxClusterExecutor()
 

@@ -532,3 +532,17 @@ def test_terminate_tasks_in_cache_cancels_what_a_gone_client_left_running(batch,
     )
     assert lines(done) == [f"False ['{job}']", "RuntimeError"]
     wait_until(lambda: in_queue("slow_add") == [], timeout=60, message="job cancelled")
+
+
+@pytest.mark.timeout(240)
+def test_slurm_job_executor_outside_an_allocation_runs_srun_jobs_as_executorlib_does(batch):
+    done = batch(
+        """
+        from pmp import SlurmJobExecutor
+        with SlurmJobExecutor(max_cores=2) as exe:
+            print(exe.info["backend"], "outside any Slurm allocation" in exe.info["backend_reason"])
+            value, job = exe.submit(where, 1).result(timeout=120)
+            print(value, job.isdigit())
+        """
+    )
+    assert lines(done) == ["slurm True", "2 True"]

@@ -20,10 +20,13 @@ class Backend:
         self.batch = batch
 
 
-def choose_backend(backend, executor=None, cluster=False):
-    """The backend for `backend` here. `cluster`: calls are batch jobs of
-    the cluster's job system (sbatch, flux submit) even inside an
-    allocation, as executorlib's *ClusterExecutor classes submit them."""
+def choose_backend(backend, executor=None, cluster=None):
+    """The backend for `backend` here. `cluster` True: calls are batch jobs
+    of the cluster's job system (sbatch, flux submit) even inside an
+    allocation, as executorlib's *ClusterExecutor classes submit them;
+    False: never (executorlib's SlurmJobExecutor runs srun even outside an
+    allocation, where each worker's srun gets a job of its own); None: batch
+    jobs only outside any allocation."""
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
@@ -38,7 +41,7 @@ def choose_backend(backend, executor=None, cluster=False):
         return _flux_backend(flux, executor, cluster)
     sbatch = shutil.which("sbatch")
     if backend == "slurm":
-        if cluster or not os.environ.get("SLURM_JOB_ID"):
+        if cluster or (cluster is None and not os.environ.get("SLURM_JOB_ID")):
             where = (
                 "as cluster jobs"
                 if cluster
@@ -57,6 +60,13 @@ def choose_backend(backend, executor=None, cluster=False):
             )
         if not srun:
             raise ValueError("backend='slurm' needs srun, which is not on PATH")
+        if not os.environ.get("SLURM_JOB_ID"):
+            return Backend(
+                "slurm",
+                "srun steps were asked for outside any Slurm allocation: each worker's srun "
+                "is a job of its own",
+                srun,
+            )
         return Backend("slurm", "backend='slurm' was asked for", srun)
     if flux and os.environ.get("FLUX_URI"):
         return Backend("flux", "inside a Flux instance (FLUX_URI is set, flux is on PATH)", flux)

@@ -51,9 +51,10 @@ class Executor(_BaseExecutor):
     scheduler is event-driven.
     """
 
-    # Calls as batch jobs of the cluster's job system even inside an
-    # allocation (executorlib's SlurmClusterExecutor, FluxClusterExecutor).
-    _cluster_jobs = False
+    # Calls as batch jobs of the cluster's job system: True even inside an
+    # allocation (executorlib's SlurmClusterExecutor, FluxClusterExecutor),
+    # False never (SlurmJobExecutor), None only outside any allocation.
+    _cluster_jobs = None
 
     def __init__(
         self,

@@ -4,7 +4,8 @@ SingleNodeExecutor` is the whole change for code written for executorlib.
 
 - SingleNodeExecutor: processes on this machine (the local backend);
 - SlurmJobExecutor / FluxJobExecutor: srun steps / `flux run` jobs inside an
-  allocation or a Flux instance the client runs in;
+  allocation or a Flux instance the client runs in (srun outside one too:
+  each worker's srun is then a job of its own);
 - SlurmClusterExecutor / FluxClusterExecutor: each call a batch job of the
   cluster (`sbatch` / `flux submit`), which outlives the client and reads
   its input from the task store.
@@ -265,6 +266,9 @@ class SlurmJobExecutor(_ExecutorlibFront):
 
     _backend_name = "slurm"
     _api_name = "SlurmJobExecutor"
+    # srun even outside an allocation, as executorlib's: each worker's srun
+    # then waits for a job of its own (SlurmClusterExecutor submits batch jobs).
+    _cluster_jobs = False
 
     def __init__(
         self,
@@ -286,11 +290,6 @@ class SlurmJobExecutor(_ExecutorlibFront):
         restart_limit=0,
         openmpi_oversubscribe=False,
     ):
-        if not os.environ.get("SLURM_JOB_ID"):
-            raise ValueError(
-                "SlurmJobExecutor runs srun steps inside a Slurm allocation, and SLURM_JOB_ID "
-                "is not set; outside one, SlurmClusterExecutor submits each call with sbatch"
-            )
         self._setup(**_arguments(locals()))
 
     def _pmi_arguments(self, pmi_mode):

@@ -44,33 +44,53 @@ def split_future(future, n):
 
 
 def batched(iterable, n):
-    """Futures of lists of `n` results, in the order the Futures finish."""
+    """Futures of lists of `n` results, as executorlib's: each batch takes the
+    next `n` calls that succeeded, in the order of `iterable` among those
+    done, skipping failed and cancelled ones; the last batch may be shorter.
+    Once only failed calls are left, the batches still open fail with their
+    exceptions (up to `n` failed calls a batch)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     futures = list(iterable)
     batches = [Future() for _ in range(-(-len(futures) // n))]
-    finished = []  # results, or the Future that failed, in finishing order
+    state = {"next": 0, "open": list(futures)}  # the next batch; calls no batch took yet
     lock = threading.Lock()
 
-    def on_done(done):
+    def failure(future):
+        if future.cancelled():
+            return _cancelled("a Future of this batch was cancelled")
+        return future.exception()
+
+    def fill():
+        """Resolve every batch that can be now; (batch, result or exception) pairs."""
+        filled = []
+        while state["next"] < len(batches) and state["open"]:
+            open_ = state["open"]
+            done = [f for f in open_ if f.done()]
+            ok = [f for f in done if failure(f) is None]
+            wanted = min(n, len(open_))
+            if len(ok) >= wanted:
+                taken = ok[:wanted]
+                outcome = [f.result() for f in taken]
+            elif len(done) == len(open_):  # nothing left to wait for
+                taken = ok or [f for f in done if failure(f) is not None][:wanted]
+                outcome = [f.result() for f in taken] if ok else failure(taken[0])
+            else:
+                break
+            taken_ids = {id(f) for f in taken}
+            state["open"] = [f for f in open_ if id(f) not in taken_ids]
+            filled.append((batches[state["next"]], outcome))
+            state["next"] += 1
+        return filled
+
+    def on_done(_):
         with lock:
-            finished.append(done)
-            count = len(finished)
-            if count % n and count != len(futures):
-                return
-            index = (count - 1) // n
-            members = finished[index * n : count]
-        target = batches[index]
-        for member in members:
-            if member.cancelled() or member.exception() is not None:
-                error = (
-                    member.exception()
-                    if not member.cancelled()
-                    else _cancelled("a Future of this batch was cancelled")
-                )
-                target.set_exception(error)
-                return
-        target.set_result([member.result() for member in members])
+            filled = fill()
+        for batch, outcome in filled:
+            if isinstance(outcome, BaseException):
+                batch.set_exception(outcome)
+            else:
+                batch.set_result(outcome)
 
     for future in futures:
         future.add_done_callback(on_done)

@@ -53,6 +53,8 @@ def open_store(path):
 
     with _open_lock:
         store = _open.get(path)
+        if store is not None and not os.path.isdir(os.path.join(path, "entries")):
+            store = None  # removed since (rm -rf of the cache): made anew below
         if store is None:
             try:
                 store = _open[path] = _pmp.Store(path)
