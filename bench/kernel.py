@@ -1,18 +1,24 @@
 """pmp-kernel against ipykernel, in one run, through the same client.
 
-    python bench/kernel.py [--runs 200] [--starts 5] [--kernels pmp python3]
+    python bench/kernel.py [--runs 200] [--starts 5] [--kernels pmp python3 floor]
 
 For each kernelspec: start-to-ready (jupyter_client's start_new_kernel, which
 waits for a kernel_info reply and IOPub traffic), the kernel_info round trip
 on shell, and `1+1` from execute_request to execute_reply and to the idle
 status on IOPub. Medians; the client polls shell and IOPub together so each
 arrival is timed when it happens. Both kernels must be registered
-kernelspecs (`pmp-kernel install --sys-prefix`; ipykernel's is `python3`).
+kernelspecs (`pmp-kernel install --sys-prefix`; ipykernel's is `python3`),
+except `floor`: bench/minimal_kernel.py, a minimal pyzmq kernel run by this
+interpreter, registered here in a temporary Jupyter path for the run. It is
+the floor of what a Python kernel costs per request.
 """
 
 import argparse
+import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 
 import zmq
@@ -96,6 +102,27 @@ def measure(name, runs, starts):
     }
 
 
+FLOOR = "pmp-bench-floor"
+
+
+def register_floor():
+    """The minimal kernel as a kernelspec in a temporary Jupyter path."""
+    root = tempfile.mkdtemp(prefix="pmp-bench-floor-")
+    spec_dir = os.path.join(root, "kernels", FLOOR)
+    os.makedirs(spec_dir)
+    program = os.path.join(os.path.dirname(os.path.abspath(__file__)), "minimal_kernel.py")
+    with open(os.path.join(spec_dir, "kernel.json"), "w") as file:
+        json.dump(
+            {
+                "argv": [sys.executable, program, "-f", "{connection_file}"],
+                "display_name": "minimal pyzmq kernel (floor)",
+                "language": "python",
+            },
+            file,
+        )
+    os.environ["JUPYTER_PATH"] = root + os.pathsep + os.environ.get("JUPYTER_PATH", "")
+
+
 def describe(name):
     spec = KernelSpecManager().get_kernel_spec(name)
     return f"{name} ({spec.display_name}: {spec.argv[0]})"
@@ -105,8 +132,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="requests per median")
     parser.add_argument("--starts", type=int, default=5, help="kernel starts per median")
-    parser.add_argument("--kernels", nargs="+", default=["pmp", "python3"])
+    parser.add_argument("--kernels", nargs="+", default=["pmp", "python3", "floor"])
     args = parser.parse_args()
+    if "floor" in args.kernels:
+        register_floor()
+        args.kernels = [FLOOR if name == "floor" else name for name in args.kernels]
     for name in args.kernels:
         try:
             print("kernel", describe(name))
@@ -116,17 +146,15 @@ def main():
     results = {name: measure(name, args.runs, args.starts) for name in args.kernels}
     rows = list(results[args.kernels[0]])
     width = max(map(len, rows))
-    header = f"{'median':<{width}}" + "".join(f"{name:>14}" for name in args.kernels)
-    if len(args.kernels) == 2:
-        header += f"{'ratio':>10}"
+    header = f"{'median':<{width}}" + "".join(f"{name:>17}" for name in args.kernels)
+    header += "".join(f"{'1st/' + n[:10]:>17}" for n in args.kernels[1:])
     print(f"\n{header}")
     for row in rows:
         values = [results[name][row] for name in args.kernels]
-        line = f"{row:<{width}}" + "".join(f"{v * 1e3:>11.2f} ms" for v in values)
-        if len(values) == 2:
-            line += f"{values[0] / values[1]:>10.2f}"
+        line = f"{row:<{width}}" + "".join(f"{v * 1e3:>14.2f} ms" for v in values)
+        line += "".join(f"{values[0] / v:>17.2f}" for v in values[1:])
         print(line)
-    print(f"\n{args.runs} requests per median, {args.starts} starts; ratio = first / second")
+    print(f"\n{args.runs} requests per median, {args.starts} starts; 1st/X = first kernel / X")
 
 
 if __name__ == "__main__":
