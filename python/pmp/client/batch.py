@@ -99,6 +99,18 @@ def check_batch_value(key, value):
     return value
 
 
+def job_system(backend, launcher, tool_dirs):
+    """The job system batch mode submits to: `backend` "slurm" (`launcher`
+    is sbatch) or "flux" (the flux command)."""
+    if backend == "flux":
+        from pmp.client.flux_jobs import FluxJobs
+
+        return FluxJobs(launcher, tool_dirs)
+    from pmp.client.slurm_jobs import SlurmJobs
+
+    return SlurmJobs(launcher, tool_dirs)
+
+
 class _Watched:
     """A Future waiting for `key`'s entry, and the job that will write it."""
 
@@ -436,22 +448,16 @@ def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backe
     cancel). Returns the job ids cancelled; their keys are free again."""
     import shutil
 
-    from pmp.client.flux_jobs import FluxJobs
-    from pmp.client.slurm_jobs import SlurmJobs
-
     if pysqa_config_directory is not None:
         raise ValueError("pysqa_config_directory: pmp's job systems are built in, not pysqa's")
     task_store = store.open_store(store.check_directory("cache_directory", cache_directory))
-    if backend in (None, "slurm"):
-        program = shutil.which("sbatch")
-        jobs = None if program is None else SlurmJobs(program, [])
-    elif backend == "flux":
-        program = shutil.which("flux")
-        jobs = None if program is None else FluxJobs(program, [])
-    else:
+    backend = backend or "slurm"
+    if backend not in ("slurm", "flux"):
         raise ValueError(f"backend must be 'slurm' or 'flux', got {backend!r}")
-    if jobs is None:
-        raise ValueError(f"terminate_tasks_in_cache: no {backend or 'slurm'} commands on PATH")
+    program = shutil.which("sbatch" if backend == "slurm" else "flux")
+    if program is None:
+        raise ValueError(f"terminate_tasks_in_cache: no {backend} commands on PATH")
+    jobs = job_system(backend, program, [])
     directory = os.path.join(os.fspath(task_store.root), "jobs")
     recorded = {}
     from pmp import _pmp

@@ -237,7 +237,7 @@ class Executor(_BaseExecutor):
         which needs a task store (`cache_directory`, by default ./pmp_cache)."""
         if given["oversubscribe"]:
             raise ValueError("oversubscribe=True is for srun steps inside an allocation")
-        from pmp.client.batch import BatchJobs
+        from pmp.client.batch import BatchJobs, job_system
 
         cache_directory = given["cache_directory"] or os.path.abspath("pmp_cache")
         self._defaults = {
@@ -261,14 +261,7 @@ class Executor(_BaseExecutor):
         self._disable_dependencies = given["disable_dependencies"]
         self._shutdown_called = False
         self._cell_writer = None
-        if self._backend.name == "flux":
-            from pmp.client.flux_jobs import FluxJobs
-
-            jobs = FluxJobs(self._backend.launcher, self._tool_dirs)
-        else:
-            from pmp.client.slurm_jobs import SlurmJobs
-
-            jobs = SlurmJobs(self._backend.launcher, self._tool_dirs)
+        jobs = job_system(self._backend.name, self._backend.launcher, self._tool_dirs)
         self._batch = BatchJobs(
             jobs, backends.worker_program(self._tool_dirs), self._defaults, self._store
         )
@@ -351,12 +344,9 @@ class Executor(_BaseExecutor):
         if self._cell_writer is not None:
             future._pmp_write = self._cell_writer()
         try:
-            if restart_limit:
-                self._scheduler.submit(
-                    task, function, call, dependencies, request, target, restart_limit
-                )
-            else:
-                self._scheduler.submit(task, function, call, dependencies, request, target)
+            self._scheduler.submit(
+                task, function, call, dependencies, request, target, restart_limit
+            )
         except BaseException:
             self._table.forget(task)
             future._pmp_table = None
@@ -445,7 +435,7 @@ class Executor(_BaseExecutor):
             "backend": self._backend.name,
             "backend_reason": self._backend.reason,
             "block_allocation": self._block,
-            "max_workers": self._workers if self._block else self._max_workers,
+            "max_workers": self.max_workers,
             "max_cores": self._max_cores,
             "cores_per_worker": self._defaults["cores"],
             "threads_per_core": self._defaults["threads_per_core"],

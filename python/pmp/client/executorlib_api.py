@@ -19,6 +19,7 @@ where it is used is a ValueError, never silently dropped.
 import os
 
 from pmp.client.executor import Executor
+from pmp.client.resources import check_bool, check_int
 
 # resource_dict keys as executorlib names them, executor level and per call.
 EXECUTORLIB_KEYS = (
@@ -91,16 +92,15 @@ class _ExecutorlibFront(Executor):
         ):
             if value != default:
                 raise ValueError(f"{name}({argument}={value!r}) is not supported by pmp yet")
-        if not isinstance(log_obj_size, bool):
-            raise ValueError(f"log_obj_size must be True or False, got {log_obj_size!r}")
+        check_bool("log_obj_size", log_obj_size)
+        check_bool("wait", wait)
+        check_bool("flux_log_files", flux_log_files)
         if log_obj_size and self._cluster_jobs:
             raise ValueError(
                 f"{name}(log_obj_size=True): calls travel through the task store as files, "
                 "not messages; their sizes are the files' (get_cache_data)"
             )
         self._log_obj_size = log_obj_size
-        if not isinstance(wait, bool):
-            raise ValueError(f"wait must be True or False, got {wait!r}")
         resource_dict = _checked_keys(dict(resource_dict or {}), "resource_dict")
         call_defaults = {}
         for key in ("error_log_file", "restart_limit", "priority", "slurm_cmd_args", *_JOB_KEYS):
@@ -117,8 +117,6 @@ class _ExecutorlibFront(Executor):
         extra = []
         if pmi_mode is not None:
             extra = self._pmi_arguments(pmi_mode)
-        if not isinstance(flux_log_files, bool):
-            raise ValueError(f"flux_log_files must be True or False, got {flux_log_files!r}")
         if flux_log_files:
             # One pair per worker job (executorlib writes flux.out / flux.err).
             extra += ["--output=flux-{{id}}.out", "--error=flux-{{id}}.err"]
@@ -126,14 +124,10 @@ class _ExecutorlibFront(Executor):
             extra += list(call_defaults.pop("slurm_cmd_args"))
         self._call_defaults = call_defaults
         self._wait_on_exit = wait
-        self._closed = False
-        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
-            raise ValueError(f"resource_dict key 'cores' must be an int >= 1, got {cores!r}")
-        gpus_per_core = resource_dict.pop("gpus_per_core", 0)
-        if isinstance(gpus_per_core, bool) or not isinstance(gpus_per_core, int):
-            raise ValueError(
-                f"resource_dict key 'gpus_per_core' must be an int, got {gpus_per_core!r}"
-            )
+        check_int("resource_dict key 'cores'", cores, 1)
+        gpus_per_core = check_int(
+            "resource_dict key 'gpus_per_core'", resource_dict.pop("gpus_per_core", 0), 0
+        )
         super().__init__(
             max_workers=max_workers,
             max_cores=max_cores,
@@ -204,12 +198,11 @@ class _ExecutorlibFront(Executor):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        graph, self._graph = self._graph, None
-        if graph is not None and not self._closed:
+        graph, self._graph = self._graph, None  # drawn at the first shutdown only
+        if graph is not None:
             from pmp.client.workflow_graph import publish
 
             publish(graph.calls, *self._graph_files)
-        self._closed = True
 
     def __exit__(self, exc_type, exc_value, traceback):
         # executorlib's `wait`: whether leaving the `with` waits for the calls.
@@ -219,14 +212,14 @@ class _ExecutorlibFront(Executor):
     @property
     def info(self):
         """As pmp.Executor's; None after shutdown, as executorlib's."""
-        if self._closed:
+        if self._shutdown_called:
             return None
         return super().info
 
     @property
     def max_workers(self):
         """As pmp.Executor's; None after shutdown, as executorlib's."""
-        return None if self._closed else Executor.max_workers.fget(self)
+        return None if self._shutdown_called else Executor.max_workers.fget(self)
 
     @max_workers.setter
     def max_workers(self, value):

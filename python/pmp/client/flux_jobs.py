@@ -12,7 +12,6 @@ reason), RUN and CLEANUP are RUNNING, an inactive job is its result
 import os
 import subprocess
 
-KEYS = ("num_nodes", "exclusive", "run_time_max", "partition", "priority")
 _PENDING = ("DEPEND", "PRIORITY", "SCHED", "NEW")
 _RUNNING = ("RUN", "CLEANUP")
 _RESULTS = {"CANCELED": "CANCELLED"}
@@ -51,7 +50,6 @@ def _plain(job):
 
 class FluxJobs:
     name = "flux"
-    keys = KEYS
 
     def __init__(self, flux, tool_dirs):
         self._flux = flux

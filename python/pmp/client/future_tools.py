@@ -8,7 +8,7 @@ for them and gets their result).
 """
 
 import threading
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 
 
 def get_item_from_future(future, key):
@@ -58,7 +58,7 @@ def batched(iterable, n):
 
     def failure(future):
         if future.cancelled():
-            return _cancelled("a Future of this batch was cancelled")
+            return CancelledError("a Future of this batch was cancelled")
         return future.exception()
 
     def fill():
@@ -95,9 +95,3 @@ def batched(iterable, n):
     for future in futures:
         future.add_done_callback(on_done)
     return batches
-
-
-def _cancelled(message):
-    from concurrent.futures import CancelledError
-
-    return CancelledError(message)

@@ -10,9 +10,6 @@ import shlex
 import shutil
 import subprocess
 
-# Per-call resource_dict keys this job system honours beyond the common ones.
-KEYS = ("num_nodes", "exclusive", "run_time_max", "memory_max", "partition", "slurm_cmd_args")
-
 
 def sbatch_options(name, resources, cwd, log, dependencies):
     """The `#SBATCH` options of one call's job."""
@@ -57,7 +54,6 @@ def job_script(options, environment, command):
 
 class SlurmJobs:
     name = "slurm"
-    keys = KEYS
 
     def __init__(self, sbatch, tool_dirs):
         self._sbatch = sbatch

@@ -249,31 +249,21 @@ def get_future_from_cache(cache_directory, cache_key):
             f"no entry and no input for cache key {cache_key!r} in {store.root}"
         )
 
-    def wait():
-        while True:
-            try:
-                found = store.read(cache_key)
-            except _pmp.InvalidEntry as error:
-                future.set_exception(
-                    ValueError(f"the entry {cache_key!r} failed its check: {error}")
-                )
-                return
-            if found is not None:
-                resolve(found)
-                return
-            if not store.has_input(cache_key):  # removed: nothing will come
-                future.set_exception(FileNotFoundError(f"cache key {cache_key!r} was removed"))
-                return
-            if store.lock_owner(cache_key) is None and store.read(cache_key) is None:
-                # Its job holds the key's lock until it wrote the entry.
-                future.set_exception(
-                    RuntimeError(f"the job of cache key {cache_key!r} ended without a result")
-                )
-                return
-            time.sleep(0.25)
+    def released():  # its job holds the key's lock until it wrote the entry
+        future.set_exception(
+            RuntimeError(f"the job of cache key {cache_key!r} ended without a result")
+        )
 
-    threading.Thread(target=wait, name="pmp-cache-future", daemon=True).start()
+    from pmp.client.store_watch import StoreWatch
+
+    global _cache_futures
+    if _cache_futures is None:
+        _cache_futures = StoreWatch()
+    _cache_futures.attach(store, cache_key, resolve, released)
     return future
+
+
+_cache_futures = None  # the StoreWatch of get_future_from_cache's pending Futures
 
 
 def clear_cache(cache_directory, key=None):

@@ -17,6 +17,7 @@ layered layout of pmp's own (no dependency at all).
 import html
 import inspect
 import json
+import os
 import shutil
 import subprocess
 from concurrent.futures import Future
@@ -173,8 +174,6 @@ def svg(calls, states=None):
 
 def check_picture_name(path):
     """A picture file name pmp can write: SVG always, other formats through `dot`."""
-    import os
-
     kind = os.path.splitext(os.fspath(path))[1][1:].lower()
     if kind != "svg" and not shutil.which("dot"):
         raise ValueError(
@@ -186,8 +185,6 @@ def check_picture_name(path):
 def publish(calls, picture=None, workflow=None):
     """What executorlib does at shutdown: write the JSON (`workflow`), else
     the picture (`picture`), else show the SVG in a notebook."""
-    import os
-
     if workflow is not None:
         export_json(calls, workflow)
         return

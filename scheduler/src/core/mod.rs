@@ -744,12 +744,7 @@ impl Core {
                 },
             });
             // A failed task will never be sent: it no longer needs its inputs.
-            for dep in dependencies {
-                if let Some(d) = self.tasks.get_mut(&dep) {
-                    d.holds = d.holds.saturating_sub(1);
-                }
-                self.forget_if_unused(dep);
-            }
+            self.let_go_of_inputs(dependencies);
             for dependent in dependents {
                 stack.push((dependent, inherit(&failure, id)));
             }
