@@ -44,6 +44,11 @@ SCENARIOS = {
     "fresh": ("fresh process per task, max_cores=2", "tasks/s", True),
     "numpy": ("100 MB numpy argument, 1 worker", "MB/s", True),
     "rss": ("peak RSS increase, 100,000 tasks queued behind a busy worker", "MB", False),
+    "rssrun": (
+        "client peak RSS increase, 100,000 tasks submitted at once and run, results held",
+        "MB",
+        False,
+    ),
     # Derived from the "rss" measurement, not run on its own.
     "submit": ("submit() rate while queueing those tasks", "calls/s", True),
     "storesubmit": (
@@ -70,6 +75,7 @@ SIZES = {
     "numpy_bytes": (100_000_000, 100_000_000),
     "numpy_repeat": (5, 2),
     "rss_tasks": (100_000, 20_000),
+    "rssrun_tasks": (100_000, 20_000),
     "storesubmit_calls": (20_000, 5_000),
     "storesubmit_repeat": (3, 1),
     "storesubmit_wait_s": (20, 10),  # for the results of one round, outside the timing
@@ -315,6 +321,36 @@ def scenario_rss(library, quick):
     return exe, result
 
 
+def scenario_rssrun(library, quick):
+    """All results held: the cost of a finished call that the user still holds."""
+    import gc
+
+    tasks = SIZES["rssrun_tasks"][quick]
+    exe, note = make_executor(library, "block", workers=2)
+    wait_all([exe.submit(inc, i) for i in range(20)])
+    gc.collect()
+    own_before, _ = _rss_now()
+    if own_before is None:
+        own_before = _peak_rss()
+    start = time.perf_counter()
+    futures = [exe.submit(inc, i) for i in range(tasks)]
+    wait_all(futures)
+    seconds = time.perf_counter() - start
+    own_after, _ = _rss_now()
+    peak = max(_peak_rss(), own_after or 0)
+    wrong = sum(f.result() != i + 1 for i, f in enumerate(futures))
+    if wrong:
+        raise RuntimeError(f"{wrong} of {tasks} results are wrong")
+    return exe, {
+        "value": (peak - own_before) / 1e6,
+        "note": note,
+        "tasks": tasks,
+        "base_mb": own_before / 1e6,
+        "held_after_mb": ((own_after or 0) - own_before) / 1e6,
+        "tasks_per_s": tasks / seconds,
+    }
+
+
 def _store_executor(library, folder):
     _check_store(library)
     return make_executor(library, "block", workers=2, cache_directory=folder)
@@ -541,6 +577,7 @@ SCENARIO_FUNCTIONS = {
     "fresh": scenario_fresh,
     "numpy": scenario_numpy,
     "rss": scenario_rss,
+    "rssrun": scenario_rssrun,
     "storesubmit": scenario_storesubmit,
     "storeload": scenario_storeload,
 }
@@ -733,8 +770,8 @@ def _label(scenario, label, quick):
         return label.replace("N", str(SIZES["chain_links"][q]))
     if scenario == "fresh":
         return f"{label}, {SIZES['fresh_tasks'][q]} tasks"
-    if scenario == "rss":
-        return label.replace("100,000", f"{SIZES['rss_tasks'][q]:,}")
+    if scenario in ("rss", "rssrun"):
+        return label.replace("100,000", f"{SIZES[scenario + '_tasks'][q]:,}")
     if scenario == "storesubmit":
         return f"{label}, {SIZES['storesubmit_calls'][q]:,} calls"
     if scenario == "storeload":

@@ -1,8 +1,9 @@
 """Fresh-process-per-task and MPI (cores=2) tasks: pmp against executorlib, in
-one run, on the local backend and under Slurm's srun.
+one run, on the local backend, under Slurm's srun and inside `flux start`.
 
     python bench/bench_hpc.py            # local, then the same inside `salloc -n 4`
     python bench/bench_hpc.py --no-slurm # local only
+    # where `flux` is on PATH, also inside `flux start` (FluxJobExecutor for executorlib)
 
 Each measurement runs in its own subprocess (clean state, a timeout against
 hangs). Figures are tasks per second over a batch submitted at once; the
@@ -41,7 +42,8 @@ MEASURE = textwrap.dedent(
     else:
         import os
         import executorlib
-        kind = (executorlib.SlurmJobExecutor if os.environ.get("SLURM_JOB_ID")
+        kind = (executorlib.FluxJobExecutor if os.environ.get("FLUX_URI")
+                else executorlib.SlurmJobExecutor if os.environ.get("SLURM_JOB_ID")
                 else executorlib.SingleNodeExecutor)
         make = lambda: kind(max_cores=2, resource_dict={"cores": cores})
         submit = lambda exe, i: exe.submit(function, i)
@@ -84,6 +86,7 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-slurm", action="store_true", help="skip the srun part")
+    parser.add_argument("--no-flux", action="store_true", help="skip the flux start part")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--timeout", type=int, default=300)
@@ -92,12 +95,20 @@ def main():
     places = [("local", ())]
     if not args.no_slurm and shutil.which("salloc"):
         places.append(("srun", ("salloc", "-Q", "-n", "4", "--time=20")))
+    if args.no_flux or not shutil.which("flux"):
+        print("flux: skipped (" + ("--no-flux" if args.no_flux else "no flux on PATH") + ")")
+    else:
+        # A one-broker instance on this machine: pmp's backend="auto" and
+        # executorlib's FluxJobExecutor both submit one job per call to it.
+        places.append(("flux", ("flux", "start")))
     rows = []
     for place, launcher in places:
         for scenario, label, tasks in (
             ("fresh", "fresh process per task, cores=1", args.tasks),
             ("mpi", "fresh MPI worker per task, cores=2", max(4, args.tasks // 2)),
         ):
+            if place == "flux" and scenario == "mpi":
+                continue  # MPI under Flux needs a PMI setup per MPI; not measured here
             results = [
                 measure(lib, scenario, tasks, args.repeat, args.timeout, launcher)
                 for lib in ("pmp", "executorlib")

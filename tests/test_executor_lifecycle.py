@@ -152,6 +152,49 @@ def test_result_timeout_and_wait_timeout(block_allocation, make_gate):
         assert blocked.result(timeout=RESULT_TIMEOUT) == 1
 
 
+def test_many_threads_waiting_in_result_all_wake(block_allocation, make_gate):
+    """result() waits without a Condition of its own until one exists (see
+    pmp.client.future): waiters of either kind, timeouts and a cancel while
+    threads wait must all still wake the right threads."""
+    gate = make_gate()
+    with Executor(max_workers=1, block_allocation=block_allocation) as exe:
+        blocked = exe.submit(wait_for_file, gate.path, 7)
+        queued = exe.submit(add, 1, 2)
+        outcomes = {}
+
+        def take(name, future, timeout=RESULT_TIMEOUT):
+            try:
+                outcomes[name] = future.result(timeout=timeout)
+            except BaseException as error:  # noqa: BLE001 - recorded for the asserts
+                outcomes[name] = type(error)
+
+        threads = [threading.Thread(target=take, args=(f"r{i}", blocked)) for i in range(4)]
+        threads.append(threading.Thread(target=take, args=("short", blocked, 0.05)))
+        threads += [threading.Thread(target=take, args=(f"q{i}", queued)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.2)  # all of them waiting (the short one timed out)
+        assert outcomes == {"short": FuturesTimeoutError}
+        # A waiter of the other kind joins: wait() makes the Condition.
+        waited = []
+        waiting = threading.Thread(
+            target=lambda: waited.append(wait([blocked], timeout=RESULT_TIMEOUT))
+        )
+        waiting.start()
+        assert queued.cancel()
+        gate.open()
+        for thread in [*threads, waiting]:
+            thread.join(RESULT_TIMEOUT)
+            assert not thread.is_alive()
+        assert outcomes == {
+            "short": FuturesTimeoutError,
+            **{f"r{i}": 7 for i in range(4)},
+            **{f"q{i}": CancelledError for i in range(2)},
+        }
+        assert waited[0].done == {blocked}
+        assert blocked.result(timeout=0) == 7 and blocked.exception(timeout=0) is None
+
+
 # ---- futures interoperate -------------------------------------------------------
 
 

@@ -418,6 +418,7 @@ impl Server {
                 core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
             }
             FromWorker::Done { task, outcome } => {
+                let frames = frames.into_iter().map(detach_small).collect();
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
             }
             FromWorker::Elsewhere { task } => core.task_elsewhere(&mut comm, worker, task),
@@ -520,5 +521,21 @@ impl Server {
             let wire = protocol::encode(&self.key, &ToWorker::Ping, Vec::new());
             let _ = self.outgoing.send((route, wire));
         }
+    }
+}
+
+/// Frames up to this size are copied out of the buffer they were received in.
+const DETACHED_MAX: usize = 64 << 10;
+
+/// A received frame is a slice of the socket's read buffer, which holds the
+/// messages that arrived together and lives as long as any slice of it. A
+/// result is kept for as long as its Future lives (a later call may take it
+/// as an argument): a small one gets storage of its own, so that 100,000
+/// held results do not keep every read buffer they arrived in alive.
+fn detach_small(frame: Bytes) -> Bytes {
+    if frame.len() <= DETACHED_MAX {
+        Bytes::copy_from_slice(&frame)
+    } else {
+        frame
     }
 }

@@ -4,12 +4,19 @@ Results stay pickled until someone asks for them: a result that only feeds
 other tasks travels worker → scheduler → worker and is never unpickled here.
 """
 
+import _thread
 import contextlib
 import itertools
 import threading
 import time
 from concurrent.futures import Future as _BaseFuture
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, PENDING
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
 
 from pmp._pmp import Cancelled, Elsewhere, Finished, Lost, Output, Raised, Rejected, Running
 from pmp.client import serialize, store
@@ -22,6 +29,27 @@ _CONDITION_LOCK = threading.Lock()
 _OUTPUT_KEPT = 64 * 1024
 
 
+class _ResultWaiter:
+    """One thread waiting in `Future.result()`: a lock held until the Future
+    is done. It takes the place of concurrent.futures' waiters in
+    `Future._waiters`, whose methods the base class calls when it is done."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def wait(self, timeout):
+        self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+
+    def add_result(self, future):
+        with contextlib.suppress(RuntimeError):  # woken already
+            self._lock.release()
+
+    add_exception = add_cancelled = add_result
+
+
 class Future(_BaseFuture):
     """A `concurrent.futures.Future`; `wait`, `as_completed` and
     `asyncio.wrap_future` work on it.
@@ -31,58 +59,186 @@ class Future(_BaseFuture):
     submitted it, or in a script to this process's sys.stdout/sys.stderr;
     `output` keeps the last 64 KiB of it."""
 
-    # Class defaults, so that a Future of a task that prints nothing costs nothing.
-    _pmp_write = None  # write(name, text) to the submitting cell
+    # Slots, not an instance dict: 100,000 finished calls whose Futures the
+    # user holds cost about 200 bytes each, not a kilobyte. What most
+    # Futures never use stays a class default (set, it lands in __dict__).
+    __slots__ = (
+        "_done_callbacks",
+        "_exception",
+        "_pmp_condition",
+        "_pmp_elsewhere",
+        "_pmp_frames",
+        "_pmp_key",
+        "_pmp_store",
+        "_pmp_table",
+        "_pmp_task",
+        "_pmp_write",
+        "_result",
+        "_state",
+        "_waiters",
+        "finished_at",
+        "place",
+        "started_at",
+    )
     _pmp_display = None  # the status display (a LiveDisplay) showing this Future
     _pmp_output = ()  # [(stream name, text)], the kept tail
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
-    _pmp_key = None  # its entry's name in the task store
-    _pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
-    _pmp_elsewhere = None  # attach(task) when another live run holds its key
     _pmp_cancel = None  # scancel its batch job
     job = None  # the batch job that computes it (backend="slurm" outside an allocation)
     job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"
-    started_at = None  # time.monotonic() when a worker took the task
-    finished_at = None  # ... and when its outcome arrived
 
     def __init__(self):
-        # As Future.__init__, but the Condition (about 1 KB with its deque) is
-        # made on first use: 100,000 queued tasks do not need 100,000 of them.
+        # As Future.__init__, but the Condition (about 1 KB with its lock,
+        # deque and bound methods) is made only when someone waits: see
+        # `_condition`.
         self._state = PENDING
         self._result = None
         self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
+        # Lists once used: whatever appends to them holds the Condition
+        # (wait(), as_completed(), add_done_callback()) or, while there is
+        # none, `_CONDITION_LOCK` (result()).
+        self._waiters = ()
+        self._done_callbacks = ()
+        self._pmp_condition = None
         self._pmp_table = None
         self._pmp_task = None
         self._pmp_frames = None
+        self._pmp_write = None  # write(name, text) to the submitting cell
+        self._pmp_key = None  # its entry's name in the task store
+        self._pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
+        self._pmp_elsewhere = None  # attach(task) when another live run holds its key
         self.place = None  # (worker id, pid, host) once it runs
+        self.started_at = None  # time.monotonic() when a worker took the task
+        self.finished_at = None  # ... and when its outcome arrived
 
     @property
     def _condition(self):
-        condition = self.__dict__.get("_pmp_condition")
+        condition = self._pmp_condition
         if condition is None:
             with _CONDITION_LOCK:
-                condition = self.__dict__.get("_pmp_condition")
+                condition = self._pmp_condition
                 if condition is None:
-                    condition = self.__dict__["_pmp_condition"] = threading.Condition()
+                    self._waiters = list(self._waiters)
+                    self._done_callbacks = list(self._done_callbacks)
+                    condition = self._pmp_condition = threading.Condition()
         return condition
 
+    # The base class's state changes and queries, without making the
+    # Condition when it does not exist yet. Without it nobody waits and no
+    # callback is registered (both need it first), so the state alone
+    # changes, under `_CONDITION_LOCK` so that a Condition being made
+    # meanwhile sees the change (and its waiter then the new state).
+
+    def set_running_or_notify_cancel(self):
+        with _CONDITION_LOCK:
+            if self._pmp_condition is None and self._state == PENDING:
+                self._state = RUNNING
+                return True
+        return super().set_running_or_notify_cancel()
+
+    def set_result(self, result):
+        with _CONDITION_LOCK:
+            if self._pmp_condition is None and self._state in (PENDING, RUNNING):
+                self._result = result
+                self._state = FINISHED
+                waiters = tuple(self._waiters)  # a waiter may leave meanwhile
+            else:
+                waiters = None
+        if waiters is None:
+            super().set_result(result)
+        for waiter in waiters or ():  # threads in result(), nobody else
+            waiter.add_result(self)
+
+    def set_exception(self, exception):
+        with _CONDITION_LOCK:
+            if self._pmp_condition is None and self._state in (PENDING, RUNNING):
+                self._exception = exception
+                self._state = FINISHED
+                waiters = tuple(self._waiters)  # a waiter may leave meanwhile
+            else:
+                waiters = None
+        if waiters is None:
+            super().set_exception(exception)
+        for waiter in waiters or ():
+            waiter.add_exception(self)
+
+    def done(self):
+        # One read of a field the GIL keeps whole; once done, it stays so.
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+    def running(self):
+        return self._state == RUNNING
+
+    def cancelled(self):
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def _pmp_finished_value(self):
+        """The result of a finished Future without taking its Condition:
+        the state is set after the result or exception, and never changes
+        again."""
+        if self._exception is not None:
+            try:
+                raise self._exception
+            finally:
+                self = None  # noqa: PLW0642 - as the base class: no cycle through the traceback
+        return self._result
+
     def result(self, timeout=None):
-        value = super().result(timeout)
+        if self._state != FINISHED and self._pmp_wait(timeout):
+            timeout = 0  # waited for it already
+        if self._state == FINISHED:
+            value = self._pmp_finished_value()
+        else:
+            value = super().result(timeout)
         self._pmp_show_outcome()
         if value is _UNDECODED:
-            with self._condition:
+            # Decoded outside any lock (it may be large); of two threads
+            # that decode at once, the first to finish wins.
+            frames = self._pmp_frames
+            decoded = serialize.loads(frames) if frames is not None else _UNDECODED
+            with _CONDITION_LOCK:
                 if self._result is _UNDECODED:
-                    self._result = serialize.loads(self._pmp_frames)
+                    self._result = decoded
                     self._pmp_frames = None
                 value = self._result
         return value
 
     def exception(self, timeout=None):
-        error = super().exception(timeout)
+        if self._state != FINISHED and self._pmp_wait(timeout):
+            timeout = 0
+        if self._state == FINISHED:
+            error = self._exception
+        else:
+            error = super().exception(timeout)
         self._pmp_show_outcome()
         return error
+
+    def _pmp_wait(self, timeout):
+        """Wait until done (or `timeout`) without making a Condition: a loop
+        over 100,000 Futures calling `result()` would otherwise leave one
+        (a kilobyte) on each Future it reached before it was done. Where a
+        Condition exists, the base class waits on it instead: False when
+        this did not wait."""
+        waiter = _ResultWaiter()
+        with _CONDITION_LOCK:
+            if self._pmp_condition is not None or self.done():
+                return False
+            if type(self._waiters) is tuple:
+                self._waiters = []
+            self._waiters.append(waiter)
+        try:
+            waiter.wait(timeout)
+        finally:
+            with _CONDITION_LOCK:
+                condition = self._pmp_condition
+                if condition is None:
+                    self._waiters.remove(waiter)
+                    if not self._waiters:
+                        self._waiters = ()
+            if condition is not None:
+                with condition:
+                    self._waiters.remove(waiter)
+        return True
 
     def resolve_from_store(self, stored):
         """Done with the stored result (`pmp._pmp.StoredEntry`), unpickled on first use."""
@@ -111,7 +267,14 @@ class Future(_BaseFuture):
         table = self._pmp_table
         if table is not None and not table.cancel(self._pmp_task):
             return False
-        return super().cancel()
+        if not super().cancel():
+            return False
+        # The base class wakes only those waiting on the Condition.
+        with self._condition:
+            waiters = [w for w in self._waiters if type(w) is _ResultWaiter]
+        for waiter in waiters:
+            waiter.add_cancelled(self)
+        return True
 
     @property
     def output(self):
@@ -159,9 +322,16 @@ class FutureTable:
 
     def __init__(self):
         self._futures = {}
+        self._places = {}
         self.scheduler = None
         # next() on a count is atomic under the GIL: ids are unique across threads.
         self.new_id = itertools.count(1).__next__
+
+    def _place_of(self, event):
+        """`(worker id, pid, host)`, one tuple for all the tasks a worker runs:
+        100,000 held Futures do not hold 100,000 copies."""
+        place = (event.worker, event.pid, event.host)
+        return self._places.setdefault(place, place)
 
     def register(self, task, future):
         future._pmp_table = self
@@ -203,7 +373,7 @@ class FutureTable:
             if kind is Running:
                 future = futures.get(event.task)
                 if future is not None and future._state == PENDING:
-                    future.place = (event.worker, event.pid, event.host)
+                    future.place = self._place_of(event)
                     future.started_at = time.monotonic()
                     future.set_running_or_notify_cancel()
                 continue

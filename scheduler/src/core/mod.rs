@@ -109,13 +109,13 @@ impl Core {
         let (digest, function) = self.functions.intern(spec.function);
         let mut task = Task {
             state: TaskState::Waiting { missing: 0 },
-            resources: spec.resources,
-            work: Some(Work {
+            work: Some(Box::new(Work {
+                resources: spec.resources,
                 function,
                 digest,
                 call: spec.call,
-                store: spec.store,
-            }),
+                store: spec.store.map(Box::new),
+            })),
             restarts_left: spec.restart_limit,
             resend: None,
             dependencies: spec.dependencies.clone(),
@@ -544,7 +544,10 @@ impl Core {
                     self.dispatch(comm, id, worker);
                 }
                 Allocation::PerTask => {
-                    let resources = self.tasks[&id].resources.clone();
+                    let resources = match &self.tasks[&id].work {
+                        Some(work) => work.resources.clone(),
+                        None => unreachable!("a ready task has its work"),
+                    };
                     if !self.capacity.fits(&resources) {
                         break;
                     }
@@ -622,7 +625,7 @@ impl Core {
                 function,
                 call_frames,
                 dependency_frames,
-                store: work.store,
+                store: work.store.map(|target| *target),
             },
             frames,
         );
@@ -728,7 +731,7 @@ impl Core {
             }
             let dependents = std::mem::take(&mut task.dependents);
             let dependencies = std::mem::take(&mut task.dependencies);
-            task.state = TaskState::Failed(failure.clone());
+            task.state = TaskState::Failed(Box::new(failure.clone()));
             comm.emit(match &failure {
                 Failure::Raised(error) => Event::Raised {
                     task: id,
