@@ -28,12 +28,13 @@ import sys
 import tempfile
 import time
 
-LIBRARIES = ("pmp", "executorlib", "ppe", "dask")
+LIBRARIES = ("pmp", "executorlib", "ppe", "dask", "floor")
 COLUMNS = {
     "pmp": "pmp",
     "executorlib": "executorlib",
     "ppe": "ProcessPoolExecutor",
     "dask": "dask.distributed",
+    "floor": "machine floor",
 }
 
 # name -> (row label, unit, higher_is_better)
@@ -179,6 +180,110 @@ class DaskExecutor:
         del wait, cancel_futures
         self.client.close()
         self.cluster.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine's floors: what the same scenario costs with nothing but the bare mechanism.
+
+_ECHO = """
+import sys, zmq, cloudpickle
+socket = zmq.Context().socket(zmq.REP)
+port = socket.bind_to_random_port("tcp://127.0.0.1")
+print(port, flush=True)
+pickled = sys.argv[1] == "pickled"
+while True:
+    message = socket.recv()
+    if message == b"stop":
+        socket.send(b"")
+        break
+    if pickled:
+        fn, args = cloudpickle.loads(message)
+        message = cloudpickle.dumps(fn(*args))
+    socket.send(message)
+"""
+
+
+def _ping_pong(pickled):
+    """A REQ/REP pair of pyzmq sockets over TCP loopback to a child
+    interpreter; `pickled`: the call travels with cloudpickle and runs there."""
+    import cloudpickle
+    import zmq
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ECHO, "pickled" if pickled else "echo"], stdout=subprocess.PIPE
+    )
+    port = int(child.stdout.readline())
+    socket = zmq.Context().socket(zmq.REQ)
+    socket.connect(f"tcp://127.0.0.1:{port}")
+    times = []
+    for i in range(20 + SIZES["roundtrip_repeat"][0]):
+        start = time.perf_counter()
+        if pickled:
+            socket.send(cloudpickle.dumps((inc, (i,))))
+            assert cloudpickle.loads(socket.recv()) == i + 1
+        else:
+            socket.send(b"x" * 64)
+            socket.recv()
+        times.append((time.perf_counter() - start) * 1e3)
+    socket.send(b"stop")
+    socket.recv()
+    child.wait()
+    return statistics.median(times[20:])
+
+
+def floor_roundtrip(quick):
+    del quick
+    pickled, echo = _ping_pong(True), _ping_pong(False)
+    return {"value": pickled, "note": f"cloudpickle+pyzmq ping-pong; zmq echo {echo:.3f}"}
+
+
+def floor_numpy(quick):
+    import numpy as np
+
+    array = np.random.default_rng(0).random(SIZES["numpy_bytes"][quick] // 8)
+    copy = np.empty_like(array)
+    times = []
+    for _ in range(SIZES["numpy_repeat"][quick]):
+        start = time.perf_counter()
+        np.copyto(copy, array)
+        times.append(time.perf_counter() - start)
+    return {"value": array.nbytes / 1e6 / statistics.median(times), "note": "in-process copy"}
+
+
+def floor_fresh(quick):
+    """`python -c pass`, two at a time: a fresh interpreter per task at the
+    scenario's parallelism, with nothing sent to it or back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tasks = SIZES["fresh_tasks"][quick]
+
+    def start_one(_):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(start_one, range(2)))  # warm-up
+        start = time.perf_counter()
+        list(pool.map(start_one, range(tasks)))
+    return {"value": tasks / (time.perf_counter() - start), "note": "python -c pass, 2 at a time"}
+
+
+def floor_rssrun(quick):
+    """The client's own base: this interpreter's RSS before any executor."""
+    own, _ = _rss_now()
+    del quick
+    return {
+        "value": (own or _peak_rss()) / 1e6,
+        "note": "the client's base RSS, not an increase",
+        "no_ratio": True,
+    }
+
+
+FLOORS = {
+    "roundtrip": floor_roundtrip,
+    "numpy": floor_numpy,
+    "fresh": floor_fresh,
+    "rssrun": floor_rssrun,
+}
 
 
 def wait_all(futures):
@@ -591,7 +696,12 @@ def _quantile(values, q):
 def measure_here(library, scenario, quick):
     """Runs in the subprocess: prints one JSON line, then tears the executor down."""
     try:
-        exe, result = SCENARIO_FUNCTIONS[scenario](library, quick)
+        if library == "floor":
+            if scenario not in FLOORS:
+                raise NotApplicable("no floor measured")
+            exe, result = None, FLOORS[scenario](quick)
+        else:
+            exe, result = SCENARIO_FUNCTIONS[scenario](library, quick)
     except NotApplicable as reason:
         print(json.dumps({"not_applicable": str(reason)}), flush=True)
         os._exit(0)
@@ -726,9 +836,11 @@ def format_value(result, unit):
     return f"{text} ({note})" if note else text
 
 
-def ratio(results, higher_is_better):
-    ours, theirs = results.get("pmp"), results.get("executorlib")
+def ratio(results, higher_is_better, peer="executorlib"):
+    ours, theirs = results.get("pmp"), results.get(peer)
     if not ours or not theirs or "value" not in ours or "value" not in theirs:
+        return "n/a"
+    if theirs.get("no_ratio"):  # a reference figure, not the same measure
         return "n/a"
     if theirs["value"] <= 0 or ours["value"] < 0 or ours.get("at_least"):
         return "n/a"
@@ -739,7 +851,10 @@ def ratio(results, higher_is_better):
 
 
 def print_table(table, libraries, quick):
-    header = ["scenario", *(COLUMNS[lib] for lib in libraries), "pmp ÷ executorlib"]
+    # The ratios the targets are read from: each peer measured in this run.
+    peers = [lib for lib in ("executorlib", "ppe", "floor") if lib in libraries]
+    header = ["scenario", *(COLUMNS[lib] for lib in libraries)]
+    header += [f"pmp ÷ {COLUMNS[lib]}" for lib in peers]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     rows = dict(table)
@@ -752,7 +867,7 @@ def print_table(table, libraries, quick):
         arrow = "higher is better" if higher else "lower is better"
         cells = [f"{label} [{unit}, {arrow}]"]
         cells += [format_value(results[lib], unit) for lib in libraries]
-        cells.append(ratio(results, higher))
+        cells += [ratio(results, higher, peer) for peer in peers]
         print("| " + " | ".join(cells) + " |")
 
 
