@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the peers the executor benchmark compares against (executorlib 1.11, dask.distributed,
 # numpy, psutil, and h5py for executorlib's cache_directory)
-# into the active Python environment where they are missing, then runs bench_executor.py.
+# into the active Python environment where they are missing, then runs bench_executor.py, and,
+# with no arguments, the kernel row (kernel.py: pmp-kernel, ipykernel and the minimal kernel) and
+# the fresh-process rows of bench_hpc.py (local, and inside `flux start` where flux is on PATH).
 #
-#   bench/run.sh                 # the full comparison (a few minutes at most)
-#   bench/run.sh --quick         # smaller sizes
-#   bench/run.sh --only pmp --json /tmp/bench.json
+#   bench/run.sh                 # every row of bench/README.md's target table, in one run
+#   bench/run.sh --quick         # smaller sizes (bench_executor.py only)
+#   bench/run.sh --only pmp --json /tmp/bench.json   # (bench_executor.py only)
 #
 # The interpreter is $PYTHON, else `python` of an active virtualenv/conda environment, else
 # ./.venv/bin/python (where ./install.sh puts pmp), else python3.
@@ -38,4 +40,14 @@ if ! "$python" -c 'import pmp' 2>/dev/null; then
     echo "note: pmp is not importable with $python (run ./install.sh); its cells will show the error" >&2
 fi
 
-exec "$python" "$here/bench_executor.py" "$@"
+"$python" "$here/bench_executor.py" "$@"
+if (($#)); then
+    exit 0
+fi
+echo
+echo "== kernel: execute 1+1 and start to ready (kernel.py)"
+"$python" "$here/kernel.py" --kernels pmp python3 floor ||
+    echo "kernel.py failed (are the pmp and python3 kernelspecs installed?)"
+echo
+echo "== fresh processes, local and inside flux start (bench_hpc.py)"
+"$python" "$here/bench_hpc.py" --no-slurm || echo "bench_hpc.py failed"
