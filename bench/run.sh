@@ -50,4 +50,4 @@ echo "== kernel: execute 1+1 and start to ready (kernel.py)"
     echo "kernel.py failed (are the pmp and python3 kernelspecs installed?)"
 echo
 echo "== fresh processes, local and inside flux start (bench_hpc.py)"
-"$python" "$here/bench_hpc.py" --no-slurm || echo "bench_hpc.py failed"
+"$python" "$here/bench_hpc.py" --no-slurm --timeout 120 || echo "bench_hpc.py failed"
