@@ -137,7 +137,12 @@ async fn serve(sockets: Sockets, signer: Arc<Signer>, side: SocketSide) {
     iopub.status("starting", None);
     tokio::spawn(heartbeat::serve(sockets.heartbeat));
     let (shell_send, shell_recv) = sockets.shell.split();
-    tokio::spawn(shell::read(shell_recv, queue.clone()));
+    let answerer = shell::Answerer {
+        replies: replies.clone(),
+        iopub: iopub.clone(),
+        lifecycle: Arc::clone(&lifecycle),
+    };
+    tokio::spawn(shell::read(shell_recv, queue.clone(), answerer));
     tokio::spawn(shell::write(shell_send, replies_rx, Arc::clone(&signer)));
     tokio::spawn(stdin::serve(sockets.stdin, stdin_rx, Arc::clone(&signer)));
     tokio::spawn(flush_soon(streams));

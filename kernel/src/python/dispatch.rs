@@ -77,8 +77,11 @@ impl Dispatcher {
     pub fn serve(&mut self, work: &mut UnboundedReceiver<Work>) {
         while !self.lifecycle.is_stopping() {
             match work.blocking_recv() {
-                Some(Work::Request(request)) if !self.lifecycle.is_stopping() => {
-                    self.handle(request)
+                Some(Work::Request(request)) => {
+                    if !self.lifecycle.is_stopping() {
+                        self.handle(request);
+                    }
+                    self.lifecycle.answered();
                 }
                 Some(Work::StopAborting) => self.aborting = false,
                 Some(_) => {}
@@ -91,6 +94,7 @@ impl Dispatcher {
         self.host.set_parent(&request);
         self.iopub.status("busy", Some(&request.header));
         self.lifecycle.set_busy(true);
+        let mut engine_handled = false;
         let reply = match request.msg_type.as_str() {
             "kernel_info_request" => Some(self.kernel_info.clone()),
             // Deprecated on shell (spec 5.4) but still sent by some clients.
@@ -101,7 +105,10 @@ impl Dispatcher {
             "execute_request" if self.aborting => Some(json(&serde_json::json!({
                 "status": "aborted"
             }))),
-            _ => self.call_engine(&request),
+            _ => {
+                engine_handled = true;
+                self.call_engine(&request)
+            }
         };
         self.host.flush_streams();
         self.lifecycle.set_busy(false);
@@ -109,6 +116,21 @@ impl Dispatcher {
             self.replies.send(request.reply(content));
         }
         self.iopub.status("idle", Some(&request.header));
+        if engine_handled {
+            self.after_reply();
+        }
+    }
+
+    /// Work the request left for when its reply is on its way (IPython's
+    /// history write), so that it does not delay the reply.
+    fn after_reply(&self) {
+        if let Engine::Python(kernel) = &self.engine {
+            Python::attach(|py| {
+                if let Err(e) = kernel.bind(py).call_method0("after_reply") {
+                    log::warn!("after the reply: {}", describe(py, &e).2.join(""));
+                }
+            });
+        }
     }
 
     fn start_aborting(&mut self) {

@@ -49,7 +49,7 @@ pub fn run(python: &Path, mut links: Links) {
         links.stdin.clone(),
         Arc::clone(&links.streams),
     );
-    let (engine, kernel_info) = match start(python, host) {
+    let (engine, kernel_info) = match start(python, host, &links.lifecycle) {
         Ok((kernel, info)) => (Engine::Python(kernel), info),
         Err(why) => {
             log::error!("{why}");
@@ -84,7 +84,14 @@ pub fn run(python: &Path, mut links: Links) {
     links.lifecycle.python_stopped();
 }
 
-fn start(python: &Path, host: &'static Host) -> Result<(Py<PyAny>, Bytes), String> {
+/// Start Python and IPython; returns the kernel object and its kernel_info
+/// reply content. That content is published in `lifecycle` as soon as it
+/// is known, before IPython is imported where it can be (see `info.py`).
+fn start(
+    python: &Path,
+    host: &'static Host,
+    lifecycle: &Lifecycle,
+) -> Result<(Py<PyAny>, Bytes), String> {
     interpreter::check_environment(python)?;
     pyo3::append_to_inittab!(_pmp_kernel_host);
     interpreter::initialize(python)?;
@@ -95,7 +102,17 @@ fn start(python: &Path, host: &'static Host) -> Result<(Py<PyAny>, Bytes), Strin
             log::warn!("cannot capture fd {}: {e}", name.fd());
         }
     }
-    Python::attach(|py| bootstrap::load(py, env!("CARGO_PKG_VERSION"))).map_err(|e| {
+    let version = env!("CARGO_PKG_VERSION");
+    let loaded = Python::attach(|py| {
+        let early = bootstrap::load_early(py, version)?;
+        if let Some(info) = &early {
+            lifecycle.set_kernel_info(info.clone());
+        }
+        let (kernel, info) = bootstrap::load(py, version)?;
+        // Once given, the early reply stays the kernel's answer.
+        Ok((kernel, early.unwrap_or(info)))
+    });
+    loaded.map_err(|e: PyErr| {
         Python::attach(|py| {
             let (ename, evalue, traceback) = dispatch::describe(py, &e);
             if ename == "ModuleNotFoundError" {
