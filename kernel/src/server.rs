@@ -17,7 +17,6 @@ use crate::{children, control, heartbeat, interrupt, iopub, python, shell, stdin
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How long written text may wait before it is sent as a stream message.
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
@@ -33,7 +32,7 @@ pub fn run(connection_file: &Path, python: &Path) -> Result<(), String> {
     let (iopub, iopub_rx) = Iopub::channel();
     let (stdin, stdin_rx) = Stdin::channel();
     let (replies, replies_rx) = Replies::channel();
-    let (queue, work) = mpsc::unbounded_channel::<Work>();
+    let (queue, work) = std::sync::mpsc::channel::<Work>();
     let lifecycle = Arc::new(Lifecycle::default());
     let streams = Streams::new();
 

@@ -24,7 +24,10 @@ pub enum Work {
     Wake,
 }
 
-pub type Queue = mpsc::UnboundedSender<Work>;
+/// The Python thread's queue (a std channel: that thread waits on it with a
+/// timeout, see `dispatch`).
+pub type Queue = std::sync::mpsc::Sender<Work>;
+pub type WorkReceiver = std::sync::mpsc::Receiver<Work>;
 
 /// What the shell reader needs to answer kernel_info itself.
 pub struct Answerer {

@@ -82,8 +82,8 @@ class Kernel:
         exit_now = bool(self.shell.exit_now)
         return (None if reply is None else dumps(reply)), self._abort_queued, exit_now
 
-    def after_reply(self):
-        """Called once the reply and the idle status have been handed over."""
+    def save_history(self):
+        """Called by the host once the kernel has been idle for a moment."""
         save_history(self.shell)
 
     def execute_request(self, content, parent):

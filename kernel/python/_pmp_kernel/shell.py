@@ -32,7 +32,7 @@ class HistoryConnection(sqlite3.Connection):
 
 
 # Larger than any session: IPython's store_inputs never wakes its saving
-# thread itself; `save_history` does, once the reply has left.
+# thread itself; `save_history` does, when the kernel is idle.
 NEVER = 2**62
 
 
@@ -47,12 +47,15 @@ def history_config():
 
 
 def save_history(shell):
-    """Have IPython's saving thread write what the last request stored.
+    """Have IPython's saving thread write the history stored since the last
+    call.
 
-    IPython wakes that thread as a cell starts, so it competes with the cell
-    for the GIL; the kernel calls this after the reply was handed over
-    instead, so the cell's history is written while the kernel is idle (and
-    still at once: nothing waits for a later cell or for exit)."""
+    IPython wakes that thread as each cell starts, so it competes with the
+    cell and its reply for the GIL and the CPU. The host calls this instead
+    once the kernel has been idle for a moment (20 ms): a cell's history
+    still reaches the database right after it, and cells run back to back
+    are written in one transaction. Exit writes what is left, as in IPython;
+    history requests write the cache out first, as in IPython."""
     history = shell.history_manager
     if history is None or not history.using_thread:
         return

@@ -10,7 +10,7 @@ pub mod streams;
 
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
-use crate::shell::{Queue, Replies, Work};
+use crate::shell::{Queue, Replies, WorkReceiver};
 use crate::stdin::Stdin;
 use bytes::Bytes;
 use dispatch::{Dispatcher, Engine};
@@ -19,7 +19,6 @@ use pyo3::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
 use streams::{Name, Streams};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use interpreter::{check_environment, BUILT_FOR};
 
@@ -36,13 +35,13 @@ pub struct Links {
     pub stdin: Stdin,
     pub replies: Replies,
     pub queue: Queue,
-    pub work: UnboundedReceiver<Work>,
+    pub work: WorkReceiver,
     pub lifecycle: Arc<Lifecycle>,
     pub streams: Arc<Streams>,
 }
 
 /// Run the Python side on the calling thread until the kernel stops.
-pub fn run(python: &Path, mut links: Links) {
+pub fn run(python: &Path, links: Links) {
     crate::interrupt::become_python_thread();
     let host = Host::install(
         links.iopub.clone(),
@@ -70,7 +69,7 @@ pub fn run(python: &Path, mut links: Links) {
         links.queue,
         Arc::clone(&links.lifecycle),
     );
-    dispatcher.serve(&mut links.work);
+    dispatcher.serve(&links.work);
     if started_python {
         // Run atexit handlers now: the process ends with exit(), which never
         // finalizes Python.
