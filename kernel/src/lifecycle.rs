@@ -1,14 +1,16 @@
 //! What the Python thread and the socket tasks need to know about each
 //! other: the kernel_info reply once Python has produced it, whether a
-//! request is running, and the shutdown hand-over.
+//! request is running or waiting, and the shutdown hand-over.
 
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{watch, Notify};
 
 pub struct Lifecycle {
     kernel_info: watch::Sender<Option<Bytes>>,
     busy: AtomicBool,
+    /// Shell requests queued for the Python thread and not yet answered.
+    pending: AtomicUsize,
     stopping: AtomicBool,
     /// The Python side asked the kernel to stop (`exit()` in a cell, a
     /// shutdown request on the shell channel).
@@ -21,6 +23,7 @@ impl Default for Lifecycle {
         Lifecycle {
             kernel_info: watch::channel(None).0,
             busy: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop_requested: Notify::new(),
             python_stopped: watch::channel(false).0,
@@ -42,6 +45,21 @@ impl Lifecycle {
             // The sender lives as long as self.
             Err(_) => unreachable!("kernel_info sender dropped"),
         }
+    }
+
+    /// A shell request was queued for the Python thread.
+    pub fn queued(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The Python thread is done with a queued request (replied, idle sent).
+    pub fn answered(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether every queued shell request has been answered.
+    pub fn shell_idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
     }
 
     pub fn set_busy(&self, busy: bool) {

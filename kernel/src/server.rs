@@ -17,7 +17,6 @@ use crate::{children, control, heartbeat, interrupt, iopub, python, shell, stdin
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How long written text may wait before it is sent as a stream message.
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
@@ -33,7 +32,7 @@ pub fn run(connection_file: &Path, python: &Path) -> Result<(), String> {
     let (iopub, iopub_rx) = Iopub::channel();
     let (stdin, stdin_rx) = Stdin::channel();
     let (replies, replies_rx) = Replies::channel();
-    let (queue, work) = mpsc::unbounded_channel::<Work>();
+    let (queue, work) = std::sync::mpsc::channel::<Work>();
     let lifecycle = Arc::new(Lifecycle::default());
     let streams = Streams::new();
 
@@ -137,7 +136,12 @@ async fn serve(sockets: Sockets, signer: Arc<Signer>, side: SocketSide) {
     iopub.status("starting", None);
     tokio::spawn(heartbeat::serve(sockets.heartbeat));
     let (shell_send, shell_recv) = sockets.shell.split();
-    tokio::spawn(shell::read(shell_recv, queue.clone()));
+    let answerer = shell::Answerer {
+        replies: replies.clone(),
+        iopub: iopub.clone(),
+        lifecycle: Arc::clone(&lifecycle),
+    };
+    tokio::spawn(shell::read(shell_recv, queue.clone(), answerer));
     tokio::spawn(shell::write(shell_send, replies_rx, Arc::clone(&signer)));
     tokio::spawn(stdin::serve(sockets.stdin, stdin_rx, Arc::clone(&signer)));
     tokio::spawn(flush_soon(streams));

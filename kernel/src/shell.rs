@@ -1,8 +1,14 @@
 //! The shell channel. The reader verifies each request and queues it, in
-//! arrival order, for the Python thread; it publishes nothing itself (busy and
-//! idle are published when the Python thread takes a request up, so statuses
-//! never interleave with a running cell's). The writer sends replies.
+//! arrival order, for the Python thread, which publishes busy and idle when
+//! it takes the request up (so statuses never interleave with a running
+//! cell's). The one exception is kernel_info while nothing is queued: its
+//! reply is static, so the reader answers it at once, even while Python is
+//! still importing IPython (a frontend shows the kernel as ready on that
+//! reply; a request that needs IPython still waits for it). The writer
+//! sends replies.
 
+use crate::iopub::Iopub;
+use crate::lifecycle::Lifecycle;
 use crate::wire::{Outgoing, Request, Signer};
 use jupyter_zmq_client::{RouterRecvConnection, RouterSendConnection};
 use std::sync::Arc;
@@ -18,9 +24,36 @@ pub enum Work {
     Wake,
 }
 
-pub type Queue = mpsc::UnboundedSender<Work>;
+/// The Python thread's queue (a std channel: that thread waits on it with a
+/// timeout, see `dispatch`).
+pub type Queue = std::sync::mpsc::Sender<Work>;
+pub type WorkReceiver = std::sync::mpsc::Receiver<Work>;
 
-pub async fn read(mut socket: RouterRecvConnection, queue: Queue) {
+/// What the shell reader needs to answer kernel_info itself.
+pub struct Answerer {
+    pub replies: Replies,
+    pub iopub: Iopub,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl Answerer {
+    /// Answer `request` here if it is a kernel_info request that would not
+    /// overtake a queued one; gives it back otherwise. Before Python has
+    /// produced the reply this waits for it: a request that arrives
+    /// meanwhile would have to wait for it in the queue as well.
+    async fn answer(&self, request: Request) -> Option<Request> {
+        if request.msg_type != "kernel_info_request" || !self.lifecycle.shell_idle() {
+            return Some(request);
+        }
+        let info = self.lifecycle.kernel_info().await;
+        self.iopub.status("busy", Some(&request.header));
+        self.replies.send(request.reply(info));
+        self.iopub.status("idle", Some(&request.header));
+        None
+    }
+}
+
+pub async fn read(mut socket: RouterRecvConnection, queue: Queue, answerer: Answerer) {
     loop {
         let frames = match socket.socket.recv().await {
             Ok(frames) => frames,
@@ -32,6 +65,10 @@ pub async fn read(mut socket: RouterRecvConnection, queue: Queue) {
         };
         match Request::decode(frames, &socket.mac) {
             Ok(request) => {
+                let Some(request) = answerer.answer(request).await else {
+                    continue;
+                };
+                answerer.lifecycle.queued();
                 if queue.send(Work::Request(request)).is_err() {
                     return;
                 }

@@ -7,6 +7,7 @@ import _pmp_kernel_host as host
 from IPython.core import displayhook, displaypub
 
 from .jsonutil import dumps
+from .plaintext import PlainText
 
 
 class DisplayPublisher(displaypub.DisplayPublisher):
@@ -27,6 +28,26 @@ class DisplayHook(displayhook.DisplayHook):
     """Collects the parts IPython computes and sends one execute_result."""
 
     content = None
+    _plain_text = None
+
+    @staticmethod
+    def semicolon_at_end_of_expression(expression):
+        # Tokenizing the cell is most of what `quiet()` costs; without a ';'
+        # anywhere there is no ';' token either.
+        if ";" not in expression:
+            return False
+        return displayhook.DisplayHook.semicolon_at_end_of_expression(expression)
+
+    def compute_format_data(self, result):
+        # A builtin scalar nobody registered a formatter for has one format,
+        # text/plain, and it is its repr: skip asking twelve formatters.
+        formatter = self.shell.display_formatter
+        if self._plain_text is None or self._plain_text.formatter is not formatter:
+            self._plain_text = PlainText(formatter)
+        text = self._plain_text(result)
+        if text is not None:
+            return {"text/plain": text}, {}
+        return super().compute_format_data(result)
 
     def start_displayhook(self):
         super().start_displayhook()

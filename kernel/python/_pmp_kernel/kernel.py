@@ -3,16 +3,15 @@
 itself; it publishes busy/idle, flushes output and sends the reply."""
 
 import json
-import platform
 import signal
-import sys
 
 import _pmp_kernel_host as host
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
-from . import comms
+from . import comms, info
 from .jsonutil import dumps
+from .shell import save_history
 
 
 def _ignore_sigint():
@@ -82,6 +81,10 @@ class Kernel:
             _ignore_sigint()
         exit_now = bool(self.shell.exit_now)
         return (None if reply is None else dumps(reply)), self._abort_queued, exit_now
+
+    def save_history(self):
+        """Called by the host once the kernel has been idle for a moment."""
+        save_history(self.shell)
 
     def execute_request(self, content, parent):
         shell = self.shell
@@ -216,27 +219,4 @@ class Kernel:
         handle(None, None, parent)
 
     def kernel_info(self):
-        return {
-            "status": "ok",
-            "protocol_version": "5.3",
-            "implementation": "pmp",
-            "implementation_version": self.version,
-            "language_info": {
-                "name": "python",
-                "version": platform.python_version(),
-                "mimetype": "text/x-python",
-                "codemirror_mode": {"name": "ipython", "version": 3},
-                "pygments_lexer": "ipython3",
-                "nbconvert_exporter": "python",
-                "file_extension": ".py",
-            },
-            "banner": self.shell.banner,
-            "help_links": [
-                {
-                    "text": "Python Reference",
-                    "url": "https://docs.python.org/{}.{}".format(*sys.version_info[:2]),
-                },
-                {"text": "IPython Reference", "url": "https://ipython.org/documentation.html"},
-            ],
-            "debugger": False,
-        }
+        return info.content(self.version, self.shell.banner)

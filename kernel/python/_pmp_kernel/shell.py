@@ -7,12 +7,14 @@ import sqlite3
 import _pmp_kernel_host as host
 from IPython.core import page
 from IPython.core.error import UsageError
+from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets import Any, CBool, Type
+from traitlets import Any, CBool, Instance, Type, default
 from traitlets.config import Config
 
 from .display import DisplayHook, DisplayPublisher
 from .jsonutil import dumps
+from .transform import QuickTransformerManager
 
 
 class HistoryConnection(sqlite3.Connection):
@@ -29,18 +31,50 @@ class HistoryConnection(sqlite3.Connection):
         self.execute("PRAGMA synchronous = OFF")
 
 
+# Larger than any session: IPython's store_inputs never wakes its saving
+# thread itself; `save_history` does, when the kernel is idle.
+NEVER = 2**62
+
+
 def history_config():
     config = Config()
     config.HistoryManager.connection_options = {
         "check_same_thread": False,
         "factory": HistoryConnection,
     }
+    config.HistoryManager.db_cache_size = NEVER
     return config
+
+
+def save_history(shell):
+    """Have IPython's saving thread write the history stored since the last
+    call.
+
+    IPython wakes that thread as each cell starts, so it competes with the
+    cell and its reply for the GIL and the CPU. The host calls this instead
+    once the kernel has been idle for a moment (20 ms): a cell's history
+    still reaches the database right after it, and cells run back to back
+    are written in one transaction. Exit writes what is left, as in IPython;
+    history requests write the cache out first, as in IPython."""
+    history = shell.history_manager
+    if history is None or not history.using_thread:
+        return
+    if history.db_input_cache or history.db_output_cache:
+        history._restart_thread_if_stopped()
+        if history.save_flag is not None:
+            history.save_flag.set()
 
 
 class PmpShell(InteractiveShell):
     displayhook_class = Type(DisplayHook)
     display_pub_class = Type(DisplayPublisher)
+    # IPython's, with a shortcut for cells its transformations leave alone.
+    input_transformer_manager = Instance(TransformerManager)
+
+    @default("input_transformer_manager")
+    def _quick_transformer_manager(self):
+        return QuickTransformerManager()
+
     # No readline, no auto-indent: the frontend edits the code.
     readline_use = CBool(False)
     autoindent = CBool(False)
@@ -92,6 +126,18 @@ class PmpShell(InteractiveShell):
         self._last_traceback = None
         self._last_traceback_during_displayhook = False
         return super().run_cell(*args, **kwargs)
+
+    def should_run_async(self, raw_cell, *, transformed_cell=None, preprocessing_exc_tuple=None):
+        # Only `await`, `async for` and `async with` make a cell a coroutine;
+        # IPython compiles every cell to find out.
+        cell = transformed_cell
+        if cell is not None and "await" not in cell and "async" not in cell:
+            return False
+        return super().should_run_async(
+            raw_cell,
+            transformed_cell=transformed_cell,
+            preprocessing_exc_tuple=preprocessing_exc_tuple,
+        )
 
     def _showtraceback(self, etype, evalue, stb):
         # One `error` message and nothing printed: frontends render the

@@ -6,11 +6,22 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyModule};
 
-/// Package modules in dependency order; the package body comes last.
+/// Package modules in dependency order; the package body comes last. The
+/// first ones (up to `info`) do not import IPython: they give the early
+/// kernel_info reply.
 const MODULES: &[(&str, &str)] = &[
     (
         "jsonutil",
         include_str!("../../python/_pmp_kernel/jsonutil.py"),
+    ),
+    ("info", include_str!("../../python/_pmp_kernel/info.py")),
+    (
+        "plaintext",
+        include_str!("../../python/_pmp_kernel/plaintext.py"),
+    ),
+    (
+        "transform",
+        include_str!("../../python/_pmp_kernel/transform.py"),
     ),
     (
         "display",
@@ -22,6 +33,8 @@ const MODULES: &[(&str, &str)] = &[
     ("magics", include_str!("../../python/_pmp_kernel/magics.py")),
     ("kernel", include_str!("../../python/_pmp_kernel/kernel.py")),
 ];
+/// How many of `MODULES` the early kernel_info needs.
+const EARLY_MODULES: usize = 2;
 const PACKAGE: &str = "_pmp_kernel";
 const PACKAGE_INIT: &str = include_str!("../../python/_pmp_kernel/__init__.py");
 
@@ -46,9 +59,10 @@ fn exec_module<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound
     Ok(module)
 }
 
-/// Install the stream writers, load the package and start the shell.
-/// Returns the kernel object and the kernel_info reply content.
-pub fn load(py: Python<'_>, version: &str) -> PyResult<(Py<PyAny>, Bytes)> {
+/// Install the stream writers and load the part of the package that does
+/// not need IPython; returns the kernel_info reply content if it can be
+/// given before IPython is imported (see `info.py`).
+pub fn load_early(py: Python<'_>, version: &str) -> PyResult<Option<Bytes>> {
     let sys = py.import("sys")?;
     sys.setattr("stdout", Bound::new(py, OutStream::new("stdout")?)?)?;
     sys.setattr("stderr", Bound::new(py, OutStream::new("stderr")?)?)?;
@@ -56,7 +70,24 @@ pub fn load(py: Python<'_>, version: &str) -> PyResult<(Py<PyAny>, Bytes)> {
     let package = PyModule::new(py, PACKAGE)?;
     package.setattr("__path__", PyList::empty(py))?;
     sys.getattr("modules")?.set_item(PACKAGE, &package)?;
-    for (name, source) in MODULES {
+    let mut info = None;
+    for (name, source) in &MODULES[..EARLY_MODULES] {
+        let module = exec_module(py, &format!("{PACKAGE}.{name}"), source)?;
+        package.setattr(*name, &module)?;
+        info = Some(module);
+    }
+    let early: Option<String> = info
+        .expect("EARLY_MODULES ends with info")
+        .call_method1("early", (version,))?
+        .extract()?;
+    Ok(early.map(Bytes::from))
+}
+
+/// Load the rest of the package (IPython with it) and start the shell.
+/// Returns the kernel object and the kernel_info reply content.
+pub fn load(py: Python<'_>, version: &str) -> PyResult<(Py<PyAny>, Bytes)> {
+    let package = py.import(PACKAGE)?;
+    for (name, source) in &MODULES[EARLY_MODULES..] {
         let module = exec_module(py, &format!("{PACKAGE}.{name}"), source)?;
         package.setattr(*name, module)?;
     }

@@ -8,14 +8,15 @@ use super::host::Host;
 use crate::control;
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
-use crate::shell::{Queue, Replies, Work};
+use crate::shell::{Queue, Replies, Work, WorkReceiver};
 use crate::wire::{json, Request};
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use serde::Serialize;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::time::Duration;
 
 /// What answers the requests Rust does not answer itself.
 pub enum Engine {
@@ -24,6 +25,10 @@ pub enum Engine {
     /// Python could not start: every request is told why.
     Unavailable(String),
 }
+
+/// How long the kernel must have been idle before IPython's history of the
+/// cells since is written (see `serve`).
+const HISTORY_IDLE: Duration = Duration::from_millis(20);
 
 pub struct Dispatcher {
     pub engine: Engine,
@@ -34,6 +39,8 @@ pub struct Dispatcher {
     pub queue: Queue,
     pub lifecycle: Arc<Lifecycle>,
     aborting: bool,
+    /// A request ran since IPython's history was last written.
+    history_due: bool,
 }
 
 #[derive(Serialize)]
@@ -70,18 +77,39 @@ impl Dispatcher {
             queue,
             lifecycle,
             aborting: false,
+            history_due: false,
         }
     }
 
     /// Serve until the kernel stops (or every sender is gone).
-    pub fn serve(&mut self, work: &mut UnboundedReceiver<Work>) {
+    ///
+    /// IPython's history of the cells that ran is written by its saving
+    /// thread once the kernel has been idle for `HISTORY_IDLE`: woken as a
+    /// cell starts (IPython's way) that thread takes the GIL and the CPU
+    /// from the cell and from the reply, and cells sent back to back are
+    /// written in one go.
+    pub fn serve(&mut self, work: &WorkReceiver) {
         while !self.lifecycle.is_stopping() {
-            match work.blocking_recv() {
-                Some(Work::Request(request)) if !self.lifecycle.is_stopping() => {
-                    self.handle(request)
+            let next = if self.history_due {
+                match work.recv_timeout(HISTORY_IDLE) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.save_history();
+                        continue;
+                    }
+                    next => next.ok(),
+                }
+            } else {
+                work.recv().ok()
+            };
+            match next {
+                Some(Work::Request(request)) => {
+                    if !self.lifecycle.is_stopping() {
+                        self.handle(request);
+                    }
+                    self.lifecycle.answered();
                 }
                 Some(Work::StopAborting) => self.aborting = false,
-                Some(_) => {}
+                Some(Work::Wake) => {}
                 None => break,
             }
         }
@@ -91,6 +119,7 @@ impl Dispatcher {
         self.host.set_parent(&request);
         self.iopub.status("busy", Some(&request.header));
         self.lifecycle.set_busy(true);
+        let mut engine_handled = false;
         let reply = match request.msg_type.as_str() {
             "kernel_info_request" => Some(self.kernel_info.clone()),
             // Deprecated on shell (spec 5.4) but still sent by some clients.
@@ -101,7 +130,10 @@ impl Dispatcher {
             "execute_request" if self.aborting => Some(json(&serde_json::json!({
                 "status": "aborted"
             }))),
-            _ => self.call_engine(&request),
+            _ => {
+                engine_handled = true;
+                self.call_engine(&request)
+            }
         };
         self.host.flush_streams();
         self.lifecycle.set_busy(false);
@@ -109,6 +141,20 @@ impl Dispatcher {
             self.replies.send(request.reply(content));
         }
         self.iopub.status("idle", Some(&request.header));
+        self.history_due |= engine_handled;
+    }
+
+    /// Have IPython's saving thread write the history stored since the
+    /// last time.
+    fn save_history(&mut self) {
+        self.history_due = false;
+        if let Engine::Python(kernel) = &self.engine {
+            Python::attach(|py| {
+                if let Err(e) = kernel.bind(py).call_method0("save_history") {
+                    log::warn!("saving the history: {}", describe(py, &e).2.join(""));
+                }
+            });
+        }
     }
 
     fn start_aborting(&mut self) {

@@ -10,7 +10,7 @@ pub mod streams;
 
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
-use crate::shell::{Queue, Replies, Work};
+use crate::shell::{Queue, Replies, WorkReceiver};
 use crate::stdin::Stdin;
 use bytes::Bytes;
 use dispatch::{Dispatcher, Engine};
@@ -19,7 +19,6 @@ use pyo3::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
 use streams::{Name, Streams};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use interpreter::{check_environment, BUILT_FOR};
 
@@ -36,20 +35,20 @@ pub struct Links {
     pub stdin: Stdin,
     pub replies: Replies,
     pub queue: Queue,
-    pub work: UnboundedReceiver<Work>,
+    pub work: WorkReceiver,
     pub lifecycle: Arc<Lifecycle>,
     pub streams: Arc<Streams>,
 }
 
 /// Run the Python side on the calling thread until the kernel stops.
-pub fn run(python: &Path, mut links: Links) {
+pub fn run(python: &Path, links: Links) {
     crate::interrupt::become_python_thread();
     let host = Host::install(
         links.iopub.clone(),
         links.stdin.clone(),
         Arc::clone(&links.streams),
     );
-    let (engine, kernel_info) = match start(python, host) {
+    let (engine, kernel_info) = match start(python, host, &links.lifecycle) {
         Ok((kernel, info)) => (Engine::Python(kernel), info),
         Err(why) => {
             log::error!("{why}");
@@ -70,7 +69,7 @@ pub fn run(python: &Path, mut links: Links) {
         links.queue,
         Arc::clone(&links.lifecycle),
     );
-    dispatcher.serve(&mut links.work);
+    dispatcher.serve(&links.work);
     if started_python {
         // Run atexit handlers now: the process ends with exit(), which never
         // finalizes Python.
@@ -84,7 +83,14 @@ pub fn run(python: &Path, mut links: Links) {
     links.lifecycle.python_stopped();
 }
 
-fn start(python: &Path, host: &'static Host) -> Result<(Py<PyAny>, Bytes), String> {
+/// Start Python and IPython; returns the kernel object and its kernel_info
+/// reply content. That content is published in `lifecycle` as soon as it
+/// is known, before IPython is imported where it can be (see `info.py`).
+fn start(
+    python: &Path,
+    host: &'static Host,
+    lifecycle: &Lifecycle,
+) -> Result<(Py<PyAny>, Bytes), String> {
     interpreter::check_environment(python)?;
     pyo3::append_to_inittab!(_pmp_kernel_host);
     interpreter::initialize(python)?;
@@ -95,7 +101,17 @@ fn start(python: &Path, host: &'static Host) -> Result<(Py<PyAny>, Bytes), Strin
             log::warn!("cannot capture fd {}: {e}", name.fd());
         }
     }
-    Python::attach(|py| bootstrap::load(py, env!("CARGO_PKG_VERSION"))).map_err(|e| {
+    let version = env!("CARGO_PKG_VERSION");
+    let loaded = Python::attach(|py| {
+        let early = bootstrap::load_early(py, version)?;
+        if let Some(info) = &early {
+            lifecycle.set_kernel_info(info.clone());
+        }
+        let (kernel, info) = bootstrap::load(py, version)?;
+        // Once given, the early reply stays the kernel's answer.
+        Ok((kernel, early.unwrap_or(info)))
+    });
+    loaded.map_err(|e: PyErr| {
         Python::attach(|py| {
             let (ename, evalue, traceback) = dispatch::describe(py, &e);
             if ename == "ModuleNotFoundError" {
