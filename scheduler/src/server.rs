@@ -11,6 +11,7 @@ use crate::core::{
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
+use crate::shared_memory;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -79,6 +80,15 @@ struct Live {
     /// The last lines its tasks wrote to sys.stderr (sent as output, so not
     /// in the process's own stderr): part of the report if it dies.
     task_stderr: VecDeque<String>,
+    /// Whether it maps large frames from our shared memory (it said hello
+    /// from this host), and the segments it has not released yet.
+    shared: SharedFrames,
+}
+
+#[derive(Default)]
+struct SharedFrames {
+    on: bool,
+    lent: Vec<shared_memory::Lent>,
 }
 
 /// The effects of the core, carried out.
@@ -113,6 +123,7 @@ impl Comm for ServerComm<'_> {
                         route: None,
                         kill_reason: None,
                         task_stderr: VecDeque::new(),
+                        shared: SharedFrames::default(),
                     },
                 );
             }
@@ -126,9 +137,13 @@ impl Comm for ServerComm<'_> {
         }
     }
 
-    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>) {
+    fn send(&mut self, worker: WorkerId, mut message: ToWorker, mut frames: Vec<Bytes>) {
         // The core only sends to workers that said hello.
-        if let Some(route) = self.live.get(&worker).and_then(|l| l.route.clone()) {
+        if let Some(live) = self.live.get_mut(&worker).filter(|l| l.route.is_some()) {
+            let route = live.route.clone().expect("checked");
+            if let (ToWorker::Run { shared, .. }, true) = (&mut message, live.shared.on) {
+                *shared = shared_memory::share(&mut frames, &mut live.shared.lent);
+            }
             let wire = protocol::encode(self.key, &message, frames);
             let _ = self.outgoing.send((route, wire));
         }
@@ -381,9 +396,10 @@ impl Server {
             Err(e) => return self.drop_message(&route, &e.to_string()),
         };
         let worker = match &header {
-            FromWorker::Hello { worker, .. } => match self.live.get_mut(worker) {
+            FromWorker::Hello { worker, host, .. } => match self.live.get_mut(worker) {
                 Some(live) if live.route.is_none() => {
                     live.route = Some(route.clone());
+                    live.shared.on = shared_memory::enabled() && *host == crate::host::name();
                     self.routes.insert(route.clone(), *worker);
                     *worker
                 }
@@ -412,6 +428,14 @@ impl Server {
                 process::keep_lines(&mut live.task_stderr, &String::from_utf8_lossy(text));
             }
         }
+        if let FromWorker::Released { segments } = &header {
+            if let Some(live) = self.live.get_mut(&worker) {
+                for &id in segments {
+                    shared_memory::release(&mut live.shared.lent, id);
+                }
+            }
+            return;
+        }
         with_comm!(self, |core, comm| match header {
             FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
             FromWorker::InitDone { outcome } => {
@@ -426,7 +450,7 @@ impl Server {
                     core.task_output(&mut comm, worker, task, stream, text)
                 }
             }
-            FromWorker::Pong => {}
+            FromWorker::Pong | FromWorker::Released { .. } => {}
         });
     }
 

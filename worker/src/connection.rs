@@ -2,6 +2,7 @@
 //! are verified here, before the main thread (and Python) sees them.
 
 use crate::settings::Settings;
+use crate::shared_frames;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
 use pmp_scheduler::Bytes;
@@ -109,8 +110,16 @@ async fn serve(
                 Ok((ToWorker::Ping, _)) => {
                     let _ = pong_tx.send(());
                 }
-                Ok(message) => {
-                    if incoming.send(message).is_err() {
+                Ok((message, mut frames)) => {
+                    if let ToWorker::Run { shared, .. } = &message {
+                        if let Err(e) = shared_frames::attach(shared, &mut frames) {
+                            // The task cannot run without its argument; the
+                            // scheduler reports our exit and this reason.
+                            eprintln!("pmp-worker: {e}");
+                            die();
+                        }
+                    }
+                    if incoming.send((message, frames)).is_err() {
                         break;
                     }
                 }
@@ -126,12 +135,18 @@ async fn serve(
             },
             Some(()) = pong_rx.recv() => Queued { message: FromWorker::Pong, frames: Vec::new(), written: None },
         };
-        let wire = protocol::encode(&key, &queued.message, queued.frames);
-        let mut zmq_message = ZmqMessage::from(wire[0].clone());
-        for frame in wire.into_iter().skip(1) {
-            zmq_message.push_back(frame);
+        // Segments unmapped by now (the last task's arguments) are reported
+        // before its Done, so the scheduler can reuse them for the next.
+        let segments = shared_frames::take_released();
+        if !segments.is_empty() {
+            let wire = protocol::encode(&key, &FromWorker::Released { segments }, Vec::new());
+            if send_half.send(zmq_message(wire)).await.is_err() {
+                eprintln!("pmp-worker: lost the connection to the scheduler");
+                die();
+            }
         }
-        if send_half.send(zmq_message).await.is_err() {
+        let wire = protocol::encode(&key, &queued.message, queued.frames);
+        if send_half.send(zmq_message(wire)).await.is_err() {
             eprintln!("pmp-worker: lost the connection to the scheduler");
             die();
         }
@@ -140,6 +155,14 @@ async fn serve(
         }
     }
     reader.abort();
+}
+
+fn zmq_message(wire: Vec<Bytes>) -> ZmqMessage {
+    let mut message = ZmqMessage::from(wire[0].clone());
+    for frame in wire.into_iter().skip(1) {
+        message.push_back(frame);
+    }
+    message
 }
 
 fn die() -> ! {

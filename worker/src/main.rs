@@ -15,6 +15,7 @@ mod job;
 mod output;
 mod pipes;
 mod settings;
+mod shared_frames;
 mod stored;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
@@ -75,6 +76,7 @@ fn serve(settings: &Settings) -> ! {
                 call_frames,
                 dependency_frames,
                 store,
+                ..
             } => {
                 if let Some(target) = &store {
                     if !stores.claim(target) {

@@ -623,6 +623,7 @@ impl Core {
                 call_frames,
                 dependency_frames,
                 store: work.store,
+                shared: Vec::new(),
             },
             frames,
         );
