@@ -1,8 +1,8 @@
-"""Large arguments reach a worker on this host through shared memory
-(scheduler/src/shared_memory.rs): the worker maps them, and nothing is left
-behind, whatever happens to the task, the worker or the client. With
-PMP_SHARED_MEMORY=0 in the client's environment, they travel on the socket,
-as they do to workers on other hosts."""
+"""Large arguments and results move between the client and a worker on this
+host through shared memory (scheduler/src/shared_memory.rs): the other side
+maps them, and nothing is left behind, whatever happens to the task, the
+worker or the client. With PMP_SHARED_MEMORY=0 in the client's environment,
+they travel on the socket, as they do to and from workers on other hosts."""
 
 import hashlib
 import os
@@ -153,8 +153,33 @@ def test_results_feed_other_tasks_and_shared_arguments_mix_with_them(block_alloc
         )
         expected = make_array(16 * MIB, 6) * 2.0
         assert digests == [digest(expected), digest(argument)]
-        assert mapped == 1  # the argument; results travel on the socket
+        # The argument; a result that feeds another task is forwarded to it
+        # on the socket.
+        assert mapped == 1
         assert digest(made.result(timeout=RESULT_TIMEOUT)) == digest(make_array(16 * MIB, 6))
+
+
+def make_results(seed):
+    return {
+        "large": make_array(100_000_000, seed),
+        "bytearray": bytearray(np.random.default_rng(seed).bytes(2 * MIB + 3)),
+        "small": make_array(1000, seed),
+    }
+
+
+def test_large_results_come_back_intact_through_shared_memory(block_allocation):
+    expected = make_results(12)
+    with Executor(max_workers=1, block_allocation=block_allocation) as exe:
+        future = exe.submit(make_results, 12)
+        result = future.result(timeout=RESULT_TIMEOUT)
+        assert {k: digest(v) for k, v in result.items()} == {
+            k: digest(v) for k, v in expected.items()
+        }
+        # The scheduler (in this process) maps the result the worker left in
+        # its segment, even after a fresh worker has exited.
+        assert mapped_segments() >= 1
+        again = exe.submit(make_results, 13).result(timeout=RESULT_TIMEOUT)
+        assert digest(again["large"]) == digest(make_array(100_000_000, 13))
 
 
 def test_a_raising_function_leaves_nothing(block_allocation):
@@ -210,10 +235,13 @@ def test_a_client_killed_with_tasks_in_flight_leaves_nothing(
     assert pmp_names_in_dev_shm() == []
 
 
-def test_with_shared_memory_off_large_arguments_travel_on_the_socket(monkeypatch):
+def test_with_shared_memory_off_large_frames_travel_on_the_socket(monkeypatch):
     monkeypatch.setenv("PMP_SHARED_MEMORY", "0")
     values = arguments()
     with Executor(max_workers=1, block_allocation=True) as exe:
         _, named, mapped = exe.submit(describe, **values).result(timeout=RESULT_TIMEOUT)
-    assert named == {name: digest(value) for name, value in values.items()}
-    assert mapped == 0
+        assert named == {name: digest(value) for name, value in values.items()}
+        assert mapped == 0
+        result = exe.submit(make_results, 14).result(timeout=RESULT_TIMEOUT)
+        assert digest(result["large"]) == digest(make_array(100_000_000, 14))
+        assert mapped_segments() == 0

@@ -49,8 +49,16 @@ pub enum ToWorker {
         /// Frames left empty on the wire because their bytes are in shared
         /// memory the worker maps (`shared_memory`); empty for other hosts.
         shared: Vec<SharedFrame>,
+        /// Whether the worker may leave its result's large frames in its
+        /// own shared memory (the scheduler is on its host).
+        shared_results: bool,
     },
     Ping,
+    /// The scheduler has mapped these segments of the worker's
+    /// (`SegmentRef::id`, from a `Done`): the worker may close them.
+    Released {
+        segments: Vec<u64>,
+    },
     /// Exit after the current task.
     Shutdown,
 }
@@ -120,6 +128,9 @@ pub enum FromWorker {
     Done {
         task: TaskId,
         outcome: Outcome,
+        /// Result frames left in the worker's shared memory (see
+        /// `ToWorker::Run::shared_results`).
+        shared: Vec<SharedFrame>,
     },
     /// The task's store key is being run by another live process (its lock
     /// is held): the worker did not run it, and the client waits for the
@@ -233,6 +244,7 @@ mod tests {
                     len: 8,
                 },
             }],
+            shared_results: true,
         };
         let frames = vec![Bytes::from_static(b"f"), Bytes::from_static(b"c")];
         let wire = encode(&key, &msg, frames.clone());

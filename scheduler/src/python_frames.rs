@@ -88,10 +88,10 @@ pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
     collect_frames(items, false)
 }
 
-/// `frames_from_python` for a call's arguments, whose large buffers are
-/// copied into shared memory where it is on (`shared_memory`): a worker on
-/// this host then maps them instead of receiving them.
-pub fn call_frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
+/// `frames_from_python` whose large buffers are copied into shared memory
+/// where it is on (`shared_memory`): a call's arguments, a task's result. A
+/// process on this host then maps them instead of receiving them.
+pub fn sharable_frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
     collect_frames(items, true)
 }
 

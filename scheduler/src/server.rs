@@ -141,8 +141,17 @@ impl Comm for ServerComm<'_> {
         // The core only sends to workers that said hello.
         if let Some(live) = self.live.get_mut(&worker).filter(|l| l.route.is_some()) {
             let route = live.route.clone().expect("checked");
-            if let (ToWorker::Run { shared, .. }, true) = (&mut message, live.shared.on) {
+            if let (
+                ToWorker::Run {
+                    shared,
+                    shared_results,
+                    ..
+                },
+                true,
+            ) = (&mut message, live.shared.on)
+            {
                 *shared = shared_memory::share(&mut frames, &mut live.shared.lent);
+                *shared_results = true;
             }
             let wire = protocol::encode(self.key, &message, frames);
             let _ = self.outgoing.send((route, wire));
@@ -391,7 +400,7 @@ impl Server {
             return;
         }
         let route = message.remove(0);
-        let (header, frames) = match protocol::decode::<FromWorker>(&self.key, message) {
+        let (header, mut frames) = match protocol::decode::<FromWorker>(&self.key, message) {
             Ok(decoded) => decoded,
             Err(e) => return self.drop_message(&route, &e.to_string()),
         };
@@ -428,6 +437,11 @@ impl Server {
                 process::keep_lines(&mut live.task_stderr, &String::from_utf8_lossy(text));
             }
         }
+        if let FromWorker::Done { shared, .. } = &header {
+            if !shared.is_empty() && !self.map_result(worker, &route, shared, &mut frames) {
+                return;
+            }
+        }
         if let FromWorker::Released { segments } = &header {
             if let Some(live) = self.live.get_mut(&worker) {
                 for &id in segments {
@@ -441,7 +455,7 @@ impl Server {
             FromWorker::InitDone { outcome } => {
                 core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
             }
-            FromWorker::Done { task, outcome } => {
+            FromWorker::Done { task, outcome, .. } => {
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
             }
             FromWorker::Elsewhere { task } => core.task_elsewhere(&mut comm, worker, task),
@@ -452,6 +466,32 @@ impl Server {
             }
             FromWorker::Pong | FromWorker::Released { .. } => {}
         });
+    }
+
+    /// Map the result frames a worker left in its shared memory and tell it
+    /// it may close them. False when they cannot be mapped: the worker is
+    /// stopped, and its task fails with the reason.
+    fn map_result(
+        &mut self,
+        worker: WorkerId,
+        route: &Bytes,
+        shared: &[protocol::SharedFrame],
+        frames: &mut [Bytes],
+    ) -> bool {
+        let mapped = shared_memory::attach(shared, frames, |_| {});
+        let segments = shared.iter().map(|s| s.segment.id).collect();
+        let wire = protocol::encode(&self.key, &ToWorker::Released { segments }, Vec::new());
+        let _ = self.outgoing.send((route.clone(), wire));
+        match mapped {
+            Ok(()) => true,
+            Err(e) => {
+                if let Some(live) = self.live.get_mut(&worker) {
+                    live.kill_reason = Some(format!("its task's result was lost: {e}"));
+                    live.process.stop();
+                }
+                false
+            }
+        }
     }
 
     /// What a worker process wrote to its file descriptors belongs to the

@@ -1,26 +1,35 @@
-//! Large out-of-band buffers (numpy arrays) handed to workers on this host
-//! through shared memory instead of the socket.
+//! Large out-of-band buffers (numpy arrays) moved between the client and
+//! workers on this host through shared memory instead of the socket.
 //!
-//! The client copies such a buffer once, at submit, into a segment: a memfd
-//! (an anonymous file in RAM) mapped into this process. When the task goes
-//! to a worker on this host, its frame is sent empty and the signed `Run`
-//! header names the segment instead (`SegmentRef`); the worker opens it as
-//! `/proc/<our pid>/fd/<fd>`, maps it copy-on-write and unpickles straight
-//! from the mapping. To a worker on another host the same frame travels on
-//! the socket as before.
+//! Arguments: the client copies such a buffer once, at submit, into a
+//! segment: a memfd (an anonymous file in RAM) mapped into this process.
+//! When the task goes to a worker on this host, its frame is sent empty and
+//! the signed `Run` header names the segment instead (`SegmentRef`); the
+//! worker opens it as `/proc/<our pid>/fd/<fd>`, maps it copy-on-write and
+//! unpickles straight from the mapping. To a worker on another host the same
+//! frame travels on the socket as before.
+//!
+//! Results, the other way round (`hand_over`): when the `Run` allows it, the
+//! worker leaves its result's large buffers in segments of its own, names
+//! them in its signed `Done`, and keeps them open until the scheduler has
+//! mapped them (`ToWorker::Released`); then it closes them, and the
+//! scheduler's mapping keeps the pages as long as the result is held.
 //!
 //! Why this is sound:
 //! - The pickle itself, the only part that can run code, stays in the
 //!   signed message; a segment holds only raw buffer bytes, which pickle
 //!   hands to the reconstructing class (numpy) as data. The header that
-//!   names the segment is signed, so only the scheduler chooses what a
-//!   worker maps.
-//! - Who can write the segment: this process (it holds the fd), and whoever
-//!   may open `/proc/<pid>/fd/<fd>`: the kernel allows that to processes
-//!   that pass the ptrace read check on us — this uid (or root). They pass
-//!   the very same check on a worker's `/proc/<pid>/environ`, which holds
-//!   the executor's key (`PMP_KEY`), so they could sign any message anyway:
-//!   the segment adds no one who can change what a worker computes.
+//!   names the segment is signed, so only its sender chooses what the other
+//!   side maps, and it checks that the file is the one named (device and
+//!   inode), not one of another process with the same pid elsewhere.
+//! - Who can write a segment: the process that made it (it holds the fd),
+//!   and whoever may open `/proc/<pid>/fd/<fd>`: the kernel allows that to
+//!   processes that pass the ptrace read check on it: this uid (or root).
+//!   They pass the very same check on a worker's `/proc/<pid>/environ`,
+//!   which holds the executor's key (`PMP_KEY`: removing it from the
+//!   process's environment does not erase it there), so they could sign any
+//!   message anyway: the segment adds no one who can change what a worker
+//!   computes or what the client receives.
 //! - Nothing has a name: there is no file in /dev/shm to leak. The memory
 //!   goes back to the system when the last process holding the fd or a
 //!   mapping ends (client SIGKILLed, worker crashed, shutdown): nothing is
@@ -29,10 +38,11 @@
 //!   fault past the end of the file (SIGBUS).
 //!
 //! Fresh tmpfs pages are faulted in and zeroed one by one, which costs more
-//! than the copy itself (in a VM several times more), so a segment goes back
-//! to a small pool when neither this process (the task's payload) nor any
-//! worker (`FromWorker::Released`) uses it any more, and the next large
-//! buffer of a similar size is copied into it.
+//! than the copy itself (in a VM several times more), so an argument's
+//! segment goes back to a small pool when neither this process (the task's
+//! payload) nor any worker (`FromWorker::Released`) uses it any more, and
+//! the next large buffer of a similar size is copied into it. A result's
+//! segment is never reused: the client may hold the result for ever.
 //!
 //! Linux only; elsewhere `enabled` is false and every frame uses the socket.
 
@@ -70,8 +80,21 @@ impl Lent {
 
 /// Send the frames of `frames` that live in segments through those segments:
 /// each is replaced by an empty frame, described in the returned list, and
-/// its segment kept in `lent` until the worker releases it.
+/// its segment kept in `lent` until the peer says it unmapped it (a worker's
+/// `FromWorker::Released`): then it may be written again.
 pub fn share(frames: &mut [Bytes], lent: &mut Vec<Lent>) -> Vec<SharedFrame> {
+    share_frames(frames, lent, true)
+}
+
+/// `share` for a peer that keeps its mapping for as long as it likes (the
+/// scheduler mapping a worker's result, which the client may hold): the
+/// segment is kept in `lent` only until the peer has mapped it, and is
+/// closed rather than written again.
+pub fn hand_over(frames: &mut [Bytes], lent: &mut Vec<Lent>) -> Vec<SharedFrame> {
+    share_frames(frames, lent, false)
+}
+
+fn share_frames(frames: &mut [Bytes], lent: &mut Vec<Lent>, reuse: bool) -> Vec<SharedFrame> {
     let mut shared = Vec::new();
     for (index, frame) in frames.iter_mut().enumerate() {
         if frame.len() < SHARED_FROM {
@@ -80,6 +103,9 @@ pub fn share(frames: &mut [Bytes], lent: &mut Vec<Lent>) -> Vec<SharedFrame> {
         let Some(segment) = imp::holding(frame) else {
             continue;
         };
+        if !reuse {
+            segment.never_reuse();
+        }
         let reference = segment.reference(frame.len());
         lent.push(Lent {
             id: reference.id,
@@ -92,6 +118,24 @@ pub fn share(frames: &mut [Bytes], lent: &mut Vec<Lent>) -> Vec<SharedFrame> {
         });
     }
     shared
+}
+
+/// The frames of a received message that wait in the sender's shared memory,
+/// mapped (privately: copy-on-write) into their places in `frames`;
+/// `unmapped(id)` hears when each mapping is gone. Err says why a segment
+/// could not be mapped.
+pub fn attach(
+    shared: &[SharedFrame],
+    frames: &mut [Bytes],
+    unmapped: fn(u64),
+) -> Result<(), String> {
+    for item in shared {
+        let slot = frames
+            .get_mut(item.index as usize)
+            .ok_or_else(|| format!("shared frame {} is past the message's end", item.index))?;
+        *slot = imp::map(&item.segment, unmapped)?;
+    }
+    Ok(())
 }
 
 /// The worker released segment `id` (one lending of it).
@@ -123,6 +167,8 @@ mod imp {
     use std::collections::BTreeMap;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::raw::c_void;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Mutex, Weak};
 
     /// Segments are made in whole multiples of this, so that buffers of
@@ -204,9 +250,16 @@ mod imp {
     pub struct Segment {
         mapping: Option<Mapping>,
         id: u64,
+        /// Cleared once the segment is handed to a peer that unmaps it
+        /// without saying so: it must then never be written again.
+        reuse: AtomicBool,
     }
 
     impl Segment {
+        pub fn never_reuse(&self) {
+            self.reuse.store(false, Ordering::Relaxed);
+        }
+
         pub fn reference(&self, len: usize) -> SegmentRef {
             let mapping = self
                 .mapping
@@ -228,6 +281,11 @@ mod imp {
             if let Some(mapping) = self.mapping.take() {
                 let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
                 state.in_use.remove(&(mapping.address as usize));
+                if !self.reuse.load(Ordering::Relaxed) {
+                    drop(state);
+                    drop(mapping);
+                    return;
+                }
                 state.free.push(mapping);
                 if state.free.len() > POOL {
                     let oldest = state.free.remove(0);
@@ -282,6 +340,7 @@ mod imp {
         let segment = Arc::new(Segment {
             mapping: Some(mapping),
             id,
+            reuse: AtomicBool::new(true),
         });
         state.in_use.insert(address, Arc::downgrade(&segment));
         drop(state);
@@ -315,6 +374,81 @@ mod imp {
         (frame.len() <= capacity).then_some(segment)
     }
 
+    /// A private mapping of a peer's segment.
+    struct Mapped {
+        address: *mut u8,
+        len: usize,
+        id: u64,
+        unmapped: fn(u64),
+    }
+
+    // SAFETY: plain memory owned by this value.
+    unsafe impl Send for Mapped {}
+    unsafe impl Sync for Mapped {}
+
+    impl AsRef<[u8]> for Mapped {
+        fn as_ref(&self) -> &[u8] {
+            // SAFETY: a live mapping of `len` bytes.
+            unsafe { std::slice::from_raw_parts(self.address, self.len) }
+        }
+    }
+
+    impl Drop for Mapped {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `map`, unmapped once, here.
+            unsafe { libc::munmap(self.address.cast::<c_void>(), self.len) };
+            (self.unmapped)(self.id);
+        }
+    }
+
+    pub fn map(segment: &SegmentRef, unmapped: fn(u64)) -> Result<Bytes, String> {
+        let path = format!("/proc/{}/fd/{}", segment.pid, segment.fd);
+        let why = |what: String| {
+            format!(
+                "cannot map the shared memory {path} of process {}: {what}; set \
+                 PMP_SHARED_MEMORY=0 in the client's environment to send large buffers \
+                 on the socket",
+                segment.pid
+            )
+        };
+        let file = std::fs::File::open(&path).map_err(|e| why(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| why(e.to_string()))?;
+        let len = segment.len as usize;
+        if meta.dev() != segment.device || meta.ino() != segment.inode {
+            return Err(why(
+                "it is not the segment named (a process of another pid namespace?)".into(),
+            ));
+        }
+        if meta.len() < segment.len || len == 0 {
+            return Err(why(format!(
+                "it holds {} bytes, not {}",
+                meta.len(),
+                segment.len
+            )));
+        }
+        // SAFETY: a private mapping of `len` bytes of a file at least that
+        // long whose size is sealed; the file may close once it is mapped.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return Err(why(std::io::Error::last_os_error().to_string()));
+        }
+        Ok(Bytes::from_owner(Mapped {
+            address: address.cast::<u8>(),
+            len,
+            id: segment.id,
+            unmapped,
+        }))
+    }
+
     #[cfg(test)]
     pub fn free_count() -> usize {
         STATE.lock().unwrap().free.len()
@@ -329,6 +463,8 @@ mod imp {
     pub struct Segment;
 
     impl Segment {
+        pub fn never_reuse(&self) {}
+
         pub fn reference(&self, _len: usize) -> SegmentRef {
             unreachable!("no segments without Linux")
         }
@@ -343,6 +479,10 @@ mod imp {
     }
 
     pub fn drain_pool() {}
+
+    pub fn map(_segment: &SegmentRef, _unmapped: fn(u64)) -> Result<Bytes, String> {
+        Err("shared-memory frames need Linux".into())
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -379,5 +519,28 @@ mod tests {
         // Small or ordinary frames are never shared.
         let mut small = vec![Bytes::from(vec![0u8; 100]), Bytes::from(vec![0u8; len])];
         assert!(share(&mut small, &mut lent).is_empty());
+        drop(again);
+
+        // Handed over (a worker's result): the peer maps it, and once it is
+        // released the segment is closed, not reused; the mapping stays good.
+        let result = super::frame(len, |data| data.fill(9)).unwrap();
+        let mut frames = vec![result];
+        let mut handed = Vec::new();
+        let shared = hand_over(&mut frames, &mut handed);
+        assert!(frames[0].is_empty());
+        let mut received = vec![Bytes::new()];
+        attach(&shared, &mut received, |_| {}).unwrap();
+        let before = imp::free_count();
+        release(&mut handed, shared[0].segment.id);
+        assert_eq!(imp::free_count(), before);
+        assert_eq!(received[0].len(), len);
+        assert!(received[0].iter().all(|&b| b == 9));
+        // A reference that names another file is refused.
+        let other = super::frame(len, |data| data.fill(1)).unwrap();
+        let mut frames = vec![other];
+        let mut shared = share(&mut frames, &mut lent);
+        shared[0].segment.inode += 1;
+        let error = attach(&shared, &mut [Bytes::new()], |_| {}).unwrap_err();
+        assert!(error.contains("not the segment named"), "{error}");
     }
 }

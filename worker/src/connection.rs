@@ -111,8 +111,18 @@ async fn serve(
                     let _ = pong_tx.send(());
                 }
                 Ok((message, mut frames)) => {
-                    if let ToWorker::Run { shared, .. } = &message {
-                        if let Err(e) = shared_frames::attach(shared, &mut frames) {
+                    if let ToWorker::Released { segments } = &message {
+                        shared_frames::mapped_by_scheduler(segments);
+                        continue;
+                    }
+                    if let ToWorker::Run {
+                        shared,
+                        shared_results,
+                        ..
+                    } = &message
+                    {
+                        if let Err(e) = shared_frames::on_run(shared, *shared_results, &mut frames)
+                        {
                             // The task cannot run without its argument; the
                             // scheduler reports our exit and this reason.
                             eprintln!("pmp-worker: {e}");
@@ -145,7 +155,9 @@ async fn serve(
                 die();
             }
         }
-        let wire = protocol::encode(&key, &queued.message, queued.frames);
+        let (mut message, mut frames) = (queued.message, queued.frames);
+        shared_frames::on_send(&mut message, &mut frames);
+        let wire = protocol::encode(&key, &message, frames);
         if send_half.send(zmq_message(wire)).await.is_err() {
             eprintln!("pmp-worker: lost the connection to the scheduler");
             die();

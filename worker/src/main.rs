@@ -95,11 +95,16 @@ fn serve(settings: &Settings) -> ! {
                 }
                 // What its subprocesses printed reaches the scheduler first.
                 pipes.drain();
-                connection.send(FromWorker::Done { task, outcome }, frames);
+                let done = FromWorker::Done {
+                    task,
+                    outcome,
+                    shared: Vec::new(),
+                };
+                connection.send(done, frames);
             }
             ToWorker::Shutdown => break,
-            // Answered by the connection thread; never reaches here.
-            ToWorker::Ping => {}
+            // Handled by the connection thread; never reach here.
+            ToWorker::Ping | ToWorker::Released { .. } => {}
         }
     }
     runtime.close();

@@ -1,125 +1,68 @@
-//! The worker's side of `pmp_scheduler::shared_memory`: frames of a `Run`
-//! that the scheduler left in its shared memory are mapped here, and the
-//! scheduler hears (`FromWorker::Released`) when a mapping is gone, so it
-//! may reuse the segment.
+//! The worker's side of `pmp_scheduler::shared_memory`.
 //!
-//! A mapping is private (copy-on-write): a task that changes its argument
+//! Arguments: the frames of a `Run` that the scheduler left in its shared
+//! memory are mapped here, copy-on-write (a task that changes its argument
 //! in place changes its own copy of the pages it writes, never the
-//! scheduler's segment, which may be sent again (a task run again after its
-//! worker died).
+//! scheduler's segment, which may be sent again to a task run again after
+//! its worker died), and the scheduler hears (`FromWorker::Released`) when
+//! a mapping is gone, so it may reuse the segment.
+//!
+//! Results: when the `Run` asked for it (`shared_results`: the scheduler is
+//! on this host), the large frames of its `Done` stay in this process's
+//! segments, which are kept open until the scheduler has mapped them
+//! (`ToWorker::Released`), then closed: the scheduler's mapping keeps their
+//! pages for as long as the client holds the result.
 
-use pmp_scheduler::protocol::SharedFrame;
+use pmp_scheduler::protocol::{FromWorker, SharedFrame};
+use pmp_scheduler::shared_memory::{self, Lent};
 use pmp_scheduler::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Segments whose mapping is gone, not yet reported to the scheduler.
+/// Argument segments whose mapping is gone, not yet reported.
 static RELEASED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Whether the task being run (the last `Run`) may return its result in
+/// shared memory.
+static SHARE_RESULT: AtomicBool = AtomicBool::new(false);
+/// Result segments the scheduler has not mapped yet.
+static HANDED_OVER: Mutex<Vec<Lent>> = Mutex::new(Vec::new());
 
-/// The segments unmapped since the last call.
+fn unmapped(id: u64) {
+    RELEASED.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+}
+
+/// The argument segments unmapped since the last call.
 pub fn take_released() -> Vec<u64> {
     std::mem::take(&mut *RELEASED.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Put each shared frame's mapping in its place in `frames`; Err says why a
-/// segment could not be mapped.
-pub fn attach(shared: &[SharedFrame], frames: &mut [Bytes]) -> Result<(), String> {
-    for item in shared {
-        let slot = frames
-            .get_mut(item.index as usize)
-            .ok_or_else(|| format!("shared frame {} is past the message's end", item.index))?;
-        *slot = imp::map(item)?;
-    }
-    Ok(())
+/// A `Run` arrived: map its shared frames into `frames`, and note whether
+/// its result may go back the same way. Err says why a segment could not be
+/// mapped.
+pub fn on_run(
+    shared: &[SharedFrame],
+    shared_results: bool,
+    frames: &mut [Bytes],
+) -> Result<(), String> {
+    SHARE_RESULT.store(shared_results, Ordering::Relaxed);
+    shared_memory::attach(shared, frames, unmapped)
 }
 
-#[cfg(target_os = "linux")]
-mod imp {
-    use super::*;
-    use std::os::raw::c_void;
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::io::AsRawFd;
-
-    /// A private mapping of a scheduler segment's first `len` bytes.
-    struct Mapping {
-        address: *mut u8,
-        len: usize,
-        id: u64,
-    }
-
-    // SAFETY: plain memory owned by this value.
-    unsafe impl Send for Mapping {}
-    unsafe impl Sync for Mapping {}
-
-    impl AsRef<[u8]> for Mapping {
-        fn as_ref(&self) -> &[u8] {
-            // SAFETY: a live mapping of `len` bytes.
-            unsafe { std::slice::from_raw_parts(self.address, self.len) }
+/// A message about to be sent: a `Done` of a task whose result may use
+/// shared memory sends its large frames through it.
+pub fn on_send(message: &mut FromWorker, frames: &mut [Bytes]) {
+    if let FromWorker::Done { shared, .. } = message {
+        if SHARE_RESULT.swap(false, Ordering::Relaxed) {
+            let mut handed = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner());
+            *shared = shared_memory::hand_over(frames, &mut handed);
         }
-    }
-
-    impl Drop for Mapping {
-        fn drop(&mut self) {
-            // SAFETY: the mapping made in `map`, unmapped once, here.
-            unsafe { libc::munmap(self.address.cast::<c_void>(), self.len) };
-            RELEASED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.id);
-        }
-    }
-
-    pub fn map(item: &SharedFrame) -> Result<Bytes, String> {
-        let segment = &item.segment;
-        let path = format!("/proc/{}/fd/{}", segment.pid, segment.fd);
-        let why = |what: String| {
-            format!(
-                "cannot map the scheduler's shared memory {path} (a task argument): {what}; \
-                 set PMP_SHARED_MEMORY=0 in the client's environment to send it on the socket"
-            )
-        };
-        let file = std::fs::File::open(&path).map_err(|e| why(e.to_string()))?;
-        let meta = file.metadata().map_err(|e| why(e.to_string()))?;
-        let len = segment.len as usize;
-        if meta.dev() != segment.device || meta.ino() != segment.inode {
-            return Err(why(
-                "it is not the scheduler's segment (another pid namespace?)".into(),
-            ));
-        }
-        if meta.len() < segment.len || len == 0 {
-            return Err(why(format!(
-                "it holds {} bytes, not {}",
-                meta.len(),
-                segment.len
-            )));
-        }
-        // SAFETY: a private mapping of `len` bytes of a file at least that
-        // long whose size is sealed; the file may close once it is mapped.
-        let address = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if address == libc::MAP_FAILED {
-            return Err(why(std::io::Error::last_os_error().to_string()));
-        }
-        Ok(Bytes::from_owner(Mapping {
-            address: address.cast::<u8>(),
-            len,
-            id: segment.id,
-        }))
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    use super::*;
-
-    pub fn map(_item: &SharedFrame) -> Result<Bytes, String> {
-        Err("shared-memory frames need Linux".into())
+/// The scheduler has mapped these result segments: close them.
+pub fn mapped_by_scheduler(segments: &[u64]) {
+    let mut handed = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner());
+    for &id in segments {
+        shared_memory::release(&mut handed, id);
     }
 }

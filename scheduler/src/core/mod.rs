@@ -624,6 +624,7 @@ impl Core {
                 dependency_frames,
                 store: work.store,
                 shared: Vec::new(),
+                shared_results: false,
             },
             frames,
         );
