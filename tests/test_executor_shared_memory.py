@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from gates import wait_for_file
 from pmp import Executor
 from pmp.client.errors import WorkerDiedError
 
@@ -45,6 +46,10 @@ def zero_in_place_and_sum(array):
     total = float(array.sum())
     array[:] = 0
     return total, float(array.sum())
+
+
+def first_and_nbytes(array):
+    return float(array[0]), array.nbytes
 
 
 def make_array(size, seed):
@@ -233,6 +238,27 @@ def test_a_client_killed_with_tasks_in_flight_leaves_nothing(
     # client's segments (no name anywhere) go with the two processes.
     wait_until(lambda: process_gone(worker_pid), timeout=30, message="the worker outlived it")
     assert pmp_names_in_dev_shm() == []
+
+
+def client_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_many_queued_large_arguments_hold_a_bounded_number_of_descriptors(make_gate):
+    gate = make_gate()
+    arrays = [np.full(MIB // 8, i, dtype=np.float64) for i in range(200)]
+    before = client_descriptors()
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        blocker = exe.submit(wait_for_file, gate.path)
+        queued = [exe.submit(first_and_nbytes, array) for array in arrays]
+        # 128 segments at most (shared_memory::IN_USE); the rest of the
+        # buffers wait in ordinary memory and go on the socket.
+        assert client_descriptors() - before <= 128 + 16
+        gate.open()
+        blocker.result(timeout=RESULT_TIMEOUT)
+        assert [f.result(timeout=RESULT_TIMEOUT) for f in queued] == [
+            (float(i), MIB) for i in range(200)
+        ]
 
 
 def test_with_shared_memory_off_large_frames_travel_on_the_socket(monkeypatch):

@@ -176,6 +176,12 @@ mod imp {
     const GRAIN: usize = 2 << 20;
     /// Free segments kept for reuse; more are closed.
     const POOL: usize = 2;
+    /// Segments in use at once, at most: each holds a file descriptor in
+    /// the client for as long as its task waits in the queue, and a client
+    /// that queued thousands of calls must not run out of descriptors for
+    /// everything else. Past this, large buffers use ordinary memory (and
+    /// the socket).
+    pub const IN_USE: usize = 128;
 
     /// A memfd mapped read-write into this process.
     struct Mapping {
@@ -326,9 +332,21 @@ mod imp {
     }
 
     pub fn frame(len: usize, fill: impl FnOnce(&mut [u8])) -> Option<Bytes> {
+        if STATE.lock().unwrap_or_else(|e| e.into_inner()).in_use.len() >= IN_USE {
+            return None;
+        }
         let mapping = take_free(len).or_else(|| {
             Mapping::new(len.next_multiple_of(GRAIN))
-                .map_err(|e| eprintln!("pmp: no shared memory for a {len}-byte buffer: {e}"))
+                .map_err(|e| {
+                    // Said once: the buffers still go, on the socket.
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    if !SAID.swap(true, Ordering::Relaxed) {
+                        eprintln!(
+                            "pmp: no shared memory for a {len}-byte buffer ({e}); large \
+                             buffers go on the socket while this lasts"
+                        );
+                    }
+                })
                 .ok()
         })?;
         // SAFETY: a free mapping is used by no one: no frame, no worker.
