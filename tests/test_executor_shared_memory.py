@@ -240,6 +240,55 @@ def test_a_client_killed_with_tasks_in_flight_leaves_nothing(
     assert pmp_names_in_dev_shm() == []
 
 
+_HELD = []  # in the worker: descriptors held open by exhaust_descriptors
+
+
+def exhaust_descriptors():
+    """Leave this worker no file descriptor to open anything with."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    while True:
+        try:
+            _HELD.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            break
+    _HELD.append(soft)
+    return True
+
+
+def restore_descriptors():
+    import resource
+
+    soft = _HELD.pop()
+    for fd in _HELD:
+        os.close(fd)
+    _HELD.clear()
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
+
+
+def digest_only(value):
+    return digest(value)
+
+
+def test_a_worker_that_cannot_map_gets_the_task_again_on_the_socket(capfd):
+    argument = make_array(8 * MIB, 15)
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        assert exe.submit(exhaust_descriptors).result(timeout=RESULT_TIMEOUT)
+        # It cannot open the scheduler's segment: the scheduler sends the
+        # task again with the array in the message, and it runs once.
+        assert exe.submit(digest_only, argument).result(timeout=RESULT_TIMEOUT) == digest(argument)
+        exe.submit(restore_descriptors).result(timeout=RESULT_TIMEOUT)
+        # That worker gets large buffers on the socket from now on.
+        digests, _, mapped = exe.submit(describe, argument).result(timeout=RESULT_TIMEOUT)
+        assert (digests, mapped) == ([digest(argument)], 0)
+    assert "cannot map shared memory" in capfd.readouterr().err
+
+
 def client_descriptors():
     return len(os.listdir("/proc/self/fd"))
 

@@ -145,6 +145,15 @@ pub enum FromWorker {
         stream: Stream,
     },
     Pong,
+    /// The worker could not map the shared frames of `task`'s `Run` (it did
+    /// not run it): `segments` are those it did not map, `reason` says why.
+    /// The scheduler sends it that task again, and everything after, on the
+    /// socket.
+    CannotMap {
+        task: TaskId,
+        segments: Vec<u64>,
+        reason: String,
+    },
     /// The worker no longer maps these shared segments (`SegmentRef::id`):
     /// the scheduler may write them again. Sent before the next message.
     Released {

@@ -89,6 +89,9 @@ struct Live {
 struct SharedFrames {
     on: bool,
     lent: Vec<shared_memory::Lent>,
+    /// The last `Run` sent with shared frames, as the core made it, until
+    /// its task is done: what is sent again if the worker cannot map them.
+    unshared: Option<(TaskId, ToWorker, Vec<Bytes>)>,
 }
 
 /// The effects of the core, carried out.
@@ -102,6 +105,30 @@ struct ServerComm<'a> {
     internal: &'a UnboundedSender<Internal>,
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
+}
+
+/// Send a `Run`'s large frames through shared memory (the worker is on this
+/// host), and let its result come back the same way. Returns the `Run` as it
+/// was, to be sent again if the worker cannot map them; None when nothing
+/// was shared.
+fn share_run(
+    message: &mut ToWorker,
+    frames: &mut [Bytes],
+    lent: &mut Vec<shared_memory::Lent>,
+) -> Option<(TaskId, ToWorker, Vec<Bytes>)> {
+    let original = (message.clone(), frames.to_vec());
+    let ToWorker::Run {
+        task,
+        shared,
+        shared_results,
+        ..
+    } = message
+    else {
+        return None;
+    };
+    *shared_results = true;
+    *shared = shared_memory::share(frames, lent);
+    (!shared.is_empty()).then_some((*task, original.0, original.1))
 }
 
 impl Comm for ServerComm<'_> {
@@ -141,17 +168,8 @@ impl Comm for ServerComm<'_> {
         // The core only sends to workers that said hello.
         if let Some(live) = self.live.get_mut(&worker).filter(|l| l.route.is_some()) {
             let route = live.route.clone().expect("checked");
-            if let (
-                ToWorker::Run {
-                    shared,
-                    shared_results,
-                    ..
-                },
-                true,
-            ) = (&mut message, live.shared.on)
-            {
-                *shared = shared_memory::share(&mut frames, &mut live.shared.lent);
-                *shared_results = true;
+            if live.shared.on && matches!(message, ToWorker::Run { .. }) {
+                live.shared.unshared = share_run(&mut message, &mut frames, &mut live.shared.lent);
             }
             let wire = protocol::encode(self.key, &message, frames);
             let _ = self.outgoing.send((route, wire));
@@ -450,6 +468,19 @@ impl Server {
             }
             return;
         }
+        if let FromWorker::CannotMap {
+            task,
+            segments,
+            reason,
+        } = &header
+        {
+            return self.send_unshared(worker, &route, *task, segments, reason);
+        }
+        if let (FromWorker::Done { .. } | FromWorker::Elsewhere { .. }, Some(live)) =
+            (&header, self.live.get_mut(&worker))
+        {
+            live.shared.unshared = None;
+        }
         with_comm!(self, |core, comm| match header {
             FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
             FromWorker::InitDone { outcome } => {
@@ -464,8 +495,41 @@ impl Server {
                     core.task_output(&mut comm, worker, task, stream, text)
                 }
             }
-            FromWorker::Pong | FromWorker::Released { .. } => {}
+            FromWorker::Pong | FromWorker::Released { .. } | FromWorker::CannotMap { .. } => {}
         });
+    }
+
+    /// A worker could not map the shared frames of `task`: from now on it
+    /// gets large frames on the socket, starting with that task's again.
+    fn send_unshared(
+        &mut self,
+        worker: WorkerId,
+        route: &Bytes,
+        task: TaskId,
+        segments: &[u64],
+        reason: &str,
+    ) {
+        let Some(live) = self.live.get_mut(&worker) else {
+            return;
+        };
+        for &id in segments {
+            shared_memory::release(&mut live.shared.lent, id);
+        }
+        if live.shared.on {
+            eprintln!(
+                "pmp scheduler: worker {} cannot map shared memory, so large buffers go to it \
+                 on the socket: {reason}",
+                worker.0
+            );
+        }
+        live.shared.on = false;
+        match live.shared.unshared.take() {
+            Some((sent, message, frames)) if sent == task => {
+                let wire = protocol::encode(&self.key, &message, frames);
+                let _ = self.outgoing.send((route.clone(), wire));
+            }
+            _ => self.drop_message(route, "cannot-map for a task not sent with shared frames"),
+        }
     }
 
     /// Map the result frames a worker left in its shared memory and tell it
@@ -478,7 +542,7 @@ impl Server {
         shared: &[protocol::SharedFrame],
         frames: &mut [Bytes],
     ) -> bool {
-        let mapped = shared_memory::attach(shared, frames, |_| {});
+        let mapped = shared_memory::attach(shared, frames, |_| {}).map_err(|e| e.reason);
         let segments = shared.iter().map(|s| s.segment.id).collect();
         let wire = protocol::encode(&self.key, &ToWorker::Released { segments }, Vec::new());
         let _ = self.outgoing.send((route.clone(), wire));

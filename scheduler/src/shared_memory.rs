@@ -120,20 +120,37 @@ fn share_frames(frames: &mut [Bytes], lent: &mut Vec<Lent>, reuse: bool) -> Vec<
     shared
 }
 
+/// Why the shared frames of a message could not all be mapped.
+#[derive(Debug)]
+pub struct NotMapped {
+    /// The segments of the message left unmapped (those before were mapped,
+    /// and `unmapped` hears of them as usual once they are dropped).
+    pub segments: Vec<u64>,
+    pub reason: String,
+}
+
 /// The frames of a received message that wait in the sender's shared memory,
 /// mapped (privately: copy-on-write) into their places in `frames`;
-/// `unmapped(id)` hears when each mapping is gone. Err says why a segment
-/// could not be mapped.
+/// `unmapped(id)` hears when each mapping is gone.
 pub fn attach(
     shared: &[SharedFrame],
     frames: &mut [Bytes],
     unmapped: fn(u64),
-) -> Result<(), String> {
-    for item in shared {
-        let slot = frames
-            .get_mut(item.index as usize)
-            .ok_or_else(|| format!("shared frame {} is past the message's end", item.index))?;
-        *slot = imp::map(&item.segment, unmapped)?;
+) -> Result<(), NotMapped> {
+    for (i, item) in shared.iter().enumerate() {
+        let mapped = match frames.get_mut(item.index as usize) {
+            None => Err(format!(
+                "shared frame {} is past the message's end",
+                item.index
+            )),
+            Some(slot) => imp::map(&item.segment, unmapped).map(|bytes| *slot = bytes),
+        };
+        if let Err(reason) = mapped {
+            return Err(NotMapped {
+                segments: shared[i..].iter().map(|s| s.segment.id).collect(),
+                reason,
+            });
+        }
     }
     Ok(())
 }
@@ -559,6 +576,11 @@ mod tests {
         let mut shared = share(&mut frames, &mut lent);
         shared[0].segment.inode += 1;
         let error = attach(&shared, &mut [Bytes::new()], |_| {}).unwrap_err();
-        assert!(error.contains("not the segment named"), "{error}");
+        assert!(
+            error.reason.contains("not the segment named"),
+            "{}",
+            error.reason
+        );
+        assert_eq!(error.segments, vec![shared[0].segment.id]);
     }
 }

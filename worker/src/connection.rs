@@ -91,6 +91,7 @@ async fn serve(
     }
     let (mut send_half, mut recv_half) = socket.split();
     let (pong_tx, mut pong_rx) = unbounded_channel::<()>();
+    let (refusal_tx, mut refusal_rx) = unbounded_channel::<FromWorker>();
     let reader_key = key.clone();
     let reader = tokio::spawn(async move {
         loop {
@@ -116,6 +117,7 @@ async fn serve(
                         continue;
                     }
                     if let ToWorker::Run {
+                        task,
                         shared,
                         shared_results,
                         ..
@@ -123,10 +125,14 @@ async fn serve(
                     {
                         if let Err(e) = shared_frames::on_run(shared, *shared_results, &mut frames)
                         {
-                            // The task cannot run without its argument; the
-                            // scheduler reports our exit and this reason.
-                            eprintln!("pmp-worker: {e}");
-                            die();
+                            // Not run: the scheduler sends it again on the socket.
+                            drop(frames);
+                            let _ = refusal_tx.send(FromWorker::CannotMap {
+                                task: *task,
+                                segments: e.segments,
+                                reason: e.reason,
+                            });
+                            continue;
                         }
                     }
                     if incoming.send((message, frames)).is_err() {
@@ -144,6 +150,7 @@ async fn serve(
                 _ => break,
             },
             Some(()) = pong_rx.recv() => Queued { message: FromWorker::Pong, frames: Vec::new(), written: None },
+            Some(message) = refusal_rx.recv() => Queued { message, frames: Vec::new(), written: None },
         };
         // Segments unmapped by now (the last task's arguments) are reported
         // before its Done, so the scheduler can reuse them for the next.

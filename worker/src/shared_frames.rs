@@ -14,7 +14,7 @@
 //! pages for as long as the client holds the result.
 
 use pmp_scheduler::protocol::{FromWorker, SharedFrame};
-use pmp_scheduler::shared_memory::{self, Lent};
+use pmp_scheduler::shared_memory::{self, Lent, NotMapped};
 use pmp_scheduler::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -37,15 +37,17 @@ pub fn take_released() -> Vec<u64> {
 }
 
 /// A `Run` arrived: map its shared frames into `frames`, and note whether
-/// its result may go back the same way. Err says why a segment could not be
-/// mapped.
+/// its result may go back the same way. Err: what could not be mapped, and
+/// why (the scheduler then sends the task again on the socket).
 pub fn on_run(
     shared: &[SharedFrame],
     shared_results: bool,
     frames: &mut [Bytes],
-) -> Result<(), String> {
+) -> Result<(), NotMapped> {
     SHARE_RESULT.store(shared_results, Ordering::Relaxed);
-    shared_memory::attach(shared, frames, unmapped)
+    shared_memory::attach(shared, frames, unmapped).inspect_err(|_| {
+        SHARE_RESULT.store(false, Ordering::Relaxed);
+    })
 }
 
 /// A message about to be sent: a `Done` of a task whose result may use
