@@ -7,7 +7,10 @@
 //! the signed `Run` header names the segment instead (`SegmentRef`); the
 //! worker opens it as `/proc/<our pid>/fd/<fd>`, maps it copy-on-write and
 //! unpickles straight from the mapping. To a worker on another host the same
-//! frame travels on the socket as before.
+//! frame travels on the socket as before. A worker that cannot map a
+//! segment (another pid namespace, no descriptor left) says so
+//! (`FromWorker::CannotMap`) without running the task, and the scheduler
+//! sends it that task again, and everything after, on the socket.
 //!
 //! Results, the other way round (`hand_over`): when the `Run` allows it, the
 //! worker leaves its result's large buffers in segments of its own, names
