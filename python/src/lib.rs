@@ -12,7 +12,7 @@ use pmp_scheduler::core::{TaskSpec, WorkerState};
 use pmp_scheduler::handle::SchedulerHandle;
 use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::protocol::{Payload, StoreTarget};
-use pmp_scheduler::python_frames::{frames_from_python, Frame};
+use pmp_scheduler::python_frames::{frames_from_python, sharable_frames_from_python, Frame};
 use pmp_scheduler::resources::ResourceRequest;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -83,7 +83,7 @@ impl Scheduler {
         let spec = TaskSpec {
             id: TaskId(task),
             function: pmp_scheduler::Bytes::copy_from_slice(function.as_bytes()),
-            call: Payload::new(frames_from_python(call)?),
+            call: Payload::new(sharable_frames_from_python(call)?),
             dependencies: dependencies.into_iter().map(TaskId).collect(),
             resources,
             restart_limit,

@@ -13,6 +13,7 @@ use crate::ids::TaskId;
 use crate::protocol::Payload;
 use crate::resources::{Capacity, Gpus};
 use crate::server::{self, Command, Snapshot, Timing};
+use crate::shared_memory;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -134,6 +135,9 @@ impl SchedulerHandle {
                     events,
                     ready_tx,
                 ));
+                drop(runtime);
+                // What the executor kept for reuse does not outlive it.
+                shared_memory::drain_pool();
             })
             .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
         let address = ready_rx

@@ -13,6 +13,7 @@ pub mod process;
 pub mod protocol;
 pub mod resources;
 pub mod server;
+pub mod shared_memory;
 pub mod store;
 
 pub use bytes::Bytes;

@@ -46,8 +46,19 @@ pub enum ToWorker {
         dependency_frames: Vec<u32>,
         /// Where the worker also writes the outcome: the task store.
         store: Option<StoreTarget>,
+        /// Frames left empty on the wire because their bytes are in shared
+        /// memory the worker maps (`shared_memory`); empty for other hosts.
+        shared: Vec<SharedFrame>,
+        /// Whether the worker may leave its result's large frames in its
+        /// own shared memory (the scheduler is on its host).
+        shared_results: bool,
     },
     Ping,
+    /// The scheduler has mapped these segments of the worker's
+    /// (`SegmentRef::id`, from a `Done`): the worker may close them.
+    Released {
+        segments: Vec<u64>,
+    },
     /// Exit after the current task.
     Shutdown,
 }
@@ -65,6 +76,31 @@ pub struct StoreTarget {
     pub function: String,
     /// When the client submitted the call, in seconds since the Unix epoch.
     pub submitted: f64,
+}
+
+/// A payload frame whose bytes wait in a shared-memory segment of the
+/// scheduler's process instead of travelling on the socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFrame {
+    /// Which payload frame it stands for (that frame is sent empty).
+    pub index: u32,
+    pub segment: SegmentRef,
+}
+
+/// Where a worker on the scheduler's host finds a frame's bytes: file
+/// descriptor `fd` of process `pid` (Linux: `/proc/<pid>/fd/<fd>`, a
+/// memfd), which must be the file `device`:`inode` — a check that it is
+/// the scheduler's segment and not another process's that has the same pid
+/// in another pid namespace. The frame is its first `len` bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// Named again in `FromWorker::Released` once the worker unmapped it.
+    pub id: u64,
+    pub pid: u32,
+    pub fd: i32,
+    pub device: u64,
+    pub inode: u64,
+    pub len: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +128,9 @@ pub enum FromWorker {
     Done {
         task: TaskId,
         outcome: Outcome,
+        /// Result frames left in the worker's shared memory (see
+        /// `ToWorker::Run::shared_results`).
+        shared: Vec<SharedFrame>,
     },
     /// The task's store key is being run by another live process (its lock
     /// is held): the worker did not run it, and the client waits for the
@@ -106,6 +145,20 @@ pub enum FromWorker {
         stream: Stream,
     },
     Pong,
+    /// The worker could not map the shared frames of `task`'s `Run` (it did
+    /// not run it): `segments` are those it did not map, `reason` says why.
+    /// The scheduler sends it that task again, and everything after, on the
+    /// socket.
+    CannotMap {
+        task: TaskId,
+        segments: Vec<u64>,
+        reason: String,
+    },
+    /// The worker no longer maps these shared segments (`SegmentRef::id`):
+    /// the scheduler may write them again. Sent before the next message.
+    Released {
+        segments: Vec<u64>,
+    },
 }
 
 /// Which of a task's streams a piece of output came from.
@@ -189,6 +242,18 @@ mod tests {
                 function: "f".into(),
                 submitted: 1.5,
             }),
+            shared: vec![SharedFrame {
+                index: 1,
+                segment: SegmentRef {
+                    id: 3,
+                    pid: 4,
+                    fd: 5,
+                    device: 6,
+                    inode: 7,
+                    len: 8,
+                },
+            }],
+            shared_results: true,
         };
         let frames = vec![Bytes::from_static(b"f"), Bytes::from_static(b"c")];
         let wire = encode(&key, &msg, frames.clone());

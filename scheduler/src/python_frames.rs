@@ -1,7 +1,7 @@
 //! Payload frames as Python objects, for the two sides that host Python (the
 //! worker and the native module).
 
-use crate::large_frames;
+use crate::{large_frames, shared_memory};
 use bytes::Bytes;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyBufferError;
@@ -85,6 +85,17 @@ pub fn frames_to_python<'py>(
 /// `PickleBuffer`s). Copied: the caller may change its arrays after submit,
 /// and a frame must not change between signing and sending.
 pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
+    collect_frames(items, false)
+}
+
+/// `frames_from_python` whose large buffers are copied into shared memory
+/// where it is on (`shared_memory`): a call's arguments, a task's result. A
+/// process on this host then maps them instead of receiving them.
+pub fn sharable_frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
+    collect_frames(items, true)
+}
+
+fn collect_frames(items: &Bound<'_, PyAny>, shared: bool) -> PyResult<Vec<Bytes>> {
     let mut frames = Vec::new();
     for item in items.try_iter()? {
         let item = item?;
@@ -94,6 +105,28 @@ pub fn frames_from_python(items: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
         }
         let buffer = PyBuffer::<u8>::get(&item)?;
         let len = buffer.item_count();
+        if shared && len >= shared_memory::SHARED_FROM && buffer.is_c_contiguous() {
+            let source = buffer.buf_ptr() as usize;
+            // The exported buffer stays valid while `buffer` lives, so the
+            // copy can let other Python threads run.
+            let copied = item.py().detach(|| {
+                shared_memory::frame(len, |target| {
+                    // SAFETY: `source` is a contiguous buffer of `len` bytes
+                    // kept exported by `buffer`; `target` has `len` bytes.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            source as *const u8,
+                            target.as_mut_ptr(),
+                            len,
+                        );
+                    }
+                })
+            });
+            if let Some(frame) = copied {
+                frames.push(frame);
+                continue;
+            }
+        }
         let mut data = large_frames::storage(len);
         if buffer.is_c_contiguous() {
             // The exported buffer stays valid while `buffer` lives, so the

@@ -11,6 +11,7 @@ use crate::core::{
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
+use crate::shared_memory;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -79,6 +80,18 @@ struct Live {
     /// The last lines its tasks wrote to sys.stderr (sent as output, so not
     /// in the process's own stderr): part of the report if it dies.
     task_stderr: VecDeque<String>,
+    /// Whether it maps large frames from our shared memory (it said hello
+    /// from this host), and the segments it has not released yet.
+    shared: SharedFrames,
+}
+
+#[derive(Default)]
+struct SharedFrames {
+    on: bool,
+    lent: Vec<shared_memory::Lent>,
+    /// The last `Run` sent with shared frames, as the core made it, until
+    /// its task is done: what is sent again if the worker cannot map them.
+    unshared: Option<(TaskId, ToWorker, Vec<Bytes>)>,
 }
 
 /// The effects of the core, carried out.
@@ -92,6 +105,30 @@ struct ServerComm<'a> {
     internal: &'a UnboundedSender<Internal>,
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
+}
+
+/// Send a `Run`'s large frames through shared memory (the worker is on this
+/// host), and let its result come back the same way. Returns the `Run` as it
+/// was, to be sent again if the worker cannot map them; None when nothing
+/// was shared.
+fn share_run(
+    message: &mut ToWorker,
+    frames: &mut [Bytes],
+    lent: &mut Vec<shared_memory::Lent>,
+) -> Option<(TaskId, ToWorker, Vec<Bytes>)> {
+    let original = (message.clone(), frames.to_vec());
+    let ToWorker::Run {
+        task,
+        shared,
+        shared_results,
+        ..
+    } = message
+    else {
+        return None;
+    };
+    *shared_results = true;
+    *shared = shared_memory::share(frames, lent);
+    (!shared.is_empty()).then_some((*task, original.0, original.1))
 }
 
 impl Comm for ServerComm<'_> {
@@ -113,6 +150,7 @@ impl Comm for ServerComm<'_> {
                         route: None,
                         kill_reason: None,
                         task_stderr: VecDeque::new(),
+                        shared: SharedFrames::default(),
                     },
                 );
             }
@@ -126,9 +164,13 @@ impl Comm for ServerComm<'_> {
         }
     }
 
-    fn send(&mut self, worker: WorkerId, message: ToWorker, frames: Vec<Bytes>) {
+    fn send(&mut self, worker: WorkerId, mut message: ToWorker, mut frames: Vec<Bytes>) {
         // The core only sends to workers that said hello.
-        if let Some(route) = self.live.get(&worker).and_then(|l| l.route.clone()) {
+        if let Some(live) = self.live.get_mut(&worker).filter(|l| l.route.is_some()) {
+            let route = live.route.clone().expect("checked");
+            if live.shared.on && matches!(message, ToWorker::Run { .. }) {
+                live.shared.unshared = share_run(&mut message, &mut frames, &mut live.shared.lent);
+            }
             let wire = protocol::encode(self.key, &message, frames);
             let _ = self.outgoing.send((route, wire));
         }
@@ -376,14 +418,15 @@ impl Server {
             return;
         }
         let route = message.remove(0);
-        let (header, frames) = match protocol::decode::<FromWorker>(&self.key, message) {
+        let (header, mut frames) = match protocol::decode::<FromWorker>(&self.key, message) {
             Ok(decoded) => decoded,
             Err(e) => return self.drop_message(&route, &e.to_string()),
         };
         let worker = match &header {
-            FromWorker::Hello { worker, .. } => match self.live.get_mut(worker) {
+            FromWorker::Hello { worker, host, .. } => match self.live.get_mut(worker) {
                 Some(live) if live.route.is_none() => {
                     live.route = Some(route.clone());
+                    live.shared.on = shared_memory::enabled() && *host == crate::host::name();
                     self.routes.insert(route.clone(), *worker);
                     *worker
                 }
@@ -412,12 +455,38 @@ impl Server {
                 process::keep_lines(&mut live.task_stderr, &String::from_utf8_lossy(text));
             }
         }
+        if let FromWorker::Done { shared, .. } = &header {
+            if !shared.is_empty() && !self.map_result(worker, &route, shared, &mut frames) {
+                return;
+            }
+        }
+        if let FromWorker::Released { segments } = &header {
+            if let Some(live) = self.live.get_mut(&worker) {
+                for &id in segments {
+                    shared_memory::release(&mut live.shared.lent, id);
+                }
+            }
+            return;
+        }
+        if let FromWorker::CannotMap {
+            task,
+            segments,
+            reason,
+        } = &header
+        {
+            return self.send_unshared(worker, &route, *task, segments, reason);
+        }
+        if let (FromWorker::Done { .. } | FromWorker::Elsewhere { .. }, Some(live)) =
+            (&header, self.live.get_mut(&worker))
+        {
+            live.shared.unshared = None;
+        }
         with_comm!(self, |core, comm| match header {
             FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
             FromWorker::InitDone { outcome } => {
                 core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
             }
-            FromWorker::Done { task, outcome } => {
+            FromWorker::Done { task, outcome, .. } => {
                 let frames = frames.into_iter().map(detach_small).collect();
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
             }
@@ -427,8 +496,67 @@ impl Server {
                     core.task_output(&mut comm, worker, task, stream, text)
                 }
             }
-            FromWorker::Pong => {}
+            FromWorker::Pong | FromWorker::Released { .. } | FromWorker::CannotMap { .. } => {}
         });
+    }
+
+    /// A worker could not map the shared frames of `task`: from now on it
+    /// gets large frames on the socket, starting with that task's again.
+    fn send_unshared(
+        &mut self,
+        worker: WorkerId,
+        route: &Bytes,
+        task: TaskId,
+        segments: &[u64],
+        reason: &str,
+    ) {
+        let Some(live) = self.live.get_mut(&worker) else {
+            return;
+        };
+        for &id in segments {
+            shared_memory::release(&mut live.shared.lent, id);
+        }
+        if live.shared.on {
+            eprintln!(
+                "pmp scheduler: worker {} cannot map shared memory, so large buffers go to it \
+                 on the socket: {reason}",
+                worker.0
+            );
+        }
+        live.shared.on = false;
+        match live.shared.unshared.take() {
+            Some((sent, message, frames)) if sent == task => {
+                let wire = protocol::encode(&self.key, &message, frames);
+                let _ = self.outgoing.send((route.clone(), wire));
+            }
+            _ => self.drop_message(route, "cannot-map for a task not sent with shared frames"),
+        }
+    }
+
+    /// Map the result frames a worker left in its shared memory and tell it
+    /// it may close them. False when they cannot be mapped: the worker is
+    /// stopped, and its task fails with the reason.
+    fn map_result(
+        &mut self,
+        worker: WorkerId,
+        route: &Bytes,
+        shared: &[protocol::SharedFrame],
+        frames: &mut [Bytes],
+    ) -> bool {
+        let mapped = shared_memory::attach(shared, frames, |_| {}).map_err(|e| e.reason);
+        let segments = shared.iter().map(|s| s.segment.id).collect();
+        let wire = protocol::encode(&self.key, &ToWorker::Released { segments }, Vec::new());
+        let _ = self.outgoing.send((route.clone(), wire));
+        match mapped {
+            Ok(()) => true,
+            Err(e) => {
+                if let Some(live) = self.live.get_mut(&worker) {
+                    live.kill_reason = Some(format!("its task's result was lost: {e}"));
+                    live.process.stop();
+                }
+                false
+            }
+        }
     }
 
     /// What a worker process wrote to its file descriptors belongs to the

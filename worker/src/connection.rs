@@ -2,6 +2,7 @@
 //! are verified here, before the main thread (and Python) sees them.
 
 use crate::settings::Settings;
+use crate::shared_frames;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
 use pmp_scheduler::Bytes;
@@ -90,6 +91,7 @@ async fn serve(
     }
     let (mut send_half, mut recv_half) = socket.split();
     let (pong_tx, mut pong_rx) = unbounded_channel::<()>();
+    let (refusal_tx, mut refusal_rx) = unbounded_channel::<FromWorker>();
     let reader_key = key.clone();
     let reader = tokio::spawn(async move {
         loop {
@@ -109,8 +111,31 @@ async fn serve(
                 Ok((ToWorker::Ping, _)) => {
                     let _ = pong_tx.send(());
                 }
-                Ok(message) => {
-                    if incoming.send(message).is_err() {
+                Ok((message, mut frames)) => {
+                    if let ToWorker::Released { segments } = &message {
+                        shared_frames::mapped_by_scheduler(segments);
+                        continue;
+                    }
+                    if let ToWorker::Run {
+                        task,
+                        shared,
+                        shared_results,
+                        ..
+                    } = &message
+                    {
+                        if let Err(e) = shared_frames::on_run(shared, *shared_results, &mut frames)
+                        {
+                            // Not run: the scheduler sends it again on the socket.
+                            drop(frames);
+                            let _ = refusal_tx.send(FromWorker::CannotMap {
+                                task: *task,
+                                segments: e.segments,
+                                reason: e.reason,
+                            });
+                            continue;
+                        }
+                    }
+                    if incoming.send((message, frames)).is_err() {
                         break;
                     }
                 }
@@ -125,13 +150,22 @@ async fn serve(
                 _ => break,
             },
             Some(()) = pong_rx.recv() => Queued { message: FromWorker::Pong, frames: Vec::new(), written: None },
+            Some(message) = refusal_rx.recv() => Queued { message, frames: Vec::new(), written: None },
         };
-        let wire = protocol::encode(&key, &queued.message, queued.frames);
-        let mut zmq_message = ZmqMessage::from(wire[0].clone());
-        for frame in wire.into_iter().skip(1) {
-            zmq_message.push_back(frame);
+        // Segments unmapped by now (the last task's arguments) are reported
+        // before its Done, so the scheduler can reuse them for the next.
+        let segments = shared_frames::take_released();
+        if !segments.is_empty() {
+            let wire = protocol::encode(&key, &FromWorker::Released { segments }, Vec::new());
+            if send_half.send(zmq_message(wire)).await.is_err() {
+                eprintln!("pmp-worker: lost the connection to the scheduler");
+                die();
+            }
         }
-        if send_half.send(zmq_message).await.is_err() {
+        let (mut message, mut frames) = (queued.message, queued.frames);
+        shared_frames::on_send(&mut message, &mut frames);
+        let wire = protocol::encode(&key, &message, frames);
+        if send_half.send(zmq_message(wire)).await.is_err() {
             eprintln!("pmp-worker: lost the connection to the scheduler");
             die();
         }
@@ -140,6 +174,14 @@ async fn serve(
         }
     }
     reader.abort();
+}
+
+fn zmq_message(wire: Vec<Bytes>) -> ZmqMessage {
+    let mut message = ZmqMessage::from(wire[0].clone());
+    for frame in wire.into_iter().skip(1) {
+        message.push_back(frame);
+    }
+    message
 }
 
 fn die() -> ! {

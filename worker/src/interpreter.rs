@@ -3,7 +3,7 @@
 use crate::output::OutputSink;
 use crate::settings::PythonSettings;
 use pmp_scheduler::protocol::{FunctionRef, Outcome};
-use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
+use pmp_scheduler::python_frames::{frames_to_python, sharable_frames_from_python};
 use pmp_scheduler::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -133,7 +133,7 @@ fn outcome(result: &Bound<'_, PyAny>) -> PyResult<(Outcome, Vec<Bytes>)> {
     } else {
         Outcome::Raised
     };
-    Ok((outcome, frames_from_python(&frames)?))
+    Ok((outcome, sharable_frames_from_python(&frames)?))
 }
 
 fn describe(py: Python<'_>, error: &PyErr) -> String {

@@ -15,6 +15,7 @@ mod job;
 mod output;
 mod pipes;
 mod settings;
+mod shared_frames;
 mod stored;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
@@ -75,6 +76,7 @@ fn serve(settings: &Settings) -> ! {
                 call_frames,
                 dependency_frames,
                 store,
+                ..
             } => {
                 if let Some(target) = &store {
                     if !stores.claim(target) {
@@ -93,11 +95,16 @@ fn serve(settings: &Settings) -> ! {
                 }
                 // What its subprocesses printed reaches the scheduler first.
                 pipes.drain();
-                connection.send(FromWorker::Done { task, outcome }, frames);
+                let done = FromWorker::Done {
+                    task,
+                    outcome,
+                    shared: Vec::new(),
+                };
+                connection.send(done, frames);
             }
             ToWorker::Shutdown => break,
-            // Answered by the connection thread; never reaches here.
-            ToWorker::Ping => {}
+            // Handled by the connection thread; never reach here.
+            ToWorker::Ping | ToWorker::Released { .. } => {}
         }
     }
     runtime.close();

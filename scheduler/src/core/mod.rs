@@ -626,6 +626,8 @@ impl Core {
                 call_frames,
                 dependency_frames,
                 store: work.store.map(|target| *target),
+                shared: Vec::new(),
+                shared_results: false,
             },
             frames,
         );
