@@ -42,6 +42,8 @@ SCENARIOS = {
     "roundtrip": ("sequential round trip (submit + result), 1 worker", "ms", False),
     "chain": ("chain of N dependent futures, time per link", "ms/link", False),
     "fresh": ("fresh process per task, max_cores=2", "tasks/s", True),
+    # The floor of "fresh", measured by the harness itself beside it (same run).
+    "fresh_floor": ("floor: `python -c pass`, 2 at a time", "calls/s", True),
     "numpy": ("100 MB numpy argument, 1 worker", "MB/s", True),
     "rss": ("peak RSS increase, 100,000 tasks queued behind a busy worker", "MB", False),
     # Derived from the "rss" measurement, not run on its own.
@@ -58,6 +60,8 @@ SCENARIOS = {
     ),
 }
 DERIVED = {"submit": ("rss", "submit_per_s")}
+# Rows the harness measures once, not per library.
+FLOORS = {"fresh": "fresh_floor"}
 
 # Sizes: (full, quick)
 SIZES = {
@@ -651,6 +655,21 @@ def versions():
     return found
 
 
+def python_c_pass_rate(runs, parallel=2):
+    """`python -c pass` runs per second, `parallel` at a time: the rate a
+    fresh interpreter per call could reach at the parallelism of "fresh"."""
+    command = [sys.executable, "-c", "pass"]
+    start = time.perf_counter()
+    running = []
+    for _ in range(runs):
+        if len(running) == parallel:
+            running.pop(0).wait()
+        running.append(subprocess.Popen(command))
+    for process in running:
+        process.wait()
+    return {"value": runs / (time.perf_counter() - start), "note": f"{runs} runs"}
+
+
 def machine():
     try:
         usable = len(os.sched_getaffinity(0))
@@ -714,6 +733,17 @@ def print_table(table, libraries, quick):
         label = _label(scenario, label, quick)
         arrow = "higher is better" if higher else "lower is better"
         cells = [f"{label} [{unit}, {arrow}]"]
+        if "floor" in results:
+            # One figure for all columns; the last cell compares pmp's row above with it.
+            floor = results["floor"]
+            cells += [format_value(floor, unit)] + ["″"] * (len(libraries) - 1)
+            measured = table.get(scenario.removesuffix("_floor"), {}).get("pmp", {})
+            if "value" in measured and floor.get("value"):
+                cells.append(f"pmp ÷ floor {measured['value'] / floor['value']:.3g}×")
+            else:
+                cells.append("n/a")
+            print("| " + " | ".join(cells) + " |")
+            continue
         cells += [format_value(results[lib], unit) for lib in libraries]
         cells.append(ratio(results, higher))
         print("| " + " | ".join(cells) + " |")
@@ -733,6 +763,8 @@ def _label(scenario, label, quick):
         return label.replace("N", str(SIZES["chain_links"][q]))
     if scenario == "fresh":
         return f"{label}, {SIZES['fresh_tasks'][q]} tasks"
+    if scenario == "fresh_floor":
+        return f"{label}, {SIZES['fresh_tasks'][q]} runs"
     if scenario == "rss":
         return label.replace("100,000", f"{SIZES['rss_tasks'][q]:,}")
     if scenario == "storesubmit":
@@ -764,7 +796,8 @@ def main():
         return
 
     libraries = _choose(args.only, LIBRARIES, "library")
-    measured = tuple(name for name in SCENARIOS if name not in DERIVED)
+    floors = set(FLOORS.values())
+    measured = tuple(name for name in SCENARIOS if name not in DERIVED and name not in floors)
     scenarios = _choose(args.scenarios, measured, "scenario")
     info = {"machine": machine(), "versions": versions(), "quick": args.quick}
     m, v = info["machine"], info["versions"]
@@ -784,6 +817,12 @@ def main():
             table[scenario][library] = result
             shown = format_value(result, SCENARIOS[scenario][1])
             print(f"  {scenario:<11} {library:<12} {shown}  [{result['wall_s']} s]", flush=True)
+        if scenario in FLOORS:
+            floor = FLOORS[scenario]
+            runs = SIZES[f"{scenario}_tasks"][int(args.quick)]
+            table[floor] = {"floor": python_c_pass_rate(runs)}
+            shown = format_value(table[floor]["floor"], SCENARIOS[floor][1])
+            print(f"  {floor:<11} {'floor':<12} {shown}", flush=True)
     print(f"\n(total {time.perf_counter() - started:.0f} s)\n")
     print_table(table, libraries, args.quick)
     if args.json:

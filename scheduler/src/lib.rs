@@ -1,6 +1,6 @@
 //! pmp's scheduler. Read in this order: `core` (the state machine of tasks and
 //! workers), `server` (its event loop), `protocol` and `auth` (what crosses the
-//! wire), `process` and `backend` (how workers start), `handle` (the client API).
+//! wire), `process`, `backend` and `zygote` (how workers start), `handle` (the client API).
 
 pub mod auth;
 pub mod backend;
@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod resources;
 pub mod server;
 pub mod store;
+pub mod zygote;
 
 pub use bytes::Bytes;
 #[cfg(feature = "python")]

@@ -11,6 +11,7 @@ use crate::core::{
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
+use crate::zygote::Zygote;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -92,6 +93,55 @@ struct ServerComm<'a> {
     internal: &'a UnboundedSender<Internal>,
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
+    zygotes: &'a mut Zygotes,
+}
+
+/// Zygotes may die (or be killed when they stop answering); a new one
+/// replaces such a one this many times, then every worker is spawned.
+const ZYGOTE_RESTARTS: u32 = 3;
+
+/// The executor's zygote (see `zygote`), where it has one: an executor that
+/// starts a fresh worker per call on this machine.
+struct Zygotes {
+    current: Option<Zygote>,
+    wanted: bool,
+    restarts: u32,
+}
+
+impl Zygotes {
+    /// Prestarted with the executor, so that it has started Python by the
+    /// time the first calls come (until it is ready, workers are spawned).
+    fn start(wanted: bool, environment: &WorkerEnvironment) -> Zygotes {
+        Zygotes {
+            current: if wanted {
+                Zygote::start(environment)
+            } else {
+                None
+            },
+            wanted,
+            restarts: 0,
+        }
+    }
+
+    /// The zygote to ask, replacing one that died or whose environment is
+    /// out of date (when it has no child).
+    fn get(&mut self, environment: &WorkerEnvironment) -> Option<&mut Zygote> {
+        if !self.wanted {
+            return None;
+        }
+        let replace = match &self.current {
+            Some(zygote) if zygote.is_gone() => {
+                self.restarts += 1;
+                self.restarts <= ZYGOTE_RESTARTS
+            }
+            Some(zygote) => zygote.is_stale_and_idle(),
+            None => false,
+        };
+        if replace {
+            self.current = Zygote::start(environment);
+        }
+        self.current.as_mut()
+    }
 }
 
 impl Comm for ServerComm<'_> {
@@ -100,8 +150,14 @@ impl Comm for ServerComm<'_> {
             .backend
             .command(self.environment, worker, launch)
             .and_then(|cmd| {
-                process::spawn(cmd, worker, self.printed.clone(), self.exits.clone())
-                    .map_err(|e| e.to_string())
+                let forked = self.zygotes.get(self.environment).and_then(|zygote| {
+                    zygote.fork(&cmd, worker, self.printed.clone(), self.exits.clone())
+                });
+                match forked {
+                    Some(forked) => forked,
+                    None => process::spawn(cmd, worker, self.printed.clone(), self.exits.clone()),
+                }
+                .map_err(|e| e.to_string())
             });
         match started {
             Ok(process) => {
@@ -171,6 +227,7 @@ pub struct Server {
     internal_tx: UnboundedSender<Internal>,
     printed: PrintedSink,
     exits_tx: UnboundedSender<Exit>,
+    zygotes: Zygotes,
     dropped_messages: u64,
 }
 
@@ -186,6 +243,7 @@ macro_rules! with_comm {
             internal: &$self.internal_tx,
             printed: &$self.printed,
             exits: &$self.exits_tx,
+            zygotes: &mut $self.zygotes,
         };
         let $core = &mut $self.core;
         $body
@@ -235,6 +293,10 @@ pub async fn run(
             }
         }
     });
+    let zygotes = Zygotes::start(
+        core.starts_fresh_workers() && backend.runs_workers_here(),
+        &environment,
+    );
     let _ = ready.send(Ok(endpoint));
     let mut server = Server {
         core,
@@ -249,6 +311,7 @@ pub async fn run(
         internal_tx,
         printed,
         exits_tx,
+        zygotes,
         dropped_messages: 0,
     };
     with_comm!(server, |core, comm| core.start(&mut comm));
