@@ -10,9 +10,11 @@
 //!
 //! Only what a zygote can reproduce goes through it: the local backend's
 //! single-rank worker (the worker program, no arguments), with the
-//! environment the zygote was started with. Everything else (MPI ranks, the
-//! zygote not ready yet or dead, an environment changed since) is spawned
-//! as before. Linux only: elsewhere `start` gives none and every worker is
+//! environment the zygote was started with. Everything else (MPI ranks, a
+//! zygote that died or stopped answering, an environment changed since) is
+//! spawned as before. The first fork waits for the zygote to be ready
+//! (Python started, once per executor): spawning meanwhile would only share
+//! the CPUs with it, for a worker that starts no sooner. Linux only: elsewhere `start` gives none and every worker is
 //! spawned.
 
 #[cfg(target_os = "linux")]
@@ -37,9 +39,10 @@ mod linux {
     use tokio::sync::mpsc::UnboundedSender;
     use tokio::sync::oneshot;
 
-    /// How long a fork may take to be answered before the zygote is given
-    /// up (it is stuck or gone) and the worker spawned instead.
-    const ANSWER_TIMEOUT_S: libc::time_t = 5;
+    /// How long a fork (or the zygote's start, for the first) may take to be
+    /// answered before the zygote is given up (it is stuck or gone) and the
+    /// worker spawned instead.
+    const ANSWER_TIMEOUT_S: libc::time_t = 10;
 
     /// The zygote's descriptors for requests and exit reports (see the
     /// worker's `zygote.rs`).
@@ -50,6 +53,8 @@ mod linux {
         child: std::process::Child,
         program: std::path::PathBuf,
         requests: OwnedFd,
+        /// Whether it said it is ready (its first message on `requests`).
+        ready: bool,
         /// The environment it was started with, which its children have.
         environment: Vec<(OsString, OsString)>,
         state: Arc<Mutex<State>>,
@@ -58,7 +63,6 @@ mod linux {
     /// What the exit reader (a task) shares with the forks.
     #[derive(Default)]
     struct State {
-        ready: bool,
         gone: bool,
         /// Children whose exit is awaited, by pid.
         waiting: HashMap<i32, oneshot::Sender<i32>>,
@@ -118,6 +122,7 @@ mod linux {
                 child,
                 program: env.program.clone(),
                 requests,
+                ready: false,
                 environment,
                 state,
             })
@@ -144,13 +149,19 @@ mod linux {
             printed: PrintedSink,
             exits: UnboundedSender<Exit>,
         ) -> Option<std::io::Result<WorkerProcess>> {
-            {
-                let state = self.state.lock().expect("zygote state");
-                if !state.ready || state.gone {
-                    return None;
-                }
+            if self.is_gone() {
+                return None;
             }
             let request = self.request_for(command)?;
+            if !self.ready {
+                match receive_pid(&self.requests) {
+                    Ok(pid) if pid as u32 == self.child.id() => self.ready = true,
+                    _ => {
+                        self.give_up();
+                        return None;
+                    }
+                }
+            }
             let (stdout, stdout_w) = pipe().ok()?;
             let (stderr, stderr_w) = pipe().ok()?;
             if send_with_fds(&self.requests, &request, &[&stdout_w, &stderr_w]).is_err() {
@@ -244,7 +255,7 @@ mod linux {
         }
     }
 
-    /// Exit reports: `(pid, status)`, `(0, 0)` for "ready". When the zygote
+    /// Exit reports: `(pid, status)`. When the zygote
     /// goes, the children still awaited are reported lost.
     async fn read_exits(exits: AsyncFd<OwnedFd>, state: Arc<Mutex<State>>) {
         loop {
@@ -269,9 +280,7 @@ mod linux {
             let pid = i32::from_le_bytes(report[..4].try_into().expect("4 bytes"));
             let status = i32::from_le_bytes(report[4..].try_into().expect("4 bytes"));
             let mut state = state.lock().expect("zygote state");
-            if pid == 0 {
-                state.ready = true;
-            } else if let Some(waiting) = state.waiting.remove(&pid) {
+            if let Some(waiting) = state.waiting.remove(&pid) {
                 let _ = waiting.send(status);
             } else {
                 state.early.insert(pid, status);
@@ -383,7 +392,8 @@ mod linux {
         }
     }
 
-    /// The zygote's answer to a request: the child's pid, or 0.
+    /// The zygote's answer to a request: the child's pid, or 0 (or its own
+    /// pid, once ready).
     fn receive_pid(socket: &OwnedFd) -> std::io::Result<i32> {
         let mut answer = [0u8; 4];
         loop {

@@ -10,8 +10,8 @@
 //!   the worker's cwd and `KEY=VALUE` variables separated by NUL bytes, with
 //!   the write ends of its stdout and stderr pipes attached (SCM_RIGHTS).
 //!   The answer is the child's pid as 4 bytes, or 0 when the fork failed.
-//! - fd 4, exits: 8-byte messages `(pid, wait status)` for each child
-//!   reaped, and one `(0, 0)` once the zygote is ready for requests.
+//!   Before any answer, the zygote sends its own pid once it is ready.
+//! - fd 4, exits: 8-byte messages `(pid, wait status)` for each child reaped.
 //!
 //! The child becomes what a spawned worker is: its own process group, killed
 //! when the zygote dies (which is killed when the scheduler's thread dies),
@@ -52,8 +52,8 @@ pub fn run(python: &PythonSettings) {
         std::process::exit(3);
     }
     let signals = ChildSignals::block();
-    send_exit_report(0, 0);
     let zygote = std::process::id() as libc::pid_t;
+    reply(zygote);
     loop {
         let mut polled = [
             libc::pollfd {
