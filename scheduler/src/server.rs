@@ -109,8 +109,11 @@ struct Zygotes {
 }
 
 impl Zygotes {
-    /// Prestarted with the executor, so that it has started Python by the
-    /// time the first calls come (until it is ready, workers are spawned).
+    /// Prestarted with the executor (when it runs fresh workers on this
+    /// machine), not at the first call: it starts Python while the client
+    /// is still preparing its first submit, and the first fork waits only
+    /// for what is left of that start. An executor whose calls all turn out
+    /// to be MPI workers keeps an idle zygote, one process, until shutdown.
     fn start(wanted: bool, environment: &WorkerEnvironment) -> Zygotes {
         Zygotes {
             current: if wanted {
