@@ -11,7 +11,7 @@ use crate::core::{
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
-use crate::zygote::Zygote;
+use crate::zygote::Zygotes;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -94,57 +94,6 @@ struct ServerComm<'a> {
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
     zygotes: &'a mut Zygotes,
-}
-
-/// Zygotes may die (or be killed when they stop answering); a new one
-/// replaces such a one this many times, then every worker is spawned.
-const ZYGOTE_RESTARTS: u32 = 3;
-
-/// The executor's zygote (see `zygote`), where it has one: an executor that
-/// starts a fresh worker per call on this machine.
-struct Zygotes {
-    current: Option<Zygote>,
-    wanted: bool,
-    restarts: u32,
-}
-
-impl Zygotes {
-    /// Prestarted with the executor (when it runs fresh workers on this
-    /// machine), not at the first call: it starts Python while the client
-    /// is still preparing its first submit, and the first fork waits only
-    /// for what is left of that start. An executor whose calls all turn out
-    /// to be MPI workers keeps an idle zygote, one process, until shutdown.
-    fn start(wanted: bool, environment: &WorkerEnvironment) -> Zygotes {
-        Zygotes {
-            current: if wanted {
-                Zygote::start(environment)
-            } else {
-                None
-            },
-            wanted,
-            restarts: 0,
-        }
-    }
-
-    /// The zygote to ask, replacing one that died or whose environment is
-    /// out of date (when it has no child).
-    fn get(&mut self, environment: &WorkerEnvironment) -> Option<&mut Zygote> {
-        if !self.wanted {
-            return None;
-        }
-        let replace = match &self.current {
-            Some(zygote) if zygote.is_gone() => {
-                self.restarts += 1;
-                self.restarts <= ZYGOTE_RESTARTS
-            }
-            Some(zygote) => zygote.is_stale_and_idle(),
-            None => false,
-        };
-        if replace {
-            self.current = Zygote::start(environment);
-        }
-        self.current.as_mut()
-    }
 }
 
 impl Comm for ServerComm<'_> {

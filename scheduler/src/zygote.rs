@@ -14,14 +14,67 @@
 //! zygote that died or stopped answering, an environment changed since) is
 //! spawned as before. The first fork waits for the zygote to be ready
 //! (Python started, once per executor): spawning meanwhile would only share
-//! the CPUs with it, for a worker that starts no sooner. Linux only: elsewhere `start` gives none and every worker is
-//! spawned.
+//! the CPUs with it, for a worker that starts no sooner. Linux only:
+//! elsewhere `start` gives none and every worker is spawned.
 
 #[cfg(target_os = "linux")]
 pub use linux::Zygote;
 
 #[cfg(not(target_os = "linux"))]
 pub use elsewhere::Zygote;
+
+use crate::backend::WorkerEnvironment;
+
+/// Zygotes may die (or be killed when they stop answering); a new one
+/// replaces such a one this many times, then every worker is spawned.
+const ZYGOTE_RESTARTS: u32 = 3;
+
+/// The executor's zygote, where it has one: an executor that
+/// starts a fresh worker per call on this machine.
+pub struct Zygotes {
+    current: Option<Zygote>,
+    wanted: bool,
+    restarts: u32,
+}
+
+impl Zygotes {
+    /// Prestarted with the executor (when it runs fresh workers on this
+    /// machine), not at the first call: it starts Python while the client
+    /// is still preparing its first submit, and the first fork waits only
+    /// for what is left of that start. An executor whose calls all turn out
+    /// to be MPI workers keeps an idle zygote, one process, until shutdown.
+    pub fn start(wanted: bool, environment: &WorkerEnvironment) -> Zygotes {
+        Zygotes {
+            current: if wanted {
+                Zygote::start(environment)
+            } else {
+                None
+            },
+            wanted,
+            restarts: 0,
+        }
+    }
+
+    /// The zygote to ask, replacing one that died or whose environment is
+    /// out of date (when it has no child).
+    pub fn get(&mut self, environment: &WorkerEnvironment) -> Option<&mut Zygote> {
+        if !self.wanted {
+            return None;
+        }
+        let replace = match &self.current {
+            Some(zygote) if zygote.is_gone() => {
+                self.restarts = self.restarts.saturating_add(1);
+                self.restarts <= ZYGOTE_RESTARTS
+            }
+            Some(zygote) => zygote.is_stale_and_idle(),
+            None => false,
+        };
+        if replace {
+            self.current = Zygote::start(environment);
+        }
+        self.current.as_mut()
+    }
+}
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -152,7 +205,10 @@ mod linux {
             if self.is_gone() {
                 return None;
             }
-            let request = self.request_for(command)?;
+            if current_environment() != self.environment {
+                return None;
+            }
+            let request = request_for(command, &self.program)?;
             if !self.ready {
                 match receive_pid(&self.requests) {
                     Ok(pid) if pid as u32 == self.child.id() => self.ready = true,
@@ -211,34 +267,6 @@ mod linux {
             }))
         }
 
-        /// The request that makes the zygote's child `command`'s process:
-        /// its cwd, then its variables, NUL-separated. None when the child
-        /// would not be that process.
-        fn request_for(&self, command: &Command) -> Option<Vec<u8>> {
-            if command.get_program() != self.program.as_os_str() || command.get_args().len() > 0 {
-                return None;
-            }
-            if current_environment() != self.environment {
-                return None;
-            }
-            let mut request = Vec::new();
-            if let Some(cwd) = command.get_current_dir() {
-                request.extend_from_slice(cwd.as_os_str().as_bytes());
-            }
-            for (name, value) in command.get_envs() {
-                // A removed variable is not something a child can be given.
-                let value = value?;
-                if name.as_bytes().contains(&b'=') {
-                    return None;
-                }
-                request.push(0);
-                request.extend_from_slice(name.as_bytes());
-                request.push(b'=');
-                request.extend_from_slice(value.as_bytes());
-            }
-            Some(request)
-        }
-
         /// Kill a zygote that stopped answering; its children die with it.
         fn give_up(&mut self) {
             self.state.lock().expect("zygote state").gone = true;
@@ -253,6 +281,30 @@ mod linux {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// The request that makes the zygote's child `command`'s process: its
+    /// cwd, then its variables, NUL-separated. None when the child would not
+    /// be that process (another program, arguments, a removed variable).
+    fn request_for(command: &Command, program: &std::path::Path) -> Option<Vec<u8>> {
+        if command.get_program() != program.as_os_str() || command.get_args().len() > 0 {
+            return None;
+        }
+        let mut request = Vec::new();
+        if let Some(cwd) = command.get_current_dir() {
+            request.extend_from_slice(cwd.as_os_str().as_bytes());
+        }
+        for (name, value) in command.get_envs() {
+            let value = value?;
+            if name.as_bytes().contains(&b'=') {
+                return None;
+            }
+            request.push(0);
+            request.extend_from_slice(name.as_bytes());
+            request.push(b'=');
+            request.extend_from_slice(value.as_bytes());
+        }
+        Some(request)
     }
 
     /// Exit reports: `(pid, status)`. When the zygote
@@ -411,6 +463,68 @@ mod linux {
             } else {
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the zygote went away")
             });
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::request_for;
+        use crate::backend::local::LocalBackend;
+        use crate::backend::{Backend, WorkerEnvironment};
+        use crate::core::Launch;
+        use crate::ids::WorkerId;
+        use crate::resources::{Gpus, ResourceRequest};
+
+        fn launch(cores: u32, cwd: Option<&str>) -> Launch {
+            Launch {
+                resources: ResourceRequest {
+                    cores,
+                    threads_per_core: 2,
+                    cwd: cwd.map(String::from),
+                    ..Default::default()
+                },
+                gpus: Gpus::Devices(vec!["1".into()]),
+            }
+        }
+
+        #[test]
+        fn a_local_single_rank_worker_becomes_its_cwd_and_variables() {
+            let env = WorkerEnvironment::for_tests();
+            let backend = LocalBackend::new(vec![]);
+            let command = backend
+                .command(&env, WorkerId(7), &launch(1, Some("/")))
+                .unwrap();
+            let request = request_for(&command, &env.program).expect("a zygote can fork it");
+            let mut parts = request.split(|&b| b == 0);
+            assert_eq!(parts.next(), Some(&b"/"[..]));
+            let variables: Vec<_> = parts
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            for expected in [
+                "PMP_WORKER_ID=7",
+                "OMP_NUM_THREADS=2",
+                "CUDA_VISIBLE_DEVICES=1",
+                "PMP_RANKS=1",
+            ] {
+                assert!(
+                    variables.iter().any(|v| v == expected),
+                    "{expected} in {variables:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn other_programs_and_arguments_are_spawned() {
+            let env = WorkerEnvironment::for_tests();
+            let mut mpiexec = std::process::Command::new("/usr/bin/mpiexec");
+            mpiexec.arg("-n").arg("2").arg(&env.program);
+            assert!(request_for(&mpiexec, &env.program).is_none());
+            let mut with_argument = std::process::Command::new(&env.program);
+            with_argument.arg("--extra");
+            assert!(request_for(&with_argument, &env.program).is_none());
+            let mut removed = std::process::Command::new(&env.program);
+            removed.env_remove("HOME");
+            assert!(request_for(&removed, &env.program).is_none());
         }
     }
 }

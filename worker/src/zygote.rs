@@ -320,3 +320,30 @@ impl ChildSignals {
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.mask, std::ptr::null_mut()) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn a_request_is_a_cwd_then_variables_whose_values_may_hold_equals_signs() {
+        let request = parse(b"/tmp/work\0PMP_WORKER_ID=3\0EXTRA=a=b\0EMPTY=", 10, 11);
+        assert_eq!(
+            request.cwd.as_deref(),
+            Some(std::ffi::OsStr::new("/tmp/work"))
+        );
+        assert_eq!(
+            request.variables,
+            [("PMP_WORKER_ID", "3"), ("EXTRA", "a=b"), ("EMPTY", "")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!((request.stdout, request.stderr), (10, 11));
+    }
+
+    #[test]
+    fn no_cwd_leaves_the_zygotes() {
+        let request = parse(b"\0A=1", 10, 11);
+        assert!(request.cwd.is_none());
+        assert_eq!(request.variables, [("A".to_string(), "1".to_string())]);
+    }
+}
