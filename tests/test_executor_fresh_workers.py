@@ -153,6 +153,22 @@ def test_a_forked_worker_that_dies_is_reported_with_its_signal_or_code(kind, wai
         assert "pmp-test: about to exit with code 3" in error.stderr_tail
 
 
+def stop_myself():
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def test_a_forked_worker_that_stops_answering_is_killed_through_its_group(wait_until, monkeypatch):
+    monkeypatch.setenv("PMP_HEARTBEAT_INTERVAL", "0.2")
+    monkeypatch.setenv("PMP_HEARTBEAT_TIMEOUT", "2")
+    with Executor(max_cores=1) as exe:
+        warm_up(exe, wait_until)
+        with pytest.raises(WorkerDiedError) as raised:
+            exe.submit(stop_myself).result(RESULT_TIMEOUT)
+        assert exe.submit(variable, "OMP_NUM_THREADS").result(RESULT_TIMEOUT) == "1"
+    assert "stopped answering heartbeats" in str(raised.value)
+    assert raised.value.signal in (signal.SIGKILL, "SIGKILL")
+
+
 def test_a_dead_zygote_fails_its_running_calls_and_is_replaced(
     make_gate, tmp_path, wait_until, process_gone
 ):
