@@ -1,6 +1,6 @@
 //! pmp's scheduler. Read in this order: `core` (the state machine of tasks and
 //! workers), `server` (its event loop), `protocol` and `auth` (what crosses the
-//! wire), `process` and `backend` (how workers start), `handle` (the client API).
+//! wire), `process`, `backend` and `zygote` (how workers start), `handle` (the client API).
 
 pub mod auth;
 pub mod backend;
@@ -15,6 +15,7 @@ pub mod resources;
 pub mod server;
 pub mod shared_memory;
 pub mod store;
+pub mod zygote;
 
 pub use bytes::Bytes;
 #[cfg(feature = "python")]

@@ -96,6 +96,30 @@ pub fn spawn(
     let pid = child.id().expect("a just-spawned child has a pid");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let status = async move {
+        child
+            .wait()
+            .await
+            .map_err(|e| format!("waiting for worker pid {pid} failed: {e}"))
+    };
+    Ok(watch(worker, pid, stdout, stderr, status, printed, exits))
+}
+
+/// How a worker ended, or why that cannot be known.
+pub type WaitStatus = Result<std::process::ExitStatus, String>;
+
+/// Forward a started worker's output and report its exit: `status` is its
+/// wait status, or why it cannot be had. Shared by spawned workers and those
+/// a zygote forks.
+pub fn watch(
+    worker: WorkerId,
+    pid: u32,
+    stdout: impl AsyncRead + Unpin + Send + 'static,
+    stderr: impl AsyncRead + Unpin + Send + 'static,
+    status: impl std::future::Future<Output = WaitStatus> + Send + 'static,
+    printed: PrintedSink,
+    exits: UnboundedSender<Exit>,
+) -> WorkerProcess {
     let quiet = Arc::new(AtomicBool::new(false));
     let out = Forward {
         worker,
@@ -112,7 +136,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let forward_out = tokio::spawn(out.run(stdout));
         let tail = tokio::spawn(err.run(stderr));
-        let status = child.wait().await;
+        let status = status.await;
         // A grandchild may keep the pipes open: do not wait for them forever.
         let grace = std::time::Duration::from_millis(300);
         let stderr_tail = match tokio::time::timeout(grace, tail).await {
@@ -122,11 +146,15 @@ pub fn spawn(
         forward_out.abort();
         let reason = match status {
             Ok(status) => describe_exit(pid, status, stderr_tail),
-            Err(e) => LostReason::new(format!("waiting for worker pid {pid} failed: {e}")),
+            Err(message) => {
+                let mut reason = LostReason::new(message);
+                reason.stderr_tail = stderr_tail;
+                reason
+            }
         };
         let _ = exits.send(Exit { worker, reason });
     });
-    Ok(WorkerProcess { pid, quiet })
+    WorkerProcess { pid, quiet }
 }
 
 /// How long a worker's group has between SIGTERM and SIGKILL.

@@ -12,6 +12,7 @@ use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
 use crate::shared_memory;
+use crate::zygote::Zygotes;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -105,6 +106,7 @@ struct ServerComm<'a> {
     internal: &'a UnboundedSender<Internal>,
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
+    zygotes: &'a mut Zygotes,
 }
 
 /// Send a `Run`'s large frames through shared memory (the worker is on this
@@ -137,8 +139,14 @@ impl Comm for ServerComm<'_> {
             .backend
             .command(self.environment, worker, launch)
             .and_then(|cmd| {
-                process::spawn(cmd, worker, self.printed.clone(), self.exits.clone())
-                    .map_err(|e| e.to_string())
+                let forked = self.zygotes.get(self.environment).and_then(|zygote| {
+                    zygote.fork(&cmd, worker, self.printed.clone(), self.exits.clone())
+                });
+                match forked {
+                    Some(forked) => forked,
+                    None => process::spawn(cmd, worker, self.printed.clone(), self.exits.clone()),
+                }
+                .map_err(|e| e.to_string())
             });
         match started {
             Ok(process) => {
@@ -213,6 +221,7 @@ pub struct Server {
     internal_tx: UnboundedSender<Internal>,
     printed: PrintedSink,
     exits_tx: UnboundedSender<Exit>,
+    zygotes: Zygotes,
     dropped_messages: u64,
 }
 
@@ -228,6 +237,7 @@ macro_rules! with_comm {
             internal: &$self.internal_tx,
             printed: &$self.printed,
             exits: &$self.exits_tx,
+            zygotes: &mut $self.zygotes,
         };
         let $core = &mut $self.core;
         $body
@@ -277,6 +287,10 @@ pub async fn run(
             }
         }
     });
+    let zygotes = Zygotes::start(
+        core.starts_fresh_workers() && backend.runs_workers_here(),
+        &environment,
+    );
     let _ = ready.send(Ok(endpoint));
     let mut server = Server {
         core,
@@ -291,6 +305,7 @@ pub async fn run(
         internal_tx,
         printed,
         exits_tx,
+        zygotes,
         dropped_messages: 0,
     };
     with_comm!(server, |core, comm| core.start(&mut comm));

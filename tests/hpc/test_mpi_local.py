@@ -1,5 +1,8 @@
 """MPI-parallel functions on the local backend, through the real mpiexec."""
 
+import os
+import sys
+
 import pytest
 from pmp import Executor
 
@@ -127,3 +130,25 @@ def test_every_ranks_output_reaches_the_future_marked_with_its_rank(mpi, block):
         "hello from rank 0\nhello warning on rank 0\n"
         "[rank 1] hello from rank 1\n[rank 1] hello warning on rank 1\n"
     )
+
+
+def parent_and_ranks():
+    import os
+
+    from mpi4py import MPI
+
+    return os.getppid(), MPI.COMM_WORLD.Get_size()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux-only")
+def test_mpi_workers_are_started_by_mpiexec_beside_forked_single_rank_ones(mpi):
+    with Executor(max_cores=2) as exe:
+        single = exe.submit(parent_and_ranks).result(timeout=120)
+        mpi_worker = exe.submit(parent_and_ranks, resource_dict={"cores": 2}).result(timeout=120)
+        again = exe.submit(parent_and_ranks).result(timeout=120)
+    zygote, size = single
+    assert zygote != os.getpid(), "a single-rank worker is forked by the zygote"
+    assert size == 1
+    assert [size for _, size in mpi_worker] == [2, 2], "one result per rank"
+    assert mpi_worker[0][0] != zygote, "an MPI worker comes from mpiexec, not the zygote"
+    assert again == single, "the next single-rank worker comes from the same zygote"

@@ -7,6 +7,7 @@ use pmp_scheduler::python_frames::{frames_to_python, sharable_frames_from_python
 use pmp_scheduler::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct Runtime {
     runtime: Py<PyAny>,
@@ -17,15 +18,10 @@ impl Runtime {
     /// prints goes there; with none, it stays on this process's stdout and
     /// stderr.
     pub fn start(settings: &PythonSettings, sink: Option<OutputSink>) -> Result<Runtime, String> {
-        pmp_embed::start_python(std::path::Path::new(&settings.executable))?;
+        if !PREPARED.load(Ordering::SeqCst) {
+            prepare(settings)?;
+        }
         Python::attach(|py| {
-            let sys = py.import("sys")?;
-            let path = sys.getattr("path")?.cast_into::<PyList>()?;
-            // The client's sys.path first, so functions pickled by reference
-            // import the same modules the client saw.
-            for (i, entry) in settings.sys_path.iter().enumerate() {
-                path.insert(i, entry)?;
-            }
             let runtime = py
                 .import("pmp.worker.runtime")?
                 .getattr("Runtime")?
@@ -96,6 +92,29 @@ impl Runtime {
             }
         });
     }
+}
+
+/// Set once `prepare` ran: in a zygote's child, Python is already up.
+static PREPARED: AtomicBool = AtomicBool::new(false);
+
+/// Start Python, put the client's sys.path first (so functions pickled by
+/// reference import the same modules the client saw) and import pmp's
+/// runtime: what every worker does before it can run a task, and what a
+/// zygote does once for all the workers it forks.
+pub fn prepare(settings: &PythonSettings) -> Result<(), String> {
+    pmp_embed::start_python(std::path::Path::new(&settings.executable))?;
+    Python::attach(|py| {
+        let sys = py.import("sys")?;
+        let path = sys.getattr("path")?.cast_into::<PyList>()?;
+        for (i, entry) in settings.sys_path.iter().enumerate() {
+            path.insert(i, entry)?;
+        }
+        py.import("pmp.worker.runtime")?;
+        Ok(())
+    })
+    .map_err(|e: PyErr| Python::attach(|py| describe(py, &e)))?;
+    PREPARED.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 /// A rank above 0: run `pmp.worker.runtime.follow`, which executes what rank 0

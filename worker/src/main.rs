@@ -3,6 +3,9 @@
 //! a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
 //! from the task store and exits, with no network at all (`job`).
 //!
+//! Started as a zygote (`PMP_ZYGOTE`, Linux), it starts Python once and
+//! forks a fresh worker for each request of the scheduler (`zygote`).
+//!
 //! Threads: the main thread initialises Python and runs tasks (CPython's main
 //! thread, so signals and `threading.main_thread()` behave); a connection
 //! thread owns the socket, answers heartbeats while a task runs, and exits the
@@ -17,11 +20,24 @@ mod pipes;
 mod settings;
 mod shared_frames;
 mod stored;
+#[cfg(target_os = "linux")]
+mod zygote;
 
 use pmp_scheduler::protocol::{FromWorker, Outcome, ToWorker};
 use settings::{Mode, Settings};
 
 fn main() {
+    #[cfg(target_os = "linux")]
+    if zygote::requested() {
+        match settings::PythonSettings::for_zygote() {
+            // Returns in each forked child, which goes on as a fresh worker.
+            Ok(python) => zygote::run(&python),
+            Err(e) => {
+                eprintln!("pmp-worker zygote: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     client_watch::start();
     let mode = match Mode::from_env() {
         Ok(mode) => mode,

@@ -48,6 +48,12 @@ pub struct PythonSettings {
 }
 
 impl PythonSettings {
+    /// What a zygote reads: the Python to start and the client's sys.path.
+    #[cfg(target_os = "linux")]
+    pub fn for_zygote() -> Result<Self, String> {
+        Self::from_env(required)
+    }
+
     fn from_env(required: impl Fn(&str) -> Result<String, String>) -> Result<Self, String> {
         Ok(PythonSettings {
             executable: required("PMP_PYTHON")?,

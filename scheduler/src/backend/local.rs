@@ -53,6 +53,10 @@ impl Backend for LocalBackend {
         finish_command(&mut command, env, worker, launch, true)?;
         Ok(command)
     }
+
+    fn runs_workers_here(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

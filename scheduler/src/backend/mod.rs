@@ -115,4 +115,10 @@ pub trait Backend: Send {
         worker: WorkerId,
         launch: &Launch,
     ) -> Result<Command, String>;
+
+    /// Whether its workers run on this machine as the worker program
+    /// itself (for single-rank workers), which a zygote can fork instead.
+    fn runs_workers_here(&self) -> bool {
+        false
+    }
 }

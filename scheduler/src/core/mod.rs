@@ -78,6 +78,11 @@ impl Core {
         }
     }
 
+    /// Whether each task gets a worker of its own (no block allocation).
+    pub fn starts_fresh_workers(&self) -> bool {
+        matches!(self.allocation, Allocation::PerTask)
+    }
+
     /// Start the block allocation's workers.
     pub fn start(&mut self, comm: &mut impl Comm) {
         if let Allocation::Block { workers, .. } = self.allocation {

@@ -1,0 +1,349 @@
+//! Zygote mode (Linux, `PMP_ZYGOTE` set): Python is started and pmp's worker
+//! runtime imported once, then the process waits for the scheduler to ask
+//! for a fresh worker and forks one per request. A fresh worker so costs a
+//! fork, not Python's start-up and imports.
+//!
+//! The zygote stays single-threaded (fork copies only the calling thread, so
+//! nothing may hold a lock in another one): no connection thread, no tokio.
+//! Its descriptors, set up by the scheduler (`pmp_scheduler::zygote`):
+//! - fd 3, requests: a SOCK_SEQPACKET socket. Each request is one message,
+//!   the worker's cwd and `KEY=VALUE` variables separated by NUL bytes, with
+//!   the write ends of its stdout and stderr pipes attached (SCM_RIGHTS).
+//!   The answer is the child's pid as 4 bytes, or 0 when the fork failed.
+//!   Before any answer, the zygote sends its own pid once it is ready.
+//! - fd 4, exits: 8-byte messages `(pid, wait status)` for each child reaped.
+//!
+//! The child becomes what a spawned worker is: its own process group, killed
+//! when the zygote dies (which is killed when the scheduler's thread dies),
+//! the worker's variables and cwd set before any of its code runs, CPython's
+//! after-fork handling done (`os.fork`), then connected mode as usual.
+
+use crate::interpreter;
+use crate::settings::PythonSettings;
+use pyo3::prelude::*;
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStringExt;
+
+const REQUESTS_FD: RawFd = 3;
+const EXITS_FD: RawFd = 4;
+/// Largest request: the variables of one worker (a few hundred bytes).
+const MOST_REQUEST: usize = 256 * 1024;
+
+/// Whether the scheduler started this process as a zygote.
+pub fn requested() -> bool {
+    std::env::var_os("PMP_ZYGOTE").is_some()
+}
+
+/// What the scheduler asked for: a worker with these variables, in this cwd,
+/// printing into these pipes.
+struct Request {
+    cwd: Option<OsString>,
+    variables: Vec<(String, String)>,
+    stdout: RawFd,
+    stderr: RawFd,
+}
+
+/// Serve requests until the scheduler closes its end. Returns only in a
+/// forked child, ready to run as a connected worker.
+pub fn run(python: &PythonSettings) {
+    if let Err(e) = interpreter::prepare(python) {
+        eprintln!("pmp-worker zygote: Python did not start: {e}");
+        std::process::exit(3);
+    }
+    let signals = ChildSignals::block();
+    let zygote = std::process::id() as libc::pid_t;
+    reply(zygote);
+    loop {
+        let mut polled = [
+            libc::pollfd {
+                fd: REQUESTS_FD,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd structs.
+        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        if polled[1].revents != 0 {
+            signals.drain();
+            reap_children();
+        }
+        if polled[0].revents == 0 {
+            continue;
+        }
+        let Some(request) = receive() else {
+            // The scheduler is gone: so are we, and with us (parent-death
+            // signal) every child still running.
+            std::process::exit(0);
+        };
+        match fork_python() {
+            Ok(0) => {
+                become_worker(request, zygote, &signals);
+                return;
+            }
+            Ok(pid) => {
+                // Its own group before the scheduler hears its pid, so a
+                // stop sent at once reaches it (the child sets it too).
+                // SAFETY: plain syscall on our own child.
+                unsafe { libc::setpgid(pid, pid) };
+                reply(pid);
+                close(request.stdout);
+                close(request.stderr);
+            }
+            Err(e) => {
+                eprintln!("pmp-worker zygote: fork failed: {e}");
+                reply(0);
+                close(request.stdout);
+                close(request.stderr);
+            }
+        }
+    }
+}
+
+/// `os.fork()`: CPython's own before- and after-fork handling (its locks,
+/// its thread states, `os.register_at_fork` hooks such as `random`'s
+/// reseeding) in both processes.
+fn fork_python() -> Result<libc::pid_t, String> {
+    Python::attach(|py| {
+        py.import("os")
+            .and_then(|os| os.call_method0("fork"))
+            .and_then(|pid| pid.extract::<libc::pid_t>())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The child's set-up, before any of the worker's code runs.
+fn become_worker(request: Request, zygote: libc::pid_t, signals: &ChildSignals) {
+    close(REQUESTS_FD);
+    close(EXITS_FD);
+    signals.restore();
+    // SAFETY: plain syscalls on our own process and descriptors.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != zygote {
+            // The zygote died before the death signal was armed.
+            libc::_exit(70);
+        }
+        libc::dup2(request.stdout, 1);
+        libc::dup2(request.stderr, 2);
+    }
+    close(request.stdout);
+    close(request.stderr);
+    if let Some(cwd) = &request.cwd {
+        if let Err(e) = std::env::set_current_dir(cwd) {
+            eprintln!("pmp-worker: cannot change to cwd {cwd:?}: {e}");
+            std::process::exit(2);
+        }
+    }
+    // Python's os.environ was read when the zygote started: set each
+    // variable there (which sets it in the process too), so that the call's
+    // code and the libraries it loads (OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES)
+    // see the worker's values. The key is set in the process only, and
+    // removed from it once read (`Settings::from_env`), as for a spawned worker.
+    let set = Python::attach(|py| -> PyResult<()> {
+        let environ = py.import("os")?.getattr("environ")?;
+        environ.call_method1("pop", ("PMP_ZYGOTE", py.None()))?;
+        for (name, value) in &request.variables {
+            if name != "PMP_KEY" {
+                environ.set_item(name, value)?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = set {
+        eprintln!("pmp-worker: setting the worker's environment failed: {e}");
+        std::process::exit(2);
+    }
+    if let Some((_, key)) = request.variables.iter().find(|(name, _)| name == "PMP_KEY") {
+        // SAFETY: this process has one thread (a fork's child).
+        unsafe { std::env::set_var("PMP_KEY", key) };
+    }
+}
+
+/// Receive one request; None once the scheduler closed its end.
+fn receive() -> Option<Request> {
+    let mut buffer = vec![0u8; MOST_REQUEST];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE((2 * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        // SAFETY: msghdr zeroed, then pointed at live buffers.
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = control.len() as _;
+        // SAFETY: recvmsg into the buffers above.
+        let n = unsafe { libc::recvmsg(REQUESTS_FD, &mut header, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return None;
+        }
+        if n == 0 {
+            return None;
+        }
+        let fds = received_fds(&header);
+        if fds.len() != 2 {
+            // Only the scheduler holds the other end: this does not happen.
+            fds.into_iter().for_each(close);
+            reply(0);
+            continue;
+        }
+        return Some(parse(&buffer[..n as usize], fds[0], fds[1]));
+    }
+}
+
+fn received_fds(header: &libc::msghdr) -> Vec<RawFd> {
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages recvmsg filled in.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    fds.push(data.add(i).read_unaligned());
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    fds
+}
+
+fn parse(bytes: &[u8], stdout: RawFd, stderr: RawFd) -> Request {
+    let mut parts = bytes.split(|&b| b == 0);
+    let cwd = parts
+        .next()
+        .filter(|cwd| !cwd.is_empty())
+        .map(|cwd| OsString::from_vec(cwd.to_vec()));
+    let variables = parts
+        .filter_map(|part| {
+            let text = String::from_utf8_lossy(part);
+            let (name, value) = text.split_once('=')?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect();
+    Request {
+        cwd,
+        variables,
+        stdout,
+        stderr,
+    }
+}
+
+fn reply(pid: libc::pid_t) {
+    let bytes = pid.to_le_bytes();
+    // SAFETY: sending 4 bytes from a live buffer.
+    unsafe { libc::send(REQUESTS_FD, bytes.as_ptr().cast(), 4, libc::MSG_NOSIGNAL) };
+}
+
+fn send_exit_report(pid: libc::pid_t, status: i32) {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&pid.to_le_bytes());
+    bytes[4..].copy_from_slice(&status.to_le_bytes());
+    // SAFETY: sending 8 bytes from a live buffer.
+    unsafe { libc::send(EXITS_FD, bytes.as_ptr().cast(), 8, libc::MSG_NOSIGNAL) };
+}
+
+/// Report every child that has exited.
+fn reap_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        send_exit_report(pid, status);
+    }
+}
+
+fn close(fd: RawFd) {
+    // SAFETY: closing a descriptor this process owns.
+    unsafe { libc::close(fd) };
+}
+
+/// SIGCHLD, blocked and read through a signalfd, so one poll waits for both
+/// requests and exits with no signal handler (and nothing async-signal-unsafe).
+struct ChildSignals {
+    fd: RawFd,
+    mask: libc::sigset_t,
+}
+
+impl ChildSignals {
+    fn block() -> ChildSignals {
+        // SAFETY: a zeroed sigset filled by sigemptyset/sigaddset; signalfd
+        // on it.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            libc::sigaddset(&mut mask, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+            let fd = libc::signalfd(-1, &mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                eprintln!(
+                    "pmp-worker zygote: signalfd failed: {}",
+                    std::io::Error::last_os_error()
+                );
+                std::process::exit(3);
+            }
+            ChildSignals { fd, mask }
+        }
+    }
+
+    fn drain(&self) {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        // SAFETY: reading whole siginfo structs into a buffer of that size.
+        while unsafe { libc::read(self.fd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+    }
+
+    /// In the child: SIGCHLD as a spawned process has it (subprocess relies on it).
+    fn restore(&self) {
+        close(self.fd);
+        // SAFETY: unblocking the signal blocked in `block`.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.mask, std::ptr::null_mut()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn a_request_is_a_cwd_then_variables_whose_values_may_hold_equals_signs() {
+        let request = parse(b"/tmp/work\0PMP_WORKER_ID=3\0EXTRA=a=b\0EMPTY=", 10, 11);
+        assert_eq!(
+            request.cwd.as_deref(),
+            Some(std::ffi::OsStr::new("/tmp/work"))
+        );
+        assert_eq!(
+            request.variables,
+            [("PMP_WORKER_ID", "3"), ("EXTRA", "a=b"), ("EMPTY", "")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!((request.stdout, request.stderr), (10, 11));
+    }
+
+    #[test]
+    fn no_cwd_leaves_the_zygotes() {
+        let request = parse(b"\0A=1", 10, 11);
+        assert!(request.cwd.is_none());
+        assert_eq!(request.variables, [("A".to_string(), "1".to_string())]);
+    }
+}
