@@ -14,11 +14,15 @@ use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub struct FluxBackend {
     pub flux: PathBuf,
+    /// flux-core's `flux-job` program, which `flux job ...` execs: called
+    /// directly it spares two execs of the `flux` front command per worker.
+    /// `None` where it cannot be found (workers then go through `flux run`).
+    pub flux_job: Option<PathBuf>,
 }
 
 /// Where the submitting shell finds the jobspec: in its environment, not its
@@ -29,7 +33,7 @@ const JOBSPEC_VARIABLE: &str = "PMP_FLUX_JOBSPEC";
 /// near that (a huge environment) goes through `flux run` instead.
 const LARGEST_JOBSPEC: usize = 120 * 1024;
 
-/// `sh -c` with `$0` the flux command and `$@` the `flux job submit`
+/// `sh -c` with `$0` the `flux-job` program and `$@` the `flux job submit`
 /// options. A stop is SIGTERM to the group and SIGKILL after a grace
 /// (process.rs). While the job is being submitted the submit ignores it and
 /// the shell cancels the job it gets back; once attached, attach forwards
@@ -39,11 +43,11 @@ const LARGEST_JOBSPEC: usize = 120 * 1024;
 /// exits with attach's status: the job's, 128+signal for a killed task.
 const SUBMIT_AND_ATTACH: &str = r#"pmp_stopping=
 trap 'pmp_stopping=1' TERM INT HUP
-id=$(trap '' TERM INT HUP; printf '%s' "$PMP_FLUX_JOBSPEC" | "$0" job submit "$@") || exit
+id=$(trap '' TERM INT HUP; printf '%s' "$PMP_FLUX_JOBSPEC" | "$0" submit "$@") || exit
 unset PMP_FLUX_JOBSPEC
-if [ -n "$pmp_stopping" ]; then "$0" job raise "$id"; exit 143; fi
-trap 'pmp_stopping=1; "$0" job raise "$id" 2>/dev/null' TERM INT HUP
-"$0" job attach "$id" &
+if [ -n "$pmp_stopping" ]; then "$0" raise "$id"; exit 143; fi
+trap 'pmp_stopping=1; "$0" raise "$id" 2>/dev/null' TERM INT HUP
+"$0" attach "$id" &
 attach=$!
 while :; do
   wait "$attach"
@@ -53,6 +57,11 @@ done
 "#;
 
 impl FluxBackend {
+    pub fn new(flux: PathBuf) -> FluxBackend {
+        let flux_job = locate_flux_job(&flux);
+        FluxBackend { flux, flux_job }
+    }
+
     /// `flux run`'s arguments before the worker program.
     pub fn arguments(&self, launch: &Launch) -> Vec<String> {
         let r = &launch.resources;
@@ -96,11 +105,14 @@ impl FluxBackend {
         launch: &Launch,
         options: &JobOptions,
     ) -> Result<Option<Command>, String> {
+        let Some(flux_job) = &self.flux_job else {
+            return Ok(None);
+        };
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
             .arg(SUBMIT_AND_ATTACH)
-            .arg(&self.flux)
+            .arg(flux_job)
             .args(options.urgency.map(|u| format!("--urgency={u}")));
         // The shell runs in the worker's cwd too: a cwd removed since submit
         // fails the start here, as with `flux run`.
@@ -134,6 +146,30 @@ impl FluxBackend {
         command.env(JOBSPEC_VARIABLE, spec);
         Ok(Some(command))
     }
+}
+
+/// Where the `flux` front command finds its `flux-job`: FLUX_EXEC_PATH (set
+/// inside an instance), the install's libexec beside `bin/flux`, or what
+/// `flux env` says the exec path is.
+fn locate_flux_job(flux: &Path) -> Option<PathBuf> {
+    let in_dir = |dir: &Path| Some(dir.join("flux-job")).filter(|p| p.is_file());
+    let exec_path = |paths: &std::ffi::OsStr| std::env::split_paths(paths).find_map(|d| in_dir(&d));
+    if let Some(found) = std::env::var_os("FLUX_EXEC_PATH").and_then(|p| exec_path(&p)) {
+        return Some(found);
+    }
+    let prefix = flux.canonicalize().ok();
+    let prefix = prefix
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::parent);
+    if let Some(found) = prefix.and_then(|p| in_dir(&p.join("libexec/flux/cmd"))) {
+        return Some(found);
+    }
+    let env = Command::new(flux).arg("env").output().ok()?;
+    let env = String::from_utf8_lossy(&env.stdout);
+    env.lines()
+        .find_map(|line| line.strip_prefix("export FLUX_EXEC_PATH="))
+        .and_then(|paths| exec_path(paths.trim_matches('"').as_ref()))
 }
 
 /// The environment `flux run` would copy into the job: the scheduler's own
@@ -184,6 +220,7 @@ mod tests {
     fn backend() -> FluxBackend {
         FluxBackend {
             flux: "/opt/flux/bin/flux".into(),
+            flux_job: Some("/opt/flux/libexec/flux/cmd/flux-job".into()),
         }
     }
 
@@ -217,7 +254,14 @@ mod tests {
         let command = backend().command(&env, WorkerId(3), &launch).unwrap();
         assert_eq!(command.get_program(), "/bin/sh");
         let args: Vec<_> = command.get_args().collect();
-        assert_eq!(args, ["-c", SUBMIT_AND_ATTACH, "/opt/flux/bin/flux"]);
+        assert_eq!(
+            args,
+            [
+                "-c",
+                SUBMIT_AND_ATTACH,
+                "/opt/flux/libexec/flux/cmd/flux-job"
+            ]
+        );
         let spec = submitted_jobspec(&command);
         assert_eq!(
             spec["resources"][0]["with"],
@@ -317,6 +361,37 @@ mod tests {
         assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
         assert!(variable(&command, JOBSPEC_VARIABLE).is_none());
         assert_eq!(variable(&command, "PMP_RANKS").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn without_flux_job_workers_go_through_flux_run() {
+        let backend = FluxBackend {
+            flux_job: None,
+            ..backend()
+        };
+        let env = WorkerEnvironment::for_tests();
+        let command = backend
+            .command(&env, WorkerId(0), &launch(ResourceRequest::default()))
+            .unwrap();
+        assert_eq!(command.get_program(), "/opt/flux/bin/flux");
+        assert_eq!(command.get_args().next().unwrap(), "run");
+    }
+
+    #[test]
+    fn flux_job_is_found_beside_the_flux_command() {
+        let root = std::env::temp_dir().join(format!("pmp-flux-layout-{}", std::process::id()));
+        let (bin, cmd) = (root.join("bin"), root.join("libexec/flux/cmd"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&cmd).unwrap();
+        std::fs::write(bin.join("flux"), "").unwrap();
+        std::fs::write(cmd.join("flux-job"), "").unwrap();
+        let found = locate_flux_job(&bin.join("flux"));
+        let expected = cmd.join("flux-job").canonicalize().unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        // FLUX_EXEC_PATH, where a test runs inside an instance, comes first.
+        if std::env::var_os("FLUX_EXEC_PATH").is_none() {
+            assert_eq!(found, Some(expected));
+        }
     }
 
     #[test]
