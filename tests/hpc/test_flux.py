@@ -63,7 +63,8 @@ def test_the_seed_flux_examples_inside_flux_start(flux, mpi, run_script):
 
 
 FAKE_FLUX = """#!/bin/sh
-# Answers only what pmp asks when an Executor is made: `flux resource info`.
+# Answers only what pmp asks when an Executor is made: `flux resource info`
+# (and `flux env`, to find flux-job, which it does not answer either).
 [ "$1 $2" = "resource info" ] && echo "1 Node, 4 Cores, 2 GPUs" && exit 0
 exit 1
 """
