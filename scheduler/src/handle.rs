@@ -49,7 +49,7 @@ impl BackendChoice {
                 // Only the flavour matters: which --mpi the step needs.
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
-            BackendChoice::Flux { flux } => Box::new(FluxBackend { flux }),
+            BackendChoice::Flux { flux } => Box::new(FluxBackend::new(flux)),
             BackendChoice::SlurmPilots {
                 sbatch,
                 srun,

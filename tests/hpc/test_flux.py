@@ -63,7 +63,8 @@ def test_the_seed_flux_examples_inside_flux_start(flux, mpi, run_script):
 
 
 FAKE_FLUX = """#!/bin/sh
-# Answers only what pmp asks when an Executor is made: `flux resource info`.
+# Answers only what pmp asks when an Executor is made: `flux resource info`
+# (and `flux env`, to find flux-job, which it does not answer either).
 [ "$1 $2" = "resource info" ] && echo "1 Node, 4 Cores, 2 GPUs" && exit 0
 exit 1
 """
@@ -303,3 +304,124 @@ with FluxJobExecutor(max_cores=1) as exe:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == ["4 20", "[(0, 2), (1, 2)]", "2", "True"]
+
+
+# ---- workers as jobs submitted by `flux job submit` + `flux job attach` ----
+
+WORKER_JOBS = """
+import os, subprocess, sys, time
+from pmp import Executor, WorkerDiedError
+
+def active_jobs():
+    return subprocess.run(["flux", "jobs", "--no-header", "--format={name}"],
+                          capture_output=True, text=True).stdout.split()
+
+def all_jobs(field):
+    return subprocess.run(["flux", "jobs", "-a", "--no-header", "--format={" + field + "}"],
+                          capture_output=True, text=True).stdout.split()
+
+def until_no_active_jobs():
+    # A job whose attach has exited can still be in its cleanup for a moment.
+    deadline = time.monotonic() + 60
+    while active_jobs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return active_jobs()
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_crashed_worker_jobs_exit_code_signal_and_stderr_reach_the_error(flux, run_script):
+    done = run_script(
+        WORKER_JOBS
+        + """
+import ctypes
+
+def exit_3():
+    sys.stderr.write("pmp-test: worker about to exit with code 3\\n")
+    sys.stderr.flush()
+    os._exit(3)
+
+def segfault():
+    ctypes.string_at(0)
+
+with Executor(max_cores=1) as exe:
+    print(exe.info["backend"])
+    for crash in (exit_3, segfault):
+        try:
+            exe.submit(crash).result(timeout=120)
+        except WorkerDiedError as error:
+            print(error.exit_code, error.signal, repr(error.stderr_tail.splitlines()[-1]))
+    print(exe.submit(sum, [1, 2]).result(timeout=120))
+print(until_no_active_jobs(), sorted(set(all_jobs("name"))))
+""",
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    # Flux reports a task killed by a signal as exit code 128+signal, as
+    # `flux run` did.
+    assert done.stdout.strip().splitlines() == [
+        "flux",
+        "3 None 'flux-job: task(s) exited with exit code 3'",
+        "139 None 'flux-job: task(s) Segmentation fault'",
+        "3",
+        "[] ['pmp-worker']",
+    ], done.stdout
+    assert "pmp-test: worker about to exit with code 3" in done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_stopped_while_it_runs_ends_its_flux_job(flux, run_script):
+    # A worker frozen by SIGSTOP stops answering heartbeats, so the scheduler
+    # stops it (SIGTERM, then SIGKILL); SIGTERM alone cannot end a stopped
+    # task, and with attach gone the job would run on: it must be cancelled.
+    done = run_script(
+        WORKER_JOBS
+        + """
+import signal
+
+def freeze():
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+with Executor(max_cores=1) as exe:
+    try:
+        exe.submit(freeze).result(timeout=120)
+    except WorkerDiedError as error:
+        print("heartbeats" in str(error))
+print(until_no_active_jobs(), all_jobs("result"))
+""",
+        ("flux", "start"),
+        env={"PMP_HEARTBEAT_TIMEOUT": "2", "PMP_HEARTBEAT_INTERVAL": "0.2"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["True", "[] ['CANCELED']"], done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_cwd_environment_and_threads_reach_the_worker_job(flux, run_script, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    done = run_script(
+        WORKER_JOBS
+        + """
+def where():
+    return (os.getcwd(), os.environ.get("PMP_FLUX_TEST"), os.environ["OMP_NUM_THREADS"],
+            len(os.sched_getaffinity(0)), bool(os.environ.get("FLUX_JOB_ID")),
+            "PMP_FLUX_JOBSPEC" in os.environ)
+
+os.environ["PMP_FLUX_TEST"] = "set-by-the-client"
+with Executor(max_cores=2) as exe:
+    elsewhere = os.path.abspath("elsewhere")
+    cwd, value, threads, cpus, in_job, spec = exe.submit(
+        where, resource_dict={"cwd": elsewhere, "threads_per_core": 2}).result(timeout=120)
+    print(cwd == elsewhere, value, threads, cpus, in_job, spec)
+    cwd, value, threads, cpus, in_job, spec = exe.submit(where).result(timeout=120)
+    print(cwd == os.getcwd(), value, threads, cpus, in_job, spec)
+print(until_no_active_jobs())
+""",
+        ("flux", "start"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [
+        "True set-by-the-client 2 2 True False",
+        "True set-by-the-client 1 1 True False",
+        "[]",
+    ], done.stdout

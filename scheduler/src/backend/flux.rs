@@ -1,17 +1,67 @@
-//! The Flux backend: each worker is one `flux run` job in the Flux instance
-//! the client runs in (`srun flux start`, or a Flux-managed cluster).
+//! The Flux backend: each worker is one job in the Flux instance the client
+//! runs in (`srun flux start`, or a Flux-managed cluster).
+//!
+//! A worker's job is submitted by flux-core's C commands, `flux job submit`
+//! with the jobspec pmp writes (flux_jobspec.rs) and then `flux job attach`,
+//! which is what `flux run` itself execs after building the same jobspec in
+//! Python: attach streams the job's output and exits with the job's status;
+//! a stop cancels the job. Only workers with a `flux run` option
+//! pmp does not read (flux_options.rs) still start through `flux run`.
 
+use super::flux_jobspec::{current_rlimits, jobspec, JobRequest};
+use super::flux_options::{self, JobOptions};
 use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
-use std::path::PathBuf;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub struct FluxBackend {
     pub flux: PathBuf,
+    /// flux-core's `flux-job` program, which `flux job ...` execs: called
+    /// directly it spares two execs of the `flux` front command per worker.
+    /// `None` where it cannot be found (workers then go through `flux run`).
+    pub flux_job: Option<PathBuf>,
 }
 
+/// Where the submitting shell finds the jobspec: in its environment, not its
+/// arguments, because the jobspec carries the worker's key.
+const JOBSPEC_VARIABLE: &str = "PMP_FLUX_JOBSPEC";
+
+/// Linux takes no single variable over 128 KiB (MAX_ARG_STRLEN); a jobspec
+/// near that (a huge environment) goes through `flux run` instead.
+const LARGEST_JOBSPEC: usize = 120 * 1024;
+
+/// `sh -c` with `$0` the `flux-job` program and `$@` the `flux job submit`
+/// options. A stop is SIGTERM to the group and SIGKILL after a grace
+/// (process.rs). While the job is being submitted the submit ignores it and
+/// the shell cancels the job it gets back; once attached, attach forwards
+/// SIGTERM to the job's tasks, and the shell cancels the job as well, since a
+/// task that does not end on SIGTERM (a stopped or hung worker) would
+/// otherwise keep running once SIGKILL has taken attach away. The shell
+/// exits with attach's status: the job's, 128+signal for a killed task.
+const SUBMIT_AND_ATTACH: &str = r#"pmp_stopping=
+trap 'pmp_stopping=1' TERM INT HUP
+id=$(trap '' TERM INT HUP; printf '%s' "$PMP_FLUX_JOBSPEC" | "$0" submit "$@") || exit
+unset PMP_FLUX_JOBSPEC
+if [ -n "$pmp_stopping" ]; then "$0" raise "$id"; exit 143; fi
+trap 'pmp_stopping=1; "$0" raise "$id" 2>/dev/null' TERM INT HUP
+"$0" attach "$id" &
+attach=$!
+while :; do
+  wait "$attach"
+  status=$?
+  if [ "$status" -le 128 ] || ! kill -0 "$attach" 2>/dev/null; then exit "$status"; fi
+done
+"#;
+
 impl FluxBackend {
+    pub fn new(flux: PathBuf) -> FluxBackend {
+        let flux_job = locate_flux_job(&flux);
+        FluxBackend { flux, flux_job }
+    }
+
     /// `flux run`'s arguments before the worker program.
     pub fn arguments(&self, launch: &Launch) -> Vec<String> {
         let r = &launch.resources;
@@ -30,6 +80,115 @@ impl FluxBackend {
         args.extend(r.extra_args.iter().cloned());
         args
     }
+
+    /// The worker through `flux run` (Python), for options only it reads.
+    fn run_command(
+        &self,
+        env: &WorkerEnvironment,
+        worker: WorkerId,
+        launch: &Launch,
+    ) -> Result<Command, String> {
+        let mut command = Command::new(&self.flux);
+        command.args(self.arguments(launch)).arg(&env.program);
+        // `flux run` copies its environment into the job and runs it in its
+        // own working directory; it picks the GPUs (-g) itself.
+        finish_command(&mut command, env, worker, launch, true)?;
+        Ok(command)
+    }
+
+    /// The worker through `flux job submit` + `flux job attach`; `None`
+    /// where its jobspec cannot be handed to the shell (then `flux run`).
+    fn submit_command(
+        &self,
+        env: &WorkerEnvironment,
+        worker: WorkerId,
+        launch: &Launch,
+        options: &JobOptions,
+    ) -> Result<Option<Command>, String> {
+        let Some(flux_job) = &self.flux_job else {
+            return Ok(None);
+        };
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(SUBMIT_AND_ATTACH)
+            .arg(flux_job)
+            .args(options.urgency.map(|u| format!("--urgency={u}")));
+        // The shell runs in the worker's cwd too: a cwd removed since submit
+        // fails the start here, as with `flux run`.
+        finish_command(&mut command, env, worker, launch, true)?;
+        let cwd = match &launch.resources.cwd {
+            Some(cwd) => cwd.clone(),
+            None => match std::env::current_dir()
+                .map_err(|e| format!("the scheduler's working directory is unreadable: {e}"))?
+                .to_str()
+            {
+                Some(cwd) => cwd.to_string(),
+                None => return Ok(None),
+            },
+        };
+        let (Some(program), Some(environment)) = (env.program.to_str(), job_environment(&command))
+        else {
+            return Ok(None);
+        };
+        let spec = jobspec(&JobRequest {
+            resources: &launch.resources,
+            command: vec![program.to_string()],
+            cwd,
+            environment,
+            options,
+            rlimits: current_rlimits(),
+        })
+        .to_string();
+        if spec.len() > LARGEST_JOBSPEC {
+            return Ok(None);
+        }
+        command.env(JOBSPEC_VARIABLE, spec);
+        Ok(Some(command))
+    }
+}
+
+/// Where the `flux` front command finds its `flux-job`: FLUX_EXEC_PATH (set
+/// inside an instance), the install's libexec beside `bin/flux`, or what
+/// `flux env` says the exec path is.
+fn locate_flux_job(flux: &Path) -> Option<PathBuf> {
+    let in_dir = |dir: &Path| Some(dir.join("flux-job")).filter(|p| p.is_file());
+    let exec_path = |paths: &std::ffi::OsStr| std::env::split_paths(paths).find_map(|d| in_dir(&d));
+    if let Some(found) = std::env::var_os("FLUX_EXEC_PATH").and_then(|p| exec_path(&p)) {
+        return Some(found);
+    }
+    let prefix = flux.canonicalize().ok();
+    let prefix = prefix
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::parent);
+    if let Some(found) = prefix.and_then(|p| in_dir(&p.join("libexec/flux/cmd"))) {
+        return Some(found);
+    }
+    let env = Command::new(flux).arg("env").output().ok()?;
+    let env = String::from_utf8_lossy(&env.stdout);
+    env.lines()
+        .find_map(|line| line.strip_prefix("export FLUX_EXEC_PATH="))
+        .and_then(|paths| exec_path(paths.trim_matches('"').as_ref()))
+}
+
+/// The environment `flux run` would copy into the job: the scheduler's own
+/// with the worker's variables set on `command`. `None` where a variable is
+/// not UTF-8 (a jobspec is JSON); `flux run` is left to deal with it.
+fn job_environment(command: &Command) -> Option<Map<String, Value>> {
+    let mut environment = Map::new();
+    for (name, value) in std::env::vars_os() {
+        environment.insert(name.into_string().ok()?, value.into_string().ok()?.into());
+    }
+    for (name, value) in command.get_envs() {
+        let name = name.to_str()?.to_string();
+        match value {
+            Some(value) => environment.insert(name, value.to_str()?.into()),
+            None => environment.remove(&name),
+        };
+    }
+    environment.remove(JOBSPEC_VARIABLE);
+    Some(environment)
 }
 
 impl Backend for FluxBackend {
@@ -44,12 +203,12 @@ impl Backend for FluxBackend {
                 "Flux does not oversubscribe: leave oversubscribe=False on the flux backend".into(),
             );
         }
-        let mut command = Command::new(&self.flux);
-        command.args(self.arguments(launch)).arg(&env.program);
-        // `flux run` copies its environment into the job and runs it in its
-        // own working directory; it picks the GPUs (-g) itself.
-        finish_command(&mut command, env, worker, launch, true)?;
-        Ok(command)
+        if let Some(options) = flux_options::parse(&launch.resources.extra_args) {
+            if let Some(command) = self.submit_command(env, worker, launch, &options)? {
+                return Ok(command);
+            }
+        }
+        self.run_command(env, worker, launch)
     }
 }
 
@@ -58,22 +217,132 @@ mod tests {
     use super::*;
     use crate::resources::{Gpus, ResourceRequest};
 
-    #[test]
-    fn a_job_asks_for_tasks_cores_and_gpus() {
-        let backend = FluxBackend {
-            flux: "flux".into(),
-        };
-        let launch = Launch {
-            resources: ResourceRequest {
-                cores: 2,
-                threads_per_core: 4,
-                gpus_per_core: 1,
-                ..Default::default()
-            },
+    fn backend() -> FluxBackend {
+        FluxBackend {
+            flux: "/opt/flux/bin/flux".into(),
+            flux_job: Some("/opt/flux/libexec/flux/cmd/flux-job".into()),
+        }
+    }
+
+    fn launch(resources: ResourceRequest) -> Launch {
+        Launch {
+            resources,
             gpus: Gpus::Counted(0),
-        };
+        }
+    }
+
+    fn variable(command: &Command, name: &str) -> Option<String> {
+        command
+            .get_envs()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    fn submitted_jobspec(command: &Command) -> Value {
+        serde_json::from_str(&variable(command, JOBSPEC_VARIABLE).expect("a jobspec")).unwrap()
+    }
+
+    #[test]
+    fn a_worker_job_is_submitted_and_attached_by_the_c_commands() {
+        let launch = launch(ResourceRequest {
+            cores: 2,
+            threads_per_core: 4,
+            gpus_per_core: 1,
+            ..Default::default()
+        });
+        let env = WorkerEnvironment::for_tests();
+        let command = backend().command(&env, WorkerId(3), &launch).unwrap();
+        assert_eq!(command.get_program(), "/bin/sh");
+        let args: Vec<_> = command.get_args().collect();
         assert_eq!(
-            backend.arguments(&launch),
+            args,
+            [
+                "-c",
+                SUBMIT_AND_ATTACH,
+                "/opt/flux/libexec/flux/cmd/flux-job"
+            ]
+        );
+        let spec = submitted_jobspec(&command);
+        assert_eq!(
+            spec["resources"][0]["with"],
+            serde_json::json!([{"type": "core", "count": 4}, {"type": "gpu", "count": 1}])
+        );
+        assert_eq!(spec["resources"][0]["count"], 2);
+        assert_eq!(spec["tasks"][0]["command"][0], "/venv/bin/pmp-worker");
+        let system = &spec["attributes"]["system"];
+        assert_eq!(system["job"]["name"], "pmp-worker");
+        let job_env = &system["environment"];
+        assert_eq!(job_env["PMP_WORKER_ID"], "3");
+        assert_eq!(job_env["PMP_RANKS"], "2");
+        assert_eq!(job_env["OMP_NUM_THREADS"], "4");
+        assert_eq!(job_env["PMP_KEY"], "00");
+        // The scheduler's own environment goes along, as with `flux run`.
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(job_env["PATH"], path.as_str());
+        assert!(job_env.get(JOBSPEC_VARIABLE).is_none());
+        // Flux picks the devices: pmp exports none.
+        assert!(job_env.get("CUDA_VISIBLE_DEVICES").is_none());
+        assert_eq!(
+            system["cwd"],
+            std::env::current_dir().unwrap().to_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_cwd_asked_for_is_the_jobs_and_a_missing_one_is_refused() {
+        let dir = std::env::temp_dir();
+        let here = launch(ResourceRequest {
+            cwd: Some(dir.to_str().unwrap().into()),
+            ..Default::default()
+        });
+        let env = WorkerEnvironment::for_tests();
+        let command = backend().command(&env, WorkerId(0), &here).unwrap();
+        assert_eq!(
+            submitted_jobspec(&command)["attributes"]["system"]["cwd"],
+            dir.to_str().unwrap()
+        );
+        assert_eq!(command.get_current_dir(), Some(dir.as_path()));
+        let gone = launch(ResourceRequest {
+            cwd: Some("/nonexistent/pmp-test".into()),
+            ..Default::default()
+        });
+        assert!(backend()
+            .command(&env, WorkerId(0), &gone)
+            .unwrap_err()
+            .contains("not a directory"));
+    }
+
+    #[test]
+    fn urgency_is_a_submit_option_and_shell_options_go_in_the_jobspec() {
+        let launch = launch(ResourceRequest {
+            extra_args: vec!["--urgency=3".into(), "-o".into(), "pmi=simple".into()],
+            ..Default::default()
+        });
+        let env = WorkerEnvironment::for_tests();
+        let command = backend().command(&env, WorkerId(0), &launch).unwrap();
+        assert_eq!(
+            command.get_args().last().unwrap(),
+            "--urgency=3",
+            "{command:?}"
+        );
+        let spec = submitted_jobspec(&command);
+        assert_eq!(
+            spec["attributes"]["system"]["shell"]["options"]["pmi"],
+            "simple"
+        );
+    }
+
+    #[test]
+    fn an_option_only_flux_run_reads_goes_through_flux_run() {
+        let launch = launch(ResourceRequest {
+            cores: 2,
+            threads_per_core: 4,
+            gpus_per_core: 1,
+            extra_args: vec!["--exclusive".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            backend().arguments(&launch),
             vec![
                 "run",
                 "--job-name=pmp-worker",
@@ -82,50 +351,57 @@ mod tests {
                 "-c",
                 "4",
                 "-g",
-                "1"
+                "1",
+                "--exclusive"
             ]
         );
         let env = WorkerEnvironment::for_tests();
-        let command = backend.command(&env, WorkerId(0), &launch).unwrap();
-        assert_eq!(command.get_program(), "flux");
+        let command = backend().command(&env, WorkerId(0), &launch).unwrap();
+        assert_eq!(command.get_program(), "/opt/flux/bin/flux");
         assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
+        assert!(variable(&command, JOBSPEC_VARIABLE).is_none());
+        assert_eq!(variable(&command, "PMP_RANKS").as_deref(), Some("2"));
     }
 
     #[test]
-    fn flux_picks_the_devices_so_pmp_exports_none() {
+    fn without_flux_job_workers_go_through_flux_run() {
         let backend = FluxBackend {
-            flux: "flux".into(),
-        };
-        let launch = Launch {
-            resources: ResourceRequest {
-                gpus_per_core: 1,
-                ..Default::default()
-            },
-            gpus: Gpus::Counted(1),
+            flux_job: None,
+            ..backend()
         };
         let env = WorkerEnvironment::for_tests();
-        let command = backend.command(&env, WorkerId(0), &launch).unwrap();
-        let args: Vec<_> = command.get_args().collect();
-        assert!(args.windows(2).any(|w| w == ["-g", "1"]), "{args:?}");
-        assert!(command
-            .get_envs()
-            .all(|(name, _)| name != "CUDA_VISIBLE_DEVICES"));
+        let command = backend
+            .command(&env, WorkerId(0), &launch(ResourceRequest::default()))
+            .unwrap();
+        assert_eq!(command.get_program(), "/opt/flux/bin/flux");
+        assert_eq!(command.get_args().next().unwrap(), "run");
+    }
+
+    #[test]
+    fn flux_job_is_found_beside_the_flux_command() {
+        let root = std::env::temp_dir().join(format!("pmp-flux-layout-{}", std::process::id()));
+        let (bin, cmd) = (root.join("bin"), root.join("libexec/flux/cmd"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&cmd).unwrap();
+        std::fs::write(bin.join("flux"), "").unwrap();
+        std::fs::write(cmd.join("flux-job"), "").unwrap();
+        let found = locate_flux_job(&bin.join("flux"));
+        let expected = cmd.join("flux-job").canonicalize().unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        // FLUX_EXEC_PATH, where a test runs inside an instance, comes first.
+        if std::env::var_os("FLUX_EXEC_PATH").is_none() {
+            assert_eq!(found, Some(expected));
+        }
     }
 
     #[test]
     fn oversubscription_is_refused_with_a_reason() {
-        let backend = FluxBackend {
-            flux: "flux".into(),
-        };
-        let launch = Launch {
-            resources: ResourceRequest {
-                oversubscribe: true,
-                ..Default::default()
-            },
-            gpus: Gpus::Counted(0),
-        };
+        let launch = launch(ResourceRequest {
+            oversubscribe: true,
+            ..Default::default()
+        });
         let env = WorkerEnvironment::for_tests();
-        assert!(backend
+        assert!(backend()
             .command(&env, WorkerId(0), &launch)
             .unwrap_err()
             .contains("oversubscribe"));

@@ -3,6 +3,8 @@
 //! and flux build their own commands.
 
 pub mod flux;
+mod flux_jobspec;
+mod flux_options;
 pub mod local;
 pub mod locate;
 pub mod mpi;
