@@ -874,6 +874,8 @@ def print_table(table, libraries, quick):
 def _derive(result, key):
     if "error" in result:
         return {"error": "see above"}
+    if key not in result:  # not applicable, or no such figure
+        return {k: v for k, v in result.items() if k == "not_applicable"} or {"error": "n/a"}
     return {"value": result[key], "note": result.get("note")}
 
 
