@@ -219,8 +219,8 @@ mod tests {
 
     fn backend() -> FluxBackend {
         FluxBackend {
-            flux: "/opt/flux/bin/flux".into(),
-            flux_job: Some("/opt/flux/libexec/flux/cmd/flux-job".into()),
+            flux: "/usr/local/bin/flux".into(),
+            flux_job: Some("/usr/local/libexec/flux/cmd/flux-job".into()),
         }
     }
 
@@ -259,7 +259,7 @@ mod tests {
             [
                 "-c",
                 SUBMIT_AND_ATTACH,
-                "/opt/flux/libexec/flux/cmd/flux-job"
+                "/usr/local/libexec/flux/cmd/flux-job"
             ]
         );
         let spec = submitted_jobspec(&command);
@@ -357,7 +357,7 @@ mod tests {
         );
         let env = WorkerEnvironment::for_tests();
         let command = backend().command(&env, WorkerId(0), &launch).unwrap();
-        assert_eq!(command.get_program(), "/opt/flux/bin/flux");
+        assert_eq!(command.get_program(), "/usr/local/bin/flux");
         assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
         assert!(variable(&command, JOBSPEC_VARIABLE).is_none());
         assert_eq!(variable(&command, "PMP_RANKS").as_deref(), Some("2"));
@@ -373,7 +373,7 @@ mod tests {
         let command = backend
             .command(&env, WorkerId(0), &launch(ResourceRequest::default()))
             .unwrap();
-        assert_eq!(command.get_program(), "/opt/flux/bin/flux");
+        assert_eq!(command.get_program(), "/usr/local/bin/flux");
         assert_eq!(command.get_args().next().unwrap(), "run");
     }
 

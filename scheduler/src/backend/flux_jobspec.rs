@@ -92,7 +92,7 @@ mod tests {
         JobRequest {
             resources,
             command: vec!["/venv/bin/pmp-worker".into()],
-            cwd: "/work/here".into(),
+            cwd: "/data/run".into(),
             environment,
             options,
             rlimits,
@@ -126,7 +126,7 @@ mod tests {
                 "attributes": {"system": {
                     "duration": 0,
                     "environment": {"PMP_WORKER_ID": "7"},
-                    "cwd": "/work/here",
+                    "cwd": "/data/run",
                     "job": {"name": "pmp-worker"},
                     "shell": {"options": {"rlimit": {"core": 0}}},
                 }},
