@@ -384,6 +384,16 @@ def _rss_now():
     return own, tree
 
 
+def _rss_base():
+    """(own, tree) RSS in bytes before a measurement, garbage collected; own
+    falls back to the peak where psutil is missing."""
+    import gc
+
+    gc.collect()
+    own, tree = _rss_now()
+    return (own if own is not None else _peak_rss()), tree
+
+
 def _peak_rss():
     import resource
 
@@ -391,8 +401,6 @@ def _peak_rss():
 
 
 def scenario_rss(library, quick):
-    import gc
-
     tasks = SIZES["rss_tasks"][quick]
     exe, note = make_executor(library, "block", workers=1)
     exe.submit(inc, 0).result()
@@ -404,10 +412,7 @@ def scenario_rss(library, quick):
         if time.monotonic() > deadline:
             raise RuntimeError("the blocking task did not start within 30 s")
         time.sleep(0.01)
-    gc.collect()
-    own_before, tree_before = _rss_now()
-    if own_before is None:
-        own_before = _peak_rss()
+    own_before, tree_before = _rss_base()
     start = time.perf_counter()
     futures = [exe.submit(inc, i) for i in range(tasks)]
     submit_seconds = time.perf_counter() - start
@@ -428,15 +433,10 @@ def scenario_rss(library, quick):
 
 def scenario_rssrun(library, quick):
     """All results held: the cost of a finished call that the user still holds."""
-    import gc
-
     tasks = SIZES["rssrun_tasks"][quick]
     exe, note = make_executor(library, "block", workers=2)
     wait_all([exe.submit(inc, i) for i in range(20)])
-    gc.collect()
-    own_before, _ = _rss_now()
-    if own_before is None:
-        own_before = _peak_rss()
+    own_before, _ = _rss_base()
     start = time.perf_counter()
     futures = [exe.submit(inc, i) for i in range(tasks)]
     wait_all(futures)

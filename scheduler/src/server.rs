@@ -118,7 +118,8 @@ fn share_run(
     frames: &mut [Bytes],
     lent: &mut Vec<shared_memory::Lent>,
 ) -> Option<(TaskId, ToWorker, Vec<Bytes>)> {
-    let original = (message.clone(), frames.to_vec());
+    // Most calls have no large frame: no copy of the message is kept for them.
+    let original = shared_memory::has_large(frames).then(|| (message.clone(), frames.to_vec()));
     let ToWorker::Run {
         task,
         shared,
@@ -129,8 +130,9 @@ fn share_run(
         return None;
     };
     *shared_results = true;
+    let (run, frames_before) = original?;
     *shared = shared_memory::share(frames, lent);
-    (!shared.is_empty()).then_some((*task, original.0, original.1))
+    (!shared.is_empty()).then_some((*task, run, frames_before))
 }
 
 impl Comm for ServerComm<'_> {

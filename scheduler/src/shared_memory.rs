@@ -85,6 +85,12 @@ impl Lent {
 /// each is replaced by an empty frame, described in the returned list, and
 /// its segment kept in `lent` until the peer says it unmapped it (a worker's
 /// `FromWorker::Released`): then it may be written again.
+/// Whether `share` could put any of `frames` in shared memory: callers skip
+/// their preparations for the many messages with none that large.
+pub fn has_large(frames: &[Bytes]) -> bool {
+    frames.iter().any(|frame| frame.len() >= SHARED_FROM)
+}
+
 pub fn share(frames: &mut [Bytes], lent: &mut Vec<Lent>) -> Vec<SharedFrame> {
     share_frames(frames, lent, true)
 }

@@ -25,6 +25,11 @@ pub use elsewhere::Zygote;
 
 use crate::backend::WorkerEnvironment;
 
+/// The zygote's descriptors for fork requests and exit reports: the
+/// scheduler places its ends there, the worker's zygote mode reads them.
+pub const REQUESTS_FD: std::os::fd::RawFd = 3;
+pub const EXITS_FD: std::os::fd::RawFd = 4;
+
 /// Zygotes may die (or be killed when they stop answering); a new one
 /// replaces such a one this many times, then every worker is spawned.
 const ZYGOTE_RESTARTS: u32 = 3;
@@ -97,10 +102,7 @@ mod linux {
     /// worker spawned instead.
     const ANSWER_TIMEOUT_S: libc::time_t = 10;
 
-    /// The zygote's descriptors for requests and exit reports (see the
-    /// worker's `zygote.rs`).
-    const REQUESTS_FD: RawFd = 3;
-    const EXITS_FD: RawFd = 4;
+    use super::{EXITS_FD, REQUESTS_FD};
 
     pub struct Zygote {
         child: std::process::Child,

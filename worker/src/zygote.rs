@@ -25,8 +25,7 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStringExt;
 
-const REQUESTS_FD: RawFd = 3;
-const EXITS_FD: RawFd = 4;
+use pmp_scheduler::zygote::{EXITS_FD, REQUESTS_FD};
 /// Largest request: the variables of one worker (a few hundred bytes).
 const MOST_REQUEST: usize = 256 * 1024;
 

@@ -137,30 +137,26 @@ class Future(_BaseFuture):
         return super().set_running_or_notify_cancel()
 
     def set_result(self, result):
-        with _CONDITION_LOCK:
-            if self._pmp_condition is None and self._state in (PENDING, RUNNING):
-                self._result = result
-                self._state = FINISHED
-                waiters = tuple(self._waiters)  # a waiter may leave meanwhile
-            else:
-                waiters = None
-        if waiters is None:
+        if not self._pmp_finish("_result", result):
             super().set_result(result)
-        for waiter in waiters or ():  # threads in result(), nobody else
-            waiter.add_result(self)
 
     def set_exception(self, exception):
-        with _CONDITION_LOCK:
-            if self._pmp_condition is None and self._state in (PENDING, RUNNING):
-                self._exception = exception
-                self._state = FINISHED
-                waiters = tuple(self._waiters)  # a waiter may leave meanwhile
-            else:
-                waiters = None
-        if waiters is None:
+        if not self._pmp_finish("_exception", exception):
             super().set_exception(exception)
-        for waiter in waiters or ():
-            waiter.add_exception(self)
+
+    def _pmp_finish(self, field, value):
+        """Finish with `value` in `field` while there is no Condition, waking
+        the threads in result() (nobody else can wait without one); False
+        when the base class must do it."""
+        with _CONDITION_LOCK:
+            if self._pmp_condition is not None or self._state not in (PENDING, RUNNING):
+                return False
+            setattr(self, field, value)
+            self._state = FINISHED
+            waiters = tuple(self._waiters)  # a waiter may leave meanwhile
+        for waiter in waiters:
+            waiter.add_result(self)
+        return True
 
     def done(self):
         # One read of a field the GIL keeps whole; once done, it stays so.
