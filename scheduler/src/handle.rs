@@ -108,7 +108,8 @@ impl SchedulerHandle {
             heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),
         };
         let capacity = Capacity::new(config.max_cpus, config.max_workers, config.gpus);
-        let core = Core::new(config.allocation, capacity, config.init);
+        let mut core = Core::new(config.allocation, capacity, config.init);
+        core.set_queue_ahead(!crate::switched_off("PMP_QUEUE_AHEAD"));
         let timing = Timing {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,

@@ -20,3 +20,15 @@ pub mod zygote;
 pub use bytes::Bytes;
 #[cfg(feature = "python")]
 pub mod python_frames;
+
+/// Whether the client's environment turns the switch `variable` off
+/// (`0`, `false`, `no` or `off`): how a speed-up is disabled to compare,
+/// or to work around it.
+pub(crate) fn switched_off(variable: &str) -> bool {
+    std::env::var(variable).is_ok_and(|value| {
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        )
+    })
+}

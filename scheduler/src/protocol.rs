@@ -61,6 +61,12 @@ pub enum ToWorker {
     },
     /// Exit after the current task.
     Shutdown,
+    /// Give back `task`, sent ahead of time behind the one running (the
+    /// scheduler queues one task ahead on each pool worker), if it has not
+    /// started: answered by `Retracted` or, once it has, by `Kept`.
+    Retract {
+        task: TaskId,
+    },
 }
 
 /// A task whose outcome is kept in a task store (`cache_directory`): the
@@ -158,6 +164,15 @@ pub enum FromWorker {
     /// the scheduler may write them again. Sent before the next message.
     Released {
         segments: Vec<u64>,
+    },
+    /// `task` was taken out of the worker's queue: it will not run here.
+    Retracted {
+        task: TaskId,
+    },
+    /// `task` had started (or ended) when its `Retract` arrived: it runs
+    /// here, and its `Done` comes as usual.
+    Kept {
+        task: TaskId,
     },
 }
 

@@ -107,7 +107,11 @@ struct ServerComm<'a> {
     printed: &'a PrintedSink,
     exits: &'a UnboundedSender<Exit>,
     zygotes: &'a mut Zygotes,
+    cancels: &'a mut PendingCancels,
 }
+
+/// `cancel()` calls waiting for a worker to give their task back.
+type PendingCancels = HashMap<TaskId, Vec<std::sync::mpsc::Sender<bool>>>;
 
 /// Send a `Run`'s large frames through shared memory (the worker is on this
 /// host), and let its result come back the same way. Returns the `Run` as it
@@ -207,6 +211,12 @@ impl Comm for ServerComm<'_> {
     fn emit(&mut self, event: Event) {
         let _ = self.events.send(event);
     }
+
+    fn cancel_answered(&mut self, task: TaskId, cancelled: bool) {
+        for reply in self.cancels.remove(&task).unwrap_or_default() {
+            let _ = reply.send(cancelled);
+        }
+    }
 }
 
 pub struct Server {
@@ -224,6 +234,7 @@ pub struct Server {
     printed: PrintedSink,
     exits_tx: UnboundedSender<Exit>,
     zygotes: Zygotes,
+    cancels: PendingCancels,
     dropped_messages: u64,
 }
 
@@ -240,6 +251,7 @@ macro_rules! with_comm {
             printed: &$self.printed,
             exits: &$self.exits_tx,
             zygotes: &mut $self.zygotes,
+            cancels: &mut $self.cancels,
         };
         let $core = &mut $self.core;
         $body
@@ -308,6 +320,7 @@ pub async fn run(
         printed,
         exits_tx,
         zygotes,
+        cancels: HashMap::new(),
         dropped_messages: 0,
     };
     with_comm!(server, |core, comm| core.start(&mut comm));
@@ -406,8 +419,13 @@ impl Server {
                 })
             }
             Command::Cancel(id, reply) => {
-                let cancelled = with_comm!(self, |core, comm| core.cancel(&mut comm, id));
-                let _ = reply.send(cancelled);
+                match with_comm!(self, |core, comm| core.cancel(&mut comm, id)) {
+                    Some(cancelled) => {
+                        let _ = reply.send(cancelled);
+                    }
+                    // Answered once the worker holding it ahead replies.
+                    None => self.cancels.entry(id).or_default().push(reply),
+                }
             }
             Command::Release(id) => self.core.release(id),
             Command::ResizePool(workers, reply) => {
@@ -508,6 +526,8 @@ impl Server {
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
             }
             FromWorker::Elsewhere { task } => core.task_elsewhere(&mut comm, worker, task),
+            FromWorker::Retracted { task } => core.task_retracted(&mut comm, worker, task),
+            FromWorker::Kept { task } => core.task_kept(&mut comm, worker, task),
             FromWorker::Output { task, stream } => {
                 if let Some(text) = frames.into_iter().next() {
                     core.task_output(&mut comm, worker, task, stream, text)

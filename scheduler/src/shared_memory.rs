@@ -60,13 +60,7 @@ pub const SHARED_FROM: usize = 1 << 20;
 /// `PMP_SHARED_MEMORY` is `0`, `false`, `no` or `off` in the client's
 /// environment (read each time, so one process can try both ways).
 pub fn enabled() -> bool {
-    cfg!(target_os = "linux")
-        && !std::env::var("PMP_SHARED_MEMORY").is_ok_and(|value| {
-            matches!(
-                value.trim().to_ascii_lowercase().as_str(),
-                "0" | "false" | "no" | "off"
-            )
-        })
+    cfg!(target_os = "linux") && !crate::switched_off("PMP_SHARED_MEMORY")
 }
 
 /// A segment lent to a worker: it stays out of the pool while this lives.
@@ -81,16 +75,16 @@ impl Lent {
     }
 }
 
-/// Send the frames of `frames` that live in segments through those segments:
-/// each is replaced by an empty frame, described in the returned list, and
-/// its segment kept in `lent` until the peer says it unmapped it (a worker's
-/// `FromWorker::Released`): then it may be written again.
 /// Whether `share` could put any of `frames` in shared memory: callers skip
 /// their preparations for the many messages with none that large.
 pub fn has_large(frames: &[Bytes]) -> bool {
     frames.iter().any(|frame| frame.len() >= SHARED_FROM)
 }
 
+/// Send the frames of `frames` that live in segments through those segments:
+/// each is replaced by an empty frame, described in the returned list, and
+/// its segment kept in `lent` until the peer says it unmapped it (a worker's
+/// `FromWorker::Released`): then it may be written again.
 pub fn share(frames: &mut [Bytes], lent: &mut Vec<Lent>) -> Vec<SharedFrame> {
     share_frames(frames, lent, true)
 }

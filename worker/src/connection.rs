@@ -1,12 +1,14 @@
 //! The worker's side of the wire: a DEALER socket on its own thread. Messages
-//! are verified here, before the main thread (and Python) sees them.
+//! are verified here, before the main thread (and Python) sees them; pings
+//! and retracts are answered here, while the main thread runs a task.
 
+use crate::inbox::{Inbox, Message};
 use crate::settings::Settings;
 use crate::shared_frames;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
 use pmp_scheduler::Bytes;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
@@ -21,14 +23,15 @@ pub struct Queued {
 pub type Outgoing = UnboundedSender<Option<Queued>>;
 
 pub struct Connection {
-    incoming: mpsc::Receiver<(ToWorker, Vec<Bytes>)>,
+    incoming: Arc<Inbox>,
     outgoing: Outgoing,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Connection {
     pub fn open(settings: &Settings) -> Connection {
-        let (incoming_tx, incoming) = mpsc::channel();
+        let incoming = Arc::new(Inbox::default());
+        let incoming_tx = incoming.clone();
         let (outgoing, outgoing_rx) = unbounded_channel();
         let address = settings.address.clone();
         let key = settings.key.clone();
@@ -51,8 +54,8 @@ impl Connection {
     }
 
     /// The next verified message for the main thread; None once the scheduler is gone.
-    pub fn next(&self) -> Option<(ToWorker, Vec<Bytes>)> {
-        self.incoming.recv().ok()
+    pub fn next(&self) -> Option<Message> {
+        self.incoming.next()
     }
 
     /// A sender for other threads (a task's output); same order as `send`.
@@ -81,7 +84,7 @@ async fn serve(
     address: String,
     key: Key,
     silence: std::time::Duration,
-    incoming: mpsc::Sender<(ToWorker, Vec<Bytes>)>,
+    incoming: Arc<Inbox>,
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Queued>>,
 ) {
     let mut socket = zeromq::DealerSocket::new();
@@ -91,8 +94,10 @@ async fn serve(
     }
     let (mut send_half, mut recv_half) = socket.split();
     let (pong_tx, mut pong_rx) = unbounded_channel::<()>();
+    // Answers the reader gives itself: refused and retracted Runs.
     let (refusal_tx, mut refusal_rx) = unbounded_channel::<FromWorker>();
     let reader_key = key.clone();
+    let inbox = incoming.clone();
     let reader = tokio::spawn(async move {
         loop {
             let message = match tokio::time::timeout(silence, recv_half.recv()).await {
@@ -116,6 +121,15 @@ async fn serve(
                         shared_frames::mapped_by_scheduler(segments);
                         continue;
                     }
+                    if let ToWorker::Retract { task } = message {
+                        let answer = if incoming.take_run(task) {
+                            FromWorker::Retracted { task }
+                        } else {
+                            FromWorker::Kept { task }
+                        };
+                        let _ = refusal_tx.send(answer);
+                        continue;
+                    }
                     if let ToWorker::Run {
                         task,
                         shared,
@@ -135,9 +149,7 @@ async fn serve(
                             continue;
                         }
                     }
-                    if incoming.send((message, frames)).is_err() {
-                        break;
-                    }
+                    incoming.push((message, frames));
                 }
                 Err(e) => eprintln!("pmp-worker: dropped a message: {e}"),
             }
@@ -174,6 +186,7 @@ async fn serve(
         }
     }
     reader.abort();
+    inbox.close();
 }
 
 fn zmq_message(wire: Vec<Bytes>) -> ZmqMessage {

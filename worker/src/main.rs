@@ -7,12 +7,14 @@
 //! forks a fresh worker for each request of the scheduler (`zygote`).
 //!
 //! Threads: the main thread initialises Python and runs tasks (CPython's main
-//! thread, so signals and `threading.main_thread()` behave); a connection
-//! thread owns the socket, answers heartbeats while a task runs, and exits the
-//! process when the scheduler goes silent.
+//! thread, so signals and `threading.main_thread()` behave), taking them from
+//! the `inbox` in order; a connection thread owns the socket, answers
+//! heartbeats and retracts while a task runs, and exits the process when the
+//! scheduler goes silent.
 
 mod client_watch;
 mod connection;
+mod inbox;
 mod interpreter;
 mod job;
 mod output;
@@ -120,7 +122,7 @@ fn serve(settings: &Settings) -> ! {
             }
             ToWorker::Shutdown => break,
             // Handled by the connection thread; never reach here.
-            ToWorker::Ping | ToWorker::Released { .. } => {}
+            ToWorker::Ping | ToWorker::Released { .. } | ToWorker::Retract { .. } => {}
         }
     }
     runtime.close();

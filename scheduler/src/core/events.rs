@@ -100,4 +100,7 @@ pub trait Comm {
     /// stops idle workers); the server escalates to a kill if it lingers.
     fn stop_worker(&mut self, worker: WorkerId);
     fn emit(&mut self, event: Event);
+    /// The answer to a `Core::cancel` that returned None: whether `task`
+    /// was cancelled (taken back before it started) or not (it ran).
+    fn cancel_answered(&mut self, task: TaskId, cancelled: bool);
 }

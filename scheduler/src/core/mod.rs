@@ -7,8 +7,10 @@
 //! Assigned (sent to a worker) → Finished / Failed / Cancelled.
 //!
 //! `tasks` and `workers` hold the state of each, `functions` the function
-//! pickles of unsent tasks, `events` what crosses the boundary.
+//! pickles of unsent tasks, `events` what crosses the boundary, `ahead` the
+//! tasks sent to a busy worker ahead of time.
 
+mod ahead;
 mod events;
 mod functions;
 mod tasks;
@@ -21,11 +23,12 @@ pub use workers::{Launch, WorkerInfo, WorkerState};
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use crate::resources::{Capacity, ResourceRequest};
+use crate::shared_memory;
 use bytes::Bytes;
 use functions::FunctionStore;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tasks::{inherit, Failure, Task, TaskState, Work};
-use workers::Worker;
+use workers::{Retract, Worker};
 
 /// Block allocation gives up after this many workers in a row die before
 /// becoming ready (a broken init function or environment would loop forever).
@@ -59,6 +62,8 @@ pub struct Core {
     /// workers keep dying at start): every task fails with this.
     broken: Option<Failure>,
     shutting_down: bool,
+    /// Send each busy pool worker one task ahead (`ahead`).
+    queue_ahead: bool,
 }
 
 impl Core {
@@ -75,7 +80,13 @@ impl Core {
             failed_starts: 0,
             broken: None,
             shutting_down: false,
+            queue_ahead: false,
         }
+    }
+
+    /// Whether busy pool workers are sent a task ahead (off unless set).
+    pub fn set_queue_ahead(&mut self, on: bool) {
+        self.queue_ahead = on;
     }
 
     /// Whether each task gets a worker of its own (no block allocation).
@@ -193,8 +204,10 @@ impl Core {
         }
     }
 
-    /// Cancel a task that has not been sent to a worker. Returns whether it was.
-    pub fn cancel(&mut self, comm: &mut impl Comm, id: TaskId) -> bool {
+    /// Cancel a task that has not started: `Some(cancelled)` at once, or
+    /// None when a worker holds it ahead and is asked for it back, in which
+    /// case the answer comes through `Comm::cancel_answered`.
+    pub fn cancel(&mut self, comm: &mut impl Comm, id: TaskId) -> Option<bool> {
         let cancellable = matches!(
             self.tasks.get(&id).map(|t| &t.state),
             Some(TaskState::Waiting { .. } | TaskState::Ready)
@@ -202,8 +215,12 @@ impl Core {
         if cancellable {
             self.fail(comm, id, Failure::Cancelled { upstream: None });
             self.schedule(comm);
+            return Some(true);
         }
-        cancellable
+        if self.retract(comm, id, Retract::Cancel) {
+            return None;
+        }
+        Some(false)
     }
 
     /// The client no longer holds this task's Future.
@@ -232,6 +249,10 @@ impl Core {
                 ) {
                     self.fail(comm, id, Failure::Cancelled { upstream: None });
                 }
+            }
+            let ahead: Vec<TaskId> = self.workers.values().filter_map(|w| w.next).collect();
+            for id in ahead {
+                self.retract(comm, id, Retract::Cancel);
             }
         }
         self.schedule(comm);
@@ -311,10 +332,14 @@ impl Core {
             return;
         }
         w.state = WorkerState::Idle;
+        if self.settle_retract(comm, worker, task) {
+            self.started(comm, worker, task);
+        }
         match outcome {
             Outcome::Returned => self.finish(comm, task, payload),
             Outcome::Raised => self.fail(comm, task, Failure::Raised(payload)),
         }
+        self.promote_next(comm, worker);
         if w_is_dedicated(&self.workers, worker) {
             self.retire(comm, worker);
         } else {
@@ -341,6 +366,7 @@ impl Core {
             t.state = TaskState::External;
         }
         comm.emit(Event::Elsewhere { task });
+        self.promote_next(comm, worker);
         if w_is_dedicated(&self.workers, worker) {
             self.retire(comm, worker);
         }
@@ -389,7 +415,9 @@ impl Core {
         } else {
             self.capacity.return_gpus(w.launch.gpus);
         }
+        let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
         match w.state {
+            WorkerState::Busy(_) if current_dealt_with => {}
             WorkerState::Busy(task) => {
                 if !self.run_again(comm, task, &reason) {
                     self.fail(comm, task, Failure::Lost(reason));
@@ -435,6 +463,10 @@ impl Core {
                 TaskState::Failed(_) => counts.failed += 1,
             }
         }
+        // Sent ahead is not running yet.
+        let ahead = self.workers.values().filter(|w| w.next.is_some()).count();
+        counts.running -= ahead;
+        counts.ready += ahead;
         counts
     }
 
@@ -544,9 +576,15 @@ impl Core {
                         .iter()
                         .find(|(_, w)| w.state == WorkerState::Idle && w.dedicated.is_none())
                         .map(|(id, _)| *id);
-                    let Some(worker) = idle else { break };
-                    self.ready.pop_front();
-                    self.dispatch(comm, id, worker);
+                    if let Some(worker) = idle {
+                        self.ready.pop_front();
+                        self.dispatch(comm, id, worker);
+                    } else if let Some(worker) = self.ahead_slot(id) {
+                        self.ready.pop_front();
+                        self.send_run(comm, id, worker, true);
+                    } else {
+                        break;
+                    }
                 }
                 Allocation::PerTask => {
                     let resources = match &self.tasks[&id].work {
@@ -563,6 +601,7 @@ impl Core {
                 }
             }
         }
+        self.take_back_for_idle(comm);
         if self.shutting_down && !self.has_pending_work() {
             let idle: Vec<WorkerId> = self
                 .workers
@@ -583,14 +622,20 @@ impl Core {
 
     /// Send a task to a worker that is ready for it.
     fn dispatch(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId) {
+        self.send_run(comm, id, worker, false);
+    }
+
+    /// Send a task to a worker, to run now or, `ahead`, after its current one.
+    fn send_run(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId, ahead: bool) {
         let task = self.tasks.get_mut(&id).expect("dispatched task exists");
         let work = task
             .work
             .take()
             .expect("a task is dispatched once at a time");
-        // A task that may run again keeps what it needs to be sent again;
-        // one that may not lets go of its function and its inputs now.
-        let keep = task.restarts_left > 0;
+        // A task that may run again, or be taken back, keeps what it needs
+        // to be sent again; one that may not lets go of its function and
+        // its inputs now.
+        let keep = task.restarts_left > 0 || ahead;
         let dependencies = if keep {
             task.resend = Some(work.clone());
             task.dependencies.clone()
@@ -603,7 +648,11 @@ impl Core {
             .workers
             .get_mut(&worker)
             .expect("dispatch to a live worker");
-        w.state = WorkerState::Busy(id);
+        if ahead {
+            w.next = Some(id);
+        } else {
+            w.state = WorkerState::Busy(id);
+        }
         let function = w.slots.reference(work.digest);
         let mut frames = Vec::new();
         if let FunctionRef::Inline { .. } = function {
@@ -618,6 +667,9 @@ impl Core {
             };
             dependency_frames.push(result.frames.len() as u32);
             frames.extend(result.frames.iter().cloned());
+        }
+        if !ahead {
+            w.takes_next = work.store.is_none() && !shared_memory::has_large(&frames);
         }
         let place = w
             .place
@@ -636,7 +688,9 @@ impl Core {
             },
             frames,
         );
-        comm.emit(Event::Running { task: id, place });
+        if !ahead {
+            comm.emit(Event::Running { task: id, place });
+        }
         if !keep {
             self.let_go_of_inputs(dependencies);
         }

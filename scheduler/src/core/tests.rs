@@ -2,14 +2,19 @@
 //! what the scheduler would send, start and report.
 
 use super::*;
+use crate::protocol::StoreTarget;
 use crate::resources::Gpus;
+use crate::shared_memory::SHARED_FROM;
+
+mod ahead;
 
 #[derive(Default)]
-struct Recorder {
+pub(super) struct Recorder {
     started: Vec<(WorkerId, Launch)>,
     sent: Vec<(WorkerId, ToWorker, Vec<Bytes>)>,
     stopped: Vec<WorkerId>,
     events: Vec<Event>,
+    cancel_answers: Vec<(TaskId, bool)>,
 }
 
 impl Comm for Recorder {
@@ -24,6 +29,9 @@ impl Comm for Recorder {
     }
     fn emit(&mut self, event: Event) {
         self.events.push(event);
+    }
+    fn cancel_answered(&mut self, task: TaskId, cancelled: bool) {
+        self.cancel_answers.push((task, cancelled));
     }
 }
 
@@ -206,13 +214,14 @@ fn upstream_exception_and_cancellation_reach_every_dependent() {
     core.submit(&mut comm, task(10, &[])).unwrap(); // runs
     core.submit(&mut comm, task(11, &[])).unwrap(); // queued
     core.submit(&mut comm, task(12, &[11])).unwrap();
-    assert!(core.cancel(&mut comm, TaskId(11)));
+    assert_eq!(core.cancel(&mut comm, TaskId(11)), Some(true));
     assert!(comm.events.contains(&Event::Cancelled {
         task: TaskId(12),
         upstream: Some(TaskId(11))
     }));
-    assert!(
-        !core.cancel(&mut comm, TaskId(10)),
+    assert_eq!(
+        core.cancel(&mut comm, TaskId(10)),
+        Some(false),
         "a running task cannot be cancelled"
     );
 }

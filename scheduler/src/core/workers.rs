@@ -36,6 +36,15 @@ pub struct WorkerInfo {
     pub gpus: Gpus,
 }
 
+/// Why a task sent ahead is being taken back from a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Retract {
+    /// Another worker is idle: run it there.
+    Rebalance,
+    /// The client cancels it (or shuts down with `cancel_futures`).
+    Cancel,
+}
+
 pub(super) struct Worker {
     pub(super) state: WorkerState,
     pub(super) launch: Launch,
@@ -44,6 +53,17 @@ pub(super) struct Worker {
     /// Per-task mode: the one task this worker was started for.
     pub(super) dedicated: Option<TaskId>,
     pub(super) slots: FunctionSlots,
+    /// The task sent ahead, to run when the current one ends: the worker
+    /// then starts it without waiting a round trip for the scheduler.
+    pub(super) next: Option<TaskId>,
+    /// Whether a task may be sent ahead behind the current one: it has no
+    /// store (whose lock could send it back as Elsewhere) and no frame
+    /// large enough for shared memory (whose refusal resends it, after
+    /// whatever was sent ahead).
+    pub(super) takes_next: bool,
+    /// A `Retract` sent and not yet answered: the task (the one sent ahead,
+    /// or it after it started in the meantime) and why.
+    pub(super) retract: Option<(TaskId, Retract)>,
 }
 
 impl Worker {
@@ -54,6 +74,9 @@ impl Worker {
             place: None,
             dedicated,
             slots: FunctionSlots::default(),
+            next: None,
+            takes_next: false,
+            retract: None,
         }
     }
 
