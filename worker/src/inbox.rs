@@ -20,6 +20,10 @@ pub struct Inbox {
 struct Queue {
     messages: VecDeque<Message>,
     closed: bool,
+    /// The main thread waits in `next`: only then is it woken (a notify is
+    /// a system call, and with a task sent ahead the main thread is
+    /// usually busy when the next one arrives).
+    waiting: bool,
 }
 
 impl Inbox {
@@ -48,7 +52,9 @@ impl Inbox {
             if queue.closed {
                 return None;
             }
+            queue.waiting = true;
             queue = self.arrived.wait(queue).expect("inbox lock");
+            queue.waiting = false;
         }
     }
 
