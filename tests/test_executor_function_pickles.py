@@ -129,6 +129,15 @@ def test_a_global_that_goes_or_comes_is_seen():
     assert serialize.dumps_function(reads) == first
 
 
+def test_a_builtin_shadowed_by_a_global_later_is_seen():
+    namespace = _by_value("def size():\n    return len('ab')\n")
+    size = namespace["size"]
+    first = serialize.dumps_function(size)
+    assert serialize.dumps_function(size) is first
+    namespace["len"] = abs  # the module's own `len` from now on
+    assert serialize.dumps_function(size) == _fresh(size) != first
+
+
 def test_what_a_function_reads_besides_globals_is_seen():
     plus_k, set_k, clear_k = _by_value(
         """

@@ -181,7 +181,11 @@ class _Known:
         # What `_stable` keys by more than identity (a class stays "pickled
         # by name" only while importable as such, a module's class can be
         # swapped) is asked again at every check.
-        rechecks = [value for value in (reads or ())[4:] if not _fixed(value)]
+        # (A name its module lacks, a builtin such as `len`, is `_MISSING`:
+        # found there later, it is another object.)
+        rechecks = [
+            value for value in (reads or ())[4:] if value is not _MISSING and not _fixed(value)
+        ]
         # One assignment: another thread checking meanwhile sees all of it or none.
         self.seen = (names, reads, rechecks, list(map(_stable, rechecks)))
 
