@@ -119,9 +119,10 @@ class _FunctionPickles:
     Its identity pickle (`function_identity`, for store keys) is kept with
     it, made on first use: one check of what it captured serves both.
 
-    That check (`_captured`, 1.5-3 µs) runs again only after a change: until
-    then each submit only sees that the function still reads the very same
-    objects (`_Known.still_current`, ~0.6 µs)."""
+    That check (`_captured`, 1.5-3 µs) runs again only after a change (and
+    at every submit of a function that is never kept): until then each
+    submit only sees that the function still reads the very same objects
+    (`_Known.still_current`, ~0.6 µs)."""
 
     def __init__(self):
         self._pickles = weakref.WeakKeyDictionary()  # function -> _Known
@@ -143,20 +144,19 @@ class _FunctionPickles:
     def _check(self, fn, known):
         """`fn`'s `_Known`, pickled again if what it captured changed; None
         when it cannot be kept."""
-        if type(fn) is not types.FunctionType:
-            return None  # as `_captured` says
-        # Read before `_captured`: what changes in between is seen next time.
+        if _captured(fn) is None:
+            return None  # at no more cost than before: a function pickled every time
+        # Read, then check again: what changes after the read is seen next time.
         names = tuple(_code_globals(fn.__code__))
         try:
             reads = _reads(fn, names)
-        except ValueError:  # an empty cell: `_captured` says None
-            reads = None
+        except ValueError:  # a cell emptied meanwhile
+            return None
         captured = _captured(fn)
         if captured is None:
             return None
         if known is None or known.captured != captured:
-            known = _Known(captured, cloudpickle.dumps(fn, protocol=PROTOCOL))
-            known.remember(names, reads)
+            known = _Known(captured, cloudpickle.dumps(fn, protocol=PROTOCOL), names, reads)
             self._pickles[fn] = known
         else:
             known.remember(names, reads)  # e.g. a global rebound to an equal int
@@ -169,23 +169,21 @@ class _Known:
 
     __slots__ = ("captured", "identity", "pickle", "seen")
 
-    def __init__(self, captured, pickled):
+    def __init__(self, captured, pickled, names, reads):
         self.captured = captured
         self.pickle = pickled
         self.identity = None
-        self.seen = ((), None, [], [])
+        self.remember(names, reads)
 
     def remember(self, names, reads):
-        """What `fn` read (`_reads(fn, names)`, None if it could not) when
-        `_captured` was last checked."""
+        """What the function read (`_reads(fn, names)`) just before
+        `_captured` last said `self.captured`."""
         # What `_stable` keys by more than identity (a class stays "pickled
         # by name" only while importable as such, a module's class can be
         # swapped) is asked again at every check.
         # (A name its module lacks, a builtin such as `len`, is `_MISSING`:
         # found there later, it is another object.)
-        rechecks = [
-            value for value in (reads or ())[4:] if value is not _MISSING and not _fixed(value)
-        ]
+        rechecks = [value for value in reads[4:] if value is not _MISSING and not _fixed(value)]
         # One assignment: another thread checking meanwhile sees all of it or none.
         self.seen = (names, reads, rechecks, list(map(_stable, rechecks)))
 
@@ -200,7 +198,7 @@ class _Known:
         except ValueError:  # a cell emptied since
             return False
         # The same objects, not equal ones (1 == 1.0 == True).
-        if known is None or len(reads) != len(known) or not all(map(operator.is_, reads, known)):
+        if len(reads) != len(known) or not all(map(operator.is_, reads, known)):
             return False
         return not rechecks or list(map(_stable, rechecks)) == keys
 
