@@ -3,6 +3,11 @@ but never at the price of a stale value: whatever the function captures that
 changed since — a rebound global, a mutated list, a closure cell, a default —
 reaches the worker."""
 
+import sys
+import types
+
+import cloudpickle
+import pytest
 from pmp.client import serialize
 
 SCRIPT = """
@@ -87,3 +92,125 @@ def test_an_unchanged_function_is_pickled_once_a_changed_one_again():
 
     # A list can change in place: never taken from the cache.
     assert serialize.dumps_function(reads_a_list) is not serialize.dumps_function(reads_a_list)
+
+
+def _by_value(source):
+    """The namespace of `source` run as a module that cannot be imported:
+    its functions are pickled by value, as a notebook's are."""
+    namespace = {"__name__": "pmp_test_not_importable"}
+    exec(source, namespace)  # noqa: S102 - the test's own source
+    return namespace
+
+
+def _fresh(fn):
+    return cloudpickle.dumps(fn, protocol=serialize.PROTOCOL)
+
+
+def test_a_global_rebound_to_an_equal_int_keeps_the_pickle_another_type_does_not():
+    namespace = _by_value("setting = 1\ndef reads():\n    return setting\n")
+    reads = namespace["reads"]
+    first = serialize.dumps_function(reads)
+    namespace["setting"] = int("1")  # another object, the same value
+    assert serialize.dumps_function(reads) is first
+    for value in (1.0, True, 2, "1"):  # 1 == 1.0 == True: by value and type
+        namespace["setting"] = value
+        assert serialize.dumps_function(reads) == _fresh(reads)
+    namespace["setting"] = 1
+    assert serialize.dumps_function(reads) == first
+
+
+def test_a_global_that_goes_or_comes_is_seen():
+    namespace = _by_value("setting = 1\ndef reads():\n    return setting\n")
+    reads = namespace["reads"]
+    first = serialize.dumps_function(reads)
+    del namespace["setting"]
+    assert serialize.dumps_function(reads) == _fresh(reads) != first
+    namespace["setting"] = 1
+    assert serialize.dumps_function(reads) == first
+
+
+def test_a_builtin_shadowed_by_a_global_later_is_seen():
+    namespace = _by_value("def size():\n    return len('ab')\n")
+    size = namespace["size"]
+    first = serialize.dumps_function(size)
+    assert serialize.dumps_function(size) is first
+    namespace["len"] = abs  # the module's own `len` from now on
+    assert serialize.dumps_function(size) == _fresh(size) != first
+
+
+def test_what_a_function_reads_besides_globals_is_seen():
+    plus_k, set_k, clear_k = _by_value(
+        """
+def make():
+    k = 1
+
+    def plus_k(x: int) -> int:
+        return x + k
+
+    def set_k(value):
+        nonlocal k
+        k = value
+
+    def clear_k():
+        nonlocal k
+        del k
+
+    return plus_k, set_k, clear_k
+"""
+    )["make"]()
+
+    def current():
+        pickled = serialize.dumps_function(plus_k)
+        assert pickled == _fresh(plus_k)
+        return pickled
+
+    first = current()
+    assert current() is first
+    set_k(2)
+    assert current() != first
+    plus_k.__annotations__["x"] = float  # in place
+    current()
+    plus_k.__defaults__ = (3,)
+    current()
+    plus_k.__qualname__ = "renamed"
+    current()
+    plus_k.__code__ = plus_k.__code__.replace(co_name="changed")
+    current()
+    clear_k()  # an empty cell: never kept
+    assert serialize.dumps_function(plus_k) is not serialize.dumps_function(plus_k)
+
+
+@pytest.fixture
+def named_module(monkeypatch):
+    """An importable module that holds a class `Named`."""
+    module = types.ModuleType("pmp_test_named")
+
+    class Named:
+        pass
+
+    Named.__module__, Named.__qualname__ = module.__name__, "Named"
+    module.Named = Named
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module
+
+
+def test_a_class_global_is_asked_again_whether_it_pickles_by_name(named_module, monkeypatch):
+    namespace = _by_value("def make():\n    return helper()\n")
+    namespace["helper"] = named_module.Named
+    make = namespace["make"]
+    first = serialize.dumps_function(make)
+    assert serialize.dumps_function(make) is first
+    del named_module.Named  # the same class, no longer importable: pickled by value
+    assert serialize.dumps_function(make) is not first
+    assert serialize.dumps_function(make) is not serialize.dumps_function(make)
+
+
+def test_modules_pickled_by_value_turn_the_cache_off(named_module):
+    answer = _by_value("def answer():\n    return 42\n")["answer"]
+    first = serialize.dumps_function(answer)
+    cloudpickle.register_pickle_by_value(named_module)
+    try:
+        assert serialize.dumps_function(answer) is not serialize.dumps_function(answer)
+    finally:
+        cloudpickle.unregister_pickle_by_value(named_module)
+    assert serialize.dumps_function(answer) is first
