@@ -1,4 +1,4 @@
-"""A function submitted again is not pickled again (serialize._FunctionPickles),
+"""A function submitted again is not pickled again (function_pickles.FunctionPickles),
 but never at the price of a stale value: whatever the function captures that
 changed since — a rebound global, a mutated list, a closure cell, a default —
 reaches the worker."""

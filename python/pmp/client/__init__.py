@@ -2,7 +2,8 @@
 
 `executor` (the Executor), `future` (its Futures and the table that turns
 scheduler events into their states), `serialize` (functions, calls and
-values as pickle frames), `resources` (checking what a call asks for),
+values as pickle frames; `function_pickles` keeps a function's pickle
+between submits), `resources` (checking what a call asks for),
 `backends` (which backend runs the workers) and `errors`.
 
 Kept free of imports: a worker loads `pmp.client.serialize` at start and
