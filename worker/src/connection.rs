@@ -22,6 +22,16 @@ pub struct Queued {
 /// Messages for the scheduler; `None` asks the connection thread to flush and stop.
 pub type Outgoing = UnboundedSender<Option<Queued>>;
 
+/// Hears when a message sent with `Connection::send_tracked` is on the socket.
+pub struct Written(mpsc::Receiver<()>);
+
+impl Written {
+    /// Wait for it; at once if the connection thread is gone.
+    pub fn wait(self) {
+        let _ = self.0.recv();
+    }
+}
+
 pub struct Connection {
     incoming: Arc<Inbox>,
     outgoing: Outgoing,
@@ -69,6 +79,17 @@ impl Connection {
             frames,
             written: None,
         }));
+    }
+
+    /// `send`, returning what hears once the message is on the socket.
+    pub fn send_tracked(&self, message: FromWorker, frames: Vec<Bytes>) -> Written {
+        let (written, on_socket) = mpsc::channel();
+        let _ = self.outgoing.send(Some(Queued {
+            message,
+            frames,
+            written: Some(written),
+        }));
+        Written(on_socket)
     }
 
     /// Flush what is queued, then stop.

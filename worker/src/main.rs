@@ -82,7 +82,14 @@ fn serve(settings: &Settings) -> ! {
         Vec::new(),
     );
     let mut stores = stored::Stores::default();
+    // The last task's Done, until it is on the socket: the next task (sent
+    // ahead, so already here) starts only then, or a crash in it could take
+    // the Done of the one before down with the process.
+    let mut last_done: Option<connection::Written> = None;
     while let Some((message, frames)) = connection.next() {
+        if let Some(written) = last_done.take() {
+            written.wait();
+        }
         match message {
             ToWorker::Init => {
                 let (outcome, frames) = runtime.init(frames).unwrap_or_else(internal_error);
@@ -118,7 +125,7 @@ fn serve(settings: &Settings) -> ! {
                     outcome,
                     shared: Vec::new(),
                 };
-                connection.send(done, frames);
+                last_done = Some(connection.send_tracked(done, frames));
             }
             ToWorker::Shutdown => break,
             // Handled by the connection thread; never reach here.
