@@ -1,6 +1,13 @@
 //! The worker's side of the wire: a DEALER socket on its own thread. Messages
 //! are verified here, before the main thread (and Python) sees them; pings
 //! and retracts are answered here, while the main thread runs a task.
+//!
+//! What ends a task (its Done) and what the task prints are sent with
+//! `Sender::send_now`, which returns once the message is written to the
+//! connection: a task started right after (one sent ahead), or the one
+//! printing, could crash the process, and what it sent must not be lost
+//! with it. The socket's own writer (zeromq's) runs on this thread; the
+//! sending thread waits for its `WriteProgress`.
 
 use crate::inbox::{Inbox, Message};
 use crate::settings::Settings;
@@ -8,33 +15,92 @@ use crate::shared_frames;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
 use pmp_scheduler::Bytes;
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{Socket, SocketRecv, SocketSend, WriteProgress, ZmqMessage};
 
-/// A message for the scheduler; `written` hears once it is on the socket.
+/// A message for the scheduler, queued for the connection thread.
 pub struct Queued {
     pub message: FromWorker,
     pub frames: Vec<Bytes>,
-    pub written: Option<mpsc::Sender<()>>,
 }
 
 /// Messages for the scheduler; `None` asks the connection thread to flush and stop.
-pub type Outgoing = UnboundedSender<Option<Queued>>;
+type Outgoing = UnboundedSender<Option<Queued>>;
 
-/// Hears when a message sent with `Connection::send_tracked` is on the socket.
-pub struct Written(mpsc::Receiver<()>);
+/// The socket's sending side, shared by the connection thread (what is
+/// queued) and the threads that use `Sender::send_now`.
+struct Wire {
+    key: Key,
+    send_half: tokio::sync::Mutex<zeromq::DealerSendHalf>,
+    /// How far zeromq's writer has got (None only if not connected to one peer).
+    progress: Option<Arc<WriteProgress>>,
+}
 
-impl Written {
-    /// Wait for it; at once if the connection thread is gone.
-    pub fn wait(self) {
-        let _ = self.0.recv();
+impl Wire {
+    /// Hand one message to the socket, after a Released for the shared
+    /// segments unmapped by now (the last task's arguments), so that the
+    /// scheduler can reuse them for the next task.
+    async fn write(&self, mut message: FromWorker, mut frames: Vec<Bytes>) {
+        let mut send_half = self.send_half.lock().await;
+        let segments = shared_frames::take_released();
+        if !segments.is_empty() {
+            let released = FromWorker::Released { segments };
+            write_one(
+                &mut send_half,
+                protocol::encode(&self.key, &released, Vec::new()),
+            )
+            .await;
+        }
+        shared_frames::on_send(&mut message, &mut frames);
+        write_one(
+            &mut send_half,
+            protocol::encode(&self.key, &message, frames),
+        )
+        .await;
+    }
+}
+
+async fn write_one(send_half: &mut zeromq::DealerSendHalf, wire: Vec<Bytes>) {
+    if send_half.send(zmq_message(wire)).await.is_err() {
+        eprintln!("pmp-worker: lost the connection to the scheduler");
+        die();
+    }
+}
+
+/// The connection thread's runtime and the wire, once connected.
+type Connected = Arc<OnceLock<(tokio::runtime::Handle, Arc<Wire>)>>;
+
+/// Sends to the scheduler, from any thread but the connection thread.
+#[derive(Clone)]
+pub struct Sender {
+    outgoing: Outgoing,
+    connected: Connected,
+}
+
+impl Sender {
+    /// Queue the message for the connection thread.
+    pub fn send(&self, message: FromWorker, frames: Vec<Bytes>) {
+        let _ = self.outgoing.send(Some(Queued { message, frames }));
+    }
+
+    /// Send the message and return once it is written to the connection
+    /// (before the socket is connected: queued, as by `send`).
+    pub fn send_now(&self, message: FromWorker, frames: Vec<Bytes>) {
+        let Some((runtime, wire)) = self.connected.get() else {
+            return self.send(message, frames);
+        };
+        // The connection thread drives the socket's I/O meanwhile.
+        runtime.block_on(wire.write(message, frames));
+        if let Some(progress) = &wire.progress {
+            progress.wait_written();
+        }
     }
 }
 
 pub struct Connection {
     incoming: Arc<Inbox>,
-    outgoing: Outgoing,
+    sender: Sender,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -46,6 +112,11 @@ impl Connection {
         let address = settings.address.clone();
         let key = settings.key.clone();
         let silence = settings.heartbeat_timeout;
+        let sender = Sender {
+            outgoing,
+            connected: Connected::default(),
+        };
+        let connected = sender.connected.clone();
         let thread = std::thread::Builder::new()
             .name("pmp-connection".into())
             .spawn(move || {
@@ -53,12 +124,19 @@ impl Connection {
                     .enable_all()
                     .build()
                     .expect("a tokio runtime starts");
-                runtime.block_on(serve(address, key, silence, incoming_tx, outgoing_rx));
+                runtime.block_on(serve(
+                    address,
+                    key,
+                    silence,
+                    incoming_tx,
+                    outgoing_rx,
+                    connected,
+                ));
             })
             .expect("the connection thread starts");
         Connection {
             incoming,
-            outgoing,
+            sender,
             thread: Some(thread),
         }
     }
@@ -68,33 +146,23 @@ impl Connection {
         self.incoming.next()
     }
 
-    /// A sender for other threads (a task's output); same order as `send`.
-    pub fn outgoing(&self) -> Outgoing {
-        self.outgoing.clone()
+    /// A sender for other threads (a task's output).
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     pub fn send(&self, message: FromWorker, frames: Vec<Bytes>) {
-        let _ = self.outgoing.send(Some(Queued {
-            message,
-            frames,
-            written: None,
-        }));
+        self.sender.send(message, frames);
     }
 
-    /// `send`, returning what hears once the message is on the socket.
-    pub fn send_tracked(&self, message: FromWorker, frames: Vec<Bytes>) -> Written {
-        let (written, on_socket) = mpsc::channel();
-        let _ = self.outgoing.send(Some(Queued {
-            message,
-            frames,
-            written: Some(written),
-        }));
-        Written(on_socket)
+    /// See `Sender::send_now`.
+    pub fn send_now(&self, message: FromWorker, frames: Vec<Bytes>) {
+        self.sender.send_now(message, frames);
     }
 
     /// Flush what is queued, then stop.
     pub fn close(mut self) {
-        let _ = self.outgoing.send(None);
+        let _ = self.sender.outgoing.send(None);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -107,13 +175,20 @@ async fn serve(
     silence: std::time::Duration,
     incoming: Arc<Inbox>,
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Queued>>,
+    connected: Connected,
 ) {
     let mut socket = zeromq::DealerSocket::new();
     if let Err(e) = socket.connect(&address).await {
         eprintln!("pmp-worker: cannot connect to the scheduler at {address}: {e}");
         die();
     }
-    let (mut send_half, mut recv_half) = socket.split();
+    let (send_half, mut recv_half) = socket.split();
+    let wire = Arc::new(Wire {
+        key: key.clone(),
+        progress: send_half.write_progress(),
+        send_half: tokio::sync::Mutex::new(send_half),
+    });
+    let _ = connected.set((tokio::runtime::Handle::current(), wire.clone()));
     let (pong_tx, mut pong_rx) = unbounded_channel::<()>();
     // Answers the reader gives itself: refused and retracted Runs.
     let (refusal_tx, mut refusal_rx) = unbounded_channel::<FromWorker>();
@@ -182,29 +257,10 @@ async fn serve(
                 Some(Some(item)) => item,
                 _ => break,
             },
-            Some(()) = pong_rx.recv() => Queued { message: FromWorker::Pong, frames: Vec::new(), written: None },
-            Some(message) = refusal_rx.recv() => Queued { message, frames: Vec::new(), written: None },
+            Some(()) = pong_rx.recv() => Queued { message: FromWorker::Pong, frames: Vec::new() },
+            Some(message) = refusal_rx.recv() => Queued { message, frames: Vec::new() },
         };
-        // Segments unmapped by now (the last task's arguments) are reported
-        // before its Done, so the scheduler can reuse them for the next.
-        let segments = shared_frames::take_released();
-        if !segments.is_empty() {
-            let wire = protocol::encode(&key, &FromWorker::Released { segments }, Vec::new());
-            if send_half.send(zmq_message(wire)).await.is_err() {
-                eprintln!("pmp-worker: lost the connection to the scheduler");
-                die();
-            }
-        }
-        let (mut message, mut frames) = (queued.message, queued.frames);
-        shared_frames::on_send(&mut message, &mut frames);
-        let wire = protocol::encode(&key, &message, frames);
-        if send_half.send(zmq_message(wire)).await.is_err() {
-            eprintln!("pmp-worker: lost the connection to the scheduler");
-            die();
-        }
-        if let Some(written) = queued.written {
-            let _ = written.send(());
-        }
+        wire.write(queued.message, queued.frames).await;
     }
     reader.abort();
     inbox.close();

@@ -64,7 +64,7 @@ fn main() {
 fn serve(settings: &Settings) -> ! {
     let connection = connection::Connection::open(settings);
     let current_task = output::CurrentTask::default();
-    let sink = output::OutputSink::new(connection.outgoing(), current_task.clone());
+    let sink = output::OutputSink::new(connection.sender(), current_task.clone());
     let runtime = match interpreter::Runtime::start(&settings.python, Some(sink)) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -82,18 +82,11 @@ fn serve(settings: &Settings) -> ! {
         Vec::new(),
     );
     let mut stores = stored::Stores::default();
-    // The last task's Done, until it is on the socket: the next task (sent
-    // ahead, so already here) starts only then, or a crash in it could take
-    // the Done of the one before down with the process.
-    let mut last_done: Option<connection::Written> = None;
     while let Some((message, frames)) = connection.next() {
-        if let Some(written) = last_done.take() {
-            written.wait();
-        }
         match message {
             ToWorker::Init => {
                 let (outcome, frames) = runtime.init(frames).unwrap_or_else(internal_error);
-                connection.send(FromWorker::InitDone { outcome }, frames);
+                connection.send_now(FromWorker::InitDone { outcome }, frames);
             }
             ToWorker::Run {
                 task,
@@ -105,7 +98,7 @@ fn serve(settings: &Settings) -> ! {
             } => {
                 if let Some(target) = &store {
                     if !stores.claim(target) {
-                        connection.send(FromWorker::Elsewhere { task }, Vec::new());
+                        connection.send_now(FromWorker::Elsewhere { task }, Vec::new());
                         continue;
                     }
                 }
@@ -125,7 +118,9 @@ fn serve(settings: &Settings) -> ! {
                     outcome,
                     shared: Vec::new(),
                 };
-                last_done = Some(connection.send_tracked(done, frames));
+                // Written before the next task starts: one sent ahead is
+                // here already, and could crash the process.
+                connection.send_now(done, frames);
             }
             ToWorker::Shutdown => break,
             // Handled by the connection thread; never reach here.

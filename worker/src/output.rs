@@ -3,14 +3,14 @@
 //! as `Output` of the task running now — so a notebook shows it with the task,
 //! not in the log of whatever process started the worker.
 
-use crate::connection::{Outgoing, Queued};
+use crate::connection::Sender;
 use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::protocol::{FromWorker, Stream};
 use pmp_scheduler::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 /// No task is running: output is dropped (it has nobody to go to).
 const IDLE: u64 = 0;
@@ -28,15 +28,15 @@ impl CurrentTask {
 /// Called from Python as `sink(stream_name, data)`, from any thread.
 #[pyclass(frozen)]
 pub struct OutputSink {
-    outgoing: Outgoing,
+    sender: Sender,
     task: CurrentTask,
     pid: u32,
 }
 
 impl OutputSink {
-    pub fn new(outgoing: Outgoing, task: CurrentTask) -> OutputSink {
+    pub fn new(sender: Sender, task: CurrentTask) -> OutputSink {
         OutputSink {
-            outgoing,
+            sender,
             task,
             pid: std::process::id(),
         }
@@ -45,8 +45,9 @@ impl OutputSink {
 
 #[pymethods]
 impl OutputSink {
-    /// Returns once the text is on the socket: output printed just before
-    /// the process dies (`os._exit`, a segfault) is not lost in a queue.
+    /// Returns once the text is written to the connection: output printed
+    /// just before the process dies (`os._exit`, a segfault) is not lost in
+    /// a queue.
     fn __call__(&self, py: Python<'_>, stream: &str, data: &[u8]) -> PyResult<()> {
         let stream = match stream {
             "stdout" => Stream::Stdout,
@@ -63,16 +64,8 @@ impl OutputSink {
                 task: TaskId(task),
                 stream,
             };
-            let (written, on_socket) = mpsc::channel();
-            let queued = Queued {
-                message,
-                frames: vec![Bytes::copy_from_slice(data)],
-                written: Some(written),
-            };
-            if self.outgoing.send(Some(queued)).is_ok() {
-                // An error means the connection thread is gone: nothing to wait for.
-                let _ = py.detach(move || on_socket.recv());
-            }
+            let frames = vec![Bytes::copy_from_slice(data)];
+            py.detach(|| self.sender.send_now(message, frames));
         }
         Ok(())
     }

@@ -2,7 +2,8 @@ use crate::async_rt;
 use crate::codec::{FramedIo, Message, ZmqFramedRead};
 use crate::fair_queue::QueueInner;
 use crate::util::PeerIdentity;
-use crate::write_queue::write_message_queue;
+use crate::write_progress::WriteProgress;
+use crate::write_queue::write_counted;
 use crate::{
     MultiPeerBackend, SocketBackend, SocketEvent, SocketOptions, SocketType, ZmqError, ZmqResult,
 };
@@ -23,12 +24,15 @@ const PEER_SEND_QUEUE_CAPACITY: usize = 100_000;
 
 pub(crate) struct Peer {
     pub(crate) send_queue: mpsc::Sender<Message>,
+    /// pmp: what its writer task has written of what was sent to it.
+    pub(crate) progress: Arc<WriteProgress>,
 }
 
 #[derive(Clone)]
 struct SinglePeer {
     peer_id: PeerIdentity,
     send_queue: mpsc::Sender<Message>,
+    progress: Arc<WriteProgress>,
 }
 
 enum CachedSend {
@@ -133,7 +137,10 @@ impl GenericSocketBackend {
                 },
             };
             let send_result = match self.peers.get_async(&next_peer_id).await {
-                Some(mut peer) => send_to_peer_queue(&mut peer.send_queue, message).await,
+                Some(mut peer) => {
+                    peer.progress.will_queue();
+                    send_to_peer_queue(&mut peer.send_queue, message).await
+                }
                 None => continue,
             };
             return match send_result {
@@ -163,7 +170,10 @@ impl GenericSocketBackend {
         };
 
         let send_result = match self.peers.get_async(peer_id).await {
-            Some(mut peer) => send_to_peer_queue(&mut peer.send_queue, message).await,
+            Some(mut peer) => {
+                peer.progress.will_queue();
+                send_to_peer_queue(&mut peer.send_queue, message).await
+            }
             None => return Err(ZmqError::Other("Destination client not found by identity")),
         };
         match send_result {
@@ -195,6 +205,7 @@ impl GenericSocketBackend {
             }
         }
 
+        single_peer.progress.will_queue();
         match single_peer.send_queue.try_send(message) {
             Ok(()) => CachedSend::Sent,
             Err(error) if error.is_full() => CachedSend::Full {
@@ -231,6 +242,11 @@ impl GenericSocketBackend {
         }
     }
 
+    /// pmp: the write progress of the one connected peer, if there is exactly one.
+    pub(crate) fn single_peer_progress(&self) -> Option<Arc<WriteProgress>> {
+        self.single_peer.lock().as_ref().map(|peer| peer.progress.clone())
+    }
+
     fn refresh_single_peer_cache(&self) {
         let peer_count = self.peers.len();
         self.peer_count.store(peer_count, Ordering::Release);
@@ -240,6 +256,7 @@ impl GenericSocketBackend {
             *single_peer = self.peers.begin_sync().map(|peer| SinglePeer {
                 peer_id: peer.key().clone(),
                 send_queue: peer.send_queue.clone(),
+                progress: peer.progress.clone(),
             });
         } else {
             *single_peer = None;
@@ -288,11 +305,13 @@ impl MultiPeerBackend for GenericSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
         let (recv_queue, send_queue) = io.into_parts();
         let (queue_sender, queue_receiver) = mpsc::channel(PEER_SEND_QUEUE_CAPACITY);
+        let progress = Arc::new(WriteProgress::default());
         self.peers
             .upsert_async(
                 peer_id.clone(),
                 Peer {
                     send_queue: queue_sender,
+                    progress: progress.clone(),
                 },
             )
             .await;
@@ -300,7 +319,7 @@ impl MultiPeerBackend for GenericSocketBackend {
         let writer_backend = self.clone();
         let writer_peer_id = peer_id.clone();
         async_rt::task::spawn(async move {
-            if let Err(error) = write_message_queue(queue_receiver, send_queue).await {
+            if let Err(error) = write_counted(queue_receiver, send_queue, &progress).await {
                 log::debug!(
                     "Error sending message to peer {:?}: {:?}",
                     writer_peer_id,

@@ -175,6 +175,14 @@ impl SocketSend for DealerSendHalf {
 
 impl CaptureSocket for DealerSendHalf {}
 
+impl DealerSendHalf {
+    /// pmp: how far the writer of the one connected peer has got (None
+    /// unless exactly one peer is connected).
+    pub fn write_progress(&self) -> Option<Arc<crate::WriteProgress>> {
+        self.inner.backend.single_peer_progress()
+    }
+}
+
 #[async_trait]
 impl SocketRecv for DealerRecvHalf {
     async fn recv(&mut self) -> ZmqResult<ZmqMessage> {

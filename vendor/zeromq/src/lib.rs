@@ -20,6 +20,7 @@ mod sub_backend;
 mod task_handle;
 mod transport;
 pub mod util;
+mod write_progress;
 mod write_queue;
 mod xpub;
 mod xsub;
@@ -71,7 +72,7 @@ pub mod __bench {
                 let (send_queue, recv_queue) = mpsc::channel(queue_capacity);
                 backend
                     .peers
-                    .upsert_async(peer_id.clone(), Peer { send_queue })
+                    .upsert_async(peer_id.clone(), Peer { send_queue, progress: Default::default() })
                     .await;
                 backend.round_robin.push(peer_id);
                 receivers.push(recv_queue);
@@ -197,6 +198,7 @@ pub mod __bench {
 }
 
 pub use crate::dealer::*;
+pub use crate::write_progress::WriteProgress;
 pub use crate::endpoint::{Endpoint, Host, Transport, TryIntoEndpoint};
 pub use crate::error::{ZmqError, ZmqResult};
 pub use crate::message::*;

@@ -1,4 +1,5 @@
 use crate::codec::{CodecResult, Message, ZmqFramedWrite};
+use crate::write_progress::WriteProgress;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
@@ -8,10 +9,30 @@ const WRITE_BATCH_LIMIT: usize = 128;
 /// Writes queued socket messages into the underlying framed sink in small batches.
 #[inline]
 pub(crate) async fn write_message_queue(
+    queue_receiver: mpsc::Receiver<Message>,
+    send_queue: ZmqFramedWrite,
+) -> CodecResult<()> {
+    write_counted(queue_receiver, send_queue, &WriteProgress::default()).await
+}
+
+/// pmp: `write_message_queue`, telling `progress` what is flushed, and when it stops.
+pub(crate) async fn write_counted(
+    queue_receiver: mpsc::Receiver<Message>,
+    send_queue: ZmqFramedWrite,
+    progress: &WriteProgress,
+) -> CodecResult<()> {
+    let result = write_batches(queue_receiver, send_queue, progress).await;
+    progress.stopped();
+    result
+}
+
+async fn write_batches(
     mut queue_receiver: mpsc::Receiver<Message>,
     mut send_queue: ZmqFramedWrite,
+    progress: &WriteProgress,
 ) -> CodecResult<()> {
     while let Some(message) = queue_receiver.next().await {
+        let mut batch = 1;
         // When backlog already exists, feed a batch before flushing once to avoid per-message flush cost during bursts.
         send_queue.feed(message).await?;
 
@@ -21,9 +42,11 @@ pub(crate) async fn write_message_queue(
                 Err(_) => break,
             };
             send_queue.feed(message).await?;
+            batch += 1;
         }
 
         send_queue.flush().await?;
+        progress.wrote(batch);
     }
 
     Ok(())
