@@ -87,13 +87,34 @@ impl Sender {
     /// Send the message and return once it is written to the connection
     /// (before the socket is connected: queued, as by `send`).
     pub fn send_now(&self, message: FromWorker, frames: Vec<Bytes>) {
+        self.send_written_later(message, frames).wait();
+    }
+
+    /// Send the message, and return what waits until it is written: the
+    /// caller does other work meanwhile, and by the time it must be sure,
+    /// the connection thread has usually written it.
+    pub fn send_written_later(&self, message: FromWorker, frames: Vec<Bytes>) -> Written {
         let Some((runtime, wire)) = self.connected.get() else {
-            return self.send(message, frames);
+            self.send(message, frames);
+            return Written(None);
         };
         // The connection thread drives the socket's I/O meanwhile.
         runtime.block_on(wire.write(message, frames));
-        if let Some(progress) = &wire.progress {
-            progress.wait_written();
+        Written(wire.progress.clone().map(|progress| {
+            let mark = progress.mark();
+            (progress, mark)
+        }))
+    }
+}
+
+/// A message sent with `Sender::send_written_later`.
+pub struct Written(Option<(Arc<WriteProgress>, u64)>);
+
+impl Written {
+    /// Wait until it is written to the connection.
+    pub fn wait(self) {
+        if let Some((progress, mark)) = self.0 {
+            progress.wait_for(mark);
         }
     }
 }
@@ -158,6 +179,11 @@ impl Connection {
     /// See `Sender::send_now`.
     pub fn send_now(&self, message: FromWorker, frames: Vec<Bytes>) {
         self.sender.send_now(message, frames);
+    }
+
+    /// See `Sender::send_written_later`.
+    pub fn send_written_later(&self, message: FromWorker, frames: Vec<Bytes>) -> Written {
+        self.sender.send_written_later(message, frames)
     }
 
     /// Flush what is queued, then stop.

@@ -82,7 +82,14 @@ fn serve(settings: &Settings) -> ! {
         Vec::new(),
     );
     let mut stores = stored::Stores::default();
+    // The last task's Done until it is written: a task sent ahead (so here
+    // already) could crash the process, and the Done of the one before
+    // must not be lost with it.
+    let mut last_done: Option<connection::Written> = None;
     while let Some((message, frames)) = connection.next() {
+        if let Some(done) = last_done.take() {
+            done.wait();
+        }
         match message {
             ToWorker::Init => {
                 let (outcome, frames) = runtime.init(frames).unwrap_or_else(internal_error);
@@ -118,9 +125,7 @@ fn serve(settings: &Settings) -> ! {
                     outcome,
                     shared: Vec::new(),
                 };
-                // Written before the next task starts: one sent ahead is
-                // here already, and could crash the process.
-                connection.send_now(done, frames);
+                last_done = Some(connection.send_written_later(done, frames));
             }
             ToWorker::Shutdown => break,
             // Handled by the connection thread; never reach here.

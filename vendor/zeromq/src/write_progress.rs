@@ -3,7 +3,7 @@
 //! something that may kill it (pmp-worker starting a task) first waits
 //! until what it sent is written, so that it is not lost with the process.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 #[derive(Default)]
@@ -11,8 +11,14 @@ pub struct WriteProgress {
     /// Messages counted before they were queued (so a count read after a
     /// send covers it and everything queued before it).
     queued: AtomicU64,
-    /// Messages written and flushed, and whether the writer has stopped.
-    written: Mutex<(u64, bool)>,
+    /// Messages written and flushed.
+    written: AtomicU64,
+    /// The writer stopped: nothing more will be written.
+    stopped: AtomicBool,
+    /// Threads in `wait_for`: the writer wakes them only when there are any
+    /// (a notify is a system call, and most waits end before they sleep).
+    waiting: AtomicUsize,
+    lock: Mutex<()>,
     changed: Condvar,
 }
 
@@ -24,25 +30,45 @@ impl WriteProgress {
 
     /// Called by the writer once `n` more messages are flushed.
     pub(crate) fn wrote(&self, n: u64) {
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        written.0 += n;
-        self.changed.notify_all();
+        self.written.fetch_add(n, Ordering::SeqCst);
+        self.wake();
     }
 
-    /// Called when the writer stops: nothing more will be written.
+    /// Called when the writer stops.
     pub(crate) fn stopped(&self) {
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        written.1 = true;
-        self.changed.notify_all();
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake();
     }
 
-    /// Block until everything sent before this call is written, or the
-    /// writer stopped. Not for an async context: it blocks the thread.
-    pub fn wait_written(&self) {
-        let target = self.queued.load(Ordering::SeqCst);
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        while written.0 < target && !written.1 {
-            written = self.changed.wait(written).unwrap_or_else(|e| e.into_inner());
+    fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.changed.notify_all();
         }
+    }
+
+    /// A mark covering everything sent before this call, for `wait_for`.
+    pub fn mark(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    fn reached(&self, mark: u64) -> bool {
+        self.written.load(Ordering::SeqCst) >= mark || self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Block until everything sent before `mark` was taken is written, or
+    /// the writer stopped. Not for an async context: it blocks the thread.
+    pub fn wait_for(&self, mark: u64) {
+        if self.reached(mark) {
+            return;
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Checked again after `waiting` counts this thread: a `wrote` since
+        // either is seen here or wakes it.
+        while !self.reached(mark) {
+            guard = self.changed.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
