@@ -250,7 +250,13 @@ impl Core {
                     self.fail(comm, id, Failure::Cancelled { upstream: None });
                 }
             }
-            let ahead: Vec<TaskId> = self.workers.values().filter_map(|w| w.next).collect();
+            // Sent ahead, or being taken back for an idle worker (it may
+            // have started meanwhile): asked back to be cancelled.
+            let ahead: Vec<TaskId> = self
+                .workers
+                .values()
+                .filter_map(|w| w.next.or(w.retract.map(|(task, _)| task)))
+                .collect();
             for id in ahead {
                 self.retract(comm, id, Retract::Cancel);
             }
@@ -465,7 +471,7 @@ impl Core {
         }
         // Sent ahead is not running yet.
         let ahead = self.workers.values().filter(|w| w.next.is_some()).count();
-        counts.running -= ahead;
+        counts.running = counts.running.saturating_sub(ahead);
         counts.ready += ahead;
         counts
     }

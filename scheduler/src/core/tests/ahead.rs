@@ -298,3 +298,29 @@ fn a_pool_made_smaller_sends_nothing_ahead_until_it_has_shrunk() {
         "ahead again"
     );
 }
+
+#[test]
+fn shutdown_with_cancel_futures_also_cancels_a_task_being_taken_back_for_an_idle_worker() {
+    let (mut core, mut comm) = block_ahead(2);
+    for id in 1..=4 {
+        core.submit(&mut comm, task(id, &[])).unwrap();
+    }
+    done(&mut core, &mut comm, 1, 2, "b");
+    done(&mut core, &mut comm, 1, 4, "d");
+    assert_eq!(
+        retracts(&comm),
+        vec![(WorkerId(0), TaskId(3))],
+        "for idle worker 1"
+    );
+    done(&mut core, &mut comm, 0, 1, "a"); // task 3 may have started meanwhile
+    core.shutdown(&mut comm, true);
+    core.task_retracted(&mut comm, WorkerId(0), TaskId(3));
+    assert!(comm.events.contains(&Event::Cancelled {
+        task: TaskId(3),
+        upstream: None
+    }));
+    assert!(!comm
+        .runs()
+        .iter()
+        .any(|(w, t)| *w == WorkerId(1) && *t == TaskId(3)));
+}
