@@ -94,7 +94,12 @@ impl Sender {
     /// caller does other work meanwhile, and by the time it must be sure,
     /// the connection thread has usually written it.
     pub fn send_written_later(&self, message: FromWorker, frames: Vec<Bytes>) -> Written {
-        let Some((runtime, wire)) = self.connected.get() else {
+        let connected = self.connected.get();
+        // Inside some tokio runtime (a task's own Rust extension calling
+        // back into Python that prints), `block_on` would panic: queue it.
+        let Some((runtime, wire)) =
+            connected.filter(|_| tokio::runtime::Handle::try_current().is_err())
+        else {
             self.send(message, frames);
             return Written(None);
         };
