@@ -124,11 +124,10 @@ def dumps_call(args, kwargs, on_future):
     return _frames(file.getvalue(), buffers)
 
 
-# What `dumps_call` pickles without cloudpickle: exact builtin types (a
+# What `dumps_call` pickles without cloudpickle: exact builtin types (`SCALARS`; a
 # subclass may reduce to anything, a Future among them), nested at most
 # `_PLAIN_DEPTH` deep, `_PLAIN_ITEMS` values in all. Past that the scan costs
 # more than the Pickler it saves, and the slow path is right for anything.
-_PLAIN_SCALARS = SCALARS
 _PLAIN_DEPTH = 4
 _PLAIN_ITEMS = 64
 
@@ -141,12 +140,12 @@ def _plain_call(args, kwargs):
     if budget[0] < 0:
         return False
     for value in args:
-        if type(value) not in _PLAIN_SCALARS and not _plain(value, _PLAIN_DEPTH, budget):
+        if type(value) not in SCALARS and not _plain(value, _PLAIN_DEPTH, budget):
             return False
     for key, value in kwargs.items():
         if type(key) is not str:  # a str subclass can be a keyword too
             return False
-        if type(value) not in _PLAIN_SCALARS and not _plain(value, _PLAIN_DEPTH, budget):
+        if type(value) not in SCALARS and not _plain(value, _PLAIN_DEPTH, budget):
             return False
     return True
 
@@ -165,9 +164,23 @@ def _plain(container, depth, budget):
     if depth == 0 or budget[0] < 0:
         return False
     for value in items:
-        if type(value) not in _PLAIN_SCALARS and not _plain(value, depth - 1, budget):
+        if type(value) not in SCALARS and not _plain(value, depth - 1, budget):
             return False
     return True
+
+
+def dumps_result(value):
+    """A task's result as frames. The standard pickler costs a tenth of
+    cloudpickle's to set up (3 µs of a tiny task's 8) and pickles a result the
+    same way whenever it can pickle it at all: both pickle what is importable
+    by reference. What it refuses, a lambda or an instance of a class that
+    came by value with the task's function, goes to cloudpickle."""
+    buffers = []
+    try:
+        pickled = pickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffers.append)
+    except Exception:  # noqa: BLE001 - cloudpickle tries again, and reports its own failure
+        return dumps_value(value)
+    return _frames(pickled, buffers)
 
 
 def dumps_value(value):

@@ -7,7 +7,6 @@ connected to the scheduler) broadcasts the task, each rank runs it, and rank
 """
 
 import contextlib
-import pickle
 import sys
 
 import cloudpickle
@@ -23,7 +22,7 @@ def pack(ok, value):
     becomes a TypeError; an exception that cannot, a RemoteError."""
     if ok:
         try:
-            return True, _dumps_result(value)
+            return True, serialize.dumps_result(value)
         except Exception as error:  # noqa: BLE001 - reported as the task's failure
             failure = TypeError(
                 f"the result, a {type(value).__name__}, could not be pickled: {error}"
@@ -41,20 +40,6 @@ def pack(ok, value):
             f"{name}: {value} (the exception could not be pickled: {pickling_error})"
         )
         return False, serialize.dumps_value(ExceptionWithTraceback(stand_in, text))
-
-
-def _dumps_result(value):
-    """A result's frames. The standard pickler costs a tenth of cloudpickle's
-    to set up (3 µs of a tiny task's 8) and pickles a result the same way
-    whenever it can pickle it at all: both pickle what is importable by
-    reference. What it refuses, a lambda or an instance of a class that came
-    by value with the task's function, goes to cloudpickle."""
-    buffers = []
-    try:
-        pickled = pickle.dumps(value, protocol=serialize.PROTOCOL, buffer_callback=buffers.append)
-    except Exception:  # noqa: BLE001 - cloudpickle tries again, and reports its own failure
-        return serialize.dumps_value(value)
-    return [pickled, *(buffer.raw() for buffer in buffers)]
 
 
 class LocalRuntime:
