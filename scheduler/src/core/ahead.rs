@@ -37,8 +37,9 @@ impl Core {
     }
 
     /// Only a task with no store and no frame large enough for shared
-    /// memory is sent ahead (see `Worker::takes_next`).
-    fn may_go_ahead(&self, id: TaskId) -> bool {
+    /// memory is sent ahead, or has one sent ahead behind it (see
+    /// `Worker::takes_next`). Asked before the task is sent.
+    pub(super) fn may_go_ahead(&self, id: TaskId) -> bool {
         let Some(work) = self.tasks.get(&id).and_then(|t| t.work.as_deref()) else {
             return false;
         };

@@ -23,7 +23,6 @@ pub use workers::{Launch, WorkerInfo, WorkerState};
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use crate::resources::{Capacity, ResourceRequest};
-use crate::shared_memory;
 use bytes::Bytes;
 use functions::FunctionStore;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -633,6 +632,8 @@ impl Core {
 
     /// Send a task to a worker, to run now or, `ahead`, after its current one.
     fn send_run(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId, ahead: bool) {
+        // What may go ahead may also have a task ahead behind it.
+        let takes_next = !ahead && self.queue_ahead && self.may_go_ahead(id);
         let task = self.tasks.get_mut(&id).expect("dispatched task exists");
         let work = task
             .work
@@ -675,7 +676,7 @@ impl Core {
             frames.extend(result.frames.iter().cloned());
         }
         if !ahead {
-            w.takes_next = work.store.is_none() && !shared_memory::has_large(&frames);
+            w.takes_next = takes_next;
         }
         let place = w
             .place
