@@ -10,6 +10,12 @@ fn block_ahead(workers: u32) -> (Core, Recorder) {
     (core, comm)
 }
 
+fn submit_all(core: &mut Core, comm: &mut Recorder, ids: std::ops::RangeInclusive<u64>) {
+    for id in ids {
+        core.submit(comm, task(id, &[])).unwrap();
+    }
+}
+
 fn running(comm: &Recorder) -> Vec<TaskId> {
     comm.events
         .iter()
@@ -33,9 +39,7 @@ fn retracts(comm: &Recorder) -> Vec<(WorkerId, TaskId)> {
 #[test]
 fn a_busy_worker_is_sent_one_task_ahead_which_reports_running_when_it_starts() {
     let (mut core, mut comm) = block_ahead(1);
-    for id in 1..=3 {
-        core.submit(&mut comm, task(id, &[])).unwrap();
-    }
+    submit_all(&mut core, &mut comm, 1..=3);
     assert_eq!(
         comm.runs(),
         vec![(WorkerId(0), TaskId(1)), (WorkerId(0), TaskId(2))],
@@ -62,9 +66,7 @@ fn a_busy_worker_is_sent_one_task_ahead_which_reports_running_when_it_starts() {
 #[test]
 fn a_task_sent_ahead_is_cancelled_by_taking_it_back() {
     let (mut core, mut comm) = block_ahead(1);
-    for id in 1..=3 {
-        core.submit(&mut comm, task(id, &[])).unwrap();
-    }
+    submit_all(&mut core, &mut comm, 1..=3);
     assert_eq!(
         core.cancel(&mut comm, TaskId(2)),
         None,
@@ -85,14 +87,7 @@ fn a_task_sent_ahead_is_cancelled_by_taking_it_back() {
     // Task 3 goes ahead in its place, its function inline again: the
     // worker never read the slot task 2's Run would have filled.
     assert_eq!(comm.runs().last(), Some(&(WorkerId(0), TaskId(3))));
-    let (message, _) = comm.last_run_frames();
-    assert!(matches!(
-        message,
-        ToWorker::Run {
-            function: FunctionRef::Inline { .. },
-            ..
-        }
-    ));
+    assert!(comm.last_run_inlines_its_function());
     done(&mut core, &mut comm, 0, 1, "a");
     done(&mut core, &mut comm, 0, 3, "c");
     assert_eq!(comm.finished(), vec![TaskId(1), TaskId(3)]);
@@ -138,9 +133,7 @@ fn a_cancel_that_arrives_after_the_task_started_is_refused_whichever_answer_come
 #[test]
 fn an_idle_worker_takes_over_a_task_sent_ahead_to_a_busy_one() {
     let (mut core, mut comm) = block_ahead(2);
-    for id in 1..=4 {
-        core.submit(&mut comm, task(id, &[])).unwrap();
-    }
+    submit_all(&mut core, &mut comm, 1..=4);
     assert_eq!(
         comm.runs(),
         vec![
@@ -186,14 +179,7 @@ fn a_worker_that_dies_gives_back_the_task_it_held_ahead_without_using_a_restart(
     // The replacement runs task 2, though it may not be restarted: it never ran.
     core.worker_hello(&mut comm, WorkerId(1), 200, "host".into());
     assert_eq!(comm.runs().last(), Some(&(WorkerId(1), TaskId(2))));
-    let (message, _) = comm.last_run_frames();
-    assert!(matches!(
-        message,
-        ToWorker::Run {
-            function: FunctionRef::Inline { .. },
-            ..
-        }
-    ));
+    assert!(comm.last_run_inlines_its_function());
     done(&mut core, &mut comm, 1, 2, "b");
     assert_eq!(comm.finished(), vec![TaskId(2)]);
 }
@@ -215,9 +201,7 @@ fn a_worker_that_dies_while_a_cancel_is_out_answers_it_cancelled() {
 #[test]
 fn shutdown_with_cancel_futures_takes_back_the_tasks_sent_ahead() {
     let (mut core, mut comm) = block_ahead(1);
-    for id in 1..=3 {
-        core.submit(&mut comm, task(id, &[])).unwrap();
-    }
+    submit_all(&mut core, &mut comm, 1..=3);
     core.shutdown(&mut comm, true);
     assert_eq!(retracts(&comm), vec![(WorkerId(0), TaskId(2))]);
     core.task_retracted(&mut comm, WorkerId(0), TaskId(2));
@@ -302,9 +286,7 @@ fn a_pool_made_smaller_sends_nothing_ahead_until_it_has_shrunk() {
 #[test]
 fn shutdown_with_cancel_futures_also_cancels_a_task_being_taken_back_for_an_idle_worker() {
     let (mut core, mut comm) = block_ahead(2);
-    for id in 1..=4 {
-        core.submit(&mut comm, task(id, &[])).unwrap();
-    }
+    submit_all(&mut core, &mut comm, 1..=4);
     done(&mut core, &mut comm, 1, 2, "b");
     done(&mut core, &mut comm, 1, 4, "d");
     assert_eq!(
