@@ -20,9 +20,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend, WriteProgress, ZmqMessage};
 
 /// A message for the scheduler, queued for the connection thread.
-pub struct Queued {
-    pub message: FromWorker,
-    pub frames: Vec<Bytes>,
+struct Queued {
+    message: FromWorker,
+    frames: Vec<Bytes>,
 }
 
 /// Messages for the scheduler; `None` asks the connection thread to flush and stop.
