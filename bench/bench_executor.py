@@ -65,6 +65,12 @@ SCENARIOS = {
 }
 DERIVED = {"submit": ("rss", "submit_per_s")}
 
+# Scenarios measured in several rounds, each library once per round in turn: on a shared
+# machine the load changes within seconds, and libraries measured one after the other would be
+# compared under different loads. The table shows each library's median over the rounds, and
+# the run prints the ratio of every round. (full, quick)
+ROUNDS = {"throughput": (5, 1)}
+
 # Sizes: (full, quick)
 SIZES = {
     "throughput_tasks": (5000, 1000),
@@ -767,6 +773,31 @@ def run_one(library, scenario, quick, timeout):
     return result
 
 
+def combine_rounds(results):
+    """One library's rounds of a scenario as one result: the median value."""
+    values = [result["value"] for result in results if "value" in result]
+    if not values:
+        return results[-1]
+    combined = dict(next(result for result in results if "value" in result))
+    combined["value"] = statistics.median(values)
+    combined["rounds"] = values
+    combined["wall_s"] = round(sum(result["wall_s"] for result in results), 2)
+    if len(values) < len(results):
+        combined["note"] = _join(combined.get("note"), f"{len(values)} of {len(results)} rounds")
+    return combined
+
+
+def print_round_ratios(measured, higher_is_better):
+    for peer in ("executorlib", "ppe"):
+        if "pmp" not in measured or peer not in measured:
+            continue
+        ratios = [
+            ratio({"pmp": ours, peer: theirs}, higher_is_better, peer).split(" ")[0]
+            for ours, theirs in zip(measured["pmp"], measured[peer], strict=True)
+        ]
+        print(f"  pmp ÷ {COLUMNS[peer]}, round by round: {', '.join(ratios)}")
+
+
 def _last_json(stdout):
     for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
@@ -932,12 +963,20 @@ def main():
     table = {}
     started = time.perf_counter()
     for scenario in scenarios:
-        table[scenario] = {}
-        for library in libraries:
-            result = run_one(library, scenario, args.quick, args.timeout)
-            table[scenario][library] = result
-            shown = format_value(result, SCENARIOS[scenario][1])
-            print(f"  {scenario:<11} {library:<12} {shown}  [{result['wall_s']} s]", flush=True)
+        rounds = ROUNDS.get(scenario, (1, 1))[int(args.quick)]
+        measured = {library: [] for library in libraries}
+        for round_ in range(rounds):
+            for library in libraries:
+                result = run_one(library, scenario, args.quick, args.timeout)
+                measured[library].append(result)
+                shown = format_value(result, SCENARIOS[scenario][1])
+                name = f"{scenario} {round_ + 1}/{rounds}" if rounds > 1 else scenario
+                print(f"  {name:<15} {library:<12} {shown}  [{result['wall_s']} s]", flush=True)
+        table[scenario] = {
+            library: combine_rounds(results) for library, results in measured.items()
+        }
+        if rounds > 1:
+            print_round_ratios(measured, SCENARIOS[scenario][2])
     print(f"\n(total {time.perf_counter() - started:.0f} s)\n")
     print_table(table, libraries, args.quick)
     if args.json:
