@@ -6,8 +6,9 @@
 //! `Sender::send_now`, which returns once the message is written to the
 //! connection: a task started right after (one sent ahead), or the one
 //! printing, could crash the process, and what it sent must not be lost
-//! with it. The socket's own writer (zeromq's) runs on this thread; the
-//! sending thread waits for its `WriteProgress`.
+//! with it. The sending thread writes to the connection itself when zeromq's
+//! writer (on this thread) has nothing queued, which spares waking this
+//! thread; otherwise it queues and waits for the writer's `WriteProgress`.
 
 use crate::inbox::{Inbox, Message};
 use crate::settings::Settings;
@@ -17,7 +18,7 @@ use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
 use pmp_scheduler::Bytes;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-use zeromq::{Socket, SocketRecv, SocketSend, WriteProgress, ZmqMessage};
+use zeromq::{Socket, SocketRecv, WriteProgress, ZmqMessage};
 
 /// A message for the scheduler, queued for the connection thread.
 struct Queued {
@@ -62,7 +63,7 @@ impl Wire {
 }
 
 async fn write_one(send_half: &mut zeromq::DealerSendHalf, wire: Vec<Bytes>) {
-    if send_half.send(zmq_message(wire)).await.is_err() {
+    if send_half.send_direct(zmq_message(wire)).await.is_err() {
         eprintln!("pmp-worker: lost the connection to the scheduler");
         die();
     }
@@ -103,7 +104,8 @@ impl Sender {
             self.send(message, frames);
             return Written(None);
         };
-        // The connection thread drives the socket's I/O meanwhile.
+        // Written here unless zeromq's writer has something queued; the
+        // connection thread drives the socket's I/O meanwhile.
         runtime.block_on(wire.write(message, frames));
         Written(wire.progress.clone().map(|progress| {
             let mark = progress.mark();

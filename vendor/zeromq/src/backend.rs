@@ -1,5 +1,5 @@
 use crate::async_rt;
-use crate::codec::{FramedIo, Message, ZmqFramedRead};
+use crate::codec::{FramedIo, Message, ZmqFramedRead, ZmqFramedWrite};
 use crate::fair_queue::QueueInner;
 use crate::util::PeerIdentity;
 use crate::write_progress::WriteProgress;
@@ -11,6 +11,7 @@ use crate::{
 use async_trait::async_trait;
 use crossbeam_queue::SegQueue;
 use futures::channel::mpsc;
+use futures::lock::Mutex as AsyncMutex;
 use futures::SinkExt;
 use parking_lot::Mutex;
 
@@ -26,13 +27,20 @@ pub(crate) struct Peer {
     pub(crate) send_queue: mpsc::Sender<Message>,
     /// pmp: what its writer task has written of what was sent to it.
     pub(crate) progress: Arc<WriteProgress>,
+    /// pmp: the connection's write half, shared with its writer task, for
+    /// `send_direct` (None where there is no connection: the crate's bench).
+    pub(crate) writer: Option<SharedWriter>,
 }
+
+/// pmp: a peer's write half, which its writer task locks for each batch.
+pub(crate) type SharedWriter = Arc<AsyncMutex<ZmqFramedWrite>>;
 
 #[derive(Clone)]
 struct SinglePeer {
     peer_id: PeerIdentity,
     send_queue: mpsc::Sender<Message>,
     progress: Arc<WriteProgress>,
+    writer: Option<SharedWriter>,
 }
 
 enum CachedSend {
@@ -242,6 +250,50 @@ impl GenericSocketBackend {
         }
     }
 
+    /// pmp: write `message` to the one connected peer from the calling task,
+    /// without a hop through its writer task, when nothing is queued for or
+    /// being written by that task (so that it cannot overtake an earlier
+    /// message); otherwise, or with no single peer, it is given back.
+    pub(crate) async fn send_single_peer_direct(
+        &self,
+        message: Message,
+    ) -> ZmqResult<Result<(), Message>> {
+        let peer = match self.single_peer.lock().as_ref() {
+            Some(peer) if self.peer_count.load(Ordering::Acquire) == 1 => peer.clone(),
+            _ => return Ok(Err(message)),
+        };
+        let Some(writer) = &peer.writer else {
+            return Ok(Err(message));
+        };
+        let Some(mut writer) = writer.try_lock() else {
+            return Ok(Err(message));
+        };
+        // Checked with the lock held: the writer task takes a message from
+        // its queue before it locks, and every message is counted before it
+        // is queued, so an idle count here means none is ahead of this one.
+        if !peer.progress.idle() {
+            return Ok(Err(message));
+        }
+        peer.progress.will_queue();
+        let written = async {
+            writer.feed(message).await?;
+            writer.flush().await
+        }
+        .await;
+        drop(writer);
+        match written {
+            Ok(()) => {
+                peer.progress.wrote(1);
+                Ok(Ok(()))
+            }
+            Err(error) => {
+                peer.progress.stopped();
+                self.peer_disconnected(&peer.peer_id);
+                Err(error.into())
+            }
+        }
+    }
+
     /// pmp: the write progress of the one connected peer, if there is exactly one.
     pub(crate) fn single_peer_progress(&self) -> Option<Arc<WriteProgress>> {
         self.single_peer.lock().as_ref().map(|peer| peer.progress.clone())
@@ -257,6 +309,7 @@ impl GenericSocketBackend {
                 peer_id: peer.key().clone(),
                 send_queue: peer.send_queue.clone(),
                 progress: peer.progress.clone(),
+                writer: peer.writer.clone(),
             });
         } else {
             *single_peer = None;
@@ -306,12 +359,14 @@ impl MultiPeerBackend for GenericSocketBackend {
         let (recv_queue, send_queue) = io.into_parts();
         let (queue_sender, queue_receiver) = mpsc::channel(PEER_SEND_QUEUE_CAPACITY);
         let progress = Arc::new(WriteProgress::default());
+        let send_queue: SharedWriter = Arc::new(AsyncMutex::new(send_queue));
         self.peers
             .upsert_async(
                 peer_id.clone(),
                 Peer {
                     send_queue: queue_sender,
                     progress: progress.clone(),
+                    writer: Some(send_queue.clone()),
                 },
             )
             .await;

@@ -176,6 +176,22 @@ impl SocketSend for DealerSendHalf {
 impl CaptureSocket for DealerSendHalf {}
 
 impl DealerSendHalf {
+    /// pmp: `send`, written to the connection by the calling task when the
+    /// peer's writer task has nothing queued (then it is written when this
+    /// returns), queued for that task otherwise. Spares a thread that sends
+    /// from outside the runtime's thread a wake-up of that thread.
+    pub async fn send_direct(&mut self, message: ZmqMessage) -> ZmqResult<()> {
+        match self
+            .inner
+            .backend
+            .send_single_peer_direct(Message::Message(message))
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(message) => self.inner.backend.send_round_robin(message).await,
+        }
+    }
+
     /// pmp: how far the writer of the one connected peer has got (None
     /// unless exactly one peer is connected).
     pub fn write_progress(&self) -> Option<Arc<crate::WriteProgress>> {

@@ -72,7 +72,7 @@ pub mod __bench {
                 let (send_queue, recv_queue) = mpsc::channel(queue_capacity);
                 backend
                     .peers
-                    .upsert_async(peer_id.clone(), Peer { send_queue, progress: Default::default() })
+                    .upsert_async(peer_id.clone(), Peer { send_queue, progress: Default::default(), writer: None })
                     .await;
                 backend.round_robin.push(peer_id);
                 receivers.push(recv_queue);

@@ -47,6 +47,12 @@ impl WriteProgress {
         }
     }
 
+    /// Whether everything queued is written: nothing is waiting for or in
+    /// the hands of the writer.
+    pub(crate) fn idle(&self) -> bool {
+        self.written.load(Ordering::SeqCst) >= self.queued.load(Ordering::SeqCst)
+    }
+
     /// A mark covering everything sent before this call, for `wait_for`.
     pub fn mark(&self) -> u64 {
         self.queued.load(Ordering::SeqCst)

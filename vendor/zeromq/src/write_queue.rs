@@ -1,8 +1,11 @@
+use crate::backend::SharedWriter;
 use crate::codec::{CodecResult, Message, ZmqFramedWrite};
 use crate::write_progress::WriteProgress;
 
 use futures::channel::mpsc;
+use futures::lock::Mutex as AsyncMutex;
 use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
 
 const WRITE_BATCH_LIMIT: usize = 128;
 
@@ -12,13 +15,16 @@ pub(crate) async fn write_message_queue(
     queue_receiver: mpsc::Receiver<Message>,
     send_queue: ZmqFramedWrite,
 ) -> CodecResult<()> {
+    let send_queue = Arc::new(AsyncMutex::new(send_queue));
     write_counted(queue_receiver, send_queue, &WriteProgress::default()).await
 }
 
-/// pmp: `write_message_queue`, telling `progress` what is flushed, and when it stops.
+/// pmp: `write_message_queue`, telling `progress` what is flushed, and when
+/// it stops; the write half is locked for each batch, as `send_direct`
+/// writes to it too.
 pub(crate) async fn write_counted(
     queue_receiver: mpsc::Receiver<Message>,
-    send_queue: ZmqFramedWrite,
+    send_queue: SharedWriter,
     progress: &WriteProgress,
 ) -> CodecResult<()> {
     let result = write_batches(queue_receiver, send_queue, progress).await;
@@ -28,10 +34,11 @@ pub(crate) async fn write_counted(
 
 async fn write_batches(
     mut queue_receiver: mpsc::Receiver<Message>,
-    mut send_queue: ZmqFramedWrite,
+    send_queue: SharedWriter,
     progress: &WriteProgress,
 ) -> CodecResult<()> {
     while let Some(message) = queue_receiver.next().await {
+        let mut send_queue = send_queue.lock().await;
         let mut batch = 1;
         // When backlog already exists, feed a batch before flushing once to avoid per-message flush cost during bursts.
         send_queue.feed(message).await?;
