@@ -28,12 +28,13 @@ struct Queue {
 
 impl Inbox {
     pub fn push(&self, message: Message) {
-        self.queue
-            .lock()
-            .expect("inbox lock")
-            .messages
-            .push_back(message);
-        self.arrived.notify_one();
+        let mut queue = self.queue.lock().expect("inbox lock");
+        queue.messages.push_back(message);
+        let waiting = queue.waiting;
+        drop(queue);
+        if waiting {
+            self.arrived.notify_one();
+        }
     }
 
     /// No more messages will come: `next` returns None once the queue is empty.
