@@ -57,7 +57,7 @@ def test_comm_info_lists_widget_comms(frontend):
 
 
 def test_output_widget_tags_captured_output_with_the_cell(frontend):
-    code = "out = ipywidgets.Output()\nwith out:\n    print('captured')"
+    code = "import ipywidgets\nout = ipywidgets.Output()\nwith out:\n    print('captured')"
     msg_id = frontend.client.execute(code)
     assert frontend.reply(msg_id)["content"]["status"] == "ok"
     outputs = frontend.outputs(msg_id)
