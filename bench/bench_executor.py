@@ -70,6 +70,9 @@ DERIVED = {"submit": ("rss", "submit_per_s")}
 # compared under different loads. The table shows each library's median over the rounds, and
 # the run prints the ratio of every round. (full, quick)
 ROUNDS = {"throughput": (5, 1)}
+# The libraries measured in every round; the others (dask.distributed takes a minute a round
+# here) only in the first.
+IN_EVERY_ROUND = ("pmp", "executorlib", "ppe")
 
 # Sizes: (full, quick)
 SIZES = {
@@ -967,6 +970,8 @@ def main():
         measured = {library: [] for library in libraries}
         for round_ in range(rounds):
             for library in libraries:
+                if round_ > 0 and library not in IN_EVERY_ROUND:
+                    continue
                 result = run_one(library, scenario, args.quick, args.timeout)
                 measured[library].append(result)
                 shown = format_value(result, SCENARIOS[scenario][1])
