@@ -258,12 +258,18 @@ impl GenericSocketBackend {
         &self,
         message: Message,
     ) -> ZmqResult<Result<(), Message>> {
-        let peer = match self.single_peer.lock().as_ref() {
-            Some(peer) if self.peer_count.load(Ordering::Acquire) == 1 => peer.clone(),
+        // Only what a direct write needs: cloning the whole SinglePeer would
+        // clone its queue's Sender, an allocation on every send.
+        let (peer_id, progress, writer) = match self.single_peer.lock().as_ref() {
+            Some(SinglePeer {
+                peer_id,
+                progress,
+                writer: Some(writer),
+                ..
+            }) if self.peer_count.load(Ordering::Acquire) == 1 => {
+                (peer_id.clone(), progress.clone(), writer.clone())
+            }
             _ => return Ok(Err(message)),
-        };
-        let Some(writer) = &peer.writer else {
-            return Ok(Err(message));
         };
         let Some(mut writer) = writer.try_lock() else {
             return Ok(Err(message));
@@ -271,10 +277,10 @@ impl GenericSocketBackend {
         // Checked with the lock held: the writer task takes a message from
         // its queue before it locks, and every message is counted before it
         // is queued, so an idle count here means none is ahead of this one.
-        if !peer.progress.idle() {
+        if !progress.idle() {
             return Ok(Err(message));
         }
-        peer.progress.will_queue();
+        progress.will_queue();
         let written = async {
             writer.feed(message).await?;
             writer.flush().await
@@ -283,12 +289,12 @@ impl GenericSocketBackend {
         drop(writer);
         match written {
             Ok(()) => {
-                peer.progress.wrote(1);
+                progress.wrote(1);
                 Ok(Ok(()))
             }
             Err(error) => {
-                peer.progress.stopped();
-                self.peer_disconnected(&peer.peer_id);
+                progress.stopped();
+                self.peer_disconnected(&peer_id);
                 Err(error.into())
             }
         }
