@@ -106,10 +106,16 @@ def _fresh(fn):
     return cloudpickle.dumps(fn, protocol=serialize.PROTOCOL)
 
 
-def test_a_global_rebound_to_an_equal_int_keeps_the_pickle_another_type_does_not():
+def _reads_a_global():
+    """A function pickled by value that reads the global `setting` (1), its
+    namespace, and its first pickle."""
     namespace = _by_value("setting = 1\ndef reads():\n    return setting\n")
     reads = namespace["reads"]
-    first = serialize.dumps_function(reads)
+    return namespace, reads, serialize.dumps_function(reads)
+
+
+def test_a_global_rebound_to_an_equal_int_keeps_the_pickle_another_type_does_not():
+    namespace, reads, first = _reads_a_global()
     namespace["setting"] = int("1")  # another object, the same value
     assert serialize.dumps_function(reads) is first
     for value in (1.0, True, 2, "1"):  # 1 == 1.0 == True: by value and type
@@ -120,9 +126,7 @@ def test_a_global_rebound_to_an_equal_int_keeps_the_pickle_another_type_does_not
 
 
 def test_a_global_that_goes_or_comes_is_seen():
-    namespace = _by_value("setting = 1\ndef reads():\n    return setting\n")
-    reads = namespace["reads"]
-    first = serialize.dumps_function(reads)
+    namespace, reads, first = _reads_a_global()
     del namespace["setting"]
     assert serialize.dumps_function(reads) == _fresh(reads) != first
     namespace["setting"] = 1

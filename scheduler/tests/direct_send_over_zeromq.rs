@@ -5,7 +5,9 @@
 //! another, and each counts as written once it is on the connection.
 
 use bytes::Bytes;
-use zeromq::{DealerSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{SocketRecv, SocketSend, ZmqMessage};
+
+mod zeromq_pair;
 
 const MESSAGES: u32 = 3000;
 
@@ -16,13 +18,7 @@ fn direct_and_queued_sends_from_another_thread_arrive_in_order() {
         .build()
         .unwrap();
     let (mut router, dealer) = runtime.block_on(async {
-        let mut router = RouterSocket::new();
-        let endpoint = router.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let mut dealer = DealerSocket::new();
-        dealer
-            .connect(&endpoint.to_string())
-            .await
-            .expect("connect");
+        let (mut router, mut dealer) = zeromq_pair::connected().await;
         // The connection is up once the router has heard from the dealer.
         dealer.send(ZmqMessage::from("hello")).await.unwrap();
         router.recv().await.unwrap();

@@ -3,7 +3,9 @@
 //! never while it is alive.
 
 use bytes::Bytes;
-use zeromq::{DealerSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{RouterSocket, SocketRecv, SocketSend, ZmqMessage};
+
+mod zeromq_pair;
 
 const BIG: usize = 16 << 20;
 
@@ -23,13 +25,7 @@ async fn receive(router: &mut RouterSocket) -> (Bytes, Vec<Bytes>) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_dropped_large_frames_storage_takes_the_next_and_a_live_one_is_never_reused() {
-    let mut router = RouterSocket::new();
-    let endpoint = router.bind("tcp://127.0.0.1:0").await.expect("bind");
-    let mut dealer = DealerSocket::new();
-    dealer
-        .connect(&endpoint.to_string())
-        .await
-        .expect("connect");
+    let (mut router, mut dealer) = zeromq_pair::connected().await;
 
     dealer.send(message(1)).await.unwrap();
     let (first, small) = receive(&mut router).await;

@@ -97,8 +97,7 @@ fn a_task_sent_ahead_is_cancelled_by_taking_it_back() {
 fn a_cancel_that_arrives_after_the_task_started_is_refused_whichever_answer_comes_first() {
     // Kept before the Done of the task it was sent behind.
     let (mut core, mut comm) = block_ahead(1);
-    core.submit(&mut comm, task(1, &[])).unwrap();
-    core.submit(&mut comm, task(2, &[])).unwrap();
+    submit_all(&mut core, &mut comm, 1..=2);
     assert_eq!(core.cancel(&mut comm, TaskId(2)), None);
     core.task_kept(&mut comm, WorkerId(0), TaskId(2));
     assert_eq!(comm.cancel_answers, vec![(TaskId(2), false)]);
@@ -108,8 +107,7 @@ fn a_cancel_that_arrives_after_the_task_started_is_refused_whichever_answer_come
 
     // Done of the task ahead, then Kept: Running waits for the answer.
     let (mut core, mut comm) = block_ahead(1);
-    core.submit(&mut comm, task(1, &[])).unwrap();
-    core.submit(&mut comm, task(2, &[])).unwrap();
+    submit_all(&mut core, &mut comm, 1..=2);
     assert_eq!(core.cancel(&mut comm, TaskId(2)), None);
     done(&mut core, &mut comm, 0, 1, "a");
     assert_eq!(running(&comm), vec![TaskId(1)]);
@@ -119,8 +117,7 @@ fn a_cancel_that_arrives_after_the_task_started_is_refused_whichever_answer_come
 
     // Its own Done before Kept: refused, and the late Kept changes nothing.
     let (mut core, mut comm) = block_ahead(1);
-    core.submit(&mut comm, task(1, &[])).unwrap();
-    core.submit(&mut comm, task(2, &[])).unwrap();
+    submit_all(&mut core, &mut comm, 1..=2);
     assert_eq!(core.cancel(&mut comm, TaskId(2)), None);
     done(&mut core, &mut comm, 0, 1, "a");
     done(&mut core, &mut comm, 0, 2, "b");
@@ -162,8 +159,7 @@ fn an_idle_worker_takes_over_a_task_sent_ahead_to_a_busy_one() {
 #[test]
 fn a_worker_that_dies_gives_back_the_task_it_held_ahead_without_using_a_restart() {
     let (mut core, mut comm) = block_ahead(1);
-    core.submit(&mut comm, task(1, &[])).unwrap();
-    core.submit(&mut comm, task(2, &[])).unwrap();
+    submit_all(&mut core, &mut comm, 1..=2);
     core.worker_lost(
         &mut comm,
         WorkerId(0),
@@ -187,8 +183,7 @@ fn a_worker_that_dies_gives_back_the_task_it_held_ahead_without_using_a_restart(
 #[test]
 fn a_worker_that_dies_while_a_cancel_is_out_answers_it_cancelled() {
     let (mut core, mut comm) = block_ahead(1);
-    core.submit(&mut comm, task(1, &[])).unwrap();
-    core.submit(&mut comm, task(2, &[])).unwrap();
+    submit_all(&mut core, &mut comm, 1..=2);
     assert_eq!(core.cancel(&mut comm, TaskId(2)), None);
     core.worker_lost(&mut comm, WorkerId(0), LostReason::new("exit 1"));
     assert_eq!(comm.cancel_answers, vec![(TaskId(2), true)]);
@@ -265,8 +260,7 @@ fn tasks_with_a_store_or_a_large_frame_are_not_sent_ahead_nor_is_anything_behind
 #[test]
 fn a_pool_made_smaller_sends_nothing_ahead_until_it_has_shrunk() {
     let (mut core, mut comm) = block_ahead(2);
-    core.submit(&mut comm, task(1, &[])).unwrap();
-    core.submit(&mut comm, task(2, &[])).unwrap();
+    submit_all(&mut core, &mut comm, 1..=2);
     core.resize_pool(&mut comm, 1).unwrap();
     core.submit(&mut comm, task(3, &[])).unwrap();
     assert_eq!(
