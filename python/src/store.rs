@@ -7,7 +7,7 @@ use pmp_scheduler::python_frames::{frames_from_python, frames_to_python};
 use pmp_scheduler::store::{self, Entry, Input, Meta, State, StoreError};
 use pmp_scheduler::Bytes;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyException, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::path::PathBuf;
@@ -22,7 +22,10 @@ create_exception!(
 fn to_python(error: StoreError) -> PyErr {
     match error {
         StoreError::Invalid { .. } => InvalidEntry::new_err(error.to_string()),
-        StoreError::InvalidKey(_) => PyValueError::new_err(error.to_string()),
+        StoreError::InvalidKey(_) | StoreError::InvalidJobId(_) => {
+            PyValueError::new_err(error.to_string())
+        }
+        StoreError::NotPrivate { .. } => PyPermissionError::new_err(error.to_string()),
         other => PyRuntimeError::new_err(other.to_string()),
     }
 }
@@ -200,6 +203,46 @@ impl Store {
     fn unlock(&self, key: &str) -> PyResult<()> {
         self.store.unlock(key).map_err(to_python)
     }
+
+    /// Record that batch job `job` runs `key`'s call (signed); ValueError if
+    /// `job` is not a job id.
+    fn write_job(&self, key: &str, job: &str) -> PyResult<()> {
+        self.store.write_job(key, job).map_err(to_python)
+    }
+
+    /// The verified job id recorded for `key`, or None; `InvalidEntry` if
+    /// the record fails its check.
+    fn read_job(&self, key: &str) -> PyResult<Option<String>> {
+        self.store.read_job(key).map_err(to_python)
+    }
+
+    /// The keys that have a job record, sorted (not verified).
+    fn job_keys(&self) -> PyResult<Vec<String>> {
+        self.store.job_keys().map_err(to_python)
+    }
+
+    /// Where the batch job of `key` writes what it prints.
+    fn log_path(&self, key: &str) -> PyResult<PathBuf> {
+        self.store.log_path(key).map_err(to_python)
+    }
+
+    /// The last `limit` bytes of the log of `key`'s batch job, or None;
+    /// PermissionError if it is not the user's own file.
+    fn log_tail<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        limit: u64,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let tail = self.store.log_tail(key, limit).map_err(to_python)?;
+        Ok(tail.map(|bytes| PyBytes::new(py, &bytes)))
+    }
+}
+
+/// Whether `job` is a batch job id (Slurm's digits, Flux's f58).
+#[pyfunction]
+pub fn valid_job_id(job: &str) -> bool {
+    store::valid_job_id(job)
 }
 
 /// Whether `key` can name an entry (letters, digits, `.`, `_`, `-`, in parts

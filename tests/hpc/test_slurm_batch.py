@@ -535,6 +535,47 @@ def test_terminate_tasks_in_cache_cancels_what_a_gone_client_left_running(batch,
 
 
 @pytest.mark.timeout(240)
+def test_terminate_tasks_in_cache_hands_scancel_only_signed_job_ids(batch, tmp_path, wait_until):
+    # An unrelated job of the user's, and job records rewritten as text (as
+    # before records were signed): one that would read as an scancel option,
+    # one with the job's real id. Neither is the store's own record.
+    canary = subprocess.run(
+        ["sbatch", "--parsable", "--job-name=canary", "--wrap", "sleep 120"],
+        capture_output=True,
+        text=True,
+        env=OUTSIDE,
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    try:
+        done = batch(
+            f"""
+            import warnings
+            from pmp import terminate_tasks_in_cache
+            from pmp.client import store
+            store.open_store(os.path.abspath("store"))
+            for key, text in (("option", "--name=canary"), ("plain", "{canary}")):
+                with open(os.path.join("store", "jobs", key), "w") as f:
+                    f.write(text)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                print(terminate_tasks_in_cache("store"))
+            print(sorted(str(w.message).split(":")[0] for w in caught))
+            """
+        )
+        shown = lines(done)
+        assert shown[0] == "[]"
+        assert "ignoring the job record of 'option'" in shown[1], shown[1]
+        assert "ignoring the job record of 'plain'" in shown[1], shown[1]
+        # scancel returns once slurmctld has cancelled: a cancel would show now.
+        assert in_queue("canary")[0] == "canary", "an unrelated job was cancelled"
+    finally:
+        subprocess.run(["scancel", canary], check=False, timeout=60)
+    wait_until(lambda: in_queue("canary") == [], timeout=60, message="canary cancelled")
+
+
+@pytest.mark.timeout(240)
 def test_slurm_job_executor_outside_an_allocation_runs_srun_jobs_as_executorlib_does(batch):
     done = batch(
         """

@@ -18,7 +18,6 @@ every few seconds, in one call (`squeue`, `flux jobs`) for all of them.
 
 import contextlib
 import os
-import socket
 import sys
 import threading
 import time
@@ -218,9 +217,9 @@ class BatchJobs:
         root = os.fspath(task_store.root)
         from pmp import _pmp
 
-        logs = os.path.join(root, "logs")
-        os.makedirs(logs, mode=0o700, exist_ok=True)
-        log = os.path.join(logs, f"{_pmp.key_file_name(key)}.out")
+        # In the store's own logs/, made and checked with it: no one else can
+        # put a link there for the job system to follow.
+        log = os.fspath(task_store.log_path(key))
         cwd = resources["cwd"] or os.getcwd()
         from pmp.client.executor import _client_sys_path
 
@@ -344,16 +343,13 @@ class BatchJobs:
         code = self.jobs.exit_code(w.job)
         if code in _JOB_EXIT:
             words = _JOB_EXIT[code]
-        from pmp import _pmp
-
-        log = os.path.join(os.fspath(w.store.root), "logs", f"{_pmp.key_file_name(w.key)}.out")
         _fail(
             w.future,
             JobFailedError(
                 f"batch job {w.job} ended without a result: {words} ({state})",
                 job=w.job,
                 state=state,
-                log_tail=_tail(log),
+                log_tail=_tail(w.store, w.key),
             ),
         )
 
@@ -409,41 +405,46 @@ def _describe_state(state, reason, nodes):
     return state
 
 
-def _jobs_file(task_store, key):
-    from pmp import _pmp
-
-    return os.path.join(os.fspath(task_store.root), "jobs", _pmp.key_file_name(key))
-
-
 def _write_job(task_store, key, job):
-    """Which job runs `key`, for clients that attach to it (plain text: it
-    is read, never unpickled)."""
-    path = _jobs_file(task_store, key)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = f"{path}.{socket.gethostname()}.{os.getpid()}"
-    with open(temporary, "w") as file:
-        file.write(job)
-    os.replace(temporary, path)
+    """Record which job runs `key`, for clients that attach to it: signed
+    by the store, and only ever a job id (the store refuses anything else,
+    so no record reaches a command line as an option)."""
+    task_store.write_job(key, job)
 
 
 def _read_job(task_store, key):
+    """The job recorded for `key`, verified; None if there is none, or if
+    its record fails the check (reported once, like an invalid entry)."""
+    from pmp import _pmp
+
     try:
-        with open(_jobs_file(task_store, key)) as file:
-            return file.read().strip() or None
-    except OSError:
-        return None
+        return task_store.read_job(key)
+    except _pmp.InvalidEntry as error:
+        import warnings
+
+        warnings.warn(
+            f"ignoring the job record of {key!r} in {task_store.root}: {error}",
+            store.StoreWarning,
+            stacklevel=3,
+        )
+    except OSError:  # e.g. PermissionError: not the user's own file
+        pass
+    return None
 
 
-def _tail(path, lines=20):
+def _tail(task_store, key, lines=20):
+    """The last `lines` lines of what `key`'s job printed ("" if none)."""
     try:
-        with open(path, errors="replace") as file:
-            return "".join(file.readlines()[-lines:])
+        tail = task_store.log_tail(key, 64 * 1024)
     except OSError:
         return ""
+    if not tail:
+        return ""
+    return "".join(tail.decode(errors="replace").splitlines(keepends=True)[-lines:])
 
 
 def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backend=None):
-    """Cancel every batch job recorded in the store (its `jobs/` files), as
+    """Cancel every batch job recorded in the store (its signed `jobs/` records), as
     executorlib's: `backend` "slurm" (scancel, the default) or "flux" (flux
     cancel). Returns the job ids cancelled; their keys are free again."""
     import shutil
@@ -458,14 +459,8 @@ def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backe
     if program is None:
         raise ValueError(f"terminate_tasks_in_cache: no {backend} commands on PATH")
     jobs = job_system(backend, program, [])
-    directory = os.path.join(os.fspath(task_store.root), "jobs")
     recorded = {}
-    from pmp import _pmp
-
-    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-    for key in (name.replace("%", "/") for name in names):
-        if not _pmp.valid_key(key):
-            continue
+    for key in task_store.job_keys():
         if task_store.contains(key):
             continue  # ended with a result: nothing to cancel
         job = _read_job(task_store, key)

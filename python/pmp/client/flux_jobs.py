@@ -112,7 +112,10 @@ class FluxJobs:
         return states
 
     def cancel(self, jobs):
-        subprocess.run([self._flux, "cancel", *jobs], capture_output=True, timeout=60, check=False)
+        # Ids only (the store checked them), and after "--": never an option.
+        subprocess.run(
+            [self._flux, "cancel", "--", *jobs], capture_output=True, timeout=60, check=False
+        )
 
     def exit_code(self, job):
         try:

@@ -120,7 +120,8 @@ class SlurmJobs:
         return states
 
     def cancel(self, jobs):
-        subprocess.run([self._scancel, *jobs], capture_output=True, timeout=60, check=False)
+        # Ids only (the store checked them), and after "--": never an option.
+        subprocess.run([self._scancel, "--", *jobs], capture_output=True, timeout=60, check=False)
 
     def exit_code(self, job):
         """The exit code of an ended job, from `scontrol show job` (kept a few

@@ -5,6 +5,9 @@ itself is Rust, `pmp._pmp.Store`): the pickled result or exception with
 when, where and how long. Entries are signed with the store's own key (the
 file `key`, 0600, in a 0700 directory); one that fails the check is never
 unpickled: it is reported once and treated as absent, so the call runs again.
+A store that is not the user's alone (another user's directory, one others
+can write to, a link planted in it) is refused whole: PermissionError, and
+nothing of it is read (the rule is the Rust store's).
 """
 
 import datetime
@@ -58,6 +61,8 @@ def open_store(path):
         if store is None:
             try:
                 store = _open[path] = _pmp.Store(path)
+            except PermissionError as error:  # not the user's alone: nothing was read
+                raise PermissionError(f"cache_directory {path!r}: {error}") from None
             except RuntimeError as error:
                 raise ValueError(f"cache_directory {path!r}: {error}") from None
         return store

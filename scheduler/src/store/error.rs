@@ -21,8 +21,58 @@ pub enum StoreError {
     /// The key file can be read by others, who could then sign entries of their
     /// own, i.e. run code in the processes that read them.
     Insecure { path: PathBuf, mode: u32 },
+    /// A directory or file of the store is not the current user's alone
+    /// (`private`): nothing in the store is read.
+    NotPrivate { path: PathBuf, why: NotPrivate },
     /// A task key that cannot name an entry file (see `valid_key`).
     InvalidKey(String),
+    /// What was given as a batch job's id is not one (see `valid_job_id`).
+    InvalidJobId(String),
+}
+
+/// How a store's directory or file fails to be the current user's alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotPrivate {
+    /// Owned by user `uid`, not by `me`.
+    Owner {
+        uid: u32,
+        me: u32,
+    },
+    /// Writable by its group or by others.
+    Writable {
+        mode: u32,
+    },
+    /// A symbolic link, where pmp wants the directory or file itself.
+    Symlink,
+    NotDirectory,
+    NotFile,
+}
+
+/// A user's name and id, as `ls -l` would show the owner.
+fn user(uid: u32) -> String {
+    let mut buffer = vec![0 as libc::c_char; 1024];
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the given size; the
+    // name getpwuid_r points `found` at lives in `buffer`.
+    let name = unsafe {
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        );
+        (rc == 0 && !found.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(entry.pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    match name {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -52,6 +102,45 @@ impl fmt::Display for StoreError {
                  entries: it must be readable by its owner only (chmod 600 {0}), and \
                  entries signed while it was exposed are best cleared",
                 path.display()
+            ),
+            StoreError::NotPrivate { path, why } => {
+                let path = path.display();
+                let (problem, fix) = match why {
+                    NotPrivate::Owner { uid, me } => (
+                        format!("is owned by {}, not by you ({})", user(*uid), user(*me)),
+                        "use a cache_directory of your own (for example one under your home \
+                         directory); if this one should be yours, remove it or chown -R it to you"
+                            .to_string(),
+                    ),
+                    NotPrivate::Writable { mode } => (
+                        format!("can be written by its group or others (mode {mode:04o})"),
+                        format!("chmod go-w {path}"),
+                    ),
+                    NotPrivate::Symlink => (
+                        "is a symbolic link".to_string(),
+                        "remove the link, or give the directory it points to as \
+                         cache_directory"
+                            .to_string(),
+                    ),
+                    NotPrivate::NotDirectory => (
+                        "is not a directory".to_string(),
+                        "remove it or use another cache_directory".to_string(),
+                    ),
+                    NotPrivate::NotFile => {
+                        ("is not a regular file".to_string(), "remove it".to_string())
+                    }
+                };
+                write!(
+                    f,
+                    "task store: {path} {problem}. A task store holds pickles, i.e. code \
+                     that pmp runs, so pmp uses only a store whose directories and files \
+                     are yours alone, and read nothing of this one: {fix}"
+                )
+            }
+            StoreError::InvalidJobId(job) => write!(
+                f,
+                "{job:?} is not a batch job's id: a Slurm job id is decimal digits, a Flux \
+                 job id f58 ('ƒ' or 'f' then base58 digits)"
             ),
             StoreError::InvalidKey(key) => write!(
                 f,

@@ -4,8 +4,8 @@
 //! on NFS.
 
 use super::error::{io, StoreError};
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{BufWriter, ErrorKind, Read, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -105,17 +105,6 @@ pub(super) fn create_whole(
     };
     let _ = fs::remove_file(&temp);
     outcome
-}
-
-/// The content of a small file (at most `limit` bytes are read) and its
-/// metadata, both from one open: they describe the same file even if it is
-/// replaced meanwhile.
-pub(super) fn read_small(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, Metadata)> {
-    let file = File::open(path)?;
-    let metadata = file.metadata()?;
-    let mut content = Vec::new();
-    file.take(limit).read_to_end(&mut content)?;
-    Ok((content, metadata))
 }
 
 /// Whether `name` in `dir` is a temp file left by a killed writer.

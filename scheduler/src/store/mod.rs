@@ -20,8 +20,16 @@
 //! - `root/locks/<key>`: a claim on running the task, holding its owner's
 //!   text. Locks have a directory of their own because `<key>.lock` would
 //!   itself be a valid task key;
+//! - `root/jobs/<key>`: which batch job runs the key's call (`job_record`),
+//!   signed like an entry;
+//! - `root/logs/<key>.out`: what that job printed, written by the job system;
 //! - `.tmp-<random>` in each of these directories: files being written, which
 //!   no valid key can name.
+//!
+//! The store is its user's alone (`private`): every one of these directories
+//! is the current user's and writable by no one else, every file read is a
+//! regular file of the current user's, opened without following links;
+//! otherwise nothing of the store is read.
 //!
 //! Every file appears whole: written to a temp file, then renamed or linked
 //! into place (`files`).
@@ -49,20 +57,23 @@ mod entry;
 mod error;
 mod files;
 mod input;
+mod job_record;
+mod private;
 mod signed;
 #[cfg(test)]
 mod tests;
 
 pub use entry::{Entry, Meta, State};
-pub use error::StoreError;
+pub use error::{NotPrivate, StoreError};
 pub use input::Input;
+pub use job_record::valid_job_id;
 
 use crate::auth::{Key, KEY_LEN};
 use crate::large_frames;
 use bytes::Bytes;
 use error::io;
-use std::fs::{self, DirBuilder, File};
-use std::io::{ErrorKind, Read};
+use std::fs::{self, DirBuilder};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -114,6 +125,8 @@ pub struct Store {
     entries: PathBuf,
     inputs: PathBuf,
     locks: PathBuf,
+    jobs: PathBuf,
+    logs: PathBuf,
     signer: Key,
 }
 
@@ -144,12 +157,24 @@ fn read_or_create(
     // Key and format files are tiny; reading one more byte than either may
     // hold is enough to tell a wrong one.
     const LIMIT: u64 = 64;
-    match files::read_small(&path, LIMIT) {
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        read => return read.map_err(io(&path)),
+    match read_small(&path, LIMIT) {
+        Err(e) if e.is_not_found() => {}
+        read => return read.map_err(|e| e.into_store_error(&path)),
     }
     files::create_whole(root, name, &initial(), true)?;
-    files::read_small(&path, LIMIT).map_err(io(&path))
+    read_small(&path, LIMIT).map_err(|e| e.into_store_error(&path))
+}
+
+/// The content of a small file of the store (at most `limit` bytes are
+/// read) and its metadata, both from one open, checked to be the user's own
+/// (`private::open`).
+fn read_small(path: &Path, limit: u64) -> Result<(Vec<u8>, fs::Metadata), private::OpenError> {
+    let (file, metadata) = private::open(path)?;
+    let mut content = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut content)
+        .map_err(private::OpenError::Io)?;
+    Ok((content, metadata))
 }
 
 fn check_format(root: &Path) -> Result<(), StoreError> {
@@ -206,25 +231,34 @@ impl Store {
     /// Open the store at `root`, creating it if needed: the directory 0700
     /// (parents as needed), the format file, and the key file, made once
     /// and atomically so that processes opening a new store at once all end
-    /// up with the same key. A store of a newer format, a key file of the
-    /// wrong size and a key file with group or other permissions are errors
-    /// saying so.
+    /// up with the same key. A store that is not the user's alone
+    /// (`private`), a store of a newer format, a key file of the wrong size
+    /// and a key file with group or other permissions are errors saying so.
+    ///
+    /// `root` may be a symbolic link (a cache directory on a scratch file
+    /// system often is): the store is the directory it resolves to now, and
+    /// that directory is what is checked and used from then on.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         private_dir(root)?;
+        let root = &fs::canonicalize(root).map_err(io(root))?;
+        // Before anything in it is read or made: whose it is.
+        private::check_dir(root)?;
         // The format first: a newer store may keep its key elsewhere.
         check_format(root)?;
         let signer = load_key(root)?;
-        let entries = root.join("entries");
-        let inputs = root.join("inputs");
-        let locks = root.join("locks");
-        for dir in [&entries, &inputs, &locks] {
+        let [entries, inputs, locks, jobs, logs] =
+            ["entries", "inputs", "locks", "jobs", "logs"].map(|name| root.join(name));
+        for dir in [&entries, &inputs, &locks, &jobs, &logs] {
             private_dir(dir)?;
+            private::check_dir(dir)?;
         }
         Ok(Store {
             root: root.to_path_buf(),
             entries,
             inputs,
             locks,
+            jobs,
+            logs,
             signer,
         })
     }
@@ -239,7 +273,7 @@ impl Store {
     /// on the path of every submission to a store, so it scans no directory.
     pub fn read(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let path = self.entries.join(checked(key)?);
-        let Some(content) = read_whole(&path)? else {
+        let Some(content) = read_whole(&path, &signed::ENTRY)? else {
             return Ok(None);
         };
         entry::decode(&self.signer, key, content)
@@ -268,7 +302,7 @@ impl Store {
     /// when there is none, `StoreError::Invalid` when it fails the check.
     pub fn read_input(&self, key: &str) -> Result<Option<Input>, StoreError> {
         let path = self.inputs.join(checked(key)?);
-        let Some(content) = read_whole(&path)? else {
+        let Some(content) = read_whole(&path, &signed::INPUT)? else {
             return Ok(None);
         };
         input::decode(&self.signer, key, content)
@@ -327,7 +361,13 @@ impl Store {
                 removed += usize::from(files::remove(&self.entries.join(&name))?);
             }
         }
-        for dir in [&self.entries, &self.inputs, &self.locks, &self.root] {
+        for dir in [
+            &self.entries,
+            &self.inputs,
+            &self.locks,
+            &self.jobs,
+            &self.root,
+        ] {
             for name in files::names(dir)? {
                 if files::is_stray_temp(dir, &name) {
                     files::remove(&dir.join(&name))?;
@@ -363,7 +403,7 @@ impl Store {
             return false;
         };
         let owner = match owner.strip_prefix("batch ") {
-            Some(_) if self.root.join("jobs").join(file_name(key)).exists() => return false,
+            Some(_) if self.jobs.join(file_name(key)).exists() => return false,
             Some(rest) => rest,
             None => owner.as_str(),
         };
@@ -396,30 +436,101 @@ impl Store {
         if !valid_key(key) {
             return None;
         }
-        fs::read_to_string(self.locks.join(file_name(key))).ok()
+        // An owner text is a host name and a pid.
+        const LIMIT: u64 = 4096;
+        let (text, _) = read_small(&self.locks.join(file_name(key)), LIMIT).ok()?;
+        String::from_utf8(text).ok()
     }
 
     /// Release the lock on `key`; nothing to do if it is not held.
     pub fn unlock(&self, key: &str) -> Result<(), StoreError> {
         files::remove(&self.locks.join(checked(key)?)).map(|_| ())
     }
+
+    /// Record that batch job `job` runs `key`'s call (signed, atomically
+    /// like an entry); `StoreError::InvalidJobId` if `job` is not a job id.
+    pub fn write_job(&self, key: &str, job: &str) -> Result<(), StoreError> {
+        let path = self.jobs.join(checked(key)?);
+        if !valid_job_id(job) {
+            return Err(StoreError::InvalidJobId(job.to_string()));
+        }
+        files::replace(&self.jobs, &path, |out| {
+            job_record::encode(&self.signer, key, job, out)
+        })
+    }
+
+    /// The batch job recorded for `key`, verified: Ok(None) when there is
+    /// no record, `StoreError::Invalid` when it fails the check.
+    pub fn read_job(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let path = self.jobs.join(checked(key)?);
+        let Some(content) = read_whole(&path, &signed::JOB)? else {
+            return Ok(None);
+        };
+        job_record::decode(&self.signer, key, content)
+            .map(Some)
+            .map_err(|why| StoreError::Invalid { path, why })
+    }
+
+    /// All keys with a job record, sorted (not verified: `read_job` does).
+    pub fn job_keys(&self) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = files::names(&self.jobs)?
+            .iter()
+            .filter_map(|name| key_of(name))
+            .collect();
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// Where the batch job of `key` writes what it prints: in the store's
+    /// own `logs/`, which no one else can write to, so that no one can put a
+    /// link there for the job system to follow.
+    pub fn log_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.logs.join(format!("{}.out", checked(key)?)))
+    }
+
+    /// The last `limit` bytes (at most) of the log of `key`'s batch job,
+    /// read as `private::open` allows; Ok(None) when there is none.
+    pub fn log_tail(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.log_path(key)?;
+        let (mut file, metadata) = match private::open(&path) {
+            Ok(opened) => opened,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into_store_error(&path)),
+        };
+        let start = metadata.len().saturating_sub(limit);
+        file.seek(SeekFrom::Start(start)).map_err(io(&path))?;
+        let mut tail = Vec::new();
+        file.take(limit).read_to_end(&mut tail).map_err(io(&path))?;
+        Ok(Some(tail))
+    }
 }
 
-/// The whole content of the file at `path`, or None if there is none: one
-/// open and one read into one buffer, which the frames decoded from it are
-/// slices of; a large one on huge pages, recycled like sent frames.
-fn read_whole(path: &Path) -> Result<Option<Bytes>, StoreError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path)(e)),
+/// The whole content of the file of `kind` at `path`, or None if there is
+/// none: one open, and one read into one buffer, which the frames decoded
+/// from it are slices of; a large one on huge pages, recycled like sent
+/// frames. The file must be the user's own (`private::open`), and its magic
+/// and format are read and checked first, so that a file of another kind is
+/// rejected without reading the rest of it, whatever its size.
+fn read_whole(path: &Path, kind: &signed::Kind) -> Result<Option<Bytes>, StoreError> {
+    let (mut file, metadata) = match private::open(path) {
+        Ok(opened) => opened,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into_store_error(path)),
     };
-    let len = file.metadata().map_err(io(path))?.len();
-    let len = usize::try_from(len).map_err(|_| StoreError::Invalid {
+    let invalid = |why: String| StoreError::Invalid {
         path: path.to_path_buf(),
-        why: "it is larger than this machine's address space".into(),
-    })?;
+        why,
+    };
+    let mut head = Vec::with_capacity(signed::HEAD);
+    (&mut file)
+        .take(signed::HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(io(path))?;
+    signed::check_head(kind, &head).map_err(invalid)?;
+    let len = usize::try_from(metadata.len())
+        .map_err(|_| invalid("it is larger than this machine's address space".into()))?;
     let mut content = large_frames::storage(len);
+    content.extend_from_slice(&head);
     file.read_to_end(&mut content).map_err(io(path))?;
     Ok(Some(large_frames::into_frame(content)))
 }

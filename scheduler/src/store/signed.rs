@@ -31,6 +31,36 @@ pub(super) const INPUT: Kind = Kind {
     noun: "input",
 };
 
+pub(super) const JOB: Kind = Kind {
+    magic: b"PMPJOB\0\0",
+    domain: b"pmp task store job record\0",
+    noun: "job record",
+};
+
+/// Magic and format: what a file's first bytes must be before anything else
+/// of it is read.
+pub(super) const HEAD: usize = 8 + 4;
+
+/// Whether `head`, a file's first `HEAD` bytes, starts a file of `kind` of
+/// this format; else why not.
+pub(super) fn check_head(kind: &Kind, head: &[u8]) -> Result<(), String> {
+    if head.len() < HEAD || &head[..8] != kind.magic.as_slice() {
+        return Err(format!(
+            "it does not start with {:?}, so it is not a pmp store {}",
+            String::from_utf8_lossy(kind.magic),
+            kind.noun
+        ));
+    }
+    let format = u32::from_le_bytes(head[8..HEAD].try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(format!(
+            "it has {} format {format}, this pmp reads format {FORMAT}",
+            kind.noun
+        ));
+    }
+    Ok(())
+}
+
 /// Magic, format, signature: what precedes the signed body.
 const PREAMBLE: usize = 8 + 4 + SIGNATURE_LEN;
 
@@ -123,21 +153,11 @@ pub(super) fn decode(
     name: &str,
     file: Bytes,
 ) -> Result<(Bytes, Vec<Bytes>), String> {
-    let mut cursor = Cursor { data: &file, at: 0 };
-    if cursor.take(kind.magic.len()).map(|r| &file[r]) != Ok(kind.magic.as_slice()) {
-        return Err(format!(
-            "it does not start with {:?}, so it is not a pmp store {}",
-            String::from_utf8_lossy(kind.magic),
-            kind.noun
-        ));
-    }
-    let format = u32::from_le_bytes(cursor.array()?);
-    if format != FORMAT {
-        return Err(format!(
-            "it has {} format {format}, this pmp reads format {FORMAT}",
-            kind.noun
-        ));
-    }
+    check_head(kind, &file[..HEAD.min(file.len())])?;
+    let mut cursor = Cursor {
+        data: &file,
+        at: HEAD,
+    };
     let signature: [u8; SIGNATURE_LEN] = cursor.array()?;
     let meta_len = u32::from_le_bytes(cursor.array()?) as usize;
     let meta = file.slice(cursor.take(meta_len)?);

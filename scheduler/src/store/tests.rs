@@ -1,5 +1,6 @@
 use super::*;
 use bytes::Bytes;
+use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
@@ -100,7 +101,10 @@ fn open_creates_a_private_store_once() {
     // The store's own files are its whole root: no temp file was left.
     let mut names = files::names(&root).unwrap();
     names.sort();
-    assert_eq!(names, ["entries", "format", "inputs", "key", "locks"]);
+    assert_eq!(
+        names,
+        ["entries", "format", "inputs", "jobs", "key", "locks", "logs"]
+    );
     assert_eq!(mode(&root.join("inputs")), 0o700);
 }
 
@@ -620,4 +624,134 @@ fn keys_with_parts_are_stored_flat_and_listed_as_given() {
     store.unlock("same/j1").unwrap();
     assert!(store.remove("same/j1").unwrap());
     assert_eq!(store.keys().unwrap(), ["same_j1"]);
+}
+
+fn assert_not_private<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    expected: NotPrivate,
+    what: &str,
+) {
+    match result {
+        Err(ref e @ StoreError::NotPrivate { ref why, .. }) if *why == expected => {
+            assert!(e.to_string().contains("yours alone"), "{what}: {e}")
+        }
+        other => panic!("{what}: expected NotPrivate {expected:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_store_directory_others_can_write_to_is_refused_before_anything_is_read() {
+    let scratch = Scratch::new();
+    let root = scratch.store_root();
+    fs::create_dir_all(&root).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+    assert_not_private(
+        Store::open(&root),
+        NotPrivate::Writable { mode: 0o777 },
+        "a 0777 store",
+    );
+    // Refused before the format or key file was made in it.
+    assert!(!root.join("key").exists() && !root.join("format").exists());
+    let message = Store::open(&root).unwrap_err().to_string();
+    assert!(message.contains("chmod go-w"), "{message}");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::open(&root).unwrap();
+    // A subdirectory too: the group may not write to entries/.
+    fs::set_permissions(&store.entries, fs::Permissions::from_mode(0o770)).unwrap();
+    assert_not_private(
+        Store::open(&root),
+        NotPrivate::Writable { mode: 0o770 },
+        "a group-writable entries/",
+    );
+}
+
+#[test]
+fn a_linked_subdirectory_or_entry_is_refused() {
+    let (scratch, store) = new_store();
+    store.write("k", &entry(&[b"result"])).unwrap();
+    // An entry file replaced by a link to a valid entry: not followed.
+    let elsewhere = scratch.0.join("elsewhere");
+    fs::rename(store.entries.join("k"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, store.entries.join("k")).unwrap();
+    assert_not_private(store.read("k"), NotPrivate::Symlink, "a linked entry");
+    // A FIFO under an entry's name is neither read nor waited on.
+    let fifo = std::ffi::CString::new(store.entries.join("f").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    assert_not_private(store.read("f"), NotPrivate::NotFile, "a FIFO entry");
+    // logs/ replaced by a link to a directory elsewhere.
+    let root = store.root().to_path_buf();
+    drop(store);
+    let logs = root.join("logs");
+    fs::remove_dir(&logs).unwrap();
+    std::os::unix::fs::symlink(&scratch.0, &logs).unwrap();
+    assert_not_private(Store::open(&root), NotPrivate::Symlink, "a linked logs/");
+}
+
+#[test]
+fn a_store_given_as_a_link_is_the_directory_it_points_to() {
+    let (scratch, store) = new_store();
+    store.write("k", &entry(&[b"result"])).unwrap();
+    let link = scratch.0.join("link");
+    std::os::unix::fs::symlink(store.root(), &link).unwrap();
+    let through_link = Store::open(&link).unwrap();
+    assert_eq!(through_link.root(), fs::canonicalize(store.root()).unwrap());
+    assert_eq!(through_link.read("k").unwrap(), Some(entry(&[b"result"])));
+}
+
+#[test]
+fn a_file_of_another_kind_is_rejected_by_its_first_bytes() {
+    let (_scratch, store) = new_store();
+    // Large and sparse: were it read whole, this test would allocate 1 GiB.
+    let file = File::create(store.entries.join("big")).unwrap();
+    file.set_len(1 << 30).unwrap();
+    match store.read("big") {
+        Err(StoreError::Invalid { why, .. }) => assert!(why.contains("PMPENTRY"), "{why}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // An input is not an entry, even with a valid signature.
+    store.write_input("i", &input(&[b"call"], &[])).unwrap();
+    fs::copy(store.inputs.join("i"), store.entries.join("i")).unwrap();
+    assert_invalid(store.read("i"), "an input as an entry");
+}
+
+#[test]
+fn job_records_are_signed_and_hold_only_job_ids() {
+    let (_scratch, store) = new_store();
+    for job in ["4242", "ƒ2Kp8q3dZ", "f2Kp8q3dZ"] {
+        store.write_job("k", job).unwrap();
+        assert_eq!(store.read_job("k").unwrap().as_deref(), Some(job));
+    }
+    for bad in ["--name=canary", "12 13", "", "12\n", "ƒ0OIl", "-1", "f"] {
+        assert!(
+            matches!(store.write_job("k", bad), Err(StoreError::InvalidJobId(_))),
+            "{bad:?} was accepted as a job id"
+        );
+    }
+    assert_eq!(store.read_job("none").unwrap(), None);
+    assert_eq!(store.job_keys().unwrap(), vec!["k".to_string()]);
+    // A record rewritten as text, as an attacker with write access would.
+    fs::write(store.jobs.join("k"), "--name=canary").unwrap();
+    assert!(matches!(
+        store.read_job("k"),
+        Err(StoreError::Invalid { .. })
+    ));
+    // A record copied under another key fails its signature.
+    store.write_job("a", "7").unwrap();
+    fs::copy(store.jobs.join("a"), store.jobs.join("b")).unwrap();
+    assert!(matches!(
+        store.read_job("b"),
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn a_logs_tail_is_its_last_bytes() {
+    let (_scratch, store) = new_store();
+    assert_eq!(store.log_tail("k", 10).unwrap(), None);
+    fs::write(store.log_path("k").unwrap(), "line one\nline two\n").unwrap();
+    assert_eq!(store.log_tail("k", 9).unwrap().unwrap(), b"line two\n");
+    assert_eq!(
+        store.log_tail("k", 1000).unwrap().unwrap(),
+        b"line one\nline two\n"
+    );
 }
