@@ -52,6 +52,21 @@ fn state_name(state: State) -> &'static str {
     }
 }
 
+fn stored_entry(py: Python<'_>, key: &str, entry: Entry) -> PyResult<StoredEntry> {
+    let Entry { meta, frames } = entry;
+    Ok(StoredEntry {
+        key: key.to_string(),
+        function: meta.function,
+        state: state_name(meta.state),
+        submitted: meta.submitted,
+        started: meta.started,
+        finished: meta.finished,
+        host: meta.host,
+        pid: meta.pid,
+        frames: frames_to_python(py, &frames, true)?.unbind(),
+    })
+}
+
 #[pyclass(module = "pmp._pmp", frozen)]
 pub struct Store {
     store: store::Store,
@@ -76,18 +91,25 @@ impl Store {
         let Some(entry) = py.detach(|| self.store.read(key)).map_err(to_python)? else {
             return Ok(None);
         };
-        let Entry { meta, frames } = entry;
-        Ok(Some(StoredEntry {
-            key: key.to_string(),
-            function: meta.function,
-            state: state_name(meta.state),
-            submitted: meta.submitted,
-            started: meta.started,
-            finished: meta.finished,
-            host: meta.host,
-            pid: meta.pid,
-            frames: frames_to_python(py, &frames, true)?.unbind(),
-        }))
+        stored_entry(py, key, entry).map(Some)
+    }
+
+    /// `(key, entry)` of the failure that stopped the chain `keys` belong
+    /// to (a failed entry among them or upstream of them, found through
+    /// their inputs), or None.
+    fn failed_upstream(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+    ) -> PyResult<Option<(String, StoredEntry)>> {
+        let Some((key, entry)) = py
+            .detach(|| self.store.failed_upstream(&keys))
+            .map_err(to_python)?
+        else {
+            return Ok(None);
+        };
+        let entry = stored_entry(py, &key, entry)?;
+        Ok(Some((key, entry)))
     }
 
     /// Store an outcome the client itself holds (a foreign Future's, or a

@@ -447,6 +447,39 @@ impl Store {
         files::remove(&self.locks.join(checked(key)?)).map(|_| ())
     }
 
+    /// The failure that stopped a chain of batch jobs: the first of `keys`
+    /// (the keys a call depends on), or of what their inputs depend on in
+    /// turn, whose entry holds a failure, with that entry. A dependent whose
+    /// upstream failed never runs and so stores nothing; its own dependents
+    /// find the original failure here, however far up the chain it is.
+    /// Entries that are done end the walk along their branch; invalid ones
+    /// count as absent.
+    pub fn failed_upstream(&self, keys: &[String]) -> Result<Option<(String, Entry)>, StoreError> {
+        // A chain longer than this is read no further (each step reads a file).
+        const MOST: usize = 100_000;
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: std::collections::VecDeque<String> = keys.iter().cloned().collect();
+        while let Some(key) = queue.pop_front() {
+            if seen.len() >= MOST || !seen.insert(key.clone()) {
+                continue;
+            }
+            match self.read(&key) {
+                Ok(Some(entry)) if entry.meta.state == State::Failed => {
+                    return Ok(Some((key, entry)));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(StoreError::Invalid { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.read_input(&key) {
+                Ok(Some(input)) => queue.extend(input.dependencies),
+                Ok(None) | Err(StoreError::Invalid { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// Record that batch job `job` runs `key`'s call (signed, atomically
     /// like an entry); `StoreError::InvalidJobId` if `job` is not a job id.
     pub fn write_job(&self, key: &str, job: &str) -> Result<(), StoreError> {

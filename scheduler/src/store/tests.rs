@@ -755,3 +755,22 @@ fn a_logs_tail_is_its_last_bytes() {
         b"line one\nline two\n"
     );
 }
+
+#[test]
+fn failed_upstream_finds_the_failure_at_the_head_of_a_chain() {
+    let (_scratch, store) = new_store();
+    let mut failed = entry(&[b"KeyError"]);
+    failed.meta.state = State::Failed;
+    store.write("head", &failed).unwrap();
+    // head <- middle <- tail: neither dependent ran, so only inputs name the chain.
+    store.write_input("middle", &input(&[b"c"], &["head"])).unwrap();
+    store.write_input("tail", &input(&[b"c"], &["other", "middle"])).unwrap();
+    store.write("other", &entry(&[b"fine"])).unwrap();
+    let found = store.failed_upstream(&["tail".to_string()]).unwrap();
+    assert_eq!(found, Some(("head".to_string(), failed)));
+    assert_eq!(store.failed_upstream(&["other".to_string()]).unwrap(), None);
+    // A cycle of inputs (only a forged store could hold one) ends the walk.
+    store.write_input("x", &input(&[b"c"], &["y"])).unwrap();
+    store.write_input("y", &input(&[b"c"], &["x"])).unwrap();
+    assert_eq!(store.failed_upstream(&["x".to_string()]).unwrap(), None);
+}
