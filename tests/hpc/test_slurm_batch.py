@@ -552,19 +552,43 @@ def test_slurm_job_executor_outside_an_allocation_runs_srun_jobs_as_executorlib_
 # ---- bad input that would change meaning --------------------------------------------------
 
 
-def _queued_or_ran(name):
-    """Every job of this name Slurm knows, pending, running or ended."""
-    shown = subprocess.run(
-        ["squeue", "-h", "-t", "all", "-o", "%i", "-n", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return shown.split()
+@pytest.fixture
+def submitted(slurm):
+    """The ids of the jobs submitted for a function (named after it, or
+    after it and a dot) since the test began, pending, running or ended;
+    those still queued are cancelled at its end."""
+    names = []
+
+    def jobs(name):
+        shown = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        rows = [line.split("|") for line in shown.splitlines()]
+        return {job for job, named, _ in rows if named.split(".")[0] == name}
+
+    def since(name):
+        return sorted(jobs(name) - before[name])
+
+    def watch(name):
+        names.append(name)
+        before[name] = jobs(name)
+
+    before = {}
+    since.watch = watch
+    yield since
+    for name in names:
+        for job in since(name):
+            subprocess.run(["scancel", job], check=False, capture_output=True)
 
 
 @pytest.mark.timeout(120)
-def test_a_newline_in_an_sbatch_value_is_refused_and_nothing_is_submitted(batch, tmp_path):
+def test_a_newline_in_an_sbatch_value_is_refused_and_nothing_is_submitted(
+    batch, tmp_path, submitted
+):
+    submitted.watch("newline_probe")
     done = batch(
         """
         from pmp import SlurmClusterExecutor
@@ -600,7 +624,7 @@ def test_a_newline_in_an_sbatch_value_is_refused_and_nothing_is_submitted(batch,
         "resource_dict key 'slurm_cmd_args' holds the control character '\\n'",
         "command_line_argument_lst holds the control character '\\n'",
     ]
-    assert _queued_or_ran("newline_probe") == []
+    assert submitted("newline_probe") == []
     assert not (tmp_path / "store" / "logs").exists() or not any(
         (tmp_path / "store" / "logs").iterdir()
     )
@@ -626,7 +650,8 @@ def test_memory_max_that_slurm_would_read_as_all_or_nothing_is_refused(batch):
 
 
 @pytest.mark.timeout(120)
-def test_a_job_its_partition_can_never_hold_is_refused_at_submit(batch, tmp_path):
+def test_a_job_its_partition_can_never_hold_is_refused_at_submit(batch, tmp_path, submitted):
+    submitted.watch("too_big")
     # The test Slurm's partition: 2 nodes of 4 CPUs and 2 GPUs each. sinfo is
     # asked once per executor: a wrapper beside sbatch counts its calls.
     shims = tmp_path / "bin"
@@ -667,7 +692,7 @@ def test_a_job_its_partition_can_never_hold_is_refused_at_submit(batch, tmp_path
         "2",
         "each pilot job (one per worker) asks for cores=9",
     ]
-    assert _queued_or_ran("too_big") == []
+    assert submitted("too_big") == []
     assert (tmp_path / "sinfo-calls").read_text().count("\n") == 2  # once per executor
 
 
