@@ -599,8 +599,9 @@ class Executor(_BaseExecutor):
                 if resources.get(key) is not None
             )
             raise ValueError(
-                f"{what} asks for {asked}, which would pend forever: {why}. Ask for less, "
-                f"or for a partition that holds it ({choose})"
+                f"{what} asks for {asked}, which Slurm partition {found.name!r} can never "
+                f"hold: {why} ({found}), so it would pend forever. Ask for less, or for a "
+                f"partition that holds it ({choose})"
             )
 
     def _check_connection(self, resources, given):

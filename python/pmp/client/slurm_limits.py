@@ -29,21 +29,24 @@ class Partition:
         """Why a job of `cores` tasks of `threads_per_core` CPUs and
         `gpus_per_core` GPUs each (on `num_nodes` nodes, if given) can never
         start in this partition, or None."""
-        size = (
-            f"Slurm partition {self.name!r} has {self.nodes} node(s), {self.cpus} CPUs "
-            f"(at most {self.cpus_per_node} on one node) and {self.gpus} GPU(s)"
-        )
-        if cores * threads_per_core > self.cpus:
-            return f"{cores} x {threads_per_core} CPUs are more than all of it: {size}"
+        cpus, gpus = cores * threads_per_core, cores * gpus_per_core
+        if cpus > self.cpus:
+            return f"its {cpus} CPUs are more than all the nodes have"
         if threads_per_core > self.cpus_per_node:
-            return f"one task's {threads_per_core} CPUs are more than a node has: {size}"
-        if cores * gpus_per_core > self.gpus:
-            return f"{cores} x {gpus_per_core} GPU(s) are more than all of it: {size}"
+            return f"a task's {threads_per_core} CPUs are more than any node has"
+        if gpus > self.gpus:
+            return f"its {gpus} GPUs are more than all the nodes have"
         if gpus_per_core > self.gpus_per_node:
-            return f"one task's {gpus_per_core} GPU(s) are more than a node has: {size}"
+            return f"a task's {gpus_per_core} GPUs are more than any node has"
         if num_nodes and num_nodes > self.nodes:
-            return f"{num_nodes} nodes are more than it has: {size}"
+            return f"its {num_nodes} nodes are more than the partition has"
         return None
+
+    def __str__(self):
+        return (
+            f"{self.nodes} nodes, {self.cpus} CPUs (at most {self.cpus_per_node} on a node), "
+            f"{self.gpus} GPUs"
+        )
 
 
 class PartitionLimits:
