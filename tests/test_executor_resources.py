@@ -450,3 +450,75 @@ def test_info(block_allocation, backend, wait_until):
 def test_unknown_backend_is_a_value_error():
     with pytest.raises(ValueError, match="backend"):
         Executor(max_workers=1, backend="nonsense")
+
+
+# ---- bad input that would change meaning ------------------------------------
+
+
+@pytest.mark.parametrize("where", ["executor", "call"])
+def test_an_empty_cwd_is_refused_not_taken_for_the_current_directory(where):
+    if where == "executor":
+        with pytest.raises(ValueError, match="cwd must be a directory's path or None"):
+            Executor(max_cores=1, cwd="")
+        return
+    message = "resource_dict key 'cwd' must be a directory's"
+    with Executor(max_cores=1) as exe, pytest.raises(ValueError, match=message):
+        exe.submit(where_am_i, resource_dict={"cwd": ""})
+
+
+@pytest.mark.parametrize("where", ["executor", "call"])
+def test_an_empty_cache_directory_is_refused_not_made_in_the_current_directory(
+    where, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    if where == "executor":
+        with pytest.raises(ValueError, match="cache_directory must be a directory's path"):
+            Executor(max_cores=1, cache_directory="")
+    else:
+        message = "'cache_directory' must be a directory's path"
+        with Executor(max_cores=1) as exe, pytest.raises(ValueError, match=message):
+            exe.submit(add, 1, 2, resource_dict={"cache_directory": ""})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["executor", "call"])
+def test_a_newline_in_a_cwd_or_argument_is_refused(where, tmp_path):
+    odd = tmp_path / "a\necho injected"
+    odd.mkdir()
+    if where == "executor":
+        with pytest.raises(ValueError, match=r"^cwd holds the control character '\\n'"):
+            Executor(max_cores=1, cwd=str(odd))
+        return
+    with Executor(max_cores=1) as exe:
+        with pytest.raises(ValueError, match=r"resource_dict key 'cwd' holds the control"):
+            exe.submit(where_am_i, resource_dict={"cwd": str(odd)})
+        with pytest.raises(ValueError, match="'command_line_argument_lst' holds the control"):
+            exe.submit(add, 1, 2, resource_dict={"command_line_argument_lst": ["-x\n-y"]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_cores": 10**12}, "max_cores"),
+        ({"max_workers": 10**12}, "max_workers"),
+        ({"cores_per_worker": 2**32}, "cores_per_worker"),
+    ],
+)
+def test_a_number_beyond_what_the_scheduler_counts_names_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must be <= 4294967295, got"):
+        Executor(**kwargs)
+
+
+def test_a_per_call_number_beyond_what_the_scheduler_counts_names_the_key():
+    with Executor(max_cores=1) as exe:
+        with pytest.raises(ValueError, match="'restart_limit' must be <= 4294967295"):
+            exe.submit(add, 1, 2, resource_dict={"restart_limit": 10**12})
+        assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_a_pool_larger_than_max_cores_is_refused_not_started(wait_until):
+    with pytest.raises(ValueError, match=r"max_workers=2 block-allocated workers .* max_cores=1"):
+        Executor(max_workers=2, max_cores=1, block_allocation=True)
+    # Oversubscribed workers may share the CPUs.
+    with Executor(max_workers=2, max_cores=1, block_allocation=True, oversubscribe=True) as exe:
+        assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3

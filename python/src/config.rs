@@ -63,6 +63,20 @@ impl PyResourceRequest {
                 )));
             }
         }
+        // srun's and sbatch's arguments, and a pilot's script, carry these.
+        for (name, value) in cwd.iter().map(|cwd| ("cwd", cwd)).chain(
+            command_line_argument_lst
+                .iter()
+                .map(|a| ("command_line_argument_lst", a)),
+        ) {
+            if let Some(c) = resources::control_character(value) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} holds the control character {c:?} in {}: a job script or \
+                     command line would not read it as one value; remove it",
+                    quoted(value)
+                )));
+            }
+        }
         Ok(PyResourceRequest {
             cores,
             threads_per_core,
@@ -282,7 +296,8 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 }
 
 /// Why a request can never run in an allocation (the scheduler's
-/// `NeverFits`): `kind` is "cpus" or "gpus", `requested` and `available` count
+/// `NeverFits`): `kind` is "cpus", "gpus" or "pool" (the CPUs of all of a
+/// block allocation's workers), `requested` and `available` count
 /// those, `message` says it in the scheduler's words.
 #[pyclass(module = "pmp._pmp", frozen, get_all, eq)]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,6 +334,11 @@ impl From<resources::NeverFits> for NeverFits {
                 requested,
                 available,
             } => ("gpus", requested, available),
+            resources::NeverFits::Pool {
+                workers,
+                cpus_each,
+                cpus,
+            } => ("pool", workers.saturating_mul(cpus_each), cpus),
         };
         NeverFits {
             kind,
@@ -343,6 +363,13 @@ pub fn never_fits(
     Capacity::new(max_cores, None, Gpus::Counted(gpu_count))
         .pool_never_fits(&ResourceRequest::from(&*request), workers)
         .map(NeverFits::from)
+}
+
+/// The first control character in `text` (as a str), or None: the
+/// scheduler's rule for every value that reaches a script or command line.
+#[pyfunction]
+pub fn control_character(text: &str) -> Option<char> {
+    resources::control_character(text)
 }
 
 /// The `pmp-worker` workers run: $PMP_WORKER_PROGRAM, else the first of

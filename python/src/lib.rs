@@ -210,6 +210,7 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::NeverFits>()?;
     events::add_classes(m)?;
     m.add_function(wrap_pyfunction!(config::never_fits, m)?)?;
+    m.add_function(wrap_pyfunction!(config::control_character, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_worker_program, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_mpiexec, m)?)?;
     m.add_function(wrap_pyfunction!(config::srun_mpi_options, m)?)?;

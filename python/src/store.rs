@@ -284,11 +284,17 @@ pub fn key_file_name(key: &str) -> String {
 /// frames and the keys of the Futures it depends on (in the order the call
 /// refers to them), each length-prefixed so that bytes cannot move between
 /// parts. The same call gets the same key in any process.
+///
+/// `cores` changes the result's shape (a list of one result per MPI rank
+/// above 1), so it is part of the key; a call of one rank hashes nothing
+/// more, so its key stays the one stores written before hold.
 #[pyfunction]
+#[pyo3(signature = (function, call, dependency_keys, cores = 1))]
 pub fn task_key(
     function: &Bound<'_, PyBytes>,
     call: &Bound<'_, PyAny>,
     dependency_keys: Vec<String>,
+    cores: u32,
 ) -> PyResult<String> {
     let frames = frames_from_python(call)?;
     let mut hasher = blake3::Hasher::new();
@@ -304,6 +310,10 @@ pub fn task_key(
     }
     for key in &dependency_keys {
         part(key.as_bytes());
+    }
+    if cores != 1 {
+        part(b"\0cores"); // no key holds a NUL, so no dependency key reads as this
+        part(&cores.to_le_bytes());
     }
     Ok(hasher.finalize().to_hex().to_string())
 }

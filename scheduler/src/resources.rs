@@ -36,6 +36,14 @@ impl ResourceRequest {
     }
 }
 
+/// The first control character (a newline, a tab, ...) in `text`, if any.
+/// A value that reaches a job script or a command line holds none: a
+/// newline in an `#SBATCH` line starts a line of its own, which the shell
+/// runs, and ends the options there.
+pub fn control_character(text: &str) -> Option<char> {
+    text.chars().find(|c| c.is_control())
+}
+
 /// GPUs: of the whole allocation, its free part, or one worker's share.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gpus {
@@ -107,6 +115,13 @@ pub enum NeverFits {
         requested: u32,
         available: u32,
     },
+    /// A block allocation of `workers` workers of `cpus_each` CPUs holds
+    /// them all at once, which is more than the allocation's `cpus`.
+    Pool {
+        workers: u32,
+        cpus_each: u32,
+        cpus: u32,
+    },
 }
 
 impl std::fmt::Display for NeverFits {
@@ -126,6 +141,14 @@ impl std::fmt::Display for NeverFits {
             } => write!(
                 f,
                 "{requested} GPU(s) requested but the allocation has {available}"
+            ),
+            NeverFits::Pool {
+                workers,
+                cpus_each,
+                cpus,
+            } => write!(
+                f,
+                "{workers} workers of {cpus_each} CPUs each can never fit in {cpus} CPUs"
             ),
         }
     }
@@ -178,13 +201,22 @@ impl Capacity {
     }
 
     /// The same for a block allocation of `workers` workers like `request`:
-    /// each must fit on its own, and they hold their GPUs all at once, so a
-    /// worker the allocation has no GPUs left for would get none.
+    /// each must fit on its own, and they hold their CPUs and GPUs all at
+    /// once (a worker the allocation has no GPUs left for would get none).
+    /// Only oversubscribed workers may share CPUs.
     pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
         if self.cpus_for(request) > self.cpus_total {
             return Some(NeverFits::Cpus {
                 cores: request.cores,
                 threads_per_core: request.threads_per_core,
+                cpus: self.cpus_total,
+            });
+        }
+        let cpus = u64::from(request.cpus()) * u64::from(workers);
+        if !request.oversubscribe && cpus > u64::from(self.cpus_total) {
+            return Some(NeverFits::Pool {
+                workers,
+                cpus_each: request.cpus(),
                 cpus: self.cpus_total,
             });
         }
@@ -317,6 +349,36 @@ mod tests {
         let none = Capacity::new(4, None, Gpus::Devices(vec![]));
         assert!(none.never_fits(&req(1, 1, 1)).is_some());
         assert!(none.never_fits(&req(1, 1, 0)).is_none());
+    }
+
+    #[test]
+    fn a_pool_holds_the_cpus_of_all_its_workers_unless_oversubscribed() {
+        let cap = Capacity::new(1, None, Gpus::Counted(0));
+        let why = cap.pool_never_fits(&req(1, 1, 0), 2).unwrap();
+        assert_eq!(
+            why,
+            NeverFits::Pool {
+                workers: 2,
+                cpus_each: 1,
+                cpus: 1
+            }
+        );
+        assert_eq!(
+            why.to_string(),
+            "2 workers of 1 CPUs each can never fit in 1 CPUs"
+        );
+        assert!(cap.pool_never_fits(&req(1, 1, 0), 1).is_none());
+        let mut over = req(1, 1, 0);
+        over.oversubscribe = true;
+        assert!(cap.pool_never_fits(&over, 2).is_none());
+    }
+
+    #[test]
+    fn control_characters_are_found_anywhere_in_a_value() {
+        assert_eq!(control_character("debug"), None);
+        assert_eq!(control_character("debug\n#SBATCH"), Some('\n'));
+        assert_eq!(control_character("a\tb"), Some('\t'));
+        assert_eq!(control_character("caf\u{e9}"), None);
     }
 
     #[test]

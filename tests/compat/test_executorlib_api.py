@@ -461,3 +461,83 @@ def test_get_future_from_cache_and_the_output_and_filename_of_cache_rows(tmp_pat
         get_future_from_cache(cache, "never")
     (row,) = [r for r in get_cache_data(cache) if r["key"] == "sum"]
     assert row["output"] == row["result"] == 3 and os.path.isfile(row["filename"])
+
+
+# ---- bad input that would change meaning ----------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["argument", "resource_dict"])
+@pytest.mark.parametrize("name", ["openmpi_oversubscribe", "hostname_localhost"])
+def test_a_string_for_a_flag_is_refused_not_taken_as_true(name, where):
+    if where == "resource_dict" and name == "hostname_localhost":
+        pytest.skip("hostname_localhost is no resource_dict key of executorlib's")
+    if where == "argument":
+        with pytest.raises(ValueError, match=f"^{name} must be True or False, got str 'no'"):
+            SingleNodeExecutor(**{name: "no"})
+        return
+    with pytest.raises(ValueError, match=f"resource_dict key '{name}' must be True or False"):
+        SingleNodeExecutor(resource_dict={name: "no"})
+    message = f"resource_dict key '{name}' must be True or False"
+    with SingleNodeExecutor() as exe, pytest.raises(ValueError, match=message):
+        exe.submit(calc_add, 1, 2, resource_dict={name: "no"})
+
+
+def test_an_empty_cache_directory_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="cache_directory must be a directory's path"):
+        SingleNodeExecutor(cache_directory="")
+    with pytest.raises(ValueError, match="cache_directory must be a directory's path"):
+        SlurmClusterExecutor(cache_directory="")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_string_of_slurm_cmd_args_is_refused_not_split_into_characters():
+    for make in (
+        lambda: SlurmJobExecutor(resource_dict={"slurm_cmd_args": "--exclusive"}),
+        lambda: SlurmClusterExecutor(resource_dict={"slurm_cmd_args": "--exclusive"}),
+    ):
+        with pytest.raises(
+            ValueError, match="resource_dict key 'slurm_cmd_args' must be a list of strings"
+        ):
+            make()
+
+
+def test_a_flux_pmi_mode_that_is_no_pmi_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="pmi_mode='bogus' is not the Flux shell's pmi option"):
+        FluxClusterExecutor(pmi_mode="bogus")
+
+
+@pytest.mark.parametrize("where", ["executor", "call"])
+def test_an_error_log_file_in_a_missing_directory_is_refused_at_once(tmp_path, where):
+    log = tmp_path / "missing" / "errors.log"
+    if where == "executor":
+        with pytest.raises(ValueError, match=r"error_log_file' .*does not exist"):
+            SingleNodeExecutor(resource_dict={"error_log_file": str(log)})
+        return
+    with (
+        SingleNodeExecutor() as exe,
+        pytest.raises(ValueError, match=r"error_log_file' .*does not exist"),
+    ):
+        exe.submit(calc_add, 1, 2, resource_dict={"error_log_file": str(log)})
+
+
+@pytest.mark.parametrize("name", ["plot_dependency_graph_filename", "export_workflow_filename"])
+def test_graph_files_in_a_missing_directory_are_refused_at_construction(tmp_path, name):
+    path = tmp_path / "missing" / ("graph.svg" if name.startswith("plot") else "flow.json")
+    with pytest.raises(ValueError, match=rf"^{name} .*its directory .* does not exist"):
+        SingleNodeExecutor(**{name: str(path)})
+
+
+def test_a_restart_limit_beyond_what_the_scheduler_counts_is_refused():
+    with pytest.raises(ValueError, match="^restart_limit must be <= 4294967295"):
+        SingleNodeExecutor(restart_limit=10**12)
+    with pytest.raises(ValueError, match="^resource_dict key 'restart_limit' must be <="):
+        SingleNodeExecutor(resource_dict={"restart_limit": 10**12})
+
+
+def test_a_resource_dict_that_is_no_dict_is_refused_naming_it():
+    with pytest.raises(ValueError, match="^resource_dict must be a dict .* got str 'cores=1'"):
+        SingleNodeExecutor(resource_dict="cores=1")
+    with SingleNodeExecutor() as exe, pytest.raises(ValueError, match="^resource_dict must be"):
+        exe.submit(calc_add, 1, 2, resource_dict="cores=1")

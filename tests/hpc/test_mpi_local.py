@@ -152,3 +152,27 @@ def test_mpi_workers_are_started_by_mpiexec_beside_forked_single_rank_ones(mpi):
     assert [size for _, size in mpi_worker] == [2, 2], "one result per rank"
     assert mpi_worker[0][0] != zygote, "an MPI worker comes from mpiexec, not the zygote"
     assert again == single, "the next single-rank worker comes from the same zygote"
+
+
+def shape(x):
+    """One value per call; a call of several ranks returns one per rank."""
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_the_store_keeps_a_calls_results_apart_by_its_number_of_ranks(mpi, tmp_path):
+    from pmp import _pmp
+
+    store = str(tmp_path / "store")
+    with Executor(max_cores=2, cache_directory=store) as exe:
+        assert exe.submit(shape, 7, resource_dict={"cores": 2}).result(timeout=60) == [7, 7]
+        one = exe.submit(shape, 7, resource_dict={"cores": 1})
+        assert one.result(timeout=60) == 7 and one.from_store is None
+        again = exe.submit(shape, 7, resource_dict={"cores": 2})
+        assert again.result(timeout=60) == [7, 7] and again.from_store is not None
+    # A call of one rank keeps the key it had before ranks were part of it,
+    # so the entries of existing stores are found.
+    before = "1c611729903459e519ddc0de40cc8f5aeb6dccea7eed7d4e741319a5468ed5de"
+    assert _pmp.task_key(b"function", [b"frame"], []) == before
+    assert _pmp.task_key(b"function", [b"frame"], [], 1) == before
+    assert _pmp.task_key(b"function", [b"frame"], [], 2) != before

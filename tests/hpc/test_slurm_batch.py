@@ -6,6 +6,7 @@ SLURM_* variable."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -587,3 +588,172 @@ def test_slurm_job_executor_outside_an_allocation_runs_srun_jobs_as_executorlib_
         """
     )
     assert lines(done) == ["slurm True", "2 True"]
+
+
+# ---- bad input that would change meaning --------------------------------------------------
+
+
+@pytest.fixture
+def submitted(slurm):
+    """The ids of the jobs submitted for a function (named after it, or
+    after it and a dot) since the test began, pending, running or ended;
+    those still queued are cancelled at its end."""
+    names = []
+
+    def jobs(name):
+        shown = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        rows = [line.split("|") for line in shown.splitlines()]
+        return {job for job, named, _ in rows if named.split(".")[0] == name}
+
+    def since(name):
+        return sorted(jobs(name) - before[name])
+
+    def watch(name):
+        names.append(name)
+        before[name] = jobs(name)
+
+    before = {}
+    since.watch = watch
+    yield since
+    for name in names:
+        for job in since(name):
+            subprocess.run(["scancel", job], check=False, capture_output=True)
+
+
+@pytest.mark.timeout(120)
+def test_a_newline_in_an_sbatch_value_is_refused_and_nothing_is_submitted(
+    batch, tmp_path, submitted
+):
+    submitted.watch("newline_probe")
+    done = batch(
+        """
+        from pmp import SlurmClusterExecutor
+
+        def newline_probe():
+            return 1
+
+        injected = "\\necho INJECTED"
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            for bad in ({"partition": "debug" + injected},
+                        {"slurm_cmd_args": ["--comment=x" + injected]},
+                        {"command_line_argument_lst": ["--comment=x" + injected]}):
+                try:
+                    exe.submit(newline_probe, resource_dict=bad)
+                except ValueError as error:
+                    print(str(error).split(" in ")[0])
+        try:
+            SlurmClusterExecutor(cache_directory="store",
+                                 resource_dict={"slurm_cmd_args": ["-J" + injected]})
+        except ValueError as error:
+            print(str(error).split(" in ")[0])
+        try:
+            Executor(backend="slurm", block_allocation=True, max_workers=1,
+                     command_line_argument_lst=["--comment=x" + injected])
+        except ValueError as error:
+            print(str(error).split(" in ")[0])
+        """
+    )
+    assert lines(done) == [
+        "resource_dict key 'partition' holds the control character '\\n'",
+        "resource_dict key 'slurm_cmd_args' holds the control character '\\n'",
+        "resource_dict key 'command_line_argument_lst' holds the control character '\\n'",
+        "resource_dict key 'slurm_cmd_args' holds the control character '\\n'",
+        "command_line_argument_lst holds the control character '\\n'",
+    ]
+    assert submitted("newline_probe") == []
+    assert not (tmp_path / "store" / "logs").exists() or not any(
+        (tmp_path / "store" / "logs").iterdir()
+    )
+
+
+@pytest.mark.timeout(120)
+def test_memory_max_that_slurm_would_read_as_all_or_nothing_is_refused(batch):
+    done = batch(
+        """
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            for bad in (0.0001, float("inf"), float("nan")):
+                try:
+                    exe.submit(sum, [1], resource_dict={"memory_max": bad})
+                except ValueError as error:
+                    print(str(error).split(", got")[0])
+        """
+    )
+    refused = (
+        "resource_dict key 'memory_max' must be a finite number of GB of at least 1/1024 "
+        "(1 MB, the least Slurm can limit a job to)"
+    )
+    assert lines(done) == [refused] * 3
+
+
+@pytest.mark.timeout(120)
+def test_a_job_its_partition_can_never_hold_is_refused_at_submit(batch, tmp_path, submitted):
+    submitted.watch("too_big")
+    # The test Slurm's partition: 2 nodes of 4 CPUs and 2 GPUs each. sinfo is
+    # asked once per executor: a wrapper beside sbatch counts its calls.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for tool in ("sbatch", "squeue", "scancel", "scontrol", "srun"):
+        (shims / tool).symlink_to(shutil.which(tool))
+    sinfo = shims / "sinfo"
+    sinfo.write_text(
+        f'#!/bin/sh\necho >> "{tmp_path}/sinfo-calls"\nexec {shutil.which("sinfo")} "$@"\n'
+    )
+    sinfo.chmod(0o755)
+    done = batch(
+        f"""
+        os.environ["PATH"] = {str(shims)!r} + os.pathsep + os.environ["PATH"]
+
+        def too_big():
+            return 1
+
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            for bad in ({{"cores": 9}}, {{"threads_per_core": 5}}, {{"num_nodes": 3}},
+                        {{"gpus_per_core": 3}}):
+                try:
+                    exe.submit(too_big, resource_dict=bad)
+                except ValueError as error:
+                    print(str(error).split("can never hold: ")[1].split(" (")[0])
+            print(exe.submit(where, 1).result(timeout=120)[0])
+        try:
+            Executor(backend="slurm", block_allocation=True, max_workers=1, cores_per_worker=9)
+        except ValueError as error:
+            print(str(error).split(",")[0])
+        """
+    )
+    assert lines(done) == [
+        "its 9 CPUs are more than all the nodes have",
+        "a task's 5 CPUs are more than any node has",
+        "its 3 nodes are more than the partition has",
+        "a task's 3 GPUs are more than any node has",
+        "2",
+        "each pilot job (one per worker) asks for cores=9",
+    ]
+    assert submitted("too_big") == []
+    assert (tmp_path / "sinfo-calls").read_text().count("\n") == 2  # once per executor
+
+
+@pytest.mark.timeout(120)
+def test_a_pmi_mode_that_srun_does_not_list_is_refused(batch):
+    done = batch(
+        """
+        from pmp import SlurmClusterExecutor, SlurmJobExecutor
+
+        for make in (SlurmJobExecutor, SlurmClusterExecutor):
+            try:
+                make(cache_directory="store", pmi_mode="bogus")
+            except ValueError as error:
+                print(str(error).split(":")[0])
+        with SlurmJobExecutor(pmi_mode="pmi2"):
+            print("pmi2 accepted")
+        """
+    )
+    assert lines(done) == [
+        "pmi_mode='bogus' is not an MPI type of this Slurm",
+        "pmi_mode='bogus' is not an MPI type of this Slurm",
+        "pmi2 accepted",
+    ]

@@ -79,7 +79,9 @@ def check_priority(name, value):
 
 
 def check_batch_value(key, value):
-    from pmp.client.resources import check_arguments, check_bool, check_int
+    import math
+
+    from pmp.client.resources import check_arguments, check_bool, check_int, check_plain
 
     name = f"resource_dict key {key!r}"
     if key in ("num_nodes", "run_time_max"):
@@ -91,10 +93,18 @@ def check_batch_value(key, value):
     if key == "slurm_cmd_args":
         return check_arguments(name, value)
     if key == "memory_max":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{name} must be a number of GB > 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number of GB, got {value!r}")
+        # Slurm counts whole MB, and --mem=0 would mean all of a node's memory.
+        if not math.isfinite(value) or value < 1 / 1024:
+            raise ValueError(
+                f"{name} must be a finite number of GB of at least 1/1024 (1 MB, the least "
+                f"Slurm can limit a job to), got {value!r}"
+            )
     elif not isinstance(value, str) or not value:  # partition
         raise ValueError(f"{name} must be a partition's name, got {value!r}")
+    else:
+        check_plain(name, value)
     return value
 
 
@@ -153,7 +163,9 @@ class BatchJobs:
         keys = [key for _, key, _ in upstream]
         from pmp import _pmp
 
-        key = cache_key or _pmp.task_key(serialize.function_identity(fn), call, keys)
+        key = cache_key or _pmp.task_key(
+            serialize.function_identity(fn), call, keys, resources["cores"]
+        )
         future._pmp_key = key
         future.job = None
         stored = store.lookup(task_store, key, exact=True)

@@ -117,6 +117,7 @@ class Executor(_BaseExecutor):
             raise ValueError(_FLUX_OVERSUBSCRIBE.format(what="oversubscribe=True"))
         self._batch = None
         self._pilot_job_name = None
+        self._partition_limits = None  # a Slurm job system's, asked for at its first job
         if self._backend.batch and block_allocation and self._backend.name == "flux":
             # `flux run` workers that connect back are pilots already: jobs
             # of the instance that end when the client does.
@@ -138,6 +139,17 @@ class Executor(_BaseExecutor):
                 )
             import uuid
 
+            self._check_partition(
+                {
+                    "cores": cores_per_worker,
+                    "threads_per_core": threads_per_core,
+                    "gpus_per_core": gpus_per_worker // cores_per_worker,
+                },
+                None,
+                command_line_argument_lst,
+                "each pilot job (one per worker)",
+                "--partition in command_line_argument_lst",
+            )
             self._pilot_job_name = f"pmp-pilot-{uuid.uuid4().hex[:8]}"
             self._backend.reason = (
                 "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is "
@@ -325,7 +337,8 @@ class Executor(_BaseExecutor):
             return future
         target = None
         if task_store is not None:
-            key = cache_key or _content_key(identity, call, dependency_keys)
+            cores = (request or self._request).cores
+            key = cache_key or _content_key(identity, call, dependency_keys, cores)
             if key is not None:
                 future._pmp_key = key
                 future._pmp_store = task_store
@@ -481,6 +494,13 @@ class Executor(_BaseExecutor):
 
     def _never_fits_message(self, reason, request, workers, given):
         cores, threads = request.cores, request.threads_per_core
+        if reason.kind == "pool":
+            return (
+                f"max_workers={workers} block-allocated workers of cores_per_worker={cores} x "
+                f"threads_per_core={threads} hold {reason.requested} CPUs at once, more than "
+                f"max_cores={reason.available}; lower max_workers, raise max_cores, or set "
+                "oversubscribe=True"
+            )
         if reason.kind == "cpus":
             if given is None:
                 what = f"cores_per_worker={cores} x threads_per_core={threads}"
@@ -540,12 +560,49 @@ class Executor(_BaseExecutor):
             )
         resources.update(batch_options)
         self._batch.jobs.check(resources)
+        if self._batch.jobs.name == "slurm":
+            self._check_partition(
+                resources,
+                resources.get("partition"),
+                [*resources["command_line_argument_lst"], *resources.get("slurm_cmd_args", ())],
+                "this call's job",
+                "resource_dict key 'partition'",
+            )
         task_store = self._store
         if resources["cache_directory"] != self._defaults["cache_directory"]:
             task_store = store.open_store(resources["cache_directory"])
         future = self._batch.submit(fn, args, kwargs, resources, task_store, resources["cache_key"])
         future._pmp_store = task_store
         return future
+
+    def _check_partition(self, resources, partition, arguments, what, choose):
+        """Refuse a Slurm job (`what`) that its partition can never hold: it
+        would pend forever. The partitions are asked for once per executor."""
+        from pmp.client.slurm_limits import PartitionLimits, named_partition
+
+        if self._partition_limits is None:
+            sinfo = os.path.join(os.path.dirname(self._backend.launcher), "sinfo")
+            self._partition_limits = PartitionLimits(sinfo)
+        found = self._partition_limits.partition(named_partition(arguments) or partition)
+        if found is None:
+            return  # a partition sinfo does not list: sbatch refuses it itself
+        why = found.never_fits(
+            resources["cores"],
+            resources["threads_per_core"],
+            resources["gpus_per_core"],
+            resources.get("num_nodes"),
+        )
+        if why is not None:
+            asked = ", ".join(
+                f"{key}={resources[key]}"
+                for key in ("cores", "threads_per_core", "gpus_per_core", "num_nodes")
+                if resources.get(key) is not None
+            )
+            raise ValueError(
+                f"{what} asks for {asked}, which Slurm partition {found.name!r} can never "
+                f"hold: {why} ({found}), so it would pend forever. Ask for less, or for a "
+                f"partition that holds it ({choose})"
+            )
 
     def _check_connection(self, resources, given):
         """`executor` and `hostname_localhost` say how the scheduler reaches
@@ -697,14 +754,15 @@ def _takes_resource_dict(fn):
     )
 
 
-def _content_key(identity, call, dependency_keys):
+def _content_key(identity, call, dependency_keys, cores):
     """The store key of a call: a hash of its function (wherever it was
-    defined), its arguments and the keys of the Futures among them; None
-    when one of those Futures has no key (a Future of another kind), so the
-    call is not stored."""
+    defined), its arguments, the keys of the Futures among them and its
+    number of MPI ranks (which makes the result a list); None when one of
+    those Futures has no key (a Future of another kind), so the call is not
+    stored."""
     if None in dependency_keys:
         return None
-    return _pmp.task_key(identity, call, dependency_keys)
+    return _pmp.task_key(identity, call, dependency_keys, cores)
 
 
 def _name_of(fn):

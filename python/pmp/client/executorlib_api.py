@@ -19,7 +19,7 @@ where it is used is a ValueError, never silently dropped.
 import os
 
 from pmp.client.executor import Executor
-from pmp.client.resources import check_bool, check_int
+from pmp.client.resources import check_bool, check_int, check_plain
 
 # resource_dict keys as executorlib names them, executor level and per call.
 EXECUTORLIB_KEYS = (
@@ -82,8 +82,12 @@ class _ExecutorlibFront(Executor):
             # is drawn or written when the executor shuts down.
             from pmp.client.workflow_graph import GraphRecorder, check_picture_name
 
+            # Written at shutdown: a name that cannot be written fails now instead.
             if plot_dependency_graph_filename is not None:
+                _check_file_name("plot_dependency_graph_filename", plot_dependency_graph_filename)
                 check_picture_name(plot_dependency_graph_filename)
+            if export_workflow_filename is not None:
+                _check_file_name("export_workflow_filename", export_workflow_filename)
             self._graph = GraphRecorder()
             self._graph_files = (plot_dependency_graph_filename, export_workflow_filename)
         for argument, value, default in (
@@ -95,17 +99,24 @@ class _ExecutorlibFront(Executor):
         check_bool("log_obj_size", log_obj_size)
         check_bool("wait", wait)
         check_bool("flux_log_files", flux_log_files)
+        # executorlib's default is None, which means False.
+        if hostname_localhost is not None:
+            check_bool("hostname_localhost", hostname_localhost)
+        check_bool("openmpi_oversubscribe", openmpi_oversubscribe)
+        check_int("restart_limit", restart_limit, 0)
         if log_obj_size and self._cluster_jobs:
             raise ValueError(
                 f"{name}(log_obj_size=True): calls travel through the task store as files, "
                 "not messages; their sizes are the files' (get_cache_data)"
             )
         self._log_obj_size = log_obj_size
-        resource_dict = _checked_keys(dict(resource_dict or {}), "resource_dict")
+        resource_dict = _checked_keys(resource_dict, "resource_dict")
         call_defaults = {}
         for key in ("error_log_file", "restart_limit", "priority", "slurm_cmd_args", *_JOB_KEYS):
             if key in resource_dict:
                 call_defaults[key] = resource_dict.pop(key)
+        # Every call's defaults, checked once here rather than at each call.
+        self._check_call_keys(call_defaults)
         if restart_limit:
             call_defaults.setdefault("restart_limit", restart_limit)
         if "cache_key" in resource_dict:
@@ -121,12 +132,16 @@ class _ExecutorlibFront(Executor):
             # One pair per worker job (executorlib writes flux.out / flux.err).
             extra += ["--output=flux-{{id}}.out", "--error=flux-{{id}}.err"]
         if call_defaults.get("slurm_cmd_args") and not self._cluster_jobs:
-            extra += list(call_defaults.pop("slurm_cmd_args"))
+            extra += call_defaults.pop("slurm_cmd_args")
         self._call_defaults = call_defaults
         self._wait_on_exit = wait
         check_int("resource_dict key 'cores'", cores, 1)
         gpus_per_core = check_int(
             "resource_dict key 'gpus_per_core'", resource_dict.pop("gpus_per_core", 0), 0
+        )
+        oversubscribe = check_bool(
+            "resource_dict key 'openmpi_oversubscribe'",
+            resource_dict.pop("openmpi_oversubscribe", False),
         )
         super().__init__(
             max_workers=max_workers,
@@ -134,9 +149,7 @@ class _ExecutorlibFront(Executor):
             cores_per_worker=cores,
             threads_per_core=resource_dict.pop("threads_per_core", 1),
             gpus_per_worker=gpus_per_core * cores,
-            oversubscribe=bool(
-                openmpi_oversubscribe or resource_dict.pop("openmpi_oversubscribe", False)
-            ),
+            oversubscribe=openmpi_oversubscribe or oversubscribe,
             cwd=resource_dict.pop("cwd", None),
             executor=flux_executor,
             hostname_localhost=bool(hostname_localhost),
@@ -146,8 +159,38 @@ class _ExecutorlibFront(Executor):
             command_line_argument_lst=extra,
             disable_dependencies=disable_dependencies,
             refresh_rate=refresh_rate,
-            cache_directory=cache_directory or resource_dict.pop("cache_directory", None),
+            cache_directory=(
+                cache_directory
+                if cache_directory is not None
+                else resource_dict.pop("cache_directory", None)
+            ),
         )
+
+    def _check_call_keys(self, given):
+        """The keys of `given` (a resource_dict) that this class handles itself
+        rather than pmp.Executor: refused where they cannot be honoured,
+        checked where they can. Their values change in place."""
+        from pmp.client.batch import check_batch_value
+
+        if not self._cluster_jobs:
+            for key in _JOB_KEYS:
+                if key in given:
+                    raise ValueError(
+                        f"resource_dict key {key!r} is for batch jobs: "
+                        f"{self._api_name} does not submit any (SlurmClusterExecutor and "
+                        "FluxClusterExecutor do)"
+                    )
+        for key in (*_JOB_KEYS, "slurm_cmd_args"):
+            if key in given:
+                given[key] = check_batch_value(key, given[key])
+        if "restart_limit" in given:
+            check_int("resource_dict key 'restart_limit'", given["restart_limit"], 0)
+        if "openmpi_oversubscribe" in given:
+            check_bool("resource_dict key 'openmpi_oversubscribe'", given["openmpi_oversubscribe"])
+        if given.get("error_log_file") is not None:
+            given["error_log_file"] = _check_file_name(
+                "resource_dict key 'error_log_file'", given["error_log_file"]
+            )
 
     def _pmi_arguments(self, pmi_mode):
         raise ValueError(f"{self._api_name} has no pmi_mode")
@@ -170,30 +213,23 @@ class _ExecutorlibFront(Executor):
     # ---- executorlib's behaviour where it differs from pmp.Executor's ----
 
     def submit(self, fn, /, *args, resource_dict=None, **kwargs):
-        given = _checked_keys(dict(resource_dict or {}), "resource_dict")
+        given = _checked_keys(resource_dict, "resource_dict")
+        self._check_call_keys(given)
         merged = {**self._call_defaults, **given}
         error_log_file = merged.pop("error_log_file", None)
         if "priority" in merged and not self._cluster_jobs:
             self._place_priority(merged)
         if "openmpi_oversubscribe" in merged:
             merged["oversubscribe"] = merged.pop("openmpi_oversubscribe")
-        if not self._cluster_jobs:
-            for key in _JOB_KEYS:
-                if key in merged:
-                    raise ValueError(
-                        f"resource_dict key {key!r} is for batch jobs: "
-                        f"{self._api_name} does not submit any (SlurmClusterExecutor and "
-                        "FluxClusterExecutor do)"
-                    )
-            if "slurm_cmd_args" in merged:
-                merged["command_line_argument_lst"] = list(merged.pop("slurm_cmd_args"))
+        if not self._cluster_jobs and "slurm_cmd_args" in merged:
+            merged["command_line_argument_lst"] = merged.pop("slurm_cmd_args")
         if self._graph is not None:
             return self._graph.record(fn, args, kwargs)
         future = super().submit(fn, *args, resource_dict=merged or None, **kwargs)
         if self._log_obj_size:
             _log_sizes(fn, args, kwargs, future)
         if error_log_file is not None:
-            future.add_done_callback(_error_logger(os.path.abspath(error_log_file), fn))
+            future.add_done_callback(_error_logger(error_log_file, fn))
         return future
 
     def shutdown(self, wait=True, *, cancel_futures=False):
@@ -286,7 +322,7 @@ class SlurmJobExecutor(_ExecutorlibFront):
         self._setup(**_arguments(locals()))
 
     def _pmi_arguments(self, pmi_mode):
-        return [f"--mpi={pmi_mode}"]
+        return [f"--mpi={_check_slurm_pmi_mode(pmi_mode)}"]
 
 
 class SlurmClusterExecutor(_ExecutorlibFront):
@@ -325,6 +361,8 @@ class SlurmClusterExecutor(_ExecutorlibFront):
                 "SlurmClusterExecutor(pmi_mode=...) with block_allocation=True is not "
                 "supported by pmp yet: pilot jobs start their ranks with pmp's choice of --mpi"
             )
+        if pmi_mode is not None:
+            _check_slurm_pmi_mode(pmi_mode)
         super()._setup(**given)
         if pmi_mode is not None:
             # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
@@ -369,7 +407,7 @@ class FluxJobExecutor(_ExecutorlibFront):
         self._setup(**_arguments(locals()))
 
     def _pmi_arguments(self, pmi_mode):
-        return ["-o", f"pmi={pmi_mode}"]
+        return ["-o", f"pmi={_check_flux_pmi_mode(pmi_mode)}"]
 
 
 class FluxClusterExecutor(_ExecutorlibFront):
@@ -402,7 +440,7 @@ class FluxClusterExecutor(_ExecutorlibFront):
         self._setup(**_arguments(locals()), restart_limit=0)
 
     def _pmi_arguments(self, pmi_mode):
-        return ["-o", f"pmi={pmi_mode}"]
+        return ["-o", f"pmi={_check_flux_pmi_mode(pmi_mode)}"]
 
 
 def _arguments(given):
@@ -410,10 +448,94 @@ def _arguments(given):
 
 
 def _checked_keys(resource_dict, name):
+    """A copy of `resource_dict` (None: empty) whose keys are executorlib's."""
+    if resource_dict is None:
+        return {}
+    if not isinstance(resource_dict, dict):
+        raise ValueError(
+            f"{name} must be a dict of resource names to values, e.g. {{'cores': 2}}; got "
+            f"{type(resource_dict).__name__} {resource_dict!r}"
+        )
+    resource_dict = dict(resource_dict)
     for key in resource_dict:
         if key not in EXECUTORLIB_KEYS:
             raise ValueError(f"{name} key {key!r} is not one of {', '.join(EXECUTORLIB_KEYS)}")
     return resource_dict
+
+
+def _check_file_name(name, value):
+    """A file pmp writes later (a log, a graph), as an absolute path whose
+    directory exists now: a mistake there fails the constructor or the call,
+    not the callback or the shutdown that writes it."""
+    if not isinstance(value, (str, os.PathLike)) or os.fspath(value) == "":
+        raise ValueError(f"{name} must be a file's path, got {type(value).__name__} {value!r}")
+    path = os.path.abspath(os.fspath(value))
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"{name} {path!r}: its directory {directory!r} does not exist; create it first, "
+            "or name a file in a directory that exists"
+        )
+    if os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is a directory; name a file in it")
+    return path
+
+
+# srun --mpi types seen by this process (asked once: a process each time).
+_slurm_mpi_types = None
+
+
+def _check_slurm_pmi_mode(pmi_mode):
+    """pmi_mode is srun's --mpi: one of the MPI types this Slurm lists."""
+    import shutil
+    import subprocess
+
+    global _slurm_mpi_types
+    if not isinstance(pmi_mode, str):
+        raise ValueError(f"pmi_mode must be a str, got {type(pmi_mode).__name__} {pmi_mode!r}")
+    check_plain("pmi_mode", pmi_mode)
+    srun = shutil.which("srun")
+    if srun is None:  # the backend's own check says srun is missing
+        return pmi_mode
+    if _slurm_mpi_types is None:
+        listed = subprocess.run(
+            [srun, "--mpi=list"], capture_output=True, text=True, timeout=30, check=False
+        )
+        _slurm_mpi_types = _parse_mpi_list(listed.stdout + listed.stderr)
+    if _slurm_mpi_types and pmi_mode not in _slurm_mpi_types:
+        raise ValueError(
+            f"pmi_mode={pmi_mode!r} is not an MPI type of this Slurm: srun --mpi=list gives "
+            f"{', '.join(sorted(_slurm_mpi_types))}; pass one of those, or None for pmp's choice"
+        )
+    return pmi_mode
+
+
+def _parse_mpi_list(text):
+    """The MPI types in `srun --mpi=list`'s answer: one per indented line
+    (after "MPI plugin types are..."), then versions after a colon
+    ("specific pmix plugin versions available: pmix_v4,pmix_v5")."""
+    types = set()
+    for line in text.splitlines():
+        if line.startswith((" ", "\t")) and line.strip():
+            types.add(line.strip())
+        elif "versions available:" in line:
+            types.update(t.strip() for t in line.split(":", 1)[1].split(",") if t.strip())
+    return types
+
+
+# The PMI implementations of the Flux shell's `pmi` option (flux-shell(1)):
+# its own, and those of flux-pmix and flux-coral2.
+_FLUX_PMI = ("simple", "pmi1", "pmi2", "pmix", "cray-pals", "none")
+
+
+def _check_flux_pmi_mode(pmi_mode):
+    """pmi_mode is the Flux shell's `-o pmi=`: a comma-separated list of PMI names."""
+    if not isinstance(pmi_mode, str) or not all(name in _FLUX_PMI for name in pmi_mode.split(",")):
+        raise ValueError(
+            f"pmi_mode={pmi_mode!r} is not the Flux shell's pmi option: give one of "
+            f"{', '.join(_FLUX_PMI)}, or several joined by ',', or None for Flux's default"
+        )
+    return pmi_mode
 
 
 def _error_logger(path, fn):

@@ -40,6 +40,10 @@ def submit_options(name, resources, cwd, log, dependencies):
         options.append(f"--urgency={resources['priority']}")
     options += [f"--dependency=afterok:{job}" for job in dependencies]
     options.extend(resources["command_line_argument_lst"])
+    from pmp.client.resources import check_plain
+
+    for option in options:
+        check_plain(f"the flux submit option {option.split('=', 1)[0]!r}", option)
     return options
 
 

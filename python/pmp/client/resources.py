@@ -31,11 +31,33 @@ WORKER_KEYS = (
 )
 
 
+# The scheduler counts cores, workers, GPUs and restarts in 32 bits; a
+# larger number is a mistake, not a machine.
+INT_MAX = 2**32 - 1
+
+
 def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > INT_MAX:
+        raise ValueError(f"{name} must be <= {INT_MAX}, got {value}")
+    return value
+
+
+def check_plain(name, value):
+    """`value` (a str) may reach a job script or a command line: it holds no
+    control character (the scheduler's rule, `_pmp.control_character`)."""
+    from pmp._pmp import control_character
+
+    found = control_character(value)
+    if found is not None:
+        raise ValueError(
+            f"{name} holds the control character {found!r} in {value!r}: a job script or "
+            "command line would not read it as one value (a newline starts a line of its "
+            "own); remove it"
+        )
     return value
 
 
@@ -50,7 +72,11 @@ def check_cwd(name, value):
         return None
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a path or None, got {type(value).__name__} {value!r}")
-    path = os.path.abspath(os.fspath(value))
+    if os.fspath(value) == "":
+        raise ValueError(
+            f"{name} must be a directory's path or None (the current directory), got ''"
+        )
+    path = check_plain(name, os.path.abspath(os.fspath(value)))
     # Checked here, in the caller's thread: a worker cannot run in a missing
     # directory, and finding out there would fail the call much later.
     if not os.path.exists(path):
@@ -66,6 +92,7 @@ def check_arguments(name, value):
     for item in value:
         if not isinstance(item, str):
             raise ValueError(f"{name} must hold strings, got {type(item).__name__} {item!r}")
+        check_plain(name, item)
     return list(value)
 
 

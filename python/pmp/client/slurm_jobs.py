@@ -45,6 +45,12 @@ def sbatch_options(name, resources, cwd, log, dependencies):
 
 
 def job_script(options, environment, command):
+    from pmp.client.resources import check_plain
+
+    for option in options:
+        # A newline would end the #SBATCH line: the rest would run as a
+        # command, and the options after it would be lost.
+        check_plain(f"the sbatch option {option.split('=', 1)[0]!r}", option)
     lines = ["#!/bin/sh"]
     lines += [f"#SBATCH {option}" for option in options]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in environment.items()]

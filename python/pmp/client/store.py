@@ -33,7 +33,14 @@ def check_directory(name, value):
     """A store directory as given by the user, made absolute."""
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a path, got {type(value).__name__} {value!r}")
-    path = os.path.abspath(os.path.expanduser(os.fspath(value)))
+    if os.fspath(value) == "":
+        raise ValueError(
+            f"{name} must be a directory's path, got '' (say '.' for the current directory)"
+        )
+    from pmp.client.resources import check_plain
+
+    # Batch jobs name their log file in it on an #SBATCH line.
+    path = check_plain(name, os.path.abspath(os.path.expanduser(os.fspath(value))))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{name} {path!r} is not a directory")
     return path
