@@ -2,7 +2,8 @@
 //!
 //! Each worker runs in its own process group (so the kernel's Ctrl-C does not
 //! reach it and a kill reaches its children too) and dies with the thread that
-//! started it (PR_SET_PDEATHSIG), so no worker outlives its scheduler.
+//! started it (PR_SET_PDEATHSIG), so no worker outlives its scheduler. On
+//! Linux, what is left in its group when it exits is killed.
 
 use crate::core::LostReason;
 use crate::ids::WorkerId;
@@ -97,12 +98,42 @@ pub fn spawn(
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let status = async move {
+        // What its tasks left in its group (the worker crashed, or a task
+        // called os._exit) goes with it; killed between its exit and its
+        // reaping, while its pid cannot be reused as another group's id.
+        #[cfg(target_os = "linux")]
+        if exited(pid).await {
+            signal_group(pid, libc::SIGKILL);
+        }
         child
             .wait()
             .await
             .map_err(|e| format!("waiting for worker pid {pid} failed: {e}"))
     };
     Ok(watch(worker, pid, stdout, stderr, status, printed, exits))
+}
+
+/// Wait until our child `pid` has exited, without reaping it; false when
+/// that cannot be watched (a kernel without pidfd_open, before 5.3).
+#[cfg(target_os = "linux")]
+async fn exited(pid: u32) -> bool {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open returns a new descriptor, which we then own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // A pidfd becomes readable when its process exits.
+    // SAFETY: the OwnedFd is a valid pidfd, owned by the AsyncFd from here
+    // on and closed only when it drops.
+    match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    } {
+        Ok(fd) => fd.readable().await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// How a worker ended, or why that cannot be known.

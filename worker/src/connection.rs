@@ -64,8 +64,7 @@ impl Wire {
 
 async fn write_one(send_half: &mut zeromq::DealerSendHalf, wire: Vec<Bytes>) {
     if send_half.send_direct(zmq_message(wire)).await.is_err() {
-        eprintln!("pmp-worker: lost the connection to the scheduler");
-        die();
+        die(format_args!("lost the connection to the scheduler"));
     }
 }
 
@@ -212,8 +211,9 @@ async fn serve(
 ) {
     let mut socket = zeromq::DealerSocket::new();
     if let Err(e) = socket.connect(&address).await {
-        eprintln!("pmp-worker: cannot connect to the scheduler at {address}: {e}");
-        die();
+        die(format_args!(
+            "cannot connect to the scheduler at {address}: {e}"
+        ));
     }
     let (send_half, mut recv_half) = socket.split();
     let wire = Arc::new(Wire {
@@ -234,11 +234,10 @@ async fn serve(
                 Ok(Err(_)) | Err(_) => {
                     // The scheduler died or its host went away: a worker
                     // never outlives its executor.
-                    eprintln!(
-                        "pmp-worker: no word from the scheduler for {:.0} s; exiting",
+                    die(format_args!(
+                        "no word from the scheduler for {:.0} s; exiting",
                         silence.as_secs_f64()
-                    );
-                    die();
+                    ));
                 }
             };
             match protocol::decode::<ToWorker>(&reader_key, message.into_vec()) {
@@ -280,7 +279,7 @@ async fn serve(
                     }
                     incoming.push((message, frames));
                 }
-                Err(e) => eprintln!("pmp-worker: dropped a message: {e}"),
+                Err(e) => say(format_args!("dropped a message: {e}")),
             }
         }
     });
@@ -307,7 +306,20 @@ fn zmq_message(wire: Vec<Bytes>) -> ZmqMessage {
     message
 }
 
-fn die() -> ! {
+/// Say why on stderr, if it can still be written, on this thread that must
+/// go on whatever happens: `eprintln!` panics when it cannot write (EPIPE
+/// once the client that read the pipe is gone), which would end the thread
+/// and leave the worker running.
+fn say(message: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "pmp-worker: {message}");
+}
+
+/// Say why, end what the tasks started and exit at once, whether or not the
+/// message could be written.
+fn die(message: std::fmt::Arguments) -> ! {
+    say(message);
+    crate::descendants::end_all();
     // SAFETY: immediate exit; Python may be mid-task on the main thread.
     unsafe { libc::_exit(70) }
 }

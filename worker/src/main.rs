@@ -14,6 +14,7 @@
 
 mod client_watch;
 mod connection;
+mod descendants;
 mod inbox;
 mod interpreter;
 mod job;
@@ -40,6 +41,7 @@ fn main() {
             }
         }
     }
+    descendants::take_charge();
     client_watch::start();
     let mode = match Mode::from_env() {
         Ok(mode) => mode,
@@ -52,12 +54,18 @@ fn main() {
         // Ranks above 0 never touch the network or the store: they run what
         // rank 0 broadcasts to them.
         let code = interpreter::follow(mode.python());
-        std::process::exit(code);
+        exit(code);
     }
     match mode {
         Mode::Connected(settings) => serve(&settings),
-        Mode::Job(settings) => std::process::exit(job::run(&settings)),
+        Mode::Job(settings) => exit(job::run(&settings)),
     }
+}
+
+/// Exit once what the tasks started has ended (`descendants`).
+fn exit(code: i32) -> ! {
+    descendants::end_all();
+    std::process::exit(code);
 }
 
 /// Connected mode: run what the scheduler sends until it says stop or goes away.
@@ -134,11 +142,11 @@ fn serve(settings: &Settings) -> ! {
     }
     runtime.close();
     connection.close();
-    std::process::exit(0);
+    exit(0);
 }
 
 /// A task's outcome that Python could not even produce (pmp itself failed).
 fn internal_error(message: String) -> (Outcome, Vec<pmp_scheduler::Bytes>) {
     eprintln!("pmp-worker: {message}");
-    std::process::exit(4);
+    exit(4);
 }

@@ -17,10 +17,18 @@
 //! when the zygote dies (which is killed when the scheduler's thread dies),
 //! the worker's variables and cwd set before any of its code runs, CPython's
 //! after-fork handling done (`os.fork`), then connected mode as usual.
+//!
+//! What a forked worker's task started ends with it even when the worker is
+//! killed and cannot end it itself (`descendants`): the zygote kills what is
+//! left in the worker's process group before it reaps the worker, and, a
+//! child subreaper, adopts the worker's other orphans (a session of their
+//! own, a daemon) and kills them too.
 
+use crate::descendants;
 use crate::interpreter;
 use crate::settings::PythonSettings;
 use pyo3::prelude::*;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStringExt;
@@ -52,6 +60,11 @@ pub fn run(python: &PythonSettings) {
     }
     let signals = ChildSignals::block();
     let zygote = std::process::id() as libc::pid_t;
+    // SAFETY: plain prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    // The workers forked and not reaped yet; any other child is an orphan
+    // one of them left.
+    let mut workers = HashSet::new();
     reply(zygote);
     loop {
         let mut polled = [
@@ -72,7 +85,7 @@ pub fn run(python: &PythonSettings) {
         }
         if polled[1].revents != 0 {
             signals.drain();
-            reap_children();
+            reap_children(&mut workers);
         }
         if polled[0].revents == 0 {
             continue;
@@ -88,6 +101,7 @@ pub fn run(python: &PythonSettings) {
                 return;
             }
             Ok(pid) => {
+                workers.insert(pid);
                 // Its own group before the scheduler hears its pid, so a
                 // stop sent at once reaches it (the child sets it too).
                 // SAFETY: plain syscall on our own child.
@@ -260,17 +274,57 @@ fn send_exit_report(pid: libc::pid_t, status: i32) {
     unsafe { libc::send(EXITS_FD, bytes.as_ptr().cast(), 8, libc::MSG_NOSIGNAL) };
 }
 
-/// Report every child that has exited.
-fn reap_children() {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes one int.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
+/// Reap every child that has exited, reporting the workers among them, then
+/// kill the orphans they left.
+fn reap_children(workers: &mut HashSet<libc::pid_t>) {
+    let mut reaped = false;
+    while let Some(pid) = exited_child() {
+        if workers.remove(&pid) {
+            // What its task left in its group, while the worker's pid (a
+            // zombie until reaped) cannot be reused as another group's id.
+            // SAFETY: plain syscall; a negative pid addresses the group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            send_exit_report(pid, reap(pid));
+        } else {
+            reap(pid);
         }
-        send_exit_report(pid, status);
+        reaped = true;
     }
+    if !reaped {
+        return;
+    }
+    // A worker's orphans became our children when it died; killing them
+    // makes theirs ours in turn, ended when their parents are reaped here.
+    for orphan in descendants::children_of(std::process::id() as libc::pid_t) {
+        if !workers.contains(&orphan) {
+            // SAFETY: plain syscall on our own child, not reaped yet.
+            unsafe { libc::kill(orphan, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A child that has exited, left unreaped (its pid stays ours).
+fn exited_child() -> Option<libc::pid_t> {
+    // SAFETY: waitid fills the zeroed siginfo; si_pid reads the field it set.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        if libc::waitid(libc::P_ALL, 0, &mut info, flags) != 0 {
+            return None;
+        }
+        let pid = info.si_pid();
+        (pid > 0).then_some(pid)
+    }
+}
+
+/// Reap `pid`; its wait status.
+fn reap(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waitpid writes one int; `pid` has exited, so this returns at once.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
+    status
 }
 
 fn close(fd: RawFd) {
