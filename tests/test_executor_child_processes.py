@@ -123,6 +123,44 @@ def test_what_a_task_started_ends_when_its_fresh_worker_is_killed(tmp_path, wait
         assert_all_end(pids, wait_until, "after the worker was killed")
 
 
+KILLED_CLIENT = """
+import json, os, sys, time
+from pmp import Executor
+sys.path.insert(0, TESTS_DIRECTORY)
+from test_executor_child_processes import start_three
+
+def start_three_and_stay(python, directory):
+    pids = start_three(python, directory)
+    with open(os.path.join(directory, "pids.part"), "w") as f:
+        json.dump(pids, f)
+    os.rename(os.path.join(directory, "pids.part"), os.path.join(directory, "pids.json"))
+    time.sleep(600)
+
+exe = Executor(max_workers=1, block_allocation=BLOCK_VALUE)
+exe.submit(start_three_and_stay, sys.executable, os.getcwd())
+while not os.path.exists("pids.json"):
+    time.sleep(0.02)
+print(open("pids.json").read(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_what_a_task_started_ends_when_its_client_is_killed(
+    block_allocation, start_script, wait_until
+):
+    # The worker's parent-death signal is SIGTERM, which it handles by
+    # ending its descendants before it dies.
+    script = KILLED_CLIENT.replace("BLOCK_VALUE", str(block_allocation))
+    client = start_script(script.replace("TESTS_DIRECTORY", repr(os.path.dirname(__file__))))
+    line = client.stdout.readline()
+    assert line, client.stderr.read() if client.poll() is not None else "no output"
+    pids = json.loads(line)
+    assert all(running(pid) for pid in pids.values()), pids
+    client.kill()
+    client.wait(timeout=30)
+    assert_all_end(pids, wait_until, "after the client was killed")
+
+
 ORPHANED_WORKER = """
 import ctypes, os, sys, time
 from pmp import Executor
