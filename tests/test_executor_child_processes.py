@@ -10,13 +10,13 @@ test reads the pids and waits until none of them runs."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import psutil
 import pytest
 from pmp import Executor
+from task_children import GONE_TIMEOUT, assert_all_end, running, start_three
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -24,60 +24,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 RESULT_TIMEOUT = 60
-# Generous: a worker that ends reaps what it ended in well under a second.
-GONE_TIMEOUT = 30
-
-SLEEPER = """
-import os, sys, time
-with open(sys.argv[1] + ".part", "w") as f:
-    f.write(str(os.getpid()))
-os.rename(sys.argv[1] + ".part", sys.argv[1])
-time.sleep(600)
-"""
-
-# fork, setsid, fork: the daemon's parent exits at once, so it is nobody's
-# child but its adopter's, in a session and group of its own.
-DAEMON = """
-import os, sys
-if os.fork():
-    os._exit(0)
-os.setsid()
-if os.fork():
-    os._exit(0)
-exec(sys.argv[2])
-"""
-
-
-def start_three(python, directory):
-    """Start a plain child, one in a new session and a double-forked daemon;
-    return their pids once each has written it."""
-    paths = {kind: os.path.join(directory, kind) for kind in ("plain", "session", "daemon")}
-    subprocess.Popen([python, "-c", SLEEPER, paths["plain"]])
-    subprocess.Popen([python, "-c", SLEEPER, paths["session"]], start_new_session=True)
-    subprocess.run([python, "-c", DAEMON, paths["daemon"], SLEEPER], check=True)
-    deadline = time.monotonic() + 30
-    while not all(os.path.exists(p) for p in paths.values()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not all of {paths} were written")
-        time.sleep(0.02)
-    return {kind: int(open(path).read()) for kind, path in paths.items()}
-
-
-def running(pid):
-    """True while `pid` runs (a zombie has ended)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def assert_all_end(pids, wait_until, when):
-    wait_until(
-        lambda: not any(running(pid) for pid in pids.values()),
-        timeout=GONE_TIMEOUT,
-        message=f"still running {when}: "
-        + ", ".join(f"{kind} {pid}" for kind, pid in pids.items() if running(pid)),
-    )
 
 
 def test_what_a_task_started_ends_at_shutdown(block_allocation, tmp_path, wait_until):
@@ -127,7 +73,7 @@ KILLED_CLIENT = """
 import json, os, sys, time
 from pmp import Executor
 sys.path.insert(0, TESTS_DIRECTORY)
-from test_executor_child_processes import start_three
+from task_children import start_three
 
 def start_three_and_stay(python, directory):
     pids = start_three(python, directory)

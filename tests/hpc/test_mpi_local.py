@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from pmp import Executor
+from task_children import assert_all_end, start_three
 
 SEED_MPI = """
 from pmp import Executor
@@ -176,3 +177,24 @@ def test_the_store_keeps_a_calls_results_apart_by_its_number_of_ranks(mpi, tmp_p
     assert _pmp.task_key(b"function", [b"frame"], []) == before
     assert _pmp.task_key(b"function", [b"frame"], [], 1) == before
     assert _pmp.task_key(b"function", [b"frame"], [], 2) != before
+
+
+def start_three_on_my_rank(python, directory):
+    from mpi4py import MPI
+
+    mine = os.path.join(directory, f"rank-{MPI.COMM_WORLD.Get_rank()}")
+    os.makedirs(mine, exist_ok=True)
+    return start_three(python, mine)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("block", [False, True])
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="descendants are ended with the worker on Linux"
+)
+def test_what_each_rank_started_ends_with_its_worker(mpi, block, tmp_path, wait_until):
+    with Executor(max_cores=2, cores_per_worker=2, block_allocation=block) as exe:
+        per_rank = exe.submit(start_three_on_my_rank, sys.executable, str(tmp_path)).result(60)
+    assert len(per_rank) == 2
+    for rank, pids in enumerate(per_rank):
+        assert_all_end(pids, wait_until, f"on rank {rank} after shutdown")
