@@ -4,6 +4,7 @@ task store and writes its result there, and outlives the client. Against a
 real Slurm (slurmctld + slurmd on loopback); Python runs without any
 SLURM_* variable."""
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+from task_children import assert_all_end
 
 OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
 
@@ -126,6 +128,23 @@ def test_a_call_is_a_batch_job_and_its_result_comes_back(batch, tmp_path):
     )
     assert lines(done) == ["slurm True", "True", "2 True", "2", "local True"]
     assert (tmp_path / "pmp_cache" / "logs").is_dir()
+
+
+@pytest.mark.timeout(240)
+def test_what_a_batch_jobs_call_started_ends_with_the_job(batch, wait_until):
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = batch(
+        f"""
+        import json
+        sys.path.insert(0, {tests!r})
+        from task_children import start_three
+        with Executor(backend="slurm") as exe:
+            pids = exe.submit(start_three, sys.executable, os.getcwd()).result(timeout=120)
+        print(json.dumps(pids))
+        """
+    )
+    pids = json.loads(lines(done)[-1])
+    assert_all_end(pids, wait_until, "after its batch job ended")
 
 
 @pytest.mark.timeout(240)
