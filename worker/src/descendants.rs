@@ -213,3 +213,38 @@ mod on_sigterm {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::{children_by_parent, children_of, descendants_of};
+
+    #[test]
+    fn a_child_and_its_child_are_found_with_or_without_children_files() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("piped")),
+            &mut line,
+        )
+        .expect("the grandchild's pid");
+        let grandchild: libc::pid_t = line.trim().parse().expect("a pid");
+        let me = std::process::id() as libc::pid_t;
+        let pid = child.id() as libc::pid_t;
+        assert!(children_of(me).contains(&pid));
+        assert!(children_by_parent(me).contains(&pid));
+        assert_eq!(children_by_parent(pid), vec![grandchild]);
+        let tree = descendants_of(me);
+        let (at, below) = (
+            tree.iter().position(|&p| p == pid),
+            tree.iter().position(|&p| p == grandchild),
+        );
+        assert!(at < below && below.is_some(), "{tree:?}");
+        // SAFETY: plain syscall on the grandchild, which sh reaps.
+        unsafe { libc::kill(grandchild, libc::SIGKILL) };
+        child.wait().expect("sh exits once its child is gone");
+    }
+}
