@@ -2,9 +2,9 @@
 //! session of its own, a double-forked daemon.
 //!
 //! The worker is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a descendant
-//! whose parent exits (the daemon, once its parent's fork returned) becomes
-//! the worker's child instead of init's, so every descendant is found by
-//! following children down from the worker. `end_all` kills them all before
+//! whose parent exits (a double-forked daemon, as soon as it is forked)
+//! becomes the worker's child instead of init's, so every descendant is
+//! found by following children down from the worker. `end_all` kills them all before
 //! the worker exits: when it is told to stop, when its scheduler goes silent,
 //! at the end of a batch job, and on SIGTERM (the scheduler's stop, Slurm's
 //! end of a job, and the parent-death signal, which this module makes
