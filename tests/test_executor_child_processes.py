@@ -10,13 +10,14 @@ test reads the pids and waits until none of them runs."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import psutil
 import pytest
 from pmp import Executor
-from task_children import GONE_TIMEOUT, assert_all_end, running, start_three
+from task_children import GONE_TIMEOUT, SLEEPER, assert_all_end, running, start_three
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -66,6 +67,24 @@ def test_what_a_task_started_ends_when_its_fresh_worker_is_killed(tmp_path, wait
                 RESULT_TIMEOUT
             )
         pids = json.loads((tmp_path / "pids.json").read_text())
+        assert_all_end(pids, wait_until, "after the worker was killed")
+
+
+def crash_after_a_child(python, directory):
+    path = os.path.join(directory, "plain")
+    subprocess.Popen([python, "-c", SLEEPER, path])
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_what_a_killed_pool_worker_left_in_its_group_ends(tmp_path, wait_until):
+    # Killed, the worker cleans nothing up itself: the scheduler kills its
+    # process group once it has exited.
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        with pytest.raises(Exception, match="signal 9"):
+            exe.submit(crash_after_a_child, sys.executable, str(tmp_path)).result(RESULT_TIMEOUT)
+        pids = {"plain": int((tmp_path / "plain").read_text())}
         assert_all_end(pids, wait_until, "after the worker was killed")
 
 
