@@ -10,7 +10,8 @@
 //! thread, so signals and `threading.main_thread()` behave), taking them from
 //! the `inbox` in order; a connection thread owns the socket, answers
 //! heartbeats and retracts while a task runs, and exits the process when the
-//! scheduler goes silent.
+//! scheduler goes silent; on Linux, a thread ends what the tasks started
+//! when SIGTERM comes (`descendants`), as every exit does.
 
 mod client_watch;
 mod connection;
