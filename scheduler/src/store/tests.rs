@@ -763,8 +763,12 @@ fn failed_upstream_finds_the_failure_at_the_head_of_a_chain() {
     failed.meta.state = State::Failed;
     store.write("head", &failed).unwrap();
     // head <- middle <- tail: neither dependent ran, so only inputs name the chain.
-    store.write_input("middle", &input(&[b"c"], &["head"])).unwrap();
-    store.write_input("tail", &input(&[b"c"], &["other", "middle"])).unwrap();
+    store
+        .write_input("middle", &input(&[b"c"], &["head"]))
+        .unwrap();
+    store
+        .write_input("tail", &input(&[b"c"], &["other", "middle"]))
+        .unwrap();
     store.write("other", &entry(&[b"fine"])).unwrap();
     let found = store.failed_upstream(&["tail".to_string()]).unwrap();
     assert_eq!(found, Some(("head".to_string(), failed)));
