@@ -402,7 +402,7 @@ for _ in range(count):
     try:
         held.append(socket.create_connection((host, port), timeout=5))
     except OSError:
-        pass  # the scheduler is out of descriptors and accepts no more
+        break  # the scheduler is out of descriptors and accepts no more
 print(len(held), flush=True)
 sys.stdin.read()
 """
