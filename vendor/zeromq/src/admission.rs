@@ -151,7 +151,9 @@ impl Admission {
         let gate = Arc::new(Gate::new(self.options.first_message_max));
         {
             let mut waiting = self.waiting.lock();
-            waiting.retain(|gate| gate.waiting());
+            // A gate held by nothing else belongs to a connection already
+            // gone (the peer hung up): it no longer takes a place.
+            waiting.retain(|gate| gate.waiting() && Arc::strong_count(gate) > 1);
             while waiting.len() >= self.options.max_waiting {
                 match waiting.pop_front() {
                     Some(oldest) => oldest.close_waiting(),
