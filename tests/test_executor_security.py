@@ -13,6 +13,7 @@ import os
 import pathlib
 import pickle
 import re
+import resource
 import socket
 import struct
 import subprocess
@@ -321,3 +322,118 @@ def test_raw_tcp_garbage_neither_unpickled_nor_fatal(block_allocation, marker, s
     host.stdin.close()
     assert host.wait(timeout=60) == 0, host.stderr.read()
     assert not marker.exists()
+
+
+def stream_until_closed(connection, total):
+    """Send up to ``total`` bytes; True if the scheduler closed the connection first."""
+    chunk = bytes(1 << 20)
+    try:
+        for _ in range(total // len(chunk)):
+            connection.sendall(chunk)
+    except OSError:
+        return True
+    return closed_by_scheduler(connection)
+
+
+def closed_by_scheduler(connection, patience=60):
+    """True once the scheduler has closed ``connection`` (read to its end);
+    False if it is still open after ``patience`` seconds, which only keeps a
+    broken scheduler from hanging the test: pmp closes it in seconds."""
+    connection.settimeout(patience)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass  # reset by the scheduler
+    return True
+
+
+def test_a_huge_frame_from_a_peer_without_the_key_is_refused_unread():
+    # The scheduler runs in this process: what it buffers shows in our RSS.
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        assert exe.submit(add, 1, 1).result(timeout=RESULT_TIMEOUT) == 2
+        before = psutil.Process().memory_info().rss
+        with socket.create_connection(host_and_port(exe.info["address"])) as connection:
+            connection.sendall(
+                ZMTP_GREETING + zmtp_ready(b"DEALER") + b"\x02" + struct.pack(">Q", 3 << 30)
+            )
+            assert stream_until_closed(connection, 256 << 20), (
+                "a peer that never authenticated announced a 3 GiB frame and streamed "
+                "256 MiB of it without being disconnected"
+            )
+        grown = psutil.Process().memory_info().rss - before
+        assert grown < 64 << 20, f"the client grew by {grown >> 20} MiB"
+        assert exe.submit(add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4
+
+
+def test_connections_that_do_not_authenticate_are_closed():
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        assert exe.submit(add, 1, 1).result(timeout=RESULT_TIMEOUT) == 2
+        address = host_and_port(exe.info["address"])
+        silent = socket.create_connection(address)
+        after_handshake = socket.create_connection(address)
+        after_handshake.sendall(ZMTP_GREETING + zmtp_ready(b"DEALER"))
+        unsigned = socket.create_connection(address)
+        unsigned.sendall(
+            ZMTP_GREETING
+            + zmtp_ready(b"DEALER")
+            + zmtp_frame(os.urandom(SIGNATURE_LEN), more=True)
+            + zmtp_frame(hello_header(0, os.getpid()))
+        )
+        for name, connection in [
+            ("a wrongly signed hello", unsigned),
+            ("a silent connection", silent),
+            ("a connection silent after the handshake", after_handshake),
+        ]:
+            with connection:
+                assert closed_by_scheduler(connection), f"the scheduler kept {name} open"
+        assert exe.submit(add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4
+
+
+IDLE_CONNECTIONS = """
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for _ in range(count):
+    try:
+        held.append(socket.create_connection((host, port), timeout=5))
+    except OSError:
+        break  # the scheduler is out of descriptors and accepts no more
+print(len(held), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_thousands_of_idle_connections_do_not_keep_new_workers_out(tmp_path):
+    # This process (and the scheduler in it) may open 2048 descriptors; a
+    # flood of 3000 connections would take them all if the scheduler kept
+    # every connection that never authenticates.
+    script = tmp_path / "idle_connections.py"
+    script.write_text(IDLE_CONNECTIONS)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, soft), hard))
+    try:
+        with Executor(max_workers=2) as exe:  # a fresh worker for every call
+            assert exe.submit(add, 1, 1).result(timeout=RESULT_TIMEOUT) == 2
+            host, port = host_and_port(exe.info["address"])
+            flood = subprocess.Popen(
+                [sys.executable, str(script), host, str(port), "3000"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert int(flood.stdout.readline() or 0) > 0
+                futures = [exe.submit(add, i, 10) for i in range(6)]
+                assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [
+                    i + 10 for i in range(6)
+                ]
+            finally:
+                flood.stdin.close()
+                flood.wait(timeout=60)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

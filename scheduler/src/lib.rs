@@ -1,7 +1,8 @@
 //! pmp's scheduler. Read in this order: `core` (the state machine of tasks and
 //! workers), `server` (its event loop), `protocol` and `auth` (what crosses the
-//! wire), `process`, `backend` and `zygote` (how workers start), `handle` (the client API).
+//! wire, and `admission`: who may send on it), `process`, `backend` and `zygote` (how workers start), `handle` (the client API).
 
+pub mod admission;
 pub mod auth;
 pub mod backend;
 pub mod core;

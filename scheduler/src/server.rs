@@ -3,6 +3,7 @@
 //! heartbeat ticks, and carries out what the core decides through `Comm`.
 //! Nothing polls: every wake-up is an event.
 
+use crate::admission;
 use crate::auth::Key;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{
@@ -228,6 +229,8 @@ pub struct Server {
     live: HashMap<WorkerId, Live>,
     /// Which worker each connected route belongs to.
     routes: HashMap<Bytes, WorkerId>,
+    /// Admits and closes connections (see `admission`).
+    connections: zeromq::RouterSendHalf,
     events: std::sync::mpsc::Sender<Event>,
     outgoing: UnboundedSender<(Bytes, Vec<Bytes>)>,
     internal_tx: UnboundedSender<Internal>,
@@ -272,7 +275,7 @@ pub async fn run(
     events: std::sync::mpsc::Sender<Event>,
     ready: std::sync::mpsc::Sender<Result<String, String>>,
 ) {
-    let mut socket = zeromq::RouterSocket::new();
+    let mut socket = admission::worker_socket();
     let endpoint = match socket.bind(&format!("tcp://{bind_host}:0")).await {
         Ok(endpoint) => endpoint.to_string(),
         Err(e) => {
@@ -282,6 +285,7 @@ pub async fn run(
     };
     environment.address = endpoint.clone();
     let (send_half, mut recv_half) = socket.split();
+    let connections = send_half.clone();
     let (outgoing, outgoing_rx) = unbounded_channel();
     let (incoming_tx, incoming) = unbounded_channel::<Incoming>();
     let (internal_tx, internal) = unbounded_channel();
@@ -314,6 +318,7 @@ pub async fn run(
         timing,
         live: HashMap::new(),
         routes: HashMap::new(),
+        connections,
         events,
         outgoing,
         internal_tx,
@@ -455,26 +460,37 @@ impl Server {
         let route = message.remove(0);
         let (header, mut frames) = match protocol::decode::<FromWorker>(&self.key, message) {
             Ok(decoded) => decoded,
-            Err(e) => return self.drop_message(&route, &e.to_string()),
+            Err(e) => return self.refuse(&route, &e.to_string()),
         };
         let worker = match &header {
-            FromWorker::Hello { worker, host, .. } => match self.live.get_mut(worker) {
-                Some(live) if live.route.is_none() => {
-                    live.route = Some(route.clone());
-                    live.shared.on = shared_memory::enabled() && *host == crate::host::name();
-                    self.routes.insert(route.clone(), *worker);
-                    *worker
-                }
-                _ => {
-                    return self.drop_message(
+            FromWorker::Hello { worker, host, .. } => {
+                let expected = !self.routes.contains_key(&route)
+                    && self
+                        .live
+                        .get(worker)
+                        .is_some_and(|live| live.route.is_none());
+                if !expected {
+                    return self.refuse(
                         &route,
                         "hello from a worker not started or already connected",
-                    )
+                    );
                 }
-            },
+                let admitted = admission::connection(&route)
+                    .is_some_and(|connection| self.connections.admit(&connection));
+                if !admitted {
+                    // Timed out or displaced just now: the worker sees its
+                    // connection close and exits, which is reported.
+                    return self.drop_message(&route, "hello from a connection already closed");
+                }
+                let live = self.live.get_mut(worker).expect("checked above");
+                live.route = Some(route.clone());
+                live.shared.on = shared_memory::enabled() && *host == crate::host::name();
+                self.routes.insert(route.clone(), *worker);
+                *worker
+            }
             _ => match self.routes.get(&route) {
                 Some(worker) => *worker,
-                None => return self.drop_message(&route, "signed, but from no connected worker"),
+                None => return self.refuse(&route, "signed, but from no connected worker"),
             },
         };
         if let Some(live) = self.live.get_mut(&worker) {
@@ -611,6 +627,18 @@ impl Server {
             }
             None => process::write_to_own(stream, &text),
         }
+    }
+
+    /// A message that does not admit its connection: dropped, and the
+    /// connection closed unless a worker's Hello admitted it before (a
+    /// connection not admitted sends nothing more that could be read).
+    fn refuse(&mut self, route: &Bytes, why: &str) {
+        if !self.routes.contains_key(route) {
+            if let Some(connection) = admission::connection(route) {
+                self.connections.disconnect(&connection);
+            }
+        }
+        self.drop_message(route, why);
     }
 
     /// Unauthenticated or malformed messages are dropped, never decoded

@@ -132,6 +132,8 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Its thread connects when the first message is sent, which must be
+    /// the Hello: the scheduler reads nothing else from a new connection.
     pub fn open(settings: &Settings) -> Connection {
         let incoming = Arc::new(Inbox::default());
         let incoming_tx = incoming.clone();
@@ -209,6 +211,13 @@ async fn serve(
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Queued>>,
     connected: Connected,
 ) {
+    // Connect only once the first message, the Hello, is in hand: the
+    // scheduler closes a connection that has not authenticated within
+    // seconds, and Python can take longer than that to start.
+    let hello = match outgoing.recv().await {
+        Some(Some(hello)) => hello,
+        _ => return incoming.close(),
+    };
     let mut socket = zeromq::DealerSocket::new();
     if let Err(e) = socket.connect(&address).await {
         die(format_args!(
@@ -283,6 +292,7 @@ async fn serve(
             }
         }
     });
+    wire.write(hello.message, hello.frames).await;
     loop {
         let queued = tokio::select! {
             next = outgoing.recv() => match next {

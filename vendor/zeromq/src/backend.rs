@@ -1,3 +1,4 @@
+use crate::admission::{Admission, Gate};
 use crate::async_rt;
 use crate::codec::{FramedIo, Message, ZmqFramedRead, ZmqFramedWrite};
 use crate::fair_queue::QueueInner;
@@ -30,6 +31,8 @@ pub(crate) struct Peer {
     /// pmp: the connection's write half, shared with its writer task, for
     /// `send_direct` (None where there is no connection: the crate's bench).
     pub(crate) writer: Option<SharedWriter>,
+    /// pmp: its admission, for a peer accepted under `SocketOptions::admission`.
+    pub(crate) gate: Option<Arc<Gate>>,
 }
 
 /// pmp: a peer's write half, which its writer task locks for each batch.
@@ -73,6 +76,8 @@ pub(crate) struct GenericSocketBackend {
     peer_count: AtomicUsize,
     /// Notifiers for reconnection tasks - keyed by `peer_id`
     disconnect_notifiers: Mutex<HashMap<PeerIdentity, DisconnectNotifier>>,
+    /// pmp: see `SocketOptions::admission`.
+    admission: Option<Admission>,
 }
 
 impl GenericSocketBackend {
@@ -82,6 +87,7 @@ impl GenericSocketBackend {
         options: SocketOptions,
     ) -> Self {
         Self {
+            admission: options.admission.map(Admission::new),
             peers: scc::HashMap::new(),
             fair_queue_inner,
             round_robin: SegQueue::new(),
@@ -300,6 +306,25 @@ impl GenericSocketBackend {
         }
     }
 
+    /// pmp: let an accepted peer send without limits from now on (see
+    /// `SocketOptions::admission`). False if it is no longer connected.
+    pub(crate) fn admit(&self, peer_id: &PeerIdentity) -> bool {
+        match self.peers.read_sync(peer_id, |_, peer| peer.gate.clone()) {
+            Some(Some(gate)) => gate.admit(),
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    /// pmp: close the connection to a peer.
+    pub(crate) fn disconnect(&self, peer_id: &PeerIdentity) {
+        // Closed first, so that a reader being polled right now ends too.
+        if let Some(Some(gate)) = self.peers.read_sync(peer_id, |_, peer| peer.gate.clone()) {
+            gate.close();
+        }
+        self.peer_disconnected(peer_id);
+    }
+
     /// pmp: the write progress of the one connected peer, if there is exactly one.
     pub(crate) fn single_peer_progress(&self) -> Option<Arc<WriteProgress>> {
         self.single_peer.lock().as_ref().map(|peer| peer.progress.clone())
@@ -362,6 +387,7 @@ impl SocketBackend for GenericSocketBackend {
 #[async_trait]
 impl MultiPeerBackend for GenericSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
+        let gate = io.read_half.gate();
         let (recv_queue, send_queue) = io.into_parts();
         let (queue_sender, queue_receiver) = mpsc::channel(PEER_SEND_QUEUE_CAPACITY);
         let progress = Arc::new(WriteProgress::default());
@@ -373,6 +399,7 @@ impl MultiPeerBackend for GenericSocketBackend {
                     send_queue: queue_sender,
                     progress: progress.clone(),
                     writer: Some(send_queue.clone()),
+                    gate,
                 },
             )
             .await;
@@ -396,6 +423,10 @@ impl MultiPeerBackend for GenericSocketBackend {
                 inner.lock().insert(peer_id.clone(), recv_queue);
             }
         };
+    }
+
+    fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
     }
 
     fn peer_disconnected(&self, peer_id: &PeerIdentity) {

@@ -1,5 +1,6 @@
 #![recursion_limit = "1024"]
 
+mod admission;
 mod async_rt;
 mod backend;
 mod codec;
@@ -72,7 +73,7 @@ pub mod __bench {
                 let (send_queue, recv_queue) = mpsc::channel(queue_capacity);
                 backend
                     .peers
-                    .upsert_async(peer_id.clone(), Peer { send_queue, progress: Default::default(), writer: None })
+                    .upsert_async(peer_id.clone(), Peer { send_queue, progress: Default::default(), writer: None, gate: None })
                     .await;
                 backend.round_robin.push(peer_id);
                 receivers.push(recv_queue);
@@ -355,6 +356,8 @@ pub struct SocketOptions {
     // Shared by read preparation and decoder reservation.
     pub(crate) read_buffer_max_size: usize,
     pub(crate) read_buffer_short_reads: usize,
+    /// pmp: limits on accepted peers until the application admits them.
+    pub(crate) admission: Option<admission::AdmissionOptions>,
 }
 
 impl Default for SocketOptions {
@@ -365,6 +368,7 @@ impl Default for SocketOptions {
             read_buffer_initial_size: 128,
             read_buffer_max_size: 64 * 1024,
             read_buffer_short_reads: 2,
+            admission: None,
         }
     }
 }
@@ -421,6 +425,35 @@ impl SocketOptions {
         self
     }
 
+    /// pmp: for an application that authenticates each peer by its first
+    /// message (see `src/admission.rs`). A peer this socket accepts may send
+    /// one message of at most `first_message_max` bytes (the handshake
+    /// included) and nothing more until the application calls `admit` for
+    /// it (ROUTER sockets), or `disconnect`; one not admitted within
+    /// `timeout` is disconnected, and of the peers waiting, the oldest is
+    /// disconnected when more than `max_waiting` wait. Peers this socket
+    /// connects to are not affected. As any peer's, a connected peer's
+    /// connection is read, and so closed, while the socket is asked for
+    /// messages (an application receiving all the time closes it at once).
+    ///
+    /// # Panics
+    /// Panics unless `first_message_max` and `max_waiting` are positive.
+    pub fn admission(
+        &mut self,
+        first_message_max: usize,
+        timeout: Duration,
+        max_waiting: usize,
+    ) -> &mut Self {
+        assert!(first_message_max > 0, "first_message_max must be positive");
+        assert!(max_waiting > 0, "max_waiting must be positive");
+        self.admission = Some(admission::AdmissionOptions {
+            first_message_max,
+            timeout,
+            max_waiting,
+        });
+        self
+    }
+
     pub fn peer_identity(&mut self, peer_id: PeerIdentity) -> &mut Self {
         self.peer_id = Some(peer_id);
         self
@@ -444,6 +477,11 @@ pub trait MultiPeerBackend: SocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo);
 
     fn peer_disconnected(&self, peer_id: &PeerIdentity);
+
+    /// pmp: what decides on the peers this socket accepts, if anything does.
+    fn admission(&self) -> Option<&admission::Admission> {
+        None
+    }
 }
 
 pub trait SocketBackend: Send + Sync {
@@ -489,8 +527,13 @@ where
 {
     let backend = socket.backend();
     let callback_backend = backend.clone();
-    let callback = move |result: ZmqResult<(FramedIo, Endpoint)>| {
+    let callback = move |mut result: ZmqResult<(FramedIo, Endpoint)>| {
         let backend = callback_backend.clone();
+        // pmp: limited from the first byte, the handshake included; here, in
+        // the order connections were accepted, so the oldest is known.
+        if let (Ok((io, _)), Some(admission)) = (&mut result, backend.admission()) {
+            io.read_half.set_gate(admission.accept());
+        }
         async move {
             let result = match result {
                 Ok((io, endpoint)) => util::peer_connected(io, backend.clone())

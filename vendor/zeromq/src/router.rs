@@ -112,6 +112,17 @@ impl SocketSend for RouterSocket {
 }
 
 impl RouterSocket {
+    /// pmp: let `peer` send without limits from now on (see
+    /// `SocketOptions::admission`); false if it is no longer connected.
+    pub fn admit(&self, peer: &PeerIdentity) -> bool {
+        self.backend.admit(peer)
+    }
+
+    /// pmp: close the connection to `peer`.
+    pub fn disconnect(&self, peer: &PeerIdentity) {
+        self.backend.disconnect(peer);
+    }
+
     /// Splits the socket into separate send and recv halves, allowing concurrent
     /// sending and receiving from independent async tasks.
     ///
@@ -165,6 +176,18 @@ pub struct RouterSendHalf {
 pub struct RouterRecvHalf {
     inner: Arc<RouterSocketInner>,
     fair_queue: FairQueue<ZmqFramedRead, PeerIdentity>,
+}
+
+impl RouterSendHalf {
+    /// pmp: see `RouterSocket::admit`.
+    pub fn admit(&self, peer: &PeerIdentity) -> bool {
+        self.inner.backend.admit(peer)
+    }
+
+    /// pmp: see `RouterSocket::disconnect`.
+    pub fn disconnect(&self, peer: &PeerIdentity) {
+        self.inner.backend.disconnect(peer);
+    }
 }
 
 #[async_trait]

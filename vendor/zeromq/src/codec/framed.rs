@@ -1,3 +1,4 @@
+use crate::admission::{Gate, Stage};
 use crate::codec::ZmqCodec;
 use crate::SocketOptions;
 
@@ -35,6 +36,9 @@ pub struct ZmqFramedRead {
     // Configuration is shared; adaptation state belongs to this connection.
     options: Arc<SocketOptions>,
     short_reads: usize,
+    /// pmp: for a connection accepted under `SocketOptions::admission`:
+    /// whether it may read on (see `src/admission.rs`).
+    gate: Option<Arc<Gate>>,
 }
 
 impl ZmqFramedRead {
@@ -46,7 +50,50 @@ impl ZmqFramedRead {
             read_chunk_size: options.read_buffer_initial_size,
             options,
             short_reads: 0,
+            gate: None,
         }
+    }
+
+    /// pmp: obey `gate` from now on.
+    pub(crate) fn set_gate(&mut self, gate: Arc<Gate>) {
+        self.codec.limit_to(gate.first_message_max);
+        self.gate = Some(gate);
+    }
+
+    pub(crate) fn gate(&self) -> Option<Arc<Gate>> {
+        self.gate.clone()
+    }
+
+    /// pmp: whether the gate lets this poll read on; `Some` is what to return instead.
+    fn gate_verdict(&mut self, cx: &Context<'_>) -> Option<Poll<Option<CodecResult<Message>>>> {
+        let gate = self.gate.as_ref()?;
+        let mut stage = gate.stage();
+        if matches!(stage, Stage::Reading | Stage::Held) {
+            // A verdict wakes whoever polled last. Once admitted there is
+            // nothing to wake for: `disconnect` also removes the peer from
+            // the socket, which drops this reader.
+            gate.register(cx.waker());
+            // Again: a verdict between the first look and the registration
+            // woke nobody.
+            stage = gate.stage();
+        }
+        match stage {
+            Stage::Reading => None,
+            Stage::Held => Some(Poll::Pending),
+            Stage::Admitted => {
+                self.codec.lift_budget();
+                None
+            }
+            Stage::Closed => Some(Poll::Ready(None)),
+        }
+    }
+
+    /// pmp: a limited peer's first message holds its reader until a verdict.
+    fn deliver(&self, item: Message) -> Poll<Option<CodecResult<Message>>> {
+        if let (Some(gate), Message::Message(_)) = (&self.gate, &item) {
+            gate.hold();
+        }
+        Poll::Ready(Some(Ok(item)))
     }
 
     fn poll_read_into_buffer(
@@ -109,11 +156,14 @@ impl Stream for ZmqFramedRead {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(verdict) = this.gate_verdict(cx) {
+            return verdict;
+        }
 
         // Consume buffered data first; read from the socket only when the
         // current buffer cannot produce a full message.
         if let Some(item) = this.codec.decode(&mut this.buffer)? {
-            return Poll::Ready(Some(Ok(item)));
+            return this.deliver(item);
         }
 
         loop {
@@ -121,7 +171,7 @@ impl Stream for ZmqFramedRead {
             let n = ready!(this.poll_read_into_buffer(cx, min_read_size))?;
             let ended = n == 0;
             match this.codec.decode(&mut this.buffer)? {
-                Some(item) => return Poll::Ready(Some(Ok(item))),
+                Some(item) => return this.deliver(item),
                 None if ended => {
                     // Give the decoder one final chance at EOF; leftover bytes
                     // mean the stream ended with a truncated frame.
@@ -129,7 +179,7 @@ impl Stream for ZmqFramedRead {
                         return Poll::Ready(None);
                     }
                     match this.codec.decode_eof(&mut this.buffer)? {
-                        Some(item) => return Poll::Ready(Some(Ok(item))),
+                        Some(item) => return this.deliver(item),
                         None if this.buffer.is_empty() => return Poll::Ready(None),
                         None => {
                             return Poll::Ready(Some(Err(CodecError::Io(io::Error::new(

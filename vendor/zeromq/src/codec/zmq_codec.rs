@@ -36,6 +36,9 @@ pub struct ZmqCodec {
     /// pmp: the storage of the last large frame, kept to be reused for the
     /// next one once that frame has been dropped (see `LARGE_FRAME`).
     spare: Option<BytesMut>,
+    /// pmp: what a peer not yet admitted may still send (see
+    /// `src/admission.rs`); None once admitted, or for peers never limited.
+    budget: Option<usize>,
 }
 
 impl ZmqCodec {
@@ -50,7 +53,17 @@ impl ZmqCodec {
             buffered_message: None,
             max_read_chunk_size: options.read_buffer_max_size,
             spare: None,
+            budget: None,
         }
+    }
+
+    /// pmp: allow `budget` bytes of frames from here on, until `lift_budget`.
+    pub(crate) fn limit_to(&mut self, budget: usize) {
+        self.budget = Some(budget);
+    }
+
+    pub(crate) fn lift_budget(&mut self) {
+        self.budget = None;
     }
 
     /// Returns the minimum additional bytes needed before decode can progress.
@@ -100,6 +113,9 @@ const LARGE_FRAME: usize = 4 << 20;
 const MAX_FRAME: usize = 64 << 30;
 /// pmp: the most memory reserved ahead of received bytes (1 GiB).
 const MAX_RESERVE: usize = 1 << 30;
+/// pmp: what a frame costs against a budget besides its bytes: the `Bytes`
+/// that holds it, so that a flood of empty frames is not free.
+const FRAME_COST: usize = std::mem::size_of::<Bytes>();
 
 impl Decoder for ZmqCodec {
     type Error = CodecError;
@@ -185,6 +201,14 @@ impl Decoder for ZmqCodec {
                     } else {
                         usize::from(src.get_u8())
                     };
+                    // pmp: checked before anything is reserved for the frame.
+                    if let Some(budget) = &mut self.budget {
+                        *budget = budget.checked_sub(frame_len + FRAME_COST).ok_or(
+                            CodecError::Decode(
+                                "a peer not yet admitted sent more than its first message may hold",
+                            ),
+                        )?;
+                    }
                     self.state = DecoderState::Frame(frame);
                     self.waiting_for = frame_len;
                 }
