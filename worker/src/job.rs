@@ -19,9 +19,17 @@
 //! as the key's entry (`State::Failed` if the function raised), releases the
 //! key's lock (taken by the client that submitted the job), and exits.
 //!
+//! A call runs once: a job that finds its outcome already stored exits
+//! without running it. Its own input's outcome means Slurm started the job
+//! again after it ended (a requeue after a node failure, `scontrol requeue`);
+//! the lock it released then may be someone else's by now, so it is left
+//! alone. A Done entry of another run (a client that ran the same call
+//! meanwhile) ends the job as if it had run it, lock released.
+//!
 //! Exit codes, each with a reason on stderr prefixed `pmp-worker:`:
 //!
-//! - 0: the call ran and its entry is written, whether it returned or raised;
+//! - 0: the call ran and its entry is written, whether it returned or raised,
+//!   or its outcome was stored already and it did not run again;
 //! - 2: the environment is incomplete or wrong;
 //! - 3: Python did not start;
 //! - 4: pmp itself failed in Python: no entry is written;
@@ -108,14 +116,24 @@ pub fn run(settings: &JobSettings) -> i32 {
         Ok(runtime) => run_call(&store, key, runtime),
         Err(e) => Err(Failure::PythonDidNotStart(e.clone())),
     };
-    let mut code = match ran {
-        Ok(()) => 0,
-        Err(failure) => report(key, failure),
+    let mut code = 0;
+    let holds_lock = match ran {
+        Ok(Ran::Called) => true,
+        Ok(stored) => {
+            eprintln!("pmp-worker: job {key}: {stored}; it was not run again");
+            stored != Ran::StoredBefore
+        }
+        Err(failure) => {
+            code = report(key, failure);
+            true
+        }
     };
-    if let Err(e) = store.unlock(key) {
-        eprintln!("pmp-worker: job {key}: cannot release its lock: {e}");
-        if code == 0 {
-            code = Failure::Store(e).exit_code();
+    if holds_lock {
+        if let Err(e) = store.unlock(key) {
+            eprintln!("pmp-worker: job {key}: cannot release its lock: {e}");
+            if code == 0 {
+                code = Failure::Store(e).exit_code();
+            }
         }
     }
     if let Ok(runtime) = runtime {
@@ -130,13 +148,56 @@ fn report(key: &str, failure: Failure) -> i32 {
     failure.exit_code()
 }
 
-fn run_call(store: &Store, key: &str, runtime: &Runtime) -> Result<(), Failure> {
+/// What became of the job's call when nothing failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Ran {
+    /// It ran, and its outcome is stored.
+    Called,
+    /// The entry of this very input was there: the job ran before.
+    StoredBefore,
+    /// A Done entry of another run was there.
+    StoredElsewhere,
+}
+
+impl fmt::Display for Ran {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ran::Called => write!(f, "it ran"),
+            Ran::StoredBefore => write!(
+                f,
+                "its outcome is already in the task store: this job ran before and was \
+                 started again (requeued)"
+            ),
+            Ran::StoredElsewhere => write!(
+                f,
+                "its result is already in the task store, written by another run"
+            ),
+        }
+    }
+}
+
+/// Whether `key`'s outcome is stored already, and by whom (see `Ran`). An
+/// entry that fails its check counts as none: the call runs and replaces it.
+fn stored_already(store: &Store, key: &str, input: &Input) -> Result<Option<Ran>, Failure> {
+    match store.read(key) {
+        // `submitted` is copied from the input into the entry its run writes.
+        Ok(Some(entry)) if entry.meta.submitted == input.submitted => Ok(Some(Ran::StoredBefore)),
+        Ok(Some(entry)) if entry.meta.state == State::Done => Ok(Some(Ran::StoredElsewhere)),
+        Ok(_) | Err(StoreError::Invalid { .. }) => Ok(None),
+        Err(e) => Err(Failure::Store(e)),
+    }
+}
+
+fn run_call(store: &Store, key: &str, runtime: &Runtime) -> Result<Ran, Failure> {
     let input = match store.read_input(key) {
         Ok(Some(input)) => input,
         Ok(None) => return Err(Failure::NoInput),
         Err(e @ StoreError::Invalid { .. }) => return Err(Failure::InvalidInput(e)),
         Err(e) => return Err(Failure::Store(e)),
     };
+    if let Some(stored) = stored_already(store, key, &input)? {
+        return Ok(stored);
+    }
     let results = dependency_results(store, &input.dependencies)?;
     let Input {
         function,
@@ -170,7 +231,8 @@ fn run_call(store: &Store, key: &str, runtime: &Runtime) -> Result<(), Failure> 
         eprintln!("pmp-worker: job {key}: {function} raised; its entry holds the exception");
     }
     let entry = stored::outcome_entry(function, submitted, started, outcome, frames);
-    store.write(key, &entry).map_err(Failure::Store)
+    store.write(key, &entry).map_err(Failure::Store)?;
+    Ok(Ran::Called)
 }
 
 /// The result frames of each of `dependencies`, in order; an entry named

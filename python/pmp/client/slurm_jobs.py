@@ -20,6 +20,10 @@ def sbatch_options(name, resources, cwd, log, dependencies):
         f"--cpus-per-task={resources['threads_per_core']}",
         f"--output={log}",
         f"--chdir={cwd}",
+        # A requeued job would run its call again (a node failure, `scontrol
+        # requeue`); the job refuses to, but Slurm would still hold the
+        # allocation. A user's --requeue comes later, and the last one wins.
+        "--no-requeue",
     ]
     if resources["gpus_per_core"]:
         options.append(f"--gpus-per-task={resources['gpus_per_core']}")
