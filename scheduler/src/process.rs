@@ -5,6 +5,7 @@
 //! started it (PR_SET_PDEATHSIG), so no worker outlives its scheduler. On
 //! Linux, what is left in its group when it exits is killed.
 
+use crate::backend::ExitExplainer;
 use crate::core::LostReason;
 use crate::ids::WorkerId;
 use crate::protocol::Stream;
@@ -134,6 +135,35 @@ async fn exited(pid: u32) -> bool {
         Ok(fd) => fd.readable().await.is_ok(),
         Err(_) => false,
     }
+}
+
+/// A sender of exits that runs `explain` on the first one (on a blocking
+/// thread: it may ask the job system) before passing it on to `exits`.
+pub fn explained_exits(
+    exits: UnboundedSender<Exit>,
+    explain: ExitExplainer,
+) -> UnboundedSender<Exit> {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Exit>();
+    tokio::spawn(async move {
+        let Some(exit) = receiver.recv().await else {
+            return;
+        };
+        let worker = exit.worker;
+        let plain = exit.reason.clone();
+        let exit = tokio::task::spawn_blocking(move || {
+            let mut exit = exit;
+            explain(&mut exit.reason);
+            exit
+        })
+        .await
+        // The explanation failed (or the runtime is ending): the plain exit.
+        .unwrap_or(Exit {
+            worker,
+            reason: plain,
+        });
+        let _ = exits.send(exit);
+    });
+    sender
 }
 
 /// How a worker ended, or why that cannot be known.

@@ -146,12 +146,16 @@ impl Comm for ServerComm<'_> {
             .backend
             .command(self.environment, worker, launch)
             .and_then(|cmd| {
+                let exits = match self.backend.exit_explainer(worker) {
+                    Some(explain) => process::explained_exits(self.exits.clone(), explain),
+                    None => self.exits.clone(),
+                };
                 let forked = self.zygotes.get(self.environment).and_then(|zygote| {
-                    zygote.fork(&cmd, worker, self.printed.clone(), self.exits.clone())
+                    zygote.fork(&cmd, worker, self.printed.clone(), exits.clone())
                 });
                 match forked {
                     Some(forked) => forked,
-                    None => process::spawn(cmd, worker, self.printed.clone(), self.exits.clone()),
+                    None => process::spawn(cmd, worker, self.printed.clone(), exits),
                 }
                 .map_err(|e| e.to_string())
             });

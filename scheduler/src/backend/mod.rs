@@ -11,7 +11,7 @@ pub mod mpi;
 pub mod pilot;
 pub mod slurm;
 
-use crate::core::Launch;
+use crate::core::{Launch, LostReason};
 use crate::ids::WorkerId;
 use std::process::Command;
 
@@ -109,6 +109,10 @@ pub fn finish_command(
     Ok(())
 }
 
+/// Says more about a worker's exit than its process's status can: run on a
+/// blocking thread once the process exited, it may rewrite the reason.
+pub type ExitExplainer = Box<dyn FnOnce(&mut LostReason) + Send>;
+
 pub trait Backend: Send {
     /// The command that starts `worker`; the caller adds stdio and process-group setup.
     fn command(
@@ -122,5 +126,11 @@ pub trait Backend: Send {
     /// itself (for single-rank workers), which a zygote can fork instead.
     fn runs_workers_here(&self) -> bool {
         false
+    }
+
+    /// What explains `worker`'s exit beyond its process's status, if
+    /// anything: a pilot's sbatch exits 1 whatever ended its job.
+    fn exit_explainer(&self, _worker: WorkerId) -> Option<ExitExplainer> {
+        None
     }
 }
