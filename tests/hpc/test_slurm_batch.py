@@ -59,27 +59,27 @@ def batch(slurm, tmp_path):
         path.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
         return [sys.executable, str(path)]
 
-    def run(body, timeout=180):
+    def run(body, timeout=180, env=None):
         return subprocess.run(
             script(body),
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=tmp_path,
-            env=OUTSIDE,
+            env={**OUTSIDE, **(env or {})},
             check=False,
         )
 
     started = []
 
-    def start(body):
+    def start(body, env=None):
         process = subprocess.Popen(
             script(body),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=tmp_path,
-            env=OUTSIDE,
+            env={**OUTSIDE, **(env or {})},
         )
         started.append(process)
         return process
@@ -92,7 +92,9 @@ def batch(slurm, tmp_path):
             process.kill()
         process.communicate(timeout=30)
     # Nothing of this test left in the queue.
-    subprocess.run(["scancel", "--name=slow_add"], check=False, capture_output=True)
+    jobs = [job for job, _ in queued("slow_add")]
+    if jobs:
+        subprocess.run(["scancel", *jobs], check=False, capture_output=True)
 
 
 def lines(done):
@@ -105,11 +107,22 @@ def runs(tmp_path):
     return path.read_text().splitlines() if path.exists() else []
 
 
-def in_queue(name):
+def queued(name):
+    """[(job id, state)] of the jobs named `name`, or of the batch jobs of
+    the function `name` (named `<function>.<tag of store and key>`)."""
     shown = subprocess.run(
-        ["squeue", "-h", "-o", "%j %T", "-n", name], capture_output=True, text=True, check=False
+        ["squeue", "-h", "-o", "%i %T %j"], capture_output=True, text=True, check=False
     ).stdout
-    return shown.split()
+    found = []
+    for line in shown.splitlines():
+        job, state, job_name = line.split(None, 2)
+        if job_name == name or job_name.rpartition(".")[0] == name:
+            found.append((job, state))
+    return found
+
+
+def in_queue(name):
+    return [word for _, state in queued(name) for word in (name, state)]
 
 
 @pytest.mark.timeout(240)
@@ -236,6 +249,194 @@ def test_a_job_cancelled_from_outside_fails_its_future_naming_the_state(batch, t
         """
     )
     assert lines(done) == ["CANCELLED True"]
+
+
+def job_fields(job):
+    """`scontrol show job`'s fields of `job`, as a dict."""
+    shown = subprocess.run(
+        ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=False
+    ).stdout
+    return dict(field.split("=", 1) for field in shown.split() if "=" in field)
+
+
+@pytest.mark.timeout(240)
+def test_a_requeued_job_does_not_run_its_stored_call_again(batch, tmp_path, wait_until):
+    # Slurm requeues a job after a node failure, and on `scontrol requeue`
+    # even once it completed: the call must not run a second time.
+    done = batch(
+        """
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            plain = exe.submit(add, 1, 2)
+            asked = exe.submit(add, 2, 3, resource_dict={"slurm_cmd_args": ["--requeue"]})
+            print(plain.result(timeout=120), asked.result(timeout=120), plain.job, asked.job)
+        """
+    )
+    (line,) = lines(done)
+    three, five, plain, asked = line.split()
+    assert (three, five) == ("3", "5")
+    refused = subprocess.run(
+        ["scontrol", "requeue", plain], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0, "the job was submitted without --no-requeue"
+    # The user's --requeue wins; such a job, requeued, finds its result stored.
+    subprocess.run(["scontrol", "requeue", asked], check=True)
+    wait_until(lambda: job_fields(asked).get("JobState") == "PENDING", timeout=60)
+    # A requeued job waits two minutes (BeginTime) before it may start again:
+    # a few seconds here, as slurmd refuses to start a job again within the
+    # second it ended in ("Job credential revoked").
+    subprocess.run(["scontrol", "update", f"jobid={asked}", "starttime=now+3"], check=True)
+    wait_until(
+        lambda: job_fields(asked).get("JobState") == "COMPLETED",
+        timeout=120,
+        message="the requeued job never ran",
+    )
+    assert job_fields(asked)["Restarts"] == "1"
+    assert runs(tmp_path) == ["add 1 2", "add 2 3"], "the requeued job ran its call again"
+    logs = [path.read_text() for path in (tmp_path / "store" / "logs").iterdir()]
+    assert any("it was not run again" in log for log in logs), logs
+    assert not os.listdir(tmp_path / "store" / "locks")
+
+
+SQUEUE_OUTAGE = """#!/bin/sh
+# squeue as slurmctld's outage makes it ({here}/outage exists), or once
+# Slurm forgot the jobs ({here}/forgot); else the real one.
+if [ -e {here}/outage ]; then
+    echo call >> {here}/outage.calls
+    echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2
+    exit 1
+fi
+if [ -e {here}/forgot ]; then
+    echo "slurm_load_jobs error: Invalid job id specified" >&2
+    exit 1
+fi
+exec {squeue} "$@"
+"""
+
+
+def squeue_outage(tmp_path):
+    """An environment whose sbatch is the real one and whose squeue fails
+    while `tmp_path/outage` exists (see SQUEUE_OUTAGE)."""
+    import shutil
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "sbatch").symlink_to(shutil.which("sbatch"))
+    squeue = tools / "squeue"
+    squeue.write_text(SQUEUE_OUTAGE.format(here=tmp_path, squeue=shutil.which("squeue")))
+    squeue.chmod(0o755)
+    return {"PATH": f"{tools}:{os.environ['PATH']}"}
+
+
+@pytest.mark.timeout(240)
+def test_a_job_is_followed_through_a_slurmctld_outage(batch, tmp_path):
+    done = batch(
+        """
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            future = exe.submit(slow_add, 1, 2)
+            while not os.path.exists("runs.txt"):
+                time.sleep(0.1)
+            open("outage", "w").close()
+            # Four state polls unanswered, as while slurmctld restarts.
+            while not os.path.exists("outage.calls") or len(open("outage.calls").read().split()) < 4:
+                time.sleep(0.1)
+            print(future.done(), os.listdir("store/locks") != [])
+            os.remove("outage")
+            open("go", "w").close()
+            print(future.result(timeout=60))
+        """,
+        env=squeue_outage(tmp_path),
+    )
+    assert lines(done) == ["False True", "3"]
+
+
+@pytest.mark.timeout(240)
+def test_a_job_slurm_no_longer_knows_is_lost_by_slurm(batch, tmp_path):
+    done = batch(
+        """
+        import subprocess
+        from pmp import JobFailedError
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            future = exe.submit(slow_add, 1, 2)
+            while not os.path.exists("runs.txt"):
+                time.sleep(0.1)
+            open("forgot", "w").close()
+            subprocess.run(["scancel", future.job], check=True)
+            try:
+                future.result(timeout=60)
+            except JobFailedError as error:
+                print(str(error).splitlines()[0])
+        """,
+        env=squeue_outage(tmp_path),
+    )
+    (line,) = lines(done)
+    assert "it was lost by Slurm" in line and "UNKNOWN" not in line, line
+
+
+HANGING_SBATCH = """#!/bin/sh
+# The real sbatch, then a hang: its client is killed before it hears the id.
+echo $$ > {here}/sbatch.pid
+{sbatch} "$@" > {here}/submitted.part && mv {here}/submitted.part {here}/submitted
+exec sleep 600
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_job_whose_client_died_in_sbatch_is_found_not_submitted_again(
+    batch, tmp_path, wait_until
+):
+    import shutil
+
+    tools = tmp_path / "hanging"
+    tools.mkdir()
+    sbatch = tools / "sbatch"
+    sbatch.write_text(HANGING_SBATCH.format(here=tmp_path, sbatch=shutil.which("sbatch")))
+    sbatch.chmod(0o755)
+    body = """
+    with Executor(backend="slurm", cache_directory="store") as exe:
+        future = exe.submit(slow_add, 1, 2)
+        print("submitted", future.job, flush=True)
+        print(future.result(timeout=200), flush=True)
+    """
+    client = batch.start(body, env={"PATH": f"{tools}:{os.environ['PATH']}"})
+    submitted = tmp_path / "submitted"
+    wait_until(submitted.exists, timeout=60, message="sbatch never submitted")
+    client.kill()
+    client.wait(timeout=30)
+    os.kill(int((tmp_path / "sbatch.pid").read_text()), signal.SIGKILL)
+    job = submitted.read_text().strip().split(";")[0]
+    again = batch.start(body)
+    assert again.stdout.readline().split() == ["submitted", job], "a second job was submitted"
+    (tmp_path / "go").write_text("")
+    out, err = again.communicate(timeout=200)
+    assert again.returncode == 0, err
+    assert out.split()[-1] == "3"
+    assert runs(tmp_path) == ["slow_add 1 2"], "the call ran once"
+
+
+@pytest.mark.timeout(240)
+def test_a_read_only_store_serves_its_results(batch, tmp_path):
+    body = """
+        with Executor(backend="slurm", cache_directory={!r}) as exe:
+            print(exe.submit(add, 1, 2).result(timeout=120))
+        """
+    assert lines(batch(body.format("store"))) == ["3"]
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    bound = subprocess.run(
+        ["mount", "--bind", str(tmp_path / "store"), str(readonly)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if bound.returncode != 0:
+        pytest.skip(f"a read-only store needs a bind mount (root): {bound.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(readonly)], check=True)
+        done = batch(body.format("readonly"))
+    finally:
+        subprocess.run(["umount", str(readonly)], check=True)
+    assert lines(done) == ["3"]
+    assert runs(tmp_path) == ["add 1 2"]
 
 
 @pytest.mark.timeout(240)
@@ -428,6 +629,26 @@ def test_pilots_end_when_their_client_is_killed(batch, tmp_path, wait_until):
         timeout=60,
         message="the pilot outlived its client",
     )
+
+
+@pytest.mark.timeout(240)
+def test_a_pilot_cancelled_with_scancel_names_its_job_and_state(batch):
+    done = batch(
+        """
+        import subprocess
+        with Executor(backend="slurm", max_workers=1, block_allocation=True) as exe:
+            future = exe.submit(slow_add, 1, 2)
+            while not os.path.exists("runs.txt"):
+                time.sleep(0.1)
+            (job,) = subprocess.run(["squeue", "-h", "-n", exe._pilot_job_name, "-o", "%i"],
+                                    capture_output=True, text=True).stdout.split()
+            subprocess.run(["scancel", job], check=True)
+            print(job, str(future.exception(timeout=60)).splitlines()[0])
+        """
+    )
+    (line,) = lines(done)
+    job, message = line.split(" ", 1)
+    assert f"pilot job {job} ended CANCELLED: it was cancelled" in message, message
 
 
 def slurm_nodes():

@@ -169,22 +169,30 @@ class BatchJobs:
         future._pmp_key = key
         future.job = None
         stored = store.lookup(task_store, key, exact=True)
-        if stored is None and not store.claim(task_store, key, batch=True):
-            # Queued or running for another client (or an earlier kernel).
-            job = _read_job(task_store, key)
-            future.job = job
-            watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
-            future._pmp_cancel = lambda: self._cancel([watched])
-            self._watch(watched)
+        if stored is not None:
+            # Read only: a read-only store serves its results.
+            future.resolve_from_store(stored)
             return future
-        stored = stored or store.lookup(task_store, key, exact=True)
+        name = _job_name(fn, task_store, key)
+        left = task_store.lock_owner(key)
+        if not store.claim(task_store, key, batch=True):
+            # Queued or running for another client (or an earlier kernel).
+            return self._attach(future, task_store, key, _read_job(task_store, key), upstream)
+        stored = store.lookup(task_store, key, exact=True)  # finished meanwhile
         if stored is not None:
             task_store.unlock(key)
             future.resolve_from_store(stored)
             return future
-        name = _job_name(fn)
         try:
-            task_store.write_input(key, name, time.time(), function, call, keys)
+            if left is not None and left.startswith("batch "):
+                # Taken over from a client that died submitting: its job may
+                # be queued with no record naming it. Attach to it, never
+                # submit a second one.
+                job = self.jobs.find(name)
+                if job is not None:
+                    _write_job(task_store, key, job)
+                    return self._attach(future, task_store, key, job, upstream)
+            task_store.write_input(key, _function_name(fn), time.time(), function, call, keys)
             job = self._submit_job(
                 name, resources, task_store, key, [j for _, _, j in upstream if j]
             )
@@ -192,8 +200,12 @@ class BatchJobs:
             task_store.unlock(key)
             raise
         _write_job(task_store, key, job)
-        future.job = job
         future.job_state = "PENDING"
+        return self._attach(future, task_store, key, job, upstream)
+
+    def _attach(self, future, task_store, key, job, upstream):
+        """Follow `job` (None: not known yet) until `key`'s entry resolves `future`."""
+        future.job = job
         watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
         future._pmp_cancel = lambda: self._cancel([watched])
         self._watch(watched)
@@ -303,15 +315,21 @@ class BatchJobs:
         if not jobs:
             return
         states = self.jobs.states(jobs)
+        if states is None:
+            # The job system did not answer (slurmctld restarting): that says
+            # nothing about the jobs, which go on running; ask again later.
+            return
         for w in watched:
             if w.job is None:
                 continue
             state, reason, nodes = states.get(w.job, (None, "", ""))
             if state is None:
                 w.missing += 1
-                # Forgotten by the job system (or not yet visible): look twice before deciding.
+                # Not known any more (or not yet visible): look twice, then
+                # ask the accounting how it ended.
                 if w.missing >= 2:
-                    self._ended(w, "UNKNOWN")
+                    accounted = self.jobs.accounted(w.job)
+                    self._ended(w, accounted[0] if accounted else None)
                 continue
             w.missing = 0
             w.future.job_state = _describe_state(state, reason, nodes)
@@ -324,7 +342,8 @@ class BatchJobs:
                 self._ended(w, state)
 
     def _ended(self, w, state):
-        """The job ended: its entry tells the outcome; without one, say why."""
+        """The job ended (`state`), or the job system lost it (None): its
+        entry tells the outcome; without one, say why."""
         from pmp import _pmp
 
         try:
@@ -351,14 +370,22 @@ class BatchJobs:
         if state == "CANCELLED" and w.upstream:
             _fail(w.future, DependencyCancelledError(f"job {w.job} was cancelled: {state}"))
             return
-        words = _STATE_WORDS.get(state, f"it ended {state}")
-        code = self.jobs.exit_code(w.job)
-        if code in _JOB_EXIT:
-            words = _JOB_EXIT[code]
+        if state is None:
+            words = (
+                f"it was lost by {self.jobs.name.capitalize()}: its queue no longer knows the "
+                "job and its accounting has no record of it"
+            )
+            ending = ""
+        else:
+            words = _STATE_WORDS.get(state, f"it ended {state}")
+            code = self.jobs.exit_code(w.job)
+            if code in _JOB_EXIT:
+                words = _JOB_EXIT[code]
+            ending = f" ({state})"
         _fail(
             w.future,
             JobFailedError(
-                f"batch job {w.job} ended without a result: {words} ({state})",
+                f"batch job {w.job} ended without a result: {words}{ending}",
                 job=w.job,
                 state=state,
                 log_tail=_tail(w.store, w.key),
@@ -404,9 +431,19 @@ def _fail(future, error):
         future.set_exception(error)
 
 
-def _job_name(fn):
+def _function_name(fn):
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:64] or "pmp"
+
+
+def _job_name(fn, task_store, key):
+    """The function's name, so that the queue reads well, then a tag of the
+    store and key, so that a client can find the job of a key that a killed
+    client submitted but did not record (`find`)."""
+    import hashlib
+
+    tag = hashlib.sha256(f"{os.fspath(task_store.root)}\0{key}".encode()).hexdigest()[:12]
+    return f"{_function_name(fn)}.{tag}"
 
 
 def _describe_state(state, reason, nodes):

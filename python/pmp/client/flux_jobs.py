@@ -52,6 +52,13 @@ def _plain(job):
     return job.replace("ƒ", "f")
 
 
+def _names_unknown_jobs(stderr):
+    """Whether `flux jobs` failed because it does not know an id (it
+    answered), not because the instance could not be reached."""
+    text = stderr.lower()
+    return "unknown" in text or "no such" in text or "not found" in text
+
+
 class FluxJobs:
     name = "flux"
 
@@ -88,7 +95,8 @@ class FluxJobs:
         return done.stdout.strip().splitlines()[-1]
 
     def states(self, jobs):
-        """{job id: (state, reason, nodes)} in one `flux jobs` call."""
+        """{job id: (state, reason, nodes)} of the jobs Flux knows, in one
+        `flux jobs` call; None when it did not answer."""
         command = [
             self._flux,
             "jobs",
@@ -99,7 +107,7 @@ class FluxJobs:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
-            return {job: ("PENDING", "flux jobs did not answer", "") for job in jobs}
+            return None
         by_plain = {_plain(job): job for job in jobs}
         states = {}
         for line in done.stdout.splitlines():
@@ -113,7 +121,41 @@ class FluxJobs:
                 states[job] = ("RUNNING", "", nodes)
             else:
                 states[job] = (_RESULTS.get(result, result or "COMPLETED"), "", nodes)
+        if done.returncode == 0 or states:
+            return states
+        if not _names_unknown_jobs(done.stderr):
+            return None  # the instance did not answer: nothing is known
+        if len(jobs) > 1:
+            for job in jobs:  # one unknown id may fail the whole call
+                one = self.states([job])
+                if one is None:
+                    return None
+                states.update(one)
         return states
+
+    def find(self, name):
+        """The id of this user's pending or running job named `name`, if
+        any, in one `flux jobs` call."""
+        command = [
+            self._flux,
+            "jobs",
+            "--no-header",
+            "--filter=pending,running",
+            f"--name={name}",
+            "--format={id.f58}",
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise RuntimeError(_unanswered(name, error)) from None
+        if done.returncode != 0:
+            raise RuntimeError(_unanswered(name, done.stderr.strip()))
+        jobs = done.stdout.split()
+        return jobs[-1] if jobs else None  # listed newest first
+
+    def accounted(self, job):
+        """Always None: Flux keeps no accounting apart from `flux jobs`, so
+        a job it no longer lists is lost."""
 
     def cancel(self, jobs):
         # Ids only (the store checked them), and after "--": never an option.
@@ -133,3 +175,11 @@ class FluxJobs:
         except (OSError, subprocess.TimeoutExpired):
             return None
         return int(shown) if shown.lstrip("-").isdigit() else None
+
+
+def _unanswered(name, why):
+    return (
+        f"flux jobs did not answer whether the job {name} is queued ({why}); a client "
+        "that died while submitting it may have left it queued, so none is submitted "
+        "now: submit again once Flux answers"
+    )

@@ -72,6 +72,7 @@ class SlurmJobs:
         self._squeue = shutil.which("squeue", path=here) or "squeue"
         self._scancel = shutil.which("scancel", path=here) or "scancel"
         self._scontrol = shutil.which("scontrol", path=here) or "scontrol"
+        self._sacct = shutil.which("sacct", path=here) or "sacct"
         self._tool_dirs = tool_dirs
 
     pmi_mode = None  # srun's --mpi for the ranks inside the job; None: pmp's choice
@@ -113,25 +114,62 @@ class SlurmJobs:
         return done.stdout.strip().split(";")[0]
 
     def states(self, jobs):
-        """{job id: (state, reason, nodes)} in one squeue call."""
+        """{job id: (state, reason, nodes)} of the jobs Slurm knows, in one
+        squeue call; None when squeue did not answer (slurmctld down or
+        restarting), which says nothing about the jobs."""
         command = [self._squeue, "-h", "-t", "all", "-o", "%i|%T|%r|%N", "-j", ",".join(jobs)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
-            return {job: ("PENDING", "squeue did not answer", "") for job in jobs}
+            return None
         states = {}
         for line in done.stdout.splitlines():
             parts = line.split("|")
             if len(parts) == 4:
                 states[parts[0]] = (parts[1], parts[2], parts[3])
-        if done.returncode != 0 and not states and len(jobs) > 1:
+        if done.returncode == 0:
+            return states
+        if "Invalid job id" not in done.stderr:
+            return None
+        if not states and len(jobs) > 1:
             for job in jobs:  # one unknown id fails the whole call
-                states.update(self.states([job]))
+                one = self.states([job])
+                if one is None:
+                    return None
+                states.update(one)
         return states
 
+    def find(self, name):
+        """The id of this user's queued or running job named `name`, if any
+        (the lowest, should there be several), in one squeue call."""
+        command = [self._squeue, "-h", "--me", f"--name={name}", "-o", "%i"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise RuntimeError(_unanswered(name, error)) from None
+        if done.returncode != 0:
+            raise RuntimeError(_unanswered(name, done.stderr.strip()))
+        jobs = sorted(done.stdout.split(), key=lambda job: (len(job), job))
+        return jobs[0] if jobs else None
+
+    def accounted(self, job):
+        """(state, exit code) of a job squeue no longer shows, from Slurm's
+        accounting (`sacct`), or None where it has no record (or none is kept)."""
+        command = [self._sacct, "-n", "-X", "-P", "-o", "State,ExitCode", "-j", job]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in done.stdout.splitlines():
+            state, _, code = line.partition("|")
+            if state.strip():
+                # "CANCELLED by 1000"; an exit code is "code:signal".
+                code = code.split(":")[0]
+                return state.split()[0], int(code) if code.isdigit() else None
+        return None
+
     def cancel(self, jobs):
-        # Ids only (the store checked them), and after "--": never an option.
-        subprocess.run([self._scancel, "--", *jobs], capture_output=True, timeout=60, check=False)
+        subprocess.run([self._scancel, *jobs], capture_output=True, timeout=60, check=False)
 
     def exit_code(self, job):
         """The exit code of an ended job, from `scontrol show job` (kept a few
@@ -151,3 +189,11 @@ class SlurmJobs:
                 code = field.split("=", 1)[1].split(":")[0]
                 return int(code) if code.isdigit() else None
         return None
+
+
+def _unanswered(name, why):
+    return (
+        f"squeue did not answer whether the job {name} is queued ({why}); a client "
+        "that died while submitting it may have left it queued, so none is submitted "
+        "now: submit again once Slurm answers"
+    )
