@@ -364,3 +364,34 @@ def test_the_same_key_twice_at_once_in_one_client_runs_once(tmp_path, make_gate,
         # A dependent of the attached call gets its value.
         assert exe.submit(sum, [second, 1]).result(RESULT_TIMEOUT) == 43
     assert ran.read_text() == "ran\n"
+
+
+def test_a_result_the_full_disk_cannot_hold_comes_with_a_warning(run_script, tmp_path):
+    import subprocess
+
+    store = tmp_path / "store"
+    store.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk here is a small tmpfs, which needs root: {mounted.stderr}")
+    calls = """
+import warnings
+from pmp import get_cache_data
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    big = exe.submit(bytes, 1024 * 1024).result()
+print(len(big), [w.category.__name__ for w in caught])
+print("No space left on device" in str(caught[0].message) if caught else "no warning")
+print(get_cache_data("store"))
+print(exe.submit(add, 1, 2).result(), len(get_cache_data("store")))
+"""
+    try:
+        done = run_script(script(calls))
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+    assert ok(done) == ["1048576 ['StoreWarning']", "True", "[]", "3 1"]

@@ -99,6 +99,12 @@ event_class! {
     Output { task: u64, stream: Py<PyString>, text: Py<PyString> }
 }
 
+event_class! {
+    /// The task's worker could not store its outcome in the task store, for
+    /// the reason `why`; comes before the task's `Finished` or `Raised`.
+    Unstored { task: u64, why: String }
+}
+
 pub fn add_classes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Running>()?;
     m.add_class::<Finished>()?;
@@ -108,6 +114,7 @@ pub fn add_classes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Rejected>()?;
     m.add_class::<Output>()?;
     m.add_class::<Elsewhere>()?;
+    m.add_class::<Unstored>()?;
     Ok(())
 }
 
@@ -176,6 +183,7 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
             .into_any()
         }
         Event::Elsewhere { task } => Bound::new(py, Elsewhere { task: task.0 })?.into_any(),
+        Event::Unstored { task, why } => Bound::new(py, Unstored { task: task.0, why })?.into_any(),
         Event::Output { task, stream, text } => {
             let stream = match stream {
                 Stream::Stdout => intern!(py, "stdout"),

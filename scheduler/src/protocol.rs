@@ -137,6 +137,9 @@ pub enum FromWorker {
         /// Result frames left in the worker's shared memory (see
         /// `ToWorker::Run::shared_results`).
         shared: Vec<SharedFrame>,
+        /// Why the outcome of a task with a `StoreTarget` is not in the store
+        /// (the disk is full, the store read-only): the client warns.
+        unstored: Option<String>,
     },
     /// The task's store key is being run by another live process (its lock
     /// is held): the worker did not run it, and the client waits for the

@@ -541,7 +541,15 @@ impl Server {
             FromWorker::InitDone { outcome } => {
                 core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
             }
-            FromWorker::Done { task, outcome, .. } => {
+            FromWorker::Done {
+                task,
+                outcome,
+                unstored,
+                ..
+            } => {
+                if let Some(why) = unstored {
+                    comm.emit(Event::Unstored { task, why });
+                }
                 let frames = frames.into_iter().map(detach_small).collect();
                 core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
             }

@@ -124,15 +124,16 @@ fn serve(settings: &Settings) -> ! {
                     .run(function, call_frames, &dependency_frames, frames)
                     .unwrap_or_else(internal_error);
                 current_task.set(None);
-                if let Some(target) = &store {
-                    stores.record(target, started, outcome, &frames);
-                }
+                let unstored = store
+                    .as_ref()
+                    .and_then(|target| stores.record(target, started, outcome, &frames));
                 // What its subprocesses printed reaches the scheduler first.
                 pipes.drain();
                 let done = FromWorker::Done {
                     task,
                     outcome,
                     shared: Vec::new(),
+                    unstored,
                 };
                 last_done = Some(connection.send_written_later(done, frames));
             }

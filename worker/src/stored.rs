@@ -24,16 +24,13 @@ pub struct Stores {
 }
 
 impl Stores {
-    fn open(&mut self, root: &str) -> Option<&Store> {
+    fn open(&mut self, root: &str) -> Result<&Store, String> {
         let root = PathBuf::from(root);
         match self.open.entry(root.clone()) {
-            std::collections::hash_map::Entry::Occupied(known) => Some(known.into_mut()),
+            std::collections::hash_map::Entry::Occupied(known) => Ok(known.into_mut()),
             std::collections::hash_map::Entry::Vacant(slot) => match Store::open(&root) {
-                Ok(store) => Some(slot.insert(store)),
-                Err(e) => {
-                    eprintln!("pmp-worker: cannot open the task store: {e}");
-                    None
-                }
+                Ok(store) => Ok(slot.insert(store)),
+                Err(e) => Err(format!("cannot open the task store: {e}")),
             },
         }
     }
@@ -46,7 +43,8 @@ impl Stores {
     /// used does not stop the task: it runs, unstored.
     pub fn claim(&mut self, target: &StoreTarget) -> bool {
         let owner = format!("{} {}", pmp_scheduler::host::name(), std::process::id());
-        let Some(store) = self.open(&target.root) else {
+        // Its `record` tells the client why nothing was stored.
+        let Ok(store) = self.open(&target.root) else {
             return true;
         };
         let claimed = store.claim(&target.key, &owner).unwrap_or_else(|e| {
@@ -64,18 +62,19 @@ impl Stores {
         claimed
     }
 
-    /// Write one task's outcome. A store that cannot be written loses only
-    /// the stored copy: the result still goes to the client, and the reason
-    /// goes to the worker's stderr, which the client sees if the worker dies.
+    /// Write one task's outcome; returns why it is not stored, if it is not.
+    /// A store that cannot be written loses only the stored copy: the result
+    /// still goes to the client, which warns with that reason.
     pub fn record(
         &mut self,
         target: &StoreTarget,
         started: f64,
         outcome: Outcome,
         frames: &[Bytes],
-    ) {
-        let Some(store) = self.open(&target.root) else {
-            return;
+    ) -> Option<String> {
+        let store = match self.open(&target.root) {
+            Ok(store) => store,
+            Err(why) => return Some(why),
         };
         let entry = outcome_entry(
             target.function.clone(),
@@ -84,13 +83,15 @@ impl Stores {
             outcome,
             frames.to_vec(),
         );
-        if let Err(e) = store.write(&target.key, &entry) {
-            eprintln!("pmp-worker: cannot store the result of {}: {e}", target.key);
-        }
+        let unstored = store
+            .write(&target.key, &entry)
+            .err()
+            .map(|e| e.to_string());
         // After the entry: whoever sees the lock gone finds the entry.
         if let Err(e) = store.unlock(&target.key) {
             eprintln!("pmp-worker: cannot unlock {}: {e}", target.key);
         }
+        unstored
     }
 }
 

@@ -18,7 +18,17 @@ from concurrent.futures._base import (
     RUNNING,
 )
 
-from pmp._pmp import Cancelled, Elsewhere, Finished, Lost, Output, Raised, Rejected, Running
+from pmp._pmp import (
+    Cancelled,
+    Elsewhere,
+    Finished,
+    Lost,
+    Output,
+    Raised,
+    Rejected,
+    Running,
+    Unstored,
+)
 from pmp.client import serialize, store
 from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
 from pmp.notebook.cell_output import write_to_client
@@ -319,6 +329,7 @@ class FutureTable:
     def __init__(self):
         self._futures = {}
         self._places = {}
+        self._unstored = set()  # tasks whose worker could not store their outcome
         self.scheduler = None
         # next() on a count is atomic under the GIL: ids are unique across threads.
         self.new_id = itertools.count(1).__next__
@@ -353,6 +364,7 @@ class FutureTable:
     def on_events(self, events):
         """A batch of the scheduler's events (`pmp._pmp.Running`, ...), in order."""
         futures = self._futures
+        unstored_tasks = self._unstored
         for event in events:
             kind = type(event)
             if kind is Output:
@@ -365,6 +377,12 @@ class FutureTable:
                 future = futures.get(event.task)
                 if future is not None and future._pmp_elsewhere is not None:
                     future._pmp_elsewhere(event.task)
+                continue
+            if kind is Unstored:
+                future = futures.get(event.task)
+                if future is not None and future._pmp_key is not None:
+                    unstored_tasks.add(event.task)
+                    store.warn_unstored(future._pmp_store, future._pmp_key, event.why)
                 continue
             if kind is Running:
                 future = futures.get(event.task)
@@ -379,9 +397,12 @@ class FutureTable:
                     future.set_running_or_notify_cancel()
                 continue
             future.finished_at = time.monotonic()
+            unstored = unstored_tasks and event.task in unstored_tasks
+            if unstored:
+                unstored_tasks.discard(event.task)
             if kind is Finished:
                 future._pmp_frames = event.frames
-                if future._pmp_key is not None:  # its worker stored it
+                if future._pmp_key is not None and not unstored:  # its worker stored it
                     store.index_of(future._pmp_store).add(future._pmp_key)
                 future.set_result(_UNDECODED)
             elif kind is Raised:

@@ -26,7 +26,8 @@ _reported = set()  # (root, key) of invalid entries already warned about
 
 
 class StoreWarning(UserWarning):
-    """A store entry was ignored (it failed its signature check)."""
+    """A store entry was ignored (it failed its signature check), or a
+    result could not be stored (the disk is full, the store read-only)."""
 
 
 def check_directory(name, value):
@@ -176,6 +177,18 @@ def _report(store, key, error):
             StoreWarning,
             stacklevel=4,
         )
+
+
+def warn_unstored(store, key, why):
+    """A worker could not write the entry of `key` (its `why`): the Future
+    has its outcome, the store does not."""
+    warnings.warn(
+        f"the outcome of task store key {key!r} was not stored in {store.root}: {why}; "
+        "the Future holds it, but get_cache_data does not list it and the call runs again "
+        "when it is next submitted: free space or fix the store to keep results",
+        StoreWarning,
+        stacklevel=2,
+    )
 
 
 def _when(seconds):

@@ -67,6 +67,12 @@ pub enum Event {
         stream: Stream,
         text: Bytes,
     },
+    /// The task's worker could not write its outcome to the task store
+    /// (`why`); sent before the task's `Finished` or `Raised`.
+    Unstored {
+        task: TaskId,
+        why: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
