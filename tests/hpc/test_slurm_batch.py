@@ -440,6 +440,37 @@ def test_a_read_only_store_serves_its_results(batch, tmp_path):
 
 
 @pytest.mark.timeout(240)
+def test_a_job_whose_result_the_full_disk_cannot_hold_says_so(batch, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk here is a small tmpfs, which needs root: {mounted.stderr}")
+    try:
+        done = batch(
+            """
+            from pmp import JobFailedError
+            with Executor(backend="slurm", cache_directory="store") as exe:
+                try:
+                    exe.submit(bytes, 1024 * 1024).result(timeout=120)
+                except JobFailedError as error:
+                    print(str(error).splitlines()[0])
+                    print("No space left on device" in error.log_tail)
+            """
+        )
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+    first, second = lines(done)
+    assert "it could not use the task store" in first, first
+    assert second == "True"
+
+
+@pytest.mark.timeout(240)
 def test_two_cores_run_as_ranks_inside_the_job(batch):
     done = batch(
         """

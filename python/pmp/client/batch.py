@@ -54,7 +54,11 @@ _STATE_WORDS = {
     "TIMEOUT": "it reached its time limit",
 }
 # Exit codes of pmp-worker in job mode (worker/src/job.rs).
-_JOB_EXIT = {6: "its input is missing or failed its check", 7: "an upstream result is missing"}
+_JOB_EXIT = {
+    6: "its input is missing or failed its check",
+    7: "an upstream result is missing",
+    8: "it could not use the task store (a full disk, a read-only store: see its output)",
+}
 
 # resource_dict keys that only batch jobs have (each job system honours those it can).
 BATCH_KEYS = (
