@@ -291,7 +291,7 @@ def test_a_requeued_job_does_not_run_its_stored_call_again(batch, tmp_path, wait
         message="the requeued job never ran",
     )
     assert job_fields(asked)["Restarts"] == "1"
-    assert runs(tmp_path) == ["add 1 2", "add 2 3"], "the requeued job ran its call again"
+    assert sorted(runs(tmp_path)) == ["add 1 2", "add 2 3"], "the requeued job ran its call again"
     logs = [path.read_text() for path in (tmp_path / "store" / "logs").iterdir()]
     assert any("it was not run again" in log for log in logs), logs
     assert not os.listdir(tmp_path / "store" / "locks")
