@@ -372,7 +372,7 @@ def test_a_result_the_full_disk_cannot_hold_comes_with_a_warning(run_script, tmp
     store = tmp_path / "store"
     store.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)],
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(store)],
         capture_output=True,
         text=True,
         check=False,

@@ -444,7 +444,7 @@ def test_a_job_whose_result_the_full_disk_cannot_hold_says_so(batch, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)],
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(store)],
         capture_output=True,
         text=True,
         check=False,
