@@ -10,6 +10,7 @@ import os
 import shutil
 
 import pytest
+from batch_stories import CHAIN_AND_CANCEL, CHAIN_AND_CANCEL_OUTPUT
 
 SEED_FLUX_EXAMPLES = """
 import flux.job
@@ -231,6 +232,25 @@ print(subprocess.run(["flux", "jobs", "--no-header", "--format={name}"],
         "add 3 10",
         "slow_add 1 2",
     ]
+
+
+@pytest.mark.timeout(300)
+def test_each_link_of_a_failing_flux_chain_fails_with_the_first_links_error(flux, run_script):
+    # The story of Slurm's batch test, with Flux's executor.
+    functions = """
+def fail():
+    raise KeyError("no such thing")
+
+def slow_add(a, b):
+    while True:
+        time.sleep(1)
+
+def make(directory):
+    return FluxClusterExecutor(cache_directory=directory)
+"""
+    done = run_script(CLUSTER_CLIENT + functions + CHAIN_AND_CANCEL, ("flux", "start"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == CHAIN_AND_CANCEL_OUTPUT, done.stdout
 
 
 @pytest.mark.timeout(300)

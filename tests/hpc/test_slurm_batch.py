@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+from batch_stories import CHAIN_AND_CANCEL, CHAIN_AND_CANCEL_OUTPUT
 from task_children import assert_all_end
 
 OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
@@ -804,6 +805,12 @@ def test_terminate_tasks_in_cache_cancels_what_a_gone_client_left_running(batch,
     )
     assert lines(done) == [f"False ['{job}']", "RuntimeError"]
     wait_until(lambda: in_queue("slow_add") == [], timeout=60, message="job cancelled")
+
+
+@pytest.mark.timeout(240)
+def test_each_link_of_a_failing_chain_fails_with_the_first_links_error(batch):
+    make = 'def make(directory):\n    return Executor(backend="slurm", cache_directory=directory)\n'
+    assert lines(batch(make + CHAIN_AND_CANCEL)) == CHAIN_AND_CANCEL_OUTPUT
 
 
 @pytest.mark.timeout(240)

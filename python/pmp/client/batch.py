@@ -16,15 +16,16 @@ quarter second (a stat each), and asks the job system for their states
 every few seconds, in one call (`squeue`, `flux jobs`) for all of them.
 """
 
+import collections
 import contextlib
 import os
 import sys
 import threading
 import time
-from concurrent.futures import InvalidStateError
+from concurrent.futures import CancelledError, InvalidStateError
 
 from pmp.client import serialize, store
-from pmp.client.errors import DependencyCancelledError, JobFailedError
+from pmp.client.errors import DependencyCancelledError, DependencyRefused, JobFailedError
 from pmp.client.future import Future
 
 # How often the entries of running jobs are looked for, and the job system asked.
@@ -124,10 +125,20 @@ def job_system(backend, launcher, tool_dirs):
     return SlurmJobs(launcher, tool_dirs)
 
 
+# A Future argument of a call: its store and key, its job (None once done
+# or while another client submits it) and the Future itself.
+_Upstream = collections.namedtuple("_Upstream", "store key job future")
+
+# How many state polls a job that ended without running waits for its
+# upstream Futures to resolve, so that it fails as they did (they usually
+# have by then: entries are looked for before states).
+_UPSTREAM_WAITS = 5
+
+
 class _Watched:
     """A Future waiting for `key`'s entry, and the job that will write it."""
 
-    __slots__ = ("future", "job", "key", "missing", "store", "upstream")
+    __slots__ = ("future", "job", "key", "missing", "store", "upstream", "waits")
 
     def __init__(self, future, task_store, key, job, upstream):
         self.future = future
@@ -135,7 +146,8 @@ class _Watched:
         self.key = key
         self.job = job  # its id, or None while another client submits it
         self.missing = 0  # state queries that did not know the job any more
-        self.upstream = upstream  # [(store, key)] of its Future arguments
+        self.upstream = upstream  # [_Upstream] of its Future arguments
+        self.waits = 0  # polls spent waiting for the upstream Futures (_ended)
 
 
 class BatchJobs:
@@ -155,7 +167,7 @@ class BatchJobs:
 
     def submit(self, fn, args, kwargs, resources, task_store, cache_key):
         future = Future()
-        upstream = []  # (store, key, job id or None) of each Future argument
+        upstream = []  # an _Upstream for each Future argument
         try:
             function = serialize.dumps_function(fn)
             call = serialize.dumps_call(args, kwargs, self._collector(upstream))
@@ -164,7 +176,7 @@ class BatchJobs:
         except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
             future.set_exception(error)
             return future
-        keys = [key for _, key, _ in upstream]
+        keys = [u.key for u in upstream]
         from pmp import _pmp
 
         key = cache_key or _pmp.task_key(
@@ -176,6 +188,12 @@ class BatchJobs:
         if stored is not None:
             # Read only: a read-only store serves its results.
             future.resolve_from_store(stored)
+            return future
+        failure = _upstream_failure(upstream)
+        if failure is not None:
+            # As inside an allocation: the dependent of a failed call fails
+            # as it did, with no job (the job system would refuse or cancel one).
+            _fail(future, failure)
             return future
         name = _job_name(fn, task_store, key)
         left = task_store.lock_owner(key)
@@ -198,8 +216,15 @@ class BatchJobs:
                     return self._attach(future, task_store, key, job, upstream)
             task_store.write_input(key, _function_name(fn), time.time(), function, call, keys)
             job = self._submit_job(
-                name, resources, task_store, key, [j for _, _, j in upstream if j]
+                name, resources, task_store, key, [u.job for u in upstream if u.job]
             )
+        except DependencyRefused as refused:
+            # An upstream job failed or was cancelled after the look above:
+            # the dependent fails as that upstream Future does, not here.
+            task_store.remove(key)
+            task_store.unlock(key)
+            _fail_as_upstream(future, upstream, refused)
+            return future
         except BaseException:
             task_store.unlock(key)
             raise
@@ -210,7 +235,7 @@ class BatchJobs:
     def _attach(self, future, task_store, key, job, upstream):
         """Follow `job` (None: not known yet) until `key`'s entry resolves `future`."""
         future.job = job
-        watched = _Watched(future, task_store, key, job, [(s, k) for s, k, _ in upstream])
+        watched = _Watched(future, task_store, key, job, list(upstream))
         future._pmp_cancel = lambda: self._cancel([watched])
         self._watch(watched)
         return future
@@ -234,7 +259,7 @@ class BatchJobs:
                     "a batch job can depend on a Future of another Executor only once it is "
                     "done (its result is then in that Executor's task store): wait for it first"
                 )
-            entry = (future._pmp_store, key, job)
+            entry = _Upstream(future._pmp_store, key, job, future)
             if entry not in upstream:
                 upstream.append(entry)
             return serialize.as_dependency(upstream.index(entry))
@@ -360,17 +385,21 @@ class BatchJobs:
         if state == "COMPLETED" and w.missing < 2:
             w.missing += 1  # written just now on a shared file system: look once more
             return
+        failure = _upstream_failure(w.upstream)
+        upstream_open = any(not u.future.done() for u in w.upstream)
+        if failure is None and upstream_open and w.waits < _UPSTREAM_WAITS:
+            w.waits += 1  # they resolve in a moment; fail as they do
+            return
+        if failure is None:
+            # Upstream Futures of another client (attached to here): the
+            # store names the failure at the head of the chain.
+            failure = _stored_upstream_failure(w.upstream)
         # The job no longer holds the key.
         with contextlib.suppress(Exception):
             w.store.unlock(w.key)
-        for upstream_store, upstream_key in w.upstream:
-            with contextlib.suppress(_pmp.InvalidEntry):
-                upstream = upstream_store.read(upstream_key)
-                if upstream is not None and upstream.state == "failed":
-                    from pmp.client.future import _decode_exception
-
-                    _fail(w.future, _decode_exception(upstream.frames))
-                    return
+        if failure is not None:
+            _fail(w.future, failure)
+            return
         if state == "CANCELLED" and w.upstream:
             _fail(w.future, DependencyCancelledError(f"job {w.job} was cancelled: {state}"))
             return
@@ -417,22 +446,82 @@ class BatchJobs:
                 w.future.exception()
 
     def cancel_all(self):
-        """Cancel every unfinished job this executor follows, running ones too."""
+        """Cancel every unfinished job this executor follows, running ones too.
+        The Futures are cancelled first, then the jobs: the follower never
+        sees a job this cancelled (or a dependent the job system ended for
+        it) end while its Future is still open, to fail it as "FAILED"."""
         watched = self.unfinished()
-        self._cancel(watched)
         for w in watched:
             future = w.future
             if future.cancel():
                 future.set_running_or_notify_cancel()
             else:  # running: concurrent.futures cannot cancel it, so it fails
-                from concurrent.futures import CancelledError
-
                 _fail(future, CancelledError(f"job {w.job} was cancelled by shutdown"))
+        self._cancel(watched)
 
 
 def _fail(future, error):
     with contextlib.suppress(InvalidStateError):
         future.set_exception(error)
+
+
+def _as_dependents_error(upstream_future):
+    """What a dependent of a done Future fails with: the same exception, or
+    DependencyCancelledError for a cancelled one; None if it succeeded."""
+    if upstream_future.cancelled():
+        return DependencyCancelledError("a Future this task depends on was cancelled")
+    error = upstream_future.exception()
+    if isinstance(error, CancelledError) and not isinstance(error, DependencyCancelledError):
+        return DependencyCancelledError(f"a Future this task depends on was cancelled: {error}")
+    return error
+
+
+def _upstream_failure(upstream):
+    """The error of the first upstream Future that is done and did not
+    succeed, as its dependent raises it; None if there is none (yet)."""
+    for u in upstream:
+        if u.future.done():
+            error = _as_dependents_error(u.future)
+            if error is not None:
+                return error
+    return None
+
+
+def _stored_upstream_failure(upstream):
+    """The failure stored at the head of the chain the upstream keys belong
+    to (the store walks their inputs), or None."""
+    from pmp import _pmp
+    from pmp.client.future import _decode_exception
+
+    by_store = {}
+    for u in upstream:
+        by_store.setdefault(u.store, []).append(u.key)
+    for task_store, keys in by_store.items():
+        with contextlib.suppress(_pmp.InvalidEntry, OSError):
+            found = task_store.failed_upstream(keys)
+            if found is not None:
+                return _decode_exception(found[1].frames)
+    return None
+
+
+def _fail_as_upstream(future, upstream, refused):
+    """Fail `future` as the first of its upstream Futures to fail does;
+    with `refused` if they all succeed."""
+    pending = [u.future for u in upstream]
+    lock = threading.Lock()
+
+    def on_done(_):
+        with lock:
+            if future.done():
+                return
+            error = _upstream_failure(upstream)
+            if error is not None:
+                _fail(future, error)
+            elif all(f.done() for f in pending):
+                _fail(future, RuntimeError(str(refused)))
+
+    for upstream_future in pending:
+        upstream_future.add_done_callback(on_done)
 
 
 def _function_name(fn):

@@ -53,3 +53,9 @@ class JobFailedError(RuntimeError):
 
 class DependencyCancelledError(CancelledError):
     """A Future this task depended on was cancelled, so the task never ran."""
+
+
+class DependencyRefused(RuntimeError):
+    """A job system refused a batch job because a job it depends on already
+    failed or was cancelled (raised by the job systems' `submit`; batch mode
+    fails the dependent as its upstream failed instead)."""

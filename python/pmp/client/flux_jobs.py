@@ -12,6 +12,8 @@ reason), RUN and CLEANUP are RUNNING, an inactive job is its result
 import os
 import subprocess
 
+from pmp.client.errors import DependencyRefused
+
 _PENDING = ("DEPEND", "PRIORITY", "SCHED", "NEW")
 _RUNNING = ("RUN", "CLEANUP")
 _RESULTS = {"CANCELED": "CANCELLED"}
@@ -88,10 +90,10 @@ class FluxJobs:
             timeout=60,
         )
         if done.returncode != 0:
-            raise RuntimeError(
-                f"flux submit refused the job of {name}: "
-                f"{done.stderr.strip() or done.stdout.strip()}"
-            )
+            said = done.stderr.strip() or done.stdout.strip()
+            # "dependency: afterok: job ... failed or was canceled"
+            refused = DependencyRefused if dependencies and "afterok" in said else RuntimeError
+            raise refused(f"flux submit refused the job of {name}: {said}")
         return done.stdout.strip().splitlines()[-1]
 
     def states(self, jobs):

@@ -10,6 +10,8 @@ import shlex
 import shutil
 import subprocess
 
+from pmp.client.errors import DependencyRefused
+
 
 def sbatch_options(name, resources, cwd, log, dependencies):
     """The `#SBATCH` options of one call's job."""
@@ -18,7 +20,8 @@ def sbatch_options(name, resources, cwd, log, dependencies):
         f"--job-name={name}",
         f"--ntasks={cores}",
         f"--cpus-per-task={resources['threads_per_core']}",
-        f"--output={log}",
+        # Slurm expands %-patterns in the path: a key part "run/a" is "run%a" there.
+        f"--output={log.replace('%', '%%')}",
         f"--chdir={cwd}",
         # A requeued job would run its call again (a node failure, `scontrol
         # requeue`); the job refuses to, but Slurm would still hold the
@@ -108,9 +111,10 @@ class SlurmJobs:
             timeout=60,
         )
         if done.returncode != 0:
-            raise RuntimeError(
-                f"sbatch refused the job of {name}: {done.stderr.strip() or done.stdout.strip()}"
-            )
+            said = done.stderr.strip() or done.stdout.strip()
+            # "Job dependency problem": an afterok job already failed.
+            refused = DependencyRefused if dependencies and "dependency" in said else RuntimeError
+            raise refused(f"sbatch refused the job of {name}: {said}")
         return done.stdout.strip().split(";")[0]
 
     def states(self, jobs):
@@ -169,7 +173,8 @@ class SlurmJobs:
         return None
 
     def cancel(self, jobs):
-        subprocess.run([self._scancel, *jobs], capture_output=True, timeout=60, check=False)
+        # Ids only (the store checked them), and after "--": never an option.
+        subprocess.run([self._scancel, "--", *jobs], capture_output=True, timeout=60, check=False)
 
     def exit_code(self, job):
         """The exit code of an ended job, from `scontrol show job` (kept a few
