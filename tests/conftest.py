@@ -15,6 +15,7 @@ import time
 
 import psutil
 import pytest
+from second_user import OTHER_USER
 
 HERE = pathlib.Path(__file__).parent
 # A test that hangs is a failure, not a stuck CI job. Tests may set their own.
@@ -74,6 +75,55 @@ def process_gone(pid):
         return process.status() == psutil.STATUS_ZOMBIE and process.ppid() != os.getpid()
     except psutil.NoSuchProcess:
         return True
+
+
+@pytest.fixture(scope="session")
+def other_user():
+    """(uid, gid) of a second local user, for tests that play an attacker
+    who shares the machine; created if missing (needs root, as CI runs)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to act as a second user (CI runs as root)")
+    try:
+        entry = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
+            check=True,
+            timeout=60,
+        )
+        entry = pwd.getpwnam(OTHER_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def as_other(other_user):
+    """Start (`popen=True`) or run a command as the second user."""
+    uid, gid = other_user
+
+    def run(*command, cwd=None, popen=False, **options):
+        options = {"user": uid, "group": gid, "extra_groups": [], "cwd": cwd, **options}
+        if popen:
+            return subprocess.Popen(command, **options)
+        timeout = options.pop("timeout", 60)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, **options
+        )
+        assert done.returncode == 0, f"{command} as {OTHER_USER}: {done.stderr}"
+        return done
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def other_users_python(other_user):
+    """A Python the second user can run: the system's (this one may live
+    in a home directory only its owner can enter)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    pytest.skip("no system python3 for the second user to run")
 
 
 @pytest.fixture(name="wait_until")

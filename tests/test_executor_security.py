@@ -324,17 +324,6 @@ def test_raw_tcp_garbage_neither_unpickled_nor_fatal(block_allocation, marker, s
     assert not marker.exists()
 
 
-def stream_until_closed(connection, total):
-    """Send up to ``total`` bytes; True if the scheduler closed the connection first."""
-    chunk = bytes(1 << 20)
-    try:
-        for _ in range(total // len(chunk)):
-            connection.sendall(chunk)
-    except OSError:
-        return True
-    return closed_by_scheduler(connection)
-
-
 def closed_by_scheduler(connection, patience=60):
     """True once the scheduler has closed ``connection`` (read to its end);
     False if it is still open after ``patience`` seconds, which only keeps a
@@ -350,19 +339,51 @@ def closed_by_scheduler(connection, patience=60):
     return True
 
 
-def test_a_huge_frame_from_a_peer_without_the_key_is_refused_unread():
+# Run by the second user: connect, send the bytes given in hex, then stream
+# zeros; print "closed" if the scheduler closed the connection before
+# `total` bytes went, else "open".
+HUGE_FRAME = """
+import socket, sys
+host, port, head, total = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+connection = socket.create_connection((host, port))
+connection.sendall(head)
+chunk = bytes(1 << 20)
+try:
+    for _ in range(total // len(chunk)):
+        connection.sendall(chunk)
+    connection.settimeout(60)
+    while connection.recv(65536):
+        pass
+    print("closed")
+except TimeoutError:
+    print("open")
+except OSError:
+    print("closed")
+"""
+
+
+def test_a_huge_frame_from_a_peer_without_the_key_is_refused_unread(as_other, other_users_python):
     # The scheduler runs in this process: what it buffers shows in our RSS.
+    # The peer is another user of the machine, who can reach loopback ports.
     with Executor(max_workers=1, block_allocation=True) as exe:
         assert exe.submit(add, 1, 1).result(timeout=RESULT_TIMEOUT) == 2
         before = psutil.Process().memory_info().rss
-        with socket.create_connection(host_and_port(exe.info["address"])) as connection:
-            connection.sendall(
-                ZMTP_GREETING + zmtp_ready(b"DEALER") + b"\x02" + struct.pack(">Q", 3 << 30)
-            )
-            assert stream_until_closed(connection, 256 << 20), (
-                "a peer that never authenticated announced a 3 GiB frame and streamed "
-                "256 MiB of it without being disconnected"
-            )
+        host, port = host_and_port(exe.info["address"])
+        head = ZMTP_GREETING + zmtp_ready(b"DEALER") + b"\x02" + struct.pack(">Q", 3 << 30)
+        peer = as_other(
+            other_users_python,
+            "-c",
+            HUGE_FRAME,
+            host,
+            str(port),
+            head.hex(),
+            str(256 << 20),
+            timeout=180,  # the peer waits up to 60 s for the close before saying "open"
+        )
+        assert peer.stdout.split() == ["closed"], (
+            "a peer that never authenticated announced a 3 GiB frame and streamed "
+            "256 MiB of it without being disconnected"
+        )
         grown = psutil.Process().memory_info().rss - before
         assert grown < 64 << 20, f"the client grew by {grown >> 20} MiB"
         assert exe.submit(add, 2, 2).result(timeout=RESULT_TIMEOUT) == 4
@@ -408,20 +429,24 @@ sys.stdin.read()
 """
 
 
-def test_thousands_of_idle_connections_do_not_keep_new_workers_out(tmp_path):
+def test_thousands_of_idle_connections_do_not_keep_new_workers_out(as_other, other_users_python):
     # This process (and the scheduler in it) may open 2048 descriptors; a
-    # flood of 3000 connections would take them all if the scheduler kept
-    # every connection that never authenticates.
-    script = tmp_path / "idle_connections.py"
-    script.write_text(IDLE_CONNECTIONS)
+    # flood of 3000 connections, from another user of the machine, would take
+    # them all if the scheduler kept every connection that never authenticates.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, soft), hard))
     try:
         with Executor(max_workers=2) as exe:  # a fresh worker for every call
             assert exe.submit(add, 1, 1).result(timeout=RESULT_TIMEOUT) == 2
             host, port = host_and_port(exe.info["address"])
-            flood = subprocess.Popen(
-                [sys.executable, str(script), host, str(port), "3000"],
+            flood = as_other(
+                other_users_python,
+                "-c",
+                IDLE_CONNECTIONS,
+                host,
+                str(port),
+                "3000",
+                popen=True,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,

@@ -11,7 +11,6 @@ the victim, are unpickled, so the refusal is what stands between them.
 
 import os
 import pathlib
-import pwd
 import shutil
 import stat
 import subprocess
@@ -19,25 +18,7 @@ import sys
 import tempfile
 
 import pytest
-
-OTHER_USER = "pmp-other"
-
-
-@pytest.fixture(scope="session")
-def other_user():
-    """(uid, gid) of a second local user, created if missing (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to act as a second user (CI runs as root)")
-    try:
-        entry = pwd.getpwnam(OTHER_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
-            check=True,
-            timeout=60,
-        )
-        entry = pwd.getpwnam(OTHER_USER)
-    return entry.pw_uid, entry.pw_gid
+from second_user import OTHER_USER
 
 
 @pytest.fixture
@@ -47,28 +28,6 @@ def public_dir():
     path.chmod(0o1777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def as_other(other_user):
-    """Run a command as the second user."""
-    uid, gid = other_user
-
-    def run(*command, cwd):
-        done = subprocess.run(
-            command,
-            user=uid,
-            group=gid,
-            extra_groups=[],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, f"{command} as {OTHER_USER}: {done.stderr}"
-
-    return run
 
 
 class _Exploit:
