@@ -576,7 +576,10 @@ def test_a_cell_as_a_batch_job_survives_a_kernel_restart(slurm, tmp_path, wait_u
         reply, messages = first.run(CELL)
         assert reply["status"] == "ok", reply
         (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
-        assert re.match(r"answer: PENDING.* job \d+ for ", shown["content"]["data"]["text/plain"])
+        assert re.match(
+            r"answer: queued for .+: job \d+ waiting in Slurm.s queue",
+            shown["content"]["data"]["text/plain"],
+        )
         job = first.value("answer.job").strip("'")
         wait_until((tmp_path / "ran.txt").exists, timeout=120, message="the job never ran")
         assert first.value("import time; time.sleep(2.5); answer.job_state").startswith("'RUNNING")

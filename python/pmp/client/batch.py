@@ -26,7 +26,7 @@ from concurrent.futures import CancelledError, InvalidStateError
 
 from pmp.client import serialize, store
 from pmp.client.errors import DependencyCancelledError, DependencyRefused, JobFailedError
-from pmp.client.future import Future
+from pmp.client.future import Future, monotonic_of
 
 # How often the entries of running jobs are looked for, and the job system asked.
 _ENTRY_POLL = 0.25
@@ -124,6 +124,10 @@ def job_system(backend, launcher, tool_dirs):
 
     return SlurmJobs(launcher, tool_dirs)
 
+
+# A batch job's state as its job system said it (Slurm's words), for the
+# displays to word: "Slurm" or "Flux", "PENDING", "Priority", "node[1-2]".
+JobStatus = collections.namedtuple("JobStatus", "system state reason nodes")
 
 # A Future argument of a call: its store and key, its job (None once done
 # or while another client submits it) and the Future itself.
@@ -229,7 +233,7 @@ class BatchJobs:
             task_store.unlock(key)
             raise
         _write_job(task_store, key, job)
-        future.job_state = "PENDING"
+        self._set_state(future, "PENDING", "", "")
         return self._attach(future, task_store, key, job, upstream)
 
     def _attach(self, future, task_store, key, job, upstream):
@@ -321,7 +325,7 @@ class BatchJobs:
             if w.future.done():
                 continue
             if w.job is None:
-                w.job = _read_job(w.store, w.key)
+                w.job = w.future.job = _read_job(w.store, w.key)
             try:
                 entry = w.store.read(w.key)
             except _pmp.InvalidEntry as error:
@@ -332,11 +336,14 @@ class BatchJobs:
             if entry is None:
                 continue
             if entry.state == "done":
+                self._job_over(w, "COMPLETED")
                 with contextlib.suppress(InvalidStateError):
-                    w.future.resolve_from_store(entry)
+                    w.future.resolve_from_store(entry, reused=False)
             else:
                 from pmp.client.future import _decode_exception
 
+                self._job_over(w, "FAILED")
+                w.future.took_times_of(entry)
                 _fail(w.future, _decode_exception(entry.frames))
 
     def _follow_states(self, watched):
@@ -351,7 +358,7 @@ class BatchJobs:
         for w in watched:
             if w.job is None:
                 continue
-            state, reason, nodes = states.get(w.job, (None, "", ""))
+            state, reason, nodes, started = states.get(w.job, (None, "", "", None))
             if state is None:
                 w.missing += 1
                 # Not known any more (or not yet visible): look twice, then
@@ -361,14 +368,32 @@ class BatchJobs:
                     self._ended(w, accounted[0] if accounted else None)
                 continue
             w.missing = 0
-            w.future.job_state = _describe_state(state, reason, nodes)
-            if state == "RUNNING" and not w.future.running():
-                w.future.place = (f"job {w.job}", None, nodes)
-                w.future.started_at = time.monotonic()
-                with contextlib.suppress(RuntimeError):
-                    w.future.set_running_or_notify_cancel()
+            if w.future.done():
+                continue  # its entry said how it ended, which stays its state
+            self._set_state(w.future, state, reason, nodes)
+            if state == "RUNNING":
+                # The job's own start, also when this client attached to it late.
+                if started is not None:
+                    w.future.started_at = monotonic_of(started)
+                elif w.future.started_at is None:
+                    w.future.started_at = time.monotonic()
+                if not w.future.running():
+                    w.future.place = (f"job {w.job}", None, nodes)
+                    with contextlib.suppress(RuntimeError):
+                        w.future.set_running_or_notify_cancel()
             if state in _ENDED:
                 self._ended(w, state)
+
+    def _set_state(self, future, state, reason, nodes):
+        future.job_status = JobStatus(self.jobs.name.capitalize(), state, reason, nodes)
+        future.job_state = _describe_state(state, reason, nodes)
+
+    def _job_over(self, w, state):
+        """The Future's job state once its job has nothing more to do for it
+        (`state` in Slurm's words): never the last state a poll saw."""
+        if not w.future.done() and w.job is not None:
+            status = w.future.job_status
+            self._set_state(w.future, state, "", status.nodes if status else "")
 
     def _ended(self, w, state):
         """The job ended (`state`), or the job system lost it (None): its
@@ -397,6 +422,7 @@ class BatchJobs:
         # The job no longer holds the key.
         with contextlib.suppress(Exception):
             w.store.unlock(w.key)
+        self._job_over(w, state or "LOST")
         if failure is not None:
             _fail(w.future, failure)
             return
@@ -433,6 +459,7 @@ class BatchJobs:
         if jobs:
             self.jobs.cancel(jobs)
         for w in watched:
+            self._job_over(w, "CANCELLED")
             with contextlib.suppress(Exception):
                 w.store.unlock(w.key)
 
@@ -453,6 +480,7 @@ class BatchJobs:
         watched = self.unfinished()
         for w in watched:
             future = w.future
+            self._job_over(w, "CANCELLED")
             if future.cancel():
                 future.set_running_or_notify_cancel()
             else:  # running: concurrent.futures cannot cancel it, so it fails

@@ -97,13 +97,14 @@ class FluxJobs:
         return done.stdout.strip().splitlines()[-1]
 
     def states(self, jobs):
-        """{job id: (state, reason, nodes)} of the jobs Flux knows, in one
-        `flux jobs` call; None when it did not answer."""
+        """{job id: (state, reason, nodes, started)} of the jobs Flux knows,
+        in one `flux jobs` call (`started`: when a running job started, a
+        `time.time()` value, else None); None when it did not answer."""
         command = [
             self._flux,
             "jobs",
             "--no-header",
-            "--format={id.f58}|{state}|{result}|{nodelist}",
+            "--format={id.f58}|{state}|{result}|{nodelist}|{t_run}",
             *jobs,
         ]
         try:
@@ -114,15 +115,15 @@ class FluxJobs:
         states = {}
         for line in done.stdout.splitlines():
             parts = line.split("|")
-            if len(parts) != 4 or _plain(parts[0]) not in by_plain:
+            if len(parts) != 5 or _plain(parts[0]) not in by_plain:
                 continue
-            job, (state, result, nodes) = by_plain[_plain(parts[0])], parts[1:]
+            job, (state, result, nodes, run) = by_plain[_plain(parts[0])], parts[1:]
             if state in _PENDING:
-                states[job] = ("PENDING", state, "")
+                states[job] = ("PENDING", state, "", None)
             elif state in _RUNNING:
-                states[job] = ("RUNNING", "", nodes)
+                states[job] = ("RUNNING", "", nodes, _started(run))
             else:
-                states[job] = (_RESULTS.get(result, result or "COMPLETED"), "", nodes)
+                states[job] = (_RESULTS.get(result, result or "COMPLETED"), "", nodes, None)
         if done.returncode == 0 or states:
             return states
         if not _names_unknown_jobs(done.stderr):
@@ -185,3 +186,13 @@ def _unanswered(name, why):
         "that died while submitting it may have left it queued, so none is submitted "
         "now: submit again once Flux answers"
     )
+
+
+def _started(text):
+    """`flux jobs`' t_run (seconds since the epoch, 0 before it ran) as a
+    `time.time()` value, or None."""
+    try:
+        started = float(text)
+    except ValueError:
+        return None
+    return started if started > 0 else None

@@ -93,9 +93,11 @@ class Future(_BaseFuture):
     _pmp_display = None  # the status display (a LiveDisplay) showing this Future
     _pmp_output = ()  # [(stream name, text)], the kept tail
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
+    reused = False  # ... stored before this call was submitted, not computed for it
     _pmp_cancel = None  # scancel its batch job
     job = None  # the batch job that computes it (backend="slurm" outside an allocation)
     job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"
+    job_status = None  # ... as the job system said it: (state, reason, nodes)
 
     def __init__(self):
         # As Future.__init__, but the Condition (about 1 KB with its lock,
@@ -246,12 +248,22 @@ class Future(_BaseFuture):
                     self._waiters.remove(waiter)
         return True
 
-    def resolve_from_store(self, stored):
-        """Done with the stored result (`pmp._pmp.StoredEntry`), unpickled on first use."""
+    def resolve_from_store(self, stored, reused=True):
+        """Done with the stored result (`pmp._pmp.StoredEntry`), unpickled on
+        first use. `reused`: it was stored before this call was submitted
+        (not computed for it, as a batch job's result is). Its times are
+        the run's own, as the store recorded them."""
         self.from_store = stored
-        self.started_at = self.finished_at = time.monotonic()
+        self.reused = reused
+        self.took_times_of(stored)
         self._pmp_frames = stored.frames
         self.set_result(_UNDECODED)
+
+    def took_times_of(self, stored):
+        """Started and finished when the stored run did: one clock for the
+        display, the store and `%pmp status`."""
+        self.started_at = monotonic_of(stored.started)
+        self.finished_at = monotonic_of(stored.finished)
 
     def _pmp_show_outcome(self):
         """Whoever learns the outcome sees it in the display first: done
@@ -422,6 +434,12 @@ class FutureTable:
                     future.set_exception(
                         DependencyCancelledError("a Future this task depends on was cancelled")
                     )
+
+
+def monotonic_of(wall):
+    """`time.time()` value `wall` on the `time.monotonic()` clock the
+    Futures' `started_at` and `finished_at` use."""
+    return time.monotonic() - (time.time() - wall)
 
 
 def _decode_exception(frames):

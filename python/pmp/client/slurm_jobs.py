@@ -118,10 +118,11 @@ class SlurmJobs:
         return done.stdout.strip().split(";")[0]
 
     def states(self, jobs):
-        """{job id: (state, reason, nodes)} of the jobs Slurm knows, in one
-        squeue call; None when squeue did not answer (slurmctld down or
-        restarting), which says nothing about the jobs."""
-        command = [self._squeue, "-h", "-t", "all", "-o", "%i|%T|%r|%N", "-j", ",".join(jobs)]
+        """{job id: (state, reason, nodes, started)} of the jobs Slurm knows,
+        in one squeue call (`started`: when a running job started, a
+        `time.time()` value, else None); None when squeue did not answer
+        (slurmctld down or restarting), which says nothing about the jobs."""
+        command = [self._squeue, "-h", "-t", "all", "-o", "%i|%T|%r|%N|%S", "-j", ",".join(jobs)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
@@ -129,8 +130,9 @@ class SlurmJobs:
         states = {}
         for line in done.stdout.splitlines():
             parts = line.split("|")
-            if len(parts) == 4:
-                states[parts[0]] = (parts[1], parts[2], parts[3])
+            if len(parts) == 5:
+                started = _started(parts[4]) if parts[1] == "RUNNING" else None
+                states[parts[0]] = (parts[1], parts[2], parts[3], started)
         if done.returncode == 0:
             return states
         if "Invalid job id" not in done.stderr:
@@ -193,6 +195,17 @@ class SlurmJobs:
             if field.startswith("ExitCode="):
                 code = field.split("=", 1)[1].split(":")[0]
                 return int(code) if code.isdigit() else None
+        return None
+
+
+def _started(text):
+    """squeue's start time (local time, `2026-12-06T02:30:00`) as a
+    `time.time()` value; None for `N/A` or `Unknown`."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
         return None
 
 

@@ -31,6 +31,43 @@ def _duration(seconds):
     return f"{minutes} min {seconds} s"
 
 
+# Why a batch job waits, for the reasons users meet (Slurm's words, then
+# Flux's states); any other reason is shown as the job system says it.
+JOB_REASONS = {
+    "Priority": "jobs of higher priority go first",
+    "Resources": "waiting for free nodes",
+    "Dependency": "waiting for the jobs it depends on to end",
+    "DependencyNeverSatisfied": "a job it depends on failed, so it will never start",
+    "BeginTime": "its start time (--begin) has not come yet",
+    "JobHeldUser": "held by its user: `scontrol release JOB` lets it start",
+    "JobHeldAdmin": "held by an administrator",
+    "ReqNodeNotAvail": "a node it needs is down, drained or reserved",
+    "PartitionTimeLimit": "its time limit is above its partition's: it will never start",
+    "QOSMaxJobsPerUserLimit": "you run as many jobs as your QOS allows",
+    "DEPEND": "waiting for the jobs it depends on to end",
+    "PRIORITY": "its priority is being set",
+    "SCHED": "waiting for free resources",
+}
+
+
+def job_words(future):
+    """A batch job's state in words: `job 83 waiting in Slurm's queue:
+    Priority (jobs of higher priority go first)`, `job 83 on node[1-2]`."""
+    status, job = getattr(future, "job_status", None), future.job
+    if status is None:  # attached to, not asked about yet
+        return f"job {job}"
+    if status.state == "PENDING":
+        words = f"job {job} waiting in {status.system}'s queue"
+        if status.reason and status.reason != "None":
+            words += f": {status.reason}"
+            if status.reason in JOB_REASONS:
+                words += f" ({JOB_REASONS[status.reason]})"
+        return words
+    if status.state == "RUNNING":
+        return f"job {job} on {status.nodes}" if status.nodes else f"job {job}"
+    return f"job {job} {status.state}"
+
+
 def _as_shown(chunks):
     """Consecutive chunks of one stream joined, each line showing what a
     terminal would after carriage returns (progress bars redraw with \\r)."""
@@ -64,22 +101,17 @@ class FutureStatus:
         self.future = future
         self.label = label
         self.submitted = time.monotonic()
-        self.started = None
-        self.finished = None
+        self.seen_start = None
+        self.seen_end = None
 
     def observe(self):
-        """Note the times of state changes; returns the current state. A pmp
-        Future knows when it started and ended; others are timed as seen."""
+        """Note when state changes were seen; returns the current state."""
         state = state_of(self.future)
         now = time.monotonic()
-        if state != "queued" and self.started is None:
-            future = self.future
-            # A task that failed before it ran (its dependency failed) starts as it ends.
-            self.started = (
-                getattr(future, "started_at", None) or getattr(future, "finished_at", None) or now
-            )
-        if state in _FINISHED and self.finished is None:
-            self.finished = getattr(self.future, "finished_at", None) or now
+        if state != "queued" and self.seen_start is None:
+            self.seen_start = now
+        if state in _FINISHED and self.seen_end is None:
+            self.seen_end = now
         return state
 
     def _where(self):
@@ -87,25 +119,37 @@ class FutureStatus:
         if not place:
             return ""
         worker, pid, host = place
+        if pid is None:  # a batch job: `worker` names it
+            return f" on {host} ({worker})"
         return f" on {host}, pid {pid} (worker {worker})"
 
     def _elapsed(self):
-        if self.started is None:
+        """One clock: a pmp Future's own start and end, read at every call
+        (a batch job's come from Slurm or the store, also after they were
+        first seen); other Futures are timed as seen."""
+        future = self.future
+        started = getattr(future, "started_at", None)
+        finished = getattr(future, "finished_at", None)
+        if self.seen_end is not None:
+            # A task that failed before it ran (its dependency failed) starts as it ends.
+            finished = finished or self.seen_end
+            started = started or finished
+        started = started or self.seen_start
+        if started is None:
             return time.monotonic() - self.submitted
-        return (self.finished or time.monotonic()) - self.started
+        return max((finished or time.monotonic()) - started, 0.0)
 
     def summary(self, state):
         job = getattr(self.future, "job", None)
         if job is not None and state in ("queued", "running"):
-            words = self.future.job_state or "PENDING"
-            return f"{words} job {job} for {_duration(self._elapsed())}"
+            return f"{state} for {_duration(self._elapsed())}: {job_words(self.future)}"
         if state == "queued":
             return f"queued for {_duration(self._elapsed())}"
         if state == "running":
             return f"running{self._where()} for {_duration(self._elapsed())}"
         if state == "done":
             stored = getattr(self.future, "from_store", None)
-            if stored is not None:
+            if stored is not None and getattr(self.future, "reused", True):
                 from pmp.client.store import describe
 
                 took = _duration(stored.finished - stored.started)

@@ -15,6 +15,7 @@ from pmp.notebook.status_display import FutureStatus, LiveDisplay, _duration, _t
 
 STORE_ROWS = 20
 _SHORT = 60  # characters of a result or an error shown in a cell of the table
+_STATES = ("queued", "running", "done", "failed", "cancelled")
 _TASK_COLUMNS = ("task", "state", "job", "node", "elapsed", "detail")
 _STORE_COLUMNS = ("key", "function", "state", "host", "finished", "duration")
 
@@ -33,9 +34,9 @@ class NotebookTask:
         state = status.observe()
         job = getattr(future, "job", None)
         words = state
-        if job is not None and state in ("queued", "running"):
-            words = getattr(future, "job_state", None) or "PENDING"
-            words = words.split(" on ", 1)[0]  # the node has its own column
+        waits = getattr(future, "job_status", None)
+        if state == "queued" and waits is not None and waits.reason not in ("", "None"):
+            words = f"queued: {waits.reason}"  # why it waits, in its job system's word
         place = getattr(future, "place", None)
         node = place[2] if place else ""
         return (
@@ -54,7 +55,7 @@ class NotebookTask:
         if state == "done":
             shown = _short(self.status._result_repr())
             stored = getattr(future, "from_store", None)
-            if stored is not None:
+            if stored is not None and getattr(future, "reused", True):
                 from pmp.client.store import describe
 
                 shown += f", {describe(stored)}"
@@ -118,19 +119,20 @@ class StatusTable:
         self.store = None if store_root is None else StoreRows(store_root)
 
     def bundle(self):
+        states = [task.status.observe() for task in self.tasks]
         rows = [task.row() for task in self.tasks]
-        unfinished = any(row[1] not in ("done", "failed", "cancelled") for row in rows)
+        unfinished = any(s not in ("done", "failed", "cancelled") for s in states)
         state = "running" if unfinished else "done"
-        info = self.executor.info
-        workers = "; ".join(map(worker_line, info["workers"])) or "none"
-        counts = ", ".join(f"{n} {s}" for s, n in info["tasks"].items() if n) or "none"
+        # The counts are of the rows above them: the tasks of this notebook,
+        # whichever executor (`%pmp config` makes a new one) runs them.
+        counts = ", ".join(f"{states.count(s)} {s}" for s in _STATES if s in states) or "none"
         text = [
             _text_table(_TASK_COLUMNS, rows) if rows else "no tasks submitted from this notebook"
         ]
-        text += [f"workers: {workers}", f"tasks: {counts}"]
         markup = [_html_table(_TASK_COLUMNS, rows)] if rows else []
-        markup.append(f"<div>workers: {html.escape(workers)}</div>")
-        markup.append(f"<div>tasks: {html.escape(counts)}</div>")
+        for line in (f"tasks: {counts}", self._runs_on()):
+            text.append(line)
+            markup.append(f"<div>{html.escape(line)}</div>")
         if self.store is not None:
             self.store.refresh()
             more = self.store.total - len(self.store.rows)
@@ -148,6 +150,15 @@ class StatusTable:
             "text/html": f'<div class="pmp-status-table" data-state="{state}" '
             f'style="font-family: monospace">{body}</div>',
         }
+
+    def _runs_on(self):
+        """The executor's workers; with batch jobs (one per call, no
+        workers), the jobs it follows."""
+        info = self.executor.info
+        if "jobs" in info:
+            jobs = ", ".join(info["jobs"]) or "none queued or running"
+            return f"batch jobs ({info['backend']}, one per call): {jobs}"
+        return "workers: " + ("; ".join(map(worker_line, info["workers"])) or "none")
 
 
 def worker_line(worker):
