@@ -161,11 +161,11 @@ CELL = """%%pmp submit --name held
 import os, time
 while not os.path.exists("go"):
     time.sleep(0.05)
-6 * 7"""
+raise ValueError("no")"""
 
 
 @pytest.mark.timeout(300)
-def test_a_job_attached_to_after_a_restart_runs_since_slurm_started_it(slurm, tmp_path):
+def test_a_job_attached_to_after_a_restart_is_timed_by_slurm_and_the_store(slurm, tmp_path):
     first = Kernel(tmp_path)
     try:
         first.run("%pmp config --backend slurm --cache-directory store")
@@ -192,8 +192,21 @@ def test_a_job_attached_to_after_a_restart_runs_since_slurm_started_it(slurm, tm
         second.run("time.sleep(0.6)")  # a tick of the display
         text = second.final("held")
         assert re.fullmatch(rf"held: running for .+: job {job} on node\d", text), text
+
         (tmp_path / "go").write_text("")
-        assert second.value("held.result(timeout=120)") == "42"
+        assert (
+            second.value("str(held.exception(timeout=120)), held.job_state") == "('no', 'FAILED')"
+        )
+        took = second.value(
+            "import pmp\nfrom pmp.notebook.status_display import _duration\n"
+            "_duration(pmp.get_cache_data('store')[0]['duration'])"
+        ).strip("'")
+        second.run("time.sleep(0.6)")
+        # The display and the table time it as the store does, from the call's start.
+        assert second.final("held") == f"held: failed after {took}: ValueError: no"
+        text, _ = second.shown("%pmp status")
+        (row,) = [line for line in text.splitlines() if line.startswith("held ")]
+        assert f" {took} " in row, text
     finally:
         second.close()
 
