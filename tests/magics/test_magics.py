@@ -475,3 +475,30 @@ def test_graph_draws_the_notebooks_tasks_live_coloured_by_state(pmp_kernel):
         assert time.monotonic() < deadline, pmp_kernel.displays[display_id][-1]["text/plain"]
         pmp_kernel.drain(0.5)
     assert pmp_kernel.displays[display_id][-1]["image/svg+xml"].count("#d3f9d8") >= 2
+
+
+@pytest.mark.timeout(120)
+def test_status_times_stored_results_by_the_store_and_counts_every_row(pmp_kernel, tmp_path):
+    cell = "%%pmp submit --name slow\nimport time\ntime.sleep(1)\n'slept'"
+    pmp_kernel.run(f"%pmp config --cache-directory {tmp_path}")
+    pmp_kernel.run(cell)
+    pmp_kernel.run("slow.result(timeout=60)")
+    # A new executor (as `%pmp config` makes), whose run of the same cell is the stored result.
+    pmp_kernel.run(f"%pmp config --max-workers 1 --cache-directory {tmp_path}")
+    pmp_kernel.run(cell)
+    reply, messages = pmp_kernel.run(
+        "import pmp\nfrom pmp.notebook.status_display import _duration\n"
+        f"_duration(pmp.get_cache_data({str(tmp_path)!r})[0]['duration'])"
+    )
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    took = result["content"]["data"]["text/plain"].strip("'")
+    reply, messages = pmp_kernel.run("%pmp status")
+    assert reply["status"] == "ok", reply
+    (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
+    text = shown["content"]["data"]["text/plain"]
+    computed, stored = table_rows(text, "task")
+    assert computed[:2] == ["slow", "done"] and stored[:2] == ["slow", "done"], text
+    # The stored row lasts as the run the store recorded, not a 0.0 ms read.
+    assert took in stored and "from the store" in stored[-1], text
+    # The counts are of the rows, whichever executor ran them.
+    assert re.search(r"^tasks: 2 done$", text, re.MULTILINE), text
