@@ -1,6 +1,7 @@
 """`%pmp status`: one live table of this notebook's tasks (state, batch job,
-node, elapsed time, result or error), the executor's workers, and the task
-store's entries. It is a live display like a task's: it updates while any
+node, elapsed time, result or error), how many are in each state, the
+executor's workers (with per-call batch jobs, the jobs it follows), and the
+task store's entries. It is a live display like a task's: it updates while any
 of the tasks is queued or running and stops at their end.
 
 The store's part is read again only when its keys change (one directory
