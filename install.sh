@@ -35,8 +35,9 @@ import importlib.util
 wanted = {
     "maturin": "maturin>=1.5,<2",
     "cloudpickle": "cloudpickle>=3",
-    # pmp-kernel runs cells with IPython; comm carries ipywidgets' messages.
-    "IPython": "ipython>=8",
+    # pmp-kernel runs cells with IPython (8.6: the completion matchers that
+    # Tab on a %pmp line uses); comm carries ipywidgets' messages.
+    "IPython": "ipython>=8.6",
     "comm": "comm>=0.1.3",
 }
 print(" ".join(spec for mod, spec in wanted.items() if importlib.util.find_spec(mod) is None))

@@ -502,3 +502,198 @@ def test_status_times_stored_results_by_the_store_and_counts_every_row(pmp_kerne
     assert took in stored and "from the store" in stored[-1], text
     # The counts are of the rows, whichever executor ran them.
     assert re.search(r"^tasks: 2 done$", text, re.MULTILINE), text
+
+
+def stream_text(messages):
+    return "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+
+
+COMMANDS = ["submit", "status", "graph", "cancel", "resources", "config", "cache"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("line", ["%pmp", "%pmp --help"])
+def test_pmp_alone_or_with_help_lists_the_commands(pmp_kernel, line):
+    # What a new user types first: the commands, not an error.
+    reply, messages = pmp_kernel.run(line)
+    assert reply["status"] == "ok", reply
+    assert [m for m in messages if m["msg_type"] == "error"] == []
+    text = stream_text(messages)
+    listed = re.findall(r"^ {4}(\w+)", text, re.MULTILINE)
+    assert listed == COMMANDS, text
+    assert "%pmp COMMAND --help" in text, text
+
+
+def option_help(text):
+    """{option: its help text} from the options section of argparse's help."""
+    helps, option = {}, None
+    for line in text.split("options:\n", 1)[1].splitlines():
+        found = re.match(r"^  (-\S+(?:, --\S+)?)(?: [A-Z|a-z]+)?(?:\s{2,}(.*))?$", line)
+        if found:
+            option = found.group(1).split(", ")[-1]
+            helps[option] = found.group(2) or ""
+        elif line.startswith("      ") and option:
+            helps[option] = f"{helps[option]} {line.strip()}".strip()
+        else:
+            option = None
+    return helps
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_commands_help_is_printed_once_and_explains_each_option(pmp_kernel, command):
+    reply, messages = pmp_kernel.run(f"%pmp {command} --help")
+    assert reply["status"] == "ok", reply
+    assert [m for m in messages if m["msg_type"] == "error"] == []
+    text = stream_text(messages)
+    assert text.count(f"usage: %pmp {command}") == 1, text
+    helps = option_help(text)
+    assert "--help" in helps, text
+    assert all(helps.values()), helps
+    if command == "config":
+        assert set(helps) == {
+            "--help",
+            "--max-workers",
+            "--max-cores",
+            "--backend",
+            "--block-allocation",
+            "--cache-directory",
+        }, helps
+        assert "auto, local, mpi, slurm, flux" in helps["--backend"], helps
+
+
+def run_and_interrupt(session, code, ready):
+    """Execute `code`, send an interrupt once `ready(displays of the cell)`
+    holds; return (reply content, the cell's IOPub messages)."""
+    msg_id = session.client.execute(code)
+    mine, interrupted = [], False
+    while True:
+        msg = session.client.get_iopub_msg(timeout=60)
+        session._record(msg)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        mine.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        shown = [
+            session.displays[m["content"]["transient"]["display_id"]][-1]["text/plain"]
+            for m in mine
+            if m["msg_type"] == "display_data"
+        ]
+        if not interrupted and shown and ready(shown[-1]):
+            session.manager.interrupt_kernel()
+            interrupted = True
+    assert interrupted, mine
+    return session.client.get_shell_msg(timeout=60)["content"], mine
+
+
+def wait_for_file(path):
+    return f"import os, time\nwhile not os.path.exists({str(path)!r}):\n    time.sleep(0.05)\n"
+
+
+@pytest.mark.timeout(120)
+def test_interrupting_a_block_wait_says_in_one_line_that_the_task_keeps_running(
+    pmp_kernel, tmp_path
+):
+    go = tmp_path / "go"
+    cell = f"%%pmp submit --name long --block\n{wait_for_file(go)}'finished'"
+    reply, messages = run_and_interrupt(pmp_kernel, cell, lambda shown: "running" in shown)
+    assert reply["status"] == "error", reply
+    (error,) = [m["content"] for m in messages if m["msg_type"] == "error"]
+    assert error["traceback"] == [
+        (
+            "stopped waiting; task long keeps running to its end "
+            "(%pmp cancel stops only queued tasks and batch jobs)"
+        )
+    ], error
+    assert "Traceback" not in stream_text(messages)
+    # What the line says is so: the task runs on, cancel cannot stop it,
+    # and it ends with its result.
+    _, messages = pmp_kernel.run("%pmp cancel long")
+    assert "cancelled 0 of 1" in stream_text(messages)
+    go.touch()
+    _, messages = pmp_kernel.run("long.result()")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "'finished'"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("line", "expected", "cancel"),
+    [
+        (
+            "%pmp submit --name second --block sum([1, 2])",
+            "stopped waiting; task second is still queued (`%pmp cancel second` cancels it)",
+            "%pmp cancel second",
+        ),
+        (
+            "%pmp submit --block sum([1, 2])",
+            (
+                "stopped waiting; task sum([1, 2]) is still queued "
+                "(`%pmp cancel all` cancels it, with the notebook's other tasks)"
+            ),
+            None,
+        ),
+    ],
+)
+def test_interrupting_the_wait_for_a_queued_task_says_how_to_cancel_it(
+    pmp_kernel, tmp_path, line, expected, cancel
+):
+    go = tmp_path / "go"
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run(f"%%pmp submit --name first\n{wait_for_file(go)}1")
+    reply, messages = run_and_interrupt(pmp_kernel, line, lambda shown: "queued" in shown)
+    assert reply["status"] == "error", reply
+    (error,) = [m["content"] for m in messages if m["msg_type"] == "error"]
+    assert error["traceback"] == [expected], error
+    if cancel:
+        # As the line says: cancel takes it back before it runs.
+        _, messages = pmp_kernel.run(cancel)
+        assert "cancelled 1 of 1" in stream_text(messages)
+    go.touch()
+    _, messages = pmp_kernel.run("first.result()")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "1"
+
+
+def complete(session, code, cursor_pos=None):
+    """A complete_request as JupyterLab sends at Tab: (matches, the text they replace)."""
+    cursor_pos = len(code) if cursor_pos is None else cursor_pos
+    session.client.complete(code, cursor_pos)
+    reply = session.client.get_shell_msg(timeout=60)["content"]
+    assert reply["status"] == "ok" and reply["cursor_end"] == cursor_pos, reply
+    return reply["matches"], code[reply["cursor_start"] : reply["cursor_end"]]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
+def test_tab_completes_pmp_commands_options_and_their_values(kernel_name):
+    if not _available(kernel_name):
+        pytest.skip(f"the {kernel_name} kernelspec is not registered")
+    session = Session(kernel_name)
+    try:
+        if kernel_name == "python3":
+            session.run("%load_ext pmp")
+        # In pmp-kernel, before any %pmp has loaded the magics.
+        assert complete(session, "%pmp ") == (COMMANDS, "")
+        assert complete(session, "%pmp su") == (["submit"], "su")
+        cell = "%%pmp submit --block --c\nx = 1"
+        assert complete(session, cell, cell.index("\n")) == (["--cores", "--cwd"], "--c")
+        matches, _ = complete(session, "%pmp submit --cores 2 --")
+        assert matches == ["--help", "--gpus", "--threads", "--cwd", "--name", "--key", "--block"]
+        assert complete(session, "%pmp config --b") == (
+            ["--backend", "--block-allocation"],
+            "--b",
+        )
+        assert complete(session, "%pmp config --backend s") == (["slurm"], "s")
+        assert complete(session, "%pmp cache ") == (["clear"], "")
+        session.run("%pmp submit --name answer sum([40, 2])")
+        assert complete(session, "%pmp cancel ") == (["answer", "all"], "")
+        # Where %pmp has nothing to offer (the call of %pmp submit, any other
+        # line), IPython's own completion answers, as before.
+        matches, _ = complete(session, "%pmp submit --name s su")
+        assert "submit" not in matches, matches
+        matches, _ = complete(session, "su")
+        assert "sum" in matches and "submit" not in matches, matches
+    finally:
+        session.close()

@@ -21,3 +21,9 @@ def register_pmp_magics(shell):
         return shell.run_cell_magic("pmp", line, cell)
 
     shell.register_magic_function(pmp, magic_kind="line_cell", magic_name="pmp")
+    try:
+        # Cheap to import; Tab completes %pmp lines before their first use.
+        from pmp.notebook import completion
+    except ImportError:
+        return  # no pmp installed: the first use of %pmp says so
+    completion.register(shell)

@@ -7,6 +7,9 @@ watch them in live status displays.
     %pmp config [--max-workers N] [--max-cores N] [--backend B] [--block-allocation]
                 [--cache-directory DIR]
 
+`%pmp` alone or `%pmp --help` lists the commands, `%pmp COMMAND --help` one
+command's options; Tab completes them (`completion`).
+
 Loaded by pmp-kernel on first use, and by `%load_ext pmp` in IPython or ipykernel.
 """
 
@@ -18,7 +21,12 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from pmp.notebook import status_display, status_table
+from pmp.client.backends import BACKENDS
+from pmp.notebook import completion, status_display, status_table
+
+
+class _HelpShown(Exception):
+    """`--help` printed the help: the magic has nothing more to do."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +37,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.format_usage().strip()}\n%pmp: error: {message}")
 
     def exit(self, status=0, message=None):
-        raise UsageError(message or self.format_help())
+        # Only `--help` exits (errors go through `error`), after printing
+        # the help: the cell ends there, without an error.
+        raise _HelpShown
+
+    def add_argument(self, *args, help=None, **kwargs):
+        return super().add_argument(*args, help=_literal(help), **kwargs)
+
+
+def _literal(text):
+    """A help text as argparse prints it: argparse reads `%` as the start
+    of a format, and these texts name %pmp and %%pmp."""
+    return None if text is None else text.replace("%", "%%")
 
 
 def _at_least(minimum):
@@ -59,35 +78,75 @@ def _variable_name(text):
     return text
 
 
-def _parser():
-    parser = _Parser(prog="%pmp", add_help=True)
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
-    submit = commands.add_parser("submit", help="run a cell (%%pmp) or one call (%pmp) remotely")
-    submit.add_argument("--cores", type=_positive_int, default=None, help="MPI ranks")
-    submit.add_argument("--gpus", type=_count, default=None, help="GPUs per core")
-    submit.add_argument("--threads", type=_positive_int, default=None, help="threads per core")
-    submit.add_argument("--cwd", default=None, help="working directory of the task")
-    submit.add_argument(
-        "--name", type=_variable_name, default=None, help="variable bound to the Future"
+def parser():
+    """What %pmp accepts: its commands and their options, with the help that
+    `%pmp`, `%pmp --help` and `%pmp COMMAND --help` print. Tab completion
+    offers the same words (`completion`)."""
+    top = _Parser(
+        prog="%pmp",
+        description="Run notebook cells and calls in pmp workers and watch them live.",
+        epilog="%pmp COMMAND --help shows the options of one command.",
     )
-    submit.add_argument("--block", action="store_true", help="wait and show the result")
-    submit.add_argument("--key", default=None, help="the task's name in the task store")
-    submit.add_argument("call", nargs=argparse.REMAINDER, help="%%pmp submit: f(args)")
-    commands.add_parser("status", help="the tasks submitted from this notebook")
-    commands.add_parser("graph", help="the dependency graph of this notebook's tasks, live")
-    cancel = commands.add_parser("cancel", help="cancel a queued task")
-    cancel.add_argument("target", help="a Future's variable name, or all")
-    commands.add_parser("resources", help="backend, allocation, cores, memory, GPUs")
-    config = commands.add_parser("config", help="(re)create the Executor the magics use")
-    config.add_argument("--max-workers", type=_positive_int, default=None)
-    config.add_argument("--max-cores", type=_positive_int, default=None)
-    config.add_argument("--backend", default="auto")
-    config.add_argument("--block-allocation", action="store_true")
-    config.add_argument("--cache-directory", default=None, help="a task store: results kept")
-    cache = commands.add_parser("cache", help="the task store of the magics' Executor")
-    cache.add_argument("action", choices=["clear"])
-    cache.add_argument("key", nargs="?", default=None, help="one entry (default: all)")
-    return parser
+    commands = top.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name, summary):
+        return commands.add_parser(name, help=_literal(summary), description=summary)
+
+    submit = command(
+        "submit", "run the cell (%%pmp submit) or one call (%pmp submit f(x)) in a worker"
+    )
+    submit.add_argument("--cores", metavar="N", type=_positive_int, help="MPI ranks (default 1)")
+    submit.add_argument("--gpus", metavar="N", type=_count, help="GPUs per core")
+    submit.add_argument("--threads", metavar="N", type=_positive_int, help="threads per core")
+    submit.add_argument("--cwd", metavar="DIR", help="working directory of the task")
+    submit.add_argument(
+        "--name", metavar="VAR", type=_variable_name, help="bind the task's Future to VAR"
+    )
+    submit.add_argument(
+        "--key",
+        metavar="K",
+        help="the task's key in the task store (%pmp config --cache-directory)",
+    )
+    submit.add_argument(
+        "--block",
+        action="store_true",
+        help="wait and show the result (an interrupt stops the wait, not the task)",
+    )
+    submit.add_argument(
+        "call", nargs=argparse.REMAINDER, help="%pmp submit only: the call, e.g. f(1, x=2)"
+    )
+    command("status", "one live table of this notebook's tasks, the workers and the task store")
+    command("graph", "the dependency graph of this notebook's tasks, live")
+    cancel = command("cancel", "cancel queued tasks (running ones too where they are batch jobs)")
+    cancel.add_argument("target", metavar="VAR|all", help="a Future's variable name, or all")
+    command("resources", "backend, cores, memory and GPUs the tasks can use")
+    config = command("config", "(re)create the Executor the magics use; its tasks still finish")
+    config.add_argument(
+        "--max-workers", metavar="N", type=_positive_int, help="workers at once, at most"
+    )
+    config.add_argument(
+        "--max-cores", metavar="N", type=_positive_int, help="cores in use at once, at most"
+    )
+    config.add_argument(
+        "--backend",
+        metavar="B",
+        default="auto",
+        help=f"where workers run: {', '.join(BACKENDS)} (default auto: from the environment)",
+    )
+    config.add_argument(
+        "--block-allocation",
+        action="store_true",
+        help="max-workers workers, started once, run every task",
+    )
+    config.add_argument(
+        "--cache-directory", metavar="DIR", help="a task store: results kept across restarts"
+    )
+    cache = command("cache", "the task store of the magics' Executor")
+    cache.add_argument("action", choices=["clear"], help="clear: remove entries")
+    cache.add_argument("key", metavar="KEY", nargs="?", help="one entry (default: all)")
+    return top
 
 
 def _cell_function(cell, namespace):
@@ -111,6 +170,46 @@ def _cell_function(cell, namespace):
     return scope["pmp_cell"]
 
 
+class StoppedWaiting(KeyboardInterrupt):
+    """An interrupt of `%pmp submit --block`: it stopped the wait, not the
+    task. Still a KeyboardInterrupt, for code that catches one; shown as its
+    one line, not as a traceback through pmp's and threading's waits."""
+
+    def _render_traceback_(self):
+        # IPython shows these lines in place of the traceback.
+        return [str(self)]
+
+
+def _show_and_wait(future, name, label):
+    """`--block`: the task's display, then its result. An interrupt from the
+    display on (the task is submitted) is StoppedWaiting."""
+    try:
+        status_display.show(future, label)
+        return future.result()
+    except KeyboardInterrupt:
+        raise StoppedWaiting(_stopped_waiting(future, name, label)) from None
+
+
+def _stopped_waiting(future, name, label):
+    """One line: what became of the task the interrupted wait was for, and
+    whether `%pmp cancel` can still stop it."""
+    task = f"task {name or label}"
+    if future.done():
+        return f"stopped waiting; {task} has ended: its display shows how"
+    # Without --name no variable holds the Future: only `all` reaches it.
+    cancel = f"`%pmp cancel {name}`" if name else "`%pmp cancel all`"
+    others = "" if name else ", with the notebook's other tasks"
+    if not future.running():
+        return f"stopped waiting; {task} is still queued ({cancel} cancels it{others})"
+    if future.job_state is not None:
+        # A batch job: cancel scancels it, running or not.
+        return f"stopped waiting; {task} keeps running ({cancel} stops it{others})"
+    return (
+        f"stopped waiting; {task} keeps running to its end "
+        "(%pmp cancel stops only queued tasks and batch jobs)"
+    )
+
+
 @magics_class
 class PmpMagics(Magics):
     def __init__(self, shell):
@@ -128,9 +227,14 @@ class PmpMagics(Magics):
 
     @line_cell_magic
     def pmp(self, line, cell=None):
-        arguments = _parser().parse_args(shlex.split(line))
+        try:
+            arguments = parser().parse_args(shlex.split(line))
+        except _HelpShown:
+            return None
         if arguments.command is None:
-            raise UsageError(_parser().format_help())
+            # `%pmp` alone, as a new user types it first.
+            parser().print_help()
+            return None
         return getattr(self, f"_{arguments.command}")(arguments, cell)
 
     def _submit(self, arguments, cell):
@@ -175,9 +279,9 @@ class PmpMagics(Magics):
         self._tasks.append(status_table.NotebookTask(label, future, call))
         if arguments.name:
             namespace[arguments.name] = future
-        status_display.show(future, label)
         if arguments.block:
-            return future.result()
+            return _show_and_wait(future, arguments.name, label)
+        status_display.show(future, label)
         return None
 
     def _status(self, arguments, cell):
@@ -259,3 +363,4 @@ class PmpMagics(Magics):
 
 def load_ipython_extension(shell):
     shell.register_magics(PmpMagics(shell))
+    completion.register(shell)
