@@ -562,25 +562,27 @@ def test_a_commands_help_is_printed_once_and_explains_each_option(pmp_kernel, co
         assert "auto, local, mpi, slurm, flux" in helps["--backend"], helps
 
 
-def run_and_interrupt(session, code, ready):
-    """Execute `code`, send an interrupt once `ready(displays of the cell)`
-    holds; return (reply content, the cell's IOPub messages)."""
+def run_and_interrupt(session, code, ready, timeout=120):
+    """Execute `code`, send an interrupt once `ready(what the cell's display
+    shows last, or "")` holds; return (reply content, the cell's IOPub
+    messages)."""
     msg_id = session.client.execute(code)
     mine, interrupted = [], False
-    while True:
-        msg = session.client.get_iopub_msg(timeout=60)
-        session._record(msg)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        mine.append(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            msg = session.client.get_iopub_msg(timeout=0.2)
+            session._record(msg)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                mine.append(msg)
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
         shown = [
             session.displays[m["content"]["transient"]["display_id"]][-1]["text/plain"]
             for m in mine
             if m["msg_type"] == "display_data"
         ]
-        if not interrupted and shown and ready(shown[-1]):
+        if not interrupted and ready(shown[-1] if shown else ""):
             session.manager.interrupt_kernel()
             interrupted = True
     assert interrupted, mine

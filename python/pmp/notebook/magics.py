@@ -199,11 +199,12 @@ def _stopped_waiting(future, name, label):
     # Without --name no variable holds the Future: only `all` reaches it.
     cancel = f"`%pmp cancel {name}`" if name else "`%pmp cancel all`"
     others = "" if name else ", with the notebook's other tasks"
+    if future.job_state is not None:
+        # A batch job: it goes on without this kernel, and cancel scancels
+        # it, running or not (the Future may not know yet that it started).
+        return f"stopped waiting; {task} keeps running ({cancel} stops it{others})"
     if not future.running():
         return f"stopped waiting; {task} is still queued ({cancel} cancels it{others})"
-    if future.job_state is not None:
-        # A batch job: cancel scancels it, running or not.
-        return f"stopped waiting; {task} keeps running ({cancel} stops it{others})"
     return (
         f"stopped waiting; {task} keeps running to its end "
         "(%pmp cancel stops only queued tasks and batch jobs)"
