@@ -190,6 +190,9 @@ def test_a_failing_cells_traceback_shows_its_lines_numbered_as_the_cell_shows_th
     assert "pmp/worker" not in remote, remote
     assert remote.lstrip().startswith("Traceback (most recent call last):")
     pmp_kernel.drain(1)
+    # Where it failed, as the running and done displays say where they ran.
+    summary = pmp_kernel.displays[display_id][-1]["text/plain"]
+    assert re.match(r"bad: failed after \S+ m?s on \S+, pid \d+ \(worker \d+\): KeyError", summary)
     failed = pmp_kernel.displays[display_id][-1]["text/html"]
     assert f"Cell In[{cell}]&quot;, line 4, in bad\n    x[&#x27;missing&#x27;]" in failed
     assert "runtime.py" not in failed

@@ -114,7 +114,8 @@ class FutureStatus:
         if state == "cancelled":
             return "cancelled"
         error = self.future.exception()
-        return f"failed after {_duration(self._elapsed())}: {type(error).__name__}: {error}"
+        took = _duration(self._elapsed())
+        return f"failed after {took}{self._where()}: {type(error).__name__}: {error}"
 
     def _result_repr(self):
         try:
