@@ -561,3 +561,21 @@ def test_a_request_no_node_can_hold_is_refused_at_submit_in_one_line(
     # Nothing was submitted: no Future, no job.
     reply, _ = login_node_kernel.run("never")
     assert reply["ename"] == "NameError", reply
+
+
+@pytest.mark.timeout(180)
+def test_a_failing_cell_run_as_a_slurm_job_shows_its_lines_and_its_job(login_node_kernel):
+    reply, _ = login_node_kernel.run("%pmp config --backend slurm")
+    assert reply["status"] == "ok", reply
+    reply, messages = login_node_kernel.run("%%pmp submit --name bad\nx = {}\n\nx['missing']")
+    cell = reply["execution_count"]
+    display_id = display_id_of(messages)
+    reply, _ = login_node_kernel.run("bad.exception(timeout=150) is not None", timeout=170)
+    reply, _ = login_node_kernel.run("bad.result()")
+    assert reply["ename"] == "KeyError", reply
+    remote = ANSI.sub("", "\n".join(reply["traceback"])).split('"""')[1]
+    assert f"File \"Cell In[{cell}]\", line 4, in bad\n    x['missing']" in remote, remote
+    assert "pmp/worker" not in remote, remote
+    login_node_kernel.drain(1)
+    summary = login_node_kernel.displays[display_id][-1]["text/plain"]
+    assert re.match(r"bad: failed after .* (in job \d+|\(worker job \d+\)): KeyError", summary)

@@ -115,7 +115,10 @@ class FutureStatus:
             return "cancelled"
         error = self.future.exception()
         took = _duration(self._elapsed())
-        return f"failed after {took}{self._where()}: {type(error).__name__}: {error}"
+        # A batch job that ended before it was seen running has no place: its job says where.
+        job = getattr(self.future, "job", None)
+        where = self._where() or (f" in job {job}" if job is not None else "")
+        return f"failed after {took}{where}: {type(error).__name__}: {error}"
 
     def _result_repr(self):
         try:
