@@ -153,6 +153,10 @@ def test_exception_type_message_and_remote_traceback(block_allocation):
     assert "_check_value" in text
     assert 'raise ValueError(f"bad value {x}")' in text
     assert "ValueError: bad value 42" in text
+    # It starts at the function: the worker runtime's frame that called it is pmp's, not theirs.
+    frames = text.split("Traceback (most recent call last):\n", 1)[1]
+    assert frames.lstrip().startswith('File "' + __file__), text
+    assert "pmp/worker" not in text, text
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,9 @@ def _available(name):
 
 
 class Session:
-    def __init__(self, kernel_name):
+    def __init__(self, kernel_name, **options):
         self.manager, self.client = jupyter_client.manager.start_new_kernel(
-            kernel_name=kernel_name, startup_timeout=60
+            kernel_name=kernel_name, startup_timeout=60, **options
         )
         self.displays = {}  # display_id -> list of text/plain bundles, in order
         self.streams = {}  # parent msg_id -> stream text published for that request
@@ -170,6 +170,32 @@ def test_a_failing_task_shows_its_exception_and_traceback(pmp_kernel):
     last = pmp_kernel.displays[display_id][-1]
     assert "failed" in last["text/plain"] and "KeyError" in last["text/plain"]
     assert "<details>" in last["text/html"] and "missing" in last["text/html"]
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_cells_traceback_shows_its_lines_numbered_as_the_cell_shows_them(pmp_kernel):
+    reply, messages = pmp_kernel.run("%%pmp submit --name bad\nx = {}\n\nx['missing']")
+    cell = reply["execution_count"]
+    display_id = display_id_of(messages)
+    reply, _ = pmp_kernel.run("bad.result()")
+    assert reply["status"] == "error" and reply["ename"] == "KeyError"
+    shown = ANSI.sub("", "\n".join(reply["traceback"]))
+    # The worker's part: the cell's fourth line as the user sees it (the
+    # %%pmp line is the first), with its text, and no frame of pmp's runtime.
+    remote = shown.split('"""')[1]
+    assert f"File \"Cell In[{cell}]\", line 4, in bad\n    x['missing']" in remote, remote
+    assert "pmp/worker" not in remote, remote
+    assert remote.lstrip().startswith("Traceback (most recent call last):")
+    pmp_kernel.drain(1)
+    # Where it failed, as the running and done displays say where they ran.
+    summary = pmp_kernel.displays[display_id][-1]["text/plain"]
+    assert re.match(r"bad: failed after \S+ m?s on \S+, pid \d+ \(worker \d+\): KeyError", summary)
+    failed = pmp_kernel.displays[display_id][-1]["text/html"]
+    assert f"Cell In[{cell}]&quot;, line 4, in bad\n    x[&#x27;missing&#x27;]" in failed
+    assert "runtime.py" not in failed
 
 
 @pytest.mark.timeout(120)
@@ -619,6 +645,38 @@ def test_interrupting_a_block_wait_says_in_one_line_that_the_task_keeps_running(
     assert result["content"]["data"]["text/plain"] == "'finished'"
 
 
+@pytest.fixture
+def login_node_kernel(tmp_path):
+    """A pmp kernel as on a login node: Slurm's commands work, but no
+    allocation (no SLURM_* variable) surrounds it."""
+    import os
+    import shutil
+
+    if not _available("pmp"):
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    if not shutil.which("sinfo"):
+        pytest.skip("Slurm is not installed (CI starts one with shared/ci/slurm-up.sh)")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    session = Session("pmp", env=environment, cwd=str(tmp_path))
+    yield session
+    session.close()
+
+
+@pytest.mark.timeout(120)
+def test_resources_on_a_login_node_describe_what_a_slurm_job_can_get(login_node_kernel):
+    reply, _ = login_node_kernel.run("%pmp config --backend slurm")
+    assert reply["status"] == "ok", reply
+    reply, messages = login_node_kernel.run("%pmp resources")
+    assert reply["status"] == "ok", reply
+    shown = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    # The test Slurm: partition debug, node1 and node2 of 4 CPUs and 2 GPUs each.
+    assert (
+        "debug: 2 nodes, 8 CPUs (at most 4 on a node), 4 GPUs (at most 2 on a node) "
+        "(the default)" in shown
+    ), shown
+    assert "allocation" not in shown.split("\n", 1)[1] and "max_cores: None" not in shown, shown
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("line", "expected", "cancel"),
@@ -699,3 +757,49 @@ def test_tab_completes_pmp_commands_options_and_their_values(kernel_name):
         assert "sum" in matches and "submit" not in matches, matches
     finally:
         session.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("config", "submit", "expected"),
+    [
+        ("", "--cores 16", "its 16 CPUs are more than all the nodes have"),
+        ("", "--gpus 3", "a task's 3 GPUs are more than any node has"),
+        # Pilot jobs: each worker is one pilot of the Executor's size.
+        (
+            "--block-allocation --max-workers 2",
+            "--cores 16",
+            "resource_dict key 'cores': with block_allocation=True",
+        ),
+    ],
+    ids=["batch-cores", "batch-gpus", "pilots-cores"],
+)
+def test_a_request_no_node_can_hold_is_refused_at_submit_in_one_line(
+    login_node_kernel, config, submit, expected
+):
+    reply, _ = login_node_kernel.run(f"%pmp config --backend slurm {config}")
+    assert reply["status"] == "ok", reply
+    reply, _ = login_node_kernel.run(f"%%pmp submit {submit} --name never\n1")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError", reply
+    assert "\n" not in reply["evalue"] and expected in reply["evalue"], reply["evalue"]
+    # Nothing was submitted: no Future, no job.
+    reply, _ = login_node_kernel.run("never")
+    assert reply["ename"] == "NameError", reply
+
+
+@pytest.mark.timeout(180)
+def test_a_failing_cell_run_as_a_slurm_job_shows_its_lines_and_its_job(login_node_kernel):
+    reply, _ = login_node_kernel.run("%pmp config --backend slurm")
+    assert reply["status"] == "ok", reply
+    reply, messages = login_node_kernel.run("%%pmp submit --name bad\nx = {}\n\nx['missing']")
+    cell = reply["execution_count"]
+    display_id = display_id_of(messages)
+    reply, _ = login_node_kernel.run("bad.exception(timeout=150) is not None", timeout=170)
+    reply, _ = login_node_kernel.run("bad.result()")
+    assert reply["ename"] == "KeyError", reply
+    remote = ANSI.sub("", "\n".join(reply["traceback"])).split('"""')[1]
+    assert f"File \"Cell In[{cell}]\", line 4, in bad\n    x['missing']" in remote, remote
+    assert "pmp/worker" not in remote, remote
+    login_node_kernel.drain(1)
+    summary = login_node_kernel.displays[display_id][-1]["text/plain"]
+    assert re.match(r"bad: failed after .* (in job \d+|\(worker job \d+\)): KeyError", summary)

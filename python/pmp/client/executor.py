@@ -458,6 +458,9 @@ class Executor(_BaseExecutor):
             "disable_dependencies": self._disable_dependencies,
             "cache_directory": self._defaults["cache_directory"],
         }
+        if self._backend.batch and self._backend.name == "slurm":
+            # No allocation to count: what a batch or pilot job can get.
+            info["partitions"] = self._slurm_partitions().described()
         if self._batch is not None:
             unfinished = self._batch.unfinished()
             info["jobs"] = sorted({w.job for w in unfinished if w.job})
@@ -578,12 +581,9 @@ class Executor(_BaseExecutor):
     def _check_partition(self, resources, partition, arguments, what, choose):
         """Refuse a Slurm job (`what`) that its partition can never hold: it
         would pend forever. The partitions are asked for once per executor."""
-        from pmp.client.slurm_limits import PartitionLimits, named_partition
+        from pmp.client.slurm_limits import named_partition
 
-        if self._partition_limits is None:
-            sinfo = os.path.join(os.path.dirname(self._backend.launcher), "sinfo")
-            self._partition_limits = PartitionLimits(sinfo)
-        found = self._partition_limits.partition(named_partition(arguments) or partition)
+        found = self._slurm_partitions().partition(named_partition(arguments) or partition)
         if found is None:
             return  # a partition sinfo does not list: sbatch refuses it itself
         why = found.never_fits(
@@ -603,6 +603,15 @@ class Executor(_BaseExecutor):
                 f"hold: {why} ({found}), so it would pend forever. Ask for less, or for a "
                 f"partition that holds it ({choose})"
             )
+
+    def _slurm_partitions(self):
+        """Slurm's partitions (`slurm_limits`), asked for once per executor."""
+        from pmp.client.slurm_limits import PartitionLimits
+
+        if self._partition_limits is None:
+            sinfo = os.path.join(os.path.dirname(self._backend.launcher), "sinfo")
+            self._partition_limits = PartitionLimits(sinfo)
+        return self._partition_limits
 
     def _check_connection(self, resources, given):
         """`executor` and `hostname_localhost` say how the scheduler reaches

@@ -13,6 +13,7 @@ import types
 import cloudpickle
 
 from pmp.client.function_pickles import SCALARS, FunctionPickles
+from pmp.worker.task_traceback import CELL_SOURCE
 
 PROTOCOL = 5
 
@@ -97,6 +98,14 @@ class _IdentityPickler(cloudpickle.Pickler):
         code, base_globals, name, defaults, closure = super()._function_getnewargs(func)
         base_globals = {k: v for k, v in base_globals.items() if k not in ("__file__", "__path__")}
         return code, base_globals, name, defaults, closure
+
+    def _dynamic_function_reduce(self, func):
+        # A %%pmp cell's text and cell number (`CELL_SOURCE`) are for its
+        # tracebacks; its code already says what it does.
+        make, newargs, (attributes, slots), *rest = super()._dynamic_function_reduce(func)
+        if CELL_SOURCE in attributes:
+            attributes = {k: v for k, v in attributes.items() if k != CELL_SOURCE}
+        return (make, newargs, (attributes, slots), *rest)
 
 
 def _dumps_identity(fn):

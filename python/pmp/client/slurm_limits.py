@@ -43,9 +43,10 @@ class Partition:
         return None
 
     def __str__(self):
+        gpus = f" (at most {self.gpus_per_node} on a node)" if self.gpus else ""
         return (
             f"{self.nodes} nodes, {self.cpus} CPUs (at most {self.cpus_per_node} on a node), "
-            f"{self.gpus} GPUs"
+            f"{self.gpus} GPUs{gpus}"
         )
 
 
@@ -60,9 +61,22 @@ class PartitionLimits:
     def partition(self, name=None):
         """The partition `name` (None: the default one), or None where sinfo
         does not say (sbatch then answers for itself)."""
+        self._read_once()
+        return self._partitions.get(name or self._default)
+
+    def described(self):
+        """{name: what a job there can get, in words}, the default partition
+        first and marked so: what `%pmp resources` shows outside an allocation."""
+        self._read_once()
+        names = sorted(self._partitions, key=lambda name: (name != self._default, name))
+        return {
+            name: f"{self._partitions[name]}" + (" (the default)" if name == self._default else "")
+            for name in names
+        }
+
+    def _read_once(self):
         if self._partitions is None:
             self._partitions, self._default = _read(self._sinfo)
-        return self._partitions.get(name or self._default)
 
 
 def named_partition(arguments):

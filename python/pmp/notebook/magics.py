@@ -149,25 +149,36 @@ def parser():
     return top
 
 
-def _cell_function(cell, namespace):
+def _cell_function(cell, namespace, name, filename, magic_line):
     """The cell as a function of no arguments returning its last expression;
-    its globals are the notebook's, so the names it uses travel with it."""
-    tree = ast.parse(cell)
+    its globals are the notebook's, so the names it uses travel with it.
+
+    Its code is numbered as the cell shows it (line 1 is `magic_line`) and
+    carries the cell's text, so that a traceback, on the worker or here,
+    shows the cell's lines (see `pmp.worker.task_traceback`)."""
+    from pmp.worker.task_traceback import CELL_SOURCE, remember_cell_source
+
+    # A blank first line stands for the %%pmp line: every line keeps its number.
+    tree = ast.parse("\n" + cell, filename)
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         tree.body[-1] = ast.Return(value=tree.body[-1].value)
     function = ast.FunctionDef(
-        name="pmp_cell",
+        name=name,
         args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
         body=tree.body or [ast.Pass()],
         decorator_list=[],
         returns=None,
         type_params=[],
+        lineno=1,
     )
     module = ast.Module(body=[function], type_ignores=[])
     ast.fix_missing_locations(module)
     scope = {}
-    exec(compile(module, "<%%pmp cell>", "exec"), namespace, scope)  # noqa: S102 - the user's cell
-    return scope["pmp_cell"]
+    exec(compile(module, filename, "exec"), namespace, scope)  # noqa: S102 - the user's cell
+    function = scope[name]
+    setattr(function, CELL_SOURCE, (filename, f"{magic_line}\n{cell}"))
+    remember_cell_source(function)
+    return function
 
 
 class StoppedWaiting(KeyboardInterrupt):
@@ -236,9 +247,11 @@ class PmpMagics(Magics):
             # `%pmp` alone, as a new user types it first.
             parser().print_help()
             return None
+        if arguments.command == "submit":
+            return self._submit(arguments, line, cell)
         return getattr(self, f"_{arguments.command}")(arguments, cell)
 
-    def _submit(self, arguments, cell):
+    def _submit(self, arguments, line, cell):
         resources = {}
         if arguments.cores is not None:
             resources["cores"] = arguments.cores
@@ -254,10 +267,15 @@ class PmpMagics(Magics):
         if cell is not None:
             if arguments.call:
                 raise UsageError("%%pmp submit takes the cell as the function: no call after it")
-            function, args = _cell_function(cell, namespace), ()
-            if arguments.name:
-                # The name a batch job, a store entry and a traceback show.
-                function.__name__ = function.__qualname__ = arguments.name
+            # Named as IPython names a cell in its tracebacks. IPython counts
+            # the running cell before it runs it: its number is the one before.
+            filename = f"Cell In[{self.shell.execution_count - 1}]"
+            # Named after its variable: the name a batch job, a store entry
+            # and a traceback show.
+            function = _cell_function(
+                cell, namespace, arguments.name or "pmp_cell", filename, f"%%pmp {line}".rstrip()
+            )
+            args = ()
             label = arguments.name or "cell"
         else:
             call = " ".join(arguments.call).strip()
@@ -273,9 +291,14 @@ class PmpMagics(Magics):
             args = [eval(ast.unparse(a), namespace) for a in expression.args]
             kwargs = {k.arg: eval(ast.unparse(k.value), namespace) for k in expression.keywords}
             label = arguments.name or call
-        future = self.executor.submit(
-            function, *args, resource_dict=resources or None, **({} if cell else kwargs)
-        )
+        try:
+            future = self.executor.submit(
+                function, *args, resource_dict=resources or None, **({} if cell else kwargs)
+            )
+        except ValueError as error:
+            # A request that can never run (too many cores or GPUs for any
+            # node, a bad resource): the Executor's words, as one line.
+            raise UsageError(f"%pmp submit: {error}") from None
         call = (function, tuple(args), {} if cell else kwargs)
         self._tasks.append(status_table.NotebookTask(label, future, call))
         if arguments.name:
@@ -322,16 +345,26 @@ class PmpMagics(Magics):
         import os
 
         info = self.executor.info
-        if info["backend"] == "local":
-            gpus = ", ".join(info["gpus"]) or "none detected"
+        lines = [f"backend: {info['backend']} ({info['backend_reason']})"]
+        if "partitions" in info:
+            # Outside an allocation there is nothing here to count: what
+            # matters is what a job can get.
+            if info["max_cores"] is not None:
+                lines.append(f"max_cores: {info['max_cores']}")
+            lines.append("what a job can get (sinfo), per partition:")
+            lines += [f"  {name}: {words}" for name, words in info["partitions"].items()]
+            if not info["partitions"]:
+                lines.append("  nothing: sinfo did not answer (sbatch will say what it refuses)")
         else:
-            picker = "srun" if info["backend"] == "slurm" else "flux"
-            gpus = f"{info['gpu_count']} in the {info['backend']} allocation ({picker} picks them)"
-        lines = [
-            f"backend: {info['backend']} ({info['backend_reason']})",
-            f"max_cores: {info['max_cores']}  cpus here: {os.cpu_count()}",
-            f"gpus: {gpus}",
-        ]
+            if info["backend"] == "local":
+                gpus = ", ".join(info["gpus"]) or "none detected"
+            else:
+                picker = "srun" if info["backend"] == "slurm" else "flux"
+                gpus = (
+                    f"{info['gpu_count']} in the {info['backend']} allocation ({picker} picks them)"
+                )
+            lines.append(f"max_cores: {info['max_cores']}  cpus here: {os.cpu_count()}")
+            lines.append(f"gpus: {gpus}")
         try:
             import psutil
 

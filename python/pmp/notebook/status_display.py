@@ -158,7 +158,11 @@ class FutureStatus:
         if state == "cancelled":
             return "cancelled"
         error = self.future.exception()
-        return f"failed after {_duration(self._elapsed())}: {type(error).__name__}: {error}"
+        took = _duration(self._elapsed())
+        # A batch job that ended before it was seen running has no place: its job says where.
+        job = getattr(self.future, "job", None)
+        where = self._where() or (f" in job {job}" if job is not None else "")
+        return f"failed after {took}{where}: {type(error).__name__}: {error}"
 
     def _result_repr(self):
         try:

@@ -14,6 +14,7 @@ import cloudpickle
 from pmp.client import serialize
 from pmp.worker.remote import ExceptionWithTraceback, RemoteError
 from pmp.worker.task_output import Capture, Collector
+from pmp.worker.task_traceback import format_failure, remember_cell_source
 
 
 def pack(ok, value):
@@ -29,9 +30,7 @@ def pack(ok, value):
             )
             failure.__context__ = error
             return pack(False, failure)
-    import traceback
-
-    text = "".join(traceback.format_exception(type(value), value, value.__traceback__))
+    text = format_failure(value)
     try:
         return False, serialize.dumps_value(ExceptionWithTraceback(value, text))
     except Exception as pickling_error:  # noqa: BLE001 - any pickling failure gets a stand-in
@@ -79,6 +78,7 @@ class LocalRuntime:
         try:
             if inline_function is not None:
                 self._functions[slot] = cloudpickle.loads(inline_function)
+                remember_cell_source(self._functions[slot])
                 self._parameters.pop(slot, None)
             function = self._functions[slot]
             values = [serialize.loads(frames) for frames in dependencies]
