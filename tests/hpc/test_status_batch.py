@@ -133,7 +133,11 @@ def test_status_display_and_future_tell_one_story_of_batch_jobs(kernel, tmp_path
     )
     took = ast.literal_eval(took)
     kernel.run("time.sleep(0.6)")
-    assert kernel.final("bad") == f"bad: failed after {took['bad']}: ValueError: no"
+    # Where it failed, too (item 12): its node and job.
+    assert re.fullmatch(
+        rf"bad: failed after {re.escape(took['bad'])} on node\d \(job \d+\): ValueError: no",
+        kernel.final("bad"),
+    ), kernel.final("bad")
     # Item 4: computed by its job, not "from the store".
     assert re.fullmatch(
         rf"slow: done in {took['slow']}(?: on node\d \(job \d+\))?: 42", kernel.final("slow")
@@ -203,7 +207,10 @@ def test_a_job_attached_to_after_a_restart_is_timed_by_slurm_and_the_store(slurm
         ).strip("'")
         second.run("time.sleep(0.6)")
         # The display and the table time it as the store does, from the call's start.
-        assert second.final("held") == f"held: failed after {took}: ValueError: no"
+        assert re.fullmatch(
+            rf"held: failed after {re.escape(took)} on node\d \(job \d+\): ValueError: no",
+            second.final("held"),
+        ), second.final("held")
         text, _ = second.shown("%pmp status")
         (row,) = [line for line in text.splitlines() if line.startswith("held ")]
         assert f" {took} " in row, text
