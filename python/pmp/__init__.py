@@ -64,6 +64,8 @@ def __dir__():
 
 def load_ipython_extension(shell):
     """`%load_ext pmp`: the %pmp and %%pmp magics."""
-    from pmp.notebook.magics import load_ipython_extension as load
+    from pmp.notebook import completion
+    from pmp.notebook.magics import PmpMagics
 
-    load(shell)
+    shell.register_magics(PmpMagics(shell))
+    completion.register(shell)

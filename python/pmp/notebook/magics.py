@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from pmp.client.backends import BACKENDS
-from pmp.notebook import completion, status_display, status_table
+from pmp.notebook import status_display, status_table
 
 
 class _HelpShown(Exception):
@@ -393,8 +393,3 @@ class PmpMagics(Magics):
             self._executor.shutdown(wait=False)
         self._executor = executor
         print(f"pmp magics now use: {executor.info['backend']} backend")
-
-
-def load_ipython_extension(shell):
-    shell.register_magics(PmpMagics(shell))
-    completion.register(shell)
