@@ -621,7 +621,9 @@ def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backe
 
     if pysqa_config_directory is not None:
         raise ValueError("pysqa_config_directory: pmp's job systems are built in, not pysqa's")
-    task_store = store.open_store(store.check_directory("cache_directory", cache_directory))
+    from pmp.client.resources import check_directory
+
+    task_store = store.open_store(check_directory("cache_directory", cache_directory))
     backend = backend or "slurm"
     if backend not in ("slurm", "flux"):
         raise ValueError(f"backend must be 'slurm' or 'flux', got {backend!r}")

@@ -20,6 +20,7 @@ from pmp.client.resources import (
     check_arguments,
     check_bool,
     check_cwd,
+    check_directory,
     check_int,
     merge_resource_dict,
     request_of,
@@ -88,7 +89,7 @@ class Executor(_BaseExecutor):
         check_bool("disable_dependencies", disable_dependencies)
         cwd = check_cwd("cwd", cwd)
         if cache_directory is not None:
-            cache_directory = store.check_directory("cache_directory", cache_directory)
+            cache_directory = check_directory("cache_directory", cache_directory)
         command_line_argument_lst = check_arguments(
             "command_line_argument_lst", command_line_argument_lst
         )

@@ -61,6 +61,32 @@ def check_plain(name, value):
     return value
 
 
+def check_directory(name, value):
+    """A task store's directory as given by the user, made absolute."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path, got {type(value).__name__} {value!r}")
+    if os.fspath(value) == "":
+        raise ValueError(
+            f"{name} must be a directory's path, got '' (say '.' for the current directory)"
+        )
+    # Batch jobs name their log file in it on an #SBATCH line.
+    path = check_plain(name, os.path.abspath(os.path.expanduser(os.fspath(value))))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is not a directory")
+    return path
+
+
+def check_key(name, value):
+    from pmp import _pmp
+
+    if not isinstance(value, str) or not _pmp.valid_key(value):
+        raise ValueError(
+            f"{name} must be a str of up to 200 letters, digits, '.', '_' or '-', in parts "
+            f"joined by '/', none starting with '.', got {value!r}"
+        )
+    return value
+
+
 def check_bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
@@ -107,16 +133,10 @@ _CHECKS = {
     "command_line_argument_lst": lambda v: check_arguments(
         "resource_dict key 'command_line_argument_lst'", v
     ),
-    "cache_key": lambda v: _store().check_key("resource_dict key 'cache_key'", v),
-    "cache_directory": lambda v: _store().check_directory("resource_dict key 'cache_directory'", v),
+    "cache_key": lambda v: check_key("resource_dict key 'cache_key'", v),
+    "cache_directory": lambda v: check_directory("resource_dict key 'cache_directory'", v),
     "restart_limit": lambda v: check_int("resource_dict key 'restart_limit'", v, 0),
 }
-
-
-def _store():
-    from pmp.client import store
-
-    return store
 
 
 def request_of(resources):

@@ -18,6 +18,7 @@ import time
 import warnings
 
 from pmp.client import serialize
+from pmp.client.resources import check_directory, check_key
 
 _open = {}  # absolute path -> _pmp.Store
 _indexes = {}  # _pmp.Store -> KeyIndex (one store object per path, see open_store)
@@ -28,34 +29,6 @@ _reported = set()  # (root, key) of invalid entries already warned about
 class StoreWarning(UserWarning):
     """A store entry was ignored (it failed its signature check), or a
     result could not be stored (the disk is full, the store read-only)."""
-
-
-def check_directory(name, value):
-    """A store directory as given by the user, made absolute."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise ValueError(f"{name} must be a path, got {type(value).__name__} {value!r}")
-    if os.fspath(value) == "":
-        raise ValueError(
-            f"{name} must be a directory's path, got '' (say '.' for the current directory)"
-        )
-    from pmp.client.resources import check_plain
-
-    # Batch jobs name their log file in it on an #SBATCH line.
-    path = check_plain(name, os.path.abspath(os.path.expanduser(os.fspath(value))))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{name} {path!r} is not a directory")
-    return path
-
-
-def check_key(name, value):
-    from pmp import _pmp
-
-    if not isinstance(value, str) or not _pmp.valid_key(value):
-        raise ValueError(
-            f"{name} must be a str of up to 200 letters, digits, '.', '_' or '-', in parts "
-            f"joined by '/', none starting with '.', got {value!r}"
-        )
-    return value
 
 
 def open_store(path):

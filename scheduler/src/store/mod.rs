@@ -108,6 +108,17 @@ fn key_of(name: &str) -> Option<String> {
     valid_key(&key).then_some(key)
 }
 
+/// The keys the files in `dir` are named for, sorted (temp files and other
+/// names that no key maps to are left out).
+fn keys_in(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut keys: Vec<String> = files::names(dir)?
+        .iter()
+        .filter_map(|name| key_of(name))
+        .collect();
+    keys.sort_unstable();
+    Ok(keys)
+}
+
 /// `key`'s file name, if it is a valid key.
 fn checked(key: &str) -> Result<String, StoreError> {
     if valid_key(key) {
@@ -326,12 +337,7 @@ impl Store {
 
     /// All keys with an entry file, sorted (temp files are not listed).
     pub fn keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys: Vec<String> = files::names(&self.entries)?
-            .iter()
-            .filter_map(|name| key_of(name))
-            .collect();
-        keys.sort_unstable();
-        Ok(keys)
+        keys_in(&self.entries)
     }
 
     /// Remove one entry and its input; Ok(false) if there was no entry
@@ -506,12 +512,7 @@ impl Store {
 
     /// All keys with a job record, sorted (not verified: `read_job` does).
     pub fn job_keys(&self) -> Result<Vec<String>, StoreError> {
-        let mut keys: Vec<String> = files::names(&self.jobs)?
-            .iter()
-            .filter_map(|name| key_of(name))
-            .collect();
-        keys.sort_unstable();
-        Ok(keys)
+        keys_in(&self.jobs)
     }
 
     /// Where the batch job of `key` writes what it prints: in the store's
