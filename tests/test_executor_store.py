@@ -6,6 +6,7 @@ side-effect file the function appends to."""
 import pickle
 import stat
 
+import psutil
 import pytest
 
 RESULT_TIMEOUT = 60
@@ -293,6 +294,15 @@ def test_a_killed_clients_lock_is_taken_over(start_script, run_script, tmp_path,
     wait_until(lambda: runs(tmp_path), timeout=30, message="the first client's call never started")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
+    # Its call's process notices the client is gone and ends; until then it
+    # could still finish the call and store its result, and the second
+    # would rightly reuse it.
+    pid = int(runs(tmp_path)[0].split()[-1])
+    wait_until(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+        timeout=30,
+        message="the killed client's call kept running",
+    )
     (tmp_path / "go").write_text("")
     done = run_script(SLOW, name="second.py")
     assert ok(done)[-1] == "42 False", "the second ran it itself"
