@@ -1,10 +1,15 @@
 """Live status displays: one `display_data` with a display_id, then
 `update_display_data` at every change. For a Future: queued → running where,
 for how long, with what it printed so far → done with the result / failed
-with the exception / cancelled. For many Futures (`Executor.map`): one
-progress display, done/total.
+with the exception / cancelled. For many Futures (`Executor.map`, or any
+group: `show_progress`): one progress display, a bar of their states,
+done/total, their failures.
 
-text/html for notebooks, text/plain for everything else (nbconvert, consoles).
+text/html for notebooks (states look as `state_style` draws them, tasks are
+named as `task_names` names them; plain HTML, no widgets), text/plain for
+everything else (nbconvert, consoles): the same facts, one line a display
+and what the task printed. The HTML is redrawn at every change, so a fold
+the reader opened stays open only once its display stopped changing.
 One ticker thread per process refreshes running tasks' elapsed time and
 notices state changes; it stops when nothing is left to watch.
 """
@@ -503,9 +508,10 @@ class _Ticker:
 _ticker = _Ticker()
 
 
-def show(future, label="task"):
-    """Display a live status for `future`; returns the display handle."""
-    live = LiveDisplay(FutureStatus(future, label))
+def show(future, label=None):
+    """Display a live status for `future`, titled `label` (default: the
+    task's name); returns the display handle."""
+    live = LiveDisplay(FutureStatus(future, label or task_name(future)))
     # What the task prints appears here (at the next tick) instead of in a cell.
     if hasattr(future, "show_output_in_display"):
         future.show_output_in_display(live)
