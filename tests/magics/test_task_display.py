@@ -139,6 +139,9 @@ def test_a_group_of_futures_gets_one_progress_display_with_a_legend(pmp_kernel):
     assert last["text/plain"].startswith("check ×4: 3/4 done, 1 failed"), last["text/plain"]
     markup = last["text/html"]
     assert 'class="pmp-progress" data-state="failed" data-done="3" data-total="4"' in markup
+    # The group's badge says how the group ended, and means it.
+    assert badge_of(markup) == ("failed", "every task ended; some failed or were cancelled")
+    assert ">ended with failures</span>" in markup, markup
     # The bar, a segment per state in its proportion.
     assert re.search(r'data-bar-state="done" title="3 done: [^"]+" style="width: 75.000%', markup)
     assert 'data-bar-state="failed" title="1 failed' in markup, markup

@@ -338,6 +338,14 @@ def _result_html(shown):
     )
 
 
+# A group's state in words, for its badge and the badge's tooltip.
+_GROUP_WORDS = {
+    "running": ("running", "some of its tasks are still queued or running"),
+    "done": ("all done", "every task ended with a result"),
+    "failed": ("ended with failures", "every task ended; some failed or were cancelled"),
+}
+
+
 class ProgressStatus:
     """One display for many Futures (a map, or any group): how many are
     done out of how many, as a bar coloured by state and counts that are
@@ -368,11 +376,13 @@ class ProgressStatus:
             + (f", {counts['running']} running" if ended < total else "")
             + f" — {_duration(elapsed)}"
         )
-        words = {"running": "running", "done": "all done"}.get(state, "ended with failures")
+        words, meaning = _GROUP_WORDS[state]
+        if state == "failed" and not counts["failed"]:
+            words = "ended, some cancelled"
         markup = (
             f'<div class="pmp-progress" data-state="{state}" data-done="{counts["done"]}" '
             f'data-total="{total}" style="{frame(state)}">'
-            f"<div><b>{html.escape(self.label)}</b> {badge(state, words)} {bar(counts)} "
+            f"<div><b>{html.escape(self.label)}</b> {badge(state, words, meaning)} {bar(counts)} "
             f"{counts['done']}/{total} done "
             f'<span class="pmp-clock" style="{MUTED}; font-variant-numeric: tabular-nums">'
             f"{_duration(elapsed)}</span></div>"
