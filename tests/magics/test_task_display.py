@@ -194,19 +194,21 @@ def test_a_batch_jobs_display_names_its_job_and_node_beside_the_badge(login_node
     assert reply["status"] == "ok", reply
     _, messages = session.run(f"%%pmp submit --name job\n{wait_for_file(go)}'ran'")
     display_id = display_id_of(messages)
-    deadline = time.monotonic() + 180
-    while (
-        'class="pmp-status" data-state="running"'
-        not in session.displays[display_id][-1]["text/html"]
-    ):
-        assert time.monotonic() < deadline, session.displays[display_id][-1]["text/plain"]
-        session.drain(0.5)
-    running = session.displays[display_id][-1]["text/html"]
-    assert re.search(
-        r'data-state="running" title="[^"]+"[^>]*>running</span> '
-        r'<span class="pmp-clock"[^>]*>[^<]+</span> <span class="pmp-job">job \d+ on node\d</span>',
-        running,
-    ), running
-    go.touch()
+    try:
+        deadline = time.monotonic() + 180
+        while (
+            'class="pmp-status" data-state="running"'
+            not in session.displays[display_id][-1]["text/html"]
+        ):
+            assert time.monotonic() < deadline, session.displays[display_id][-1]["text/plain"]
+            session.drain(0.5)
+        running = session.displays[display_id][-1]["text/html"]
+        assert re.search(
+            r'data-state="running" title="[^"]+"[^>]*>running</span> '
+            r'<span class="pmp-clock"[^>]*>[^<]+</span> <span class="pmp-job">job \d+ on node\d</span>',
+            running,
+        ), running
+    finally:
+        go.touch()  # the job ends, whatever the display showed
     reply, messages = session.run("job.result(timeout=150)", timeout=170)
     assert reply["status"] == "ok", reply
