@@ -1,0 +1,120 @@
+"""`%pmp status` and `%pmp graph` as a person reads them, through a real
+pmp kernel driven by jupyter_client: every task of the notebook (the
+magics' of every executor `%pmp config` made, and the calls of the user's
+own Executors), a part per executor, states as coloured badges with their
+legend, cells left-aligned (JupyterLab's table style right-aligns them),
+workers named by the task they run; the graph's boxes named as the
+displays name them, with a legend of the state colours."""
+
+import html
+import re
+import time
+
+import pytest
+from pmp.notebook.state_style import COLOURS, STATES
+from test_magics import Session, _available, table_rows
+
+
+@pytest.fixture
+def pmp_kernel():
+    if not _available("pmp"):
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    session = Session("pmp")
+    yield session
+    session.close()
+
+
+def status_of(session):
+    reply, messages = session.run("%pmp status")
+    assert reply["status"] == "ok", reply
+    (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
+    return shown
+
+
+def last_of(session, shown, done):
+    """The display's latest bundle once `done(bundle)` holds."""
+    display_id = shown["content"]["transient"]["display_id"]
+    deadline = time.monotonic() + 60
+    while not done(session.displays[display_id][-1]):
+        assert time.monotonic() < deadline, session.displays[display_id][-1]["text/plain"]
+        session.drain(0.5)
+    return session.displays[display_id][-1]
+
+
+def part_rows(text, title):
+    """The task rows of the part of the text table under the line starting with `title`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    return table_rows("\n".join(lines[start + 1 :]), "task")
+
+
+@pytest.mark.timeout(120)
+def test_a_users_own_executors_map_is_listed_by_function_with_its_workers(pmp_kernel):
+    pmp_kernel.run(
+        "import pmp\ndef square(x):\n    return x * x\n"
+        "with pmp.Executor(max_workers=2, block_allocation=True) as exe:\n"
+        "    squares = list(exe.map(square, [1, 2, 3]))"
+    )
+    text = status_of(pmp_kernel)["content"]["data"]["text/plain"]
+    rows = part_rows(text, "an Executor made in the notebook (local backend, block allocation)")
+    assert [row[:2] for row in rows] == [["square", "done"]] * 3, text
+    assert sorted(row[-1] for row in rows) == ["1", "4", "9"], text
+    assert re.search(r"^tasks: 3 done$", text, re.MULTILINE), text
+
+
+@pytest.mark.timeout(120)
+def test_the_tasks_of_every_executor_are_counted_and_workers_named_by_their_task(pmp_kernel):
+    pmp_kernel.run("%pmp submit --name first abs(-1)")
+    pmp_kernel.run("first.result(timeout=60)")
+    # A second executor of the magics; the first one's task stays listed.
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(3)\n'slept'")
+    pmp_kernel.run("import time\nwhile not slow.running():\n    time.sleep(0.05)")
+    shown = status_of(pmp_kernel)
+    text = shown["content"]["data"]["text/plain"]
+    earlier = part_rows(text, "%pmp's earlier executor (local backend, replaced by %pmp config)")
+    assert [row[:2] for row in earlier] == [["first", "done"]], text
+    current = part_rows(text, "%pmp's executor (local backend, block allocation)")
+    assert [row[:2] for row in current] == [["slow", "running"]], text
+    assert re.search(r"^tasks: 1 running, 1 done$", text, re.MULTILINE), text
+    # The worker is named by the task it runs, not by the scheduler's task id.
+    assert re.search(r"^workers: worker 0 \(pid \d+\): busy: slow$", text, re.MULTILINE), text
+    last = last_of(pmp_kernel, shown, lambda bundle: "tasks: 2 done" in bundle["text/plain"])
+    assert re.search(r"^workers: worker 0 \(pid \d+\): idle$", last["text/plain"], re.MULTILINE)
+
+
+@pytest.mark.timeout(120)
+def test_the_html_table_is_left_aligned_with_state_badges_and_their_legend(pmp_kernel):
+    pmp_kernel.run("def fails():\n    raise ValueError('no')")
+    pmp_kernel.run("%pmp submit --name good abs(-2)")
+    pmp_kernel.run("%pmp submit --name bad fails()")
+    pmp_kernel.run("import concurrent.futures\nconcurrent.futures.wait([good, bad], timeout=60)")
+    markup = status_of(pmp_kernel)["content"]["data"]["text/html"]
+    cells = re.findall(r"<t[dh]\b[^>]*>", markup)
+    assert cells and all("text-align: left" in cell for cell in cells), markup
+    badges = re.findall(r'<span class="pmp-badge" data-state="(\w+)"[^>]*>(\w+)</span>', markup)
+    table, legend = markup.split('class="pmp-legend"')
+    assert re.findall(r'class="pmp-badge" data-state="(\w+)"', table) == ["done", "failed"]
+    # The legend: a badge for every state, each saying what it means.
+    assert [state for state, _ in badges[2:]] == list(STATES)
+    assert html.escape("ended with an exception") in legend, legend
+
+
+@pytest.mark.timeout(120)
+def test_the_graph_names_boxes_by_their_name_and_has_a_legend_of_state_colours(pmp_kernel):
+
+    pmp_kernel.run("def double(x):\n    return 2 * x")
+    pmp_kernel.run("%pmp submit --name first double(2)")
+    pmp_kernel.run("%pmp submit --name second double(first)")
+    pmp_kernel.run("second.result(timeout=60)")
+    reply, messages = pmp_kernel.run("%pmp graph")
+    assert reply["status"] == "ok", reply
+    (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
+    picture = shown["content"]["data"]["image/svg+xml"]
+    boxes = re.findall(r">(\w+)</text>", picture)
+    assert "first" in boxes and "second" in boxes and "double" not in boxes, picture
+    legend = picture[picture.index("states:") :]
+    for state, colour in COLOURS.items():
+        assert state in legend and colour in legend, (state, picture)
+    # Both done: filled with done's colour, as the legend says.
+    assert picture[: picture.index("states:")].count(COLOURS["done"]) == 2, picture
