@@ -27,6 +27,7 @@ from pmp.client.resources import (
 )
 from pmp.client.store_watch import StoreWatch
 from pmp.notebook.cell_output import submitting_cell_writer
+from pmp.notebook.task_names import function_name
 
 _live_executors = weakref.WeakSet()
 # Native schedulers whose threads may still run, even if their Executor was
@@ -287,6 +288,8 @@ class Executor(_BaseExecutor):
 
     def submit(self, fn, /, *args, resource_dict=None, **kwargs):
         future = self._submit(fn, args, kwargs, resource_dict)
+        # Named here, where its function is known: every display shows this name.
+        future._pmp_name = function_name(fn)
         if self._notebook_calls is not None:
             self._notebook_calls.add(future)
         return future
@@ -390,8 +393,7 @@ class Executor(_BaseExecutor):
         if self._cell_writer is not None and futures:
             from pmp.notebook import status_display
 
-            name = getattr(fn, "__qualname__", None) or type(fn).__name__
-            on_end = status_display.show_progress(futures, f"map {name}")
+            on_end = status_display.show_progress(futures, f"map {function_name(fn)}")
         return _results_in_order(futures, deadline, on_end)
 
     def batched(self, iterable, n):

@@ -79,6 +79,7 @@ class Future(_BaseFuture):
         "_pmp_elsewhere",
         "_pmp_frames",
         "_pmp_key",
+        "_pmp_name",
         "_pmp_store",
         "_pmp_table",
         "_pmp_task",
@@ -117,6 +118,7 @@ class Future(_BaseFuture):
         self._pmp_frames = None
         self._pmp_write = None  # write(name, text) to the submitting cell
         self._pmp_key = None  # its entry's name in the task store
+        self._pmp_name = None  # its name in every display: see pmp.notebook.task_names
         self._pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
         self._pmp_elsewhere = None  # attach(task) when another live run holds its key
         self.place = None  # (worker id, pid, host) once it runs
@@ -325,8 +327,9 @@ class Future(_BaseFuture):
     def _ipython_display_(self):
         """A Future as a cell's last expression shows its live status display."""
         from pmp.notebook import status_display
+        from pmp.notebook.task_names import task_name
 
-        status_display.show(self, f"task {self._pmp_task}" if self._pmp_task else "task")
+        status_display.show(self, task_name(self))
 
     def __del__(self):
         table = self._pmp_table

@@ -23,6 +23,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from pmp.client.backends import BACKENDS
 from pmp.notebook import status_display, status_table
+from pmp.notebook.task_names import CELL_FUNCTION, name_task, task_name
 
 
 class _HelpShown(Exception):
@@ -273,10 +274,9 @@ class PmpMagics(Magics):
             # Named after its variable: the name a batch job, a store entry
             # and a traceback show.
             function = _cell_function(
-                cell, namespace, arguments.name or "pmp_cell", filename, f"%%pmp {line}".rstrip()
+                cell, namespace, arguments.name or CELL_FUNCTION, filename, f"%%pmp {line}".rstrip()
             )
             args = ()
-            label = arguments.name or "cell"
         else:
             call = " ".join(arguments.call).strip()
             if not call:
@@ -290,7 +290,6 @@ class PmpMagics(Magics):
             function = eval(ast.unparse(expression.func), namespace)
             args = [eval(ast.unparse(a), namespace) for a in expression.args]
             kwargs = {k.arg: eval(ast.unparse(k.value), namespace) for k in expression.keywords}
-            label = arguments.name or call
         try:
             future = self.executor.submit(
                 function, *args, resource_dict=resources or None, **({} if cell else kwargs)
@@ -299,6 +298,9 @@ class PmpMagics(Magics):
             # A request that can never run (too many cores or GPUs for any
             # node, a bad resource): the Executor's words, as one line.
             raise UsageError(f"%pmp submit: {error}") from None
+        if arguments.name:
+            name_task(future, arguments.name)
+        label = task_name(future)
         call = (function, tuple(args), {} if cell else kwargs)
         self._tasks.append(status_table.NotebookTask(label, future, call))
         if arguments.name:
