@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from pmp.client.registry import KEPT_ENDED
 from pmp.notebook.state_style import COLOURS, STATES
 from test_magics import Session, _available, table_rows
 
@@ -118,3 +119,32 @@ def test_the_graph_names_boxes_by_their_name_and_has_a_legend_of_state_colours(p
         assert state in legend and colour in legend, (state, picture)
     # Both done: filled with done's colour, as the legend says.
     assert picture[: picture.index("states:")].count(COLOURS["done"]) == 2, picture
+
+
+@pytest.mark.timeout(120)
+def test_an_executor_the_notebook_lets_go_is_not_kept_by_the_table(pmp_kernel, tmp_path):
+    # The table keeps its latest calls, and a call with a task store leads back to it.
+    reply, messages = pmp_kernel.run(
+        "import gc, weakref\nimport pmp\n"
+        f"exe = pmp.Executor(cache_directory={str(tmp_path)!r})\n"
+        "exe.submit(abs, -1).result(timeout=60)\n"
+        "let_go = weakref.ref(exe)\ndel exe\ngc.collect()\nlet_go() is None"
+    )
+    assert reply["status"] == "ok", reply
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "True"
+
+
+@pytest.mark.timeout(120)
+def test_a_long_map_keeps_its_latest_ended_calls_and_says_how_many_it_let_go(pmp_kernel):
+    calls = KEPT_ENDED + 10
+    pmp_kernel.run(
+        "import pmp\nexe = pmp.Executor(max_workers=2, block_allocation=True)\n"
+        f"results = list(exe.map(abs, range({calls})))"
+    )
+    text = status_of(pmp_kernel)["content"]["data"]["text/plain"]
+    title = f"an Executor made in the notebook (local backend, block allocation): {KEPT_ENDED} done"
+    assert f"{title} (and 10 earlier ended, no longer kept)" in text, text
+    rows = part_rows(text, title)
+    assert [row[-1] for row in rows] == [str(n) for n in range(10, calls)], text
+    pmp_kernel.run("exe.shutdown()")

@@ -131,7 +131,7 @@ class Executor(_BaseExecutor):
             )
         # In a kernel, `%pmp status` lists this Executor's calls too.
         self._notebook_calls = (
-            registry.calls_of(self) if submitting_cell_writer() is not None else None
+            registry.new_calls(self) if submitting_cell_writer() is not None else None
         )
         if self._backend.batch and not block_allocation:
             self._start_batch(locals())

@@ -3,85 +3,94 @@ notebook's overview of its tasks (`%pmp status`), which also lists the
 calls of Executors the user made (`with pmp.Executor() as exe: exe.map(...)`),
 not only the magics' ones.
 
-Kept only where a notebook shows them (the Executor records its calls when
-it runs in a kernel), and small: an Executor is held weakly, so that the
-user's `del exe` still ends it; of its calls, the unfinished ones (which its
-scheduler holds anyway until their end) and the latest `KEPT_ENDED` ended
-ones, so that a long-lived Executor does not keep every result alive.
+Kept only where a notebook shows them (an Executor made in a kernel records
+its calls), and small. An Executor holds its own `Calls`, and this registry
+holds those only weakly: what the user lets go of ends as before (its calls
+may lead back to it, a cycle the collector frees). Of its calls, an Executor
+keeps the unfinished ones (its scheduler holds them anyway until their end)
+and the latest `KEPT_ENDED` ended ones, so that a long-lived Executor does
+not keep every result alive.
 """
 
-import collections
 import itertools
 import threading
 import weakref
 
 KEPT_ENDED = 50
 
-_lock = threading.Lock()
-_calls = weakref.WeakKeyDictionary()  # Executor -> Calls
+_live = weakref.WeakSet()  # the Calls of live Executors
 _numbers = itertools.count(1)
 
 
 class Calls:
-    """One Executor's calls, in submit order: the unfinished ones and the
+    """One Executor's calls in submit order: the unfinished ones and the
     latest ended ones; `forgotten` counts the ended ones let go."""
 
-    def __init__(self, number):
-        self.number = number  # the Executor's number, in the order they were made
-        self._lock = threading.Lock()
-        self._order = itertools.count()
-        self._unfinished = {}  # Future -> its place in submit order
-        self._ended = collections.deque()  # (place, Future), oldest first
+    def __init__(self, executor):
+        self.executor = weakref.ref(executor)
+        self.number = next(_numbers)  # the Executor's, in the order they were made
         self.forgotten = 0
+        self._lock = threading.Lock()
+        self._futures = []
+        self._limit = 2 * KEPT_ENDED
 
     def add(self, future):
         with self._lock:
-            self._unfinished[future] = next(self._order)
-        # Runs at once for a Future that is done already (from the store, failed at submit).
-        future.add_done_callback(self._ended_one)
+            self._futures.append(future)
+            if len(self._futures) > self._limit:
+                self._let_go()
 
-    def _ended_one(self, future):
-        with self._lock:
-            place = self._unfinished.pop(future, None)
-            if place is None:
-                return
-            self._ended.append((place, future))
-            if len(self._ended) > KEPT_ENDED:
-                self._ended.popleft()
-                self.forgotten += 1
+    def _let_go(self):
+        """Let go of the ended calls but the latest KEPT_ENDED; asked (by
+        `done()`, which waits for nothing) only once the list has doubled, so
+        that a call costs the same however many came before."""
+        ended = [index for index, future in enumerate(self._futures) if future.done()]
+        gone = set(ended[:-KEPT_ENDED])
+        if gone:
+            self._futures = [f for index, f in enumerate(self._futures) if index not in gone]
+            self.forgotten += len(gone)
+        self._limit = max(2 * KEPT_ENDED, 2 * len(self._futures))
 
     def holds(self, future):
         with self._lock:
-            return future in self._unfinished or any(f is future for _, f in self._ended)
+            # A call just submitted is the last one: found first.
+            return any(kept is future for kept in reversed(self._futures))
 
     def futures(self):
         """The calls kept, in submit order."""
         with self._lock:
-            kept = [*self._ended, *((place, f) for f, place in self._unfinished.items())]
-        return [future for _, future in sorted(kept, key=lambda item: item[0])]
+            self._let_go()
+            return list(self._futures)
 
 
-def calls_of(executor):
-    """Where `executor` records its calls (`Calls.add`)."""
-    with _lock:
-        calls = _calls.get(executor)
-        if calls is None:
-            calls = _calls[executor] = Calls(next(_numbers))
-        return calls
+def new_calls(executor):
+    """Where `executor` records its calls (`Calls.add`); it holds them."""
+    calls = Calls(executor)
+    _live.add(calls)
+    return calls
 
 
 def executors():
-    """[(Executor, Calls)] of the live Executors that recorded calls, in the
-    order they were made."""
-    with _lock:
-        found = list(_calls.items())
-    return sorted(found, key=lambda item: item[1].number)
+    """[(Executor, Calls)] of the live Executors that record their calls,
+    in the order they were made."""
+    found = [(calls.executor(), calls) for calls in list(_live)]
+    return sorted(
+        [(executor, calls) for executor, calls in found if executor is not None],
+        key=lambda item: item[1].number,
+    )
 
 
 def executor_of(future):
-    """The live Executor that `future` was submitted to, while its calls
-    keep it (a call just submitted is kept); None if none does."""
+    """The live Executor that `future` was submitted to, while it keeps the
+    call (a call just submitted is kept); None if none does."""
     for executor, calls in executors():
         if calls.holds(future):
             return executor
     return None
+
+
+def number_of(executor):
+    """The Executor's place in the order they were made; one not recorded
+    (made outside a kernel) comes last."""
+    calls = getattr(executor, "_notebook_calls", None)
+    return float("inf") if calls is None else calls.number

@@ -189,8 +189,8 @@ class StatusTable:
         self._seen = {}  # Future -> NotebookTask, for the user's Executors' calls
 
     def parts(self):
-        """Every Executor's part: the magics' in the order `%pmp config`
-        made them, then those the user made."""
+        """Every Executor's part, in the order they were made: the magics'
+        (`%pmp config` makes a new one) and those the user made."""
         magics, order = {}, []
         for task in self.tasks:
             key = task.executor or self.executor
@@ -210,7 +210,7 @@ class StatusTable:
                     forgotten=calls.forgotten,
                 )
             )
-        return parts
+        return sorted(parts, key=lambda part: registry.number_of(part.executor))
 
     def _task_of(self, future):
         task = self._seen.get(future)
@@ -237,7 +237,7 @@ class StatusTable:
             text.append(runs_on)
             table.append(_html_caption(title))
             table += [_html_row(cells, state, _TASK_STATE) for state, cells in rows]
-            table.append(_html_caption(runs_on, weight="normal"))
+            table.append(_html_caption(runs_on, title=False))
         if not text:
             text.append("no tasks submitted from this notebook")
         unfinished = any(s not in ("done", "failed", "cancelled") for s in states)
@@ -278,10 +278,12 @@ def _text_table(columns, rows, indent=""):
     )
 
 
-def _html_caption(words, weight="bold"):
-    """A line of the table across all its columns: an executor's title or its workers."""
+def _html_caption(words, title=True):
+    """A line of the table across all its columns: an executor's title (bold,
+    apart from the part above) or its workers."""
+    look = "font-weight: bold; padding-top: 0.8em" if title else "font-weight: normal"
     return (
-        f"<tr><td colspan='{len(_TASK_COLUMNS)}' style='{_CELL}; font-weight: {weight}'>"
+        f"<tr><td colspan='{len(_TASK_COLUMNS)}' style='{_CELL}; {look}'>"
         f"{html.escape(words)}</td></tr>"
     )
 
