@@ -94,6 +94,11 @@ class ExecutorPart:
         self.current = current  # ... and the one the magics use now
         self.forgotten = forgotten  # ended calls the registry no longer keeps
 
+    def describe(self, states):
+        """(the line above its rows, the line under them), `states` being its rows'."""
+        info = self.executor.info  # asked once a tick: a batch one asks its job system
+        return self.title(info, states), self.runs_on(info)
+
     def title(self, info, states):
         if info is None:  # an executorlib-style one, shut down
             backend = "shut down"
@@ -210,6 +215,7 @@ class StatusTable:
                     forgotten=calls.forgotten,
                 )
             )
+        # A part is anything with `tasks` (each with `row()`) and `describe(states)`.
         return sorted(parts, key=lambda part: registry.number_of(part.executor))
 
     def _task_of(self, future):
@@ -225,8 +231,7 @@ class StatusTable:
             rows = [task.row() for task in part.tasks]
             part_states = [state for state, _ in rows]
             states += part_states
-            info = part.executor.info  # asked once a tick: a batch one asks its job system
-            title, runs_on = part.title(info, part_states), part.runs_on(info)
+            title, runs_on = part.describe(part_states)
             hidden = len(rows) - TASK_ROWS
             if hidden > 0:
                 rows = rows[hidden:]
