@@ -704,7 +704,7 @@ def test_resources_on_a_login_node_describe_what_a_slurm_job_can_get(login_node_
         (
             "%pmp submit --block sum([1, 2])",
             (
-                "stopped waiting; task sum([1, 2]) is still queued "
+                "stopped waiting; task sum is still queued "
                 "(`%pmp cancel all` cancels it, with the notebook's other tasks)"
             ),
             None,

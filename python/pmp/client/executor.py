@@ -393,7 +393,7 @@ class Executor(_BaseExecutor):
         if self._cell_writer is not None and futures:
             from pmp.notebook import status_display
 
-            on_end = status_display.show_progress(futures, f"map {function_name(fn)}")
+            on_end = status_display.progress_display(futures, f"map {function_name(fn)}").refresh
         return _results_in_order(futures, deadline, on_end)
 
     def batched(self, iterable, n):

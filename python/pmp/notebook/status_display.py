@@ -9,14 +9,21 @@ One ticker thread per process refreshes running tasks' elapsed time and
 notices state changes; it stops when nothing is left to watch.
 """
 
+import concurrent.futures
 import html
 import threading
 import time
 import traceback
 
+from pmp.notebook.state_style import MUTED, STATES, badge, bar, colour, frame, legend
+from pmp.notebook.task_names import task_name
+
 _TICK = 0.5
 _FINISHED = ("done", "failed", "cancelled")
-_COLOURS = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}
+_OPEN_LINES = 12  # printed output this short stays open once the task ended
+_SHORT_RESULT = 100  # a result's repr this short is shown on its line, unfolded
+_RESULT_TITLE = 60  # ... and a longer one's beginning, as the title of its fold
+_FAILURES_SHOWN = 20  # failures a group's display lists
 
 
 def _duration(seconds):
@@ -95,7 +102,10 @@ def state_of(future):
 
 
 class FutureStatus:
-    """What the display shows for one Future, as text and HTML."""
+    """What the display shows for one Future, as text and HTML: its name, its
+    state as a badge, a clock, where it runs (or the batch job it waits
+    for, and why), then the result, the exception's traceback and what it
+    printed, folded where they are long."""
 
     def __init__(self, future, label):
         self.future = future
@@ -114,14 +124,23 @@ class FutureStatus:
             self.seen_end = now
         return state
 
-    def _where(self):
+    def _place(self):
+        """Where it runs or ran, as parts: (host, pid, worker), or (node, job)."""
         place = getattr(self.future, "place", None)
         if not place:
-            return ""
+            return ()
         worker, pid, host = place
         if pid is None:  # a batch job: `worker` names it
-            return f" on {host} ({worker})"
-        return f" on {host}, pid {pid} (worker {worker})"
+            return (host, worker)
+        return (host, f"pid {pid}", f"worker {worker}")
+
+    def _where(self):
+        parts = self._place()
+        if not parts:
+            return ""
+        if len(parts) == 2:
+            return f" on {parts[0]} ({parts[1]})"
+        return f" on {parts[0]}, {parts[1]} ({parts[2]})"
 
     def _elapsed(self):
         """One clock: a pmp Future's own start and end, read at every call
@@ -139,7 +158,16 @@ class FutureStatus:
             return time.monotonic() - self.submitted
         return max((finished or time.monotonic()) - started, 0.0)
 
+    def _stored(self):
+        """The store entry it was served from (not computed for this call), or None."""
+        stored = getattr(self.future, "from_store", None)
+        if stored is not None and getattr(self.future, "reused", True):
+            return stored
+        return None
+
     def summary(self, state):
+        """The text/plain line after the name: the state first, then how
+        long, where, and the result or the exception."""
         job = getattr(self.future, "job", None)
         if job is not None and state in ("queued", "running"):
             return f"{state} for {_duration(self._elapsed())}: {job_words(self.future)}"
@@ -148,8 +176,8 @@ class FutureStatus:
         if state == "running":
             return f"running{self._where()} for {_duration(self._elapsed())}"
         if state == "done":
-            stored = getattr(self.future, "from_store", None)
-            if stored is not None and getattr(self.future, "reused", True):
+            stored = self._stored()
+            if stored is not None:
                 from pmp.client.store import describe
 
                 took = _duration(stored.finished - stored.started)
@@ -159,10 +187,12 @@ class FutureStatus:
             return "cancelled"
         error = self.future.exception()
         took = _duration(self._elapsed())
+        return f"failed after {took}{self._failed_where()}: {type(error).__name__}: {error}"
+
+    def _failed_where(self):
         # A batch job that ended before it was seen running has no place: its job says where.
         job = getattr(self.future, "job", None)
-        where = self._where() or (f" in job {job}" if job is not None else "")
-        return f"failed after {took}{where}: {type(error).__name__}: {error}"
+        return self._where() or (f" in job {job}" if job is not None else "")
 
     def _result_repr(self):
         try:
@@ -171,45 +201,142 @@ class FutureStatus:
             text = f"<result not readable here: {error}>"
         return text if len(text) <= 500 else text[:500] + "…"
 
-    def _output(self):
-        """What the task printed: (plain text, HTML); stderr shown in red."""
+    def _output(self, state):
+        """What the task printed: (plain text, HTML); stderr shown in red.
+        While it runs, open and only its last lines: the display is redrawn
+        at every tick, which would close a fold the reader opened and scroll
+        back to the top. Once it ended, all of it, folded unless short."""
         chunks = _as_shown(getattr(self.future, "output_chunks", list)())
         if not chunks:
             return "", ""
         text = "".join(part for _, part in chunks)
+        lines = len(text.rstrip("\n").split("\n"))
+        live = state in ("queued", "running")
+        title = f"output, {_count(lines, 'line')}"
+        if live and lines > _OPEN_LINES:
+            chunks = _last_lines(chunks, _OPEN_LINES)
+            title += f", the last {_OPEN_LINES} shown"
         markup = "".join(
-            f'<span style="color: #c92a2a">{html.escape(part)}</span>'
+            f'<span style="color: {colour("failed")}">{html.escape(part)}</span>'
             if name == "stderr"
             else html.escape(part)
             for name, part in chunks
         )
-        style = "margin: 2px 0 0 1em; max-height: 20em; overflow: auto"
-        return text, f'<pre class="pmp-output" style="{style}">{markup}</pre>'
+        opened = " open" if live or lines <= _OPEN_LINES else ""
+        style = "margin: 0 0 0 1em; max-height: 20em; overflow: auto"
+        return text, (
+            f'<details{opened}><summary style="{MUTED}">{title}</summary>'
+            f'<pre class="pmp-output" style="{style}">{markup}</pre></details>'
+        )
+
+    def _clock(self, state):
+        """The clock beside the badge: how long it has waited, runs, ran."""
+        if state == "cancelled":
+            return ""
+        stored = self._stored() if state == "done" else None
+        seconds = stored.finished - stored.started if stored is not None else self._elapsed()
+        meaning = {
+            "queued": "waiting since it was submitted",
+            "running": "running since a worker took it",
+        }.get(state, "how long it ran")
+        return (
+            f' <span class="pmp-clock" title="{meaning}" style="font-variant-numeric: '
+            f'tabular-nums">{_duration(seconds)}</span>'
+        )
+
+    def _details(self, state):
+        """The lines under the heading, in HTML: the batch job and why it
+        waits, where a stored result comes from, the result, the exception."""
+        future = self.future
+        rows = []
+        job = getattr(future, "job", None)
+        if job is not None and state in ("queued", "running"):
+            rows.append(f'<div class="pmp-job">{html.escape(job_words(future))}</div>')
+        if state == "done":
+            stored = self._stored()
+            if stored is not None:
+                from pmp.client.store import describe
+
+                rows.append(f'<div style="{MUTED}">{html.escape(describe(stored))}</div>')
+            rows.append(_result_html(self._result_repr()))
+        if state == "failed":
+            error = future.exception()
+            lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            rows.append(
+                f"<details><summary>{html.escape(f'{type(error).__name__}: {error}')}</summary>"
+                f'<pre class="pmp-traceback">{html.escape(lines)}</pre></details>'
+            )
+        return "".join(rows)
+
+    def _heading(self, state):
+        """Name, badge, clock and where, in HTML (one line)."""
+        if state == "failed":
+            where = self._failed_where()
+        elif state == "running":
+            # A batch job's own line (`_details`) says where it runs.
+            where = self._where() if getattr(self.future, "job", None) is None else ""
+        else:
+            # A stored result's line says where it was computed.
+            where = self._where() if state == "done" and self._stored() is None else ""
+        where = (
+            f' <span class="pmp-where" style="{MUTED}">{html.escape(where.strip())}</span>'
+            if where
+            else ""
+        )
+        return (
+            f"<div><b>{html.escape(self.label)}</b> {badge(state)}{self._clock(state)}{where}</div>"
+        )
 
     def bundle(self):
         state = self.observe()
         summary = self.summary(state)
-        printed, printed_html = self._output()
+        printed, printed_html = self._output(state)
         text = f"{self.label}: {summary}" + (f"\n{printed.rstrip()}" if printed else "")
-        # The summary starts with the state, which the HTML colours.
-        body = html.escape(summary[len(state) :])
-        if state == "failed":
-            error = self.future.exception()
-            lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            body += (
-                f"<details><summary>traceback</summary><pre>{html.escape(lines)}</pre></details>"
-            )
         markup = (
-            f'<div class="pmp-status" data-state="{state}" style="font-family: monospace">'
-            f"<b>{html.escape(self.label)}</b> "
-            f'<span style="color: {_COLOURS.get(state, "#c92a2a")}">{state}</span>'
-            f"{body}{printed_html}</div>"
+            f'<div class="pmp-status" data-state="{state}" style="{frame(state)}">'
+            f"{self._heading(state)}{self._details(state)}{printed_html}</div>"
         )
         return state, {"text/plain": text, "text/html": markup}
 
 
+def _last_lines(chunks, count):
+    """The part of `chunks` ([(stream, text)]) that is their last `count` lines."""
+    lines = [[]]  # each line: its [(stream, text)] pieces
+    for name, part in chunks:
+        pieces = part.split("\n")
+        for i, piece in enumerate(pieces):
+            ends = i < len(pieces) - 1
+            if piece or ends:
+                lines[-1].append((name, piece + "\n" if ends else piece))
+            if ends:
+                lines.append([])
+    if not lines[-1]:
+        lines.pop()
+    return [piece for line in lines[-count:] for piece in line]
+
+
+def _count(number, noun):
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _result_html(shown):
+    """The result: one short line as it is; longer ones folded, their
+    beginning in the fold's title."""
+    label = f'<span style="{MUTED}">result:</span> '
+    if len(shown) <= _SHORT_RESULT and "\n" not in shown:
+        return f'<div class="pmp-result">{label}{html.escape(shown)}</div>'
+    start = shown.split("\n", 1)[0][:_RESULT_TITLE] + "…"
+    return (
+        f'<details class="pmp-result"><summary>{label}{html.escape(start)}</summary>'
+        f'<pre style="margin: 0 0 0 1em; max-height: 20em; overflow: auto">'
+        f"{html.escape(shown)}</pre></details>"
+    )
+
+
 class ProgressStatus:
-    """One display for many Futures: how many are done out of how many."""
+    """One display for many Futures (a map, or any group): how many are
+    done out of how many, as a bar coloured by state and counts that are
+    also the legend; the failures fold open, each with its error."""
 
     def __init__(self, futures, label):
         self.futures = futures
@@ -218,9 +345,8 @@ class ProgressStatus:
         self.finished = None
 
     def bundle(self):
-        counts = dict.fromkeys(("queued", "running", "done", "failed", "cancelled"), 0)
-        for future in self.futures:
-            counts[state_of(future)] += 1
+        states = [state_of(future) for future in self.futures]
+        counts = {state: states.count(state) for state in STATES}
         total = len(self.futures)
         ended = counts["done"] + counts["failed"] + counts["cancelled"]
         if ended == total and self.finished is None:
@@ -237,15 +363,34 @@ class ProgressStatus:
             + (f", {counts['running']} running" if ended < total else "")
             + f" — {_duration(elapsed)}"
         )
+        words = {"running": "running", "done": "all done"}.get(state, "ended with failures")
         markup = (
             f'<div class="pmp-progress" data-state="{state}" data-done="{counts["done"]}" '
-            f'data-total="{total}" style="font-family: monospace">'
-            f"<b>{html.escape(self.label)}</b> "
-            f'<progress value="{ended}" max="{total}" style="vertical-align: middle"></progress> '
-            f'<span style="color: {_COLOURS.get(state, "#c92a2a")}">'
-            f"{html.escape(summary)}</span></div>"
+            f'data-total="{total}" style="{frame(state)}">'
+            f"<div><b>{html.escape(self.label)}</b> {badge(state, words)} {bar(counts)} "
+            f"{counts['done']}/{total} done "
+            f'<span class="pmp-clock" style="{MUTED}; font-variant-numeric: tabular-nums">'
+            f"{_duration(elapsed)}</span></div>"
+            f"{legend(counts)}{self._failures(states)}</div>"
         )
         return state, {"text/plain": f"{self.label}: {summary}", "text/html": markup}
+
+    def _failures(self, states):
+        """The failed tasks, folded: each one's name and error."""
+        failed = [f for f, s in zip(self.futures, states) if s == "failed"]
+        if not failed:
+            return ""
+        lines = []
+        for future in failed[:_FAILURES_SHOWN]:
+            error = future.exception()
+            lines.append(f"{task_name(future)}: {type(error).__name__}: {error}")
+        if len(failed) > _FAILURES_SHOWN:
+            lines.append(f"… and {len(failed) - _FAILURES_SHOWN} more")
+        return (
+            f"<details><summary>{_count(len(failed), 'failure')}</summary>"
+            f'<pre class="pmp-failures" style="margin: 0 0 0 1em">'
+            f"{html.escape(chr(10).join(lines))}</pre></details>"
+        )
 
 
 class LiveDisplay:
@@ -370,12 +515,41 @@ def show(future, label="task"):
     return live.handle
 
 
-def show_progress(futures, label):
-    """Display one live progress line for `futures`; returns a function that
-    refreshes it now."""
+def show_progress(futures, label=None):
+    """Display one live progress display for a group of Futures: a bar of
+    their states, how many are done, their failures. `label` names the
+    group (default: after its tasks' names, `square ×10`)."""
+    if isinstance(futures, concurrent.futures.Future):
+        raise TypeError(
+            "show_progress(futures) follows a group of Futures, and got one Future: "
+            "pass a list ([future]), or show the Future alone as a cell's last expression"
+        )
+    futures = list(futures)
+    if not futures:
+        raise ValueError(
+            "show_progress(futures) got no Futures: pass a list of the Futures to follow, "
+            "e.g. [executor.submit(f, x) for x in values]"
+        )
+    for future in futures:
+        if not isinstance(future, concurrent.futures.Future):
+            raise TypeError(
+                f"show_progress(futures) follows Futures; one item is {type(future).__name__} "
+                f"{future!r}: pass the Futures that submit() returned"
+            )
+    progress_display(futures, label or _group_label(futures))
+
+
+def progress_display(futures, label):
+    """The live progress display of `futures`; returns it, so that whoever
+    learns that they all ended (Executor.map) can refresh it at once."""
     live = LiveDisplay(ProgressStatus(list(futures), label))
+    # Otherwise the ticker reports every change, the end included.
     _ticker.watch(live)
-    # Executor.map calls this when its iteration ends, so the end shows
-    # before the cell that collects the results is over; otherwise the
-    # ticker reports it.
-    return live.refresh
+    return live
+
+
+def _group_label(futures):
+    names = {task_name(future) for future in futures}
+    if len(names) == 1:
+        return f"{names.pop()} ×{len(futures)}"
+    return _count(len(futures), "task")
