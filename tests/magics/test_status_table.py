@@ -93,11 +93,11 @@ def test_the_html_table_is_left_aligned_with_state_badges_and_their_legend(pmp_k
     markup = status_of(pmp_kernel)["content"]["data"]["text/html"]
     cells = re.findall(r"<t[dh]\b[^>]*>", markup)
     assert cells and all("text-align: left" in cell for cell in cells), markup
-    badges = re.findall(r'<span class="pmp-badge" data-state="(\w+)"[^>]*>(\w+)</span>', markup)
     table, legend = markup.split('class="pmp-legend"')
     assert re.findall(r'class="pmp-badge" data-state="(\w+)"', table) == ["done", "failed"]
-    # The legend: a badge for every state, each saying what it means.
-    assert [state for state, _ in badges[2:]] == list(STATES)
+    # The legend: every state with how many tasks are in it, and what it means.
+    shown = re.findall(r"</span> (\w+) (\d+)</span>", legend)
+    assert shown == [(s, "1" if s in ("done", "failed") else "0") for s in STATES], legend
     assert html.escape("ended with an exception") in legend, legend
 
 

@@ -253,7 +253,8 @@ class StatusTable:
         if table:
             head = "".join(f"<th style='{_CELL}'>{html.escape(c)}</th>" for c in _TASK_COLUMNS)
             markup.append(f"<table><tr>{head}</tr>{''.join(table)}</table>")
-        markup.append(f"<div>{html.escape(counts)}</div>{state_style.legend()}")
+        # In HTML the legend says the counts: every state, its colour and meaning.
+        markup.append(state_style.legend({s: states.count(s) for s in state_style.STATES}))
         if self.store is not None:
             self.store.refresh()
             more = self.store.total - len(self.store.rows)
@@ -270,7 +271,7 @@ class StatusTable:
         return state, {
             "text/plain": "\n".join(text),
             "text/html": f'<div class="pmp-status-table" data-state="{state}" '
-            f'style="font-family: monospace">{body}</div>',
+            f'style="{state_style.frame(state)}">{body}</div>',
         }
 
 
@@ -286,7 +287,7 @@ def _text_table(columns, rows, indent=""):
 def _html_caption(words, title=True):
     """A line of the table across all its columns: an executor's title (bold,
     apart from the part above) or its workers."""
-    look = "font-weight: bold; padding-top: 0.8em" if title else "font-weight: normal"
+    look = "font-weight: bold; padding-top: 0.8em" if title else state_style.MUTED
     return (
         f"<tr><td colspan='{len(_TASK_COLUMNS)}' style='{_CELL}; {look}'>"
         f"{html.escape(words)}</td></tr>"
