@@ -7,13 +7,16 @@ workers named by the task they run; the graph's boxes named as the
 displays name them, with a legend of the state colours."""
 
 import html
+import os
 import re
+import shutil
+import subprocess
 import time
 
 import pytest
 from pmp.client.registry import KEPT_ENDED
 from pmp.notebook.state_style import COLOURS, STATES
-from test_magics import Session, _available, table_rows
+from test_magics import Session, _available, stream_text, table_rows
 
 
 @pytest.fixture
@@ -148,3 +151,33 @@ def test_a_long_map_keeps_its_latest_ended_calls_and_says_how_many_it_let_go(pmp
     rows = part_rows(text, title)
     assert [row[-1] for row in rows] == [str(n) for n in range(10, calls)], text
     pmp_kernel.run("exe.shutdown()")
+
+
+@pytest.fixture
+def kernel_outside_slurm(monkeypatch):
+    """A kernel as on a login node: Slurm's commands, no allocation."""
+    if shutil.which("sbatch") is None:
+        pytest.skip("no Slurm here (sbatch is not on PATH)")
+    if subprocess.run(["sinfo"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("Slurm is installed but not running (see .ci/slurm-up.sh)")
+    for key in [key for key in os.environ if key.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    session = Session("pmp")
+    yield session
+    session.close()
+
+
+@pytest.mark.timeout(240)
+def test_a_users_batch_job_calls_are_listed_with_their_job_and_node(kernel_outside_slurm, tmp_path):
+    session = kernel_outside_slurm
+    reply, messages = session.run(
+        f"import pmp\nexe = pmp.Executor(backend='slurm', cache_directory={str(tmp_path)!r})\n"
+        "job = exe.submit(abs, -5)\njob.result(timeout=200)\nprint(job.job, job.from_store.host)"
+    )
+    assert reply["status"] == "ok", reply
+    job, host = stream_text(messages).split()
+    text = status_of(session)["content"]["data"]["text/plain"]
+    (row,) = part_rows(text, "an Executor made in the notebook (slurm backend): 1 done")
+    # Where it ran: the host its store entry names (it ended before it was seen running).
+    assert row == ["abs", "done", job, host, row[4], "5"] and host, text
+    assert "batch jobs (slurm, one per call): none queued or running" in text, text

@@ -52,12 +52,11 @@ class NotebookTask:
         if state == "queued" and waits is not None and waits.reason not in ("", "None"):
             words = f"queued: {waits.reason}"  # why it waits, in its job system's word
         place = getattr(future, "place", None)
-        node = place[2] if place else ""
         return state, (
             self.label,
             words,
             "" if job is None else str(job),
-            node or "",
+            _node(future, place, waits),
             _duration(status._elapsed()),
             self._detail(state, place),
         )
@@ -78,6 +77,18 @@ class NotebookTask:
             error = future.exception()
             return _short(f"{type(error).__name__}: {error}")
         return ""
+
+
+def _node(future, place, job_status):
+    """Where it runs or ran: its worker's host; a batch job's nodes as its
+    job system says them; else, for an ended one, the host its store entry
+    names (a batch job that ended before it was seen running)."""
+    if place:
+        return place[2] or ""
+    if job_status is not None and job_status.nodes:
+        return job_status.nodes
+    stored = getattr(future, "from_store", None)
+    return "" if stored is None else stored.host
 
 
 def _short(text):
