@@ -22,6 +22,7 @@ const DONE_TIMEOUT_MS = 90_000;
 const STEP_TIMEOUT_MS = 60_000;
 // The cell's last expression is `offset + 22, os.getpid()`.
 const RESULT = /: \(42, \d+\)$/m; // the display may list printed lines below
+const DONE_GREEN = "rgb(43, 138, 62)"; // state_style.COLOURS["done"]
 
 const log = (message) => console.log(`lab.mjs: ${message}`);
 
@@ -114,6 +115,40 @@ try {
   log(`display after ${((Date.now() - ran) / 1000).toFixed(1)} s: ${text}`);
   if (state !== "done" || !text.startsWith("answer done") || !RESULT.test(text)) {
     await fail(`the display is not done with the result ${RESULT}: ${JSON.stringify(text)}`);
+  }
+
+  // As the browser draws it (JupyterLab's sanitizer keeps inline styles and
+  // tooltips): the state is a badge in its colour, its tooltip says what the
+  // state means.
+  if ((await display.locator(".pmp-badge").count()) === 0) {
+    await fail("the display shows its state without a badge (.pmp-badge)");
+  }
+  const badge = await display
+    .locator(".pmp-badge")
+    .first()
+    .evaluate((e) => ({
+      text: e.innerText,
+      title: e.title,
+      colour: getComputedStyle(e).backgroundColor,
+    }));
+  if (badge.text !== "done" || badge.colour !== DONE_GREEN || !badge.title.startsWith("ended")) {
+    await fail(`the badge is not a green "done" with its meaning: ${JSON.stringify(badge)}`);
+  }
+  // The map cell's progress display: done, its bar one green segment as wide as the bar.
+  const progress = notebook.locator('.pmp-progress[data-state="done"]');
+  if ((await progress.count()) !== 1) {
+    await fail(`not one finished map progress display: ${await progress.count()}`);
+  }
+  if ((await progress.locator(".pmp-bar").count()) !== 1) {
+    await fail("the map's progress display has no bar (.pmp-bar)");
+  }
+  const bar = await progress.locator(".pmp-bar").evaluate((e) => ({
+    width: e.clientWidth,
+    done: e.querySelector('[data-bar-state="done"]')?.offsetWidth,
+    colour: getComputedStyle(e.querySelector('[data-bar-state="done"]')).backgroundColor,
+  }));
+  if (!(bar.width > 50 && bar.done === bar.width && bar.colour === DONE_GREEN)) {
+    await fail(`the map's bar is not all green: ${JSON.stringify(bar)}`);
   }
 
   // The last cell reads the Future bound by --name and prints "42 True".

@@ -4,11 +4,14 @@ function, a cell without --name after its prompt number), the state as a
 badge that says what it means, and what the display shows around it."""
 
 import html
+import os
 import re
+import shutil
+import time
 
 import pytest
 from pmp.notebook.state_style import MEANINGS
-from test_magics import Session, _available, display_id_of
+from test_magics import Session, _available, display_id_of, wait_for_file
 
 
 @pytest.fixture
@@ -16,6 +19,20 @@ def pmp_kernel():
     if not _available("pmp"):
         pytest.skip("the pmp kernelspec is not registered (./install.sh)")
     session = Session("pmp")
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def login_node_kernel(tmp_path):
+    """A pmp kernel as on a login node: Slurm's commands work, but no
+    allocation (no SLURM_* variable) surrounds it."""
+    if not _available("pmp"):
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    if not shutil.which("sinfo"):
+        pytest.skip("Slurm is not installed (CI starts one with shared/ci/slurm-up.sh)")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    session = Session("pmp", env=environment, cwd=str(tmp_path))
     yield session
     session.close()
 
@@ -165,3 +182,28 @@ def test_show_progress_says_what_it_takes(pmp_kernel, call, ename, words):
     reply, _ = pmp_kernel.run(call)
     assert reply["status"] == "error" and reply["ename"] == ename, reply
     assert words in reply["evalue"], reply["evalue"]
+
+
+@pytest.mark.timeout(240)
+def test_a_batch_jobs_display_names_its_job_and_node_beside_the_badge(login_node_kernel, tmp_path):
+    session, go = login_node_kernel, tmp_path / "go"
+    reply, _ = session.run("%pmp config --backend slurm")
+    assert reply["status"] == "ok", reply
+    _, messages = session.run(f"%%pmp submit --name job\n{wait_for_file(go)}'ran'")
+    display_id = display_id_of(messages)
+    deadline = time.monotonic() + 180
+    while (
+        'class="pmp-status" data-state="running"'
+        not in session.displays[display_id][-1]["text/html"]
+    ):
+        assert time.monotonic() < deadline, session.displays[display_id][-1]["text/plain"]
+        session.drain(0.5)
+    running = session.displays[display_id][-1]["text/html"]
+    assert re.search(
+        r'data-state="running" title="[^"]+"[^>]*>running</span> '
+        r'<span class="pmp-clock"[^>]*>[^<]+</span> <span class="pmp-job">job \d+ on node\d</span>',
+        running,
+    ), running
+    go.touch()
+    reply, messages = session.run("job.result(timeout=150)", timeout=170)
+    assert reply["status"] == "ok", reply

@@ -245,13 +245,10 @@ class FutureStatus:
         )
 
     def _details(self, state):
-        """The lines under the heading, in HTML: the batch job and why it
-        waits, where a stored result comes from, the result, the exception."""
+        """The lines under the heading, in HTML: where a stored result comes
+        from, the result, the exception."""
         future = self.future
         rows = []
-        job = getattr(future, "job", None)
-        if job is not None and state in ("queued", "running"):
-            rows.append(f'<div class="pmp-job">{html.escape(job_words(future))}</div>')
         if state == "done":
             stored = self._stored()
             if stored is not None:
@@ -268,23 +265,26 @@ class FutureStatus:
             )
         return "".join(rows)
 
-    def _heading(self, state):
-        """Name, badge, clock and where, in HTML (one line)."""
+    def _where_html(self, state):
+        """Where it runs or ran, in HTML; for a batch job not ended yet, its
+        job and where it runs or why it still waits."""
+        if getattr(self.future, "job", None) is not None and state in ("queued", "running"):
+            return f' <span class="pmp-job">{html.escape(job_words(self.future))}</span>'
         if state == "failed":
             where = self._failed_where()
-        elif state == "running":
-            # A batch job's own line (`_details`) says where it runs.
-            where = self._where() if getattr(self.future, "job", None) is None else ""
-        else:
-            # A stored result's line says where it was computed.
-            where = self._where() if state == "done" and self._stored() is None else ""
-        where = (
-            f' <span class="pmp-where" style="{MUTED}">{html.escape(where.strip())}</span>'
-            if where
-            else ""
-        )
+        elif state == "running" or (state == "done" and self._stored() is None):
+            where = self._where()
+        else:  # not run yet, or a stored result: its own line says where it was computed
+            where = ""
+        if not where:
+            return ""
+        return f' <span class="pmp-where" style="{MUTED}">{html.escape(where.strip())}</span>'
+
+    def _heading(self, state):
+        """Name, badge, clock and where, in HTML: one line."""
         return (
-            f"<div><b>{html.escape(self.label)}</b> {badge(state)}{self._clock(state)}{where}</div>"
+            f"<div><b>{html.escape(self.label)}</b> {badge(state)}{self._clock(state)}"
+            f"{self._where_html(state)}</div>"
         )
 
     def bundle(self):
