@@ -12,7 +12,7 @@ from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future as _BaseFuture
 
 from pmp import _pmp
-from pmp.client import backends, serialize, store
+from pmp.client import backends, registry, serialize, store
 from pmp.client.errors import DependencyCancelledError
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import (
@@ -129,6 +129,10 @@ class Executor(_BaseExecutor):
                 + ": block_allocation=True runs the workers as flux run jobs that connect back",
                 self._backend.launcher,
             )
+        # In a kernel, `%pmp status` lists this Executor's calls too.
+        self._notebook_calls = (
+            registry.new_calls(self) if submitting_cell_writer() is not None else None
+        )
         if self._backend.batch and not block_allocation:
             self._start_batch(locals())
             return
@@ -286,6 +290,8 @@ class Executor(_BaseExecutor):
         future = self._submit(fn, args, kwargs, resource_dict)
         # Named here, where its function is known: every display shows this name.
         future._pmp_name = function_name(fn)
+        if self._notebook_calls is not None:
+            self._notebook_calls.add(future)
         return future
 
     def _submit(self, fn, args, kwargs, resource_dict):

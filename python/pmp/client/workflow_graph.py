@@ -36,8 +36,9 @@ class GraphRecorder:
         return future
 
 
-def nodes_and_edges(calls):
-    """executorlib's node and edge lists for `calls`."""
+def nodes_and_edges(calls, names=None):
+    """executorlib's node and edge lists for `calls`; `names`: {call's
+    index: the name it is shown by}, else its function's."""
     nodes, edges = [], []
     node_of_future = {}
     for fn, _, _, future in calls:
@@ -45,7 +46,7 @@ def nodes_and_edges(calls):
         name = getattr(fn, "__name__", type(fn).__name__)
         nodes.append(
             {
-                "name": name,
+                "name": (names or {}).get(len(nodes), name),
                 "type": "function",
                 "value": f"{getattr(fn, '__module__', '')}.{name}",
                 "id": len(nodes),
@@ -151,17 +152,20 @@ def export_json(calls, path):
         json.dump({"version": "0.1.0", "nodes": exported, "edges": links}, file, indent=4)
 
 
-def svg(calls, states=None):
+def svg(calls, states=None, colours=None, names=None):
     """The graph as SVG text: graphviz's where `dot` is installed, else
-    pmp's own layout. `states`: {node id: "done" | "running" | ...} colours
-    the function nodes (for a live graph)."""
-    nodes, edges = nodes_and_edges(calls)
+    pmp's own layout. For a live graph, `states` ({node id: "done" |
+    "running" | ...}) and `colours` ({state: colour}, which a legend under
+    the graph explains) fill the function nodes; `names` as in
+    `nodes_and_edges`."""
+    nodes, edges = nodes_and_edges(calls, names)
+    style = _Style(states, colours)
     dot = shutil.which("dot")
     if dot:
         try:
             return subprocess.run(
                 [dot, "-Tsvg"],
-                input=to_dot(nodes, edges, states),
+                input=to_dot(nodes, edges, style),
                 capture_output=True,
                 text=True,
                 check=True,
@@ -169,7 +173,7 @@ def svg(calls, states=None):
             ).stdout
         except (OSError, subprocess.SubprocessError):
             pass  # a broken graphviz: pmp's own drawing still works
-    return own_svg(nodes, edges, states)
+    return own_svg(nodes, edges, style)
 
 
 def check_picture_name(path):
@@ -214,7 +218,18 @@ def publish(calls, picture=None, workflow=None):
         display(SVG(svg(calls)))
 
 
-_FILL = {"done": "#d3f9d8", "running": "#d0ebff", "failed": "#ffe3e3", "queued": "#f1f3f5"}
+class _Style:
+    """How a node is filled: by its state's colour, with white text; white
+    with black text where it has none (an input, or a graph not live)."""
+
+    def __init__(self, states=None, colours=None):
+        self.states = states or {}
+        self.colours = colours or {}
+
+    def of(self, node):
+        """(fill, text colour) of `node`."""
+        colour = self.colours.get(self.states.get(node["id"]))
+        return (colour, "#fff") if colour else ("white", "#000")
 
 
 def _label(node):
@@ -224,22 +239,37 @@ def _label(node):
     return str(node["name"])
 
 
-def to_dot(nodes, edges, states=None):
+def to_dot(nodes, edges, style=None):
+    style = style or _Style()
     lines = ["digraph workflow {", "  rankdir=TB;"]
     for node in nodes:
-        fill = _FILL.get((states or {}).get(node["id"]), "white")
+        fill, ink = style.of(node)
         label = json.dumps(_label(node))
         lines.append(
-            f'  n{node["id"]} [label={label}, shape={node["shape"]}, style=filled, fillcolor="{fill}"];'
+            f"  n{node['id']} [label={label}, shape={node['shape']}, style=filled, "
+            f'fillcolor="{fill}", fontcolor="{ink}"];'
         )
     for edge in edges:
         lines.append(f"  n{edge['start']} -> n{edge['end']} [label={json.dumps(edge['label'])}];")
+    if style.colours:
+        # The legend: a row of the states' colours, below the graph.
+        cells = "".join(
+            f'<td bgcolor="{colour}"><font color="#fff">{state}</font></td>'
+            for state, colour in style.colours.items()
+        )
+        lines.append(
+            '  legend [shape=plaintext, fontsize=10, label=<<table border="0" '
+            f'cellspacing="2"><tr><td>states:</td>{cells}</tr></table>>];'
+        )
+        lines.append("  {rank=sink; legend}")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def own_svg(nodes, edges, states=None):
-    """A layered drawing: each node one row below the deepest node it depends on."""
+def own_svg(nodes, edges, style=None):
+    """A layered drawing: each node one row below the deepest node it
+    depends on; with the states' colours, their legend in a row below."""
+    style = style or _Style()
     depth = {node["id"]: 0 for node in nodes}
     for _ in range(len(nodes)):  # longest path; a DAG settles within len(nodes) rounds
         changed = False
@@ -254,8 +284,10 @@ def own_svg(nodes, edges, states=None):
         rows.setdefault(depth[node["id"]], []).append(node)
     width, height, gap_x, gap_y = 120, 36, 30, 60
     columns = max((len(r) for r in rows.values()), default=1)
-    total_w = columns * (width + gap_x) + gap_x
-    total_h = len(rows) * (height + gap_y) + gap_y
+    legend_w, legend_h = 60 + len(style.colours) * 80, 30 if style.colours else 0
+    total_w = max(columns * (width + gap_x) + gap_x, legend_w + gap_x)
+    graph_h = len(rows) * (height + gap_y) + gap_y
+    total_h = graph_h + legend_h
     centre = {}
     for level, row in rows.items():
         offset = (total_w - len(row) * (width + gap_x) + gap_x) / 2
@@ -285,7 +317,7 @@ def own_svg(nodes, edges, states=None):
         )
     for node in nodes:
         x, y = centre[node["id"]]
-        fill = _FILL.get((states or {}).get(node["id"]), "white")
+        fill, ink = style.of(node)
         if node["shape"] == "circle":
             shape = f'<ellipse cx="{x:.0f}" cy="{y:.0f}" rx="{width / 2:.0f}" ry="{height / 2:.0f}"'
         else:
@@ -295,8 +327,18 @@ def own_svg(nodes, edges, states=None):
             )
         parts.append(f'{shape} fill="{fill}" stroke="#333" data-node="{node["id"]}"/>')
         parts.append(
-            f'<text x="{x:.0f}" y="{y + 4:.0f}" text-anchor="middle">'
+            f'<text x="{x:.0f}" y="{y + 4:.0f}" text-anchor="middle" fill="{ink}">'
             f"{html.escape(_label(node))}</text>"
         )
+    if style.colours:
+        parts.append(f'<g class="legend"><text x="{gap_x}" y="{graph_h + 4}">states:</text>')
+        for index, (state, colour) in enumerate(style.colours.items()):
+            x = gap_x + 60 + index * 80
+            parts.append(
+                f'<rect x="{x}" y="{graph_h - 12}" width="74" height="22" rx="3" '
+                f'fill="{colour}"/><text x="{x + 37}" y="{graph_h + 4}" text-anchor="middle" '
+                f'fill="#fff">{html.escape(state)}</text>'
+            )
+        parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

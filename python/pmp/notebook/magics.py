@@ -311,7 +311,10 @@ class PmpMagics(Magics):
         return None
 
     def _status(self, arguments, cell):
-        status_table.show(self._tasks, self.executor, self.executor.info["cache_directory"])
+        # Made only by use: a notebook of the user's own Executors needs none of the magics'.
+        executor = self._executor
+        store = None if executor is None else executor.info["cache_directory"]
+        status_table.show(self._tasks, executor, store)
 
     def _graph(self, arguments, cell):
         from pmp.notebook import graph_display

@@ -1,8 +1,12 @@
-"""`%pmp status`: one live table of this notebook's tasks (state, batch job,
-node, elapsed time, result or error), how many are in each state, the
-executor's workers (with per-call batch jobs, the jobs it follows), and the
-task store's entries. It is a live display like a task's: it updates while any
-of the tasks is queued or running and stops at their end.
+"""`%pmp status`: one live table of every task of this notebook, a part per
+Executor: the magics' (each one `%pmp config` made, not only the current
+one) and those the user made in the notebook (`with pmp.Executor() as exe:
+exe.map(...)`), each with its backend and its workers or batch jobs. A task
+row: its name (`task_names`), its state as a coloured badge, its batch job,
+node, elapsed time, and its result, error or where it runs; then how many
+tasks of all shown are in each state, the legend of the states, and the task
+store's entries. It is a live display like a task's: it updates while any of
+the tasks is queued or running and stops at their end.
 
 The store's part is read again only when its keys change (one directory
 listing a tick) and shows at most `STORE_ROWS` entries, newest first: an
@@ -12,13 +16,19 @@ entry's metadata is read from its signed file, never unpickled.
 import datetime
 import html
 
+from pmp.client import registry
+from pmp.notebook import state_style
 from pmp.notebook.status_display import FutureStatus, LiveDisplay, _duration, _ticker
+from pmp.notebook.task_names import task_name
 
 STORE_ROWS = 20
+TASK_ROWS = 50  # the latest rows of one Executor's part; its counts are of all it keeps
 _SHORT = 60  # characters of a result or an error shown in a cell of the table
-_STATES = ("queued", "running", "done", "failed", "cancelled")
 _TASK_COLUMNS = ("task", "state", "job", "node", "elapsed", "detail")
 _STORE_COLUMNS = ("key", "function", "state", "host", "finished", "duration")
+_TASK_STATE, _STORE_STATE = 1, 2  # the columns whose cells are badges
+# JupyterLab's table style right-aligns cells: each cell says left itself.
+_CELL = "text-align: left; vertical-align: top; padding: 0 1em 0 0"
 
 
 class NotebookTask:
@@ -29,8 +39,11 @@ class NotebookTask:
         self.future = future
         self.call = call  # (function, args, kwargs), for `%pmp graph`
         self.status = FutureStatus(future, label)  # made at submit: elapsed counts from then
+        # Which Executor's part of the table it is in: the one it was just submitted to.
+        self.executor = registry.executor_of(future)
 
     def row(self):
+        """(state, cells): the cells of its row, the state for its badge."""
         future, status = self.future, self.status
         state = status.observe()
         job = getattr(future, "job", None)
@@ -39,12 +52,11 @@ class NotebookTask:
         if state == "queued" and waits is not None and waits.reason not in ("", "None"):
             words = f"queued: {waits.reason}"  # why it waits, in its job system's word
         place = getattr(future, "place", None)
-        node = place[2] if place else ""
-        return (
+        return state, (
             self.label,
             words,
             "" if job is None else str(job),
-            node or "",
+            _node(future, place, waits),
             _duration(status._elapsed()),
             self._detail(state, place),
         )
@@ -67,8 +79,77 @@ class NotebookTask:
         return ""
 
 
+def _node(future, place, job_status):
+    """Where it runs or ran: its worker's host; a batch job's nodes as its
+    job system says them; else, for an ended one, the host its store entry
+    names (a batch job that ended before it was seen running)."""
+    if place:
+        return place[2] or ""
+    if job_status is not None and job_status.nodes:
+        return job_status.nodes
+    stored = getattr(future, "from_store", None)
+    return "" if stored is None else stored.host
+
+
 def _short(text):
     return text if len(text) <= _SHORT else text[:_SHORT] + "…"
+
+
+class ExecutorPart:
+    """One Executor's part of the table: its tasks, and what it runs them on."""
+
+    def __init__(self, executor, tasks, magics, current=True, forgotten=0):
+        self.executor = executor
+        self.tasks = tasks
+        self.magics = magics  # made by `%pmp config` (or the magics' first use)
+        self.current = current  # ... and the one the magics use now
+        self.forgotten = forgotten  # ended calls the registry no longer keeps
+
+    def describe(self, states):
+        """(the line above its rows, the line under them), `states` being its rows'."""
+        info = self.executor.info  # asked once a tick: a batch one asks its job system
+        return self.title(info, states), self.runs_on(info)
+
+    def title(self, info, states):
+        if info is None:  # an executorlib-style one, shut down
+            backend = "shut down"
+        else:
+            backend = f"{info['backend']} backend" + (
+                ", block allocation" if info["block_allocation"] else ""
+            )
+        if self.magics:
+            who = "%pmp's executor" if self.current else "%pmp's earlier executor"
+            if not self.current:
+                backend += ", replaced by %pmp config"
+        else:
+            who = "an Executor made in the notebook"
+        shown = _counts(states)
+        more = f" (and {self.forgotten} earlier ended, no longer kept)" if self.forgotten else ""
+        return f"{who} ({backend}): {shown}{more}"
+
+    def runs_on(self, info):
+        """Its workers, each named by the task it runs; with batch jobs (one
+        per call, no workers), the jobs it follows."""
+        if info is None:
+            return "workers: none (shut down)"
+        if "jobs" in info:
+            jobs = ", ".join(info["jobs"]) or "none queued or running"
+            return f"batch jobs ({info['backend']}, one per call): {jobs}"
+        names = {getattr(t.future, "_pmp_task", None): t.label for t in self.tasks}
+        workers = "; ".join(worker_line(w, names) for w in info["workers"])
+        return "workers: " + (workers or "none")
+
+
+def worker_line(worker, names):
+    """`worker 0 (pid 4242): busy: slow`, by the name of the task it runs."""
+    pid = f" (pid {worker['pid']})" if worker["pid"] else ""
+    task = worker.get("task")
+    doing = "" if task is None else f": {names.get(task, f'task {task}')}"
+    return f"worker {worker['id']}{pid}: {worker['state']}{doing}"
+
+
+def _counts(states):
+    return ", ".join(f"{states.count(s)} {s}" for s in state_style.STATES if s in states) or "none"
 
 
 class StoreRows:
@@ -100,12 +181,15 @@ class StoreRows:
         entries.sort(key=lambda e: e.finished, reverse=True)
         self.rows = [
             (
-                e.key,
-                e.function,
                 e.state,
-                e.host,
-                datetime.datetime.fromtimestamp(e.finished).strftime("%Y-%m-%d %H:%M:%S"),
-                _duration(e.finished - e.started),
+                (
+                    e.key,
+                    e.function,
+                    e.state,
+                    e.host,
+                    datetime.datetime.fromtimestamp(e.finished).strftime("%Y-%m-%d %H:%M:%S"),
+                    _duration(e.finished - e.started),
+                ),
             )
             for e in entries[:STORE_ROWS]
         ]
@@ -116,24 +200,72 @@ class StatusTable:
 
     def __init__(self, tasks, executor, store_root):
         self.tasks = list(tasks)
-        self.executor = executor
+        self.executor = executor  # the magics' current one
         self.store = None if store_root is None else StoreRows(store_root)
+        self._seen = {}  # Future -> NotebookTask, for the user's Executors' calls
+
+    def parts(self):
+        """Every Executor's part, in the order they were made: the magics'
+        (`%pmp config` makes a new one) and those the user made."""
+        magics, order = {}, []
+        for task in self.tasks:
+            key = task.executor or self.executor
+            if key not in magics:
+                magics[key] = []
+                order.append(key)
+            magics[key].append(task)
+        parts = [ExecutorPart(e, magics[e], magics=True, current=e is self.executor) for e in order]
+        for executor, calls in registry.executors():
+            if executor in magics or executor is self.executor:
+                continue  # the magics' own list names its tasks by --name
+            parts.append(
+                ExecutorPart(
+                    executor,
+                    [self._task_of(f) for f in calls.futures()],
+                    magics=False,
+                    forgotten=calls.forgotten,
+                )
+            )
+        # A part is anything with `tasks` (each with `row()`) and `describe(states)`.
+        return sorted(parts, key=lambda part: registry.number_of(part.executor))
+
+    def _task_of(self, future):
+        task = self._seen.get(future)
+        if task is None:
+            task = self._seen[future] = NotebookTask(task_name(future), future)
+        return task
 
     def bundle(self):
-        states = [task.status.observe() for task in self.tasks]
-        rows = [task.row() for task in self.tasks]
+        text, markup, states = [], [], []
+        table = []  # HTML rows, of every part
+        for part in self.parts():
+            rows = [task.row() for task in part.tasks]
+            part_states = [state for state, _ in rows]
+            states += part_states
+            title, runs_on = part.describe(part_states)
+            hidden = len(rows) - TASK_ROWS
+            if hidden > 0:
+                rows = rows[hidden:]
+                title += f"; the latest {TASK_ROWS} shown"
+            text.append(title)
+            if rows:
+                text.append(_text_table(_TASK_COLUMNS, [cells for _, cells in rows]))
+            text.append(runs_on)
+            table.append(_html_caption(title))
+            table += [_html_row(cells, state, _TASK_STATE) for state, cells in rows]
+            table.append(_html_caption(runs_on, title=False))
+        if not text:
+            text.append("no tasks submitted from this notebook")
         unfinished = any(s not in ("done", "failed", "cancelled") for s in states)
         state = "running" if unfinished else "done"
-        # The counts are of the rows above them: the tasks of this notebook,
-        # whichever executor (`%pmp config` makes a new one) runs them.
-        counts = ", ".join(f"{states.count(s)} {s}" for s in _STATES if s in states) or "none"
-        text = [
-            _text_table(_TASK_COLUMNS, rows) if rows else "no tasks submitted from this notebook"
-        ]
-        markup = [_html_table(_TASK_COLUMNS, rows)] if rows else []
-        for line in (f"tasks: {counts}", self._runs_on()):
-            text.append(line)
-            markup.append(f"<div>{html.escape(line)}</div>")
+        # The counts are of every row above them, whichever executor runs them.
+        counts = f"tasks: {_counts(states)}"
+        text.append(counts)
+        if table:
+            head = "".join(f"<th style='{_CELL}'>{html.escape(c)}</th>" for c in _TASK_COLUMNS)
+            markup.append(f"<table><tr>{head}</tr>{''.join(table)}</table>")
+        # In HTML the legend says the counts: every state, its colour and meaning.
+        markup.append(state_style.legend({s: states.count(s) for s in state_style.STATES}))
         if self.store is not None:
             self.store.refresh()
             more = self.store.total - len(self.store.rows)
@@ -143,30 +275,15 @@ class StatusTable:
             text.append(title)
             markup.append(f"<div>{html.escape(title)}</div>")
             if self.store.rows:
-                text.append(_text_table(_STORE_COLUMNS, self.store.rows, indent="  "))
+                cells = [cells for _, cells in self.store.rows]
+                text.append(_text_table(_STORE_COLUMNS, cells, indent="  "))
                 markup.append(_html_table(_STORE_COLUMNS, self.store.rows))
         body = "".join(markup)
         return state, {
             "text/plain": "\n".join(text),
             "text/html": f'<div class="pmp-status-table" data-state="{state}" '
-            f'style="font-family: monospace">{body}</div>',
+            f'style="{state_style.frame(state)}">{body}</div>',
         }
-
-    def _runs_on(self):
-        """The executor's workers; with batch jobs (one per call, no
-        workers), the jobs it follows."""
-        info = self.executor.info
-        if "jobs" in info:
-            jobs = ", ".join(info["jobs"]) or "none queued or running"
-            return f"batch jobs ({info['backend']}, one per call): {jobs}"
-        return "workers: " + ("; ".join(map(worker_line, info["workers"])) or "none")
-
-
-def worker_line(worker):
-    """`worker 0 (pid 4242): busy: task 3`."""
-    pid = f" (pid {worker['pid']})" if worker["pid"] else ""
-    task = f": task {worker['task']}" if worker.get("task") is not None else ""
-    return f"worker {worker['id']}{pid}: {worker['state']}{task}"
 
 
 def _text_table(columns, rows, indent=""):
@@ -178,14 +295,32 @@ def _text_table(columns, rows, indent=""):
     )
 
 
-def _html_table(columns, rows):
-    head = "".join(f"<th style='text-align: left'>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td style='padding-right: 1em'>{html.escape(str(c))}</td>" for c in row)
-        + "</tr>"
-        for row in rows
+def _html_caption(words, title=True):
+    """A line of the table across all its columns: an executor's title (bold,
+    apart from the part above) or its workers."""
+    look = "font-weight: bold; padding-top: 0.8em" if title else state_style.MUTED
+    return (
+        f"<tr><td colspan='{len(_TASK_COLUMNS)}' style='{_CELL}; {look}'>"
+        f"{html.escape(words)}</td></tr>"
     )
+
+
+def _html_row(cells, state, badge_column):
+    """A row whose state cell is the state's badge (with why it waits, if known)."""
+    shown = []
+    for index, cell in enumerate(cells):
+        if index == badge_column:
+            reason = cell[len(state) :].lstrip(": ")
+            content = state_style.badge(state) + (f" {html.escape(reason)}" if reason else "")
+        else:
+            content = html.escape(str(cell))
+        shown.append(f"<td style='{_CELL}'>{content}</td>")
+    return f"<tr>{''.join(shown)}</tr>"
+
+
+def _html_table(columns, rows):
+    head = "".join(f"<th style='{_CELL}'>{html.escape(c)}</th>" for c in columns)
+    body = "".join(_html_row(cells, state, _STORE_STATE) for state, cells in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
