@@ -43,6 +43,7 @@ export class LabPage {
     this.consoleErrors = [];
     this.started = Date.now();
     this.notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)");
+    this.stdin = null;
     this.answers = null;
     this.executions = 0; // the kernel's execution count: cells run only here
   }
@@ -124,7 +125,8 @@ export class LabPage {
   /** Tell the test the story reached `name` (with `data`), then wait for its
    * answer: the JSON it sends on stdin, or "stop" (it failed: end here). */
   async step(name, data = {}) {
-    this.answers ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+    this.stdin ??= createInterface({ input: process.stdin });
+    this.answers ??= this.stdin[Symbol.asyncIterator]();
     console.log(`step ${name} ${JSON.stringify(data)}`);
     const { value, done } = await this.answers.next();
     if (done || value === "stop") throw new Error(`the test stopped the story at ${name}`);
@@ -151,6 +153,7 @@ export class LabPage {
   }
 
   async close() {
+    this.stdin?.close(); // an open stdin would keep node running
     await this.browser.close();
     log(`passed in ${seconds(this.started)}`);
   }

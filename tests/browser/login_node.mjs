@@ -68,6 +68,8 @@ try {
   await lab.step("restarted");
   await lab.idle();
   log(`kernel restarted and idle after ${seconds(lab.started)}`);
+  // What the page says before anything is re-run: the ended kernel's displays.
+  await lab.screenshot(`${prefix}-restarted.png`, y, "center");
 
   // Re-running the cells attaches to y's job, still running.
   await lab.run(config);

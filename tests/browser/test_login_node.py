@@ -24,10 +24,12 @@ notebook; listed at the end of the run):
   42 and where it ran, and below it `%pmp status`: the table's row for x
   (done, its job, its node, elapsed, 42), the counts and the task store's
   entry.
-- login-node-reattached.png: after the restart, y's cell re-run in the new
-  kernel (prompt [2]): its display running, naming the same job as before
-  the restart; the cell above it shows the display of the kernel that ended,
-  frozen at running.
+- login-node-restarted.png: y's cell right after the restart, before
+  anything is re-run: the display of the kernel that ended, which can no
+  longer change (it reads running, with the elapsed time it had then).
+- login-node-reattached.png: y's cell re-run in the new kernel (prompt [2],
+  after the config cell): its display running, naming the same job as
+  before the restart.
 - login-node-after-restart.png: from y's cell down: its display done with
   the result (the job's own id, so the job that computed it is the job
   attached to), and the new kernel's `%pmp status` listing y with its job.
@@ -49,7 +51,7 @@ import pytest
 from lab_server import ARTIFACTS, Driver, assert_screenshot
 
 PREFIX = ARTIFACTS / "login-node"
-SHOTS = ["pending", "running", "done", "reattached", "after-restart"]
+SHOTS = ["pending", "running", "done", "restarted", "reattached", "after-restart"]
 # The page's story, Slurm jobs included; pytest's timeout is above it.
 SCRIPT_TIMEOUT_S = 480
 # A job of the test Slurm starts or ends (it may wait for other tests' jobs).
@@ -291,6 +293,7 @@ def _story(driver, lab, root, jobs):
     (row,) = [line for line in shown["table"].splitlines() if line.split()[:1] == ["y"]]
     assert y in row.split(), shown["table"]
     jobs.wait("y's job completed", lambda found: found.get(y, ("",))[0] == "COMPLETED")
+    driver.proceed()
 
 
 def test_login_node_session_in_jupyterlab(session):
