@@ -9,96 +9,40 @@
 // given, only the cells from the `%%pmp` introduction to the last one.
 // Exits 0 on success, 1 with a message on stderr otherwise.
 
-import { chromium } from "playwright-core";
+import { LabPage, log, seconds } from "./lab_page.mjs";
 
 const [url, screenshot, cropped] = process.argv.slice(2);
 if (!url || !screenshot) {
   console.error("usage: node lab.mjs NOTEBOOK_URL SCREENSHOT.png [CROPPED.png]");
   process.exit(2);
 }
-const CHROMIUM = process.env.PMP_CHROMIUM || "/usr/bin/chromium";
-const KERNEL = "Python 3 (pmp)";
 const DONE_TIMEOUT_MS = 90_000;
-const STEP_TIMEOUT_MS = 60_000;
 // The cell's last expression is `offset + 22, os.getpid()`.
 const RESULT = /: \(42, \d+\)$/m; // the display may list printed lines below
 const DONE_GREEN = "rgb(43, 138, 62)"; // state_style.COLOURS["done"]
 
-const log = (message) => console.log(`lab.mjs: ${message}`);
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-page.setDefaultTimeout(STEP_TIMEOUT_MS);
-const consoleErrors = [];
-page.on("console", (message) => {
-  if (message.type() === "error") consoleErrors.push(message.text());
-});
+const lab = await LabPage.launch();
+const { page, notebook } = lab;
 
 async function fail(message) {
-  console.error(`lab.mjs: FAILED: ${message}`);
-  try {
-    const cell = page.locator(".jp-CodeCell", { hasText: "%%pmp submit" });
-    if ((await cell.count()) === 1) {
-      await cell.evaluate((element) => element.scrollIntoView({ block: "center" }));
-    }
-    const outputs = await page.locator(".jp-OutputArea-output").allInnerTexts();
-    console.error(`cell outputs:\n${outputs.map((o) => `  | ${o}`).join("\n")}`);
-    if (consoleErrors.length) {
-      console.error(`browser console errors:\n  ${consoleErrors.slice(-10).join("\n  ")}`);
-    }
-    await page.screenshot({ path: screenshot });
-    console.error(`lab.mjs: screenshot of the failure: ${screenshot}`);
-  } catch (error) {
-    console.error(`lab.mjs: no screenshot: ${error}`);
+  const cell = lab.codeCell("%%pmp submit");
+  if ((await cell.count()) === 1) {
+    await cell.evaluate((element) => element.scrollIntoView({ block: "center" }));
   }
-  await browser.close();
-  process.exit(1);
+  await lab.fail(message, screenshot);
 }
 
 try {
-  const started = Date.now();
-  await page.goto(url);
-  const notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)");
-  await notebook.locator(".jp-Cell").first().waitFor();
-  log(`notebook open after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-
-  // The notebook names the pmp kernel; a kernel selection dialog means it
-  // was not found, in which case pick it explicitly.
-  const dialog = page.locator(".jp-Dialog");
-  const kernelName = page.locator(".jp-NotebookPanel-toolbar .jp-Toolbar-kernelName");
-  await Promise.race([dialog.waitFor(), kernelName.filter({ hasText: KERNEL }).waitFor()]);
-  if (await dialog.isVisible()) {
-    log(`a dialog asks: ${(await dialog.innerText()).replace(/\s+/g, " ")}`);
-    await dialog.locator("select").selectOption({ label: KERNEL });
-    await dialog.locator("button.jp-mod-accept").click();
-  }
-  await kernelName.filter({ hasText: KERNEL }).waitFor();
-  await page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').waitFor();
-  log(`kernel "${KERNEL}" idle after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  await lab.openNotebook(url);
 
   // Run > Run All Cells (the %%pmp cell uses `offset` from the cell before it).
-  await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
-  await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();
+  await lab.menu("Run", /^Run All Cells$/);
   const ran = Date.now();
   log("Run All Cells");
 
   // The display of the %%pmp cell (other cells may have status displays too)
   // ends in one of done, failed, cancelled.
-  const pmpCell = notebook
-    .locator(".jp-CodeCell")
-    .filter({ has: page.locator(".jp-InputArea", { hasText: "%%pmp submit" }) });
+  const pmpCell = lab.codeCell("%%pmp submit");
   const display = pmpCell.locator(".jp-OutputArea-output .pmp-status");
   const finished = ["done", "failed", "cancelled"].map((s) => `[data-state="${s}"]`);
   try {
@@ -112,7 +56,7 @@ try {
   }
   const state = await display.getAttribute("data-state");
   const text = (await display.innerText()).trim();
-  log(`display after ${((Date.now() - ran) / 1000).toFixed(1)} s: ${text}`);
+  log(`display after ${seconds(ran)}: ${text}`);
   if (state !== "done" || !text.startsWith("answer done") || !RESULT.test(text)) {
     await fail(`the display is not done with the result ${RESULT}: ${JSON.stringify(text)}`);
   }
@@ -164,11 +108,7 @@ try {
   // Scroll the %%pmp part of the notebook into view and take the pictures.
   const cells = notebook.locator(".jp-Cell");
   const intro = notebook.locator(".jp-MarkdownCell", { hasText: "%%pmp submit" }).last();
-  await intro.evaluate((element) => element.scrollIntoView({ block: "start" }));
-  await page.mouse.move(0, 0);
-  await page.waitForTimeout(300);
-  await page.screenshot({ path: screenshot });
-  log(`screenshot: ${screenshot}`);
+  await lab.screenshot(screenshot, intro);
   if (cropped) {
     const first = await intro.boundingBox();
     const end = await cells.last().boundingBox();
@@ -181,8 +121,7 @@ try {
     await page.screenshot({ path: cropped, clip });
     log(`cropped screenshot: ${cropped}`);
   }
-  await browser.close();
-  log(`passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  await lab.close();
 } catch (error) {
   await fail(String(error && error.stack ? error.stack : error));
 }
