@@ -14,6 +14,8 @@ import threading
 import time
 import traceback
 
+from pmp.notebook import earlier_runs
+
 _TICK = 0.5
 _FINISHED = ("done", "failed", "cancelled")
 _COLOURS = {"queued": "#777", "running": "#1a6fb5", "done": "#2b8a3e"}
@@ -190,9 +192,13 @@ class FutureStatus:
         state = self.observe()
         summary = self.summary(state)
         printed, printed_html = self._output()
-        text = f"{self.label}: {summary}" + (f"\n{printed.rstrip()}" if printed else "")
+        # A call that met an earlier run of its key (a kernel restart) says what became of it.
+        met = earlier_runs.note(self.future)
+        text = f"{self.label}: {summary}" + (f"\n{met}" if met else "")
+        text += f"\n{printed.rstrip()}" if printed else ""
         # The summary starts with the state, which the HTML colours.
         body = html.escape(summary[len(state) :])
+        body += f'<div class="pmp-earlier-run">{html.escape(met)}</div>' if met else ""
         if state == "failed":
             error = self.future.exception()
             lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))

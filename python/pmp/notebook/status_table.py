@@ -12,6 +12,7 @@ entry's metadata is read from its signed file, never unpickled.
 import datetime
 import html
 
+from pmp.notebook import earlier_runs
 from pmp.notebook.status_display import FutureStatus, LiveDisplay, _duration, _ticker
 
 STORE_ROWS = 20
@@ -118,6 +119,7 @@ class StatusTable:
         self.tasks = list(tasks)
         self.executor = executor
         self.store = None if store_root is None else StoreRows(store_root)
+        self.earlier = None if store_root is None else earlier_runs.InStore(store_root, executor)
 
     def bundle(self):
         states = [task.status.observe() for task in self.tasks]
@@ -145,6 +147,9 @@ class StatusTable:
             if self.store.rows:
                 text.append(_text_table(_STORE_COLUMNS, self.store.rows, indent="  "))
                 markup.append(_html_table(_STORE_COLUMNS, self.store.rows))
+            for line in self.earlier.lines(self.tasks):  # after a restart: what became of them
+                text.append(line)
+                markup.append(f"<div>{html.escape(line)}</div>")
         body = "".join(markup)
         return state, {
             "text/plain": "\n".join(text),
