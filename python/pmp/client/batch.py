@@ -262,7 +262,8 @@ class BatchJobs:
         future.earlier_run = EarlierRun("failed", None, True, job, self._system)
         self._set_state(future, "FAILED", "", "")
         future.took_times_of(entry)
-        task_store.remove_job(key)
+        with contextlib.suppress(Exception):  # a read-only store keeps it (and runs nothing)
+            task_store.remove_job(key)
         _fail(future, _decode_exception(entry.frames))
         return True
 

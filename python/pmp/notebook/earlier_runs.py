@@ -18,6 +18,8 @@ import time
 # How often `%pmp status` reads the store's locks and job records again,
 # and asks the job system for the states of those jobs.
 _REREAD = 5.0
+# At most this many of those calls are listed, batch jobs first.
+_SHOWN = 20
 
 
 def note(future):
@@ -97,7 +99,9 @@ class InStore:
             known = {getattr(task.future, "_pmp_key", None) for task in tasks}
             calls = self._calls(known)
             title = f"calls this kernel did not submit, from the task store: {len(calls)}"
-            self._lines = [title, *(f"  {line}" for line in calls)] if calls else []
+            if len(calls) > _SHOWN:
+                title += f" ({len(calls) - _SHOWN} not shown)"
+            self._lines = [title, *(f"  {line}" for line in calls[:_SHOWN])] if calls else []
         return self._lines
 
     def _calls(self, known):
