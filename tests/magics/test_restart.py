@@ -95,3 +95,45 @@ def test_a_restart_says_what_became_of_each_cell_when_it_runs_again(tmp_path):
         session.close()
         go.touch()  # a failed test leaves no worker waiting
     assert started.read_text() == "ran\nran\n", "the restart ended the first run"
+
+
+@pytest.mark.timeout(180)
+def test_a_cell_another_kernel_runs_is_followed_and_run_again_when_that_one_restarts(tmp_path):
+    if not _available("pmp"):
+        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
+    started, go = tmp_path / "started", tmp_path / "go"
+    held = (
+        "%%pmp submit --name held --key held\n"
+        f"open({str(started)!r}, 'a').write('ran\\n')\n{wait_for_file(go)}6 * 7"
+    )
+    config = f"%pmp config --cache-directory {tmp_path / 'store'}"
+    first, second = Session("pmp"), Session("pmp")
+    try:
+        for session in (first, second):
+            session.run(config)
+        first.run(held)
+        first.run(f"import os, time\nwhile not os.path.exists({str(started)!r}): time.sleep(0.05)")
+        # The same cell in a second notebook: the run of the first holds the key.
+        _, messages = second.run(held)
+        display_id = display_id_of(messages)
+        second.run("import time\nwhile held.earlier_run is None: time.sleep(0.05)")
+        second.drain(1)
+        note = second.displays[display_id][-1]["text/plain"].splitlines()[1]
+        assert note.startswith("followed: another process (pid "), note
+        assert note.endswith(") is running it"), note
+        # Its kernel restarts: that run ends, and the follower runs it again.
+        restart(first)
+        second.run(f"while open({str(started)!r}).read().count('ran') < 2: time.sleep(0.05)")
+        go.touch()
+        reply, _ = second.run("held.result()")
+        assert reply["status"] == "ok", reply
+        second.drain(1)
+        summary, note = second.displays[display_id][-1]["text/plain"].splitlines()[:2]
+        assert summary.startswith("held: done in ") and summary.endswith(": 42"), summary
+        assert note.startswith("the earlier run ended with its kernel (pid "), note
+        assert note.endswith(", gone): this one ran it again"), note
+    finally:
+        first.close()
+        second.close()
+        go.touch()  # a failed test leaves no worker waiting
+    assert started.read_text() == "ran\nran\n", "the restart ended the first run"
