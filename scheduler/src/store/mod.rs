@@ -21,7 +21,8 @@
 //!   text. Locks have a directory of their own because `<key>.lock` would
 //!   itself be a valid task key;
 //! - `root/jobs/<key>`: which batch job runs the key's call (`job_record`),
-//!   signed like an entry;
+//!   signed like an entry; removed once a client saw that job end, so one
+//!   left beside an entry is an end no client saw (a kernel restarted);
 //! - `root/logs/<key>.out`: what that job printed, written by the job system;
 //! - `.tmp-<random>` in each of these directories: files being written, which
 //!   no valid key can name.
