@@ -214,6 +214,17 @@ impl Store {
         self.store.lock_is_stale(key)
     }
 
+    /// Whether the lock on `key` was taken by a process of this host that
+    /// no longer runs, a batch job's submitter too.
+    fn lock_owner_gone(&self, key: &str) -> bool {
+        self.store.lock_owner_gone(key)
+    }
+
+    /// The keys that have a lock file, sorted.
+    fn lock_keys(&self) -> PyResult<Vec<String>> {
+        self.store.lock_keys().map_err(to_python)
+    }
+
     fn try_lock(&self, key: &str, owner: &str) -> PyResult<bool> {
         self.store.try_lock(key, owner).map_err(to_python)
     }
@@ -236,6 +247,12 @@ impl Store {
     /// the record fails its check.
     fn read_job(&self, key: &str) -> PyResult<Option<String>> {
         self.store.read_job(key).map_err(to_python)
+    }
+
+    /// Remove the job record of `key` (a client saw its job end); False if
+    /// there was none.
+    fn remove_job(&self, key: &str) -> PyResult<bool> {
+        self.store.remove_job(key).map_err(to_python)
     }
 
     /// The keys that have a job record, sorted (not verified).

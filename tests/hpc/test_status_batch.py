@@ -195,7 +195,11 @@ def test_a_job_attached_to_after_a_restart_is_timed_by_slurm_and_the_store(slurm
         assert slurm_began - 1 <= began <= slurm_began + 1, (began, slurm_began)
         second.run("time.sleep(0.6)")  # a tick of the display
         text = second.final("held")
-        assert re.fullmatch(rf"held: running for .+: job {job} on node\d", text), text
+        assert re.fullmatch(
+            rf"held: running for .+: job {job} on node\d\n"
+            rf"still running in Slurm as job {job}, submitted before the restart",
+            text,
+        ), text
 
         (tmp_path / "go").write_text("")
         assert (
@@ -208,7 +212,8 @@ def test_a_job_attached_to_after_a_restart_is_timed_by_slurm_and_the_store(slurm
         second.run("time.sleep(0.6)")
         # The display and the table time it as the store does, from the call's start.
         assert re.fullmatch(
-            rf"held: failed after {re.escape(took)} on node\d \(job \d+\): ValueError: no",
+            rf"held: failed after {re.escape(took)} on node\d \(job \d+\): ValueError: no\n"
+            rf"job {job} in Slurm, submitted before the restart, ran it",
             second.final("held"),
         ), second.final("held")
         text, _ = second.shown("%pmp status")
@@ -216,6 +221,7 @@ def test_a_job_attached_to_after_a_restart_is_timed_by_slurm_and_the_store(slurm
         assert f" {took} " in row, text
     finally:
         second.close()
+        (tmp_path / "go").write_text("")  # a failed test leaves no job waiting
 
 
 @pytest.mark.parametrize("reason", sorted(JOB_REASONS))

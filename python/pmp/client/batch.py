@@ -26,7 +26,7 @@ from concurrent.futures import CancelledError, InvalidStateError
 
 from pmp.client import serialize, store
 from pmp.client.errors import DependencyCancelledError, DependencyRefused, JobFailedError
-from pmp.client.future import Future, monotonic_of
+from pmp.client.future import EarlierRun, Future, monotonic_of
 
 # How often the entries of running jobs are looked for, and the job system asked.
 _ENTRY_POLL = 0.25
@@ -193,6 +193,8 @@ class BatchJobs:
             # Read only: a read-only store serves its results.
             future.resolve_from_store(stored)
             return future
+        if self._unseen_failure(future, task_store, key):
+            return future
         failure = _upstream_failure(upstream)
         if failure is not None:
             # As inside an allocation: the dependent of a failed call fails
@@ -203,7 +205,9 @@ class BatchJobs:
         left = task_store.lock_owner(key)
         if not store.claim(task_store, key, batch=True):
             # Queued or running for another client (or an earlier kernel).
-            return self._attach(future, task_store, key, _read_job(task_store, key), upstream)
+            job = _read_job(task_store, key)
+            future.earlier_run = store.earlier_run(task_store, key, "attached", job, self._system)
+            return self._attach(future, task_store, key, job, upstream)
         stored = store.lookup(task_store, key, exact=True)  # finished meanwhile
         if stored is not None:
             task_store.unlock(key)
@@ -217,6 +221,7 @@ class BatchJobs:
                 job = self.jobs.find(name)
                 if job is not None:
                     _write_job(task_store, key, job)
+                    future.earlier_run = EarlierRun("attached", left, True, job, self._system)
                     return self._attach(future, task_store, key, job, upstream)
             task_store.write_input(key, _function_name(fn), time.time(), function, call, keys)
             job = self._submit_job(
@@ -235,6 +240,32 @@ class BatchJobs:
         _write_job(task_store, key, job)
         self._set_state(future, "PENDING", "", "")
         return self._attach(future, task_store, key, job, upstream)
+
+    def _unseen_failure(self, future, task_store, key):
+        """Fail `future` as the job of `key` failed, if no client followed
+        that job to its end (the kernel that submitted it was restarted): its
+        record is still there (`_seen_end` removes it). Once: the record
+        goes now, so the next submission runs the call again."""
+        from pmp import _pmp
+        from pmp.client.future import _decode_exception
+
+        try:
+            entry = task_store.read(key)
+        except _pmp.InvalidEntry:
+            return False  # runs again; reported by store.lookup
+        if entry is None or entry.state != "failed":
+            return False
+        job = _read_job(task_store, key)
+        if job is None:
+            return False
+        future.job = job
+        future.earlier_run = EarlierRun("failed", None, True, job, self._system)
+        self._set_state(future, "FAILED", "", "")
+        future.took_times_of(entry)
+        with contextlib.suppress(Exception):  # a read-only store keeps it (and runs nothing)
+            task_store.remove_job(key)
+        _fail(future, _decode_exception(entry.frames))
+        return True
 
     def _attach(self, future, task_store, key, job, upstream):
         """Follow `job` (None: not known yet) until `key`'s entry resolves `future`."""
@@ -335,6 +366,7 @@ class BatchJobs:
                 continue
             if entry is None:
                 continue
+            _seen_end(w)
             if entry.state == "done":
                 self._job_over(w, "COMPLETED")
                 with contextlib.suppress(InvalidStateError):
@@ -384,8 +416,13 @@ class BatchJobs:
             if state in _ENDED:
                 self._ended(w, state)
 
+    @property
+    def _system(self):
+        """The job system's name as the displays say it: "Slurm", "Flux"."""
+        return self.jobs.name.capitalize()
+
     def _set_state(self, future, state, reason, nodes):
-        future.job_status = JobStatus(self.jobs.name.capitalize(), state, reason, nodes)
+        future.job_status = JobStatus(self._system, state, reason, nodes)
         future.job_state = _describe_state(state, reason, nodes)
 
     def _job_over(self, w, state):
@@ -422,6 +459,7 @@ class BatchJobs:
         # The job no longer holds the key.
         with contextlib.suppress(Exception):
             w.store.unlock(w.key)
+        _seen_end(w)
         self._job_over(w, state or "LOST")
         if failure is not None:
             _fail(w.future, failure)
@@ -486,6 +524,13 @@ class BatchJobs:
             else:  # running: concurrent.futures cannot cancel it, so it fails
                 _fail(future, CancelledError(f"job {w.job} was cancelled by shutdown"))
         self._cancel(watched)
+
+
+def _seen_end(w):
+    """A client saw the job of `w.key` end: its record goes (a record left
+    beside an entry is an end no client saw, `_unseen_failure`)."""
+    with contextlib.suppress(Exception):  # a read-only store keeps it
+        w.store.remove_job(w.key)
 
 
 def _fail(future, error):

@@ -359,6 +359,11 @@ class Executor(_BaseExecutor):
                 stored = store.lookup(task_store, key)
                 if stored is not None:
                     return self._from_store(future, stored)
+                if task_store.lock_is_stale(key):
+                    # An earlier run died holding the key (its kernel was
+                    # restarted): the worker takes the lock over and runs
+                    # it again, which the display says.
+                    future.earlier_run = store.earlier_run(task_store, key, "ended")
                 # The worker takes the key's lock before it runs the call; if
                 # another live run holds it, the task comes back as Elsewhere.
                 target = (store_root, key, _name_of(fn), time.time())
@@ -685,6 +690,8 @@ class Executor(_BaseExecutor):
                     self._scheduler.resolve_external(task, False, entry.frames)
 
         def on_released():
+            # That run ended without an entry: this call runs it again.
+            future.earlier_run = future.earlier_run._replace(fate="ended", gone=True)
             try:
                 again = self.submit(fn, *args, resource_dict=resource_dict, **kwargs)
             except BaseException as error:  # noqa: BLE001 - e.g. shut down meanwhile
@@ -698,6 +705,7 @@ class Executor(_BaseExecutor):
 
             again.add_done_callback(finished)
 
+        future.earlier_run = store.earlier_run(task_store, key, "attached")
         self._store_watch.attach(task_store, key, on_stored, on_released)
         return future
 

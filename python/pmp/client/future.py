@@ -5,6 +5,7 @@ other tasks travels worker → scheduler → worker and is never unpickled here.
 """
 
 import _thread
+import collections
 import contextlib
 import itertools
 import threading
@@ -37,6 +38,16 @@ _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
 # How much of a task's printed output a Future keeps for its display.
 _OUTPUT_KEPT = 64 * 1024
+
+# An earlier run of a Future's store key, met when the call was submitted:
+# `fate` "ended" (its process died without storing an outcome, so this call
+# runs it again), "attached" (it still runs, so this Future follows it) or
+# "failed" (its batch job failed while no client followed it: this Future
+# fails as it did, once);
+# `owner` the text of the lock it held ("host pid", "batch host pid"),
+# `gone` whether that process no longer runs (the store's word), `job` and
+# `system` its batch job ("83", "Slurm") if it is one.
+EarlierRun = collections.namedtuple("EarlierRun", "fate owner gone job system")
 
 
 class _ResultWaiter:
@@ -95,6 +106,7 @@ class Future(_BaseFuture):
     _pmp_output = ()  # [(stream name, text)], the kept tail
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
     reused = False  # ... stored before this call was submitted, not computed for it
+    earlier_run = None  # an `EarlierRun` of its key that it ran again or attached to
     _pmp_cancel = None  # scancel its batch job
     job = None  # the batch job that computes it (backend="slurm" outside an allocation)
     job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"

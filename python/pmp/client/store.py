@@ -134,6 +134,23 @@ def lock_owner_text(batch=False):
     return f"{'batch ' if batch else ''}{socket.gethostname()} {os.getpid()}"
 
 
+def lock_holder(owner):
+    """`(host, pid)` of a lock's owner text (`lock_owner_text`); None for
+    any other text."""
+    parts = (owner or "").removeprefix("batch ").split()
+    if len(parts) != 2 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def earlier_run(store, key, fate, job=None, system=None):
+    """The `EarlierRun` that holds `key`'s lock now, met with `fate`
+    ("ended" or "attached"); whether its process is gone is the store's word."""
+    from pmp.client.future import EarlierRun
+
+    return EarlierRun(fate, store.lock_owner(key), store.lock_owner_gone(key), job, system)
+
+
 def claim(store, key, batch=False):
     """Take the lock on `key` for running it here: True when this process
     holds it now (a stale lock of a dead process on this host is taken over;

@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 
+from pmp.notebook import earlier_runs
 from pmp.notebook.state_style import MUTED, STATES, badge, bar, colour, frame, legend
 from pmp.notebook.task_names import task_name
 
@@ -296,10 +297,16 @@ class FutureStatus:
         state = self.observe()
         summary = self.summary(state)
         printed, printed_html = self._output(state)
-        text = f"{self.label}: {summary}" + (f"\n{printed.rstrip()}" if printed else "")
+        # A call that met an earlier run of its key (a kernel restart) says what became of it.
+        met = earlier_runs.note(self.future)
+        text = f"{self.label}: {summary}" + (f"\n{met}" if met else "")
+        text += f"\n{printed.rstrip()}" if printed else ""
+        met_html = (
+            f'<div class="pmp-earlier-run" style="{MUTED}">{html.escape(met)}</div>' if met else ""
+        )
         markup = (
             f'<div class="pmp-status" data-state="{state}" style="{frame(state)}">'
-            f"{self._heading(state)}{self._details(state)}{printed_html}</div>"
+            f"{self._heading(state)}{met_html}{self._details(state)}{printed_html}</div>"
         )
         return state, {"text/plain": text, "text/html": markup}
 

@@ -17,7 +17,7 @@ import datetime
 import html
 
 from pmp.client import registry
-from pmp.notebook import state_style
+from pmp.notebook import earlier_runs, state_style
 from pmp.notebook.status_display import FutureStatus, LiveDisplay, _duration, _ticker
 from pmp.notebook.task_names import task_name
 
@@ -202,6 +202,7 @@ class StatusTable:
         self.tasks = list(tasks)
         self.executor = executor  # the magics' current one
         self.store = None if store_root is None else StoreRows(store_root)
+        self.earlier = None if store_root is None else earlier_runs.InStore(store_root, executor)
         self._seen = {}  # Future -> NotebookTask, for the user's Executors' calls
 
     def parts(self):
@@ -278,6 +279,9 @@ class StatusTable:
                 cells = [cells for _, cells in self.store.rows]
                 text.append(_text_table(_STORE_COLUMNS, cells, indent="  "))
                 markup.append(_html_table(_STORE_COLUMNS, self.store.rows))
+            for line in self.earlier.lines(self.tasks):  # after a restart: what became of them
+                text.append(line)
+                markup.append(f"<div>{html.escape(line)}</div>")
         body = "".join(markup)
         return state, {
             "text/plain": "\n".join(text),

@@ -21,7 +21,8 @@
 //!   text. Locks have a directory of their own because `<key>.lock` would
 //!   itself be a valid task key;
 //! - `root/jobs/<key>`: which batch job runs the key's call (`job_record`),
-//!   signed like an entry;
+//!   signed like an entry; removed once a client saw that job end, so one
+//!   left beside an entry is an end no client saw (a kernel restarted);
 //! - `root/logs/<key>.out`: what that job printed, written by the job system;
 //! - `.tmp-<random>` in each of these directories: files being written, which
 //!   no valid key can name.
@@ -117,6 +118,25 @@ fn keys_in(dir: &Path) -> Result<Vec<String>, StoreError> {
         .collect();
     keys.sort_unstable();
     Ok(keys)
+}
+
+/// Whether a lock's `owner` text ("host pid", or "batch host pid") names a
+/// process of this host that no longer runs.
+fn owner_gone(owner: &str) -> bool {
+    let mut parts = owner.strip_prefix("batch ").unwrap_or(owner).split(' ');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return false;
+    };
+    if host != crate::host::name() {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
 }
 
 /// `key`'s file name, if it is a valid key.
@@ -408,25 +428,25 @@ impl Store {
         let Some(owner) = self.lock_owner(key) else {
             return false;
         };
-        let owner = match owner.strip_prefix("batch ") {
-            Some(_) if self.jobs.join(file_name(key)).exists() => return false,
-            Some(rest) => rest,
-            None => owner.as_str(),
-        };
-        let mut parts = owner.split(' ');
-        let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
-            return false;
-        };
-        let Ok(pid) = pid.trim().parse::<i32>() else {
-            return false;
-        };
-        if host != crate::host::name() {
+        if owner.starts_with("batch ") && self.jobs.join(file_name(key)).exists() {
             return false;
         }
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        !alive
+        owner_gone(&owner)
+    }
+
+    /// Whether the lock on `key` was taken by a process of this host that
+    /// no longer runs, batch or not: what a client says of the run it
+    /// attached to or takes over (a batch job submitted before a kernel
+    /// restart goes on without its client). False if there is no lock, or
+    /// its owner is of another host.
+    pub fn lock_owner_gone(&self, key: &str) -> bool {
+        self.lock_owner(key).is_some_and(|owner| owner_gone(&owner))
+    }
+
+    /// All keys with a lock file, sorted: the calls running now, and those
+    /// whose runs died holding their key (`lock_is_stale`).
+    pub fn lock_keys(&self) -> Result<Vec<String>, StoreError> {
+        keys_in(&self.locks)
     }
 
     /// Try to take the lock on `key`; see `claim`, which also takes over a
@@ -508,6 +528,13 @@ impl Store {
         job_record::decode(&self.signer, key, content)
             .map(Some)
             .map_err(|why| StoreError::Invalid { path, why })
+    }
+
+    /// Remove the job record of `key` once a client has seen its job end:
+    /// a record left with an entry then means that no client followed the
+    /// job to its end. Ok(false) if there was none.
+    pub fn remove_job(&self, key: &str) -> Result<bool, StoreError> {
+        files::remove(&self.jobs.join(checked(key)?))
     }
 
     /// All keys with a job record, sorted (not verified: `read_job` does).

@@ -369,6 +369,38 @@ fn a_lock_is_held_once() {
 }
 
 #[test]
+fn a_lock_a_dead_process_left_is_gone_and_listed_but_a_batch_jobs_is_not_stale() {
+    let (_scratch, store) = new_store();
+    // A process that has ended: its pid no longer runs (and is not reused this soon).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let host = crate::host::name();
+    let me = std::process::id();
+    store.try_lock("dead", &format!("{host} {dead}")).unwrap();
+    store.try_lock("alive", &format!("{host} {me}")).unwrap();
+    store
+        .try_lock("job", &format!("batch {host} {dead}"))
+        .unwrap();
+    store.write_job("job", "83").unwrap();
+    store
+        .try_lock("elsewhere", &format!("{host}-not-this-one {dead}"))
+        .unwrap();
+    assert_eq!(
+        store.lock_keys().unwrap(),
+        ["alive", "dead", "elsewhere", "job"]
+    );
+    assert!(store.lock_owner_gone("dead") && store.lock_is_stale("dead"));
+    assert!(!store.lock_owner_gone("alive") && !store.lock_is_stale("alive"));
+    // Its job goes on without the client that submitted it: gone, not stale.
+    assert!(store.lock_owner_gone("job") && !store.lock_is_stale("job"));
+    assert!(!store.lock_owner_gone("elsewhere") && !store.lock_is_stale("elsewhere"));
+    assert!(!store.lock_owner_gone("none"));
+    assert!(store.remove_job("job").unwrap() && !store.remove_job("job").unwrap());
+    assert_eq!(store.job_keys().unwrap(), Vec::<String>::new());
+}
+
+#[test]
 fn of_racing_lockers_one_wins() {
     let (_scratch, store) = new_store();
     let threads = 8;
