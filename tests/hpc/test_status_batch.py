@@ -7,6 +7,7 @@ job's end."""
 
 import ast
 import datetime
+import html
 import os
 import re
 import subprocess
@@ -236,5 +237,19 @@ def test_each_reason_a_pending_job_waits_for_reads_as_words(reason):
         rf"\({re.escape(JOB_REASONS[reason])}\)",
         text,
     ), text
-    # The state the HTML colours is followed by the rest of the summary, whole.
-    assert '">queued</span> for ' in markup, markup
+    # The HTML shows the state as its badge and the job's words whole.
+    assert 'class="pmp-badge" data-state="queued"' in markup, markup
+    assert html.escape(f"job 83 waiting in Slurm's queue: {reason} (") in markup, markup
+
+
+def test_a_reason_with_slurms_details_still_reads_as_words():
+    # squeue adds details after the reason's word, as for a reserved node.
+    future = Future()
+    future.job = "83"
+    future.job_status = JobStatus(
+        "Slurm", "PENDING", "ReqNodeNotAvail, Reserved for maintenance", ""
+    )
+    text = FutureStatus(future, "f").bundle()[1]["text/plain"]
+    assert text.endswith(
+        f"ReqNodeNotAvail, Reserved for maintenance ({JOB_REASONS['ReqNodeNotAvail']})"
+    ), text

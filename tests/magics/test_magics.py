@@ -322,6 +322,12 @@ def test_status_is_one_live_table_of_tasks_workers_and_the_store(pmp_kernel, tmp
     assert f"task store {tmp_path}: 2 entries" in last, last
     stored = table_rows(last, "key")
     assert sorted(row[1:3] for row in stored) == [["abs", "done"], ["slow", "done"]], last
+    # In HTML a hashed key shows its start, whole in its tooltip, and no
+    # store cell wraps (a date in three lines).
+    markup = pmp_kernel.displays[display_id][-1]["text/html"]
+    for key, *_ in stored:
+        assert f"<span title='{key}'>{key[:16]}…</span>" in markup, markup
+    assert markup.count("white-space: nowrap'>") >= 2 * 6, markup
 
 
 @pytest.mark.timeout(180)

@@ -375,7 +375,7 @@ class BatchJobs:
                 from pmp.client.future import _decode_exception
 
                 self._job_over(w, "FAILED")
-                w.future.took_times_of(entry)
+                w.future.took_times_of(entry, own_run=True)
                 _fail(w.future, _decode_exception(entry.frames))
 
     def _follow_states(self, watched):

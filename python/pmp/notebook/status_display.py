@@ -73,8 +73,11 @@ def job_words(future):
         words = f"job {job} waiting in {status.system}'s queue"
         if status.reason and status.reason != "None":
             words += f": {status.reason}"
-            if status.reason in JOB_REASONS:
-                words += f" ({JOB_REASONS[status.reason]})"
+            # Slurm may add its details after the reason's word:
+            # `ReqNodeNotAvail, Reserved for maintenance`.
+            known = JOB_REASONS.get(status.reason.split(",", 1)[0].strip())
+            if known:
+                words += f" ({known})"
         return words
     if status.state == "RUNNING":
         return f"job {job} on {status.nodes}" if status.nodes else f"job {job}"

@@ -27,6 +27,7 @@ _SHORT = 60  # characters of a result or an error shown in a cell of the table
 _TASK_COLUMNS = ("task", "state", "job", "node", "elapsed", "detail")
 _STORE_COLUMNS = ("key", "function", "state", "host", "finished", "duration")
 _TASK_STATE, _STORE_STATE = 1, 2  # the columns whose cells are badges
+_KEY_SHOWN = 16  # characters of a long store key shown in HTML (all of it in text/plain)
 # JupyterLab's table style right-aligns cells: each cell says left itself.
 _CELL = "text-align: left; vertical-align: top; padding: 0 1em 0 0"
 
@@ -270,7 +271,8 @@ class StatusTable:
         if self.store is not None:
             self.store.refresh()
             more = self.store.total - len(self.store.rows)
-            title = f"task store {self.store.root}: {self.store.total} entries" + (
+            entries = "entry" if self.store.total == 1 else "entries"
+            title = f"task store {self.store.root}: {self.store.total} {entries}" + (
                 f" ({more} older not shown)" if more > 0 else ""
             )
             text.append(title)
@@ -309,22 +311,32 @@ def _html_caption(words, title=True):
     )
 
 
-def _html_row(cells, state, badge_column):
-    """A row whose state cell is the state's badge (with why it waits, if known)."""
+def _html_row(cells, state, badge_column, style=_CELL, shorten=()):
+    """A row whose state cell is the state's badge (with why it waits, if
+    known); cells of the columns in `shorten` show their start, whole in
+    their tooltip."""
     shown = []
     for index, cell in enumerate(cells):
         if index == badge_column:
             reason = cell[len(state) :].lstrip(": ")
             content = state_style.badge(state) + (f" {html.escape(reason)}" if reason else "")
+        elif index in shorten and len(str(cell)) > _KEY_SHOWN:
+            whole = html.escape(str(cell))
+            content = f"<span title='{whole}'>{html.escape(str(cell)[:_KEY_SHOWN])}…</span>"
         else:
             content = html.escape(str(cell))
-        shown.append(f"<td style='{_CELL}'>{content}</td>")
+        shown.append(f"<td style='{style}'>{content}</td>")
     return f"<tr>{''.join(shown)}</tr>"
 
 
 def _html_table(columns, rows):
-    head = "".join(f"<th style='{_CELL}'>{html.escape(c)}</th>" for c in columns)
-    body = "".join(_html_row(cells, state, _STORE_STATE) for state, cells in rows)
+    """The store's rows: a hashed key (64 hex digits) shows its start, as
+    git shows a commit; no cell wraps (a date in three lines reads badly)."""
+    style = f"{_CELL}; white-space: nowrap"
+    head = "".join(f"<th style='{style}'>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        _html_row(cells, state, _STORE_STATE, style, shorten=(0,)) for state, cells in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
