@@ -21,13 +21,16 @@ from test_status_batch import OUTSIDE, Kernel, squeue
 def kernel(slurm, tmp_path):
     started = Kernel(tmp_path)
     yield started
+    (tmp_path / "go").write_text("")  # a job a failed test left waiting ends
     started.close()
 
 
 TALK = """%%pmp submit --name talk
 import os, time
 print("first line")
-while not os.path.exists("go"):
+for _ in range(3000):  # 150 s at most: a failed test leaves no job running
+    if os.path.exists("go"):
+        break
     time.sleep(0.05)
 print("last line")
 7"""
@@ -78,7 +81,9 @@ from pmp import Executor
 
 def talk(n):
     print("first line")
-    while not os.path.exists("go"):
+    for _ in range(3000):  # 150 s at most: a failed test leaves no job running
+        if os.path.exists("go"):
+            break
         time.sleep(0.05)
     for i in range(n):
         print(f"line {i:06d} " + "x" * 40)
@@ -143,7 +148,9 @@ def test_a_batch_futures_display_says_when_earlier_lines_are_only_in_its_log():
 
 HELD = """%%pmp submit --name held
 import os, time
-while not os.path.exists("go"):
+for _ in range(3000):  # 150 s at most: a failed test leaves no job running
+    if os.path.exists("go"):
+        break
     time.sleep(0.05)
 1"""
 
