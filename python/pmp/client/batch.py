@@ -409,9 +409,10 @@ class BatchJobs:
         client no more than that."""
         try:
             read = w.store.log_from(w.key, w.log_offset, OUTPUT_KEPT)
-        except OSError:
+        except (OSError, RuntimeError):
             # Not the user's own file, which the store's trust rules never
-            # read (PermissionError): no output, as for `_tail`.
+            # read (PermissionError), or an I/O error (RuntimeError), say on
+            # a shared file system: no output now, and the follower goes on.
             return
         if read is None:
             return
