@@ -152,6 +152,8 @@ def test_a_logs_directory_planted_with_a_link_is_refused(other_user, public_dir,
     assert stat.S_IMODE((root / "logs").stat().st_mode) == 0o700
     os.symlink(victim_file, task_store.log_path("k"))
     refused(lambda: task_store.log_tail("k", 100), "is a symbolic link")
+    # Nor by the reader that follows a running job's log as it grows.
+    refused(lambda: task_store.log_from("k", 0, 100), "is a symbolic link")
 
 
 def test_a_huge_file_in_place_of_an_entry_is_rejected_without_reading_it(tmp_path):

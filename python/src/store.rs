@@ -276,6 +276,22 @@ impl Store {
         let tail = self.store.log_tail(key, limit).map_err(to_python)?;
         Ok(tail.map(|bytes| PyBytes::new(py, &bytes)))
     }
+
+    /// The log of `key`'s batch job from byte `offset` on, as `(start,
+    /// bytes)`: at most its last `limit` bytes, `start` past `offset` when
+    /// more was written since and below it when a new job started the log
+    /// again; None if there is none; PermissionError if it is not the
+    /// user's own file.
+    fn log_from<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        offset: u64,
+        limit: u64,
+    ) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
+        let read = self.store.log_from(key, offset, limit).map_err(to_python)?;
+        Ok(read.map(|(start, bytes)| (start, PyBytes::new(py, &bytes))))
+    }
 }
 
 /// Whether `job` is a batch job id (Slurm's digits, Flux's f58).

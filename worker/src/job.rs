@@ -45,7 +45,7 @@
 use crate::interpreter::Runtime;
 use crate::settings::JobSettings;
 use crate::stored;
-use pmp_scheduler::protocol::{FunctionRef, Outcome};
+use pmp_scheduler::protocol::FunctionRef;
 use pmp_scheduler::store::{Entry, Input, State, Store, StoreError};
 use pmp_scheduler::Bytes;
 use std::collections::hash_map::{self, HashMap};
@@ -227,9 +227,9 @@ fn run_call(store: &Store, key: &str, runtime: &Runtime) -> Result<Ran, Failure>
             frames,
         )
         .map_err(Failure::Internal)?;
-    if outcome == Outcome::Raised {
-        eprintln!("pmp-worker: job {key}: {function} raised; its entry holds the exception");
-    }
+    // A call that raised says nothing more on stderr: the log is what the
+    // call printed, which the client shows as its output, and its entry
+    // holds the exception.
     let entry = stored::outcome_entry(function, submitted, started, outcome, frames);
     store.write(key, &entry).map_err(Failure::Store)?;
     Ok(Ran::Called)

@@ -14,8 +14,12 @@ running, and attaches to it instead of submitting another.
 One thread per executor follows its jobs: it looks for their entries every
 quarter second (a stat each), and asks the job system for their states
 every few seconds, in one call (`squeue`, `flux jobs`) for all of them.
+It also reads what running jobs print, from their logs in the store, from
+where it last read (the job's Python writes unbuffered), into their
+Futures' output, for their displays and `Future.output`.
 """
 
+import codecs
 import collections
 import contextlib
 import os
@@ -26,7 +30,7 @@ from concurrent.futures import CancelledError, InvalidStateError
 
 from pmp.client import serialize, store
 from pmp.client.errors import DependencyCancelledError, DependencyRefused, JobFailedError
-from pmp.client.future import EarlierRun, Future, monotonic_of
+from pmp.client.future import OUTPUT_KEPT, EarlierRun, Future, monotonic_of
 
 # How often the entries of running jobs are looked for, and the job system asked.
 _ENTRY_POLL = 0.25
@@ -142,7 +146,17 @@ _UPSTREAM_WAITS = 5
 class _Watched:
     """A Future waiting for `key`'s entry, and the job that will write it."""
 
-    __slots__ = ("future", "job", "key", "missing", "store", "upstream", "waits")
+    __slots__ = (
+        "future",
+        "job",
+        "key",
+        "log_decoder",
+        "log_offset",
+        "missing",
+        "store",
+        "upstream",
+        "waits",
+    )
 
     def __init__(self, future, task_store, key, job, upstream):
         self.future = future
@@ -152,6 +166,8 @@ class _Watched:
         self.missing = 0  # state queries that did not know the job any more
         self.upstream = upstream  # [_Upstream] of its Future arguments
         self.waits = 0  # polls spent waiting for the upstream Futures (_ended)
+        self.log_offset = 0  # how far its job's log was read (_read_log)
+        self.log_decoder = None  # ... and a character cut at that point, decoded with the next
 
 
 class BatchJobs:
@@ -270,6 +286,7 @@ class BatchJobs:
     def _attach(self, future, task_store, key, job, upstream):
         """Follow `job` (None: not known yet) until `key`'s entry resolves `future`."""
         future.job = job
+        future.log_path = os.fspath(task_store.log_path(key))
         watched = _Watched(future, task_store, key, job, list(upstream))
         future._pmp_cancel = lambda: self._cancel([watched])
         self._watch(watched)
@@ -317,6 +334,9 @@ class BatchJobs:
             "PMP_PYTHON": sys.executable,
             "PMP_SYS_PATH": "\x1f".join(_client_sys_path()),
             "PMP_RANKS": str(resources["cores"]),
+            # What the call prints reaches its log as printed, not a block at
+            # a time: the client shows the log as it grows (_read_log).
+            "PYTHONUNBUFFERED": "1",
         }
         # The variables every backend sets from threads_per_core (the scheduler's list).
         threads = str(resources["threads_per_core"])
@@ -365,7 +385,11 @@ class BatchJobs:
                 )
                 continue
             if entry is None:
+                if w.future.running():
+                    self._read_log(w)
                 continue
+            # The rest of what it printed: the job flushed it before writing its entry.
+            self._read_log(w)
             _seen_end(w)
             if entry.state == "done":
                 self._job_over(w, "COMPLETED")
@@ -377,6 +401,36 @@ class BatchJobs:
                 self._job_over(w, "FAILED")
                 w.future.took_times_of(entry, own_run=True)
                 _fail(w.future, _decode_exception(entry.frames))
+
+    def _read_log(self, w):
+        """What `w`'s job printed since the last read, into its Future's
+        output, as stdout (the log holds stdout and stderr as one): at most
+        what the Future keeps, so that a job printing gigabytes costs the
+        client no more than that."""
+        try:
+            read = w.store.log_from(w.key, w.log_offset, OUTPUT_KEPT)
+        except (OSError, RuntimeError):
+            # Not the user's own file, which the store's trust rules never
+            # read (PermissionError), or an I/O error (RuntimeError), say on
+            # a shared file system: no output now, and the follower goes on.
+            return
+        if read is None:
+            return
+        start, data = read
+        if start != w.log_offset:
+            # Skipped what the Future would not keep anyway, or the log
+            # was started again by a new job: a cut character is lost.
+            w.log_decoder = None
+            if start > w.log_offset:
+                w.future.output_truncated = True
+        w.log_offset = start + len(data)
+        if not data:
+            return
+        if w.log_decoder is None:
+            w.log_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = w.log_decoder.decode(data)
+        if text:
+            w.future._pmp_add_output("stdout", text, echo=False)
 
     def _follow_states(self, watched):
         jobs = sorted({w.job for w in watched if w.job})
@@ -461,6 +515,12 @@ class BatchJobs:
             w.store.unlock(w.key)
         _seen_end(w)
         self._job_over(w, state or "LOST")
+        self._read_log(w)
+        if state is not None:
+            # One clock: its end as the job system has it, not when this noticed.
+            ended = self.jobs.ended_at(w.job)
+            if ended is not None:
+                w.future.finished_at = monotonic_of(ended)
         if failure is not None:
             _fail(w.future, failure)
             return

@@ -156,6 +156,21 @@ class FluxJobs:
         jobs = done.stdout.split()
         return jobs[-1] if jobs else None  # listed newest first
 
+    def ended_at(self, job):
+        """When an ended job ended (`flux jobs`' t_inactive), a `time.time()`
+        value, or None."""
+        try:
+            shown = subprocess.run(
+                [self._flux, "jobs", "--no-header", "--format={t_inactive}", job],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return _started(shown)
+
     def accounted(self, job):
         """Always None: Flux keeps no accounting apart from `flux jobs`, so
         a job it no longer lists is lost."""
@@ -189,8 +204,8 @@ def _unanswered(name, why):
 
 
 def _started(text):
-    """`flux jobs`' t_run (seconds since the epoch, 0 before it ran) as a
-    `time.time()` value, or None."""
+    """`flux jobs`' t_run or t_inactive (seconds since the epoch, 0 before
+    that happened) as a `time.time()` value, or None."""
     try:
         started = float(text)
     except ValueError:

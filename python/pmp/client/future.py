@@ -37,7 +37,7 @@ from pmp.notebook.cell_output import write_to_client
 _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
 # How much of a task's printed output a Future keeps for its display.
-_OUTPUT_KEPT = 64 * 1024
+OUTPUT_KEPT = 64 * 1024
 
 # An earlier run of a Future's store key, met when the call was submitted:
 # `fate` "ended" (its process died without storing an outcome, so this call
@@ -78,7 +78,9 @@ class Future(_BaseFuture):
     What the task prints arrives while it runs: it goes to the Future's
     status display when one shows it, otherwise to the notebook cell that
     submitted it, or in a script to this process's sys.stdout/sys.stderr;
-    `output` keeps the last 64 KiB of it."""
+    `output` keeps the last 64 KiB of it. A batch job's output is its log
+    in the task store (`log_path`), read as it grows: it shows in the
+    Future's status display and in `output`, not in the cell or streams."""
 
     # Slots, not an instance dict: 100,000 finished calls whose Futures the
     # user holds cost about 200 bytes each, not a kilobyte. What most
@@ -104,6 +106,8 @@ class Future(_BaseFuture):
     )
     _pmp_display = None  # the status display (a LiveDisplay) showing this Future
     _pmp_output = ()  # [(stream name, text)], the kept tail
+    output_truncated = False  # True once earlier output was dropped from the kept tail
+    log_path = None  # its batch job's log in the task store, which has all it printed
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
     reused = False  # ... stored before this call was submitted, not computed for it
     earlier_run = None  # an `EarlierRun` of its key that it ran again or attached to
@@ -319,7 +323,8 @@ class Future(_BaseFuture):
         return "".join(text for _, text in self._pmp_output)
 
     def output_chunks(self):
-        """``[(stream name, text)]``: what the task printed, by stream."""
+        """``[(stream name, text)]``: what the task printed, by stream. A
+        batch job's log holds stdout and stderr as one: it is "stdout"."""
         return list(self._pmp_output)
 
     def show_output_in_display(self, display):
@@ -329,16 +334,20 @@ class Future(_BaseFuture):
         `result()` or `exception()` returns it."""
         self._pmp_display = display
 
-    def _pmp_add_output(self, name, text):
+    def _pmp_add_output(self, name, text, echo=True):
+        """Keep `text` (of stream `name`) for `output` and the display; with
+        `echo` and no display, also write it to the cell or the client's
+        stream (a batch job's output is not echoed: it has its log)."""
         chunks = self._pmp_output
         if not chunks:
             chunks = self._pmp_output = []
             self._pmp_output_size = 0
         chunks.append((name, text))
         self._pmp_output_size += len(text)
-        while self._pmp_output_size > _OUTPUT_KEPT and len(chunks) > 1:
+        while self._pmp_output_size > OUTPUT_KEPT and len(chunks) > 1:
             self._pmp_output_size -= len(chunks.pop(0)[1])
-        if self._pmp_display is None:
+            self.output_truncated = True
+        if echo and self._pmp_display is None:
             (self._pmp_write or write_to_client)(name, text)
 
     def _ipython_display_(self):

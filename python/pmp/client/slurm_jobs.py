@@ -158,6 +158,26 @@ class SlurmJobs:
         jobs = sorted(done.stdout.split(), key=lambda job: (len(job), job))
         return jobs[0] if jobs else None
 
+    def ended_at(self, job):
+        """When an ended job ended, a `time.time()` value: from squeue while
+        it still lists the job (a few minutes after its end), else from the
+        accounting (sacct's End); None when neither knows."""
+        for command in (
+            [self._squeue, "-h", "-t", "all", "-o", "%e", "-j", job],
+            [self._sacct, "-n", "-X", "-P", "-o", "End", "-j", job],
+        ):
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=30, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            for line in done.stdout.splitlines():
+                ended = _started(line.strip())
+                if ended is not None:
+                    return ended
+        return None
+
     def accounted(self, job):
         """(state, exit code) of a job squeue no longer shows, from Slurm's
         accounting (`sacct`), or None where it has no record (or none is kept)."""
@@ -199,8 +219,9 @@ class SlurmJobs:
 
 
 def _started(text):
-    """squeue's start time (local time, `2026-12-06T02:30:00`) as a
-    `time.time()` value; None for `N/A` or `Unknown`."""
+    """squeue's or sacct's start or end time (local time,
+    `2026-12-06T02:30:00`) as a `time.time()` value; None for `N/A` or
+    `Unknown`."""
     import datetime
 
     try:

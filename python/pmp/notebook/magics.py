@@ -343,8 +343,26 @@ class PmpMagics(Magics):
                     f"%pmp cancel: {arguments.target!r} is not a Future in this notebook"
                 )
             futures = [future]
-        cancelled = sum(1 for f in futures if f.cancel())
-        print(f"cancelled {cancelled} of {len(futures)}")
+        cancelled, stopped = 0, []
+        for future in futures:
+            # cancel() stops a running batch job too (scancel, flux cancel) but
+            # returns False: concurrent.futures cannot cancel a running Future.
+            running_job = getattr(future, "job", None) is not None and future.running()
+            if future.cancel():
+                cancelled += 1
+            elif running_job:
+                stopped.append(future)
+        line = f"cancelled {cancelled + len(stopped)} of {len(futures)}"
+        if stopped:
+            jobs = ", ".join(future.job for future in stopped)
+            status = stopped[0].job_status
+            system = status.system if status is not None else "its job system"
+            if len(stopped) == 1:
+                told = f"job {jobs} was running: {system} cancelled it; its Future fails"
+            else:
+                told = f"jobs {jobs} were running: {system} cancelled them; their Futures fail"
+            line += f" ({told}, as a running Future cannot be cancelled)"
+        print(line)
 
     def _resources(self, arguments, cell):
         import os

@@ -100,6 +100,18 @@ def _as_shown(chunks):
     return shown
 
 
+def log_line(future):
+    """The line above what a batch job printed that names its log in the
+    task store, where all of it is (the display keeps the last 64 KiB);
+    "" for other Futures."""
+    path = getattr(future, "log_path", None)
+    if path is None:
+        return ""
+    if getattr(future, "output_truncated", False):
+        return f"output: {path} (the last 64 KiB below; earlier lines are in that file)"
+    return f"output: {path}"
+
+
 def state_of(future):
     if future.cancelled():
         return "cancelled"
@@ -233,8 +245,10 @@ class FutureStatus:
         )
         opened = " open" if live or lines <= _OPEN_LINES else ""
         style = "margin: 0 0 0 1em; max-height: 20em; overflow: auto"
-        return text, (
-            f'<details{opened}><summary style="{MUTED}">{title}</summary>'
+        note = log_line(self.future)
+        return (f"{note}\n" if note else "") + text, (
+            (f'<div class="pmp-log" style="{MUTED}">{html.escape(note)}</div>' if note else "")
+            + f'<details{opened}><summary style="{MUTED}">{title}</summary>'
             f'<pre class="pmp-output" style="{style}">{markup}</pre></details>'
         )
 

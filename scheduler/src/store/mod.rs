@@ -552,17 +552,38 @@ impl Store {
     /// The last `limit` bytes (at most) of the log of `key`'s batch job,
     /// read as `private::open` allows; Ok(None) when there is none.
     pub fn log_tail(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.log_from(key, 0, limit)?.map(|(_, tail)| tail))
+    }
+
+    /// What the log of `key`'s batch job holds from byte `offset` on, for a
+    /// reader that follows it as it grows: `(start, bytes)`, where `start`
+    /// is past `offset` when more than `limit` bytes were written since
+    /// (only the last `limit` are read: a reader's memory stays bounded),
+    /// and below it when the log is shorter than `offset` (a new job of
+    /// the key started it again). Read as `private::open` allows; Ok(None)
+    /// when there is no log.
+    pub fn log_from(
+        &self,
+        key: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let path = self.log_path(key)?;
         let (mut file, metadata) = match private::open(&path) {
             Ok(opened) => opened,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into_store_error(&path)),
         };
-        let start = metadata.len().saturating_sub(limit);
+        let len = metadata.len();
+        let from = if offset > len { 0 } else { offset };
+        let start = from.max(len.saturating_sub(limit));
         file.seek(SeekFrom::Start(start)).map_err(io(&path))?;
-        let mut tail = Vec::new();
-        file.take(limit).read_to_end(&mut tail).map_err(io(&path))?;
-        Ok(Some(tail))
+        let mut read = Vec::new();
+        // Up to the length seen: what the job writes meanwhile is the next read's.
+        file.take(len - start)
+            .read_to_end(&mut read)
+            .map_err(io(&path))?;
+        Ok(Some((start, read)))
     }
 }
 

@@ -789,6 +789,35 @@ fn a_logs_tail_is_its_last_bytes() {
 }
 
 #[test]
+fn a_log_is_read_from_where_it_was_last_read_keeping_at_most_the_limit() {
+    let (_scratch, store) = new_store();
+    assert_eq!(store.log_from("k", 0, 10).unwrap(), None);
+    let path = store.log_path("k").unwrap();
+    fs::write(&path, "one\n").unwrap();
+    assert_eq!(
+        store.log_from("k", 0, 10).unwrap().unwrap(),
+        (0, b"one\n".to_vec())
+    );
+    // Nothing new: nothing read.
+    assert_eq!(
+        store.log_from("k", 4, 10).unwrap().unwrap(),
+        (4, Vec::new())
+    );
+    // It grew by more than the limit: the last `limit` bytes, and where they start.
+    fs::write(&path, "one\ntwo\nthree\nfour\n").unwrap();
+    assert_eq!(
+        store.log_from("k", 4, 5).unwrap().unwrap(),
+        (14, b"four\n".to_vec())
+    );
+    // Shorter than what was read: a new job wrote it again, read from its start.
+    fs::write(&path, "new\n").unwrap();
+    assert_eq!(
+        store.log_from("k", 19, 10).unwrap().unwrap(),
+        (0, b"new\n".to_vec())
+    );
+}
+
+#[test]
 fn failed_upstream_finds_the_failure_at_the_head_of_a_chain() {
     let (_scratch, store) = new_store();
     let mut failed = entry(&[b"KeyError"]);
