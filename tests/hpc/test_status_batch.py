@@ -146,13 +146,16 @@ def test_status_display_and_future_tell_one_story_of_batch_jobs(kernel, tmp_path
 
     # Item 1: the table renders for per-call batch jobs, and counts its rows.
     text, markup = kernel.shown("%pmp status")
-    rows = {line.split()[0]: line for line in text.splitlines()[1:5]}
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["task", "state"])
+    rows = {line.split()[0]: line for line in lines[header + 1 : header + 5]}
     assert set(rows) == {"first", "second", "slow", "bad"}, text
     assert f" {took['slow']} " in rows["slow"] and f" {took['bad']} " in rows["bad"], text
     assert "from the store" not in text
     assert "tasks: 3 done, 1 failed" in text
     assert "batch jobs (slurm, one per call): none queued or running" in text
-    assert "tasks: 3 done, 1 failed" in markup
+    # In HTML the legend gives the counts, state by state.
+    assert "</span> done 3</span>" in markup and "</span> failed 1</span>" in markup, markup
 
     # Item 4: the same call again is the stored result, and says so.
     kernel.run(SLOW)

@@ -399,7 +399,7 @@ class BatchJobs:
                 from pmp.client.future import _decode_exception
 
                 self._job_over(w, "FAILED")
-                w.future.took_times_of(entry, own_run=True)
+                w.future.took_times_of(entry)
                 _fail(w.future, _decode_exception(entry.frames))
 
     def _read_log(self, w):

@@ -273,19 +273,14 @@ class Future(_BaseFuture):
         the run's own, as the store recorded them."""
         self.from_store = stored
         self.reused = reused
-        self.took_times_of(stored, own_run=not reused)
+        self.took_times_of(stored)
         self._pmp_frames = stored.frames
         self.set_result(_UNDECODED)
 
-    def took_times_of(self, stored, own_run=False):
+    def took_times_of(self, stored):
         """Started and finished when the stored run did: one clock for the
-        display, the store and `%pmp status`. `own_run`: the run was this
-        Future's (its batch job), whose clock started with the job, a moment
-        before the call in it: that start stays, so time never runs back."""
-        started = monotonic_of(stored.started)
-        if own_run and self.started_at is not None:
-            started = min(started, self.started_at)
-        self.started_at = started
+        display, the store and `%pmp status`."""
+        self.started_at = monotonic_of(stored.started)
         self.finished_at = monotonic_of(stored.finished)
 
     def _pmp_show_outcome(self):
