@@ -29,15 +29,16 @@ notebook; listed at the end of the run):
   longer change (it reads running, with the elapsed time it had then).
 - login-node-reattached.png: y's cell re-run in the new kernel (prompt [2],
   after the config cell): its display running, naming the same job as
-  before the restart.
+  before the restart, and under it `still running in Slurm as job N,
+  submitted before the restart`.
 - login-node-after-restart.png: from y's cell down: its display done with
   the result (the job's own id, so the job that computed it is the job
   attached to), and the new kernel's `%pmp status` listing y with its job.
 - login-node-failed.png, only on failure: the page as it was.
 
-The words of the displays and of the table are being redesigned (issue 22:
-status_display.py, status_table.py, restart words): the checks read the
-state (`data-state`), job ids, node names and results, not their layout."""
+The checks read the state (`data-state`), job ids, node names and results,
+not the words and layout around them, which the unit and kernel tests of
+tests/magics and tests/hpc pin down."""
 
 import getpass
 import json
