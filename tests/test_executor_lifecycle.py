@@ -364,3 +364,26 @@ def test_script_without_shutdown_exits_and_leaves_no_worker(
     assert first == "[1, 2, 3, 4]"
     pids = json.loads(second)
     wait_until(lambda: all(process_gone(pid) for pid in pids), timeout=15)
+
+
+def test_a_script_never_loads_the_notebook_or_ipython(run_script):
+    # The client sits below the notebook: submitting, mapping and reading
+    # results and failures in a script must not import `pmp.notebook`
+    # (nor IPython through it).
+    completed = run_script(
+        """
+        import sys
+        from pmp import Executor
+
+        def fail():
+            raise ValueError("no")
+
+        with Executor(max_workers=1) as exe:
+            print(exe.submit(sum, [1, 2]).result(), list(exe.map(abs, [-1, -2])))
+            print(repr(exe.submit(fail).exception()))
+        print(sorted(m for m in sys.modules if m.startswith(("pmp.notebook", "IPython"))))
+        """,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["3 [1, 2]", "ValueError('no')", "[]"]

@@ -4,6 +4,8 @@
 in Rust; see README.md for the parameters and the backends.
 """
 
+from pmp.client import display_hooks as _display_hooks
+
 # Names load on first use: a worker imports pmp.worker.runtime and must not pay for
 # the client side (concurrent.futures, logging, subprocess) at every start.
 _EXPORTS = {
@@ -60,6 +62,28 @@ def __getattr__(name):
 
 def __dir__():
     return __all__
+
+
+def _show_future(future):
+    # Imported on first display: `python script.py` never loads IPython.
+    from pmp.client.task_names import task_name
+    from pmp.notebook import status_display
+
+    status_display.show(future, task_name(future))
+
+
+def _progress_display(futures, label):
+    # Imported on first display, as above.
+    from pmp.notebook import status_display
+
+    return status_display.progress_display(futures, label)
+
+
+# The notebook sits above the client: it hands the client its displays here, at
+# the package's top, so that a Future shows itself in any IPython kernel
+# (pmp-kernel or ipykernel, `%load_ext pmp` or not) and no client module
+# imports `pmp.notebook`.
+_display_hooks.register(_show_future, _progress_display)
 
 
 def load_ipython_extension(shell):

@@ -405,14 +405,24 @@ def test_load_ext_pmp_in_ipykernel():
 
 
 @pytest.mark.timeout(120)
-def test_a_future_as_a_cells_last_expression_renders_the_live_display(pmp_kernel):
-    pmp_kernel.run("from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)")
-    reply, messages = pmp_kernel.run("future = exe.submit(sum, [40, 2])\nfuture")
-    assert reply["status"] == "ok"
-    display_id = display_id_of(messages)
-    pmp_kernel.drain(1.5)
-    assert pmp_kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
-    pmp_kernel.run("exe.shutdown()")
+@pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
+def test_a_future_as_a_cells_last_expression_renders_the_live_display(kernel_name):
+    # No `%load_ext pmp` in ipykernel: `import pmp` alone gives a Future its display.
+    if not _available(kernel_name):
+        pytest.skip(f"the {kernel_name} kernelspec is not registered")
+    session = Session(kernel_name)
+    try:
+        session.run(
+            "from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)"
+        )
+        reply, messages = session.run("future = exe.submit(sum, [40, 2])\nfuture")
+        assert reply["status"] == "ok"
+        display_id = display_id_of(messages)
+        session.drain(1.5)
+        assert session.displays[display_id][-1]["text/plain"].endswith(": 42")
+        session.run("exe.shutdown()")
+    finally:
+        session.close()
 
 
 @pytest.mark.timeout(120)

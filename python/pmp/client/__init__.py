@@ -4,7 +4,9 @@
 scheduler events into their states), `serialize` (functions, calls and
 values as pickle frames; `function_pickles` keeps a function's pickle
 between submits), `resources` (checking what a call asks for),
-`backends` (which backend runs the workers) and `errors`.
+`backends` (which backend runs the workers), `errors`, `task_names` (one
+name per task), `cell_output` (where a task's output goes when no display
+shows it) and `display_hooks` (the live displays the notebook registers).
 
 Kept free of imports: a worker loads `pmp.client.serialize` at start and
 must not pay for the rest.

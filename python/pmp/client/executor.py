@@ -12,7 +12,8 @@ from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future as _BaseFuture
 
 from pmp import _pmp
-from pmp.client import backends, registry, serialize, store
+from pmp.client import backends, display_hooks, registry, serialize, store
+from pmp.client.cell_output import submitting_cell_writer
 from pmp.client.errors import DependencyCancelledError
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import (
@@ -26,8 +27,7 @@ from pmp.client.resources import (
     request_of,
 )
 from pmp.client.store_watch import StoreWatch
-from pmp.notebook.cell_output import submitting_cell_writer
-from pmp.notebook.task_names import function_name
+from pmp.client.task_names import function_name
 
 _live_executors = weakref.WeakSet()
 # Native schedulers whose threads may still run, even if their Executor was
@@ -396,9 +396,8 @@ class Executor(_BaseExecutor):
         futures = [self.submit(fn, *args) for args in zip(*iterables)]
         on_end = None
         if self._cell_writer is not None and futures:
-            from pmp.notebook import status_display
-
-            on_end = status_display.progress_display(futures, f"map {function_name(fn)}").refresh
+            display = display_hooks.progress_display(futures, f"map {function_name(fn)}")
+            on_end = None if display is None else display.refresh
         return _results_in_order(futures, deadline, on_end)
 
     def batched(self, iterable, n):

@@ -30,9 +30,9 @@ from pmp._pmp import (
     Running,
     Unstored,
 )
-from pmp.client import serialize, store
+from pmp.client import display_hooks, serialize, store
+from pmp.client.cell_output import write_to_client
 from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
-from pmp.notebook.cell_output import write_to_client
 
 _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
@@ -134,7 +134,7 @@ class Future(_BaseFuture):
         self._pmp_frames = None
         self._pmp_write = None  # write(name, text) to the submitting cell
         self._pmp_key = None  # its entry's name in the task store
-        self._pmp_name = None  # its name in every display: see pmp.notebook.task_names
+        self._pmp_name = None  # its name in every display: see pmp.client.task_names
         self._pmp_store = None  # ... and that store (a `pmp._pmp.Store`)
         self._pmp_elsewhere = None  # attach(task) when another live run holds its key
         self.place = None  # (worker id, pid, host) once it runs
@@ -347,10 +347,7 @@ class Future(_BaseFuture):
 
     def _ipython_display_(self):
         """A Future as a cell's last expression shows its live status display."""
-        from pmp.notebook import status_display
-        from pmp.notebook.task_names import task_name
-
-        status_display.show(self, task_name(self))
+        display_hooks.show_future(self)
 
     def __del__(self):
         table = self._pmp_table

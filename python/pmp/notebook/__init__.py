@@ -1,9 +1,9 @@
 """The notebook: what pmp adds to IPython and Jupyter kernels.
 
 `magics` (`%pmp` and `%%pmp`), `completion` (Tab on a %pmp line), `status_display` (the live display of a
-Future or of a group of Futures), `state_style` (how a state looks in every display), `task_names`
-(one name per task) and `cell_output` (where a task's output goes when no display shows it: the cell
-that submitted it).
+Future or of a group of Futures), `state_style` (how a state looks in every display) and
+`earlier_runs` (what the task store says of a run before this one). `pmp/__init__.py` registers the
+displays with the client (`pmp.client.display_hooks`): the client never imports this package.
 """
 
 

@@ -22,8 +22,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from pmp.client.backends import BACKENDS
+from pmp.client.task_names import CELL_FUNCTION, name_task, task_name
 from pmp.notebook import status_display, status_table
-from pmp.notebook.task_names import CELL_FUNCTION, name_task, task_name
 
 
 class _HelpShown(Exception):

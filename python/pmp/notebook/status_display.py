@@ -20,9 +20,9 @@ import threading
 import time
 import traceback
 
+from pmp.client.task_names import task_name
 from pmp.notebook import earlier_runs
 from pmp.notebook.state_style import MUTED, STATES, badge, bar, colour, frame, legend
-from pmp.notebook.task_names import task_name
 
 _TICK = 0.5
 _FINISHED = ("done", "failed", "cancelled")

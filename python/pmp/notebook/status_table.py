@@ -17,9 +17,9 @@ import datetime
 import html
 
 from pmp.client import registry
+from pmp.client.task_names import task_name
 from pmp.notebook import earlier_runs, state_style
 from pmp.notebook.status_display import FutureStatus, LiveDisplay, _duration, _ticker
-from pmp.notebook.task_names import task_name
 
 STORE_ROWS = 20
 TASK_ROWS = 50  # the latest rows of one Executor's part; its counts are of all it keeps
