@@ -29,8 +29,14 @@ import time
 from concurrent.futures import CancelledError, InvalidStateError
 
 from pmp.client import serialize, store
-from pmp.client.errors import DependencyCancelledError, DependencyRefused, JobFailedError
-from pmp.client.future import OUTPUT_KEPT, EarlierRun, Future, monotonic_of
+from pmp.client.errors import (
+    DependencyCancelledError,
+    DependencyRefused,
+    JobFailedError,
+    exception_of,
+)
+from pmp.client.future import OUTPUT_KEPT, Future, monotonic_of
+from pmp.client.store import EarlierRun
 
 # How often the entries of running jobs are looked for, and the job system asked.
 _ENTRY_POLL = 0.25
@@ -263,7 +269,6 @@ class BatchJobs:
         record is still there (`_seen_end` removes it). Once: the record
         goes now, so the next submission runs the call again."""
         from pmp import _pmp
-        from pmp.client.future import _decode_exception
 
         try:
             entry = task_store.read(key)
@@ -280,7 +285,7 @@ class BatchJobs:
         future.took_times_of(entry)
         with contextlib.suppress(Exception):  # a read-only store keeps it (and runs nothing)
             task_store.remove_job(key)
-        _fail(future, _decode_exception(entry.frames))
+        _fail(future, exception_of(entry.frames))
         return True
 
     def _attach(self, future, task_store, key, job, upstream):
@@ -396,11 +401,9 @@ class BatchJobs:
                 with contextlib.suppress(InvalidStateError):
                     w.future.resolve_from_store(entry, reused=False)
             else:
-                from pmp.client.future import _decode_exception
-
                 self._job_over(w, "FAILED")
                 w.future.took_times_of(entry)
-                _fail(w.future, _decode_exception(entry.frames))
+                _fail(w.future, exception_of(entry.frames))
 
     def _read_log(self, w):
         """What `w`'s job printed since the last read, into its Future's
@@ -624,7 +627,6 @@ def _stored_upstream_failure(upstream):
     """The failure stored at the head of the chain the upstream keys belong
     to (the store walks their inputs), or None."""
     from pmp import _pmp
-    from pmp.client.future import _decode_exception
 
     by_store = {}
     for u in upstream:
@@ -633,7 +635,7 @@ def _stored_upstream_failure(upstream):
         with contextlib.suppress(_pmp.InvalidEntry, OSError):
             found = task_store.failed_upstream(keys)
             if found is not None:
-                return _decode_exception(found[1].frames)
+                return exception_of(found[1].frames)
     return None
 
 

@@ -2,6 +2,7 @@
 
 from concurrent.futures import CancelledError
 
+from pmp.client import serialize
 from pmp.worker.remote import RemoteError, RemoteTraceback
 
 __all__ = [
@@ -59,3 +60,15 @@ class DependencyRefused(RuntimeError):
     """A job system refused a batch job because a job it depends on already
     failed or was cancelled (raised by the job systems' `submit`; batch mode
     fails the dependent as its upstream failed instead)."""
+
+
+def exception_of(frames):
+    """The exception a task raised, from its pickle frames; a RemoteError
+    saying why when they do not unpickle here or hold no exception."""
+    try:
+        exception = serialize.loads(frames)
+    except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
+        return RemoteError(f"the task raised an exception that cannot be unpickled here: {error}")
+    if not isinstance(exception, BaseException):
+        return RemoteError(f"the task raised a non-exception: {exception!r}")
+    return exception

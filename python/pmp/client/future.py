@@ -5,7 +5,6 @@ other tasks travels worker → scheduler → worker and is never unpickled here.
 """
 
 import _thread
-import collections
 import contextlib
 import itertools
 import threading
@@ -32,22 +31,12 @@ from pmp._pmp import (
 )
 from pmp.client import display_hooks, serialize, store
 from pmp.client.cell_output import write_to_client
-from pmp.client.errors import DependencyCancelledError, RemoteError, WorkerDiedError
+from pmp.client.errors import DependencyCancelledError, WorkerDiedError, exception_of
 
 _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
 # How much of a task's printed output a Future keeps for its display.
 OUTPUT_KEPT = 64 * 1024
-
-# An earlier run of a Future's store key, met when the call was submitted:
-# `fate` "ended" (its process died without storing an outcome, so this call
-# runs it again), "attached" (it still runs, so this Future follows it) or
-# "failed" (its batch job failed while no client followed it: this Future
-# fails as it did, once);
-# `owner` the text of the lock it held ("host pid", "batch host pid"),
-# `gone` whether that process no longer runs (the store's word), `job` and
-# `system` its batch job ("83", "Slurm") if it is one.
-EarlierRun = collections.namedtuple("EarlierRun", "fate owner gone job system")
 
 
 class _ResultWaiter:
@@ -110,7 +99,7 @@ class Future(_BaseFuture):
     log_path = None  # its batch job's log in the task store, which has all it printed
     from_store = None  # the `pmp._pmp.StoredEntry` it resolved from, if any
     reused = False  # ... stored before this call was submitted, not computed for it
-    earlier_run = None  # an `EarlierRun` of its key that it ran again or attached to
+    earlier_run = None  # a `store.EarlierRun` of its key that it ran again or attached to
     _pmp_cancel = None  # scancel its batch job
     job = None  # the batch job that computes it (backend="slurm" outside an allocation)
     job_state = None  # that job's state in words: "PENDING (Priority)", "RUNNING on node2"
@@ -439,7 +428,7 @@ class FutureTable:
                     store.index_of(future._pmp_store).add(future._pmp_key)
                 future.set_result(_UNDECODED)
             elif kind is Raised:
-                future.set_exception(_decode_exception(event.frames))
+                future.set_exception(exception_of(event.frames))
             elif kind is Rejected:
                 error = ValueError if event.error_type == "ValueError" else RuntimeError
                 future.set_exception(error(event.message))
@@ -461,13 +450,3 @@ def monotonic_of(wall):
     """`time.time()` value `wall` on the `time.monotonic()` clock the
     Futures' `started_at` and `finished_at` use."""
     return time.monotonic() - (time.time() - wall)
-
-
-def _decode_exception(frames):
-    try:
-        exception = serialize.loads(frames)
-    except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
-        return RemoteError(f"the task raised an exception that cannot be unpickled here: {error}")
-    if not isinstance(exception, BaseException):
-        return RemoteError(f"the task raised a non-exception: {exception!r}")
-    return exception

@@ -10,6 +10,7 @@ can write to, a link planted in it) is refused whole: PermissionError, and
 nothing of it is read (the rule is the Rust store's).
 """
 
+import collections
 import datetime
 import os
 import socket
@@ -18,12 +19,23 @@ import time
 import warnings
 
 from pmp.client import serialize
+from pmp.client.errors import exception_of
 from pmp.client.resources import check_directory, check_key
 
 _open = {}  # absolute path -> _pmp.Store
 _indexes = {}  # _pmp.Store -> KeyIndex (one store object per path, see open_store)
 _open_lock = threading.Lock()
 _reported = set()  # (root, key) of invalid entries already warned about
+
+# An earlier run of a store key (`Future.earlier_run`), met when the call was submitted:
+# `fate` "ended" (its process died without storing an outcome, so this call
+# runs it again), "attached" (it still runs, so this Future follows it) or
+# "failed" (its batch job failed while no client followed it: this Future
+# fails as it did, once);
+# `owner` the text of the lock it held ("host pid", "batch host pid"),
+# `gone` whether that process no longer runs (the store's word), `job` and
+# `system` its batch job ("83", "Slurm") if it is one.
+EarlierRun = collections.namedtuple("EarlierRun", "fate owner gone job system")
 
 
 class StoreWarning(UserWarning):
@@ -146,8 +158,6 @@ def lock_holder(owner):
 def earlier_run(store, key, fate, job=None, system=None):
     """The `EarlierRun` that holds `key`'s lock now, met with `fate`
     ("ended" or "attached"); whether its process is gone is the store's word."""
-    from pmp.client.future import EarlierRun
-
     return EarlierRun(fate, store.lock_owner(key), store.lock_owner_gone(key), job, system)
 
 
@@ -248,9 +258,7 @@ def get_future_from_cache(cache_directory, cache_key):
         if entry.state == "done":
             future.set_result(serialize.loads(entry.frames))
         else:
-            from pmp.client.future import _decode_exception
-
-            future.set_exception(_decode_exception(entry.frames))
+            future.set_exception(exception_of(entry.frames))
 
     try:
         entry = store.read(cache_key)
