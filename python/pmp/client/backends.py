@@ -1,8 +1,10 @@
-"""Which backend starts the workers, where pmp-worker lives, which GPUs exist."""
+"""Which backend starts the workers, where pmp-worker lives and what it
+imports from, which GPUs exist."""
 
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 BACKENDS = ("auto", "local", "mpi", "slurm", "flux")
@@ -200,6 +202,13 @@ def bind_host(backend, hostname_localhost):
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "0.0.0.0"
+
+
+def client_sys_path():
+    """This process's sys.path, with '' made absolute, for workers to import
+    what the client can."""
+    cwd = os.getcwd()
+    return [entry or cwd for entry in sys.path]
 
 
 def worker_program(tool_dirs):

@@ -28,7 +28,8 @@ import threading
 import time
 from concurrent.futures import CancelledError, InvalidStateError
 
-from pmp.client import serialize, store
+from pmp.client import backends, serialize, store
+from pmp.client.arguments import value_of_done
 from pmp.client.errors import (
     DependencyCancelledError,
     DependencyRefused,
@@ -302,9 +303,7 @@ class BatchJobs:
             key = getattr(future, "_pmp_key", None)
             if key is None:
                 if future.done():
-                    from pmp.client.executor import _value_of_done
-
-                    return serialize.as_value(_value_of_done(future))
+                    return serialize.as_value(value_of_done(future))
                 raise ValueError(
                     "a batch job can depend only on calls with a task store entry (Futures of "
                     "an Executor with a cache_directory, or of this one); this Future is "
@@ -331,13 +330,12 @@ class BatchJobs:
         # put a link there for the job system to follow.
         log = os.fspath(task_store.log_path(key))
         cwd = resources["cwd"] or os.getcwd()
-        from pmp.client.executor import _client_sys_path
 
         environment = {
             "PMP_JOB_STORE": root,
             "PMP_JOB_KEY": key,
             "PMP_PYTHON": sys.executable,
-            "PMP_SYS_PATH": "\x1f".join(_client_sys_path()),
+            "PMP_SYS_PATH": "\x1f".join(backends.client_sys_path()),
             "PMP_RANKS": str(resources["cores"]),
             # What the call prints reaches its log as printed, not a block at
             # a time: the client shows the log as it grows (_read_log).

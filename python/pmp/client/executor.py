@@ -13,8 +13,8 @@ from concurrent.futures import Future as _BaseFuture
 
 from pmp import _pmp
 from pmp.client import backends, display_hooks, registry, serialize, store
+from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.cell_output import submitting_cell_writer
-from pmp.client.errors import DependencyCancelledError
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import (
     WORKER_KEYS,
@@ -33,14 +33,6 @@ _live_executors = weakref.WeakSet()
 # Native schedulers whose threads may still run, even if their Executor was
 # collected: joined at exit so no thread touches Python during finalization.
 _unjoined_schedulers = set()
-
-
-class _UpstreamFailed(Exception):
-    """A Future argument had already failed: the new task fails the same way."""
-
-    def __init__(self, exception):
-        super().__init__(exception)
-        self.exception = exception
 
 
 class Executor(_BaseExecutor):
@@ -228,7 +220,7 @@ class Executor(_BaseExecutor):
             launcher=self._backend.launcher,
             worker_program=backends.worker_program(self._tool_dirs),
             python=sys.executable,
-            sys_path=_client_sys_path(),
+            sys_path=backends.client_sys_path(),
             block_allocation=block_allocation,
             workers=workers,
             worker_resources=self._request,
@@ -341,7 +333,7 @@ class Executor(_BaseExecutor):
             else:
                 function, identity = serialize.dumps_function_and_identity(fn)
             call = serialize.dumps_call(args, kwargs, collect)
-        except _UpstreamFailed as failed:
+        except UpstreamFailed as failed:
             future.set_exception(failed.exception)
             return future
         except ValueError:
@@ -721,7 +713,7 @@ class Executor(_BaseExecutor):
             if isinstance(future, Future) and future._pmp_table is self._table:
                 task = future._pmp_task
             elif future.done():
-                return serialize.as_value(_value_of_done(future))
+                return serialize.as_value(value_of_done(future))
             else:
                 task = self._external_task(future)
             if task not in dependencies:
@@ -798,31 +790,11 @@ def _name_of(fn):
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
-def _value_of_done(future):
-    """A finished foreign Future is replaced by its value; a failed or
-    cancelled one fails the new task the same way."""
-    if future.cancelled():
-        raise _UpstreamFailed(
-            DependencyCancelledError("a Future this task depends on was cancelled")
-        )
-    exception = future.exception()
-    if exception is not None:
-        raise _UpstreamFailed(exception)
-    return future.result()
-
-
 def _exception_frames(exception):
     try:
         return serialize.dumps_value(exception)
     except Exception:  # noqa: BLE001 - an unpicklable exception travels as its repr
         return serialize.dumps_value(RuntimeError(repr(exception)))
-
-
-def _client_sys_path():
-    """This process's sys.path, with '' made absolute, for workers to import
-    what the client can."""
-    cwd = os.getcwd()
-    return [entry or cwd for entry in sys.path]
 
 
 @atexit.register
