@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import CancelledError, InvalidStateError
 
-from pmp.client import backends, serialize, store
+from pmp.client import backends, job_states, serialize, store
 from pmp.client.arguments import value_of_done
 from pmp.client.errors import (
     DependencyCancelledError,
@@ -42,29 +42,6 @@ from pmp.client.store import EarlierRun
 # How often the entries of running jobs are looked for, and the job system asked.
 _ENTRY_POLL = 0.25
 _STATES_POLL = 2.0
-# Job states (Slurm's words, which every job system here speaks) that mean it will not run any more.
-_ENDED = {
-    "BOOT_FAIL",
-    "CANCELLED",
-    "COMPLETED",
-    "DEADLINE",
-    "FAILED",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "PREEMPTED",
-    "REVOKED",
-    "TIMEOUT",
-}
-_STATE_WORDS = {
-    "BOOT_FAIL": "its node failed to boot",
-    "CANCELLED": "it was cancelled",
-    "DEADLINE": "it reached its deadline",
-    "FAILED": "it failed",
-    "NODE_FAIL": "its node failed",
-    "OUT_OF_MEMORY": "it ran out of memory",
-    "PREEMPTED": "it was preempted",
-    "TIMEOUT": "it reached its time limit",
-}
 # Exit codes of pmp-worker in job mode (worker/src/job.rs).
 _JOB_EXIT = {
     6: "its input is missing or failed its check",
@@ -468,7 +445,7 @@ class BatchJobs:
                     w.future.place = (f"job {w.job}", None, nodes)
                     with contextlib.suppress(RuntimeError):
                         w.future.set_running_or_notify_cancel()
-            if state in _ENDED:
+            if state in job_states.ENDED:
                 self._ended(w, state)
 
     @property
@@ -478,7 +455,7 @@ class BatchJobs:
 
     def _set_state(self, future, state, reason, nodes):
         future.job_status = JobStatus(self._system, state, reason, nodes)
-        future.job_state = _describe_state(state, reason, nodes)
+        future.job_state = job_states.describe(state, reason, nodes)
 
     def _job_over(self, w, state):
         """The Future's job state once its job has nothing more to do for it
@@ -535,7 +512,7 @@ class BatchJobs:
             )
             ending = ""
         else:
-            words = _STATE_WORDS.get(state, f"it ended {state}")
+            words = job_states.ENDED_WORDS.get(state, f"it ended {state}")
             code = self.jobs.exit_code(w.job)
             if code in _JOB_EXIT:
                 words = _JOB_EXIT[code]
@@ -670,14 +647,6 @@ def _job_name(fn, task_store, key):
 
     tag = hashlib.sha256(f"{os.fspath(task_store.root)}\0{key}".encode()).hexdigest()[:12]
     return f"{_function_name(fn)}.{tag}"
-
-
-def _describe_state(state, reason, nodes):
-    if state == "PENDING":
-        return f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
-    if state == "RUNNING" and nodes:
-        return f"RUNNING on {nodes}"
-    return state
 
 
 def _write_job(task_store, key, job):

@@ -15,6 +15,8 @@ import os
 import socket
 import time
 
+from pmp.client import job_states
+
 # How often `%pmp status` reads the store's locks and job records again,
 # and asks the job system for the states of those jobs.
 _REREAD = 5.0
@@ -129,8 +131,6 @@ class InStore:
 
     def _batch_jobs(self, jobs):
         """A line per batch job still queued or running, with its state."""
-        from pmp.client.batch import _ENDED, _describe_state
-
         if not jobs:
             return []
         if self._jobs is None:
@@ -147,12 +147,12 @@ class InStore:
                 lines.append(f"{key}: job {job}, {submitted} (its state: {unknown})")
                 continue
             state, reason, nodes, _ = states.get(job, (None, "", "", None))
-            if state is None or state in _ENDED:
+            if state is None or state in job_states.ENDED:
                 continue  # over: what became of it shows when its cell runs again
             where = "running" if state == "RUNNING" else "queued"
             lines.append(
                 f"{key}: still {where} in {system} as job {job} "
-                f"({_describe_state(state, reason, nodes)}), {submitted}"
+                f"({job_states.describe(state, reason, nodes)}), {submitted}"
             )
         return lines
 
