@@ -12,8 +12,8 @@ import sys
 import time
 
 from pmp.client import serialize
-from pmp.worker.runtime import flush, pack
-from pmp.worker.task_output import relay_rank_output
+from pmp.worker.outcome import pack
+from pmp.worker.task_output import flush, relay_rank_output
 
 _IDLE_POLL_MAX = 0.01
 

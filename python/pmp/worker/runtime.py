@@ -6,39 +6,13 @@ connected to the scheduler) broadcasts the task, each rank runs it, and rank
 0 gathers the outcomes in rank order (see `ranks`).
 """
 
-import contextlib
-import sys
-
 import cloudpickle
 
 from pmp.client import serialize
-from pmp.worker.remote import ExceptionWithTraceback, RemoteError
-from pmp.worker.task_output import Capture, Collector
-from pmp.worker.task_traceback import format_failure, remember_cell_source
-
-
-def pack(ok, value):
-    """``(ok, frames)`` for an outcome: the pickled value, or the pickled
-    exception with its remote traceback. A value that cannot be pickled
-    becomes a TypeError; an exception that cannot, a RemoteError."""
-    if ok:
-        try:
-            return True, serialize.dumps_result(value)
-        except Exception as error:  # noqa: BLE001 - reported as the task's failure
-            failure = TypeError(
-                f"the result, a {type(value).__name__}, could not be pickled: {error}"
-            )
-            failure.__context__ = error
-            return pack(False, failure)
-    text = format_failure(value)
-    try:
-        return False, serialize.dumps_value(ExceptionWithTraceback(value, text))
-    except Exception as pickling_error:  # noqa: BLE001 - any pickling failure gets a stand-in
-        name = f"{type(value).__module__}.{type(value).__qualname__}"
-        stand_in = RemoteError(
-            f"{name}: {value} (the exception could not be pickled: {pickling_error})"
-        )
-        return False, serialize.dumps_value(ExceptionWithTraceback(stand_in, text))
+from pmp.worker import ranks as mpi_ranks  # the parameter `ranks` is a count
+from pmp.worker.outcome import pack
+from pmp.worker.task_output import Capture, Collector, flush
+from pmp.worker.task_traceback import remember_cell_source
 
 
 class LocalRuntime:
@@ -143,9 +117,7 @@ class Runtime:
         self._local = LocalRuntime(sink)
         self._leader = None
         if ranks > 1:
-            from pmp.worker.ranks import Leader
-
-            self._leader = Leader(ranks)
+            self._leader = mpi_ranks.Leader(ranks)
 
     def init(self, frames):
         if self._leader is not None:
@@ -166,12 +138,4 @@ class Runtime:
 
 def follow():
     """Ranks above 0: run what rank 0 broadcasts until it says stop."""
-    from pmp.worker.ranks import follow as follow_leader
-
-    follow_leader(LocalRuntime(Collector()))
-
-
-def flush():
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
-            stream.flush()
+    mpi_ranks.follow(LocalRuntime(Collector()))

@@ -13,6 +13,7 @@ subprocesses) is not captured here: those are pipes to the scheduler, which
 gives what it reads from them to the task the worker runs (worker/src/pipes.rs).
 """
 
+import contextlib
 import io
 import os
 import sys
@@ -186,3 +187,11 @@ def relay_rank_output(send, rank, chunks):
             if not data.endswith(b"\n"):
                 lines[-1] += b"\n"
             send(name, b"".join(b"[rank %d] " % rank + line for line in lines))
+
+
+def flush():
+    """Empty this process's streams (at a task's end, before its outcome
+    leaves; at the worker's end)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
+            stream.flush()
