@@ -179,6 +179,24 @@ def test_a_chain_and_a_failure(batch, tmp_path):
     assert runs(tmp_path) == ["add 1 2", "add 3 10"]
 
 
+def test_a_failed_future_argument_fails_the_call_with_its_own_error(batch, tmp_path):
+    # A done foreign Future (not pmp's) that failed: the call fails as it
+    # did, as on the local backend, and no job is submitted for it.
+    done = batch(
+        """
+        from concurrent.futures import Future
+        failed = Future()
+        failed.set_exception(KeyError("upstream"))
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            future = exe.submit(add, failed, 1)
+            error = future.exception(timeout=30)
+            print(type(error).__name__, error, future.job)
+        """
+    )
+    assert lines(done) == ["KeyError 'upstream' None"]
+    assert runs(tmp_path) == []
+
+
 @pytest.mark.timeout(300)
 def test_jobs_outlive_a_killed_client_and_a_new_one_attaches(batch, tmp_path, wait_until):
     body = """

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import CancelledError, InvalidStateError
 
 from pmp.client import backends, job_states, serialize, store
-from pmp.client.arguments import value_of_done
+from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.errors import (
     DependencyCancelledError,
     DependencyRefused,
@@ -175,6 +175,9 @@ class BatchJobs:
         try:
             function = serialize.dumps_function(fn)
             call = serialize.dumps_call(args, kwargs, self._collector(upstream))
+        except UpstreamFailed as failed:  # a done argument had failed: this call fails as it did
+            future.set_exception(failed.exception)
+            return future
         except ValueError:
             raise
         except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
