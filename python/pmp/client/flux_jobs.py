@@ -159,17 +159,7 @@ class FluxJobs:
     def ended_at(self, job):
         """When an ended job ended (`flux jobs`' t_inactive), a `time.time()`
         value, or None."""
-        try:
-            shown = subprocess.run(
-                [self._flux, "jobs", "--no-header", "--format={t_inactive}", job],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return _started(shown)
+        return _started(self._field(job, "t_inactive"))
 
     def accounted(self, job):
         """Always None: Flux keeps no accounting apart from `flux jobs`, so
@@ -182,17 +172,21 @@ class FluxJobs:
         )
 
     def exit_code(self, job):
+        shown = self._field(job, "returncode")
+        return int(shown) if shown.lstrip("-").isdigit() else None
+
+    def _field(self, job, field):
+        """One field of `flux jobs` for `job`, as text ("" if Flux does not answer)."""
         try:
-            shown = subprocess.run(
-                [self._flux, "jobs", "--no-header", "--format={returncode}", job],
+            return subprocess.run(
+                [self._flux, "jobs", "--no-header", f"--format={{{field}}}", job],
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=False,
             ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
-            return None
-        return int(shown) if shown.lstrip("-").isdigit() else None
+            return ""
 
 
 def _unanswered(name, why):
