@@ -11,7 +11,7 @@ use pmp_scheduler::protocol::Stream;
 use pmp_scheduler::python_frames::frames_to_python;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyList, PyString};
 use std::sync::mpsc;
 
 /// Events delivered to Python in one call at most.
@@ -36,8 +36,8 @@ macro_rules! event_class {
             }
 
             #[classattr]
-            fn __match_args__(py: Python<'_>) -> PyResult<Py<PyTuple>> {
-                Ok(PyTuple::new(py, [$(stringify!($field)),*])?.unbind())
+            fn __match_args__(py: Python<'_>) -> PyResult<Py<::pyo3::types::PyTuple>> {
+                Ok(::pyo3::types::PyTuple::new(py, [$(stringify!($field)),*])?.unbind())
             }
 
             fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -49,6 +49,7 @@ macro_rules! event_class {
         }
     };
 }
+pub(crate) use event_class;
 
 event_class! {
     /// The task was sent to `worker`, process `pid` on `host`.

@@ -5,6 +5,7 @@
 
 mod config;
 mod events;
+mod jobs;
 mod store;
 
 use config::{PyResourceRequest, SchedulerConfig};
@@ -209,6 +210,7 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SchedulerConfig>()?;
     m.add_class::<config::NeverFits>()?;
     events::add_classes(m)?;
+    jobs::add_classes(m)?;
     m.add_function(wrap_pyfunction!(config::never_fits, m)?)?;
     m.add_function(wrap_pyfunction!(config::control_character, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_worker_program, m)?)?;

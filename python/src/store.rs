@@ -52,7 +52,7 @@ fn state_name(state: State) -> &'static str {
     }
 }
 
-fn stored_entry(py: Python<'_>, key: &str, entry: Entry) -> PyResult<StoredEntry> {
+pub(crate) fn stored_entry(py: Python<'_>, key: &str, entry: Entry) -> PyResult<StoredEntry> {
     let Entry { meta, frames } = entry;
     Ok(StoredEntry {
         key: key.to_string(),
@@ -69,7 +69,7 @@ fn stored_entry(py: Python<'_>, key: &str, entry: Entry) -> PyResult<StoredEntry
 
 #[pyclass(module = "pmp._pmp", frozen)]
 pub struct Store {
-    store: store::Store,
+    pub(crate) store: store::Store,
 }
 
 #[pymethods]

@@ -9,6 +9,7 @@ pub mod core;
 pub mod handle;
 pub mod host;
 pub mod ids;
+pub mod jobs;
 pub mod large_frames;
 pub mod process;
 pub mod protocol;

@@ -14,8 +14,8 @@ import subprocess
 import time
 
 import pytest
-from pmp.client.batch import JobStatus
 from pmp.client.future import Future
+from pmp.client.job_states import JobStatus
 from pmp.notebook.status_display import JOB_REASONS, FutureStatus
 
 OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}

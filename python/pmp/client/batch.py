@@ -1,6 +1,7 @@
 """Batch jobs from outside any allocation (a login node, a JupyterHub
 outside Slurm or Flux): one job per call, which outlives the client. The job
-system is Slurm (`slurm_jobs`: sbatch) or Flux (`flux_jobs`: flux submit).
+system (Slurm's sbatch or Flux's flux submit) is the scheduler's
+(`_pmp.JobSystem`: a job's options and commands are built in Rust).
 
 The task store carries everything: the client writes the call's input
 entry, takes the key's lock and submits a job that runs `pmp-worker` in job
@@ -11,23 +12,24 @@ keeps going after the client died (`--dependency=afterok`), and a new client
 submitting the same call finds its result, or the job still queued or
 running, and attaches to it instead of submitting another.
 
-One thread per executor follows its jobs: it looks for their entries every
-quarter second (a stat each), and asks the job system for their states
-every few seconds, in one call (`squeue`, `flux jobs`) for all of them.
-It also reads what running jobs print, from their logs in the store, from
-where it last read (the job's Python writes unbuffered), into their
-Futures' output, for their displays and `Future.output`.
+The scheduler's follower thread (`follow.Following`) follows the jobs: their
+entries, what they print, their states; this module turns what it says into
+the Futures' states, output and outcomes.
 """
 
-import codecs
 import collections
 import contextlib
+import hashlib
+import math
 import os
+import shutil
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import CancelledError, InvalidStateError
 
+from pmp import _pmp
 from pmp.client import backends, job_states, serialize, store
 from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.errors import (
@@ -36,18 +38,27 @@ from pmp.client.errors import (
     JobFailedError,
     exception_of,
 )
+from pmp.client.follow import Following
 from pmp.client.future import OUTPUT_KEPT, Future, monotonic_of
+from pmp.client.job_states import JobStatus
+from pmp.client.resources import (
+    check_arguments,
+    check_bool,
+    check_directory,
+    check_int,
+    check_plain,
+)
 from pmp.client.store import EarlierRun
 
-# How often the entries of running jobs are looked for, and the job system asked.
-_ENTRY_POLL = 0.25
-_STATES_POLL = 2.0
 # Exit codes of pmp-worker in job mode (worker/src/job.rs).
 _JOB_EXIT = {
     6: "its input is missing or failed its check",
     7: "an upstream result is missing",
     8: "it could not use the task store (a full disk, a read-only store: see its output)",
 }
+# How long a job that ended without running waits for its upstream Futures
+# to resolve, so that it fails as they did (they usually have by then).
+_UPSTREAM_WAIT = 10.0
 
 # resource_dict keys that only batch jobs have (each job system honours those it can).
 BATCH_KEYS = (
@@ -63,8 +74,6 @@ BATCH_KEYS = (
 
 def check_priority(name, value):
     """Flux's urgency: 0 (lowest) to 31 (highest), 16 by default."""
-    from pmp.client.resources import check_int
-
     check_int(name, value, 0)
     if value > 31:
         raise ValueError(f"{name} is Flux's urgency, 0 to 31 (16 by default), got {value}")
@@ -72,10 +81,6 @@ def check_priority(name, value):
 
 
 def check_batch_value(key, value):
-    import math
-
-    from pmp.client.resources import check_arguments, check_bool, check_int, check_plain
-
     name = f"resource_dict key {key!r}"
     if key in ("num_nodes", "run_time_max"):
         return check_int(name, value, 1)
@@ -104,68 +109,41 @@ def check_batch_value(key, value):
 def job_system(backend, launcher, tool_dirs):
     """The job system batch mode submits to: `backend` "slurm" (`launcher`
     is sbatch) or "flux" (the flux command)."""
-    if backend == "flux":
-        from pmp.client.flux_jobs import FluxJobs
+    return _pmp.JobSystem(backend, launcher, tool_dirs)
 
-        return FluxJobs(launcher, tool_dirs)
-    from pmp.client.slurm_jobs import SlurmJobs
-
-    return SlurmJobs(launcher, tool_dirs)
-
-
-# A batch job's state as its job system said it (Slurm's words), for the
-# displays to word: "Slurm" or "Flux", "PENDING", "Priority", "node[1-2]".
-JobStatus = collections.namedtuple("JobStatus", "system state reason nodes")
 
 # A Future argument of a call: its store and key, its job (None once done
 # or while another client submits it) and the Future itself.
 _Upstream = collections.namedtuple("_Upstream", "store key job future")
 
-# How many state polls a job that ended without running waits for its
-# upstream Futures to resolve, so that it fails as they did (they usually
-# have by then: entries are looked for before states).
-_UPSTREAM_WAITS = 5
-
 
 class _Watched:
     """A Future waiting for `key`'s entry, and the job that will write it."""
 
-    __slots__ = (
-        "future",
-        "job",
-        "key",
-        "log_decoder",
-        "log_offset",
-        "missing",
-        "store",
-        "upstream",
-        "waits",
-    )
+    __slots__ = ("future", "job", "key", "store", "task", "upstream")
 
     def __init__(self, future, task_store, key, job, upstream):
         self.future = future
         self.store = task_store
         self.key = key
         self.job = job  # its id, or None while another client submits it
-        self.missing = 0  # state queries that did not know the job any more
         self.upstream = upstream  # [_Upstream] of its Future arguments
-        self.waits = 0  # polls spent waiting for the upstream Futures (_ended)
-        self.log_offset = 0  # how far its job's log was read (_read_log)
-        self.log_decoder = None  # ... and a character cut at that point, decoded with the next
+        self.task = None  # its id with the follower
 
 
 class BatchJobs:
-    """Submits calls as batch jobs and resolves their Futures from the store."""
+    """Submits calls as batch jobs and resolves their Futures from what the
+    follower learns."""
 
     def __init__(self, jobs, worker_program, defaults, default_store):
-        self.jobs = jobs  # slurm_jobs.SlurmJobs or flux_jobs.FluxJobs
+        self.jobs = jobs  # a _pmp.JobSystem
+        self.pmi_mode = None  # srun's --mpi for the ranks inside a job; None: pmp's choice
         self._worker = worker_program
         self._defaults = defaults
         self.store = default_store
-        self._watched = []
+        self._watched = {}  # follower id -> _Watched
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._thread = None
+        self._following = Following(jobs, OUTPUT_KEPT)
 
     # ---- submit ----
 
@@ -184,8 +162,6 @@ class BatchJobs:
             future.set_exception(error)
             return future
         keys = [u.key for u in upstream]
-        from pmp import _pmp
-
         key = cache_key or _pmp.task_key(
             serialize.function_identity(fn), call, keys, resources["cores"]
         )
@@ -247,10 +223,9 @@ class BatchJobs:
     def _unseen_failure(self, future, task_store, key):
         """Fail `future` as the job of `key` failed, if no client followed
         that job to its end (the kernel that submitted it was restarted): its
-        record is still there (`_seen_end` removes it). Once: the record
-        goes now, so the next submission runs the call again."""
-        from pmp import _pmp
-
+        record is still there (the follower removes it when it sees the
+        end). Once: the record goes now, so the next submission runs the
+        call again."""
         try:
             entry = task_store.read(key)
         except _pmp.InvalidEntry:
@@ -273,9 +248,11 @@ class BatchJobs:
         """Follow `job` (None: not known yet) until `key`'s entry resolves `future`."""
         future.job = job
         future.log_path = os.fspath(task_store.log_path(key))
-        watched = _Watched(future, task_store, key, job, list(upstream))
-        future._pmp_cancel = lambda: self._cancel([watched])
-        self._watch(watched)
+        w = _Watched(future, task_store, key, job, list(upstream))
+        future._pmp_cancel = lambda: self._cancel([w])
+        with self._lock:
+            w.task = self._following.job(task_store, key, job, lambda e: self._on_event(w, e))
+            self._watched[w.task] = w
         return future
 
     def _collector(self, upstream):
@@ -303,153 +280,72 @@ class BatchJobs:
         return on_future
 
     def _submit_job(self, name, resources, task_store, key, dependencies):
-        root = os.fspath(task_store.root)
-        from pmp import _pmp
-
         # In the store's own logs/, made and checked with it: no one else can
         # put a link there for the job system to follow.
-        log = os.fspath(task_store.log_path(key))
-        cwd = resources["cwd"] or os.getcwd()
+        return self.jobs.submit(
+            name,
+            resources,
+            resources["cwd"] or os.getcwd(),
+            os.fspath(task_store.log_path(key)),
+            os.fspath(task_store.root),
+            key,
+            sys.executable,
+            backends.client_sys_path(),
+            self._worker,
+            dependencies,
+            self.pmi_mode,
+        )
 
-        environment = {
-            "PMP_JOB_STORE": root,
-            "PMP_JOB_KEY": key,
-            "PMP_PYTHON": sys.executable,
-            "PMP_SYS_PATH": "\x1f".join(backends.client_sys_path()),
-            "PMP_RANKS": str(resources["cores"]),
-            # What the call prints reaches its log as printed, not a block at
-            # a time: the client shows the log as it grows (_read_log).
-            "PYTHONUNBUFFERED": "1",
-        }
-        # The variables every backend sets from threads_per_core (the scheduler's list).
-        threads = str(resources["threads_per_core"])
-        environment.update(dict.fromkeys(_pmp.THREAD_VARIABLES, threads))
-        return self.jobs.submit(name, resources, cwd, log, environment, self._worker, dependencies)
+    # ---- what the follower learns ----
 
-    # ---- following jobs ----
+    def _on_event(self, w, event):
+        """One event of `w`'s job, on the follower's thread."""
+        future = w.future
+        if isinstance(event, _pmp.JobKnown):
+            w.job = future.job = event.job
+        elif isinstance(event, _pmp.JobState):
+            if not future.done():  # an entry said how it ended, which stays its state
+                self._set_state(future, event.state, event.reason, event.nodes)
+                if event.state == "RUNNING":
+                    self._started(w, event.nodes, event.started)
+        elif isinstance(event, _pmp.JobOutput):
+            if event.skipped:
+                future.output_truncated = True
+            if event.text:
+                future._pmp_add_output("stdout", event.text, echo=False)
+        elif isinstance(event, _pmp.JobStored):
+            self._forget(w)
+            self._stored(w, event)
+        elif isinstance(event, _pmp.JobEnded):
+            self._forget(w)
+            self._ended(w, event)
 
-    def _watch(self, watched):
-        with self._lock:
-            self._watched.append(watched)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._follow, name="pmp-batch", daemon=True)
-                self._thread.start()
-            self._changed.notify_all()
+    def _stored(self, w, stored):
+        """Its entry is there: the Future takes its outcome."""
+        future = w.future
+        if stored.error is not None:
+            failed = JobFailedError(f"the result of job {w.job} failed its check: {stored.error}")
+            _fail(future, failed)
+        elif stored.entry.state == "done":
+            self._job_over(w, "COMPLETED")
+            with contextlib.suppress(InvalidStateError):
+                future.resolve_from_store(stored.entry, reused=False)
+        else:
+            self._job_over(w, "FAILED")
+            future.took_times_of(stored.entry)
+            _fail(future, exception_of(stored.entry.frames))
 
-    def _follow(self):
-        last_states = 0.0
-        while True:
-            with self._lock:
-                if not self._watched:
-                    self._thread = None
-                    return
-                watched = list(self._watched)
-            self._resolve_stored(watched)
-            if time.monotonic() - last_states >= _STATES_POLL:
-                last_states = time.monotonic()
-                self._follow_states([w for w in watched if not w.future.done()])
-            with self._lock:
-                self._watched = [w for w in self._watched if not w.future.done()]
-                self._changed.wait(_ENTRY_POLL)
-
-    def _resolve_stored(self, watched):
-        from pmp import _pmp
-
-        for w in watched:
-            if w.future.done():
-                continue
-            if w.job is None:
-                w.job = w.future.job = _read_job(w.store, w.key)
-            try:
-                entry = w.store.read(w.key)
-            except _pmp.InvalidEntry as error:
-                _fail(
-                    w.future, JobFailedError(f"the result of job {w.job} failed its check: {error}")
-                )
-                continue
-            if entry is None:
-                if w.future.running():
-                    self._read_log(w)
-                continue
-            # The rest of what it printed: the job flushed it before writing its entry.
-            self._read_log(w)
-            _seen_end(w)
-            if entry.state == "done":
-                self._job_over(w, "COMPLETED")
-                with contextlib.suppress(InvalidStateError):
-                    w.future.resolve_from_store(entry, reused=False)
-            else:
-                self._job_over(w, "FAILED")
-                w.future.took_times_of(entry)
-                _fail(w.future, exception_of(entry.frames))
-
-    def _read_log(self, w):
-        """What `w`'s job printed since the last read, into its Future's
-        output, as stdout (the log holds stdout and stderr as one): at most
-        what the Future keeps, so that a job printing gigabytes costs the
-        client no more than that."""
-        try:
-            read = w.store.log_from(w.key, w.log_offset, OUTPUT_KEPT)
-        except (OSError, RuntimeError):
-            # Not the user's own file, which the store's trust rules never
-            # read (PermissionError), or an I/O error (RuntimeError), say on
-            # a shared file system: no output now, and the follower goes on.
-            return
-        if read is None:
-            return
-        start, data = read
-        if start != w.log_offset:
-            # Skipped what the Future would not keep anyway, or the log
-            # was started again by a new job: a cut character is lost.
-            w.log_decoder = None
-            if start > w.log_offset:
-                w.future.output_truncated = True
-        w.log_offset = start + len(data)
-        if not data:
-            return
-        if w.log_decoder is None:
-            w.log_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = w.log_decoder.decode(data)
-        if text:
-            w.future._pmp_add_output("stdout", text, echo=False)
-
-    def _follow_states(self, watched):
-        jobs = sorted({w.job for w in watched if w.job})
-        if not jobs:
-            return
-        states = self.jobs.states(jobs)
-        if states is None:
-            # The job system did not answer (slurmctld restarting): that says
-            # nothing about the jobs, which go on running; ask again later.
-            return
-        for w in watched:
-            if w.job is None:
-                continue
-            state, reason, nodes, started = states.get(w.job, (None, "", "", None))
-            if state is None:
-                w.missing += 1
-                # Not known any more (or not yet visible): look twice, then
-                # ask the accounting how it ended.
-                if w.missing >= 2:
-                    accounted = self.jobs.accounted(w.job)
-                    self._ended(w, accounted[0] if accounted else None)
-                continue
-            w.missing = 0
-            if w.future.done():
-                continue  # its entry said how it ended, which stays its state
-            self._set_state(w.future, state, reason, nodes)
-            if state == "RUNNING":
-                # The job's own start, also when this client attached to it late.
-                if started is not None:
-                    w.future.started_at = monotonic_of(started)
-                elif w.future.started_at is None:
-                    w.future.started_at = time.monotonic()
-                if not w.future.running():
-                    w.future.place = (f"job {w.job}", None, nodes)
-                    with contextlib.suppress(RuntimeError):
-                        w.future.set_running_or_notify_cancel()
-            if state in job_states.ENDED:
-                self._ended(w, state)
+    def _started(self, w, nodes, started):
+        """The job's own start, also when this client attached to it late."""
+        future = w.future
+        if started is not None:
+            future.started_at = monotonic_of(started)
+        elif future.started_at is None:
+            future.started_at = time.monotonic()
+        if not future.running():
+            future.place = (f"job {w.job}", None, nodes)
+            with contextlib.suppress(RuntimeError):
+                future.set_running_or_notify_cancel()
 
     @property
     def _system(self):
@@ -467,41 +363,46 @@ class BatchJobs:
             status = w.future.job_status
             self._set_state(w.future, state, "", status.nodes if status else "")
 
-    def _ended(self, w, state):
-        """The job ended (`state`), or the job system lost it (None): its
-        entry tells the outcome; without one, say why."""
-        from pmp import _pmp
+    def _ended(self, w, ended):
+        """The job ended without an entry (`ended.state`; None: the job system
+        lost it), its key unlocked by the follower: fail its Future as its
+        upstream Futures failed, or saying why. Upstream Futures that are
+        still open get a moment to resolve (their entries are usually there
+        by now): it fails as they do."""
+        state = ended.state
+        self._job_over(w, state or "LOST")
+        if ended.ended_at is not None:
+            # One clock: its end as the job system has it, not when this noticed.
+            w.future.finished_at = monotonic_of(ended.ended_at)
+        open_upstream = [u.future for u in w.upstream if not u.future.done()]
+        if not open_upstream or _upstream_failure(w.upstream) is not None:
+            self._conclude(w, ended)
+            return
+        concluded = threading.Lock()
 
-        try:
-            entry = w.store.read(w.key)
-        except _pmp.InvalidEntry:
-            entry = None
-        if entry is not None:
-            self._resolve_stored([w])
-            return
-        if state == "COMPLETED" and w.missing < 2:
-            w.missing += 1  # written just now on a shared file system: look once more
-            return
+        def once():
+            if concluded.acquire(blocking=False):
+                timer.cancel()
+                self._conclude(w, ended)
+
+        def on_upstream_done(_):
+            if _upstream_failure(w.upstream) is not None or all(f.done() for f in open_upstream):
+                once()
+
+        # Bounded: an upstream Future of a client that went away never resolves.
+        timer = threading.Timer(_UPSTREAM_WAIT, once)
+        timer.daemon = True
+        timer.start()
+        for upstream_future in open_upstream:
+            upstream_future.add_done_callback(on_upstream_done)
+
+    def _conclude(self, w, ended):
+        state = ended.state
         failure = _upstream_failure(w.upstream)
-        upstream_open = any(not u.future.done() for u in w.upstream)
-        if failure is None and upstream_open and w.waits < _UPSTREAM_WAITS:
-            w.waits += 1  # they resolve in a moment; fail as they do
-            return
         if failure is None:
             # Upstream Futures of another client (attached to here): the
             # store names the failure at the head of the chain.
             failure = _stored_upstream_failure(w.upstream)
-        # The job no longer holds the key.
-        with contextlib.suppress(Exception):
-            w.store.unlock(w.key)
-        _seen_end(w)
-        self._job_over(w, state or "LOST")
-        self._read_log(w)
-        if state is not None:
-            # One clock: its end as the job system has it, not when this noticed.
-            ended = self.jobs.ended_at(w.job)
-            if ended is not None:
-                w.future.finished_at = monotonic_of(ended)
         if failure is not None:
             _fail(w.future, failure)
             return
@@ -510,15 +411,14 @@ class BatchJobs:
             return
         if state is None:
             words = (
-                f"it was lost by {self.jobs.name.capitalize()}: its queue no longer knows the "
+                f"it was lost by {self._system}: its queue no longer knows the "
                 "job and its accounting has no record of it"
             )
             ending = ""
         else:
             words = job_states.ENDED_WORDS.get(state, f"it ended {state}")
-            code = self.jobs.exit_code(w.job)
-            if code in _JOB_EXIT:
-                words = _JOB_EXIT[code]
+            if ended.exit_code in _JOB_EXIT:
+                words = _JOB_EXIT[ended.exit_code]
             ending = f" ({state})"
         _fail(
             w.future,
@@ -526,14 +426,19 @@ class BatchJobs:
                 f"batch job {w.job} ended without a result: {words}{ending}",
                 job=w.job,
                 state=state,
-                log_tail=_tail(w.store, w.key),
+                log_tail=ended.log_tail,
             ),
         )
+
+    def _forget(self, w):
+        with self._lock:
+            self._watched.pop(w.task, None)
 
     # ---- shutdown ----
 
     def _cancel(self, watched):
-        """Cancel these jobs; their keys are free again (the jobs write nothing)."""
+        """Cancel these jobs; their keys are free again (the jobs write nothing).
+        The follower still sees each one end, which fails an open Future."""
         jobs = sorted({w.job for w in watched if w.job})
         if jobs:
             self.jobs.cancel(jobs)
@@ -544,12 +449,16 @@ class BatchJobs:
 
     def unfinished(self):
         with self._lock:
-            return [w for w in self._watched if not w.future.done()]
+            return [w for w in self._watched.values() if not w.future.done()]
 
     def wait(self):
         for w in self.unfinished():
             with contextlib.suppress(Exception):
                 w.future.exception()
+
+    def close(self):
+        """Stop following: the jobs go on without this client."""
+        self._following.close()
 
     def cancel_all(self):
         """Cancel every unfinished job this executor follows, running ones too.
@@ -565,13 +474,9 @@ class BatchJobs:
             else:  # running: concurrent.futures cannot cancel it, so it fails
                 _fail(future, CancelledError(f"job {w.job} was cancelled by shutdown"))
         self._cancel(watched)
-
-
-def _seen_end(w):
-    """A client saw the job of `w.key` end: its record goes (a record left
-    beside an entry is an end no client saw, `_unseen_failure`)."""
-    with contextlib.suppress(Exception):  # a read-only store keeps it
-        w.store.remove_job(w.key)
+        for w in watched:  # their Futures are done: nothing more to learn
+            self._following.forget(w.task)
+            self._forget(w)
 
 
 def _fail(future, error):
@@ -604,8 +509,6 @@ def _upstream_failure(upstream):
 def _stored_upstream_failure(upstream):
     """The failure stored at the head of the chain the upstream keys belong
     to (the store walks their inputs), or None."""
-    from pmp import _pmp
-
     by_store = {}
     for u in upstream:
         by_store.setdefault(u.store, []).append(u.key)
@@ -646,8 +549,6 @@ def _job_name(fn, task_store, key):
     """The function's name, so that the queue reads well, then a tag of the
     store and key, so that a client can find the job of a key that a killed
     client submitted but did not record (`find`)."""
-    import hashlib
-
     tag = hashlib.sha256(f"{os.fspath(task_store.root)}\0{key}".encode()).hexdigest()[:12]
     return f"{_function_name(fn)}.{tag}"
 
@@ -662,13 +563,9 @@ def _write_job(task_store, key, job):
 def _read_job(task_store, key):
     """The job recorded for `key`, verified; None if there is none, or if
     its record fails the check (reported once, like an invalid entry)."""
-    from pmp import _pmp
-
     try:
         return task_store.read_job(key)
     except _pmp.InvalidEntry as error:
-        import warnings
-
         warnings.warn(
             f"ignoring the job record of {key!r} in {task_store.root}: {error}",
             store.StoreWarning,
@@ -679,27 +576,12 @@ def _read_job(task_store, key):
     return None
 
 
-def _tail(task_store, key, lines=20):
-    """The last `lines` lines of what `key`'s job printed ("" if none)."""
-    try:
-        tail = task_store.log_tail(key, 64 * 1024)
-    except OSError:
-        return ""
-    if not tail:
-        return ""
-    return "".join(tail.decode(errors="replace").splitlines(keepends=True)[-lines:])
-
-
 def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backend=None):
     """Cancel every batch job recorded in the store (its signed `jobs/` records), as
     executorlib's: `backend` "slurm" (scancel, the default) or "flux" (flux
     cancel). Returns the job ids cancelled; their keys are free again."""
-    import shutil
-
     if pysqa_config_directory is not None:
         raise ValueError("pysqa_config_directory: pmp's job systems are built in, not pysqa's")
-    from pmp.client.resources import check_directory
-
     task_store = store.open_store(check_directory("cache_directory", cache_directory))
     backend = backend or "slurm"
     if backend not in ("slurm", "flux"):

@@ -15,6 +15,7 @@ from pmp import _pmp
 from pmp.client import backends, display_hooks, registry, serialize, store
 from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.cell_output import submitting_cell_writer
+from pmp.client.follow import Following
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import (
     WORKER_KEYS,
@@ -26,7 +27,6 @@ from pmp.client.resources import (
     merge_resource_dict,
     request_of,
 )
-from pmp.client.store_watch import StoreWatch
 from pmp.client.task_names import function_name
 
 _live_executors = weakref.WeakSet()
@@ -195,7 +195,7 @@ class Executor(_BaseExecutor):
         }
         self._request = request_of(self._defaults)
         self._store = None if cache_directory is None else store.open_store(cache_directory)
-        self._store_watch = StoreWatch()
+        self._following = Following()
         self._executor = executor
         self._bind_host = backends.bind_host(self._backend, hostname_localhost)
         self._max_cores = max_cores
@@ -571,7 +571,9 @@ class Executor(_BaseExecutor):
                 "batch job that dies is not submitted again (its Future fails naming why)"
             )
         resources.update(batch_options)
-        self._batch.jobs.check(resources)
+        refused = self._batch.jobs.refuse(resources)
+        if refused is not None:
+            raise ValueError(refused)
         if self._batch.jobs.name == "slurm":
             self._check_partition(
                 resources,
@@ -697,7 +699,7 @@ class Executor(_BaseExecutor):
             again.add_done_callback(finished)
 
         future.earlier_run = store.earlier_run(task_store, key, "attached")
-        self._store_watch.attach(task_store, key, on_stored, on_released)
+        self._following.key(task_store, key, on_stored, on_released)
         return future
 
     def _dependency_collector(self, dependencies, keys):

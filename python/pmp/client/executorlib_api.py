@@ -366,7 +366,7 @@ class SlurmClusterExecutor(_ExecutorlibFront):
         super()._setup(**given)
         if pmi_mode is not None:
             # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
-            self._batch.jobs.pmi_mode = pmi_mode
+            self._batch.pmi_mode = pmi_mode
 
 
 class FluxJobExecutor(_ExecutorlibFront):

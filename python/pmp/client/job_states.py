@@ -1,9 +1,15 @@
 """A batch job's states, in Slurm's words (PENDING, RUNNING, COMPLETED,
-TIMEOUT, ...), which every job system of batch mode speaks (`slurm_jobs`,
-`flux_jobs` translate to them): which ones mean the job is over, and how a
+TIMEOUT, ...), which every job system of batch mode speaks (the scheduler's
+`jobs` module translates Flux's to them): which ones mean the job is over, and how a
 state is said. Batch mode (`batch`) and the notebook's words for earlier
 runs (`pmp.notebook.earlier_runs`) both use them.
 """
+
+import collections
+
+# A batch job's state as its job system said it (Slurm's words), for the
+# displays to word: "Slurm" or "Flux", "PENDING", "Priority", "node[1-2]".
+JobStatus = collections.namedtuple("JobStatus", "system state reason nodes")
 
 # The states that mean a job will not run any more.
 ENDED = {

@@ -20,6 +20,7 @@ import warnings
 
 from pmp.client import serialize
 from pmp.client.errors import exception_of
+from pmp.client.follow import Following
 from pmp.client.resources import check_directory, check_key
 
 _open = {}  # absolute path -> _pmp.Store
@@ -277,16 +278,14 @@ def get_future_from_cache(cache_directory, cache_key):
             RuntimeError(f"the job of cache key {cache_key!r} ended without a result")
         )
 
-    from pmp.client.store_watch import StoreWatch
-
     global _cache_futures
     if _cache_futures is None:
-        _cache_futures = StoreWatch()
-    _cache_futures.attach(store, cache_key, resolve, released)
+        _cache_futures = Following()
+    _cache_futures.key(store, cache_key, resolve, released)
     return future
 
 
-_cache_futures = None  # the StoreWatch of get_future_from_cache's pending Futures
+_cache_futures = None  # the Following of get_future_from_cache's pending Futures
 
 
 def clear_cache(cache_directory, key=None):

@@ -18,6 +18,7 @@ use super::mpi::MpiFlavor;
 use super::{finish_command, Backend, ExitExplainer, WorkerEnvironment};
 use crate::core::{Launch, LostReason};
 use crate::ids::WorkerId;
+use crate::jobs::request::{shell_quote, JobRequest};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -44,18 +45,17 @@ impl PilotBackend {
             "--quiet".to_string(),
             format!("--job-name={}", self.job_name),
             format!("--comment={}", comment(worker)),
-            format!("--ntasks={}", r.cores),
-            format!("--cpus-per-task={}", r.threads_per_core),
             // What the worker prints goes back with its tasks; the job's own
             // output (Python failing to start) is worth nothing on disk.
             "--output=/dev/null".to_string(),
         ];
-        if r.gpus_per_core > 0 {
-            args.push(format!("--gpus-per-task={}", r.gpus_per_core));
-        }
-        if let Some(cwd) = &r.cwd {
-            args.push(format!("--chdir={cwd}"));
-        }
+        // The options every Slurm job of pmp's has: one owner for them.
+        args.extend(JobRequest::slurm_resources(
+            r.cores,
+            r.threads_per_core,
+            r.gpus_per_core,
+            r.cwd.as_deref(),
+        ));
         args.extend(r.extra_args.iter().cloned());
         let program = shell_quote(&env.program.to_string_lossy());
         let script = if r.cores > 1 {
@@ -148,10 +148,6 @@ fn explain(squeue: &Path, job_name: &str, worker: WorkerId, reason: &mut LostRea
     }
 }
 
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
 impl Backend for PilotBackend {
     fn command(
         &self,
@@ -218,7 +214,7 @@ mod tests {
         assert!(args.contains(&"--cpus-per-task=3".to_string()));
         assert_eq!(
             args.last().unwrap(),
-            "--wrap=exec '/usr/bin/srun' --ntasks=2 '/venv/bin/pmp-worker'"
+            "--wrap=exec /usr/bin/srun --ntasks=2 /venv/bin/pmp-worker"
         );
         let command = backend.command(&env, WorkerId(1), &launch).unwrap();
         assert!(
