@@ -67,6 +67,21 @@ enum Internal {
     Exited(Exit),
 }
 
+/// One thing that woke the event loop.
+enum Wake {
+    /// None: the client dropped its handle.
+    Command(Option<Command>),
+    Incoming(Incoming),
+    Exit(Exit),
+    Internal(Internal),
+    Heartbeat,
+}
+
+/// At most this many events are handled between two scheduling passes, so a
+/// client submitting without pause cannot hold back the pass for the
+/// workers waiting on it.
+const BATCH_MAX: usize = 256;
+
 /// How long the exit of a worker that died mid-task is held back: what it
 /// sent just before (its task's last output, which also goes into the
 /// report) is on the socket but may not have been read yet.
@@ -374,37 +389,64 @@ impl Server {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut client_gone = false;
         loop {
+            // One scheduling pass for everything the last wake-up brought,
+            // before waiting again: a task readied by it is sent now.
+            with_comm!(self, |core, comm| core.schedule_if_needed(&mut comm));
             if self.core.is_finished() {
                 break;
             }
-            tokio::select! {
-                command = commands.recv(), if !client_gone => match command {
-                    Some(command) => self.on_command(command),
-                    None => {
-                        // The client dropped us without shutting down.
-                        client_gone = true;
-                        with_comm!(self, |core, comm| core.shutdown(&mut comm, true));
-                        for live in self.live.values() {
-                            live.process.stop();
-                        }
-                    }
-                },
-                Some(incoming) = incoming.recv() => match incoming {
-                    Incoming::Message(message) => self.on_message(message),
-                    Incoming::Printed(printed) => self.on_printed(printed),
-                },
-                Some(exit) = exits.recv() => self.on_exit(exit, false),
-                Some(event) = internal.recv() => match event {
-                    Internal::Exited(exit) => self.on_exit(exit, true),
-                    Internal::KillIfAlive(worker) => {
-                        if let Some(live) = self.live.get_mut(&worker) {
-                            live.kill_reason.get_or_insert_with(|| "did not exit when asked to stop".into());
-                            live.process.stop();
-                        }
-                    }
-                },
-                _ = heartbeat.tick() => self.on_heartbeat(),
+            let first = tokio::select! {
+                command = commands.recv(), if !client_gone => Wake::Command(command),
+                Some(incoming) = incoming.recv() => Wake::Incoming(incoming),
+                Some(exit) = exits.recv() => Wake::Exit(exit),
+                Some(event) = internal.recv() => Wake::Internal(event),
+                _ = heartbeat.tick() => Wake::Heartbeat,
+            };
+            self.on_wake(first, &mut client_gone);
+            // The rest of the batch: what is already queued (a burst of
+            // submissions, the messages read together from the socket).
+            for _ in 1..BATCH_MAX {
+                let queued = incoming
+                    .try_recv()
+                    .map(Wake::Incoming)
+                    .or_else(|_| exits.try_recv().map(Wake::Exit))
+                    .or_else(|_| internal.try_recv().map(Wake::Internal));
+                let queued = match queued {
+                    Ok(wake) => wake,
+                    Err(_) if client_gone => break,
+                    Err(_) => match commands.try_recv() {
+                        Ok(command) => Wake::Command(Some(command)),
+                        Err(_) => break,
+                    },
+                };
+                self.on_wake(queued, &mut client_gone);
             }
+        }
+    }
+
+    fn on_wake(&mut self, wake: Wake, client_gone: &mut bool) {
+        match wake {
+            Wake::Command(Some(command)) => self.on_command(command),
+            Wake::Command(None) => {
+                // The client dropped us without shutting down.
+                *client_gone = true;
+                with_comm!(self, |core, comm| core.shutdown(&mut comm, true));
+                for live in self.live.values() {
+                    live.process.stop();
+                }
+            }
+            Wake::Incoming(Incoming::Message(message)) => self.on_message(message),
+            Wake::Incoming(Incoming::Printed(printed)) => self.on_printed(printed),
+            Wake::Exit(exit) => self.on_exit(exit, false),
+            Wake::Internal(Internal::Exited(exit)) => self.on_exit(exit, true),
+            Wake::Internal(Internal::KillIfAlive(worker)) => {
+                if let Some(live) = self.live.get_mut(&worker) {
+                    live.kill_reason
+                        .get_or_insert_with(|| "did not exit when asked to stop".into());
+                    live.process.stop();
+                }
+            }
+            Wake::Heartbeat => self.on_heartbeat(),
         }
     }
 

@@ -16,6 +16,7 @@ mod functions;
 mod tasks;
 mod workers;
 
+pub use ahead::QueueAhead;
 pub use events::{Comm, Event, LostReason, SubmitError};
 pub use tasks::{TaskCounts, TaskSpec};
 pub use workers::{Launch, WorkerInfo, WorkerState};
@@ -61,8 +62,12 @@ pub struct Core {
     /// workers keep dying at start): every task fails with this.
     broken: Option<Failure>,
     shutting_down: bool,
-    /// Send each busy pool worker one task ahead (`ahead`).
-    queue_ahead: bool,
+    /// Send each busy pool worker one task ahead (`ahead`), when set.
+    queue_ahead: Option<QueueAhead>,
+    /// An event changed what could run where: the next `schedule_if_needed`
+    /// makes one pass for the whole batch of events (tako's
+    /// `ask_for_scheduling`), instead of one pass per event.
+    needs_scheduling: bool,
 }
 
 impl Core {
@@ -79,13 +84,27 @@ impl Core {
             failed_starts: 0,
             broken: None,
             shutting_down: false,
-            queue_ahead: false,
+            queue_ahead: None,
+            needs_scheduling: false,
         }
     }
 
-    /// Whether busy pool workers are sent a task ahead (off unless set).
-    pub fn set_queue_ahead(&mut self, on: bool) {
-        self.queue_ahead = on;
+    /// Hand out what the events since the last pass made possible. The
+    /// server calls it after each batch of events, before it waits for the
+    /// next, so a task never waits longer than the wake-up that readied it.
+    pub fn schedule_if_needed(&mut self, comm: &mut impl Comm) {
+        if std::mem::take(&mut self.needs_scheduling) {
+            self.schedule(comm);
+        }
+    }
+
+    fn ask_for_scheduling(&mut self) {
+        self.needs_scheduling = true;
+    }
+
+    /// Whether busy pool workers are sent a task ahead, and how (off unless set).
+    pub fn set_queue_ahead(&mut self, queue_ahead: Option<QueueAhead>) {
+        self.queue_ahead = queue_ahead;
     }
 
     /// Whether each task gets a worker of its own (no block allocation).
@@ -161,7 +180,7 @@ impl Core {
         } else if missing == 0 {
             self.make_ready(spec.id);
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
         Ok(())
     }
 
@@ -180,7 +199,7 @@ impl Core {
             Some(TaskState::External)
         ) {
             self.finish(comm, id, result);
-            self.schedule(comm);
+            self.ask_for_scheduling();
         }
     }
 
@@ -199,7 +218,7 @@ impl Core {
                 None => Failure::Cancelled { upstream: None },
             };
             self.fail(comm, id, failure);
-            self.schedule(comm);
+            self.ask_for_scheduling();
         }
     }
 
@@ -213,7 +232,7 @@ impl Core {
         );
         if cancellable {
             self.fail(comm, id, Failure::Cancelled { upstream: None });
-            self.schedule(comm);
+            self.ask_for_scheduling();
             return Some(true);
         }
         if self.retract(comm, id, Retract::Cancel) {
@@ -260,7 +279,7 @@ impl Core {
                 self.retract(comm, id, Retract::Cancel);
             }
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     /// True once shut down with no work left and every worker gone.
@@ -293,7 +312,7 @@ impl Core {
                 }
             }
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     pub fn worker_init_done(
@@ -319,7 +338,7 @@ impl Core {
                 self.break_pool(comm, Failure::Raised(error));
             }
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     pub fn task_done(
@@ -350,7 +369,7 @@ impl Core {
         } else {
             self.balance_pool(comm); // a pool made smaller lets this one go now
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     /// The worker found the task's store key locked by another live run and
@@ -375,7 +394,7 @@ impl Core {
         if w_is_dedicated(&self.workers, worker) {
             self.retire(comm, worker);
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     /// Output of the task `worker` is running; anything else (a task that
@@ -450,7 +469,7 @@ impl Core {
         if w.dedicated.is_none() {
             self.balance_pool(comm); // a replacement, unless the pool was made smaller
         }
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     pub fn worker_infos(&self) -> Vec<WorkerInfo> {
@@ -463,7 +482,7 @@ impl Core {
             match task.state {
                 TaskState::Waiting { .. } | TaskState::External => counts.waiting += 1,
                 TaskState::Ready => counts.ready += 1,
-                TaskState::Assigned => counts.running += 1,
+                TaskState::Assigned { .. } => counts.running += 1,
                 TaskState::Finished(_) => counts.finished += 1,
                 TaskState::Failed(_) => counts.failed += 1,
             }
@@ -492,7 +511,7 @@ impl Core {
         }
         *size = workers;
         self.balance_pool(comm);
-        self.schedule(comm);
+        self.ask_for_scheduling();
         Ok(())
     }
 
@@ -539,11 +558,17 @@ impl Core {
         self.add_worker(comm, Launch { resources, gpus }, None);
     }
 
-    fn add_worker(&mut self, comm: &mut impl Comm, launch: Launch, dedicated: Option<TaskId>) {
+    fn add_worker(
+        &mut self,
+        comm: &mut impl Comm,
+        launch: Launch,
+        dedicated: Option<TaskId>,
+    ) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
         comm.start_worker(id, &launch);
         self.workers.insert(id, Worker::new(launch, dedicated));
+        id
     }
 
     fn retire(&mut self, comm: &mut impl Comm, worker: WorkerId) {
@@ -601,8 +626,9 @@ impl Core {
                     }
                     self.ready.pop_front();
                     let gpus = self.capacity.take(&resources);
-                    self.add_worker(comm, Launch { resources, gpus }, Some(id));
-                    self.tasks.get_mut(&id).expect("ready task").state = TaskState::Assigned;
+                    let worker = self.add_worker(comm, Launch { resources, gpus }, Some(id));
+                    self.tasks.get_mut(&id).expect("ready task").state =
+                        TaskState::Assigned { worker };
                 }
             }
         }
@@ -633,7 +659,7 @@ impl Core {
     /// Send a task to a worker, to run now or, `ahead`, after its current one.
     fn send_run(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId, ahead: bool) {
         // What may go ahead may also have a task ahead behind it.
-        let takes_next = !ahead && self.queue_ahead && self.may_go_ahead(id);
+        let takes_next = !ahead && self.may_go_ahead(id);
         let task = self.tasks.get_mut(&id).expect("dispatched task exists");
         let work = task
             .work
@@ -650,7 +676,7 @@ impl Core {
             self.functions.release(&work.digest);
             std::mem::take(&mut task.dependencies)
         };
-        task.state = TaskState::Assigned;
+        task.state = TaskState::Assigned { worker };
         let w = self
             .workers
             .get_mut(&worker)
