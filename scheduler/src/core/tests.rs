@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::protocol::StoreTarget;
+use crate::protocol::{FunctionRef, Outcome, Stream, ToWorker};
 use crate::resources::Gpus;
+use bytes::Bytes;
 
 /// The frame size from which the tests' queue-ahead counts a frame as one
 /// for shared memory: smaller than the server's, which the core never sees.
