@@ -8,7 +8,7 @@ use crate::backend::mpi::MpiLauncher;
 use crate::backend::pilot::PilotBackend;
 use crate::backend::slurm::SlurmBackend;
 use crate::backend::{Backend, WorkerEnvironment};
-use crate::core::{Allocation, Core, Event, TaskSpec};
+use crate::core::{Allocation, Core, Event, QueueAhead, TaskSpec};
 use crate::ids::TaskId;
 use crate::protocol::Payload;
 use crate::resources::{Capacity, Gpus};
@@ -109,7 +109,11 @@ impl SchedulerHandle {
         };
         let capacity = Capacity::new(config.max_cpus, config.max_workers, config.gpus);
         let mut core = Core::new(config.allocation, capacity, config.init);
-        core.set_queue_ahead(!crate::switched_off("PMP_QUEUE_AHEAD"));
+        if !crate::switched_off("PMP_QUEUE_AHEAD") {
+            core.set_queue_ahead(Some(QueueAhead {
+                shared_from: crate::shared_memory::SHARED_FROM,
+            }));
+        }
         let timing = Timing {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,

@@ -242,6 +242,55 @@ pub struct WorkerPlace {
     pub host: String,
 }
 
+/// The zygote's messages (`crate::zygote` sends them, pmp-worker's zygote
+/// mode answers). Each is one SOCK_SEQPACKET message, bincode as the headers
+/// above, unsigned: only the scheduler holds the other end of the socket.
+/// - requests socket: the scheduler sends a `ForkRequest` (the child's
+///   stdout and stderr pipes attached); the zygote answers a `ForkAnswer`,
+///   and sends one unasked with its own pid once it is ready.
+/// - exits socket: the zygote sends an `ExitReport` for each child reaped.
+pub mod zygote {
+    use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+    /// Fork a worker with these variables, in this cwd (None: the zygote's).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ForkRequest {
+        pub cwd: Option<Vec<u8>>,
+        pub variables: Vec<(String, String)>,
+    }
+
+    /// The forked child's pid; 0 when the fork failed.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ForkAnswer {
+        pub pid: i32,
+    }
+
+    /// A child the zygote reaped, with its wait status.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ExitReport {
+        pub pid: i32,
+        pub status: i32,
+    }
+
+    impl ForkAnswer {
+        /// Its encoded size: what the scheduler reads.
+        pub const LEN: usize = 4;
+    }
+
+    impl ExitReport {
+        /// Its encoded size: what the scheduler reads.
+        pub const LEN: usize = 8;
+    }
+
+    pub fn encode<M: Serialize>(message: &M) -> Vec<u8> {
+        bincode::serialize(message).expect("zygote messages always serialize")
+    }
+
+    pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, String> {
+        bincode::deserialize(bytes).map_err(|e| format!("malformed zygote message: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +347,22 @@ mod tests {
             decode::<FromWorker>(&key, vec![Bytes::new()]).unwrap_err(),
             DecodeError::TooShort
         );
+    }
+
+    #[test]
+    fn zygote_messages_round_trip_at_the_sizes_read_for_them() {
+        use zygote::{decode, encode, ExitReport, ForkAnswer, ForkRequest};
+        let request = ForkRequest {
+            cwd: Some(b"/tmp/work".to_vec()),
+            variables: vec![("EXTRA".into(), "a=b".into()), ("EMPTY".into(), "".into())],
+        };
+        assert_eq!(decode::<ForkRequest>(&encode(&request)), Ok(request));
+        let answer = ForkAnswer { pid: 4242 };
+        assert_eq!(encode(&answer).len(), ForkAnswer::LEN);
+        assert_eq!(decode::<ForkAnswer>(&encode(&answer)), Ok(answer));
+        let report = ExitReport { pid: 7, status: 9 };
+        assert_eq!(encode(&report).len(), ExitReport::LEN);
+        assert_eq!(decode::<ExitReport>(&encode(&report)), Ok(report));
+        assert!(decode::<ForkRequest>(b"\x01").is_err());
     }
 }

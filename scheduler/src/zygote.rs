@@ -5,8 +5,8 @@
 //! chain, the worker's variables and cwd, its stdout and stderr on pipes we
 //! read); since it is the zygote's child, not ours, the zygote reaps it and
 //! reports its wait status, which becomes the same `Exit` a spawned worker's
-//! would. The worker side and the wire format are in pmp-worker's
-//! `zygote.rs`.
+//! would. The messages are `protocol::zygote`; the worker side is in
+//! pmp-worker's `zygote.rs`.
 //!
 //! Only what a zygote can reproduce goes through it: the local backend's
 //! single-rank worker (the worker program, no arguments), with the
@@ -86,6 +86,7 @@ mod linux {
     use crate::backend::WorkerEnvironment;
     use crate::ids::WorkerId;
     use crate::process::{self, Exit, PrintedSink, WorkerProcess};
+    use crate::protocol::zygote::{decode, encode, ExitReport, ForkAnswer, ForkRequest};
     use std::collections::HashMap;
     use std::ffi::OsString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -222,7 +223,7 @@ mod linux {
             }
             let (stdout, stdout_w) = pipe().ok()?;
             let (stderr, stderr_w) = pipe().ok()?;
-            if send_with_fds(&self.requests, &request, &[&stdout_w, &stderr_w]).is_err() {
+            if send_with_fds(&self.requests, &encode(&request), &[&stdout_w, &stderr_w]).is_err() {
                 self.give_up();
                 return None;
             }
@@ -285,28 +286,30 @@ mod linux {
         }
     }
 
-    /// The request that makes the zygote's child `command`'s process: its
-    /// cwd, then its variables, NUL-separated. None when the child would not
-    /// be that process (another program, arguments, a removed variable).
-    fn request_for(command: &Command, program: &std::path::Path) -> Option<Vec<u8>> {
+    /// The request that makes the zygote's child `command`'s process. None
+    /// when the child would not be that process (another program,
+    /// arguments, a removed variable, a name Python cannot set).
+    fn request_for(command: &Command, program: &std::path::Path) -> Option<ForkRequest> {
         if command.get_program() != program.as_os_str() || command.get_args().len() > 0 {
             return None;
         }
-        let mut request = Vec::new();
-        if let Some(cwd) = command.get_current_dir() {
-            request.extend_from_slice(cwd.as_os_str().as_bytes());
-        }
+        let mut variables = Vec::new();
         for (name, value) in command.get_envs() {
             let value = value?;
             if name.as_bytes().contains(&b'=') {
                 return None;
             }
-            request.push(0);
-            request.extend_from_slice(name.as_bytes());
-            request.push(b'=');
-            request.extend_from_slice(value.as_bytes());
+            variables.push((
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            ));
         }
-        Some(request)
+        Some(ForkRequest {
+            cwd: command
+                .get_current_dir()
+                .map(|cwd| cwd.as_os_str().as_bytes().to_vec()),
+            variables,
+        })
     }
 
     /// Exit reports: `(pid, status)`. When the zygote
@@ -316,23 +319,26 @@ mod linux {
             let Ok(mut guard) = exits.readable().await else {
                 break;
             };
-            let mut report = [0u8; 8];
+            let mut report = [0u8; ExitReport::LEN];
             let received = guard.try_io(|fd| {
-                // SAFETY: receiving at most 8 bytes into a live buffer.
-                let n = unsafe { libc::recv(fd.as_raw_fd(), report.as_mut_ptr().cast(), 8, 0) };
+                // SAFETY: receiving at most `report.len()` bytes into it.
+                let n = unsafe {
+                    libc::recv(fd.as_raw_fd(), report.as_mut_ptr().cast(), report.len(), 0)
+                };
                 if n < 0 {
                     Err(std::io::Error::last_os_error())
                 } else {
                     Ok(n as usize)
                 }
             });
-            match received {
+            let ExitReport { pid, status } = match received {
                 Err(_would_block) => continue,
-                Ok(Ok(8)) => {}
+                Ok(Ok(ExitReport::LEN)) => match decode(&report) {
+                    Ok(report) => report,
+                    Err(_) => break,
+                },
                 Ok(_) => break,
-            }
-            let pid = i32::from_le_bytes(report[..4].try_into().expect("4 bytes"));
-            let status = i32::from_le_bytes(report[4..].try_into().expect("4 bytes"));
+            };
             let mut state = state.lock().expect("zygote state");
             if let Some(waiting) = state.waiting.remove(&pid) {
                 let _ = waiting.send(status);
@@ -449,12 +455,21 @@ mod linux {
     /// The zygote's answer to a request: the child's pid, or 0 (or its own
     /// pid, once ready).
     fn receive_pid(socket: &OwnedFd) -> std::io::Result<i32> {
-        let mut answer = [0u8; 4];
+        let mut answer = [0u8; ForkAnswer::LEN];
         loop {
-            // SAFETY: receiving at most 4 bytes into a live buffer.
-            let n = unsafe { libc::recv(socket.as_raw_fd(), answer.as_mut_ptr().cast(), 4, 0) };
-            if n == 4 {
-                return Ok(i32::from_le_bytes(answer));
+            // SAFETY: receiving at most `answer.len()` bytes into it.
+            let n = unsafe {
+                libc::recv(
+                    socket.as_raw_fd(),
+                    answer.as_mut_ptr().cast(),
+                    answer.len(),
+                    0,
+                )
+            };
+            if n == ForkAnswer::LEN as isize {
+                return decode::<ForkAnswer>(&answer)
+                    .map(|answer| answer.pid)
+                    .map_err(std::io::Error::other);
             }
             let error = std::io::Error::last_os_error();
             if n < 0 && error.kind() == std::io::ErrorKind::Interrupted {
@@ -497,20 +512,20 @@ mod linux {
                 .command(&env, WorkerId(7), &launch(1, Some("/")))
                 .unwrap();
             let request = request_for(&command, &env.program).expect("a zygote can fork it");
-            let mut parts = request.split(|&b| b == 0);
-            assert_eq!(parts.next(), Some(&b"/"[..]));
-            let variables: Vec<_> = parts
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect();
-            for expected in [
-                "PMP_WORKER_ID=7",
-                "OMP_NUM_THREADS=2",
-                "CUDA_VISIBLE_DEVICES=1",
-                "PMP_RANKS=1",
+            assert_eq!(request.cwd.as_deref(), Some(&b"/"[..]));
+            for (name, value) in [
+                ("PMP_WORKER_ID", "7"),
+                ("OMP_NUM_THREADS", "2"),
+                ("CUDA_VISIBLE_DEVICES", "1"),
+                ("PMP_RANKS", "1"),
             ] {
                 assert!(
-                    variables.iter().any(|v| v == expected),
-                    "{expected} in {variables:?}"
+                    request
+                        .variables
+                        .iter()
+                        .any(|(n, v)| n == name && v == value),
+                    "{name}={value} in {:?}",
+                    request.variables
                 );
             }
         }

@@ -7,11 +7,13 @@
 //! nothing may hold a lock in another one): no connection thread, no tokio.
 //! Its descriptors, set up by the scheduler (`pmp_scheduler::zygote`):
 //! - fd 3, requests: a SOCK_SEQPACKET socket. Each request is one message,
-//!   the worker's cwd and `KEY=VALUE` variables separated by NUL bytes, with
-//!   the write ends of its stdout and stderr pipes attached (SCM_RIGHTS).
-//!   The answer is the child's pid as 4 bytes, or 0 when the fork failed.
-//!   Before any answer, the zygote sends its own pid once it is ready.
-//! - fd 4, exits: 8-byte messages `(pid, wait status)` for each child reaped.
+//!   a `ForkRequest` (the worker's cwd and variables), with the write ends
+//!   of its stdout and stderr pipes attached (SCM_RIGHTS). The answer is a
+//!   `ForkAnswer`: the child's pid, or 0 when the fork failed. Before any
+//!   answer, the zygote sends its own pid once it is ready.
+//! - fd 4, exits: an `ExitReport` (pid, wait status) for each child reaped.
+//!
+//! The messages are defined once, in `pmp_scheduler::protocol::zygote`.
 //!
 //! The child becomes what a spawned worker is: its own process group, killed
 //! when the zygote dies (which is killed when the scheduler's thread dies),
@@ -33,6 +35,7 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStringExt;
 
+use pmp_scheduler::protocol::zygote::{decode, encode, ExitReport, ForkAnswer, ForkRequest};
 use pmp_scheduler::zygote::{EXITS_FD, REQUESTS_FD};
 /// Largest request: the variables of one worker (a few hundred bytes).
 const MOST_REQUEST: usize = 256 * 1024;
@@ -216,7 +219,16 @@ fn receive() -> Option<Request> {
             reply(0);
             continue;
         }
-        return Some(parse(&buffer[..n as usize], fds[0], fds[1]));
+        match parse(&buffer[..n as usize], fds[0], fds[1]) {
+            Ok(request) => return Some(request),
+            Err(e) => {
+                // Only the scheduler writes here: a pmp-worker of another
+                // version than the scheduler's could do this.
+                eprintln!("pmp-worker zygote: {e}");
+                fds.into_iter().for_each(close);
+                reply(0);
+            }
+        }
     }
 }
 
@@ -239,43 +251,42 @@ fn received_fds(header: &libc::msghdr) -> Vec<RawFd> {
     fds
 }
 
-fn parse(bytes: &[u8], stdout: RawFd, stderr: RawFd) -> Request {
-    let mut parts = bytes.split(|&b| b == 0);
-    let cwd = parts
-        .next()
-        .filter(|cwd| !cwd.is_empty())
-        .map(|cwd| OsString::from_vec(cwd.to_vec()));
-    let variables = parts
-        .filter_map(|part| {
-            let text = String::from_utf8_lossy(part);
-            let (name, value) = text.split_once('=')?;
-            Some((name.to_string(), value.to_string()))
-        })
-        .collect();
-    Request {
-        cwd,
+fn parse(bytes: &[u8], stdout: RawFd, stderr: RawFd) -> Result<Request, String> {
+    let ForkRequest { cwd, variables } = decode(bytes)?;
+    Ok(Request {
+        cwd: cwd.map(OsString::from_vec),
         variables,
         stdout,
         stderr,
-    }
+    })
 }
 
 fn reply(pid: libc::pid_t) {
-    let bytes = pid.to_le_bytes();
-    // SAFETY: sending 4 bytes from a live buffer.
-    unsafe { libc::send(REQUESTS_FD, bytes.as_ptr().cast(), 4, libc::MSG_NOSIGNAL) };
+    let bytes = encode(&ForkAnswer { pid });
+    // SAFETY: sending from a live buffer.
+    unsafe {
+        libc::send(
+            REQUESTS_FD,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
 fn send_exit_report(pid: libc::pid_t, status: i32) {
-    let mut bytes = [0u8; 8];
-    bytes[..4].copy_from_slice(&pid.to_le_bytes());
-    bytes[4..].copy_from_slice(&status.to_le_bytes());
-    // SAFETY: sending 8 bytes from a live buffer.
-    unsafe { libc::send(EXITS_FD, bytes.as_ptr().cast(), 8, libc::MSG_NOSIGNAL) };
+    let bytes = encode(&ExitReport { pid, status });
+    // SAFETY: sending from a live buffer.
+    unsafe {
+        libc::send(
+            EXITS_FD,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
-/// Reap every child that has exited, reporting the workers among them, then
-/// kill the orphans they left.
 fn reap_children(workers: &mut HashSet<libc::pid_t>) {
     let mut reaped = false;
     while let Some(pid) = exited_child() {
@@ -377,26 +388,35 @@ impl ChildSignals {
 #[cfg(test)]
 mod tests {
     use super::parse;
+    use pmp_scheduler::protocol::zygote::{encode, ForkRequest};
 
     #[test]
-    fn a_request_is_a_cwd_then_variables_whose_values_may_hold_equals_signs() {
-        let request = parse(b"/tmp/work\0PMP_WORKER_ID=3\0EXTRA=a=b\0EMPTY=", 10, 11);
+    fn a_request_gives_the_cwd_variables_and_pipes_of_the_child() {
+        let sent = ForkRequest {
+            cwd: Some(b"/tmp/work".to_vec()),
+            variables: vec![
+                ("PMP_WORKER_ID".into(), "3".into()),
+                ("EXTRA".into(), "a=b".into()),
+            ],
+        };
+        let request = parse(&encode(&sent), 10, 11).unwrap();
         assert_eq!(
             request.cwd.as_deref(),
             Some(std::ffi::OsStr::new("/tmp/work"))
         );
-        assert_eq!(
-            request.variables,
-            [("PMP_WORKER_ID", "3"), ("EXTRA", "a=b"), ("EMPTY", "")]
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        );
+        assert_eq!(request.variables, sent.variables);
         assert_eq!((request.stdout, request.stderr), (10, 11));
     }
 
     #[test]
-    fn no_cwd_leaves_the_zygotes() {
-        let request = parse(b"\0A=1", 10, 11);
-        assert!(request.cwd.is_none());
-        assert_eq!(request.variables, [("A".to_string(), "1".to_string())]);
+    fn no_cwd_leaves_the_zygotes_and_a_malformed_request_is_refused() {
+        let sent = ForkRequest {
+            cwd: None,
+            variables: vec![("A".into(), "1".into())],
+        };
+        assert!(parse(&encode(&sent), 10, 11).unwrap().cwd.is_none());
+        assert!(parse(b"/tmp\0A=1", 10, 11)
+            .err()
+            .is_some_and(|e| e.contains("malformed zygote message")));
     }
 }

@@ -1,4 +1,4 @@
-//! Tasks sent ahead: with `queue_ahead`, a pool worker busy with one task
+//! Tasks sent ahead: with `QueueAhead` set, a pool worker busy with one task
 //! is sent the next as well, so that it starts it the moment the first ends
 //! instead of a round trip later (for short tasks, that round trip is most
 //! of the time a worker spends per task).
@@ -14,12 +14,19 @@ use super::workers::{Retract, WorkerState};
 use super::{Allocation, Comm, Core, Event, Failure};
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::ToWorker;
-use crate::shared_memory::SHARED_FROM;
+
+/// How tasks are sent ahead, as the server configures it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueAhead {
+    /// The size from which the server sends a frame through shared memory:
+    /// a task with such a frame is not sent ahead (see `may_go_ahead`).
+    pub shared_from: usize,
+}
 
 impl Core {
     /// A busy pool worker `id` may be sent ahead to, if any (and if `id` may be).
     pub(super) fn ahead_slot(&self, id: TaskId) -> Option<WorkerId> {
-        if !self.queue_ahead || self.pool_oversized() {
+        if self.queue_ahead.is_none() || self.pool_oversized() {
             return None;
         }
         let worker = self
@@ -40,12 +47,15 @@ impl Core {
     /// memory is sent ahead, or has one sent ahead behind it (see
     /// `Worker::takes_next`). Asked before the task is sent.
     pub(super) fn may_go_ahead(&self, id: TaskId) -> bool {
+        let Some(QueueAhead { shared_from }) = self.queue_ahead else {
+            return false;
+        };
         let Some(work) = self.tasks.get(&id).and_then(|t| t.work.as_deref()) else {
             return false;
         };
-        let small = |frames: &[bytes::Bytes]| frames.iter().all(|f| f.len() < SHARED_FROM);
+        let small = |frames: &[bytes::Bytes]| frames.iter().all(|f| f.len() < shared_from);
         work.store.is_none()
-            && work.function.len() < SHARED_FROM
+            && work.function.len() < shared_from
             && small(&work.call.frames)
             && self.tasks[&id].dependencies.iter().all(|dep| {
                 matches!(&self.tasks[dep].state, TaskState::Finished(result) if small(&result.frames))
@@ -121,10 +131,13 @@ impl Core {
     /// Ask for a task sent ahead back, for `why`; false when no worker holds
     /// it ahead (it is running, or was never sent ahead).
     pub(super) fn retract(&mut self, comm: &mut impl Comm, task: TaskId, why: Retract) -> bool {
-        let holder = self.workers.iter_mut().find(|(_, w)| {
+        let Some(TaskState::Assigned { worker }) = self.tasks.get(&task).map(|t| &t.state) else {
+            return false;
+        };
+        let worker = *worker;
+        let Some(w) = self.workers.get_mut(&worker).filter(|w| {
             w.next == Some(task) || w.retract.is_some_and(|(retracted, _)| retracted == task)
-        });
-        let Some((&worker, w)) = holder else {
+        }) else {
             return false;
         };
         match &mut w.retract {
@@ -145,7 +158,7 @@ impl Core {
     /// Idle pool workers while others hold tasks ahead: take those back, one
     /// per idle worker, so they run now.
     pub(super) fn take_back_for_idle(&mut self, comm: &mut impl Comm) {
-        if !self.queue_ahead || !matches!(self.allocation, Allocation::Block { .. }) {
+        if self.queue_ahead.is_none() || !matches!(self.allocation, Allocation::Block { .. }) {
             return;
         }
         let idle = self
@@ -194,7 +207,7 @@ impl Core {
         w.slots = Default::default();
         self.take_back(comm, task, why);
         self.balance_pool(comm);
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     /// The worker had started `task` when the Retract for it arrived.
@@ -210,7 +223,7 @@ impl Core {
             self.started(comm, worker, task);
         }
         // Still `next` here: its Running is told when the task before it ends.
-        self.schedule(comm);
+        self.ask_for_scheduling();
     }
 
     /// A task sent ahead is back in the core's hands, never run: first in

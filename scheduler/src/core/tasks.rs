@@ -2,7 +2,7 @@
 //! and who depends on it.
 
 use super::events::LostReason;
-use crate::ids::TaskId;
+use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{Payload, StoreTarget};
 use crate::resources::ResourceRequest;
 use bytes::Bytes;
@@ -55,7 +55,11 @@ pub(super) enum TaskState {
         missing: usize,
     },
     Ready,
-    Assigned,
+    /// Sent to `worker` (or, per task, a worker started for it): running
+    /// there, or held there ahead of its current task.
+    Assigned {
+        worker: WorkerId,
+    },
     /// A result the client delivers itself (a foreign Future).
     External,
     Finished(Payload),

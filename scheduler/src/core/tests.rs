@@ -3,10 +3,18 @@
 
 use super::*;
 use crate::protocol::StoreTarget;
+use crate::protocol::{FunctionRef, Outcome, Stream, ToWorker};
 use crate::resources::Gpus;
-use crate::shared_memory::SHARED_FROM;
+use bytes::Bytes;
+
+/// The frame size from which the tests' queue-ahead counts a frame as one
+/// for shared memory: smaller than the server's, which the core never sees.
+const SHARED_FROM: usize = 4 << 10;
 
 mod ahead;
+mod driven;
+
+use driven::Driven;
 
 #[derive(Default)]
 pub(super) struct Recorder {
@@ -91,15 +99,15 @@ fn task(id: u64, deps: &[u64]) -> TaskSpec {
     }
 }
 
-fn block(workers: u32) -> (Core, Recorder) {
-    let mut core = Core::new(
+fn block(workers: u32) -> (Driven, Recorder) {
+    let mut core = Driven(Core::new(
         Allocation::Block {
             workers,
             resources: ResourceRequest::default(),
         },
         Capacity::new(workers, None, Gpus::Counted(0)),
         None,
-    );
+    ));
     let mut comm = Recorder::default();
     core.start(&mut comm);
     for w in 0..workers {
@@ -108,16 +116,16 @@ fn block(workers: u32) -> (Core, Recorder) {
     (core, comm)
 }
 
-fn per_task(cpus: u32) -> (Core, Recorder) {
-    let core = Core::new(
+fn per_task(cpus: u32) -> (Driven, Recorder) {
+    let core = Driven(Core::new(
         Allocation::PerTask,
         Capacity::new(cpus, None, Gpus::Counted(0)),
         None,
-    );
+    ));
     (core, Recorder::default())
 }
 
-fn done(core: &mut Core, comm: &mut Recorder, worker: u32, task: u64, result: &'static str) {
+fn done(core: &mut Driven, comm: &mut Recorder, worker: u32, task: u64, result: &'static str) {
     core.task_done(
         comm,
         WorkerId(worker),
@@ -288,11 +296,11 @@ fn per_task_mode_starts_a_fresh_worker_per_task_within_the_cpus() {
 #[test]
 fn per_task_gpu_tasks_run_side_by_side_up_to_the_allocations_gpus() {
     // Under srun or flux pmp counts GPUs, it does not name them.
-    let mut core = Core::new(
+    let mut core = Driven(Core::new(
         Allocation::PerTask,
         Capacity::new(4, None, Gpus::Counted(2)),
         None,
-    );
+    ));
     let mut comm = Recorder::default();
     let gpu_task = |id| TaskSpec {
         resources: ResourceRequest {
@@ -379,14 +387,14 @@ fn shutdown_with_cancel_futures_cancels_the_queue_and_stops_workers_when_idle() 
 
 #[test]
 fn an_init_function_that_raises_fails_every_task_with_its_exception() {
-    let mut core = Core::new(
+    let mut core = Driven(Core::new(
         Allocation::Block {
             workers: 1,
             resources: ResourceRequest::default(),
         },
         Capacity::new(1, None, Gpus::Counted(0)),
         Some(payload("init")),
-    );
+    ));
     let mut comm = Recorder::default();
     core.start(&mut comm);
     core.worker_hello(&mut comm, WorkerId(0), 1, "h".into());
@@ -517,7 +525,7 @@ fn a_task_whose_worker_dies_runs_again_up_to_its_restart_limit_then_fails() {
     core.submit(&mut comm, restartable(2, &[1], 2)).unwrap();
     core.release(TaskId(1));
     done(&mut core, &mut comm, 0, 1, "input");
-    let lost = |core: &mut Core, comm: &mut Recorder, worker: u32| {
+    let lost = |core: &mut Driven, comm: &mut Recorder, worker: u32| {
         core.worker_lost(
             comm,
             WorkerId(worker),
@@ -630,4 +638,50 @@ fn a_pool_grows_at_once_and_shrinks_idle_workers_first_busy_ones_after_their_tas
     core.worker_lost(&mut comm, WorkerId(2), LostReason::new("exit 0"));
     assert_eq!(comm.started.len(), 3);
     assert!(core.resize_pool(&mut comm, 0).is_err());
+}
+
+#[test]
+fn events_of_one_batch_are_scheduled_together_after_it() {
+    let (mut core, mut comm) = block(1);
+    // Submitted and cancelled in one batch: the pass after it finds the
+    // task cancelled, so the worker is never sent it.
+    core.0.submit(&mut comm, task(1, &[])).unwrap();
+    core.0.submit(&mut comm, task(2, &[])).unwrap();
+    assert!(comm.runs().is_empty(), "nothing is sent during the batch");
+    assert_eq!(core.0.cancel(&mut comm, TaskId(1)), Some(true));
+    core.schedule_if_needed(&mut comm);
+    assert_eq!(comm.runs(), vec![(WorkerId(0), TaskId(2))]);
+    // A batch that changed nothing schedulable makes no pass.
+    core.0.task_output(
+        &mut comm,
+        WorkerId(0),
+        TaskId(2),
+        Stream::Stdout,
+        Bytes::new(),
+    );
+    let sent = comm.sent.len();
+    core.schedule_if_needed(&mut comm);
+    assert_eq!(comm.sent.len(), sent);
+}
+
+#[test]
+fn a_task_records_the_worker_it_was_sent_to() {
+    let assigned_to = |core: &Driven, id: u64| match core.tasks[&TaskId(id)].state {
+        TaskState::Assigned { worker } => Some(worker),
+        _ => None,
+    };
+    let (mut core, mut comm) = block(2);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    core.submit(&mut comm, task(2, &[])).unwrap();
+    core.submit(&mut comm, task(3, &[])).unwrap();
+    assert_eq!(assigned_to(&core, 1), Some(WorkerId(0)));
+    assert_eq!(assigned_to(&core, 2), Some(WorkerId(1)));
+    assert_eq!(assigned_to(&core, 3), None, "still queued");
+    done(&mut core, &mut comm, 1, 2, "b");
+    assert_eq!(assigned_to(&core, 3), Some(WorkerId(1)));
+
+    let (mut core, mut comm) = per_task(1);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    assert_eq!(comm.started.len(), 1);
+    assert_eq!(assigned_to(&core, 1), Some(comm.started[0].0));
 }

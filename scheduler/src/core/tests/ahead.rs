@@ -4,13 +4,15 @@
 
 use super::*;
 
-fn block_ahead(workers: u32) -> (Core, Recorder) {
+fn block_ahead(workers: u32) -> (Driven, Recorder) {
     let (mut core, comm) = block(workers);
-    core.set_queue_ahead(true);
+    core.set_queue_ahead(Some(QueueAhead {
+        shared_from: SHARED_FROM,
+    }));
     (core, comm)
 }
 
-fn submit_all(core: &mut Core, comm: &mut Recorder, ids: std::ops::RangeInclusive<u64>) {
+fn submit_all(core: &mut Driven, comm: &mut Recorder, ids: std::ops::RangeInclusive<u64>) {
     for id in ids {
         core.submit(comm, task(id, &[])).unwrap();
     }

@@ -1,0 +1,224 @@
+//! Placement: which worker runs which ready task (the one scheduling pass
+//! of a batch of events), what a task's `Run` carries, and the pool's size.
+
+use super::events::{Comm, Event};
+use super::tasks::TaskState;
+use super::workers::{Launch, Worker, WorkerState};
+use super::{Allocation, Core};
+use crate::ids::{TaskId, WorkerId};
+use crate::protocol::{FunctionRef, ToWorker};
+
+impl Core {
+    /// Hand ready tasks to workers: idle pool workers in block mode, fresh
+    /// workers within the capacity otherwise. FIFO without backfill, so a big
+    /// task is never starved by small ones behind it.
+    pub(super) fn schedule(&mut self, comm: &mut impl Comm) {
+        while let Some(&id) = self.ready.front() {
+            if !matches!(
+                self.tasks.get(&id).map(|t| &t.state),
+                Some(TaskState::Ready)
+            ) {
+                self.ready.pop_front();
+                continue;
+            }
+            match self.allocation {
+                Allocation::Block { .. } => {
+                    let idle = self
+                        .workers
+                        .iter()
+                        .find(|(_, w)| w.state == WorkerState::Idle && w.dedicated.is_none())
+                        .map(|(id, _)| *id);
+                    if let Some(worker) = idle {
+                        self.ready.pop_front();
+                        self.dispatch(comm, id, worker);
+                    } else if let Some(worker) = self.ahead_slot(id) {
+                        self.ready.pop_front();
+                        self.send_run(comm, id, worker, true);
+                    } else {
+                        break;
+                    }
+                }
+                Allocation::PerTask => {
+                    let resources = match &self.tasks[&id].work {
+                        Some(work) => work.resources.clone(),
+                        None => unreachable!("a ready task has its work"),
+                    };
+                    if !self.capacity.fits(&resources) {
+                        break;
+                    }
+                    self.ready.pop_front();
+                    let gpus = self.capacity.take(&resources);
+                    let worker = self.add_worker(comm, Launch { resources, gpus }, Some(id));
+                    self.tasks.get_mut(&id).expect("ready task").state =
+                        TaskState::Assigned { worker };
+                }
+            }
+        }
+        self.take_back_for_idle(comm);
+        if self.shutting_down && !self.has_pending_work() {
+            let idle: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    matches!(
+                        w.state,
+                        WorkerState::Idle | WorkerState::Starting | WorkerState::Initializing
+                    )
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for worker in idle {
+                self.retire(comm, worker);
+            }
+        }
+    }
+
+    /// Send a task to a worker that is ready for it.
+    pub(super) fn dispatch(&mut self, comm: &mut impl Comm, id: TaskId, worker: WorkerId) {
+        self.send_run(comm, id, worker, false);
+    }
+
+    /// Send a task to a worker, to run now or, `ahead`, after its current one.
+    pub(super) fn send_run(
+        &mut self,
+        comm: &mut impl Comm,
+        id: TaskId,
+        worker: WorkerId,
+        ahead: bool,
+    ) {
+        // What may go ahead may also have a task ahead behind it.
+        let takes_next = !ahead && self.may_go_ahead(id);
+        let task = self.tasks.get_mut(&id).expect("dispatched task exists");
+        let work = task
+            .work
+            .take()
+            .expect("a task is dispatched once at a time");
+        // A task that may run again, or be taken back, keeps what it needs
+        // to be sent again; one that may not lets go of its function and
+        // its inputs now.
+        let keep = task.restarts_left > 0 || ahead;
+        let dependencies = if keep {
+            task.resend = Some(work.clone());
+            task.dependencies.clone()
+        } else {
+            self.functions.release(&work.digest);
+            std::mem::take(&mut task.dependencies)
+        };
+        task.state = TaskState::Assigned { worker };
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("dispatch to a live worker");
+        if ahead {
+            w.next = Some(id);
+        } else {
+            w.state = WorkerState::Busy(id);
+        }
+        let function = w.slots.reference(work.digest);
+        let mut frames = Vec::new();
+        if let FunctionRef::Inline { .. } = function {
+            frames.push(work.function);
+        }
+        let call_frames = work.call.frames.len() as u32;
+        frames.extend(work.call.frames);
+        let mut dependency_frames = Vec::with_capacity(dependencies.len());
+        for dep in &dependencies {
+            let TaskState::Finished(result) = &self.tasks[dep].state else {
+                unreachable!("a task is ready only when its dependencies finished")
+            };
+            dependency_frames.push(result.frames.len() as u32);
+            frames.extend(result.frames.iter().cloned());
+        }
+        if !ahead {
+            w.takes_next = takes_next;
+        }
+        let place = w
+            .place
+            .clone()
+            .expect("a worker that said hello has a place");
+        comm.send(
+            worker,
+            ToWorker::Run {
+                task: id,
+                function,
+                call_frames,
+                dependency_frames,
+                store: work.store.map(|target| *target),
+                shared: Vec::new(),
+                shared_results: false,
+            },
+            frames,
+        );
+        if !ahead {
+            comm.emit(Event::Running { task: id, place });
+        }
+        if !keep {
+            self.let_go_of_inputs(dependencies);
+        }
+    }
+
+    /// Start or stop pool workers until as many run (or start) as the pool's size.
+    pub(super) fn balance_pool(&mut self, comm: &mut impl Comm) {
+        let Allocation::Block { workers: size, .. } = self.allocation else {
+            return;
+        };
+        if self.shutting_down || self.broken.is_some() {
+            return;
+        }
+        let members: Vec<(WorkerId, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.dedicated.is_none() && w.state != WorkerState::Stopping)
+            .map(|(id, w)| (*id, matches!(w.state, WorkerState::Busy(_))))
+            .collect();
+        let live = members.len() as u32;
+        if live < size {
+            for _ in live..size {
+                self.spawn_pool_worker(comm);
+            }
+            return;
+        }
+        // Idle and starting ones go first; newest first among them.
+        let surplus: Vec<WorkerId> = members
+            .iter()
+            .rev()
+            .filter(|(_, busy)| !busy)
+            .map(|(id, _)| *id)
+            .take((live - size) as usize)
+            .collect();
+        for worker in surplus {
+            self.retire(comm, worker);
+        }
+    }
+
+    pub(super) fn spawn_pool_worker(&mut self, comm: &mut impl Comm) {
+        let Allocation::Block { resources, .. } = &self.allocation else {
+            return;
+        };
+        let resources = resources.clone();
+        let gpus = self.capacity.take_gpus(resources.gpus());
+        self.add_worker(comm, Launch { resources, gpus }, None);
+    }
+
+    pub(super) fn add_worker(
+        &mut self,
+        comm: &mut impl Comm,
+        launch: Launch,
+        dedicated: Option<TaskId>,
+    ) -> WorkerId {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        comm.start_worker(id, &launch);
+        self.workers.insert(id, Worker::new(launch, dedicated));
+        id
+    }
+
+    pub(super) fn retire(&mut self, comm: &mut impl Comm, worker: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            if w.state != WorkerState::Stopping {
+                w.state = WorkerState::Stopping;
+                comm.stop_worker(worker);
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The core's effects carried out (`Comm`): workers started (forked by the
+//! zygote where it can), messages signed and sent (large frames through
+//! shared memory to a worker on this host), stops escalated to kills,
+//! events to the client, cancels answered.
+
+use super::Internal;
+use crate::auth::Key;
+use crate::backend::{Backend, WorkerEnvironment};
+use crate::core::{Comm, Event, Launch, LostReason};
+use crate::ids::{TaskId, WorkerId};
+use crate::process::{self, Exit, PrintedSink};
+use crate::protocol::{self, ToWorker};
+use crate::shared_memory;
+use crate::zygote::Zygotes;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long a worker asked to stop may take before it is killed. Only idle
+/// workers are asked, so this is the time Python takes to exit (atexit
+/// handlers, flushing its streams), not time to finish a task.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+pub(super) struct Live {
+    pub(super) process: process::WorkerProcess,
+    pub(super) last_seen: Instant,
+    /// The ZeroMQ routing id of the connection its signed Hello came from.
+    pub(super) route: Option<Bytes>,
+    /// Why we killed it, which replaces "killed by signal 9" in the report.
+    pub(super) kill_reason: Option<String>,
+    /// The last lines its tasks wrote to sys.stderr (sent as output, so not
+    /// in the process's own stderr): part of the report if it dies.
+    pub(super) task_stderr: VecDeque<String>,
+    /// Whether it maps large frames from our shared memory (it said hello
+    /// from this host), and the segments it has not released yet.
+    pub(super) shared: SharedFrames,
+}
+
+#[derive(Default)]
+pub(super) struct SharedFrames {
+    pub(super) on: bool,
+    pub(super) lent: Vec<shared_memory::Lent>,
+    /// The last `Run` sent with shared frames, as the core made it, until
+    /// its task is done: what is sent again if the worker cannot map them.
+    pub(super) unshared: Option<(TaskId, ToWorker, Vec<Bytes>)>,
+}
+
+/// The effects of the core, carried out.
+pub(super) struct ServerComm<'a> {
+    pub(super) key: &'a Key,
+    pub(super) outgoing: &'a UnboundedSender<(Bytes, Vec<Bytes>)>,
+    pub(super) events: &'a std::sync::mpsc::Sender<Event>,
+    pub(super) backend: &'a dyn Backend,
+    pub(super) environment: &'a WorkerEnvironment,
+    pub(super) live: &'a mut HashMap<WorkerId, Live>,
+    pub(super) internal: &'a UnboundedSender<Internal>,
+    pub(super) printed: &'a PrintedSink,
+    pub(super) exits: &'a UnboundedSender<Exit>,
+    pub(super) zygotes: &'a mut Zygotes,
+    pub(super) cancels: &'a mut PendingCancels,
+}
+
+/// `cancel()` calls waiting for a worker to give their task back.
+pub(super) type PendingCancels = HashMap<TaskId, Vec<std::sync::mpsc::Sender<bool>>>;
+
+/// Send a `Run`'s large frames through shared memory (the worker is on this
+/// host), and let its result come back the same way. Returns the `Run` as it
+/// was, to be sent again if the worker cannot map them; None when nothing
+/// was shared.
+fn share_run(
+    message: &mut ToWorker,
+    frames: &mut [Bytes],
+    lent: &mut Vec<shared_memory::Lent>,
+) -> Option<(TaskId, ToWorker, Vec<Bytes>)> {
+    // Most calls have no large frame: no copy of the message is kept for them.
+    let original = shared_memory::has_large(frames).then(|| (message.clone(), frames.to_vec()));
+    let ToWorker::Run {
+        task,
+        shared,
+        shared_results,
+        ..
+    } = message
+    else {
+        return None;
+    };
+    *shared_results = true;
+    let (run, frames_before) = original?;
+    *shared = shared_memory::share(frames, lent);
+    (!shared.is_empty()).then_some((*task, run, frames_before))
+}
+
+impl Comm for ServerComm<'_> {
+    fn start_worker(&mut self, worker: WorkerId, launch: &Launch) {
+        let started = self
+            .backend
+            .command(self.environment, worker, launch)
+            .and_then(|cmd| {
+                let exits = match self.backend.exit_explainer(worker) {
+                    Some(explain) => process::explained_exits(self.exits.clone(), explain),
+                    None => self.exits.clone(),
+                };
+                let forked = self.zygotes.get(self.environment).and_then(|zygote| {
+                    zygote.fork(&cmd, worker, self.printed.clone(), exits.clone())
+                });
+                match forked {
+                    Some(forked) => forked,
+                    None => process::spawn(cmd, worker, self.printed.clone(), exits),
+                }
+                .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok(process) => {
+                self.live.insert(
+                    worker,
+                    Live {
+                        process,
+                        last_seen: Instant::now(),
+                        route: None,
+                        kill_reason: None,
+                        task_stderr: VecDeque::new(),
+                        shared: SharedFrames::default(),
+                    },
+                );
+            }
+            Err(message) => {
+                // Report it as an exit so the core handles it in one place.
+                let _ = self.exits.send(Exit {
+                    worker,
+                    reason: LostReason::new(format!("could not start worker: {message}")),
+                });
+            }
+        }
+    }
+
+    fn send(&mut self, worker: WorkerId, mut message: ToWorker, mut frames: Vec<Bytes>) {
+        // The core only sends to workers that said hello.
+        if let Some(live) = self.live.get_mut(&worker).filter(|l| l.route.is_some()) {
+            let route = live.route.clone().expect("checked");
+            if live.shared.on && matches!(message, ToWorker::Run { .. }) {
+                live.shared.unshared = share_run(&mut message, &mut frames, &mut live.shared.lent);
+            }
+            let wire = protocol::encode(self.key, &message, frames);
+            let _ = self.outgoing.send((route, wire));
+        }
+    }
+
+    fn stop_worker(&mut self, worker: WorkerId) {
+        if let Some(live) = self.live.get_mut(&worker) {
+            if live.route.is_none() {
+                // Still starting: it has nothing to finish and cannot hear a
+                // Shutdown yet, so waiting for it would only delay the stop.
+                live.kill_reason = Some("stopped before it connected".into());
+                live.process.stop();
+                return;
+            }
+        }
+        self.send(worker, ToWorker::Shutdown, Vec::new());
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            let _ = internal.send(Internal::KillIfAlive(worker));
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn cancel_answered(&mut self, task: TaskId, cancelled: bool) {
+        for reply in self.cancels.remove(&task).unwrap_or_default() {
+            let _ = reply.send(cancelled);
+        }
+    }
+}

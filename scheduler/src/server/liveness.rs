@@ -1,0 +1,77 @@
+//! Whether workers live: a process exit is handed to the core (held back
+//! briefly when the worker was busy, so that its last messages are read
+//! first), and a connected worker that stops answering heartbeats is killed.
+
+use super::{Internal, Server};
+use crate::process::{self, Exit};
+use crate::protocol::{self, ToWorker};
+use std::time::{Duration, Instant};
+
+/// How long the exit of a worker that died mid-task is held back: what it
+/// sent just before (its task's last output, which also goes into the
+/// report) is on the socket but may not have been read yet.
+const LATE_MESSAGES: Duration = Duration::from_millis(100);
+
+impl Server {
+    pub(super) fn on_exit(&mut self, exit: Exit, held_back: bool) {
+        let connected = self
+            .live
+            .get(&exit.worker)
+            .is_some_and(|live| live.route.is_some());
+        if !held_back && connected && self.core.is_busy(exit.worker) {
+            let internal = self.internal_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LATE_MESSAGES).await;
+                let _ = internal.send(Internal::Exited(exit));
+            });
+            return;
+        }
+        let mut reason = exit.reason;
+        if let Some(live) = self.live.remove(&exit.worker) {
+            if let Some(route) = &live.route {
+                self.routes.remove(route);
+            }
+            if let Some(why) = live.kill_reason {
+                reason.message = format!("{} ({why})", reason.message);
+            }
+            if !live.task_stderr.is_empty() {
+                // What its task printed first, then what the process wrote.
+                let mut lines = live.task_stderr;
+                process::keep_lines(&mut lines, &reason.stderr_tail);
+                reason.stderr_tail = Vec::from(lines).join("\n");
+            }
+        }
+        with_comm!(self, |core, comm| core.worker_lost(
+            &mut comm,
+            exit.worker,
+            reason
+        ));
+    }
+
+    pub(super) fn on_heartbeat(&mut self) {
+        let now = Instant::now();
+        let timeout = self.timing.heartbeat_timeout;
+        let mut ping = Vec::new();
+        for live in self.live.values_mut() {
+            // A worker still starting Python has no route yet; the time it
+            // takes is not held against it.
+            let Some(route) = &live.route else { continue };
+            if live.kill_reason.is_some() {
+                continue;
+            }
+            if now.duration_since(live.last_seen) > timeout {
+                live.kill_reason = Some(format!(
+                    "it stopped answering heartbeats for {:.0} s",
+                    timeout.as_secs_f64()
+                ));
+                live.process.stop();
+            } else {
+                ping.push(route.clone());
+            }
+        }
+        for route in ping {
+            let wire = protocol::encode(&self.key, &ToWorker::Ping, Vec::new());
+            let _ = self.outgoing.send((route, wire));
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What workers send: signed messages decoded and handed to the core,
+//! large frames mapped from or resent around shared memory, and what a
+//! worker process prints, which belongs to the task it runs.
+
+use super::Server;
+use crate::admission;
+use crate::core::{Comm, Event};
+use crate::ids::{TaskId, WorkerId};
+use crate::process::{self, Printed};
+use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
+use crate::shared_memory;
+use bytes::Bytes;
+use std::time::Instant;
+
+impl Server {
+    pub(super) fn on_message(&mut self, mut message: Vec<Bytes>) {
+        if message.is_empty() {
+            return;
+        }
+        let route = message.remove(0);
+        let (header, mut frames) = match protocol::decode::<FromWorker>(&self.key, message) {
+            Ok(decoded) => decoded,
+            Err(e) => return self.refuse(&route, &e.to_string()),
+        };
+        let worker = match &header {
+            FromWorker::Hello { worker, host, .. } => {
+                let expected = !self.routes.contains_key(&route)
+                    && self
+                        .live
+                        .get(worker)
+                        .is_some_and(|live| live.route.is_none());
+                if !expected {
+                    return self.refuse(
+                        &route,
+                        "hello from a worker not started or already connected",
+                    );
+                }
+                let admitted = admission::connection(&route)
+                    .is_some_and(|connection| self.connections.admit(&connection));
+                if !admitted {
+                    // Timed out or displaced just now: the worker sees its
+                    // connection close and exits, which is reported.
+                    return self.drop_message(&route, "hello from a connection already closed");
+                }
+                let live = self.live.get_mut(worker).expect("checked above");
+                live.route = Some(route.clone());
+                live.shared.on = shared_memory::enabled() && *host == crate::host::name();
+                self.routes.insert(route.clone(), *worker);
+                *worker
+            }
+            _ => match self.routes.get(&route) {
+                Some(worker) => *worker,
+                None => return self.refuse(&route, "signed, but from no connected worker"),
+            },
+        };
+        if let Some(live) = self.live.get_mut(&worker) {
+            live.last_seen = Instant::now();
+            if let (
+                FromWorker::Output {
+                    stream: Stream::Stderr,
+                    ..
+                },
+                Some(text),
+            ) = (&header, frames.first())
+            {
+                process::keep_lines(&mut live.task_stderr, &String::from_utf8_lossy(text));
+            }
+        }
+        if let FromWorker::Done { shared, .. } = &header {
+            if !shared.is_empty() && !self.map_result(worker, &route, shared, &mut frames) {
+                return;
+            }
+        }
+        if let FromWorker::Released { segments } = &header {
+            if let Some(live) = self.live.get_mut(&worker) {
+                for &id in segments {
+                    shared_memory::release(&mut live.shared.lent, id);
+                }
+            }
+            return;
+        }
+        if let FromWorker::CannotMap {
+            task,
+            segments,
+            reason,
+        } = &header
+        {
+            return self.send_unshared(worker, &route, *task, segments, reason);
+        }
+        if let (FromWorker::Done { .. } | FromWorker::Elsewhere { .. }, Some(live)) =
+            (&header, self.live.get_mut(&worker))
+        {
+            live.shared.unshared = None;
+        }
+        with_comm!(self, |core, comm| match header {
+            FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
+            FromWorker::InitDone { outcome } => {
+                core.worker_init_done(&mut comm, worker, outcome, Payload::new(frames))
+            }
+            FromWorker::Done {
+                task,
+                outcome,
+                unstored,
+                ..
+            } => {
+                if let Some(why) = unstored {
+                    comm.emit(Event::Unstored { task, why });
+                }
+                let frames = frames.into_iter().map(detach_small).collect();
+                core.task_done(&mut comm, worker, task, outcome, Payload::new(frames))
+            }
+            FromWorker::Elsewhere { task } => core.task_elsewhere(&mut comm, worker, task),
+            FromWorker::Retracted { task } => core.task_retracted(&mut comm, worker, task),
+            FromWorker::Kept { task } => core.task_kept(&mut comm, worker, task),
+            FromWorker::Output { task, stream } => {
+                if let Some(text) = frames.into_iter().next() {
+                    core.task_output(&mut comm, worker, task, stream, text)
+                }
+            }
+            FromWorker::Pong | FromWorker::Released { .. } | FromWorker::CannotMap { .. } => {}
+        });
+    }
+
+    /// A worker could not map the shared frames of `task`: from now on it
+    /// gets large frames on the socket, starting with that task's again.
+    fn send_unshared(
+        &mut self,
+        worker: WorkerId,
+        route: &Bytes,
+        task: TaskId,
+        segments: &[u64],
+        reason: &str,
+    ) {
+        let Some(live) = self.live.get_mut(&worker) else {
+            return;
+        };
+        for &id in segments {
+            shared_memory::release(&mut live.shared.lent, id);
+        }
+        if live.shared.on {
+            eprintln!(
+                "pmp scheduler: worker {} cannot map shared memory, so large buffers go to it \
+                 on the socket: {reason}",
+                worker.0
+            );
+        }
+        live.shared.on = false;
+        match live.shared.unshared.take() {
+            Some((sent, message, frames)) if sent == task => {
+                let wire = protocol::encode(&self.key, &message, frames);
+                let _ = self.outgoing.send((route.clone(), wire));
+            }
+            _ => self.drop_message(route, "cannot-map for a task not sent with shared frames"),
+        }
+    }
+
+    /// Map the result frames a worker left in its shared memory and tell it
+    /// it may close them. False when they cannot be mapped: the worker is
+    /// stopped, and its task fails with the reason.
+    fn map_result(
+        &mut self,
+        worker: WorkerId,
+        route: &Bytes,
+        shared: &[protocol::SharedFrame],
+        frames: &mut [Bytes],
+    ) -> bool {
+        let mapped = shared_memory::attach(shared, frames, |_| {}).map_err(|e| e.reason);
+        let segments = shared.iter().map(|s| s.segment.id).collect();
+        let wire = protocol::encode(&self.key, &ToWorker::Released { segments }, Vec::new());
+        let _ = self.outgoing.send((route.clone(), wire));
+        match mapped {
+            Ok(()) => true,
+            Err(e) => {
+                if let Some(live) = self.live.get_mut(&worker) {
+                    live.kill_reason = Some(format!("its task's result was lost: {e}"));
+                    live.process.stop();
+                }
+                false
+            }
+        }
+    }
+
+    /// What a worker process wrote to its file descriptors belongs to the
+    /// task it runs; between tasks it goes to our own stdout/stderr.
+    pub(super) fn on_printed(&mut self, printed: Printed) {
+        let Printed {
+            worker,
+            stream,
+            text,
+        } = printed;
+        match self.core.running_task(worker) {
+            Some(task) => {
+                with_comm!(self, |core, comm| core
+                    .task_output(&mut comm, worker, task, stream, text))
+            }
+            None => process::write_to_own(stream, &text),
+        }
+    }
+
+    /// A message that does not admit its connection: dropped, and the
+    /// connection closed unless a worker's Hello admitted it before (a
+    /// connection not admitted sends nothing more that could be read).
+    fn refuse(&mut self, route: &Bytes, why: &str) {
+        if !self.routes.contains_key(route) {
+            if let Some(connection) = admission::connection(route) {
+                self.connections.disconnect(&connection);
+            }
+        }
+        self.drop_message(route, why);
+    }
+
+    /// Unauthenticated or malformed messages are dropped, never decoded
+    /// further; the log is rate-limited so a flood cannot fill the disk.
+    fn drop_message(&mut self, routing: &[u8], why: &str) {
+        self.dropped_messages += 1;
+        let n = self.dropped_messages;
+        if n <= 10 || n.is_power_of_two() {
+            eprintln!(
+                "pmp scheduler: dropped message #{n} from peer {:?}: {why}",
+                String::from_utf8_lossy(routing)
+            );
+        }
+    }
+}
+
+/// Frames up to this size are copied out of the buffer they were received in.
+const DETACHED_MAX: usize = 64 << 10;
+
+/// A received frame is a slice of the socket's read buffer, which holds the
+/// messages that arrived together and lives as long as any slice of it. A
+/// result is kept for as long as its Future lives (a later call may take it
+/// as an argument): a small one gets storage of its own, so that 100,000
+/// held results do not keep every read buffer they arrived in alive.
+fn detach_small(frame: Bytes) -> Bytes {
+    if frame.len() <= DETACHED_MAX {
+        Bytes::copy_from_slice(&frame)
+    } else {
+        frame
+    }
+}

@@ -1,0 +1,220 @@
+//! The scheduler's server: one thread, one current-thread tokio runtime.
+//! It feeds the core with client commands, worker messages, process exits and
+//! heartbeat ticks, and carries out what the core decides through `Comm`.
+//! Nothing polls: every wake-up is an event.
+//!
+//! This file starts it (`run`: the socket, the channels, the tasks that read
+//! them) and holds its state (`Server`). By concern:
+//! - `event_loop`: the wake-ups, client commands, and the one scheduling
+//!   pass after each batch of events;
+//! - `messages`: what workers send (signed messages, shared-memory frames)
+//!   and what their processes print;
+//! - `liveness`: process exits (held back briefly for late messages) and
+//!   heartbeats;
+//! - `comm`: the core's effects carried out (start, send, stop, emit).
+
+use crate::admission;
+use crate::auth::Key;
+use crate::backend::{Backend, WorkerEnvironment};
+use crate::core::{Core, Event, TaskCounts, TaskSpec, WorkerInfo};
+use crate::ids::{TaskId, WorkerId};
+use crate::process::{self, Exit, Printed, PrintedSink};
+use crate::protocol::Payload;
+use crate::zygote::Zygotes;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+/// What the client (the Python Executor) asks of the scheduler.
+pub enum Command {
+    Submit(TaskSpec),
+    AddExternal(TaskId),
+    ResolveExternal {
+        task: TaskId,
+        result: Result<Payload, Option<Payload>>,
+    },
+    Cancel(TaskId, std::sync::mpsc::Sender<bool>),
+    Release(TaskId),
+    ResizePool(u32, std::sync::mpsc::Sender<Result<(), String>>),
+    Info(std::sync::mpsc::Sender<Snapshot>),
+    Shutdown {
+        cancel_futures: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub workers: Vec<WorkerInfo>,
+    pub tasks: TaskCounts,
+}
+
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// What reaches the event loop from workers, in the order it arrived: a
+/// worker's messages and what its process printed share one queue, so output
+/// read before a task's Done is handled before it.
+enum Incoming {
+    Message(Vec<Bytes>),
+    Printed(Printed),
+}
+
+enum Internal {
+    KillIfAlive(WorkerId),
+    /// An exit held back for `LATE_MESSAGES`.
+    Exited(Exit),
+}
+
+struct Server {
+    core: Core,
+    key: Key,
+    backend: Box<dyn Backend>,
+    environment: WorkerEnvironment,
+    timing: Timing,
+    live: HashMap<WorkerId, Live>,
+    /// Which worker each connected route belongs to.
+    routes: HashMap<Bytes, WorkerId>,
+    /// Admits and closes connections (see `admission`).
+    connections: zeromq::RouterSendHalf,
+    events: std::sync::mpsc::Sender<Event>,
+    outgoing: UnboundedSender<(Bytes, Vec<Bytes>)>,
+    internal_tx: UnboundedSender<Internal>,
+    printed: PrintedSink,
+    exits_tx: UnboundedSender<Exit>,
+    zygotes: Zygotes,
+    cancels: PendingCancels,
+    dropped_messages: u64,
+}
+
+/// Call the core with a `ServerComm` borrowing the server's fields (a
+/// method could not: it would borrow all of `self` beside the core). Defined
+/// before the submodules, since a macro is visible only after its definition.
+macro_rules! with_comm {
+    ($self:ident, |$core:ident, $comm:ident| $body:expr) => {{
+        let mut $comm = $crate::server::comm::ServerComm {
+            key: &$self.key,
+            outgoing: &$self.outgoing,
+            events: &$self.events,
+            backend: $self.backend.as_ref(),
+            environment: &$self.environment,
+            live: &mut $self.live,
+            internal: &$self.internal_tx,
+            printed: &$self.printed,
+            exits: &$self.exits_tx,
+            zygotes: &mut $self.zygotes,
+            cancels: &mut $self.cancels,
+        };
+        let $core = &mut $self.core;
+        $body
+    }};
+}
+
+mod comm;
+mod event_loop;
+mod liveness;
+mod messages;
+#[cfg(test)]
+mod tests;
+
+use comm::{Live, PendingCancels};
+
+/// Bind the worker socket on `bind_host`, then run until shutdown. `ready`
+/// receives the address workers connect to (or why binding failed).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    core: Core,
+    key: Key,
+    backend: Box<dyn Backend>,
+    mut environment: WorkerEnvironment,
+    timing: Timing,
+    bind_host: String,
+    commands: UnboundedReceiver<Command>,
+    events: std::sync::mpsc::Sender<Event>,
+    ready: std::sync::mpsc::Sender<Result<String, String>>,
+) {
+    let mut socket = admission::worker_socket();
+    let endpoint = match socket.bind(&format!("tcp://{bind_host}:0")).await {
+        Ok(endpoint) => endpoint.to_string(),
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen on {bind_host}: {e}")));
+            return;
+        }
+    };
+    environment.address = endpoint.clone();
+    let (send_half, mut recv_half) = socket.split();
+    let connections = send_half.clone();
+    let (outgoing, outgoing_rx) = unbounded_channel();
+    let (incoming_tx, incoming) = unbounded_channel::<Incoming>();
+    let (internal_tx, internal) = unbounded_channel();
+    let (exits_tx, exits) = unbounded_channel();
+    tokio::spawn(send_loop(send_half, outgoing_rx));
+    let printed_tx = incoming_tx.clone();
+    let printed: PrintedSink = std::sync::Arc::new(move |p| {
+        let _ = printed_tx.send(Incoming::Printed(p));
+    });
+    tokio::spawn(async move {
+        while let Ok(message) = recv_half.recv().await {
+            if incoming_tx
+                .send(Incoming::Message(message.into_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let zygotes = Zygotes::start(
+        core.starts_fresh_workers() && backend.runs_workers_here(),
+        &environment,
+    );
+    let _ = ready.send(Ok(endpoint));
+    let mut server = Server {
+        core,
+        key,
+        backend,
+        environment,
+        timing,
+        live: HashMap::new(),
+        routes: HashMap::new(),
+        connections,
+        events,
+        outgoing,
+        internal_tx,
+        printed,
+        exits_tx,
+        zygotes,
+        cancels: HashMap::new(),
+        dropped_messages: 0,
+    };
+    with_comm!(server, |core, comm| core.start(&mut comm));
+    server.serve(commands, incoming, internal, exits).await;
+    // Whatever is still alive (the client vanished) goes now: SIGTERM so that
+    // srun and flux end their steps, then SIGKILL.
+    if !server.live.is_empty() {
+        for live in server.live.values() {
+            live.process.signal(libc::SIGTERM);
+        }
+        tokio::time::sleep(process::TERM_GRACE).await;
+        for live in server.live.values() {
+            live.process.signal(libc::SIGKILL);
+        }
+    }
+}
+
+async fn send_loop(
+    mut socket: zeromq::RouterSendHalf,
+    mut outgoing: UnboundedReceiver<(Bytes, Vec<Bytes>)>,
+) {
+    while let Some((route, frames)) = outgoing.recv().await {
+        let mut message = ZmqMessage::from(route);
+        for frame in frames {
+            message.push_back(frame);
+        }
+        // A worker that already went away cannot be sent to; its exit is
+        // reported by its process watcher.
+        let _ = socket.send(message).await;
+    }
+}
