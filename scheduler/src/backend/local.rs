@@ -72,6 +72,7 @@ mod tests {
             python: "/venv/bin/python".into(),
             sys_path: vec!["/a".into(), "/b".into()],
             heartbeat_timeout_s: 10.0,
+            block_allocation: false,
         }
     }
 
