@@ -2,9 +2,9 @@
 own: `input_args` and `input_kwargs` (the call, where the store holds it),
 `runtime` (seconds the run took) and `queue_id` (its batch job).
 
-Everything here is read through the store's verified functions: an input or
-a job record that fails its signature check is never unpickled, and its
-column is left out as if it were not there.
+Everything here is read through the store's verified functions: an input
+or a job record that fails its signature check is never unpickled; the
+input's columns are then left out, and the record reads as no job.
 """
 
 import warnings

@@ -416,6 +416,7 @@ class SlurmClusterExecutor(_ExecutorlibFront):
         if pmi_mode is not None:
             _check_slurm_pmi_mode(pmi_mode)
         super()._setup(**given)
+        self._executorlib_info["pmi_mode"] = pmi_mode
         if pmi_mode is not None:
             # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
             self._batch.jobs.pmi_mode = pmi_mode
