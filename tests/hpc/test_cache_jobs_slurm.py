@@ -28,6 +28,10 @@ exe = SlurmClusterExecutor(cache_directory="store")
 waiting = exe.submit(wait_for_go, 1, b=2, resource_dict={"cache_key": "waiting"})
 quick = exe.submit(add, 3, b=4, resource_dict={"cache_key": "quick"})
 print(quick.result(timeout=120))
+# A Future argument: the stored call names its upstream entry, whose result
+# executorlib's input_args show in its place.
+chained = exe.submit(add, quick, b=1, resource_dict={"cache_key": "chained"})
+print(chained.result(timeout=120))
 while waiting.job_state is None or not waiting.job_state.startswith("RUNNING"):
     time.sleep(0.2)
 rows = {row["key"]: row for row in get_cache_data_queue("store")}
@@ -35,8 +39,8 @@ done, running = rows["quick"], rows["waiting"]
 print(done["status"], done["input_args"], done["input_kwargs"], done["runtime"] >= 0)
 print(running["status"], running["input_args"], running["input_kwargs"])
 print(running["queue_id"] == int(waiting.job), "output" in running)
-(stored,) = get_cache_data("store")
-print(stored["key"], stored["input_args"], stored["input_kwargs"])
+stored = {row["key"]: row for row in get_cache_data("store")}
+print(sorted(stored), stored["chained"]["input_args"], stored["chained"]["input_kwargs"])
 print(terminate_task_in_cache("store", "waiting") == int(waiting.job))
 error = waiting.exception(timeout=120)
 print(type(error).__name__, "cancelled" in str(error))
@@ -77,10 +81,11 @@ def test_batch_jobs_in_cache_data_and_one_cancelled_by_its_key(outside):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
         "7",
+        "8",
         "finished (3,) {'b': 4} True",
         "running (1,) {'b': 2}",
         "True False",
-        "quick (3,) {'b': 4}",
+        "['chained', 'quick'] (7,) {'b': 1}",
         "True",
         "JobFailedError True",
         "None",

@@ -36,7 +36,12 @@ def get_cache_data_queue(cache_directory, queue_type=None, config_directory=None
             if row is not None:
                 rows.append(row)
     waiting = sorted({str(row["queue_id"]) for row in rows if _waiting(row)})
-    states = (jobs.states(waiting) if waiting else {}) or {}
+    states = jobs.states(waiting) if waiting else {}
+    if states is None:  # says nothing about the jobs: none is called aborted
+        raise RuntimeError(
+            f"get_cache_data_queue: the {jobs.name} job system did not answer about the jobs "
+            f"{', '.join(waiting)} (its controller down or restarting?); try again"
+        )
     for row in rows:
         row["status"] = _status(row, states)
     return rows
