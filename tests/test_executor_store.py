@@ -161,7 +161,7 @@ print(clear_cache("store"), get_cache_data("store"))
     assert ok(run_script(script(calls))) == [
         (
             "['duration', 'filename', 'finished', 'function', 'host', 'key', 'output', "
-            "'result', 'started', 'state', 'submitted'] 4 add done"
+            "'queue_id', 'result', 'runtime', 'started', 'state', 'submitted'] 4 add done"
         ),
         "True True",
         "True",

@@ -22,9 +22,11 @@ _EXPORTS = {
     "FluxJobExecutor": "pmp.client.executorlib_api",
     "FluxClusterExecutor": "pmp.client.executorlib_api",
     "get_cache_data": "pmp.client.store",
+    "get_cache_data_queue": "pmp.client.cache_jobs",
     "get_item_from_future": "pmp.client.future_tools",
     "get_future_from_cache": "pmp.client.store",
     "terminate_tasks_in_cache": "pmp.client.batch",
+    "terminate_task_in_cache": "pmp.client.cache_jobs",
     "split_future": "pmp.client.future_tools",
 }
 
@@ -42,9 +44,11 @@ __all__ = [
     "WorkerDiedError",
     "clear_cache",
     "get_cache_data",
+    "get_cache_data_queue",
     "get_future_from_cache",
     "get_item_from_future",
     "split_future",
+    "terminate_task_in_cache",
     "terminate_tasks_in_cache",
 ]
 

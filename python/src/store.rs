@@ -185,6 +185,32 @@ impl Store {
             .map_err(to_python)
     }
 
+    /// The call stored under `key` for a batch job, verified like an entry:
+    /// `(function, submitted, call, dependencies)`, its qualified name, when
+    /// it was submitted, its frames and the keys of the entries its Future
+    /// placeholders stand for; None if there is none; `InvalidEntry` if it
+    /// fails the check (nothing of it reaches Python then).
+    #[allow(clippy::type_complexity)]
+    fn read_input<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+    ) -> PyResult<Option<(String, f64, Bound<'py, PyList>, Vec<String>)>> {
+        let Some(input) = py
+            .detach(|| self.store.read_input(key))
+            .map_err(to_python)?
+        else {
+            return Ok(None);
+        };
+        let call = frames_to_python(py, &input.call, true)?;
+        Ok(Some((
+            input.function,
+            input.submitted,
+            call,
+            input.dependencies,
+        )))
+    }
+
     /// Whether an input is stored under `key` (one stat, not verified).
     fn has_input(&self, key: &str) -> bool {
         self.store.has_input(key)

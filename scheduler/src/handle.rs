@@ -106,6 +106,7 @@ impl SchedulerHandle {
             python: config.python,
             sys_path: config.sys_path,
             heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),
+            block_allocation: matches!(config.allocation, Allocation::Block { .. }),
         };
         let capacity = Capacity::new(config.max_cpus, config.max_workers, config.gpus);
         let mut core = Core::new(config.allocation, capacity, config.init);

@@ -12,7 +12,7 @@ from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future as _BaseFuture
 
 from pmp import _pmp
-from pmp.client import backends, display_hooks, registry, serialize, store
+from pmp.client import allocation_fit, backends, display_hooks, registry, serialize, store
 from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.cell_output import submitting_cell_writer
 from pmp.client.follow import Following
@@ -207,6 +207,8 @@ class Executor(_BaseExecutor):
             workers = max_workers or max(1, max_cores // (cores_per_worker * threads_per_core))
         else:
             workers = 0
+        # srun steps inside a Slurm allocation cannot leave it (allocation_fit).
+        self._allocation_cpus = allocation_fit.allocation_cpus(self._backend)
         self._check_fits(self._request, workers=max(workers, 1), given=None)
         self._workers = workers
         self._table = FutureTable()
@@ -485,6 +487,8 @@ class Executor(_BaseExecutor):
         reason = _pmp.never_fits(request, self._max_cores, self._gpu_count, workers)
         if reason is not None:
             raise ValueError(self._never_fits_message(reason, request, workers, given))
+        if self._allocation_cpus is not None:
+            allocation_fit.check(request, workers, self._allocation_cpus, self._gpu_count, given)
         cores = request.cores
         if cores > 1 and not self._mpi_checked and self._backend.name == "local":
             problem = backends.mpi_problem(self._tool_dirs)

@@ -143,6 +143,19 @@ class _ExecutorlibFront(Executor):
             "resource_dict key 'openmpi_oversubscribe'",
             resource_dict.pop("openmpi_oversubscribe", False),
         )
+        # `info`'s keys under executorlib's names, where they mean what pmp's do.
+        self._executorlib_info = {
+            "cores": cores,
+            "gpus_per_core": gpus_per_core,
+            "cwd": resource_dict.get("cwd"),
+            "openmpi_oversubscribe": openmpi_oversubscribe or oversubscribe,
+            "hostname_localhost": hostname_localhost,
+            "log_obj_size": log_obj_size,
+        }
+        if block_allocation:
+            self._executorlib_info.update(init_function=init_function, restart_limit=restart_limit)
+        if self._api_name.startswith(("Slurm", "Flux")):
+            self._executorlib_info["pmi_mode"] = pmi_mode
         super().__init__(
             max_workers=max_workers,
             max_cores=max_cores,
@@ -247,10 +260,14 @@ class _ExecutorlibFront(Executor):
 
     @property
     def info(self):
-        """As pmp.Executor's; None after shutdown, as executorlib's."""
+        """As pmp.Executor's, with executorlib's keys beside pmp's (cores,
+        gpus_per_core, cwd, openmpi_oversubscribe, hostname_localhost,
+        log_obj_size; init_function and restart_limit under block
+        allocation; pmi_mode for Slurm and Flux); None after shutdown, as
+        executorlib's."""
         if self._shutdown_called:
             return None
-        return super().info
+        return {**super().info, **self._executorlib_info}
 
     @property
     def max_workers(self):
@@ -288,6 +305,41 @@ class SingleNodeExecutor(_ExecutorlibFront):
         openmpi_oversubscribe=False,
     ):
         self._setup(**_arguments(locals()))
+
+
+class TestClusterExecutor(SingleNodeExecutor):
+    """executorlib.api's TestClusterExecutor, which tries the cluster
+    executors' way on this machine: every call's outcome goes to the task
+    store (`cache_directory`, by default ./pmp_cache as for the cluster
+    classes), where `get_cache_data` and a later run find it. The calls
+    reach the workers as messages, not through files as executorlib's do."""
+
+    __test__ = False  # not a pytest test class, despite its name
+    _api_name = "TestClusterExecutor"
+
+    def __init__(
+        self,
+        max_workers=None,
+        cache_directory=None,
+        max_cores=None,
+        resource_dict=None,
+        hostname_localhost=None,
+        block_allocation=False,
+        init_function=None,
+        disable_dependencies=False,
+        refresh_rate=0.01,
+        plot_dependency_graph=False,
+        plot_dependency_graph_filename=None,
+        export_workflow_filename=None,
+        log_obj_size=False,
+        wait=True,
+        openmpi_oversubscribe=False,
+    ):
+        given = _arguments(locals())
+        in_resources = isinstance(resource_dict, dict) and "cache_directory" in resource_dict
+        if cache_directory is None and not in_resources:
+            given["cache_directory"] = os.path.abspath("pmp_cache")
+        self._setup(**given, restart_limit=0)
 
 
 class SlurmJobExecutor(_ExecutorlibFront):
@@ -364,6 +416,7 @@ class SlurmClusterExecutor(_ExecutorlibFront):
         if pmi_mode is not None:
             _check_slurm_pmi_mode(pmi_mode)
         super()._setup(**given)
+        self._executorlib_info["pmi_mode"] = pmi_mode
         if pmi_mode is not None:
             # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
             self._batch.pmi_mode = pmi_mode
@@ -565,7 +618,10 @@ def _error_logger(path, fn):
 
 def _log_sizes(fn, args, kwargs, future):
     """executorlib's log_obj_size: the pickled sizes of a call's function and
-    arguments now, and of its result when it ends, on the logger "pmp" (INFO)."""
+    arguments now, and of its result when it ends, on the logger "pmp". At
+    WARNING, as executorlib logs them on its logger "executorlib": so that,
+    with logging not configured, they reach stderr (a notebook shows it
+    under the cell) rather than being dropped as INFO records are."""
     import logging
 
     from pmp.client import serialize
@@ -575,12 +631,12 @@ def _log_sizes(fn, args, kwargs, future):
     function = len(serialize.dumps_function(fn))
     frames = serialize.dumps_call(args, kwargs, lambda f: serialize.as_value(None))
     arguments = sum(len(memoryview(frame)) for frame in frames)
-    logger.info("submit %s: function %d bytes, arguments %d bytes", name, function, arguments)
+    logger.warning("submit %s: function %d bytes, arguments %d bytes", name, function, arguments)
 
     def on_done(done):
         if done.cancelled() or done.exception() is not None:
             return
         size = sum(len(memoryview(f)) for f in serialize.dumps_value(done.result()))
-        logger.info("result of %s: %d bytes", name, size)
+        logger.warning("result of %s: %d bytes", name, size)
 
     future.add_done_callback(on_done)

@@ -206,8 +206,12 @@ def get_cache_data(cache_directory):
     """One dict per stored task, ready for `pandas.DataFrame(...)`: key,
     function, state ("done" or "failed"), result or error, submitted,
     started, finished (datetimes), host, duration (seconds); and under
-    executorlib's names, output (the result) and filename (the entry's file)."""
+    executorlib's names, output (the result), filename (the entry's file),
+    runtime (seconds, as duration), queue_id (the batch job, or None) and,
+    where the store holds the call (a batch job's), input_args and
+    input_kwargs (see `cache_columns`)."""
     from pmp import _pmp
+    from pmp.client.cache_columns import executorlib_columns
 
     store = open_store(check_directory("cache_directory", cache_directory))
     rows = []
@@ -238,6 +242,7 @@ def get_cache_data(cache_directory):
         else:
             row["error"] = value
         row["filename"] = os.path.join(os.fspath(store.root), "entries", _pmp.key_file_name(key))
+        row.update(executorlib_columns(store, key, entry))
         rows.append(row)
     return rows
 

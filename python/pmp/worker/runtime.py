@@ -27,11 +27,14 @@ class LocalRuntime:
         self._capture = None if send is None else Capture(send)
         self._functions = {}
         # Values for parameters a call leaves unset: init_function's, and
-        # executorlib's worker id (this worker's index, PMP_WORKER_ID).
+        # executorlib's worker id: this worker's index (PMP_WORKER_ID) in a
+        # block-allocated pool, and 0 for a worker started for one call, as
+        # executorlib gives there.
         self._init_values = {}
         worker_id = os.environ.get("PMP_WORKER_ID", "")
         if worker_id.isdigit():
-            self._init_values[WORKER_ID_PARAMETER] = int(worker_id)
+            block = os.environ.get("PMP_BLOCK_ALLOCATION") == "1"
+            self._init_values[WORKER_ID_PARAMETER] = int(worker_id) if block else 0
         self._parameters = {}  # slot -> (signature, the names it may be given)
 
     def init(self, frames):

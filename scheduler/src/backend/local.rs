@@ -72,6 +72,7 @@ mod tests {
             python: "/venv/bin/python".into(),
             sys_path: vec!["/a".into(), "/b".into()],
             heartbeat_timeout_s: 10.0,
+            block_allocation: false,
         }
     }
 
@@ -100,6 +101,8 @@ mod tests {
         assert_eq!(vars["MKL_NUM_THREADS"], "3");
         assert_eq!(vars["CUDA_VISIBLE_DEVICES"], "0,2");
         assert_eq!(vars["PMP_WORKER_ID"], "4");
+        // A worker for one call (env() is not a block allocation's).
+        assert_eq!(vars["PMP_BLOCK_ALLOCATION"], "0");
         assert_eq!(
             cmd.get_args().count(),
             0,

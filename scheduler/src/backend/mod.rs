@@ -24,6 +24,10 @@ pub struct WorkerEnvironment {
     pub python: String,
     pub sys_path: Vec<String>,
     pub heartbeat_timeout_s: f64,
+    /// Whether the workers are a block-allocated pool: only then is a
+    /// worker's id executorlib's `executorlib_worker_id` (a worker started
+    /// for one call gets 0 there, as executorlib's do).
+    pub block_allocation: bool,
 }
 
 #[cfg(test)]
@@ -38,6 +42,7 @@ impl WorkerEnvironment {
             python: "/venv/bin/python".into(),
             sys_path: vec![],
             heartbeat_timeout_s: 10.0,
+            block_allocation: false,
         }
     }
 }
@@ -59,6 +64,10 @@ impl WorkerEnvironment {
             ("PMP_SCHEDULER".to_string(), self.address.clone()),
             ("PMP_KEY".to_string(), self.key_hex.clone()),
             ("PMP_WORKER_ID".to_string(), worker.0.to_string()),
+            (
+                "PMP_BLOCK_ALLOCATION".to_string(),
+                u8::from(self.block_allocation).to_string(),
+            ),
             // Where there is no parent-death signal, the worker watches it.
             ("PMP_CLIENT_PID".to_string(), std::process::id().to_string()),
             ("PMP_PYTHON".to_string(), self.python.clone()),

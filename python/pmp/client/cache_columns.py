@@ -1,0 +1,99 @@
+"""The columns of a `get_cache_data` row that executorlib has beyond pmp's
+own: `input_args` and `input_kwargs` (the call, where the store holds it),
+`runtime` (seconds the run took) and `queue_id` (its batch job).
+
+Everything here is read through the store's verified functions: an input
+or a job record that fails its signature check is never unpickled; the
+input's columns are then left out, and the record reads as no job.
+"""
+
+import warnings
+
+from pmp.client import serialize
+from pmp.client.errors import exception_of
+
+
+def executorlib_columns(task_store, key, entry):
+    """The executorlib columns of the row of `key` (`entry` its verified
+    entry, or None for a call whose batch job has not written one yet)."""
+    row = {"queue_id": queue_id(task_store, key)}
+    if entry is not None:
+        row["runtime"] = entry.finished - entry.started
+    row.update(call_arguments(task_store, key))
+    return row
+
+
+def queue_id(task_store, key):
+    """The batch job recorded for `key` (the store's signed job record), as
+    executorlib gives it: an int for Slurm's decimal ids, Flux's f58 id as
+    text; None where there is none: the call ran on this executor's own
+    workers, or a client saw its job end and dropped the record."""
+    from pmp import _pmp
+
+    try:
+        job = task_store.read_job(key)
+    except _pmp.InvalidEntry as error:
+        warnings.warn(
+            f"ignoring the job record of {key!r} in {task_store.root}: {error}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    except OSError:  # not the user's own file: nothing of it is read
+        return None
+    if job is None:
+        return None
+    return int(job) if job.isdigit() else job
+
+
+def call_arguments(task_store, key):
+    """{"input_args": tuple, "input_kwargs": dict} of the call stored under
+    `key` for a batch job; {} where the store holds no call (a call run by
+    an executor's own workers keeps only its outcome) or the stored one
+    fails its check. A Future argument is its upstream call's result where
+    that is stored, else the Future `get_future_from_cache` gives for it,
+    as executorlib gives a placeholder with a `result()`. An argument that
+    cannot be unpickled here (its class is not importable) is the error
+    in place of both columns, as a result is."""
+    from pmp import _pmp
+
+    try:
+        stored = task_store.read_input(key)
+    except _pmp.InvalidEntry:
+        return {}  # reported by the store's readers that act on it
+    if stored is None:
+        return {}
+    _function, _submitted, call, dependencies = stored
+    values = [_upstream_value(task_store, dependency) for dependency in dependencies]
+    try:
+        args, kwargs = serialize.loads_call(call, values)
+    except Exception as error:  # noqa: BLE001 - e.g. an argument's class is not importable here
+        return {"input_args": error, "input_kwargs": error}
+    return {"input_args": tuple(args), "input_kwargs": dict(kwargs)}
+
+
+def _upstream_value(task_store, key):
+    from concurrent.futures import Future
+
+    from pmp import _pmp
+
+    try:
+        entry = task_store.read(key)
+    except _pmp.InvalidEntry:
+        entry = None
+    if entry is not None and entry.state == "done":
+        try:
+            return serialize.loads(entry.frames)
+        except Exception as error:  # noqa: BLE001 - as a row's own result
+            return error
+    future = Future()
+    if entry is not None:
+        future.set_exception(exception_of(entry.frames))
+        return future
+    from pmp.client.store import get_future_from_cache
+
+    try:
+        return get_future_from_cache(task_store.root, key)
+    except (FileNotFoundError, ValueError) as error:
+        future.set_exception(error)
+        return future
