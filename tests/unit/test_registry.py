@@ -2,6 +2,7 @@
 held weakly, and of the ended calls only the latest `KEPT_ENDED`."""
 
 import gc
+import weakref
 from concurrent.futures import Future
 
 from pmp.client import registry
@@ -29,13 +30,14 @@ def test_executors_are_listed_in_the_order_they_were_made():
     assert registry.number_of(object()) == float("inf")
 
 
-def test_an_executor_let_go_of_is_not_kept_by_the_registry():
+def test_an_executor_let_go_of_is_not_kept_by_the_registry_nor_are_its_calls():
     executor = FakeExecutor()
-    calls = executor._notebook_calls
-    calls.add(Future())
+    executor._notebook_calls.add(Future())
+    executor_ref, calls_ref = weakref.ref(executor), weakref.ref(executor._notebook_calls)
     del executor
     gc.collect()
-    assert all(kept is not calls for _, kept in registry.executors())
+    assert executor_ref() is None
+    assert calls_ref() is None  # with its Futures and their results
 
 
 def test_a_call_leads_back_to_its_executor_while_it_is_kept():
