@@ -410,41 +410,6 @@ def test_plot_dependency_graph_runs_nothing_and_refuses_what_it_cannot_draw(tmp_
             SingleNodeExecutor(plot_dependency_graph_filename=str(tmp_path / "graph.png"))
 
 
-def die_until(path, survive_at):
-    """Kill this worker's own process until the `survive_at`-th run."""
-    import signal
-
-    with open(path, "a+") as file:
-        file.seek(0)
-        runs = len(file.read().splitlines())
-        file.write("run\n")
-    if runs < survive_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return runs
-
-
-def test_restart_limit_runs_a_call_again_when_its_worker_is_killed(tmp_path):
-    from pmp import WorkerDiedError
-
-    survived = tmp_path / "survived"
-    with SingleNodeExecutor(max_workers=1, block_allocation=True, restart_limit=2) as exe:
-        future = exe.submit(die_until, str(survived), 2)
-        assert future.result(RESULT_TIMEOUT) == 2  # killed twice, done the third time
-        assert "running it again (1 restart(s) left)" in future.output
-        # Per call: one restart is not enough for a call that needs two.
-        died = tmp_path / "died"
-        with pytest.raises(WorkerDiedError):
-            exe.submit(die_until, str(died), 2, resource_dict={"restart_limit": 1}).result(
-                RESULT_TIMEOUT
-            )
-        assert died.read_text().count("run") == 2
-        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2  # the pool goes on
-    with SingleNodeExecutor() as exe:  # and without block allocation: a fresh process each time
-        again = tmp_path / "again"
-        future = exe.submit(die_until, str(again), 1, resource_dict={"restart_limit": 1})
-        assert future.result(RESULT_TIMEOUT) == 1
-
-
 def test_get_future_from_cache_and_the_output_and_filename_of_cache_rows(tmp_path):
     from pmp import get_future_from_cache
 
@@ -527,13 +492,6 @@ def test_graph_files_in_a_missing_directory_are_refused_at_construction(tmp_path
     path = tmp_path / "missing" / ("graph.svg" if name.startswith("plot") else "flow.json")
     with pytest.raises(ValueError, match=rf"^{name} .*its directory .* does not exist"):
         SingleNodeExecutor(**{name: str(path)})
-
-
-def test_a_restart_limit_beyond_what_the_scheduler_counts_is_refused():
-    with pytest.raises(ValueError, match="^restart_limit must be <= 4294967295"):
-        SingleNodeExecutor(restart_limit=10**12)
-    with pytest.raises(ValueError, match="^resource_dict key 'restart_limit' must be <="):
-        SingleNodeExecutor(resource_dict={"restart_limit": 10**12})
 
 
 def test_a_resource_dict_that_is_no_dict_is_refused_naming_it():
