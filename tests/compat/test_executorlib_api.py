@@ -286,68 +286,6 @@ def test_a_pending_batch_does_not_block_the_caller(make_gate):
         assert sorted(batches[0].result(RESULT_TIMEOUT)) == [0, 1]
 
 
-def worker_id_after_gate(path, executorlib_worker_id):
-    wait_for_file(path)
-    return executorlib_worker_id
-
-
-def init_with_worker_id(executorlib_worker_id):
-    return {"offset": 100 * executorlib_worker_id}
-
-
-def add_offset(x, offset):
-    return x + offset
-
-
-def test_the_worker_id_is_distinct_per_worker_and_reaches_init_function(make_gate):
-    gate = make_gate()
-    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
-        # Both workers are busy at once, so each call has one of its own.
-        ids = [exe.submit(worker_id_after_gate, gate.path) for _ in range(2)]
-        gate.open()
-        assert sorted(f.result(RESULT_TIMEOUT) for f in ids) == [0, 1]
-    with SingleNodeExecutor(
-        max_workers=2, block_allocation=True, init_function=init_with_worker_id
-    ) as exe:
-        offsets = {exe.submit(add_offset, 1).result(RESULT_TIMEOUT) for _ in range(20)}
-        assert offsets <= {1, 101}
-        # A call may still pass the parameter itself.
-        assert exe.submit(add_offset, 1, offset=5).result(RESULT_TIMEOUT) == 6
-
-
-def worker_pid_after_gate(path):
-    wait_for_file(path)
-    return os.getpid()
-
-
-def test_a_pool_resized_while_busy_grows_and_shrinks(make_gate, wait_until):
-    first, second = make_gate("first"), make_gate("second")
-    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
-        assert exe.max_workers == 1
-        busy = exe.submit(worker_pid_after_gate, first.path)
-        waiting = [exe.submit(worker_pid_after_gate, first.path) for _ in range(2)]
-        exe.max_workers = 3  # the two queued calls start on the two new workers
-        wait_until(lambda: exe.info["tasks"]["running"] == 3, message="three running")
-        assert exe.max_workers == 3 and len(exe.info["workers"]) == 3
-        first.open()
-        pids = {f.result(RESULT_TIMEOUT) for f in [busy, *waiting]}
-        assert len(pids) == 3
-        # Shrunk while one call runs: the idle ones stop now, the busy one stays.
-        held = exe.submit(worker_pid_after_gate, second.path)
-        wait_until(lambda: exe.info["tasks"]["running"] == 1, message="one running")
-        exe.max_workers = 1
-        wait_until(lambda: len(exe.info["workers"]) == 1, message="surplus workers stopped")
-        second.open()
-        assert held.result(RESULT_TIMEOUT) in pids
-        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2
-        with pytest.raises(ValueError, match="max_workers must be >= 1"):
-            exe.max_workers = 0
-        assert exe.max_workers == 1
-    assert exe.max_workers is None  # after shutdown, as executorlib's
-    with SingleNodeExecutor() as exe, pytest.raises(NotImplementedError, match="only with block"):
-        exe.max_workers = 2
-
-
 def diamond(exe):
     top = exe.submit(calc_add, 1, 2)
     left = exe.submit(calc_add, top, 10)
