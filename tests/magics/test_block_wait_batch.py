@@ -4,26 +4,11 @@ job, and the one line it prints says how to stop the job. Against the real
 test Slurm (slurmctld + slurmd on loopback); the kernel runs without any
 SLURM_* variable."""
 
-import os
-import shutil
 import subprocess
 import time
 
 import pytest
-from test_magics import Session, run_and_interrupt, stream_text, wait_for_file
-
-
-@pytest.fixture
-def kernel_outside_slurm(monkeypatch):
-    if shutil.which("sbatch") is None:
-        pytest.skip("no Slurm here (sbatch is not on PATH)")
-    if subprocess.run(["sinfo"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("Slurm is installed but not running (see .ci/slurm-up.sh)")
-    for key in [key for key in os.environ if key.startswith("SLURM_")]:
-        monkeypatch.delenv(key)
-    session = Session("pmp")
-    yield session
-    session.close()
+from kernel_session import run_and_interrupt, stream_text, wait_for_file
 
 
 @pytest.mark.timeout(240)

@@ -4,84 +4,20 @@ update_display_data up to done with the result), updates arriving while
 another cell sleeps, failures, cancel, bad options, `%load_ext pmp` in
 ipykernel, where a task's printed output goes, and Executor.map's progress."""
 
-import contextlib
-import queue
 import re
 import time
 
-import jupyter_client
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from kernel_session import (
+    Session,
+    display_id_of,
+    kernel_available,
+    run_and_interrupt,
+    stream_text,
+    table_rows,
+    wait_for_file,
+)
 from pmp.notebook.state_style import COLOURS
-
-
-def _available(name):
-    try:
-        KernelSpecManager().get_kernel_spec(name)
-    except NoSuchKernel:
-        return False
-    return True
-
-
-class Session:
-    def __init__(self, kernel_name, **options):
-        self.manager, self.client = jupyter_client.manager.start_new_kernel(
-            kernel_name=kernel_name, startup_timeout=60, **options
-        )
-        self.displays = {}  # display_id -> list of text/plain bundles, in order
-        self.streams = {}  # parent msg_id -> stream text published for that request
-        self.last_msg_id = None
-
-    def run(self, code, timeout=60):
-        """Execute; return (reply content, this cell's IOPub messages). Display
-        updates from any cell are recorded in self.displays."""
-        msg_id = self.last_msg_id = self.client.execute(code)
-        mine = []
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            self._record(msg)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            mine.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        reply = self.client.get_shell_msg(timeout=timeout)
-        return reply["content"], mine
-
-    def _record(self, msg):
-        if msg["msg_type"] == "stream":
-            parent = msg["parent_header"].get("msg_id")
-            self.streams[parent] = self.streams.get(parent, "") + msg["content"]["text"]
-        if msg["msg_type"] in ("display_data", "update_display_data"):
-            display_id = msg["content"].get("transient", {}).get("display_id")
-            if display_id:
-                self.displays.setdefault(display_id, []).append(msg["content"]["data"])
-
-    def drain(self, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                self._record(self.client.get_iopub_msg(timeout=0.1))
-
-    def close(self):
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
-
-
-@pytest.fixture
-def pmp_kernel():
-    if not _available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    session = Session("pmp")
-    yield session
-    session.close()
-
-
-def display_id_of(messages):
-    (first,) = [m for m in messages if m["msg_type"] == "display_data"]
-    assert "text/html" in first["content"]["data"]
-    return first["content"]["transient"]["display_id"]
 
 
 @pytest.mark.timeout(120)
@@ -267,19 +203,6 @@ def test_a_bad_config_changes_nothing(pmp_kernel, line, expected):
     assert result["content"]["data"]["text/plain"] == "True"
 
 
-def table_rows(text, header):
-    """The rows of the text table under `header` (its first column's name)
-    as lists of cells: columns are two or more spaces apart."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:1] == [header])
-    rows = []
-    for line in lines[start + 1 :]:
-        if not line.startswith(" ") and ":" in line.split("  ")[0]:
-            break  # "workers: ...", "tasks: ...", "task store ...": the table ended
-        rows.append(re.split(r"\s{2,}", line.strip()))
-    return rows
-
-
 # The status table's own state (its badges and legend have theirs).
 TABLE_DONE = 'class="pmp-status-table" data-state="done"'
 
@@ -334,7 +257,7 @@ def test_status_is_one_live_table_of_tasks_workers_and_the_store(pmp_kernel, tmp
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
 def test_a_stored_cell_result_survives_a_kernel_restart(tmp_path, kernel_name):
     # ipykernel names a cell's file after its process: the key must not.
-    if not _available(kernel_name):
+    if not kernel_available(kernel_name):
         pytest.skip(f"the {kernel_name} kernelspec is not registered")
     ran = tmp_path / "ran.txt"
     cell = f"%%pmp submit --name answer\nopen({str(ran)!r}, 'a').write('ran\\n')\n6 * 7"
@@ -389,7 +312,7 @@ def test_cache_clear_empties_the_magics_store(pmp_kernel, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_load_ext_pmp_in_ipykernel():
-    if not _available("python3"):
+    if not kernel_available("python3"):
         pytest.skip("ipykernel's python3 kernelspec is not registered")
     session = Session("python3")
     try:
@@ -408,7 +331,7 @@ def test_load_ext_pmp_in_ipykernel():
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
 def test_a_future_as_a_cells_last_expression_renders_the_live_display(kernel_name):
     # No `%load_ext pmp` in ipykernel: `import pmp` alone gives a Future its display.
-    if not _available(kernel_name):
+    if not kernel_available(kernel_name):
         pytest.skip(f"the {kernel_name} kernelspec is not registered")
     session = Session(kernel_name)
     try:
@@ -462,7 +385,7 @@ def test_what_a_tasks_subprocess_prints_appears_in_its_display(pmp_kernel):
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
 def test_output_of_a_task_reaches_the_cell_that_submitted_it(kernel_name):
-    if not _available(kernel_name):
+    if not kernel_available(kernel_name):
         pytest.skip(f"the {kernel_name} kernelspec is not registered")
     session = Session(kernel_name)
     try:
@@ -561,10 +484,6 @@ def test_status_times_stored_results_by_the_store_and_counts_every_row(pmp_kerne
     assert re.search(r"^tasks: 2 done$", text, re.MULTILINE), text
 
 
-def stream_text(messages):
-    return "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
-
-
 COMMANDS = ["submit", "status", "graph", "cancel", "resources", "config", "cache"]
 
 
@@ -619,37 +538,6 @@ def test_a_commands_help_is_printed_once_and_explains_each_option(pmp_kernel, co
         assert "auto, local, mpi, slurm, flux" in helps["--backend"], helps
 
 
-def run_and_interrupt(session, code, ready, timeout=120):
-    """Execute `code`, send an interrupt once `ready(what the cell's display
-    shows last, or "")` holds; return (reply content, the cell's IOPub
-    messages)."""
-    msg_id = session.client.execute(code)
-    mine, interrupted = [], False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            msg = session.client.get_iopub_msg(timeout=0.2)
-            session._record(msg)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                mine.append(msg)
-                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-        shown = [
-            session.displays[m["content"]["transient"]["display_id"]][-1]["text/plain"]
-            for m in mine
-            if m["msg_type"] == "display_data"
-        ]
-        if not interrupted and ready(shown[-1] if shown else ""):
-            session.manager.interrupt_kernel()
-            interrupted = True
-    assert interrupted, mine
-    return session.client.get_shell_msg(timeout=60)["content"], mine
-
-
-def wait_for_file(path):
-    return f"import os, time\nwhile not os.path.exists({str(path)!r}):\n    time.sleep(0.05)\n"
-
-
 @pytest.mark.timeout(120)
 def test_interrupting_a_block_wait_says_in_one_line_that_the_task_keeps_running(
     pmp_kernel, tmp_path
@@ -674,23 +562,6 @@ def test_interrupting_a_block_wait_says_in_one_line_that_the_task_keeps_running(
     _, messages = pmp_kernel.run("long.result()")
     (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
     assert result["content"]["data"]["text/plain"] == "'finished'"
-
-
-@pytest.fixture
-def login_node_kernel(tmp_path):
-    """A pmp kernel as on a login node: Slurm's commands work, but no
-    allocation (no SLURM_* variable) surrounds it."""
-    import os
-    import shutil
-
-    if not _available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    if not shutil.which("sinfo"):
-        pytest.skip("Slurm is not installed (CI starts one with shared/ci/slurm-up.sh)")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    session = Session("pmp", env=environment, cwd=str(tmp_path))
-    yield session
-    session.close()
 
 
 @pytest.mark.timeout(120)
@@ -759,7 +630,7 @@ def complete(session, code, cursor_pos=None):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
 def test_tab_completes_pmp_commands_options_and_their_values(kernel_name):
-    if not _available(kernel_name):
+    if not kernel_available(kernel_name):
         pytest.skip(f"the {kernel_name} kernelspec is not registered")
     session = Session(kernel_name)
     try:

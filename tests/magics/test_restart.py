@@ -8,7 +8,7 @@ pmp kernel, restarted by jupyter_client as a frontend restarts it."""
 import time
 
 import pytest
-from test_magics import Session, _available, display_id_of, wait_for_file
+from kernel_session import Session, display_id_of, kernel_available, wait_for_file
 
 
 def restart(session):
@@ -36,7 +36,7 @@ def ended_line(session, key, timeout=30):
 
 @pytest.mark.timeout(180)
 def test_a_restart_says_what_became_of_each_cell_when_it_runs_again(tmp_path):
-    if not _available("pmp"):
+    if not kernel_available("pmp"):
         pytest.skip("the pmp kernelspec is not registered (./install.sh)")
     started, go = tmp_path / "started", tmp_path / "go"
     held = (
@@ -99,7 +99,7 @@ def test_a_restart_says_what_became_of_each_cell_when_it_runs_again(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_a_cell_another_kernel_runs_is_followed_and_run_again_when_that_one_restarts(tmp_path):
-    if not _available("pmp"):
+    if not kernel_available("pmp"):
         pytest.skip("the pmp kernelspec is not registered (./install.sh)")
     started, go = tmp_path / "started", tmp_path / "go"
     held = (

@@ -7,25 +7,13 @@ workers named by the task they run; the graph's boxes named as the
 displays name them, with a legend of the state colours."""
 
 import html
-import os
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
+from kernel_session import stream_text, table_rows
 from pmp.client.registry import KEPT_ENDED
 from pmp.notebook.state_style import COLOURS, STATES
-from test_magics import Session, _available, stream_text, table_rows
-
-
-@pytest.fixture
-def pmp_kernel():
-    if not _available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    session = Session("pmp")
-    yield session
-    session.close()
 
 
 def status_of(session):
@@ -151,20 +139,6 @@ def test_a_long_map_keeps_its_latest_ended_calls_and_says_how_many_it_let_go(pmp
     rows = part_rows(text, title)
     assert [row[-1] for row in rows] == [str(n) for n in range(10, calls)], text
     pmp_kernel.run("exe.shutdown()")
-
-
-@pytest.fixture
-def kernel_outside_slurm(monkeypatch):
-    """A kernel as on a login node: Slurm's commands, no allocation."""
-    if shutil.which("sbatch") is None:
-        pytest.skip("no Slurm here (sbatch is not on PATH)")
-    if subprocess.run(["sinfo"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("Slurm is installed but not running (see .ci/slurm-up.sh)")
-    for key in [key for key in os.environ if key.startswith("SLURM_")]:
-        monkeypatch.delenv(key)
-    session = Session("pmp")
-    yield session
-    session.close()
 
 
 @pytest.mark.timeout(480)
