@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+import thread_variables
 from pmp import Executor
 
 RESULT_TIMEOUT = 60
@@ -28,13 +29,6 @@ RESOURCE_KEYS = (
     "command_line_argument_lst",
     "cache_key",
     "cache_directory",
-)
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
 )
 
 
@@ -54,10 +48,6 @@ def write_relative(name, text):
     with open(name, "w") as f:
         f.write(text)
     return os.path.abspath(name)
-
-
-def thread_variables():
-    return {name: os.environ.get(name) for name in THREAD_VARIABLES}
 
 
 def count_concurrent(directory, wait_for, timeout=20.0):
@@ -161,14 +151,16 @@ def test_threads_per_core_sets_thread_variables(block_allocation, threads):
     with Executor(
         max_workers=1, threads_per_core=threads, block_allocation=block_allocation
     ) as exe:
-        variables = exe.submit(thread_variables).result(timeout=RESULT_TIMEOUT)
-    assert variables == dict.fromkeys(THREAD_VARIABLES, str(threads))
+        variables = exe.submit(thread_variables.read).result(timeout=RESULT_TIMEOUT)
+    assert variables == dict.fromkeys(thread_variables.THREAD_VARIABLES, str(threads))
 
 
 def test_threads_per_core_per_call():
     with Executor(max_cores=2) as exe:
-        per_call = exe.submit(thread_variables, resource_dict={"threads_per_core": 2})
-        assert per_call.result(RESULT_TIMEOUT) == dict.fromkeys(THREAD_VARIABLES, "2")
+        per_call = exe.submit(thread_variables.read, resource_dict={"threads_per_core": 2})
+        assert per_call.result(RESULT_TIMEOUT) == dict.fromkeys(
+            thread_variables.THREAD_VARIABLES, "2"
+        )
 
 
 def test_fresh_worker_per_call_without_block_allocation():
