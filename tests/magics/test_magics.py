@@ -13,7 +13,6 @@ from kernel_session import (
     kernel_available,
     run_and_interrupt,
     stream_text,
-    table_rows,
     wait_for_file,
 )
 
@@ -199,50 +198,6 @@ def test_a_bad_config_changes_nothing(pmp_kernel, line, expected):
     reply, messages = pmp_kernel.run("before.place[1] == after.place[1]")
     (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
     assert result["content"]["data"]["text/plain"] == "True"
-
-
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
-def test_a_stored_cell_result_survives_a_kernel_restart(tmp_path, kernel_name):
-    # ipykernel names a cell's file after its process: the key must not.
-    if not kernel_available(kernel_name):
-        pytest.skip(f"the {kernel_name} kernelspec is not registered")
-    ran = tmp_path / "ran.txt"
-    cell = f"%%pmp submit --name answer\nopen({str(ran)!r}, 'a').write('ran\\n')\n6 * 7"
-    double = f"def double(x):\n    open({str(ran)!r}, 'a').write('double\\n')\n    return 2 * x"
-    shown = []
-    for attempt in range(2):  # the second kernel is the restarted one
-        session = Session(kernel_name)
-        try:
-            if kernel_name == "python3":
-                session.run("%load_ext pmp")
-            if attempt:  # other cell numbers, as after editing the notebook
-                session.run("pass")
-            reply, _ = session.run(f"%pmp config --cache-directory {tmp_path / 'store'}")
-            assert reply["status"] == "ok"
-            session.run(double)
-            session.run("%pmp submit --name twice double(21)")
-            reply, messages = session.run("twice.result(), twice.from_store is not None")
-            (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-            assert result["content"]["data"]["text/plain"] == f"(42, {bool(attempt)})"
-            _, messages = session.run(cell)
-            (first,) = [m for m in messages if m["msg_type"] == "display_data"]
-            display_id = first["content"]["transient"]["display_id"]
-            session.drain(1.5)
-            shown.append((first["content"]["data"]["text/plain"], session.displays[display_id]))
-            reply, messages = session.run("answer.result()")
-            (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-            assert result["content"]["data"]["text/plain"] == "42"
-            _, messages = session.run("%pmp status")
-            (table,) = [m for m in messages if m["msg_type"] == "display_data"]
-            status = table["content"]["data"]["text/plain"]
-            assert ["answer", "done"] in [row[1:3] for row in table_rows(status, "key")], status
-        finally:
-            session.close()
-    assert sorted(ran.read_text().splitlines()) == ["double", "ran"], "each ran once"
-    assert "from the store" not in shown[0][1][-1]["text/plain"]
-    # At once: the first display of the re-run cell already says where it came from.
-    assert "from the store (computed " in shown[1][0] and shown[1][0].endswith(": 42"), shown[1][0]
 
 
 @pytest.mark.timeout(120)
