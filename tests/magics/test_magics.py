@@ -11,9 +11,7 @@ from kernel_session import (
     Session,
     display_id_of,
     kernel_available,
-    run_and_interrupt,
     stream_text,
-    wait_for_file,
 )
 
 
@@ -392,32 +390,6 @@ def test_a_commands_help_is_printed_once_and_explains_each_option(pmp_kernel, co
 
 
 @pytest.mark.timeout(120)
-def test_interrupting_a_block_wait_says_in_one_line_that_the_task_keeps_running(
-    pmp_kernel, tmp_path
-):
-    go = tmp_path / "go"
-    cell = f"%%pmp submit --name long --block\n{wait_for_file(go)}'finished'"
-    reply, messages = run_and_interrupt(pmp_kernel, cell, lambda shown: "running" in shown)
-    assert reply["status"] == "error", reply
-    (error,) = [m["content"] for m in messages if m["msg_type"] == "error"]
-    assert error["traceback"] == [
-        (
-            "stopped waiting; task long keeps running to its end "
-            "(%pmp cancel stops only queued tasks and batch jobs)"
-        )
-    ], error
-    assert "Traceback" not in stream_text(messages)
-    # What the line says is so: the task runs on, cancel cannot stop it,
-    # and it ends with its result.
-    _, messages = pmp_kernel.run("%pmp cancel long")
-    assert "cancelled 0 of 1" in stream_text(messages)
-    go.touch()
-    _, messages = pmp_kernel.run("long.result()")
-    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-    assert result["content"]["data"]["text/plain"] == "'finished'"
-
-
-@pytest.mark.timeout(120)
 def test_resources_on_a_login_node_describe_what_a_slurm_job_can_get(login_node_kernel):
     reply, _ = login_node_kernel.run("%pmp config --backend slurm")
     assert reply["status"] == "ok", reply
@@ -430,45 +402,6 @@ def test_resources_on_a_login_node_describe_what_a_slurm_job_can_get(login_node_
         "(the default)" in shown
     ), shown
     assert "allocation" not in shown.split("\n", 1)[1] and "max_cores: None" not in shown, shown
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    ("line", "expected", "cancel"),
-    [
-        (
-            "%pmp submit --name second --block sum([1, 2])",
-            "stopped waiting; task second is still queued (`%pmp cancel second` cancels it)",
-            "%pmp cancel second",
-        ),
-        (
-            "%pmp submit --block sum([1, 2])",
-            (
-                "stopped waiting; task sum is still queued "
-                "(`%pmp cancel all` cancels it, with the notebook's other tasks)"
-            ),
-            None,
-        ),
-    ],
-)
-def test_interrupting_the_wait_for_a_queued_task_says_how_to_cancel_it(
-    pmp_kernel, tmp_path, line, expected, cancel
-):
-    go = tmp_path / "go"
-    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
-    pmp_kernel.run(f"%%pmp submit --name first\n{wait_for_file(go)}1")
-    reply, messages = run_and_interrupt(pmp_kernel, line, lambda shown: "queued" in shown)
-    assert reply["status"] == "error", reply
-    (error,) = [m["content"] for m in messages if m["msg_type"] == "error"]
-    assert error["traceback"] == [expected], error
-    if cancel:
-        # As the line says: cancel takes it back before it runs.
-        _, messages = pmp_kernel.run(cancel)
-        assert "cancelled 1 of 1" in stream_text(messages)
-    go.touch()
-    _, messages = pmp_kernel.run("first.result()")
-    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-    assert result["content"]["data"]["text/plain"] == "1"
 
 
 def complete(session, code, cursor_pos=None):
