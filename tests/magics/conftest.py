@@ -1,6 +1,7 @@
-"""The kernels the magics' tests drive (see kernel_session.py): a plain pmp
-kernel, and two as on a login node, beside a real Slurm but outside any
-allocation."""
+"""The kernels the magics' tests drive (see kernel_session.py): a pmp
+kernel, ipykernel's (where pmp is only imported or loaded with
+`%load_ext pmp`), either as a test's `kernel_name` says, and two pmp kernels
+as on a login node, beside a real Slurm but outside any allocation."""
 
 import os
 import shutil
@@ -10,11 +11,31 @@ import pytest
 from kernel_session import Session, kernel_available
 
 
+def _started(name, missing):
+    """A Session of the kernelspec `name`; the test skips, saying `missing`, without it."""
+    if not kernel_available(name):
+        pytest.skip(missing)
+    return Session(name)
+
+
 @pytest.fixture
 def pmp_kernel():
-    if not kernel_available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    session = Session("pmp")
+    session = _started("pmp", "the pmp kernelspec is not registered (./install.sh)")
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def ipykernel():
+    session = _started("python3", "ipykernel's python3 kernelspec is not registered")
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def kernel(kernel_name):
+    """The kernel the test is parametrized with (`kernel_name`: "pmp" or "python3")."""
+    session = _started(kernel_name, f"the {kernel_name} kernelspec is not registered")
     yield session
     session.close()
 

@@ -36,15 +36,21 @@ def ended_line(session, key, timeout=30):
         time.sleep(0.3)
 
 
+def held_cell(started, go):
+    """A cell stored under the key `held`: each run adds a line to `started`,
+    then waits until `go` exists, and gives 42."""
+    return (
+        "%%pmp submit --name held --key held\n"
+        f"open({str(started)!r}, 'a').write('ran\\n')\n{wait_for_file(go)}6 * 7"
+    )
+
+
 @pytest.mark.timeout(180)
 def test_a_restart_says_what_became_of_each_cell_when_it_runs_again(tmp_path):
     if not kernel_available("pmp"):
         pytest.skip("the pmp kernelspec is not registered (./install.sh)")
     started, go = tmp_path / "started", tmp_path / "go"
-    held = (
-        "%%pmp submit --name held --key held\n"
-        f"open({str(started)!r}, 'a').write('ran\\n')\n{wait_for_file(go)}6 * 7"
-    )
+    held = held_cell(started, go)
     quick = "%%pmp submit --name quick --key quick\n1 + 1"
     session = Session("pmp")
     try:
@@ -104,10 +110,7 @@ def test_a_cell_another_kernel_runs_is_followed_and_run_again_when_that_one_rest
     if not kernel_available("pmp"):
         pytest.skip("the pmp kernelspec is not registered (./install.sh)")
     started, go = tmp_path / "started", tmp_path / "go"
-    held = (
-        "%%pmp submit --name held --key held\n"
-        f"open({str(started)!r}, 'a').write('ran\\n')\n{wait_for_file(go)}6 * 7"
-    )
+    held = held_cell(started, go)
     config = f"%pmp config --cache-directory {tmp_path / 'store'}"
     first, second = Session("pmp"), Session("pmp")
     try:

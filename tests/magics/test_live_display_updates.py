@@ -8,7 +8,7 @@ too), and one progress display for Executor.map."""
 import re
 
 import pytest
-from kernel_session import Session, display_id_of, kernel_available
+from kernel_session import display_id_of
 
 
 @pytest.mark.timeout(120)
@@ -92,23 +92,15 @@ def test_updates_keep_arriving_while_another_cell_is_busy(pmp_kernel, busy):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
-def test_a_future_as_a_cells_last_expression_renders_the_live_display(kernel_name):
+def test_a_future_as_a_cells_last_expression_renders_the_live_display(kernel):
     # No `%load_ext pmp` in ipykernel: `import pmp` alone gives a Future its display.
-    if not kernel_available(kernel_name):
-        pytest.skip(f"the {kernel_name} kernelspec is not registered")
-    session = Session(kernel_name)
-    try:
-        session.run(
-            "from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)"
-        )
-        reply, messages = session.run("future = exe.submit(sum, [40, 2])\nfuture")
-        assert reply["status"] == "ok"
-        display_id = display_id_of(messages)
-        session.drain(1.5)
-        assert session.displays[display_id][-1]["text/plain"].endswith(": 42")
-        session.run("exe.shutdown()")
-    finally:
-        session.close()
+    kernel.run("from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)")
+    reply, messages = kernel.run("future = exe.submit(sum, [40, 2])\nfuture")
+    assert reply["status"] == "ok"
+    display_id = display_id_of(messages)
+    kernel.drain(1.5)
+    assert kernel.displays[display_id][-1]["text/plain"].endswith(": 42")
+    kernel.run("exe.shutdown()")
 
 
 @pytest.mark.timeout(120)

@@ -7,7 +7,7 @@ the usage text, a request no node can hold refused at submit, and
 import re
 
 import pytest
-from kernel_session import Session, display_id_of, kernel_available, stream_text
+from kernel_session import display_id_of, stream_text
 
 
 @pytest.mark.timeout(120)
@@ -92,20 +92,14 @@ def test_cache_clear_empties_the_magics_store(pmp_kernel, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_load_ext_pmp_in_ipykernel():
-    if not kernel_available("python3"):
-        pytest.skip("ipykernel's python3 kernelspec is not registered")
-    session = Session("python3")
-    try:
-        reply, _ = session.run("%load_ext pmp")
-        assert reply["status"] == "ok"
-        reply, messages = session.run("%pmp submit --name s --block sum([1, 2])")
-        assert reply["status"] == "ok"
-        display_id_of(messages)
-        (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-        assert result["content"]["data"]["text/plain"] == "3"
-    finally:
-        session.close()
+def test_load_ext_pmp_in_ipykernel(ipykernel):
+    reply, _ = ipykernel.run("%load_ext pmp")
+    assert reply["status"] == "ok"
+    reply, messages = ipykernel.run("%pmp submit --name s --block sum([1, 2])")
+    assert reply["status"] == "ok"
+    display_id_of(messages)
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "3"
 
 
 COMMANDS = ["submit", "status", "graph", "cancel", "resources", "config", "cache"]
@@ -188,36 +182,30 @@ def complete(session, code, cursor_pos=None):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
-def test_tab_completes_pmp_commands_options_and_their_values(kernel_name):
-    if not kernel_available(kernel_name):
-        pytest.skip(f"the {kernel_name} kernelspec is not registered")
-    session = Session(kernel_name)
-    try:
-        if kernel_name == "python3":
-            session.run("%load_ext pmp")
-        # In pmp-kernel, before any %pmp has loaded the magics.
-        assert complete(session, "%pmp ") == (COMMANDS, "")
-        assert complete(session, "%pmp su") == (["submit"], "su")
-        cell = "%%pmp submit --block --c\nx = 1"
-        assert complete(session, cell, cell.index("\n")) == (["--cores", "--cwd"], "--c")
-        matches, _ = complete(session, "%pmp submit --cores 2 --")
-        assert matches == ["--help", "--gpus", "--threads", "--cwd", "--name", "--key", "--block"]
-        assert complete(session, "%pmp config --b") == (
-            ["--backend", "--block-allocation"],
-            "--b",
-        )
-        assert complete(session, "%pmp config --backend s") == (["slurm"], "s")
-        assert complete(session, "%pmp cache ") == (["clear"], "")
-        session.run("%pmp submit --name answer sum([40, 2])")
-        assert complete(session, "%pmp cancel ") == (["answer", "all"], "")
-        # Where %pmp has nothing to offer (the call of %pmp submit, any other
-        # line), IPython's own completion answers, as before.
-        matches, _ = complete(session, "%pmp submit --name s su")
-        assert "submit" not in matches, matches
-        matches, _ = complete(session, "su")
-        assert "sum" in matches and "submit" not in matches, matches
-    finally:
-        session.close()
+def test_tab_completes_pmp_commands_options_and_their_values(kernel, kernel_name):
+    if kernel_name == "python3":
+        kernel.run("%load_ext pmp")
+    # In pmp-kernel, before any %pmp has loaded the magics.
+    assert complete(kernel, "%pmp ") == (COMMANDS, "")
+    assert complete(kernel, "%pmp su") == (["submit"], "su")
+    cell = "%%pmp submit --block --c\nx = 1"
+    assert complete(kernel, cell, cell.index("\n")) == (["--cores", "--cwd"], "--c")
+    matches, _ = complete(kernel, "%pmp submit --cores 2 --")
+    assert matches == ["--help", "--gpus", "--threads", "--cwd", "--name", "--key", "--block"]
+    assert complete(kernel, "%pmp config --b") == (
+        ["--backend", "--block-allocation"],
+        "--b",
+    )
+    assert complete(kernel, "%pmp config --backend s") == (["slurm"], "s")
+    assert complete(kernel, "%pmp cache ") == (["clear"], "")
+    kernel.run("%pmp submit --name answer sum([40, 2])")
+    assert complete(kernel, "%pmp cancel ") == (["answer", "all"], "")
+    # Where %pmp has nothing to offer (the call of %pmp submit, any other
+    # line), IPython's own completion answers, as before.
+    matches, _ = complete(kernel, "%pmp submit --name s su")
+    assert "submit" not in matches, matches
+    matches, _ = complete(kernel, "su")
+    assert "sum" in matches and "submit" not in matches, matches
 
 
 @pytest.mark.timeout(120)

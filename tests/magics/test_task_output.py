@@ -3,7 +3,7 @@ by jupyter_client: into its display (also what its subprocesses print),
 and to the cell that submitted it when it is not displayed."""
 
 import pytest
-from kernel_session import Session, display_id_of, kernel_available
+from kernel_session import display_id_of
 
 
 @pytest.mark.timeout(120)
@@ -42,33 +42,25 @@ def test_what_a_tasks_subprocess_prints_appears_in_its_display(pmp_kernel):
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("kernel_name", ["pmp", "python3"])
-def test_output_of_a_task_reaches_the_cell_that_submitted_it(kernel_name):
-    if not kernel_available(kernel_name):
-        pytest.skip(f"the {kernel_name} kernelspec is not registered")
-    session = Session(kernel_name)
-    try:
-        session.run(
-            "from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)"
-        )
-        session.run(
-            "import time\n"
-            "def late(x):\n"
-            "    time.sleep(1.5)\n"
-            "    print('late output', x)\n"
-            "    return x\n"
-            "f = exe.submit(late, 5)"
-        )
-        submitting = session.last_msg_id
-        # The task prints while this other cell runs; its output still
-        # belongs to the cell that submitted it.
-        session.run("time.sleep(3)")
-        busy = session.last_msg_id
-        session.drain(0.5)
-        assert "late output 5" in session.streams.get(submitting, ""), session.streams
-        assert "late output" not in session.streams.get(busy, "")
-        _, messages = session.run("f.result(), f.output")
-        (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
-        assert result["content"]["data"]["text/plain"] == "(5, 'late output 5\\n')"
-        session.run("exe.shutdown()")
-    finally:
-        session.close()
+def test_output_of_a_task_reaches_the_cell_that_submitted_it(kernel):
+    kernel.run("from pmp import Executor\nexe = Executor(max_workers=1, block_allocation=True)")
+    kernel.run(
+        "import time\n"
+        "def late(x):\n"
+        "    time.sleep(1.5)\n"
+        "    print('late output', x)\n"
+        "    return x\n"
+        "f = exe.submit(late, 5)"
+    )
+    submitting = kernel.last_msg_id
+    # The task prints while this other cell runs; its output still
+    # belongs to the cell that submitted it.
+    kernel.run("time.sleep(3)")
+    busy = kernel.last_msg_id
+    kernel.drain(0.5)
+    assert "late output 5" in kernel.streams.get(submitting, ""), kernel.streams
+    assert "late output" not in kernel.streams.get(busy, "")
+    _, messages = kernel.run("f.result(), f.output")
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "(5, 'late output 5\\n')"
+    kernel.run("exe.shutdown()")
