@@ -8,6 +8,7 @@ import stat
 
 import psutil
 import pytest
+from full_disk import mount_small_tmpfs
 from unpickle_traps import OpenOnUnpickle
 
 RESULT_TIMEOUT = 60
@@ -371,15 +372,7 @@ def test_a_result_the_full_disk_cannot_hold_comes_with_a_warning(run_script, tmp
     import subprocess
 
     store = tmp_path / "store"
-    store.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(store)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk here is a small tmpfs, which needs root: {mounted.stderr}")
+    mount_small_tmpfs(store)
     calls = """
 import warnings
 from pmp import get_cache_data
