@@ -1,7 +1,11 @@
 """executorlib 1.x's public API through `from pmp import ...` only, written
 from executorlib's documentation: its examples as users write them (the
 import is the only change), then what executorlib has beyond the seed's
-Executor, and the refusals of what pmp cannot honour."""
+Executor, and the refusals of what pmp cannot honour. What executorlib added
+that is a behaviour of its own is tested beside that behaviour: `batched` in
+test_executor_map_and_batched.py, `restart_limit` in
+test_executor_lost_workers.py, pool resizing and worker ids in
+test_executor_block_allocation.py."""
 
 import os
 import shutil
