@@ -24,14 +24,20 @@ DEFAULT_TIMEOUT_S = 120
 REAP_GRACE_S = 10.0
 
 
-def _in_this_directory(item):
-    """The Executor tests next to this file (subdirectories have their own rules)."""
-    return pathlib.Path(str(item.fspath)).parent == HERE
+# Where the Executor tests are: next to this file, and tests/compat (the
+# same Executor through its peers' APIs). Kernel, magics, HPC, browser and
+# unit tests have their own rules.
+EXECUTOR_TESTS = (HERE, HERE / "compat")
+
+
+def _is_executor_test(item):
+    """An Executor test (see EXECUTOR_TESTS)."""
+    return pathlib.Path(str(item.fspath)).parent in EXECUTOR_TESTS
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if _in_this_directory(item) and item.get_closest_marker("timeout") is None:
+        if _is_executor_test(item) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
 
 
@@ -145,7 +151,7 @@ def process_gone_fixture():
 def no_leftover_workers(request):
     """After every test, no pmp-worker process of ours may be left (after a
     short grace for reaping)."""
-    if not _in_this_directory(request.node):
+    if not _is_executor_test(request.node):
         yield
         return
     before = {p.pid for p in worker_descendants()}

@@ -1,21 +1,19 @@
 """What a failing call looks like: its own exception with the remote
-traceback, a worker that dies, values that cannot be pickled.
+traceback, values that cannot be pickled (a worker that dies:
+test_executor_lost_workers.py).
 
 Peer breakages these guard against (research/executorlib.md §5, §6): the remote
-traceback was lost; custom exception classes became NameError; a crashing
-task was re-queued until it had killed every worker of the pool; an
+traceback was lost; custom exception classes became NameError; an
 unpicklable argument, result or exception killed a thread or a worker and
 left futures pending forever.
 """
 
 import os
 import pickle
-import signal
 import sys
 import threading
 
 import pytest
-from gates import wait_for_file
 from pmp import Executor, RemoteTraceback, WorkerDiedError, _pmp
 
 RESULT_TIMEOUT = 60
@@ -38,10 +36,6 @@ def add(a, b):
 
 def identity(x):
     return x
-
-
-def getpid():
-    return os.getpid()
 
 
 def _check_value(x):
@@ -73,22 +67,6 @@ def lookup(key):
 def read_missing(path):
     with open(path) as f:
         return f.read()
-
-
-def crash_with_exit_code(log):
-    with open(log, "a") as f:
-        f.write(f"{os.getpid()}\n")
-    sys.stderr.write("pmp-test: worker about to exit with code 3\n")
-    sys.stderr.flush()
-    os._exit(3)
-
-
-def crash_with_segfault(log):
-    import ctypes
-
-    with open(log, "a") as f:
-        f.write(f"{os.getpid()}\n")
-    ctypes.string_at(0)
 
 
 def call_sys_exit():
@@ -231,77 +209,6 @@ def test_sys_exit_fails_only_its_task(block_allocation):
         with pytest.raises((SystemExit, WorkerDiedError)):
             exe.submit(call_sys_exit).result(timeout=RESULT_TIMEOUT)
         assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
-
-
-# ---- workers that die ---------------------------------------------------------
-
-
-def _check_died(error, kind):
-    assert isinstance(error, RuntimeError)
-    if kind == "exit-code":
-        assert "exit code 3" in str(error)
-        assert error.exit_code == 3
-        assert "pmp-test: worker about to exit with code 3" in error.stderr_tail
-    else:
-        assert "SIGSEGV" in str(error)
-        assert error.signal in (signal.SIGSEGV, "SIGSEGV")
-    assert isinstance(error.stderr_tail, str)
-
-
-@pytest.mark.parametrize("kind", ["exit-code", "segfault"])
-def test_worker_death_fails_only_its_task_which_is_not_rerun(
-    block_allocation, kind, tmp_path, wait_until
-):
-    log = tmp_path / "crash.log"
-    crash = crash_with_exit_code if kind == "exit-code" else crash_with_segfault
-    with Executor(max_workers=1, block_allocation=block_allocation) as exe:
-        before = exe.submit(add, 1, 1)
-        doomed = exe.submit(crash, str(log))
-        after = [exe.submit(add, i, 1) for i in range(5)]
-        with pytest.raises(WorkerDiedError) as raised:
-            doomed.result(timeout=RESULT_TIMEOUT)
-        assert before.result(timeout=RESULT_TIMEOUT) == 2
-        assert [f.result(timeout=RESULT_TIMEOUT) for f in after] == [1, 2, 3, 4, 5]
-        crashed_pid = int(log.read_text().split()[0])
-        later_pid = exe.submit(getpid).result(timeout=RESULT_TIMEOUT)
-        assert later_pid != crashed_pid
-        if block_allocation:
-            # The pool of one has a live replacement.
-            def replaced():
-                workers = exe.info["workers"]
-                pids = [w["pid"] for w in workers]
-                return len(workers) == 1 and crashed_pid not in pids and later_pid in pids
-
-            wait_until(replaced, timeout=10, message=f"no replacement: {exe.info['workers']}")
-    _check_died(raised.value, kind)
-    assert log.read_text().splitlines() == [str(crashed_pid)]
-
-
-def test_crash_leaves_tasks_on_other_workers_alone(tmp_path, make_gate):
-    gate = make_gate()
-    log = tmp_path / "crash.log"
-    with Executor(max_workers=2, block_allocation=True) as exe:
-        long_running = exe.submit(wait_for_file, gate.path, "survived")
-        doomed = exe.submit(crash_with_exit_code, str(log))
-        with pytest.raises(WorkerDiedError, match="exit code 3"):
-            doomed.result(timeout=RESULT_TIMEOUT)
-        assert not long_running.done()
-        gate.open()
-        assert long_running.result(timeout=RESULT_TIMEOUT) == "survived"
-    assert len(log.read_text().splitlines()) == 1
-
-
-def test_poison_tasks_do_not_exhaust_the_pool(block_allocation, tmp_path):
-    log = tmp_path / "crash.log"
-    with Executor(max_workers=2, block_allocation=block_allocation) as exe:
-        doomed = [exe.submit(crash_with_exit_code, str(log)) for _ in range(3)]
-        fine = [exe.submit(add, i, i) for i in range(10)]
-        for future in doomed:
-            with pytest.raises(WorkerDiedError):
-                future.result(timeout=RESULT_TIMEOUT)
-        assert [f.result(timeout=RESULT_TIMEOUT) for f in fine] == [2 * i for i in range(10)]
-        assert exe.submit(add, 1, 1).result(timeout=RESULT_TIMEOUT) == 2
-    assert len(log.read_text().splitlines()) == 3
 
 
 # ---- values that cannot be pickled --------------------------------------------

@@ -1,6 +1,7 @@
-"""The concurrent.futures contract (submit/map/shutdown/cancel, wait,
-as_completed, asyncio) and the life of worker processes: none is left after
-shutdown or after the client process is killed.
+"""The concurrent.futures contract (submit/shutdown/cancel, wait,
+as_completed, asyncio; map: test_executor_map_and_batched.py) and the life
+of worker processes: none is left after shutdown or after the client
+process is killed.
 
 Peer breakages these guard against (research/executorlib.md §1.3, §6):
 shutdown(cancel_futures=True) did not cancel queued calls; shutdown hung
@@ -242,16 +243,6 @@ def test_done_callbacks(block_allocation):
         future.add_done_callback(lambda f: late.append(f.result()))  # runs at once
         assert late == [4]
     assert seen == [4]
-
-
-def test_map(block_allocation):
-    with Executor(max_workers=2, block_allocation=block_allocation) as exe:
-        assert list(exe.map(add, [1, 2, 3], [10, 20, 30], timeout=RESULT_TIMEOUT)) == [11, 22, 33]
-        assert list(exe.map(add, [], [])) == []
-        assert list(exe.map(add, range(50), range(50))) == [2 * i for i in range(50)]
-        results = exe.map(fail, ["mapped failure"])
-        with pytest.raises(ValueError, match="mapped failure"):
-            next(results)
 
 
 def test_independent_executors_at_once():

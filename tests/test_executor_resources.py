@@ -1,11 +1,10 @@
 """Resources: what `resource_dict` accepts and rejects, what the executor-level
-parameters do to the workers, init_function, and `exe.info`.
+parameters do to the workers, and `exe.info` (a pool of workers and its
+init_function: test_executor_block_allocation.py).
 
 Peer breakages these guard against (research/executorlib.md §1.2, §5): bad
-per-call keys hung the executor in a background thread; per-call resources
-in block mode were silently ignored; init values were injected even when the
-call passed them positionally ("got multiple values"), and never into
-keyword-only parameters; threads_per_core set no thread variables.
+per-call keys hung the executor in a background thread; threads_per_core
+set no thread variables.
 """
 
 import os
@@ -14,6 +13,7 @@ import time
 
 import psutil
 import pytest
+import thread_variables
 from pmp import Executor
 
 RESULT_TIMEOUT = 60
@@ -29,13 +29,6 @@ RESOURCE_KEYS = (
     "command_line_argument_lst",
     "cache_key",
     "cache_directory",
-)
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
 )
 
 
@@ -55,49 +48,6 @@ def write_relative(name, text):
     with open(name, "w") as f:
         f.write(text)
     return os.path.abspath(name)
-
-
-def thread_variables():
-    return {name: os.environ.get(name) for name in THREAD_VARIABLES}
-
-
-def calc(i, j, k):
-    return i + j + k
-
-
-def keyword_only(a, *, k):
-    return a + k
-
-
-def only_var_keywords(**kwargs):
-    return sorted(kwargs)
-
-
-def uses_dataset(i, data):
-    return int(data[i])
-
-
-def init_function():
-    return {"j": 4, "k": 3, "l": 2}
-
-
-def init_dataset():
-    import numpy as np
-
-    return {"data": np.arange(100) * 2}
-
-
-def make_counting_init(log):
-    def counting_init():
-        with open(log, "a") as f:
-            f.write(f"{os.getpid()}\n")
-        return {"j": 4, "k": 3}
-
-    return counting_init
-
-
-def calc_and_pid(i, j, k):
-    return i + j + k, os.getpid()
 
 
 def count_concurrent(directory, wait_for, timeout=20.0):
@@ -171,21 +121,6 @@ def test_cores_beyond_max_cores_is_a_value_error_not_a_hang():
         assert exe.submit(add, 1, 2, resource_dict={"cores": 1}).result(RESULT_TIMEOUT) == 3
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [("threads_per_core", 2), ("cwd", "SUBDIR"), ("oversubscribe", True)],
-)
-def test_block_allocation_rejects_per_call_resources_that_differ(key, value, tmp_path):
-    if value == "SUBDIR":
-        value = str(tmp_path)
-    with Executor(max_workers=1, max_cores=4, block_allocation=True) as exe:
-        with pytest.raises(ValueError, match=re.escape(key)):
-            exe.submit(add, 1, 2, resource_dict={key: value})
-        # The same resources as the executor's are fine.
-        same = exe.submit(add, 1, 2, resource_dict={"cores": 1, "threads_per_core": 1})
-        assert same.result(timeout=RESULT_TIMEOUT) == 3
-
-
 def test_resource_dict_is_not_mutated():
     resources = {"cores": 1, "threads_per_core": 1}
     with Executor(max_cores=1) as exe:
@@ -211,25 +146,21 @@ def test_cwd_on_executor_and_per_call(tmp_path):
     assert (executor_dir / "out.txt").read_text() == "hello"
 
 
-def test_cwd_with_block_allocation(tmp_path):
-    with Executor(max_workers=2, block_allocation=True, cwd=str(tmp_path)) as exe:
-        cwds = {f.result(RESULT_TIMEOUT) for f in [exe.submit(where_am_i) for _ in range(4)]}
-    assert {os.path.realpath(c) for c in cwds} == {os.path.realpath(tmp_path)}
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 def test_threads_per_core_sets_thread_variables(block_allocation, threads):
     with Executor(
         max_workers=1, threads_per_core=threads, block_allocation=block_allocation
     ) as exe:
-        variables = exe.submit(thread_variables).result(timeout=RESULT_TIMEOUT)
-    assert variables == dict.fromkeys(THREAD_VARIABLES, str(threads))
+        variables = exe.submit(thread_variables.read).result(timeout=RESULT_TIMEOUT)
+    assert variables == dict.fromkeys(thread_variables.THREAD_VARIABLES, str(threads))
 
 
 def test_threads_per_core_per_call():
     with Executor(max_cores=2) as exe:
-        per_call = exe.submit(thread_variables, resource_dict={"threads_per_core": 2})
-        assert per_call.result(RESULT_TIMEOUT) == dict.fromkeys(THREAD_VARIABLES, "2")
+        per_call = exe.submit(thread_variables.read, resource_dict={"threads_per_core": 2})
+        assert per_call.result(RESULT_TIMEOUT) == dict.fromkeys(
+            thread_variables.THREAD_VARIABLES, "2"
+        )
 
 
 def test_fresh_worker_per_call_without_block_allocation():
@@ -250,39 +181,6 @@ def test_max_workers_two_runs_two_calls_at_once_never_three(block_allocation, tm
         futures = [exe.submit(count_concurrent, str(tmp_path), 2) for _ in range(4)]
         seen = [f.result(timeout=RESULT_TIMEOUT) for f in futures]
     assert max(seen) == 2, seen
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "expected"),
-    [
-        ({"max_workers": 2}, 2),
-        ({"max_workers": 3, "max_cores": 8}, 3),
-        ({"max_cores": 2}, 2),
-        ({"max_cores": 3, "cores_per_worker": 1}, 3),
-        ({}, os.cpu_count()),
-    ],
-    ids=["max_workers", "max_workers-wins", "max_cores", "max_cores-per-worker", "cpu_count"],
-)
-def test_block_allocation_pool_size(kwargs, expected, wait_until):
-    with Executor(block_allocation=True, **kwargs) as exe:
-        assert exe.info["block_allocation"] is True
-
-        def all_started():
-            workers = exe.info["workers"]
-            started = len(workers) == expected and all(w["pid"] for w in workers)
-            return started and workers
-
-        workers = wait_until(all_started, timeout=30, message=f"pool of {expected} not up")
-        pool = {w["pid"] for w in workers}
-        assert len(pool) == expected
-        pids = {f.result(RESULT_TIMEOUT) for f in [exe.submit(getpid) for _ in range(20)]}
-        assert pids <= pool
-
-
-def test_block_allocation_reuses_one_worker():
-    with Executor(max_workers=1, block_allocation=True) as exe:
-        pids = {exe.submit(getpid).result(timeout=RESULT_TIMEOUT) for _ in range(5)}
-    assert len(pids) == 1
 
 
 def test_hostname_localhost_is_accepted():
@@ -363,58 +261,6 @@ def test_oversubscribe_with_the_flux_backend_is_refused_when_the_executor_is_mad
     monkeypatch.setenv("FLUX_URI", f"local://{tmp_path}/no-broker")
     with pytest.raises(ValueError, match="oversubscribe=True: the flux backend cannot"):
         Executor(max_cores=1, backend="flux", oversubscribe=True)
-
-
-# ---- init_function ------------------------------------------------------------
-
-
-def test_init_function_requires_block_allocation():
-    with pytest.raises(ValueError):
-        Executor(max_workers=1, init_function=init_function)
-
-
-def test_init_function_injection_rules():
-    with Executor(max_workers=1, block_allocation=True, init_function=init_function) as exe:
-        seed = exe.submit(calc, 2, j=5)  # the seed: 2 + 5 + k=3
-        positional = exe.submit(calc, 2, 5, 1)  # nothing injected, no "multiple values"
-        overridden = exe.submit(calc, 1, 2, k=10)
-        only_i = exe.submit(calc, 1)  # j=4, k=3 from init
-        by_keyword = exe.submit(calc, i=1)
-        kw_only = exe.submit(keyword_only, 1)
-        kw_only_given = exe.submit(keyword_only, 1, k=100)
-        var_keywords = exe.submit(only_var_keywords, x=1)
-        assert seed.result(timeout=RESULT_TIMEOUT) == 10
-        assert positional.result(timeout=RESULT_TIMEOUT) == 8
-        assert overridden.result(timeout=RESULT_TIMEOUT) == 13
-        assert only_i.result(timeout=RESULT_TIMEOUT) == 8
-        assert by_keyword.result(timeout=RESULT_TIMEOUT) == 8
-        assert kw_only.result(timeout=RESULT_TIMEOUT) == 4
-        assert kw_only_given.result(timeout=RESULT_TIMEOUT) == 101
-        assert var_keywords.result(timeout=RESULT_TIMEOUT) == ["x"]
-        # Functions that take none of the init names are untouched.
-        assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
-
-
-def test_init_function_dataset_loaded_in_worker():
-    with Executor(max_workers=2, block_allocation=True, init_function=init_dataset) as exe:
-        results = [
-            f.result(RESULT_TIMEOUT) for f in [exe.submit(uses_dataset, i) for i in range(10)]
-        ]
-    assert results == [2 * i for i in range(10)]
-
-
-def test_init_function_runs_once_per_worker(tmp_path):
-    log = tmp_path / "init.log"
-    init = make_counting_init(str(log))
-    with Executor(max_workers=2, block_allocation=True, init_function=init) as exe:
-        outcomes = [
-            f.result(RESULT_TIMEOUT) for f in [exe.submit(calc_and_pid, i) for i in range(20)]
-        ]
-    assert [value for value, _ in outcomes] == [i + 7 for i in range(20)]
-    init_pids = [int(line) for line in log.read_text().split()]
-    assert len(init_pids) == len(set(init_pids)), "init ran twice in one worker"
-    assert 1 <= len(init_pids) <= 2
-    assert {pid for _, pid in outcomes} <= set(init_pids)
 
 
 # ---- exe.info and backends ----------------------------------------------------
@@ -513,12 +359,4 @@ def test_a_per_call_number_beyond_what_the_scheduler_counts_names_the_key():
     with Executor(max_cores=1) as exe:
         with pytest.raises(ValueError, match="'restart_limit' must be <= 4294967295"):
             exe.submit(add, 1, 2, resource_dict={"restart_limit": 10**12})
-        assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3
-
-
-def test_a_pool_larger_than_max_cores_is_refused_not_started(wait_until):
-    with pytest.raises(ValueError, match=r"max_workers=2 block-allocated workers .* max_cores=1"):
-        Executor(max_workers=2, max_cores=1, block_allocation=True)
-    # Oversubscribed workers may share the CPUs.
-    with Executor(max_workers=2, max_cores=1, block_allocation=True, oversubscribe=True) as exe:
         assert exe.submit(add, 1, 2).result(timeout=RESULT_TIMEOUT) == 3

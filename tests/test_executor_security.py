@@ -10,7 +10,6 @@ marker never appears while the executor keeps computing correct results.
 
 import json
 import os
-import pathlib
 import pickle
 import re
 import resource
@@ -25,6 +24,7 @@ import pytest
 import zmq
 from gates import wait_for_file
 from pmp import Executor
+from unpickle_traps import OpenOnUnpickle, TouchOnUnpickle
 
 RESULT_TIMEOUT = 60
 SIGNATURE_LEN = 32
@@ -32,26 +32,6 @@ SIGNATURE_LEN = 32
 
 def add(a, b):
     return a + b
-
-
-class TouchOnUnpickle:
-    """Unpickling this creates ``path`` (no shell involved)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return pathlib.Path.touch, (pathlib.Path(self.path),)
-
-
-class OpenOnUnpickle:
-    """Unpickling this opens ``path`` for writing, creating it."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def payloads(marker):

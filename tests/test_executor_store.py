@@ -8,6 +8,8 @@ import stat
 
 import psutil
 import pytest
+from full_disk import mount_small_tmpfs
+from unpickle_traps import OpenOnUnpickle
 
 RESULT_TIMEOUT = 60
 
@@ -178,16 +180,6 @@ def test_the_store_is_private_to_its_user(run_script, tmp_path):
     assert stat.S_IMODE((store / "key").stat().st_mode) == 0o600
 
 
-class _Exploit:
-    """Unpickling this creates a file: proof that something was unpickled."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_a_forged_store_is_never_unpickled(run_script, tmp_path):
     from pmp import _pmp
     from pmp.client import serialize
@@ -199,7 +191,7 @@ def test_a_forged_store_is_never_unpickled(run_script, tmp_path):
     (key,) = [p.name for p in entries.iterdir() if not p.name.startswith(".")]
     pwned = tmp_path / "pwned"
     # A plain pickle in place of the entry.
-    (entries / key).write_bytes(pickle.dumps(_Exploit(str(pwned))))
+    (entries / key).write_bytes(pickle.dumps(OpenOnUnpickle(str(pwned))))
     done = run_script(script(calls + listing))
     shown = ok(done)
     assert shown[0] == "3"
@@ -210,7 +202,7 @@ def test_a_forged_store_is_never_unpickled(run_script, tmp_path):
     assert runs(tmp_path) == ["add 1 2", "add 1 2"], "the forged entry made the call run again"
     # A well-formed entry, signed with another store's key.
     other = _pmp.Store(str(tmp_path / "other"))
-    frames = serialize.dumps_value(_Exploit(str(pwned)))
+    frames = serialize.dumps_value(OpenOnUnpickle(str(pwned)))
     other.write(key, "add", "done", frames, 0.0, 0.0, 0.0, "elsewhere", 1)
     (entries / key).write_bytes((tmp_path / "other" / "entries" / key).read_bytes())
     done = run_script(script(calls + listing))
@@ -380,15 +372,7 @@ def test_a_result_the_full_disk_cannot_hold_comes_with_a_warning(run_script, tmp
     import subprocess
 
     store = tmp_path / "store"
-    store.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(store)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk here is a small tmpfs, which needs root: {mounted.stderr}")
+    mount_small_tmpfs(store)
     calls = """
 import warnings
 from pmp import get_cache_data

@@ -19,6 +19,7 @@ import tempfile
 
 import pytest
 from second_user import OTHER_USER
+from unpickle_traps import OpenOnUnpickle
 
 
 @pytest.fixture
@@ -30,23 +31,13 @@ def public_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-class _Exploit:
-    """Unpickling this creates a file: proof that something was unpickled."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def make_store_with_exploit(root, marker):
     """A real store at `root` whose one entry creates `marker` when loaded."""
     from pmp import _pmp
     from pmp.client import serialize
 
     store = _pmp.Store(str(root))
-    frames = serialize.dumps_value(_Exploit(str(marker)))
+    frames = serialize.dumps_value(OpenOnUnpickle(str(marker)))
     store.write("planted", "f", "done", frames, 0.0, 0.0, 0.0, "host", 1)
     return root
 

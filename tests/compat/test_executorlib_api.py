@@ -1,7 +1,11 @@
 """executorlib 1.x's public API through `from pmp import ...` only, written
 from executorlib's documentation: its examples as users write them (the
 import is the only change), then what executorlib has beyond the seed's
-Executor, and the refusals of what pmp cannot honour."""
+Executor, and the refusals of what pmp cannot honour. What executorlib added
+that is a behaviour of its own is tested beside that behaviour: `batched` in
+test_executor_map_and_batched.py, `restart_limit` in
+test_executor_lost_workers.py, pool resizing and worker ids in
+test_executor_block_allocation.py."""
 
 import os
 import shutil
@@ -47,11 +51,6 @@ def calc_add(a, b):
 
 def get_pair(a):
     return a, a * 10
-
-
-def fail_after(path, message):
-    wait_for_file(path)
-    raise ValueError(message)
 
 
 def shout(message):
@@ -126,22 +125,6 @@ def test_split_future_and_get_item_from_future():
 # ---- what executorlib has beyond the seed ---------------------------------------------------
 
 
-def test_batched_gives_lists_as_calls_finish_and_fails_what_only_errors_can_fill(make_gate):
-    gate = make_gate()
-    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
-        late = exe.submit(fail_after, gate.path, "late and wrong")
-        early = [exe.submit(calc_add, i, 0) for i in range(4)]
-        batches = exe.batched([late, *early], n=2)
-        assert len(batches) == 3
-        # The four early calls finish first, in some order, and fill two batches.
-        done = [batches[0].result(RESULT_TIMEOUT), batches[1].result(RESULT_TIMEOUT)]
-        assert sorted(done[0] + done[1]) == [0, 1, 2, 3] and [len(b) for b in done] == [2, 2]
-        assert not batches[2].done()
-        gate.open()
-        with pytest.raises(ValueError, match="late and wrong"):
-            batches[2].result(RESULT_TIMEOUT)
-
-
 def test_len_counts_unfinished_calls_and_info_is_none_after_shutdown(make_gate):
     gate = make_gate()
     exe = SingleNodeExecutor(max_workers=1, block_allocation=True)
@@ -153,12 +136,6 @@ def test_len_counts_unfinished_calls_and_info_is_none_after_shutdown(make_gate):
     assert exe.info["backend"] == "local"
     exe.shutdown()
     assert exe.info is None
-
-
-def test_map_over_a_future_of_the_arguments():
-    with SingleNodeExecutor() as exe:
-        arguments = exe.submit(list, [[1, 1], [2, 2]])
-        assert list(exe.map(sum, arguments)) == [2, 4]
 
 
 def test_error_log_file_gets_the_traceback_and_stderr_of_failed_calls(tmp_path):
@@ -186,34 +163,6 @@ def test_wait_false_leaves_the_with_block_at_once_and_the_calls_still_finish(mak
     assert not future.done()
     gate.open()
     assert future.result(RESULT_TIMEOUT) == "finished later"
-
-
-def test_a_batch_skips_cancelled_calls_and_the_last_one_may_be_shorter(make_gate):
-    gate = make_gate()
-    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
-        running = exe.submit(wait_for_file, gate.path, 1)
-        queued = exe.submit(calc_add, 1, 1)
-        (batch,) = exe.batched([running, queued], n=2)
-        assert queued.cancel()
-        gate.open()
-        assert batch.result(RESULT_TIMEOUT) == [1]
-
-
-def raise_if_zero(x):
-    if x == 0:
-        raise RuntimeError("zero")
-    return x
-
-
-def test_batched_fills_batches_with_successes_and_fails_the_rest_as_executorlib():
-    # executorlib's own example (test_batched_error_future), as a user writes it.
-    with SingleNodeExecutor() as exe:
-        firsts = [exe.submit(raise_if_zero, 0 if i % 3 == 0 else i) for i in range(10)]
-        sums = [exe.submit(sum, batch) for batch in exe.batched(firsts, n=3)]
-        assert sums[0].result(RESULT_TIMEOUT) + sums[1].result(RESULT_TIMEOUT) == 27
-        for failed in sums[2:]:
-            with pytest.raises(RuntimeError, match="zero"):
-                failed.result(RESULT_TIMEOUT)
 
 
 # ---- what pmp refuses, with the reason ----------------------------------------------------
@@ -276,78 +225,6 @@ def test_log_obj_size_logs_the_pickled_sizes_of_calls_and_results(caplog):
     assert any(m.startswith("result of calc_add: ") for m in messages), messages
 
 
-def test_a_pending_batch_does_not_block_the_caller(make_gate):
-    gate = make_gate()
-    with SingleNodeExecutor() as exe:
-        futures = [exe.submit(wait_for_file, gate.path, i) for i in range(2)]
-        batches = exe.batched(futures, n=2)
-        assert not batches[0].done()
-        gate.open()
-        assert sorted(batches[0].result(RESULT_TIMEOUT)) == [0, 1]
-
-
-def worker_id_after_gate(path, executorlib_worker_id):
-    wait_for_file(path)
-    return executorlib_worker_id
-
-
-def init_with_worker_id(executorlib_worker_id):
-    return {"offset": 100 * executorlib_worker_id}
-
-
-def add_offset(x, offset):
-    return x + offset
-
-
-def test_the_worker_id_is_distinct_per_worker_and_reaches_init_function(make_gate):
-    gate = make_gate()
-    with SingleNodeExecutor(max_workers=2, block_allocation=True) as exe:
-        # Both workers are busy at once, so each call has one of its own.
-        ids = [exe.submit(worker_id_after_gate, gate.path) for _ in range(2)]
-        gate.open()
-        assert sorted(f.result(RESULT_TIMEOUT) for f in ids) == [0, 1]
-    with SingleNodeExecutor(
-        max_workers=2, block_allocation=True, init_function=init_with_worker_id
-    ) as exe:
-        offsets = {exe.submit(add_offset, 1).result(RESULT_TIMEOUT) for _ in range(20)}
-        assert offsets <= {1, 101}
-        # A call may still pass the parameter itself.
-        assert exe.submit(add_offset, 1, offset=5).result(RESULT_TIMEOUT) == 6
-
-
-def worker_pid_after_gate(path):
-    wait_for_file(path)
-    return os.getpid()
-
-
-def test_a_pool_resized_while_busy_grows_and_shrinks(make_gate, wait_until):
-    first, second = make_gate("first"), make_gate("second")
-    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
-        assert exe.max_workers == 1
-        busy = exe.submit(worker_pid_after_gate, first.path)
-        waiting = [exe.submit(worker_pid_after_gate, first.path) for _ in range(2)]
-        exe.max_workers = 3  # the two queued calls start on the two new workers
-        wait_until(lambda: exe.info["tasks"]["running"] == 3, message="three running")
-        assert exe.max_workers == 3 and len(exe.info["workers"]) == 3
-        first.open()
-        pids = {f.result(RESULT_TIMEOUT) for f in [busy, *waiting]}
-        assert len(pids) == 3
-        # Shrunk while one call runs: the idle ones stop now, the busy one stays.
-        held = exe.submit(worker_pid_after_gate, second.path)
-        wait_until(lambda: exe.info["tasks"]["running"] == 1, message="one running")
-        exe.max_workers = 1
-        wait_until(lambda: len(exe.info["workers"]) == 1, message="surplus workers stopped")
-        second.open()
-        assert held.result(RESULT_TIMEOUT) in pids
-        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2
-        with pytest.raises(ValueError, match="max_workers must be >= 1"):
-            exe.max_workers = 0
-        assert exe.max_workers == 1
-    assert exe.max_workers is None  # after shutdown, as executorlib's
-    with SingleNodeExecutor() as exe, pytest.raises(NotImplementedError, match="only with block"):
-        exe.max_workers = 2
-
-
 def diamond(exe):
     top = exe.submit(calc_add, 1, 2)
     left = exe.submit(calc_add, top, 10)
@@ -408,41 +285,6 @@ def test_plot_dependency_graph_runs_nothing_and_refuses_what_it_cannot_draw(tmp_
     if shutil.which("dot") is None:
         with pytest.raises(ValueError, match="needs graphviz's dot"):
             SingleNodeExecutor(plot_dependency_graph_filename=str(tmp_path / "graph.png"))
-
-
-def die_until(path, survive_at):
-    """Kill this worker's own process until the `survive_at`-th run."""
-    import signal
-
-    with open(path, "a+") as file:
-        file.seek(0)
-        runs = len(file.read().splitlines())
-        file.write("run\n")
-    if runs < survive_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return runs
-
-
-def test_restart_limit_runs_a_call_again_when_its_worker_is_killed(tmp_path):
-    from pmp import WorkerDiedError
-
-    survived = tmp_path / "survived"
-    with SingleNodeExecutor(max_workers=1, block_allocation=True, restart_limit=2) as exe:
-        future = exe.submit(die_until, str(survived), 2)
-        assert future.result(RESULT_TIMEOUT) == 2  # killed twice, done the third time
-        assert "running it again (1 restart(s) left)" in future.output
-        # Per call: one restart is not enough for a call that needs two.
-        died = tmp_path / "died"
-        with pytest.raises(WorkerDiedError):
-            exe.submit(die_until, str(died), 2, resource_dict={"restart_limit": 1}).result(
-                RESULT_TIMEOUT
-            )
-        assert died.read_text().count("run") == 2
-        assert exe.submit(calc_add, 1, 1).result(RESULT_TIMEOUT) == 2  # the pool goes on
-    with SingleNodeExecutor() as exe:  # and without block allocation: a fresh process each time
-        again = tmp_path / "again"
-        future = exe.submit(die_until, str(again), 1, resource_dict={"restart_limit": 1})
-        assert future.result(RESULT_TIMEOUT) == 1
 
 
 def test_get_future_from_cache_and_the_output_and_filename_of_cache_rows(tmp_path):
@@ -527,13 +369,6 @@ def test_graph_files_in_a_missing_directory_are_refused_at_construction(tmp_path
     path = tmp_path / "missing" / ("graph.svg" if name.startswith("plot") else "flow.json")
     with pytest.raises(ValueError, match=rf"^{name} .*its directory .* does not exist"):
         SingleNodeExecutor(**{name: str(path)})
-
-
-def test_a_restart_limit_beyond_what_the_scheduler_counts_is_refused():
-    with pytest.raises(ValueError, match="^restart_limit must be <= 4294967295"):
-        SingleNodeExecutor(restart_limit=10**12)
-    with pytest.raises(ValueError, match="^resource_dict key 'restart_limit' must be <="):
-        SingleNodeExecutor(resource_dict={"restart_limit": 10**12})
 
 
 def test_a_resource_dict_that_is_no_dict_is_refused_naming_it():

@@ -4,14 +4,8 @@ the thread variables from threads_per_core. (No GPU is needed: only the
 assignment is checked, as a job scheduler would do it.)"""
 
 import pytest
-
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
+from thread_variables import THREAD_VARIABLES
+from thread_variables import read as read_thread_variables
 
 
 def lines(done):
@@ -83,12 +77,9 @@ def test_asking_for_more_gpus_than_detected_is_refused(run_script):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("block", [False, True])
 def test_threads_per_core_sets_the_thread_variables(block):
-    import os
-
     from pmp import Executor
 
-    def threads():
-        return [os.environ.get(name) for name in THREAD_VARIABLES]
-
     with Executor(max_cores=4, threads_per_core=2, block_allocation=block) as exe:
-        assert exe.submit(threads).result(timeout=60) == ["2"] * len(THREAD_VARIABLES)
+        assert exe.submit(read_thread_variables).result(timeout=60) == dict.fromkeys(
+            THREAD_VARIABLES, "2"
+        )

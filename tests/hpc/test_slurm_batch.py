@@ -16,6 +16,7 @@ import time
 
 import pytest
 from batch_stories import CHAIN_AND_CANCEL, CHAIN_AND_CANCEL_OUTPUT
+from full_disk import mount_small_tmpfs
 from task_children import assert_all_end
 
 OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
@@ -461,15 +462,7 @@ def test_a_read_only_store_serves_its_results(batch, tmp_path):
 @pytest.mark.timeout(240)
 def test_a_job_whose_result_the_full_disk_cannot_hold_says_so(batch, tmp_path):
     store = tmp_path / "store"
-    store.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(store)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk here is a small tmpfs, which needs root: {mounted.stderr}")
+    mount_small_tmpfs(store)
     try:
         done = batch(
             """

@@ -7,25 +7,13 @@ workers named by the task they run; the graph's boxes named as the
 displays name them, with a legend of the state colours."""
 
 import html
-import os
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
+from kernel_session import stream_text, table_rows
 from pmp.client.registry import KEPT_ENDED
 from pmp.notebook.state_style import COLOURS, STATES
-from test_magics import Session, _available, stream_text, table_rows
-
-
-@pytest.fixture
-def pmp_kernel():
-    if not _available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    session = Session("pmp")
-    yield session
-    session.close()
 
 
 def status_of(session):
@@ -153,20 +141,6 @@ def test_a_long_map_keeps_its_latest_ended_calls_and_says_how_many_it_let_go(pmp
     pmp_kernel.run("exe.shutdown()")
 
 
-@pytest.fixture
-def kernel_outside_slurm(monkeypatch):
-    """A kernel as on a login node: Slurm's commands, no allocation."""
-    if shutil.which("sbatch") is None:
-        pytest.skip("no Slurm here (sbatch is not on PATH)")
-    if subprocess.run(["sinfo"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("Slurm is installed but not running (see .ci/slurm-up.sh)")
-    for key in [key for key in os.environ if key.startswith("SLURM_")]:
-        monkeypatch.delenv(key)
-    session = Session("pmp")
-    yield session
-    session.close()
-
-
 @pytest.mark.timeout(480)
 def test_a_users_batch_job_calls_are_listed_with_their_job_and_node(kernel_outside_slurm, tmp_path):
     session = kernel_outside_slurm
@@ -182,3 +156,103 @@ def test_a_users_batch_job_calls_are_listed_with_their_job_and_node(kernel_outsi
     # Where it ran: the host its store entry names (it ended before it was seen running).
     assert row == ["abs", "done", job, host, row[4], "5"] and host, text
     assert "batch jobs (slurm, one per call): none queued or running" in text, text
+
+
+# The status table's own state (its badges and legend have theirs).
+TABLE_DONE = 'class="pmp-status-table" data-state="done"'
+
+
+def every_task_row(text):
+    """The task rows of every executor's part of the status table, in order."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.split()[:2] == ["task", "state"]]
+    return [row for i in starts for row in table_rows("\n".join(lines[i:]), "task")]
+
+
+@pytest.mark.timeout(120)
+def test_status_is_one_live_table_of_tasks_workers_and_the_store(pmp_kernel, tmp_path):
+    pmp_kernel.run(f"%pmp config --max-workers 1 --block-allocation --cache-directory {tmp_path}")
+    pmp_kernel.run("%%pmp submit --name slow\nimport time\ntime.sleep(2)\n'slept'")
+    pmp_kernel.run("%pmp submit --name quick abs(-3)")  # queued behind slow: one worker
+    pmp_kernel.run("import time\nwhile not slow.running():\n    time.sleep(0.05)")
+    reply, messages = pmp_kernel.run("%pmp status")
+    assert reply["status"] == "ok"
+    (first,) = [m for m in messages if m["msg_type"] == "display_data"]
+    text = first["content"]["data"]["text/plain"]
+    slow, quick = table_rows(text, "task")
+    assert slow[:2] == ["slow", "running"] and re.fullmatch(r"pid \d+ \(worker 0\)", slow[-1]), text
+    assert quick[:2] == ["quick", "queued"], text
+    assert re.search(r"^workers: worker 0 \(pid \d+\): busy: slow$", text, re.MULTILINE), text
+    assert re.search(r"^tasks: .*1 running", text, re.MULTILINE), text
+    assert f"task store {tmp_path}: 0 entries" in text, text
+    assert 'data-state="running"' in first["content"]["data"]["text/html"]
+    # Live: it updates until both are done, and then shows their results
+    # and their two store entries.
+    display_id = first["content"]["transient"]["display_id"]
+    deadline = time.monotonic() + 30
+    while TABLE_DONE not in pmp_kernel.displays[display_id][-1]["text/html"]:
+        assert time.monotonic() < deadline, pmp_kernel.displays[display_id][-1]
+        pmp_kernel.drain(0.5)
+    last = pmp_kernel.displays[display_id][-1]["text/plain"]
+    slow, quick = table_rows(last, "task")
+    assert slow[:2] == ["slow", "done"] and slow[-1] == "'slept'", last
+    assert quick[:2] == ["quick", "done"] and quick[-1] == "3", last
+    assert f"task store {tmp_path}: 2 entries" in last, last
+    stored = table_rows(last, "key")
+    assert sorted(row[1:3] for row in stored) == [["abs", "done"], ["slow", "done"]], last
+    # In HTML a hashed key shows its start, whole in its tooltip, and no
+    # store cell wraps (a date in three lines).
+    markup = pmp_kernel.displays[display_id][-1]["text/html"]
+    for key, *_ in stored:
+        assert f"<span title='{key}'>{key[:16]}…</span>" in markup, markup
+    assert markup.count("white-space: nowrap'>") >= 2 * 6, markup
+
+
+@pytest.mark.timeout(120)
+def test_graph_draws_the_notebooks_tasks_live_coloured_by_state(pmp_kernel):
+    pmp_kernel.run("%pmp config --max-workers 1 --block-allocation")
+    pmp_kernel.run("def slow_double(x):\n    import time\n    time.sleep(1.5)\n    return 2 * x")
+    pmp_kernel.run("%pmp submit --name first slow_double(2)")
+    pmp_kernel.run("%pmp submit --name second slow_double(first)")
+    reply, messages = pmp_kernel.run("%pmp graph")
+    assert reply["status"] == "ok"
+    (first,) = [m for m in messages if m["msg_type"] == "display_data"]
+    picture = first["content"]["data"]["image/svg+xml"]
+    assert "first" in picture and "second" in picture and "<svg" in picture
+    graph = picture[: picture.index("states:")]  # without the legend
+    assert COLOURS["done"] not in graph  # nothing done yet: no box of done's colour
+    display_id = first["content"]["transient"]["display_id"]
+    deadline = time.monotonic() + 30
+    while "2 done" not in pmp_kernel.displays[display_id][-1]["text/plain"]:
+        assert time.monotonic() < deadline, pmp_kernel.displays[display_id][-1]["text/plain"]
+        pmp_kernel.drain(0.5)
+    picture = pmp_kernel.displays[display_id][-1]["image/svg+xml"]
+    assert picture[: picture.index("states:")].count(COLOURS["done"]) == 2, picture
+
+
+@pytest.mark.timeout(120)
+def test_status_times_stored_results_by_the_store_and_counts_every_row(pmp_kernel, tmp_path):
+    cell = "%%pmp submit --name slow\nimport time\ntime.sleep(1)\n'slept'"
+    pmp_kernel.run(f"%pmp config --cache-directory {tmp_path}")
+    pmp_kernel.run(cell)
+    pmp_kernel.run("slow.result(timeout=60)")
+    # A new executor (as `%pmp config` makes), whose run of the same cell is the stored result.
+    pmp_kernel.run(f"%pmp config --max-workers 1 --cache-directory {tmp_path}")
+    pmp_kernel.run(cell)
+    reply, messages = pmp_kernel.run(
+        "import pmp\nfrom pmp.notebook.status_display import _duration\n"
+        f"_duration(pmp.get_cache_data({str(tmp_path)!r})[0]['duration'])"
+    )
+    (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+    took = result["content"]["data"]["text/plain"].strip("'")
+    reply, messages = pmp_kernel.run("%pmp status")
+    assert reply["status"] == "ok", reply
+    (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
+    text = shown["content"]["data"]["text/plain"]
+    # A row in each executor's part of the table, the earlier one's first.
+    computed, stored = every_task_row(text)
+    assert computed[:2] == ["slow", "done"] and stored[:2] == ["slow", "done"], text
+    # The stored row lasts as the run the store recorded, not a 0.0 ms read.
+    assert took in stored and "from the store" in stored[-1], text
+    # The counts are of the rows, whichever executor ran them.
+    assert re.search(r"^tasks: 2 done$", text, re.MULTILINE), text

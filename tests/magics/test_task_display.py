@@ -4,37 +4,12 @@ function, a cell without --name after its prompt number), the state as a
 badge that says what it means, and what the display shows around it."""
 
 import html
-import os
 import re
-import shutil
 import time
 
 import pytest
+from kernel_session import display_id_of, wait_for_file
 from pmp.notebook.state_style import MEANINGS
-from test_magics import Session, _available, display_id_of, wait_for_file
-
-
-@pytest.fixture
-def pmp_kernel():
-    if not _available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    session = Session("pmp")
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def login_node_kernel(tmp_path):
-    """A pmp kernel as on a login node: Slurm's commands work, but no
-    allocation (no SLURM_* variable) surrounds it."""
-    if not _available("pmp"):
-        pytest.skip("the pmp kernelspec is not registered (./install.sh)")
-    if not shutil.which("sinfo"):
-        pytest.skip("Slurm is not installed (CI starts one with shared/ci/slurm-up.sh)")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    session = Session("pmp", env=environment, cwd=str(tmp_path))
-    yield session
-    session.close()
 
 
 def final(session, display_id, seconds=1.5):
