@@ -97,7 +97,7 @@ impl JobSystem for FluxJobs {
             return None;
         };
         Some(format!(
-            "resource_dict key {key:?} cannot be honoured on Flux: {why}"
+            "resource_dict key '{key}' cannot be honoured on Flux: {why}"
         ))
     }
 
