@@ -224,6 +224,7 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::StoredEntry>()?;
     m.add("InvalidEntry", m.py().get_type::<store::InvalidEntry>())?;
     m.add_function(wrap_pyfunction!(store::valid_key, m)?)?;
+    m.add_function(wrap_pyfunction!(store::lock_holder, m)?)?;
     m.add_function(wrap_pyfunction!(store::key_file_name, m)?)?;
     m.add_function(wrap_pyfunction!(store::valid_job_id, m)?)?;
     m.add_function(wrap_pyfunction!(store::task_key, m)?)?;

@@ -229,10 +229,12 @@ impl Store {
         py.detach(|| self.store.clear()).map_err(to_python)
     }
 
-    /// Take the lock on `key` for `owner` ("host pid", or "batch host pid"),
-    /// taking over one left by a dead process of this host.
-    fn claim(&self, key: &str, owner: &str) -> PyResult<bool> {
-        self.store.claim(key, owner).map_err(to_python)
+    /// Take the lock on `key` for this process (`batch`: which submits a
+    /// batch job), taking over one left by a dead process of this host.
+    #[pyo3(signature = (key, batch=false))]
+    fn claim(&self, key: &str, batch: bool) -> PyResult<bool> {
+        let owner = store::LockOwner::this_process(batch).text();
+        self.store.claim(key, &owner).map_err(to_python)
     }
 
     /// Whether the lock on `key` was left by a dead process of this host.
@@ -375,4 +377,13 @@ pub fn task_key(
         part(&cores.to_le_bytes());
     }
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// `(host, pid)` of the process a lock's `owner` text names; None for any
+/// other text.
+#[pyfunction]
+#[pyo3(signature = (owner))]
+pub fn lock_holder(owner: Option<&str>) -> Option<(String, u32)> {
+    let owner = store::LockOwner::parse(owner?)?;
+    Some((owner.host, owner.pid))
 }

@@ -129,7 +129,7 @@ def test_a_store_others_can_write_to_is_refused_naming_cache_directory(tmp_path)
 
 def test_a_lock_of_a_dead_process_on_this_host_is_taken_over(opened):
     assert store.claim(opened, "k")
-    assert opened.lock_owner("k") == store.lock_owner_text()
+    assert opened.lock_owner("k") == f"{socket.gethostname()} {os.getpid()}"
     assert not opened.lock_owner_gone("k")
     dead = subprocess.Popen(["true"])  # a pid of this host that no longer runs
     dead.wait()

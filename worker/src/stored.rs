@@ -42,7 +42,7 @@ impl Stores {
     /// costs about 0.5 ms on common file systems. A store that cannot be
     /// used does not stop the task: it runs, unstored.
     pub fn claim(&mut self, target: &StoreTarget) -> bool {
-        let owner = format!("{} {}", pmp_scheduler::host::name(), std::process::id());
+        let owner = pmp_scheduler::store::LockOwner::this_process(false).text();
         // Its `record` tells the client why nothing was stored.
         let Ok(store) = self.open(&target.root) else {
             return true;

@@ -13,11 +13,11 @@ nothing of it is read (the rule is the Rust store's).
 import collections
 import datetime
 import os
-import socket
 import threading
 import time
 import warnings
 
+from pmp import _pmp
 from pmp.client import serialize
 from pmp.client.errors import exception_of
 from pmp.client.follow import Following
@@ -46,8 +46,6 @@ class StoreWarning(UserWarning):
 
 def open_store(path):
     """The store at `path` (created if missing), one object per process."""
-    from pmp import _pmp
-
     with _open_lock:
         store = _open.get(path)
         if store is not None and not os.path.isdir(os.path.join(path, "entries")):
@@ -126,8 +124,6 @@ def lookup(store, key, exact=False):
     `exact`: a key missing from the store's index counts as absent (see
     `KeyIndex`); `exact` stats the entry, for a caller that would otherwise
     start a second run (a batch job)."""
-    from pmp import _pmp
-
     if not (store.contains(key) if exact else key in index_of(store)):
         return None
     try:
@@ -140,20 +136,10 @@ def lookup(store, key, exact=False):
     return entry
 
 
-def lock_owner_text(batch=False):
-    """Who holds a key's lock: this host and process, so that a client on
-    the same host can tell a lock left by a killed process. `batch`: the
-    process submits a batch job, which holds the lock once submitted."""
-    return f"{'batch ' if batch else ''}{socket.gethostname()} {os.getpid()}"
-
-
 def lock_holder(owner):
-    """`(host, pid)` of a lock's owner text (`lock_owner_text`); None for
-    any other text."""
-    parts = (owner or "").removeprefix("batch ").split()
-    if len(parts) != 2 or not parts[1].isdigit():
-        return None
-    return parts[0], int(parts[1])
+    """`(host, pid)` of the process a lock's owner text names; None for
+    any other text (the store's rule, in Rust)."""
+    return _pmp.lock_holder(owner)
 
 
 def earlier_run(store, key, fate, job=None, system=None):
@@ -165,8 +151,8 @@ def earlier_run(store, key, fate, job=None, system=None):
 def claim(store, key, batch=False):
     """Take the lock on `key` for running it here: True when this process
     holds it now (a stale lock of a dead process on this host is taken over;
-    the rule is the store's, `pmp._pmp.Store.claim`)."""
-    return store.claim(key, lock_owner_text(batch))
+    the rule and the owner's text are the store's, `pmp._pmp.Store.claim`)."""
+    return store.claim(key, batch)
 
 
 def _report(store, key, error):
@@ -210,7 +196,6 @@ def get_cache_data(cache_directory):
     runtime (seconds, as duration), queue_id (the batch job, or None) and,
     where the store holds the call (a batch job's), input_args and
     input_kwargs (see `cache_columns`)."""
-    from pmp import _pmp
     from pmp.client.cache_columns import executorlib_columns
 
     store = open_store(check_directory("cache_directory", cache_directory))
@@ -253,8 +238,6 @@ def get_future_from_cache(cache_directory, cache_key):
     (a batch job not finished yet), one that resolves when the entry
     appears; FileNotFoundError if neither is."""
     from concurrent.futures import Future
-
-    from pmp import _pmp
 
     store = open_store(check_directory("cache_directory", cache_directory))
     check_key("cache_key", cache_key)

@@ -30,6 +30,26 @@ pub struct WorkerEnvironment {
     pub block_allocation: bool,
 }
 
+/// The variables of every process that runs calls, a worker or a batch
+/// job: the client's Python and its import path, and the thread counts.
+pub fn python_variables(
+    python: &str,
+    sys_path: &[String],
+    threads_per_core: u32,
+) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("PMP_PYTHON".to_string(), python.to_string()),
+        ("PMP_SYS_PATH".to_string(), sys_path.join("\u{1f}")),
+    ];
+    let threads = threads_per_core.to_string();
+    vars.extend(
+        THREAD_VARIABLES
+            .iter()
+            .map(|v| (v.to_string(), threads.clone())),
+    );
+    vars
+}
+
 #[cfg(test)]
 impl WorkerEnvironment {
     /// What the backends' tests start: a worker in a virtualenv, reporting
@@ -70,19 +90,16 @@ impl WorkerEnvironment {
             ),
             // Where there is no parent-death signal, the worker watches it.
             ("PMP_CLIENT_PID".to_string(), std::process::id().to_string()),
-            ("PMP_PYTHON".to_string(), self.python.clone()),
-            ("PMP_SYS_PATH".to_string(), self.sys_path.join("\u{1f}")),
             (
                 "PMP_HEARTBEAT_TIMEOUT".to_string(),
                 self.heartbeat_timeout_s.to_string(),
             ),
         ];
-        let threads = launch.resources.threads_per_core.to_string();
-        vars.extend(
-            THREAD_VARIABLES
-                .iter()
-                .map(|v| (v.to_string(), threads.clone())),
-        );
+        vars.extend(python_variables(
+            &self.python,
+            &self.sys_path,
+            launch.resources.threads_per_core,
+        ));
         // Only devices pmp handed out itself (local backend); srun and flux
         // set CUDA_VISIBLE_DEVICES for the GPUs they pick.
         let devices = launch.gpus.devices();

@@ -3,7 +3,7 @@
 //! (`flux_options`). One place builds them, so a rule (say, Slurm's whole
 //! minutes) is written once.
 
-use crate::backend::THREAD_VARIABLES;
+use crate::backend::python_variables;
 use crate::resources::control_character;
 use std::path::PathBuf;
 
@@ -55,19 +55,16 @@ impl JobRequest {
         let mut vars = vec![
             ("PMP_JOB_STORE".to_string(), job.store.clone()),
             ("PMP_JOB_KEY".to_string(), job.key.clone()),
-            ("PMP_PYTHON".to_string(), job.python.clone()),
-            ("PMP_SYS_PATH".to_string(), job.sys_path.join("\u{1f}")),
             ("PMP_RANKS".to_string(), self.cores.to_string()),
             // What the call prints reaches its log as printed, not a block
             // at a time: the client shows the log as it grows.
             ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
         ];
-        let threads = self.threads_per_core.to_string();
-        vars.extend(
-            THREAD_VARIABLES
-                .iter()
-                .map(|v| (v.to_string(), threads.clone())),
-        );
+        vars.extend(python_variables(
+            &job.python,
+            &job.sys_path,
+            self.threads_per_core,
+        ));
         vars
     }
 

@@ -59,6 +59,7 @@ mod error;
 mod files;
 mod input;
 mod job_record;
+mod lock_owner;
 mod private;
 mod signed;
 #[cfg(test)]
@@ -68,6 +69,7 @@ pub use entry::{Entry, Meta, State};
 pub use error::{NotPrivate, StoreError};
 pub use input::Input;
 pub use job_record::valid_job_id;
+pub use lock_owner::LockOwner;
 
 use crate::auth::{Key, KEY_LEN};
 use crate::large_frames;
@@ -120,23 +122,10 @@ fn keys_in(dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(keys)
 }
 
-/// Whether a lock's `owner` text ("host pid", or "batch host pid") names a
-/// process of this host that no longer runs.
+/// Whether a lock's `owner` text names a process of this host that no
+/// longer runs.
 fn owner_gone(owner: &str) -> bool {
-    let mut parts = owner.strip_prefix("batch ").unwrap_or(owner).split(' ');
-    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let Ok(pid) = pid.trim().parse::<i32>() else {
-        return false;
-    };
-    if host != crate::host::name() {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    !alive
+    LockOwner::parse(owner).is_some_and(|owner| owner.gone())
 }
 
 /// `key`'s file name, if it is a valid key.
