@@ -55,6 +55,7 @@ fn request_of(resources: &Bound<'_, PyDict>) -> PyResult<JobRequest> {
         priority: get(resources, "priority")?,
         extra_args: get(resources, "command_line_argument_lst")?.unwrap_or_default(),
         slurm_args: get(resources, "slurm_cmd_args")?.unwrap_or_default(),
+        template: get(resources, "submission_template")?,
         ..JobRequest::default()
     })
 }
@@ -90,9 +91,11 @@ impl JobSystem {
     }
 
     /// Submit the job of `key` (whose input is in the store at `store`);
-    /// its id. `DependencyRefused` when a job in `dependencies` already
-    /// failed, RuntimeError with the job system's words when it refused.
-    #[pyo3(signature = (name, resources, cwd, log, store, key, python, sys_path, program, dependencies, pmi_mode=None))]
+    /// its id. `template`: the call's `submission_template`, rendered, with
+    /// `COMMAND_MARK` for its command. `DependencyRefused` when a job in
+    /// `dependencies` already failed, RuntimeError with the job system's
+    /// words when it refused.
+    #[pyo3(signature = (name, resources, cwd, log, store, key, python, sys_path, program, dependencies, pmi_mode=None, template=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -108,6 +111,7 @@ impl JobSystem {
         program: PathBuf,
         dependencies: Vec<String>,
         pmi_mode: Option<String>,
+        template: Option<String>,
     ) -> PyResult<String> {
         let request = JobRequest {
             name,
@@ -115,6 +119,7 @@ impl JobSystem {
             log,
             dependencies,
             pmi_mode,
+            template,
             job: JobEnvironment {
                 program,
                 store,
@@ -128,6 +133,7 @@ impl JobSystem {
             .map_err(|error| match error {
                 SubmitError::DependencyRefused(message) => DependencyRefused::new_err(message),
                 SubmitError::Refused(message) => PyRuntimeError::new_err(message),
+                SubmitError::Invalid(message) => PyValueError::new_err(message),
             })
     }
 
@@ -344,5 +350,6 @@ pub fn add_classes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JobEnded>()?;
     m.add_class::<KeyReleased>()?;
     m.add("DependencyRefused", m.py().get_type::<DependencyRefused>())?;
+    m.add("COMMAND_MARK", jobs::request::COMMAND_MARK)?;
     Ok(())
 }

@@ -69,6 +69,7 @@ BATCH_KEYS = (
     "partition",
     "slurm_cmd_args",
     "priority",
+    "submission_template",
 )
 
 
@@ -99,11 +100,58 @@ def check_batch_value(key, value):
                 f"{name} must be a finite number of GB of at least 1/1024 (1 MB, the least "
                 f"Slurm can limit a job to), got {value!r}"
             )
+    elif key == "submission_template":
+        return check_template(name, value)
     elif not isinstance(value, str) or not value:  # partition
         raise ValueError(f"{name} must be a partition's name, got {value!r}")
     else:
         check_plain(name, value)
     return value
+
+
+def check_template(name, value):
+    """A site's job script template: jinja2, as executorlib's (through
+    pysqa), checked for its syntax now rather than at its job."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a job script template (a str), got {value!r}")
+    try:
+        import jinja2  # lazy on purpose: only a call with a template needs it
+    except ImportError:
+        raise ValueError(
+            f"{name} is a jinja2 template, as executorlib's are (rendered by pysqa): "
+            "install jinja2 (pip install jinja2) to use it"
+        ) from None
+    try:
+        jinja2.Environment().parse(value)
+    except jinja2.TemplateSyntaxError as error:
+        raise ValueError(
+            f"{name} is not a valid jinja2 template: {error} (line {error.lineno})"
+        ) from None
+    return value
+
+
+def rendered_template(template, name, resources, cwd, dependencies):
+    """`template` with pmp's values under pysqa's names (so that a site's
+    executorlib template works unchanged; `cores` is ranks x threads, as
+    pysqa counts them), and the scheduler's mark where pmp's command goes."""
+    import jinja2  # lazy on purpose; check_template found it
+
+    values = {
+        "job_name": name,
+        "working_directory": cwd,
+        "cores": resources["cores"] * resources["threads_per_core"],
+        "threads_per_core": resources["threads_per_core"],
+        "gpus_per_core": resources["gpus_per_core"],
+        "num_nodes": resources.get("num_nodes"),
+        "exclusive": resources.get("exclusive"),
+        "memory_max": resources.get("memory_max"),
+        "run_time_max": resources.get("run_time_max"),
+        "partition": resources.get("partition"),
+        "dependency": list(dependencies),
+        "dependency_list": list(dependencies),
+        "command": _pmp.COMMAND_MARK,
+    }
+    return jinja2.Template(template).render(**values)
 
 
 def job_system(backend, launcher, tool_dirs):
@@ -280,12 +328,16 @@ class BatchJobs:
         return on_future
 
     def _submit_job(self, name, resources, task_store, key, dependencies):
+        cwd = resources["cwd"] or os.getcwd()
+        template = resources.get("submission_template")
+        if template is not None:
+            template = rendered_template(template, name, resources, cwd, dependencies)
         # In the store's own logs/, made and checked with it: no one else can
         # put a link there for the job system to follow.
         return self.jobs.submit(
             name,
             resources,
-            resources["cwd"] or os.getcwd(),
+            cwd,
             os.fspath(task_store.log_path(key)),
             os.fspath(task_store.root),
             key,
@@ -294,6 +346,7 @@ class BatchJobs:
             self._worker,
             dependencies,
             self.pmi_mode,
+            template,
         )
 
     # ---- what the follower learns ----

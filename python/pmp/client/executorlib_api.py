@@ -41,7 +41,14 @@ EXECUTORLIB_KEYS = (
     "cache_directory",
 )
 # Keys that only a batch job honours (the cluster executors').
-_JOB_KEYS = ("num_nodes", "exclusive", "run_time_max", "memory_max", "partition")
+_JOB_KEYS = (
+    "num_nodes",
+    "exclusive",
+    "run_time_max",
+    "memory_max",
+    "partition",
+    "submission_template",
+)
 
 
 class _ExecutorlibFront(Executor):

@@ -86,7 +86,13 @@ impl JobSystem for FluxJobs {
     }
 
     fn refuse(&self, request: &JobRequest) -> Option<String> {
-        let (key, why) = if request.memory_max.is_some() {
+        let (key, why) = if request.template.is_some() {
+            (
+                "submission_template",
+                "it is a Slurm job script, and pmp submits to Flux with flux submit; pass \
+                 flux submit options through command_line_argument_lst",
+            )
+        } else if request.memory_max.is_some() {
             ("memory_max", "Flux has no per-job memory limit")
         } else if !request.slurm_args.is_empty() {
             (
@@ -103,7 +109,7 @@ impl JobSystem for FluxJobs {
 
     fn submit(&self, request: &JobRequest) -> Result<String, SubmitError> {
         let mut args = vec!["submit".to_string()];
-        args.extend(request.flux_options().map_err(SubmitError::Refused)?);
+        args.extend(request.flux_options().map_err(SubmitError::Invalid)?);
         args.push(request.job.program.to_string_lossy().into_owned());
         // flux submit exports the submitting environment to the job; Flux
         // starts every rank itself, each with its rank and PMI.

@@ -39,6 +39,9 @@ pub enum SubmitError {
     /// A job it would depend on (`afterok`) already failed or was cancelled.
     DependencyRefused(String),
     Refused(String),
+    /// A value that cannot reach a job script or command line as it is (a
+    /// control character, a template without its command): the user's to fix.
+    Invalid(String),
 }
 
 /// The states after which a job does nothing more (Slurm's words).

@@ -7,6 +7,10 @@ use crate::backend::python_variables;
 use crate::resources::control_character;
 use std::path::PathBuf;
 
+/// What a client puts in a rendered `submission_template` where pmp's
+/// command goes (its `{{command}}`).
+pub const COMMAND_MARK: &str = "__PMP_COMMAND__";
+
 #[derive(Clone, Debug, Default)]
 pub struct JobRequest {
     /// The function's name, then a tag of the store and key (`find`).
@@ -34,6 +38,9 @@ pub struct JobRequest {
     pub slurm_args: Vec<String>,
     /// srun's `--mpi` for the ranks inside a Slurm job; None: pmp's choice.
     pub pmi_mode: Option<String>,
+    /// A site's own job script (`submission_template`, rendered by the
+    /// client), with `COMMAND_MARK` where pmp's command goes.
+    pub template: Option<String>,
     pub job: JobEnvironment,
 }
 
@@ -143,11 +150,41 @@ impl JobRequest {
         plain(&options, "sbatch")?;
         let mut lines = vec!["#!/bin/sh".to_string()];
         lines.extend(options.iter().map(|o| format!("#SBATCH {o}")));
-        lines.extend(
-            self.environment()
-                .iter()
-                .map(|(k, v)| format!("export {k}={}", shell_quote(v))),
-        );
+        lines.extend(self.command_lines(srun, mpi));
+        Ok(lines.join("\n") + "\n")
+    }
+
+    /// A site's template with pmp's command in place of its mark; pmp's
+    /// options go on sbatch's command line (`sbatch_options`), where they
+    /// take precedence over the template's `#SBATCH` lines, so that the job
+    /// writes its log where the client reads it and runs what was asked.
+    pub fn templated_script(
+        &self,
+        template: &str,
+        srun: &str,
+        mpi: Option<&str>,
+    ) -> Result<String, String> {
+        plain(&self.sbatch_options(), "sbatch")?;
+        if template.matches(COMMAND_MARK).count() != 1 {
+            return Err(format!(
+                "submission_template must have {{{{command}}}} once, where pmp's command goes \
+                 (a job of pmp's runs pmp-worker, with its environment), and it has it {} \
+                 times: put {{{{command}}}} on a line of its own after the template's \
+                 #SBATCH lines",
+                template.matches(COMMAND_MARK).count()
+            ));
+        }
+        Ok(template.replace(COMMAND_MARK, &self.command_lines(srun, mpi).join("\n")))
+    }
+
+    /// The job's environment as `export` lines, then the line that runs
+    /// the worker (under `srun` for several ranks, with `mpi`'s options).
+    fn command_lines(&self, srun: &str, mpi: Option<&str>) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .environment()
+            .iter()
+            .map(|(k, v)| format!("export {k}={}", shell_quote(v)))
+            .collect();
         let program = shell_quote(&self.job.program.to_string_lossy());
         let command = if self.cores > 1 {
             let mut parts = vec![shell_quote(srun), format!("--ntasks={}", self.cores)];
@@ -162,7 +199,7 @@ impl JobRequest {
             program
         };
         lines.push(format!("exec {command}"));
-        Ok(lines.join("\n") + "\n")
+        lines
     }
 
     /// `flux submit`'s options for the job.
@@ -282,6 +319,24 @@ mod tests {
         r.slurm_args.clear();
         r.extra_args = vec!["--setattr=a\nb".into()];
         assert!(r.flux_options().is_err());
+    }
+
+    #[test]
+    fn a_template_gets_the_command_once_and_pmps_options_stay_out_of_it() {
+        let r = request();
+        let template = "#!/bin/bash\n#SBATCH --account=a1\nmodule load x\n__PMP_COMMAND__\n";
+        let script = r.templated_script(template, "srun", None).unwrap();
+        assert!(script.starts_with("#!/bin/bash\n#SBATCH --account=a1\nmodule load x\nexport "));
+        assert!(script.contains("\nexec srun --ntasks=2 '/opt/pmp worker'\n"));
+        assert!(
+            !script.contains("--job-name"),
+            "pmp's options go on the command line"
+        );
+        let error = r.templated_script("#!/bin/sh\n", "srun", None).unwrap_err();
+        assert!(
+            error.contains("{{command}} once") && error.contains("0 times"),
+            "{error}"
+        );
     }
 
     #[test]

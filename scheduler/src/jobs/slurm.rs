@@ -63,17 +63,19 @@ impl JobSystem for SlurmJobs {
     }
 
     fn submit(&self, request: &JobRequest) -> Result<String, SubmitError> {
-        let script = request
-            .sbatch_script(&self.srun.to_string_lossy(), self.mpi)
+        let srun = self.srun.to_string_lossy();
+        let mut args = vec!["--parsable".to_string()];
+        let script = match &request.template {
+            None => request.sbatch_script(&srun, self.mpi),
+            Some(template) => {
+                let options = request.sbatch_options();
+                args.extend(options);
+                request.templated_script(template, &srun, self.mpi)
+            }
+        }
+        .map_err(SubmitError::Invalid)?;
+        let done = command::run(&self.sbatch, &args, Some(&script), &[], SUBMIT)
             .map_err(SubmitError::Refused)?;
-        let done = command::run(
-            &self.sbatch,
-            &["--parsable".to_string()],
-            Some(&script),
-            &[],
-            SUBMIT,
-        )
-        .map_err(SubmitError::Refused)?;
         if !done.success {
             let said = done.said();
             let message = format!("sbatch refused the job of {}: {said}", request.name);
