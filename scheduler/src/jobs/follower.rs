@@ -249,7 +249,10 @@ impl Thread {
                 }
                 continue;
             };
-            job.missing = 0;
+            if !ended(&status.state) {
+                // Listed again. An ended job is not: its looks for an entry count on.
+                job.missing = 0;
+            }
             if job.last.as_ref() != Some(status) {
                 job.last = Some(status.clone());
                 events.push(JobEvent::State {
@@ -441,25 +444,4 @@ fn last_lines(text: &str, lines: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_character_cut_between_reads_is_decoded_whole() {
-        let mut partial = Vec::new();
-        let bytes = "aé€😀".as_bytes();
-        let mut text = String::new();
-        for chunk in bytes.chunks(1) {
-            text += &decode(&mut partial, chunk);
-        }
-        assert_eq!(text, "aé€😀");
-        assert!(partial.is_empty());
-        assert_eq!(decode(&mut partial, b"\xffx"), "\u{fffd}x");
-    }
-
-    #[test]
-    fn a_report_quotes_the_last_lines() {
-        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(last_lines("a", 5), "a");
-    }
-}
+mod tests;
