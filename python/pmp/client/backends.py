@@ -211,6 +211,26 @@ def client_sys_path():
     return [entry or cwd for entry in sys.path]
 
 
+def program_dirs():
+    """Where this environment keeps its programs (pmp-worker, mpiexec from a wheel)."""
+    return [sysconfig.get_path("scripts")]
+
+
+def pool_backend(backend):
+    """The backend of a block-allocated pool where `backend` submits batch
+    jobs: under Flux, `flux run` workers that connect back are pilots
+    already (jobs of the instance that end when the client does); under
+    Slurm, the pool's workers are pilot jobs (still `backend.batch`)."""
+    if backend.batch and backend.name == "flux":
+        return Backend(
+            "flux",
+            backend.reason.split(": each call")[0]
+            + ": block_allocation=True runs the workers as flux run jobs that connect back",
+            backend.launcher,
+        )
+    return backend
+
+
 def worker_program(tool_dirs):
     """pmp-worker: $PMP_WORKER_PROGRAM, else in `tool_dirs`, else on PATH
     (the scheduler's rule, `_pmp.locate_worker_program`)."""
@@ -252,7 +272,7 @@ def mpi_problem(tool_dirs=None):
     from pmp import _pmp
 
     if tool_dirs is None:
-        tool_dirs = [sysconfig.get_path("scripts")]
+        tool_dirs = program_dirs()
     try:
         _pmp.locate_mpiexec(tool_dirs)
     except RuntimeError as error:

@@ -426,7 +426,7 @@ class SlurmClusterExecutor(_ExecutorlibFront):
         self._executorlib_info["pmi_mode"] = pmi_mode
         if pmi_mode is not None:
             # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
-            self._batch.pmi_mode = pmi_mode
+            self._engine.pmi_mode = pmi_mode
 
 
 class FluxJobExecutor(_ExecutorlibFront):
