@@ -3,7 +3,15 @@ Executor is a face: it checks the user's arguments, keeps the Executor's
 resources (`_defaults`) and hands each call to one engine chosen when it
 is made: `native_engine.NativeEngine` (pmp's scheduler places the calls:
 local processes, srun steps, flux run jobs, pilot jobs) or
-`batch_engine.BatchEngine` (each call a batch job of the cluster)."""
+`batch_engine.BatchEngine` (each call a batch job of the cluster).
+
+An engine's interface: `submit(fn, args, kwargs, resource_dict)` -> Future,
+`shutdown(wait, cancel_futures)`, `stop()` (its Executor was dropped),
+`unfinished()` (a count), `info()` (its own keys of `Executor.info`),
+`resize(n)` where `resizable`; and the attributes `max_workers`,
+`max_cores`, `gpus`, `gpu_count`, `cell_writer` (None: no notebook
+output), `job_system` (the batch jobs' `_pmp.JobSystem`, or None) and
+`work_outlives_client` (nothing to stop at exit)."""
 
 import atexit
 import contextlib
@@ -41,7 +49,7 @@ class Executor(_BaseExecutor):
 
     pmp's own fronts (executorlib_api, pmp.notebook) read `_backend`,
     `_defaults`, `_block`, `_shutdown_called` and `_engine` (its
-    `job_system`, `pmi_mode`, `scheduler`, `table`, `pilot_job_name`).
+    `job_system`; a batch engine's `pmi_mode`).
     """
 
     # Calls as batch jobs of the cluster's job system: True even inside an
@@ -101,7 +109,7 @@ class Executor(_BaseExecutor):
             "cache_directory": cache_directory,
             "restart_limit": 0,
         }
-        self._store = None if cache_directory is None else store.open_store(cache_directory)
+        task_store = None if cache_directory is None else store.open_store(cache_directory)
         # What a batch or pilot job can get: sinfo is asked at the first question.
         self._partitions = (
             slurm_limits.PartitionLimits(self._backend.launcher)
@@ -110,13 +118,13 @@ class Executor(_BaseExecutor):
         )
         if batch_jobs:
             self._engine = BatchEngine(
-                self._backend, self._defaults, self._store, given, self._partitions
+                self._backend, self._defaults, task_store, given, self._partitions
             )
         else:
             self._engine = NativeEngine(
                 self._backend,
                 self._defaults,
-                self._store,
+                task_store,
                 given,
                 self._partitions,
                 weakref.WeakMethod(self.submit),
