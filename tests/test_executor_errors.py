@@ -295,10 +295,10 @@ def test_a_task_the_scheduler_itself_refuses_fails_with_a_value_error():
 
     with Executor(max_cores=1) as exe:
         future = Future()
-        task = exe._table.new_id()
-        exe._table.register(task, future)
+        task = exe._engine.table.new_id()
+        exe._engine.table.register(task, future)
         resources = _pmp.ResourceRequest(cores=64)
-        exe._scheduler.submit(
+        exe._engine.scheduler.submit(
             task,
             serialize.dumps_function(add),
             serialize.dumps_call((1, 2), {}, None),

@@ -21,7 +21,7 @@ _EXPORTS = {
     "SlurmClusterExecutor": "pmp.client.executorlib_api",
     "FluxJobExecutor": "pmp.client.executorlib_api",
     "FluxClusterExecutor": "pmp.client.executorlib_api",
-    "get_cache_data": "pmp.client.store",
+    "get_cache_data": "pmp.client.cache_columns",
     "get_cache_data_queue": "pmp.client.cache_jobs",
     "get_item_from_future": "pmp.client.future_tools",
     "get_future_from_cache": "pmp.client.store",

@@ -639,7 +639,7 @@ def test_pilot_jobs_serve_many_calls_with_an_init_function(batch):
             print([r.result(timeout=120)[0] for r in results])
             jobs = {r.result()[1] for r in results}
             print(1 <= len(jobs) <= 2)
-            name = exe._pilot_job_name
+            name = exe._engine.pilot_job_name
         for _ in range(100):
             left = subprocess.run(["squeue", "-h", "-n", name, "-o", "%T"],
                                   capture_output=True, text=True).stdout.split()
@@ -660,7 +660,7 @@ def test_pilots_end_when_their_client_is_killed(batch, tmp_path, wait_until):
         """
         with Executor(backend="slurm", max_workers=1, block_allocation=True) as exe:
             future = exe.submit(slow_add, 1, 2)
-            print(exe._pilot_job_name, flush=True)
+            print(exe._engine.pilot_job_name, flush=True)
             future.result()
         """
     )
@@ -686,7 +686,7 @@ def test_a_pilot_cancelled_with_scancel_names_its_job_and_state(batch):
             future = exe.submit(slow_add, 1, 2)
             while not os.path.exists("runs.txt"):
                 time.sleep(0.1)
-            (job,) = subprocess.run(["squeue", "-h", "-n", exe._pilot_job_name, "-o", "%i"],
+            (job,) = subprocess.run(["squeue", "-h", "-n", exe._engine.pilot_job_name, "-o", "%i"],
                                     capture_output=True, text=True).stdout.split()
             subprocess.run(["scancel", job], check=True)
             print(job, str(future.exception(timeout=60)).splitlines()[0])

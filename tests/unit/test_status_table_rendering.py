@@ -13,10 +13,12 @@ from pmp.notebook.status_table import TASK_ROWS, NotebookTask, StatusTable
 
 
 class FakeExecutor:
-    """What the table asks of an Executor: its `info`."""
+    """What the table asks of an Executor: its `info`, and the job system
+    its engine follows batch jobs with (none: it submits no batch jobs)."""
 
     def __init__(self, workers=(), backend="local", block_allocation=True):
         self.info = {"backend": backend, "block_allocation": block_allocation, "workers": workers}
+        self._engine = types.SimpleNamespace(job_system=None)
 
 
 def queued():

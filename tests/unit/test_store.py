@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 from pmp import _pmp
-from pmp.client import serialize, store
+from pmp.client import cache_columns, serialize, store
 from pmp.client.store import StoreWarning
 
 
@@ -52,7 +52,7 @@ def test_an_entry_written_after_the_listing_is_missed_until_asked_exactly(opened
 def test_get_cache_data_has_one_row_per_entry_with_executorlibs_names(root, opened):
     write(opened, "ok", {"x": 1})
     write(opened, "bad", KeyError("x"), state="failed", function="fails")
-    rows = {row["key"]: row for row in store.get_cache_data(root)}
+    rows = {row["key"]: row for row in cache_columns.get_cache_data(root)}
     assert set(rows) == {"ok", "bad"}
     ok, bad = rows["ok"], rows["bad"]
     assert ok["result"] == ok["output"] == {"x": 1}
@@ -82,7 +82,7 @@ def test_an_entry_that_fails_its_check_is_reported_once_and_never_unpickled(root
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert store.lookup(opened, "forged", exact=True) is None  # said once is enough
-        assert [row["key"] for row in store.get_cache_data(root)] == ["fine"]
+        assert [row["key"] for row in cache_columns.get_cache_data(root)] == ["fine"]
 
 
 def test_a_future_from_the_store_has_its_result_or_exception(root, opened):
@@ -105,7 +105,7 @@ def test_clear_cache_removes_one_entry_or_all_and_says_how_many(root, opened):
     assert store.lookup(opened, "a") is None
     assert store.clear_cache(root, "a") == 0
     assert store.clear_cache(root) == 2
-    assert store.get_cache_data(root) == []
+    assert cache_columns.get_cache_data(root) == []
 
 
 def test_the_same_path_is_one_store_and_a_removed_one_is_made_anew(root, opened):

@@ -1,6 +1,9 @@
 """The client: what a script or notebook imports to send calls to workers.
 
-`executor` (the Executor), `future` (its Futures and the table that turns
+`executor` (the Executor: it checks arguments, `executor_checks`, and
+hands each call to one engine: `native_engine` for pmp's own scheduler,
+with `external_tasks` for the tasks the client resolves, or `batch_engine`
+for batch jobs, `batch`), `future` (its Futures and the table that turns
 scheduler events into their states), `serialize` (functions, calls and
 values as pickle frames; `function_pickles` keeps a function's pickle
 between submits), `resources` (checking what a call asks for),

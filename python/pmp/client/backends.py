@@ -2,10 +2,14 @@
 imports from, which GPUs exist."""
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
+
+from pmp import _pmp
 
 BACKENDS = ("auto", "local", "mpi", "slurm", "flux")
 
@@ -173,8 +177,6 @@ def allocation_gpus(backend):
     shown = _output_of([scontrol, "show", "job", "-o", env["SLURM_JOB_ID"]])
     # AllocTRES/TRES=...,gres/gpu=4 is the job's total; TresPerNode=gres:gpu:2
     # (or gres:gpu:a100:2) counts for each node.
-    import re
-
     totals = [int(n) for n in re.findall(r"gres/gpu(?::[\w.-]+)?=(\d+)", shown)]
     if totals:
         return max(totals)
@@ -185,8 +187,6 @@ def allocation_gpus(backend):
 
 def _flux_gpus(flux):
     """GPUs of the Flux instance, from `flux resource info`; 0 where it does not say."""
-    import re
-
     shown = _output_of([flux, "resource", "info"])
     found = re.search(r"(\d+) GPUs?\b", shown)
     return int(found.group(1)) if found else 0
@@ -196,8 +196,6 @@ def bind_host(backend, hostname_localhost):
     """Loopback when workers run here; otherwise an address they can reach."""
     if backend.name == "local" or hostname_localhost:
         return "127.0.0.1"
-    import socket
-
     try:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
@@ -211,11 +209,29 @@ def client_sys_path():
     return [entry or cwd for entry in sys.path]
 
 
+def program_dirs():
+    """Where this environment keeps its programs (pmp-worker, mpiexec from a wheel)."""
+    return [sysconfig.get_path("scripts")]
+
+
+def pool_backend(backend):
+    """The backend of a block-allocated pool where `backend` submits batch
+    jobs: under Flux, `flux run` workers that connect back are pilots
+    already (jobs of the instance that end when the client does); under
+    Slurm, the pool's workers are pilot jobs (still `backend.batch`)."""
+    if backend.batch and backend.name == "flux":
+        return Backend(
+            "flux",
+            backend.reason.split(": each call")[0]
+            + ": block_allocation=True runs the workers as flux run jobs that connect back",
+            backend.launcher,
+        )
+    return backend
+
+
 def worker_program(tool_dirs):
     """pmp-worker: $PMP_WORKER_PROGRAM, else in `tool_dirs`, else on PATH
     (the scheduler's rule, `_pmp.locate_worker_program`)."""
-    from pmp import _pmp
-
     return _pmp.locate_worker_program(tool_dirs)
 
 
@@ -245,14 +261,12 @@ def _output_of(command):
 def mpi_problem(tool_dirs=None):
     """Why MPI-parallel workers cannot start here, or None. mpiexec is looked
     for as the local backend will (`_pmp.locate_mpiexec`)."""
-    try:
-        import mpi4py  # noqa: F401 - only whether it imports; MPI starts in the workers
+    try:  # imported here: only whether it imports, and only when MPI is asked for
+        import mpi4py  # noqa: F401 - MPI starts in the workers, never in the client
     except ImportError as error:
         return f"mpi4py cannot be imported in this Python environment ({error}); pip install mpi4py"
-    from pmp import _pmp
-
     if tool_dirs is None:
-        tool_dirs = [sysconfig.get_path("scripts")]
+        tool_dirs = program_dirs()
     try:
         _pmp.locate_mpiexec(tool_dirs)
     except RuntimeError as error:

@@ -1,16 +1,65 @@
-"""The columns of a `get_cache_data` row that executorlib has beyond pmp's
-own: `input_args` and `input_kwargs` (the call, where the store holds it),
-`runtime` (seconds the run took) and `queue_id` (its batch job).
+"""`get_cache_data`: a row per entry of a task store, with pmp's columns
+and those executorlib has beyond them: `input_args` and `input_kwargs`
+(the call, where the store holds it), `runtime` (seconds the run took) and
+`queue_id` (its batch job).
 
 Everything here is read through the store's verified functions: an input
 or a job record that fails its signature check is never unpickled; the
 input's columns are then left out, and the record reads as no job.
 """
 
+import os
 import warnings
+from concurrent.futures import Future
 
-from pmp.client import serialize
+from pmp import _pmp
+from pmp.client import serialize, store
 from pmp.client.errors import exception_of
+from pmp.client.resources import check_directory
+
+
+def get_cache_data(cache_directory):
+    """One dict per stored task, ready for `pandas.DataFrame(...)`: key,
+    function, state ("done" or "failed"), result or error, submitted,
+    started, finished (datetimes), host, duration (seconds); and under
+    executorlib's names, output (the result), filename (the entry's file),
+    runtime (seconds, as duration), queue_id (the batch job, or None) and,
+    where the store holds the call (a batch job's), input_args and
+    input_kwargs (`executorlib_columns`)."""
+    task_store = store.open_store(check_directory("cache_directory", cache_directory))
+    rows = []
+    for key in task_store.stored_keys():
+        try:
+            entry = task_store.read(key)
+        except _pmp.InvalidEntry as error:
+            store.report_invalid(task_store, key, error)
+            continue
+        if entry is None:  # removed meanwhile
+            continue
+        row = {
+            "key": key,
+            "function": entry.function,
+            "state": entry.state,
+            "submitted": store.local_time(entry.submitted),
+            "started": store.local_time(entry.started),
+            "finished": store.local_time(entry.finished),
+            "host": entry.host,
+            "duration": entry.finished - entry.started,
+        }
+        try:
+            value = serialize.loads(entry.frames)
+        except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
+            value = error
+        if entry.state == "done":
+            row["result"] = row["output"] = value
+        else:
+            row["error"] = value
+        row["filename"] = os.path.join(
+            os.fspath(task_store.root), "entries", _pmp.key_file_name(key)
+        )
+        row.update(executorlib_columns(task_store, key, entry))
+        rows.append(row)
+    return rows
 
 
 def executorlib_columns(task_store, key, entry):
@@ -28,8 +77,6 @@ def queue_id(task_store, key):
     executorlib gives it: an int for Slurm's decimal ids, Flux's f58 id as
     text; None where there is none: the call ran on this executor's own
     workers, or a client saw its job end and dropped the record."""
-    from pmp import _pmp
-
     try:
         job = task_store.read_job(key)
     except _pmp.InvalidEntry as error:
@@ -55,8 +102,6 @@ def call_arguments(task_store, key):
     as executorlib gives a placeholder with a `result()`. An argument that
     cannot be unpickled here (its class is not importable) is the error
     in place of both columns, as a result is."""
-    from pmp import _pmp
-
     try:
         stored = task_store.read_input(key)
     except _pmp.InvalidEntry:
@@ -73,10 +118,6 @@ def call_arguments(task_store, key):
 
 
 def _upstream_value(task_store, key):
-    from concurrent.futures import Future
-
-    from pmp import _pmp
-
     try:
         entry = task_store.read(key)
     except _pmp.InvalidEntry:
@@ -90,10 +131,8 @@ def _upstream_value(task_store, key):
     if entry is not None:
         future.set_exception(exception_of(entry.frames))
         return future
-    from pmp.client.store import get_future_from_cache
-
     try:
-        return get_future_from_cache(task_store.root, key)
+        return store.get_future_from_cache(task_store.root, key)
     except (FileNotFoundError, ValueError) as error:
         future.set_exception(error)
         return future

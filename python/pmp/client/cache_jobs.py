@@ -7,9 +7,12 @@ mode's job systems' (`batch.job_system`), as for `terminate_tasks_in_cache`.
 
 import contextlib
 import datetime
+import shutil
 
+from pmp import _pmp
 from pmp.client import store
-from pmp.client.cache_columns import call_arguments, queue_id
+from pmp.client.batch import job_system
+from pmp.client.cache_columns import call_arguments, get_cache_data, queue_id
 from pmp.client.job_states import ENDED
 from pmp.client.resources import check_directory, check_key
 
@@ -28,7 +31,7 @@ def get_cache_data_queue(cache_directory, queue_type=None, config_directory=None
     path = check_directory("cache_directory", cache_directory)
     jobs = _job_system("get_cache_data_queue", "queue_type", queue_type, config_directory)
     task_store = store.open_store(path)
-    rows = store.get_cache_data(path)
+    rows = get_cache_data(path)
     listed = {row["key"] for row in rows}
     for key in task_store.job_keys():
         if key not in listed:
@@ -75,10 +78,6 @@ def terminate_task_in_cache(cache_directory, cache_key, pysqa_config_directory=N
 
 
 def _job_system(function, argument, backend, config_directory, config_name="config_directory"):
-    import shutil
-
-    from pmp.client.batch import job_system
-
     if config_directory is not None:
         raise ValueError(
             f"{function}({config_name}={config_directory!r}): pmp's job systems are built "
@@ -100,8 +99,6 @@ def _job_system(function, argument, backend, config_directory, config_name="conf
 
 def _pending_row(task_store, key):
     """The row of a call whose job is recorded but has written no entry."""
-    from pmp import _pmp
-
     try:
         stored = task_store.read_input(key)
     except _pmp.InvalidEntry:

@@ -36,7 +36,7 @@ def _pmp_kernel_writer(host):
 
 
 def _ipykernel():
-    try:
+    try:  # imported here: IPython is optional, and a script never loads it
         from IPython import get_ipython
     except ImportError:
         return None

@@ -16,10 +16,18 @@ others are every call's defaults. A key or an argument pmp cannot honour
 where it is used is a ValueError, never silently dropped.
 """
 
+import datetime
+import logging
 import os
+import shutil
+import subprocess
+import traceback
 
+from pmp.client import serialize
+from pmp.client.batch import check_batch_value, check_priority
 from pmp.client.executor import Executor
 from pmp.client.resources import check_bool, check_int, check_plain
+from pmp.client.workflow_graph import GraphRecorder, check_picture_name, publish
 
 # resource_dict keys as executorlib names them, executor level and per call.
 EXECUTORLIB_KEYS = (
@@ -87,8 +95,6 @@ class _ExecutorlibFront(Executor):
         if plot_dependency_graph or plot_dependency_graph_filename or export_workflow_filename:
             # Recorded, not run: every Future is done with None, and the graph
             # is drawn or written when the executor shuts down.
-            from pmp.client.workflow_graph import GraphRecorder, check_picture_name
-
             # Written at shutdown: a name that cannot be written fails now instead.
             if plot_dependency_graph_filename is not None:
                 _check_file_name("plot_dependency_graph_filename", plot_dependency_graph_filename)
@@ -190,8 +196,6 @@ class _ExecutorlibFront(Executor):
         """The keys of `given` (a resource_dict) that this class handles itself
         rather than pmp.Executor: refused where they cannot be honoured,
         checked where they can. Their values change in place."""
-        from pmp.client.batch import check_batch_value
-
         if not self._cluster_jobs:
             for key in _JOB_KEYS:
                 if key in given:
@@ -218,8 +222,6 @@ class _ExecutorlibFront(Executor):
     def _place_priority(self, merged):
         """`priority` outside the cluster classes: Flux's urgency of the
         call's own `flux run` job; nothing else has a queue to order."""
-        from pmp.client.batch import check_priority
-
         priority = check_priority("resource_dict key 'priority'", merged.pop("priority"))
         if self._backend.name != "flux" or self._block:
             raise ValueError(
@@ -256,8 +258,6 @@ class _ExecutorlibFront(Executor):
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         graph, self._graph = self._graph, None  # drawn at the first shutdown only
         if graph is not None:
-            from pmp.client.workflow_graph import publish
-
             publish(graph.calls, *self._graph_files)
 
     def __exit__(self, exc_type, exc_value, traceback):
@@ -426,7 +426,7 @@ class SlurmClusterExecutor(_ExecutorlibFront):
         self._executorlib_info["pmi_mode"] = pmi_mode
         if pmi_mode is not None:
             # The ranks inside each batch job: `srun --mpi=<pmi_mode>`.
-            self._batch.pmi_mode = pmi_mode
+            self._engine.pmi_mode = pmi_mode
 
 
 class FluxJobExecutor(_ExecutorlibFront):
@@ -547,9 +547,6 @@ _slurm_mpi_types = None
 
 def _check_slurm_pmi_mode(pmi_mode):
     """pmi_mode is srun's --mpi: one of the MPI types this Slurm lists."""
-    import shutil
-    import subprocess
-
     global _slurm_mpi_types
     if not isinstance(pmi_mode, str):
         raise ValueError(f"pmi_mode must be a str, got {type(pmi_mode).__name__} {pmi_mode!r}")
@@ -605,9 +602,6 @@ def _error_logger(path, fn):
     def log(future):
         if future.cancelled() or future.exception() is None:
             return
-        import datetime
-        import traceback
-
         error = future.exception()
         name = getattr(fn, "__qualname__", None) or repr(fn)
         lines = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -629,10 +623,6 @@ def _log_sizes(fn, args, kwargs, future):
     WARNING, as executorlib logs them on its logger "executorlib": so that,
     with logging not configured, they reach stderr (a notebook shows it
     under the cell) rather than being dropped as INFO records are."""
-    import logging
-
-    from pmp.client import serialize
-
     logger = logging.getLogger("pmp")
     name = getattr(fn, "__qualname__", None) or repr(fn)
     function = len(serialize.dumps_function(fn))

@@ -6,6 +6,8 @@ what is allowed — never a hang in a background thread.
 
 import os
 
+from pmp import _pmp
+
 RESOURCE_KEYS = (
     "cores",
     "threads_per_core",
@@ -49,9 +51,7 @@ def check_int(name, value, minimum):
 def check_plain(name, value):
     """`value` (a str) may reach a job script or a command line: it holds no
     control character (the scheduler's rule, `_pmp.control_character`)."""
-    from pmp._pmp import control_character
-
-    found = control_character(value)
+    found = _pmp.control_character(value)
     if found is not None:
         raise ValueError(
             f"{name} holds the control character {found!r} in {value!r}: a job script or "
@@ -77,8 +77,6 @@ def check_directory(name, value):
 
 
 def check_key(name, value):
-    from pmp import _pmp
-
     if not isinstance(value, str) or not _pmp.valid_key(value):
         raise ValueError(
             f"{name} must be a str of up to 200 letters, digits, '.', '_' or '-', in parts "
@@ -141,9 +139,7 @@ _CHECKS = {
 
 def request_of(resources):
     """The scheduler's form of checked resources: the keys that shape a worker."""
-    from pmp._pmp import ResourceRequest
-
-    return ResourceRequest(**{key: resources[key] for key in WORKER_KEYS})
+    return _pmp.ResourceRequest(**{key: resources[key] for key in WORKER_KEYS})
 
 
 def merge_resource_dict(defaults, resource_dict):

@@ -1,8 +1,9 @@
 """What a Slurm partition can ever hold, asked once per executor (one
 `sinfo` call): a batch job or pilot job larger than its partition would
-stay pending forever, so it is refused before it is submitted.
+stay pending forever, so it is refused before it is submitted (`check_job`).
 """
 
+import os
 import subprocess
 
 
@@ -51,10 +52,11 @@ class Partition:
 
 
 class PartitionLimits:
-    """The partitions `sinfo` lists, read at the first question only."""
+    """The partitions `sinfo` lists, read at the first question only;
+    `launcher` is sbatch, whose directory has sinfo."""
 
-    def __init__(self, sinfo):
-        self._sinfo = sinfo
+    def __init__(self, launcher):
+        self._sinfo = os.path.join(os.path.dirname(launcher), "sinfo")
         self._partitions = None
         self._default = None
 
@@ -77,6 +79,33 @@ class PartitionLimits:
     def _read_once(self):
         if self._partitions is None:
             self._partitions, self._default = _read(self._sinfo)
+
+
+def check_job(limits, resources, partition, arguments, what, choose):
+    """Refuse a Slurm job (`what`: a batch job or pilot job) that its
+    partition can never hold: it would pend forever. `partition` is the one
+    a resource_dict names, which a --partition among `arguments` overrides
+    (as for sbatch); `choose` says where the user picks another."""
+    found = limits.partition(named_partition(arguments) or partition)
+    if found is None:
+        return  # a partition sinfo does not list: sbatch refuses it itself
+    why = found.never_fits(
+        resources["cores"],
+        resources["threads_per_core"],
+        resources["gpus_per_core"],
+        resources.get("num_nodes"),
+    )
+    if why is not None:
+        asked = ", ".join(
+            f"{key}={resources[key]}"
+            for key in ("cores", "threads_per_core", "gpus_per_core", "num_nodes")
+            if resources.get(key) is not None
+        )
+        raise ValueError(
+            f"{what} asks for {asked}, which Slurm partition {found.name!r} can never "
+            f"hold: {why} ({found}), so it would pend forever. Ask for less, or for a "
+            f"partition that holds it ({choose})"
+        )
 
 
 def named_partition(arguments):

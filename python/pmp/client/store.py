@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import warnings
+from concurrent.futures import Future
 
 from pmp import _pmp
 from pmp.client import serialize
@@ -129,7 +130,7 @@ def lookup(store, key, exact=False):
     try:
         entry = store.read(key)
     except _pmp.InvalidEntry as error:
-        _report(store, key, error)
+        report_invalid(store, key, error)
         return None
     if entry is None or entry.state != "done":
         return None
@@ -155,7 +156,8 @@ def claim(store, key, batch=False):
     return store.claim(key, batch)
 
 
-def _report(store, key, error):
+def report_invalid(store, key, error):
+    """Warn, once per key, that its entry failed its check and was ignored."""
     if (store.root, key) not in _reported:
         _reported.add((store.root, key))
         warnings.warn(
@@ -178,58 +180,15 @@ def warn_unstored(store, key, why):
     )
 
 
-def _when(seconds):
+def local_time(seconds):
+    """A store's time (seconds since the epoch) as a datetime in local time."""
     return datetime.datetime.fromtimestamp(seconds).astimezone()
 
 
 def describe(entry):
     """How a status display says where a stored result came from."""
-    finished = _when(entry.finished).strftime("%Y-%m-%d %H:%M:%S")
+    finished = local_time(entry.finished).strftime("%Y-%m-%d %H:%M:%S")
     return f"from the store (computed {finished} on {entry.host})"
-
-
-def get_cache_data(cache_directory):
-    """One dict per stored task, ready for `pandas.DataFrame(...)`: key,
-    function, state ("done" or "failed"), result or error, submitted,
-    started, finished (datetimes), host, duration (seconds); and under
-    executorlib's names, output (the result), filename (the entry's file),
-    runtime (seconds, as duration), queue_id (the batch job, or None) and,
-    where the store holds the call (a batch job's), input_args and
-    input_kwargs (see `cache_columns`)."""
-    from pmp.client.cache_columns import executorlib_columns
-
-    store = open_store(check_directory("cache_directory", cache_directory))
-    rows = []
-    for key in store.stored_keys():
-        try:
-            entry = store.read(key)
-        except _pmp.InvalidEntry as error:
-            _report(store, key, error)
-            continue
-        if entry is None:  # removed meanwhile
-            continue
-        row = {
-            "key": key,
-            "function": entry.function,
-            "state": entry.state,
-            "submitted": _when(entry.submitted),
-            "started": _when(entry.started),
-            "finished": _when(entry.finished),
-            "host": entry.host,
-            "duration": entry.finished - entry.started,
-        }
-        try:
-            value = serialize.loads(entry.frames)
-        except Exception as error:  # noqa: BLE001 - e.g. its class is not importable here
-            value = error
-        if entry.state == "done":
-            row["result"] = row["output"] = value
-        else:
-            row["error"] = value
-        row["filename"] = os.path.join(os.fspath(store.root), "entries", _pmp.key_file_name(key))
-        row.update(executorlib_columns(store, key, entry))
-        rows.append(row)
-    return rows
 
 
 def get_future_from_cache(cache_directory, cache_key):
@@ -237,8 +196,6 @@ def get_future_from_cache(cache_directory, cache_key):
     with its result or exception if its entry is there; if only its input is
     (a batch job not finished yet), one that resolves when the entry
     appears; FileNotFoundError if neither is."""
-    from concurrent.futures import Future
-
     store = open_store(check_directory("cache_directory", cache_directory))
     check_key("cache_key", cache_key)
     future = Future()

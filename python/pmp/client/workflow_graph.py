@@ -209,7 +209,7 @@ def publish(calls, picture=None, workflow=None):
             with open(picture, "wb") as file:
                 file.write(drawn)
         return
-    try:
+    try:  # imported here: IPython is optional, and a script never loads it
         from IPython import get_ipython
         from IPython.display import SVG, display
     except ImportError:

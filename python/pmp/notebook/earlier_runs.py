@@ -88,8 +88,8 @@ class InStore:
         from pmp.client.store import open_store
 
         self._store = open_store(store_root)
-        batch = getattr(executor, "_batch", None)
-        self._jobs = None if batch is None else batch.jobs
+        # The job system of an Executor that submits batch jobs, for their states.
+        self._jobs = None if executor is None else executor._engine.job_system
         self._read_at = None
         self._lines = []
 
