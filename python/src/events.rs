@@ -170,7 +170,9 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
             // The client's check at submit() catches these first; if one gets
             // through, its exception type still says what was wrong.
             let error_type = match error {
-                SubmitError::NeverFits(_) => intern!(py, "ValueError"),
+                SubmitError::NeverFits(_) | SubmitError::NotThePools(_) => {
+                    intern!(py, "ValueError")
+                }
                 _ => intern!(py, "RuntimeError"),
             };
             Bound::new(

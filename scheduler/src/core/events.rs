@@ -4,7 +4,7 @@
 use super::workers::Launch;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{Payload, Stream, ToWorker, WorkerPlace};
-use crate::resources::NeverFits;
+use crate::resources::{NeverFits, ResourceRequest};
 use bytes::Bytes;
 
 /// Why a task failed without a Python exception of its own.
@@ -82,6 +82,9 @@ pub enum SubmitError {
     ShuttingDown,
     /// The task asks for more than the whole allocation holds: it would wait forever.
     NeverFits(NeverFits),
+    /// A block-allocated pool runs every task on its workers as they were
+    /// started: a task asking for other resources would not get them.
+    NotThePools(Box<ResourceRequest>),
 }
 
 impl std::fmt::Display for SubmitError {
@@ -93,6 +96,11 @@ impl std::fmt::Display for SubmitError {
             }
             SubmitError::ShuttingDown => write!(f, "cannot schedule new futures after shutdown"),
             SubmitError::NeverFits(why) => write!(f, "this task can never run here: {why}"),
+            SubmitError::NotThePools(pool) => write!(
+                f,
+                "with block allocation every task runs on the pool's workers, started with \
+                 {pool:?}: a task cannot ask for other resources"
+            ),
         }
     }
 }

@@ -31,10 +31,18 @@ impl Core {
         {
             return Err(SubmitError::UnknownDependency(*dep));
         }
-        if matches!(self.allocation, Allocation::PerTask) {
-            if let Some(why) = self.capacity.never_fits(&spec.resources) {
-                return Err(SubmitError::NeverFits(why));
+        match &self.allocation {
+            Allocation::PerTask => {
+                if let Some(why) = self.capacity.never_fits(&spec.resources) {
+                    return Err(SubmitError::NeverFits(why));
+                }
             }
+            // Honoured or refused, never ignored (the client refuses first,
+            // naming the user's key).
+            Allocation::Block { resources, .. } if spec.resources != *resources => {
+                return Err(SubmitError::NotThePools(Box::new(resources.clone())));
+            }
+            Allocation::Block { .. } => {}
         }
         let (digest, function) = self.functions.intern(spec.function);
         let mut task = Task {

@@ -136,6 +136,21 @@ fn done(core: &mut Driven, comm: &mut Recorder, worker: u32, task: u64, result: 
 }
 
 #[test]
+fn a_block_allocated_pool_refuses_a_task_asking_for_other_resources() {
+    let (mut core, mut comm) = block(1);
+    let mut more = task(1, &[]);
+    more.resources.cores = 2;
+    let refused = core.submit(&mut comm, more);
+    assert!(
+        matches!(&refused, Err(SubmitError::NotThePools(pool)) if pool.cores == 1),
+        "{refused:?}"
+    );
+    assert!(comm.runs().is_empty(), "never run as if it had them");
+    core.submit(&mut comm, task(2, &[])).unwrap();
+    assert_eq!(comm.runs(), vec![(WorkerId(0), TaskId(2))]);
+}
+
+#[test]
 fn block_allocation_runs_tasks_in_order_on_idle_workers() {
     let (mut core, mut comm) = block(2);
     for id in 1..=3 {
