@@ -25,7 +25,7 @@ _EXPORTS = {
     "get_cache_data_queue": "pmp.client.cache_jobs",
     "get_item_from_future": "pmp.client.future_tools",
     "get_future_from_cache": "pmp.client.store",
-    "terminate_tasks_in_cache": "pmp.client.batch",
+    "terminate_tasks_in_cache": "pmp.client.cache_jobs",
     "terminate_task_in_cache": "pmp.client.cache_jobs",
     "split_future": "pmp.client.future_tools",
 }

@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import math
 import os
-import shutil
 import sys
 import threading
 import time
@@ -44,7 +43,6 @@ from pmp.client.job_states import JobStatus
 from pmp.client.resources import (
     check_arguments,
     check_bool,
-    check_directory,
     check_int,
     check_plain,
 )
@@ -232,7 +230,7 @@ class BatchJobs:
         left = task_store.lock_owner(key)
         if not store.claim(task_store, key, batch=True):
             # Queued or running for another client (or an earlier kernel).
-            job = _read_job(task_store, key)
+            job = read_job(task_store, key)
             future.earlier_run = store.earlier_run(task_store, key, "attached", job, self._system)
             return self._attach(future, task_store, key, job, upstream)
         stored = store.lookup(task_store, key, exact=True)  # finished meanwhile
@@ -280,7 +278,7 @@ class BatchJobs:
             return False  # runs again; reported by store.lookup
         if entry is None or entry.state != "failed":
             return False
-        job = _read_job(task_store, key)
+        job = read_job(task_store, key)
         if job is None:
             return False
         future.job = job
@@ -613,7 +611,7 @@ def _write_job(task_store, key, job):
     task_store.write_job(key, job)
 
 
-def _read_job(task_store, key):
+def read_job(task_store, key):
     """The job recorded for `key`, verified; None if there is none, or if
     its record fails the check (reported once, like an invalid entry)."""
     try:
@@ -627,32 +625,3 @@ def _read_job(task_store, key):
     except OSError:  # e.g. PermissionError: not the user's own file
         pass
     return None
-
-
-def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backend=None):
-    """Cancel every batch job recorded in the store (its signed `jobs/` records), as
-    executorlib's: `backend` "slurm" (scancel, the default) or "flux" (flux
-    cancel). Returns the job ids cancelled; their keys are free again."""
-    if pysqa_config_directory is not None:
-        raise ValueError("pysqa_config_directory: pmp's job systems are built in, not pysqa's")
-    task_store = store.open_store(check_directory("cache_directory", cache_directory))
-    backend = backend or "slurm"
-    if backend not in ("slurm", "flux"):
-        raise ValueError(f"backend must be 'slurm' or 'flux', got {backend!r}")
-    program = shutil.which("sbatch" if backend == "slurm" else "flux")
-    if program is None:
-        raise ValueError(f"terminate_tasks_in_cache: no {backend} commands on PATH")
-    jobs = job_system(backend, program, [])
-    recorded = {}
-    for key in task_store.job_keys():
-        if task_store.contains(key):
-            continue  # ended with a result: nothing to cancel
-        job = _read_job(task_store, key)
-        if job:
-            recorded[key] = job
-    if recorded:
-        jobs.cancel(sorted(set(recorded.values())))
-    for key in recorded:
-        with contextlib.suppress(Exception):
-            task_store.unlock(key)
-    return sorted(set(recorded.values()))

@@ -1,8 +1,9 @@
 """executorlib's functions for the batch jobs of a task store:
-`get_cache_data_queue` (the store's rows with their jobs' states) and
-`terminate_task_in_cache` (cancel the job of one key). The job of a key is
-the store's signed job record; its state and its cancelling are batch
-mode's job systems' (`batch.job_system`), as for `terminate_tasks_in_cache`.
+`get_cache_data_queue` (the store's rows with their jobs' states),
+`terminate_task_in_cache` (cancel the job of one key) and
+`terminate_tasks_in_cache` (cancel them all). The job of a key is the
+store's signed job record; its state and its cancelling are batch mode's
+job systems' (`batch.job_system`).
 """
 
 import contextlib
@@ -11,7 +12,7 @@ import shutil
 
 from pmp import _pmp
 from pmp.client import store
-from pmp.client.batch import job_system
+from pmp.client.batch import job_system, read_job
 from pmp.client.cache_columns import call_arguments, get_cache_data, queue_id
 from pmp.client.job_states import ENDED
 from pmp.client.resources import check_directory, check_key
@@ -75,6 +76,33 @@ def terminate_task_in_cache(cache_directory, cache_key, pysqa_config_directory=N
     with contextlib.suppress(Exception):  # a read-only store keeps its lock
         task_store.unlock(cache_key)
     return job
+
+
+def terminate_tasks_in_cache(cache_directory, pysqa_config_directory=None, backend=None):
+    """Cancel every batch job recorded in the store (its signed `jobs/` records), as
+    executorlib's: `backend` "slurm" (scancel, the default) or "flux" (flux
+    cancel). Returns the job ids cancelled; their keys are free again."""
+    task_store = store.open_store(check_directory("cache_directory", cache_directory))
+    jobs = _job_system(
+        "terminate_tasks_in_cache",
+        "backend",
+        backend,
+        pysqa_config_directory,
+        "pysqa_config_directory",
+    )
+    recorded = {}
+    for key in task_store.job_keys():
+        if task_store.contains(key):
+            continue  # ended with a result: nothing to cancel
+        job = read_job(task_store, key)
+        if job:
+            recorded[key] = job
+    if recorded:
+        jobs.cancel(sorted(set(recorded.values())))
+    for key in recorded:
+        with contextlib.suppress(Exception):
+            task_store.unlock(key)
+    return sorted(set(recorded.values()))
 
 
 def _job_system(function, argument, backend, config_directory, config_name="config_directory"):
