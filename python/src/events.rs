@@ -225,15 +225,25 @@ fn deliver_batches(events: mpsc::Receiver<Event>, callback: Py<PyAny>) {
                 Err(_) => break,
             }
         }
-        Python::attach(|py| {
-            let delivered = batch
-                .into_iter()
-                .map(|e| event_to_python(py, e))
-                .collect::<PyResult<Vec<_>>>()
-                .and_then(|items| callback.call1(py, (PyList::new(py, items)?,)));
-            if let Err(e) = delivered {
-                e.print(py);
-            }
-        });
+        Python::attach(|py| call_with_list(py, &callback, batch, event_to_python));
+    }
+}
+
+/// Call `callback` with `events` as one list of Python objects (`convert`
+/// makes each). On a thread of ours there is no caller to raise to: a
+/// failure is printed.
+pub fn call_with_list<'py, E>(
+    py: Python<'py>,
+    callback: &Py<PyAny>,
+    events: Vec<E>,
+    convert: impl Fn(Python<'py>, E) -> PyResult<Bound<'py, PyAny>>,
+) {
+    let delivered = events
+        .into_iter()
+        .map(|e| convert(py, e))
+        .collect::<PyResult<Vec<_>>>()
+        .and_then(|items| callback.call1(py, (PyList::new(py, items)?,)));
+    if let Err(e) = delivered {
+        e.print(py);
     }
 }

@@ -3,7 +3,7 @@
 //! thread that follows an executor's jobs and the keys other runs hold, and
 //! hands Python what it learns, as events in batches).
 
-use crate::events::event_class;
+use crate::events::{call_with_list, event_class};
 use crate::store::{stored_entry, Store, StoredEntry};
 use pmp_scheduler::jobs::follower::{Follower, JobEvent};
 use pmp_scheduler::jobs::request::JobEnvironment;
@@ -11,7 +11,7 @@ use pmp_scheduler::jobs::{self, flux::FluxJobs, slurm::SlurmJobs, JobRequest, Su
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,16 +285,7 @@ impl JobFollower {
             if closing.load(Ordering::Acquire) {
                 return;
             }
-            Python::attach(|py| {
-                let delivered = events
-                    .into_iter()
-                    .map(|e| event_to_python(py, e))
-                    .collect::<PyResult<Vec<_>>>()
-                    .and_then(|items| callback.call1(py, (PyList::new(py, items)?,)));
-                if let Err(e) = delivered {
-                    e.print(py);
-                }
-            });
+            Python::attach(|py| call_with_list(py, &callback, events, event_to_python));
         };
         let system = system.map(|s| s.system.clone());
         JobFollower {

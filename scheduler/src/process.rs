@@ -329,7 +329,7 @@ impl Forward {
 /// How much of `bytes` can go on without cutting a UTF-8 character in two:
 /// all of it, less an incomplete sequence at the end. Bytes that are not
 /// UTF-8 at all go on as they are.
-fn complete_utf8(bytes: &[u8]) -> usize {
+pub(crate) fn complete_utf8(bytes: &[u8]) -> usize {
     match std::str::from_utf8(bytes) {
         Err(e) if e.error_len().is_none() && bytes.len() - e.valid_up_to() < 4 => e.valid_up_to(),
         _ => bytes.len(),

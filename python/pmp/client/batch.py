@@ -197,7 +197,7 @@ class BatchJobs:
         future = Future()
         upstream = []  # an _Upstream for each Future argument
         try:
-            function = serialize.dumps_function(fn)
+            function, identity = serialize.dumps_function_and_identity(fn)
             call = serialize.dumps_call(args, kwargs, self._collector(upstream))
         except UpstreamFailed as failed:  # a done argument had failed: this call fails as it did
             future.set_exception(failed.exception)
@@ -208,9 +208,7 @@ class BatchJobs:
             future.set_exception(error)
             return future
         keys = [u.key for u in upstream]
-        key = cache_key or _pmp.task_key(
-            serialize.function_identity(fn), call, keys, resources["cores"]
-        )
+        key = cache_key or _pmp.task_key(identity, call, keys, resources["cores"])
         future._pmp_key = key
         future.job = None
         stored = store.lookup(task_store, key, exact=True)

@@ -88,3 +88,14 @@ pub fn run(
         stderr: stderr.join().unwrap_or_default(),
     })
 }
+
+/// The output of a query that must answer: Err with why it did not (it
+/// could not start, ran past `QUERY`, or failed, in its own words).
+pub fn answer(program: &Path, args: &[String]) -> Result<String, String> {
+    let done = run(program, args, None, &[], QUERY)?;
+    if done.success {
+        Ok(done.stdout)
+    } else {
+        Err(done.stderr.trim().to_string())
+    }
+}

@@ -9,7 +9,7 @@
 //! result (COMPLETED, FAILED, TIMEOUT; CANCELED is CANCELLED).
 
 use super::command::{self, QUERY, SUBMIT};
-use super::{JobRequest, JobStatus, JobSystem, SubmitError};
+use super::{states_one_at_a_time, unanswered, JobRequest, JobStatus, JobSystem, SubmitError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -151,22 +151,13 @@ impl JobSystem for FluxJobs {
             return None; // the instance did not answer: nothing is known
         }
         if jobs.len() > 1 {
-            for job in jobs {
-                // One unknown id may fail the whole call.
-                states.extend(self.states(std::slice::from_ref(job))?);
-            }
+            // One unknown id may fail the whole call.
+            states = states_one_at_a_time(self, jobs)?;
         }
         Some(states)
     }
 
     fn find(&self, name: &str) -> Result<Option<String>, String> {
-        let unanswered = |why: String| {
-            format!(
-                "flux jobs did not answer whether the job {name} is queued ({why}); a client \
-                 that died while submitting it may have left it queued, so none is submitted \
-                 now: submit again once Flux answers"
-            )
-        };
         let args = [
             "jobs",
             "--no-header",
@@ -175,12 +166,10 @@ impl JobSystem for FluxJobs {
             "--format={id.f58}",
         ]
         .map(String::from);
-        let done = command::run(&self.flux, &args, None, &[], QUERY).map_err(unanswered)?;
-        if !done.success {
-            return Err(unanswered(done.stderr.trim().to_string()));
-        }
+        let listing = command::answer(&self.flux, &args)
+            .map_err(|why| unanswered("flux jobs", "Flux", name, &why))?;
         // Listed newest first.
-        Ok(done.stdout.split_whitespace().last().map(String::from))
+        Ok(listing.split_whitespace().last().map(String::from))
     }
 
     fn accounted(&self, _job: &str) -> Option<(String, Option<i32>)> {

@@ -7,6 +7,7 @@
 //! batches; it sleeps while it follows nothing.
 
 use super::{ended, JobStatus, JobSystem};
+use crate::process::complete_utf8;
 use crate::store::{Entry, Store, StoreError};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -412,30 +413,10 @@ fn read_log(f: &mut Followed, limit: u64, events: &mut Vec<JobEvent>) {
 /// U+FFFD.
 fn decode(partial: &mut Vec<u8>, data: &[u8]) -> String {
     partial.extend_from_slice(data);
-    let cut = complete_prefix(partial);
+    let cut = complete_utf8(partial);
     let text = String::from_utf8_lossy(&partial[..cut]).into_owned();
     partial.drain(..cut);
     text
-}
-
-/// How much of `bytes` ends on a whole character: all of it, but for the
-/// start of a multi-byte character whose rest is still to come.
-fn complete_prefix(bytes: &[u8]) -> usize {
-    let len = bytes.len();
-    for back in 1..=len.min(3) {
-        let byte = bytes[len - back];
-        if byte & 0xC0 == 0x80 {
-            continue; // a continuation byte: its lead is further back
-        }
-        let needs = match byte {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => 1,
-        };
-        return if needs > back { len - back } else { len };
-    }
-    len
 }
 
 fn last_lines(text: &str, lines: usize) -> String {

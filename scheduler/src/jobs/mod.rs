@@ -93,3 +93,26 @@ pub trait JobSystem: Send + Sync {
 
     fn cancel(&self, jobs: &[String]);
 }
+
+/// The states of `jobs` asked for one at a time, for a job system whose
+/// query for several fails as a whole when one id is unknown to it.
+fn states_one_at_a_time(
+    system: &dyn JobSystem,
+    jobs: &[String],
+) -> Option<HashMap<String, JobStatus>> {
+    let mut states = HashMap::new();
+    for job in jobs {
+        states.extend(system.states(std::slice::from_ref(job))?);
+    }
+    Some(states)
+}
+
+/// Why no job is submitted for a call whose job a dead client may have
+/// left queued: `query` did not say whether it is.
+fn unanswered(query: &str, system: &str, name: &str, why: &str) -> String {
+    format!(
+        "{query} did not answer whether the job {name} is queued ({why}); a client that died \
+         while submitting it may have left it queued, so none is submitted now: submit again \
+         once {system} answers"
+    )
+}

@@ -3,7 +3,7 @@
 //! for how a job that squeue no longer lists ended.
 
 use super::command::{self, QUERY, SUBMIT};
-use super::{JobRequest, JobStatus, JobSystem, SubmitError};
+use super::{states_one_at_a_time, unanswered, JobRequest, JobStatus, JobSystem, SubmitError};
 use crate::backend::mpi::{MpiFlavor, MpiLauncher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -111,22 +111,13 @@ impl JobSystem for SlurmJobs {
             return None;
         }
         if states.is_empty() && jobs.len() > 1 {
-            for job in jobs {
-                // One unknown id fails the whole call.
-                states.extend(self.states(std::slice::from_ref(job))?);
-            }
+            // One unknown id fails the whole call.
+            states = states_one_at_a_time(self, jobs)?;
         }
         Some(states)
     }
 
     fn find(&self, name: &str) -> Result<Option<String>, String> {
-        let unanswered = |why: String| {
-            format!(
-                "squeue did not answer whether the job {name} is queued ({why}); a client that \
-                 died while submitting it may have left it queued, so none is submitted now: \
-                 submit again once Slurm answers"
-            )
-        };
         let args = [
             "-h".to_string(),
             "--me".to_string(),
@@ -134,11 +125,9 @@ impl JobSystem for SlurmJobs {
             "-o".to_string(),
             "%i".to_string(),
         ];
-        let done = command::run(&self.squeue, &args, None, &[], QUERY).map_err(unanswered)?;
-        if !done.success {
-            return Err(unanswered(done.stderr.trim().to_string()));
-        }
-        let mut jobs: Vec<&str> = done.stdout.split_whitespace().collect();
+        let listing = command::answer(&self.squeue, &args)
+            .map_err(|why| unanswered("squeue", "Slurm", name, &why))?;
+        let mut jobs: Vec<&str> = listing.split_whitespace().collect();
         // The lowest id, should there be several.
         jobs.sort_by_key(|job| (job.len(), *job));
         Ok(jobs.first().map(|job| job.to_string()))
