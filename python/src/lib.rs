@@ -3,6 +3,7 @@
 //! values and the scheduler's commands and events: `config` for what goes in,
 //! `events` for what comes out.
 
+mod batch_calls;
 mod config;
 mod events;
 mod jobs;
@@ -211,6 +212,7 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::NeverFits>()?;
     events::add_classes(m)?;
     jobs::add_classes(m)?;
+    batch_calls::add_classes(m)?;
     m.add_function(wrap_pyfunction!(config::never_fits, m)?)?;
     m.add_function(wrap_pyfunction!(config::control_character, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_worker_program, m)?)?;

@@ -261,7 +261,9 @@ def test_shutdown_with_cancel_futures_cancels_a_running_flux_job(flux, run_scrip
 import subprocess
 exe = FluxClusterExecutor(cache_directory="store")
 future = exe.submit(sleeper, 120)
-while not os.path.exists("sleeping"):
+# Running as the Future knows it (Flux's state, polled every 2 s), not only
+# as the job's own file says: a Future pmp has not seen run yet is cancelled.
+while not (os.path.exists("sleeping") and future.running()):
     time.sleep(0.1)
 exe.shutdown(wait=False, cancel_futures=True)
 time.sleep(1)

@@ -199,6 +199,34 @@ def test_a_failed_future_argument_fails_the_call_with_its_own_error(batch, tmp_p
 
 
 @pytest.mark.timeout(300)
+def test_a_dependent_waits_until_the_job_it_depends_on_is_submitted(batch, tmp_path):
+    # Another client holds the key of `first` and has not submitted its job
+    # yet: `second` must not go before that job has an id to depend on
+    # (afterok); it would find no upstream result. It goes once the other
+    # client's record names the job, and runs after it.
+    done = batch(
+        """
+        from pmp import _pmp
+        store = _pmp.Store(os.path.abspath("store"))
+        assert store.try_lock("first", "batch otherhost 1")
+        with Executor(backend="slurm", cache_directory="store") as exe:
+            first = exe.submit(add, 1, 2, resource_dict={"cache_key": "first"})
+            second = exe.submit(add, first, 10)
+            time.sleep(3)
+            print("waiting", first.job, second.job, second.done())
+            store.unlock("first")  # the other client submits now
+            with Executor(backend="slurm", cache_directory="store") as other:
+                mine = other.submit(add, 1, 2, resource_dict={"cache_key": "first"})
+                print(second.result(timeout=200), first.result(timeout=60), mine.result())
+                print(first.job == mine.job, second.job is not None)
+        """,
+        timeout=240,
+    )
+    assert lines(done) == ["waiting None None False", "13 3 3", "True True"]
+    assert runs(tmp_path) == ["add 1 2", "add 3 10"], "each link ran once, in order"
+
+
+@pytest.mark.timeout(300)
 def test_jobs_outlive_a_killed_client_and_a_new_one_attaches(batch, tmp_path, wait_until):
     body = """
     with Executor(backend="slurm", cache_directory="store") as exe:

@@ -3,7 +3,8 @@
 `executor` (the Executor: it checks arguments, `executor_checks`, and
 hands each call to one engine: `native_engine` for pmp's own scheduler,
 with `external_tasks` for the tasks the client resolves, or `batch_engine`
-for batch jobs, `batch`), `future` (its Futures and the table that turns
+for batch jobs, with `batch_futures` for their Futures and `batch_checks`
+for their resource values), `future` (its Futures and the table that turns
 scheduler events into their states), `serialize` (functions, calls and
 values as pickle frames; `function_pickles` keeps a function's pickle
 between submits), `resources` (checking what a call asks for),

@@ -3,7 +3,7 @@
 `terminate_task_in_cache` (cancel the job of one key) and
 `terminate_tasks_in_cache` (cancel them all). The job of a key is the
 store's signed job record; its state and its cancelling are batch mode's
-job systems' (`batch.job_system`).
+job systems' (`batch_engine.job_system`).
 """
 
 import contextlib
@@ -12,10 +12,11 @@ import shutil
 
 from pmp import _pmp
 from pmp.client import store
-from pmp.client.batch import job_system, read_job
+from pmp.client.batch_engine import job_system
 from pmp.client.cache_columns import call_arguments, get_cache_data, queue_id
 from pmp.client.job_states import ENDED
 from pmp.client.resources import check_directory, check_key
+from pmp.client.store import read_job
 
 _BACKENDS = ("slurm", "flux")
 

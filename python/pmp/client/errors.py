@@ -2,7 +2,6 @@
 
 from concurrent.futures import CancelledError
 
-from pmp import _pmp
 from pmp.client import serialize
 from pmp.worker.remote import RemoteError, RemoteTraceback
 
@@ -55,12 +54,6 @@ class JobFailedError(RuntimeError):
 
 class DependencyCancelledError(CancelledError):
     """A Future this task depended on was cancelled, so the task never ran."""
-
-
-# A job system refused a batch job because a job it depends on already
-# failed or was cancelled: raised by the scheduler's job systems (Rust);
-# batch mode fails the dependent as its upstream failed instead.
-DependencyRefused = _pmp.DependencyRefused
 
 
 def exception_of(frames):

@@ -24,7 +24,7 @@ import subprocess
 import traceback
 
 from pmp.client import serialize
-from pmp.client.batch import check_batch_value, check_priority
+from pmp.client.batch_checks import check_batch_value, check_priority
 from pmp.client.executor import Executor
 from pmp.client.resources import check_bool, check_int, check_plain
 from pmp.client.workflow_graph import GraphRecorder, check_picture_name, publish

@@ -1,9 +1,9 @@
-"""What an executor waits for outside its own workers: its batch jobs, and
-the keys that other runs hold. The scheduler's follower thread
-(`_pmp.JobFollower`, Rust) does the looking: the entries in the store, what
-running jobs print, the job system's states for all jobs in one call. It
+"""What an executor waits for outside its own workers: the keys that other
+runs hold (a cache hit on a call that still runs elsewhere). The
+scheduler's follower thread (`_pmp.KeyFollower`, Rust) does the looking: it
 hands its events here, on its own thread, and this routes each one to the
-code waiting for that job or key. No Python thread polls.
+code waiting for that key. No Python thread polls. (Batch calls have their
+own follower, inside `_pmp.BatchCalls`.)
 """
 
 import atexit
@@ -14,37 +14,23 @@ import weakref
 
 from pmp import _pmp
 
-# The events after which nothing more comes for a followed task.
-_LAST = (_pmp.JobStored, _pmp.JobEnded, _pmp.KeyReleased)
 _open = weakref.WeakSet()
 
 
 class Following:
     """One follower thread (started at the first follow) and its handlers."""
 
-    def __init__(self, system=None, output_limit=64 * 1024):
-        self._system = system  # a _pmp.JobSystem, or None: keys only
-        self._output_limit = output_limit
+    def __init__(self):
         self._native = None
         self._handlers = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def job(self, task_store, key, job, handler):
-        """Follow `key`'s batch job `job` (None: another client submits it,
-        and its record will name it): `handler(event)` gets each of its
-        events. Returns the id to `forget` it by."""
-        with self._lock:
-            task = next(self._ids)
-            self._handlers[task] = handler
-            self._follower().follow_job(task, task_store, key, job)
-        return task
-
     def key(self, task_store, key, on_stored, on_released):
         """Call `on_stored(entry)` once `key` has an entry, or
         `on_released()` if its lock goes away without one (that run died or
         gave up; also when the entry fails its check, which whoever reads it
-        for real reports)."""
+        for real reports). Returns the id to `forget` it by."""
 
         def handler(event):
             if isinstance(event, _pmp.JobStored) and event.entry is not None:
@@ -55,7 +41,7 @@ class Following:
         with self._lock:
             task = next(self._ids)
             self._handlers[task] = handler
-            self._follower().follow_key(task, task_store, key)
+            self._follower().follow(task, task_store, key)
         return task
 
     def forget(self, task):
@@ -65,7 +51,6 @@ class Following:
                 self._native.forget(task)
 
     def close(self):
-        """Stop following: batch jobs go on without this client."""
         with self._lock:
             native, self._native = self._native, None
             self._handlers.clear()
@@ -74,17 +59,15 @@ class Following:
 
     def _follower(self):
         if self._native is None:
-            self._native = _pmp.JobFollower(self._on_events, self._system, self._output_limit)
+            self._native = _pmp.KeyFollower(self._on_events)
             _open.add(self)
         return self._native
 
     def _on_events(self, events):
         for event in events:
             with self._lock:
-                if isinstance(event, _LAST):
-                    handler = self._handlers.pop(event.task, None)
-                else:
-                    handler = self._handlers.get(event.task)
+                # Each event is a key's last: stored, or released.
+                handler = self._handlers.pop(event.task, None)
             if handler is None:
                 continue  # forgotten meanwhile
             try:

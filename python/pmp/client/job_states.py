@@ -1,7 +1,7 @@
 """A batch job's states, in Slurm's words (PENDING, RUNNING, COMPLETED,
 TIMEOUT, ...), which every job system of batch mode speaks (the scheduler's
 `jobs` module translates Flux's to them): which ones mean the job is over, and how a
-state is said. Batch mode (`batch`) and the notebook's words for earlier
+state is said. Batch mode (`batch_futures`) and the notebook's words for earlier
 runs (`pmp.notebook.earlier_runs`) both use them.
 """
 

@@ -242,3 +242,19 @@ def clear_cache(cache_directory, key=None):
         return store.clear()
     index.discard(check_key("key", key))
     return int(store.remove(key))
+
+
+def read_job(task_store, key):
+    """The job recorded for `key`, verified; None if there is none, or if
+    its record fails the check (reported once, like an invalid entry)."""
+    try:
+        return task_store.read_job(key)
+    except _pmp.InvalidEntry as error:
+        warnings.warn(
+            f"ignoring the job record of {key!r} in {task_store.root}: {error}",
+            StoreWarning,
+            stacklevel=3,
+        )
+    except OSError:  # e.g. PermissionError: not the user's own file
+        pass
+    return None

@@ -10,13 +10,17 @@
 //! system for all of their states in one call every few seconds.
 //!
 //! Read in this order: `request` (what one job asks for, as sbatch and
-//! flux submit options), `slurm` and `flux` (the job systems), `follower`.
+//! flux submit options), `slurm` and `flux` (the job systems), `follower`,
+//! `calls` (when each call may go, and how it ended).
 
+pub mod calls;
 mod command;
 pub mod flux;
 pub mod follower;
 pub mod request;
 pub mod slurm;
+#[cfg(test)]
+mod test_support;
 
 pub use request::JobRequest;
 use std::collections::HashMap;

@@ -2,32 +2,13 @@
 //! scratch directory and a job system that answers what each test says.
 
 use super::*;
+use crate::jobs::test_support::{entry, new_store};
 use crate::jobs::{JobRequest, SubmitError};
-use crate::store::{Meta, State};
-use bytes::Bytes;
+use crate::store::State;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
 use std::sync::Mutex;
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn new_store() -> (Scratch, Store) {
-    let dir = std::env::temp_dir().join(format!(
-        "pmp-follower-test-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let store = Store::open(&dir.join("store")).unwrap();
-    (Scratch(dir), store)
-}
 
 /// A job system whose queue lists what `listed` holds (None: it does not
 /// answer) and whose accounting knows what `accounted` holds.
@@ -118,21 +99,6 @@ impl Driven {
         self.thread.last_states = None;
         self.thread.look();
         std::mem::take(&mut *self.events.lock().unwrap())
-    }
-}
-
-fn entry(state: State) -> Entry {
-    Entry {
-        meta: Meta {
-            function: "f".into(),
-            state,
-            submitted: 1.0,
-            started: 2.0,
-            finished: 3.0,
-            host: "node1".into(),
-            pid: 7,
-        },
-        frames: vec![Bytes::from_static(b"result")],
     }
 }
 
