@@ -11,6 +11,7 @@ pub mod host;
 pub mod ids;
 pub mod jobs;
 pub mod large_frames;
+pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod resources;
