@@ -54,7 +54,8 @@ impl PyPlan {
 
 /// Why an Executor or a call is refused (`pmp_scheduler::plan::Refusal`):
 /// `kind` is "pilots" (pilot jobs need max_workers), "unsupported" (the
-/// `backend` cannot honour the resource key `setting`), or "cpus", "gpus",
+/// `backend` cannot honour the resource key `setting`), "not_the_pools" (a
+/// block-allocated pool's call asks for another `setting`), or "cpus", "gpus",
 /// "pool" (the CPUs of all of a block allocation's workers): `requested`
 /// is more than `available` for `workers` workers (1 for a call), counted
 /// within max_cores or, where `within` is "allocation", within the Slurm
@@ -129,6 +130,11 @@ impl From<Refusal> for PyRefusal {
                 kind: "unsupported",
                 setting: Some(setting.key()),
                 backend: Some(backend.name()),
+                ..blank
+            },
+            Refusal::NotThePools { key } => PyRefusal {
+                kind: "not_the_pools",
+                setting: Some(key),
                 ..blank
             },
             Refusal::NeverFits { why, workers } => never_fits(why, "max_cores", workers),

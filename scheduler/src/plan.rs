@@ -79,6 +79,10 @@ pub enum Refusal {
         setting: Unsupported,
         backend: Backend,
     },
+    /// A block-allocated pool runs every call on its workers as they were
+    /// started: a call cannot ask for another `key` (honoured or refused,
+    /// never ignored; the core refuses it too, as `NotThePools`).
+    NotThePools { key: &'static str },
     /// `workers` workers (1 for a call) can never run within `max_cores`
     /// CPUs and the GPUs there are.
     NeverFits { why: NeverFits, workers: u32 },
@@ -103,6 +107,10 @@ impl std::fmt::Display for Refusal {
                 "the {} backend cannot honour {}",
                 backend.name(),
                 setting.key()
+            ),
+            Refusal::NotThePools { key } => write!(
+                f,
+                "every call runs on the pool's workers: a call cannot ask for another {key}"
             ),
             Refusal::NeverFits { why, .. } => why.fmt(f),
             Refusal::OutsideAllocation { why, cpus, .. } => {
@@ -200,6 +208,11 @@ impl Plan {
     /// Why `workers` workers of `request` could never run here, or what in
     /// it the backend cannot honour; None when they can run.
     pub fn refuse(&self, request: &ResourceRequest, workers: u32) -> Option<Refusal> {
+        if self.workers > 0 {
+            if let Some(key) = self.worker.first_difference(request) {
+                return Some(Refusal::NotThePools { key });
+            }
+        }
         if let Some(setting) = unsupported(self.backend, request) {
             return Some(Refusal::Unsupported {
                 setting,
@@ -425,6 +438,26 @@ mod tests {
             plan.refuse(&over.worker, 1).is_none(),
             "local oversubscribes"
         );
+    }
+
+    #[test]
+    fn a_pools_calls_ask_for_its_workers_resources_or_are_refused() {
+        let plan = Plan::make(&wanted(Some(2), None, true), local(4)).unwrap();
+        assert!(plan.refuse(&worker(1, 1, 0), 1).is_none());
+        assert_eq!(
+            plan.refuse(&worker(1, 2, 0), 1),
+            Some(Refusal::NotThePools {
+                key: "threads_per_core"
+            })
+        );
+        let mut elsewhere = worker(1, 1, 0);
+        elsewhere.cwd = Some("/elsewhere".into());
+        assert_eq!(
+            plan.refuse(&elsewhere, 1),
+            Some(Refusal::NotThePools { key: "cwd" })
+        );
+        let per_call = Plan::make(&wanted(Some(2), None, false), local(4)).unwrap();
+        assert!(per_call.refuse(&worker(2, 1, 0), 1).is_none());
     }
 
     #[test]

@@ -34,6 +34,27 @@ impl ResourceRequest {
     pub fn gpus(&self) -> u32 {
         self.cores * self.gpus_per_core
     }
+
+    /// The first setting, by its `resource_dict` key, in which `other`
+    /// asks for something else than this; None when they are the same.
+    pub fn first_difference(&self, other: &ResourceRequest) -> Option<&'static str> {
+        [
+            ("cores", self.cores != other.cores),
+            (
+                "threads_per_core",
+                self.threads_per_core != other.threads_per_core,
+            ),
+            ("gpus_per_core", self.gpus_per_core != other.gpus_per_core),
+            ("oversubscribe", self.oversubscribe != other.oversubscribe),
+            ("cwd", self.cwd != other.cwd),
+            (
+                "command_line_argument_lst",
+                self.extra_args != other.extra_args,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(key, differs)| differs.then_some(key))
+    }
 }
 
 /// The first control character (a newline, a tab, ...) in `text`, if any.

@@ -98,3 +98,18 @@ def test_the_client_and_the_scheduler_share_one_minimum(key, least):
         _pmp.ResourceRequest(**{key: 0})
     with pytest.raises(ValueError, match=f"^resource_dict key '{key}' must be >= {least}, got 0$"):
         check_count(f"resource_dict key {key!r}", 0, key)
+
+
+def test_a_pools_call_asking_for_other_resources_is_refused_by_the_plan():
+    pool = plan(max_workers=2, block_allocation=True)
+    two_threads = _pmp.ResourceRequest(threads_per_core=2)
+    refused = pool.refuse(two_threads)
+    assert (refused.kind, refused.setting) == ("not_the_pools", "threads_per_core")
+    assert refusal_message(
+        refused, two_threads, {"threads_per_core": 2}, "local", [], DEFAULTS
+    ) == (
+        "resource_dict key 'threads_per_core': with block_allocation=True every call runs on "
+        "the same workers, set up with threads_per_core=1; set resources on the Executor, or "
+        "use block_allocation=False"
+    )
+    assert pool.refuse(_pmp.ResourceRequest()) is None

@@ -8,7 +8,6 @@ import inspect
 
 from pmp import _pmp
 from pmp.client.resources import (
-    WORKER_KEYS,
     check_arguments,
     check_bool,
     check_count,
@@ -83,18 +82,6 @@ def check_callable(fn, resource_dict):
         )
 
 
-def check_block_resources(resources, defaults):
-    """Under block allocation every call runs on the same workers: a call
-    cannot ask for other worker resources than the Executor's `defaults`."""
-    for key in WORKER_KEYS:
-        if resources[key] != defaults[key]:
-            raise ValueError(
-                f"resource_dict key {key!r}: with block_allocation=True every call runs "
-                f"on the same workers, set up with {key}={defaults[key]!r}; set "
-                "resources on the Executor, or use block_allocation=False"
-            )
-
-
 def refusal_message(refusal, request, given, backend_name, gpus, defaults):
     """The scheduler's `refusal` (`_pmp.Refusal`) of `request`, in the
     user's words: `given` is the call's resource_dict, or None for the
@@ -107,6 +94,13 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         )
     if refusal.kind == "unsupported":
         return _unsupported_message(refusal, given)
+    if refusal.kind == "not_the_pools":
+        key = refusal.setting
+        return (
+            f"resource_dict key {key!r}: with block_allocation=True every call runs "
+            f"on the same workers, set up with {key}={defaults[key]!r}; set "
+            "resources on the Executor, or use block_allocation=False"
+        )
     if refusal.within == "allocation":
         return _outside_allocation_message(refusal, request, given)
     return _never_fits_message(refusal, request, given, backend_name, gpus, defaults)

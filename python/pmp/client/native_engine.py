@@ -16,7 +16,7 @@ from pmp import _pmp
 from pmp.client import backends, serialize, slurm_limits, store
 from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.cell_output import submitting_cell_writer
-from pmp.client.executor_checks import check_block_resources, name_of, refusal_message
+from pmp.client.executor_checks import name_of, refusal_message
 from pmp.client.external_tasks import ExternalTasks
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import merge_resource_dict, request_of
@@ -159,8 +159,6 @@ class NativeEngine:
                     "the resource_dict"
                 )
             self._check_connection(resources, resource_dict)
-            if self._block:
-                check_block_resources(resources, self._defaults)
             request = request_of(resources)
             if request == self._request:
                 request = None
@@ -224,8 +222,9 @@ class NativeEngine:
 
     def _check_fits(self, request, given):
         """Refuse, with a ValueError, what a call (`given`: its resource_dict)
-        could never run with: the scheduler would keep it queued forever, or
-        the backend cannot honour it. The plan decides; this says it in the
+        could never run with (the scheduler would keep it queued forever),
+        what the backend cannot honour, or, in a block-allocated pool, other
+        resources than its workers'. The plan decides; this says it in the
         user's words."""
         refusal = self._plan.refuse(request)
         if refusal is not None:
