@@ -395,6 +395,28 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_a_difference_named_by_its_key() {
+        let pool = req(1, 1, 0);
+        assert_eq!(pool.first_difference(&pool.clone()), None);
+        type Change = fn(&mut ResourceRequest);
+        let changed: [(&str, Change); 6] = [
+            ("cores", |r| r.cores = 2),
+            ("threads_per_core", |r| r.threads_per_core = 2),
+            ("gpus_per_core", |r| r.gpus_per_core = 1),
+            ("oversubscribe", |r| r.oversubscribe = true),
+            ("cwd", |r| r.cwd = Some("/elsewhere".into())),
+            ("command_line_argument_lst", |r| {
+                r.extra_args = vec!["-v".into()]
+            }),
+        ];
+        for (key, change) in changed {
+            let mut other = pool.clone();
+            change(&mut other);
+            assert_eq!(pool.first_difference(&other), Some(key));
+        }
+    }
+
+    #[test]
     fn control_characters_are_found_anywhere_in_a_value() {
         assert_eq!(control_character("debug"), None);
         assert_eq!(control_character("debug\n#SBATCH"), Some('\n'));
