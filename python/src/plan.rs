@@ -53,7 +53,8 @@ impl PyPlan {
 }
 
 /// Why an Executor or a call is refused (`pmp_scheduler::plan::Refusal`):
-/// `kind` is "pilots" (pilot jobs need max_workers), "unsupported" (the
+/// `kind` is "too_small" (the count `setting` is `requested`, below its
+/// least value `available`), "pilots" (pilot jobs need max_workers), "unsupported" (the
 /// `backend` cannot honour the resource key `setting`), "not_the_pools" (a
 /// block-allocated pool's call asks for another `setting`), or "cpus", "gpus",
 /// "pool" (the CPUs of all of a block allocation's workers): `requested`
@@ -125,6 +126,17 @@ impl From<Refusal> for PyRefusal {
             }
         };
         match refusal {
+            Refusal::TooSmall {
+                key,
+                minimum,
+                value,
+            } => PyRefusal {
+                kind: "too_small",
+                setting: Some(key),
+                requested: value,
+                available: minimum,
+                ..blank
+            },
             Refusal::PilotsNeedMaxWorkers => blank,
             Refusal::Unsupported { setting, backend } => PyRefusal {
                 kind: "unsupported",

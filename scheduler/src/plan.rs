@@ -73,6 +73,12 @@ impl Unsupported {
 /// Why an Executor or a call is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// A count below its least value (`MINIMUMS`).
+    TooSmall {
+        key: &'static str,
+        minimum: u32,
+        value: u32,
+    },
     /// Pilot jobs are one per worker: their number must be given.
     PilotsNeedMaxWorkers,
     Unsupported {
@@ -99,6 +105,11 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Refusal::TooSmall {
+                key,
+                minimum,
+                value,
+            } => write!(f, "{key} must be >= {minimum}, got {value}"),
             Refusal::PilotsNeedMaxWorkers => {
                 write!(f, "pilot jobs are one per worker: their number is needed")
             }
@@ -169,10 +180,26 @@ impl Plan {
     /// refused.
     pub fn make(wanted: &Wanted, known: Known) -> Result<Plan, Refusal> {
         let worker = &wanted.worker;
+        let counts = [
+            ("max_workers", wanted.max_workers),
+            ("max_cores", wanted.max_cores),
+            ("cores", Some(worker.cores)),
+            ("threads_per_core", Some(worker.threads_per_core)),
+        ];
+        for (key, value) in counts {
+            let minimum = minimum(key).unwrap_or(0);
+            if let Some(value) = value.filter(|value| *value < minimum) {
+                return Err(Refusal::TooSmall {
+                    key,
+                    minimum,
+                    value,
+                });
+            }
+        }
         if known.backend == Backend::SlurmPilots && wanted.max_workers.is_none() {
             return Err(Refusal::PilotsNeedMaxWorkers);
         }
-        let threads = worker.cpus().max(1);
+        let threads = worker.cpus();
         let max_cores = match (wanted.max_cores, wanted.max_workers) {
             (Some(max_cores), _) => max_cores,
             (None, Some(workers)) => workers.saturating_mul(threads),
@@ -462,6 +489,21 @@ mod tests {
 
     #[test]
     fn every_count_has_one_minimum() {
+        assert_eq!(
+            Plan::make(&wanted(Some(0), None, true), local(4)),
+            Err(Refusal::TooSmall {
+                key: "max_workers",
+                minimum: 1,
+                value: 0
+            }),
+            "never a pool of none"
+        );
+        let mut no_ranks = wanted(None, None, false);
+        no_ranks.worker.cores = 0;
+        assert!(matches!(
+            Plan::make(&no_ranks, local(4)),
+            Err(Refusal::TooSmall { key: "cores", .. })
+        ));
         assert_eq!(minimum("cores"), Some(1));
         assert_eq!(minimum("gpus_per_core"), Some(0));
         assert_eq!(minimum("corez"), None);

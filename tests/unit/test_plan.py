@@ -113,3 +113,13 @@ def test_a_pools_call_asking_for_other_resources_is_refused_by_the_plan():
         "use block_allocation=False"
     )
     assert pool.refuse(_pmp.ResourceRequest()) is None
+
+
+def test_the_plan_refuses_a_count_below_its_minimum_too():
+    # The client checks first (check_count); the plan does not trust it.
+    refused = plan(max_workers=0, block_allocation=True)
+    assert (refused.kind, refused.setting) == ("too_small", "max_workers")
+    assert (
+        refusal_message(refused, _pmp.ResourceRequest(), None, "local", [], DEFAULTS)
+        == "max_workers must be >= 1, got 0"
+    )

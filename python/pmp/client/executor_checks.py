@@ -87,6 +87,10 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
     user's words: `given` is the call's resource_dict, or None for the
     Executor's parameters; `gpus` the devices the local backend detected;
     `defaults` the Executor's resources."""
+    if refusal.kind == "too_small":
+        # The client checks these first (`check_count`), with the same minimums.
+        name = {"cores": "cores_per_worker"}.get(refusal.setting, refusal.setting)
+        return f"{name} must be >= {refusal.available}, got {refusal.requested}"
     if refusal.kind == "pilots":
         return (
             "block_allocation=True outside any Slurm allocation starts one pilot job "
