@@ -203,7 +203,12 @@ impl Plan {
         let max_cores = match (wanted.max_cores, wanted.max_workers) {
             (Some(max_cores), _) => max_cores,
             (None, Some(workers)) => workers.saturating_mul(threads),
-            (None, None) => known.allocation_cores.unwrap_or(known.cpu_count).max(1),
+            // An allocation that says 0 says nothing.
+            (None, None) => known
+                .allocation_cores
+                .filter(|cores| *cores > 0)
+                .unwrap_or(known.cpu_count)
+                .max(1),
         };
         let workers = if wanted.block_allocation {
             wanted
@@ -317,6 +322,7 @@ mod tests {
         assert_eq!(plan(two_by_two, local(8)), 12);
         assert_eq!(plan(wanted(None, None, false), slurm(6, None, 0)), 6);
         assert_eq!(plan(wanted(None, None, false), local(8)), 8);
+        assert_eq!(plan(wanted(None, None, false), slurm(0, None, 0)), 64);
         assert_eq!(plan(wanted(None, None, false), local(0)), 1);
     }
 
