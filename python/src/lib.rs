@@ -1,7 +1,8 @@
 //! `pmp._pmp`: the scheduler as a Python object. Python stays thin (argument
 //! checks, cloudpickle, futures); this module only translates between Python
-//! values and the scheduler's commands and events: `config` for what goes in,
-//! `events` for what comes out.
+//! values and the scheduler's commands and events: `plan` for the numbers and
+//! refusals the scheduler decides, `config` for what goes in, `events` for
+//! what comes out.
 
 mod config;
 mod events;
