@@ -2,12 +2,14 @@
 //! configuration, and the checks that share the scheduler's own logic (does
 //! a request ever fit, where are the programs).
 
+use crate::plan::PyPlan;
 use pmp_scheduler::backend::locate;
 use pmp_scheduler::core::Allocation;
 use pmp_scheduler::handle::{BackendChoice, Config};
+use pmp_scheduler::plan::{self, Backend};
 use pmp_scheduler::protocol::Payload;
 use pmp_scheduler::python_frames::frames_from_python;
-use pmp_scheduler::resources::{self, Capacity, Gpus, ResourceRequest};
+use pmp_scheduler::resources::{self, ResourceRequest};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -55,11 +57,17 @@ impl PyResourceRequest {
         cwd: Option<String>,
         command_line_argument_lst: Vec<String>,
     ) -> PyResult<PyResourceRequest> {
-        // Zero ranks or threads would start a worker that can run nothing.
-        for (name, value) in [("cores", cores), ("threads_per_core", threads_per_core)] {
-            if value == 0 {
+        // The client words these with the user's key names first; the
+        // rule is `plan::MINIMUMS`, which this applies too.
+        for (name, value) in [
+            ("cores", cores),
+            ("threads_per_core", threads_per_core),
+            ("gpus_per_core", gpus_per_core),
+        ] {
+            let least = plan::minimum(name).unwrap_or(0);
+            if value < least {
                 return Err(PyValueError::new_err(format!(
-                    "{name} must be at least 1, got 0"
+                    "{name} must be >= {least}, got {value}"
                 )));
             }
         }
@@ -124,24 +132,17 @@ pub struct SchedulerConfig {
 
 #[pymethods]
 impl SchedulerConfig {
-    /// `gpu_devices` are the device ids pmp hands out itself (local backend);
-    /// `gpu_count` is the allocation's GPU count where srun or flux pick the
-    /// devices (slurm, flux).
+    /// `plan` (`make_plan`) says the backend, the CPUs, the pool and the
+    /// GPUs; `launcher` is srun, flux, or sbatch for pilot jobs (named
+    /// `pilot_job_name`), None for the local backend.
     #[new]
     #[pyo3(signature = (
         *,
-        backend,
+        plan,
         launcher,
         worker_program,
         python,
         sys_path,
-        block_allocation,
-        workers,
-        worker_resources,
-        max_cores,
-        max_workers,
-        gpu_devices,
-        gpu_count,
         init,
         bind_host,
         heartbeat_interval,
@@ -151,18 +152,11 @@ impl SchedulerConfig {
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        backend: &str,
+        plan: PyRef<'_, PyPlan>,
         launcher: Option<PathBuf>,
         worker_program: PathBuf,
         python: String,
         sys_path: Vec<String>,
-        block_allocation: bool,
-        workers: u32,
-        worker_resources: PyRef<'_, PyResourceRequest>,
-        max_cores: u32,
-        max_workers: Option<u32>,
-        gpu_devices: Vec<String>,
-        gpu_count: u32,
         init: Option<&Bound<'_, PyAny>>,
         bind_host: String,
         heartbeat_interval: f64,
@@ -170,35 +164,12 @@ impl SchedulerConfig {
         tool_dirs: Vec<PathBuf>,
         pilot_job_name: Option<String>,
     ) -> PyResult<SchedulerConfig> {
-        let (backend, gpus) = backend_and_gpus(backend, launcher, gpu_devices, gpu_count)?;
-        let backend = match (backend, pilot_job_name) {
-            // Outside any allocation: block-allocated workers are pilot jobs,
-            // and `launcher` is sbatch (srun, beside it, runs their ranks).
-            (BackendChoice::Slurm { srun: sbatch }, Some(job_name)) => {
-                let srun = sbatch.with_file_name("srun");
-                BackendChoice::SlurmPilots {
-                    srun: if srun.exists() { srun } else { "srun".into() },
-                    sbatch,
-                    job_name,
-                }
-            }
-            (_, Some(_)) => {
-                return Err(PyValueError::new_err(
-                    "pilot_job_name is for the slurm backend outside an allocation",
-                ))
-            }
-            (backend, None) => backend,
-        };
-        let worker_resources = ResourceRequest::from(&*worker_resources);
-        let allocation = if block_allocation {
-            if workers == 0 {
-                return Err(PyValueError::new_err(
-                    "block_allocation needs at least one worker, got workers=0",
-                ));
-            }
+        let plan = &plan.plan;
+        let backend = backend_choice(plan.backend, launcher, pilot_job_name)?;
+        let allocation = if plan.workers > 0 {
             Allocation::Block {
-                workers,
-                resources: worker_resources.clone(),
+                workers: plan.workers,
+                resources: plan.worker.clone(),
             }
         } else {
             Allocation::PerTask
@@ -214,69 +185,55 @@ impl SchedulerConfig {
                 python,
                 sys_path,
                 allocation,
-                max_cpus: max_cores,
-                max_workers,
-                gpus,
+                max_cpus: plan.max_cores,
+                max_workers: plan.max_workers,
+                gpus: plan.gpus.clone(),
                 init,
                 bind_host,
                 heartbeat_interval: seconds("heartbeat_interval", heartbeat_interval)?,
                 heartbeat_timeout: seconds("heartbeat_timeout", heartbeat_timeout)?,
                 tool_dirs,
             },
-            worker_resources,
+            worker_resources: plan.worker.clone(),
         })
     }
 }
 
-/// The backend, and the allocation's GPUs in the form that backend hands
-/// them out: device ids pmp exports itself, or a count srun or flux pick from.
-fn backend_and_gpus(
-    backend: &str,
+/// How the scheduler starts workers on the planned `backend`, with its
+/// `launcher` (sbatch for pilot jobs, which srun beside it runs the ranks of).
+fn backend_choice(
+    backend: Backend,
     launcher: Option<PathBuf>,
-    gpu_devices: Vec<String>,
-    gpu_count: u32,
-) -> PyResult<(BackendChoice, Gpus)> {
-    match (backend, launcher) {
-        ("local", None) => {
-            if gpu_count != 0 && gpu_count as usize != gpu_devices.len() {
-                return Err(PyValueError::new_err(format!(
-                    "the local backend hands out gpu_devices itself, so gpu_count is their \
-                     number: {gpu_count} given for {} device(s)",
-                    gpu_devices.len()
-                )));
-            }
-            Ok((BackendChoice::Local, Gpus::Devices(gpu_devices)))
+    pilot_job_name: Option<String>,
+) -> PyResult<BackendChoice> {
+    match (backend, launcher, pilot_job_name) {
+        (Backend::Local, None, None) => Ok(BackendChoice::Local),
+        (Backend::Slurm, Some(srun), None) => Ok(BackendChoice::Slurm { srun }),
+        (Backend::Flux, Some(flux), None) => Ok(BackendChoice::Flux { flux }),
+        (Backend::SlurmPilots, Some(sbatch), Some(job_name)) => {
+            let srun = sbatch.with_file_name("srun");
+            Ok(BackendChoice::SlurmPilots {
+                srun: if srun.exists() { srun } else { "srun".into() },
+                sbatch,
+                job_name,
+            })
         }
-        ("local", Some(launcher)) => Err(PyValueError::new_err(format!(
-            "the local backend starts pmp-worker itself: launcher must be None, got {}",
-            quoted(&launcher.display().to_string())
-        ))),
-        ("slurm" | "flux", None) => Err(PyValueError::new_err(format!(
-            "the {backend} backend needs its launcher ({}): launcher is None",
-            if backend == "slurm" { "srun" } else { "flux" }
-        ))),
-        ("slurm" | "flux", Some(launcher)) => {
-            if !gpu_devices.is_empty() {
-                return Err(PyValueError::new_err(format!(
-                    "the {backend} backend's launcher picks the GPU devices: pass gpu_count, \
-                     not gpu_devices=[{}]",
-                    gpu_devices
-                        .iter()
-                        .map(|id| quoted(id))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let choice = if backend == "slurm" {
-                BackendChoice::Slurm { srun: launcher }
+        (backend, launcher, job_name) => Err(PyValueError::new_err(format!(
+            "the {} backend{} needs {}, got launcher={} and pilot_job_name={}",
+            backend.name(),
+            if backend == Backend::SlurmPilots {
+                "'s pilot jobs"
             } else {
-                BackendChoice::Flux { flux: launcher }
-            };
-            Ok((choice, Gpus::Counted(gpu_count)))
-        }
-        (other, _) => Err(PyValueError::new_err(format!(
-            "backend must be 'local', 'slurm' or 'flux', got {}",
-            quoted(other)
+                ""
+            },
+            match backend {
+                Backend::Local => "no launcher and no pilot_job_name",
+                Backend::Slurm => "srun as its launcher and no pilot_job_name",
+                Backend::Flux => "flux as its launcher and no pilot_job_name",
+                Backend::SlurmPilots => "sbatch as its launcher and a pilot_job_name",
+            },
+            launcher.map_or("None".into(), |l| quoted(&l.display().to_string())),
+            job_name.map_or("None".into(), |n| quoted(&n)),
         ))),
     }
 }
@@ -293,76 +250,6 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
             "{name} must be a positive number of seconds, got {value}"
         ))),
     }
-}
-
-/// Why a request can never run in an allocation (the scheduler's
-/// `NeverFits`): `kind` is "cpus", "gpus" or "pool" (the CPUs of all of a
-/// block allocation's workers), `requested` and `available` count
-/// those, `message` says it in the scheduler's words.
-#[pyclass(module = "pmp._pmp", frozen, get_all, eq)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NeverFits {
-    kind: &'static str,
-    requested: u32,
-    available: u32,
-    message: String,
-}
-
-#[pymethods]
-impl NeverFits {
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "NeverFits(kind='{}', requested={}, available={}, message={})",
-            self.kind,
-            self.requested,
-            self.available,
-            self.message.as_str().into_pyobject(py)?.repr()?
-        ))
-    }
-}
-
-impl From<resources::NeverFits> for NeverFits {
-    fn from(why: resources::NeverFits) -> NeverFits {
-        let message = why.to_string();
-        let (kind, requested, available) = match why {
-            resources::NeverFits::Cpus {
-                cores,
-                threads_per_core,
-                cpus,
-            } => ("cpus", cores.saturating_mul(threads_per_core), cpus),
-            resources::NeverFits::Gpus {
-                requested,
-                available,
-            } => ("gpus", requested, available),
-            resources::NeverFits::Pool {
-                workers,
-                cpus_each,
-                cpus,
-            } => ("pool", workers.saturating_mul(cpus_each), cpus),
-        };
-        NeverFits {
-            kind,
-            requested,
-            available,
-            message,
-        }
-    }
-}
-
-/// Why `request` could never run in an allocation of `max_cores` CPUs and
-/// `gpu_count` GPUs, or None: the same check the scheduler makes. `workers`
-/// is the size of a block allocation, whose workers hold their GPUs at once.
-#[pyfunction]
-#[pyo3(signature = (request, max_cores, gpu_count, workers = 1))]
-pub fn never_fits(
-    request: PyRef<'_, PyResourceRequest>,
-    max_cores: u32,
-    gpu_count: u32,
-    workers: u32,
-) -> Option<NeverFits> {
-    Capacity::new(max_cores, None, Gpus::Counted(gpu_count))
-        .pool_never_fits(&ResourceRequest::from(&*request), workers)
-        .map(NeverFits::from)
 }
 
 /// The first control character in `text` (as a str), or None: the

@@ -1,12 +1,14 @@
 //! `pmp._pmp`: the scheduler as a Python object. Python stays thin (argument
 //! checks, cloudpickle, futures); this module only translates between Python
-//! values and the scheduler's commands and events: `config` for what goes in,
-//! `events` for what comes out.
+//! values and the scheduler's commands and events: `plan` for the numbers and
+//! refusals the scheduler decides, `config` for what goes in, `events` for
+//! what comes out.
 
 mod batch_calls;
 mod config;
 mod events;
 mod jobs;
+mod plan;
 mod store;
 
 use config::{PyResourceRequest, SchedulerConfig};
@@ -209,11 +211,19 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Frame>()?;
     m.add_class::<PyResourceRequest>()?;
     m.add_class::<SchedulerConfig>()?;
-    m.add_class::<config::NeverFits>()?;
+    m.add_class::<plan::PyPlan>()?;
+    m.add_class::<plan::PyRefusal>()?;
     events::add_classes(m)?;
     jobs::add_classes(m)?;
     batch_calls::add_classes(m)?;
-    m.add_function(wrap_pyfunction!(config::never_fits, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::make_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::unsupported, m)?)?;
+    m.add(
+        "MINIMUMS",
+        pmp_scheduler::plan::MINIMUMS
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
+    )?;
     m.add_function(wrap_pyfunction!(config::control_character, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_worker_program, m)?)?;
     m.add_function(wrap_pyfunction!(config::locate_mpiexec, m)?)?;

@@ -1,6 +1,7 @@
 //! pmp's scheduler. Read in this order: `core` (the state machine of tasks and
 //! workers), `server` (its event loop), `protocol` and `auth` (what crosses the
-//! wire, and `admission`: who may send on it), `process`, `backend` and `zygote` (how workers start), `handle` (the client API).
+//! wire, and `admission`: who may send on it), `process`, `backend` and `zygote` (how workers start), `handle` (the client API), and `plan` (what an Executor's
+//! numbers are, and what it refuses, before it starts).
 
 pub mod admission;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod host;
 pub mod ids;
 pub mod jobs;
 pub mod large_frames;
+pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod resources;

@@ -34,6 +34,27 @@ impl ResourceRequest {
     pub fn gpus(&self) -> u32 {
         self.cores * self.gpus_per_core
     }
+
+    /// The first setting, by its `resource_dict` key, in which `other`
+    /// asks for something else than this; None when they are the same.
+    pub fn first_difference(&self, other: &ResourceRequest) -> Option<&'static str> {
+        [
+            ("cores", self.cores != other.cores),
+            (
+                "threads_per_core",
+                self.threads_per_core != other.threads_per_core,
+            ),
+            ("gpus_per_core", self.gpus_per_core != other.gpus_per_core),
+            ("oversubscribe", self.oversubscribe != other.oversubscribe),
+            ("cwd", self.cwd != other.cwd),
+            (
+                "command_line_argument_lst",
+                self.extra_args != other.extra_args,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(key, differs)| differs.then_some(key))
+    }
 }
 
 /// The first control character (a newline, a tab, ...) in `text`, if any.
@@ -371,6 +392,28 @@ mod tests {
         let mut over = req(1, 1, 0);
         over.oversubscribe = true;
         assert!(cap.pool_never_fits(&over, 2).is_none());
+    }
+
+    #[test]
+    fn every_setting_is_a_difference_named_by_its_key() {
+        let pool = req(1, 1, 0);
+        assert_eq!(pool.first_difference(&pool.clone()), None);
+        type Change = fn(&mut ResourceRequest);
+        let changed: [(&str, Change); 6] = [
+            ("cores", |r| r.cores = 2),
+            ("threads_per_core", |r| r.threads_per_core = 2),
+            ("gpus_per_core", |r| r.gpus_per_core = 1),
+            ("oversubscribe", |r| r.oversubscribe = true),
+            ("cwd", |r| r.cwd = Some("/elsewhere".into())),
+            ("command_line_argument_lst", |r| {
+                r.extra_args = vec!["-v".into()]
+            }),
+        ];
+        for (key, change) in changed {
+            let mut other = pool.clone();
+            change(&mut other);
+            assert_eq!(pool.first_difference(&other), Some(key));
+        }
     }
 
     #[test]

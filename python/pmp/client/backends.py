@@ -150,6 +150,16 @@ def allocation_cores(backend):
     return None
 
 
+def step_cpus(backend):
+    """The CPUs of the Slurm allocation srun steps run in and cannot leave,
+    where Slurm says it for the whole job (SLURM_NTASKS x SLURM_CPUS_PER_TASK,
+    as executorlib reads it); None elsewhere (per node counts would refuse a
+    multi-node job's valid requests)."""
+    if backend.name != "slurm" or backend.batch or not os.environ.get("SLURM_NTASKS"):
+        return None
+    return allocation_cores(backend)
+
+
 def allocation_gpus(backend):
     """GPUs the allocation holds. Slurm: from its environment, else from
     `scontrol show job` (salloc does not export the GPU variables). Flux:

@@ -21,6 +21,7 @@ import weakref
 from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future as _BaseFuture
 
+from pmp import _pmp
 from pmp.client import backends, display_hooks, native_engine, registry, slurm_limits, store
 from pmp.client.batch_engine import BatchEngine
 from pmp.client.cell_output import submitting_cell_writer
@@ -31,7 +32,7 @@ from pmp.client.executor_checks import (
 )
 from pmp.client.future_tools import batched
 from pmp.client.native_engine import NativeEngine
-from pmp.client.resources import check_int
+from pmp.client.resources import check_count
 from pmp.client.task_names import function_name
 
 # Executors whose work ends with them: shut down at exit.
@@ -78,7 +79,14 @@ class Executor(_BaseExecutor):
     ):
         given = check_executor_arguments(locals())
         self._backend = backends.choose_backend(backend, executor, self._cluster_jobs)
-        check_backend_arguments(self._backend, executor, oversubscribe)
+        check_backend_arguments(
+            self._backend,
+            executor,
+            _pmp.ResourceRequest(
+                oversubscribe=oversubscribe,
+                command_line_argument_lst=given["command_line_argument_lst"],
+            ),
+        )
         self._block = block_allocation
         self._disable_dependencies = disable_dependencies
         self._shutdown_called = False
@@ -185,7 +193,7 @@ class Executor(_BaseExecutor):
         """Grow or shrink the block-allocated pool while it runs, as
         executorlib's: new workers start at once (each runs init_function),
         surplus ones stop, busy ones once their call ends."""
-        check_int("max_workers", value, 1)
+        check_count("max_workers", value)
         if not self._engine.resizable:
             # NotImplementedError, as executorlib raises here.
             raise NotImplementedError(

@@ -1,23 +1,18 @@
 """The Executor's arguments checked, and what could never run worded for
 the user: each bad value is a ValueError that names its parameter, says
 what is allowed and what to do. The rules themselves are the scheduler's
-where it has them (`_pmp.never_fits`); this module only words them."""
+where it has them (its plan: `_pmp.make_plan`, `_pmp.unsupported`,
+`_pmp.MINIMUMS`); this module only words its typed refusals."""
 
 import inspect
 
+from pmp import _pmp
 from pmp.client.resources import (
-    WORKER_KEYS,
     check_arguments,
     check_bool,
+    check_count,
     check_cwd,
     check_directory,
-    check_int,
-)
-
-FLUX_OVERSUBSCRIBE = (
-    "{what}: the flux backend cannot oversubscribe (Flux gives each rank a core "
-    "of its own); ask for no more cores than the Flux instance has, or use the "
-    "local or slurm backend"
 )
 
 
@@ -26,12 +21,12 @@ def check_executor_arguments(given):
     before any backend is chosen; returns `given` with cwd, cache_directory
     and command_line_argument_lst in their checked form."""
     if given["max_workers"] is not None:
-        check_int("max_workers", given["max_workers"], 1)
+        check_count("max_workers", given["max_workers"])
     if given["max_cores"] is not None:
-        check_int("max_cores", given["max_cores"], 1)
-    check_int("cores_per_worker", given["cores_per_worker"], 1)
-    check_int("threads_per_core", given["threads_per_core"], 1)
-    check_int("gpus_per_worker", given["gpus_per_worker"], 0)
+        check_count("max_cores", given["max_cores"])
+    check_count("cores_per_worker", given["cores_per_worker"], "cores")
+    check_count("threads_per_core", given["threads_per_core"])
+    check_count("gpus_per_worker", given["gpus_per_worker"], "gpus_per_core")
     for name in ("oversubscribe", "hostname_localhost", "block_allocation", "disable_dependencies"):
         check_bool(name, given[name])
     given = dict(given)
@@ -61,16 +56,18 @@ def check_executor_arguments(given):
     return given
 
 
-def check_backend_arguments(backend, executor, oversubscribe):
+def check_backend_arguments(backend, executor, request):
     """What the chosen `backend` cannot do with the Executor's `executor`
-    and `oversubscribe`."""
+    and its workers' `request` (`_pmp.ResourceRequest`): refused before
+    anything asks the backend a question."""
     if executor is not None and backend.name != "flux":
         raise ValueError(
             "executor= takes a flux.job.FluxExecutor, which needs the flux backend; "
             f"this executor uses the {backend.name} backend: leave executor=None"
         )
-    if oversubscribe and backend.name == "flux":
-        raise ValueError(FLUX_OVERSUBSCRIBE.format(what="oversubscribe=True"))
+    refusal = _pmp.unsupported(backend.name, request)
+    if refusal is not None:
+        raise ValueError(_unsupported_message(refusal, None))
 
 
 def check_callable(fn, resource_dict):
@@ -85,32 +82,90 @@ def check_callable(fn, resource_dict):
         )
 
 
-def check_block_resources(resources, defaults):
-    """Under block allocation every call runs on the same workers: a call
-    cannot ask for other worker resources than the Executor's `defaults`."""
-    for key in WORKER_KEYS:
-        if resources[key] != defaults[key]:
-            raise ValueError(
-                f"resource_dict key {key!r}: with block_allocation=True every call runs "
-                f"on the same workers, set up with {key}={defaults[key]!r}; set "
-                "resources on the Executor, or use block_allocation=False"
-            )
+def refusal_message(refusal, request, given, backend_name, gpus, defaults):
+    """The scheduler's `refusal` (`_pmp.Refusal`) of `request`, in the
+    user's words: `given` is the call's resource_dict, or None for the
+    Executor's parameters; `gpus` the devices the local backend detected;
+    `defaults` the Executor's resources."""
+    if refusal.kind == "too_small":
+        # The client checks these first (`check_count`), with the same minimums.
+        name = {"cores": "cores_per_worker"}.get(refusal.setting, refusal.setting)
+        return f"{name} must be >= {refusal.available}, got {refusal.requested}"
+    if refusal.kind == "pilots":
+        return (
+            "block_allocation=True outside any Slurm allocation starts one pilot job "
+            "per worker: say how many with max_workers"
+        )
+    if refusal.kind == "unsupported":
+        return _unsupported_message(refusal, given)
+    if refusal.kind == "not_the_pools":
+        key = refusal.setting
+        return (
+            f"resource_dict key {key!r}: with block_allocation=True every call runs "
+            f"on the same workers, set up with {key}={defaults[key]!r}; set "
+            "resources on the Executor, or use block_allocation=False"
+        )
+    if refusal.within == "allocation":
+        return _outside_allocation_message(refusal, request, given)
+    return _never_fits_message(refusal, request, given, backend_name, gpus, defaults)
 
 
-def never_fits_message(reason, request, workers, given, backend_name, gpus, defaults):
-    """The scheduler's `reason` (`_pmp.never_fits`) why `request` can never
-    run, in the user's words: `given` is the call's resource_dict, or None
-    for the Executor's parameters; `gpus` the devices the local backend
-    detected; `defaults` the Executor's resources."""
+def _unsupported_message(refusal, given):
+    """A setting the backend cannot honour (`refusal.setting`)."""
+    if refusal.setting == "oversubscribe":
+        what = "oversubscribe=True" if given is None else "resource_dict key 'oversubscribe'"
+        return (
+            f"{what}: the flux backend cannot oversubscribe (Flux gives each rank a core "
+            "of its own); ask for no more cores than the Flux instance has, or use the "
+            "local or slurm backend"
+        )
+    what = (
+        "command_line_argument_lst holds extra arguments"
+        if given is None
+        else "resource_dict key 'command_line_argument_lst' holds arguments"
+    )
+    return f"{what} for srun or flux run; the {refusal.backend} backend has no use for it"
+
+
+def _outside_allocation_message(refusal, request, given):
+    """More CPUs than the Slurm allocation srun steps cannot leave: the
+    user's max_cores and max_workers may exceed it, but a worker or pool
+    larger than it would reach srun and fail there, long after the mistake."""
     cores, threads = request.cores, request.threads_per_core
-    if reason.kind == "pool":
+    where = (
+        f"the Slurm allocation's {refusal.available} CPUs (SLURM_NTASKS x "
+        "SLURM_CPUS_PER_TASK), which srun steps cannot leave"
+    )
+    if refusal.kind == "pool":
+        return (
+            f"max_workers={refusal.workers} block-allocated workers of {cores} cores x "
+            f"{threads} threads_per_core need {refusal.requested} CPUs at once, more than "
+            f"{where}; lower max_workers or cores, ask salloc/sbatch for more CPUs, or use "
+            "SlurmClusterExecutor (a batch job per call)"
+        )
+    what = (
+        f"a worker of {cores} cores x {threads} threads_per_core"
+        if given is None
+        else f"resource_dict {given!r}: {cores} cores x {threads} threads_per_core"
+    )
+    return (
+        f"{what} can never fit in {where}; lower it, ask salloc/sbatch for more CPUs, or use "
+        "SlurmClusterExecutor (a batch job per call)"
+    )
+
+
+def _never_fits_message(refusal, request, given, backend_name, gpus, defaults):
+    """More CPUs than max_cores, or more GPUs than there are."""
+    cores, threads = request.cores, request.threads_per_core
+    workers = refusal.workers
+    if refusal.kind == "pool":
         return (
             f"max_workers={workers} block-allocated workers of cores_per_worker={cores} x "
-            f"threads_per_core={threads} hold {reason.requested} CPUs at once, more than "
-            f"max_cores={reason.available}; lower max_workers, raise max_cores, or set "
+            f"threads_per_core={threads} hold {refusal.requested} CPUs at once, more than "
+            f"max_cores={refusal.available}; lower max_workers, raise max_cores, or set "
             "oversubscribe=True"
         )
-    if reason.kind == "cpus":
+    if refusal.kind == "cpus":
         if given is None:
             what = f"cores_per_worker={cores} x threads_per_core={threads}"
         else:
@@ -121,7 +176,7 @@ def never_fits_message(reason, request, workers, given, backend_name, gpus, defa
             )
             what = f"resource_dict key {key!r}: {cores} cores x {threads} threads_per_core"
         return (
-            f"{what} can never fit in max_cores={reason.available}; lower it, raise "
+            f"{what} can never fit in max_cores={refusal.available}; lower it, raise "
             "max_cores, or set oversubscribe=True"
         )
     per_core = request.gpus_per_core
@@ -145,7 +200,7 @@ def never_fits_message(reason, request, workers, given, backend_name, gpus, defa
             f"resource_dict key 'cores': {cores} cores x the Executor's {per_core} "
             f"GPU(s) per core (gpus_per_worker={per_worker})"
         )
-    return f"{what}: {reason.requested} GPU(s) requested but {reason.available} {where}"
+    return f"{what}: {refusal.requested} GPU(s) requested but {refusal.available} {where}"
 
 
 def name_of(fn):

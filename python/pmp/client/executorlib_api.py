@@ -26,7 +26,7 @@ import traceback
 from pmp.client import serialize
 from pmp.client.batch_checks import check_batch_value, check_priority
 from pmp.client.executor import Executor
-from pmp.client.resources import check_bool, check_int, check_plain
+from pmp.client.resources import check_bool, check_count, check_plain
 from pmp.client.workflow_graph import GraphRecorder, check_picture_name, publish
 
 # resource_dict keys as executorlib names them, executor level and per call.
@@ -116,7 +116,7 @@ class _ExecutorlibFront(Executor):
         if hostname_localhost is not None:
             check_bool("hostname_localhost", hostname_localhost)
         check_bool("openmpi_oversubscribe", openmpi_oversubscribe)
-        check_int("restart_limit", restart_limit, 0)
+        check_count("restart_limit", restart_limit)
         if log_obj_size and self._cluster_jobs:
             raise ValueError(
                 f"{name}(log_obj_size=True): calls travel through the task store as files, "
@@ -148,9 +148,11 @@ class _ExecutorlibFront(Executor):
             extra += call_defaults.pop("slurm_cmd_args")
         self._call_defaults = call_defaults
         self._wait_on_exit = wait
-        check_int("resource_dict key 'cores'", cores, 1)
-        gpus_per_core = check_int(
-            "resource_dict key 'gpus_per_core'", resource_dict.pop("gpus_per_core", 0), 0
+        check_count("resource_dict key 'cores'", cores, "cores")
+        gpus_per_core = check_count(
+            "resource_dict key 'gpus_per_core'",
+            resource_dict.pop("gpus_per_core", 0),
+            "gpus_per_core",
         )
         oversubscribe = check_bool(
             "resource_dict key 'openmpi_oversubscribe'",
@@ -208,7 +210,9 @@ class _ExecutorlibFront(Executor):
             if key in given:
                 given[key] = check_batch_value(key, given[key])
         if "restart_limit" in given:
-            check_int("resource_dict key 'restart_limit'", given["restart_limit"], 0)
+            check_count(
+                "resource_dict key 'restart_limit'", given["restart_limit"], "restart_limit"
+            )
         if "openmpi_oversubscribe" in given:
             check_bool("resource_dict key 'openmpi_oversubscribe'", given["openmpi_oversubscribe"])
         if given.get("error_log_file") is not None:

@@ -13,15 +13,10 @@ import time
 import uuid
 
 from pmp import _pmp
-from pmp.client import allocation_fit, backends, serialize, slurm_limits, store
+from pmp.client import backends, serialize, slurm_limits, store
 from pmp.client.arguments import UpstreamFailed, value_of_done
 from pmp.client.cell_output import submitting_cell_writer
-from pmp.client.executor_checks import (
-    FLUX_OVERSUBSCRIBE,
-    check_block_resources,
-    name_of,
-    never_fits_message,
-)
+from pmp.client.executor_checks import name_of, refusal_message
 from pmp.client.external_tasks import ExternalTasks
 from pmp.client.future import Future, FutureTable
 from pmp.client.resources import merge_resource_dict, request_of
@@ -51,64 +46,55 @@ class NativeEngine:
         self._disable_dependencies = given["disable_dependencies"]
         self._mpi_checked = False
         max_workers = given["max_workers"]
+        # Where this environment keeps its programs (pmp-worker, mpiexec from a wheel).
+        self._tool_dirs = backends.program_dirs()
+        # Device ids pmp hands out itself (as CUDA_VISIBLE_DEVICES) on the
+        # local backend; elsewhere srun and flux pick the devices, and the
+        # scheduler counts the allocation's GPUs so a task waits while none
+        # is free (pilots ask Slurm for their own).
+        local = backend.name == "local"
+        self.gpus = backends.detect_gpus() if local else []
+        # The scheduler's form of the Executor's resources.
+        self._request = request_of(defaults)
+        # The scheduler decides max_cores, the pool's size, the GPUs and
+        # what it refuses; this only says what the backend knows.
+        plan = _pmp.make_plan(
+            backend=backend.name,
+            pilots=backend.batch,
+            max_workers=max_workers,
+            max_cores=given["max_cores"],
+            block_allocation=self._block,
+            worker=self._request,
+            allocation_cores=backends.allocation_cores(backend),
+            step_cpus=backends.step_cpus(backend),
+            cpu_count=os.cpu_count() or 1,
+            gpu_devices=self.gpus,
+            gpu_count=0 if local or backend.batch else backends.allocation_gpus(backend),
+        )
+        if isinstance(plan, _pmp.Refusal):
+            raise ValueError(self._refusal_message(plan, self._request, None))
+        self._plan = plan
         self.pilot_job_name = None
         if backend.batch:
             # Outside an allocation, block-allocated workers are pilot jobs.
             self.pilot_job_name = _pilot_job_name(backend, defaults, max_workers, partitions)
-        if defaults["command_line_argument_lst"] and backend.name == "local":
-            raise ValueError(
-                "command_line_argument_lst holds extra arguments for srun or flux run; "
-                "the local backend has no use for it"
-            )
-        # Where this environment keeps its programs (pmp-worker, mpiexec from a wheel).
-        self._tool_dirs = backends.program_dirs()
-        if backend.name == "local":
-            # Device ids pmp hands out itself (as CUDA_VISIBLE_DEVICES).
-            self.gpus = backends.detect_gpus()
-            self.gpu_count = len(self.gpus)
-        else:
-            # srun and flux pick the devices; the scheduler counts the
-            # allocation's GPUs, so a task waits while none is free.
-            self.gpus = []
-            if self.pilot_job_name:  # each pilot asks Slurm for its own
-                self.gpu_count = defaults["gpus_per_core"] * defaults["cores"] * max_workers
-            else:
-                self.gpu_count = backends.allocation_gpus(backend)
-        threads = defaults["cores"] * defaults["threads_per_core"]
-        max_cores = given["max_cores"]
-        if max_cores is None:
-            if max_workers is not None:
-                max_cores = max_workers * threads
-            else:
-                max_cores = backends.allocation_cores(backend) or os.cpu_count() or 1
-        self.max_cores = max_cores
+        self.gpu_count = plan.gpu_count
+        self.max_cores = plan.max_cores
         self._max_workers = max_workers
-        # The scheduler's form of the Executor's resources.
-        self._request = request_of(defaults)
         self._bind_host = backends.bind_host(backend, defaults["hostname_localhost"])
-        workers = (max_workers or max(1, max_cores // threads)) if self._block else 0
-        # srun steps inside a Slurm allocation cannot leave it (allocation_fit).
-        self._allocation_cpus = allocation_fit.allocation_cpus(backend)
-        self._check_fits(self._request, workers=max(workers, 1), given=None)
-        self._workers = workers
+        self._check_mpi(self._request, given=None)
+        self._workers = plan.workers
         self.table = FutureTable()
         # In a notebook, output of a task no display shows goes to the cell
         # that submitted it; elsewhere to this process's streams.
         self.cell_writer = submitting_cell_writer()
         init_function = given["init_function"]
         config = _pmp.SchedulerConfig(
-            backend=backend.name,
+            plan=plan,
             launcher=backend.launcher,
             worker_program=backends.worker_program(self._tool_dirs),
             python=sys.executable,
             sys_path=backends.client_sys_path(),
-            block_allocation=self._block,
-            workers=workers,
-            worker_resources=self._request,
-            max_cores=max_cores,
-            max_workers=max_workers,
-            gpu_devices=self.gpus,
-            gpu_count=self.gpu_count,
             init=serialize.dumps_value(init_function) if init_function else None,
             bind_host=self._bind_host,
             heartbeat_interval=float(os.environ.get("PMP_HEARTBEAT_INTERVAL", "1")),
@@ -173,13 +159,11 @@ class NativeEngine:
                     "the resource_dict"
                 )
             self._check_connection(resources, resource_dict)
-            if self._block:
-                check_block_resources(resources, self._defaults)
             request = request_of(resources)
             if request == self._request:
                 request = None
             else:
-                self._check_fits(request, given=resource_dict)
+                self._check_fits(request, resource_dict)
         future = Future()
         dependencies, dependency_keys = [], []
         collect = self._dependency_collector(dependencies, dependency_keys)
@@ -236,20 +220,25 @@ class NativeEngine:
 
     # ---- what could never run ----
 
-    def _check_fits(self, request, workers=1, given=None):
-        """Refuse, with a ValueError, what could never run here: the scheduler
-        would keep it queued forever. The scheduler's own rule decides
-        (`_pmp.never_fits`); this only says it in the user's words: `given`
-        is the call's resource_dict, or None for the Executor's parameters."""
-        reason = _pmp.never_fits(request, self.max_cores, self.gpu_count, workers)
-        if reason is not None:
-            raise ValueError(
-                never_fits_message(
-                    reason, request, workers, given, self._backend.name, self.gpus, self._defaults
-                )
-            )
-        if self._allocation_cpus is not None:
-            allocation_fit.check(request, workers, self._allocation_cpus, self.gpu_count, given)
+    def _check_fits(self, request, given):
+        """Refuse, with a ValueError, what a call (`given`: its resource_dict)
+        could never run with (the scheduler would keep it queued forever),
+        what the backend cannot honour, or, in a block-allocated pool, other
+        resources than its workers'. The plan decides; this says it in the
+        user's words."""
+        refusal = self._plan.refuse(request)
+        if refusal is not None:
+            raise ValueError(self._refusal_message(refusal, request, given))
+        self._check_mpi(request, given)
+
+    def _refusal_message(self, refusal, request, given):
+        return refusal_message(
+            refusal, request, given, self._backend.name, self.gpus, self._defaults
+        )
+
+    def _check_mpi(self, request, given):
+        """Workers of several ranks need MPI in this Python environment (the
+        local backend starts them with mpiexec): looked for once."""
         cores = request.cores
         if cores > 1 and not self._mpi_checked and self._backend.name == "local":
             problem = backends.mpi_problem(self._tool_dirs)
@@ -261,13 +250,6 @@ class NativeEngine:
                 )
                 raise ValueError(f"{what} runs the function on {cores} MPI ranks, but {problem}")
             self._mpi_checked = True
-        if request.command_line_argument_lst and self._backend.name == "local":
-            raise ValueError(
-                "resource_dict key 'command_line_argument_lst' holds arguments for srun or "
-                "flux run; the local backend has no use for it"
-            )
-        if request.oversubscribe and self._backend.name == "flux":
-            raise ValueError(FLUX_OVERSUBSCRIBE.format(what="resource_dict key 'oversubscribe'"))
 
     def _check_connection(self, resources, given):
         """`executor` and `hostname_localhost` say how the scheduler reaches
@@ -319,11 +301,6 @@ class NativeEngine:
 def _pilot_job_name(backend, defaults, max_workers, partitions):
     """The name that tags this Executor's pilot jobs (one per worker),
     checked against Slurm's partitions; says so in `backend.reason`."""
-    if max_workers is None:
-        raise ValueError(
-            "block_allocation=True outside any Slurm allocation starts one pilot job "
-            "per worker: say how many with max_workers"
-        )
     slurm_limits.check_job(
         partitions,
         defaults,

@@ -48,6 +48,13 @@ def check_int(name, value, minimum):
     return value
 
 
+def check_count(name, value, key=None):
+    """A count the user gives as `name`: an int no less than the
+    scheduler's least value for it (`_pmp.MINIMUMS`, under `key`, the
+    scheduler's name for it, where it differs)."""
+    return check_int(name, value, _pmp.MINIMUMS[key or name])
+
+
 def check_plain(name, value):
     """`value` (a str) may reach a job script or a command line: it holds no
     control character (the scheduler's rule, `_pmp.control_character`)."""
@@ -120,10 +127,14 @@ def check_arguments(name, value):
     return list(value)
 
 
+def _count(value, key):
+    return check_count(f"resource_dict key {key!r}", value, key)
+
+
 _CHECKS = {
-    "cores": lambda v: check_int("resource_dict key 'cores'", v, 1),
-    "threads_per_core": lambda v: check_int("resource_dict key 'threads_per_core'", v, 1),
-    "gpus_per_core": lambda v: check_int("resource_dict key 'gpus_per_core'", v, 0),
+    "cores": lambda v: _count(v, "cores"),
+    "threads_per_core": lambda v: _count(v, "threads_per_core"),
+    "gpus_per_core": lambda v: _count(v, "gpus_per_core"),
     "oversubscribe": lambda v: check_bool("resource_dict key 'oversubscribe'", v),
     "cwd": lambda v: check_cwd("resource_dict key 'cwd'", v),
     "executor": lambda v: v,
@@ -133,7 +144,7 @@ _CHECKS = {
     ),
     "cache_key": lambda v: check_key("resource_dict key 'cache_key'", v),
     "cache_directory": lambda v: check_directory("resource_dict key 'cache_directory'", v),
-    "restart_limit": lambda v: check_int("resource_dict key 'restart_limit'", v, 0),
+    "restart_limit": lambda v: _count(v, "restart_limit"),
 }
 
 

@@ -37,9 +37,11 @@ impl Core {
                     return Err(SubmitError::NeverFits(why));
                 }
             }
-            // Honoured or refused, never ignored (the client refuses first,
-            // naming the user's key).
-            Allocation::Block { resources, .. } if spec.resources != *resources => {
+            // Honoured or refused, never ignored. The client asks the same
+            // rule first (`plan::Plan::refuse`), so that it names the user's key.
+            Allocation::Block { resources, .. }
+                if resources.first_difference(&spec.resources).is_some() =>
+            {
                 return Err(SubmitError::NotThePools(Box::new(resources.clone())));
             }
             Allocation::Block { .. } => {}

@@ -1,0 +1,517 @@
+//! The plan of an Executor's scheduler, made once from what the user gave
+//! and what the backend knows: how many CPUs it may use (`max_cores`), how
+//! many workers a block allocation keeps, which GPUs it hands out; and
+//! every refusal of what could never run or what the backend cannot
+//! honour, typed so that the client says it with the user's own key names.
+//! Pure: the client probes the machine (environment variables, `nvidia-smi`,
+//! `flux resource info`) and passes what it found in `Known`.
+
+use crate::resources::{Capacity, Gpus, NeverFits, ResourceRequest};
+
+/// The least value of each count the user gives: the one rule the
+/// client's argument checks and the scheduler's configuration share.
+pub const MINIMUMS: [(&str, u32); 6] = [
+    // Zero ranks or threads would start a worker that can run nothing.
+    ("cores", 1),
+    ("threads_per_core", 1),
+    ("gpus_per_core", 0),
+    ("max_workers", 1),
+    ("max_cores", 1),
+    ("restart_limit", 0),
+];
+
+/// The least value of the count `key` (see `MINIMUMS`).
+pub fn minimum(key: &str) -> Option<u32> {
+    MINIMUMS
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, least)| *least)
+}
+
+/// Where workers run: which rules of placement apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    /// srun steps inside a Slurm allocation.
+    Slurm,
+    /// Pilot jobs from outside any allocation, one per block-allocated worker.
+    SlurmPilots,
+    Flux,
+}
+
+impl Backend {
+    /// The name the user chose it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Slurm | Backend::SlurmPilots => "slurm",
+            Backend::Flux => "flux",
+        }
+    }
+}
+
+/// A setting one backend cannot honour: refused, never ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// Flux gives each rank a core of its own.
+    Oversubscribe,
+    /// Extra arguments for srun or flux run: the local backend starts
+    /// workers itself.
+    CommandLineArguments,
+}
+
+impl Unsupported {
+    /// The resource key of the setting.
+    pub fn key(self) -> &'static str {
+        match self {
+            Unsupported::Oversubscribe => "oversubscribe",
+            Unsupported::CommandLineArguments => "command_line_argument_lst",
+        }
+    }
+}
+
+/// Why an Executor or a call is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A count below its least value (`MINIMUMS`).
+    TooSmall {
+        key: &'static str,
+        minimum: u32,
+        value: u32,
+    },
+    /// Pilot jobs are one per worker: their number must be given.
+    PilotsNeedMaxWorkers,
+    Unsupported {
+        setting: Unsupported,
+        backend: Backend,
+    },
+    /// A block-allocated pool runs every call on its workers as they were
+    /// started: a call cannot ask for another `key` (honoured or refused,
+    /// never ignored; the core refuses it too, as `NotThePools`).
+    NotThePools { key: &'static str },
+    /// `workers` workers (1 for a call) can never run within `max_cores`
+    /// CPUs and the GPUs there are.
+    NeverFits { why: NeverFits, workers: u32 },
+    /// `workers` workers can never run within the `cpus` of the Slurm
+    /// allocation, which srun steps cannot leave (even where `max_cores`
+    /// allows it).
+    OutsideAllocation {
+        why: NeverFits,
+        cpus: u32,
+        workers: u32,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::TooSmall {
+                key,
+                minimum,
+                value,
+            } => write!(f, "{key} must be >= {minimum}, got {value}"),
+            Refusal::PilotsNeedMaxWorkers => {
+                write!(f, "pilot jobs are one per worker: their number is needed")
+            }
+            Refusal::Unsupported { setting, backend } => write!(
+                f,
+                "the {} backend cannot honour {}",
+                backend.name(),
+                setting.key()
+            ),
+            Refusal::NotThePools { key } => write!(
+                f,
+                "every call runs on the pool's workers: a call cannot ask for another {key}"
+            ),
+            Refusal::NeverFits { why, .. } => why.fmt(f),
+            Refusal::OutsideAllocation { why, cpus, .. } => {
+                write!(f, "{why}, the Slurm allocation's {cpus} CPUs")
+            }
+        }
+    }
+}
+
+/// What the user gave.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub max_workers: Option<u32>,
+    pub max_cores: Option<u32>,
+    pub block_allocation: bool,
+    /// One worker's resources: what a call gets unless it says otherwise.
+    pub worker: ResourceRequest,
+}
+
+/// What the backend knows of where it runs.
+#[derive(Clone, Debug)]
+pub struct Known {
+    pub backend: Backend,
+    /// The CPUs the allocation holds, where it says (Slurm).
+    pub allocation_cores: Option<u32>,
+    /// The CPUs of the whole Slurm job, which srun steps cannot leave,
+    /// where Slurm says it for the whole job (per node counts would refuse
+    /// a multi-node job's valid requests).
+    pub step_cpus: Option<u32>,
+    /// This machine's CPUs.
+    pub cpu_count: u32,
+    /// Device ids pmp hands out itself (local), or the allocation's count
+    /// that srun or flux pick from. Pilots ask Slurm for their own: unused.
+    pub gpus: Gpus,
+}
+
+/// The scheduler's numbers, and the rules that refuse what it could never
+/// run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub backend: Backend,
+    pub max_cores: u32,
+    /// The user's bound on workers at once without block allocation.
+    pub max_workers: Option<u32>,
+    /// The pool's size under block allocation; 0 without (a fresh worker
+    /// per call).
+    pub workers: u32,
+    /// One worker's resources: what a call gets unless it says otherwise.
+    pub worker: ResourceRequest,
+    pub gpus: Gpus,
+    pub step_cpus: Option<u32>,
+}
+
+impl Plan {
+    /// The plan for `wanted` where `known` says, or why the Executor is
+    /// refused.
+    pub fn make(wanted: &Wanted, known: Known) -> Result<Plan, Refusal> {
+        let worker = &wanted.worker;
+        let counts = [
+            ("max_workers", wanted.max_workers),
+            ("max_cores", wanted.max_cores),
+            ("cores", Some(worker.cores)),
+            ("threads_per_core", Some(worker.threads_per_core)),
+        ];
+        for (key, value) in counts {
+            let minimum = minimum(key).unwrap_or(0);
+            if let Some(value) = value.filter(|value| *value < minimum) {
+                return Err(Refusal::TooSmall {
+                    key,
+                    minimum,
+                    value,
+                });
+            }
+        }
+        if known.backend == Backend::SlurmPilots && wanted.max_workers.is_none() {
+            return Err(Refusal::PilotsNeedMaxWorkers);
+        }
+        let threads = worker.cpus();
+        let max_cores = match (wanted.max_cores, wanted.max_workers) {
+            (Some(max_cores), _) => max_cores,
+            (None, Some(workers)) => workers.saturating_mul(threads),
+            // An allocation that says 0 says nothing.
+            (None, None) => known
+                .allocation_cores
+                .filter(|cores| *cores > 0)
+                .unwrap_or(known.cpu_count)
+                .max(1),
+        };
+        let workers = if wanted.block_allocation {
+            wanted
+                .max_workers
+                .unwrap_or_else(|| (max_cores / threads).max(1))
+        } else {
+            0
+        };
+        let gpus = match known.backend {
+            // Each pilot asks Slurm for its own share.
+            Backend::SlurmPilots => Gpus::Counted(worker.gpus().saturating_mul(workers)),
+            _ => known.gpus,
+        };
+        let plan = Plan {
+            backend: known.backend,
+            max_cores,
+            max_workers: wanted.max_workers,
+            workers,
+            worker: worker.clone(),
+            gpus,
+            step_cpus: known.step_cpus,
+        };
+        match plan.refuse(worker, workers.max(1)) {
+            Some(refusal) => Err(refusal),
+            None => Ok(plan),
+        }
+    }
+
+    /// Why `workers` workers of `request` could never run here, or what in
+    /// it the backend cannot honour; None when they can run.
+    pub fn refuse(&self, request: &ResourceRequest, workers: u32) -> Option<Refusal> {
+        if self.workers > 0 {
+            if let Some(key) = self.worker.first_difference(request) {
+                return Some(Refusal::NotThePools { key });
+            }
+        }
+        if let Some(setting) = unsupported(self.backend, request) {
+            return Some(Refusal::Unsupported {
+                setting,
+                backend: self.backend,
+            });
+        }
+        let capacity = Capacity::new(self.max_cores, None, Gpus::Counted(self.gpus.count()));
+        if let Some(why) = capacity.pool_never_fits(request, workers) {
+            return Some(Refusal::NeverFits { why, workers });
+        }
+        let cpus = self.step_cpus?;
+        Capacity::new(cpus, None, Gpus::Counted(self.gpus.count()))
+            .pool_never_fits(request, workers)
+            .map(|why| Refusal::OutsideAllocation { why, cpus, workers })
+    }
+}
+
+/// The setting of `request` that `backend` cannot honour, if any.
+pub fn unsupported(backend: Backend, request: &ResourceRequest) -> Option<Unsupported> {
+    match backend {
+        Backend::Flux if request.oversubscribe => Some(Unsupported::Oversubscribe),
+        Backend::Local if !request.extra_args.is_empty() => Some(Unsupported::CommandLineArguments),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(cores: u32, threads: u32, gpus: u32) -> ResourceRequest {
+        ResourceRequest {
+            cores,
+            threads_per_core: threads,
+            gpus_per_core: gpus,
+            ..Default::default()
+        }
+    }
+
+    fn wanted(max_workers: Option<u32>, max_cores: Option<u32>, block: bool) -> Wanted {
+        Wanted {
+            max_workers,
+            max_cores,
+            block_allocation: block,
+            worker: worker(1, 1, 0),
+        }
+    }
+
+    fn local(cpu_count: u32) -> Known {
+        Known {
+            backend: Backend::Local,
+            allocation_cores: None,
+            step_cpus: None,
+            cpu_count,
+            gpus: Gpus::Devices(vec![]),
+        }
+    }
+
+    fn slurm(allocation_cores: u32, step_cpus: Option<u32>, gpus: u32) -> Known {
+        Known {
+            backend: Backend::Slurm,
+            allocation_cores: Some(allocation_cores),
+            step_cpus,
+            cpu_count: 64,
+            gpus: Gpus::Counted(gpus),
+        }
+    }
+
+    #[test]
+    fn max_cores_is_given_else_the_workers_threads_else_the_allocation_else_the_machine() {
+        let plan = |wanted: Wanted, known| Plan::make(&wanted, known).unwrap().max_cores;
+        assert_eq!(plan(wanted(Some(2), Some(3), false), local(8)), 3);
+        let mut two_by_two = wanted(Some(3), None, false);
+        two_by_two.worker = worker(2, 2, 0);
+        assert_eq!(plan(two_by_two, local(8)), 12);
+        assert_eq!(plan(wanted(None, None, false), slurm(6, None, 0)), 6);
+        assert_eq!(plan(wanted(None, None, false), local(8)), 8);
+        assert_eq!(plan(wanted(None, None, false), slurm(0, None, 0)), 64);
+        assert_eq!(plan(wanted(None, None, false), local(0)), 1);
+    }
+
+    #[test]
+    fn a_pool_has_max_workers_workers_else_as_many_as_max_cores_holds_and_at_least_one() {
+        let workers = |wanted: Wanted| Plan::make(&wanted, local(8)).unwrap().workers;
+        assert_eq!(workers(wanted(Some(3), None, true)), 3);
+        assert_eq!(workers(wanted(None, None, true)), 8);
+        let mut big = wanted(None, Some(7), true);
+        big.worker = worker(2, 2, 0);
+        assert_eq!(workers(big), 1, "7 CPUs hold one worker of 4");
+        let mut over = wanted(None, Some(3), true);
+        over.worker = worker(4, 1, 0);
+        over.worker.oversubscribe = true;
+        assert_eq!(workers(over), 1, "never none");
+        assert_eq!(workers(wanted(Some(3), None, false)), 0, "no pool");
+    }
+
+    #[test]
+    fn pilots_need_max_workers_and_count_each_ones_gpus() {
+        let pilots = Known {
+            backend: Backend::SlurmPilots,
+            ..slurm(0, None, 0)
+        };
+        let mut pool = wanted(None, None, true);
+        pool.worker = worker(2, 1, 1);
+        assert_eq!(
+            Plan::make(&pool, pilots.clone()),
+            Err(Refusal::PilotsNeedMaxWorkers)
+        );
+        pool.max_workers = Some(3);
+        let plan = Plan::make(&pool, pilots).unwrap();
+        assert_eq!((plan.gpus, plan.max_cores), (Gpus::Counted(6), 6));
+    }
+
+    #[test]
+    fn gpus_are_the_devices_or_the_allocations_count() {
+        let devices = Gpus::Devices(vec!["0".into(), "1".into()]);
+        let known = Known {
+            gpus: devices.clone(),
+            ..local(4)
+        };
+        let plan = Plan::make(&wanted(None, None, false), known).unwrap();
+        assert_eq!(plan.gpus, devices);
+        let plan = Plan::make(&wanted(None, None, false), slurm(4, None, 3)).unwrap();
+        assert_eq!(plan.gpus, Gpus::Counted(3));
+    }
+
+    #[test]
+    fn a_pool_larger_than_max_cores_is_refused_unless_oversubscribed() {
+        let refused = Plan::make(&wanted(Some(3), Some(2), true), local(8));
+        assert_eq!(
+            refused,
+            Err(Refusal::NeverFits {
+                why: NeverFits::Pool {
+                    workers: 3,
+                    cpus_each: 1,
+                    cpus: 2
+                },
+                workers: 3
+            })
+        );
+        let mut over = wanted(Some(3), Some(2), true);
+        over.worker.oversubscribe = true;
+        assert!(Plan::make(&over, local(8)).is_ok());
+    }
+
+    #[test]
+    fn a_worker_needing_more_gpus_than_there_are_is_refused() {
+        let mut gpu = wanted(Some(2), None, true);
+        gpu.worker = worker(1, 1, 1);
+        assert_eq!(
+            Plan::make(&gpu, slurm(8, None, 1)),
+            Err(Refusal::NeverFits {
+                why: NeverFits::Gpus {
+                    requested: 2,
+                    available: 1
+                },
+                workers: 2
+            })
+        );
+    }
+
+    #[test]
+    fn srun_steps_cannot_leave_the_slurm_allocation_whatever_max_cores_says() {
+        let mut big = wanted(None, Some(16), false);
+        big.worker = worker(8, 1, 0);
+        assert_eq!(
+            Plan::make(&big, slurm(4, Some(4), 0)),
+            Err(Refusal::OutsideAllocation {
+                why: NeverFits::Cpus {
+                    cores: 8,
+                    threads_per_core: 1,
+                    cpus: 4
+                },
+                cpus: 4,
+                workers: 1
+            })
+        );
+        // Where Slurm counts one node only, a multi-node job's request stands.
+        assert!(Plan::make(&big, slurm(4, None, 0)).is_ok());
+        let plan = Plan::make(&wanted(None, Some(16), false), slurm(4, Some(4), 0)).unwrap();
+        assert!(plan.refuse(&worker(4, 1, 0), 1).is_none());
+        assert!(matches!(
+            plan.refuse(&worker(2, 1, 0), 3),
+            Some(Refusal::OutsideAllocation {
+                why: NeverFits::Pool { .. },
+                cpus: 4,
+                workers: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn settings_a_backend_cannot_honour_are_refused_for_the_executor_and_each_call() {
+        let mut over = wanted(None, None, false);
+        over.worker.oversubscribe = true;
+        let flux = Known {
+            backend: Backend::Flux,
+            ..slurm(4, None, 0)
+        };
+        assert_eq!(
+            Plan::make(&over, flux.clone()),
+            Err(Refusal::Unsupported {
+                setting: Unsupported::Oversubscribe,
+                backend: Backend::Flux
+            })
+        );
+        let plan = Plan::make(&wanted(None, None, false), flux).unwrap();
+        let mut arguments = worker(1, 1, 0);
+        arguments.extra_args = vec!["--exclusive".into()];
+        assert!(plan.refuse(&arguments, 1).is_none(), "flux run takes them");
+        let plan = Plan::make(&wanted(None, None, false), local(4)).unwrap();
+        assert_eq!(
+            plan.refuse(&arguments, 1),
+            Some(Refusal::Unsupported {
+                setting: Unsupported::CommandLineArguments,
+                backend: Backend::Local
+            })
+        );
+        assert_eq!(
+            plan.refuse(&arguments, 1).unwrap().to_string(),
+            "the local backend cannot honour command_line_argument_lst"
+        );
+        assert!(
+            plan.refuse(&over.worker, 1).is_none(),
+            "local oversubscribes"
+        );
+    }
+
+    #[test]
+    fn a_pools_calls_ask_for_its_workers_resources_or_are_refused() {
+        let plan = Plan::make(&wanted(Some(2), None, true), local(4)).unwrap();
+        assert!(plan.refuse(&worker(1, 1, 0), 1).is_none());
+        assert_eq!(
+            plan.refuse(&worker(1, 2, 0), 1),
+            Some(Refusal::NotThePools {
+                key: "threads_per_core"
+            })
+        );
+        let mut elsewhere = worker(1, 1, 0);
+        elsewhere.cwd = Some("/elsewhere".into());
+        assert_eq!(
+            plan.refuse(&elsewhere, 1),
+            Some(Refusal::NotThePools { key: "cwd" })
+        );
+        let per_call = Plan::make(&wanted(Some(2), None, false), local(4)).unwrap();
+        assert!(per_call.refuse(&worker(2, 1, 0), 1).is_none());
+    }
+
+    #[test]
+    fn every_count_has_one_minimum() {
+        assert_eq!(
+            Plan::make(&wanted(Some(0), None, true), local(4)),
+            Err(Refusal::TooSmall {
+                key: "max_workers",
+                minimum: 1,
+                value: 0
+            }),
+            "never a pool of none"
+        );
+        let mut no_ranks = wanted(None, None, false);
+        no_ranks.worker.cores = 0;
+        assert!(matches!(
+            Plan::make(&no_ranks, local(4)),
+            Err(Refusal::TooSmall { key: "cores", .. })
+        ));
+        assert_eq!(minimum("cores"), Some(1));
+        assert_eq!(minimum("gpus_per_core"), Some(0));
+        assert_eq!(minimum("corez"), None);
+    }
+}
