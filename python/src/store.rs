@@ -288,6 +288,16 @@ impl Store {
         self.store.job_keys().map_err(to_python)
     }
 
+    /// Where `key`'s entry is (or would be), for a user to look at.
+    fn entry_path(&self, key: &str) -> PyResult<PathBuf> {
+        self.store.entry_path(key).map_err(to_python)
+    }
+
+    /// Whether the store is still there (its directory was not removed).
+    fn present(&self) -> bool {
+        self.store.present()
+    }
+
     /// Where the batch job of `key` writes what it prints.
     fn log_path(&self, key: &str) -> PyResult<PathBuf> {
         self.store.log_path(key).map_err(to_python)

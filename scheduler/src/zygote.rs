@@ -136,8 +136,10 @@ mod linux {
             let mut command = Command::new(&env.program);
             command
                 .env("PMP_ZYGOTE", "1")
-                .env("PMP_PYTHON", &env.python)
-                .env("PMP_SYS_PATH", env.sys_path.join("\u{1f}"))
+                .envs(crate::backend::interpreter_variables(
+                    &env.python,
+                    &env.sys_path,
+                ))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());

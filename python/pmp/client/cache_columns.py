@@ -54,9 +54,7 @@ def get_cache_data(cache_directory):
             row["result"] = row["output"] = value
         else:
             row["error"] = value
-        row["filename"] = os.path.join(
-            os.fspath(task_store.root), "entries", _pmp.key_file_name(key)
-        )
+        row["filename"] = os.fspath(task_store.entry_path(key))
         row.update(executorlib_columns(task_store, key, entry))
         rows.append(row)
     return rows

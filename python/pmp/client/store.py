@@ -12,7 +12,6 @@ nothing of it is read (the rule is the Rust store's).
 
 import collections
 import datetime
-import os
 import threading
 import time
 import warnings
@@ -49,7 +48,7 @@ def open_store(path):
     """The store at `path` (created if missing), one object per process."""
     with _open_lock:
         store = _open.get(path)
-        if store is not None and not os.path.isdir(os.path.join(path, "entries")):
+        if store is not None and not store.present():
             store = None  # removed since (rm -rf of the cache): made anew below
         if store is None:
             try:

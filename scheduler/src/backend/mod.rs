@@ -37,10 +37,7 @@ pub fn python_variables(
     sys_path: &[String],
     threads_per_core: u32,
 ) -> Vec<(String, String)> {
-    let mut vars = vec![
-        ("PMP_PYTHON".to_string(), python.to_string()),
-        ("PMP_SYS_PATH".to_string(), sys_path.join("\u{1f}")),
-    ];
+    let mut vars = interpreter_variables(python, sys_path);
     let threads = threads_per_core.to_string();
     vars.extend(
         THREAD_VARIABLES
@@ -48,6 +45,15 @@ pub fn python_variables(
             .map(|v| (v.to_string(), threads.clone())),
     );
     vars
+}
+
+/// Which Python pmp-worker embeds and the client's `sys.path` for it (the
+/// zygote needs these alone: its forks get the rest per call).
+pub fn interpreter_variables(python: &str, sys_path: &[String]) -> Vec<(String, String)> {
+    vec![
+        ("PMP_PYTHON".to_string(), python.to_string()),
+        ("PMP_SYS_PATH".to_string(), sys_path.join("\u{1f}")),
+    ]
 }
 
 #[cfg(test)]

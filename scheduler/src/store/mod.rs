@@ -287,6 +287,17 @@ impl Store {
         &self.root
     }
 
+    /// Where `key`'s entry is (or would be), for a user to look at.
+    pub fn entry_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.entries.join(checked(key)?))
+    }
+
+    /// Whether the store is still there (not removed since it was opened,
+    /// e.g. by an `rm -rf` of the cache directory).
+    pub fn present(&self) -> bool {
+        self.entries.is_dir()
+    }
+
     /// The entry stored under `key`: Ok(None) when there is none;
     /// `StoreError::Invalid` when its file fails the signature check or is
     /// malformed (nothing of it is returned). One open and one read: this is
