@@ -200,10 +200,11 @@ impl BatchCalls {
     /// or let it wait for its upstream, or attach to the run that holds the
     /// key: `(how, what)`, see `jobs::calls::Taken`. `upstream`: `(store,
     /// key, task, job)` of each call it reads, in placeholder order, with
-    /// this executor's task or another client's job where it is not done.
+    /// this executor's task or another client's job where it is not done;
+    /// `resource_column` its resources as `get_cache_data` shows them (JSON).
     /// ValueError for a value that cannot reach a job script, RuntimeError
     /// with the job system's words when it refused the job.
-    #[pyo3(signature = (task, store, key, function, submitted, pickle, call, upstream, name, resources, cwd, python, sys_path, program, pmi_mode=None, template=None))]
+    #[pyo3(signature = (task, store, key, function, submitted, pickle, call, upstream, name, resources, cwd, python, sys_path, program, pmi_mode=None, template=None, resource_column=String::new()))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -224,6 +225,7 @@ impl BatchCalls {
         program: PathBuf,
         pmi_mode: Option<String>,
         template: Option<String>,
+        resource_column: String,
     ) -> PyResult<Py<PyAny>> {
         let upstream: Vec<Upstream> = upstream
             .iter()
@@ -243,6 +245,7 @@ impl BatchCalls {
             pickle: Bytes::copy_from_slice(pickle.as_bytes()),
             call: frames_from_python(call)?,
             dependencies: upstream.iter().map(|u| u.key.clone()).collect(),
+            resources: resource_column,
         };
         let request = JobRequest {
             name,

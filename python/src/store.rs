@@ -161,8 +161,10 @@ impl Store {
     /// Store the call a batch job is to run under `key`: `function` its
     /// qualified name, `pickle` the cloudpickled function, `call` its frames,
     /// `dependencies` the keys of the entries its Future placeholders stand
-    /// for, in placeholder-index order. pmp-worker in job mode reads it.
-    #[pyo3(signature = (key, function, submitted, pickle, call, dependencies))]
+    /// for, in placeholder-index order; `resources` the call's resources as
+    /// a JSON object. pmp-worker in job mode reads it. (Batch calls write
+    /// theirs in the scheduler, `BatchCalls`; this is for tools and tests.)
+    #[pyo3(signature = (key, function, submitted, pickle, call, dependencies, resources=String::new()))]
     #[allow(clippy::too_many_arguments)]
     fn write_input(
         &self,
@@ -173,6 +175,7 @@ impl Store {
         pickle: &Bound<'_, PyBytes>,
         call: &Bound<'_, PyAny>,
         dependencies: Vec<String>,
+        resources: String,
     ) -> PyResult<()> {
         let input = Input {
             function,
@@ -180,22 +183,24 @@ impl Store {
             pickle: Bytes::copy_from_slice(pickle.as_bytes()),
             call: frames_from_python(call)?,
             dependencies,
+            resources,
         };
         py.detach(|| self.store.write_input(key, &input))
             .map_err(to_python)
     }
 
     /// The call stored under `key` for a batch job, verified like an entry:
-    /// `(function, submitted, call, dependencies)`, its qualified name, when
-    /// it was submitted, its frames and the keys of the entries its Future
-    /// placeholders stand for; None if there is none; `InvalidEntry` if it
+    /// `(function, submitted, call, dependencies, resources)`, its qualified
+    /// name, when it was submitted, its frames, the keys of the entries its
+    /// Future placeholders stand for and its resources (JSON text, "" when
+    /// its client did not keep them); None if there is none; `InvalidEntry` if it
     /// fails the check (nothing of it reaches Python then).
     #[allow(clippy::type_complexity)]
     fn read_input<'py>(
         &self,
         py: Python<'py>,
         key: &str,
-    ) -> PyResult<Option<(String, f64, Bound<'py, PyList>, Vec<String>)>> {
+    ) -> PyResult<Option<(String, f64, Bound<'py, PyList>, Vec<String>, String)>> {
         let Some(input) = py
             .detach(|| self.store.read_input(key))
             .map_err(to_python)?
@@ -208,6 +213,7 @@ impl Store {
             input.submitted,
             call,
             input.dependencies,
+            input.resources,
         )))
     }
 

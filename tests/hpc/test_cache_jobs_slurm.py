@@ -1,6 +1,6 @@
 """executorlib's view of a task store's batch jobs, against the real Slurm
 on loopback from outside any allocation (as on a login node): the
-`queue_id`, `input_args` and `input_kwargs` columns, `get_cache_data_queue`
+`queue_id`, `input_args`, `input_kwargs` and `resource_dict` columns, `get_cache_data_queue`
 and `terminate_task_in_cache`."""
 
 import os
@@ -30,7 +30,7 @@ quick = exe.submit(add, 3, b=4, resource_dict={"cache_key": "quick"})
 print(quick.result(timeout=120))
 # A Future argument: the stored call names its upstream entry, whose result
 # executorlib's input_args show in its place.
-chained = exe.submit(add, quick, b=1, resource_dict={"cache_key": "chained"})
+chained = exe.submit(add, quick, b=1, resource_dict={"cache_key": "chained", "run_time_max": 60})
 print(chained.result(timeout=120))
 while waiting.job_state is None or not waiting.job_state.startswith("RUNNING"):
     time.sleep(0.2)
@@ -41,6 +41,7 @@ print(running["status"], running["input_args"], running["input_kwargs"])
 print(running["queue_id"] == int(waiting.job), "output" in running)
 stored = {row["key"]: row for row in get_cache_data("store")}
 print(sorted(stored), stored["chained"]["input_args"], stored["chained"]["input_kwargs"])
+print(stored["chained"]["resource_dict"])
 print(terminate_task_in_cache("store", "waiting") == int(waiting.job))
 error = waiting.exception(timeout=120)
 print(type(error).__name__, "cancelled" in str(error))
@@ -86,6 +87,7 @@ def test_batch_jobs_in_cache_data_and_one_cancelled_by_its_key(outside):
         "running (1,) {'b': 2}",
         "True False",
         "['chained', 'quick'] (7,) {'b': 1}",
+        "{'cores': 1, 'threads_per_core': 1, 'gpus_per_core': 0, 'run_time_max': 60}",
         "True",
         "JobFailedError True",
         "None",

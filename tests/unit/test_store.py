@@ -68,6 +68,19 @@ def test_get_cache_data_has_one_row_per_entry_with_executorlibs_names(root, open
     assert "result" not in bad
 
 
+def test_a_stored_calls_arguments_and_resources_are_its_rows_columns(root, opened):
+    write(opened, "ran", 9)
+    call = serialize.dumps_call((4,), {"b": 5}, None)
+    opened.write_input("ran", "add", 100.0, b"fn", call, [], '{"cores": 2, "partition": "debug"}')
+    write(opened, "earlier", 1)
+    opened.write_input("earlier", "add", 100.0, b"fn", call, [])  # resources not kept
+    rows = {row["key"]: row for row in cache_columns.get_cache_data(root)}
+    ran = rows["ran"]
+    assert (ran["input_args"], ran["input_kwargs"]) == ((4,), {"b": 5})
+    assert ran["resource_dict"] == {"cores": 2, "partition": "debug"}
+    assert "resource_dict" not in rows["earlier"]
+
+
 def test_an_entry_that_fails_its_check_is_reported_once_and_never_unpickled(root, opened):
     write(opened, "forged", 1)
     write(opened, "fine", 2)

@@ -205,6 +205,7 @@ fn run_call(store: &Store, key: &str, runtime: &Runtime) -> Result<Ran, Failure>
         pickle,
         call,
         dependencies: _,
+        resources: _,
     } = input;
     // The frames of a `ToWorker::Run` of an inline function: the function,
     // the call, then each dependency's result.

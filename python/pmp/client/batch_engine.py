@@ -18,6 +18,7 @@ pickles it, and makes its Future (`batch_futures` keeps it up to date).
 import atexit
 import hashlib
 import itertools
+import json
 import os
 import sys
 import time
@@ -185,6 +186,7 @@ class BatchEngine:
                 self._worker,
                 self.pmi_mode,
                 template,
+                json.dumps(_resource_column(resources)),
             )
         except BaseException:
             self._futures.forget(task)
@@ -283,6 +285,33 @@ class BatchEngine:
         elif wait:
             for future in self._futures.open().values():
                 future.exception()
+
+
+# What get_cache_data's `resource_dict` shows of a call's resources:
+# executorlib's keys, where the call has a value.
+_RESOURCE_COLUMN = (
+    "cores",
+    "threads_per_core",
+    "gpus_per_core",
+    "cwd",
+    "num_nodes",
+    "exclusive",
+    "run_time_max",
+    "memory_max",
+    "partition",
+    "priority",
+    "slurm_cmd_args",
+    "command_line_argument_lst",
+    "submission_template",
+)
+
+
+def _resource_column(resources):
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key in _RESOURCE_COLUMN
+        if (value := resources.get(key)) not in (None, (), [])
+    }
 
 
 def _function_name(fn):

@@ -8,6 +8,7 @@ or a job record that fails its signature check is never unpickled; the
 input's columns are then left out, and the record reads as no job.
 """
 
+import json
 import os
 import warnings
 from concurrent.futures import Future
@@ -92,8 +93,8 @@ def queue_id(task_store, key):
 
 
 def call_arguments(task_store, key):
-    """{"input_args": tuple, "input_kwargs": dict} of the call stored under
-    `key` for a batch job; {} where the store holds no call (a call run by
+    """{"input_args": tuple, "input_kwargs": dict, "resource_dict": dict}
+    of the call stored under `key` for a batch job; {} where the store holds no call (a call run by
     an executor's own workers keeps only its outcome) or the stored one
     fails its check. A Future argument is its upstream call's result where
     that is stored, else the Future `get_future_from_cache` gives for it,
@@ -106,13 +107,15 @@ def call_arguments(task_store, key):
         return {}  # reported by the store's readers that act on it
     if stored is None:
         return {}
-    _function, _submitted, call, dependencies = stored
+    _function, _submitted, call, dependencies, resources = stored
+    # JSON the client wrote and the store signed: data, never code.
+    columns = {"resource_dict": json.loads(resources)} if resources else {}
     values = [_upstream_value(task_store, dependency) for dependency in dependencies]
     try:
         args, kwargs = serialize.loads_call(call, values)
     except Exception as error:  # noqa: BLE001 - e.g. an argument's class is not importable here
-        return {"input_args": error, "input_kwargs": error}
-    return {"input_args": tuple(args), "input_kwargs": dict(kwargs)}
+        return {"input_args": error, "input_kwargs": error, **columns}
+    return {"input_args": tuple(args), "input_kwargs": dict(kwargs), **columns}
 
 
 def _upstream_value(task_store, key):

@@ -134,7 +134,7 @@ def _pending_row(task_store, key):
         return None  # not the store's own: nothing of it is shown
     row = {"key": key, "queue_id": queue_id(task_store, key)}
     if stored is not None:
-        function, submitted, _call, _dependencies = stored
+        function, submitted, _call, _dependencies, _resources = stored
         row["function"] = function
         row["submitted"] = datetime.datetime.fromtimestamp(submitted).astimezone()
         row.update(call_arguments(task_store, key))

@@ -22,16 +22,27 @@ pub struct Input {
     /// The keys of the entries whose results the call's Future placeholders
     /// stand for, in placeholder-index order.
     pub dependencies: Vec<String>,
+    /// The call's resources as the client words them (a JSON object, for
+    /// `get_cache_data`'s `resource_dict`; never read as code); empty in
+    /// inputs written before it was kept.
+    pub resources: String,
 }
 
 /// The meta blob of an input file, as bincode: function, submitted,
-/// dependencies.
-type InputMeta = (String, f64, Vec<String>);
+/// dependencies, resources. An input written before `resources` was kept
+/// holds the first three (`EarlierMeta`); bincode reads those from either.
+type InputMeta = (String, f64, Vec<String>, String);
+type EarlierMeta = (String, f64, Vec<String>);
 
 /// Write `input`, stored under `name`, signed with `key`, to `out`.
 pub(super) fn encode(key: &Key, name: &str, input: &Input, out: &mut impl Write) -> io::Result<()> {
-    let meta = bincode::serialize(&(&input.function, input.submitted, &input.dependencies))
-        .expect("an input's meta always serializes");
+    let meta = bincode::serialize(&(
+        &input.function,
+        input.submitted,
+        &input.dependencies,
+        &input.resources,
+    ))
+    .expect("an input's meta always serializes");
     let mut frames = Vec::with_capacity(1 + input.call.len());
     frames.push(input.pickle.clone());
     frames.extend(input.call.iter().cloned());
@@ -42,8 +53,15 @@ pub(super) fn encode(key: &Key, name: &str, input: &Input, out: &mut impl Write)
 /// signature has been checked against `key`; else why it is invalid.
 pub(super) fn decode(key: &Key, name: &str, file: Bytes) -> Result<Input, String> {
     let (meta, mut frames) = signed::decode(key, &signed::INPUT, name, file)?;
-    let (function, submitted, dependencies): InputMeta =
-        bincode::deserialize(&meta).map_err(|e| format!("its meta does not decode: {e}"))?;
+    let (function, submitted, dependencies, resources): InputMeta =
+        match bincode::deserialize(&meta) {
+            Ok(meta) => meta,
+            Err(_) => {
+                let (function, submitted, dependencies): EarlierMeta = bincode::deserialize(&meta)
+                    .map_err(|e| format!("its meta does not decode: {e}"))?;
+                (function, submitted, dependencies, String::new())
+            }
+        };
     if frames.is_empty() {
         return Err("it holds no function pickle".into());
     }
@@ -54,5 +72,6 @@ pub(super) fn decode(key: &Key, name: &str, file: Bytes) -> Result<Input, String
         pickle,
         call: frames,
         dependencies,
+        resources,
     })
 }

@@ -60,6 +60,7 @@ fn input(call: &[&[u8]], dependencies: &[&str]) -> Input {
         pickle: Bytes::from_static(b"cloudpickled g"),
         call: call.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
         dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+        resources: r#"{"cores": 2}"#.into(),
     }
 }
 
@@ -595,6 +596,35 @@ fn a_signed_input_without_a_function_pickle_is_invalid() {
     .unwrap();
     fs::write(scratch.store_root().join("inputs").join("k"), file).unwrap();
     assert_invalid_input(store.read_input("k"), "no function frame");
+}
+
+#[test]
+fn an_input_written_before_resources_were_kept_still_reads() {
+    let (scratch, store) = new_store();
+    let meta = bincode::serialize(&("module.g", 1.0f64, vec!["up".to_string()])).unwrap();
+    let mut file = Vec::new();
+    let frames = [Bytes::from_static(b"cloudpickled g")];
+    signed::encode(
+        &store.signer,
+        &signed::INPUT,
+        "k",
+        Bytes::from(meta),
+        &frames,
+        &mut file,
+    )
+    .unwrap();
+    fs::write(scratch.store_root().join("inputs").join("k"), file).unwrap();
+    let read = store.read_input("k").unwrap().unwrap();
+    assert_eq!(
+        (read.dependencies, read.resources),
+        (vec!["up".into()], String::new())
+    );
+    // And one written now keeps them.
+    store.write_input("n", &input(&[], &[])).unwrap();
+    assert_eq!(
+        store.read_input("n").unwrap().unwrap().resources,
+        r#"{"cores": 2}"#
+    );
 }
 
 #[test]

@@ -118,6 +118,7 @@ impl World {
                 pickle: Bytes::from_static(b"function"),
                 call: vec![Bytes::from_static(b"call")],
                 dependencies: upstream.iter().map(|u| u.key.clone()).collect(),
+                resources: String::new(),
             },
             request: JobRequest {
                 name: format!("f.{task}"),
