@@ -3,7 +3,7 @@
 //! decides the numbers and every refusal; Python only words a `Refusal`
 //! with the user's own key names.
 
-use crate::config::PyResourceRequest;
+use crate::resource_request::PyResourceRequest;
 use pmp_scheduler::plan::{self, Backend, Known, Plan, Refusal, Wanted};
 use pmp_scheduler::resources::{Gpus, NeverFits, ResourceRequest};
 use pyo3::exceptions::PyValueError;
