@@ -214,7 +214,8 @@ class BatchEngine:
             return
         if how == "submitted":
             future.job = what
-            self._futures.set_state(future, "PENDING")
+            if future.job_status is None:  # its follower may have said more already
+                self._futures.set_state(future, "PENDING")
         elif how == "attached":
             owner, gone, future.job = what
             future.earlier_run = EarlierRun("attached", owner, gone, future.job, system)
