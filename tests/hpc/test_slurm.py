@@ -268,6 +268,34 @@ def test_command_line_arguments_reach_srun(slurm, run_script):
 
 
 @pytest.mark.timeout(180)
+def test_a_one_rank_call_in_a_two_node_allocation_prints_no_srun_warning(slurm, run_script):
+    # srun spreads a step over all of the allocation's nodes unless told how
+    # many it may use, and says so in the user's output ("can't run 1
+    # processes on 2 nodes, setting nnodes to 1"). Two ranks still spread.
+    done = run_script(
+        """
+        import socket
+        from pmp import Executor
+
+        def where():
+            return socket.gethostname()
+
+        def ranks():
+            from mpi4py import MPI
+            return MPI.COMM_WORLD.Get_size()
+
+        with Executor(max_cores=8) as exe:
+            print(exe.submit(where).result())
+            print(exe.submit(ranks, resource_dict={"cores": 2}).result())
+        """,
+        ("salloc", "-Q", "-N", "2", "-n", "8", "--time=5"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "can't run" not in done.stdout + done.stderr, done.stderr
+    assert lines(done)[1] == "[2, 2]"
+
+
+@pytest.mark.timeout(180)
 def test_oversubscribe_reaches_srun(slurm, run_script):
     done = run_script(
         """

@@ -29,6 +29,10 @@ impl SlurmBackend {
             "--kill-on-bad-exit=1".to_string(),
             "-n".to_string(),
             r.cores.to_string(),
+            // Without it a step spans all of the allocation's nodes, and srun
+            // says in the user's output that one rank cannot run on two.
+            // A range: several ranks still spread as srun places them.
+            format!("--nodes=1-{}", r.cores),
             format!("--cpus-per-task={}", r.threads_per_core),
         ];
         if r.gpus_per_core > 0 {
@@ -112,7 +116,7 @@ mod tests {
             extra_args: vec!["--job-name=mine".into()],
         }));
         let joined = args.join(" ");
-        assert!(joined.contains("-n 2 --cpus-per-task=3 --gpus-per-task=1 --oversubscribe -D /scratch/run --mpi=pmix"), "{joined}");
+        assert!(joined.contains("-n 2 --nodes=1-2 --cpus-per-task=3 --gpus-per-task=1 --oversubscribe -D /scratch/run --mpi=pmix"), "{joined}");
         assert_eq!(args.last().unwrap(), "--job-name=mine");
     }
 
@@ -125,7 +129,10 @@ mod tests {
         let args = backend
             .arguments(&launch(ResourceRequest::default()))
             .join(" ");
-        assert!(args.contains("-n 1 --cpus-per-task=1"), "{args}");
+        assert!(
+            args.contains("-n 1 --nodes=1-1 --cpus-per-task=1"),
+            "{args}"
+        );
         for absent in ["--gpus-per-task", "--mpi", "--oversubscribe", "-D"] {
             assert!(!args.contains(absent), "{args}");
         }
