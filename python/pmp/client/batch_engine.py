@@ -26,7 +26,7 @@ import weakref
 
 from pmp import _pmp
 from pmp.client import backends, serialize, slurm_limits, store
-from pmp.client.arguments import UpstreamFailed, value_of_done
+from pmp.client.arguments import pickled_call, value_of_done
 from pmp.client.batch_checks import BATCH_KEYS, check_batch_value, rendered_template
 from pmp.client.batch_futures import BatchFutures, fail, upstream_failure
 from pmp.client.errors import exception_of
@@ -134,17 +134,10 @@ class BatchEngine:
         future = Future()
         future.job = None
         upstream = []  # an _Upstream for each Future argument
-        try:
-            function, identity = serialize.dumps_function_and_identity(fn)
-            call = serialize.dumps_call(args, kwargs, self._collector(upstream))
-        except UpstreamFailed as failed:  # a done argument had failed: this call fails as it did
-            future.set_exception(failed.exception)
+        pickled = pickled_call(future, fn, args, kwargs, self._collector(upstream), True)
+        if pickled is None:
             return future
-        except ValueError:
-            raise
-        except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
-            future.set_exception(error)
-            return future
+        function, identity, call = pickled
         keys = [u.key for u in upstream]
         key = resources["cache_key"] or _pmp.task_key(identity, call, keys, resources["cores"])
         future._pmp_key = key

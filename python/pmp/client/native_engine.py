@@ -14,7 +14,7 @@ import uuid
 
 from pmp import _pmp
 from pmp.client import backends, serialize, slurm_limits, store
-from pmp.client.arguments import UpstreamFailed, value_of_done
+from pmp.client.arguments import pickled_call, value_of_done
 from pmp.client.cell_output import submitting_cell_writer
 from pmp.client.executor_checks import name_of, refusal_message
 from pmp.client.external_tasks import ExternalTasks
@@ -167,21 +167,10 @@ class NativeEngine:
         future = Future()
         dependencies, dependency_keys = [], []
         collect = self._dependency_collector(dependencies, dependency_keys)
-        identity = None
-        try:
-            if task_store is None:
-                function = serialize.dumps_function(fn)
-            else:
-                function, identity = serialize.dumps_function_and_identity(fn)
-            call = serialize.dumps_call(args, kwargs, collect)
-        except UpstreamFailed as failed:
-            future.set_exception(failed.exception)
+        pickled = pickled_call(future, fn, args, kwargs, collect, task_store is not None)
+        if pickled is None:
             return future
-        except ValueError:
-            raise
-        except Exception as error:  # noqa: BLE001 - an unpicklable argument fails its Future only
-            future.set_exception(error)
-            return future
+        function, identity, call = pickled
         target = None
         if task_store is not None:
             cores = (request or self._request).cores

@@ -430,14 +430,20 @@ impl Calls {
         }
     }
 
-    fn release_waiting(&mut self, events: &mut Vec<CallEvent>) {
-        let waiting: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, call)| matches!(call.stage, Stage::Waiting(_)))
-            .map(|(task, _)| *task)
+    /// The calls at a stage `at` says yes to, in the order they were
+    /// submitted (so that jobs released together are submitted so too).
+    fn tasks_at(&self, at: impl Fn(&Stage) -> bool) -> Vec<u64> {
+        let calls = self.calls.iter();
+        let mut tasks: Vec<u64> = calls
+            .filter(|(_, c)| at(&c.stage))
+            .map(|(t, _)| *t)
             .collect();
-        for task in waiting {
+        tasks.sort_unstable();
+        tasks
+    }
+
+    fn release_waiting(&mut self, events: &mut Vec<CallEvent>) {
+        for task in self.tasks_at(|stage| matches!(stage, Stage::Waiting(_))) {
             let upstream = self.calls[&task].upstream.clone();
             if let Some(failed) = self.failed_upstream_call(&upstream) {
                 let call = self.calls.get_mut(&task).expect("listed above");
@@ -476,13 +482,7 @@ impl Calls {
     }
 
     fn conclude_ending(&mut self, events: &mut Vec<CallEvent>) {
-        let ending: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, call)| matches!(call.stage, Stage::Ending(_)))
-            .map(|(task, _)| *task)
-            .collect();
-        for task in ending {
+        for task in self.tasks_at(|stage| matches!(stage, Stage::Ending(_))) {
             if let Some(outcome) = self.try_conclude(task) {
                 events.push(CallEvent::Concluded { task, outcome });
             }
