@@ -290,6 +290,8 @@ def test_info(block_allocation, backend, wait_until):
                 assert {"id", "pid", "host", "state"} <= set(worker)
                 assert psutil.pid_exists(worker["pid"])
                 assert isinstance(worker["state"], str)
+                # The scheduler placed it on its one node: this machine.
+                assert worker["node"] == worker["host"]
             assert len({w["id"] for w in workers}) == 2
 
 

@@ -182,6 +182,7 @@ impl Scheduler {
             d.set_item("task", task)?;
             d.set_item("pid", w.pid)?;
             d.set_item("host", w.host)?;
+            d.set_item("node", w.node)?;
             // Device ids pmp handed out; none where srun or flux pick them.
             d.set_item("gpus", w.gpus.devices())?;
             d.set_item("gpu_count", w.gpus.count())?;

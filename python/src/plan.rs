@@ -115,6 +115,14 @@ impl From<Refusal> for PyRefusal {
                     cpus_each,
                     cpus,
                 } => ("pool", workers.saturating_mul(cpus_each), cpus),
+                // Never from the plan, which sizes the allocation as one
+                // node; worded as what the largest node lacks.
+                NeverFits::SeveralNodes {
+                    cpus, node_cpus, ..
+                } if cpus > node_cpus => ("cpus", cpus, node_cpus),
+                NeverFits::SeveralNodes {
+                    gpus, node_gpus, ..
+                } => ("gpus", gpus, node_gpus),
             };
             PyRefusal {
                 kind,

@@ -8,10 +8,11 @@ use crate::backend::mpi::MpiLauncher;
 use crate::backend::pilot::PilotBackend;
 use crate::backend::slurm::SlurmBackend;
 use crate::backend::{Backend, WorkerEnvironment};
+use crate::capacity::{Capacity, Node, WHOLE_ALLOCATION};
 use crate::core::{Allocation, Core, Event, QueueAhead, TaskSpec};
 use crate::ids::TaskId;
 use crate::protocol::Payload;
-use crate::resources::{Capacity, Gpus};
+use crate::resources::Gpus;
 use crate::server::{self, Command, Snapshot, Timing};
 use crate::shared_memory;
 use std::path::PathBuf;
@@ -108,7 +109,17 @@ impl SchedulerHandle {
             heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),
             block_allocation: matches!(config.allocation, Allocation::Block { .. }),
         };
-        let capacity = Capacity::new(config.max_cpus, config.max_workers, config.gpus);
+        // One node, as before node agents: this machine, or the allocation
+        // as one pool where srun or flux place each worker in it.
+        let node = Node {
+            name: match config.backend {
+                BackendChoice::Local => crate::host::name(),
+                _ => WHOLE_ALLOCATION.into(),
+            },
+            cpus: config.max_cpus,
+            gpus: config.gpus,
+        };
+        let capacity = Capacity::of_nodes(vec![node], config.max_workers);
         let mut core = Core::new(config.allocation, capacity, config.init);
         if !crate::switched_off("PMP_QUEUE_AHEAD") {
             core.set_queue_ahead(Some(QueueAhead {

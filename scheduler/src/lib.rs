@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod auth;
 pub mod backend;
+pub mod capacity;
 pub mod core;
 pub mod handle;
 pub mod host;

@@ -6,7 +6,8 @@
 //! Pure: the client probes the machine (environment variables, `nvidia-smi`,
 //! `flux resource info`) and passes what it found in `Known`.
 
-use crate::resources::{Capacity, Gpus, NeverFits, ResourceRequest};
+use crate::capacity::Capacity;
+use crate::resources::{Gpus, NeverFits, ResourceRequest};
 
 /// The least value of each count the user gives: the one rule the
 /// client's argument checks and the scheduler's configuration share.

@@ -93,7 +93,7 @@ impl Gpus {
     }
 
     /// Take `n` (or as many as there are) out of these.
-    fn take(&mut self, n: u32) -> Gpus {
+    pub(crate) fn take(&mut self, n: u32) -> Gpus {
         match self {
             Gpus::Devices(free) => {
                 let n = (n as usize).min(free.len());
@@ -108,7 +108,7 @@ impl Gpus {
     }
 
     /// Return what `take` handed out.
-    fn put_back(&mut self, taken: Gpus) {
+    pub(crate) fn put_back(&mut self, taken: Gpus) {
         match (self, taken) {
             (Gpus::Devices(free), Gpus::Devices(ids)) => {
                 free.extend(ids);
@@ -143,6 +143,18 @@ pub enum NeverFits {
         cpus_each: u32,
         cpus: u32,
     },
+    /// The allocation's nodes hold the request's `cpus` and `gpus` only
+    /// together, and a call's ranks run on one node: the largest has
+    /// `node_cpus` CPUs, the one with the most GPUs `node_gpus`. The
+    /// backend is to run such a call as a step of its own across nodes
+    /// (issue 24); until it does, the call is refused rather than left
+    /// waiting for a node that will never be large enough.
+    SeveralNodes {
+        cpus: u32,
+        gpus: u32,
+        node_cpus: u32,
+        node_gpus: u32,
+    },
 }
 
 impl std::fmt::Display for NeverFits {
@@ -171,106 +183,19 @@ impl std::fmt::Display for NeverFits {
                 f,
                 "{workers} workers of {cpus_each} CPUs each can never fit in {cpus} CPUs"
             ),
+            NeverFits::SeveralNodes {
+                cpus,
+                gpus,
+                node_cpus,
+                node_gpus,
+            } => write!(
+                f,
+                "{cpus} CPUs and {gpus} GPU(s) fit on no single node of the allocation (the \
+                 largest has {node_cpus} CPUs, the most GPUs on one node are {node_gpus}); all \
+                 ranks of a call run on one node: ask for at most that many cores x \
+                 threads_per_core and GPUs"
+            ),
         }
-    }
-}
-
-/// The free part of the allocation in fresh-process-per-task mode.
-#[derive(Clone, Debug)]
-pub struct Capacity {
-    cpus_total: u32,
-    cpus_used: u32,
-    max_workers: Option<u32>,
-    workers: u32,
-    gpus_total: u32,
-    gpus_free: Gpus,
-}
-
-impl Capacity {
-    pub fn new(cpus_total: u32, max_workers: Option<u32>, gpus: Gpus) -> Capacity {
-        Capacity {
-            cpus_total,
-            cpus_used: 0,
-            max_workers,
-            workers: 0,
-            gpus_total: gpus.count(),
-            gpus_free: gpus,
-        }
-    }
-
-    /// CPUs a request takes. Oversubscription may exceed the allocation, but it
-    /// still occupies all of it while it runs.
-    fn cpus_for(&self, request: &ResourceRequest) -> u32 {
-        if request.oversubscribe {
-            request.cpus().min(self.cpus_total)
-        } else {
-            request.cpus()
-        }
-    }
-
-    pub fn fits(&self, request: &ResourceRequest) -> bool {
-        let workers_ok = self.max_workers.is_none_or(|max| self.workers < max);
-        workers_ok
-            && self.cpus_used + self.cpus_for(request) <= self.cpus_total
-            && self.gpus_free.count() >= request.gpus()
-    }
-
-    /// Why `request` could never run here, even on an empty allocation: a
-    /// task like that would wait forever, so it is refused instead.
-    pub fn never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
-        self.pool_never_fits(request, 1)
-    }
-
-    /// The same for a block allocation of `workers` workers like `request`:
-    /// each must fit on its own, and they hold their CPUs and GPUs all at
-    /// once (a worker the allocation has no GPUs left for would get none).
-    /// Only oversubscribed workers may share CPUs.
-    pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
-        if self.cpus_for(request) > self.cpus_total {
-            return Some(NeverFits::Cpus {
-                cores: request.cores,
-                threads_per_core: request.threads_per_core,
-                cpus: self.cpus_total,
-            });
-        }
-        let cpus = u64::from(request.cpus()) * u64::from(workers);
-        if !request.oversubscribe && cpus > u64::from(self.cpus_total) {
-            return Some(NeverFits::Pool {
-                workers,
-                cpus_each: request.cpus(),
-                cpus: self.cpus_total,
-            });
-        }
-        let gpus = request.gpus().saturating_mul(workers);
-        if gpus > self.gpus_total {
-            return Some(NeverFits::Gpus {
-                requested: gpus,
-                available: self.gpus_total,
-            });
-        }
-        None
-    }
-
-    /// Take what `request` needs (it `fits`); returns the GPUs handed to it.
-    pub fn take(&mut self, request: &ResourceRequest) -> Gpus {
-        self.cpus_used += self.cpus_for(request);
-        self.workers += 1;
-        self.gpus_free.take(request.gpus())
-    }
-
-    pub fn give_back(&mut self, request: &ResourceRequest, gpus: Gpus) {
-        self.cpus_used -= self.cpus_for(request);
-        self.workers -= 1;
-        self.return_gpus(gpus);
-    }
-
-    /// GPUs for a block-allocated worker, which holds them for its life.
-    pub fn take_gpus(&mut self, n: u32) -> Gpus {
-        self.gpus_free.take(n)
-    }
-
-    pub fn return_gpus(&mut self, gpus: Gpus) {
-        self.gpus_free.put_back(gpus);
     }
 }
 
@@ -285,113 +210,6 @@ mod tests {
             gpus_per_core: gpus,
             ..Default::default()
         }
-    }
-
-    fn devices(ids: &[&str]) -> Gpus {
-        Gpus::Devices(ids.iter().map(|id| id.to_string()).collect())
-    }
-
-    #[test]
-    fn a_block_worker_takes_what_is_left_and_returns_it() {
-        let mut cap = Capacity::new(4, None, Gpus::Counted(3));
-        let a = cap.take_gpus(2);
-        let b = cap.take_gpus(2);
-        assert_eq!((&a, &b), (&Gpus::Counted(2), &Gpus::Counted(1)));
-        cap.return_gpus(a);
-        cap.return_gpus(b);
-        assert!(cap.fits(&req(1, 1, 3)));
-    }
-
-    #[test]
-    fn cpus_count_threads_and_gpus_are_distinct_devices() {
-        let mut cap = Capacity::new(4, None, devices(&["0", "1"]));
-        assert!(cap.fits(&req(2, 2, 0)));
-        assert!(!cap.fits(&req(3, 2, 0)));
-        let a = cap.take(&req(1, 1, 1));
-        let b = cap.take(&req(1, 1, 1));
-        assert_eq!((a.clone(), b), (devices(&["0"]), devices(&["1"])));
-        assert!(!cap.fits(&req(1, 1, 1)), "no GPU left");
-        cap.give_back(&req(1, 1, 1), a);
-        assert!(cap.fits(&req(1, 1, 1)));
-    }
-
-    #[test]
-    fn max_workers_limits_concurrent_workers() {
-        let mut cap = Capacity::new(8, Some(1), Gpus::Counted(0));
-        cap.take(&req(1, 1, 0));
-        assert!(!cap.fits(&req(1, 1, 0)));
-    }
-
-    #[test]
-    fn oversubscribe_fits_a_request_larger_than_the_allocation() {
-        let mut over = req(4, 1, 0);
-        over.oversubscribe = true;
-        let cap = Capacity::new(2, None, Gpus::Counted(0));
-        assert!(cap.never_fits(&over).is_none() && cap.fits(&over));
-        let why = cap.never_fits(&req(4, 1, 0)).unwrap();
-        assert_eq!(
-            why,
-            NeverFits::Cpus {
-                cores: 4,
-                threads_per_core: 1,
-                cpus: 2
-            }
-        );
-        assert_eq!(
-            why.to_string(),
-            "4 cores x 1 threads_per_core can never fit in 2 CPUs"
-        );
-    }
-
-    #[test]
-    fn more_gpus_than_the_allocation_holds_can_never_fit_and_says_why() {
-        let cap = Capacity::new(4, None, devices(&["0", "1"]));
-        assert!(cap.never_fits(&req(2, 1, 1)).is_none());
-        assert!(cap.pool_never_fits(&req(1, 1, 1), 2).is_none());
-        assert_eq!(
-            cap.pool_never_fits(&req(1, 1, 1), 3),
-            Some(NeverFits::Gpus {
-                requested: 3,
-                available: 2
-            })
-        );
-        let why = cap.never_fits(&req(1, 1, 3)).unwrap();
-        assert_eq!(
-            why,
-            NeverFits::Gpus {
-                requested: 3,
-                available: 2
-            }
-        );
-        assert_eq!(
-            why.to_string(),
-            "3 GPU(s) requested but the allocation has 2"
-        );
-        let none = Capacity::new(4, None, Gpus::Devices(vec![]));
-        assert!(none.never_fits(&req(1, 1, 1)).is_some());
-        assert!(none.never_fits(&req(1, 1, 0)).is_none());
-    }
-
-    #[test]
-    fn a_pool_holds_the_cpus_of_all_its_workers_unless_oversubscribed() {
-        let cap = Capacity::new(1, None, Gpus::Counted(0));
-        let why = cap.pool_never_fits(&req(1, 1, 0), 2).unwrap();
-        assert_eq!(
-            why,
-            NeverFits::Pool {
-                workers: 2,
-                cpus_each: 1,
-                cpus: 1
-            }
-        );
-        assert_eq!(
-            why.to_string(),
-            "2 workers of 1 CPUs each can never fit in 1 CPUs"
-        );
-        assert!(cap.pool_never_fits(&req(1, 1, 0), 1).is_none());
-        let mut over = req(1, 1, 0);
-        over.oversubscribe = true;
-        assert!(cap.pool_never_fits(&over, 2).is_none());
     }
 
     #[test]
@@ -422,18 +240,5 @@ mod tests {
         assert_eq!(control_character("debug\n#SBATCH"), Some('\n'));
         assert_eq!(control_character("a\tb"), Some('\t'));
         assert_eq!(control_character("caf\u{e9}"), None);
-    }
-
-    #[test]
-    fn counted_gpus_are_handed_out_by_number_only() {
-        // srun and flux pick the devices: pmp only counts the allocation's GPUs.
-        let mut cap = Capacity::new(4, None, Gpus::Counted(2));
-        let a = cap.take(&req(1, 1, 1));
-        assert_eq!((a.count(), a.devices()), (1, &[][..]));
-        let _b = cap.take(&req(1, 1, 1));
-        assert!(!cap.fits(&req(1, 1, 1)), "both GPUs are taken");
-        cap.give_back(&req(1, 1, 1), a);
-        assert!(cap.fits(&req(1, 1, 1)));
-        assert!(!cap.fits(&req(1, 1, 2)));
     }
 }

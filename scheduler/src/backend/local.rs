@@ -83,6 +83,7 @@ mod tests {
                 threads_per_core: 3,
                 ..Default::default()
             },
+            node: crate::ids::NodeId(0),
             gpus: Gpus::Devices(vec!["0".into(), "2".into()]),
         };
         let cmd = LocalBackend::new(vec![])
@@ -117,6 +118,7 @@ mod tests {
                 cores: 2,
                 ..Default::default()
             },
+            node: crate::ids::NodeId(0),
             gpus: Gpus::Devices(vec![]),
         };
         let backend = LocalBackend::new(vec![]);

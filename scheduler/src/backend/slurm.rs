@@ -97,6 +97,7 @@ mod tests {
     fn launch(resources: ResourceRequest) -> Launch {
         Launch {
             resources,
+            node: crate::ids::NodeId(0),
             gpus: Gpus::Counted(0),
         }
     }
@@ -204,6 +205,7 @@ mod tests {
                 gpus_per_core: 1,
                 ..Default::default()
             },
+            node: crate::ids::NodeId(0),
             gpus: Gpus::Counted(1),
         };
         let env = WorkerEnvironment::for_tests();

@@ -32,9 +32,10 @@ pub use events::{Comm, Event, LostReason, SubmitError};
 pub use tasks::{TaskCounts, TaskSpec};
 pub use workers::{Launch, WorkerInfo, WorkerState};
 
+use crate::capacity::Capacity;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::Payload;
-use crate::resources::{Capacity, ResourceRequest};
+use crate::resources::ResourceRequest;
 use functions::FunctionStore;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use tasks::{Failure, Task, TaskState};
@@ -149,7 +150,10 @@ impl Core {
     }
 
     pub fn worker_infos(&self) -> Vec<WorkerInfo> {
-        self.workers.iter().map(|(id, w)| w.info(*id)).collect()
+        self.workers
+            .iter()
+            .map(|(id, w)| w.info(*id, self.capacity.node_name(w.launch.node)))
+            .collect()
     }
 
     pub fn task_counts(&self) -> TaskCounts {

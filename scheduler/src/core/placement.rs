@@ -10,8 +10,9 @@ use crate::protocol::{FunctionRef, ToWorker};
 
 impl Core {
     /// Hand ready tasks to workers: idle pool workers in block mode, fresh
-    /// workers within the capacity otherwise. FIFO without backfill, so a big
-    /// task is never starved by small ones behind it.
+    /// workers within the capacity otherwise, each on one node that has room
+    /// for all of it. FIFO without backfill, so a big task is never starved
+    /// by small ones behind it: it waits for a node with room, never split.
     pub(super) fn schedule(&mut self, comm: &mut impl Comm) {
         while let Some(&id) = self.ready.front() {
             if !matches!(
@@ -43,12 +44,17 @@ impl Core {
                         Some(work) => work.resources.clone(),
                         None => unreachable!("a ready task has its work"),
                     };
-                    if !self.capacity.fits(&resources) {
+                    let Some(node) = self.capacity.place(&resources) else {
                         break;
-                    }
+                    };
                     self.ready.pop_front();
-                    let gpus = self.capacity.take(&resources);
-                    let worker = self.add_worker(comm, Launch { resources, gpus }, Some(id));
+                    let gpus = self.capacity.take(node, &resources);
+                    let launch = Launch {
+                        resources,
+                        node,
+                        gpus,
+                    };
+                    let worker = self.add_worker(comm, launch, Some(id));
                     self.tasks.get_mut(&id).expect("ready task").state =
                         TaskState::Assigned { worker };
                 }
@@ -196,8 +202,13 @@ impl Core {
             return;
         };
         let resources = resources.clone();
-        let gpus = self.capacity.take_gpus(resources.gpus());
-        self.add_worker(comm, Launch { resources, gpus }, None);
+        let (node, gpus) = self.capacity.take_gpus(resources.gpus());
+        let launch = Launch {
+            resources,
+            node,
+            gpus,
+        };
+        self.add_worker(comm, launch, None);
     }
 
     pub(super) fn add_worker(

@@ -319,9 +319,10 @@ impl Core {
             return;
         };
         if w.dedicated.is_some() {
-            self.capacity.give_back(&w.launch.resources, w.launch.gpus);
+            self.capacity
+                .give_back(w.launch.node, &w.launch.resources, w.launch.gpus);
         } else {
-            self.capacity.return_gpus(w.launch.gpus);
+            self.capacity.return_gpus(w.launch.node, w.launch.gpus);
         }
         let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
         match w.state {

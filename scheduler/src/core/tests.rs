@@ -2,6 +2,7 @@
 //! what the scheduler would send, start and report.
 
 use super::*;
+use crate::capacity::{Capacity, Node};
 use crate::protocol::StoreTarget;
 use crate::protocol::{FunctionRef, Outcome, Stream, ToWorker};
 use crate::resources::Gpus;
@@ -13,6 +14,7 @@ const SHARED_FROM: usize = 4 << 10;
 
 mod ahead;
 mod driven;
+mod nodes;
 
 use driven::Driven;
 

@@ -1,7 +1,7 @@
 //! A worker as the core keeps it: its state, what it was started with, and
 //! which functions it holds unpickled.
 
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::protocol::{FunctionRef, WorkerPlace};
 use crate::resources::{Gpus, ResourceRequest};
 use std::collections::{HashMap, VecDeque};
@@ -13,7 +13,9 @@ const FUNCTION_SLOTS: usize = 64;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
     pub resources: ResourceRequest,
-    /// Its share of the allocation's GPUs, held until it exits.
+    /// The node it runs on, all its ranks (`capacity::Capacity::place`).
+    pub node: NodeId,
+    /// Its share of its node's GPUs, held until it exits.
     pub gpus: Gpus,
 }
 
@@ -33,6 +35,10 @@ pub struct WorkerInfo {
     pub state: WorkerState,
     pub pid: Option<u32>,
     pub host: Option<String>,
+    /// The node the scheduler placed it on, by name: this machine's on the
+    /// local backend, `capacity::WHOLE_ALLOCATION` where srun or flux place
+    /// each worker somewhere in the allocation.
+    pub node: String,
     pub gpus: Gpus,
 }
 
@@ -80,12 +86,13 @@ impl Worker {
         }
     }
 
-    pub(super) fn info(&self, id: WorkerId) -> WorkerInfo {
+    pub(super) fn info(&self, id: WorkerId, node: &str) -> WorkerInfo {
         WorkerInfo {
             id,
             state: self.state,
             pid: self.place.as_ref().map(|p| p.pid),
             host: self.place.as_ref().map(|p| p.host.clone()),
+            node: node.into(),
             gpus: self.launch.gpus.clone(),
         }
     }

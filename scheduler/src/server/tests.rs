@@ -6,9 +6,10 @@
 
 use super::*;
 use crate::backend::Backend;
+use crate::capacity::Capacity;
 use crate::core::{Allocation, Launch, QueueAhead};
 use crate::protocol::{self, FromWorker, Outcome, Stream, ToWorker};
-use crate::resources::{Capacity, Gpus, ResourceRequest};
+use crate::resources::{Gpus, ResourceRequest};
 use crate::shared_memory;
 use std::path::PathBuf;
 use zeromq::DealerSocket;
