@@ -56,6 +56,11 @@ impl Key {
         Key(bytes)
     }
 
+    /// The raw key, from which the wire's session keys are derived (`seal`).
+    pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod resources;
+pub mod seal;
 pub mod server;
 pub mod shared_memory;
 pub mod store;

@@ -1,5 +1,5 @@
 //! pmp-worker: started by a backend, it connects back to the scheduler,
-//! verifies every message, and runs tasks in an embedded CPython. Started by
+//! opens every message (encrypted and authenticated), and runs tasks in an embedded CPython. Started by
 //! a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
 //! from the task store and exits, with no network at all (`job`).
 //!
