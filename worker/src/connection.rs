@@ -129,12 +129,11 @@ pub struct Connection {
 impl Connection {
     /// Its thread connects when the first message is sent, which must be
     /// the Hello: the scheduler reads nothing else from a new connection.
-    pub fn open(settings: &Settings) -> Connection {
+    pub fn open(settings: &Settings, key: Key) -> Connection {
         let incoming = Arc::new(Inbox::default());
         let incoming_tx = incoming.clone();
         let (outgoing, outgoing_rx) = unbounded_channel();
         let address = settings.address.clone();
-        let key = settings.key.clone();
         let silence = settings.heartbeat_timeout;
         let sender = Sender {
             outgoing,

@@ -1,6 +1,6 @@
 //! pmp-worker: started by a backend, it connects back to the scheduler,
-//! opens every message (encrypted and authenticated), and runs tasks in an embedded CPython. Started by
-//! a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
+//! opens every message (encrypted and authenticated), and runs tasks in an
+//! embedded CPython. Started by a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
 //! from the task store and exits, with no network at all (`job`).
 //!
 //! Started as a zygote (`PMP_ZYGOTE`, Linux), it starts Python once and
@@ -71,7 +71,14 @@ fn exit(code: i32) -> ! {
 
 /// Connected mode: run what the scheduler sends until it says stop or goes away.
 fn serve(settings: &Settings) -> ! {
-    let connection = connection::Connection::open(settings);
+    let key = match settings.key.read() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("pmp-worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    let connection = connection::Connection::open(settings, key);
     let current_task = output::CurrentTask::default();
     let sink = output::OutputSink::new(connection.sender(), current_task.clone());
     let runtime = match interpreter::Runtime::start(&settings.python, Some(sink)) {
