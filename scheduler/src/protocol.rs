@@ -291,15 +291,16 @@ mod tests {
     /// A worker's session and the scheduler's, its Hello opened.
     fn sessions() -> ((Sealer, Opener), (Sealer, Opener)) {
         let key = Key::generate();
-        let (mut worker_out, worker_in) = seal::connect(&key);
+        let (mut worker_out, worker_in) = seal::connect(&key, seal::Protection::Encrypted);
         let hello = FromWorker::Hello {
             worker: WorkerId(0),
             pid: 1,
             host: "node1".into(),
         };
         let wire = encode(&mut worker_out, &hello, Vec::new());
-        let (scheduler_out, mut scheduler_in) =
-            seal::SaltsSeen::default().session(&key, &wire).unwrap();
+        let (scheduler_out, mut scheduler_in) = seal::SaltsSeen::default()
+            .session(&key, seal::Protection::Encrypted, &wire)
+            .unwrap();
         let (back, _): (FromWorker, _) = decode(&mut scheduler_in, wire).unwrap();
         assert_eq!(back, hello);
         ((worker_out, worker_in), (scheduler_out, scheduler_in))

@@ -135,6 +135,7 @@ impl Connection {
         let (outgoing, outgoing_rx) = unbounded_channel();
         let address = settings.address.clone();
         let silence = settings.heartbeat_timeout;
+        let protection = settings.protection;
         let sender = Sender {
             outgoing,
             connected: Connected::default(),
@@ -149,7 +150,7 @@ impl Connection {
                     .expect("a tokio runtime starts");
                 runtime.block_on(serve(
                     address,
-                    key,
+                    (key, protection),
                     silence,
                     incoming_tx,
                     outgoing_rx,
@@ -199,7 +200,7 @@ impl Connection {
 
 async fn serve(
     address: String,
-    key: Key,
+    (key, protection): (Key, seal::Protection),
     silence: std::time::Duration,
     incoming: Arc<Inbox>,
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Queued>>,
@@ -219,7 +220,7 @@ async fn serve(
         ));
     }
     let (send_half, mut recv_half) = socket.split();
-    let (sealer, mut opener) = seal::connect(&key);
+    let (sealer, mut opener) = seal::connect(&key, protection);
     let wire = Arc::new(Wire {
         progress: send_half.write_progress(),
         send_half: tokio::sync::Mutex::new((send_half, sealer)),

@@ -3,6 +3,7 @@
 
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::backend::key_file;
+use pmp_scheduler::seal::Protection;
 use pmp_scheduler::store::StoreError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +79,8 @@ impl PythonSettings {
 pub struct Settings {
     pub address: String,
     pub key: KeySource,
+    /// What protects the messages, as the scheduler said.
+    pub protection: Protection,
     pub worker_id: u32,
     pub heartbeat_timeout: Duration,
     pub python: PythonSettings,
@@ -157,9 +160,16 @@ impl Settings {
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(10.0);
         let address = required("PMP_SCHEDULER")?;
+        // Unset: encrypted, as from anywhere that is not the scheduler's
+        // machine (the scheduler refuses anything else from there anyway).
+        let protection = match std::env::var(Protection::VARIABLE) {
+            Ok(name) => Protection::from_name(&name)?,
+            Err(_) => Protection::Encrypted,
+        };
         Ok(Settings {
             address,
             key,
+            protection,
             worker_id,
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
             python: PythonSettings::from_env(required)?,

@@ -10,7 +10,7 @@
 
 use super::flux_jobspec::{current_rlimits, jobspec, JobRequest};
 use super::flux_options::{self, JobOptions};
-use super::{finish_command, Backend, KeyHandover, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use serde_json::{Map, Value};
@@ -92,7 +92,7 @@ impl FluxBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // `flux run` copies its environment into the job and runs it in its
         // own working directory; it picks the GPUs (-g) itself.
-        finish_command(&mut command, env, worker, launch, true, KeyHandover::File)?;
+        finish_command(&mut command, env, worker, launch, true, self.protection())?;
         Ok(command)
     }
 
@@ -116,7 +116,7 @@ impl FluxBackend {
             .args(options.urgency.map(|u| format!("--urgency={u}")));
         // The shell runs in the worker's cwd too: a cwd removed since submit
         // fails the start here, as with `flux run`.
-        finish_command(&mut command, env, worker, launch, true, KeyHandover::File)?;
+        finish_command(&mut command, env, worker, launch, true, self.protection())?;
         let cwd = match &launch.resources.cwd {
             Some(cwd) => cwd.clone(),
             None => match std::env::current_dir()

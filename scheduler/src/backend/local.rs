@@ -2,7 +2,7 @@
 //! `mpiexec -n N pmp-worker` for a worker of N MPI ranks.
 
 use super::mpi::MpiLauncher;
-use super::{finish_command, Backend, KeyHandover, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -50,14 +50,7 @@ impl Backend for LocalBackend {
         } else {
             Command::new(&env.program)
         };
-        finish_command(
-            &mut command,
-            env,
-            worker,
-            launch,
-            true,
-            KeyHandover::Environment,
-        )?;
+        finish_command(&mut command, env, worker, launch, true, self.protection())?;
         Ok(command)
     }
 

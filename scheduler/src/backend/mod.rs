@@ -15,6 +15,7 @@ pub mod slurm;
 use crate::auth::Key;
 use crate::core::{Launch, LostReason};
 use crate::ids::WorkerId;
+use crate::seal::Protection;
 use std::process::Command;
 
 /// Everything a worker process needs to find its way back and run Python.
@@ -120,19 +121,9 @@ impl WorkerEnvironment {
     }
 }
 
-/// How a worker gets the executor's key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyHandover {
-    /// In `PMP_KEY`: a process of ours on this machine, which removes it
-    /// from its environment once read (the zygote passes it the same way).
-    Environment,
-    /// In a file of its own (`key_file`): a job system keeps and shows a
-    /// job's environment.
-    File,
-}
-
 /// What every backend adds to its launcher command: the worker's variables,
-/// the key as `handover` says, its rank count, and its working directory (the launcher's own cwd unless
+/// the key and how its messages are protected (`Backend::protection`), its
+/// rank count, and its working directory (the launcher's own cwd unless
 /// the launcher takes it as an argument, as srun's `-D` does). The client
 /// refuses a cwd that is not a directory at submit; one removed since then
 /// fails the worker's start with that reason, never runs it elsewhere.
@@ -142,12 +133,16 @@ pub fn finish_command(
     worker: WorkerId,
     launch: &Launch,
     run_in_cwd: bool,
-    handover: KeyHandover,
+    protection: Protection,
 ) -> Result<(), String> {
     command.envs(env.variables(worker, launch));
-    match handover {
-        KeyHandover::Environment => command.env("PMP_KEY", env.key.to_hex()),
-        KeyHandover::File => {
+    command.env(Protection::VARIABLE, protection.name());
+    match protection {
+        // A process of ours on this machine, which removes it from its
+        // environment once read (the zygote passes it the same way).
+        Protection::Signed => command.env("PMP_KEY", env.key.to_hex()),
+        // A job system keeps and shows a job's environment.
+        Protection::Encrypted => {
             command.env(key_file::VARIABLE, env.key_files.write(&env.key, worker)?)
         }
     };
@@ -180,6 +175,17 @@ pub trait Backend: Send {
     /// itself (for single-rank workers), which a zygote can fork instead.
     fn runs_workers_here(&self) -> bool {
         false
+    }
+
+    /// What protects its workers' messages: signed on this machine's
+    /// loopback, which others cannot read, encrypted from anywhere else
+    /// (`seal`). Not for a backend to choose otherwise.
+    fn protection(&self) -> Protection {
+        if self.runs_workers_here() {
+            Protection::Signed
+        } else {
+            Protection::Encrypted
+        }
     }
 
     /// What explains `worker`'s exit beyond its process's status, if

@@ -15,7 +15,7 @@
 //! (CANCELLED, NODE_FAIL, TIMEOUT).
 
 use super::mpi::MpiFlavor;
-use super::{finish_command, Backend, ExitExplainer, KeyHandover, WorkerEnvironment};
+use super::{finish_command, Backend, ExitExplainer, WorkerEnvironment};
 use crate::core::{Launch, LostReason};
 use crate::ids::WorkerId;
 use crate::jobs::request::{shell_quote, JobRequest};
@@ -160,7 +160,7 @@ impl Backend for PilotBackend {
         // sbatch exports its environment to the job (--export=ALL is the
         // default): the worker's variables travel that way, never as
         // arguments, which squeue and ps would show.
-        finish_command(&mut command, env, worker, launch, false, KeyHandover::File)?;
+        finish_command(&mut command, env, worker, launch, false, self.protection())?;
         Ok(command)
     }
 

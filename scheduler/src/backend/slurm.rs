@@ -2,7 +2,7 @@
 //! allocation the client runs in.
 
 use super::mpi::MpiFlavor;
-use super::{finish_command, Backend, KeyHandover, WorkerEnvironment};
+use super::{finish_command, Backend, WorkerEnvironment};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -80,7 +80,7 @@ impl Backend for SlurmBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // srun passes its environment to the step (--export=ALL), takes the
         // working directory as -D, and picks the step's GPUs itself.
-        finish_command(&mut command, env, worker, launch, false, KeyHandover::File)?;
+        finish_command(&mut command, env, worker, launch, false, self.protection())?;
         Ok(command)
     }
 }

@@ -147,7 +147,7 @@ impl Server {
         }
         let (sealer, mut opener) = self
             .salts
-            .session(&self.key, &message)
+            .session(&self.key, self.protection, &message)
             .map_err(DecodeError::Unopened)?;
         let (header, frames) = protocol::decode(&mut opener, message)?;
         Ok((header, frames, Some((sealer, opener))))

@@ -20,7 +20,7 @@ use crate::core::{Core, Event, TaskCounts, TaskSpec, WorkerInfo};
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::Payload;
-use crate::seal::SaltsSeen;
+use crate::seal::{Protection, SaltsSeen};
 use crate::zygote::Zygotes;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -76,6 +76,8 @@ struct Server {
     key: Key,
     /// The salts of the sessions accepted, so that none is accepted twice.
     salts: SaltsSeen,
+    /// What protects the backend's workers' messages.
+    protection: Protection,
     backend: Box<dyn Backend>,
     environment: WorkerEnvironment,
     timing: Timing,
@@ -178,6 +180,7 @@ pub async fn run(
         core,
         key,
         salts: SaltsSeen::default(),
+        protection: backend.protection(),
         backend,
         environment,
         timing,

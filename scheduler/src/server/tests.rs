@@ -160,7 +160,8 @@ impl Client {
         .expect("the worker's process started");
         let mut socket = DealerSocket::new();
         socket.connect(&self.endpoint).await.unwrap();
-        let (sealer, opener) = seal::connect(&Key::from_bytes(self.key));
+        let (sealer, opener) =
+            seal::connect(&Key::from_bytes(self.key), seal::Protection::Encrypted);
         let mut fake = FakeWorker {
             socket,
             sealer,
@@ -484,8 +485,8 @@ async fn a_connection_that_replays_another_ones_messages_is_not_admitted() {
     socket.connect(&client.endpoint).await.unwrap();
     let mut stranger = FakeWorker {
         socket,
-        sealer: seal::connect(&Key::generate()).0,
-        opener: seal::connect(&Key::generate()).1,
+        sealer: seal::connect(&Key::generate(), seal::Protection::Encrypted).0,
+        opener: seal::connect(&Key::generate(), seal::Protection::Encrypted).1,
         pid: 0,
         sent: Vec::new(),
     };
