@@ -282,7 +282,7 @@ async fn serve(
                     }
                     incoming.push((message, frames));
                 }
-                Err(e) => say(format_args!("dropped a message: {e}")),
+                Err(e) => say!("pmp-worker: dropped a message: {e}"),
             }
         }
     });
@@ -310,19 +310,10 @@ fn zmq_message(wire: Vec<Bytes>) -> ZmqMessage {
     message
 }
 
-/// Say why on stderr, if it can still be written, on this thread that must
-/// go on whatever happens: `eprintln!` panics when it cannot write (EPIPE
-/// once the client that read the pipe is gone), which would end the thread
-/// and leave the worker running.
-fn say(message: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "pmp-worker: {message}");
-}
-
 /// Say why, end what the tasks started and exit at once, whether or not the
 /// message could be written.
 fn die(message: std::fmt::Arguments) -> ! {
-    say(message);
+    say!("pmp-worker: {message}");
     crate::descendants::end_all();
     // SAFETY: immediate exit; Python may be mid-task on the main thread.
     unsafe { libc::_exit(70) }

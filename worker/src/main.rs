@@ -13,6 +13,10 @@
 //! scheduler goes silent; on Linux, a thread ends what the tasks started
 //! when SIGTERM comes (`descendants`), as every exit does.
 
+// First, so that its `say!` is there for every module after it.
+#[macro_use]
+mod say;
+
 mod client_watch;
 mod connection;
 mod descendants;
@@ -37,7 +41,7 @@ fn main() {
             // Returns in each forked child, which goes on as a fresh worker.
             Ok(python) => zygote::run(&python),
             Err(e) => {
-                eprintln!("pmp-worker zygote: {e}");
+                say!("pmp-worker zygote: {e}");
                 std::process::exit(2);
             }
         }
@@ -47,7 +51,7 @@ fn main() {
     let mode = match Mode::from_env() {
         Ok(mode) => mode,
         Err(e) => {
-            eprintln!("pmp-worker: {e}");
+            say!("pmp-worker: {e}");
             std::process::exit(2);
         }
     };
@@ -74,7 +78,7 @@ fn serve(settings: &Settings) -> ! {
     let key = match settings.key.read() {
         Ok(key) => key,
         Err(e) => {
-            eprintln!("pmp-worker: {e}");
+            say!("pmp-worker: {e}");
             std::process::exit(2);
         }
     };
@@ -84,7 +88,7 @@ fn serve(settings: &Settings) -> ! {
     let runtime = match interpreter::Runtime::start(&settings.python, Some(sink)) {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("pmp-worker: Python did not start: {e}");
+            say!("pmp-worker: Python did not start: {e}");
             std::process::exit(3);
         }
     };
@@ -156,6 +160,6 @@ fn serve(settings: &Settings) -> ! {
 
 /// A task's outcome that Python could not even produce (pmp itself failed).
 fn internal_error(message: String) -> (Outcome, Vec<pmp_scheduler::Bytes>) {
-    eprintln!("pmp-worker: {message}");
+    say!("pmp-worker: {message}");
     exit(4);
 }
