@@ -245,7 +245,16 @@ def test_a_result_changed_on_the_wire_is_never_unpickled_and_fails_its_future(
 
 
 @pytest.mark.timeout(240)
-def test_the_key_is_in_no_step_environment_command_line_or_job_listing(slurm, run_script):
+@pytest.mark.parametrize(
+    "launcher",
+    # A worker as an srun step inside an allocation, and as a pilot job
+    # (sbatch, which keeps the job's environment) from outside any.
+    [SALLOC, ()],
+    ids=["srun-step", "pilot-job"],
+)
+def test_the_key_is_in_no_worker_environment_command_line_or_job_listing(
+    slurm, run_script, launcher
+):
     done = run_script(
         """
         import os, re, subprocess
@@ -280,7 +289,7 @@ def test_the_key_is_in_no_step_environment_command_line_or_job_listing(slurm, ru
                 ]
             )
         """,
-        SALLOC,
+        launcher,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
