@@ -11,9 +11,6 @@
 //! where GCM's 96 bits would have to be split tightly; and it is constant
 //! time in software, on nodes with or without AES instructions.
 //!
-//! Signed sessions put an HMAC-SHA256 (`auth`) of the direction, the seal
-//! frame's salt and counter and every frame in the seal frame, after them.
-//!
 //! Sessions. The executor's key is shared by all its workers, so it never
 //! encrypts directly (two connections counting from 0 would reuse nonces):
 //! each connection has a session key, a keyed BLAKE3 hash of a random salt
@@ -30,6 +27,10 @@
 //! chunks of `CHUNK` bytes, on all cores for a large one; each chunk's
 //! associated data is the frame count and the frame's length, so frames or
 //! chunks cut off, moved or swapped do not open.
+//!
+//! A signed session's frames go in the clear; its seal frame goes on with
+//! the HMAC-SHA256 (`auth`, keyed with the session key) of the direction,
+//! the salt and counter, and every frame.
 
 use crate::auth::{Key, SIGNATURE_LEN};
 use bytes::Bytes;
