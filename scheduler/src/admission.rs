@@ -1,6 +1,6 @@
 //! Who may talk to the scheduler's socket, and how much before proving that
 //! it holds the key. Anyone on the host can connect to the port; a worker
-//! connects when its signed Hello is ready and sends it first. Until the
+//! connects when its sealed Hello is ready and sends it first. Until the
 //! server has verified that Hello and admitted the connection, the socket
 //! (vendor/zeromq, `src/admission.rs`) reads one message of at most
 //! `FIRST_MESSAGE_MAX` bytes from it and nothing more, closes it if it is
@@ -14,7 +14,7 @@ use std::time::Duration;
 use zeromq::util::PeerIdentity;
 use zeromq::Socket;
 
-/// A Hello with its signature is under 400 bytes (its host name is at most
+/// A Hello with its seal (`seal`) is under 400 bytes (its host name is at most
 /// 255); the socket's handshake counts too.
 pub const FIRST_MESSAGE_MAX: usize = 4 << 10;
 /// A worker sends its Hello right after connecting; this leaves room for a

@@ -39,10 +39,18 @@ fn chunk_digests(frame: &[u8]) -> Vec<[u8; 32]> {
     })
 }
 
-/// The per-executor secret. It reaches workers through the environment, never
-/// on a command line (where `ps` would show it).
+/// The per-executor secret. It reaches a local worker through its
+/// environment, one that a job system starts through a file of its own
+/// (`backend::key_file`), never a command line (where `ps` would show it).
 #[derive(Clone)]
 pub struct Key([u8; KEY_LEN]);
+
+/// Never the key itself, wherever a structure holding it is printed.
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
 
 impl Key {
     pub fn generate() -> Key {
@@ -54,6 +62,11 @@ impl Key {
     /// A key kept in a file rather than the environment (the task store's).
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Key {
         Key(bytes)
+    }
+
+    /// The raw key, from which the wire's session keys are derived (`seal`).
+    pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
     }
 
     pub fn to_hex(&self) -> String {

@@ -103,7 +103,8 @@ impl SchedulerHandle {
         let environment = WorkerEnvironment {
             program: config.worker_program,
             address: String::new(),
-            key_hex: key.to_hex(),
+            key: key.clone(),
+            key_files: crate::backend::key_file::KeyFiles::default(),
             python: config.python,
             sys_path: config.sys_path,
             heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod resources;
+pub mod seal;
 pub mod server;
 pub mod shared_memory;
 pub mod store;

@@ -1,13 +1,13 @@
 //! The wire protocol between scheduler and workers, defined once for both sides.
 //!
 //! A message is a ZeroMQ multipart message:
-//! `[signature (32 bytes)] [header (bincode)] [payload frames...]`.
-//! The signature is an HMAC over the header and every payload frame; see `auth`.
-//! Payload frames carry pickles and pickle-protocol-5 out-of-band buffers, which
+//! `[seal (40 bytes)] [header (bincode)] [payload frames...]`, the header
+//! and every payload frame encrypted and authenticated by the connection's
+//! session (`seal`). Payload frames carry pickles and pickle-protocol-5 out-of-band buffers, which
 //! travel as frames of their own so large arrays are never copied into one blob.
 
-use crate::auth::Key;
 use crate::ids::{TaskId, WorkerId};
+use crate::seal::{OpenError, Opener, Sealer};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -119,8 +119,9 @@ pub enum Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromWorker {
-    /// Sent once Python is up and the worker can take tasks. The scheduler
-    /// routes to a worker by the connection its signed Hello came from, never
+    /// Sent once Python is up and the worker can take tasks, as the first
+    /// message of its connection (its session's). The scheduler routes to
+    /// a worker by the connection its Hello came from, never
     /// by an identity the peer chose.
     Hello {
         worker: WorkerId,
@@ -188,46 +189,36 @@ pub enum Stream {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    TooShort,
-    BadSignature,
+    Unopened(OpenError),
     BadHeader(String),
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::TooShort => write!(f, "message has fewer than two frames"),
-            DecodeError::BadSignature => write!(f, "signature does not match"),
+            DecodeError::Unopened(e) => write!(f, "{e}"),
             DecodeError::BadHeader(e) => write!(f, "header does not decode: {e}"),
         }
     }
 }
 
-/// Encode and sign `header` + `frames` into the frames of one ZeroMQ message.
-pub fn encode<H: Serialize>(key: &Key, header: &H, frames: Vec<Bytes>) -> Vec<Bytes> {
-    let mut body = Vec::with_capacity(frames.len() + 2);
+/// Encode and seal `header` + `frames` into the frames of one ZeroMQ message.
+pub fn encode<H: Serialize>(sealer: &mut Sealer, header: &H, frames: Vec<Bytes>) -> Vec<Bytes> {
+    let mut body = Vec::with_capacity(frames.len() + 1);
     body.push(Bytes::from(
         bincode::serialize(header).expect("headers always serialize"),
     ));
     body.extend(frames);
-    let signature = key.sign(&body);
-    body.insert(0, signature);
-    body
+    sealer.seal(body)
 }
 
-/// Verify, then decode. The payload frames are returned untouched; nothing in
-/// them has been looked at unless the signature matched.
+/// Open, then decode. Nothing in the frames has been looked at unless
+/// every one of them opened.
 pub fn decode<H: for<'de> Deserialize<'de>>(
-    key: &Key,
-    mut message: Vec<Bytes>,
+    opener: &mut Opener,
+    message: Vec<Bytes>,
 ) -> Result<(H, Vec<Bytes>), DecodeError> {
-    if message.len() < 2 {
-        return Err(DecodeError::TooShort);
-    }
-    let signature = message.remove(0);
-    if !key.verify(&signature, &message) {
-        return Err(DecodeError::BadSignature);
-    }
+    let mut message = opener.open(message).map_err(DecodeError::Unopened)?;
     let header =
         bincode::deserialize(&message[0]).map_err(|e| DecodeError::BadHeader(e.to_string()))?;
     message.remove(0);
@@ -294,10 +285,30 @@ pub mod zygote {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Key;
+    use crate::seal;
+
+    /// A worker's session and the scheduler's, its Hello opened.
+    fn sessions() -> ((Sealer, Opener), (Sealer, Opener)) {
+        let key = Key::generate();
+        let (mut worker_out, worker_in) = seal::connect(&key, seal::Protection::Encrypted);
+        let hello = FromWorker::Hello {
+            worker: WorkerId(0),
+            pid: 1,
+            host: "node1".into(),
+        };
+        let wire = encode(&mut worker_out, &hello, Vec::new());
+        let (scheduler_out, mut scheduler_in) = seal::SaltsSeen::default()
+            .session(&key, seal::Protection::Encrypted, &wire)
+            .unwrap();
+        let (back, _): (FromWorker, _) = decode(&mut scheduler_in, wire).unwrap();
+        assert_eq!(back, hello);
+        ((worker_out, worker_in), (scheduler_out, scheduler_in))
+    }
 
     #[test]
     fn round_trip_keeps_header_and_frames() {
-        let key = Key::generate();
+        let ((_, mut worker_in), (mut scheduler_out, _)) = sessions();
         let msg = ToWorker::Run {
             task: TaskId(7),
             function: FunctionRef::Inline { slot: 2 },
@@ -323,29 +334,35 @@ mod tests {
             shared_results: true,
         };
         let frames = vec![Bytes::from_static(b"f"), Bytes::from_static(b"c")];
-        let wire = encode(&key, &msg, frames.clone());
-        let (back, payload): (ToWorker, _) = decode(&key, wire).unwrap();
+        let wire = encode(&mut scheduler_out, &msg, frames.clone());
+        let (back, payload): (ToWorker, _) = decode(&mut worker_in, wire).unwrap();
         assert_eq!(back, msg);
         assert_eq!(payload, frames);
     }
 
     #[test]
-    fn tampered_or_unsigned_messages_are_rejected() {
-        let key = Key::generate();
-        let mut wire = encode(&key, &FromWorker::Pong, vec![Bytes::from_static(b"x")]);
-        wire[2] = Bytes::from_static(b"y");
-        assert_eq!(
-            decode::<FromWorker>(&key, wire).unwrap_err(),
-            DecodeError::BadSignature
+    fn tampered_or_unsealed_messages_are_rejected() {
+        let ((mut worker_out, _), (_, mut scheduler_in)) = sessions();
+        let mut wire = encode(
+            &mut worker_out,
+            &FromWorker::Pong,
+            vec![Bytes::from_static(b"x")],
         );
-        let unsigned = vec![Bytes::from_static(b"header"), Bytes::from_static(b"pickle")];
+        let mut changed = wire[2].to_vec();
+        changed[0] ^= 1;
+        wire[2] = Bytes::from(changed);
         assert_eq!(
-            decode::<FromWorker>(&key, unsigned).unwrap_err(),
-            DecodeError::BadSignature
+            decode::<FromWorker>(&mut scheduler_in, wire).unwrap_err(),
+            DecodeError::Unopened(OpenError::Forged)
+        );
+        let unsealed = vec![Bytes::from_static(b"header"), Bytes::from_static(b"pickle")];
+        assert_eq!(
+            decode::<FromWorker>(&mut scheduler_in, unsealed).unwrap_err(),
+            DecodeError::Unopened(OpenError::NotThisSession)
         );
         assert_eq!(
-            decode::<FromWorker>(&key, vec![Bytes::new()]).unwrap_err(),
-            DecodeError::TooShort
+            decode::<FromWorker>(&mut scheduler_in, vec![Bytes::new()]).unwrap_err(),
+            DecodeError::Unopened(OpenError::TooShort)
         );
     }
 

@@ -4,7 +4,7 @@
 //! Arguments: the client copies such a buffer once, at submit, into a
 //! segment: a memfd (an anonymous file in RAM) mapped into this process.
 //! When the task goes to a worker on this host, its frame is sent empty and
-//! the signed `Run` header names the segment instead (`SegmentRef`); the
+//! the authenticated `Run` header names the segment instead (`SegmentRef`); the
 //! worker opens it as `/proc/<our pid>/fd/<fd>`, maps it copy-on-write and
 //! unpickles straight from the mapping. To a worker on another host the same
 //! frame travels on the socket as before. A worker that cannot map a
@@ -14,15 +14,15 @@
 //!
 //! Results, the other way round (`hand_over`): when the `Run` allows it, the
 //! worker leaves its result's large buffers in segments of its own, names
-//! them in its signed `Done`, and keeps them open until the scheduler has
+//! them in its authenticated `Done`, and keeps them open until the scheduler has
 //! mapped them (`ToWorker::Released`); then it closes them, and the
 //! scheduler's mapping keeps the pages as long as the result is held.
 //!
 //! Why this is sound:
 //! - The pickle itself, the only part that can run code, stays in the
-//!   signed message; a segment holds only raw buffer bytes, which pickle
+//!   authenticated message (`seal`); a segment holds only raw buffer bytes, which pickle
 //!   hands to the reconstructing class (numpy) as data. The header that
-//!   names the segment is signed, so only its sender chooses what the other
+//!   names the segment is authenticated, so only its sender chooses what the other
 //!   side maps, and it checks that the file is the one named (device and
 //!   inode), not one of another process with the same pid elsewhere.
 //! - Who can write a segment: the process that made it (it holds the fd),

@@ -1,5 +1,5 @@
-//! The worker's side of the wire: a DEALER socket on its own thread. Messages
-//! are verified here, before the main thread (and Python) sees them; pings
+//! The worker's side of the wire: a DEALER socket on its own thread, one
+//! session (`pmp_scheduler::seal`) per connection. Messages are opened here, before the main thread (and Python) sees them; pings
 //! and retracts are answered here, while the main thread runs a task.
 //!
 //! What ends a task (its Done) and what the task prints are sent with
@@ -15,6 +15,7 @@ use crate::settings::Settings;
 use crate::shared_frames;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::protocol::{self, FromWorker, ToWorker};
+use pmp_scheduler::seal::{self, Sealer};
 use pmp_scheduler::Bytes;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -32,8 +33,9 @@ type Outgoing = UnboundedSender<Option<Queued>>;
 /// The socket's sending side, shared by the connection thread (what is
 /// queued) and the threads that use `Sender::send_now`.
 struct Wire {
-    key: Key,
-    send_half: tokio::sync::Mutex<zeromq::DealerSendHalf>,
+    /// The socket and the sealer together: messages are sealed in the order
+    /// they are written, which the scheduler's replay check relies on.
+    send_half: tokio::sync::Mutex<(zeromq::DealerSendHalf, Sealer)>,
     /// How far zeromq's writer has got (None only if not connected to one peer).
     progress: Option<Arc<WriteProgress>>,
 }
@@ -43,22 +45,15 @@ impl Wire {
     /// segments unmapped by now (the last task's arguments), so that the
     /// scheduler can reuse them for the next task.
     async fn write(&self, mut message: FromWorker, mut frames: Vec<Bytes>) {
-        let mut send_half = self.send_half.lock().await;
+        let mut guard = self.send_half.lock().await;
+        let (send_half, sealer) = &mut *guard;
         let segments = shared_frames::take_released();
         if !segments.is_empty() {
             let released = FromWorker::Released { segments };
-            write_one(
-                &mut send_half,
-                protocol::encode(&self.key, &released, Vec::new()),
-            )
-            .await;
+            write_one(send_half, protocol::encode(sealer, &released, Vec::new())).await;
         }
         shared_frames::on_send(&mut message, &mut frames);
-        write_one(
-            &mut send_half,
-            protocol::encode(&self.key, &message, frames),
-        )
-        .await;
+        write_one(send_half, protocol::encode(sealer, &message, frames)).await;
     }
 }
 
@@ -134,13 +129,13 @@ pub struct Connection {
 impl Connection {
     /// Its thread connects when the first message is sent, which must be
     /// the Hello: the scheduler reads nothing else from a new connection.
-    pub fn open(settings: &Settings) -> Connection {
+    pub fn open(settings: &Settings, key: Key) -> Connection {
         let incoming = Arc::new(Inbox::default());
         let incoming_tx = incoming.clone();
         let (outgoing, outgoing_rx) = unbounded_channel();
         let address = settings.address.clone();
-        let key = settings.key.clone();
         let silence = settings.heartbeat_timeout;
+        let protection = settings.protection;
         let sender = Sender {
             outgoing,
             connected: Connected::default(),
@@ -155,7 +150,7 @@ impl Connection {
                     .expect("a tokio runtime starts");
                 runtime.block_on(serve(
                     address,
-                    key,
+                    (key, protection),
                     silence,
                     incoming_tx,
                     outgoing_rx,
@@ -205,7 +200,7 @@ impl Connection {
 
 async fn serve(
     address: String,
-    key: Key,
+    (key, protection): (Key, seal::Protection),
     silence: std::time::Duration,
     incoming: Arc<Inbox>,
     mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Option<Queued>>,
@@ -225,16 +220,15 @@ async fn serve(
         ));
     }
     let (send_half, mut recv_half) = socket.split();
+    let (sealer, mut opener) = seal::connect(&key, protection);
     let wire = Arc::new(Wire {
-        key: key.clone(),
         progress: send_half.write_progress(),
-        send_half: tokio::sync::Mutex::new(send_half),
+        send_half: tokio::sync::Mutex::new((send_half, sealer)),
     });
     let _ = connected.set((tokio::runtime::Handle::current(), wire.clone()));
     let (pong_tx, mut pong_rx) = unbounded_channel::<()>();
     // Answers the reader gives itself: refused and retracted Runs.
     let (refusal_tx, mut refusal_rx) = unbounded_channel::<FromWorker>();
-    let reader_key = key.clone();
     let inbox = incoming.clone();
     let reader = tokio::spawn(async move {
         loop {
@@ -249,7 +243,7 @@ async fn serve(
                     ));
                 }
             };
-            match protocol::decode::<ToWorker>(&reader_key, message.into_vec()) {
+            match protocol::decode::<ToWorker>(&mut opener, message.into_vec()) {
                 Ok((ToWorker::Ping, _)) => {
                     let _ = pong_tx.send(());
                 }
@@ -288,7 +282,7 @@ async fn serve(
                     }
                     incoming.push((message, frames));
                 }
-                Err(e) => say(format_args!("dropped a message: {e}")),
+                Err(e) => say!("pmp-worker: dropped a message: {e}"),
             }
         }
     });
@@ -316,19 +310,10 @@ fn zmq_message(wire: Vec<Bytes>) -> ZmqMessage {
     message
 }
 
-/// Say why on stderr, if it can still be written, on this thread that must
-/// go on whatever happens: `eprintln!` panics when it cannot write (EPIPE
-/// once the client that read the pipe is gone), which would end the thread
-/// and leave the worker running.
-fn say(message: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "pmp-worker: {message}");
-}
-
 /// Say why, end what the tasks started and exit at once, whether or not the
 /// message could be written.
 fn die(message: std::fmt::Arguments) -> ! {
-    say(message);
+    say!("pmp-worker: {message}");
     crate::descendants::end_all();
     // SAFETY: immediate exit; Python may be mid-task on the main thread.
     unsafe { libc::_exit(70) }

@@ -88,7 +88,7 @@ impl Runtime {
     pub fn close(&self) {
         Python::attach(|py| {
             if let Err(e) = self.runtime.bind(py).call_method0("close") {
-                eprintln!("pmp-worker: {}", describe(py, &e));
+                say!("pmp-worker: {}", describe(py, &e));
             }
         });
     }
@@ -121,7 +121,7 @@ pub fn prepare(settings: &PythonSettings) -> Result<(), String> {
 /// broadcasts until it says stop. Returns the exit code.
 pub fn follow(settings: &PythonSettings) -> i32 {
     if let Err(e) = pmp_embed::start_python(std::path::Path::new(&settings.executable)) {
-        eprintln!("pmp-worker: Python did not start: {e}");
+        say!("pmp-worker: Python did not start: {e}");
         return 3;
     }
     Python::attach(|py| {
@@ -137,7 +137,7 @@ pub fn follow(settings: &PythonSettings) -> i32 {
         match run() {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("pmp-worker rank {}: {}", settings.rank, describe(py, &e));
+                say!("pmp-worker rank {}: {}", settings.rank, describe(py, &e));
                 5
             }
         }

@@ -120,7 +120,7 @@ pub fn run(settings: &JobSettings) -> i32 {
     let holds_lock = match ran {
         Ok(Ran::Called) => true,
         Ok(stored) => {
-            eprintln!("pmp-worker: job {key}: {stored}; it was not run again");
+            say!("pmp-worker: job {key}: {stored}; it was not run again");
             stored != Ran::StoredBefore
         }
         Err(failure) => {
@@ -130,7 +130,7 @@ pub fn run(settings: &JobSettings) -> i32 {
     };
     if holds_lock {
         if let Err(e) = store.unlock(key) {
-            eprintln!("pmp-worker: job {key}: cannot release its lock: {e}");
+            say!("pmp-worker: job {key}: cannot release its lock: {e}");
             if code == 0 {
                 code = Failure::Store(e).exit_code();
             }
@@ -144,7 +144,7 @@ pub fn run(settings: &JobSettings) -> i32 {
 
 /// Print why the job failed; returns its exit code.
 fn report(key: &str, failure: Failure) -> i32 {
-    eprintln!("pmp-worker: job {key}: {failure}");
+    say!("pmp-worker: job {key}: {failure}");
     failure.exit_code()
 }
 

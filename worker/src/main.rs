@@ -1,6 +1,6 @@
 //! pmp-worker: started by a backend, it connects back to the scheduler,
-//! verifies every message, and runs tasks in an embedded CPython. Started by
-//! a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
+//! opens every message (encrypted and authenticated), and runs tasks in an
+//! embedded CPython. Started by a batch job instead (`PMP_JOB_STORE`, no `PMP_SCHEDULER`), it runs one call
 //! from the task store and exits, with no network at all (`job`).
 //!
 //! Started as a zygote (`PMP_ZYGOTE`, Linux), it starts Python once and
@@ -12,6 +12,10 @@
 //! heartbeats and retracts while a task runs, and exits the process when the
 //! scheduler goes silent; on Linux, a thread ends what the tasks started
 //! when SIGTERM comes (`descendants`), as every exit does.
+
+// First, so that its `say!` is there for every module after it.
+#[macro_use]
+mod say;
 
 mod client_watch;
 mod connection;
@@ -37,7 +41,7 @@ fn main() {
             // Returns in each forked child, which goes on as a fresh worker.
             Ok(python) => zygote::run(&python),
             Err(e) => {
-                eprintln!("pmp-worker zygote: {e}");
+                say!("pmp-worker zygote: {e}");
                 std::process::exit(2);
             }
         }
@@ -47,7 +51,7 @@ fn main() {
     let mode = match Mode::from_env() {
         Ok(mode) => mode,
         Err(e) => {
-            eprintln!("pmp-worker: {e}");
+            say!("pmp-worker: {e}");
             std::process::exit(2);
         }
     };
@@ -71,13 +75,20 @@ fn exit(code: i32) -> ! {
 
 /// Connected mode: run what the scheduler sends until it says stop or goes away.
 fn serve(settings: &Settings) -> ! {
-    let connection = connection::Connection::open(settings);
+    let key = match settings.key.read() {
+        Ok(key) => key,
+        Err(e) => {
+            say!("pmp-worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    let connection = connection::Connection::open(settings, key);
     let current_task = output::CurrentTask::default();
     let sink = output::OutputSink::new(connection.sender(), current_task.clone());
     let runtime = match interpreter::Runtime::start(&settings.python, Some(sink)) {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("pmp-worker: Python did not start: {e}");
+            say!("pmp-worker: Python did not start: {e}");
             std::process::exit(3);
         }
     };
@@ -149,6 +160,6 @@ fn serve(settings: &Settings) -> ! {
 
 /// A task's outcome that Python could not even produce (pmp itself failed).
 fn internal_error(message: String) -> (Outcome, Vec<pmp_scheduler::Bytes>) {
-    eprintln!("pmp-worker: {message}");
+    say!("pmp-worker: {message}");
     exit(4);
 }

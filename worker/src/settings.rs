@@ -2,6 +2,8 @@
 //! environment, and which of its two modes that makes it run in.
 
 use pmp_scheduler::auth::Key;
+use pmp_scheduler::backend::key_file;
+use pmp_scheduler::seal::Protection;
 use pmp_scheduler::store::StoreError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,7 +78,9 @@ impl PythonSettings {
 
 pub struct Settings {
     pub address: String,
-    pub key: Key,
+    pub key: KeySource,
+    /// What protects the messages, as the scheduler said.
+    pub protection: Protection,
     pub worker_id: u32,
     pub heartbeat_timeout: Duration,
     pub python: PythonSettings,
@@ -88,9 +92,63 @@ fn required(name: &str) -> Result<String, String> {
     })
 }
 
+/// Where the executor's key is (see `pmp_scheduler::backend::key_file`).
+pub enum KeySource {
+    /// Given in `PMP_KEY` by a local scheduler, and removed from the
+    /// environment at once.
+    Given(Key),
+    /// In a file of its own that a job system's worker reads when it
+    /// connects (its rank 0 alone), and removes.
+    File(PathBuf),
+}
+
+impl KeySource {
+    pub fn read(&self) -> Result<Key, String> {
+        match self {
+            KeySource::Given(key) => Ok(key.clone()),
+            KeySource::File(path) => read_key_file(path),
+        }
+    }
+}
+
+/// The key in `path`, which must be this user's and no one else's: a file
+/// others could read (or plant) is not trusted.
+fn read_key_file(path: &std::path::Path) -> Result<Key, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let failed = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot read the executor's key from {} ({e}); the scheduler writes it under \
+             ~/.pmp/keys, which this node must share with the client's",
+            path.display()
+        )
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| failed(&e))?;
+    let meta = file.metadata().map_err(|e| failed(&e))?;
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 != 0 {
+        return Err(failed(&format_args!(
+            "it is not this user's alone: mode {:o}, owner {}",
+            meta.mode() & 0o777,
+            meta.uid()
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| failed(&e))?;
+    let _ = std::fs::remove_file(path);
+    Key::from_hex(&text).map_err(|e| failed(&e))
+}
+
 impl Settings {
     fn from_env() -> Result<Settings, String> {
-        let key = Key::from_hex(&required("PMP_KEY")?)?;
+        let key = match std::env::var_os(key_file::VARIABLE) {
+            Some(path) => KeySource::File(PathBuf::from(path)),
+            None => KeySource::Given(Key::from_hex(&required("PMP_KEY")?)?),
+        };
         // The key must not reach the user's code or its subprocesses.
         // SAFETY: no other thread exists yet.
         unsafe { std::env::remove_var("PMP_KEY") };
@@ -102,9 +160,16 @@ impl Settings {
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(10.0);
         let address = required("PMP_SCHEDULER")?;
+        // Unset: encrypted, as from anywhere that is not the scheduler's
+        // machine (the scheduler refuses anything else from there anyway).
+        let protection = match std::env::var(Protection::VARIABLE) {
+            Ok(name) => Protection::from_name(&name)?,
+            Err(_) => Protection::Encrypted,
+        };
         Ok(Settings {
             address,
             key,
+            protection,
             worker_id,
             heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
             python: PythonSettings::from_env(required)?,

@@ -48,7 +48,7 @@ impl Stores {
             return true;
         };
         let claimed = store.claim(&target.key, &owner).unwrap_or_else(|e| {
-            eprintln!("pmp-worker: cannot lock {}: {e}", target.key);
+            say!("pmp-worker: cannot lock {}: {e}", target.key);
             true
         });
         // A run that ended after the client looked is as good as one that
@@ -89,7 +89,7 @@ impl Stores {
             .map(|e| e.to_string());
         // After the entry: whoever sees the lock gone finds the entry.
         if let Err(e) = store.unlock(&target.key) {
-            eprintln!("pmp-worker: cannot unlock {}: {e}", target.key);
+            say!("pmp-worker: cannot unlock {}: {e}", target.key);
         }
         unstored
     }

@@ -58,7 +58,7 @@ struct Request {
 /// forked child, ready to run as a connected worker.
 pub fn run(python: &PythonSettings) {
     if let Err(e) = interpreter::prepare(python) {
-        eprintln!("pmp-worker zygote: Python did not start: {e}");
+        say!("pmp-worker zygote: Python did not start: {e}");
         std::process::exit(3);
     }
     let signals = ChildSignals::block();
@@ -114,7 +114,7 @@ pub fn run(python: &PythonSettings) {
                 close(request.stderr);
             }
             Err(e) => {
-                eprintln!("pmp-worker zygote: fork failed: {e}");
+                say!("pmp-worker zygote: fork failed: {e}");
                 reply(0);
                 close(request.stdout);
                 close(request.stderr);
@@ -155,7 +155,7 @@ fn become_worker(request: Request, zygote: libc::pid_t, signals: &ChildSignals) 
     close(request.stderr);
     if let Some(cwd) = &request.cwd {
         if let Err(e) = std::env::set_current_dir(cwd) {
-            eprintln!("pmp-worker: cannot change to cwd {cwd:?}: {e}");
+            say!("pmp-worker: cannot change to cwd {cwd:?}: {e}");
             std::process::exit(2);
         }
     }
@@ -175,7 +175,7 @@ fn become_worker(request: Request, zygote: libc::pid_t, signals: &ChildSignals) 
         Ok(())
     });
     if let Err(e) = set {
-        eprintln!("pmp-worker: setting the worker's environment failed: {e}");
+        say!("pmp-worker: setting the worker's environment failed: {e}");
         std::process::exit(2);
     }
     if let Some((_, key)) = request.variables.iter().find(|(name, _)| name == "PMP_KEY") {
@@ -224,7 +224,7 @@ fn receive() -> Option<Request> {
             Err(e) => {
                 // Only the scheduler writes here: a pmp-worker of another
                 // version than the scheduler's could do this.
-                eprintln!("pmp-worker zygote: {e}");
+                say!("pmp-worker zygote: {e}");
                 fds.into_iter().for_each(close);
                 reply(0);
             }
@@ -361,7 +361,7 @@ impl ChildSignals {
             libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
             let fd = libc::signalfd(-1, &mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
             if fd < 0 {
-                eprintln!(
+                say!(
                     "pmp-worker zygote: signalfd failed: {}",
                     std::io::Error::last_os_error()
                 );

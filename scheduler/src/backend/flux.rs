@@ -26,7 +26,7 @@ pub struct FluxBackend {
 }
 
 /// Where the submitting shell finds the jobspec: in its environment, not its
-/// arguments, because the jobspec carries the worker's key.
+/// arguments, where a large one would not fit.
 const JOBSPEC_VARIABLE: &str = "PMP_FLUX_JOBSPEC";
 
 /// Linux takes no single variable over 128 KiB (MAX_ARG_STRLEN); a jobspec
@@ -92,7 +92,7 @@ impl FluxBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // `flux run` copies its environment into the job and runs it in its
         // own working directory; it picks the GPUs (-g) itself.
-        finish_command(&mut command, env, worker, launch, true)?;
+        finish_command(&mut command, env, worker, launch, true, self.protection())?;
         Ok(command)
     }
 
@@ -116,7 +116,7 @@ impl FluxBackend {
             .args(options.urgency.map(|u| format!("--urgency={u}")));
         // The shell runs in the worker's cwd too: a cwd removed since submit
         // fails the start here, as with `flux run`.
-        finish_command(&mut command, env, worker, launch, true)?;
+        finish_command(&mut command, env, worker, launch, true, self.protection())?;
         let cwd = match &launch.resources.cwd {
             Some(cwd) => cwd.clone(),
             None => match std::env::current_dir()
@@ -276,7 +276,8 @@ mod tests {
         assert_eq!(job_env["PMP_WORKER_ID"], "3");
         assert_eq!(job_env["PMP_RANKS"], "2");
         assert_eq!(job_env["OMP_NUM_THREADS"], "4");
-        assert_eq!(job_env["PMP_KEY"], "00");
+        assert!(job_env.get("PMP_KEY").is_none(), "the key is in a file");
+        assert!(job_env[super::super::key_file::VARIABLE].is_string());
         // The scheduler's own environment goes along, as with `flux run`.
         let path = std::env::var("PATH").unwrap();
         assert_eq!(job_env["PATH"], path.as_str());

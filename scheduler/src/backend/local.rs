@@ -50,7 +50,7 @@ impl Backend for LocalBackend {
         } else {
             Command::new(&env.program)
         };
-        finish_command(&mut command, env, worker, launch, true)?;
+        finish_command(&mut command, env, worker, launch, true, self.protection())?;
         Ok(command)
     }
 
@@ -68,7 +68,8 @@ mod tests {
         WorkerEnvironment {
             program: "/bin/pmp-worker".into(),
             address: "tcp://127.0.0.1:5555".into(),
-            key_hex: "00".into(),
+            key: crate::auth::Key::from_bytes([0; crate::auth::KEY_LEN]),
+            key_files: Default::default(),
             python: "/venv/bin/python".into(),
             sys_path: vec!["/a".into(), "/b".into()],
             heartbeat_timeout_s: 10.0,

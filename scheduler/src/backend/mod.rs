@@ -5,14 +5,17 @@
 pub mod flux;
 mod flux_jobspec;
 mod flux_options;
+pub mod key_file;
 pub mod local;
 pub mod locate;
 pub mod mpi;
 pub mod pilot;
 pub mod slurm;
 
+use crate::auth::Key;
 use crate::core::{Launch, LostReason};
 use crate::ids::WorkerId;
+use crate::seal::Protection;
 use std::process::Command;
 
 /// Everything a worker process needs to find its way back and run Python.
@@ -20,7 +23,9 @@ use std::process::Command;
 pub struct WorkerEnvironment {
     pub program: std::path::PathBuf,
     pub address: String,
-    pub key_hex: String,
+    pub key: Key,
+    /// Where workers that a job system starts find the key.
+    pub key_files: key_file::KeyFiles,
     pub python: String,
     pub sys_path: Vec<String>,
     pub heartbeat_timeout_s: f64,
@@ -64,7 +69,8 @@ impl WorkerEnvironment {
         WorkerEnvironment {
             program: "/venv/bin/pmp-worker".into(),
             address: "tcp://10.0.0.1:5555".into(),
-            key_hex: "00".into(),
+            key: Key::from_bytes([0; crate::auth::KEY_LEN]),
+            key_files: key_file::KeyFiles::default(),
             python: "/venv/bin/python".into(),
             sys_path: vec![],
             heartbeat_timeout_s: 10.0,
@@ -88,7 +94,6 @@ impl WorkerEnvironment {
     pub fn variables(&self, worker: WorkerId, launch: &Launch) -> Vec<(String, String)> {
         let mut vars = vec![
             ("PMP_SCHEDULER".to_string(), self.address.clone()),
-            ("PMP_KEY".to_string(), self.key_hex.clone()),
             ("PMP_WORKER_ID".to_string(), worker.0.to_string()),
             (
                 "PMP_BLOCK_ALLOCATION".to_string(),
@@ -117,7 +122,8 @@ impl WorkerEnvironment {
 }
 
 /// What every backend adds to its launcher command: the worker's variables,
-/// its rank count, and its working directory (the launcher's own cwd unless
+/// the key and how its messages are protected (`Backend::protection`), its
+/// rank count, and its working directory (the launcher's own cwd unless
 /// the launcher takes it as an argument, as srun's `-D` does). The client
 /// refuses a cwd that is not a directory at submit; one removed since then
 /// fails the worker's start with that reason, never runs it elsewhere.
@@ -127,8 +133,19 @@ pub fn finish_command(
     worker: WorkerId,
     launch: &Launch,
     run_in_cwd: bool,
+    protection: Protection,
 ) -> Result<(), String> {
     command.envs(env.variables(worker, launch));
+    command.env(Protection::VARIABLE, protection.name());
+    match protection {
+        // A process of ours on this machine, which removes it from its
+        // environment once read (the zygote passes it the same way).
+        Protection::Signed => command.env("PMP_KEY", env.key.to_hex()),
+        // A job system keeps and shows a job's environment.
+        Protection::Encrypted => {
+            command.env(key_file::VARIABLE, env.key_files.write(&env.key, worker)?)
+        }
+    };
     command.env("PMP_RANKS", launch.resources.cores.to_string());
     if let Some(cwd) = &launch.resources.cwd {
         if run_in_cwd {
@@ -158,6 +175,17 @@ pub trait Backend: Send {
     /// itself (for single-rank workers), which a zygote can fork instead.
     fn runs_workers_here(&self) -> bool {
         false
+    }
+
+    /// What protects its workers' messages: signed on this machine's
+    /// loopback, which others cannot read, encrypted from anywhere else
+    /// (`seal`). Not for a backend to choose otherwise.
+    fn protection(&self) -> Protection {
+        if self.runs_workers_here() {
+            Protection::Signed
+        } else {
+            Protection::Encrypted
+        }
     }
 
     /// What explains `worker`'s exit beyond its process's status, if

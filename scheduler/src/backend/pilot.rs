@@ -160,7 +160,7 @@ impl Backend for PilotBackend {
         // sbatch exports its environment to the job (--export=ALL is the
         // default): the worker's variables travel that way, never as
         // arguments, which squeue and ps would show.
-        finish_command(&mut command, env, worker, launch, false)?;
+        finish_command(&mut command, env, worker, launch, false, self.protection())?;
         Ok(command)
     }
 

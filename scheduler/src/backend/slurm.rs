@@ -84,7 +84,7 @@ impl Backend for SlurmBackend {
         command.args(self.arguments(launch)).arg(&env.program);
         // srun passes its environment to the step (--export=ALL), takes the
         // working directory as -D, and picks the step's GPUs itself.
-        finish_command(&mut command, env, worker, launch, false)?;
+        finish_command(&mut command, env, worker, launch, false, self.protection())?;
         Ok(command)
     }
 }
@@ -214,5 +214,28 @@ mod tests {
             .get_envs()
             .all(|(name, _)| name != "CUDA_VISIBLE_DEVICES"));
         assert_eq!(command.get_args().last().unwrap(), "/venv/bin/pmp-worker");
+    }
+
+    #[test]
+    fn a_step_gets_the_key_in_a_private_file_never_in_its_environment() {
+        let backend = SlurmBackend {
+            srun: "srun".into(),
+            mpi: None,
+        };
+        let env = WorkerEnvironment::for_tests();
+        let command = backend
+            .command(&env, WorkerId(0), &launch(ResourceRequest::default()))
+            .unwrap();
+        let variables: std::collections::HashMap<_, _> = command
+            .get_envs()
+            .map(|(name, value)| (name.to_string_lossy().to_string(), value))
+            .collect();
+        assert!(!variables.contains_key("PMP_KEY"));
+        let file = variables[super::super::key_file::VARIABLE].unwrap();
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap(),
+            env.key.to_hex(),
+            "the file holds the key"
+        );
     }
 }

@@ -1,15 +1,15 @@
 //! The core's effects carried out (`Comm`): workers started (forked by the
-//! zygote where it can), messages signed and sent (large frames through
+//! zygote where it can), messages sealed and sent (large frames through
 //! shared memory to a worker on this host), stops escalated to kills,
 //! events to the client, cancels answered.
 
 use super::Internal;
-use crate::auth::Key;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{Comm, Event, Launch, LostReason};
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, PrintedSink};
 use crate::protocol::{self, ToWorker};
+use crate::seal::{Opener, Sealer};
 use crate::shared_memory;
 use crate::zygote::Zygotes;
 use bytes::Bytes;
@@ -25,8 +25,11 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 pub(super) struct Live {
     pub(super) process: process::WorkerProcess,
     pub(super) last_seen: Instant,
-    /// The ZeroMQ routing id of the connection its signed Hello came from.
+    /// The ZeroMQ routing id of the connection its Hello came from.
     pub(super) route: Option<Bytes>,
+    /// That connection's session: what is sent to it and what comes from it.
+    pub(super) sealer: Option<Sealer>,
+    pub(super) opener: Option<Opener>,
     /// Why we killed it, which replaces "killed by signal 9" in the report.
     pub(super) kill_reason: Option<String>,
     /// The last lines its tasks wrote to sys.stderr (sent as output, so not
@@ -48,7 +51,6 @@ pub(super) struct SharedFrames {
 
 /// The effects of the core, carried out.
 pub(super) struct ServerComm<'a> {
-    pub(super) key: &'a Key,
     pub(super) outgoing: &'a UnboundedSender<(Bytes, Vec<Bytes>)>,
     pub(super) events: &'a std::sync::mpsc::Sender<Event>,
     pub(super) backend: &'a dyn Backend,
@@ -117,6 +119,8 @@ impl Comm for ServerComm<'_> {
                         process,
                         last_seen: Instant::now(),
                         route: None,
+                        sealer: None,
+                        opener: None,
                         kill_reason: None,
                         task_stderr: VecDeque::new(),
                         shared: SharedFrames::default(),
@@ -140,7 +144,8 @@ impl Comm for ServerComm<'_> {
             if live.shared.on && matches!(message, ToWorker::Run { .. }) {
                 live.shared.unshared = share_run(&mut message, &mut frames, &mut live.shared.lent);
             }
-            let wire = protocol::encode(self.key, &message, frames);
+            let sealer = live.sealer.as_mut().expect("set with its route");
+            let wire = protocol::encode(sealer, &message, frames);
             let _ = self.outgoing.send((route, wire));
         }
     }

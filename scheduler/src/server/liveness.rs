@@ -51,7 +51,6 @@ impl Server {
     pub(super) fn on_heartbeat(&mut self) {
         let now = Instant::now();
         let timeout = self.timing.heartbeat_timeout;
-        let mut ping = Vec::new();
         for live in self.live.values_mut() {
             // A worker still starting Python has no route yet; the time it
             // takes is not held against it.
@@ -66,12 +65,10 @@ impl Server {
                 ));
                 live.process.stop();
             } else {
-                ping.push(route.clone());
+                let sealer = live.sealer.as_mut().expect("set with its route");
+                let wire = protocol::encode(sealer, &ToWorker::Ping, Vec::new());
+                let _ = self.outgoing.send((route.clone(), wire));
             }
-        }
-        for route in ping {
-            let wire = protocol::encode(&self.key, &ToWorker::Ping, Vec::new());
-            let _ = self.outgoing.send((route, wire));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What workers send: signed messages decoded and handed to the core,
+//! What workers send: sealed messages opened and handed to the core,
 //! large frames mapped from or resent around shared memory, and what a
 //! worker process prints, which belongs to the task it runs.
 
@@ -7,7 +7,11 @@ use crate::admission;
 use crate::core::{Comm, Event};
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Printed};
-use crate::protocol::{self, FromWorker, Payload, Stream, ToWorker};
+use crate::protocol::{self, DecodeError, FromWorker, Payload, Stream, ToWorker};
+use crate::seal::{Opener, Sealer};
+
+/// A new connection's session: its sending and receiving halves.
+type Session = (Sealer, Opener);
 use crate::shared_memory;
 use bytes::Bytes;
 use std::time::Instant;
@@ -18,13 +22,13 @@ impl Server {
             return;
         }
         let route = message.remove(0);
-        let (header, mut frames) = match protocol::decode::<FromWorker>(&self.key, message) {
-            Ok(decoded) => decoded,
-            Err(e) => return self.refuse(&route, &e.to_string()),
+        let (header, mut frames, session) = match self.open(&route, message) {
+            Ok(opened) => opened,
+            Err(e) => return self.unopened(&route, &e.to_string()),
         };
         let worker = match &header {
             FromWorker::Hello { worker, host, .. } => {
-                let expected = !self.routes.contains_key(&route)
+                let expected = session.is_some()
                     && self
                         .live
                         .get(worker)
@@ -42,15 +46,19 @@ impl Server {
                     // connection close and exits, which is reported.
                     return self.drop_message(&route, "hello from a connection already closed");
                 }
+                let (sealer, opener) = session.expect("checked above");
+                self.salts.accept(&opener);
                 let live = self.live.get_mut(worker).expect("checked above");
                 live.route = Some(route.clone());
+                live.sealer = Some(sealer);
+                live.opener = Some(opener);
                 live.shared.on = shared_memory::enabled() && *host == crate::host::name();
                 self.routes.insert(route.clone(), *worker);
                 *worker
             }
             _ => match self.routes.get(&route) {
                 Some(worker) => *worker,
-                None => return self.refuse(&route, "signed, but from no connected worker"),
+                None => return self.refuse(&route, "a first message that is not a hello"),
             },
         };
         if let Some(live) = self.live.get_mut(&worker) {
@@ -121,6 +129,30 @@ impl Server {
         });
     }
 
+    /// Open a message with its connection's session; a new connection's
+    /// first message starts one (returned, to be kept if it is a Hello
+    /// that admits the connection).
+    fn open(
+        &mut self,
+        route: &Bytes,
+        message: Vec<Bytes>,
+    ) -> Result<(FromWorker, Vec<Bytes>, Option<Session>), DecodeError> {
+        let connected = self.routes.get(route).and_then(|worker| {
+            let live = self.live.get_mut(worker)?;
+            live.opener.as_mut()
+        });
+        if let Some(opener) = connected {
+            let (header, frames) = protocol::decode(opener, message)?;
+            return Ok((header, frames, None));
+        }
+        let (sealer, mut opener) = self
+            .salts
+            .session(&self.key, self.protection, &message)
+            .map_err(DecodeError::Unopened)?;
+        let (header, frames) = protocol::decode(&mut opener, message)?;
+        Ok((header, frames, Some((sealer, opener))))
+    }
+
     /// A worker could not map the shared frames of `task`: from now on it
     /// gets large frames on the socket, starting with that task's again.
     fn send_unshared(
@@ -147,7 +179,8 @@ impl Server {
         live.shared.on = false;
         match live.shared.unshared.take() {
             Some((sent, message, frames)) if sent == task => {
-                let wire = protocol::encode(&self.key, &message, frames);
+                let sealer = live.sealer.as_mut().expect("set with its route");
+                let wire = protocol::encode(sealer, &message, frames);
                 let _ = self.outgoing.send((route.clone(), wire));
             }
             _ => self.drop_message(route, "cannot-map for a task not sent with shared frames"),
@@ -166,8 +199,10 @@ impl Server {
     ) -> bool {
         let mapped = shared_memory::attach(shared, frames, |_| {}).map_err(|e| e.reason);
         let segments = shared.iter().map(|s| s.segment.id).collect();
-        let wire = protocol::encode(&self.key, &ToWorker::Released { segments }, Vec::new());
-        let _ = self.outgoing.send((route.clone(), wire));
+        if let Some(sealer) = self.live.get_mut(&worker).and_then(|l| l.sealer.as_mut()) {
+            let wire = protocol::encode(sealer, &ToWorker::Released { segments }, Vec::new());
+            let _ = self.outgoing.send((route.clone(), wire));
+        }
         match mapped {
             Ok(()) => true,
             Err(e) => {
@@ -197,6 +232,25 @@ impl Server {
         }
     }
 
+    /// A message that did not open. From a worker's connection, it was
+    /// changed on the way (or sent by another): the connection cannot be
+    /// trusted, and waiting on it could wait for ever for a result that was
+    /// dropped, so the worker is stopped and its task fails saying why.
+    fn unopened(&mut self, route: &Bytes, why: &str) {
+        let Some(worker) = self.routes.get(route).copied() else {
+            return self.refuse(route, why);
+        };
+        self.drop_message(route, why);
+        if let Some(live) = self.live.get_mut(&worker) {
+            if live.kill_reason.is_none() {
+                live.kill_reason = Some(format!(
+                    "a message from it did not open ({why}): its connection was tampered with"
+                ));
+                live.process.stop();
+            }
+        }
+    }
+
     /// A message that does not admit its connection: dropped, and the
     /// connection closed unless a worker's Hello admitted it before (a
     /// connection not admitted sends nothing more that could be read).
@@ -209,7 +263,7 @@ impl Server {
         self.drop_message(route, why);
     }
 
-    /// Unauthenticated or malformed messages are dropped, never decoded
+    /// Messages that do not open or are malformed are dropped, never decoded
     /// further; the log is rate-limited so a flood cannot fill the disk.
     fn drop_message(&mut self, routing: &[u8], why: &str) {
         self.dropped_messages += 1;

@@ -7,7 +7,7 @@
 //! them) and holds its state (`Server`). By concern:
 //! - `event_loop`: the wake-ups, client commands, and the one scheduling
 //!   pass after each batch of events;
-//! - `messages`: what workers send (signed messages, shared-memory frames)
+//! - `messages`: what workers send (sealed messages, shared-memory frames)
 //!   and what their processes print;
 //! - `liveness`: process exits (held back briefly for late messages) and
 //!   heartbeats;
@@ -20,6 +20,7 @@ use crate::core::{Core, Event, TaskCounts, TaskSpec, WorkerInfo};
 use crate::ids::{TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::Payload;
+use crate::seal::{Protection, SaltsSeen};
 use crate::zygote::Zygotes;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -71,7 +72,12 @@ enum Internal {
 
 struct Server {
     core: Core,
+    /// The executor's key, from which each connection's session is derived.
     key: Key,
+    /// The salts of the sessions accepted, so that none is accepted twice.
+    salts: SaltsSeen,
+    /// What protects the backend's workers' messages.
+    protection: Protection,
     backend: Box<dyn Backend>,
     environment: WorkerEnvironment,
     timing: Timing,
@@ -96,7 +102,6 @@ struct Server {
 macro_rules! with_comm {
     ($self:ident, |$core:ident, $comm:ident| $body:expr) => {{
         let mut $comm = $crate::server::comm::ServerComm {
-            key: &$self.key,
             outgoing: &$self.outgoing,
             events: &$self.events,
             backend: $self.backend.as_ref(),
@@ -174,6 +179,8 @@ pub async fn run(
     let mut server = Server {
         core,
         key,
+        salts: SaltsSeen::default(),
+        protection: backend.protection(),
         backend,
         environment,
         timing,

@@ -1,6 +1,6 @@
 //! The server over real sockets and real processes: each worker is a real
 //! process that only waits (`sh`, then `sleep`), the test speaks for it on
-//! a real DEALER socket signed with the executor's key, and plays the
+//! a real DEALER socket sealed with a session of the executor's key, and plays the
 //! client through the channels `handle` uses. What is asserted is what the
 //! client hears.
 
@@ -10,6 +10,7 @@ use crate::capacity::Capacity;
 use crate::core::{Allocation, Launch, QueueAhead};
 use crate::protocol::{self, FromWorker, Outcome, Stream, ToWorker};
 use crate::resources::{Gpus, ResourceRequest};
+use crate::seal::{self, Opener, Sealer};
 use crate::shared_memory;
 use std::path::PathBuf;
 use zeromq::DealerSocket;
@@ -160,10 +161,14 @@ impl Client {
         .expect("the worker's process started");
         let mut socket = DealerSocket::new();
         socket.connect(&self.endpoint).await.unwrap();
+        let (sealer, opener) =
+            seal::connect(&Key::from_bytes(self.key), seal::Protection::Encrypted);
         let mut fake = FakeWorker {
             socket,
-            key: Key::from_bytes(self.key),
+            sealer,
+            opener,
             pid,
+            sent: Vec::new(),
         };
         fake.send(
             FromWorker::Hello {
@@ -193,13 +198,22 @@ impl Client {
 /// The test's side of a worker's connection.
 struct FakeWorker {
     socket: DealerSocket,
-    key: Key,
+    sealer: Sealer,
+    opener: Opener,
     pid: u32,
+    /// What it sent, as it went on the wire: for replays.
+    sent: Vec<Vec<Bytes>>,
 }
 
 impl FakeWorker {
     async fn send(&mut self, message: FromWorker, frames: Vec<Bytes>) {
-        let wire = protocol::encode(&self.key, &message, frames);
+        let wire = protocol::encode(&mut self.sealer, &message, frames);
+        self.sent.push(wire.clone());
+        self.send_raw(wire).await;
+    }
+
+    /// Frames as they are, as a relay on the way could send them.
+    async fn send_raw(&mut self, wire: Vec<Bytes>) {
         let mut message = ZmqMessage::from(wire[0].clone());
         for frame in wire.into_iter().skip(1) {
             message.push_back(frame);
@@ -214,7 +228,8 @@ impl FakeWorker {
                 .await
                 .expect("a message in time")
                 .unwrap();
-            let (header, _) = protocol::decode::<ToWorker>(&self.key, message.into_vec()).unwrap();
+            let (header, _) =
+                protocol::decode::<ToWorker>(&mut self.opener, message.into_vec()).unwrap();
             if header != ToWorker::Ping {
                 return header;
             }
@@ -392,5 +407,98 @@ async fn a_cancel_is_answered_at_once_for_a_queued_task_and_by_the_worker_for_on
         .await;
     assert_eq!(ahead.recv(), Ok(true));
     worker.pong().await;
+    client.finish();
+}
+
+fn done(task: u64) -> FromWorker {
+    FromWorker::Done {
+        task: TaskId(task),
+        outcome: Outcome::Returned,
+        unstored: None,
+        shared: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_message_changed_on_the_wire_stops_its_worker_and_fails_its_task_saying_why() {
+    let mut client = Client::start("forged", 1, false, slow_heartbeat());
+    let mut worker = client.connect(0).await;
+    client.submit(1);
+    assert_eq!(run_of(&worker.receive().await), Some(TaskId(1)));
+    let mut forged = protocol::encode(
+        &mut worker.sealer,
+        &done(1),
+        vec![Bytes::from_static(b"result")],
+    );
+    let mut result = forged[2].to_vec();
+    result[0] ^= 1;
+    forged[2] = Bytes::from(result);
+    worker.send_raw(forged).await;
+    let reason = client
+        .until(|event| match event {
+            Event::Finished { task, .. } => panic!("{task} finished with a changed result"),
+            Event::Lost { task, reason } if *task == TaskId(1) => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        reason.message.contains("did not open") && reason.message.contains("tampered"),
+        "{reason:?}"
+    );
+    client.finish();
+}
+
+#[tokio::test]
+async fn a_replayed_message_stops_its_worker() {
+    let mut client = Client::start("replay", 1, false, slow_heartbeat());
+    let mut worker = client.connect(0).await;
+    client.submit(1);
+    assert_eq!(run_of(&worker.receive().await), Some(TaskId(1)));
+    let hello = worker.sent[0].clone();
+    worker.send_raw(hello).await;
+    let reason = client
+        .until(|event| match event {
+            Event::Lost { task, reason } if *task == TaskId(1) => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.message.contains("replayed"), "{reason:?}");
+    client.finish();
+}
+
+#[tokio::test]
+async fn a_connection_that_replays_another_ones_messages_is_not_admitted() {
+    let mut client = Client::start("replayed", 2, false, slow_heartbeat());
+    let mut worker = client.connect(0).await;
+    client.submit(1);
+    assert_eq!(run_of(&worker.receive().await), Some(TaskId(1)));
+    worker.kill();
+    // An eavesdropper's connection replays the worker's Hello and a Done
+    // for its task: the Hello's salt was used, so neither is taken, and the
+    // task is lost with its worker rather than finished with a replayed
+    // result.
+    let replayed_done = protocol::encode(
+        &mut worker.sealer,
+        &done(1),
+        vec![Bytes::from_static(b"replayed")],
+    );
+    let mut socket = DealerSocket::new();
+    socket.connect(&client.endpoint).await.unwrap();
+    let mut stranger = FakeWorker {
+        socket,
+        sealer: seal::connect(&Key::generate(), seal::Protection::Encrypted).0,
+        opener: seal::connect(&Key::generate(), seal::Protection::Encrypted).1,
+        pid: 0,
+        sent: Vec::new(),
+    };
+    stranger.send_raw(worker.sent[0].clone()).await;
+    stranger.send_raw(replayed_done).await;
+    client
+        .until(|event| match event {
+            Event::Finished { task, .. } => panic!("{task} finished with a replayed result"),
+            Event::Lost { task, .. } if *task == TaskId(1) => Some(()),
+            _ => None,
+        })
+        .await;
     client.finish();
 }
