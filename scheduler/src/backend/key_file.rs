@@ -8,10 +8,12 @@
 //! as it must see pmp-worker and the Python it runs. The worker finds it
 //! through `PMP_KEY_FILE` (a path, no secret), reads it and removes it; the
 //! directory goes with the executor, with the files of workers that never
-//! started.
+//! started. An executor killed before it could remove its own is named by
+//! host and pid, so the next executor of that host removes it.
 
 use crate::auth::Key;
 use crate::ids::WorkerId;
+use crate::store::LockOwner;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -66,7 +68,8 @@ impl Drop for KeyFiles {
     }
 }
 
-/// `~/.pmp/keys/<random>`, each level 0700 and ours.
+/// `~/.pmp/keys/<host>-<pid>-<random>`, each level 0700 and ours; the
+/// directories that executors of this host left when they were killed go.
 fn make_dir(home: Option<&Path>) -> Result<PathBuf, String> {
     let home = match home {
         Some(home) => home.to_path_buf(),
@@ -80,11 +83,47 @@ fn make_dir(home: Option<&Path>) -> Result<PathBuf, String> {
     };
     let keys = home.join(".pmp").join("keys");
     private_dir(&keys, true)?;
+    remove_left_behind(&keys);
     let mut name = [0u8; 16];
     rand::fill(&mut name);
-    let dir = keys.join(hex::encode(name));
+    let owner = LockOwner::this_process(false);
+    let dir = keys.join(format!(
+        "{}-{}-{}",
+        owner.host,
+        owner.pid,
+        hex::encode(name)
+    ));
     private_dir(&dir, false)?;
     Ok(dir)
+}
+
+/// Remove the key directories of executors of this host that no longer
+/// run (killed, so their own removal never ran). Whether a process is gone
+/// is the store's rule for a lock's owner; another host's are left alone.
+fn remove_left_behind(keys: &Path) {
+    let Ok(entries) = std::fs::read_dir(keys) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(owner_of) else {
+            continue;
+        };
+        if owner.gone() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The executor a directory named `<host>-<pid>-<random>` belongs to.
+fn owner_of(name: &str) -> Option<LockOwner> {
+    let mut parts = name.rsplitn(3, '-');
+    let (_random, pid, host) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(LockOwner {
+        batch: false,
+        host: host.to_string(),
+        pid: pid.parse().ok()?,
+    })
 }
 
 /// Make `dir` mode 0700; where it exists already (`shared`), it must be ours,
@@ -136,6 +175,45 @@ mod tests {
         assert_ne!(other, path, "each start has a file of its own");
         drop(files);
         assert!(!path.parent().unwrap().exists());
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+
+    #[test]
+    fn a_killed_executors_directory_goes_when_the_next_one_of_its_host_starts() {
+        let home = std::env::temp_dir().join(format!("pmp-keys-left-{}", std::process::id()));
+        let keys = home.join(".pmp/keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = crate::host::name();
+        let left = keys.join(format!("{host}-{dead}-00ff"));
+        let alive = keys.join(format!("{host}-{}-00ff", std::process::id()));
+        let elsewhere = keys.join(format!("another-host-{dead}-00ff"));
+        for dir in [&left, &alive, &elsewhere] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("worker-1-00"), "key").unwrap();
+        }
+        let files = KeyFiles {
+            dir: Default::default(),
+            home: Some(home.clone()),
+        };
+        let path = files.write(&Key::generate(), WorkerId(1)).unwrap();
+        assert!(!left.exists(), "a dead executor's keys are removed");
+        assert!(
+            alive.exists() && elsewhere.exists(),
+            "a live or unknown one's stay"
+        );
+        let name = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let owner = owner_of(name).unwrap();
+        assert_eq!((owner.host, owner.pid), (host, std::process::id()));
+        drop(files);
         std::fs::remove_dir_all(&home).unwrap();
     }
 }
