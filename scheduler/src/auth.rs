@@ -81,11 +81,13 @@ impl Key {
         Ok(Key(bytes))
     }
 
-    fn mac(&self, frames: &[Bytes]) -> Hmac<Sha256> {
+    /// The HMAC of `head` (if any) and `frames`, each as one frame: a head
+    /// signs as if it were the first frame, without copying it into a list.
+    fn mac(&self, head: Option<&[u8]>, frames: &[Bytes]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key length");
         // Each frame is length-prefixed so that moving bytes between frames
         // changes the signature.
-        for frame in frames {
+        for frame in head.into_iter().chain(frames.iter().map(|f| f.as_ref())) {
             mac.update(&(frame.len() as u64).to_le_bytes());
             if frame.len() <= CHUNK {
                 mac.update(frame);
@@ -99,18 +101,45 @@ impl Key {
     }
 
     pub fn sign(&self, frames: &[Bytes]) -> Bytes {
-        Bytes::copy_from_slice(&self.mac(frames).finalize().into_bytes())
+        self.sign_with_head(None, frames)
+    }
+
+    /// The signature of `head` followed by `frames`: as `sign` of both in
+    /// one list.
+    pub fn sign_with_head(&self, head: Option<&[u8]>, frames: &[Bytes]) -> Bytes {
+        Bytes::copy_from_slice(&self.mac(head, frames).finalize().into_bytes())
     }
 
     /// Constant-time check of `signature` against `frames`.
     pub fn verify(&self, signature: &[u8], frames: &[Bytes]) -> bool {
-        signature.len() == SIGNATURE_LEN && self.mac(frames).verify_slice(signature).is_ok()
+        self.verify_with_head(signature, None, frames)
+    }
+
+    /// `verify` of `head` followed by `frames`.
+    pub fn verify_with_head(
+        &self,
+        signature: &[u8],
+        head: Option<&[u8]>,
+        frames: &[Bytes],
+    ) -> bool {
+        signature.len() == SIGNATURE_LEN && self.mac(head, frames).verify_slice(signature).is_ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_signs_as_a_first_frame() {
+        let key = Key::generate();
+        let frames = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")];
+        let listed = [vec![Bytes::from_static(b"head")], frames.clone()].concat();
+        let sig = key.sign_with_head(Some(b"head"), &frames);
+        assert_eq!(sig, key.sign(&listed));
+        assert!(key.verify_with_head(&sig, Some(b"head"), &frames));
+        assert!(!key.verify_with_head(&sig, Some(b"hea"), &frames));
+    }
 
     #[test]
     fn signature_covers_every_frame_and_its_boundaries() {

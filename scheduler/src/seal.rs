@@ -137,15 +137,13 @@ impl SessionKey {
         }
     }
 
-    /// What a signed message's HMAC covers: its direction, salt and
-    /// counter, and its frames.
-    fn signed(direction: Direction, seal: &[u8], frames: &[Bytes]) -> Vec<Bytes> {
-        let mut signed = Vec::with_capacity(frames.len() + 1);
-        let mut head = vec![direction as u8];
-        head.extend_from_slice(&seal[..SEAL_LEN]);
-        signed.push(Bytes::from(head));
-        signed.extend(frames.iter().cloned());
-        signed
+    /// What a signed message's HMAC covers before its frames: its
+    /// direction, salt and counter (signed as a first frame).
+    fn signed_head(direction: Direction, seal: &[u8]) -> [u8; 1 + SEAL_LEN] {
+        let mut head = [0u8; 1 + SEAL_LEN];
+        head[0] = direction as u8;
+        head[1..].copy_from_slice(&seal[..SEAL_LEN]);
+        head
     }
 }
 
@@ -288,8 +286,8 @@ impl Sealer {
         seal.extend_from_slice(&self.key.salt);
         seal.extend_from_slice(&self.sent.to_le_bytes());
         if self.key.protection == Protection::Signed {
-            let signed = SessionKey::signed(self.direction, &seal, &frames);
-            seal.extend_from_slice(&self.key.mac.sign(&signed));
+            let head = SessionKey::signed_head(self.direction, &seal);
+            seal.extend_from_slice(&self.key.mac.sign_with_head(Some(&head), &frames));
             let mut wire = Vec::with_capacity(frames.len() + 1);
             wire.push(Bytes::from(seal));
             wire.extend(frames);
@@ -344,8 +342,12 @@ impl Opener {
             return Err(OpenError::Replayed);
         }
         if self.key.protection == Protection::Signed {
-            let signed = SessionKey::signed(self.direction, &seal, &message);
-            if !self.key.mac.verify(&seal[SEAL_LEN..], &signed) {
+            let head = SessionKey::signed_head(self.direction, &seal);
+            if !self
+                .key
+                .mac
+                .verify_with_head(&seal[SEAL_LEN..], Some(&head), &message)
+            {
                 return Err(OpenError::Forged);
             }
             self.opened = counter;
