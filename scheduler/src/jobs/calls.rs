@@ -158,6 +158,23 @@ struct Call {
     cancelled: bool,
 }
 
+impl Call {
+    fn new(spec: &CallSpec, stage: Stage) -> Call {
+        Call {
+            store: spec.store.clone(),
+            key: spec.key.clone(),
+            upstream: spec.upstream.clone(),
+            stage,
+            cancelled: false,
+        }
+    }
+
+    /// Whether it has concluded (done, failed or cancelled while waiting).
+    fn concluded(&self) -> bool {
+        matches!(self.stage, Stage::Done | Stage::Failed)
+    }
+}
+
 /// What `Calls` asks of the follower.
 pub trait Follows: Send {
     /// Follow `key`'s job (`job` None: the store's record will name it).
@@ -303,12 +320,10 @@ impl Calls {
                     ended_at,
                     log_tail,
                 } => {
-                    let Some(call) = self.calls.get_mut(&task) else {
+                    // A cancelled call's job's end changes nothing.
+                    let Some(call) = self.open_mut(task) else {
                         continue;
                     };
-                    if matches!(call.stage, Stage::Done | Stage::Failed) {
-                        continue; // cancelled: its job's end changes nothing
-                    }
                     let has_upstream = !call.upstream.is_empty();
                     call.stage = Stage::Ending(Outcome::Ended {
                         job,
@@ -379,41 +394,29 @@ impl Calls {
     }
 
     fn keep(&mut self, spec: &CallSpec, stage: Stage) {
-        let call = Call {
-            store: spec.store.clone(),
-            key: spec.key.clone(),
-            upstream: spec.upstream.clone(),
-            stage,
-            cancelled: false,
-        };
-        self.calls.insert(spec.task, call);
+        self.calls.insert(spec.task, Call::new(spec, stage));
     }
 
     /// Keep `spec` until its upstream is launched.
     fn keep_waiting(&mut self, spec: CallSpec) {
-        let (task, store, key) = (spec.task, spec.store.clone(), spec.key.clone());
-        let upstream = spec.upstream.clone();
-        let stage = Stage::Waiting(Box::new(spec));
-        let call = Call {
-            store,
-            key,
-            upstream,
-            stage,
-            cancelled: false,
-        };
+        let mut call = Call::new(&spec, Stage::Failed);
+        let task = spec.task;
+        call.stage = Stage::Waiting(Box::new(spec));
         self.calls.insert(task, call);
     }
 
-    /// Set a followed call's stage; false if it was concluded already (a
-    /// cancelled call's late event).
+    /// A call not concluded yet (None also for a cancelled call's late event).
+    fn open_mut(&mut self, task: u64) -> Option<&mut Call> {
+        self.calls.get_mut(&task).filter(|call| !call.concluded())
+    }
+
+    /// Set a followed call's stage; false if it was concluded already.
     fn set_stage(&mut self, task: u64, stage: Stage) -> bool {
-        match self.calls.get_mut(&task) {
-            Some(call) if !matches!(call.stage, Stage::Done | Stage::Failed) => {
-                call.stage = stage;
-                true
-            }
-            _ => false,
-        }
+        let Some(call) = self.open_mut(task) else {
+            return false;
+        };
+        call.stage = stage;
+        true
     }
 
     /// Until nothing changes: waiting calls whose upstream is launched go
@@ -528,10 +531,7 @@ impl Calls {
     /// Whether `source` is a call of this executor not concluded yet.
     fn open_call(&self, source: &Source) -> bool {
         match source {
-            Source::Call(task) => self
-                .calls
-                .get(task)
-                .is_some_and(|call| !matches!(call.stage, Stage::Done | Stage::Failed)),
+            Source::Call(task) => self.calls.get(task).is_some_and(|call| !call.concluded()),
             _ => false,
         }
     }
