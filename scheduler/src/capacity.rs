@@ -210,15 +210,6 @@ impl Capacity {
 mod tests {
     use super::*;
 
-    fn req(cores: u32, threads: u32, gpus: u32) -> ResourceRequest {
-        ResourceRequest {
-            cores,
-            threads_per_core: threads,
-            gpus_per_core: gpus,
-            ..Default::default()
-        }
-    }
-
     fn devices(ids: &[&str]) -> Gpus {
         Gpus::Devices(ids.iter().map(|id| id.to_string()).collect())
     }
@@ -233,36 +224,39 @@ mod tests {
         assert_eq!((&a, &b), (&Gpus::Counted(2), &Gpus::Counted(1)));
         cap.return_gpus(ONE, a);
         cap.return_gpus(ONE, b);
-        assert!(cap.place(&req(1, 1, 3)).is_some());
+        assert!(cap.place(&ResourceRequest::of(1, 1, 3)).is_some());
     }
 
     #[test]
     fn cpus_count_threads_and_gpus_are_distinct_devices() {
         let mut cap = Capacity::new(4, None, devices(&["0", "1"]));
-        assert!(cap.place(&req(2, 2, 0)).is_some());
-        assert!(cap.place(&req(3, 2, 0)).is_none());
-        let a = cap.take(ONE, &req(1, 1, 1));
-        let b = cap.take(ONE, &req(1, 1, 1));
+        assert!(cap.place(&ResourceRequest::of(2, 2, 0)).is_some());
+        assert!(cap.place(&ResourceRequest::of(3, 2, 0)).is_none());
+        let a = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
+        let b = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
         assert_eq!((a.clone(), b), (devices(&["0"]), devices(&["1"])));
-        assert!(cap.place(&req(1, 1, 1)).is_none(), "no GPU left");
-        cap.give_back(ONE, &req(1, 1, 1), a);
-        assert!(cap.place(&req(1, 1, 1)).is_some());
+        assert!(
+            cap.place(&ResourceRequest::of(1, 1, 1)).is_none(),
+            "no GPU left"
+        );
+        cap.give_back(ONE, &ResourceRequest::of(1, 1, 1), a);
+        assert!(cap.place(&ResourceRequest::of(1, 1, 1)).is_some());
     }
 
     #[test]
     fn max_workers_limits_concurrent_workers() {
         let mut cap = Capacity::new(8, Some(1), Gpus::Counted(0));
-        cap.take(ONE, &req(1, 1, 0));
-        assert!(cap.place(&req(1, 1, 0)).is_none());
+        cap.take(ONE, &ResourceRequest::of(1, 1, 0));
+        assert!(cap.place(&ResourceRequest::of(1, 1, 0)).is_none());
     }
 
     #[test]
     fn oversubscribe_fits_a_request_larger_than_the_allocation() {
-        let mut over = req(4, 1, 0);
+        let mut over = ResourceRequest::of(4, 1, 0);
         over.oversubscribe = true;
         let cap = Capacity::new(2, None, Gpus::Counted(0));
         assert!(cap.never_fits(&over).is_none() && cap.place(&over).is_some());
-        let why = cap.never_fits(&req(4, 1, 0)).unwrap();
+        let why = cap.never_fits(&ResourceRequest::of(4, 1, 0)).unwrap();
         assert_eq!(
             why,
             NeverFits::Cpus {
@@ -280,16 +274,18 @@ mod tests {
     #[test]
     fn more_gpus_than_the_allocation_holds_can_never_fit_and_says_why() {
         let cap = Capacity::new(4, None, devices(&["0", "1"]));
-        assert!(cap.never_fits(&req(2, 1, 1)).is_none());
-        assert!(cap.pool_never_fits(&req(1, 1, 1), 2).is_none());
+        assert!(cap.never_fits(&ResourceRequest::of(2, 1, 1)).is_none());
+        assert!(cap
+            .pool_never_fits(&ResourceRequest::of(1, 1, 1), 2)
+            .is_none());
         assert_eq!(
-            cap.pool_never_fits(&req(1, 1, 1), 3),
+            cap.pool_never_fits(&ResourceRequest::of(1, 1, 1), 3),
             Some(NeverFits::Gpus {
                 requested: 3,
                 available: 2
             })
         );
-        let why = cap.never_fits(&req(1, 1, 3)).unwrap();
+        let why = cap.never_fits(&ResourceRequest::of(1, 1, 3)).unwrap();
         assert_eq!(
             why,
             NeverFits::Gpus {
@@ -302,14 +298,16 @@ mod tests {
             "3 GPU(s) requested but the allocation has 2"
         );
         let none = Capacity::new(4, None, Gpus::Devices(vec![]));
-        assert!(none.never_fits(&req(1, 1, 1)).is_some());
-        assert!(none.never_fits(&req(1, 1, 0)).is_none());
+        assert!(none.never_fits(&ResourceRequest::of(1, 1, 1)).is_some());
+        assert!(none.never_fits(&ResourceRequest::of(1, 1, 0)).is_none());
     }
 
     #[test]
     fn a_pool_holds_the_cpus_of_all_its_workers_unless_oversubscribed() {
         let cap = Capacity::new(1, None, Gpus::Counted(0));
-        let why = cap.pool_never_fits(&req(1, 1, 0), 2).unwrap();
+        let why = cap
+            .pool_never_fits(&ResourceRequest::of(1, 1, 0), 2)
+            .unwrap();
         assert_eq!(
             why,
             NeverFits::Pool {
@@ -322,8 +320,10 @@ mod tests {
             why.to_string(),
             "2 workers of 1 CPUs each can never fit in 1 CPUs"
         );
-        assert!(cap.pool_never_fits(&req(1, 1, 0), 1).is_none());
-        let mut over = req(1, 1, 0);
+        assert!(cap
+            .pool_never_fits(&ResourceRequest::of(1, 1, 0), 1)
+            .is_none());
+        let mut over = ResourceRequest::of(1, 1, 0);
         over.oversubscribe = true;
         assert!(cap.pool_never_fits(&over, 2).is_none());
     }
@@ -332,13 +332,16 @@ mod tests {
     fn counted_gpus_are_handed_out_by_number_only() {
         // srun and flux pick the devices: pmp only counts the allocation's GPUs.
         let mut cap = Capacity::new(4, None, Gpus::Counted(2));
-        let a = cap.take(ONE, &req(1, 1, 1));
+        let a = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
         assert_eq!((a.count(), a.devices()), (1, &[][..]));
-        let _b = cap.take(ONE, &req(1, 1, 1));
-        assert!(cap.place(&req(1, 1, 1)).is_none(), "both GPUs are taken");
-        cap.give_back(ONE, &req(1, 1, 1), a);
-        assert!(cap.place(&req(1, 1, 1)).is_some());
-        assert!(cap.place(&req(1, 1, 2)).is_none());
+        let _b = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
+        assert!(
+            cap.place(&ResourceRequest::of(1, 1, 1)).is_none(),
+            "both GPUs are taken"
+        );
+        cap.give_back(ONE, &ResourceRequest::of(1, 1, 1), a);
+        assert!(cap.place(&ResourceRequest::of(1, 1, 1)).is_some());
+        assert!(cap.place(&ResourceRequest::of(1, 1, 2)).is_none());
     }
 
     #[test]
@@ -349,8 +352,8 @@ mod tests {
             gpus: Gpus::Counted(1),
         };
         let cap = Capacity::of_nodes(vec![node("a"), node("b")], None);
-        assert_eq!(cap.never_fits(&req(4, 1, 0)), None);
-        let why = cap.never_fits(&req(6, 1, 0)).unwrap();
+        assert_eq!(cap.never_fits(&ResourceRequest::of(4, 1, 0)), None);
+        let why = cap.never_fits(&ResourceRequest::of(6, 1, 0)).unwrap();
         assert_eq!(
             why,
             NeverFits::SeveralNodes {
@@ -367,12 +370,12 @@ mod tests {
              for at most that many cores x threads_per_core and GPUs"
         );
         assert!(matches!(
-            cap.never_fits(&req(1, 1, 2)),
+            cap.never_fits(&ResourceRequest::of(1, 1, 2)),
             Some(NeverFits::SeveralNodes { gpus: 2, .. })
         ));
         // More than all nodes hold together is said in the allocation's totals.
         assert_eq!(
-            cap.never_fits(&req(9, 1, 0)),
+            cap.never_fits(&ResourceRequest::of(9, 1, 0)),
             Some(NeverFits::Cpus {
                 cores: 9,
                 threads_per_core: 1,

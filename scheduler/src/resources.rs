@@ -25,6 +25,19 @@ impl Default for ResourceRequest {
     }
 }
 
+#[cfg(test)]
+impl ResourceRequest {
+    /// `cores` ranks of `threads` threads and `gpus` GPUs each, for tests.
+    pub fn of(cores: u32, threads: u32, gpus: u32) -> ResourceRequest {
+        ResourceRequest {
+            cores,
+            threads_per_core: threads,
+            gpus_per_core: gpus,
+            ..Default::default()
+        }
+    }
+}
+
 impl ResourceRequest {
     /// CPUs taken from the allocation: one per thread of every rank.
     pub fn cpus(&self) -> u32 {
@@ -203,18 +216,9 @@ impl std::fmt::Display for NeverFits {
 mod tests {
     use super::*;
 
-    fn req(cores: u32, threads: u32, gpus: u32) -> ResourceRequest {
-        ResourceRequest {
-            cores,
-            threads_per_core: threads,
-            gpus_per_core: gpus,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn every_setting_is_a_difference_named_by_its_key() {
-        let pool = req(1, 1, 0);
+        let pool = ResourceRequest::of(1, 1, 0);
         assert_eq!(pool.first_difference(&pool.clone()), None);
         type Change = fn(&mut ResourceRequest);
         let changed: [(&str, Change); 6] = [

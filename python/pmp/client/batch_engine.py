@@ -191,7 +191,7 @@ class BatchEngine:
         """What became of the call at submit (`_pmp.BatchCalls.submit`)."""
         system = self._futures.system
         if how not in ("submitted", "waiting", "attached", "found"):
-            call = self._futures.pop(task)  # concluded already
+            call = self._futures.forget(task)  # concluded already
         if how == "stored":  # finished meanwhile
             future.resolve_from_store(what)
             return

@@ -47,10 +47,7 @@ class BatchFutures:
             self._calls[task] = _Call(future, upstream)
 
     def forget(self, task):
-        self.pop(task)
-
-    def pop(self, task):
-        """The call of `task`, followed no more here."""
+        """Follow `task`'s call no more here; returns it (None if not followed)."""
         with self._lock:
             return self._calls.pop(task, None)
 

@@ -10,7 +10,6 @@ input's columns are then left out, and the record reads as no job.
 
 import json
 import os
-import warnings
 from concurrent.futures import Future
 
 from pmp import _pmp
@@ -76,17 +75,7 @@ def queue_id(task_store, key):
     executorlib gives it: an int for Slurm's decimal ids, Flux's f58 id as
     text; None where there is none: the call ran on this executor's own
     workers, or a client saw its job end and dropped the record."""
-    try:
-        job = task_store.read_job(key)
-    except _pmp.InvalidEntry as error:
-        warnings.warn(
-            f"ignoring the job record of {key!r} in {task_store.root}: {error}",
-            UserWarning,
-            stacklevel=3,
-        )
-        return None
-    except OSError:  # not the user's own file: nothing of it is read
-        return None
+    job = store.read_job(task_store, key)
     if job is None:
         return None
     return int(job) if job.isdigit() else job
