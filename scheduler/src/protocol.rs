@@ -282,6 +282,79 @@ pub mod zygote {
     }
 }
 
+/// The node agents' messages: `crate::agents` on the scheduler's side,
+/// pmp-worker's agent mode (`PMP_AGENT`) on each node. Sealed like the
+/// workers' (`encode`, `decode`), one session per agent connection, always
+/// encrypted: an agent's connection leaves the scheduler's host.
+///
+/// An agent starts the workers of its node and reports what they print and
+/// how they end; the workers it starts connect to the scheduler themselves,
+/// as any worker does, and their tasks never pass through it.
+pub mod agent {
+    use super::Stream;
+    use crate::ids::WorkerId;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum ToAgent {
+        /// Start worker `worker` as this command: forked by the node's
+        /// zygote where it can reproduce it (the worker program without
+        /// arguments), spawned otherwise (mpiexec for several ranks). The
+        /// variables hold no key: the agent adds its own. Its output comes
+        /// back as `Printed`, its end as `Exited` (also when it could not
+        /// start).
+        Start {
+            worker: WorkerId,
+            program: String,
+            args: Vec<String>,
+            variables: Vec<(String, String)>,
+            cwd: Option<String>,
+        },
+        /// End the worker's process group: SIGTERM, then SIGKILL after a
+        /// grace. Its `Exited` follows.
+        Stop {
+            worker: WorkerId,
+        },
+        /// Send `signal` to the worker's process group now.
+        Signal {
+            worker: WorkerId,
+            signal: i32,
+        },
+        Ping,
+        /// End every worker and exit.
+        Shutdown,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum FromAgent {
+        /// The first message of its connection: its node's name (Slurm's
+        /// or Flux's, which tell apart nodes that share a host name), its
+        /// pid, the CPUs it may use and the GPU device ids it may hand out.
+        Hello {
+            node: String,
+            pid: u32,
+            cpus: u32,
+            gpus: Vec<String>,
+        },
+        /// What a worker's process wrote to its stdout or stderr; the
+        /// payload is one frame of its bytes.
+        Printed {
+            worker: WorkerId,
+            stream: Stream,
+        },
+        /// A worker's process ended (or never started), as the local
+        /// backend reports it (`core::LostReason`'s fields).
+        Exited {
+            worker: WorkerId,
+            message: String,
+            exit_code: Option<i32>,
+            signal: Option<i32>,
+            stderr_tail: String,
+        },
+        Pong,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
