@@ -143,22 +143,37 @@ fn read_key_file(path: &std::path::Path) -> Result<Key, String> {
     Key::from_hex(&text).map_err(|e| failed(&e))
 }
 
-impl Settings {
-    fn from_env() -> Result<Settings, String> {
+impl KeySource {
+    /// `PMP_KEY_FILE`'s file, else `PMP_KEY`, which is removed from the
+    /// environment at once: the key must not reach the user's code or its
+    /// subprocesses. Called before any other thread exists.
+    fn from_env() -> Result<KeySource, String> {
         let key = match std::env::var_os(key_file::VARIABLE) {
             Some(path) => KeySource::File(PathBuf::from(path)),
             None => KeySource::Given(Key::from_hex(&required("PMP_KEY")?)?),
         };
-        // The key must not reach the user's code or its subprocesses.
         // SAFETY: no other thread exists yet.
         unsafe { std::env::remove_var("PMP_KEY") };
+        Ok(key)
+    }
+}
+
+/// How long the scheduler may stay silent before this process gives it up.
+fn heartbeat_timeout() -> Duration {
+    let seconds = std::env::var("PMP_HEARTBEAT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(10.0);
+    Duration::from_secs_f64(seconds)
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        let key = KeySource::from_env()?;
         let worker_id = required("PMP_WORKER_ID")?
             .parse()
             .map_err(|e| format!("PMP_WORKER_ID: {e}"))?;
-        let heartbeat_timeout = std::env::var("PMP_HEARTBEAT_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(10.0);
         let address = required("PMP_SCHEDULER")?;
         // Unset: encrypted, as from anywhere that is not the scheduler's
         // machine (the scheduler refuses anything else from there anyway).
@@ -171,7 +186,38 @@ impl Settings {
             key,
             protection,
             worker_id,
-            heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+            heartbeat_timeout: heartbeat_timeout(),
+            python: PythonSettings::from_env(required)?,
+        })
+    }
+}
+
+/// What a node agent (`agent`) is told: where its scheduler is, the key
+/// (read, and its file removed, at once), how long the scheduler may stay
+/// silent, and the Python its zygote starts.
+pub struct AgentSettings {
+    pub address: String,
+    pub key: Key,
+    pub heartbeat_timeout: Duration,
+    pub python: PythonSettings,
+}
+
+impl AgentSettings {
+    /// Called before any other thread exists: it removes the variables
+    /// that its workers (and its zygote, whose forks they are) must not
+    /// inherit, which would make them agents or hand them the key file.
+    pub fn from_env() -> Result<AgentSettings, String> {
+        let address = required("PMP_SCHEDULER")?;
+        let key = KeySource::from_env()?.read()?;
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            std::env::remove_var(key_file::VARIABLE);
+            std::env::remove_var(crate::agent::VARIABLE);
+        }
+        Ok(AgentSettings {
+            address,
+            key,
+            heartbeat_timeout: heartbeat_timeout(),
             python: PythonSettings::from_env(required)?,
         })
     }
