@@ -536,11 +536,15 @@ async fn the_worker_program_is_forked_by_its_zygote_and_connects_encrypted() {
 }
 
 #[tokio::test]
-async fn signal_and_stop_end_the_workers_whole_group() {
+async fn a_signal_reaches_the_workers_whole_group() {
     let mut scheduler = Scheduler::new().await;
     let mut agent = scheduler.start_agent(&[]);
     scheduler.next().await;
-    scheduler.send(&shell(1, SLEEP_IN_GROUP)).await;
+    // The shell survives SIGTERM (its trap), the sleep it waits on does
+    // not: only a signal to the group reaches it. Then the shell becomes a
+    // sleep that SIGTERM ends.
+    let script = "trap 'echo term' TERM; sleep 1000 & echo $!; wait; exec sleep 1000";
+    scheduler.send(&shell(1, script)).await;
     scheduler.send(&shell(2, SLEEP_IN_GROUP)).await;
     let first: u32 = scheduler.first_line(WorkerId(1)).await.parse().unwrap();
     let second: u32 = scheduler.first_line(WorkerId(2)).await.parse().unwrap();
@@ -548,6 +552,13 @@ async fn signal_and_stop_end_the_workers_whole_group() {
         .send(&ToAgent::Signal {
             worker: WorkerId(1),
             signal: libc::SIGTERM,
+        })
+        .await;
+    assert!(gone(first).await, "the signal reaches the worker's group");
+    assert!(!gone_now(second), "and no other worker's");
+    scheduler
+        .send(&ToAgent::Stop {
+            worker: WorkerId(1),
         })
         .await;
     let exited = scheduler.until_exited(WorkerId(1)).await;
@@ -561,16 +572,38 @@ async fn signal_and_stop_end_the_workers_whole_group() {
         ),
         "{exited:?}"
     );
-    assert!(gone(first).await, "the signal reaches the worker's group");
-    assert!(!gone_now(second), "and no other worker's");
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
+    assert!(gone(second).await, "a shutdown stops every worker");
+}
+
+#[tokio::test]
+async fn a_stop_kills_a_worker_that_ignores_sigterm_after_its_grace() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    // The sleep inherits the ignored SIGTERM.
+    scheduler
+        .send(&shell(1, "trap '' TERM; sleep 1000 & echo $!; wait"))
+        .await;
+    let sleep: u32 = scheduler.first_line(WorkerId(1)).await.parse().unwrap();
     scheduler
         .send(&ToAgent::Stop {
-            worker: WorkerId(2),
+            worker: WorkerId(1),
         })
         .await;
-    let exited = scheduler.until_exited(WorkerId(2)).await;
-    assert!(matches!(exited, FromAgent::Exited { .. }));
-    assert!(gone(second).await, "a stop ends the worker's group");
+    let exited = scheduler.until_exited(WorkerId(1)).await;
+    assert!(
+        matches!(
+            exited,
+            FromAgent::Exited {
+                signal: Some(libc::SIGKILL),
+                ..
+            }
+        ),
+        "{exited:?}"
+    );
+    assert!(gone(sleep).await);
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }
@@ -596,11 +629,6 @@ async fn a_message_changed_on_the_wire_is_dropped_unread() {
     assert_eq!(scheduler.next().await.0, FromAgent::Pong);
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0));
-    let stderr = agent.stderr();
-    assert!(
-        stderr.contains("dropped a message that does not open"),
-        "{stderr}"
-    );
     // Everything it sent before it exited: no word of worker 7.
     if let Ok(message) =
         tokio::time::timeout(Duration::from_millis(500), scheduler.socket.recv()).await
@@ -611,6 +639,11 @@ async fn a_message_changed_on_the_wire_is_dropped_unread() {
         let (message, _) = protocol::decode::<FromAgent>(opener, frames).unwrap();
         panic!("nothing was started, so nothing is reported: {message:?}");
     }
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("dropped a message that does not open"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
