@@ -721,3 +721,38 @@ async fn sigterm_stops_its_workers_and_reports_them() {
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
     assert!(gone(sleep).await);
 }
+
+#[tokio::test]
+async fn an_agent_killed_outright_takes_its_zygote_and_all_its_workers_along() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    scheduler.send(&shell(1, "echo $$; exec sleep 1000")).await;
+    let spawned: u32 = scheduler.first_line(WorkerId(1)).await.parse().unwrap();
+    let address = scheduler.address.clone();
+    scheduler
+        .send(&ToAgent::Start {
+            worker: WorkerId(2),
+            program: worker_program().to_string_lossy().into_owned(),
+            args: Vec::new(),
+            variables: vec![
+                ("PMP_SCHEDULER".into(), address),
+                ("PMP_WORKER_ID".into(), "2".into()),
+                ("PMP_HEARTBEAT_TIMEOUT".into(), LONG_SILENCE.into()),
+            ],
+            cwd: None,
+        })
+        .await;
+    let FromWorker::Hello { pid: forked, .. } = scheduler.worker_hello().await else {
+        panic!("a worker's first message is its Hello")
+    };
+    let zygote = parent_of(forked);
+    assert_eq!(parent_of(zygote), agent.pid());
+    // Nothing of the agent's own runs after SIGKILL: the parent-death
+    // signals it set up do it all.
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    assert!(gone(spawned).await, "a spawned worker dies with its agent");
+    assert!(gone(zygote).await, "so does its zygote");
+    assert!(gone(forked).await, "and what the zygote forked");
+}
