@@ -205,14 +205,23 @@ pub struct AgentSettings {
 impl AgentSettings {
     /// Called before any other thread exists: it removes the variables
     /// that its workers (and its zygote, whose forks they are) must not
-    /// inherit, which would make them agents or hand them the key file.
+    /// inherit: those that would make them agents, hand them the key file,
+    /// or make them tasks of the agents' own launch (the agent on the
+    /// second node is rank 1 of its srun step; a worker that read that
+    /// would wait for a rank 0 that is not there).
     pub fn from_env() -> Result<AgentSettings, String> {
         let address = required("PMP_SCHEDULER")?;
         let key = KeySource::from_env()?.read()?;
-        // SAFETY: no other thread exists yet.
-        unsafe {
-            std::env::remove_var(key_file::VARIABLE);
-            std::env::remove_var(crate::agent::VARIABLE);
+        let launch = std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.to_str().is_some_and(is_launch_variable));
+        let removed: Vec<_> = [key_file::VARIABLE.into(), crate::agent::VARIABLE.into()]
+            .into_iter()
+            .chain(launch)
+            .collect();
+        for name in removed {
+            // SAFETY: no other thread exists yet.
+            unsafe { std::env::remove_var(name) };
         }
         Ok(AgentSettings {
             address,
@@ -255,17 +264,30 @@ impl JobSettings {
     }
 }
 
-/// This process's rank, from the variables the MPI launchers set (Hydra,
-/// Open MPI, PMIx, Slurm, Flux); 0 outside MPI.
+/// Where the MPI launchers (Hydra, Open MPI, PMIx, Slurm, Flux) tell a
+/// process its rank.
+const RANK_VARIABLES: [&str; 5] = [
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "SLURM_PROCID",
+    "FLUX_TASK_RANK",
+];
+
+/// This process's rank; 0 outside MPI.
 fn mpi_rank() -> u32 {
-    [
-        "PMI_RANK",
-        "OMPI_COMM_WORLD_RANK",
-        "PMIX_RANK",
-        "SLURM_PROCID",
-        "FLUX_TASK_RANK",
-    ]
-    .iter()
-    .find_map(|name| std::env::var(name).ok()?.parse().ok())
-    .unwrap_or(0)
+    RANK_VARIABLES
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `name` makes a process a task of the launch that started it:
+/// its rank, its place on the node, the PMI or PMIx server of the launch
+/// (not PMIx's settings, `PMIX_MCA_*`).
+fn is_launch_variable(name: &str) -> bool {
+    RANK_VARIABLES.contains(&name)
+        || ["SLURM_LOCALID", "FLUX_TASK_LOCAL_ID"].contains(&name)
+        || name.starts_with("PMI_")
+        || (name.starts_with("PMIX_") && !name.starts_with("PMIX_MCA_"))
 }

@@ -419,7 +419,12 @@ async fn without_the_job_systems_word_its_hello_has_the_host_and_its_own_cpus() 
 #[tokio::test]
 async fn a_started_command_is_printed_and_exits_with_its_code() {
     let mut scheduler = Scheduler::new().await;
-    let mut agent = scheduler.start_agent(&[]);
+    // The agent's place in its own launch (rank 1 of an srun step).
+    let mut agent = scheduler.start_agent(&[
+        ("SLURM_PROCID", "1"),
+        ("PMI_RANK", "1"),
+        ("PMIX_MCA_setting", "kept"),
+    ]);
     scheduler.next().await;
     let cwd = std::env::temp_dir().canonicalize().unwrap();
     scheduler
@@ -429,7 +434,8 @@ async fn a_started_command_is_printed_and_exits_with_its_code() {
             args: vec![
                 "-c".into(),
                 "echo hi >&2; echo \"cwd=$(pwd) x=$X wire=$PMP_WIRE key=$PMP_KEY \
-                 agent=${PMP_AGENT-unset} file=${PMP_KEY_FILE-unset}\"; exit 3"
+                 agent=${PMP_AGENT-unset} file=${PMP_KEY_FILE-unset} \
+                 rank=${SLURM_PROCID-unset},${PMI_RANK-unset} pmix=$PMIX_MCA_setting\"; exit 3"
                     .into(),
             ],
             variables: vec![("X".into(), "given".into())],
@@ -453,11 +459,12 @@ async fn a_started_command_is_printed_and_exits_with_its_code() {
     assert_eq!(scheduler.printed_by(WorkerId(1), Stream::Stderr), "hi\n");
     let stdout = scheduler.printed_by(WorkerId(1), Stream::Stdout);
     // The worker's own connection is encrypted with the executor's key;
-    // the agent's own variables stay with the agent.
+    // the agent's own variables stay with the agent, and so does its rank.
     assert_eq!(
         stdout,
         format!(
-            "cwd={} x=given wire=encrypted key={} agent=unset file=unset\n",
+            "cwd={} x=given wire=encrypted key={} agent=unset file=unset \
+             rank=unset,unset pmix=kept\n",
             cwd.display(),
             scheduler.key.to_hex()
         )
@@ -492,7 +499,9 @@ async fn a_start_that_fails_is_reported_as_an_exit_with_the_reason() {
 #[tokio::test]
 async fn the_worker_program_is_forked_by_its_zygote_and_connects_encrypted() {
     let mut scheduler = Scheduler::new().await;
-    let mut agent = scheduler.start_agent(&[]);
+    // The agent of a second node: a worker that took the rank for its own
+    // would wait for a rank 0 instead of connecting.
+    let mut agent = scheduler.start_agent(&[("SLURM_PROCID", "1"), ("FLUX_TASK_RANK", "1")]);
     scheduler.next().await;
     let address = scheduler.address.clone();
     scheduler
