@@ -4,8 +4,9 @@
 //! its node instead of a job step. It never runs Python itself.
 //!
 //! Its settings come from its environment (`settings::AgentSettings`): the
-//! scheduler's address, the key (from its file, removed once read), the
-//! heartbeat limit, the Python of its zygote. It connects to the scheduler
+//! scheduler's address, the key (from a file that all agents of the launch
+//! read, so the scheduler removes it), the heartbeat limit, the Python of
+//! its zygote. It connects to the scheduler
 //! (one encrypted session, `seal`), says Hello with what its node offers
 //! (`node`), and prestarts a zygote for its node. Then, for each message
 //! (`protocol::agent`):

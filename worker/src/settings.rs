@@ -103,7 +103,20 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// The key; its file, which this worker alone reads, is removed.
     pub fn read(&self) -> Result<Key, String> {
+        let key = self.read_shared()?;
+        if let KeySource::File(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(key)
+    }
+
+    /// The key, its file left in place: the node agents of one launch
+    /// share it (one srun step or flux job, so one environment), and the
+    /// first to remove it would lock out the others. The scheduler removes
+    /// it once they all said hello.
+    fn read_shared(&self) -> Result<Key, String> {
         match self {
             KeySource::Given(key) => Ok(key.clone()),
             KeySource::File(path) => read_key_file(path),
@@ -139,7 +152,6 @@ fn read_key_file(path: &std::path::Path) -> Result<Key, String> {
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(|e| failed(&e))?;
-    let _ = std::fs::remove_file(path);
     Key::from_hex(&text).map_err(|e| failed(&e))
 }
 
@@ -193,8 +205,8 @@ impl Settings {
 }
 
 /// What a node agent (`agent`) is told: where its scheduler is, the key
-/// (read, and its file removed, at once), how long the scheduler may stay
-/// silent, and the Python its zygote starts.
+/// (read at once; its file is the scheduler's to remove), how long the
+/// scheduler may stay silent, and the Python its zygote starts.
 pub struct AgentSettings {
     pub address: String,
     pub key: Key,
@@ -211,7 +223,7 @@ impl AgentSettings {
     /// would wait for a rank 0 that is not there).
     pub fn from_env() -> Result<AgentSettings, String> {
         let address = required("PMP_SCHEDULER")?;
-        let key = KeySource::from_env()?.read()?;
+        let key = KeySource::from_env()?.read_shared()?;
         let launch = std::env::vars_os()
             .map(|(name, _)| name)
             .filter(|name| name.to_str().is_some_and(is_launch_variable));

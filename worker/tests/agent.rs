@@ -284,7 +284,17 @@ impl Scheduler {
 
     /// A worker's Hello, on a connection of its own, encrypted.
     async fn worker_hello(&mut self) -> FromWorker {
-        let (_, frames) = match self.others.pop_front() {
+        let (_, _, mut opener, frames) = self.first_of_a_new_connection().await;
+        protocol::decode(&mut opener, frames)
+            .expect("the worker's Hello opens")
+            .0
+    }
+
+    /// The first message of another connection than the first agent's
+    /// (a worker's, another agent's), which starts an encrypted session:
+    /// the connection's route and session, and that message to open.
+    async fn first_of_a_new_connection(&mut self) -> (Bytes, Sealer, Opener, Vec<Bytes>) {
+        let (route, frames) = match self.others.pop_front() {
             Some(message) => message,
             None => loop {
                 let (route, frames) = self.receive().await;
@@ -298,13 +308,12 @@ impl Scheduler {
                 }
             },
         };
-        let (_, mut opener) = self
+        let (sealer, opener) = self
             .salts
             .session(&self.key, Protection::Encrypted, &frames)
-            .expect("a worker's first message starts an encrypted session");
-        let (hello, _) =
-            protocol::decode::<FromWorker>(&mut opener, frames).expect("the worker's Hello opens");
-        hello
+            .expect("a new connection's first message starts an encrypted session");
+        self.salts.accept(&opener);
+        (route, sealer, opener, frames)
     }
 }
 
@@ -391,8 +400,8 @@ async fn its_hello_names_the_node_cpus_and_gpus_the_job_system_gave_it() {
         }
     );
     assert!(
-        !scheduler.key_file.exists(),
-        "the agent removes its key file once read"
+        scheduler.key_file.exists(),
+        "the agents of one launch share one key file, which the scheduler removes"
     );
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
@@ -764,4 +773,70 @@ async fn an_agent_killed_outright_takes_its_zygote_and_all_its_workers_along() {
     assert!(gone(spawned).await, "a spawned worker dies with its agent");
     assert!(gone(zygote).await, "so does its zygote");
     assert!(gone(forked).await, "and what the zygote forked");
+}
+
+/// Why the real Slurm cannot be used here, if it cannot; a Slurm that is
+/// installed but not up fails the test instead (CI starts one).
+fn slurm_missing() -> Option<&'static str> {
+    let state = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
+    let Ok(state) = state else {
+        return Some("Slurm is not installed (CI starts one with shared/ci/slurm-up.sh)");
+    };
+    let state = String::from_utf8_lossy(&state.stdout);
+    assert!(
+        ["idle", "mix", "alloc", "comp"]
+            .iter()
+            .any(|ok| state.contains(ok)),
+        "the Slurm nodes are not usable: sinfo says {state:?}"
+    );
+    None
+}
+
+#[tokio::test]
+async fn agents_of_one_srun_step_read_one_key_file_and_each_names_its_node() {
+    if let Some(reason) = slurm_missing() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let mut scheduler = Scheduler::new().await;
+    // One step for all nodes, so one environment and one key file: as the
+    // scheduler starts them.
+    let agent = scheduler.agent_command(&[]);
+    let mut srun = Command::new("srun");
+    srun.args([
+        "-N",
+        "2",
+        "--ntasks-per-node=1",
+        "--oversubscribe",
+        "--export=ALL",
+    ])
+    .arg(agent.get_program())
+    .stdin(Stdio::null())
+    .stderr(Stdio::piped());
+    for (name, value) in agent.get_envs() {
+        match value {
+            Some(value) => srun.env(name, value),
+            None => srun.env_remove(name),
+        };
+    }
+    let mut step = AgentProcess(srun.spawn().expect("srun starts"));
+    let (first, _) = scheduler.next().await;
+    let (route, mut sealer, mut opener, frames) = scheduler.first_of_a_new_connection().await;
+    let (second, _) = protocol::decode::<FromAgent>(&mut opener, frames).expect("its Hello opens");
+    let mut nodes: Vec<String> = [first, second]
+        .into_iter()
+        .map(|hello| match hello {
+            FromAgent::Hello { node, .. } => node,
+            other => panic!("an agent's first message is its Hello: {other:?}"),
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node1", "node2"]);
+    scheduler.send(&ToAgent::Shutdown).await;
+    let mut message = ZmqMessage::from(route);
+    for frame in protocol::encode(&mut sealer, &ToAgent::Shutdown, Vec::new()) {
+        message.push_back(frame);
+    }
+    scheduler.socket.send(message).await.unwrap();
+    assert_eq!(step.exit_code().await, Some(0), "{}", step.stderr());
 }
