@@ -33,6 +33,7 @@
 //! the socket and watch the workers' processes; the main loop owns the
 //! workers.
 
+use crate::node::Node;
 use crate::settings::AgentSettings;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::backend::{key_file::KeyFiles, WorkerEnvironment};
@@ -115,11 +116,13 @@ async fn serve(settings: AgentSettings) -> i32 {
     let (outgoing, outgoing_rx) = unbounded_channel();
     let writer = tokio::spawn(write(send_half, sealer, outgoing_rx));
     // First: the scheduler reads nothing else from a new connection.
-    let hello = crate::node::hello();
-    let FromAgent::Hello { node, .. } = &hello else {
-        unreachable!("node::hello is a Hello")
+    let node = Node::this();
+    let hello = FromAgent::Hello {
+        node: node.name.clone(),
+        pid: std::process::id(),
+        cpus: node.cpus,
+        gpus: node.gpus,
     };
-    let node = node.clone();
     let _ = outgoing.send(Some((hello, Vec::new())));
     let (incoming_tx, incoming) = unbounded_channel();
     tokio::spawn(read(recv_half, incoming_tx));
@@ -147,7 +150,7 @@ async fn serve(settings: AgentSettings) -> i32 {
         let _ = printed_out.send(Some((message, vec![p.text])));
     });
     let agent = Agent {
-        node,
+        node: node.name,
         key: settings.key,
         environment,
         zygotes,
@@ -164,6 +167,7 @@ async fn serve(settings: AgentSettings) -> i32 {
 }
 
 struct Agent {
+    /// Its node's name, for what it says.
     node: String,
     key: Key,
     environment: WorkerEnvironment,
@@ -177,17 +181,15 @@ struct Agent {
     unopened: u64,
 }
 
-/// How the main loop ends: an exit code.
-type Ended = i32;
-
 impl Agent {
+    /// The main loop; returns the agent's exit code.
     async fn serve(
         mut self,
         mut incoming: UnboundedReceiver<Vec<Bytes>>,
         mut exits: UnboundedReceiver<Exit>,
         mut writer: tokio::task::JoinHandle<()>,
         silence: Duration,
-    ) -> Ended {
+    ) -> i32 {
         let mut deadline = Instant::now() + silence;
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -345,7 +347,7 @@ impl Agent {
         mut self,
         mut exits: UnboundedReceiver<Exit>,
         writer: tokio::task::JoinHandle<()>,
-    ) -> Ended {
+    ) -> i32 {
         for process in self.workers.values() {
             process.stop();
         }

@@ -4,15 +4,21 @@
 //! first: it knows what the allocation holds on this node, which may be
 //! less than the machine has.
 
-use pmp_scheduler::protocol::agent::FromAgent;
+/// What the agent's Hello says of its node.
+pub struct Node {
+    pub name: String,
+    pub cpus: u32,
+    pub gpus: Vec<String>,
+}
 
-/// The agent's Hello for this node.
-pub fn hello() -> FromAgent {
-    FromAgent::Hello {
-        node: name(),
-        pid: std::process::id(),
-        cpus: cpus(),
-        gpus: gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()),
+impl Node {
+    /// This node, as the job system described it to this process.
+    pub fn this() -> Node {
+        Node {
+            name: name(),
+            cpus: cpus(),
+            gpus: gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()),
+        }
     }
 }
 
