@@ -24,6 +24,8 @@ struct NodeUse {
     cpus_used: u32,
     gpus_total: u32,
     gpus_free: Gpus,
+    /// Its agent is gone: nothing is placed here any more.
+    lost: bool,
 }
 
 impl NodeUse {
@@ -43,12 +45,14 @@ impl NodeUse {
 
     /// Whether `request` fits in what is free here now.
     fn fits(&self, request: &ResourceRequest) -> bool {
-        self.cpus_for(request) <= self.cpus_free() && self.gpus_free.count() >= request.gpus()
+        !self.lost
+            && self.cpus_for(request) <= self.cpus_free()
+            && self.gpus_free.count() >= request.gpus()
     }
 
     /// Whether `request` fits here once the node is empty.
     fn holds(&self, request: &ResourceRequest) -> bool {
-        self.cpus_for(request) <= self.cpus_total && request.gpus() <= self.gpus_total
+        !self.lost && self.cpus_for(request) <= self.cpus_total && request.gpus() <= self.gpus_total
     }
 }
 
@@ -84,6 +88,7 @@ impl Capacity {
                 cpus_used: 0,
                 gpus_total: node.gpus.count(),
                 gpus_free: node.gpus,
+                lost: false,
             })
             .collect();
         Capacity {
@@ -91,6 +96,10 @@ impl Capacity {
             max_workers,
             workers: 0,
         }
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &NodeUse> {
+        self.nodes.iter().filter(|n| !n.lost)
     }
 
     pub fn node_name(&self, node: NodeId) -> &str {
@@ -140,13 +149,20 @@ impl Capacity {
     pub fn take_gpus(&mut self, n: u32) -> (NodeId, Gpus) {
         let (id, node) = (0u32..)
             .zip(self.nodes.iter_mut())
-            .max_by_key(|(id, node)| (node.gpus_free.count(), std::cmp::Reverse(*id)))
+            .max_by_key(|(id, node)| (!node.lost, node.gpus_free.count(), std::cmp::Reverse(*id)))
             .expect("a capacity has a node");
         (NodeId(id), node.gpus_free.take(n))
     }
 
     pub fn return_gpus(&mut self, node: NodeId, gpus: Gpus) {
         self.nodes[node.0 as usize].gpus_free.put_back(gpus);
+    }
+
+    /// `node` is gone (its agent died): nothing more is placed there, and
+    /// what only it could hold never fits any more. What runs there is
+    /// given back as its workers are reported lost.
+    pub fn lose(&mut self, node: NodeId) {
+        self.nodes[node.0 as usize].lost = true;
     }
 
     /// Why `request` could never run here, even on an empty allocation: a
@@ -163,8 +179,8 @@ impl Capacity {
         Some(NeverFits::SeveralNodes {
             cpus: request.cpus(),
             gpus: request.gpus(),
-            node_cpus: self.nodes.iter().map(|n| n.cpus_total).max().unwrap_or(0),
-            node_gpus: self.nodes.iter().map(|n| n.gpus_total).max().unwrap_or(0),
+            node_cpus: self.live_nodes().map(|n| n.cpus_total).max().unwrap_or(0),
+            node_gpus: self.live_nodes().map(|n| n.gpus_total).max().unwrap_or(0),
         })
     }
 
@@ -173,8 +189,8 @@ impl Capacity {
     /// their CPUs and GPUs all at once (a worker the allocation has no GPUs
     /// left for would get none). Only oversubscribed workers may share CPUs.
     pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
-        let cpus_total: u32 = self.nodes.iter().map(|n| n.cpus_total).sum();
-        let gpus_total: u32 = self.nodes.iter().map(|n| n.gpus_total).sum();
+        let cpus_total: u32 = self.live_nodes().map(|n| n.cpus_total).sum();
+        let gpus_total: u32 = self.live_nodes().map(|n| n.gpus_total).sum();
         let cpus_each = if request.oversubscribe {
             request.cpus().min(cpus_total)
         } else {

@@ -47,6 +47,7 @@ impl BackendChoice {
             BackendChoice::Local => Box::new(LocalBackend::new(tool_dirs)),
             BackendChoice::Slurm { srun } => Box::new(SlurmBackend {
                 srun,
+                agents: false,
                 // Only the flavour matters: which --mpi the step needs.
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
@@ -149,6 +150,7 @@ impl SchedulerHandle {
                     environment,
                     timing,
                     bind_host,
+                    None,
                     commands_rx,
                     events,
                     ready_tx,
