@@ -308,7 +308,7 @@ impl Server {
             };
             link.last_seen = Instant::now();
             let node = link.node;
-            return self.from_agent(node, header, frames);
+            return self.on_agent_said(node, header, frames);
         }
         let Ok((sealer, mut opener)) =
             self.salts
@@ -359,7 +359,7 @@ impl Server {
         }
     }
 
-    fn from_agent(&mut self, node: NodeId, header: FromAgent, frames: Vec<Bytes>) {
+    fn on_agent_said(&mut self, node: NodeId, header: FromAgent, frames: Vec<Bytes>) {
         // An agent speaks only for the workers started on its node.
         let its_own = |server: &Server, worker: WorkerId| {
             server
