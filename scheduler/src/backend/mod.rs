@@ -241,6 +241,17 @@ impl AgentStep<'_> {
     }
 }
 
+/// What keeps mpiexec's ranks on the agent's node: inside a Slurm job,
+/// MPICH's and Open MPI's mpiexec would otherwise see the allocation and
+/// start their ranks across its nodes through srun steps of their own.
+const RANKS_ON_THIS_NODE: [(&str, &str); 5] = [
+    ("HYDRA_LAUNCHER", "fork"),
+    ("OMPI_MCA_plm", "^slurm"),
+    ("OMPI_MCA_ras", "^slurm"),
+    ("PRTE_MCA_plm", "^slurm"),
+    ("PRTE_MCA_ras", "^slurm"),
+];
+
 /// The agent's `Start` for a worker whose command the local backend built
 /// (the worker program, or mpiexec for ranks): its key is left out (the
 /// agent gives it its own) and its wire is encrypted, since the scheduler
@@ -260,6 +271,13 @@ pub fn agent_start(
         Protection::VARIABLE.to_string(),
         Protection::Encrypted.name().to_string(),
     ));
+    if launch.resources.cores > 1 {
+        variables.extend(
+            RANKS_ON_THIS_NODE
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+    }
     crate::protocol::agent::ToAgent::Start {
         worker,
         program: text(command.get_program()),
