@@ -11,6 +11,7 @@ use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::{Capacity, Node, WHOLE_ALLOCATION};
 use crate::core::{Allocation, Core, Event, QueueAhead, TaskSpec};
 use crate::ids::TaskId;
+use crate::plan::Launcher;
 use crate::protocol::Payload;
 use crate::resources::Gpus;
 use crate::server::{self, Command, Snapshot, Timing};
@@ -70,6 +71,8 @@ impl BackendChoice {
 #[derive(Clone)]
 pub struct Config {
     pub backend: BackendChoice,
+    /// Node agents or a step per worker (the plan's choice).
+    pub launcher: Launcher,
     pub worker_program: PathBuf,
     /// The interpreter whose environment workers run (`sys.executable`).
     pub python: String,

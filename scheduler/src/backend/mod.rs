@@ -2,9 +2,11 @@
 //! The local backend starts processes (through mpiexec for MPI ranks); srun
 //! and flux build their own commands.
 
+pub mod allocation_nodes;
 pub mod flux;
 mod flux_jobspec;
 mod flux_options;
+pub mod hostlist;
 pub mod key_file;
 pub mod local;
 pub mod locate;
