@@ -64,6 +64,9 @@ pub struct Capacity {
     nodes: Vec<NodeUse>,
     max_workers: Option<u32>,
     workers: u32,
+    /// The user's `max_cores` over all nodes together, where it is less
+    /// than they hold (node agents: the nodes are the allocation's).
+    max_cpus: Option<u32>,
 }
 
 impl Capacity {
@@ -95,7 +98,18 @@ impl Capacity {
             nodes,
             max_workers,
             workers: 0,
+            max_cpus: None,
         }
+    }
+
+    /// At most `cpus` CPUs in use on all nodes together (`max_cores`).
+    pub fn with_max_cpus(mut self, cpus: u32) -> Capacity {
+        self.max_cpus = Some(cpus);
+        self
+    }
+
+    fn cpus_in_use(&self) -> u32 {
+        self.nodes.iter().map(|n| n.cpus_used).sum()
     }
 
     fn live_nodes(&self) -> impl Iterator<Item = &NodeUse> {
@@ -117,6 +131,17 @@ impl Capacity {
     pub fn place(&self, request: &ResourceRequest) -> Option<NodeId> {
         if self.max_workers.is_some_and(|max| self.workers >= max) {
             return None;
+        }
+        if let Some(max) = self.max_cpus {
+            // Oversubscribed calls count at most a node's worth, as on it.
+            let cpus = if request.oversubscribe {
+                request.cpus().min(max)
+            } else {
+                request.cpus()
+            };
+            if self.cpus_in_use() + cpus > max {
+                return None;
+            }
         }
         (0u32..)
             .zip(&self.nodes)
@@ -190,6 +215,7 @@ impl Capacity {
     /// left for would get none). Only oversubscribed workers may share CPUs.
     pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
         let cpus_total: u32 = self.live_nodes().map(|n| n.cpus_total).sum();
+        let cpus_total = self.max_cpus.map_or(cpus_total, |max| max.min(cpus_total));
         let gpus_total: u32 = self.live_nodes().map(|n| n.gpus_total).sum();
         let cpus_each = if request.oversubscribe {
             request.cpus().min(cpus_total)
