@@ -76,6 +76,7 @@ impl SchedulerConfig {
         Ok(SchedulerConfig {
             config: Config {
                 backend,
+                launcher: plan.launcher,
                 worker_program,
                 python,
                 sys_path,

@@ -221,6 +221,11 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     batch_calls::add_classes(m)?;
     m.add_function(wrap_pyfunction!(plan::make_plan, m)?)?;
     m.add_function(wrap_pyfunction!(plan::unsupported, m)?)?;
+    m.add_function(wrap_pyfunction!(plan::choose_launcher, m)?)?;
+    m.add(
+        "LAUNCHERS",
+        pmp_scheduler::plan::Launcher::ALL.map(|launcher| launcher.name()),
+    )?;
     m.add(
         "MINIMUMS",
         pmp_scheduler::plan::MINIMUMS

@@ -4,7 +4,7 @@
 //! with the user's own key names.
 
 use crate::resource_request::PyResourceRequest;
-use pmp_scheduler::plan::{self, Backend, Known, Plan, Refusal, Wanted};
+use pmp_scheduler::plan::{self, Backend, Known, Launcher, Plan, Refusal, Wanted};
 use pmp_scheduler::resources::{Gpus, NeverFits, ResourceRequest};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -33,6 +33,12 @@ impl PyPlan {
         self.plan.gpus.count()
     }
 
+    /// "agent" or "step": how srun or flux start workers.
+    #[getter]
+    fn launcher(&self) -> &'static str {
+        self.plan.launcher.name()
+    }
+
     /// Why `workers` workers of `request` could never run here, or what in
     /// it the backend cannot honour; None when they can run.
     #[pyo3(signature = (request, workers = 1))]
@@ -57,7 +63,9 @@ impl PyPlan {
 /// least value `available`), "pilots" (pilot jobs need max_workers), "unsupported" (the
 /// `backend` cannot honour the resource key `setting`), "not_the_pools" (a
 /// block-allocated pool's call asks for another `setting`), or "cpus", "gpus",
-/// "pool" (the CPUs of all of a block allocation's workers): `requested`
+/// "pool" (the CPUs of all of a block allocation's workers), or
+/// "launcher_unused" (`setting` is the launcher given, with the `backend`
+/// where it chooses nothing: "local", or outside any allocation): `requested`
 /// is more than `available` for `workers` workers (1 for a call), counted
 /// within max_cores or, where `within` is "allocation", within the Slurm
 /// allocation srun steps cannot leave.
@@ -161,6 +169,12 @@ impl From<Refusal> for PyRefusal {
             Refusal::OutsideAllocation { why, workers, .. } => {
                 never_fits(why, "allocation", workers)
             }
+            Refusal::LauncherUnused { launcher, backend } => PyRefusal {
+                kind: "launcher_unused",
+                setting: Some(launcher.name()),
+                backend: Some(backend.name()),
+                ..blank
+            },
         }
     }
 }
@@ -171,7 +185,9 @@ impl From<Refusal> for PyRefusal {
 /// resources. What the backend knows: `allocation_cores` (None where it
 /// does not say), `step_cpus` (the whole Slurm job's CPUs srun steps cannot
 /// leave, or None), `cpu_count`, and the GPUs: `gpu_devices` that the local
-/// backend hands out itself, else the allocation's `gpu_count`.
+/// backend hands out itself, else the allocation's `gpu_count`;
+/// `in_allocation`: inside a Slurm allocation or a Flux instance, where
+/// `launcher` ("agent", "step" or None) chooses how workers start.
 #[pyfunction]
 #[pyo3(signature = (
     *,
@@ -186,6 +202,8 @@ impl From<Refusal> for PyRefusal {
     cpu_count,
     gpu_devices,
     gpu_count,
+    in_allocation,
+    launcher,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn make_plan(
@@ -201,8 +219,11 @@ pub fn make_plan(
     cpu_count: u32,
     gpu_devices: Vec<String>,
     gpu_count: u32,
+    in_allocation: bool,
+    launcher: Option<&str>,
 ) -> PyResult<Py<PyAny>> {
     let backend = backend_named(backend, pilots)?;
+    let launcher = launcher.map(launcher_named).transpose()?;
     let gpus = match backend {
         Backend::Local => Gpus::Devices(gpu_devices),
         _ if !gpu_devices.is_empty() => {
@@ -219,9 +240,11 @@ pub fn make_plan(
         max_cores,
         block_allocation,
         worker: ResourceRequest::from(&*worker),
+        launcher,
     };
     let known = Known {
         backend,
+        in_allocation,
         allocation_cores,
         step_cpus,
         cpu_count,
@@ -245,6 +268,38 @@ pub fn unsupported(
         plan::unsupported(backend, &ResourceRequest::from(&*request))
             .map(|setting| PyRefusal::from(Refusal::Unsupported { setting, backend })),
     )
+}
+
+/// The launcher for the backend named `backend` (`in_allocation`: inside
+/// a Slurm allocation or a Flux instance; never for pilots, which are
+/// outside) where the user asked for `launcher`: its name, or the
+/// refusal of a launcher given where it chooses nothing. The plan's rule,
+/// asked where no plan is made (calls as batch jobs).
+#[pyfunction]
+#[pyo3(signature = (backend, in_allocation, launcher))]
+pub fn choose_launcher(
+    py: Python<'_>,
+    backend: &str,
+    in_allocation: bool,
+    launcher: Option<&str>,
+) -> PyResult<Py<PyAny>> {
+    let backend = backend_named(backend, false)?;
+    let wanted = launcher.map(launcher_named).transpose()?;
+    Ok(match plan::launcher(backend, in_allocation, wanted) {
+        Ok(launcher) => launcher.name().into_pyobject(py)?.into_any().unbind(),
+        Err(refusal) => Py::new(py, PyRefusal::from(refusal))?.into_any(),
+    })
+}
+
+/// The launcher named `name`; the client checked it first, in the user's
+/// words (`executor_checks`).
+fn launcher_named(name: &str) -> PyResult<Launcher> {
+    Launcher::named(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "launcher must be one of {}, got {name:?}",
+            Launcher::ALL.map(|l| format!("{:?}", l.name())).join(", ")
+        ))
+    })
 }
 
 fn backend_named(backend: &str, pilots: bool) -> PyResult<Backend> {

@@ -24,6 +24,8 @@ struct NodeUse {
     cpus_used: u32,
     gpus_total: u32,
     gpus_free: Gpus,
+    /// Its agent is gone: nothing is placed here any more.
+    lost: bool,
 }
 
 impl NodeUse {
@@ -43,12 +45,14 @@ impl NodeUse {
 
     /// Whether `request` fits in what is free here now.
     fn fits(&self, request: &ResourceRequest) -> bool {
-        self.cpus_for(request) <= self.cpus_free() && self.gpus_free.count() >= request.gpus()
+        !self.lost
+            && self.cpus_for(request) <= self.cpus_free()
+            && self.gpus_free.count() >= request.gpus()
     }
 
     /// Whether `request` fits here once the node is empty.
     fn holds(&self, request: &ResourceRequest) -> bool {
-        self.cpus_for(request) <= self.cpus_total && request.gpus() <= self.gpus_total
+        !self.lost && self.cpus_for(request) <= self.cpus_total && request.gpus() <= self.gpus_total
     }
 }
 
@@ -60,6 +64,9 @@ pub struct Capacity {
     nodes: Vec<NodeUse>,
     max_workers: Option<u32>,
     workers: u32,
+    /// The user's `max_cores` over all nodes together, where it is less
+    /// than they hold (node agents: the nodes are the allocation's).
+    max_cpus: Option<u32>,
 }
 
 impl Capacity {
@@ -84,13 +91,29 @@ impl Capacity {
                 cpus_used: 0,
                 gpus_total: node.gpus.count(),
                 gpus_free: node.gpus,
+                lost: false,
             })
             .collect();
         Capacity {
             nodes,
             max_workers,
             workers: 0,
+            max_cpus: None,
         }
+    }
+
+    /// At most `cpus` CPUs in use on all nodes together (`max_cores`).
+    pub fn with_max_cpus(mut self, cpus: u32) -> Capacity {
+        self.max_cpus = Some(cpus);
+        self
+    }
+
+    fn cpus_in_use(&self) -> u32 {
+        self.nodes.iter().map(|n| n.cpus_used).sum()
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &NodeUse> {
+        self.nodes.iter().filter(|n| !n.lost)
     }
 
     pub fn node_name(&self, node: NodeId) -> &str {
@@ -108,6 +131,17 @@ impl Capacity {
     pub fn place(&self, request: &ResourceRequest) -> Option<NodeId> {
         if self.max_workers.is_some_and(|max| self.workers >= max) {
             return None;
+        }
+        if let Some(max) = self.max_cpus {
+            // Oversubscribed calls count at most a node's worth, as on it.
+            let cpus = if request.oversubscribe {
+                request.cpus().min(max)
+            } else {
+                request.cpus()
+            };
+            if self.cpus_in_use() + cpus > max {
+                return None;
+            }
         }
         (0u32..)
             .zip(&self.nodes)
@@ -140,13 +174,20 @@ impl Capacity {
     pub fn take_gpus(&mut self, n: u32) -> (NodeId, Gpus) {
         let (id, node) = (0u32..)
             .zip(self.nodes.iter_mut())
-            .max_by_key(|(id, node)| (node.gpus_free.count(), std::cmp::Reverse(*id)))
+            .max_by_key(|(id, node)| (!node.lost, node.gpus_free.count(), std::cmp::Reverse(*id)))
             .expect("a capacity has a node");
         (NodeId(id), node.gpus_free.take(n))
     }
 
     pub fn return_gpus(&mut self, node: NodeId, gpus: Gpus) {
         self.nodes[node.0 as usize].gpus_free.put_back(gpus);
+    }
+
+    /// `node` is gone (its agent died): nothing more is placed there, and
+    /// what only it could hold never fits any more. What runs there is
+    /// given back as its workers are reported lost.
+    pub fn lose(&mut self, node: NodeId) {
+        self.nodes[node.0 as usize].lost = true;
     }
 
     /// Why `request` could never run here, even on an empty allocation: a
@@ -163,8 +204,8 @@ impl Capacity {
         Some(NeverFits::SeveralNodes {
             cpus: request.cpus(),
             gpus: request.gpus(),
-            node_cpus: self.nodes.iter().map(|n| n.cpus_total).max().unwrap_or(0),
-            node_gpus: self.nodes.iter().map(|n| n.gpus_total).max().unwrap_or(0),
+            node_cpus: self.live_nodes().map(|n| n.cpus_total).max().unwrap_or(0),
+            node_gpus: self.live_nodes().map(|n| n.gpus_total).max().unwrap_or(0),
         })
     }
 
@@ -173,8 +214,9 @@ impl Capacity {
     /// their CPUs and GPUs all at once (a worker the allocation has no GPUs
     /// left for would get none). Only oversubscribed workers may share CPUs.
     pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
-        let cpus_total: u32 = self.nodes.iter().map(|n| n.cpus_total).sum();
-        let gpus_total: u32 = self.nodes.iter().map(|n| n.gpus_total).sum();
+        let cpus_total: u32 = self.live_nodes().map(|n| n.cpus_total).sum();
+        let cpus_total = self.max_cpus.map_or(cpus_total, |max| max.min(cpus_total));
+        let gpus_total: u32 = self.live_nodes().map(|n| n.gpus_total).sum();
         let cpus_each = if request.oversubscribe {
             request.cpus().min(cpus_total)
         } else {

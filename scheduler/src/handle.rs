@@ -11,6 +11,7 @@ use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::{Capacity, Node, WHOLE_ALLOCATION};
 use crate::core::{Allocation, Core, Event, QueueAhead, TaskSpec};
 use crate::ids::TaskId;
+use crate::plan::Launcher;
 use crate::protocol::Payload;
 use crate::resources::Gpus;
 use crate::server::{self, Command, Snapshot, Timing};
@@ -42,11 +43,13 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
-    fn build(self, tool_dirs: Vec<PathBuf>) -> Box<dyn Backend> {
+    /// The backend; `agents`: its workers start under node agents.
+    fn build(self, tool_dirs: Vec<PathBuf>, agents: bool) -> Box<dyn Backend> {
         match self {
             BackendChoice::Local => Box::new(LocalBackend::new(tool_dirs)),
             BackendChoice::Slurm { srun } => Box::new(SlurmBackend {
                 srun,
+                agents,
                 // Only the flavour matters: which --mpi the step needs.
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
@@ -69,6 +72,8 @@ impl BackendChoice {
 #[derive(Clone)]
 pub struct Config {
     pub backend: BackendChoice,
+    /// Node agents or a step per worker (the plan's choice).
+    pub launcher: Launcher,
     pub worker_program: PathBuf,
     /// The interpreter whose environment workers run (`sys.executable`).
     pub python: String,
@@ -110,17 +115,33 @@ impl SchedulerHandle {
             heartbeat_timeout_s: config.heartbeat_timeout.as_secs_f64(),
             block_allocation: matches!(config.allocation, Allocation::Block { .. }),
         };
-        // One node, as before node agents: this machine, or the allocation
-        // as one pool where srun or flux place each worker in it.
-        let node = Node {
-            name: match config.backend {
-                BackendChoice::Local => crate::host::name(),
-                _ => WHOLE_ALLOCATION.into(),
-            },
-            cpus: config.max_cpus,
-            gpus: config.gpus,
+        // Node agents place each call on a node of the allocation, so the
+        // scheduler needs them one by one; otherwise one node: this
+        // machine, or the allocation as one pool where srun or flux place
+        // each worker in it.
+        let agents = config.launcher == Launcher::Agent
+            && matches!(config.backend, BackendChoice::Slurm { .. });
+        let (capacity, agent_nodes) = if agents {
+            let nodes = crate::backend::allocation_nodes::discover(&config.backend)?;
+            let names = nodes.iter().map(|node| node.name.clone()).collect();
+            let capacity =
+                Capacity::of_nodes(nodes, config.max_workers).with_max_cpus(config.max_cpus);
+            let agent_nodes = server::AgentNodes {
+                names,
+                tool_dirs: config.tool_dirs.clone(),
+            };
+            (capacity, Some(agent_nodes))
+        } else {
+            let node = Node {
+                name: match config.backend {
+                    BackendChoice::Local => crate::host::name(),
+                    _ => WHOLE_ALLOCATION.into(),
+                },
+                cpus: config.max_cpus,
+                gpus: config.gpus,
+            };
+            (Capacity::of_nodes(vec![node], config.max_workers), None)
         };
-        let capacity = Capacity::of_nodes(vec![node], config.max_workers);
         let mut core = Core::new(config.allocation, capacity, config.init);
         if !crate::switched_off("PMP_QUEUE_AHEAD") {
             core.set_queue_ahead(Some(QueueAhead {
@@ -134,7 +155,7 @@ impl SchedulerHandle {
         let (commands, commands_rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let bind_host = config.bind_host;
-        let backend = config.backend.build(config.tool_dirs);
+        let backend = config.backend.build(config.tool_dirs, agents);
         let thread = std::thread::Builder::new()
             .name("pmp-scheduler".into())
             .spawn(move || {
@@ -149,6 +170,7 @@ impl SchedulerHandle {
                     environment,
                     timing,
                     bind_host,
+                    agent_nodes,
                     commands_rx,
                     events,
                     ready_tx,

@@ -51,6 +51,54 @@ impl Backend {
     }
 }
 
+/// How workers start inside a Slurm allocation or a Flux instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launcher {
+    /// One node agent per node, started once by one srun step or flux job;
+    /// each call's worker is forked on its node by that node's agent.
+    Agent,
+    /// One srun step or flux job per worker: Slurm's or Flux's accounting
+    /// and binding for each.
+    Step,
+}
+
+impl Launcher {
+    /// Every launcher, as the user names it.
+    pub const ALL: [Launcher; 2] = [Launcher::Agent, Launcher::Step];
+
+    /// The name the user chooses it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Launcher::Agent => "agent",
+            Launcher::Step => "step",
+        }
+    }
+
+    /// The launcher the user named `name`, if one is.
+    pub fn named(name: &str) -> Option<Launcher> {
+        Launcher::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// How workers start on `backend`, where `in_allocation` says whether it
+/// runs inside a Slurm allocation or a Flux instance and `wanted` is the
+/// user's choice: agents where they can start (the local backend is one
+/// agent on this host), steps otherwise. A choice given where there is no
+/// allocation to choose for is refused, not ignored.
+pub fn launcher(
+    backend: Backend,
+    in_allocation: bool,
+    wanted: Option<Launcher>,
+) -> Result<Launcher, Refusal> {
+    let inside = in_allocation && matches!(backend, Backend::Slurm | Backend::Flux);
+    match wanted {
+        Some(launcher) if inside => Ok(launcher),
+        Some(launcher) => Err(Refusal::LauncherUnused { launcher, backend }),
+        None if inside || backend == Backend::Local => Ok(Launcher::Agent),
+        None => Ok(Launcher::Step),
+    }
+}
+
 /// A setting one backend cannot honour: refused, never ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unsupported {
@@ -93,6 +141,13 @@ pub enum Refusal {
     /// `workers` workers (1 for a call) can never run within `max_cores`
     /// CPUs and the GPUs there are.
     NeverFits { why: NeverFits, workers: u32 },
+    /// `launcher` was given where it chooses nothing: on the local backend
+    /// (workers start on this host), or with `backend` outside any
+    /// allocation (each worker or call is a job of its own).
+    LauncherUnused {
+        launcher: Launcher,
+        backend: Backend,
+    },
     /// `workers` workers can never run within the `cpus` of the Slurm
     /// allocation, which srun steps cannot leave (even where `max_cores`
     /// allows it).
@@ -128,6 +183,24 @@ impl std::fmt::Display for Refusal {
             Refusal::OutsideAllocation { why, cpus, .. } => {
                 write!(f, "{why}, the Slurm allocation's {cpus} CPUs")
             }
+            Refusal::LauncherUnused { launcher, backend } => {
+                write!(
+                    f,
+                    "launcher='{}' chooses how srun or flux start workers inside an \
+                     allocation; ",
+                    launcher.name()
+                )?;
+                if *backend == Backend::Local {
+                    write!(f, "the local backend starts them itself")?;
+                } else {
+                    write!(
+                        f,
+                        "outside one, each {} worker or call is a job of its own",
+                        backend.name()
+                    )?;
+                }
+                write!(f, ": drop launcher")
+            }
         }
     }
 }
@@ -140,12 +213,17 @@ pub struct Wanted {
     pub block_allocation: bool,
     /// One worker's resources: what a call gets unless it says otherwise.
     pub worker: ResourceRequest,
+    /// Agents or steps, where the user chose (see `launcher`).
+    pub launcher: Option<Launcher>,
 }
 
 /// What the backend knows of where it runs.
 #[derive(Clone, Debug)]
 pub struct Known {
     pub backend: Backend,
+    /// Whether the client runs inside a Slurm allocation or a Flux
+    /// instance, where node agents can start.
+    pub in_allocation: bool,
     /// The CPUs the allocation holds, where it says (Slurm).
     pub allocation_cores: Option<u32>,
     /// The CPUs of the whole Slurm job, which srun steps cannot leave,
@@ -174,6 +252,7 @@ pub struct Plan {
     pub worker: ResourceRequest,
     pub gpus: Gpus,
     pub step_cpus: Option<u32>,
+    pub launcher: Launcher,
 }
 
 impl Plan {
@@ -200,6 +279,7 @@ impl Plan {
         if known.backend == Backend::SlurmPilots && wanted.max_workers.is_none() {
             return Err(Refusal::PilotsNeedMaxWorkers);
         }
+        let launcher = launcher(known.backend, known.in_allocation, wanted.launcher)?;
         let threads = worker.cpus();
         let max_cores = match (wanted.max_cores, wanted.max_workers) {
             (Some(max_cores), _) => max_cores,
@@ -231,6 +311,7 @@ impl Plan {
             worker: worker.clone(),
             gpus,
             step_cpus: known.step_cpus,
+            launcher,
         };
         match plan.refuse(worker, workers.max(1)) {
             Some(refusal) => Err(refusal),
@@ -291,12 +372,14 @@ mod tests {
             max_cores,
             block_allocation: block,
             worker: worker(1, 1, 0),
+            launcher: None,
         }
     }
 
     fn local(cpu_count: u32) -> Known {
         Known {
             backend: Backend::Local,
+            in_allocation: false,
             allocation_cores: None,
             step_cpus: None,
             cpu_count,
@@ -307,6 +390,7 @@ mod tests {
     fn slurm(allocation_cores: u32, step_cpus: Option<u32>, gpus: u32) -> Known {
         Known {
             backend: Backend::Slurm,
+            in_allocation: true,
             allocation_cores: Some(allocation_cores),
             step_cpus,
             cpu_count: 64,
@@ -346,6 +430,7 @@ mod tests {
     fn pilots_need_max_workers_and_count_each_ones_gpus() {
         let pilots = Known {
             backend: Backend::SlurmPilots,
+            in_allocation: false,
             ..slurm(0, None, 0)
         };
         let mut pool = wanted(None, None, true);
@@ -492,6 +577,87 @@ mod tests {
         );
         let per_call = Plan::make(&wanted(Some(2), None, false), local(4)).unwrap();
         assert!(per_call.refuse(&worker(2, 1, 0), 1).is_none());
+    }
+
+    #[test]
+    fn agents_where_they_can_start_unless_the_user_asks_for_steps() {
+        let flux = Known {
+            backend: Backend::Flux,
+            ..slurm(4, None, 0)
+        };
+        for known in [slurm(4, None, 0), flux] {
+            let plan = Plan::make(&wanted(None, None, false), known.clone()).unwrap();
+            assert_eq!(plan.launcher, Launcher::Agent);
+            let mut steps = wanted(None, None, true);
+            steps.launcher = Some(Launcher::Step);
+            assert_eq!(Plan::make(&steps, known).unwrap().launcher, Launcher::Step);
+        }
+        let local = Plan::make(&wanted(None, None, false), local(4)).unwrap();
+        assert_eq!(local.launcher, Launcher::Agent, "one agent on this host");
+        let pilots = Known {
+            backend: Backend::SlurmPilots,
+            in_allocation: false,
+            ..slurm(0, None, 0)
+        };
+        let plan = Plan::make(&wanted(Some(2), None, true), pilots).unwrap();
+        assert_eq!(plan.launcher, Launcher::Step, "a pilot job per worker");
+        let outside = Known {
+            in_allocation: false,
+            ..slurm(4, None, 0)
+        };
+        let plan = Plan::make(&wanted(None, None, false), outside).unwrap();
+        assert_eq!(plan.launcher, Launcher::Step, "srun outside any allocation");
+    }
+
+    #[test]
+    fn a_launcher_where_there_is_no_allocation_to_launch_in_is_refused() {
+        let pilots = Known {
+            backend: Backend::SlurmPilots,
+            in_allocation: false,
+            ..slurm(0, None, 0)
+        };
+        let outside = Known {
+            in_allocation: false,
+            ..slurm(4, None, 0)
+        };
+        for (known, launcher, words) in [
+            (
+                local(4),
+                Launcher::Agent,
+                "the local backend starts them itself",
+            ),
+            (
+                pilots,
+                Launcher::Step,
+                "outside one, each slurm worker or call",
+            ),
+            (
+                outside,
+                Launcher::Agent,
+                "outside one, each slurm worker or call",
+            ),
+        ] {
+            let backend = known.backend;
+            let mut given = wanted(Some(2), None, backend == Backend::SlurmPilots);
+            given.launcher = Some(launcher);
+            let refusal = Plan::make(&given, known).unwrap_err();
+            assert_eq!(refusal, Refusal::LauncherUnused { launcher, backend });
+            let message = refusal.to_string();
+            assert!(message.contains(words), "{message}");
+            assert!(
+                message.starts_with(&format!("launcher='{}' chooses how srun", launcher.name())),
+                "{message}"
+            );
+            assert!(message.ends_with(": drop launcher"), "{message}");
+        }
+    }
+
+    #[test]
+    fn launchers_are_named_as_the_user_names_them() {
+        for launcher in Launcher::ALL {
+            assert_eq!(Launcher::named(launcher.name()), Some(launcher));
+        }
+        assert_eq!(Launcher::named("srun"), None);
     }
 
     #[test]

@@ -309,6 +309,10 @@ pub mod agent {
             args: Vec<String>,
             variables: Vec<(String, String)>,
             cwd: Option<String>,
+            /// How many of the node's GPUs it gets: the agent picks which
+            /// (it alone knows the ids its node's step was given) and sets
+            /// `CUDA_VISIBLE_DEVICES`; they are free again once it exited.
+            gpus: u32,
         },
         /// End the worker's process group: SIGTERM, then SIGKILL after a
         /// grace. Its `Exited` follows.

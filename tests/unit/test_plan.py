@@ -25,6 +25,8 @@ def plan(backend="local", pilots=False, worker=None, *, gpu_count=0, **given):
         cpu_count=8,
         gpu_devices=[],
         gpu_count=gpu_count,
+        in_allocation=given.get("in_allocation", True),
+        launcher=given.get("launcher"),
     )
 
 

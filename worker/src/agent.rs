@@ -11,8 +11,8 @@
 //! (`node`), and prestarts a zygote for its node. Then, for each message
 //! (`protocol::agent`):
 //! - `Start`: the worker's command, with the key (`PMP_KEY`, which the
-//!   worker removes from its environment once read, as local workers do)
-//!   and an encrypted wire added, forked by the zygote where it can
+//!   worker removes from its environment once read, as local workers do),
+//!   an encrypted wire and the GPUs it asks for (`node_gpus`) added, forked by the zygote where it can
 //!   reproduce it, spawned otherwise (`Zygotes::start_worker`, the local
 //!   backend's own rule). The worker connects to the scheduler itself; its
 //!   tasks never pass here. What it prints comes back as `Printed`, its end
@@ -34,6 +34,7 @@
 //! workers.
 
 use crate::node::Node;
+use crate::node_gpus::NodeGpus;
 use crate::settings::AgentSettings;
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::backend::{key_file::KeyFiles, WorkerEnvironment};
@@ -121,7 +122,7 @@ async fn serve(settings: AgentSettings) -> i32 {
         node: node.name.clone(),
         pid: std::process::id(),
         cpus: node.cpus,
-        gpus: node.gpus,
+        gpus: node.gpus.clone(),
     };
     let _ = outgoing.send(Some((hello, Vec::new())));
     let (incoming_tx, incoming) = unbounded_channel();
@@ -151,6 +152,7 @@ async fn serve(settings: AgentSettings) -> i32 {
     });
     let agent = Agent {
         node: node.name,
+        gpus: NodeGpus::new(node.gpus),
         key: settings.key,
         environment,
         zygotes,
@@ -169,6 +171,7 @@ async fn serve(settings: AgentSettings) -> i32 {
 struct Agent {
     /// Its node's name, for what it says.
     node: String,
+    gpus: NodeGpus,
     key: Key,
     environment: WorkerEnvironment,
     zygotes: Zygotes,
@@ -232,7 +235,8 @@ impl Agent {
                 args,
                 variables,
                 cwd,
-            } => self.start(worker, program, args, variables, cwd),
+                gpus,
+            } => self.start(worker, program, args, variables, cwd, gpus),
             ToAgent::Stop { worker } => {
                 if let Some(process) = self.workers.get(&worker) {
                     process.stop();
@@ -255,6 +259,7 @@ impl Agent {
         args: Vec<String>,
         variables: Vec<(String, String)>,
         cwd: Option<String>,
+        gpus: u32,
     ) {
         if self.workers.contains_key(&worker) {
             // Only a scheduler out of step with its agent sends this; the
@@ -267,22 +272,30 @@ impl Agent {
             );
             return;
         }
+        let could_not = |worker, why: String| Exit {
+            worker,
+            reason: LostReason::new(format!("could not start worker: {why}")),
+        };
         let mut command = std::process::Command::new(program);
         command.args(args).envs(variables);
+        // After the variables: the agent alone knows which ids are free.
+        match self.gpus.take(worker, gpus) {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+            }
+            Err(why) => {
+                return self.exited(could_not(worker, format!("node {}: {why}", self.node)))
+            }
+        }
         // Its own connection is encrypted: it leaves this node.
         command
             .env("PMP_KEY", self.key.to_hex())
             .env(Protection::VARIABLE, Protection::Encrypted.name());
         if let Some(cwd) = cwd {
             if !std::path::Path::new(&cwd).is_dir() {
-                let message = format!(
-                    "could not start worker: cwd {cwd:?} is not a directory on node {}",
-                    self.node
-                );
-                return self.exited(Exit {
-                    worker,
-                    reason: LostReason::new(message),
-                });
+                let why = format!("cwd {cwd:?} is not a directory on node {}", self.node);
+                return self.exited(could_not(worker, why));
             }
             command.current_dir(cwd);
         }
@@ -297,16 +310,14 @@ impl Agent {
             Ok(process) => {
                 self.workers.insert(worker, process);
             }
-            Err(e) => self.exited(Exit {
-                worker,
-                reason: LostReason::new(format!("could not start worker: {e}")),
-            }),
+            Err(e) => self.exited(could_not(worker, e.to_string())),
         }
     }
 
-    /// Report a worker's end and forget it.
+    /// Report a worker's end and forget it; its GPUs are free again.
     fn exited(&mut self, exit: Exit) {
         self.workers.remove(&exit.worker);
+        self.gpus.give_back(exit.worker);
         let LostReason {
             message,
             exit_code,

@@ -31,6 +31,7 @@ mod inbox;
 mod interpreter;
 mod job;
 mod node;
+mod node_gpus;
 mod output;
 mod pipes;
 mod settings;

@@ -324,12 +324,18 @@ impl Drop for Scheduler {
 }
 
 fn shell(worker: u32, script: &str) -> ToAgent {
+    shell_with_gpus(worker, 0, script)
+}
+
+/// A worker's shell with `gpus` of its node's GPUs.
+fn shell_with_gpus(worker: u32, gpus: u32, script: &str) -> ToAgent {
     ToAgent::Start {
         worker: WorkerId(worker),
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         variables: Vec::new(),
         cwd: None,
+        gpus,
     }
 }
 
@@ -449,6 +455,7 @@ async fn a_started_command_is_printed_and_exits_with_its_code() {
             ],
             variables: vec![("X".into(), "given".into())],
             cwd: Some(cwd.to_string_lossy().into_owned()),
+            gpus: 0,
         })
         .await;
     let exited = scheduler.until_exited(WorkerId(1)).await;
@@ -494,6 +501,7 @@ async fn a_start_that_fails_is_reported_as_an_exit_with_the_reason() {
             args: Vec::new(),
             variables: Vec::new(),
             cwd: None,
+            gpus: 0,
         })
         .await;
     let exited = scheduler.until_exited(WorkerId(4)).await;
@@ -525,6 +533,7 @@ async fn the_worker_program_is_forked_by_its_zygote_and_connects_encrypted() {
                 ("PMP_RANKS".into(), "1".into()),
             ],
             cwd: None,
+            gpus: 0,
         })
         .await;
     let hello = scheduler.worker_hello().await;
@@ -759,6 +768,7 @@ async fn an_agent_killed_outright_takes_its_zygote_and_all_its_workers_along() {
                 ("PMP_HEARTBEAT_TIMEOUT".into(), LONG_SILENCE.into()),
             ],
             cwd: None,
+            gpus: 0,
         })
         .await;
     let FromWorker::Hello { pid: forked, .. } = scheduler.worker_hello().await else {
@@ -839,4 +849,36 @@ async fn agents_of_one_srun_step_read_one_key_file_and_each_names_its_node() {
     }
     scheduler.socket.send(message).await.unwrap();
     assert_eq!(step.exit_code().await, Some(0), "{}", step.stderr());
+}
+
+#[tokio::test]
+async fn workers_get_distinct_gpus_of_the_node_and_give_them_back_when_they_exit() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[("CUDA_VISIBLE_DEVICES", "0,1,2")]);
+    scheduler.next().await;
+    let script = "echo $CUDA_VISIBLE_DEVICES; exec sleep 1000";
+    scheduler.send(&shell_with_gpus(1, 2, script)).await;
+    assert_eq!(scheduler.first_line(WorkerId(1)).await, "0,1");
+    scheduler.send(&shell_with_gpus(2, 2, script)).await;
+    let exited = scheduler.until_exited(WorkerId(2)).await;
+    let FromAgent::Exited { message, .. } = exited else {
+        unreachable!()
+    };
+    assert!(
+        message.starts_with("could not start worker: node ")
+            && message.contains("asks for 2 GPUs, and 1 of this node's 3 are free"),
+        "{message}"
+    );
+    scheduler.send(&shell_with_gpus(3, 1, script)).await;
+    assert_eq!(scheduler.first_line(WorkerId(3)).await, "2");
+    scheduler
+        .send(&ToAgent::Stop {
+            worker: WorkerId(1),
+        })
+        .await;
+    scheduler.until_exited(WorkerId(1)).await;
+    scheduler.send(&shell_with_gpus(4, 2, script)).await;
+    assert_eq!(scheduler.first_line(WorkerId(4)).await, "0,1");
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }

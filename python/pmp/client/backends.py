@@ -150,6 +150,14 @@ def allocation_cores(backend):
     return None
 
 
+def inside_allocation(backend):
+    """Whether `backend` starts workers inside the Slurm allocation
+    (SLURM_JOB_ID) or Flux instance (FLUX_URI) the client runs in, where
+    node agents can start; batch and pilot jobs are outside any."""
+    variable = {"slurm": "SLURM_JOB_ID", "flux": "FLUX_URI"}.get(backend.name)
+    return variable is not None and not backend.batch and bool(os.environ.get(variable))
+
+
 def step_cpus(backend):
     """The CPUs of the Slurm allocation srun steps run in and cannot leave,
     where Slurm says it for the whole job (SLURM_NTASKS x SLURM_CPUS_PER_TASK,

@@ -29,6 +29,7 @@ from pmp.client.executor_checks import (
     check_backend_arguments,
     check_callable,
     check_executor_arguments,
+    check_launcher,
 )
 from pmp.client.future_tools import batched
 from pmp.client.native_engine import NativeEngine
@@ -46,7 +47,10 @@ class Executor(_BaseExecutor):
     max_cores; block_allocation=True keeps a pool of workers (max_workers, or
     max_cores // cores_per_worker) and lets init_function preload data once per
     worker. refresh_rate is accepted for compatibility and unneeded: pmp's
-    scheduler is event-driven.
+    scheduler is event-driven. launcher chooses how workers start inside a
+    Slurm allocation or Flux instance: "agent" (the default there: one node
+    agent per node, started once, forks each call's worker on its node) or
+    "step" (one srun step or flux job per worker).
 
     pmp's own fronts (executorlib_api, pmp.notebook) read `_backend`,
     `_defaults`, `_block`, `_shutdown_called` and `_engine` (its
@@ -76,6 +80,7 @@ class Executor(_BaseExecutor):
         disable_dependencies=False,
         refresh_rate=0.01,
         cache_directory=None,
+        launcher=None,
     ):
         given = check_executor_arguments(locals())
         self._backend = backends.choose_backend(backend, executor, self._cluster_jobs)
@@ -92,6 +97,7 @@ class Executor(_BaseExecutor):
         self._shutdown_called = False
         if block_allocation:
             self._backend = backends.pool_backend(self._backend)
+        self._launcher = check_launcher(self._backend, launcher)
         # Outside any allocation, without a pool: each call is a batch job,
         # which needs a task store (by default ./pmp_cache).
         batch_jobs = self._backend.batch and not block_allocation
@@ -227,6 +233,8 @@ class Executor(_BaseExecutor):
             "disable_dependencies": self._disable_dependencies,
             "cache_directory": self._defaults["cache_directory"],
         }
+        if self._backend.name in ("slurm", "flux"):
+            info["launcher"] = self._launcher
         if self._partitions is not None:
             # No allocation to count: what a batch or pilot job can get.
             info["partitions"] = self._partitions.described()

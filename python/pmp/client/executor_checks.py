@@ -7,6 +7,7 @@ where it has them (its plan: `_pmp.make_plan`, `_pmp.unsupported`,
 import inspect
 
 from pmp import _pmp
+from pmp.client import backends
 from pmp.client.resources import (
     check_arguments,
     check_bool,
@@ -39,6 +40,7 @@ def check_executor_arguments(given):
     refresh_rate = given["refresh_rate"]
     if isinstance(refresh_rate, bool) or not isinstance(refresh_rate, (int, float)):
         raise ValueError(f"refresh_rate must be a number, got {refresh_rate!r}")
+    check_launcher_value(given["launcher"])
     init_function = given["init_function"]
     if init_function is not None:
         if not given["block_allocation"]:
@@ -70,6 +72,39 @@ def check_backend_arguments(backend, executor, request):
         raise ValueError(_unsupported_message(refusal, None))
 
 
+# What each launcher does, for the messages that list them.
+_LAUNCHERS = {
+    "agent": (
+        "one node agent per node of the allocation, started once, forks each call's "
+        "worker on its node (the default inside a Slurm allocation or a Flux instance)"
+    ),
+    "step": "one srun step or flux job per worker, with Slurm's or Flux's accounting of each",
+}
+
+
+def check_launcher_value(launcher):
+    """`launcher` is None or one of the scheduler's launchers (`_pmp.LAUNCHERS`)."""
+    if launcher is None or (isinstance(launcher, str) and launcher in _pmp.LAUNCHERS):
+        return
+    allowed = "; ".join(f"{name!r}: {_LAUNCHERS[name]}" for name in _pmp.LAUNCHERS)
+    error = ValueError if isinstance(launcher, str) else TypeError
+    raise error(
+        f"launcher must be None (the backend's default), {' or '.join(map(repr, _pmp.LAUNCHERS))}, "
+        f"got {launcher!r}. {allowed}"
+    )
+
+
+def check_launcher(backend, launcher):
+    """The launcher that starts the workers of `backend` ("agent" or
+    "step"), where the user asked for `launcher`: the scheduler's rule
+    (`_pmp.choose_launcher`), which refuses one given where there is no
+    allocation for it to choose in."""
+    chosen = _pmp.choose_launcher(backend.name, backends.inside_allocation(backend), launcher)
+    if isinstance(chosen, _pmp.Refusal):
+        raise ValueError(_launcher_unused_message(chosen))
+    return chosen
+
+
 def check_callable(fn, resource_dict):
     """`fn` can be submitted with `resource_dict`."""
     if not callable(fn):
@@ -98,6 +133,8 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         )
     if refusal.kind == "unsupported":
         return _unsupported_message(refusal, given)
+    if refusal.kind == "launcher_unused":
+        return _launcher_unused_message(refusal)
     if refusal.kind == "not_the_pools":
         key = refusal.setting
         return (
@@ -125,6 +162,21 @@ def _unsupported_message(refusal, given):
         else "resource_dict key 'command_line_argument_lst' holds arguments"
     )
     return f"{what} for srun or flux run; the {refusal.backend} backend has no use for it"
+
+
+def _launcher_unused_message(refusal):
+    """A launcher given where there is no allocation to start workers in."""
+    where = (
+        "the local backend starts every worker on this machine itself"
+        if refusal.backend == "local"
+        else f"this {refusal.backend} executor runs outside any, where each worker or call "
+        "is a job of its own"
+    )
+    return (
+        f"launcher={refusal.setting!r} chooses how srun or flux start workers inside a Slurm "
+        f"allocation or a Flux instance, and {where}: drop launcher (or run inside salloc, "
+        "sbatch or flux alloc with backend='slurm' or 'flux')"
+    )
 
 
 def _outside_allocation_message(refusal, request, given):

@@ -70,6 +70,8 @@ class NativeEngine:
             cpu_count=os.cpu_count() or 1,
             gpu_devices=self.gpus,
             gpu_count=0 if local or backend.batch else backends.allocation_gpus(backend),
+            in_allocation=backends.inside_allocation(backend),
+            launcher=given["launcher"],
         )
         if isinstance(plan, _pmp.Refusal):
             raise ValueError(self._refusal_message(plan, self._request, None))

@@ -40,6 +40,12 @@ impl std::fmt::Debug for KeyFiles {
 impl KeyFiles {
     /// Write `key` for `worker` and return the file's path.
     pub fn write(&self, key: &Key, worker: WorkerId) -> Result<PathBuf, String> {
+        self.write_for(key, &format!("worker-{}", worker.0))
+    }
+
+    /// Write `key` for whoever `label` names (`agents`: every node agent of
+    /// the executor reads the same file) and return the file's path.
+    pub fn write_for(&self, key: &Key, label: &str) -> Result<PathBuf, String> {
         let dir = self
             .dir
             .get_or_init(|| make_dir(self.home.as_deref()))
@@ -47,7 +53,7 @@ impl KeyFiles {
             .map_err(Clone::clone)?;
         let mut nonce = [0u8; 8];
         rand::fill(&mut nonce);
-        let path = dir.join(format!("worker-{}-{}", worker.0, hex::encode(nonce)));
+        let path = dir.join(format!("{label}-{}", hex::encode(nonce)));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -2,9 +2,11 @@
 //! The local backend starts processes (through mpiexec for MPI ranks); srun
 //! and flux build their own commands.
 
+pub mod allocation_nodes;
 pub mod flux;
 mod flux_jobspec;
 mod flux_options;
+pub mod hostlist;
 pub mod key_file;
 pub mod local;
 pub mod locate;
@@ -192,5 +194,98 @@ pub trait Backend: Send {
     /// anything: a pilot's sbatch exits 1 whatever ended its job.
     fn exit_explainer(&self, _worker: WorkerId) -> Option<ExitExplainer> {
         None
+    }
+
+    /// The one command that starts a node agent on each of `nodes`
+    /// (`launcher="agent"`), None where this backend starts no agents.
+    fn agent_step(&self, _agents: &AgentStep) -> Option<Result<Command, String>> {
+        None
+    }
+
+    /// Whether `launch`'s worker starts under its node's agent rather than
+    /// as a step of its own (`command`): false where there are no agents,
+    /// and for a worker that asks for the launcher's own options.
+    fn under_agent(&self, _launch: &Launch) -> bool {
+        false
+    }
+}
+
+/// What the agents' step needs besides the workers' environment.
+pub struct AgentStep<'a> {
+    pub environment: &'a WorkerEnvironment,
+    /// The socket agents connect to (not the workers').
+    pub address: &'a str,
+    /// The file every agent reads the executor's key from.
+    pub key_file: &'a std::path::Path,
+    /// The allocation's nodes, one agent each.
+    pub nodes: &'a [String],
+}
+
+impl AgentStep<'_> {
+    /// The variables of every agent: where to connect, the key's file, the
+    /// heartbeat limit it dies by, and the Python its zygote starts.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        let env = self.environment;
+        let mut vars = vec![
+            ("PMP_AGENT".to_string(), "1".to_string()),
+            ("PMP_SCHEDULER".to_string(), self.address.to_string()),
+            (
+                key_file::VARIABLE.to_string(),
+                self.key_file.display().to_string(),
+            ),
+            (
+                "PMP_HEARTBEAT_TIMEOUT".to_string(),
+                env.heartbeat_timeout_s.to_string(),
+            ),
+        ];
+        vars.extend(interpreter_variables(&env.python, &env.sys_path));
+        vars
+    }
+}
+
+/// What keeps mpiexec's ranks on the agent's node: inside a Slurm job,
+/// MPICH's and Open MPI's mpiexec would otherwise see the allocation and
+/// start their ranks across its nodes through srun steps of their own.
+const RANKS_ON_THIS_NODE: [(&str, &str); 5] = [
+    ("HYDRA_LAUNCHER", "fork"),
+    ("OMPI_MCA_plm", "^slurm"),
+    ("OMPI_MCA_ras", "^slurm"),
+    ("PRTE_MCA_plm", "^slurm"),
+    ("PRTE_MCA_ras", "^slurm"),
+];
+
+/// The agent's `Start` for a worker whose command the local backend built
+/// (the worker program, or mpiexec for ranks): its key is left out (the
+/// agent gives it its own) and its wire is encrypted, since the scheduler
+/// may be on another host.
+pub fn agent_start(
+    command: &Command,
+    worker: WorkerId,
+    launch: &Launch,
+) -> crate::protocol::agent::ToAgent {
+    let text = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
+    let mut variables: Vec<(String, String)> = command
+        .get_envs()
+        .filter_map(|(name, value)| Some((text(name), text(value?))))
+        .filter(|(name, _)| name != "PMP_KEY" && name != Protection::VARIABLE)
+        .collect();
+    variables.push((
+        Protection::VARIABLE.to_string(),
+        Protection::Encrypted.name().to_string(),
+    ));
+    if launch.resources.cores > 1 {
+        variables.extend(
+            RANKS_ON_THIS_NODE
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+    }
+    crate::protocol::agent::ToAgent::Start {
+        worker,
+        program: text(command.get_program()),
+        args: command.get_args().map(text).collect(),
+        variables,
+        cwd: command.get_current_dir().map(|dir| text(dir.as_os_str())),
+        gpus: launch.gpus.count(),
     }
 }

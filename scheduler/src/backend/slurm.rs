@@ -13,6 +13,8 @@ pub struct SlurmBackend {
     /// The MPI in the worker's environment, if any: Open MPI needs PMIx from
     /// srun; MPICH works with the cluster's default (pmi2 on most sites).
     pub mpi: Option<MpiFlavor>,
+    /// Whether workers start under node agents (`launcher="agent"`).
+    pub agents: bool,
 }
 
 impl SlurmBackend {
@@ -73,7 +75,46 @@ fn asks_for_gpus(args: &[String]) -> bool {
     })
 }
 
+impl SlurmBackend {
+    /// srun's arguments for the agents' step: one task on each node of the
+    /// allocation, sharing all of the node's CPUs, memory and GPUs with
+    /// the workers it forks and with the steps of calls that need one
+    /// (`--overlap`, `--whole`); no CPU binding, since its workers use any
+    /// of the node's CPUs; one agent that dies does not end the others.
+    pub fn agent_arguments(nodes: usize) -> Vec<String> {
+        vec![
+            "-Q".into(),
+            "--input=none".into(),
+            "--job-name=pmp-agent".into(),
+            "--overlap".into(),
+            "--whole".into(),
+            format!("--nodes={nodes}"),
+            "--ntasks-per-node=1".into(),
+            format!("--ntasks={nodes}"),
+            "--kill-on-bad-exit=0".into(),
+        ]
+    }
+}
+
 impl Backend for SlurmBackend {
+    fn agent_step(&self, agents: &super::AgentStep) -> Option<Result<Command, String>> {
+        if !self.agents {
+            return None;
+        }
+        let mut command = Command::new(&self.srun);
+        command
+            .args(Self::agent_arguments(agents.nodes.len()))
+            .arg(&agents.environment.program)
+            .envs(agents.variables());
+        Some(Ok(command))
+    }
+
+    /// A call with srun options of its own gets a step of its own, where
+    /// srun honours them.
+    fn under_agent(&self, launch: &Launch) -> bool {
+        self.agents && launch.resources.extra_args.is_empty()
+    }
+
     fn command(
         &self,
         env: &WorkerEnvironment,
@@ -106,6 +147,7 @@ mod tests {
     fn a_step_asks_for_ranks_threads_gpus_cwd_and_the_users_arguments() {
         let backend = SlurmBackend {
             srun: "srun".into(),
+            agents: false,
             mpi: Some(MpiFlavor::OpenMpi),
         };
         let args = backend.arguments(&launch(ResourceRequest {
@@ -125,6 +167,7 @@ mod tests {
     fn a_single_rank_step_has_no_gpu_mpi_or_oversubscribe_flags() {
         let backend = SlurmBackend {
             srun: "srun".into(),
+            agents: false,
             mpi: Some(MpiFlavor::Mpich),
         };
         let args = backend
@@ -143,6 +186,7 @@ mod tests {
     fn a_step_without_gpus_asks_for_no_gres_so_it_neither_gets_nor_waits_for_the_jobs_gpus() {
         let backend = SlurmBackend {
             srun: "srun".into(),
+            agents: false,
             mpi: None,
         };
         let args = backend.arguments(&launch(ResourceRequest::default()));
@@ -164,6 +208,7 @@ mod tests {
     fn no_gres_none_where_the_users_arguments_ask_for_gpus_themselves() {
         let backend = SlurmBackend {
             srun: "srun".into(),
+            agents: false,
             mpi: None,
         };
         for own in [
@@ -198,6 +243,7 @@ mod tests {
     fn srun_picks_the_devices_so_pmp_exports_none() {
         let backend = SlurmBackend {
             srun: "srun".into(),
+            agents: false,
             mpi: None,
         };
         let launch = Launch {
@@ -220,6 +266,7 @@ mod tests {
     fn a_step_gets_the_key_in_a_private_file_never_in_its_environment() {
         let backend = SlurmBackend {
             srun: "srun".into(),
+            agents: false,
             mpi: None,
         };
         let env = WorkerEnvironment::for_tests();

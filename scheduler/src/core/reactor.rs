@@ -7,7 +7,7 @@ use super::events::{Comm, Event, LostReason, SubmitError};
 use super::tasks::{inherit, Failure, Task, TaskSpec, TaskState, Work};
 use super::workers::{Retract, Worker, WorkerState};
 use super::{Allocation, Core};
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::protocol::{Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -353,6 +353,33 @@ impl Core {
         }
         if w.dedicated.is_none() {
             self.balance_pool(comm); // a replacement, unless the pool was made smaller
+        }
+        self.ask_for_scheduling();
+    }
+
+    /// `node`'s agent is gone (the server reports each of its workers lost
+    /// on its own): nothing more is placed there, and a queued task that no
+    /// node left can hold fails now rather than waiting forever.
+    pub fn node_lost(&mut self, comm: &mut impl Comm, node: NodeId, name: &str, why: &str) {
+        self.capacity.lose(node);
+        let stranded: Vec<TaskId> =
+            self.ready
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.tasks.get(id).is_some_and(|task| {
+                        matches!(task.state, TaskState::Ready)
+                            && task.work.as_ref().is_some_and(|work| {
+                                self.capacity.never_fits(&work.resources).is_some()
+                            })
+                    })
+                })
+                .collect();
+        for task in stranded {
+            let reason = LostReason::new(format!(
+                "no node left can run it: node {name} was lost: {why}"
+            ));
+            self.fail(comm, task, Failure::Lost(reason));
         }
         self.ask_for_scheduling();
     }

@@ -14,7 +14,7 @@
 //! `calls` (when each call may go, and how it ended).
 
 pub mod calls;
-mod command;
+pub(crate) mod command;
 pub mod flux;
 pub mod follower;
 pub mod request;

@@ -3,10 +3,11 @@
 //! shared memory to a worker on this host), stops escalated to kills,
 //! events to the client, cancels answered.
 
+use super::agents::{AgentWorker, Agents};
 use super::Internal;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{Comm, Event, Launch, LostReason};
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::process::{self, Exit, PrintedSink};
 use crate::protocol::{self, ToWorker};
 use crate::seal::{Opener, Sealer};
@@ -22,8 +23,40 @@ use tokio::sync::mpsc::UnboundedSender;
 /// handlers, flushing its streams), not time to finish a task.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
+/// A worker's process: ours (spawned, or forked by our zygote), or one a
+/// node agent started and holds for us.
+pub(super) enum WorkerHandle {
+    Here(process::WorkerProcess),
+    Agent(AgentWorker),
+}
+
+impl WorkerHandle {
+    /// End it: SIGTERM, SIGKILL after a grace (the agent does the same).
+    pub(super) fn stop(&self) {
+        match self {
+            WorkerHandle::Here(process) => process.stop(),
+            WorkerHandle::Agent(agent) => agent.stop(),
+        }
+    }
+
+    pub(super) fn signal(&self, signal: i32) {
+        match self {
+            WorkerHandle::Here(process) => process.signal(signal),
+            WorkerHandle::Agent(agent) => agent.signal(signal),
+        }
+    }
+
+    /// The node whose agent holds it; None for ours.
+    pub(super) fn node(&self) -> Option<NodeId> {
+        match self {
+            WorkerHandle::Here(_) => None,
+            WorkerHandle::Agent(agent) => Some(agent.node),
+        }
+    }
+}
+
 pub(super) struct Live {
-    pub(super) process: process::WorkerProcess,
+    pub(super) process: WorkerHandle,
     pub(super) last_seen: Instant,
     /// The ZeroMQ routing id of the connection its Hello came from.
     pub(super) route: Option<Bytes>,
@@ -60,6 +93,10 @@ pub(super) struct ServerComm<'a> {
     pub(super) printed: &'a PrintedSink,
     pub(super) exits: &'a UnboundedSender<Exit>,
     pub(super) zygotes: &'a mut Zygotes,
+    /// The node agents, where workers start through them.
+    pub(super) agents: Option<&'a Agents>,
+    /// Builds the command an agent runs for a worker (mpiexec for ranks).
+    pub(super) agent_commands: &'a crate::backend::local::LocalBackend,
     pub(super) cancels: &'a mut PendingCancels,
 }
 
@@ -92,20 +129,61 @@ fn share_run(
     (!shared.is_empty()).then_some((*task, run, frames_before))
 }
 
+impl ServerComm<'_> {
+    /// Start a worker's process here: the backend's command, forked by the
+    /// zygote where it can reproduce it.
+    fn start_here(
+        &mut self,
+        worker: WorkerId,
+        launch: &Launch,
+    ) -> Result<process::WorkerProcess, String> {
+        let cmd = self.backend.command(self.environment, worker, launch)?;
+        let exits = match self.backend.exit_explainer(worker) {
+            Some(explain) => process::explained_exits(self.exits.clone(), explain),
+            None => self.exits.clone(),
+        };
+        self.zygotes
+            .start_worker(self.environment, cmd, worker, self.printed.clone(), exits)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Ask the agent of the worker's node to start it, as the local backend
+    /// would start it on that node.
+    fn start_under_agent(
+        &mut self,
+        agents: &Agents,
+        worker: WorkerId,
+        launch: &Launch,
+    ) -> Result<WorkerHandle, String> {
+        if let Some(why) = agents.gone(launch.node) {
+            return Err(format!(
+                "node {} was lost: {why}",
+                agents.node_name(launch.node)
+            ));
+        }
+        let command = self
+            .agent_commands
+            .command(self.environment, worker, launch)?;
+        agents.send(
+            launch.node,
+            crate::backend::agent_start(&command, worker, launch),
+        );
+        Ok(WorkerHandle::Agent(AgentWorker {
+            node: launch.node,
+            worker,
+            outbox: agents.outbox.clone(),
+        }))
+    }
+}
+
 impl Comm for ServerComm<'_> {
     fn start_worker(&mut self, worker: WorkerId, launch: &Launch) {
-        let started = self
-            .backend
-            .command(self.environment, worker, launch)
-            .and_then(|cmd| {
-                let exits = match self.backend.exit_explainer(worker) {
-                    Some(explain) => process::explained_exits(self.exits.clone(), explain),
-                    None => self.exits.clone(),
-                };
-                self.zygotes
-                    .start_worker(self.environment, cmd, worker, self.printed.clone(), exits)
-                    .map_err(|e| e.to_string())
-            });
+        let started = match self.agents {
+            Some(agents) if self.backend.under_agent(launch) => {
+                self.start_under_agent(agents, worker, launch)
+            }
+            _ => self.start_here(worker, launch).map(WorkerHandle::Here),
+        };
         match started {
             Ok(process) => {
                 self.live.insert(

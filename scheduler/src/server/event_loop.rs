@@ -16,6 +16,8 @@ enum Wake {
     Incoming(Incoming),
     Exit(Exit),
     Internal(Internal),
+    /// The node agents' step ended.
+    AgentStepExit(Exit),
     Heartbeat,
 }
 
@@ -31,6 +33,7 @@ impl Server {
         mut incoming: UnboundedReceiver<Incoming>,
         mut internal: UnboundedReceiver<Internal>,
         mut exits: UnboundedReceiver<Exit>,
+        mut step_exits: UnboundedReceiver<Exit>,
     ) {
         let mut heartbeat = tokio::time::interval(self.timing.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -47,6 +50,7 @@ impl Server {
                 Some(incoming) = incoming.recv() => Wake::Incoming(incoming),
                 Some(exit) = exits.recv() => Wake::Exit(exit),
                 Some(event) = internal.recv() => Wake::Internal(event),
+                Some(exit) = step_exits.recv() => Wake::AgentStepExit(exit),
                 _ = heartbeat.tick() => Wake::Heartbeat,
             };
             self.on_wake(first, &mut client_gone);
@@ -84,6 +88,8 @@ impl Server {
             }
             Wake::Incoming(Incoming::Message(message)) => self.on_message(message),
             Wake::Incoming(Incoming::Printed(printed)) => self.on_printed(printed),
+            Wake::Incoming(Incoming::Agent(message)) => self.on_agent_message(message),
+            Wake::AgentStepExit(exit) => self.on_agent_step_exit(exit),
             Wake::Exit(exit) => self.on_exit(exit, false),
             Wake::Internal(Internal::Exited(exit)) => self.on_exit(exit, true),
             Wake::Internal(Internal::KillIfAlive(worker)) => {
@@ -93,7 +99,10 @@ impl Server {
                     live.process.stop();
                 }
             }
-            Wake::Heartbeat => self.on_heartbeat(),
+            Wake::Heartbeat => {
+                self.on_heartbeat();
+                self.ping_agents();
+            }
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Timing {
 enum Incoming {
     Message(Vec<Bytes>),
     Printed(Printed),
+    /// A message on the node agents' socket.
+    Agent(Vec<Bytes>),
 }
 
 enum Internal {
@@ -92,6 +94,10 @@ struct Server {
     printed: PrintedSink,
     exits_tx: UnboundedSender<Exit>,
     zygotes: Zygotes,
+    /// The node agents, where workers start through them.
+    agents: Option<agents::Agents>,
+    /// Builds the command an agent runs for a worker.
+    agent_commands: crate::backend::local::LocalBackend,
     cancels: PendingCancels,
     dropped_messages: u64,
 }
@@ -111,6 +117,8 @@ macro_rules! with_comm {
             printed: &$self.printed,
             exits: &$self.exits_tx,
             zygotes: &mut $self.zygotes,
+            agents: $self.agents.as_ref(),
+            agent_commands: &$self.agent_commands,
             cancels: &mut $self.cancels,
         };
         let $core = &mut $self.core;
@@ -118,6 +126,7 @@ macro_rules! with_comm {
     }};
 }
 
+mod agents;
 mod comm;
 mod event_loop;
 mod liveness;
@@ -137,6 +146,7 @@ pub async fn run(
     mut environment: WorkerEnvironment,
     timing: Timing,
     bind_host: String,
+    agent_nodes: Option<AgentNodes>,
     commands: UnboundedReceiver<Command>,
     events: std::sync::mpsc::Sender<Event>,
     ready: std::sync::mpsc::Sender<Result<String, String>>,
@@ -158,6 +168,7 @@ pub async fn run(
     let (exits_tx, exits) = unbounded_channel();
     tokio::spawn(send_loop(send_half, outgoing_rx));
     let printed_tx = incoming_tx.clone();
+    let agents_tx = incoming_tx.clone();
     let printed: PrintedSink = std::sync::Arc::new(move |p| {
         let _ = printed_tx.send(Incoming::Printed(p));
     });
@@ -175,6 +186,35 @@ pub async fn run(
         core.starts_fresh_workers() && backend.runs_workers_here(),
         &environment,
     );
+    let (step_exits_tx, step_exits) = unbounded_channel();
+    let agent_commands = crate::backend::local::LocalBackend::new(
+        agent_nodes
+            .as_ref()
+            .map(|nodes| nodes.tool_dirs.clone())
+            .unwrap_or_default(),
+    );
+    let agents = match agent_nodes {
+        Some(nodes) => {
+            match start_agents(
+                &*backend,
+                &environment,
+                &bind_host,
+                nodes,
+                &agents_tx,
+                &printed,
+                step_exits_tx,
+            )
+            .await
+            {
+                Ok(agents) => agents,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
     let _ = ready.send(Ok(endpoint));
     let mut server = Server {
         core,
@@ -193,11 +233,18 @@ pub async fn run(
         printed,
         exits_tx,
         zygotes,
+        agents,
+        agent_commands,
         cancels: HashMap::new(),
         dropped_messages: 0,
     };
     with_comm!(server, |core, comm| core.start(&mut comm));
-    server.serve(commands, incoming, internal, exits).await;
+    server
+        .serve(commands, incoming, internal, exits, step_exits)
+        .await;
+    if let Some(agents) = server.agents.as_mut() {
+        agents.shut_down().await;
+    }
     // Whatever is still alive (the client vanished) goes now: SIGTERM so that
     // srun and flux end their steps, then SIGKILL.
     if !server.live.is_empty() {
@@ -209,6 +256,43 @@ pub async fn run(
             live.process.signal(libc::SIGKILL);
         }
     }
+}
+
+/// What node agents need: the allocation's nodes, one agent each, in
+/// `Capacity`'s order, and where to look for mpiexec for their workers.
+pub struct AgentNodes {
+    pub names: Vec<String>,
+    pub tool_dirs: Vec<std::path::PathBuf>,
+}
+
+/// Bind the agents' socket and start the step that runs them, where the
+/// backend starts agents; None where it does not.
+async fn start_agents(
+    backend: &dyn Backend,
+    environment: &WorkerEnvironment,
+    bind_host: &str,
+    nodes: AgentNodes,
+    incoming: &UnboundedSender<Incoming>,
+    printed: &PrintedSink,
+    step_exits: UnboundedSender<Exit>,
+) -> Result<Option<agents::Agents>, String> {
+    let (mut agents, address) =
+        agents::bind(bind_host, nodes.names.clone(), incoming.clone()).await?;
+    let key_file = environment
+        .key_files
+        .write_for(&environment.key, "agents")?;
+    let step = crate::backend::AgentStep {
+        environment,
+        address: &address,
+        key_file: &key_file,
+        nodes: &nodes.names,
+    };
+    let Some(command) = backend.agent_step(&step) else {
+        let _ = std::fs::remove_file(&key_file);
+        return Ok(None);
+    };
+    agents.start_step(command.map(|c| (c, key_file)), printed.clone(), step_exits);
+    Ok(Some(agents))
 }
 
 async fn send_loop(

@@ -86,6 +86,7 @@ impl Client {
                 WorkerEnvironment::for_tests(),
                 timing,
                 "127.0.0.1".into(),
+                None,
                 commands_rx,
                 events_tx,
                 ready_tx,

@@ -1,0 +1,484 @@
+//! Node agents (`launcher="agent"`): one `pmp-worker` agent per node of the
+//! allocation, all started by one srun step (or flux job) when the executor
+//! starts, each starting the workers the core places on its node as forks
+//! of its own zygote. A call so costs a fork on its node, not a job step,
+//! which is what the seed warns about for many small calls.
+//!
+//! Agents connect to a socket of their own (`protocol::agent`, always
+//! encrypted); the workers they start connect to the workers' socket as
+//! any worker does, so their tasks never pass through an agent. An agent
+//! reports what its workers print and how they end, which becomes the
+//! same `Printed` and `Exit` a local worker's process gives.
+//!
+//! Which agent is which node: its Hello names the node (Slurm's name), one
+//! of those the allocation has; a second Hello for a node is refused. A
+//! worker started before its node's agent connected waits in the send
+//! loop's queue for it. A node whose agent is gone (its step ended, it
+//! stopped answering, it never connected) fails the calls it was running
+//! with the node and the cause named; a worker placed there later fails at
+//! once with the same words.
+
+use super::{Incoming, Server};
+use crate::admission;
+use crate::core::LostReason;
+use crate::ids::{NodeId, WorkerId};
+use crate::process::{self, Exit, Printed, WorkerProcess};
+use crate::protocol::agent::{FromAgent, ToAgent};
+use crate::protocol::{self};
+use crate::seal::{Opener, Protection, Sealer};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+/// The pseudo worker id the agents' step prints under: not a worker, so
+/// what srun or an agent says goes to our own stderr.
+pub(super) const AGENT_STEP: WorkerId = WorkerId(u32::MAX);
+
+/// How long the agents may take to connect, from the step's start: srun
+/// starting a step on every node, each agent reading its key. A node whose
+/// agent is not there by then is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the send loop is told: it owns each agent's sealer (messages are
+/// sealed in the order they are sent) and what waits for an agent that has
+/// not connected yet.
+pub(super) enum Out {
+    Connected {
+        node: NodeId,
+        route: Bytes,
+        sealer: Box<Sealer>,
+    },
+    Message {
+        node: NodeId,
+        message: ToAgent,
+    },
+    Gone {
+        node: NodeId,
+    },
+}
+
+/// How a worker under an agent is stopped or signalled: by a message to
+/// its node's agent, which holds its process.
+#[derive(Clone)]
+pub(super) struct AgentWorker {
+    pub(super) node: NodeId,
+    pub(super) worker: WorkerId,
+    pub(super) outbox: UnboundedSender<Out>,
+}
+
+impl AgentWorker {
+    pub(super) fn stop(&self) {
+        self.send(ToAgent::Stop {
+            worker: self.worker,
+        });
+    }
+
+    pub(super) fn signal(&self, signal: i32) {
+        self.send(ToAgent::Signal {
+            worker: self.worker,
+            signal,
+        });
+    }
+
+    fn send(&self, message: ToAgent) {
+        let _ = self.outbox.send(Out::Message {
+            node: self.node,
+            message,
+        });
+    }
+}
+
+/// A connected agent.
+struct Link {
+    node: NodeId,
+    opener: Opener,
+    last_seen: Instant,
+}
+
+pub(super) struct Agents {
+    /// The nodes by the names their agents say, and back.
+    nodes: HashMap<String, NodeId>,
+    names: Vec<String>,
+    links: HashMap<Bytes, Link>,
+    /// Nodes whose agent is gone, with why.
+    gone: HashMap<NodeId, String>,
+    pub(super) outbox: UnboundedSender<Out>,
+    connections: zeromq::RouterSendHalf,
+    /// The srun step or flux job that runs every agent.
+    step: Option<WorkerProcess>,
+    started: Instant,
+    /// The agents' key file: every agent reads it, so it is removed once
+    /// all have connected (or with the executor).
+    key_file: Option<PathBuf>,
+}
+
+/// The agents' socket, its reader feeding `incoming` and its send loop.
+pub(super) async fn bind(
+    bind_host: &str,
+    names: Vec<String>,
+    incoming: UnboundedSender<Incoming>,
+) -> Result<(Agents, String), String> {
+    let mut socket = admission::worker_socket();
+    let endpoint = socket
+        .bind(&format!("tcp://{bind_host}:0"))
+        .await
+        .map_err(|e| format!("cannot listen for node agents on {bind_host}: {e}"))?
+        .to_string();
+    let (send_half, mut recv_half) = socket.split();
+    let (outbox, outbox_rx) = unbounded_channel();
+    tokio::spawn(send_loop(send_half.clone(), outbox_rx));
+    tokio::spawn(async move {
+        while let Ok(message) = recv_half.recv().await {
+            if incoming.send(Incoming::Agent(message.into_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    let nodes = (0u32..)
+        .zip(&names)
+        .map(|(id, name)| (name.clone(), NodeId(id)))
+        .collect();
+    Ok((
+        Agents {
+            nodes,
+            names,
+            links: HashMap::new(),
+            gone: HashMap::new(),
+            outbox,
+            connections: send_half,
+            step: None,
+            started: Instant::now(),
+            key_file: None,
+        },
+        endpoint,
+    ))
+}
+
+/// Seal and send what is for connected agents; hold what is for the others
+/// until they connect, and drop what is for one that is gone.
+async fn send_loop(mut socket: zeromq::RouterSendHalf, mut outbox: UnboundedReceiver<Out>) {
+    let mut connected: HashMap<NodeId, (Bytes, Box<Sealer>)> = HashMap::new();
+    let mut waiting: HashMap<NodeId, Vec<ToAgent>> = HashMap::new();
+    while let Some(out) = outbox.recv().await {
+        let mut ready = Vec::new();
+        match out {
+            Out::Connected {
+                node,
+                route,
+                sealer,
+            } => {
+                connected.insert(node, (route, sealer));
+                ready.extend(
+                    waiting
+                        .remove(&node)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|m| (node, m)),
+                );
+            }
+            Out::Message { node, message } => match connected.contains_key(&node) {
+                true => ready.push((node, message)),
+                false => waiting.entry(node).or_default().push(message),
+            },
+            Out::Gone { node } => {
+                connected.remove(&node);
+                waiting.remove(&node);
+            }
+        }
+        for (node, message) in ready {
+            let Some((route, sealer)) = connected.get_mut(&node) else {
+                continue;
+            };
+            let mut wire = ZmqMessage::from(route.clone());
+            for frame in protocol::encode(sealer, &message, Vec::new()) {
+                wire.push_back(frame);
+            }
+            // An agent that went away is found out by its heartbeats.
+            let _ = socket.send(wire).await;
+        }
+    }
+}
+
+impl Agents {
+    /// Start the step that runs every agent; what it prints goes to our own
+    /// stderr, its exit to `exits`.
+    pub(super) fn start_step(
+        &mut self,
+        command: Result<(Command, PathBuf), String>,
+        printed: process::PrintedSink,
+        exits: UnboundedSender<Exit>,
+    ) {
+        self.started = Instant::now();
+        let spawned = command.and_then(|(command, key_file)| {
+            self.key_file = Some(key_file);
+            process::spawn(command, AGENT_STEP, printed, exits).map_err(|e| e.to_string())
+        });
+        match spawned {
+            Ok(step) => self.step = Some(step),
+            Err(e) => {
+                let why = format!("the node agents could not start: {e}");
+                for node in 0..self.names.len() as u32 {
+                    self.gone.insert(NodeId(node), why.clone());
+                }
+            }
+        }
+    }
+
+    pub(super) fn node_name(&self, node: NodeId) -> &str {
+        &self.names[node.0 as usize]
+    }
+
+    /// Why workers can no longer start on `node`, if its agent is gone.
+    pub(super) fn gone(&self, node: NodeId) -> Option<&str> {
+        self.gone.get(&node).map(String::as_str)
+    }
+
+    pub(super) fn send(&self, node: NodeId, message: ToAgent) {
+        let _ = self.outbox.send(Out::Message { node, message });
+    }
+
+    /// Mark `node`'s agent gone for `why`; returns whether it was not already.
+    fn lose(&mut self, node: NodeId, why: String) -> bool {
+        if self.gone.contains_key(&node) {
+            return false;
+        }
+        self.links.retain(|_, link| link.node != node);
+        let _ = self.outbox.send(Out::Gone { node });
+        self.gone.insert(node, why);
+        true
+    }
+
+    fn remove_key_file(&mut self) {
+        if let Some(file) = self.key_file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    /// Ask every agent to end its workers and exit, then end the step:
+    /// nothing of the executor is left on any node.
+    pub(super) async fn shut_down(&mut self) {
+        for node in 0..self.names.len() as u32 {
+            if !self.gone.contains_key(&NodeId(node)) {
+                self.send(NodeId(node), ToAgent::Shutdown);
+            }
+        }
+        self.remove_key_file();
+        if let Some(step) = self.step.take() {
+            // The agents exit on their own once their workers are gone;
+            // the step ends with them. A step that does not is stopped.
+            let deadline = Instant::now() + process::TERM_GRACE * 2;
+            while step_alive(&step) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if step_alive(&step) {
+                step.signal(libc::SIGTERM);
+                tokio::time::sleep(process::TERM_GRACE).await;
+                step.signal(libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Whether the step's process group still has a process.
+fn step_alive(step: &WorkerProcess) -> bool {
+    // SAFETY: signal 0 only checks that the group exists.
+    unsafe { libc::killpg(step.pid as i32, 0) == 0 }
+}
+
+impl Server {
+    /// A message on the agents' socket: a Hello that opens a session, or a
+    /// message of a connected agent.
+    pub(super) fn on_agent_message(&mut self, mut message: Vec<Bytes>) {
+        let Some(agents) = self.agents.as_mut() else {
+            return;
+        };
+        if message.is_empty() {
+            return;
+        }
+        let route = message.remove(0);
+        if let Some(link) = agents.links.get_mut(&route) {
+            let Ok((header, frames)) = protocol::decode::<FromAgent>(&mut link.opener, message)
+            else {
+                self.dropped_messages += 1;
+                return;
+            };
+            link.last_seen = Instant::now();
+            let node = link.node;
+            return self.on_agent_said(node, header, frames);
+        }
+        let Ok((sealer, mut opener)) =
+            self.salts
+                .session(&self.key, Protection::Encrypted, &message)
+        else {
+            self.dropped_messages += 1;
+            return;
+        };
+        let Ok((FromAgent::Hello { node, .. }, _)) =
+            protocol::decode::<FromAgent>(&mut opener, message)
+        else {
+            self.dropped_messages += 1;
+            return;
+        };
+        let Some(&id) = agents.nodes.get(&node) else {
+            eprintln!(
+                "pmp scheduler: an agent said hello from node {node:?}, which is not one of the \
+                 allocation's ({}); ignored",
+                agents.names.join(", ")
+            );
+            return;
+        };
+        let already = agents.links.values().any(|l| l.node == id);
+        if already || agents.gone.contains_key(&id) {
+            return;
+        }
+        let admitted = admission::connection(&route)
+            .is_some_and(|connection| agents.connections.admit(&connection));
+        if !admitted {
+            return;
+        }
+        self.salts.accept(&opener);
+        agents.links.insert(
+            route.clone(),
+            Link {
+                node: id,
+                opener,
+                last_seen: Instant::now(),
+            },
+        );
+        let _ = agents.outbox.send(Out::Connected {
+            node: id,
+            route,
+            sealer: Box::new(sealer),
+        });
+        if agents.links.len() == agents.names.len() {
+            agents.remove_key_file();
+        }
+    }
+
+    fn on_agent_said(&mut self, node: NodeId, header: FromAgent, frames: Vec<Bytes>) {
+        // An agent speaks only for the workers started on its node.
+        let its_own = |server: &Server, worker: WorkerId| {
+            server
+                .live
+                .get(&worker)
+                .is_some_and(|live| live.process.node() == Some(node))
+        };
+        match header {
+            FromAgent::Hello { .. } | FromAgent::Pong => {}
+            FromAgent::Printed { worker, stream } => {
+                if its_own(self, worker) {
+                    let text = frames.into_iter().next().unwrap_or_default();
+                    self.on_printed(Printed {
+                        worker,
+                        stream,
+                        text,
+                    });
+                }
+            }
+            FromAgent::Exited {
+                worker,
+                message,
+                exit_code,
+                signal,
+                stderr_tail,
+            } => {
+                if its_own(self, worker) {
+                    let reason = LostReason {
+                        message,
+                        exit_code,
+                        signal,
+                        stderr_tail,
+                    };
+                    let _ = self.exits_tx.send(Exit { worker, reason });
+                }
+            }
+        }
+    }
+
+    /// Ping every agent; give up those that stopped answering or never
+    /// connected.
+    pub(super) fn ping_agents(&mut self) {
+        let Some(agents) = self.agents.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let timeout = self.timing.heartbeat_timeout;
+        let mut lost = Vec::new();
+        for link in agents.links.values() {
+            if now.duration_since(link.last_seen) > timeout {
+                lost.push((
+                    link.node,
+                    format!(
+                        "its agent stopped answering for {:.0} s (the node failed, or the \
+                         agent was killed)",
+                        timeout.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        if now.duration_since(agents.started) > CONNECT_TIMEOUT {
+            for node in 0..agents.names.len() as u32 {
+                let node = NodeId(node);
+                let connected = agents.links.values().any(|l| l.node == node);
+                if !connected && !agents.gone.contains_key(&node) {
+                    lost.push((
+                        node,
+                        format!(
+                            "its agent did not connect within {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+        for node in 0..agents.names.len() as u32 {
+            let node = NodeId(node);
+            if agents.links.values().any(|l| l.node == node) {
+                agents.send(node, ToAgent::Ping);
+            }
+        }
+        for (node, why) in lost {
+            self.node_lost(node, why);
+        }
+    }
+
+    /// The agents' step ended: every agent still counted is gone with it.
+    pub(super) fn on_agent_step_exit(&mut self, exit: Exit) {
+        let Some(agents) = self.agents.as_mut() else {
+            return;
+        };
+        agents.step = None;
+        let why = format!("the node agents' step ended: {}", exit.reason.message);
+        for node in 0..agents.names.len() as u32 {
+            self.node_lost(NodeId(node), why.clone());
+        }
+    }
+
+    /// `node`'s agent is gone: each worker it ran is lost, named by node and
+    /// cause, and nothing starts there any more.
+    fn node_lost(&mut self, node: NodeId, why: String) {
+        let Some(agents) = self.agents.as_mut() else {
+            return;
+        };
+        if !agents.lose(node, why.clone()) {
+            return;
+        }
+        let name = agents.node_name(node).to_string();
+        let on_node: Vec<WorkerId> = self
+            .live
+            .iter()
+            .filter(|(_, live)| live.process.node() == Some(node))
+            .map(|(worker, _)| *worker)
+            .collect();
+        for worker in on_node {
+            let reason = LostReason::new(format!("node {name} was lost: {why}"));
+            let _ = self.exits_tx.send(Exit { worker, reason });
+        }
+        with_comm!(self, |core, comm| core
+            .node_lost(&mut comm, node, &name, &why));
+    }
+}
