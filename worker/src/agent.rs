@@ -280,6 +280,11 @@ impl Agent {
         command.args(args).envs(variables);
         // After the variables: the agent alone knows which ids are free.
         match self.gpus.take(worker, gpus) {
+            // A call that asked for none sees none, as in an srun step
+            // with `--gres=none`: the node's GPUs are other calls'.
+            Ok(ids) if ids.is_empty() && self.gpus.any() => {
+                command.env("CUDA_VISIBLE_DEVICES", "");
+            }
             Ok(ids) if ids.is_empty() => {}
             Ok(ids) => {
                 command.env("CUDA_VISIBLE_DEVICES", ids.join(","));

@@ -52,6 +52,11 @@ impl NodeGpus {
         Ok(ids)
     }
 
+    /// Whether the node has GPUs to hand out at all.
+    pub fn any(&self) -> bool {
+        !self.ids.is_empty()
+    }
+
     /// What `worker` held is free again (it exited, or never started).
     pub fn give_back(&mut self, worker: WorkerId) {
         if let Some(indices) = self.held.remove(&worker) {
