@@ -101,7 +101,7 @@ def check_launcher(backend, launcher):
     allocation for it to choose in."""
     chosen = _pmp.choose_launcher(backend.name, backends.inside_allocation(backend), launcher)
     if isinstance(chosen, _pmp.Refusal):
-        raise ValueError(_launcher_unused_message(chosen))
+        raise ValueError(refusal_message(chosen, None, None, backend.name, [], None))
     return chosen
 
 
