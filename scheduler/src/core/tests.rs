@@ -702,3 +702,38 @@ fn a_task_records_the_worker_it_was_sent_to() {
     assert_eq!(comm.started.len(), 1);
     assert_eq!(assigned_to(&core, 1), Some(comm.started[0].0));
 }
+
+#[test]
+fn a_pool_that_breaks_fails_the_task_a_busy_worker_runs_too() {
+    // Its node went (an agent died): the busy worker's exit may come only
+    // after the replacements' failed starts have broken the pool.
+    let (mut core, mut comm) = block(2);
+    core.submit(&mut comm, task(1, &[])).unwrap();
+    assert_eq!(comm.runs(), vec![(WorkerId(0), TaskId(1))]);
+    let gone = LostReason::new("could not start worker: node node1 was lost");
+    core.worker_lost(&mut comm, WorkerId(1), gone.clone());
+    for replacement in 2..5 {
+        core.worker_lost(&mut comm, WorkerId(replacement), gone.clone());
+    }
+    let lost = |comm: &Recorder| {
+        comm.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Lost {
+                        task: TaskId(1),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(lost(&comm), 1, "{:?}", comm.events);
+    core.worker_lost(&mut comm, WorkerId(0), gone);
+    assert_eq!(
+        lost(&comm),
+        1,
+        "failed once, not again by its worker's exit"
+    );
+}
