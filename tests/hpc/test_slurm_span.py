@@ -82,6 +82,11 @@ def test_a_call_larger_than_any_node_runs_as_its_own_step_across_both_beside_the
     assert {s for _, s in beside} == {agents_step}, (beside, agents_step)
     assert step != agents_step, "the span is a step of its own"
     assert busy == "['node1+node2']", "exe.info names both nodes of the span"
-    assert "8" in refused and "cores" in refused, refused
+    assert refused == (
+        "refused: resource_dict {'cores': 9}: 9 cores x 1 threads_per_core can never fit in "
+        "the Slurm allocation's 8 CPUs (SLURM_NTASKS x SLURM_CPUS_PER_TASK), which srun steps "
+        "cannot leave; lower it, ask salloc/sbatch for more CPUs, or use SlurmClusterExecutor "
+        "(a batch job per call)"
+    )
     # srun says nothing in the user's output about the allocation's tasks per node.
     assert "Warning" not in done.stderr, done.stderr
