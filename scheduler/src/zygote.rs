@@ -24,6 +24,10 @@ pub use linux::Zygote;
 pub use elsewhere::Zygote;
 
 use crate::backend::WorkerEnvironment;
+use crate::ids::WorkerId;
+use crate::process::{self, Exit, PrintedSink, WorkerProcess};
+use std::process::Command;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// The zygote's descriptors for fork requests and exit reports: the
 /// scheduler places its ends there, the worker's zygote mode reads them.
@@ -78,6 +82,26 @@ impl Zygotes {
             self.current = Zygote::start(environment);
         }
         self.current.as_mut()
+    }
+
+    /// Start `command` as worker `worker`: forked by the zygote where it
+    /// can reproduce it, spawned otherwise. What the local backend's
+    /// scheduler and a node agent both do for each worker.
+    pub fn start_worker(
+        &mut self,
+        environment: &WorkerEnvironment,
+        command: Command,
+        worker: WorkerId,
+        printed: PrintedSink,
+        exits: UnboundedSender<Exit>,
+    ) -> std::io::Result<WorkerProcess> {
+        let forked = self
+            .get(environment)
+            .and_then(|zygote| zygote.fork(&command, worker, printed.clone(), exits.clone()));
+        match forked {
+            Some(forked) => forked,
+            None => process::spawn(command, worker, printed, exits),
+        }
     }
 }
 

@@ -326,7 +326,7 @@ def test_a_step_cancelled_with_scancel_fails_only_its_task(slurm, run_script):
             time.sleep(seconds)
             return "rested"
 
-        with Executor(max_workers=2, block_allocation=True) as exe:
+        with Executor(max_workers=2, block_allocation=True, launcher="step") as exe:
             victim = exe.submit(nap, 60, "step.txt")
             while not pathlib.Path("step.txt").exists():
                 time.sleep(0.1)

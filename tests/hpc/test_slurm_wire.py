@@ -213,6 +213,10 @@ def test_a_result_changed_on_the_wire_is_never_unpickled_and_fails_its_future(
         timeout=60,
     )
     assert control.exists(), "the trap pickle, padded, leaves no trace when unpickled"
+    # The relay goes where the srun in front of the real one points the
+    # step: a worker's own step (under node agents, srun starts the agents,
+    # whose workers reach the scheduler at the address the agent is given
+    # for them; the capture test above sees that traffic).
     relay = Relay(marker)
     (tmp_path / "shims").mkdir()
     shims = srun_in_front(tmp_path / "shims", relay)
@@ -224,7 +228,8 @@ def test_a_result_changed_on_the_wire_is_never_unpickled_and_fails_its_future(
             def large():
                 return "x" * 200_000
 
-            with Executor(max_workers=1, backend="slurm", block_allocation=True) as exe:
+            with Executor(max_workers=1, backend="slurm", block_allocation=True,
+                          launcher="step") as exe:
                 try:
                     exe.submit(large).result(timeout=120)
                 except Exception as e:
@@ -246,14 +251,15 @@ def test_a_result_changed_on_the_wire_is_never_unpickled_and_fails_its_future(
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
-    "launcher",
-    # A worker as an srun step inside an allocation, and as a pilot job
-    # (sbatch, which keeps the job's environment) from outside any.
-    [SALLOC, ()],
-    ids=["srun-step", "pilot-job"],
+    "launcher, options",
+    # A worker forked by a node agent and one as an srun step inside an
+    # allocation, and one as a pilot job (sbatch, which keeps the job's
+    # environment) from outside any.
+    [(SALLOC, ""), (SALLOC, ', launcher="step"'), ((), "")],
+    ids=["agent", "srun-step", "pilot-job"],
 )
 def test_the_key_is_in_no_worker_environment_command_line_or_job_listing(
-    slurm, run_script, launcher
+    slurm, run_script, launcher, options
 ):
     done = run_script(
         """
@@ -265,10 +271,19 @@ def test_the_key_is_in_no_worker_environment_command_line_or_job_listing(
                 environ = f.read()
             with open("/proc/self/cmdline", "rb") as f:
                 cmdline = f.read()
-            return environ, cmdline, os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+            # Where the key's file was named: the worker's own environment,
+            # or (forked by its zygote) its node agent's.
+            named = environ
+            pid = os.getpid()
+            while b"PMP_KEY_FILE=" not in named and pid > 1:
+                with open(f"/proc/{pid}/stat") as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    named = f.read()
+            return environ, cmdline, named, os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
 
-        with Executor(max_workers=1, backend="slurm", block_allocation=True) as exe:
-            environ, cmdline, job, step = exe.submit(own_process).result(timeout=120)
+        with Executor(max_workers=1, backend="slurm", block_allocation=True__OPTIONS__) as exe:
+            environ, cmdline, named, job, step = exe.submit(own_process).result(timeout=120)
             job_listing = subprocess.run(
                 ["scontrol", "show", "job", "-dd", job], capture_output=True
             ).stdout
@@ -278,7 +293,7 @@ def test_the_key_is_in_no_worker_environment_command_line_or_job_listing(
             accounting = subprocess.run(
                 ["sacct", "-j", job, "--env-vars", "-P"], capture_output=True
             ).stdout
-            key_file = re.search(rb"PMP_KEY_FILE=([^\\0]*)", environ)
+            key_file = re.search(rb"PMP_KEY_FILE=([^\\0]*)", named)
             print(b"PMP_KEY=" in environ, b"PMP_KEY=" in job_listing + step_listing + accounting)
             print(key_file is not None and not os.path.exists(key_file.group(1)))
             key_like = re.compile(rb"[0-9a-f]{64}")
@@ -288,7 +303,7 @@ def test_the_key_is_in_no_worker_environment_command_line_or_job_listing(
                     for text in (environ, cmdline, job_listing, step_listing, accounting)
                 ]
             )
-        """,
+        """.replace("__OPTIONS__", options),
         launcher,
     )
     assert done.returncode == 0, done.stderr

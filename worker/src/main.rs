@@ -6,6 +6,12 @@
 //! Started as a zygote (`PMP_ZYGOTE`, Linux), it starts Python once and
 //! forks a fresh worker for each request of the scheduler (`zygote`).
 //!
+//! Started as a node agent (`PMP_AGENT`, one per node of an allocation), it
+//! never runs Python: it connects to the scheduler, says what its node
+//! offers (`node`), and starts that node's workers as the scheduler asks,
+//! forked by a zygote of its own, until the scheduler says stop or goes
+//! silent (`agent`).
+//!
 //! Threads: the main thread initialises Python and runs tasks (CPython's main
 //! thread, so signals and `threading.main_thread()` behave), taking them from
 //! the `inbox` in order; a connection thread owns the socket, answers
@@ -17,12 +23,15 @@
 #[macro_use]
 mod say;
 
+mod agent;
 mod client_watch;
 mod connection;
 mod descendants;
 mod inbox;
 mod interpreter;
 mod job;
+mod node;
+mod node_gpus;
 mod output;
 mod pipes;
 mod settings;
@@ -45,6 +54,9 @@ fn main() {
                 std::process::exit(2);
             }
         }
+    }
+    if agent::requested() {
+        agent::run();
     }
     descendants::take_charge();
     client_watch::start();

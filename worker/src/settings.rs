@@ -103,7 +103,20 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// The key; its file, which this worker alone reads, is removed.
     pub fn read(&self) -> Result<Key, String> {
+        let key = self.read_shared()?;
+        if let KeySource::File(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(key)
+    }
+
+    /// The key, its file left in place: the node agents of one launch
+    /// share it (one srun step or flux job, so one environment), and the
+    /// first to remove it would lock out the others. The scheduler removes
+    /// it once they all said hello.
+    fn read_shared(&self) -> Result<Key, String> {
         match self {
             KeySource::Given(key) => Ok(key.clone()),
             KeySource::File(path) => read_key_file(path),
@@ -139,26 +152,40 @@ fn read_key_file(path: &std::path::Path) -> Result<Key, String> {
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(|e| failed(&e))?;
-    let _ = std::fs::remove_file(path);
     Key::from_hex(&text).map_err(|e| failed(&e))
 }
 
-impl Settings {
-    fn from_env() -> Result<Settings, String> {
+impl KeySource {
+    /// `PMP_KEY_FILE`'s file, else `PMP_KEY`, which is removed from the
+    /// environment at once: the key must not reach the user's code or its
+    /// subprocesses. Called before any other thread exists.
+    fn from_env() -> Result<KeySource, String> {
         let key = match std::env::var_os(key_file::VARIABLE) {
             Some(path) => KeySource::File(PathBuf::from(path)),
             None => KeySource::Given(Key::from_hex(&required("PMP_KEY")?)?),
         };
-        // The key must not reach the user's code or its subprocesses.
         // SAFETY: no other thread exists yet.
         unsafe { std::env::remove_var("PMP_KEY") };
+        Ok(key)
+    }
+}
+
+/// How long the scheduler may stay silent before this process gives it up.
+fn heartbeat_timeout() -> Duration {
+    let seconds = std::env::var("PMP_HEARTBEAT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(10.0);
+    Duration::from_secs_f64(seconds)
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        let key = KeySource::from_env()?;
         let worker_id = required("PMP_WORKER_ID")?
             .parse()
             .map_err(|e| format!("PMP_WORKER_ID: {e}"))?;
-        let heartbeat_timeout = std::env::var("PMP_HEARTBEAT_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(10.0);
         let address = required("PMP_SCHEDULER")?;
         // Unset: encrypted, as from anywhere that is not the scheduler's
         // machine (the scheduler refuses anything else from there anyway).
@@ -171,7 +198,47 @@ impl Settings {
             key,
             protection,
             worker_id,
-            heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+            heartbeat_timeout: heartbeat_timeout(),
+            python: PythonSettings::from_env(required)?,
+        })
+    }
+}
+
+/// What a node agent (`agent`) is told: where its scheduler is, the key
+/// (read at once; its file is the scheduler's to remove), how long the
+/// scheduler may stay silent, and the Python its zygote starts.
+pub struct AgentSettings {
+    pub address: String,
+    pub key: Key,
+    pub heartbeat_timeout: Duration,
+    pub python: PythonSettings,
+}
+
+impl AgentSettings {
+    /// Called before any other thread exists: it removes the variables
+    /// that its workers (and its zygote, whose forks they are) must not
+    /// inherit: those that would make them agents, hand them the key file,
+    /// or make them tasks of the agents' own launch (the agent on the
+    /// second node is rank 1 of its srun step; a worker that read that
+    /// would wait for a rank 0 that is not there).
+    pub fn from_env() -> Result<AgentSettings, String> {
+        let address = required("PMP_SCHEDULER")?;
+        let key = KeySource::from_env()?.read_shared()?;
+        let launch = std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.to_str().is_some_and(is_launch_variable));
+        let removed: Vec<_> = [key_file::VARIABLE.into(), crate::agent::VARIABLE.into()]
+            .into_iter()
+            .chain(launch)
+            .collect();
+        for name in removed {
+            // SAFETY: no other thread exists yet.
+            unsafe { std::env::remove_var(name) };
+        }
+        Ok(AgentSettings {
+            address,
+            key,
+            heartbeat_timeout: heartbeat_timeout(),
             python: PythonSettings::from_env(required)?,
         })
     }
@@ -209,17 +276,30 @@ impl JobSettings {
     }
 }
 
-/// This process's rank, from the variables the MPI launchers set (Hydra,
-/// Open MPI, PMIx, Slurm, Flux); 0 outside MPI.
+/// Where the MPI launchers (Hydra, Open MPI, PMIx, Slurm, Flux) tell a
+/// process its rank.
+const RANK_VARIABLES: [&str; 5] = [
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "SLURM_PROCID",
+    "FLUX_TASK_RANK",
+];
+
+/// This process's rank; 0 outside MPI.
 fn mpi_rank() -> u32 {
-    [
-        "PMI_RANK",
-        "OMPI_COMM_WORLD_RANK",
-        "PMIX_RANK",
-        "SLURM_PROCID",
-        "FLUX_TASK_RANK",
-    ]
-    .iter()
-    .find_map(|name| std::env::var(name).ok()?.parse().ok())
-    .unwrap_or(0)
+    RANK_VARIABLES
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `name` makes a process a task of the launch that started it:
+/// its rank, its place on the node, the PMI or PMIx server of the launch
+/// (not PMIx's settings, `PMIX_MCA_*`).
+fn is_launch_variable(name: &str) -> bool {
+    RANK_VARIABLES.contains(&name)
+        || ["SLURM_LOCALID", "FLUX_TASK_LOCAL_ID"].contains(&name)
+        || name.starts_with("PMI_")
+        || (name.starts_with("PMIX_") && !name.starts_with("PMIX_MCA_"))
 }

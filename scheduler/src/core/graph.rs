@@ -4,6 +4,7 @@
 
 use super::events::{Comm, Event, LostReason};
 use super::tasks::{inherit, Failure, TaskState};
+use super::workers::WorkerState;
 use super::Core;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{Payload, Stream};
@@ -156,6 +157,20 @@ impl Core {
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {
+            self.fail(comm, id, failure.clone());
+        }
+        // What the pool's workers run fails too: a worker retired while
+        // busy is Stopping from now on, and its exit would no longer say
+        // which task it held.
+        let running: Vec<TaskId> = self
+            .workers
+            .values()
+            .filter_map(|w| match w.state {
+                WorkerState::Busy(task) => Some(task),
+                _ => None,
+            })
+            .collect();
+        for id in running {
             self.fail(comm, id, failure.clone());
         }
         let live: Vec<WorkerId> = self.workers.keys().copied().collect();

@@ -18,7 +18,7 @@
 //! with the node and the cause named; a worker placed there later fails at
 //! once with the same words.
 
-use super::{Incoming, Server};
+use super::{Incoming, Internal, Server};
 use crate::admission;
 use crate::core::LostReason;
 use crate::ids::{NodeId, WorkerId};
@@ -474,9 +474,14 @@ impl Server {
             .filter(|(_, live)| live.process.node() == Some(node))
             .map(|(worker, _)| *worker)
             .collect();
+        // Not held back for late messages as a process's exit is: their
+        // node is gone, and the workers that fail to start there meanwhile
+        // must not come first.
         for worker in on_node {
             let reason = LostReason::new(format!("node {name} was lost: {why}"));
-            let _ = self.exits_tx.send(Exit { worker, reason });
+            let _ = self
+                .internal_tx
+                .send(Internal::Exited(Exit { worker, reason }));
         }
         with_comm!(self, |core, comm| core
             .node_lost(&mut comm, node, &name, &why));

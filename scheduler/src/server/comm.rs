@@ -143,15 +143,9 @@ impl ServerComm<'_> {
             Some(explain) => process::explained_exits(self.exits.clone(), explain),
             None => self.exits.clone(),
         };
-        let forked = self
-            .zygotes
-            .get(self.environment)
-            .and_then(|zygote| zygote.fork(&cmd, worker, self.printed.clone(), exits.clone()));
-        match forked {
-            Some(forked) => forked,
-            None => process::spawn(cmd, worker, self.printed.clone(), exits),
-        }
-        .map_err(|e| e.to_string())
+        self.zygotes
+            .start_worker(self.environment, cmd, worker, self.printed.clone(), exits)
+            .map_err(|e| e.to_string())
     }
 
     /// Ask the agent of the worker's node to start it, as the local backend

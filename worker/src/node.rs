@@ -1,0 +1,95 @@
+//! What a node agent tells the scheduler about its node in its Hello: the
+//! name that tells it apart from the allocation's other nodes, the CPUs it
+//! may use and the GPUs it may hand out. The job system's word comes
+//! first: it knows what the allocation holds on this node, which may be
+//! less than the machine has.
+
+/// What the agent's Hello says of its node.
+pub struct Node {
+    pub name: String,
+    pub cpus: u32,
+    pub gpus: Vec<String>,
+}
+
+impl Node {
+    /// This node, as the job system described it to this process.
+    pub fn this() -> Node {
+        Node {
+            name: name(),
+            cpus: cpus(),
+            gpus: gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()),
+        }
+    }
+}
+
+/// Slurm's name for the node: nodes of one cluster may share a host name
+/// (as on the test Slurm, whose nodes are all this machine), never a
+/// Slurm name.
+fn name() -> String {
+    match std::env::var("SLURMD_NODENAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => pmp_scheduler::host::name(),
+    }
+}
+
+/// The CPUs of the allocation on this node, else those this process may
+/// run on (its affinity mask: a cgroup or taskset may allow fewer than the
+/// machine has), else the machine's.
+fn cpus() -> u32 {
+    if let Some(cpus) = std::env::var("SLURM_CPUS_ON_NODE")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&n| n > 0)
+    {
+        return cpus;
+    }
+    affinity_cpus()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+}
+
+#[cfg(target_os = "linux")]
+fn affinity_cpus() -> Option<u32> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, which
+    // sched_getaffinity fills in for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some(libc::CPU_COUNT(&set) as u32).filter(|&n| n > 0)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn affinity_cpus() -> Option<u32> {
+    None
+}
+
+/// The GPU ids in `CUDA_VISIBLE_DEVICES` (as the job system set it for
+/// the agent): none when unset, empty, or Slurm's "NoDevFiles" (a node
+/// whose GPUs are not the allocation's).
+fn gpus(visible: Option<&str>) -> Vec<String> {
+    match visible.map(str::trim) {
+        None | Some("") | Some("NoDevFiles") => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(String::from)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpus;
+
+    #[test]
+    fn gpu_ids_are_the_visible_devices_and_none_for_slurms_no_devices() {
+        assert_eq!(gpus(Some("0,1")), vec!["0", "1"]);
+        assert_eq!(gpus(Some(" 2 , GPU-ab12 ,")), vec!["2", "GPU-ab12"]);
+        assert!(gpus(Some("NoDevFiles")).is_empty());
+        assert!(gpus(Some("")).is_empty());
+        assert!(gpus(None).is_empty());
+    }
+}
