@@ -337,8 +337,13 @@ impl Plan {
             Capacity::new(cpus, None, Gpus::Counted(self.gpus.count()))
                 .pool_never_fits(request, workers)
         };
-        let outside =
-            |cpus| within(cpus).map(|why| Refusal::OutsideAllocation { why, cpus, workers });
+        // The allocation bounds CPUs only: its GPUs are `gpus` either way,
+        // and too many of them are said as what asked for them.
+        let outside = |cpus| {
+            within(cpus)
+                .filter(|why| !matches!(why, NeverFits::Gpus { .. }))
+                .map(|why| Refusal::OutsideAllocation { why, cpus, workers })
+        };
         // The tighter limit is the one named: the allocation where
         // max_cores does not ask for less (max_cores is the allocation's
         // CPUs by default there), so that the user hears that the
@@ -525,6 +530,15 @@ mod tests {
         assert!(matches!(
             Plan::make(&call, slurm(8, Some(8), 0)),
             Err(Refusal::OutsideAllocation { cpus: 8, .. })
+        ));
+        let mut gpus = wanted(None, None, false);
+        gpus.worker = worker(1, 1, 3);
+        assert!(matches!(
+            Plan::make(&gpus, slurm(8, Some(8), 2)),
+            Err(Refusal::NeverFits {
+                why: NeverFits::Gpus { .. },
+                ..
+            })
         ));
         let mut lower = call.clone();
         lower.max_cores = Some(6);
