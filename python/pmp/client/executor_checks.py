@@ -101,7 +101,7 @@ def check_launcher(backend, launcher):
     allocation for it to choose in."""
     chosen = _pmp.choose_launcher(backend.name, backends.inside_allocation(backend), launcher)
     if isinstance(chosen, _pmp.Refusal):
-        raise ValueError(_launcher_unused_message(chosen))
+        raise ValueError(refusal_message(chosen, None, None, backend.name, [], None))
     return chosen
 
 
@@ -135,6 +135,11 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         return _unsupported_message(refusal, given)
     if refusal.kind == "launcher_unused":
         return _launcher_unused_message(refusal)
+    if refusal.kind == "no_agents_yet":
+        return (
+            f"launcher='agent': the {refusal.backend} backend starts no node agents yet, only "
+            "a job per worker: use launcher='step' (its default there) or leave launcher out"
+        )
     if refusal.kind == "not_the_pools":
         key = refusal.setting
         return (

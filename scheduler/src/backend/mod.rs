@@ -273,6 +273,12 @@ pub fn agent_start(
         Protection::VARIABLE.to_string(),
         Protection::Encrypted.name().to_string(),
     ));
+    // What srun's --cpus-per-task would have said, which code sizing its
+    // thread pools reads as often as OMP_NUM_THREADS.
+    variables.push((
+        "SLURM_CPUS_PER_TASK".to_string(),
+        launch.resources.threads_per_core.to_string(),
+    ));
     if launch.resources.cores > 1 {
         variables.extend(
             RANKS_ON_THIS_NODE
