@@ -659,7 +659,10 @@ mod tests {
                 backend: Backend::Flux
             }
         );
-        assert!(refusal.to_string().contains("use launcher='step'"), "{refusal}");
+        assert!(
+            refusal.to_string().contains("use launcher='step'"),
+            "{refusal}"
+        );
         let local = Plan::make(&wanted(None, None, false), local(4)).unwrap();
         assert_eq!(local.launcher, Launcher::Agent, "one agent on this host");
         let pilots = Known {
