@@ -43,11 +43,12 @@ impl SlurmBackend {
         }
         args.push(format!("--cpus-per-task={}", r.threads_per_core));
         if self.agents {
-            // Under agents the capacity decided that this step has room,
-            // counting the agents' workers, which Slurm does not see as
-            // steps; Slurm's own count of the CPUs other steps hold is not
-            // to delay it. (The agents' step itself, `--overlap --whole`,
-            // holds none from a step: Slurm 22.05 starts one without this.)
+            // Slurm does not see the agents' workers, so its count of free
+            // CPUs is not pmp's: the capacity, which counts them, decided
+            // that this step has room now, and Slurm's count of the CPUs of
+            // other steps is not to hold it back. (Not needed beside the
+            // agents' own step, `--overlap --whole`: on the test Slurm,
+            // 22.05, a step without it starts beside that one.)
             args.push("--overlap".into());
         }
         if r.gpus_per_core > 0 {
