@@ -124,7 +124,18 @@ impl From<Refusal> for PyRefusal {
                     cpus,
                 } => ("pool", workers.saturating_mul(cpus_each), cpus),
                 // Never from the plan, which sizes the allocation as one
-                // node; worded as what the largest node lacks.
+                // node; worded as what the largest node lacks, or what the
+                // nodes together lack in whole ranks.
+                NeverFits::Ranks {
+                    cores,
+                    threads_per_core,
+                    ranks,
+                    ..
+                } => (
+                    "cpus",
+                    cores.saturating_mul(threads_per_core),
+                    ranks.saturating_mul(threads_per_core),
+                ),
                 NeverFits::SeveralNodes {
                     cpus, node_cpus, ..
                 } if cpus > node_cpus => ("cpus", cpus, node_cpus),

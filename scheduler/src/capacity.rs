@@ -1,5 +1,6 @@
 //! What is free where: the nodes workers run on, each with its CPUs and
-//! GPUs, which node a worker is placed on, and what it gives back there.
+//! GPUs, where a worker is placed (one node, or several for a call larger
+//! than any node), and what it gives back there.
 
 use crate::ids::NodeId;
 use crate::resources::{Gpus, NeverFits, ResourceRequest};
@@ -13,6 +14,28 @@ pub const WHOLE_ALLOCATION: &str = "allocation";
 pub struct Node {
     pub name: String,
     pub cpus: u32,
+    pub gpus: Gpus,
+}
+
+/// Where a worker's ranks run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// All of them on one node: under its agent, or a step srun places.
+    Node(NodeId),
+    /// Spread over several nodes, whole ranks on each: a call larger than
+    /// any node, which only a step of its own across them can run.
+    Span(Vec<Share>),
+}
+
+/// One node's part of a `Placement::Span`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub node: NodeId,
+    /// The node's name, as srun's node list says it.
+    pub name: String,
+    pub ranks: u32,
+    /// The GPUs taken there for its ranks (`Capacity::take`), given back
+    /// there.
     pub gpus: Gpus,
 }
 
@@ -54,6 +77,27 @@ impl NodeUse {
     fn holds(&self, request: &ResourceRequest) -> bool {
         !self.lost && self.cpus_for(request) <= self.cpus_total && request.gpus() <= self.gpus_total
     }
+
+    /// How many whole ranks of `request` (each its threads' CPUs and its
+    /// GPUs, all on this node) fit in `cpus` and `gpus` of it.
+    fn ranks_in(&self, request: &ResourceRequest, cpus: u32, gpus: u32) -> u32 {
+        if self.lost {
+            return 0;
+        }
+        let by_cpus = cpus / request.threads_per_core.max(1);
+        match request.gpus_per_core {
+            0 => by_cpus,
+            per_rank => by_cpus.min(gpus / per_rank),
+        }
+    }
+
+    fn ranks_free(&self, request: &ResourceRequest) -> u32 {
+        self.ranks_in(request, self.cpus_free(), self.gpus_free.count())
+    }
+
+    fn ranks_held(&self, request: &ResourceRequest) -> u32 {
+        self.ranks_in(request, self.cpus_total, self.gpus_total)
+    }
 }
 
 /// The free part of the allocation, node by node. In fresh-process-per-task
@@ -67,6 +111,10 @@ pub struct Capacity {
     /// The user's `max_cores` over all nodes together, where it is less
     /// than they hold (node agents: the nodes are the allocation's).
     max_cpus: Option<u32>,
+    /// Whether a call larger than any node may span several
+    /// (`with_spans`): only where the backend can start it as a step of
+    /// its own across them.
+    spans: bool,
 }
 
 impl Capacity {
@@ -99,7 +147,15 @@ impl Capacity {
             max_workers,
             workers: 0,
             max_cpus: None,
+            spans: false,
         }
+    }
+
+    /// A call that no node holds but the live nodes hold together is
+    /// placed across them (`Placement::Span`) rather than refused.
+    pub fn with_spans(mut self) -> Capacity {
+        self.spans = true;
+        self
     }
 
     /// At most `cpus` CPUs in use on all nodes together (`max_cores`).
@@ -120,15 +176,29 @@ impl Capacity {
         &self.nodes[node.0 as usize].name
     }
 
-    /// The node `request` is to run on now, if one has room for all of it.
+    /// The name of where a worker runs: its node's, or those of a span
+    /// joined by "+" ("node1+node2").
+    pub fn placement_name(&self, placement: &Placement) -> String {
+        match placement {
+            Placement::Node(node) => self.node_name(*node).to_string(),
+            Placement::Span(shares) => {
+                let names: Vec<&str> = shares.iter().map(|share| share.name.as_str()).collect();
+                names.join("+")
+            }
+        }
+    }
+
+    /// Where `request` is to run now, if there is room for all of it.
     ///
     /// Packed: the fullest node that fits (fewest free CPUs, then fewest
     /// free GPUs, then the first). Calls are queued first in, first out
     /// without backfill, so a call that needs a whole node blocks the queue
     /// until one is empty; filling nodes one by one keeps the others empty
     /// for it, where spreading small calls over every node would leave a
-    /// little free on each and none whole.
-    pub fn place(&self, request: &ResourceRequest) -> Option<NodeId> {
+    /// little free on each and none whole. A call that one node could
+    /// hold waits for one, never split; only a call larger than any node
+    /// spans several (`span`).
+    pub fn place(&self, request: &ResourceRequest) -> Option<Placement> {
         if self.max_workers.is_some_and(|max| self.workers >= max) {
             return None;
         }
@@ -143,28 +213,89 @@ impl Capacity {
                 return None;
             }
         }
-        (0u32..)
+        let node = (0u32..)
             .zip(&self.nodes)
             .filter(|(_, node)| node.fits(request))
             .min_by_key(|(id, node)| (node.cpus_free(), node.gpus_free.count(), *id))
-            .map(|(id, _)| NodeId(id))
+            .map(|(id, _)| Placement::Node(NodeId(id)));
+        if node.is_some() || !self.spans || self.nodes.iter().any(|n| n.holds(request)) {
+            return node;
+        }
+        self.span(request)
     }
 
-    /// Take what `request` needs on `node` (where `place` put it); returns
-    /// the GPUs handed to it, that node's.
-    pub fn take(&mut self, node: NodeId, request: &ResourceRequest) -> Gpus {
+    /// Whole ranks of `request` spread over the nodes with the most room
+    /// for ranks now, most first (the first node of those that tie): the
+    /// fewest nodes that hold them, so that the others stay free for
+    /// calls of one node. Where the free ranks of all nodes together are
+    /// too few, the call waits (first in, first out, as any other).
+    fn span(&self, request: &ResourceRequest) -> Option<Placement> {
+        let mut free: Vec<(u32, u32)> = (0u32..)
+            .zip(&self.nodes)
+            .map(|(id, node)| (id, node.ranks_free(request)))
+            .filter(|&(_, ranks)| ranks > 0)
+            .collect();
+        free.sort_by_key(|&(id, ranks)| (std::cmp::Reverse(ranks), id));
+        let mut left = request.cores;
+        let mut shares = Vec::new();
+        for (id, ranks) in free {
+            if left == 0 {
+                break;
+            }
+            let ranks = ranks.min(left);
+            left -= ranks;
+            shares.push(Share {
+                node: NodeId(id),
+                name: self.nodes[id as usize].name.clone(),
+                ranks,
+                gpus: Gpus::Counted(0),
+            });
+        }
+        (left == 0).then_some(Placement::Span(shares))
+    }
+
+    /// Take what `request` needs where `place` put it; returns the GPUs
+    /// handed to it: its node's, or for a span their count (srun picks
+    /// the devices of each rank), each node's own kept in its `Share`.
+    pub fn take(&mut self, placement: &mut Placement, request: &ResourceRequest) -> Gpus {
         self.workers += 1;
-        let node = &mut self.nodes[node.0 as usize];
-        node.cpus_used += node.cpus_for(request);
-        node.gpus_free.take(request.gpus())
+        match placement {
+            Placement::Node(node) => {
+                let node = &mut self.nodes[node.0 as usize];
+                node.cpus_used += node.cpus_for(request);
+                node.gpus_free.take(request.gpus())
+            }
+            Placement::Span(shares) => {
+                let mut gpus = 0;
+                for share in shares {
+                    let node = &mut self.nodes[share.node.0 as usize];
+                    node.cpus_used += share.ranks * request.threads_per_core;
+                    share.gpus = node.gpus_free.take(share.ranks * request.gpus_per_core);
+                    gpus += share.gpus.count();
+                }
+                Gpus::Counted(gpus)
+            }
+        }
     }
 
-    /// Return what `take` took on `node`, to that node.
-    pub fn give_back(&mut self, node: NodeId, request: &ResourceRequest, gpus: Gpus) {
+    /// Return what `take` took for `placement`, where it took it.
+    pub fn give_back(&mut self, placement: Placement, request: &ResourceRequest, gpus: Gpus) {
         self.workers -= 1;
-        let used = &mut self.nodes[node.0 as usize];
-        used.cpus_used -= used.cpus_for(request);
-        used.gpus_free.put_back(gpus);
+        match placement {
+            Placement::Node(node) => {
+                let used = &mut self.nodes[node.0 as usize];
+                used.cpus_used -= used.cpus_for(request);
+                used.gpus_free.put_back(gpus);
+            }
+            // `gpus` only counts those of its shares.
+            Placement::Span(shares) => {
+                for share in shares {
+                    let used = &mut self.nodes[share.node.0 as usize];
+                    used.cpus_used -= share.ranks * request.threads_per_core;
+                    used.gpus_free.put_back(share.gpus);
+                }
+            }
+        }
     }
 
     /// A node and GPUs for a block-allocated worker, which holds them for
@@ -192,14 +323,25 @@ impl Capacity {
 
     /// Why `request` could never run here, even on an empty allocation: a
     /// task like that would wait forever, so it is refused instead. What
-    /// the whole allocation cannot hold says so in its totals; what it
-    /// holds only across nodes is `NeverFits::SeveralNodes`.
+    /// the whole allocation cannot hold says so in its totals. What it
+    /// holds only across nodes runs across them where the backend can
+    /// (`with_spans`), unless its whole ranks do not fit the nodes
+    /// (`NeverFits::Ranks`); elsewhere it is `NeverFits::SeveralNodes`.
     pub fn never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
         if self.nodes.iter().any(|node| node.holds(request)) {
             return None;
         }
         if let Some(why) = self.pool_never_fits(request, 1) {
             return Some(why);
+        }
+        if self.spans {
+            let ranks: u32 = self.live_nodes().map(|n| n.ranks_held(request)).sum();
+            return (ranks < request.cores).then_some(NeverFits::Ranks {
+                cores: request.cores,
+                threads_per_core: request.threads_per_core,
+                gpus_per_core: request.gpus_per_core,
+                ranks,
+            });
         }
         Some(NeverFits::SeveralNodes {
             cpus: request.cpus(),
@@ -274,21 +416,21 @@ mod tests {
         let mut cap = Capacity::new(4, None, devices(&["0", "1"]));
         assert!(cap.place(&ResourceRequest::of(2, 2, 0)).is_some());
         assert!(cap.place(&ResourceRequest::of(3, 2, 0)).is_none());
-        let a = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
-        let b = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
+        let a = cap.take(&mut Placement::Node(ONE), &ResourceRequest::of(1, 1, 1));
+        let b = cap.take(&mut Placement::Node(ONE), &ResourceRequest::of(1, 1, 1));
         assert_eq!((a.clone(), b), (devices(&["0"]), devices(&["1"])));
         assert!(
             cap.place(&ResourceRequest::of(1, 1, 1)).is_none(),
             "no GPU left"
         );
-        cap.give_back(ONE, &ResourceRequest::of(1, 1, 1), a);
+        cap.give_back(Placement::Node(ONE), &ResourceRequest::of(1, 1, 1), a);
         assert!(cap.place(&ResourceRequest::of(1, 1, 1)).is_some());
     }
 
     #[test]
     fn max_workers_limits_concurrent_workers() {
         let mut cap = Capacity::new(8, Some(1), Gpus::Counted(0));
-        cap.take(ONE, &ResourceRequest::of(1, 1, 0));
+        cap.take(&mut Placement::Node(ONE), &ResourceRequest::of(1, 1, 0));
         assert!(cap.place(&ResourceRequest::of(1, 1, 0)).is_none());
     }
 
@@ -374,14 +516,14 @@ mod tests {
     fn counted_gpus_are_handed_out_by_number_only() {
         // srun and flux pick the devices: pmp only counts the allocation's GPUs.
         let mut cap = Capacity::new(4, None, Gpus::Counted(2));
-        let a = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
+        let a = cap.take(&mut Placement::Node(ONE), &ResourceRequest::of(1, 1, 1));
         assert_eq!((a.count(), a.devices()), (1, &[][..]));
-        let _b = cap.take(ONE, &ResourceRequest::of(1, 1, 1));
+        let _b = cap.take(&mut Placement::Node(ONE), &ResourceRequest::of(1, 1, 1));
         assert!(
             cap.place(&ResourceRequest::of(1, 1, 1)).is_none(),
             "both GPUs are taken"
         );
-        cap.give_back(ONE, &ResourceRequest::of(1, 1, 1), a);
+        cap.give_back(Placement::Node(ONE), &ResourceRequest::of(1, 1, 1), a);
         assert!(cap.place(&ResourceRequest::of(1, 1, 1)).is_some());
         assert!(cap.place(&ResourceRequest::of(1, 1, 2)).is_none());
     }
@@ -423,6 +565,144 @@ mod tests {
                 threads_per_core: 1,
                 cpus: 8
             })
+        );
+    }
+
+    fn two_nodes(cpus: u32, gpus: u32) -> Capacity {
+        let node = |name: &str| Node {
+            name: name.into(),
+            cpus,
+            gpus: Gpus::Counted(gpus),
+        };
+        Capacity::of_nodes(vec![node("a"), node("b")], None)
+    }
+
+    /// (node, ranks) of a span.
+    fn shares(placement: &Placement) -> Vec<(u32, u32)> {
+        match placement {
+            Placement::Span(shares) => shares.iter().map(|s| (s.node.0, s.ranks)).collect(),
+            Placement::Node(node) => panic!("on one node: {node}"),
+        }
+    }
+
+    #[test]
+    fn only_a_call_larger_than_any_node_spans_and_only_where_spans_are_allowed() {
+        let six = ResourceRequest::of(6, 1, 0);
+        assert_eq!(two_nodes(4, 0).place(&six), None, "no span: it never runs");
+        let cap = two_nodes(4, 0).with_spans();
+        assert_eq!(cap.never_fits(&six), None);
+        assert_eq!(shares(&cap.place(&six).unwrap()), [(0, 4), (1, 2)]);
+        assert_eq!(
+            cap.place(&ResourceRequest::of(4, 1, 0)),
+            Some(Placement::Node(NodeId(0))),
+            "what one node holds stays on one node"
+        );
+        let mut busy = cap.clone();
+        busy.take(&mut Placement::Node(ONE), &ResourceRequest::of(3, 1, 0));
+        assert_eq!(
+            busy.place(&ResourceRequest::of(4, 1, 0)),
+            Some(Placement::Node(NodeId(1)))
+        );
+        assert_eq!(
+            busy.place(&ResourceRequest::of(6, 1, 0)),
+            None,
+            "5 CPUs free: it waits, never fewer ranks"
+        );
+    }
+
+    #[test]
+    fn a_span_gives_back_exactly_what_it_took_on_each_node() {
+        let mut cap = two_nodes(4, 2).with_spans();
+        let request = ResourceRequest::of(3, 2, 1);
+        let mut span = cap.place(&request).unwrap();
+        assert_eq!(shares(&span), [(0, 2), (1, 1)], "two 2-CPU ranks a node");
+        let gpus = cap.take(&mut span, &request);
+        assert_eq!(gpus, Gpus::Counted(3));
+        let Placement::Span(taken) = &span else {
+            unreachable!()
+        };
+        let each: Vec<u32> = taken.iter().map(|s| s.gpus.count()).collect();
+        assert_eq!(each, [2, 1], "each node's GPUs kept in its share");
+        assert_eq!(
+            cap.place(&ResourceRequest::of(1, 1, 0)),
+            Some(Placement::Node(NodeId(1)))
+        );
+        assert_eq!(
+            cap.place(&ResourceRequest::of(1, 1, 1)),
+            Some(Placement::Node(NodeId(1)))
+        );
+        assert_eq!(cap.place(&ResourceRequest::of(1, 1, 2)), None);
+        cap.give_back(span, &request, gpus);
+        assert_eq!(
+            cap.place(&request).map(|p| shares(&p)),
+            Some(vec![(0, 2), (1, 1)]),
+            "all of it back"
+        );
+        assert_eq!(
+            cap.place(&ResourceRequest::of(2, 2, 1)),
+            Some(Placement::Node(ONE))
+        );
+    }
+
+    #[test]
+    fn a_span_counts_within_max_cores_and_leaves_a_lost_node_out() {
+        let six = ResourceRequest::of(6, 1, 0);
+        let limited = two_nodes(4, 0).with_spans().with_max_cpus(5);
+        assert_eq!(
+            limited.never_fits(&six),
+            Some(NeverFits::Cpus {
+                cores: 6,
+                threads_per_core: 1,
+                cpus: 5
+            })
+        );
+        let mut three = Capacity::of_nodes(
+            ["a", "b", "c"]
+                .iter()
+                .map(|name| Node {
+                    name: name.to_string(),
+                    cpus: 4,
+                    gpus: Gpus::Counted(0),
+                })
+                .collect(),
+            None,
+        )
+        .with_spans();
+        three.lose(NodeId(0));
+        let span = three.place(&six).unwrap();
+        assert_eq!(shares(&span), [(1, 4), (2, 2)]);
+        assert_eq!(three.placement_name(&span), "b+c");
+        three.lose(NodeId(1));
+        assert_eq!(
+            three.never_fits(&six),
+            Some(NeverFits::Cpus {
+                cores: 6,
+                threads_per_core: 1,
+                cpus: 4
+            })
+        );
+    }
+
+    #[test]
+    fn whole_ranks_that_the_nodes_cannot_hold_together_can_never_span() {
+        let cap = two_nodes(5, 0).with_spans();
+        let why = cap.never_fits(&ResourceRequest::of(3, 3, 0)).unwrap();
+        assert_eq!(
+            why.to_string(),
+            "3 cores of 3 threads_per_core and 0 GPU(s) each can never fit: each rank runs on \
+             one node, and the allocation's nodes hold only 2 such ranks together; ask for \
+             fewer cores, threads or GPUs per core"
+        );
+        let gpus = two_nodes(4, 3).with_spans();
+        assert_eq!(
+            gpus.never_fits(&ResourceRequest::of(3, 1, 2)),
+            Some(NeverFits::Ranks {
+                cores: 3,
+                threads_per_core: 1,
+                gpus_per_core: 2,
+                ranks: 2
+            }),
+            "6 GPUs of 6, but one rank of 2 a node"
         );
     }
 }

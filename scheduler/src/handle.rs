@@ -124,8 +124,11 @@ impl SchedulerHandle {
         let (capacity, agent_nodes) = if agents {
             let nodes = crate::backend::allocation_nodes::discover(&config.backend)?;
             let names = nodes.iter().map(|node| node.name.clone()).collect();
-            let capacity =
-                Capacity::of_nodes(nodes, config.max_workers).with_max_cpus(config.max_cpus);
+            // A call larger than any node becomes an srun step across them
+            // (`SlurmBackend::under_agent`), as srun ran it before agents.
+            let capacity = Capacity::of_nodes(nodes, config.max_workers)
+                .with_max_cpus(config.max_cpus)
+                .with_spans();
             let agent_nodes = server::AgentNodes {
                 names,
                 tool_dirs: config.tool_dirs.clone(),

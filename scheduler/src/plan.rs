@@ -346,14 +346,29 @@ impl Plan {
                 backend: self.backend,
             });
         }
-        let capacity = Capacity::new(self.max_cores, None, Gpus::Counted(self.gpus.count()));
-        if let Some(why) = capacity.pool_never_fits(request, workers) {
+        let within = |cpus| {
+            Capacity::new(cpus, None, Gpus::Counted(self.gpus.count()))
+                .pool_never_fits(request, workers)
+        };
+        // The allocation bounds CPUs only: its GPUs are `gpus` either way,
+        // and too many of them are said as what asked for them.
+        let outside = |cpus| {
+            within(cpus)
+                .filter(|why| !matches!(why, NeverFits::Gpus { .. }))
+                .map(|why| Refusal::OutsideAllocation { why, cpus, workers })
+        };
+        // The tighter limit is the one named: the allocation where
+        // max_cores does not ask for less (max_cores is the allocation's
+        // CPUs by default there), so that the user hears that the
+        // allocation holds no more, not that max_cores could be raised.
+        let allocation_first = self.step_cpus.filter(|&cpus| cpus <= self.max_cores);
+        if let Some(refusal) = allocation_first.and_then(outside) {
+            return Some(refusal);
+        }
+        if let Some(why) = within(self.max_cores) {
             return Some(Refusal::NeverFits { why, workers });
         }
-        let cpus = self.step_cpus?;
-        Capacity::new(cpus, None, Gpus::Counted(self.gpus.count()))
-            .pool_never_fits(request, workers)
-            .map(|why| Refusal::OutsideAllocation { why, cpus, workers })
+        outside(self.step_cpus?)
     }
 }
 
@@ -520,6 +535,33 @@ mod tests {
                 cpus: 4,
                 workers: 1
             })
+        );
+        // max_cores left to its default, the allocation's CPUs, is not
+        // what a call is told to raise.
+        let mut call = wanted(None, None, false);
+        call.worker = worker(9, 1, 0);
+        assert!(matches!(
+            Plan::make(&call, slurm(8, Some(8), 0)),
+            Err(Refusal::OutsideAllocation { cpus: 8, .. })
+        ));
+        let mut gpus = wanted(None, None, false);
+        gpus.worker = worker(1, 1, 3);
+        assert!(matches!(
+            Plan::make(&gpus, slurm(8, Some(8), 2)),
+            Err(Refusal::NeverFits {
+                why: NeverFits::Gpus { .. },
+                ..
+            })
+        ));
+        let mut lower = call.clone();
+        lower.max_cores = Some(6);
+        lower.worker = worker(7, 1, 0);
+        assert!(
+            matches!(
+                Plan::make(&lower, slurm(8, Some(8), 0)),
+                Err(Refusal::NeverFits { .. })
+            ),
+            "a max_cores below the allocation is what holds it back"
         );
         // Where Slurm counts one node only, a multi-node job's request stands.
         assert!(Plan::make(&big, slurm(4, None, 0)).is_ok());

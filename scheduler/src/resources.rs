@@ -157,16 +157,25 @@ pub enum NeverFits {
         cpus: u32,
     },
     /// The allocation's nodes hold the request's `cpus` and `gpus` only
-    /// together, and a call's ranks run on one node: the largest has
-    /// `node_cpus` CPUs, the one with the most GPUs `node_gpus`. The
-    /// backend is to run such a call as a step of its own across nodes
-    /// (issue 24); until it does, the call is refused rather than left
-    /// waiting for a node that will never be large enough.
+    /// together, and with this backend a call's ranks run on one node: the
+    /// largest has `node_cpus` CPUs, the one with the most GPUs
+    /// `node_gpus`. (Where the backend starts a step across nodes, such a
+    /// call spans them instead: `capacity::Capacity::with_spans`.)
     SeveralNodes {
         cpus: u32,
         gpus: u32,
         node_cpus: u32,
         node_gpus: u32,
+    },
+    /// A call spanning nodes has whole ranks on each (`threads_per_core`
+    /// CPUs and `gpus_per_core` GPUs of one node), and the allocation's
+    /// nodes hold only `ranks` such ranks together, fewer than `cores`,
+    /// though their CPUs and GPUs add up to enough.
+    Ranks {
+        cores: u32,
+        threads_per_core: u32,
+        gpus_per_core: u32,
+        ranks: u32,
     },
 }
 
@@ -207,6 +216,18 @@ impl std::fmt::Display for NeverFits {
                  largest has {node_cpus} CPUs, the most GPUs on one node are {node_gpus}); all \
                  ranks of a call run on one node: ask for at most that many cores x \
                  threads_per_core and GPUs"
+            ),
+            NeverFits::Ranks {
+                cores,
+                threads_per_core,
+                gpus_per_core,
+                ranks,
+            } => write!(
+                f,
+                "{cores} cores of {threads_per_core} threads_per_core and {gpus_per_core} \
+                 GPU(s) each can never fit: each rank runs on one node, and the allocation's \
+                 nodes hold only {ranks} such ranks together; ask for fewer cores, threads or \
+                 GPUs per core"
             ),
         }
     }

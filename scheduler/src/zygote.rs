@@ -526,7 +526,7 @@ mod linux {
                     cwd: cwd.map(String::from),
                     ..Default::default()
                 },
-                node: crate::ids::NodeId(0),
+                placement: crate::capacity::Placement::Node(crate::ids::NodeId(0)),
                 gpus: Gpus::Devices(vec!["1".into()]),
             }
         }

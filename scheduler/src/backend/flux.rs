@@ -227,7 +227,7 @@ mod tests {
     fn launch(resources: ResourceRequest) -> Launch {
         Launch {
             resources,
-            node: crate::ids::NodeId(0),
+            placement: crate::capacity::Placement::Node(crate::ids::NodeId(0)),
             gpus: Gpus::Counted(0),
         }
     }

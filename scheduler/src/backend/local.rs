@@ -84,7 +84,7 @@ mod tests {
                 threads_per_core: 3,
                 ..Default::default()
             },
-            node: crate::ids::NodeId(0),
+            placement: crate::capacity::Placement::Node(crate::ids::NodeId(0)),
             gpus: Gpus::Devices(vec!["0".into(), "2".into()]),
         };
         let cmd = LocalBackend::new(vec![])
@@ -119,7 +119,7 @@ mod tests {
                 cores: 2,
                 ..Default::default()
             },
-            node: crate::ids::NodeId(0),
+            placement: crate::capacity::Placement::Node(crate::ids::NodeId(0)),
             gpus: Gpus::Devices(vec![]),
         };
         let backend = LocalBackend::new(vec![]);

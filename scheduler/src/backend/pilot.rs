@@ -197,7 +197,7 @@ mod tests {
                 threads_per_core: 3,
                 ..Default::default()
             },
-            node: crate::ids::NodeId(0),
+            placement: crate::capacity::Placement::Node(crate::ids::NodeId(0)),
             gpus: Gpus::Counted(0),
         };
         let env = WorkerEnvironment::for_tests();

@@ -1,8 +1,10 @@
 //! The Slurm backend: each worker is one `srun` job step inside the
-//! allocation the client runs in.
+//! allocation the client runs in, or, under node agents, forked by its
+//! node's agent, save the calls only a step of their own can run.
 
 use super::mpi::MpiFlavor;
 use super::{finish_command, Backend, WorkerEnvironment};
+use crate::capacity::{Placement, Share};
 use crate::core::Launch;
 use crate::ids::WorkerId;
 use std::path::PathBuf;
@@ -31,12 +33,24 @@ impl SlurmBackend {
             "--kill-on-bad-exit=1".to_string(),
             "-n".to_string(),
             r.cores.to_string(),
+        ];
+        match &launch.placement {
             // Without it a step spans all of the allocation's nodes, and srun
             // says in the user's output that one rank cannot run on two.
             // A range: several ranks still spread as srun places them.
-            format!("--nodes=1-{}", r.cores),
-            format!("--cpus-per-task={}", r.threads_per_core),
-        ];
+            Placement::Node(_) => args.push(format!("--nodes=1-{}", r.cores)),
+            Placement::Span(shares) => args.extend(span_arguments(shares)),
+        }
+        args.push(format!("--cpus-per-task={}", r.threads_per_core));
+        if self.agents {
+            // Slurm does not see the agents' workers, so its count of free
+            // CPUs is not pmp's: the capacity, which counts them, decided
+            // that this step has room now, and Slurm's count of the CPUs of
+            // other steps is not to hold it back. (Not needed beside the
+            // agents' own step, `--overlap --whole`: on the test Slurm,
+            // 22.05, a step without it starts beside that one.)
+            args.push("--overlap".into());
+        }
         if r.gpus_per_core > 0 {
             args.push(format!("--gpus-per-task={}", r.gpus_per_core));
         } else if !asks_for_gpus(&r.extra_args) {
@@ -62,6 +76,23 @@ impl SlurmBackend {
         args.extend(r.extra_args.iter().cloned());
         args
     }
+}
+
+/// The ranks of a call spanning nodes exactly where the capacity counted
+/// them: srun's arbitrary distribution lays out rank after rank on the
+/// nodes of the node list in its order, a node named once per rank, which
+/// says an uneven split too. (Slurm 22.05 refuses the short form
+/// "node1*3": "You asked for 6 tasks but hostlist specified 2 nodes".)
+fn span_arguments(shares: &[Share]) -> [String; 3] {
+    let ranks: Vec<&str> = shares
+        .iter()
+        .flat_map(|share| std::iter::repeat_n(share.name.as_str(), share.ranks as usize))
+        .collect();
+    [
+        format!("--nodes={}", shares.len()),
+        "--distribution=arbitrary".into(),
+        format!("--nodelist={}", ranks.join(",")),
+    ]
 }
 
 /// Whether srun arguments ask for GPUs or other GRES themselves
@@ -110,9 +141,12 @@ impl Backend for SlurmBackend {
     }
 
     /// A call with srun options of its own gets a step of its own, where
-    /// srun honours them.
+    /// srun honours them; so does a call spanning nodes, whose ranks only
+    /// srun starts across them.
     fn under_agent(&self, launch: &Launch) -> bool {
-        self.agents && launch.resources.extra_args.is_empty()
+        self.agents
+            && launch.resources.extra_args.is_empty()
+            && matches!(launch.placement, Placement::Node(_))
     }
 
     fn command(
@@ -123,6 +157,12 @@ impl Backend for SlurmBackend {
     ) -> Result<Command, String> {
         let mut command = Command::new(&self.srun);
         command.args(self.arguments(launch)).arg(&env.program);
+        if let Placement::Span(_) = launch.placement {
+            // `salloc --ntasks-per-node` leaves it set for srun, which
+            // warns in the user's output that an uneven node list cannot
+            // honour it, and then ignores it anyway.
+            command.env_remove("SLURM_NTASKS_PER_NODE");
+        }
         // srun passes its environment to the step (--export=ALL), takes the
         // working directory as -D, and picks the step's GPUs itself.
         finish_command(&mut command, env, worker, launch, false, self.protection())?;
@@ -138,7 +178,7 @@ mod tests {
     fn launch(resources: ResourceRequest) -> Launch {
         Launch {
             resources,
-            node: crate::ids::NodeId(0),
+            placement: Placement::Node(crate::ids::NodeId(0)),
             gpus: Gpus::Counted(0),
         }
     }
@@ -161,6 +201,98 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.contains("-n 2 --nodes=1-2 --cpus-per-task=3 --gpus-per-task=1 --oversubscribe -D /scratch/run --mpi=pmix"), "{joined}");
         assert_eq!(args.last().unwrap(), "--job-name=mine");
+    }
+
+    fn span(shares: &[(&str, u32)]) -> Placement {
+        Placement::Span(
+            (0u32..)
+                .zip(shares)
+                .map(|(id, (name, ranks))| Share {
+                    node: crate::ids::NodeId(id),
+                    name: name.to_string(),
+                    ranks: *ranks,
+                    gpus: Gpus::Counted(0),
+                })
+                .collect(),
+        )
+    }
+
+    fn under_agents() -> SlurmBackend {
+        SlurmBackend {
+            srun: "srun".into(),
+            agents: true,
+            mpi: Some(MpiFlavor::Mpich),
+        }
+    }
+
+    #[test]
+    fn a_span_names_each_node_once_per_rank_in_rank_order() {
+        let launch = Launch {
+            resources: ResourceRequest {
+                cores: 6,
+                threads_per_core: 2,
+                gpus_per_core: 1,
+                ..Default::default()
+            },
+            placement: span(&[("node1", 4), ("node2", 2)]),
+            gpus: Gpus::Counted(6),
+        };
+        let args = under_agents().arguments(&launch).join(" ");
+        assert!(
+            args.contains(
+                "-n 6 --nodes=2 --distribution=arbitrary \
+                 --nodelist=node1,node1,node1,node1,node2,node2 --cpus-per-task=2 --overlap \
+                 --gpus-per-task=1"
+            ),
+            "{args}"
+        );
+        assert!(!args.contains("--nodes=1-"), "{args}");
+        assert!(!under_agents().under_agent(&launch), "a step of its own");
+    }
+
+    #[test]
+    fn a_spans_srun_forgets_the_allocations_tasks_per_node_that_it_would_warn_about() {
+        let launch = Launch {
+            resources: ResourceRequest {
+                cores: 3,
+                ..Default::default()
+            },
+            placement: span(&[("node2", 2), ("node1", 1)]),
+            gpus: Gpus::Counted(0),
+        };
+        let env = WorkerEnvironment::for_tests();
+        let command = under_agents().command(&env, WorkerId(0), &launch).unwrap();
+        assert!(command
+            .get_envs()
+            .any(|(name, value)| name == "SLURM_NTASKS_PER_NODE" && value.is_none()));
+        let one_node = under_agents()
+            .command(
+                &env,
+                WorkerId(0),
+                &super::tests::launch(ResourceRequest::default()),
+            )
+            .unwrap();
+        assert!(one_node
+            .get_envs()
+            .all(|(name, _)| name != "SLURM_NTASKS_PER_NODE"));
+    }
+
+    #[test]
+    fn under_agents_a_one_node_call_is_forked_and_any_step_overlaps_the_agents() {
+        let plain = launch(ResourceRequest::default());
+        assert!(under_agents().under_agent(&plain));
+        let own = launch(ResourceRequest {
+            extra_args: vec!["--exclusive".into()],
+            ..Default::default()
+        });
+        assert!(!under_agents().under_agent(&own));
+        assert!(under_agents().arguments(&own).contains(&"--overlap".into()));
+        let steps = SlurmBackend {
+            agents: false,
+            ..under_agents()
+        };
+        assert!(!steps.under_agent(&plain));
+        assert!(!steps.arguments(&plain).contains(&"--overlap".into()));
     }
 
     #[test]
@@ -251,7 +383,7 @@ mod tests {
                 gpus_per_core: 1,
                 ..Default::default()
             },
-            node: crate::ids::NodeId(0),
+            placement: Placement::Node(crate::ids::NodeId(0)),
             gpus: Gpus::Counted(1),
         };
         let env = WorkerEnvironment::for_tests();

@@ -152,7 +152,7 @@ impl Core {
     pub fn worker_infos(&self) -> Vec<WorkerInfo> {
         self.workers
             .iter()
-            .map(|(id, w)| w.info(*id, self.capacity.node_name(w.launch.node)))
+            .map(|(id, w)| w.info(*id, self.capacity.placement_name(&w.launch.placement)))
             .collect()
     }
 

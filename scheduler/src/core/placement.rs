@@ -5,14 +5,16 @@ use super::events::{Comm, Event};
 use super::tasks::TaskState;
 use super::workers::{Launch, Worker, WorkerState};
 use super::{Allocation, Core};
+use crate::capacity::Placement;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, ToWorker};
 
 impl Core {
     /// Hand ready tasks to workers: idle pool workers in block mode, fresh
     /// workers within the capacity otherwise, each on one node that has room
-    /// for all of it. FIFO without backfill, so a big task is never starved
-    /// by small ones behind it: it waits for a node with room, never split.
+    /// for all of it (or, one larger than any node, across nodes). FIFO
+    /// without backfill, so a big task is never starved by small ones
+    /// behind it: it waits for a node with room, never split.
     pub(super) fn schedule(&mut self, comm: &mut impl Comm) {
         while let Some(&id) = self.ready.front() {
             if !matches!(
@@ -44,14 +46,14 @@ impl Core {
                         Some(work) => work.resources.clone(),
                         None => unreachable!("a ready task has its work"),
                     };
-                    let Some(node) = self.capacity.place(&resources) else {
+                    let Some(mut placement) = self.capacity.place(&resources) else {
                         break;
                     };
                     self.ready.pop_front();
-                    let gpus = self.capacity.take(node, &resources);
+                    let gpus = self.capacity.take(&mut placement, &resources);
                     let launch = Launch {
                         resources,
-                        node,
+                        placement,
                         gpus,
                     };
                     let worker = self.add_worker(comm, launch, Some(id));
@@ -205,7 +207,7 @@ impl Core {
         let (node, gpus) = self.capacity.take_gpus(resources.gpus());
         let launch = Launch {
             resources,
-            node,
+            placement: Placement::Node(node),
             gpus,
         };
         self.add_worker(comm, launch, None);

@@ -7,6 +7,7 @@ use super::events::{Comm, Event, LostReason, SubmitError};
 use super::tasks::{inherit, Failure, Task, TaskSpec, TaskState, Work};
 use super::workers::{Retract, Worker, WorkerState};
 use super::{Allocation, Core};
+use crate::capacity::Placement;
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::protocol::{Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use bytes::Bytes;
@@ -318,11 +319,13 @@ impl Core {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
-        if w.dedicated.is_some() {
-            self.capacity
-                .give_back(w.launch.node, &w.launch.resources, w.launch.gpus);
-        } else {
-            self.capacity.return_gpus(w.launch.node, w.launch.gpus);
+        match (w.dedicated, w.launch.placement) {
+            (Some(_), placement) => {
+                self.capacity
+                    .give_back(placement, &w.launch.resources, w.launch.gpus);
+            }
+            (None, Placement::Node(node)) => self.capacity.return_gpus(node, w.launch.gpus),
+            (None, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
         }
         let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
         match w.state {

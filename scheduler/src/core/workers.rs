@@ -1,7 +1,8 @@
 //! A worker as the core keeps it: its state, what it was started with, and
 //! which functions it holds unpickled.
 
-use crate::ids::{NodeId, TaskId, WorkerId};
+use crate::capacity::Placement;
+use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, WorkerPlace};
 use crate::resources::{Gpus, ResourceRequest};
 use std::collections::{HashMap, VecDeque};
@@ -13,9 +14,11 @@ const FUNCTION_SLOTS: usize = 64;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
     pub resources: ResourceRequest,
-    /// The node it runs on, all its ranks (`capacity::Capacity::place`).
-    pub node: NodeId,
-    /// Its share of its node's GPUs, held until it exits.
+    /// Where its ranks run (`capacity::Capacity::place`): one node, or
+    /// several for a call larger than any node, a step of its own.
+    pub placement: Placement,
+    /// Its share of its node's GPUs, held until it exits; for a span only
+    /// their count, since srun picks each rank's devices.
     pub gpus: Gpus,
 }
 
@@ -37,7 +40,8 @@ pub struct WorkerInfo {
     pub host: Option<String>,
     /// The node the scheduler placed it on, by name: this machine's on the
     /// local backend, `capacity::WHOLE_ALLOCATION` where srun or flux place
-    /// each worker somewhere in the allocation.
+    /// each worker somewhere in the allocation, "node1+node2" for a call
+    /// spanning nodes.
     pub node: String,
     pub gpus: Gpus,
 }
@@ -86,13 +90,13 @@ impl Worker {
         }
     }
 
-    pub(super) fn info(&self, id: WorkerId, node: &str) -> WorkerInfo {
+    pub(super) fn info(&self, id: WorkerId, node: String) -> WorkerInfo {
         WorkerInfo {
             id,
             state: self.state,
             pid: self.place.as_ref().map(|p| p.pid),
             host: self.place.as_ref().map(|p| p.host.clone()),
-            node: node.into(),
+            node,
             gpus: self.launch.gpus.clone(),
         }
     }

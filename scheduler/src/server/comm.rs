@@ -6,6 +6,7 @@
 use super::agents::{AgentWorker, Agents};
 use super::Internal;
 use crate::backend::{Backend, WorkerEnvironment};
+use crate::capacity::Placement;
 use crate::core::{Comm, Event, Launch, LostReason};
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::process::{self, Exit, PrintedSink};
@@ -155,21 +156,18 @@ impl ServerComm<'_> {
         worker: WorkerId,
         launch: &Launch,
     ) -> Result<WorkerHandle, String> {
-        if let Some(why) = agents.gone(launch.node) {
-            return Err(format!(
-                "node {} was lost: {why}",
-                agents.node_name(launch.node)
-            ));
+        let Placement::Node(node) = launch.placement else {
+            unreachable!("no one agent runs a call spanning nodes (Backend::under_agent)")
+        };
+        if let Some(why) = agents.gone(node) {
+            return Err(format!("node {} was lost: {why}", agents.node_name(node)));
         }
         let command = self
             .agent_commands
             .command(self.environment, worker, launch)?;
-        agents.send(
-            launch.node,
-            crate::backend::agent_start(&command, worker, launch),
-        );
+        agents.send(node, crate::backend::agent_start(&command, worker, launch));
         Ok(WorkerHandle::Agent(AgentWorker {
-            node: launch.node,
+            node,
             worker,
             outbox: agents.outbox.clone(),
         }))

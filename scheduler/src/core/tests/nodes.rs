@@ -1,8 +1,10 @@
 //! Fresh workers placed on the nodes of an allocation: each call's ranks
 //! all on one node with room for them, its GPUs that node's, what does not
-//! fit yet queued, what no node could ever hold refused at submit.
+//! fit yet queued, what no node could ever hold refused at submit, or,
+//! where the backend can start a step across nodes, spread over them.
 
 use super::*;
+use crate::capacity::Placement;
 use crate::resources::NeverFits;
 
 fn node(name: &str, cpus: u32, gpus: &[&str]) -> Node {
@@ -22,6 +24,45 @@ fn on_nodes(nodes: Vec<Node>) -> (Driven, Recorder) {
     (core, Recorder::default())
 }
 
+/// Nodes whose backend runs a call larger than any of them as a step of
+/// its own across them (Slurm under node agents).
+fn spanned(nodes: Vec<Node>) -> (Driven, Recorder) {
+    let core = Driven(Core::new(
+        Allocation::PerTask,
+        Capacity::of_nodes(nodes, None).with_spans(),
+        None,
+    ));
+    (core, Recorder::default())
+}
+
+fn counted(name: &str, cpus: u32, gpus: u32) -> Node {
+    Node {
+        name: name.into(),
+        cpus,
+        gpus: Gpus::Counted(gpus),
+    }
+}
+
+/// The ranks each node got of the worker started `nth`, by node name; one
+/// node with all of them where it was not spread.
+fn ranks_of(core: &Driven, comm: &Recorder, nth: usize) -> Vec<(String, u32)> {
+    let launch = &comm.started[nth].1;
+    match &launch.placement {
+        Placement::Node(node) => vec![(
+            core.capacity.node_name(*node).to_string(),
+            launch.resources.cores,
+        )],
+        Placement::Span(shares) => shares
+            .iter()
+            .map(|share| (share.name.clone(), share.ranks))
+            .collect(),
+    }
+}
+
+fn ranks(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+    pairs.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+}
+
 fn call(id: u64, cores: u32, gpus_per_core: u32) -> TaskSpec {
     TaskSpec {
         resources: ResourceRequest {
@@ -37,7 +78,7 @@ fn call(id: u64, cores: u32, gpus_per_core: u32) -> TaskSpec {
 fn nodes_started(core: &Driven, comm: &Recorder) -> Vec<String> {
     comm.started
         .iter()
-        .map(|(_, launch)| core.capacity.node_name(launch.node).to_string())
+        .map(|(_, launch)| core.capacity.placement_name(&launch.placement))
         .collect()
 }
 
@@ -157,4 +198,129 @@ fn a_worker_that_exits_gives_back_the_cpus_of_its_own_node_only() {
     );
     ends(&mut core, &mut comm, 0, 1);
     assert_eq!(nodes_started(&core, &comm), ["a", "b", "b", "a"]);
+}
+
+#[test]
+fn a_call_larger_than_any_node_spans_the_emptiest_nodes_and_gives_each_its_cpus_back() {
+    let (mut core, mut comm) = spanned(vec![
+        node("a", 4, &[]),
+        node("b", 4, &[]),
+        node("c", 4, &[]),
+    ]);
+    core.submit(&mut comm, call(1, 1, 0)).unwrap();
+    core.submit(&mut comm, call(2, 6, 0)).unwrap();
+    assert_eq!(
+        ranks_of(&core, &comm, 1),
+        ranks(&[("b", 4), ("c", 2)]),
+        "the nodes with the most room first: as few as hold it, a's one CPU taken left alone"
+    );
+    let info: Vec<String> = core.worker_infos().into_iter().map(|w| w.node).collect();
+    assert_eq!(info, ["a", "b+c"], "info() names every node of a span");
+    assert_eq!(
+        comm.started[1].1.gpus,
+        Gpus::Counted(0),
+        "srun picks a span's devices: pmp exports none"
+    );
+    // c has 2 CPUs left, a 3: two calls of 2 fill them, a third waits.
+    for id in 3..=5 {
+        core.submit(&mut comm, call(id, 2, 0)).unwrap();
+    }
+    assert_eq!(nodes_started(&core, &comm), ["a", "b+c", "c", "a"]);
+    ends(&mut core, &mut comm, 1, 2);
+    assert_eq!(
+        nodes_started(&core, &comm)[4],
+        "c",
+        "c's 2 CPUs came back: the fullest node with room"
+    );
+    for id in 6..=8 {
+        core.submit(&mut comm, call(id, if id == 6 { 4 } else { 1 }, 0))
+            .unwrap();
+    }
+    assert_eq!(
+        nodes_started(&core, &comm)[5..],
+        ["b", "a"],
+        "b's 4 came back too, and no more than the span took: the last waits"
+    );
+}
+
+#[test]
+fn a_span_waits_its_turn_until_the_nodes_hold_its_ranks_together_and_blocks_those_behind() {
+    let (mut core, mut comm) = spanned(vec![node("a", 4, &[]), node("b", 4, &[])]);
+    core.submit(&mut comm, call(1, 2, 0)).unwrap();
+    core.submit(&mut comm, call(2, 7, 0)).unwrap();
+    core.submit(&mut comm, call(3, 1, 0)).unwrap();
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a"],
+        "6 CPUs free, 7 asked for: it waits, and the call behind it with it"
+    );
+    ends(&mut core, &mut comm, 0, 1);
+    assert_eq!(nodes_started(&core, &comm), ["a", "a+b", "b"]);
+    assert_eq!(ranks_of(&core, &comm, 1), ranks(&[("a", 4), ("b", 3)]));
+}
+
+#[test]
+fn a_span_takes_whole_ranks_with_their_gpus_on_each_node_and_returns_them() {
+    let (mut core, mut comm) = spanned(vec![counted("a", 4, 2), counted("b", 4, 2)]);
+    // Three ranks of one GPU: two GPUs a node, so no node holds it.
+    core.submit(&mut comm, call(1, 3, 1)).unwrap();
+    assert_eq!(ranks_of(&core, &comm, 0), ranks(&[("a", 2), ("b", 1)]));
+    assert_eq!(comm.started[0].1.gpus, Gpus::Counted(3));
+    for id in 2..=3 {
+        core.submit(&mut comm, call(id, 1, 1)).unwrap();
+    }
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a+b", "b"],
+        "b's last GPU; the next waits for one"
+    );
+    ends(&mut core, &mut comm, 0, 1);
+    for id in 4..=6 {
+        core.submit(&mut comm, call(id, 1, 1)).unwrap();
+    }
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a+b", "b", "b", "a", "a"],
+        "the span's GPU on b and both on a came back; the last call waits for one"
+    );
+}
+
+#[test]
+fn what_the_nodes_cannot_hold_together_in_whole_ranks_is_refused_at_submit_saying_why() {
+    let (mut core, mut comm) = spanned(vec![node("a", 5, &[]), node("b", 5, &[])]);
+    let threads = |id, cores, threads| TaskSpec {
+        resources: ResourceRequest {
+            cores,
+            threads_per_core: threads,
+            ..Default::default()
+        },
+        ..task(id, &[])
+    };
+    assert_eq!(
+        core.submit(&mut comm, call(1, 11, 0)).unwrap_err(),
+        SubmitError::NeverFits(NeverFits::Cpus {
+            cores: 11,
+            threads_per_core: 1,
+            cpus: 10
+        }),
+        "more than all nodes hold is said in the allocation's totals"
+    );
+    // 9 CPUs of 10, but a rank of 3 threads fits once on a node of 5.
+    let refused = core.submit(&mut comm, threads(2, 3, 3)).unwrap_err();
+    assert_eq!(
+        refused,
+        SubmitError::NeverFits(NeverFits::Ranks {
+            cores: 3,
+            threads_per_core: 3,
+            gpus_per_core: 0,
+            ranks: 2
+        })
+    );
+    assert!(
+        refused.to_string().contains("hold only 2 such ranks"),
+        "{refused}"
+    );
+    core.submit(&mut comm, threads(3, 2, 3)).unwrap();
+    assert_eq!(ranks_of(&core, &comm, 0), ranks(&[("a", 1), ("b", 1)]));
+    assert!(comm.started.len() == 1);
 }
