@@ -44,12 +44,13 @@ pub enum BackendChoice {
 
 impl BackendChoice {
     /// The backend; `agents`: its workers start under node agents.
-    fn build(self, tool_dirs: Vec<PathBuf>, agents: bool) -> Box<dyn Backend> {
+    fn build(self, tool_dirs: Vec<PathBuf>, agent_nodes: Option<&[String]>) -> Box<dyn Backend> {
         match self {
             BackendChoice::Local => Box::new(LocalBackend::new(tool_dirs)),
             BackendChoice::Slurm { srun } => Box::new(SlurmBackend {
                 srun,
-                agents,
+                agents: agent_nodes.is_some(),
+                node_names: agent_nodes.map(<[String]>::to_vec).unwrap_or_default(),
                 // Only the flavour matters: which --mpi the step needs.
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
@@ -158,7 +159,10 @@ impl SchedulerHandle {
         let (commands, commands_rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let bind_host = config.bind_host;
-        let backend = config.backend.build(config.tool_dirs, agents);
+        let backend = config.backend.build(
+            config.tool_dirs,
+            agent_nodes.as_ref().map(|nodes| &nodes.names[..]),
+        );
         let thread = std::thread::Builder::new()
             .name("pmp-scheduler".into())
             .spawn(move || {

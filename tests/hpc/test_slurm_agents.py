@@ -47,14 +47,17 @@ with Executor(backend="slurm") as exe:
     places = [f.result(timeout=120) for f in futures]
 nodes = sorted({node for node, _, _, _ in places})
 print(nodes)
+# What the status display and %pmp status show: the node each call ran on.
+print(all(f.place[2] == node for f, (node, _, _, _) in zip(futures, places)))
 print(len({pid for _, pid, _, _ in places}))
 print(sorted({step for _, _, step, _ in places}))
 """,
         SALLOC_2,
     )
-    launcher, nodes, pids, steps = lines(done)
+    launcher, nodes, shown, pids, steps = lines(done)
     assert launcher == "agent"
     assert nodes == "['node1', 'node2']", "4 CPUs a node: eight calls at once need both"
+    assert shown == "True", "each Future names its call's node"
     assert pids == "8", "each call is a fresh process"
     # One step holds every agent; no call made a step of its own.
     assert len(eval(steps)) == 1, steps

@@ -17,6 +17,9 @@ pub struct SlurmBackend {
     pub mpi: Option<MpiFlavor>,
     /// Whether workers start under node agents (`launcher="agent"`).
     pub agents: bool,
+    /// The allocation's nodes, in `Capacity`'s order, under agents: a
+    /// step of its own for a call placed on one node goes to that node.
+    pub node_names: Vec<String>,
 }
 
 impl SlurmBackend {
@@ -38,7 +41,12 @@ impl SlurmBackend {
             // Without it a step spans all of the allocation's nodes, and srun
             // says in the user's output that one rank cannot run on two.
             // A range: several ranks still spread as srun places them.
-            Placement::Node(_) => args.push(format!("--nodes=1-{}", r.cores)),
+            Placement::Node(node) => match self.node_names.get(node.0 as usize) {
+                // The node the capacity counted it on (under agents, whose
+                // workers srun does not see when it places a step).
+                Some(name) => args.extend(["--nodes=1".to_string(), format!("--nodelist={name}")]),
+                None => args.push(format!("--nodes=1-{}", r.cores)),
+            },
             Placement::Span(shares) => args.extend(span_arguments(shares)),
         }
         args.push(format!("--cpus-per-task={}", r.threads_per_core));
@@ -188,6 +196,7 @@ mod tests {
         let backend = SlurmBackend {
             srun: "srun".into(),
             agents: false,
+            node_names: vec![],
             mpi: Some(MpiFlavor::OpenMpi),
         };
         let args = backend.arguments(&launch(ResourceRequest {
@@ -221,8 +230,25 @@ mod tests {
         SlurmBackend {
             srun: "srun".into(),
             agents: true,
+            node_names: vec!["node1".into(), "node2".into()],
             mpi: Some(MpiFlavor::Mpich),
         }
+    }
+
+    #[test]
+    fn a_one_node_step_beside_the_agents_goes_to_the_node_it_was_counted_on() {
+        let launch = Launch {
+            resources: ResourceRequest {
+                cores: 2,
+                extra_args: vec!["--job-name=mine".into()],
+                ..Default::default()
+            },
+            placement: Placement::Node(crate::ids::NodeId(1)),
+            gpus: Gpus::Counted(0),
+        };
+        let args = under_agents().arguments(&launch).join(" ");
+        assert!(args.contains("--nodes=1 --nodelist=node2"), "{args}");
+        assert!(!args.contains("--nodes=1-"), "{args}");
     }
 
     #[test]
@@ -289,6 +315,7 @@ mod tests {
         assert!(under_agents().arguments(&own).contains(&"--overlap".into()));
         let steps = SlurmBackend {
             agents: false,
+            node_names: vec![],
             ..under_agents()
         };
         assert!(!steps.under_agent(&plain));
@@ -300,6 +327,7 @@ mod tests {
         let backend = SlurmBackend {
             srun: "srun".into(),
             agents: false,
+            node_names: vec![],
             mpi: Some(MpiFlavor::Mpich),
         };
         let args = backend
@@ -319,6 +347,7 @@ mod tests {
         let backend = SlurmBackend {
             srun: "srun".into(),
             agents: false,
+            node_names: vec![],
             mpi: None,
         };
         let args = backend.arguments(&launch(ResourceRequest::default()));
@@ -341,6 +370,7 @@ mod tests {
         let backend = SlurmBackend {
             srun: "srun".into(),
             agents: false,
+            node_names: vec![],
             mpi: None,
         };
         for own in [
@@ -376,6 +406,7 @@ mod tests {
         let backend = SlurmBackend {
             srun: "srun".into(),
             agents: false,
+            node_names: vec![],
             mpi: None,
         };
         let launch = Launch {
@@ -399,6 +430,7 @@ mod tests {
         let backend = SlurmBackend {
             srun: "srun".into(),
             agents: false,
+            node_names: vec![],
             mpi: None,
         };
         let env = WorkerEnvironment::for_tests();

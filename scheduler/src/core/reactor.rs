@@ -8,6 +8,7 @@ use super::tasks::{inherit, Failure, Task, TaskSpec, TaskState, Work};
 use super::workers::{Retract, Worker, WorkerState};
 use super::{Allocation, Core};
 use crate::capacity::Placement;
+use crate::capacity::WHOLE_ALLOCATION;
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::protocol::{Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use bytes::Bytes;
@@ -196,6 +197,15 @@ impl Core {
         if w.state != WorkerState::Starting {
             return;
         }
+        // Where the scheduler placed it, named as the allocation names its
+        // nodes (the test Slurm's nodes all share one host name); the host
+        // it reports where the node is the whole allocation.
+        let host = match &w.launch.placement {
+            Placement::Node(node) if self.capacity.node_name(*node) != WHOLE_ALLOCATION => {
+                self.capacity.node_name(*node).to_string()
+            }
+            _ => host,
+        };
         w.place = Some(WorkerPlace { worker, pid, host });
         match (&self.init, w.dedicated) {
             (Some(init), None) => {
