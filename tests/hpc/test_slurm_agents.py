@@ -142,9 +142,10 @@ def processes_of_this_job(variable, value=None):
     return found
 
 def agents():
+    # On a node (srun, on the client's side, has the variable too).
     return [
         (pid, node) for pid, node in processes_of_this_job("PMP_AGENT")
-        if os.path.exists(f"/proc/{pid}")
+        if node and os.path.exists(f"/proc/{pid}")
     ]
 """
 
@@ -251,3 +252,39 @@ print(left())
         check=False,
     )
     assert done.stdout.strip().splitlines() == ["2", "([], [], [])"], done.stderr
+
+
+@pytest.mark.timeout(240)
+def test_shutdown_leaves_no_agent_worker_or_step_on_any_node(slurm, run_script):
+    done = run_script(
+        PROCESSES
+        + """
+import subprocess, time
+from pmp import Executor
+
+def pid():
+    return os.getpid()
+
+with Executor(backend="slurm") as exe:
+    workers = [f.result(timeout=120) for f in [exe.submit(pid) for _ in range(4)]]
+    print(len(agents()))
+def left():
+    steps = subprocess.run(
+        ["squeue", "-h", "-s", "-j", os.environ["SLURM_JOB_ID"], "-o", "%j"],
+        capture_output=True, text=True,
+    ).stdout.split()
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}")]
+    return alive, agents(), [s for s in steps if s.startswith("pmp")]
+# shutdown() returned: what it ended is gone already, or within moments
+# (Slurm's own bookkeeping of the step).
+deadline = time.time() + 30
+while any(left()) and time.time() < deadline:
+    time.sleep(0.2)
+print(left())
+""",
+        SALLOC_2,
+        # Longer than the wait above: only shutdown() itself can end them
+        # in time, not the agents' heartbeat limit.
+        env={"PMP_HEARTBEAT_TIMEOUT": "120"},
+    )
+    assert lines(done) == ["2", "([], [], [])"], done.stderr
