@@ -101,15 +101,18 @@ with Executor(backend="flux", max_cores=4) as exe:
     places = [f.result(timeout=120) for f in futures]
     print(sorted({f.place[2] for f in futures}))
     print(len({job for _, job in places}))
+    # The agents' own variables are not their workers'.
+    print(exe.submit(lambda: "PMP_NODE_NAMES" in os.environ).result(timeout=120))
 """,
         ("flux", "start", "-s", "2"),
         timeout=220,
     )
-    nodes, jobs = lines(done)
+    nodes, jobs, leaked = lines(done)
     host = socket.gethostname()
     # 2 cores a broker: four calls at once need both.
     assert nodes == str([f"{host}#0", f"{host}#1"]), nodes
     assert jobs == "1", "both agents are tasks of one job"
+    assert leaked == "False"
 
 
 @pytest.mark.timeout(240)
