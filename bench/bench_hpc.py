@@ -98,8 +98,9 @@ def main():
     if args.no_flux or not shutil.which("flux"):
         print("flux: skipped (" + ("--no-flux" if args.no_flux else "no flux on PATH") + ")")
     else:
-        # A one-broker instance on this machine: pmp's backend="auto" and
-        # executorlib's FluxJobExecutor both submit one job per call to it.
+        # A one-broker instance on this machine: pmp's backend="auto" forks
+        # each call's worker under its node agent (one job for all), where
+        # executorlib's FluxJobExecutor submits one job per call to it.
         places.append(("flux", ("flux", "start")))
     rows = []
     for place, launcher in places:

@@ -180,12 +180,6 @@ impl From<Refusal> for PyRefusal {
             Refusal::OutsideAllocation { why, workers, .. } => {
                 never_fits(why, "allocation", workers)
             }
-            Refusal::NoAgentsYet { backend } => PyRefusal {
-                kind: "no_agents_yet",
-                setting: Some("agent"),
-                backend: Some(backend.name()),
-                ..blank
-            },
             Refusal::LauncherUnused { launcher, backend } => PyRefusal {
                 kind: "launcher_unused",
                 setting: Some(launcher.name()),

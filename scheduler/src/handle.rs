@@ -54,7 +54,7 @@ impl BackendChoice {
                 // Only the flavour matters: which --mpi the step needs.
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
-            BackendChoice::Flux { flux } => Box::new(FluxBackend::new(flux)),
+            BackendChoice::Flux { flux } => Box::new(FluxBackend::new(flux, agent_nodes.is_some())),
             BackendChoice::SlurmPilots {
                 sbatch,
                 srun,
@@ -121,12 +121,15 @@ impl SchedulerHandle {
         // machine, or the allocation as one pool where srun or flux place
         // each worker in it.
         let agents = config.launcher == Launcher::Agent
-            && matches!(config.backend, BackendChoice::Slurm { .. });
+            && matches!(
+                config.backend,
+                BackendChoice::Slurm { .. } | BackendChoice::Flux { .. }
+            );
         let (capacity, agent_nodes) = if agents {
             let nodes = crate::backend::allocation_nodes::discover(&config.backend)?;
             let names = nodes.iter().map(|node| node.name.clone()).collect();
-            // A call larger than any node becomes an srun step across them
-            // (`SlurmBackend::under_agent`), as srun ran it before agents.
+            // A call larger than any node becomes an srun step or flux job
+            // across them (`Backend::under_agent`), as before agents.
             let capacity = Capacity::of_nodes(nodes, config.max_workers)
                 .with_max_cpus(config.max_cpus)
                 .with_spans();

@@ -92,13 +92,8 @@ pub fn launcher(
 ) -> Result<Launcher, Refusal> {
     let inside = in_allocation && matches!(backend, Backend::Slurm | Backend::Flux);
     match wanted {
-        // Node agents run under Slurm so far; a Flux job per worker there.
-        Some(Launcher::Agent) if inside && backend == Backend::Flux => {
-            Err(Refusal::NoAgentsYet { backend })
-        }
         Some(launcher) if inside => Ok(launcher),
         Some(launcher) => Err(Refusal::LauncherUnused { launcher, backend }),
-        None if inside && backend == Backend::Flux => Ok(Launcher::Step),
         None if inside || backend == Backend::Local => Ok(Launcher::Agent),
         None => Ok(Launcher::Step),
     }
@@ -153,8 +148,6 @@ pub enum Refusal {
         launcher: Launcher,
         backend: Backend,
     },
-    /// `launcher="agent"` with a backend that starts no node agents yet.
-    NoAgentsYet { backend: Backend },
     /// `workers` workers can never run within the `cpus` of the Slurm
     /// allocation, which srun steps cannot leave (even where `max_cores`
     /// allows it).
@@ -190,12 +183,6 @@ impl std::fmt::Display for Refusal {
             Refusal::OutsideAllocation { why, cpus, .. } => {
                 write!(f, "{why}, the Slurm allocation's {cpus} CPUs")
             }
-            Refusal::NoAgentsYet { backend } => write!(
-                f,
-                "launcher='agent': the {} backend starts no node agents yet, only a job per \
-                 worker: use launcher='step' (its default) or leave launcher out",
-                backend.name()
-            ),
             Refusal::LauncherUnused { launcher, backend } => {
                 write!(
                     f,
@@ -640,29 +627,19 @@ mod tests {
             backend: Backend::Flux,
             ..slurm(4, None, 0)
         };
-        let plan = Plan::make(&wanted(None, None, false), slurm(4, None, 0)).unwrap();
-        assert_eq!(plan.launcher, Launcher::Agent);
         for known in [slurm(4, None, 0), flux.clone()] {
+            let plan = Plan::make(&wanted(None, None, false), known.clone()).unwrap();
+            assert_eq!(plan.launcher, Launcher::Agent);
+            let mut agents = wanted(None, None, false);
+            agents.launcher = Some(Launcher::Agent);
+            assert_eq!(
+                Plan::make(&agents, known.clone()).unwrap().launcher,
+                Launcher::Agent
+            );
             let mut steps = wanted(None, None, true);
             steps.launcher = Some(Launcher::Step);
             assert_eq!(Plan::make(&steps, known).unwrap().launcher, Launcher::Step);
         }
-        // Flux starts no agents yet: a job per worker, and a clear refusal.
-        let plan = Plan::make(&wanted(None, None, false), flux.clone()).unwrap();
-        assert_eq!(plan.launcher, Launcher::Step);
-        let mut agents = wanted(None, None, false);
-        agents.launcher = Some(Launcher::Agent);
-        let refusal = Plan::make(&agents, flux).unwrap_err();
-        assert_eq!(
-            refusal,
-            Refusal::NoAgentsYet {
-                backend: Backend::Flux
-            }
-        );
-        assert!(
-            refusal.to_string().contains("use launcher='step'"),
-            "{refusal}"
-        );
         let local = Plan::make(&wanted(None, None, false), local(4)).unwrap();
         assert_eq!(local.launcher, Launcher::Agent, "one agent on this host");
         let pilots = Known {

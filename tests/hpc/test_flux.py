@@ -65,7 +65,8 @@ def test_the_seed_flux_examples_inside_flux_start(flux, mpi, run_script):
 
 FAKE_FLUX = """#!/bin/sh
 # Answers only what pmp asks when an Executor is made: `flux resource info`
-# (and `flux env`, to find flux-job, which it does not answer either).
+# (and `flux env`, to find flux-job, which it does not answer either), with
+# a job per worker: node agents would start a job at once (test_flux_agents.py).
 [ "$1 $2" = "resource info" ] && echo "1 Node, 4 Cores, 2 GPUs" && exit 0
 exit 1
 """
@@ -81,7 +82,7 @@ def test_the_flux_instances_gpus_are_counted_and_bound_what_a_call_may_ask(run_s
         """
         from pmp import Executor
 
-        with Executor(max_cores=2, gpus_per_worker=1, backend="flux") as exe:
+        with Executor(max_cores=2, gpus_per_worker=1, backend="flux", launcher="step") as exe:
             print(exe.info["backend"], exe.info["gpu_count"], exe.info["gpus"])
             try:
                 exe.submit(sum, [1], resource_dict={"gpus_per_core": 3})
@@ -329,6 +330,8 @@ with FluxJobExecutor(max_cores=1) as exe:
 
 
 # ---- workers as jobs submitted by `flux job submit` + `flux job attach` ----
+# (launcher="step": under node agents, the default, calls are forks of the
+# agents' job; test_flux_agents.py)
 
 WORKER_JOBS = """
 import os, subprocess, sys, time
@@ -366,7 +369,7 @@ def exit_3():
 def segfault():
     ctypes.string_at(0)
 
-with Executor(max_cores=1) as exe:
+with Executor(max_cores=1, launcher="step") as exe:
     print(exe.info["backend"])
     for crash in (exit_3, segfault):
         try:
@@ -404,7 +407,7 @@ import signal
 def freeze():
     os.kill(os.getpid(), signal.SIGSTOP)
 
-with Executor(max_cores=1) as exe:
+with Executor(max_cores=1, launcher="step") as exe:
     try:
         exe.submit(freeze).result(timeout=120)
     except WorkerDiedError as error:
@@ -430,7 +433,7 @@ def where():
             "PMP_FLUX_JOBSPEC" in os.environ)
 
 os.environ["PMP_FLUX_TEST"] = "set-by-the-client"
-with Executor(max_cores=2) as exe:
+with Executor(max_cores=2, launcher="step") as exe:
     elsewhere = os.path.abspath("elsewhere")
     cwd, value, threads, cpus, in_job, spec = exe.submit(
         where, resource_dict={"cwd": elsewhere, "threads_per_core": 2}).result(timeout=120)

@@ -17,11 +17,8 @@ def test_agents_where_they_can_start_unless_steps_are_asked_for():
     for backend in ("slurm", "flux"):
         assert choose(backend, True, "step") == "step"
         assert choose(backend, False) == "step", "outside any allocation: jobs of their own"
-    assert choose("slurm", True) == "agent"
-    assert choose("slurm", True, "agent") == "agent"
-    # Node agents run under Slurm so far: a job per worker under Flux.
-    assert choose("flux", True) == "step"
-    assert choose("flux", True, "agent").kind == "no_agents_yet"
+        assert choose(backend, True) == "agent"
+        assert choose(backend, True, "agent") == "agent"
     assert choose("local", False) == "agent", "one agent on this host"
 
 

@@ -71,6 +71,8 @@ pub fn requested() -> bool {
 
 /// Serve the scheduler until it says stop or goes away; never returns.
 pub fn run() -> ! {
+    // Before the settings remove the launch's variables (its task rank).
+    let node = Node::this();
     // Before the runtime starts a thread: it edits the environment.
     let settings = match AgentSettings::from_env() {
         Ok(settings) => settings,
@@ -89,14 +91,14 @@ pub fn run() -> ! {
             std::process::exit(2);
         }
     };
-    let code = runtime.block_on(serve(settings));
+    let code = runtime.block_on(serve(settings, node));
     std::process::exit(code)
 }
 
 /// A message for the scheduler; None asks the writer to flush and stop.
 type Outgoing = UnboundedSender<Option<(FromAgent, Vec<Bytes>)>>;
 
-async fn serve(settings: AgentSettings) -> i32 {
+async fn serve(settings: AgentSettings, node: Node) -> i32 {
     let program = match std::env::current_exe() {
         Ok(program) => program,
         Err(e) => {
@@ -117,7 +119,6 @@ async fn serve(settings: AgentSettings) -> i32 {
     let (outgoing, outgoing_rx) = unbounded_channel();
     let writer = tokio::spawn(write(send_half, sealer, outgoing_rx));
     // First: the scheduler reads nothing else from a new connection.
-    let node = Node::this();
     let hello = FromAgent::Hello {
         node: node.name.clone(),
         pid: std::process::id(),

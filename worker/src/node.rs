@@ -24,12 +24,26 @@ impl Node {
 
 /// Slurm's name for the node: nodes of one cluster may share a host name
 /// (as on the test Slurm, whose nodes are all this machine), never a
-/// Slurm name.
+/// Slurm name. Under Flux, the name the scheduler gave this agent's rank.
 fn name() -> String {
-    match std::env::var("SLURMD_NODENAME") {
-        Ok(name) if !name.is_empty() => name,
-        _ => pmp_scheduler::host::name(),
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(name) = var("SLURMD_NODENAME") {
+        return name;
     }
+    flux_name(
+        var(pmp_scheduler::backend::flux::NODE_NAMES_VARIABLE).as_deref(),
+        var("FLUX_TASK_RANK").as_deref(),
+    )
+    .unwrap_or_else(pmp_scheduler::host::name)
+}
+
+/// The agents' job has one task per node in broker rank order
+/// (`FluxBackend::agent_arguments`), so task rank i is on the i-th of
+/// `names` (the instance's nodes as the scheduler names them, where ranks
+/// on one host are `<host>#<rank>`). None outside such a job.
+fn flux_name(names: Option<&str>, task_rank: Option<&str>) -> Option<String> {
+    let rank: usize = task_rank?.trim().parse().ok()?;
+    names?.split(',').nth(rank).map(String::from)
 }
 
 /// The CPUs of the allocation on this node, else those this process may
@@ -82,7 +96,18 @@ fn gpus(visible: Option<&str>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::gpus;
+    use super::{flux_name, gpus};
+
+    #[test]
+    fn under_flux_an_agent_is_the_node_of_its_task_rank() {
+        let names = Some("vm#0,vm#1");
+        assert_eq!(flux_name(names, Some("1")).as_deref(), Some("vm#1"));
+        assert_eq!(flux_name(names, Some("0")).as_deref(), Some("vm#0"));
+        assert_eq!(flux_name(names, Some("2")), None, "not one of them");
+        assert_eq!(flux_name(names, None), None, "not a Flux task");
+        assert_eq!(flux_name(None, Some("0")), None, "no names given");
+        assert_eq!(flux_name(names, Some("x")), None);
+    }
 
     #[test]
     fn gpu_ids_are_the_visible_devices_and_none_for_slurms_no_devices() {

@@ -227,10 +227,17 @@ impl AgentSettings {
         let launch = std::env::vars_os()
             .map(|(name, _)| name)
             .filter(|name| name.to_str().is_some_and(is_launch_variable));
-        let removed: Vec<_> = [key_file::VARIABLE.into(), crate::agent::VARIABLE.into()]
-            .into_iter()
-            .chain(launch)
-            .collect();
+        // Read by `Node::this` before (the agent's rank among them), and no
+        // business of its workers.
+        let names = pmp_scheduler::backend::flux::NODE_NAMES_VARIABLE;
+        let removed: Vec<_> = [
+            key_file::VARIABLE.into(),
+            crate::agent::VARIABLE.into(),
+            names.into(),
+        ]
+        .into_iter()
+        .chain(launch)
+        .collect();
         for name in removed {
             // SAFETY: no other thread exists yet.
             unsafe { std::env::remove_var(name) };

@@ -135,11 +135,6 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         return _unsupported_message(refusal, given)
     if refusal.kind == "launcher_unused":
         return _launcher_unused_message(refusal)
-    if refusal.kind == "no_agents_yet":
-        return (
-            f"launcher='agent': the {refusal.backend} backend starts no node agents yet, only "
-            "a job per worker: use launcher='step' (its default there) or leave launcher out"
-        )
     if refusal.kind == "not_the_pools":
         key = refusal.setting
         return (

@@ -202,8 +202,9 @@ fn idset(text: &str) -> Result<Vec<u32>, String> {
 /// The nodes of a Flux instance, in rank order, from its resource set:
 /// the output of `flux resource R -s up` (RFC 20's R, version 1). `flux
 /// resource list` sums the cores of all nodes in a state on one line, so
-/// it cannot say a node's own. Ranks on one host (`flux start -s 2`) are
-/// nodes of the same name.
+/// it cannot say a node's own. Ranks on one host (`flux start -s 2`) share
+/// a host name, but the server tells agents apart by their node's name: a
+/// name that repeats is made `<host>#<rank>` (`unique_names`).
 pub fn flux_nodes(resource_set: &str) -> Result<Vec<Node>, String> {
     let bad = |why: String| format!("flux resource R printed what pmp cannot read: {why}");
     let r: serde_json::Value = serde_json::from_str(resource_set)
@@ -253,7 +254,8 @@ pub fn flux_nodes(resource_set: &str) -> Result<Vec<Node>, String> {
         )));
     }
     // RFC 20: the nodelist names the ranks in ascending order.
-    Ok(hosts
+    let names = unique_names(hosts, ranks.iter().map(|&(rank, _, _)| rank));
+    Ok(names
         .into_iter()
         .zip(ranks)
         .map(|(name, (_, cores, gpus))| Node {
@@ -262,6 +264,24 @@ pub fn flux_nodes(resource_set: &str) -> Result<Vec<Node>, String> {
             gpus: Gpus::Counted(u32::try_from(gpus).unwrap_or(u32::MAX)),
         })
         .collect())
+}
+
+/// `hosts` (one per rank, in the order of `ranks`) as names no two nodes
+/// share: a host named once keeps its name, one named by several ranks
+/// becomes `<host>#<rank>` for each (`#` is in no host name).
+fn unique_names(hosts: Vec<String>, ranks: impl Iterator<Item = u32>) -> Vec<String> {
+    let mut times = std::collections::HashMap::new();
+    for host in &hosts {
+        *times.entry(host.clone()).or_insert(0u32) += 1;
+    }
+    hosts
+        .into_iter()
+        .zip(ranks)
+        .map(|(host, rank)| match times[&host] {
+            1 => host,
+            _ => format!("{host}#{rank}"),
+        })
+        .collect()
 }
 
 /// The nodes of the allocation `choice` runs in: asks Slurm (`scontrol`

@@ -7,6 +7,10 @@
 //! Python: attach streams the job's output and exits with the job's status;
 //! a stop cancels the job. Only workers with a `flux run` option
 //! pmp does not read (flux_options.rs) still start through `flux run`.
+//!
+//! Under node agents (`launcher="agent"`) one job runs an agent on every
+//! node of the instance, and each call's worker is forked by its node's
+//! agent, save the calls only a job of their own can run.
 
 use super::flux_jobspec::{current_rlimits, jobspec, JobRequest};
 use super::flux_options::{self, JobOptions};
@@ -23,7 +27,13 @@ pub struct FluxBackend {
     /// directly it spares two execs of the `flux` front command per worker.
     /// `None` where it cannot be found (workers then go through `flux run`).
     pub flux_job: Option<PathBuf>,
+    /// Whether workers start under node agents (`launcher="agent"`).
+    pub agents: bool,
 }
+
+/// Where each agent finds the names of the instance's nodes, in rank
+/// order, to say which one is its own (worker/src/node.rs reads it).
+pub const NODE_NAMES_VARIABLE: &str = "PMP_NODE_NAMES";
 
 /// Where the submitting shell finds the jobspec: in its environment, not its
 /// arguments, where a large one would not fit.
@@ -57,9 +67,38 @@ done
 "#;
 
 impl FluxBackend {
-    pub fn new(flux: PathBuf) -> FluxBackend {
+    pub fn new(flux: PathBuf, agents: bool) -> FluxBackend {
         let flux_job = locate_flux_job(&flux);
-        FluxBackend { flux, flux_job }
+        FluxBackend {
+            flux,
+            flux_job,
+            agents,
+        }
+    }
+
+    /// `flux run`'s arguments for the agents' job: one task on each of the
+    /// instance's `nodes` nodes, task rank i on broker rank i (the job has
+    /// every node, and Flux lays tasks out in rank order), which is how an
+    /// agent knows its node. No CPU or GPU binding: its workers use any of
+    /// the node's cores.
+    ///
+    /// Flux counts the job as taking one core on each node, and does not
+    /// see the workers the agents fork: the scheduler's count of each
+    /// node's cores (`Capacity`, from `flux resource R`) is what places
+    /// calls, as it counts every worker. A call that runs as a job of its
+    /// own beside the agents may so wait in Flux's queue for the core an
+    /// agent holds, on a node the scheduler counts as having room.
+    pub fn agent_arguments(nodes: usize) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--job-name=pmp-agent".into(),
+            format!("--nodes={nodes}"),
+            format!("--ntasks={nodes}"),
+            "-o".into(),
+            "cpu-affinity=off".into(),
+            "-o".into(),
+            "gpu-affinity=off".into(),
+        ]
     }
 
     /// `flux run`'s arguments before the worker program.
@@ -192,6 +231,33 @@ fn job_environment(command: &Command) -> Option<Map<String, Value>> {
 }
 
 impl Backend for FluxBackend {
+    /// `flux run` stays attached to the job for its lifetime, as a
+    /// worker's `flux job attach` does: the job's output is the
+    /// scheduler's, and the agents end when the scheduler stops them.
+    fn agent_step(&self, agents: &super::AgentStep) -> Option<Result<Command, String>> {
+        if !self.agents {
+            return None;
+        }
+        let mut command = Command::new(&self.flux);
+        command
+            .args(Self::agent_arguments(agents.nodes.len()))
+            .arg(&agents.environment.program)
+            .envs(agents.variables())
+            .env(NODE_NAMES_VARIABLE, agents.nodes.join(","));
+        Some(Ok(command))
+    }
+
+    /// A call with `flux run` options of its own is a job of its own, where
+    /// Flux honours them; so is a call spanning nodes, whose ranks only Flux
+    /// starts across them, and a call with GPUs, which Flux picks (the
+    /// agents' job holds none).
+    fn under_agent(&self, launch: &Launch) -> bool {
+        self.agents
+            && launch.resources.extra_args.is_empty()
+            && launch.resources.gpus_per_core == 0
+            && matches!(launch.placement, crate::capacity::Placement::Node(_))
+    }
+
     fn command(
         &self,
         env: &WorkerEnvironment,
@@ -221,6 +287,7 @@ mod tests {
         FluxBackend {
             flux: "/usr/local/bin/flux".into(),
             flux_job: Some("/usr/local/libexec/flux/cmd/flux-job".into()),
+            agents: false,
         }
     }
 
@@ -394,6 +461,57 @@ mod tests {
         if std::env::var_os("FLUX_EXEC_PATH").is_none() {
             assert_eq!(found, Some(expected));
         }
+    }
+
+    #[test]
+    fn under_agents_a_one_node_call_without_options_or_gpus_is_forked() {
+        let agents = FluxBackend {
+            agents: true,
+            ..backend()
+        };
+        let plain = launch(ResourceRequest::default());
+        assert!(agents.under_agent(&plain));
+        assert!(!backend().under_agent(&plain), "no agents: a job per call");
+        let own = launch(ResourceRequest {
+            extra_args: vec!["--exclusive".into()],
+            ..Default::default()
+        });
+        assert!(!agents.under_agent(&own), "its flux run options");
+        let gpus = launch(ResourceRequest {
+            gpus_per_core: 1,
+            ..Default::default()
+        });
+        assert!(!agents.under_agent(&gpus), "Flux picks its GPUs");
+        let env = WorkerEnvironment::for_tests();
+        let nodes = ["vm#0".to_string(), "vm#1".to_string()];
+        let step = super::super::AgentStep {
+            environment: &env,
+            address: "tcp://127.0.0.1:1",
+            key_file: Path::new("/tmp/key"),
+            nodes: &nodes,
+        };
+        assert!(backend().agent_step(&step).is_none());
+        let command = agents.agent_step(&step).unwrap().unwrap();
+        let args: Vec<_> = command.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--job-name=pmp-agent",
+                "--nodes=2",
+                "--ntasks=2",
+                "-o",
+                "cpu-affinity=off",
+                "-o",
+                "gpu-affinity=off",
+                "/venv/bin/pmp-worker"
+            ]
+        );
+        assert_eq!(
+            variable(&command, NODE_NAMES_VARIABLE).as_deref(),
+            Some("vm#0,vm#1")
+        );
+        assert_eq!(variable(&command, "PMP_AGENT").as_deref(), Some("1"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! reports what its workers print and how they end, which becomes the
 //! same `Printed` and `Exit` a local worker's process gives.
 //!
-//! Which agent is which node: its Hello names the node (Slurm's name), one
+//! Which agent is which node: its Hello names the node (Slurm's name; under
+//! Flux the name the scheduler gave its broker rank), one
 //! of those the allocation has; a second Hello for a node is refused. A
 //! worker started before its node's agent connected waits in the send
 //! loop's queue for it. A node whose agent is gone (its step ended, it

@@ -192,11 +192,18 @@ fn a_missing_or_malformed_variable_is_named_with_what_was_expected() {
 
 #[test]
 fn flux_nodes_are_the_ranks_of_the_resource_set_in_order() {
-    // As `flux start -s 2` printed it on one host: two ranks, one name.
+    // As `flux start -s 2` printed it on one host: two ranks, one host
+    // name, told apart by rank.
     let one_host = r#"{"version": 1, "execution": {"R_lite": [{"rank": "0-1", "children": {"core": "0-1"}}], "starttime": 0.0, "expiration": 0.0, "nodelist": ["vm,vm"]}}"#;
     assert_eq!(
         flux_nodes(one_host).unwrap(),
-        [node("vm", 2, 0), node("vm", 2, 0)]
+        [node("vm#0", 2, 0), node("vm#1", 2, 0)]
+    );
+    // Only a name that repeats gets its rank.
+    let some_shared = r#"{"version": 1, "execution": {"R_lite": [{"rank": "0-2", "children": {"core": "0"}}], "nodelist": ["a,b,b"]}}"#;
+    assert_eq!(
+        flux_nodes(some_shared).unwrap(),
+        [node("a", 1, 0), node("b#1", 1, 0), node("b#2", 1, 0)]
     );
     // As `flux R encode` and `flux R append` print mixed nodes.
     let mixed = r#"{"version": 1, "execution": {"R_lite": [{"rank": "1", "children": {"core": "0-1"}}, {"rank": "0", "children": {"core": "0-3", "gpu": "0-1"}}], "starttime": 0.0, "expiration": 0.0, "nodelist": ["a1,b2"]}}"#;
