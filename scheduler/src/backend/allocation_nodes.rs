@@ -26,6 +26,33 @@ pub fn slurm_nodes(
             )
         })
     };
+    // A kernel given only SLURM_JOB_ID (`salloc --no-shell` leaves just
+    // that) has not the job's variables: scontrol's detail says the same.
+    let described = var("SLURM_JOB_NODELIST").is_none() || var("SLURM_JOB_CPUS_PER_NODE").is_none();
+    let (names, cpus) = match job_detail {
+        Some(detail) if described => nodes_of_detail(detail)?,
+        _ => nodes_of_variables(&value)?,
+    };
+    let gpus = match job_detail {
+        Some(detail) => gpus_per_node(detail, &names)?,
+        None => vec![0; names.len()],
+    };
+    Ok(names
+        .into_iter()
+        .zip(cpus)
+        .zip(gpus)
+        .map(|((name, cpus), gpus)| Node {
+            name,
+            cpus,
+            gpus: Gpus::Counted(gpus),
+        })
+        .collect())
+}
+
+/// The node names and each one's CPUs from the job's variables.
+fn nodes_of_variables(
+    value: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<(Vec<String>, Vec<u32>), String> {
     let nodelist = value("SLURM_JOB_NODELIST")?;
     let names = hostlist::expand(&nodelist).map_err(|why| {
         format!(
@@ -53,20 +80,66 @@ pub fn slurm_nodes(
             names.len()
         ));
     }
-    let gpus = match job_detail {
-        Some(detail) => gpus_per_node(detail, &names)?,
-        None => vec![0; names.len()],
+    Ok((names, cpus))
+}
+
+/// The node names and each one's CPUs from `scontrol show job -d`: its
+/// `NodeList=` and, per node, the count of its `CPU_IDs=`.
+fn nodes_of_detail(detail: &str) -> Result<(Vec<String>, Vec<u32>), String> {
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .map(str::to_string)
     };
-    Ok(names
-        .into_iter()
-        .zip(cpus)
-        .zip(gpus)
-        .map(|((name, cpus), gpus)| Node {
-            name,
-            cpus,
-            gpus: Gpus::Counted(gpus),
-        })
-        .collect())
+    let nodelist = detail
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("NodeList="))
+        .and_then(|line| field(line, "NodeList="))
+        .ok_or("scontrol show job -d names no NodeList=: pmp cannot tell the job's nodes")?;
+    let names = hostlist::expand(&nodelist)
+        .map_err(|why| format!("scontrol show job -d says NodeList={nodelist:?}: {why}"))?;
+    let mut cpus = vec![0u32; names.len()];
+    for line in detail.lines().map(str::trim) {
+        let (Some(nodes), Some(ids)) = (
+            line.strip_prefix("Nodes=")
+                .and_then(|_| field(line, "Nodes=")),
+            field(line, "CPU_IDs="),
+        ) else {
+            continue;
+        };
+        let count = cpu_id_count(&ids)
+            .ok_or_else(|| format!("scontrol show job -d says CPU_IDs={ids:?} for nodes {nodes}, which is not a list such as 0-3,6"))?;
+        for host in hostlist::expand(&nodes)
+            .map_err(|why| format!("scontrol show job -d names nodes {nodes:?}: {why}"))?
+        {
+            if let Some(at) = names.iter().position(|name| *name == host) {
+                cpus[at] = count;
+            }
+        }
+    }
+    if let Some(at) = cpus.iter().position(|&n| n == 0) {
+        return Err(format!(
+            "scontrol show job -d gives no CPU_IDs= for node {} of NodeList={nodelist}",
+            names[at]
+        ));
+    }
+    Ok((names, cpus))
+}
+
+/// How many CPUs `0-3,6` lists (5).
+fn cpu_id_count(ids: &str) -> Option<u32> {
+    let mut count = 0u32;
+    for item in ids.split(',') {
+        count += match item.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse::<u32>().ok()?)? + 1,
+            None => {
+                item.parse::<u32>().ok()?;
+                1
+            }
+        };
+    }
+    Some(count)
 }
 
 /// `4(x2),2` as 4, 4, 2; None where it is not that.

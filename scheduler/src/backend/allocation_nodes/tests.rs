@@ -414,3 +414,21 @@ fn discover_finds_the_ranks_of_a_real_flux_instance() {
         [("fake1".to_string(), 4, 2), ("fake2".to_string(), 4, 2)]
     );
 }
+
+#[test]
+fn without_the_jobs_variables_the_nodes_and_cpus_come_from_scontrols_detail() {
+    // A kernel given only SLURM_JOB_ID (`salloc --no-shell`, then the id).
+    let only_the_id = environment(&[("SLURM_JOB_ID", "3648")]);
+    assert_eq!(
+        slurm_nodes(&only_the_id, Some(FIVE_TASKS_NO_GPUS)).unwrap(),
+        vec![node("node1", 4, 0), node("node2", 1, 0)]
+    );
+    assert_eq!(
+        slurm_nodes(&only_the_id, Some(TWO_NODES_TWO_GPUS_EACH)).unwrap(),
+        vec![node("node1", 1, 2), node("node2", 1, 2)]
+    );
+    let error = slurm_nodes(&only_the_id, None).unwrap_err();
+    assert!(error.contains("SLURM_JOB_NODELIST is not set"), "{error}");
+    assert_eq!(cpu_id_count("0-3,6"), Some(5));
+    assert_eq!(cpu_id_count("3-1"), None);
+}
