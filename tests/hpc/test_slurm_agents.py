@@ -147,6 +147,17 @@ def agents():
         (pid, node) for pid, node in processes_of_this_job("PMP_AGENT")
         if node and os.path.exists(f"/proc/{pid}")
     ]
+
+# What is still there of the executor: its workers' processes, agents on
+# a node, and pmp's steps in squeue.
+def left_of(workers):
+    import subprocess
+    steps = subprocess.run(
+        ["squeue", "-h", "-s", "-j", os.environ["SLURM_JOB_ID"], "-o", "%j"],
+        capture_output=True, text=True,
+    ).stdout.split()
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    return alive, agents(), [s for s in steps if s.startswith("pmp")]
 """
 
 
@@ -229,16 +240,9 @@ import pathlib, subprocess, time
 workers = [int(p.read_text()) for p in pathlib.Path(".").glob("pid-*")]
 print(len(workers))
 deadline = time.time() + 60
-def left():
-    steps = subprocess.run(
-        ["squeue", "-h", "-s", "-j", os.environ["SLURM_JOB_ID"], "-o", "%j"],
-        capture_output=True, text=True,
-    ).stdout.split()
-    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
-    return alive, agents(), [s for s in steps if s.startswith("pmp")]
-while any(left()) and time.time() < deadline:
+while any(left_of(workers)) and time.time() < deadline:
     time.sleep(0.2)
-print(left())
+print(left_of(workers))
 """
     )
     python = sys.executable
@@ -268,19 +272,12 @@ def pid():
 with Executor(backend="slurm") as exe:
     workers = [f.result(timeout=120) for f in [exe.submit(pid) for _ in range(4)]]
     print(len(agents()))
-def left():
-    steps = subprocess.run(
-        ["squeue", "-h", "-s", "-j", os.environ["SLURM_JOB_ID"], "-o", "%j"],
-        capture_output=True, text=True,
-    ).stdout.split()
-    alive = [p for p in workers if os.path.exists(f"/proc/{p}")]
-    return alive, agents(), [s for s in steps if s.startswith("pmp")]
 # shutdown() returned: what it ended is gone already, or within moments
 # (Slurm's own bookkeeping of the step).
 deadline = time.time() + 30
-while any(left()) and time.time() < deadline:
+while any(left_of(workers)) and time.time() < deadline:
     time.sleep(0.2)
-print(left())
+print(left_of(workers))
 """,
         SALLOC_2,
         # Longer than the wait above: only shutdown() itself can end them

@@ -421,11 +421,13 @@ impl Server {
                 ));
             }
         }
+        // One pass over the links, not one per node: a thousand agents ping
+        // every heartbeat.
+        let connected: std::collections::HashSet<NodeId> =
+            agents.links.values().map(|link| link.node).collect();
         if now.duration_since(agents.started) > CONNECT_TIMEOUT {
-            for node in 0..agents.names.len() as u32 {
-                let node = NodeId(node);
-                let connected = agents.links.values().any(|l| l.node == node);
-                if !connected && !agents.gone.contains_key(&node) {
+            for node in (0..agents.names.len() as u32).map(NodeId) {
+                if !connected.contains(&node) && !agents.gone.contains_key(&node) {
                     lost.push((
                         node,
                         format!(
@@ -436,11 +438,8 @@ impl Server {
                 }
             }
         }
-        for node in 0..agents.names.len() as u32 {
-            let node = NodeId(node);
-            if agents.links.values().any(|l| l.node == node) {
-                agents.send(node, ToAgent::Ping);
-            }
+        for node in connected {
+            agents.send(node, ToAgent::Ping);
         }
         for (node, why) in lost {
             self.node_lost(node, why);
