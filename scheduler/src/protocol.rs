@@ -287,15 +287,39 @@ pub mod zygote {
 /// workers' (`encode`, `decode`), one session per agent connection, always
 /// encrypted: an agent's connection leaves the scheduler's host.
 ///
-/// An agent starts the workers of its node and reports what they print and
-/// how they end; the workers it starts connect to the scheduler themselves,
-/// as any worker does, and their tasks never pass through it.
+/// An agent starts the workers of its node, reports what they print and
+/// how they end, and relays their messages: its one connection carries the
+/// traffic of all its node's workers (`Relay`), which talk to it on a local
+/// socket of its own (a Unix socket in a private directory, signed with a
+/// key of the agent's), never to the scheduler. So a node costs the
+/// scheduler one connection and one session however many workers it runs,
+/// and nothing a worker says leaves the node unencrypted.
+///
+/// Large buffers cross the network once per node: the scheduler sends a
+/// buffer of `shared_memory::SHARED_FROM` bytes or more to an agent once
+/// (`Keep`, named by its BLAKE3 hash), and a `Relay`ed `Run` that carries
+/// it sends that frame empty and names it in `kept`; the agent holds it in
+/// a memfd segment and names that segment in the `Run`'s `shared` list
+/// before passing the `Run` on, so the worker maps it as it maps the
+/// scheduler's segments on one host.
 pub mod agent {
-    use super::Stream;
+    use super::{FromWorker, Stream, ToWorker};
     use crate::ids::WorkerId;
     use serde::{Deserialize, Serialize};
 
+    /// A buffer's BLAKE3 hash: its name in an agent's store of kept buffers.
+    pub type BufferHash = [u8; 32];
+
+    /// A payload frame of a relayed `Run` that is sent empty because the
+    /// agent keeps its bytes (`ToAgent::Keep`).
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KeptFrame {
+        /// Which payload frame of the `Run` it stands for.
+        pub index: u32,
+        pub hash: BufferHash,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub enum ToAgent {
         /// Start worker `worker` as this command: forked by the node's
         /// zygote where it can reproduce it (the worker program without
@@ -327,6 +351,25 @@ pub mod agent {
         Ping,
         /// End every worker and exit.
         Shutdown,
+        /// Pass `message` on to worker `worker` of this node, with the
+        /// payload frames that follow this header; `kept` frames are sent
+        /// empty and filled from the agent's kept buffers (only in a `Run`,
+        /// whose `shared` the agent extends with its segments).
+        Relay {
+            worker: WorkerId,
+            message: ToWorker,
+            kept: Vec<KeptFrame>,
+        },
+        /// Keep the one payload frame that follows as buffer `hash`, for
+        /// the `Run`s that name it in `kept`, until `Forget`.
+        Keep {
+            hash: BufferHash,
+        },
+        /// The scheduler will name `hash` in no further `Run`: the agent
+        /// drops it once no worker maps it any more.
+        Forget {
+            hash: BufferHash,
+        },
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +399,13 @@ pub mod agent {
             stderr_tail: String,
         },
         Pong,
+        /// What worker `worker` of this node sent (opened and checked by the
+        /// agent on its local socket), with the payload frames that follow
+        /// this header. Its `Hello` comes this way too.
+        Relay {
+            worker: WorkerId,
+            message: FromWorker,
+        },
     }
 }
 

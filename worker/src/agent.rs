@@ -250,6 +250,10 @@ impl Agent {
             }
             ToAgent::Ping => self.send(FromAgent::Pong, Vec::new()),
             ToAgent::Shutdown => unreachable!("handled by the main loop"),
+            // Not sent yet: the relay is being built (protocol::agent).
+            ToAgent::Relay { .. } | ToAgent::Keep { .. } | ToAgent::Forget { .. } => {
+                eprintln!("pmp agent: a relay message, not handled yet: dropped")
+            }
         }
     }
 

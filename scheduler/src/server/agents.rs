@@ -370,6 +370,8 @@ impl Server {
         };
         match header {
             FromAgent::Hello { .. } | FromAgent::Pong => {}
+            // Not sent yet: the relay is being built (protocol::agent).
+            FromAgent::Relay { .. } => self.dropped_messages += 1,
             FromAgent::Printed { worker, stream } => {
                 if its_own(self, worker) {
                     let text = frames.into_iter().next().unwrap_or_default();
