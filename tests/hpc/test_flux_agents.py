@@ -155,3 +155,45 @@ with Executor(backend="flux", max_cores=8) as exe:
     assert nodes == "['fake1', 'fake2'] 1", "six calls at once need both nodes"
     # Flux picks the call's GPU: its own job, not the agents'.
     assert gpu_call == "True 0", gpu_call
+
+
+@pytest.mark.timeout(240)
+def test_num_nodes_is_a_job_of_its_own_over_exactly_that_many_brokers(flux, mpi, run_script):
+    done = run_script(
+        """
+import os, subprocess
+from pmp import FluxJobExecutor
+
+def ranks():
+    from mpi4py import MPI
+    broker = subprocess.run(["flux", "getattr", "rank"], capture_output=True, text=True)
+    return MPI.COMM_WORLD.Get_rank(), broker.stdout.strip(), os.environ["FLUX_JOB_ID"]
+
+def alone():
+    return os.environ["FLUX_JOB_ID"]
+
+with FluxJobExecutor(
+    max_cores=4, resource_dict={"cores": 2, "num_nodes": 2}, pmi_mode="simple"
+) as exe:
+    spread = exe.submit(ranks)
+    print(sorted((rank, broker) for rank, broker, _ in spread.result(timeout=120)))
+    print(spread.place[2].count("+"), len({job for _, _, job in spread.result()}))
+    jobs = exe.submit(alone, resource_dict={"cores": 1, "num_nodes": 1, "exclusive": True})
+    print(jobs.result(timeout=120) != spread.result()[0][2])
+    try:
+        exe.submit(alone, resource_dict={"cores": 3, "num_nodes": 3})
+    except ValueError as refused:
+        print(refused)
+""",
+        ("flux", "start", "-s", "2"),
+        timeout=220,
+    )
+    spread, named, own_job, refused = lines(done)
+    # One rank on each broker ("node"), in one job of its own.
+    assert spread == "[(0, '0'), (1, '1')]", spread
+    assert named == "1 1", "the Future names both nodes; one job"
+    assert own_job == "True"
+    assert refused == (
+        "resource_dict key 'num_nodes': num_nodes=3 is more than the allocation's 2 nodes; "
+        "ask for at most 2"
+    )
