@@ -197,3 +197,30 @@ with FluxJobExecutor(
         "resource_dict key 'num_nodes': num_nodes=3 is more than the allocation's 2 nodes; "
         "ask for at most 2"
     )
+
+
+@pytest.mark.timeout(240)
+def test_with_a_job_per_call_flux_itself_gives_an_exclusive_call_its_nodes_whole(
+    flux, mpi, run_script
+):
+    done = run_script(
+        """
+import os, subprocess
+from pmp import Executor
+
+def job():
+    return os.environ["FLUX_JOB_ID"]
+
+with Executor(backend="flux", launcher="step", max_cores=4) as exe:
+    for resources in ({"cores": 2, "num_nodes": 2}, {"cores": 2, "num_nodes": 2, "exclusive": True}):
+        resources["command_line_argument_lst"] = ["-o", "pmi=simple"]
+        ran = exe.submit(job, resource_dict=resources).result(timeout=120)
+        shown = subprocess.run(["flux", "jobs", "-a", "--no-header", "--format={nnodes} {ncores}",
+                                ran[0]], capture_output=True, text=True, check=True)
+        print(shown.stdout.strip())
+""",
+        ("flux", "start", "-s", "2"),
+        timeout=220,
+    )
+    # Two brokers of two cores: a core on each, or with exclusive all four.
+    assert lines(done) == ["2 2", "2 4"]
