@@ -60,12 +60,15 @@ impl NodeUse {
     /// An exclusive call takes all of the node, so nothing else fits
     /// beside it, and fits only where nothing runs.
     fn cpus_for(&self, request: &ResourceRequest) -> u32 {
-        if self.takes_whole(request) {
-            request.cpus().max(self.cpus_total)
-        } else if request.oversubscribe {
+        let cpus = if request.oversubscribe {
             request.cpus().min(self.cpus_total)
         } else {
             request.cpus()
+        };
+        if self.takes_whole(request) {
+            cpus.max(self.cpus_total)
+        } else {
+            cpus
         }
     }
 
@@ -908,6 +911,14 @@ mod tests {
             cap.place(&ResourceRequest::of(4, 1, 0)),
             Some(Placement::Node(NodeId(1)))
         );
+        // Oversubscribed, it still fits a node, and takes all of it.
+        let mut crowded = ResourceRequest {
+            oversubscribe: true,
+            ..ResourceRequest::of(6, 1, 0)
+        };
+        crowded.exclusive = true;
+        assert_eq!(cap.never_fits(&crowded), None);
+        assert_eq!(cap.place(&crowded), Some(Placement::Node(NodeId(1))));
         // The allocation as one pool (steps placed by srun): only its CPUs.
         let mut pool = Capacity::new(8, None, Gpus::Counted(0));
         pool.take(&mut Placement::Node(ONE), &alone);
