@@ -135,6 +135,9 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         return _unsupported_message(refusal, given)
     if refusal.kind == "launcher_unused":
         return _launcher_unused_message(refusal)
+    if refusal.kind in ("nodes", "pool_one_node"):
+        # The scheduler's message names the key and what to do.
+        return f"resource_dict key {refusal.setting or 'num_nodes'!r}: {refusal.message}"
     if refusal.kind == "not_the_pools":
         key = refusal.setting
         return (
@@ -149,6 +152,12 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
 
 def _unsupported_message(refusal, given):
     """A setting the backend cannot honour (`refusal.setting`)."""
+    if refusal.setting in ("num_nodes", "exclusive"):
+        return (
+            f"resource_dict key {refusal.setting!r} chooses nodes of a Slurm allocation or a "
+            f"Flux instance, and the {refusal.backend} backend runs every call on this "
+            "machine: drop it, or use backend='slurm' or 'flux' inside an allocation"
+        )
     if refusal.setting == "oversubscribe":
         what = "oversubscribe=True" if given is None else "resource_dict key 'oversubscribe'"
         return (

@@ -72,6 +72,7 @@ class NativeEngine:
             gpu_count=0 if local or backend.batch else backends.allocation_gpus(backend),
             in_allocation=backends.inside_allocation(backend),
             launcher=given["launcher"],
+            nodes=backends.allocation_nodes(backend),
         )
         if isinstance(plan, _pmp.Refusal):
             raise ValueError(self._refusal_message(plan, self._request, None))
@@ -210,6 +211,12 @@ class NativeEngine:
         return future
 
     # ---- what could never run ----
+
+    def check_call(self, resource_dict):
+        """Refuse now what every call with `resource_dict` would be refused."""
+        self._check_fits(
+            request_of(merge_resource_dict(self._defaults, resource_dict)), resource_dict
+        )
 
     def _check_fits(self, request, given):
         """Refuse, with a ValueError, what a call (`given`: its resource_dict)

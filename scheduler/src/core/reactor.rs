@@ -204,6 +204,8 @@ impl Core {
             Placement::Node(node) if self.capacity.node_name(*node) != WHOLE_ALLOCATION => {
                 self.capacity.node_name(*node).to_string()
             }
+            // Its ranks' nodes ("node1+node2"), as exe.info says them.
+            Placement::Span(_) => self.capacity.placement_name(&w.launch.placement),
             _ => host,
         };
         w.place = Some(WorkerPlace { worker, pid, host });
