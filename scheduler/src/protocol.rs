@@ -444,10 +444,9 @@ mod tests {
             host: "node1".into(),
         };
         let wire = encode(&mut worker_out, &hello, Vec::new());
-        let (scheduler_out, mut scheduler_in) = seal::SaltsSeen::default()
-            .session(&key, seal::Protection::Encrypted, &wire)
-            .unwrap();
-        let (back, _): (FromWorker, _) = decode(&mut scheduler_in, wire).unwrap();
+        let salts = seal::SaltsSeen::default();
+        let (back, _, scheduler_out, scheduler_in) =
+            open_first::<FromWorker>(&salts, &key, seal::Protection::Encrypted, wire).unwrap();
         assert_eq!(back, hello);
         ((worker_out, worker_in), (scheduler_out, scheduler_in))
     }

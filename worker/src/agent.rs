@@ -385,8 +385,10 @@ impl Agent {
 
     /// `exited`, once every message of the worker's that the local socket
     /// read is relayed: the scheduler expects a worker's last Done before
-    /// its end. (Its process has ended, and its exit was seen after its
-    /// output pipes closed, so what it sent has been read by now.)
+    /// its end. What the socket has read waits in `local`; what the worker
+    /// wrote before it ended has been read by then, as the socket is read
+    /// whenever it is readable and an exit is seen only once the worker's
+    /// output pipes closed (`process::watch`, after its wait status).
     fn exited_after(&mut self, exit: Exit, local: &mut UnboundedReceiver<Vec<Bytes>>) {
         while let Ok(message) = local.try_recv() {
             self.relay.on_local(message);

@@ -1291,3 +1291,25 @@ async fn on_its_local_socket_only_an_expected_hello_with_its_key_is_relayed() {
         "its private directory goes when it shuts down"
     );
 }
+
+#[tokio::test]
+async fn a_message_for_a_worker_not_connected_yet_waits_for_it() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    start_worker(&mut scheduler, 6).await;
+    // Right behind its Start: the agent reads it long before the forked
+    // worker can have connected.
+    scheduler
+        .send(&ToAgent::Relay {
+            worker: WorkerId(6),
+            message: ToWorker::Ping,
+            kept: Vec::new(),
+        })
+        .await;
+    scheduler.relayed_hello(WorkerId(6)).await;
+    let (worker, pong, _) = scheduler.next_relayed().await;
+    assert_eq!((worker, pong), (WorkerId(6), FromWorker::Pong));
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
+}
