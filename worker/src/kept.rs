@@ -85,3 +85,40 @@ impl Kept {
 fn short(hash: &[u8; 32]) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_buffer_is_lent_from_a_segment_and_an_unknown_one_refused() {
+        let buffer = Bytes::from(vec![7u8; shared_memory::SHARED_FROM + 3]);
+        let hash = *blake3::hash(&buffer).as_bytes();
+        let mut kept = Kept::default();
+        let mut other = hash;
+        other[0] ^= 1;
+        let error = kept.keep(other, buffer.clone()).unwrap_err();
+        assert!(error.contains("does not match its hash"), "{error}");
+        kept.keep(hash, buffer.clone()).unwrap();
+        let mut frames = vec![Bytes::from_static(b"pickle"), Bytes::new()];
+        let mut lent = Vec::new();
+        let item = |hash| vec![KeptFrame { index: 1, hash }];
+        let shared = kept.fill(&item(hash), &mut frames, &mut lent).unwrap();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(
+            (shared[0].index, shared[0].segment.len),
+            (1, buffer.len() as u64)
+        );
+        assert!(
+            frames[1].is_empty(),
+            "the frame goes empty: the worker maps it"
+        );
+        assert_eq!(lent.len(), 1);
+        let mut mapped = vec![Bytes::new(), Bytes::new()];
+        shared_memory::attach(&shared, &mut mapped, |_| {}).unwrap();
+        assert_eq!(mapped[1], buffer);
+        let error = kept.fill(&item(other), &mut frames, &mut lent).unwrap_err();
+        assert!(error.contains("does not hold kept buffer"), "{error}");
+        assert_eq!(lent.len(), 1, "nothing more lent");
+    }
+}

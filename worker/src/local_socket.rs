@@ -86,3 +86,27 @@ fn writable(dir: &Path) -> bool {
     // SAFETY: access reads a NUL-terminated path.
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_directory_is_the_users_alone_and_goes_when_dropped() {
+        let dir = make_in(&std::env::temp_dir()).unwrap();
+        let path = dir.path.clone();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(dir.address(), format!("ipc://{}/{SOCKET}", path.display()));
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_parent_too_deep_for_a_socket_path_is_refused() {
+        let deep = std::env::temp_dir().join("d".repeat(PATH_MAX));
+        let error = make_in(&deep).err().expect("refused");
+        assert!(error.contains("longer than 100 bytes"), "{error}");
+    }
+}
