@@ -36,8 +36,7 @@ impl Kept {
                 short(actual.as_bytes())
             ));
         }
-        let buffer = shared_memory::frame(frame.len(), |segment| segment.copy_from_slice(&frame))
-            .unwrap_or(frame);
+        let buffer = shared_memory::frame_of(&frame).unwrap_or(frame);
         self.buffers.insert(hash, buffer);
         Ok(())
     }
