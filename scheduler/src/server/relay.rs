@@ -19,7 +19,7 @@ use crate::core::Event;
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::protocol::agent::{BufferHash, KeptFrame, ToAgent};
 use crate::protocol::{FromWorker, ToWorker};
-use crate::shared_memory::SHARED_FROM;
+use crate::shared_memory::{self, SHARED_FROM};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 
@@ -113,7 +113,12 @@ impl KeptBuffers {
             {
                 Some(known) => known.hash,
                 None => {
-                    let hash = *blake3::hash(frame).as_bytes();
+                    // A frame in the client's shared memory is hashed once
+                    // per segment, and calls given the same array share
+                    // one (`shared_memory::frame_of`): 100 calls sharing
+                    // 45 MB hash it once, not 100 times.
+                    let hash = shared_memory::content_hash(frame)
+                        .unwrap_or_else(|| *blake3::hash(frame).as_bytes());
                     hashes.push(FrameHash {
                         from_end,
                         len: frame.len(),
