@@ -95,7 +95,7 @@ fn find_pilot(listing: &str, comment: &str) -> Option<EndedPilot> {
 }
 
 /// Slurm's state of an ended job in words.
-fn state_words(state: &str) -> &'static str {
+pub(crate) fn state_words(state: &str) -> &'static str {
     match state {
         "CANCELLED" => "it was cancelled (scancel, or an administrator)",
         "NODE_FAIL" => "its node failed",

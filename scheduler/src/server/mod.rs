@@ -131,6 +131,7 @@ mod comm;
 mod event_loop;
 mod liveness;
 mod messages;
+mod pilots;
 #[cfg(test)]
 mod tests;
 
@@ -263,7 +264,12 @@ pub async fn run(
 pub struct AgentNodes {
     pub names: Vec<String>,
     pub tool_dirs: Vec<std::path::PathBuf>,
+    /// Pilot jobs to submit, whose agents join as they connect (`names`
+    /// is then empty).
+    pub pilots: Option<PilotStart>,
 }
+
+pub use pilots::PilotStart;
 
 /// Bind the agents' socket and start the step that runs them, where the
 /// backend starts agents; None where it does not.
@@ -287,6 +293,10 @@ async fn start_agents(
         key_file: &key_file,
         nodes: &nodes.names,
     };
+    if let Some(start) = &nodes.pilots {
+        agents.pilots = Some(pilots::Pilots::submit(start, &step, key_file.clone())?);
+        return Ok(Some(agents));
+    }
     let Some(command) = backend.agent_step(&step) else {
         let _ = std::fs::remove_file(&key_file);
         return Ok(None);
