@@ -102,17 +102,30 @@ fn pilot_jobs(
     allocation: &Allocation,
     tool_dirs: &[PathBuf],
 ) -> Result<server::PilotStart, String> {
-    let (BackendChoice::SlurmPilots {
-        sbatch, job_name, ..
-    }, Allocation::Block { workers, resources }) = (backend, allocation)
+    let (
+        BackendChoice::SlurmPilots {
+            sbatch, job_name, ..
+        },
+        Allocation::Block { workers, resources },
+    ) = (backend, allocation)
     else {
         return Err("pilot jobs hold a block-allocated pool: block_allocation=True".into());
     };
     let sinfo = sbatch.with_file_name("sinfo");
-    let sinfo = if sinfo.is_file() { sinfo } else { "sinfo".into() };
+    let sinfo = if sinfo.is_file() {
+        sinfo
+    } else {
+        "sinfo".into()
+    };
     let partition = pilot_nodes::named_partition(&resources.extra_args);
     let shapes = pilot_nodes::ask(&sinfo, partition.as_deref())?;
-    let jobs = PilotJobs::plan(sbatch.clone(), job_name.clone(), resources, *workers, &shapes)?;
+    let jobs = PilotJobs::plan(
+        sbatch.clone(),
+        job_name.clone(),
+        resources,
+        *workers,
+        &shapes,
+    )?;
     Ok(server::PilotStart {
         jobs,
         tool_dirs: tool_dirs.to_vec(),

@@ -656,7 +656,11 @@ mod tests {
             ..slurm(0, None, 0)
         };
         let plan = Plan::make(&wanted(Some(2), None, true), pilots.clone()).unwrap();
-        assert_eq!(plan.launcher, Launcher::Agent, "an agent per pilot job's node");
+        assert_eq!(
+            plan.launcher,
+            Launcher::Agent,
+            "an agent per pilot job's node"
+        );
         let mut one_job_each = wanted(Some(2), None, true);
         one_job_each.launcher = Some(Launcher::Step);
         let plan = Plan::make(&one_job_each, pilots).unwrap();

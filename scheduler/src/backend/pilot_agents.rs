@@ -179,18 +179,25 @@ mod tests {
 
     #[test]
     fn gpus_bound_the_workers_of_a_node_and_are_asked_for() {
-        let jobs = PilotJobs::plan("sbatch".into(), "p".into(), &worker(1, 1, &[]), 3, &NODE)
-            .unwrap();
+        let jobs =
+            PilotJobs::plan("sbatch".into(), "p".into(), &worker(1, 1, &[]), 3, &NODE).unwrap();
         assert_eq!(jobs.jobs.len(), 2);
-        assert!(jobs.arguments(&jobs.jobs[0]).contains(&"--gres=gpu:2".to_string()));
-        assert!(jobs.arguments(&jobs.jobs[1]).contains(&"--gres=gpu:1".to_string()));
+        assert!(jobs
+            .arguments(&jobs.jobs[0])
+            .contains(&"--gres=gpu:2".to_string()));
+        assert!(jobs
+            .arguments(&jobs.jobs[1])
+            .contains(&"--gres=gpu:1".to_string()));
     }
 
     #[test]
     fn a_worker_no_node_holds_is_refused_naming_what_it_asked_for() {
-        let why = PilotJobs::plan("sbatch".into(), "p".into(), &worker(5, 0, &[]), 1, &NODE)
-            .unwrap_err();
-        assert!(why.contains("5 CPUs (cores=1 x threads_per_core=5)"), "{why}");
+        let why =
+            PilotJobs::plan("sbatch".into(), "p".into(), &worker(5, 0, &[]), 1, &NODE).unwrap_err();
+        assert!(
+            why.contains("5 CPUs (cores=1 x threads_per_core=5)"),
+            "{why}"
+        );
         assert!(why.contains("at most 4 CPUs and 2 GPUs on a node"), "{why}");
     }
 

@@ -325,9 +325,12 @@ impl Server {
             self.dropped_messages += 1;
             return;
         };
-        let Ok((FromAgent::Hello {
-            node, cpus, gpus, ..
-        }, _)) = protocol::decode::<FromAgent>(&mut opener, message)
+        let Ok((
+            FromAgent::Hello {
+                node, cpus, gpus, ..
+            },
+            _,
+        )) = protocol::decode::<FromAgent>(&mut opener, message)
         else {
             self.dropped_messages += 1;
             return;
