@@ -35,8 +35,9 @@ pub enum BackendChoice {
     Flux {
         flux: PathBuf,
     },
-    /// Pilot jobs from outside any allocation: one `sbatch --wait` per
-    /// block-allocated worker, all named `job_name`.
+    /// Pilot jobs from outside any allocation, all named `job_name`: one
+    /// node agent per job (`launcher="agent"`, `pilot_agents`), or one
+    /// `sbatch --wait` per block-allocated worker (`"step"`, `pilot`).
     SlurmPilots {
         sbatch: PathBuf,
         srun: PathBuf,

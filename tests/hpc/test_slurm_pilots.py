@@ -123,13 +123,20 @@ def test_the_seeds_data_handling_example_gives_10_from_a_login_node(login_node):
         def init_function():
             return {"j": 4, "k": 3, "l": 2}
 
+        # The executor's own sbatch options go on its pilot jobs' sbatch line.
         with Executor(backend="slurm", max_workers=2, block_allocation=True,
-                      init_function=init_function) as exe:
-            print("name", exe._engine.pilot_job_name, flush=True)
+                      init_function=init_function,
+                      command_line_argument_lst=["--comment=pmp-test"]) as exe:
+            name = exe._engine.pilot_job_name
+            print("name", name, flush=True)
             print(exe.submit(calc, 2, j=5).result(timeout=120))
+            (job,) = [j[0] for j in jobs_named(name)]
+            shown = subprocess.run(["scontrol", "show", "job", "-o", job],
+                                   capture_output=True, text=True).stdout
+            print("Comment=pmp-test" in shown)
         """
     )
-    assert lines(done) == ["10"]
+    assert lines(done) == ["10", "True"]
 
 
 @pytest.mark.timeout(240)
@@ -238,3 +245,31 @@ def test_a_killed_client_leaves_no_pilot_job_and_no_process(login_node, tmp_path
         )
     )
     assert lines(check) == ["3", "([], [])"]
+
+
+@pytest.mark.timeout(240)
+def test_slurm_cluster_executor_with_a_pool_is_one_pilot_job(login_node):
+    # executorlib's class as its users write it.
+    done = login_node(
+        """
+        from pmp import SlurmClusterExecutor
+
+        def calc(i, j, k):
+            return i + j + k
+
+        def init_function():
+            return {"j": 4, "k": 3, "l": 2}
+
+        resources = {"cores": 1}
+        with SlurmClusterExecutor(max_workers=2, block_allocation=True, resource_dict=resources,
+                                  init_function=init_function) as exe:
+            name = exe._engine.pilot_job_name
+            print("name", name, flush=True)
+            print(exe.submit(calc, 2, j=5).result(timeout=120))
+            (job,) = [j[0] for j in jobs_named(name)]
+            shown = subprocess.run(["scontrol", "show", "job", "-o", job],
+                                   capture_output=True, text=True).stdout
+            print("NumNodes=1 " in shown, "NumCPUs=2 " in shown)
+        """
+    )
+    assert lines(done) == ["10", "True True"]

@@ -12,7 +12,9 @@
 //!
 //! Which agent is which node: its Hello names the node (Slurm's name; under
 //! Flux the name the scheduler gave its broker rank), one
-//! of those the allocation has; a second Hello for a node is refused. A
+//! of those the allocation has; a second Hello for a node is refused.
+//! Pilot jobs' agents (`pilots`) name nodes not known beforehand: each
+//! joins the capacity with its Hello. A
 //! worker started before its node's agent connected waits in the send
 //! loop's queue for it. A node whose agent is gone (its step ended, it
 //! stopped answering, it never connected) fails the calls it was running
