@@ -383,6 +383,12 @@ impl Core {
     /// node left can hold fails now rather than waiting forever.
     pub fn node_lost(&mut self, comm: &mut impl Comm, node: NodeId, name: &str, why: &str) {
         self.capacity.lose(node);
+        if self.capacity.nodes_join() {
+            // Another node may still join: the server says when none can
+            // (`nodes_gone`).
+            self.ask_for_scheduling();
+            return;
+        }
         let stranded: Vec<TaskId> =
             self.ready
                 .iter()

@@ -37,6 +37,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// after the exit arrived says whether the job was ending then.
 const HELD_REPORTS: u32 = 2;
 
+/// How long an exit is held at most, while squeue does not answer.
+const HELD_AT_MOST: Duration = Duration::from_secs(30);
+
 /// One pilot job.
 struct Pilot {
     id: String,
@@ -55,6 +58,7 @@ struct Held {
     node: NodeId,
     exit: Exit,
     reports: u32,
+    since: Instant,
 }
 
 /// The executor's pilot jobs, as the scheduler follows them.
@@ -265,6 +269,7 @@ impl Server {
             node,
             exit,
             reports: 0,
+            since: Instant::now(),
         });
         None
     }
@@ -305,6 +310,14 @@ impl Server {
             }
         }
         if !reported {
+            // squeue does not answer: what is held that long goes as it is.
+            let (stale, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut pilots.held)
+                .into_iter()
+                .partition(|held| held.since.elapsed() > HELD_AT_MOST);
+            pilots.held = held;
+            for held in stale {
+                let _ = self.exits_tx.send(held.exit);
+            }
             return;
         }
         pilots.forget_key_once_all_came();
