@@ -299,19 +299,20 @@ pub fn unsupported(
 }
 
 /// The launcher for the backend named `backend` (`in_allocation`: inside
-/// a Slurm allocation or a Flux instance; never for pilots, which are
-/// outside) where the user asked for `launcher`: its name, or the
-/// refusal of a launcher given where it chooses nothing. The plan's rule,
-/// asked where no plan is made (calls as batch jobs).
+/// a Slurm allocation or a Flux instance; `pilots`: slurm's pool outside
+/// any, as pilot jobs) where the user asked for `launcher`: its name, or
+/// the refusal of a launcher given where it chooses nothing. The plan's
+/// rule, asked where no plan is made (calls as batch jobs).
 #[pyfunction]
-#[pyo3(signature = (backend, in_allocation, launcher))]
+#[pyo3(signature = (backend, in_allocation, launcher, pilots = false))]
 pub fn choose_launcher(
     py: Python<'_>,
     backend: &str,
     in_allocation: bool,
     launcher: Option<&str>,
+    pilots: bool,
 ) -> PyResult<Py<PyAny>> {
-    let backend = backend_named(backend, false)?;
+    let backend = backend_named(backend, pilots)?;
     let wanted = launcher.map(launcher_named).transpose()?;
     Ok(match plan::launcher(backend, in_allocation, wanted) {
         Ok(launcher) => launcher.name().into_pyobject(py)?.into_any().unbind(),

@@ -142,6 +142,10 @@ pub struct Capacity {
     /// (`with_spans`): only where the backend can start it as a step of
     /// its own across them.
     spans: bool,
+    /// Whether nodes join as their agents connect (`joining`): a pool
+    /// worker then waits for a node with room for it, and holds its CPUs
+    /// there, since pmp, not Slurm, packs the node's workers.
+    joins: bool,
 }
 
 impl Capacity {
@@ -176,7 +180,38 @@ impl Capacity {
             workers: 0,
             max_cpus: None,
             spans: false,
+            joins: false,
         }
+    }
+
+    /// No node yet: each joins when its agent connects (`add_node`), as
+    /// pilot jobs start.
+    pub fn joining(max_workers: Option<u32>) -> Capacity {
+        Capacity {
+            joins: true,
+            ..Capacity::of_nodes(Vec::new(), max_workers)
+        }
+    }
+
+    /// Whether nodes join as their agents connect (`joining`).
+    pub fn nodes_join(&self) -> bool {
+        self.joins
+    }
+
+    /// A node whose agent connected, numbered after the others.
+    pub fn add_node(&mut self, node: Node) -> NodeId {
+        let id = NodeId(self.nodes.len() as u32);
+        self.nodes.push(NodeUse {
+            name: node.name,
+            cpus_total: node.cpus,
+            cpus_used: 0,
+            gpus_total: node.gpus.count(),
+            gpus_free: node.gpus,
+            lost: false,
+            // As `with_spans` marks the nodes known from the start.
+            whole_when_exclusive: self.spans,
+        });
+        id
     }
 
     /// A call that no node holds but the live nodes hold together is
@@ -403,6 +438,11 @@ impl Capacity {
         self.nodes[node.0 as usize].lost = true;
     }
 
+    /// Whether `node` is gone (`lose`).
+    pub fn is_lost(&self, node: NodeId) -> bool {
+        self.nodes[node.0 as usize].lost
+    }
+
     /// Why `request` could never run here, even on an empty allocation: a
     /// task like that would wait forever, so it is refused instead. What
     /// the whole allocation cannot hold says so in its totals. What it
@@ -487,6 +527,26 @@ impl Capacity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_nodes_are_numbered_in_order_and_filled_one_by_one() {
+        let mut cap = Capacity::joining(None);
+        let one = ResourceRequest::default();
+        assert_eq!(cap.place(&one), None, "no node joined yet");
+        let node = |name: &str| Node {
+            name: name.into(),
+            cpus: 2,
+            gpus: Gpus::Counted(0),
+        };
+        assert_eq!(cap.add_node(node("node1")), NodeId(0));
+        assert_eq!(cap.add_node(node("node2")), NodeId(1));
+        let mut placed = Vec::new();
+        while let Some(mut placement) = cap.place(&one) {
+            cap.take(&mut placement, &one);
+            placed.push(cap.placement_name(&placement));
+        }
+        assert_eq!(placed, ["node1", "node1", "node2", "node2"]);
+    }
 
     fn devices(ids: &[&str]) -> Gpus {
         Gpus::Devices(ids.iter().map(|id| id.to_string()).collect())

@@ -37,7 +37,9 @@ pub enum Backend {
     Local,
     /// srun steps inside a Slurm allocation.
     Slurm,
-    /// Pilot jobs from outside any allocation, one per block-allocated worker.
+    /// Pilot jobs from outside any allocation: one node agent per job, as
+    /// few jobs as the partition's nodes hold the pool in
+    /// (`launcher="step"`: one job per worker).
     SlurmPilots,
     Flux,
 }
@@ -85,14 +87,17 @@ impl Launcher {
 /// How workers start on `backend`, where `in_allocation` says whether it
 /// runs inside a Slurm allocation or a Flux instance and `wanted` is the
 /// user's choice: agents where they can start (the local backend is one
-/// agent on this host), steps otherwise. A choice given where there is no
-/// allocation to choose for is refused, not ignored.
+/// agent on this host; pilot jobs run one per node), steps otherwise. A
+/// choice given where there is no allocation to choose for is refused,
+/// not ignored. Pilots with `Step` are one batch job per worker, whose
+/// ranks srun may spread over nodes (a worker larger than any node).
 pub fn launcher(
     backend: Backend,
     in_allocation: bool,
     wanted: Option<Launcher>,
 ) -> Result<Launcher, Refusal> {
-    let inside = in_allocation && matches!(backend, Backend::Slurm | Backend::Flux);
+    let inside = (in_allocation && matches!(backend, Backend::Slurm | Backend::Flux))
+        || backend == Backend::SlurmPilots;
     match wanted {
         Some(launcher) if inside => Ok(launcher),
         Some(launcher) => Err(Refusal::LauncherUnused { launcher, backend }),
@@ -136,7 +141,7 @@ pub enum Refusal {
         minimum: u32,
         value: u32,
     },
-    /// Pilot jobs are one per worker: their number must be given.
+    /// Pilot jobs hold the pool's workers: their number must be given.
     PilotsNeedMaxWorkers,
     Unsupported {
         setting: Unsupported,
@@ -179,7 +184,10 @@ impl std::fmt::Display for Refusal {
                 value,
             } => write!(f, "{key} must be >= {minimum}, got {value}"),
             Refusal::PilotsNeedMaxWorkers => {
-                write!(f, "pilot jobs are one per worker: their number is needed")
+                write!(
+                    f,
+                    "pilot jobs are sized for the pool's workers: their number is needed"
+                )
             }
             Refusal::Unsupported { setting, backend } => write!(
                 f,
@@ -751,7 +759,15 @@ mod tests {
             in_allocation: false,
             ..slurm(0, None, 0)
         };
-        let plan = Plan::make(&wanted(Some(2), None, true), pilots).unwrap();
+        let plan = Plan::make(&wanted(Some(2), None, true), pilots.clone()).unwrap();
+        assert_eq!(
+            plan.launcher,
+            Launcher::Agent,
+            "an agent per pilot job's node"
+        );
+        let mut one_job_each = wanted(Some(2), None, true);
+        one_job_each.launcher = Some(Launcher::Step);
+        let plan = Plan::make(&one_job_each, pilots).unwrap();
         assert_eq!(plan.launcher, Launcher::Step, "a pilot job per worker");
         let outside = Known {
             in_allocation: false,
@@ -763,11 +779,6 @@ mod tests {
 
     #[test]
     fn a_launcher_where_there_is_no_allocation_to_launch_in_is_refused() {
-        let pilots = Known {
-            backend: Backend::SlurmPilots,
-            in_allocation: false,
-            ..slurm(0, None, 0)
-        };
         let outside = Known {
             in_allocation: false,
             ..slurm(4, None, 0)
@@ -777,11 +788,6 @@ mod tests {
                 local(4),
                 Launcher::Agent,
                 "the local backend starts them itself",
-            ),
-            (
-                pilots,
-                Launcher::Step,
-                "outside one, each slurm worker or call",
             ),
             (
                 outside,

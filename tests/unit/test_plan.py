@@ -47,7 +47,7 @@ def test_pilots_each_count_their_own_gpus_and_need_max_workers():
     assert made.gpu_count == 3
     refused = plan("slurm", True, gpu_worker, block_allocation=True)
     assert refused.kind == "pilots"
-    assert "say how many with max_workers" in refusal_message(
+    assert "say how many workers with max_workers" in refusal_message(
         refused, gpu_worker, None, "slurm", [], DEFAULTS
     )
 

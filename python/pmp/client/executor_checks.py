@@ -76,9 +76,14 @@ def check_backend_arguments(backend, executor, request):
 _LAUNCHERS = {
     "agent": (
         "one node agent per node of the allocation, started once, forks each call's "
-        "worker on its node (the default inside a Slurm allocation or a Flux instance)"
+        "worker on its node (the default inside a Slurm allocation or a Flux instance, "
+        "and for pilot jobs: one agent per job's node)"
     ),
-    "step": "one srun step or flux job per worker, with Slurm's or Flux's accounting of each",
+    "step": (
+        "one srun step or flux job per worker, with Slurm's or Flux's accounting of each "
+        "(outside an allocation with block_allocation=True: one pilot job per worker, whose "
+        "ranks srun may spread over nodes)"
+    ),
 }
 
 
@@ -94,12 +99,15 @@ def check_launcher_value(launcher):
     )
 
 
-def check_launcher(backend, launcher):
+def check_launcher(backend, launcher, pilots):
     """The launcher that starts the workers of `backend` ("agent" or
-    "step"), where the user asked for `launcher`: the scheduler's rule
+    "step"), where the user asked for `launcher` (`pilots`: a pool of
+    pilot jobs outside any allocation): the scheduler's rule
     (`_pmp.choose_launcher`), which refuses one given where there is no
     allocation for it to choose in."""
-    chosen = _pmp.choose_launcher(backend.name, backends.inside_allocation(backend), launcher)
+    chosen = _pmp.choose_launcher(
+        backend.name, backends.inside_allocation(backend), launcher, pilots
+    )
     if isinstance(chosen, _pmp.Refusal):
         raise ValueError(refusal_message(chosen, None, None, backend.name, [], None))
     return chosen
@@ -128,8 +136,9 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         return f"{name} must be >= {refusal.available}, got {refusal.requested}"
     if refusal.kind == "pilots":
         return (
-            "block_allocation=True outside any Slurm allocation starts one pilot job "
-            "per worker: say how many with max_workers"
+            "block_allocation=True outside any Slurm allocation starts pilot jobs sized "
+            "for the pool's workers (one node agent each): say how many workers with "
+            "max_workers"
         )
     if refusal.kind == "unsupported":
         return _unsupported_message(refusal, given)

@@ -331,13 +331,21 @@ impl Core {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
-        match (w.dedicated, w.launch.placement) {
-            (Some(_), placement) => {
+        // A worker that could not start because its node went is no sign
+        // that workers fail to start (its node's loss is reported already).
+        let node_lost = match &w.launch.placement {
+            Placement::Node(node) => self.capacity.is_lost(*node),
+            Placement::Span(_) => false,
+        };
+        // Where nodes join, a pool worker held its CPUs too (`joining`).
+        let held_cpus = w.dedicated.is_some() || self.capacity.nodes_join();
+        match (held_cpus, w.launch.placement) {
+            (true, placement) => {
                 self.capacity
                     .give_back(placement, &w.launch.resources, w.launch.gpus);
             }
-            (None, Placement::Node(node)) => self.capacity.return_gpus(node, w.launch.gpus),
-            (None, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
+            (false, Placement::Node(node)) => self.capacity.return_gpus(node, w.launch.gpus),
+            (false, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
         }
         let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
         match w.state {
@@ -352,7 +360,7 @@ impl Core {
                     if !self.run_again(comm, task, &reason) {
                         self.fail(comm, task, Failure::Lost(reason));
                     }
-                } else if !self.shutting_down {
+                } else if !self.shutting_down && !node_lost {
                     self.failed_starts += 1;
                     if self.failed_starts >= MAX_FAILED_STARTS {
                         let mut reason = reason;
@@ -377,6 +385,12 @@ impl Core {
     /// node left can hold fails now rather than waiting forever.
     pub fn node_lost(&mut self, comm: &mut impl Comm, node: NodeId, name: &str, why: &str) {
         self.capacity.lose(node);
+        if self.capacity.nodes_join() {
+            // Another node may still join: the server says when none can
+            // (`nodes_gone`).
+            self.ask_for_scheduling();
+            return;
+        }
         let stranded: Vec<TaskId> =
             self.ready
                 .iter()
