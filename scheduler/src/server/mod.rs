@@ -287,6 +287,9 @@ async fn start_agents(
         key_file: &key_file,
         nodes: &nodes.names,
     };
+    if backend.agents_connect_by_themselves(&step) {
+        return Ok(Some(agents));
+    }
     let Some(command) = backend.agent_step(&step) else {
         let _ = std::fs::remove_file(&key_file);
         return Ok(None);
