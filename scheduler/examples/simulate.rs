@@ -308,6 +308,7 @@ fn run_stand_ins(names: Vec<String>, address: String, key: Key, relayed: Arc<Ato
         .expect("a tokio runtime starts");
     runtime.block_on(async move {
         let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
+        let all_connected = Arc::new(tokio::sync::Barrier::new(names.len()));
         let agents: Vec<_> = names
             .into_iter()
             .map(|name| {
@@ -317,6 +318,7 @@ fn run_stand_ins(names: Vec<String>, address: String, key: Key, relayed: Arc<Ato
                     key.clone(),
                     relayed.clone(),
                     connecting.clone(),
+                    all_connected.clone(),
                 ))
             })
             .collect();
@@ -343,12 +345,17 @@ async fn stand_in_agent(
     key: Key,
     relayed: Arc<AtomicBool>,
     connecting: Arc<tokio::sync::Semaphore>,
+    all_connected: Arc<tokio::sync::Barrier>,
 ) -> Result<(), String> {
     let mut socket = DealerSocket::new();
     socket
         .connect(&address)
         .await
         .map_err(|e| format!("{node} cannot connect to {address}: {e}"))?;
+    // Every agent connected before the first Hello is read, as when the
+    // scheduler is busy while one step starts them all: the most that
+    // ever wait to be admitted at once.
+    all_connected.wait().await;
     let (mut sealer, mut opener) = seal::connect(&key, Protection::Encrypted);
     let (mut send, mut recv) = socket.split();
     let hello = FromAgent::Hello {
@@ -543,16 +550,20 @@ async fn send_sealed<H: serde::Serialize>(
 mod tests {
     use super::*;
 
-    fn tiny(fresh: bool) -> serde_json::Value {
+    fn run(agents: u32, cores: u32, calls: u64, fresh: bool) -> serde_json::Value {
         let args = Args {
-            agents: 4,
-            cores: 4,
-            calls: 2000,
+            agents,
+            cores,
+            calls,
             fresh,
             window: None,
         };
         let line = simulate(&args).expect("the simulation runs");
         serde_json::from_str(&line).expect("one JSON line")
+    }
+
+    fn tiny(fresh: bool) -> serde_json::Value {
+        run(4, 4, 2000, fresh)
     }
 
     #[test]
@@ -568,5 +579,14 @@ mod tests {
         let line = tiny(true);
         assert_eq!(line["calls"], 2000);
         assert_eq!(line["mode"], "fresh");
+    }
+
+    #[test]
+    fn a_whole_allocation_of_agents_connecting_at_once_is_admitted() {
+        // More than the workers' socket lets wait unadmitted
+        // (`admission::MAX_WAITING`): the oldest were closed.
+        let line = run(600, 1, 600, false);
+        assert_eq!(line["calls"], 600);
+        assert_eq!(line["workers"], 600);
     }
 }
