@@ -196,6 +196,18 @@ impl Scheduler {
         tasks.set_item("finished", snapshot.tasks.finished)?;
         tasks.set_item("failed", snapshot.tasks.failed)?;
         info.set_item("tasks", tasks)?;
+        if !snapshot.agents.is_empty() {
+            // What each node's agent was sent to keep of large buffers:
+            // a buffer crosses the network once per node.
+            let agents = PyDict::new(py);
+            for agent in snapshot.agents {
+                let d = PyDict::new(py);
+                d.set_item("kept", agent.kept)?;
+                d.set_item("kept_bytes", agent.kept_bytes)?;
+                agents.set_item(agent.node, d)?;
+            }
+            info.set_item("agents", agents)?;
+        }
         Ok(info)
     }
 }

@@ -148,6 +148,9 @@ impl SchedulerHandle {
             let agent_nodes = server::AgentNodes {
                 names,
                 tool_dirs: config.tool_dirs.clone(),
+                keep_bytes: server::keep_bytes(
+                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
+                )?,
             };
             (capacity, Some(agent_nodes))
         } else {

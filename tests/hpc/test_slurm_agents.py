@@ -119,6 +119,36 @@ print(sorted((node, gpu) for node, _, _, gpu in places))
     assert eval(pairs) == [("node1", "0"), ("node1", "1"), ("node2", "0"), ("node2", "1")]
 
 
+@pytest.mark.timeout(240)
+def test_a_large_argument_shared_by_100_calls_crosses_to_each_node_once(slurm, run_script):
+    # The first eight calls wait for each other (4 CPUs a node): both nodes
+    # get the argument, whatever the order the rest run in.
+    done = run_script(
+        TOGETHER
+        + """
+import numpy as np
+
+def total(array, me):
+    if me < 8:
+        where(me, 8)
+    return float(array.sum()) + me
+
+array = np.ones(45_000_000 // 8)
+with Executor(backend="slurm") as exe:
+    futures = [exe.submit(total, array, i) for i in range(100)]
+    print([f.result(timeout=180) for f in futures] == [array.size + i for i in range(100)])
+    print(sorted((node, kept["kept"]) for node, kept in exe.info["agents"].items()))
+    print(min(kept["kept_bytes"] for kept in exe.info["agents"].values()) >= array.nbytes)
+""",
+        SALLOC_2,
+    )
+    right, kept, sizes = lines(done)
+    assert right == "True"
+    # Not once per call: once per node, each agent keeping it for the rest.
+    assert eval(kept) == [("node1", 1), ("node2", 1)]
+    assert sizes == "True"
+
+
 # Where a process of this job runs what: read from /proc (every test node is
 # this host), so a test can find a node's agent or see that none is left.
 PROCESSES = """

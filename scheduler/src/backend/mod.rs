@@ -251,6 +251,15 @@ impl AgentStep<'_> {
     }
 }
 
+/// The variables that tell a worker how to reach the scheduler itself,
+/// which a worker under an agent never does.
+const SCHEDULERS_WAY: [&str; 4] = [
+    "PMP_SCHEDULER",
+    "PMP_KEY",
+    key_file::VARIABLE,
+    Protection::VARIABLE,
+];
+
 /// What keeps mpiexec's ranks on the agent's node: inside a Slurm job,
 /// MPICH's and Open MPI's mpiexec would otherwise see the allocation and
 /// start their ranks across its nodes through srun steps of their own.
@@ -263,9 +272,9 @@ const RANKS_ON_THIS_NODE: [(&str, &str); 5] = [
 ];
 
 /// The agent's `Start` for a worker whose command the local backend built
-/// (the worker program, or mpiexec for ranks): its key is left out (the
-/// agent gives it its own) and its wire is encrypted, since the scheduler
-/// may be on another host.
+/// (the worker program, or mpiexec for ranks), less how it would reach the
+/// scheduler (address, key, wire): the worker talks only to its agent,
+/// which gives it its own local socket and key, and relays its messages.
 pub fn agent_start(
     command: &Command,
     worker: WorkerId,
@@ -275,12 +284,8 @@ pub fn agent_start(
     let mut variables: Vec<(String, String)> = command
         .get_envs()
         .filter_map(|(name, value)| Some((text(name), text(value?))))
-        .filter(|(name, _)| name != "PMP_KEY" && name != Protection::VARIABLE)
+        .filter(|(name, _)| !SCHEDULERS_WAY.contains(&name.as_str()))
         .collect();
-    variables.push((
-        Protection::VARIABLE.to_string(),
-        Protection::Encrypted.name().to_string(),
-    ));
     // What srun's --cpus-per-task would have said, which code sizing its
     // thread pools reads as often as OMP_NUM_THREADS.
     variables.push((

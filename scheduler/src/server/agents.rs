@@ -5,8 +5,9 @@
 //! which is what the seed warns about for many small calls.
 //!
 //! Agents connect to a socket of their own (`protocol::agent`, always
-//! encrypted); the workers they start connect to the workers' socket as
-//! any worker does, so their tasks never pass through an agent. An agent
+//! encrypted); the workers they start talk only to their agent, whose one
+//! connection carries their messages both ways (`relay`), so a node costs
+//! one connection and one session however many workers it runs. An agent
 //! reports what its workers print and how they end, which becomes the
 //! same `Printed` and `Exit` a local worker's process gives.
 //!
@@ -53,9 +54,12 @@ pub(super) enum Out {
         route: Bytes,
         sealer: Box<Sealer>,
     },
+    /// `message` and its payload frames (a relayed message's, a kept
+    /// buffer), sent in the order given.
     Message {
         node: NodeId,
         message: ToAgent,
+        frames: Vec<Bytes>,
     },
     Gone {
         node: NodeId,
@@ -85,10 +89,15 @@ impl AgentWorker {
         });
     }
 
-    fn send(&self, message: ToAgent) {
+    pub(super) fn send(&self, message: ToAgent) {
+        self.send_with(message, Vec::new());
+    }
+
+    pub(super) fn send_with(&self, message: ToAgent, frames: Vec<Bytes>) {
         let _ = self.outbox.send(Out::Message {
             node: self.node,
             message,
+            frames,
         });
     }
 }
@@ -163,7 +172,7 @@ pub(super) async fn bind(
 /// until they connect, and drop what is for one that is gone.
 async fn send_loop(mut socket: zeromq::RouterSendHalf, mut outbox: UnboundedReceiver<Out>) {
     let mut connected: HashMap<NodeId, (Bytes, Box<Sealer>)> = HashMap::new();
-    let mut waiting: HashMap<NodeId, Vec<ToAgent>> = HashMap::new();
+    let mut waiting: HashMap<NodeId, Vec<(ToAgent, Vec<Bytes>)>> = HashMap::new();
     while let Some(out) = outbox.recv().await {
         let mut ready = Vec::new();
         match out {
@@ -181,21 +190,25 @@ async fn send_loop(mut socket: zeromq::RouterSendHalf, mut outbox: UnboundedRece
                         .map(|m| (node, m)),
                 );
             }
-            Out::Message { node, message } => match connected.contains_key(&node) {
-                true => ready.push((node, message)),
-                false => waiting.entry(node).or_default().push(message),
+            Out::Message {
+                node,
+                message,
+                frames,
+            } => match connected.contains_key(&node) {
+                true => ready.push((node, (message, frames))),
+                false => waiting.entry(node).or_default().push((message, frames)),
             },
             Out::Gone { node } => {
                 connected.remove(&node);
                 waiting.remove(&node);
             }
         }
-        for (node, message) in ready {
+        for (node, (message, frames)) in ready {
             let Some((route, sealer)) = connected.get_mut(&node) else {
                 continue;
             };
             let mut wire = ZmqMessage::from(route.clone());
-            for frame in protocol::encode(sealer, &message, Vec::new()) {
+            for frame in protocol::encode(sealer, &message, frames) {
                 wire.push_back(frame);
             }
             // An agent that went away is found out by its heartbeats.
@@ -229,6 +242,11 @@ impl Agents {
         }
     }
 
+    /// The allocation's nodes, by `NodeId`.
+    pub(super) fn names(&self) -> &[String] {
+        &self.names
+    }
+
     pub(super) fn node_name(&self, node: NodeId) -> &str {
         &self.names[node.0 as usize]
     }
@@ -239,7 +257,11 @@ impl Agents {
     }
 
     pub(super) fn send(&self, node: NodeId, message: ToAgent) {
-        let _ = self.outbox.send(Out::Message { node, message });
+        let _ = self.outbox.send(Out::Message {
+            node,
+            message,
+            frames: Vec::new(),
+        });
     }
 
     /// Mark `node`'s agent gone for `why`; returns whether it was not already.
@@ -370,8 +392,7 @@ impl Server {
         };
         match header {
             FromAgent::Hello { .. } | FromAgent::Pong => {}
-            // Not sent yet: the relay is being built (protocol::agent).
-            FromAgent::Relay { .. } => self.dropped_messages += 1,
+            FromAgent::Relay { worker, message } => self.on_relayed(node, worker, message, frames),
             FromAgent::Printed { worker, stream } => {
                 if its_own(self, worker) {
                     let text = frames.into_iter().next().unwrap_or_default();
@@ -469,6 +490,7 @@ impl Server {
         if !agents.lose(node, why.clone()) {
             return;
         }
+        self.kept.node_lost(node);
         let name = agents.node_name(node).to_string();
         let on_node: Vec<WorkerId> = self
             .live

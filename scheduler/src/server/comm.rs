@@ -4,12 +4,14 @@
 //! events to the client, cancels answered.
 
 use super::agents::{AgentWorker, Agents};
+use super::relay::{self, KeptBuffers};
 use super::Internal;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::Placement;
 use crate::core::{Comm, Event, Launch, LostReason};
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::process::{self, Exit, PrintedSink};
+use crate::protocol::agent::BufferHash;
 use crate::protocol::{self, ToWorker};
 use crate::seal::{Opener, Sealer};
 use crate::shared_memory;
@@ -56,14 +58,26 @@ impl WorkerHandle {
     }
 }
 
+/// How a worker's messages reach it and come from it, once it said hello.
+pub(super) enum Wire {
+    /// It has not said hello yet: nothing can be sent to it.
+    Unconnected,
+    /// Its own connection to the workers' socket: the ZeroMQ routing id
+    /// its Hello came from, and that connection's session.
+    Direct {
+        route: Bytes,
+        sealer: Box<Sealer>,
+        opener: Box<Opener>,
+    },
+    /// Through its node's agent's link (`WorkerHandle::Agent`), which the
+    /// agents' send loop seals; the agent holds the worker's own session.
+    Relayed,
+}
+
 pub(super) struct Live {
     pub(super) process: WorkerHandle,
     pub(super) last_seen: Instant,
-    /// The ZeroMQ routing id of the connection its Hello came from.
-    pub(super) route: Option<Bytes>,
-    /// That connection's session: what is sent to it and what comes from it.
-    pub(super) sealer: Option<Sealer>,
-    pub(super) opener: Option<Opener>,
+    pub(super) wire: Wire,
     /// Why we killed it, which replaces "killed by signal 9" in the report.
     pub(super) kill_reason: Option<String>,
     /// The last lines its tasks wrote to sys.stderr (sent as output, so not
@@ -74,13 +88,43 @@ pub(super) struct Live {
     pub(super) shared: SharedFrames,
 }
 
+impl Live {
+    /// Whether it said hello, so that it can be sent to.
+    pub(super) fn connected(&self) -> bool {
+        !matches!(self.wire, Wire::Unconnected)
+    }
+
+    /// Send `message` as it is, on its own connection or through its
+    /// node's agent; nothing before its hello.
+    pub(super) fn send(
+        &mut self,
+        outgoing: &UnboundedSender<(Bytes, Vec<Bytes>)>,
+        message: ToWorker,
+        frames: Vec<Bytes>,
+    ) {
+        match (&mut self.wire, &self.process) {
+            (Wire::Direct { route, sealer, .. }, _) => {
+                let wire = protocol::encode(sealer, &message, frames);
+                let _ = outgoing.send((route.clone(), wire));
+            }
+            (Wire::Relayed, WorkerHandle::Agent(agent)) => agent.relay(message, Vec::new(), frames),
+            _ => {}
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct SharedFrames {
     pub(super) on: bool,
     pub(super) lent: Vec<shared_memory::Lent>,
-    /// The last `Run` sent with shared frames, as the core made it, until
-    /// its task is done: what is sent again if the worker cannot map them.
+    /// The last `Run` sent with shared frames (or, relayed, kept frames),
+    /// as the core made it, until its task is done: what is sent again if
+    /// the worker cannot map them. Only one: a task with large frames is
+    /// never queued ahead (`core::QueueAhead`).
     pub(super) unshared: Option<(TaskId, ToWorker, Vec<Bytes>)>,
+    /// The buffers that relayed `Run` named in `kept`: its node's agent
+    /// does not hold them if it answers `CannotMap`.
+    pub(super) kept: Vec<BufferHash>,
 }
 
 /// The effects of the core, carried out.
@@ -99,6 +143,8 @@ pub(super) struct ServerComm<'a> {
     /// Builds the command an agent runs for a worker (mpiexec for ranks).
     pub(super) agent_commands: &'a crate::backend::local::LocalBackend,
     pub(super) cancels: &'a mut PendingCancels,
+    /// What each node's agent keeps of large buffers.
+    pub(super) kept: &'a mut KeptBuffers,
 }
 
 /// `cancel()` calls waiting for a worker to give their task back.
@@ -189,9 +235,7 @@ impl Comm for ServerComm<'_> {
                     Live {
                         process,
                         last_seen: Instant::now(),
-                        route: None,
-                        sealer: None,
-                        opener: None,
+                        wire: Wire::Unconnected,
                         kill_reason: None,
                         task_stderr: VecDeque::new(),
                         shared: SharedFrames::default(),
@@ -210,20 +254,31 @@ impl Comm for ServerComm<'_> {
 
     fn send(&mut self, worker: WorkerId, mut message: ToWorker, mut frames: Vec<Bytes>) {
         // The core only sends to workers that said hello.
-        if let Some(live) = self.live.get_mut(&worker).filter(|l| l.route.is_some()) {
-            let route = live.route.clone().expect("checked");
-            if live.shared.on && matches!(message, ToWorker::Run { .. }) {
-                live.shared.unshared = share_run(&mut message, &mut frames, &mut live.shared.lent);
+        let Some(live) = self.live.get_mut(&worker) else {
+            return;
+        };
+        match (&mut live.wire, &live.process) {
+            (Wire::Unconnected, _) => {}
+            (Wire::Direct { route, sealer, .. }, _) => {
+                if live.shared.on && matches!(message, ToWorker::Run { .. }) {
+                    live.shared.unshared =
+                        share_run(&mut message, &mut frames, &mut live.shared.lent);
+                }
+                let wire = protocol::encode(sealer, &message, frames);
+                let _ = self.outgoing.send((route.clone(), wire));
             }
-            let sealer = live.sealer.as_mut().expect("set with its route");
-            let wire = protocol::encode(sealer, &message, frames);
-            let _ = self.outgoing.send((route, wire));
+            (Wire::Relayed, WorkerHandle::Agent(agent)) => {
+                relay::send(agent, self.kept, &mut live.shared, message, frames)
+            }
+            (Wire::Relayed, WorkerHandle::Here(_)) => {
+                unreachable!("only a worker under an agent says hello through one")
+            }
         }
     }
 
     fn stop_worker(&mut self, worker: WorkerId) {
         if let Some(live) = self.live.get_mut(&worker) {
-            if live.route.is_none() {
+            if !live.connected() {
                 // Still starting: it has nothing to finish and cannot hear a
                 // Shutdown yet, so waiting for it would only delay the stop.
                 live.kill_reason = Some("stopped before it connected".into());
@@ -240,6 +295,7 @@ impl Comm for ServerComm<'_> {
     }
 
     fn emit(&mut self, event: Event) {
+        self.kept.task_ended(&event);
         let _ = self.events.send(event);
     }
 

@@ -143,6 +143,7 @@ impl Server {
                 let _ = reply.send(Snapshot {
                     workers: self.core.worker_infos(),
                     tasks: self.core.task_counts(),
+                    agents: self.agent_stats(),
                 });
             }
             Command::Shutdown { cancel_futures } => {

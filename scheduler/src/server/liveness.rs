@@ -2,9 +2,10 @@
 //! briefly when the worker was busy, so that its last messages are read
 //! first), and a connected worker that stops answering heartbeats is killed.
 
+use super::comm::Wire;
 use super::{Internal, Server};
 use crate::process::{self, Exit};
-use crate::protocol::{self, ToWorker};
+use crate::protocol::ToWorker;
 use std::time::{Duration, Instant};
 
 /// How long the exit of a worker that died mid-task is held back: what it
@@ -17,7 +18,7 @@ impl Server {
         let connected = self
             .live
             .get(&exit.worker)
-            .is_some_and(|live| live.route.is_some());
+            .is_some_and(|live| live.connected());
         if !held_back && connected && self.core.is_busy(exit.worker) {
             let internal = self.internal_tx.clone();
             tokio::spawn(async move {
@@ -28,7 +29,7 @@ impl Server {
         }
         let mut reason = exit.reason;
         if let Some(live) = self.live.remove(&exit.worker) {
-            if let Some(route) = &live.route {
+            if let Wire::Direct { route, .. } = &live.wire {
                 self.routes.remove(route);
             }
             if let Some(why) = live.kill_reason {
@@ -52,10 +53,9 @@ impl Server {
         let now = Instant::now();
         let timeout = self.timing.heartbeat_timeout;
         for live in self.live.values_mut() {
-            // A worker still starting Python has no route yet; the time it
+            // A worker still starting Python has not said hello; the time it
             // takes is not held against it.
-            let Some(route) = &live.route else { continue };
-            if live.kill_reason.is_some() {
+            if !live.connected() || live.kill_reason.is_some() {
                 continue;
             }
             if now.duration_since(live.last_seen) > timeout {
@@ -65,9 +65,7 @@ impl Server {
                 ));
                 live.process.stop();
             } else {
-                let sealer = live.sealer.as_mut().expect("set with its route");
-                let wire = protocol::encode(sealer, &ToWorker::Ping, Vec::new());
-                let _ = self.outgoing.send((route.clone(), wire));
+                live.send(&self.outgoing, ToWorker::Ping, Vec::new());
             }
         }
     }

@@ -2,6 +2,7 @@
 //! large frames mapped from or resent around shared memory, and what a
 //! worker process prints, which belongs to the task it runs.
 
+use super::comm::{Wire, WorkerHandle};
 use super::Server;
 use crate::admission;
 use crate::core::{Comm, Event};
@@ -17,22 +18,22 @@ use bytes::Bytes;
 use std::time::Instant;
 
 impl Server {
+    /// A message on the workers' socket, from a worker's own connection.
     pub(super) fn on_message(&mut self, mut message: Vec<Bytes>) {
         if message.is_empty() {
             return;
         }
         let route = message.remove(0);
-        let (header, mut frames, session) = match self.open(&route, message) {
+        let (header, frames, session) = match self.open(&route, message) {
             Ok(opened) => opened,
             Err(e) => return self.unopened(&route, &e.to_string()),
         };
         let worker = match &header {
             FromWorker::Hello { worker, host, .. } => {
                 let expected = session.is_some()
-                    && self
-                        .live
-                        .get(worker)
-                        .is_some_and(|live| live.route.is_none());
+                    && self.live.get(worker).is_some_and(|live| {
+                        !live.connected() && matches!(live.process, WorkerHandle::Here(_))
+                    });
                 if !expected {
                     return self.refuse(
                         &route,
@@ -49,9 +50,11 @@ impl Server {
                 let (sealer, opener) = session.expect("checked above");
                 self.salts.accept(&opener);
                 let live = self.live.get_mut(worker).expect("checked above");
-                live.route = Some(route.clone());
-                live.sealer = Some(sealer);
-                live.opener = Some(opener);
+                live.wire = Wire::Direct {
+                    route: route.clone(),
+                    sealer: Box::new(sealer),
+                    opener: Box::new(opener),
+                };
                 live.shared.on = shared_memory::enabled() && *host == crate::host::name();
                 self.routes.insert(route.clone(), *worker);
                 *worker
@@ -61,6 +64,18 @@ impl Server {
                 None => return self.refuse(&route, "a first message that is not a hello"),
             },
         };
+        self.on_worker_said(worker, header, frames);
+    }
+
+    /// What a worker said, on its own connection or relayed by its node's
+    /// agent (`relay`), once that path checked it is the worker's: the one
+    /// place a worker's message is acted on.
+    pub(super) fn on_worker_said(
+        &mut self,
+        worker: WorkerId,
+        header: FromWorker,
+        mut frames: Vec<Bytes>,
+    ) {
         if let Some(live) = self.live.get_mut(&worker) {
             live.last_seen = Instant::now();
             if let (
@@ -75,7 +90,7 @@ impl Server {
             }
         }
         if let FromWorker::Done { shared, .. } = &header {
-            if !shared.is_empty() && !self.map_result(worker, &route, shared, &mut frames) {
+            if !shared.is_empty() && !self.map_result(worker, shared, &mut frames) {
                 return;
             }
         }
@@ -93,12 +108,20 @@ impl Server {
             reason,
         } = &header
         {
-            return self.send_unshared(worker, &route, *task, segments, reason);
+            let relayed = self
+                .live
+                .get(&worker)
+                .is_some_and(|live| matches!(live.wire, Wire::Relayed));
+            return match relayed {
+                true => self.resend_whole(worker, *task),
+                false => self.send_unshared(worker, *task, segments, reason),
+            };
         }
         if let (FromWorker::Done { .. } | FromWorker::Elsewhere { .. }, Some(live)) =
             (&header, self.live.get_mut(&worker))
         {
             live.shared.unshared = None;
+            live.shared.kept.clear();
         }
         with_comm!(self, |core, comm| match header {
             FromWorker::Hello { pid, host, .. } => core.worker_hello(&mut comm, worker, pid, host),
@@ -137,10 +160,13 @@ impl Server {
         route: &Bytes,
         message: Vec<Bytes>,
     ) -> Result<(FromWorker, Vec<Bytes>, Option<Session>), DecodeError> {
-        let connected = self.routes.get(route).and_then(|worker| {
-            let live = self.live.get_mut(worker)?;
-            live.opener.as_mut()
-        });
+        let connected =
+            self.routes
+                .get(route)
+                .and_then(|worker| match &mut self.live.get_mut(worker)?.wire {
+                    Wire::Direct { opener, .. } => Some(opener),
+                    _ => None,
+                });
         if let Some(opener) = connected {
             let (header, frames) = protocol::decode(opener, message)?;
             return Ok((header, frames, None));
@@ -155,14 +181,7 @@ impl Server {
 
     /// A worker could not map the shared frames of `task`: from now on it
     /// gets large frames on the socket, starting with that task's again.
-    fn send_unshared(
-        &mut self,
-        worker: WorkerId,
-        route: &Bytes,
-        task: TaskId,
-        segments: &[u64],
-        reason: &str,
-    ) {
+    fn send_unshared(&mut self, worker: WorkerId, task: TaskId, segments: &[u64], reason: &str) {
         let Some(live) = self.live.get_mut(&worker) else {
             return;
         };
@@ -179,11 +198,9 @@ impl Server {
         live.shared.on = false;
         match live.shared.unshared.take() {
             Some((sent, message, frames)) if sent == task => {
-                let sealer = live.sealer.as_mut().expect("set with its route");
-                let wire = protocol::encode(sealer, &message, frames);
-                let _ = self.outgoing.send((route.clone(), wire));
+                live.send(&self.outgoing, message, frames)
             }
-            _ => self.drop_message(route, "cannot-map for a task not sent with shared frames"),
+            _ => self.drop_from(worker, "cannot-map for a task not sent with shared frames"),
         }
     }
 
@@ -193,23 +210,33 @@ impl Server {
     fn map_result(
         &mut self,
         worker: WorkerId,
-        route: &Bytes,
         shared: &[protocol::SharedFrame],
         frames: &mut [Bytes],
     ) -> bool {
-        let mapped = shared_memory::attach(shared, frames, |_| {}).map_err(|e| e.reason);
-        let segments = shared.iter().map(|s| s.segment.id).collect();
-        if let Some(sealer) = self.live.get_mut(&worker).and_then(|l| l.sealer.as_mut()) {
-            let wire = protocol::encode(sealer, &ToWorker::Released { segments }, Vec::new());
-            let _ = self.outgoing.send((route.clone(), wire));
+        let Some(live) = self.live.get_mut(&worker) else {
+            return false;
+        };
+        // A relayed worker's pid and file descriptors are its node's: the
+        // agent asks it for its result on the wire (`shared_results`).
+        let mapped = match live.wire {
+            Wire::Direct { .. } => {
+                shared_memory::attach(shared, frames, |_| {}).map_err(|e| e.reason)
+            }
+            _ => Err(
+                "its node's agent passed on a result left in shared memory, which \
+                      cannot be mapped from another node"
+                    .to_string(),
+            ),
+        };
+        if let Wire::Direct { .. } = live.wire {
+            let segments = shared.iter().map(|s| s.segment.id).collect();
+            live.send(&self.outgoing, ToWorker::Released { segments }, Vec::new());
         }
         match mapped {
             Ok(()) => true,
             Err(e) => {
-                if let Some(live) = self.live.get_mut(&worker) {
-                    live.kill_reason = Some(format!("its task's result was lost: {e}"));
-                    live.process.stop();
-                }
+                live.kill_reason = Some(format!("its task's result was lost: {e}"));
+                live.process.stop();
                 false
             }
         }
@@ -263,9 +290,14 @@ impl Server {
         self.drop_message(route, why);
     }
 
+    /// A message from a connected worker that makes no sense, dropped.
+    pub(super) fn drop_from(&mut self, worker: WorkerId, why: &str) {
+        self.drop_message(format!("worker {}", worker.0).as_bytes(), why);
+    }
+
     /// Messages that do not open or are malformed are dropped, never decoded
     /// further; the log is rate-limited so a flood cannot fill the disk.
-    fn drop_message(&mut self, routing: &[u8], why: &str) {
+    pub(super) fn drop_message(&mut self, routing: &[u8], why: &str) {
         self.dropped_messages += 1;
         let n = self.dropped_messages;
         if n <= 10 || n.is_power_of_two() {

@@ -9,6 +9,8 @@
 //!   pass after each batch of events;
 //! - `messages`: what workers send (sealed messages, shared-memory frames)
 //!   and what their processes print;
+//! - `relay`: workers under a node agent (`agents`), whose messages go
+//!   through its link, and the large buffers each agent keeps;
 //! - `liveness`: process exits (held back briefly for late messages) and
 //!   heartbeats;
 //! - `comm`: the core's effects carried out (start, send, stop, emit).
@@ -49,6 +51,18 @@ pub enum Command {
 pub struct Snapshot {
     pub workers: Vec<WorkerInfo>,
     pub tasks: TaskCounts,
+    /// Each node's agent, where there are agents.
+    pub agents: Vec<AgentStats>,
+}
+
+/// What a node's agent was sent to keep of large buffers (each is sent to
+/// a node once while it holds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentStats {
+    pub node: String,
+    /// How many buffers (`Keep`s), and their bytes.
+    pub kept: u64,
+    pub kept_bytes: u64,
 }
 
 pub struct Timing {
@@ -99,6 +113,8 @@ struct Server {
     /// Builds the command an agent runs for a worker.
     agent_commands: crate::backend::local::LocalBackend,
     cancels: PendingCancels,
+    /// What each node's agent keeps of large buffers (`relay`).
+    kept: relay::KeptBuffers,
     dropped_messages: u64,
 }
 
@@ -120,6 +136,7 @@ macro_rules! with_comm {
             agents: $self.agents.as_ref(),
             agent_commands: &$self.agent_commands,
             cancels: &mut $self.cancels,
+            kept: &mut $self.kept,
         };
         let $core = &mut $self.core;
         $body
@@ -131,10 +148,14 @@ mod comm;
 mod event_loop;
 mod liveness;
 mod messages;
+mod relay;
+#[cfg(test)]
+mod relay_tests;
 #[cfg(test)]
 mod tests;
 
 use comm::{Live, PendingCancels};
+pub use relay::{keep_bytes, KEEP_BYTES_VARIABLE};
 
 /// Bind the worker socket on `bind_host`, then run until shutdown. `ready`
 /// receives the address workers connect to (or why binding failed).
@@ -187,6 +208,11 @@ pub async fn run(
         &environment,
     );
     let (step_exits_tx, step_exits) = unbounded_channel();
+    let kept = relay::KeptBuffers::new(
+        agent_nodes
+            .as_ref()
+            .map_or(relay::DEFAULT_KEEP_BYTES, |nodes| nodes.keep_bytes),
+    );
     let agent_commands = crate::backend::local::LocalBackend::new(
         agent_nodes
             .as_ref()
@@ -236,6 +262,7 @@ pub async fn run(
         agents,
         agent_commands,
         cancels: HashMap::new(),
+        kept,
         dropped_messages: 0,
     };
     with_comm!(server, |core, comm| core.start(&mut comm));
@@ -263,6 +290,8 @@ pub async fn run(
 pub struct AgentNodes {
     pub names: Vec<String>,
     pub tool_dirs: Vec<std::path::PathBuf>,
+    /// The most bytes of large buffers each agent keeps (`relay`).
+    pub keep_bytes: u64,
 }
 
 /// Bind the agents' socket and start the step that runs them, where the
