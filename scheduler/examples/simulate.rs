@@ -71,9 +71,12 @@ struct Args {
     calls: u64,
     fresh: bool,
     window: Option<u64>,
+    /// Seconds between heartbeats; the timeout is ten of them.
+    heartbeat: u64,
 }
 
-const USAGE: &str = "usage: simulate [--agents N] [--cores C] [--calls M] [--window W] [--fresh]";
+const USAGE: &str = "usage: simulate [--agents N] [--cores C] [--calls M] [--window W] \
+                     [--heartbeat SECONDS] [--fresh]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -82,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         calls: 2000,
         fresh: false,
         window: None,
+        heartbeat: 1,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -109,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
             "--cores" => args.cores = small(number(1)?)?,
             "--calls" => args.calls = number(1)?,
             "--window" => args.window = Some(number(1)?),
+            "--heartbeat" => args.heartbeat = number(1)?,
             _ => return Err(format!("{flag} is not an option; {USAGE}")),
         }
     }
@@ -168,9 +173,9 @@ fn simulate(args: &Args) -> Result<String, String> {
         gpus: Gpus::Counted(0),
         init: None,
         bind_host: "127.0.0.1".into(),
-        // What a Python executor is started with (`native_engine.py`).
-        heartbeat_interval: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(10),
+        // A Python executor's by default (`native_engine.py`): 1 s, 10 s.
+        heartbeat_interval: Duration::from_secs(args.heartbeat),
+        heartbeat_timeout: Duration::from_secs(10 * args.heartbeat),
         tool_dirs: Vec::new(),
     };
     let (events_tx, events) = std::sync::mpsc::channel();
@@ -231,6 +236,7 @@ fn simulate(args: &Args) -> Result<String, String> {
         "calls": finished,
         "mode": if args.fresh { "fresh" } else { "block" },
         "wire": if relayed.load(Ordering::Relaxed) { "relay" } else { "direct" },
+        "heartbeat_s": args.heartbeat,
         "pool_ready_s": (pool_ready_s * 100.0).round() / 100.0,
         "elapsed_s": (elapsed * 100.0).round() / 100.0,
     });
@@ -557,6 +563,7 @@ mod tests {
             calls,
             fresh,
             window: None,
+            heartbeat: 1,
         };
         let line = simulate(&args).expect("the simulation runs");
         serde_json::from_str(&line).expect("one JSON line")
