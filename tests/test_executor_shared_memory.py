@@ -320,3 +320,32 @@ def test_with_shared_memory_off_large_frames_travel_on_the_socket(monkeypatch):
         result = exe.submit(make_results, 14).result(timeout=RESULT_TIMEOUT)
         assert digest(result["large"]) == digest(make_array(100_000_000, 14))
         assert mapped_segments() == 0
+
+
+def client_segment_descriptors():
+    return sum(
+        os.readlink(f"/proc/self/fd/{name}").startswith(f"/{SEGMENT}")
+        for name in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{name}")
+    )
+
+
+def test_one_array_passed_to_many_calls_is_held_once_and_a_changed_one_apart(make_gate):
+    gate = make_gate()
+    array = make_array(8 * MIB, 5)
+    with Executor(max_workers=1, block_allocation=True) as exe:
+        blocker = exe.submit(wait_for_file, gate.path)
+        before = client_segment_descriptors()
+        same = [exe.submit(first_and_nbytes, array) for _ in range(20)]
+        # Twenty queued calls, one copy of the array in shared memory.
+        assert client_segment_descriptors() - before == 1
+        # Changed after those submits: the queued calls keep the bytes
+        # they were given, the new one gets its own copy.
+        array[0] = -1.0
+        changed = exe.submit(first_and_nbytes, array)
+        assert client_segment_descriptors() - before == 2
+        gate.open()
+        blocker.result(timeout=RESULT_TIMEOUT)
+        first = float(make_array(8 * MIB, 5)[0])
+        assert [f.result(timeout=RESULT_TIMEOUT) for f in same] == [(first, 8 * MIB)] * 20
+        assert changed.result(timeout=RESULT_TIMEOUT) == (-1.0, 8 * MIB)

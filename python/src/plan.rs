@@ -63,8 +63,10 @@ impl PyPlan {
 /// least value `available`), "pilots" (pilot jobs need max_workers), "unsupported" (the
 /// `backend` cannot honour the resource key `setting`), "not_the_pools" (a
 /// block-allocated pool's call asks for another `setting`), or "cpus", "gpus",
-/// "pool" (the CPUs of all of a block allocation's workers), or
-/// "launcher_unused" (`setting` is the launcher given, with the `backend`
+/// "pool" (the CPUs of all of a block allocation's workers), "nodes"
+/// (`num_nodes` the allocation cannot give: `message` names it),
+/// "pool_one_node" (`setting`, num_nodes or exclusive, in a block-allocated
+/// pool), or "launcher_unused" (`setting` is the launcher given, with the `backend`
 /// where it chooses nothing: "local", or outside any allocation): `requested`
 /// is more than `available` for `workers` workers (1 for a call), counted
 /// within max_cores or, where `within` is "allocation", within the Slurm
@@ -142,6 +144,12 @@ impl From<Refusal> for PyRefusal {
                 NeverFits::SeveralNodes {
                     gpus, node_gpus, ..
                 } => ("gpus", gpus, node_gpus),
+                // num_nodes: the scheduler's message names it.
+                NeverFits::Nodes { nodes, available } => ("nodes", nodes, available),
+                NeverFits::NodesAboveCores { nodes, cores } => ("nodes", nodes, cores),
+                NeverFits::PerNode {
+                    ranks, node_ranks, ..
+                } => ("nodes", ranks, node_ranks),
             };
             PyRefusal {
                 kind,
@@ -176,6 +184,11 @@ impl From<Refusal> for PyRefusal {
                 setting: Some(key),
                 ..blank
             },
+            Refusal::PoolOnOneNode { key } => PyRefusal {
+                kind: "pool_one_node",
+                setting: Some(key),
+                ..blank
+            },
             Refusal::NeverFits { why, workers } => never_fits(why, "max_cores", workers),
             Refusal::OutsideAllocation { why, workers, .. } => {
                 never_fits(why, "allocation", workers)
@@ -198,7 +211,8 @@ impl From<Refusal> for PyRefusal {
 /// leave, or None), `cpu_count`, and the GPUs: `gpu_devices` that the local
 /// backend hands out itself, else the allocation's `gpu_count`;
 /// `in_allocation`: inside a Slurm allocation or a Flux instance, where
-/// `launcher` ("agent", "step" or None) chooses how workers start.
+/// `launcher` ("agent", "step" or None) chooses how workers start; `nodes`:
+/// the allocation's nodes, where known.
 #[pyfunction]
 #[pyo3(signature = (
     *,
@@ -215,6 +229,7 @@ impl From<Refusal> for PyRefusal {
     gpu_count,
     in_allocation,
     launcher,
+    nodes = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn make_plan(
@@ -232,6 +247,7 @@ pub fn make_plan(
     gpu_count: u32,
     in_allocation: bool,
     launcher: Option<&str>,
+    nodes: Option<u32>,
 ) -> PyResult<Py<PyAny>> {
     let backend = backend_named(backend, pilots)?;
     let launcher = launcher.map(launcher_named).transpose()?;
@@ -259,6 +275,7 @@ pub fn make_plan(
         allocation_cores,
         step_cpus,
         cpu_count,
+        nodes,
         gpus,
     };
     Ok(match Plan::make(&wanted, known) {
@@ -282,19 +299,20 @@ pub fn unsupported(
 }
 
 /// The launcher for the backend named `backend` (`in_allocation`: inside
-/// a Slurm allocation or a Flux instance; never for pilots, which are
-/// outside) where the user asked for `launcher`: its name, or the
-/// refusal of a launcher given where it chooses nothing. The plan's rule,
-/// asked where no plan is made (calls as batch jobs).
+/// a Slurm allocation or a Flux instance; `pilots`: slurm's pool outside
+/// any, as pilot jobs) where the user asked for `launcher`: its name, or
+/// the refusal of a launcher given where it chooses nothing. The plan's
+/// rule, asked where no plan is made (calls as batch jobs).
 #[pyfunction]
-#[pyo3(signature = (backend, in_allocation, launcher))]
+#[pyo3(signature = (backend, in_allocation, launcher, pilots = false))]
 pub fn choose_launcher(
     py: Python<'_>,
     backend: &str,
     in_allocation: bool,
     launcher: Option<&str>,
+    pilots: bool,
 ) -> PyResult<Py<PyAny>> {
-    let backend = backend_named(backend, false)?;
+    let backend = backend_named(backend, pilots)?;
     let wanted = launcher.map(launcher_named).transpose()?;
     Ok(match plan::launcher(backend, in_allocation, wanted) {
         Ok(launcher) => launcher.name().into_pyobject(py)?.into_any().unbind(),

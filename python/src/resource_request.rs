@@ -6,6 +6,7 @@ use pmp_scheduler::resources::{self, ResourceRequest};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
+use std::num::NonZeroU16;
 
 /// Resources of one worker (a group of MPI ranks), named as in the user's
 /// `resource_dict`. The defaults are the scheduler's, so Python never
@@ -26,6 +27,8 @@ pub struct PyResourceRequest {
     oversubscribe: bool,
     cwd: Option<String>,
     command_line_argument_lst: Vec<String>,
+    num_nodes: Option<u32>,
+    exclusive: bool,
 }
 
 #[pymethods]
@@ -38,7 +41,11 @@ impl PyResourceRequest {
         oversubscribe = ResourceRequest::default().oversubscribe,
         cwd = ResourceRequest::default().cwd,
         command_line_argument_lst = ResourceRequest::default().extra_args,
+        num_nodes = None,
+        exclusive = ResourceRequest::default().exclusive,
     ))]
+    // One keyword argument per resource_dict key, as Python calls it.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cores: u32,
         threads_per_core: u32,
@@ -46,6 +53,8 @@ impl PyResourceRequest {
         oversubscribe: bool,
         cwd: Option<String>,
         command_line_argument_lst: Vec<String>,
+        num_nodes: Option<u32>,
+        exclusive: bool,
     ) -> PyResult<PyResourceRequest> {
         // The client words these with the user's key names first; the
         // rule is `plan::MINIMUMS`, which this applies too.
@@ -53,6 +62,7 @@ impl PyResourceRequest {
             ("cores", cores),
             ("threads_per_core", threads_per_core),
             ("gpus_per_core", gpus_per_core),
+            ("num_nodes", num_nodes.unwrap_or(1)),
         ] {
             let least = plan::minimum(name).unwrap_or(0);
             if value < least {
@@ -60,6 +70,13 @@ impl PyResourceRequest {
                     "{name} must be >= {least}, got {value}"
                 )));
             }
+        }
+        // The scheduler keeps a node count in 16 bits (`ResourceRequest::nodes`).
+        if let Some(nodes) = num_nodes.filter(|&n| n > u32::from(u16::MAX)) {
+            return Err(PyValueError::new_err(format!(
+                "num_nodes must be <= {}, got {nodes}",
+                u16::MAX
+            )));
         }
         // srun's and sbatch's arguments, and a pilot's script, carry these.
         for (name, value) in cwd.iter().map(|cwd| ("cwd", cwd)).chain(
@@ -82,6 +99,8 @@ impl PyResourceRequest {
             oversubscribe,
             cwd,
             command_line_argument_lst,
+            num_nodes,
+            exclusive,
         })
     }
 
@@ -90,11 +109,15 @@ impl PyResourceRequest {
         let arguments = PyList::new(py, &self.command_line_argument_lst)?.repr()?;
         Ok(format!(
             "ResourceRequest(cores={}, threads_per_core={}, gpus_per_core={}, \
-             oversubscribe={}, cwd={cwd}, command_line_argument_lst={arguments})",
+             oversubscribe={}, cwd={cwd}, command_line_argument_lst={arguments}, \
+             num_nodes={}, exclusive={})",
             self.cores,
             self.threads_per_core,
             self.gpus_per_core,
             if self.oversubscribe { "True" } else { "False" },
+            self.num_nodes
+                .map_or_else(|| "None".to_string(), |n| n.to_string()),
+            if self.exclusive { "True" } else { "False" },
         ))
     }
 }
@@ -108,6 +131,12 @@ impl From<&PyResourceRequest> for ResourceRequest {
             oversubscribe: request.oversubscribe,
             cwd: request.cwd.clone(),
             extra_args: request.command_line_argument_lst.clone(),
+            // Checked in `new`: 1 to u16::MAX.
+            nodes: request
+                .num_nodes
+                .and_then(|n| u16::try_from(n).ok())
+                .and_then(NonZeroU16::new),
+            exclusive: request.exclusive,
         }
     }
 }

@@ -49,16 +49,40 @@ struct NodeUse {
     gpus_free: Gpus,
     /// Its agent is gone: nothing is placed here any more.
     lost: bool,
+    /// An `exclusive` call takes all of it: it is one of the allocation's
+    /// nodes (`Capacity::with_spans`), not the allocation as one pool.
+    whole_when_exclusive: bool,
 }
 
 impl NodeUse {
     /// CPUs a request takes here. Oversubscription may exceed the node, but
     /// it still occupies all of it while it runs.
+    /// An exclusive call takes all of the node, so nothing else fits
+    /// beside it, and fits only where nothing runs.
     fn cpus_for(&self, request: &ResourceRequest) -> u32 {
-        if request.oversubscribe {
+        let cpus = if request.oversubscribe {
             request.cpus().min(self.cpus_total)
         } else {
             request.cpus()
+        };
+        if self.takes_whole(request) {
+            cpus.max(self.cpus_total)
+        } else {
+            cpus
+        }
+    }
+
+    fn takes_whole(&self, request: &ResourceRequest) -> bool {
+        request.exclusive && self.whole_when_exclusive
+    }
+
+    /// CPUs `ranks` ranks of a span take here: all of the node for an
+    /// exclusive call.
+    fn cpus_for_ranks(&self, request: &ResourceRequest, ranks: u32) -> u32 {
+        if self.takes_whole(request) {
+            self.cpus_total
+        } else {
+            ranks * request.threads_per_core
         }
     }
 
@@ -93,6 +117,9 @@ impl NodeUse {
     }
 
     fn ranks_free(&self, request: &ResourceRequest) -> u32 {
+        if self.takes_whole(request) && self.cpus_used > 0 {
+            return 0;
+        }
         self.ranks_in(request, self.cpus_free(), self.gpus_free.count())
     }
 
@@ -116,6 +143,10 @@ pub struct Capacity {
     /// (`with_spans`): only where the backend can start it as a step of
     /// its own across them.
     spans: bool,
+    /// Whether nodes join as their agents connect (`joining`): a pool
+    /// worker then waits for a node with room for it, and holds its CPUs
+    /// there, since pmp, not Slurm, packs the node's workers.
+    joins: bool,
 }
 
 impl Capacity {
@@ -141,6 +172,7 @@ impl Capacity {
                 gpus_total: node.gpus.count(),
                 gpus_free: node.gpus,
                 lost: false,
+                whole_when_exclusive: false,
             })
             .collect();
         Capacity {
@@ -149,13 +181,49 @@ impl Capacity {
             workers: 0,
             max_cpus: None,
             spans: false,
+            joins: false,
         }
+    }
+
+    /// No node yet: each joins when its agent connects (`add_node`), as
+    /// pilot jobs start.
+    pub fn joining(max_workers: Option<u32>) -> Capacity {
+        Capacity {
+            joins: true,
+            ..Capacity::of_nodes(Vec::new(), max_workers)
+        }
+    }
+
+    /// Whether nodes join as their agents connect (`joining`).
+    pub fn nodes_join(&self) -> bool {
+        self.joins
+    }
+
+    /// A node whose agent connected, numbered after the others.
+    pub fn add_node(&mut self, node: Node) -> NodeId {
+        let id = NodeId(self.nodes.len() as u32);
+        self.nodes.push(NodeUse {
+            name: node.name,
+            cpus_total: node.cpus,
+            cpus_used: 0,
+            gpus_total: node.gpus.count(),
+            gpus_free: node.gpus,
+            lost: false,
+            // As `with_spans` marks the nodes known from the start.
+            whole_when_exclusive: self.spans,
+        });
+        id
     }
 
     /// A call that no node holds but the live nodes hold together is
     /// placed across them (`Placement::Span`) rather than refused.
+    /// These are the allocation's nodes one by one, so an `exclusive`
+    /// call takes all of each of its nodes, and `num_nodes` picks them.
     pub fn with_spans(mut self) -> Capacity {
         self.spans = true;
+        for node in &mut self.nodes {
+            node.whole_when_exclusive = true;
+        }
         self
     }
 
@@ -214,6 +282,9 @@ impl Capacity {
                 return None;
             }
         }
+        if let Some(nodes) = request.spread().filter(|_| self.spans) {
+            return self.span_over(request, nodes);
+        }
         let node = (0u32..)
             .zip(&self.nodes)
             .filter(|(_, node)| node.fits(request))
@@ -255,6 +326,52 @@ impl Capacity {
         (left == 0).then_some(Placement::Span(shares))
     }
 
+    /// A call with `num_nodes` = `nodes` (more than one): its ranks split
+    /// over exactly that many nodes as srun's block distribution would
+    /// (`ResourceRequest::ranks_per_node`), the largest share on the node
+    /// with the most room for ranks now (the first of those that tie).
+    /// Where fewer than `nodes` nodes have room for their share, it waits.
+    fn span_over(&self, request: &ResourceRequest, nodes: u32) -> Option<Placement> {
+        let mut free: Vec<(u32, u32)> = (0u32..)
+            .zip(&self.nodes)
+            .map(|(id, node)| (id, node.ranks_free(request)))
+            .collect();
+        free.sort_by_key(|&(id, ranks)| (std::cmp::Reverse(ranks), id));
+        let wanted = request.ranks_per_node(nodes);
+        if free.len() < wanted.len() {
+            return None;
+        }
+        free.iter()
+            .zip(wanted)
+            .map(|(&(id, free), ranks)| {
+                (ranks > 0 && free >= ranks).then(|| Share {
+                    node: NodeId(id),
+                    name: self.nodes[id as usize].name.clone(),
+                    ranks,
+                    gpus: Gpus::Counted(0),
+                })
+            })
+            .collect::<Option<Vec<Share>>>()
+            .map(Placement::Span)
+    }
+
+    /// Why a call with `num_nodes` = `nodes` could never run: fewer than
+    /// `nodes` live nodes hold its share of ranks each, even empty.
+    fn span_over_never_fits(&self, request: &ResourceRequest, nodes: u32) -> Option<NeverFits> {
+        let mut held: Vec<u32> = self
+            .live_nodes()
+            .map(|node| node.ranks_held(request))
+            .collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        let wanted = request.ranks_per_node(nodes);
+        let fits = held.len() >= wanted.len() && held.iter().zip(&wanted).all(|(h, w)| h >= w);
+        (!fits).then(|| NeverFits::PerNode {
+            nodes,
+            ranks: wanted[0],
+            node_ranks: held.get(nodes as usize - 1).copied().unwrap_or(0),
+        })
+    }
+
     /// Take what `request` needs where `place` put it; returns the GPUs
     /// handed to it: its node's, or for a span their count (srun picks
     /// the devices of each rank), each node's own kept in its `Share`.
@@ -270,7 +387,7 @@ impl Capacity {
                 let mut gpus = 0;
                 for share in shares {
                     let node = &mut self.nodes[share.node.0 as usize];
-                    node.cpus_used += share.ranks * request.threads_per_core;
+                    node.cpus_used += node.cpus_for_ranks(request, share.ranks);
                     share.gpus = node.gpus_free.take(share.ranks * request.gpus_per_core);
                     gpus += share.gpus.count();
                 }
@@ -292,7 +409,7 @@ impl Capacity {
             Placement::Span(shares) => {
                 for share in shares {
                     let used = &mut self.nodes[share.node.0 as usize];
-                    used.cpus_used -= share.ranks * request.threads_per_core;
+                    used.cpus_used -= used.cpus_for_ranks(request, share.ranks);
                     used.gpus_free.put_back(share.gpus);
                 }
             }
@@ -338,6 +455,11 @@ impl Capacity {
         self.nodes[node.0 as usize].lost = true;
     }
 
+    /// Whether `node` is gone (`lose`).
+    pub fn is_lost(&self, node: NodeId) -> bool {
+        self.nodes[node.0 as usize].lost
+    }
+
     /// Why `request` could never run here, even on an empty allocation: a
     /// task like that would wait forever, so it is refused instead. What
     /// the whole allocation cannot hold says so in its totals. What it
@@ -345,13 +467,25 @@ impl Capacity {
     /// (`with_spans`), unless its whole ranks do not fit the nodes
     /// (`NeverFits::Ranks`); elsewhere it is `NeverFits::SeveralNodes`.
     pub fn never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
+        // `num_nodes` is honoured only where the nodes are known one by
+        // one; elsewhere srun or flux place the step on that many.
+        let nodes = u32::try_from(self.live_nodes().count()).unwrap_or(u32::MAX);
+        if let Some(why) = request.nodes_never_fit(self.spans.then_some(nodes)) {
+            return Some(why);
+        }
+        if let Some(nodes) = request.spread().filter(|_| self.spans) {
+            return self
+                .pool_never_fits(request, 1)
+                .or_else(|| self.span_over_never_fits(request, nodes));
+        }
         if self.nodes.iter().any(|node| node.holds(request)) {
             return None;
         }
         if let Some(why) = self.pool_never_fits(request, 1) {
             return Some(why);
         }
-        if self.spans {
+        // num_nodes=1 keeps the ranks on one node.
+        if self.spans && request.nodes.is_none() {
             let ranks: u32 = self.live_nodes().map(|n| n.ranks_held(request)).sum();
             return (ranks < request.cores).then_some(NeverFits::Ranks {
                 cores: request.cores,
@@ -410,6 +544,26 @@ impl Capacity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_nodes_are_numbered_in_order_and_filled_one_by_one() {
+        let mut cap = Capacity::joining(None);
+        let one = ResourceRequest::default();
+        assert_eq!(cap.place(&one), None, "no node joined yet");
+        let node = |name: &str| Node {
+            name: name.into(),
+            cpus: 2,
+            gpus: Gpus::Counted(0),
+        };
+        assert_eq!(cap.add_node(node("node1")), NodeId(0));
+        assert_eq!(cap.add_node(node("node2")), NodeId(1));
+        let mut placed = Vec::new();
+        while let Some(mut placement) = cap.place(&one) {
+            cap.take(&mut placement, &one);
+            placed.push(cap.placement_name(&placement));
+        }
+        assert_eq!(placed, ["node1", "node1", "node2", "node2"]);
+    }
 
     fn devices(ids: &[&str]) -> Gpus {
         Gpus::Devices(ids.iter().map(|id| id.to_string()).collect())
@@ -723,5 +877,130 @@ mod tests {
             }),
             "6 GPUs of 6, but one rank of 2 a node"
         );
+    }
+
+    fn spread(cores: u32, nodes: u16) -> ResourceRequest {
+        ResourceRequest::of(cores, 1, 0).over(nodes)
+    }
+
+    #[test]
+    fn num_nodes_spreads_the_ranks_over_exactly_that_many_nodes_as_srun_would() {
+        let cap = two_nodes(4, 0).with_spans();
+        let two = spread(2, 2);
+        assert_eq!(cap.never_fits(&two), None);
+        let span = cap.place(&two).unwrap();
+        assert_eq!(
+            shares(&span),
+            [(0, 1), (1, 1)],
+            "one node holds it, yet two"
+        );
+        assert_eq!(cap.placement_name(&span), "a+b");
+        assert_eq!(shares(&cap.place(&spread(3, 2)).unwrap()), [(0, 2), (1, 1)]);
+        assert_eq!(
+            cap.place(&spread(2, 1)),
+            Some(Placement::Node(ONE)),
+            "num_nodes=1: one node, under its agent"
+        );
+        let mut busy = cap.clone();
+        busy.take(&mut Placement::Node(ONE), &ResourceRequest::of(3, 1, 0));
+        assert_eq!(
+            shares(&busy.place(&spread(3, 2)).unwrap()),
+            [(1, 2), (0, 1)],
+            "the larger share where there is room for it"
+        );
+        busy.take(
+            &mut Placement::Node(NodeId(1)),
+            &ResourceRequest::of(4, 1, 0),
+        );
+        assert_eq!(busy.place(&two), None, "a node full: it waits");
+    }
+
+    #[test]
+    fn num_nodes_that_the_allocation_cannot_give_is_refused_and_says_why() {
+        let cap = two_nodes(4, 0).with_spans();
+        assert_eq!(
+            cap.never_fits(&spread(3, 3)),
+            Some(NeverFits::Nodes {
+                nodes: 3,
+                available: 2
+            })
+        );
+        assert_eq!(
+            cap.never_fits(&spread(1, 2)),
+            Some(NeverFits::NodesAboveCores { nodes: 2, cores: 1 })
+        );
+        // 9 CPUs of 10, but a node holds one rank of 3 threads, not 2.
+        let threads = ResourceRequest {
+            threads_per_core: 3,
+            ..spread(3, 2)
+        };
+        let why = two_nodes(5, 0).with_spans().never_fits(&threads).unwrap();
+        assert_eq!(
+            why,
+            NeverFits::PerNode {
+                nodes: 2,
+                ranks: 2,
+                node_ranks: 1
+            }
+        );
+        assert!(why
+            .to_string()
+            .starts_with("num_nodes=2 puts 2 ranks on a node"));
+        assert!(
+            matches!(
+                cap.never_fits(&spread(6, 1)),
+                Some(NeverFits::SeveralNodes { .. })
+            ),
+            "num_nodes=1 never spans"
+        );
+        // Where srun or flux place steps, the nodes are theirs to count.
+        let pool = Capacity::new(8, None, Gpus::Counted(0));
+        assert_eq!(pool.never_fits(&spread(2, 2)), None);
+        assert_eq!(pool.place(&spread(2, 2)), Some(Placement::Node(ONE)));
+    }
+
+    #[test]
+    fn an_exclusive_call_has_its_nodes_to_itself_until_it_ends() {
+        let mut cap = two_nodes(4, 0).with_spans();
+        let exclusive = ResourceRequest {
+            exclusive: true,
+            ..spread(2, 2)
+        };
+        let mut span = cap.place(&exclusive).unwrap();
+        let gpus = cap.take(&mut span, &exclusive);
+        assert_eq!(cap.place(&ResourceRequest::of(1, 1, 0)), None);
+        cap.give_back(span, &exclusive, gpus);
+        let mut one = Placement::Node(ONE);
+        cap.take(&mut one, &ResourceRequest::of(1, 1, 0));
+        assert_eq!(cap.place(&exclusive), None, "waits for both nodes to empty");
+        let alone = ResourceRequest {
+            exclusive: true,
+            ..ResourceRequest::of(1, 1, 0)
+        };
+        assert_eq!(cap.place(&alone), Some(Placement::Node(NodeId(1))));
+        let mut there = Placement::Node(NodeId(1));
+        cap.take(&mut there, &alone);
+        assert_eq!(
+            cap.place(&ResourceRequest::of(1, 1, 0)),
+            Some(Placement::Node(ONE)),
+            "3 CPUs of node b are free, yet only a runs more"
+        );
+        cap.give_back(there, &alone, Gpus::Counted(0));
+        assert_eq!(
+            cap.place(&ResourceRequest::of(4, 1, 0)),
+            Some(Placement::Node(NodeId(1)))
+        );
+        // Oversubscribed, it still fits a node, and takes all of it.
+        let mut crowded = ResourceRequest {
+            oversubscribe: true,
+            ..ResourceRequest::of(6, 1, 0)
+        };
+        crowded.exclusive = true;
+        assert_eq!(cap.never_fits(&crowded), None);
+        assert_eq!(cap.place(&crowded), Some(Placement::Node(NodeId(1))));
+        // The allocation as one pool (steps placed by srun): only its CPUs.
+        let mut pool = Capacity::new(8, None, Gpus::Counted(0));
+        pool.take(&mut Placement::Node(ONE), &alone);
+        assert!(pool.place(&ResourceRequest::of(7, 1, 0)).is_some());
     }
 }

@@ -6,6 +6,8 @@ use crate::backend::flux::FluxBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::mpi::MpiLauncher;
 use crate::backend::pilot::PilotBackend;
+use crate::backend::pilot_agents::{PilotAgents, PilotJobs};
+use crate::backend::pilot_nodes;
 use crate::backend::slurm::SlurmBackend;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::{Capacity, Node, WHOLE_ALLOCATION};
@@ -33,8 +35,9 @@ pub enum BackendChoice {
     Flux {
         flux: PathBuf,
     },
-    /// Pilot jobs from outside any allocation: one `sbatch --wait` per
-    /// block-allocated worker, all named `job_name`.
+    /// Pilot jobs from outside any allocation, all named `job_name`: one
+    /// node agent per job (`launcher="agent"`, `pilot_agents`), or one
+    /// `sbatch --wait` per block-allocated worker (`"step"`, `pilot`).
     SlurmPilots {
         sbatch: PathBuf,
         srun: PathBuf,
@@ -103,6 +106,43 @@ pub struct Config {
     pub tool_dirs: Vec<PathBuf>,
 }
 
+/// The pilot jobs of `config`'s pool: as few one-node jobs as the nodes of
+/// its partition (one `sinfo`, beside sbatch) hold its workers in.
+fn pilot_jobs(
+    backend: &BackendChoice,
+    allocation: &Allocation,
+    tool_dirs: &[PathBuf],
+) -> Result<server::PilotStart, String> {
+    let (
+        BackendChoice::SlurmPilots {
+            sbatch, job_name, ..
+        },
+        Allocation::Block { workers, resources },
+    ) = (backend, allocation)
+    else {
+        return Err("pilot jobs hold a block-allocated pool: block_allocation=True".into());
+    };
+    let sinfo = sbatch.with_file_name("sinfo");
+    let sinfo = if sinfo.is_file() {
+        sinfo
+    } else {
+        "sinfo".into()
+    };
+    let partition = pilot_nodes::named_partition(&resources.extra_args);
+    let shapes = pilot_nodes::ask(&sinfo, partition.as_deref())?;
+    let jobs = PilotJobs::plan(
+        sbatch.clone(),
+        job_name.clone(),
+        resources,
+        *workers,
+        &shapes,
+    )?;
+    Ok(server::PilotStart {
+        jobs,
+        tool_dirs: tool_dirs.to_vec(),
+    })
+}
+
 pub struct SchedulerHandle {
     commands: UnboundedSender<Command>,
     thread: Option<JoinHandle<()>>,
@@ -137,7 +177,23 @@ impl SchedulerHandle {
                     | BackendChoice::Flux { .. }
                     | BackendChoice::Simulated { .. }
             );
-        let (capacity, agent_nodes) = if agents {
+        let pilot_agents = config.launcher == Launcher::Agent
+            && matches!(config.backend, BackendChoice::SlurmPilots { .. });
+        let (capacity, agent_nodes) = if pilot_agents {
+            let agent_nodes = server::AgentNodes {
+                names: Vec::new(),
+                tool_dirs: config.tool_dirs.clone(),
+                keep_bytes: server::keep_bytes(
+                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
+                )?,
+                pilots: Some(pilot_jobs(
+                    &config.backend,
+                    &config.allocation,
+                    &config.tool_dirs,
+                )?),
+            };
+            (Capacity::joining(config.max_workers), Some(agent_nodes))
+        } else if agents {
             let nodes = crate::backend::allocation_nodes::discover(&config.backend)?;
             let names = nodes.iter().map(|node| node.name.clone()).collect();
             // A call larger than any node becomes an srun step or flux job
@@ -151,6 +207,7 @@ impl SchedulerHandle {
                 keep_bytes: server::keep_bytes(
                     std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
                 )?,
+                pilots: None,
             };
             (capacity, Some(agent_nodes))
         } else {
@@ -177,10 +234,14 @@ impl SchedulerHandle {
         let (commands, commands_rx) = unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let bind_host = config.bind_host;
-        let backend = config.backend.build(
-            config.tool_dirs,
-            agent_nodes.as_ref().map(|nodes| &nodes.names[..]),
-        );
+        let backend: Box<dyn Backend> = if pilot_agents {
+            Box::new(PilotAgents)
+        } else {
+            config.backend.build(
+                config.tool_dirs,
+                agent_nodes.as_ref().map(|nodes| &nodes.names[..]),
+            )
+        };
         let thread = std::thread::Builder::new()
             .name("pmp-scheduler".into())
             .spawn(move || {

@@ -11,7 +11,7 @@ use crate::resources::{Gpus, NeverFits, ResourceRequest};
 
 /// The least value of each count the user gives: the one rule the
 /// client's argument checks and the scheduler's configuration share.
-pub const MINIMUMS: [(&str, u32); 6] = [
+pub const MINIMUMS: [(&str, u32); 7] = [
     // Zero ranks or threads would start a worker that can run nothing.
     ("cores", 1),
     ("threads_per_core", 1),
@@ -19,6 +19,8 @@ pub const MINIMUMS: [(&str, u32); 6] = [
     ("max_workers", 1),
     ("max_cores", 1),
     ("restart_limit", 0),
+    // A call runs on at least one node.
+    ("num_nodes", 1),
 ];
 
 /// The least value of the count `key` (see `MINIMUMS`).
@@ -35,7 +37,9 @@ pub enum Backend {
     Local,
     /// srun steps inside a Slurm allocation.
     Slurm,
-    /// Pilot jobs from outside any allocation, one per block-allocated worker.
+    /// Pilot jobs from outside any allocation: one node agent per job, as
+    /// few jobs as the partition's nodes hold the pool in
+    /// (`launcher="step"`: one job per worker).
     SlurmPilots,
     Flux,
 }
@@ -83,14 +87,17 @@ impl Launcher {
 /// How workers start on `backend`, where `in_allocation` says whether it
 /// runs inside a Slurm allocation or a Flux instance and `wanted` is the
 /// user's choice: agents where they can start (the local backend is one
-/// agent on this host), steps otherwise. A choice given where there is no
-/// allocation to choose for is refused, not ignored.
+/// agent on this host; pilot jobs run one per node), steps otherwise. A
+/// choice given where there is no allocation to choose for is refused,
+/// not ignored. Pilots with `Step` are one batch job per worker, whose
+/// ranks srun may spread over nodes (a worker larger than any node).
 pub fn launcher(
     backend: Backend,
     in_allocation: bool,
     wanted: Option<Launcher>,
 ) -> Result<Launcher, Refusal> {
-    let inside = in_allocation && matches!(backend, Backend::Slurm | Backend::Flux);
+    let inside = (in_allocation && matches!(backend, Backend::Slurm | Backend::Flux))
+        || backend == Backend::SlurmPilots;
     match wanted {
         Some(launcher) if inside => Ok(launcher),
         Some(launcher) => Err(Refusal::LauncherUnused { launcher, backend }),
@@ -107,6 +114,10 @@ pub enum Unsupported {
     /// Extra arguments for srun or flux run: the local backend starts
     /// workers itself.
     CommandLineArguments,
+    /// `num_nodes` and `exclusive` choose nodes of an allocation: the
+    /// local backend has this machine only.
+    NumNodes,
+    Exclusive,
 }
 
 impl Unsupported {
@@ -115,6 +126,8 @@ impl Unsupported {
         match self {
             Unsupported::Oversubscribe => "oversubscribe",
             Unsupported::CommandLineArguments => "command_line_argument_lst",
+            Unsupported::NumNodes => "num_nodes",
+            Unsupported::Exclusive => "exclusive",
         }
     }
 }
@@ -128,7 +141,7 @@ pub enum Refusal {
         minimum: u32,
         value: u32,
     },
-    /// Pilot jobs are one per worker: their number must be given.
+    /// Pilot jobs hold the pool's workers: their number must be given.
     PilotsNeedMaxWorkers,
     Unsupported {
         setting: Unsupported,
@@ -138,6 +151,10 @@ pub enum Refusal {
     /// started: a call cannot ask for another `key` (honoured or refused,
     /// never ignored; the core refuses it too, as `NotThePools`).
     NotThePools { key: &'static str },
+    /// A block-allocated worker is one process on one node, shared with
+    /// the pool's others: it cannot honour `key` (`num_nodes` above one,
+    /// or `exclusive`).
+    PoolOnOneNode { key: &'static str },
     /// `workers` workers (1 for a call) can never run within `max_cores`
     /// CPUs and the GPUs there are.
     NeverFits { why: NeverFits, workers: u32 },
@@ -167,7 +184,10 @@ impl std::fmt::Display for Refusal {
                 value,
             } => write!(f, "{key} must be >= {minimum}, got {value}"),
             Refusal::PilotsNeedMaxWorkers => {
-                write!(f, "pilot jobs are one per worker: their number is needed")
+                write!(
+                    f,
+                    "pilot jobs are sized for the pool's workers: their number is needed"
+                )
             }
             Refusal::Unsupported { setting, backend } => write!(
                 f,
@@ -178,6 +198,11 @@ impl std::fmt::Display for Refusal {
             Refusal::NotThePools { key } => write!(
                 f,
                 "every call runs on the pool's workers: a call cannot ask for another {key}"
+            ),
+            Refusal::PoolOnOneNode { key } => write!(
+                f,
+                "a block-allocated worker is one process on one node: it cannot honour {key}; \
+                 without block allocation each such call is a step of its own"
             ),
             Refusal::NeverFits { why, .. } => why.fmt(f),
             Refusal::OutsideAllocation { why, cpus, .. } => {
@@ -232,6 +257,8 @@ pub struct Known {
     pub step_cpus: Option<u32>,
     /// This machine's CPUs.
     pub cpu_count: u32,
+    /// The nodes of the Slurm allocation or Flux instance, where it says.
+    pub nodes: Option<u32>,
     /// Device ids pmp hands out itself (local), or the allocation's count
     /// that srun or flux pick from. Pilots ask Slurm for their own: unused.
     pub gpus: Gpus,
@@ -253,6 +280,8 @@ pub struct Plan {
     pub gpus: Gpus,
     pub step_cpus: Option<u32>,
     pub launcher: Launcher,
+    /// The allocation's nodes, where known (`num_nodes` is at most these).
+    pub nodes: Option<u32>,
 }
 
 impl Plan {
@@ -312,6 +341,7 @@ impl Plan {
             gpus,
             step_cpus: known.step_cpus,
             launcher,
+            nodes: known.nodes,
         };
         match plan.refuse(worker, workers.max(1)) {
             Some(refusal) => Err(refusal),
@@ -322,16 +352,37 @@ impl Plan {
     /// Why `workers` workers of `request` could never run here, or what in
     /// it the backend cannot honour; None when they can run.
     pub fn refuse(&self, request: &ResourceRequest, workers: u32) -> Option<Refusal> {
+        let unsupported = unsupported(self.backend, request).map(|setting| Refusal::Unsupported {
+            setting,
+            backend: self.backend,
+        });
+        // Said before a pool's own rule: no setting of the pool would help.
+        if let Some(refusal) = unsupported
+            .clone()
+            .filter(|_| request.nodes.is_some() || request.exclusive)
+        {
+            return Some(refusal);
+        }
+        if self.workers > 0 {
+            let key = if request.spread().is_some() {
+                Some("num_nodes")
+            } else {
+                request.exclusive.then_some("exclusive")
+            };
+            if let Some(key) = key {
+                return Some(Refusal::PoolOnOneNode { key });
+            }
+        }
+        if let Some(why) = request.nodes_never_fit(self.nodes) {
+            return Some(Refusal::NeverFits { why, workers });
+        }
         if self.workers > 0 {
             if let Some(key) = self.worker.first_difference(request) {
                 return Some(Refusal::NotThePools { key });
             }
         }
-        if let Some(setting) = unsupported(self.backend, request) {
-            return Some(Refusal::Unsupported {
-                setting,
-                backend: self.backend,
-            });
+        if unsupported.is_some() {
+            return unsupported;
         }
         let within = |cpus| {
             Capacity::new(cpus, None, Gpus::Counted(self.gpus.count()))
@@ -364,6 +415,8 @@ pub fn unsupported(backend: Backend, request: &ResourceRequest) -> Option<Unsupp
     match backend {
         Backend::Flux if request.oversubscribe => Some(Unsupported::Oversubscribe),
         Backend::Local if !request.extra_args.is_empty() => Some(Unsupported::CommandLineArguments),
+        Backend::Local if request.nodes.is_some() => Some(Unsupported::NumNodes),
+        Backend::Local if request.exclusive => Some(Unsupported::Exclusive),
         _ => None,
     }
 }
@@ -398,6 +451,7 @@ mod tests {
             allocation_cores: None,
             step_cpus: None,
             cpu_count,
+            nodes: None,
             gpus: Gpus::Devices(vec![]),
         }
     }
@@ -409,6 +463,7 @@ mod tests {
             allocation_cores: Some(allocation_cores),
             step_cpus,
             cpu_count: 64,
+            nodes: Some(2),
             gpus: Gpus::Counted(gpus),
         }
     }
@@ -565,6 +620,63 @@ mod tests {
     }
 
     #[test]
+    fn num_nodes_and_exclusive_are_refused_where_no_step_of_their_own_can_honour_them() {
+        let spread = |cores, nodes| worker(cores, 1, 0).over(nodes);
+        let exclusive = ResourceRequest {
+            exclusive: true,
+            ..worker(1, 1, 0)
+        };
+        let inside = Plan::make(&wanted(None, None, false), slurm(8, None, 0)).unwrap();
+        assert_eq!(inside.refuse(&spread(2, 2), 1), None);
+        assert_eq!(inside.refuse(&exclusive, 1), None);
+        assert_eq!(
+            inside.refuse(&spread(3, 3), 1),
+            Some(Refusal::NeverFits {
+                why: NeverFits::Nodes {
+                    nodes: 3,
+                    available: 2
+                },
+                workers: 1
+            })
+        );
+        assert_eq!(
+            inside.refuse(&spread(1, 2), 1),
+            Some(Refusal::NeverFits {
+                why: NeverFits::NodesAboveCores { nodes: 2, cores: 1 },
+                workers: 1
+            })
+        );
+        let local = Plan::make(&wanted(None, None, false), local(4)).unwrap();
+        for (request, setting) in [
+            (spread(1, 1), Unsupported::NumNodes),
+            (exclusive.clone(), Unsupported::Exclusive),
+        ] {
+            assert_eq!(
+                local.refuse(&request, 1),
+                Some(Refusal::Unsupported {
+                    setting,
+                    backend: Backend::Local
+                })
+            );
+        }
+        let pool = Plan::make(&wanted(Some(2), None, true), slurm(8, None, 0)).unwrap();
+        assert_eq!(
+            pool.refuse(&spread(2, 2), 1),
+            Some(Refusal::PoolOnOneNode { key: "num_nodes" })
+        );
+        assert_eq!(
+            pool.refuse(&exclusive, 1),
+            Some(Refusal::PoolOnOneNode { key: "exclusive" })
+        );
+        let mut spread_pool = wanted(Some(2), None, true);
+        spread_pool.worker = spread(2, 2);
+        assert_eq!(
+            Plan::make(&spread_pool, slurm(8, None, 0)),
+            Err(Refusal::PoolOnOneNode { key: "num_nodes" })
+        );
+    }
+
+    #[test]
     fn settings_a_backend_cannot_honour_are_refused_for_the_executor_and_each_call() {
         let mut over = wanted(None, None, false);
         over.worker.oversubscribe = true;
@@ -647,7 +759,15 @@ mod tests {
             in_allocation: false,
             ..slurm(0, None, 0)
         };
-        let plan = Plan::make(&wanted(Some(2), None, true), pilots).unwrap();
+        let plan = Plan::make(&wanted(Some(2), None, true), pilots.clone()).unwrap();
+        assert_eq!(
+            plan.launcher,
+            Launcher::Agent,
+            "an agent per pilot job's node"
+        );
+        let mut one_job_each = wanted(Some(2), None, true);
+        one_job_each.launcher = Some(Launcher::Step);
+        let plan = Plan::make(&one_job_each, pilots).unwrap();
         assert_eq!(plan.launcher, Launcher::Step, "a pilot job per worker");
         let outside = Known {
             in_allocation: false,
@@ -659,11 +779,6 @@ mod tests {
 
     #[test]
     fn a_launcher_where_there_is_no_allocation_to_launch_in_is_refused() {
-        let pilots = Known {
-            backend: Backend::SlurmPilots,
-            in_allocation: false,
-            ..slurm(0, None, 0)
-        };
         let outside = Known {
             in_allocation: false,
             ..slurm(4, None, 0)
@@ -673,11 +788,6 @@ mod tests {
                 local(4),
                 Launcher::Agent,
                 "the local backend starts them itself",
-            ),
-            (
-                pilots,
-                Launcher::Step,
-                "outside one, each slurm worker or call",
             ),
             (
                 outside,

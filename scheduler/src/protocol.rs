@@ -6,8 +6,9 @@
 //! session (`seal`). Payload frames carry pickles and pickle-protocol-5 out-of-band buffers, which
 //! travel as frames of their own so large arrays are never copied into one blob.
 
+use crate::auth::Key;
 use crate::ids::{TaskId, WorkerId};
-use crate::seal::{OpenError, Opener, Sealer};
+use crate::seal::{OpenError, Opener, Protection, SaltsSeen, Sealer};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -225,6 +226,24 @@ pub fn decode<H: for<'de> Deserialize<'de>>(
     Ok((header, message))
 }
 
+/// Open the first message of a new connection with the session it starts
+/// (`SaltsSeen::session`): its header, its payload frames, and the
+/// session's sending and receiving halves. The salt counts as seen only
+/// once the caller has checked that the message admits its connection
+/// (a worker's expected Hello) and calls `SaltsSeen::accept`.
+pub fn open_first<H: for<'de> Deserialize<'de>>(
+    salts: &SaltsSeen,
+    key: &Key,
+    protection: Protection,
+    message: Vec<Bytes>,
+) -> Result<(H, Vec<Bytes>, Sealer, Opener), DecodeError> {
+    let (sealer, mut opener) = salts
+        .session(key, protection, &message)
+        .map_err(DecodeError::Unopened)?;
+    let (header, frames) = decode(&mut opener, message)?;
+    Ok((header, frames, sealer, opener))
+}
+
 /// Identity a worker reports for status displays: which process on which host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerPlace {
@@ -425,10 +444,9 @@ mod tests {
             host: "node1".into(),
         };
         let wire = encode(&mut worker_out, &hello, Vec::new());
-        let (scheduler_out, mut scheduler_in) = seal::SaltsSeen::default()
-            .session(&key, seal::Protection::Encrypted, &wire)
-            .unwrap();
-        let (back, _): (FromWorker, _) = decode(&mut scheduler_in, wire).unwrap();
+        let salts = seal::SaltsSeen::default();
+        let (back, _, scheduler_out, scheduler_in) =
+            open_first::<FromWorker>(&salts, &key, seal::Protection::Encrypted, wire).unwrap();
         assert_eq!(back, hello);
         ((worker_out, worker_in), (scheduler_out, scheduler_in))
     }

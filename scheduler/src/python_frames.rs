@@ -108,19 +108,15 @@ fn collect_frames(items: &Bound<'_, PyAny>, shared: bool) -> PyResult<Vec<Bytes>
         if shared && len >= shared_memory::SHARED_FROM && buffer.is_c_contiguous() {
             let source = buffer.buf_ptr() as usize;
             // The exported buffer stays valid while `buffer` lives, so the
-            // copy can let other Python threads run.
+            // copy (or the comparison with an equal one) can let other
+            // Python threads run.
             let copied = item.py().detach(|| {
-                shared_memory::frame(len, |target| {
-                    // SAFETY: `source` is a contiguous buffer of `len` bytes
-                    // kept exported by `buffer`; `target` has `len` bytes.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            source as *const u8,
-                            target.as_mut_ptr(),
-                            len,
-                        );
-                    }
-                })
+                // SAFETY: `source` is a contiguous buffer of `len` bytes
+                // kept exported by `buffer` (a Python thread that writes
+                // the array meanwhile races with this submit, as it would
+                // with the copy).
+                let source = unsafe { std::slice::from_raw_parts(source as *const u8, len) };
+                shared_memory::frame_of(source)
             });
             if let Some(frame) = copied {
                 frames.push(frame);

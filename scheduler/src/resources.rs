@@ -1,5 +1,7 @@
 //! What a task or worker asks for, and the accounting of what is free.
 
+use std::num::NonZeroU16;
+
 /// Resources of one worker process (group of ranks), as the user writes them
 /// in `resource_dict` or on the Executor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +12,15 @@ pub struct ResourceRequest {
     pub oversubscribe: bool,
     pub cwd: Option<String>,
     pub extra_args: Vec<String>,
+    /// `num_nodes`: the ranks spread over exactly this many nodes, as a
+    /// step (or Flux job) of its own where it is more than one; None lets
+    /// the scheduler choose (one node where one holds the call). 16 bits
+    /// and `exclusive` fill the padding after `oversubscribe`: a request
+    /// stays 64 bytes, and every queued call holds one (`node_count`).
+    pub nodes: Option<NonZeroU16>,
+    /// `exclusive`: the call's nodes run nothing else while it runs, and it
+    /// is a step (or Flux job) of its own.
+    pub exclusive: bool,
 }
 
 impl Default for ResourceRequest {
@@ -21,12 +32,22 @@ impl Default for ResourceRequest {
             oversubscribe: false,
             cwd: None,
             extra_args: Vec::new(),
+            nodes: None,
+            exclusive: false,
         }
     }
 }
 
 #[cfg(test)]
 impl ResourceRequest {
+    /// The same ranks over `nodes` nodes (`num_nodes`), for tests.
+    pub fn over(self, nodes: u16) -> ResourceRequest {
+        ResourceRequest {
+            nodes: NonZeroU16::new(nodes),
+            ..self
+        }
+    }
+
     /// `cores` ranks of `threads` threads and `gpus` GPUs each, for tests.
     pub fn of(cores: u32, threads: u32, gpus: u32) -> ResourceRequest {
         ResourceRequest {
@@ -48,6 +69,47 @@ impl ResourceRequest {
         self.cores * self.gpus_per_core
     }
 
+    /// `num_nodes`, where the user gave it.
+    pub fn node_count(&self) -> Option<u32> {
+        self.nodes.map(|nodes| u32::from(nodes.get()))
+    }
+
+    /// The number of nodes the ranks are spread over, where the user said
+    /// more than one (`num_nodes`).
+    pub fn spread(&self) -> Option<u32> {
+        self.node_count().filter(|&nodes| nodes > 1)
+    }
+
+    /// Whether only a step (or Flux job) of its own can run this call:
+    /// ranks on several named nodes, nodes of its own, or launcher options.
+    pub fn needs_own_step(&self) -> bool {
+        self.spread().is_some() || self.exclusive || !self.extra_args.is_empty()
+    }
+
+    /// Ranks on each of the `num_nodes` nodes, as srun's block
+    /// distribution lays them out: as even as they go, the first nodes one
+    /// more (3 ranks on 2 nodes: 2 and 1).
+    pub fn ranks_per_node(&self, nodes: u32) -> Vec<u32> {
+        let (each, more) = (self.cores / nodes, self.cores % nodes);
+        (0..nodes).map(|i| each + u32::from(i < more)).collect()
+    }
+
+    /// Why `num_nodes` can never be honoured, where the allocation has
+    /// `allocation_nodes` nodes (None where it is not known): every node
+    /// needs a rank, and the nodes must be there.
+    pub fn nodes_never_fit(&self, allocation_nodes: Option<u32>) -> Option<NeverFits> {
+        let nodes = self.node_count()?;
+        if nodes > self.cores {
+            return Some(NeverFits::NodesAboveCores {
+                nodes,
+                cores: self.cores,
+            });
+        }
+        allocation_nodes
+            .filter(|&available| nodes > available)
+            .map(|available| NeverFits::Nodes { nodes, available })
+    }
+
     /// The first setting, by its `resource_dict` key, in which `other`
     /// asks for something else than this; None when they are the same.
     pub fn first_difference(&self, other: &ResourceRequest) -> Option<&'static str> {
@@ -64,6 +126,13 @@ impl ResourceRequest {
                 "command_line_argument_lst",
                 self.extra_args != other.extra_args,
             ),
+            // A pool's workers, the only ones compared, run on one node
+            // each: saying num_nodes=1 asks for nothing else.
+            (
+                "num_nodes",
+                self.node_count().unwrap_or(1) != other.node_count().unwrap_or(1),
+            ),
+            ("exclusive", self.exclusive != other.exclusive),
         ]
         .into_iter()
         .find_map(|(key, differs)| differs.then_some(key))
@@ -177,6 +246,24 @@ pub enum NeverFits {
         gpus_per_core: u32,
         ranks: u32,
     },
+    /// `num_nodes` is more than the allocation's `available` nodes.
+    Nodes {
+        nodes: u32,
+        available: u32,
+    },
+    /// `num_nodes` is more than `cores`: a node without a rank of the call.
+    NodesAboveCores {
+        nodes: u32,
+        cores: u32,
+    },
+    /// `num_nodes` puts up to `ranks` ranks on a node, and no `nodes` of
+    /// the allocation's nodes hold that many each (`node_ranks` on the
+    /// `nodes`-th largest).
+    PerNode {
+        nodes: u32,
+        ranks: u32,
+        node_ranks: u32,
+    },
 }
 
 impl std::fmt::Display for NeverFits {
@@ -229,6 +316,26 @@ impl std::fmt::Display for NeverFits {
                  nodes hold only {ranks} such ranks together; ask for fewer cores, threads or \
                  GPUs per core"
             ),
+            NeverFits::Nodes { nodes, available } => write!(
+                f,
+                "num_nodes={nodes} is more than the allocation's {available} nodes; ask for at \
+                 most {available}"
+            ),
+            NeverFits::NodesAboveCores { nodes, cores } => write!(
+                f,
+                "num_nodes={nodes} with {cores} cores leaves a node without a rank: every node \
+                 of a call runs at least one; ask for at most {cores} nodes, or more cores"
+            ),
+            NeverFits::PerNode {
+                nodes,
+                ranks,
+                node_ranks,
+            } => write!(
+                f,
+                "num_nodes={nodes} puts {ranks} ranks on a node, but the allocation has no \
+                 {nodes} nodes that hold {ranks} such ranks each (at most {node_ranks}); ask \
+                 for more nodes or fewer cores"
+            ),
         }
     }
 }
@@ -242,7 +349,7 @@ mod tests {
         let pool = ResourceRequest::of(1, 1, 0);
         assert_eq!(pool.first_difference(&pool.clone()), None);
         type Change = fn(&mut ResourceRequest);
-        let changed: [(&str, Change); 6] = [
+        let changed: [(&str, Change); 8] = [
             ("cores", |r| r.cores = 2),
             ("threads_per_core", |r| r.threads_per_core = 2),
             ("gpus_per_core", |r| r.gpus_per_core = 1),
@@ -251,12 +358,46 @@ mod tests {
             ("command_line_argument_lst", |r| {
                 r.extra_args = vec!["-v".into()]
             }),
+            ("num_nodes", |r| r.nodes = NonZeroU16::new(2)),
+            ("exclusive", |r| r.exclusive = true),
         ];
         for (key, change) in changed {
             let mut other = pool.clone();
             change(&mut other);
             assert_eq!(pool.first_difference(&other), Some(key));
         }
+        let one_node = ResourceRequest {
+            nodes: NonZeroU16::new(1),
+            ..pool.clone()
+        };
+        assert_eq!(pool.first_difference(&one_node), None);
+    }
+
+    #[test]
+    fn ranks_spread_over_nodes_as_srun_blocks_them() {
+        assert_eq!(ResourceRequest::of(2, 1, 0).ranks_per_node(2), [1, 1]);
+        assert_eq!(ResourceRequest::of(3, 1, 0).ranks_per_node(2), [2, 1]);
+        assert_eq!(ResourceRequest::of(7, 1, 0).ranks_per_node(3), [3, 2, 2]);
+    }
+
+    #[test]
+    fn num_nodes_needs_a_rank_on_every_node_and_the_nodes_there() {
+        let mut request = ResourceRequest::of(2, 1, 0);
+        assert_eq!(request.nodes_never_fit(Some(2)), None, "no num_nodes given");
+        request.nodes = NonZeroU16::new(2);
+        assert_eq!(request.nodes_never_fit(Some(2)), None);
+        assert_eq!(request.nodes_never_fit(None), None);
+        assert_eq!(
+            request.nodes_never_fit(Some(1)),
+            Some(NeverFits::Nodes {
+                nodes: 2,
+                available: 1
+            })
+        );
+        request.nodes = NonZeroU16::new(3);
+        let why = request.nodes_never_fit(None).unwrap();
+        assert_eq!(why, NeverFits::NodesAboveCores { nodes: 3, cores: 2 });
+        assert!(why.to_string().starts_with("num_nodes=3 with 2 cores"));
     }
 
     #[test]

@@ -178,7 +178,39 @@ pub fn frame(len: usize, fill: impl FnOnce(&mut [u8])) -> Option<Bytes> {
     if len < SHARED_FROM || !enabled() {
         return None;
     }
-    imp::frame(len, fill)
+    imp::frame(len, fill, None)
+}
+
+/// A frame holding a copy of `source` in a segment, as `frame` makes one;
+/// but where a segment still in use holds the very same bytes (the same
+/// array passed to many calls), a frame of that segment instead of a new
+/// copy. So a hundred calls sharing a 45 MB argument hold it once, and a
+/// node agent gets it once (`content_hash` is worked out once per
+/// segment). The same bytes are found by their length and a fingerprint of
+/// a few samples, then checked whole: a match is always equal bytes, never
+/// a likely one. Comparing costs a read of the buffer, a copy a read, a
+/// write and fresh pages.
+pub fn frame_of(source: &[u8]) -> Option<Bytes> {
+    if source.len() < SHARED_FROM || !enabled() {
+        return None;
+    }
+    let sample = imp::Sample::of(source);
+    if let Some(same) = imp::same_bytes(&sample, source) {
+        return Some(same);
+    }
+    imp::frame(
+        source.len(),
+        |target| target.copy_from_slice(source),
+        Some(sample),
+    )
+}
+
+/// The BLAKE3 hash of a frame that is a whole segment (`frame`,
+/// `frame_of`), worked out once per segment however many frames share it;
+/// None for other frames (the caller hashes them itself, if it must).
+pub fn content_hash(frame: &Bytes) -> Option<[u8; 32]> {
+    let segment = imp::holding(frame)?;
+    Some(segment.content_hash(frame))
 }
 
 #[cfg(target_os = "linux")]
@@ -279,11 +311,53 @@ mod imp {
         /// Cleared once the segment is handed to a peer that unmaps it
         /// without saying so: it must then never be written again.
         reuse: AtomicBool,
+        /// How `frame_of` finds it again, while it is in use.
+        sample: Option<Sample>,
+        /// Its bytes' BLAKE3 hash, once asked for (`content_hash`): the
+        /// bytes never change while the segment is in use.
+        hash: std::sync::OnceLock<[u8; 32]>,
+    }
+
+    /// A buffer's length and a fingerprint of a few slices of it: equal
+    /// bytes have equal samples; unequal bytes usually do not, and a
+    /// match is checked whole anyway.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct Sample {
+        len: usize,
+        fingerprint: [u8; 16],
+    }
+
+    impl Sample {
+        /// 16 slices of 4 KiB spread over the buffer (64 KiB hashed, some
+        /// 20 µs, whatever its size).
+        pub fn of(bytes: &[u8]) -> Sample {
+            const SLICES: usize = 16;
+            const SLICE: usize = 4096;
+            let mut hasher = blake3::Hasher::new();
+            let last = bytes.len().saturating_sub(SLICE);
+            for i in 0..SLICES {
+                let start = last / (SLICES - 1) * i;
+                hasher.update(&bytes[start..(start + SLICE).min(bytes.len())]);
+            }
+            let mut fingerprint = [0; 16];
+            fingerprint.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+            Sample {
+                len: bytes.len(),
+                fingerprint,
+            }
+        }
     }
 
     impl Segment {
         pub fn never_reuse(&self) {
             self.reuse.store(false, Ordering::Relaxed);
+        }
+
+        /// `frame` is a frame of this segment (all of what it holds).
+        pub fn content_hash(&self, frame: &Bytes) -> [u8; 32] {
+            *self
+                .hash
+                .get_or_init(|| *blake3::hash(frame.as_ref()).as_bytes())
         }
 
         pub fn reference(&self, len: usize) -> SegmentRef {
@@ -307,6 +381,17 @@ mod imp {
             if let Some(mapping) = self.mapping.take() {
                 let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
                 state.in_use.remove(&(mapping.address as usize));
+                if let Some(sample) = &self.sample {
+                    // Unless a newer segment with the same sample took the
+                    // entry over (its bytes differed from this one's).
+                    if state
+                        .by_sample
+                        .get(sample)
+                        .is_some_and(|w| w.strong_count() == 0)
+                    {
+                        state.by_sample.remove(sample);
+                    }
+                }
                 if !self.reuse.load(Ordering::Relaxed) {
                     drop(state);
                     drop(mapping);
@@ -327,14 +412,33 @@ mod imp {
         /// Segments in use, by their mapping's address: how `holding` finds
         /// a frame's segment (a `Bytes` does not say what owns it).
         in_use: BTreeMap<usize, Weak<Segment>>,
+        /// Segments in use made by `frame_of`, by their bytes' sample.
+        by_sample: BTreeMap<Sample, Weak<Segment>>,
         next_id: u64,
     }
 
     static STATE: Mutex<State> = Mutex::new(State {
         free: Vec::new(),
         in_use: BTreeMap::new(),
+        by_sample: BTreeMap::new(),
         next_id: 1,
     });
+
+    /// A frame of the segment in use that holds `source`'s bytes, if one does.
+    pub fn same_bytes(sample: &Sample, source: &[u8]) -> Option<Bytes> {
+        let segment = STATE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_sample
+            .get(sample)?
+            .upgrade()?;
+        let owner = Owner {
+            segment,
+            len: source.len(),
+        };
+        // Compared outside the lock: a few milliseconds for tens of MB.
+        (owner.as_ref() == source).then(|| Bytes::from_owner(owner))
+    }
 
     /// What a frame in a segment holds on to.
     struct Owner {
@@ -351,7 +455,11 @@ mod imp {
         }
     }
 
-    pub fn frame(len: usize, fill: impl FnOnce(&mut [u8])) -> Option<Bytes> {
+    pub fn frame(
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        sample: Option<Sample>,
+    ) -> Option<Bytes> {
         if STATE.lock().unwrap_or_else(|e| e.into_inner()).in_use.len() >= IN_USE {
             return None;
         }
@@ -379,8 +487,13 @@ mod imp {
             mapping: Some(mapping),
             id,
             reuse: AtomicBool::new(true),
+            sample,
+            hash: std::sync::OnceLock::new(),
         });
         state.in_use.insert(address, Arc::downgrade(&segment));
+        if let Some(sample) = sample {
+            state.by_sample.insert(sample, Arc::downgrade(&segment));
+        }
         drop(state);
         Some(Bytes::from_owner(Owner { segment, len }))
     }
@@ -508,7 +621,29 @@ mod imp {
         }
     }
 
-    pub fn frame(_len: usize, _fill: impl FnOnce(&mut [u8])) -> Option<Bytes> {
+    pub struct Sample;
+
+    impl Sample {
+        pub fn of(_bytes: &[u8]) -> Sample {
+            Sample
+        }
+    }
+
+    impl Segment {
+        pub fn content_hash(&self, _frame: &Bytes) -> [u8; 32] {
+            unreachable!("no segments without Linux")
+        }
+    }
+
+    pub fn same_bytes(_sample: &Sample, _source: &[u8]) -> Option<Bytes> {
+        None
+    }
+
+    pub fn frame(
+        _len: usize,
+        _fill: impl FnOnce(&mut [u8]),
+        _sample: Option<Sample>,
+    ) -> Option<Bytes> {
         None
     }
 
@@ -585,5 +720,41 @@ mod tests {
             error.reason
         );
         assert_eq!(error.segments, vec![shared[0].segment.id]);
+        drop(frames);
+        the_same_bytes_share_one_segment_and_one_hash_while_it_is_in_use();
+    }
+
+    fn the_same_bytes_share_one_segment_and_one_hash_while_it_is_in_use() {
+        let len = 2 * SHARED_FROM + 3;
+        let mut source: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let first = frame_of(&source).expect("shared memory on Linux");
+        let second = frame_of(&source).unwrap();
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "one segment for equal bytes"
+        );
+        let hash = content_hash(&first).unwrap();
+        assert_eq!(hash, *blake3::hash(&source).as_bytes());
+        assert_eq!(content_hash(&second), Some(hash));
+        // One byte changed where no sample looks: equal samples, unequal
+        // bytes, so a segment of its own.
+        source[SHARED_FROM / 3 + 1] ^= 1;
+        let changed = frame_of(&source).unwrap();
+        assert_ne!(changed.as_ptr(), first.as_ptr());
+        assert_eq!(changed.as_ref(), &source[..]);
+        assert_ne!(content_hash(&changed), Some(hash));
+        // Frames of other lengths, or in ordinary memory, are not found.
+        assert!(frame_of(&source[..len - 1]).unwrap().as_ptr() != changed.as_ptr());
+        assert_eq!(content_hash(&Bytes::from(source.clone())), None);
+        // Once every frame of a segment is gone, equal bytes get a new copy.
+        let address = changed.as_ptr();
+        drop((first, second));
+        source[SHARED_FROM / 3 + 1] ^= 1;
+        let again = frame_of(&source).unwrap();
+        assert_eq!(again.as_ref(), &source[..]);
+        drop(changed);
+        assert_ne!(again.as_ptr(), address);
+        assert_eq!(frame_of(&source).unwrap().as_ptr(), again.as_ptr());
     }
 }

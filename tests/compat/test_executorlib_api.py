@@ -172,12 +172,16 @@ def test_unknown_or_misplaced_keys_are_value_errors():
     with pytest.raises(ValueError, match="resource_dict key 'cpus'"):
         SingleNodeExecutor(resource_dict={"cpus": 2})
     with SingleNodeExecutor() as exe:
-        with pytest.raises(ValueError, match="'num_nodes' is for batch jobs"):
+        with pytest.raises(ValueError, match="'num_nodes' chooses nodes of a Slurm allocation"):
             exe.submit(sum, [1], resource_dict={"num_nodes": 2})
+        with pytest.raises(ValueError, match="'run_time_max' is for batch jobs"):
+            exe.submit(sum, [1], resource_dict={"run_time_max": 2})
         with pytest.raises(ValueError, match="resource_dict key 'gpus'"):
             exe.submit(sum, [1], resource_dict={"gpus": 1})
     with pytest.raises(ValueError, match="'cache_key' names one call"):
         SingleNodeExecutor(resource_dict={"cache_key": "x"})
+    with pytest.raises(ValueError, match="'exclusive' chooses nodes"):
+        SingleNodeExecutor(resource_dict={"exclusive": True})
 
 
 def test_flux_job_executor_outside_an_instance_says_which_class_to_use(monkeypatch):

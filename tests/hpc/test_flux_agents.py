@@ -155,3 +155,72 @@ with Executor(backend="flux", max_cores=8) as exe:
     assert nodes == "['fake1', 'fake2'] 1", "six calls at once need both nodes"
     # Flux picks the call's GPU: its own job, not the agents'.
     assert gpu_call == "True 0", gpu_call
+
+
+@pytest.mark.timeout(240)
+def test_num_nodes_is_a_job_of_its_own_over_exactly_that_many_brokers(flux, mpi, run_script):
+    done = run_script(
+        """
+import os, subprocess
+from pmp import FluxJobExecutor
+
+def ranks():
+    from mpi4py import MPI
+    broker = subprocess.run(["flux", "getattr", "rank"], capture_output=True, text=True)
+    return MPI.COMM_WORLD.Get_rank(), broker.stdout.strip(), os.environ["FLUX_JOB_ID"]
+
+def alone():
+    return os.environ["FLUX_JOB_ID"]
+
+with FluxJobExecutor(
+    max_cores=4, resource_dict={"cores": 2, "num_nodes": 2}, pmi_mode="simple"
+) as exe:
+    spread = exe.submit(ranks)
+    print(sorted((rank, broker) for rank, broker, _ in spread.result(timeout=120)))
+    print(spread.place[2].count("+"), len({job for _, _, job in spread.result()}))
+    jobs = exe.submit(alone, resource_dict={"cores": 1, "num_nodes": 1, "exclusive": True})
+    print(jobs.result(timeout=120) != spread.result()[0][2])
+    try:
+        exe.submit(alone, resource_dict={"cores": 3, "num_nodes": 3})
+    except ValueError as refused:
+        print(refused)
+""",
+        ("flux", "start", "-s", "2"),
+        timeout=220,
+    )
+    spread, named, own_job, refused = lines(done)
+    # One rank on each broker ("node"), in one job of its own.
+    assert spread == "[(0, '0'), (1, '1')]", spread
+    assert named == "1 1", "the Future names both nodes; one job"
+    assert own_job == "True"
+    assert refused == (
+        "resource_dict key 'num_nodes': num_nodes=3 is more than the allocation's 2 nodes; "
+        "ask for at most 2"
+    )
+
+
+@pytest.mark.timeout(240)
+def test_with_a_job_per_call_flux_itself_gives_an_exclusive_call_its_nodes_whole(
+    flux, mpi, run_script
+):
+    done = run_script(
+        """
+import os, subprocess
+from pmp import Executor
+
+def job():
+    return os.environ["FLUX_JOB_ID"]
+
+with Executor(backend="flux", launcher="step", max_cores=4) as exe:
+    for resources in ({"cores": 2, "num_nodes": 2}, {"cores": 2, "num_nodes": 2, "exclusive": True}):
+        resources["command_line_argument_lst"] = ["-o", "pmi=simple"]
+        ran = exe.submit(job, resource_dict=resources).result(timeout=120)
+        shown = subprocess.run(["flux", "jobs", "-a", "--no-header", "--format={nnodes} {ncores}",
+                                ran[0]], capture_output=True, text=True, check=True)
+        print(shown.stdout.strip())
+""",
+        ("flux", "start", "-s", "2"),
+        timeout=220,
+    )
+    # Two brokers of two cores: a core on each, or with exclusive all four.
+    assert lines(done) == ["2 2", "2 4"]

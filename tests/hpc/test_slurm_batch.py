@@ -1051,7 +1051,7 @@ def test_a_job_its_partition_can_never_hold_is_refused_at_submit(batch, tmp_path
         "its 3 nodes are more than the partition has",
         "a task's 3 GPUs are more than any node has",
         "2",
-        "each pilot job (one per worker) asks for cores=9",
+        "each pilot job's worker asks for cores=9",
     ]
     assert submitted("too_big") == []
     assert (tmp_path / "sinfo-calls").read_text().count("\n") == 2  # once per executor

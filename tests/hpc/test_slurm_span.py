@@ -90,3 +90,154 @@ def test_a_call_larger_than_any_node_runs_as_its_own_step_across_both_beside_the
     )
     # srun says nothing in the user's output about the allocation's tasks per node.
     assert "Warning" not in done.stderr, done.stderr
+
+
+NODES = """
+import os, pathlib, time
+from pmp import Executor
+
+def wait_for(path):
+    deadline = time.time() + 60
+    while not pathlib.Path(path).exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+
+def hosts(tag=None):
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    if tag is not None:
+        if comm.Get_rank() == 0:
+            pathlib.Path(f"running-{tag}").touch()
+        # Held until the client has run its other calls beside it.
+        wait_for(f"release-{tag}")
+    return (
+        comm.Get_rank(),
+        comm.Get_size(),
+        os.environ["SLURMD_NODENAME"],
+        os.environ["SLURM_STEP_ID"],
+    )
+
+def where(beside=None):
+    if beside is not None:
+        wait_for(beside)
+    return os.environ["SLURMD_NODENAME"], os.environ["SLURM_STEP_ID"]
+
+def refused(exe, **resource_dict):
+    try:
+        exe.submit(where, resource_dict=resource_dict)
+    except ValueError as why:
+        return str(why)
+    return "accepted"
+
+with Executor(backend="slurm") as exe:
+    spread = exe.submit(hosts, "spread", resource_dict={"cores": 2, "num_nodes": 2})
+    small = [exe.submit(where, "running-spread") for _ in range(2)]
+    beside = [f.result(timeout=120) for f in small]
+    busy = sorted({w["node"] for w in exe.info["workers"] if w["state"] == "busy"})
+    pathlib.Path("release-spread").touch()
+    print(sorted(spread.result(timeout=120)))
+    print(spread.place[2], busy)
+    print(sorted(beside))
+    print(sorted(exe.submit(hosts, resource_dict={"cores": 2, "num_nodes": 1}).result(timeout=120)))
+    alone = exe.submit(hosts, "alone", resource_dict={"exclusive": True})
+    wait_for("running-alone")
+    others = [exe.submit(where).result(timeout=120) for _ in range(3)]
+    pathlib.Path("release-alone").touch()
+    print(alone.result(timeout=120)[2:], alone.place[2])
+    print(sorted(others))
+    print(exe.submit(where).result(timeout=120)[1])
+    print(refused(exe, cores=3, num_nodes=3))
+    print(refused(exe, num_nodes=2))
+    print(refused(exe, num_nodes=0))
+    print(refused(exe, num_nodes=True))
+    print(refused(exe, exclusive="yes"))
+with Executor(backend="slurm", block_allocation=True, max_workers=1) as pool:
+    print(refused(pool, cores=2, num_nodes=2))
+"""
+
+
+@pytest.mark.timeout(240)
+def test_num_nodes_spreads_a_call_over_exactly_those_nodes_and_exclusive_has_its_node_alone(
+    slurm, run_script
+):
+    done = run_script(NODES, SALLOC_2)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    (
+        spread,
+        named,
+        beside,
+        one_node,
+        alone,
+        others,
+        agents_step,
+        too_many,
+        rankless,
+        zero,
+        boolean,
+        text,
+        pool,
+    ) = done.stdout.strip().splitlines()
+    spread = eval(spread)
+    # Two ranks on two nodes: one on each, as srun's block distribution
+    # lays them out, in a step of its own.
+    assert [(rank, size, node) for rank, size, node, _ in spread] == [
+        (0, 2, "node1"),
+        (1, 2, "node2"),
+    ], spread
+    (step,) = {step for _, _, _, step in spread}
+    assert named == "node1+node2 ['node1+node2']", "the Future and exe.info name both"
+    # One-node calls ran beside it, forked by the agents in their own step.
+    beside = eval(beside)
+    assert {s for _, s in beside} == {agents_step}, (beside, agents_step)
+    assert step != agents_step
+    # num_nodes=1: both ranks on one node, under its agent.
+    one_node = eval(one_node)
+    assert len({node for _, _, node, _ in one_node}) == 1, one_node
+    assert {s for _, _, _, s in one_node} == {agents_step}, one_node
+    # exclusive: a step of its own, and the calls made while it ran all went
+    # to the other node, though its node had 3 CPUs free (packing would
+    # have put them there).
+    (alone_node, alone_step), alone_named = eval(alone.rsplit(" ", 1)[0]), alone.rsplit(" ", 1)[1]
+    assert alone_step != agents_step
+    assert alone_named == alone_node
+    assert {node for node, _ in eval(others)} == {"node1", "node2"} - {alone_node}, others
+    assert too_many == (
+        "resource_dict key 'num_nodes': num_nodes=3 is more than the allocation's 2 nodes; "
+        "ask for at most 2"
+    )
+    assert rankless.startswith(
+        "resource_dict key 'num_nodes': num_nodes=2 with 1 cores leaves a node without a rank"
+    ), rankless
+    assert zero == "resource_dict key 'num_nodes' must be >= 1, got 0"
+    assert boolean == "resource_dict key 'num_nodes' must be an int, got bool True"
+    assert text == "resource_dict key 'exclusive' must be True or False, got str 'yes'"
+    assert pool.startswith(
+        "resource_dict key 'num_nodes': a block-allocated worker is one process on one node"
+    ), pool
+
+
+EXECUTORLIB = """
+import os
+from pmp import SlurmJobExecutor
+
+def hosts():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank(), os.environ["SLURMD_NODENAME"]
+
+with SlurmJobExecutor(resource_dict={"cores": 2, "num_nodes": 2, "exclusive": True}) as exe:
+    print(sorted(exe.submit(hosts).result(timeout=120)))
+    print(sorted(exe.submit(hosts, resource_dict={"num_nodes": 1}).result(timeout=120))[0][1]
+          in ("node1", "node2"))
+"""
+
+
+@pytest.mark.timeout(240)
+def test_slurm_job_executor_takes_num_nodes_and_exclusive_as_executorlib_users_write_them(
+    slurm, run_script
+):
+    done = run_script(EXECUTORLIB, SALLOC_2)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    spread, one_node = done.stdout.strip().splitlines()
+    assert spread == "[(0, 'node1'), (1, 'node2')]"
+    assert one_node == "True"

@@ -253,10 +253,11 @@ def test_a_result_changed_on_the_wire_is_never_unpickled_and_fails_its_future(
 @pytest.mark.parametrize(
     "launcher, options",
     # A worker forked by a node agent and one as an srun step inside an
-    # allocation, and one as a pilot job (sbatch, which keeps the job's
-    # environment) from outside any.
-    [(SALLOC, ""), (SALLOC, ', launcher="step"'), ((), "")],
-    ids=["agent", "srun-step", "pilot-job"],
+    # allocation, and from outside any one forked by a pilot job's agent
+    # and one as a pilot job of its own (sbatch, which keeps the job's
+    # environment).
+    [(SALLOC, ""), (SALLOC, ', launcher="step"'), ((), ""), ((), ', launcher="step"')],
+    ids=["agent", "srun-step", "pilot-agent", "pilot-job"],
 )
 def test_the_key_is_in_no_worker_environment_command_line_or_job_listing(
     slurm, run_script, launcher, options

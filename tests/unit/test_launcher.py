@@ -8,8 +8,8 @@ from pmp import Executor, _pmp
 from pmp.client.executor_checks import refusal_message
 
 
-def choose(backend, in_allocation, launcher=None):
-    return _pmp.choose_launcher(backend, in_allocation, launcher)
+def choose(backend, in_allocation, launcher=None, pilots=False):
+    return _pmp.choose_launcher(backend, in_allocation, launcher, pilots)
 
 
 def test_agents_where_they_can_start_unless_steps_are_asked_for():
@@ -20,6 +20,9 @@ def test_agents_where_they_can_start_unless_steps_are_asked_for():
         assert choose(backend, True) == "agent"
         assert choose(backend, True, "agent") == "agent"
     assert choose("local", False) == "agent", "one agent on this host"
+    # A pool outside any allocation: pilot jobs of node agents, or one job per worker.
+    assert choose("slurm", False, pilots=True) == "agent"
+    assert choose("slurm", False, "step", pilots=True) == "step"
 
 
 def plan(backend, *, pilots=False, in_allocation=True, launcher=None):
@@ -43,7 +46,9 @@ def plan(backend, *, pilots=False, in_allocation=True, launcher=None):
 def test_the_plan_carries_the_launcher_the_scheduler_is_configured_with():
     assert plan("slurm").launcher == "agent"
     assert plan("flux", launcher="step").launcher == "step"
-    assert plan("slurm", pilots=True, in_allocation=False).launcher == "step"
+    assert plan("slurm", pilots=True, in_allocation=False).launcher == "agent"
+    pilot_per_worker = plan("slurm", pilots=True, in_allocation=False, launcher="step")
+    assert pilot_per_worker.launcher == "step"
     assert plan("local", in_allocation=False).launcher == "agent"
 
 
@@ -51,7 +56,6 @@ def test_the_plan_carries_the_launcher_the_scheduler_is_configured_with():
     ("backend", "pilots", "in_allocation", "where"),
     [
         ("local", False, False, "the local backend starts every worker on this machine itself"),
-        ("slurm", True, False, "this slurm executor runs outside any"),
         ("slurm", False, False, "this slurm executor runs outside any"),
     ],
 )

@@ -27,6 +27,7 @@ def plan(backend="local", pilots=False, worker=None, *, gpu_count=0, **given):
         gpu_count=gpu_count,
         in_allocation=given.get("in_allocation", True),
         launcher=given.get("launcher"),
+        nodes=given.get("nodes"),
     )
 
 
@@ -46,7 +47,7 @@ def test_pilots_each_count_their_own_gpus_and_need_max_workers():
     assert made.gpu_count == 3
     refused = plan("slurm", True, gpu_worker, block_allocation=True)
     assert refused.kind == "pilots"
-    assert "say how many with max_workers" in refusal_message(
+    assert "say how many workers with max_workers" in refusal_message(
         refused, gpu_worker, None, "slurm", [], DEFAULTS
     )
 
@@ -90,6 +91,42 @@ def test_settings_a_backend_cannot_honour_are_refused_not_ignored():
     assert _pmp.unsupported("slurm", arguments) is None
     over = _pmp.ResourceRequest(oversubscribe=True)
     assert _pmp.unsupported("flux", over).setting == "oversubscribe"
+
+
+def test_num_nodes_and_exclusive_are_refused_where_nothing_can_honour_them():
+    spread = _pmp.ResourceRequest(cores=3, num_nodes=3)
+    refused = plan("slurm", nodes=2).refuse(spread)
+    assert refusal_message(refused, spread, {"num_nodes": 3}, "slurm", [], DEFAULTS) == (
+        "resource_dict key 'num_nodes': num_nodes=3 is more than the allocation's 2 nodes; "
+        "ask for at most 2"
+    )
+    assert plan("slurm", nodes=3).refuse(spread) is None
+    assert plan("slurm").refuse(spread) is None, "nodes unknown: srun or flux decide"
+    rankless = _pmp.ResourceRequest(num_nodes=2)
+    refused = plan("slurm", nodes=2).refuse(rankless)
+    assert refusal_message(refused, rankless, {}, "slurm", [], DEFAULTS).startswith(
+        "resource_dict key 'num_nodes': num_nodes=2 with 1 cores leaves a node without a rank"
+    )
+    exclusive = _pmp.ResourceRequest(exclusive=True)
+    refused = plan().refuse(exclusive)
+    assert (refused.kind, refused.setting) == ("unsupported", "exclusive")
+    assert refusal_message(refused, exclusive, {"exclusive": True}, "local", [], DEFAULTS) == (
+        "resource_dict key 'exclusive' chooses nodes of a Slurm allocation or a Flux "
+        "instance, and the local backend runs every call on this machine: drop it, or use "
+        "backend='slurm' or 'flux' inside an allocation"
+    )
+    pool = plan("slurm", nodes=2, max_workers=2, block_allocation=True)
+    spread = _pmp.ResourceRequest(cores=2, num_nodes=2)
+    refused = pool.refuse(spread)
+    assert (refused.kind, refused.setting) == ("pool_one_node", "num_nodes")
+    assert refusal_message(refused, spread, {"num_nodes": 2}, "slurm", [], DEFAULTS) == (
+        "resource_dict key 'num_nodes': a block-allocated worker is one process on one node: "
+        "it cannot honour num_nodes; without block allocation each such call is a step of "
+        "its own"
+    )
+    assert pool.refuse(_pmp.ResourceRequest(num_nodes=1)) is None, "one node: as any worker"
+    with pytest.raises(ValueError, match="^num_nodes must be >= 1, got 0$"):
+        _pmp.ResourceRequest(num_nodes=0)
 
 
 @pytest.mark.parametrize(("key", "least"), [("cores", 1), ("threads_per_core", 1)])

@@ -8,15 +8,20 @@
 //! read, so the scheduler removes it), the heartbeat limit, the Python of
 //! its zygote. It connects to the scheduler
 //! (one encrypted session, `seal`), says Hello with what its node offers
-//! (`node`), and prestarts a zygote for its node. Then, for each message
-//! (`protocol::agent`):
-//! - `Start`: the worker's command, with the key (`PMP_KEY`, which the
-//!   worker removes from its environment once read, as local workers do),
-//!   an encrypted wire and the GPUs it asks for (`node_gpus`) added, forked by the zygote where it can
-//!   reproduce it, spawned otherwise (`Zygotes::start_worker`, the local
-//!   backend's own rule). The worker connects to the scheduler itself; its
-//!   tasks never pass here. What it prints comes back as `Printed`, its end
-//!   (or why it could not start) as `Exited`.
+//! (`node`), and prestarts a zygote for its node. Its workers reach it on a
+//! local socket of its own (`local_socket`), never the scheduler: it relays
+//! their messages both ways on its one connection (`relay`), and keeps the
+//! large buffers the scheduler sends once per node (`kept`). Then, for each
+//! message (`protocol::agent`):
+//! - `Start`: the worker's command, with the local socket's address, the
+//!   agent's own key (`PMP_KEY`, which the worker removes from its
+//!   environment once read, as local workers do), a signed wire and the
+//!   GPUs it asks for (`node_gpus`) put over what the scheduler set, forked
+//!   by the zygote where it can reproduce it, spawned otherwise
+//!   (`Zygotes::start_worker`, the local backend's own rule). What it
+//!   prints comes back as `Printed`, its end (or why it could not start) as
+//!   `Exited`, after every message of its that the agent read.
+//! - `Relay`, `Keep`, `Forget`: see `relay`.
 //! - `Stop` and `Signal`: to the worker's process group.
 //! - `Ping`: `Pong`. `Shutdown`: every worker stopped, their `Exited` sent,
 //!   exit. SIGTERM (Slurm or Flux ending the step) does the same.
@@ -33,11 +38,14 @@
 //! the socket and watch the workers' processes; the main loop owns the
 //! workers.
 
+use crate::local_socket::PrivateDir;
 use crate::node::Node;
 use crate::node_gpus::NodeGpus;
+use crate::relay::{self, Outgoing, Relay};
 use crate::settings::AgentSettings;
+use pmp_scheduler::admission;
 use pmp_scheduler::auth::Key;
-use pmp_scheduler::backend::{key_file::KeyFiles, WorkerEnvironment};
+use pmp_scheduler::backend::{key_file, key_file::KeyFiles, WorkerEnvironment};
 use pmp_scheduler::core::LostReason;
 use pmp_scheduler::ids::WorkerId;
 use pmp_scheduler::process::{self, Exit, Printed, PrintedSink, WorkerProcess};
@@ -95,9 +103,6 @@ pub fn run() -> ! {
     std::process::exit(code)
 }
 
-/// A message for the scheduler; None asks the writer to flush and stop.
-type Outgoing = UnboundedSender<Option<(FromAgent, Vec<Bytes>)>>;
-
 async fn serve(settings: AgentSettings, node: Node) -> i32 {
     let program = match std::env::current_exe() {
         Ok(program) => program,
@@ -106,6 +111,27 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
             return 2;
         }
     };
+    let local_dir = match PrivateDir::create() {
+        Ok(dir) => dir,
+        Err(e) => {
+            say!("pmp-worker agent: {e}");
+            return 2;
+        }
+    };
+    let local_address = local_dir.address();
+    // The same limits as the scheduler's own worker socket: until a
+    // worker's Hello admitted its connection, one small message.
+    let mut local = admission::worker_socket();
+    if let Err(e) = local.bind(&local_address).await {
+        say!("pmp-worker agent: cannot listen for its workers at {local_address}: {e}");
+        return 2;
+    }
+    let (local_send, local_recv) = local.split();
+    let (local_in_tx, local_in) = unbounded_channel();
+    tokio::spawn(read(local_recv, local_in_tx));
+    let (local_out, local_out_rx) = unbounded_channel();
+    tokio::spawn(write_local(local_send.clone(), local_out_rx));
+    let local_key = Key::generate();
     let mut socket = zeromq::DealerSocket::new();
     if let Err(e) = socket.connect(&settings.address).await {
         say!(
@@ -132,8 +158,8 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
     // worker's environment comes with each Start.
     let environment = WorkerEnvironment {
         program,
-        address: settings.address.clone(),
-        key: settings.key.clone(),
+        address: local_address,
+        key: local_key.clone(),
         key_files: KeyFiles::default(),
         python: settings.python.executable.clone(),
         sys_path: settings.python.sys_path.clone(),
@@ -151,11 +177,19 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
         };
         let _ = printed_out.send(Some((message, vec![p.text])));
     });
+    let relay = Relay::new(
+        node.name.clone(),
+        local_key,
+        outgoing.clone(),
+        local_out,
+        local_send,
+    );
     let agent = Agent {
         node: node.name,
         gpus: NodeGpus::new(node.gpus),
-        key: settings.key,
         environment,
+        relay,
+        local_dir,
         zygotes,
         workers: HashMap::new(),
         outgoing,
@@ -165,7 +199,13 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
         unopened: 0,
     };
     agent
-        .serve(incoming, exits, writer, settings.heartbeat_timeout)
+        .serve(
+            incoming,
+            local_in,
+            exits,
+            writer,
+            settings.heartbeat_timeout,
+        )
         .await
 }
 
@@ -173,8 +213,12 @@ struct Agent {
     /// Its node's name, for what it says.
     node: String,
     gpus: NodeGpus,
-    key: Key,
+    /// What its workers are started with: the local socket's address and
+    /// the agent's own key.
     environment: WorkerEnvironment,
+    relay: Relay,
+    /// Where the local socket is; removed when the agent exits.
+    local_dir: PrivateDir,
     zygotes: Zygotes,
     workers: HashMap<WorkerId, WorkerProcess>,
     outgoing: Outgoing,
@@ -190,6 +234,7 @@ impl Agent {
     async fn serve(
         mut self,
         mut incoming: UnboundedReceiver<Vec<Bytes>>,
+        mut local: UnboundedReceiver<Vec<Bytes>>,
         mut exits: UnboundedReceiver<Exit>,
         mut writer: tokio::task::JoinHandle<()>,
         silence: Duration,
@@ -204,17 +249,18 @@ impl Agent {
                         self.die(format_args!("lost the connection to the scheduler"));
                     };
                     match protocol::decode::<ToAgent>(&mut self.opener, message) {
-                        Ok((message, _)) => {
+                        Ok((message, frames)) => {
                             deadline = Instant::now() + silence;
                             if let ToAgent::Shutdown = message {
-                                return self.shutdown(exits, writer).await;
+                                return self.shutdown(local, exits, writer).await;
                             }
-                            self.on_message(message);
+                            self.on_message(message, frames);
                         }
                         Err(e) => self.unopened(e),
                     }
                 }
-                Some(exit) = exits.recv() => self.exited(exit),
+                Some(message) = local.recv() => self.relay.on_local(message),
+                Some(exit) = exits.recv() => self.exited_after(exit, &mut local),
                 () = tokio::time::sleep_until(deadline) => self.die(format_args!(
                     "no word from the scheduler for {:.0} s",
                     silence.as_secs_f64()
@@ -222,13 +268,13 @@ impl Agent {
                 _ = &mut writer => self.die(format_args!("cannot write to the scheduler")),
                 () = sigterm(&mut terminate) => {
                     say!("pmp-worker agent on {}: SIGTERM; stopping its workers", self.node);
-                    return self.shutdown(exits, writer).await;
+                    return self.shutdown(local, exits, writer).await;
                 }
             }
         }
     }
 
-    fn on_message(&mut self, message: ToAgent) {
+    fn on_message(&mut self, message: ToAgent, frames: Vec<Bytes>) {
         match message {
             ToAgent::Start {
                 worker,
@@ -250,10 +296,13 @@ impl Agent {
             }
             ToAgent::Ping => self.send(FromAgent::Pong, Vec::new()),
             ToAgent::Shutdown => unreachable!("handled by the main loop"),
-            // Not sent yet: the relay is being built (protocol::agent).
-            ToAgent::Relay { .. } | ToAgent::Keep { .. } | ToAgent::Forget { .. } => {
-                eprintln!("pmp agent: a relay message, not handled yet: dropped")
-            }
+            ToAgent::Relay {
+                worker,
+                message,
+                kept,
+            } => self.relay.relay(worker, message, kept, frames),
+            ToAgent::Keep { hash } => self.relay.keep(hash, frames),
+            ToAgent::Forget { hash } => self.relay.forget(&hash),
         }
     }
 
@@ -282,6 +331,13 @@ impl Agent {
             reason: LostReason::new(format!("could not start worker: {why}")),
         };
         let mut command = std::process::Command::new(program);
+        // A key file the scheduler named would be the executor's key, which
+        // the worker would read before `PMP_KEY` (the agent's own, below).
+        // Left out, not removed: a zygote forks no command that removes a
+        // variable, and the agent's own environment has none.
+        let variables = variables
+            .into_iter()
+            .filter(|(name, _)| name != key_file::VARIABLE);
         command.args(args).envs(variables);
         // After the variables: the agent alone knows which ids are free.
         match self.gpus.take(worker, gpus) {
@@ -298,10 +354,12 @@ impl Agent {
                 return self.exited(could_not(worker, format!("node {}: {why}", self.node)))
             }
         }
-        // Its own connection is encrypted: it leaves this node.
+        // Over what the scheduler set: the worker talks to this agent
+        // alone, signed with the agent's key.
         command
-            .env("PMP_KEY", self.key.to_hex())
-            .env(Protection::VARIABLE, Protection::Encrypted.name());
+            .env("PMP_SCHEDULER", &self.environment.address)
+            .env("PMP_KEY", self.environment.key.to_hex())
+            .env(Protection::VARIABLE, relay::LOCAL_WIRE.name());
         if let Some(cwd) = cwd {
             if !std::path::Path::new(&cwd).is_dir() {
                 let why = format!("cwd {cwd:?} is not a directory on node {}", self.node);
@@ -319,14 +377,29 @@ impl Agent {
         match started {
             Ok(process) => {
                 self.workers.insert(worker, process);
+                self.relay.started(worker);
             }
             Err(e) => self.exited(could_not(worker, e.to_string())),
         }
     }
 
+    /// `exited`, once every message of the worker's that the local socket
+    /// read is relayed: the scheduler expects a worker's last Done before
+    /// its end. What the socket has read waits in `local`; what the worker
+    /// wrote before it ended has been read by then, as the socket is read
+    /// whenever it is readable and an exit is seen only once the worker's
+    /// output pipes closed (`process::watch`, after its wait status).
+    fn exited_after(&mut self, exit: Exit, local: &mut UnboundedReceiver<Vec<Bytes>>) {
+        while let Ok(message) = local.try_recv() {
+            self.relay.on_local(message);
+        }
+        self.exited(exit);
+    }
+
     /// Report a worker's end and forget it; its GPUs are free again.
     fn exited(&mut self, exit: Exit) {
         self.workers.remove(&exit.worker);
+        self.relay.exited(exit.worker);
         self.gpus.give_back(exit.worker);
         let LostReason {
             message,
@@ -366,6 +439,7 @@ impl Agent {
     /// this agent), flush, and exit.
     async fn shutdown(
         mut self,
+        mut local: UnboundedReceiver<Vec<Bytes>>,
         mut exits: UnboundedReceiver<Exit>,
         writer: tokio::task::JoinHandle<()>,
     ) -> i32 {
@@ -375,7 +449,7 @@ impl Agent {
         let deadline = Instant::now() + process::TERM_GRACE + EXIT_REPORT_GRACE;
         while !self.workers.is_empty() {
             match tokio::time::timeout_at(deadline, exits.recv()).await {
-                Ok(Some(exit)) => self.exited(exit),
+                Ok(Some(exit)) => self.exited_after(exit, &mut local),
                 _ => break,
             }
         }
@@ -393,6 +467,7 @@ impl Agent {
     }
 
     fn say_unopened(&self) {
+        self.relay.say_dropped();
         if self.unopened > 1 {
             say!(
                 "pmp-worker agent on {}: dropped {} messages that did not open",
@@ -410,6 +485,8 @@ impl Agent {
         );
         self.kill_all();
         self.say_unopened();
+        // `exit` runs no destructor.
+        self.local_dir.remove();
         std::process::exit(GAVE_UP)
     }
 }
@@ -426,8 +503,9 @@ async fn sigterm(terminate: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Pass on what comes from the scheduler; returns when the connection fails.
-async fn read(mut socket: zeromq::DealerRecvHalf, incoming: UnboundedSender<Vec<Bytes>>) {
+/// Pass on what comes from the scheduler (or, on the local socket, from the
+/// workers); returns when the connection fails.
+async fn read<S: SocketRecv>(mut socket: S, incoming: UnboundedSender<Vec<Bytes>>) {
     while let Ok(message) = socket.recv().await {
         if incoming.send(message.into_vec()).is_err() {
             return;
@@ -454,6 +532,14 @@ async fn write(
     if let Some(progress) = socket.write_progress() {
         let mark = progress.mark();
         let _ = tokio::task::spawn_blocking(move || progress.wait_for(mark)).await;
+    }
+}
+
+/// Send what the relay sealed for the workers; a message for a worker gone
+/// meanwhile is dropped (its exit is reported anyway).
+async fn write_local(mut socket: zeromq::RouterSendHalf, mut queue: UnboundedReceiver<ZmqMessage>) {
+    while let Some(message) = queue.recv().await {
+        let _ = socket.send(message).await;
     }
 }
 

@@ -4,16 +4,20 @@
 //! it starts are real processes (a shell, and pmp-worker itself, forked by
 //! the agent's zygote, which needs the Python pmp is installed in:
 //! `PYO3_PYTHON`, else the one `install.sh` recorded in target/pmp-python).
+//! Workers talk to the agent alone, on its local socket; the stand-in sees
+//! their messages as the agent relays them (`FromAgent::Relay`), and sends
+//! them real pickled calls (pickled by that Python, as pmp's client does).
 //! Linux: processes are watched through /proc, and only Linux has zygotes.
 #![cfg(target_os = "linux")]
 
 use pmp_scheduler::auth::Key;
+use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::ids::WorkerId;
-use pmp_scheduler::protocol::agent::{FromAgent, ToAgent};
-use pmp_scheduler::protocol::{self, FromWorker, Stream};
-use pmp_scheduler::seal::{Opener, Protection, SaltsSeen, Sealer};
+use pmp_scheduler::protocol::agent::{FromAgent, KeptFrame, ToAgent};
+use pmp_scheduler::protocol::{self, FromWorker, FunctionRef, Outcome, Stream, ToWorker};
+use pmp_scheduler::seal::{self, Opener, Protection, SaltsSeen, Sealer};
 use pmp_scheduler::Bytes;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,6 +106,10 @@ struct Scheduler {
     from_agent: VecDeque<(FromAgent, Vec<Bytes>)>,
     /// What the agent forwarded of its workers' output.
     printed: Vec<(WorkerId, Stream, String)>,
+    /// Every message the agent relayed from its workers, in order.
+    relayed: Vec<(WorkerId, FromWorker)>,
+    /// The connections that sent anything: the agents', never a worker's.
+    connections: HashSet<Bytes>,
     key_file: PathBuf,
 }
 
@@ -128,6 +136,8 @@ impl Scheduler {
             others: VecDeque::new(),
             from_agent: VecDeque::new(),
             printed: Vec::new(),
+            relayed: Vec::new(),
+            connections: HashSet::new(),
             key_file,
         }
     }
@@ -181,6 +191,7 @@ impl Scheduler {
             .expect("the socket receives");
         let mut frames = message.into_vec();
         let route = frames.remove(0);
+        self.connections.insert(route.clone());
         (route, frames)
     }
 
@@ -194,7 +205,12 @@ impl Scheduler {
             let (route, frames) = self.receive().await;
             match &mut self.agent {
                 Some((agent, _, opener)) if *agent == route => {
-                    return protocol::decode(opener, frames).expect("the agent's message opens");
+                    let (message, frames) =
+                        protocol::decode(opener, frames).expect("the agent's message opens");
+                    if let FromAgent::Relay { worker, message } = &message {
+                        self.relayed.push((*worker, message.clone()));
+                    }
+                    return (message, frames);
                 }
                 Some(_) => self.others.push_back((route, frames)),
                 None => {
@@ -216,13 +232,55 @@ impl Scheduler {
     /// The agent's next message other than what it forwards of its
     /// workers' output, which is kept in `printed`.
     async fn next_unprinted(&mut self) -> FromAgent {
+        self.next_unprinted_with_frames().await.0
+    }
+
+    /// `next_unprinted`, with the message's payload frames.
+    async fn next_unprinted_with_frames(&mut self) -> (FromAgent, Vec<Bytes>) {
         loop {
             match self.next().await {
                 (FromAgent::Printed { worker, stream }, frames) => {
                     let text = String::from_utf8_lossy(&frames[0]).into_owned();
                     self.printed.push((worker, stream, text));
                 }
-                (message, _) => return message,
+                message => return message,
+            }
+        }
+    }
+
+    /// The next message the agent relays from one of its workers, with
+    /// its frames; anything else but output is unexpected.
+    async fn next_relayed(&mut self) -> (WorkerId, FromWorker, Vec<Bytes>) {
+        match self.next_unprinted_with_frames().await {
+            (FromAgent::Relay { worker, message }, frames) => (worker, message, frames),
+            (other, _) => panic!("expected a relayed message: {other:?}"),
+        }
+    }
+
+    /// `worker`'s Hello, relayed by the agent.
+    async fn relayed_hello(&mut self, worker: WorkerId) -> FromWorker {
+        let (from, hello, _) = self.next_relayed().await;
+        assert_eq!(from, worker);
+        assert!(
+            matches!(hello, FromWorker::Hello { worker: w, .. } if w == worker),
+            "{hello:?}"
+        );
+        hello
+    }
+
+    /// The first `n` lines `worker` prints to stdout.
+    async fn lines(&mut self, worker: WorkerId, n: usize) -> Vec<String> {
+        loop {
+            let printed = self.printed_by(worker, Stream::Stdout);
+            if printed.matches('\n').count() >= n {
+                return printed.lines().take(n).map(String::from).collect();
+            }
+            match self.next().await {
+                (FromAgent::Printed { worker, stream }, frames) => {
+                    let text = String::from_utf8_lossy(&frames[0]).into_owned();
+                    self.printed.push((worker, stream, text));
+                }
+                (message, _) => panic!("expected output of worker {}: {message:?}", worker.0),
             }
         }
     }
@@ -264,7 +322,12 @@ impl Scheduler {
     }
 
     async fn send(&mut self, message: &ToAgent) {
-        let wire = self.seal(message);
+        self.send_with(message, Vec::new()).await;
+    }
+
+    async fn send_with(&mut self, message: &ToAgent, frames: Vec<Bytes>) {
+        let (_, sealer, _) = self.agent.as_mut().expect("the agent said hello");
+        let wire = protocol::encode(sealer, message, frames);
         self.send_wire(wire).await;
     }
 
@@ -280,14 +343,6 @@ impl Scheduler {
             message.push_back(frame);
         }
         self.socket.send(message).await.expect("send to the agent");
-    }
-
-    /// A worker's Hello, on a connection of its own, encrypted.
-    async fn worker_hello(&mut self) -> FromWorker {
-        let (_, _, mut opener, frames) = self.first_of_a_new_connection().await;
-        protocol::decode(&mut opener, frames)
-            .expect("the worker's Hello opens")
-            .0
     }
 
     /// The first message of another connection than the first agent's
@@ -448,12 +503,19 @@ async fn a_started_command_is_printed_and_exits_with_its_code() {
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),
-                "echo hi >&2; echo \"cwd=$(pwd) x=$X wire=$PMP_WIRE key=$PMP_KEY \
+                "echo hi >&2; echo \"cwd=$(pwd) x=$X wire=$PMP_WIRE \
                  agent=${PMP_AGENT-unset} file=${PMP_KEY_FILE-unset} \
-                 rank=${SLURM_PROCID-unset},${PMI_RANK-unset} pmix=$PMIX_MCA_setting\"; exit 3"
+                 rank=${SLURM_PROCID-unset},${PMI_RANK-unset} pmix=$PMIX_MCA_setting\"; \
+                 echo \"$PMP_SCHEDULER $PMP_KEY\"; exit 3"
                     .into(),
             ],
-            variables: vec![("X".into(), "given".into())],
+            // The agent's own address, key and wire go over the scheduler's.
+            variables: vec![
+                ("X".into(), "given".into()),
+                ("PMP_SCHEDULER".into(), scheduler.address.clone()),
+                ("PMP_KEY_FILE".into(), "/nonexistent/key".into()),
+                ("PMP_WIRE".into(), "encrypted".into()),
+            ],
             cwd: Some(cwd.to_string_lossy().into_owned()),
             gpus: 0,
         })
@@ -474,17 +536,20 @@ async fn a_started_command_is_printed_and_exits_with_its_code() {
     assert_eq!(stderr_tail, "hi");
     assert_eq!(scheduler.printed_by(WorkerId(1), Stream::Stderr), "hi\n");
     let stdout = scheduler.printed_by(WorkerId(1), Stream::Stdout);
-    // The worker's own connection is encrypted with the executor's key;
-    // the agent's own variables stay with the agent, and so does its rank.
+    let (first, second) = stdout.split_once('\n').unwrap();
+    // The worker talks to the agent, signed with the agent's own key; the
+    // agent's own variables stay with the agent, and so does its rank.
     assert_eq!(
-        stdout,
+        first,
         format!(
-            "cwd={} x=given wire=encrypted key={} agent=unset file=unset \
-             rank=unset,unset pmix=kept\n",
+            "cwd={} x=given wire=signed agent=unset file=unset rank=unset,unset pmix=kept",
             cwd.display(),
-            scheduler.key.to_hex()
         )
     );
+    let (address, key) = second.trim_end().split_once(' ').unwrap();
+    assert!(address.starts_with("ipc://"), "{address}");
+    assert_eq!(key.len(), scheduler.key.to_hex().len(), "{key}");
+    assert_ne!(key, scheduler.key.to_hex(), "not the executor's key");
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }
@@ -514,7 +579,7 @@ async fn a_start_that_fails_is_reported_as_an_exit_with_the_reason() {
 }
 
 #[tokio::test]
-async fn the_worker_program_is_forked_by_its_zygote_and_connects_encrypted() {
+async fn the_worker_program_is_forked_by_its_zygote_and_says_hello_through_the_agent() {
     let mut scheduler = Scheduler::new().await;
     // The agent of a second node: a worker that took the rank for its own
     // would wait for a rank 0 instead of connecting.
@@ -536,11 +601,9 @@ async fn the_worker_program_is_forked_by_its_zygote_and_connects_encrypted() {
             gpus: 0,
         })
         .await;
-    let hello = scheduler.worker_hello().await;
-    let FromWorker::Hello { worker, pid, .. } = hello else {
-        panic!("a worker's first message is its Hello: {hello:?}")
+    let FromWorker::Hello { pid, .. } = scheduler.relayed_hello(WorkerId(5)).await else {
+        unreachable!()
     };
-    assert_eq!(worker, WorkerId(5));
     let parent = parent_of(pid);
     assert_ne!(parent, agent.pid(), "forked by the zygote, not spawned");
     assert_eq!(parent_of(parent), agent.pid(), "the agent's zygote");
@@ -560,6 +623,7 @@ async fn the_worker_program_is_forked_by_its_zygote_and_connects_encrypted() {
     assert!(gone(pid).await);
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
+    assert_eq!(scheduler.connections.len(), 1, "the agent's alone");
 }
 
 #[tokio::test]
@@ -683,12 +747,17 @@ async fn without_word_from_the_scheduler_it_kills_its_workers_and_exits() {
             .unwrap(),
     );
     scheduler.next().await;
-    scheduler.send(&shell(1, SLEEP_IN_GROUP)).await;
-    let sleep: u32 = scheduler.first_line(WorkerId(1)).await.parse().unwrap();
+    let script = format!("echo $PMP_SCHEDULER; {SLEEP_IN_GROUP}");
+    scheduler.send(&shell(1, &script)).await;
+    let lines = scheduler.lines(WorkerId(1), 2).await;
+    let dir = private_dir(&lines[0]);
+    let sleep: u32 = lines[1].parse().unwrap();
+    assert!(dir.is_dir());
     // No more messages: the agent goes, and its worker's group with it.
     assert_eq!(agent.exit_code().await, Some(70), "{}", agent.stderr());
     assert!(gone(sleep).await);
     assert!(agent.stderr().contains("no word from the scheduler"));
+    assert!(!dir.exists(), "its workers' socket goes with it");
 }
 
 #[tokio::test]
@@ -771,8 +840,8 @@ async fn an_agent_killed_outright_takes_its_zygote_and_all_its_workers_along() {
             gpus: 0,
         })
         .await;
-    let FromWorker::Hello { pid: forked, .. } = scheduler.worker_hello().await else {
-        panic!("a worker's first message is its Hello")
+    let FromWorker::Hello { pid: forked, .. } = scheduler.relayed_hello(WorkerId(2)).await else {
+        unreachable!()
     };
     let zygote = parent_of(forked);
     assert_eq!(parent_of(zygote), agent.pid());
@@ -879,6 +948,368 @@ async fn workers_get_distinct_gpus_of_the_node_and_give_them_back_when_they_exit
     scheduler.until_exited(WorkerId(1)).await;
     scheduler.send(&shell_with_gpus(4, 2, script)).await;
     assert_eq!(scheduler.first_line(WorkerId(4)).await, "0,1");
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
+}
+
+/// The directory of an agent's local socket, from its address.
+fn private_dir(address: &str) -> PathBuf {
+    let socket = address
+        .strip_prefix("ipc://")
+        .unwrap_or_else(|| panic!("a worker's address is the agent's ipc socket: {address}"));
+    Path::new(socket).parent().unwrap().to_path_buf()
+}
+
+/// A call pickled as pmp's client pickles one (protocol 5, large buffers
+/// out of band), by the Python pmp is installed in.
+struct PickledCall {
+    function: Bytes,
+    call: Vec<Bytes>,
+    /// What the worker returns for it, pickled as pmp's worker pickles it.
+    result: Vec<Bytes>,
+}
+
+/// The call `f(*args)` and its `expected` result, all three defined by the
+/// Python code `setup`.
+fn pickled_call(setup: &str) -> PickledCall {
+    const SCRIPT: &str = r#"
+import os, sys, cloudpickle
+from pmp.client import serialize
+out = sys.argv[1]
+exec(sys.argv[2])
+def put(name, frames):
+    for i, frame in enumerate(frames):
+        with open(os.path.join(out, f"{name}.{i}"), "wb") as file:
+            file.write(frame)
+put("function", [cloudpickle.dumps(f, protocol=5)])
+put("call", serialize.dumps_call(args, {}, None))
+put("result", serialize.dumps_result(expected))
+"#;
+    let out = std::env::temp_dir().join(format!(
+        "pmp-agent-test-call-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir(&out).unwrap();
+    let status = Command::new(python())
+        .args(["-c", SCRIPT])
+        .arg(&out)
+        .arg(setup)
+        .status()
+        .expect("the Python pmp is installed in runs");
+    assert!(status.success(), "pickling the call failed");
+    let read = |name: &str| -> Vec<Bytes> {
+        (0..)
+            .map_while(|i| std::fs::read(out.join(format!("{name}.{i}"))).ok())
+            .map(Bytes::from)
+            .collect()
+    };
+    let call = PickledCall {
+        function: read("function").remove(0),
+        call: read("call"),
+        result: read("result"),
+    };
+    let _ = std::fs::remove_dir_all(&out);
+    call
+}
+
+/// Start the real worker program as worker `id`, its scheduler said to be
+/// the stand-in (which the agent's own address replaces).
+async fn start_worker(scheduler: &mut Scheduler, id: u32) {
+    let address = scheduler.address.clone();
+    scheduler
+        .send(&ToAgent::Start {
+            worker: WorkerId(id),
+            program: worker_program().to_string_lossy().into_owned(),
+            args: Vec::new(),
+            variables: vec![
+                ("PMP_SCHEDULER".into(), address),
+                ("PMP_WORKER_ID".into(), id.to_string()),
+                ("PMP_HEARTBEAT_TIMEOUT".into(), LONG_SILENCE.into()),
+                ("PMP_RANKS".into(), "1".into()),
+            ],
+            cwd: None,
+            gpus: 0,
+        })
+        .await;
+}
+
+/// A `Run` of task `task` for `call`: its function inline, then its frames.
+fn run(task: u64, call: &PickledCall) -> (ToWorker, Vec<Bytes>) {
+    let message = ToWorker::Run {
+        task: TaskId(task),
+        function: FunctionRef::Inline { slot: 0 },
+        call_frames: call.call.len() as u32,
+        dependency_frames: Vec::new(),
+        store: None,
+        shared: Vec::new(),
+        shared_results: true,
+    };
+    let mut frames = vec![call.function.clone()];
+    frames.extend(call.call.iter().cloned());
+    (message, frames)
+}
+
+#[tokio::test]
+async fn a_workers_call_goes_through_the_agent_and_its_exit_comes_after_its_done() {
+    let call = pickled_call("def f(x, y): return f'{x}+{y}'\nargs = (2, 3)\nexpected = '2+3'");
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    start_worker(&mut scheduler, 5).await;
+    scheduler.relayed_hello(WorkerId(5)).await;
+    let (message, frames) = run(1, &call);
+    let relay = |message| ToAgent::Relay {
+        worker: WorkerId(5),
+        message,
+        kept: Vec::new(),
+    };
+    scheduler.send_with(&relay(message), frames).await;
+    // Right behind the Run: the worker exits once it is done.
+    scheduler.send(&relay(ToWorker::Shutdown)).await;
+    let (worker, done, frames) = scheduler.next_relayed().await;
+    assert_eq!(worker, WorkerId(5));
+    assert!(
+        matches!(
+            &done,
+            FromWorker::Done {
+                task: TaskId(1),
+                outcome: Outcome::Returned,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    assert_eq!(
+        frames, call.result,
+        "the result, pickled as pmp's worker does"
+    );
+    let exited = scheduler.next_unprinted().await;
+    assert!(
+        matches!(
+            exited,
+            FromAgent::Exited {
+                worker: WorkerId(5),
+                exit_code: Some(0),
+                ..
+            }
+        ),
+        "after its Done, its exit: {exited:?}"
+    );
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
+    assert_eq!(
+        scheduler.connections.len(),
+        1,
+        "only the agent connects to the scheduler, never its worker"
+    );
+}
+
+/// A 2 MiB array argument, out of band in the call's pickle, and a
+/// function that says its digest and whether its bytes are mapped from a
+/// shared-memory segment (pmp's memfd) rather than received on a socket.
+const LARGE_ARGUMENT: &str = r#"
+import hashlib, numpy
+args = (numpy.arange(2 << 20, dtype=numpy.uint8),)
+def f(a):
+    import hashlib
+    address = a.__array_interface__["data"][0]
+    mapped = ""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split(None, 5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= address < end:
+                mapped = parts[5].strip() if len(parts) > 5 else ""
+    return hashlib.sha256(a.tobytes()).hexdigest(), "pmp-frame" in mapped
+expected = (hashlib.sha256(args[0].tobytes()).hexdigest(), True)
+"#;
+
+#[tokio::test]
+async fn a_kept_buffer_reaches_the_worker_through_the_agents_shared_memory() {
+    let call = pickled_call(LARGE_ARGUMENT);
+    assert_eq!(call.call.len(), 2, "the pickle, then the array's buffer");
+    let buffer = call.call[1].clone();
+    assert_eq!(buffer.len(), 2 << 20);
+    let hash = *blake3::hash(&buffer).as_bytes();
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    start_worker(&mut scheduler, 3).await;
+    scheduler.relayed_hello(WorkerId(3)).await;
+    // Bytes that are not the hash's are not kept.
+    let wrong = *blake3::hash(b"something else").as_bytes();
+    scheduler
+        .send_with(&ToAgent::Keep { hash: wrong }, vec![buffer.clone()])
+        .await;
+    scheduler
+        .send_with(&ToAgent::Keep { hash }, vec![buffer.clone()])
+        .await;
+    // The frame crosses empty: the agent fills it.
+    let (message, mut frames) = run(1, &call);
+    frames[2] = Bytes::new();
+    let kept = |hash| vec![KeptFrame { index: 2, hash }];
+    let relay = |message, kept| ToAgent::Relay {
+        worker: WorkerId(3),
+        message,
+        kept,
+    };
+    scheduler
+        .send_with(&relay(message.clone(), kept(hash)), frames.clone())
+        .await;
+    let (_, done, result) = scheduler.next_relayed().await;
+    assert!(
+        matches!(
+            &done,
+            FromWorker::Done {
+                task: TaskId(1),
+                outcome: Outcome::Returned,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    assert_eq!(
+        result, call.result,
+        "the array arrived whole, mapped from the agent's segment"
+    );
+    // Again: the worker says it unmapped the first one's segment, which
+    // the agent keeps to itself.
+    let (again, _) = run(2, &call);
+    scheduler
+        .send_with(&relay(again, kept(hash)), frames.clone())
+        .await;
+    let (_, done, result) = scheduler.next_relayed().await;
+    assert!(
+        matches!(
+            &done,
+            FromWorker::Done {
+                task: TaskId(2),
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+    assert_eq!(result, call.result);
+    // A hash it does not hold (the one it refused to keep): the scheduler
+    // hears it cannot be mapped, and the worker never sees the Run.
+    scheduler
+        .send_with(&relay(message, kept(wrong)), frames)
+        .await;
+    let (worker, cannot, _) = scheduler.next_relayed().await;
+    assert_eq!(worker, WorkerId(3));
+    let FromWorker::CannotMap {
+        task,
+        segments,
+        reason,
+    } = cannot
+    else {
+        panic!("expected CannotMap: {cannot:?}")
+    };
+    assert_eq!((task, segments), (TaskId(1), Vec::new()));
+    assert!(reason.contains("does not hold kept buffer"), "{reason}");
+    scheduler.send(&relay(ToWorker::Shutdown, Vec::new())).await;
+    scheduler.until_exited(WorkerId(3)).await;
+    scheduler.send(&ToAgent::Forget { hash }).await;
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0));
+    let relayed: Vec<_> = scheduler.relayed.iter().map(|(_, m)| m.clone()).collect();
+    assert!(
+        !relayed
+            .iter()
+            .any(|m| matches!(m, FromWorker::Released { .. })),
+        "{relayed:?}"
+    );
+    let stderr = agent.stderr();
+    assert!(stderr.contains("does not match its hash"), "{stderr}");
+}
+
+/// Send `message` sealed with `key` on a new connection to `address`,
+/// which stays open as long as the returned socket.
+async fn send_on_local_socket(
+    address: &str,
+    key: &Key,
+    message: &FromWorker,
+) -> zeromq::DealerSocket {
+    let mut socket = zeromq::DealerSocket::new();
+    socket
+        .connect(address)
+        .await
+        .expect("connect to the agent's socket");
+    let (mut sealer, _) = seal::connect(key, Protection::Signed);
+    let wire = protocol::encode(&mut sealer, message, Vec::new());
+    let mut out = ZmqMessage::from(wire[0].clone());
+    for frame in wire.into_iter().skip(1) {
+        out.push_back(frame);
+    }
+    socket.send(out).await.expect("send to the agent");
+    socket
+}
+
+#[tokio::test]
+async fn on_its_local_socket_only_an_expected_hello_with_its_key_is_relayed() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    // A worker that never connects itself, and tells its address and key.
+    scheduler
+        .send(&shell(
+            1,
+            "echo \"$PMP_SCHEDULER $PMP_KEY\"; exec sleep 1000",
+        ))
+        .await;
+    let line = scheduler.first_line(WorkerId(1)).await;
+    let (address, key) = line.split_once(' ').unwrap();
+    let key = Key::from_hex(key).unwrap();
+    let dir = private_dir(address);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    let hello = |worker, pid| FromWorker::Hello {
+        worker: WorkerId(worker),
+        pid,
+        host: "here".into(),
+    };
+    // Forged (another key), then a worker it did not start, then worker 1.
+    let _forged = send_on_local_socket(address, &Key::generate(), &hello(1, 111)).await;
+    let _not_started = send_on_local_socket(address, &key, &hello(99, 222)).await;
+    let _expected = send_on_local_socket(address, &key, &hello(1, 333)).await;
+    let (worker, relayed, _) = scheduler.next_relayed().await;
+    assert_eq!((worker, relayed), (WorkerId(1), hello(1, 333)));
+    scheduler.send(&ToAgent::Shutdown).await;
+    scheduler.until_exited(WorkerId(1)).await;
+    assert_eq!(agent.exit_code().await, Some(0));
+    assert_eq!(scheduler.relayed, vec![(WorkerId(1), hello(1, 333))]);
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("dropped a message on its local socket"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.exists(),
+        "its private directory goes when it shuts down"
+    );
+}
+
+#[tokio::test]
+async fn a_message_for_a_worker_not_connected_yet_waits_for_it() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    start_worker(&mut scheduler, 6).await;
+    // Right behind its Start: the agent reads it long before the forked
+    // worker can have connected.
+    scheduler
+        .send(&ToAgent::Relay {
+            worker: WorkerId(6),
+            message: ToWorker::Ping,
+            kept: Vec::new(),
+        })
+        .await;
+    scheduler.relayed_hello(WorkerId(6)).await;
+    let (worker, pong, _) = scheduler.next_relayed().await;
+    assert_eq!((worker, pong), (WorkerId(6), FromWorker::Pong));
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }

@@ -150,6 +150,18 @@ def allocation_cores(backend):
     return None
 
 
+def allocation_nodes(backend):
+    """The nodes of the Slurm allocation or Flux instance workers start in,
+    or None where it does not say (or calls are batch jobs)."""
+    if not inside_allocation(backend):
+        return None
+    if backend.name == "flux":
+        found = re.search(r"(\d+) Nodes?\b", _output_of([backend.launcher, "resource", "info"]))
+        return int(found.group(1)) if found else None
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or ""
+    return int(nodes) if nodes.isdigit() else None
+
+
 def inside_allocation(backend):
     """Whether `backend` starts workers inside the Slurm allocation
     (SLURM_JOB_ID) or Flux instance (FLUX_URI) the client runs in, where

@@ -97,6 +97,10 @@ class BatchEngine:
         future._pmp_store = task_store
         return future
 
+    def check_call(self, resource_dict):
+        """Refuse now what every call with `resource_dict` would be refused."""
+        self._resources(resource_dict)
+
     def _resources(self, resource_dict):
         """The call's resources, checked for a batch job."""
         resource_dict = dict(resource_dict or {})

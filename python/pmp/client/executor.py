@@ -97,7 +97,9 @@ class Executor(_BaseExecutor):
         self._shutdown_called = False
         if block_allocation:
             self._backend = backends.pool_backend(self._backend)
-        self._launcher = check_launcher(self._backend, launcher)
+        self._launcher = check_launcher(
+            self._backend, launcher, pilots=block_allocation and self._backend.batch
+        )
         # Outside any allocation, without a pool: each call is a batch job,
         # which needs a task store (by default ./pmp_cache).
         batch_jobs = self._backend.batch and not block_allocation

@@ -76,9 +76,14 @@ def check_backend_arguments(backend, executor, request):
 _LAUNCHERS = {
     "agent": (
         "one node agent per node of the allocation, started once, forks each call's "
-        "worker on its node (the default inside a Slurm allocation or a Flux instance)"
+        "worker on its node (the default inside a Slurm allocation or a Flux instance, "
+        "and for pilot jobs: one agent per job's node)"
     ),
-    "step": "one srun step or flux job per worker, with Slurm's or Flux's accounting of each",
+    "step": (
+        "one srun step or flux job per worker, with Slurm's or Flux's accounting of each "
+        "(outside an allocation with block_allocation=True: one pilot job per worker, whose "
+        "ranks srun may spread over nodes)"
+    ),
 }
 
 
@@ -94,12 +99,15 @@ def check_launcher_value(launcher):
     )
 
 
-def check_launcher(backend, launcher):
+def check_launcher(backend, launcher, pilots):
     """The launcher that starts the workers of `backend` ("agent" or
-    "step"), where the user asked for `launcher`: the scheduler's rule
+    "step"), where the user asked for `launcher` (`pilots`: a pool of
+    pilot jobs outside any allocation): the scheduler's rule
     (`_pmp.choose_launcher`), which refuses one given where there is no
     allocation for it to choose in."""
-    chosen = _pmp.choose_launcher(backend.name, backends.inside_allocation(backend), launcher)
+    chosen = _pmp.choose_launcher(
+        backend.name, backends.inside_allocation(backend), launcher, pilots
+    )
     if isinstance(chosen, _pmp.Refusal):
         raise ValueError(refusal_message(chosen, None, None, backend.name, [], None))
     return chosen
@@ -128,13 +136,17 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         return f"{name} must be >= {refusal.available}, got {refusal.requested}"
     if refusal.kind == "pilots":
         return (
-            "block_allocation=True outside any Slurm allocation starts one pilot job "
-            "per worker: say how many with max_workers"
+            "block_allocation=True outside any Slurm allocation starts pilot jobs sized "
+            "for the pool's workers (one node agent each): say how many workers with "
+            "max_workers"
         )
     if refusal.kind == "unsupported":
         return _unsupported_message(refusal, given)
     if refusal.kind == "launcher_unused":
         return _launcher_unused_message(refusal)
+    if refusal.kind in ("nodes", "pool_one_node"):
+        # The scheduler's message names the key and what to do.
+        return f"resource_dict key {refusal.setting or 'num_nodes'!r}: {refusal.message}"
     if refusal.kind == "not_the_pools":
         key = refusal.setting
         return (
@@ -149,6 +161,12 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
 
 def _unsupported_message(refusal, given):
     """A setting the backend cannot honour (`refusal.setting`)."""
+    if refusal.setting in ("num_nodes", "exclusive"):
+        return (
+            f"resource_dict key {refusal.setting!r} chooses nodes of a Slurm allocation or a "
+            f"Flux instance, and the {refusal.backend} backend runs every call on this "
+            "machine: drop it, or use backend='slurm' or 'flux' inside an allocation"
+        )
     if refusal.setting == "oversubscribe":
         what = "oversubscribe=True" if given is None else "resource_dict key 'oversubscribe'"
         return (

@@ -48,7 +48,9 @@ EXECUTORLIB_KEYS = (
     "cache_key",
     "cache_directory",
 )
-# Keys that only a batch job honours (the cluster executors').
+# Keys that a batch job honours (the cluster executors'), and inside an
+# allocation a call's own srun step or Flux job too (`_NODE_KEYS`).
+_NODE_KEYS = ("num_nodes", "exclusive")
 _JOB_KEYS = (
     "num_nodes",
     "exclusive",
@@ -193,14 +195,22 @@ class _ExecutorlibFront(Executor):
                 else resource_dict.pop("cache_directory", None)
             ),
         )
+        nodes = {key: call_defaults[key] for key in _NODE_KEYS if key in call_defaults}
+        if nodes and not self._cluster_jobs:
+            # Refused once here rather than at every call (a pool, the local backend).
+            self._engine.check_call(nodes)
 
     def _check_call_keys(self, given):
         """The keys of `given` (a resource_dict) that this class handles itself
         rather than pmp.Executor: refused where they cannot be honoured,
         checked where they can. Their values change in place."""
         if not self._cluster_jobs:
+            for key in _NODE_KEYS:
+                # executorlib's defaults: the scheduler chooses.
+                if key in given and given[key] in (None, False):
+                    del given[key]
             for key in _JOB_KEYS:
-                if key in given:
+                if key in given and key not in _NODE_KEYS:
                     raise ValueError(
                         f"resource_dict key {key!r} is for batch jobs: "
                         f"{self._api_name} does not submit any (SlurmClusterExecutor and "

@@ -72,6 +72,7 @@ class NativeEngine:
             gpu_count=0 if local or backend.batch else backends.allocation_gpus(backend),
             in_allocation=backends.inside_allocation(backend),
             launcher=given["launcher"],
+            nodes=backends.allocation_nodes(backend),
         )
         if isinstance(plan, _pmp.Refusal):
             raise ValueError(self._refusal_message(plan, self._request, None))
@@ -79,7 +80,9 @@ class NativeEngine:
         self.pilot_job_name = None
         if backend.batch:
             # Outside an allocation, block-allocated workers are pilot jobs.
-            self.pilot_job_name = _pilot_job_name(backend, defaults, max_workers, partitions)
+            self.pilot_job_name = _pilot_job_name(
+                backend, defaults, max_workers, partitions, plan.launcher
+            )
         self.gpu_count = plan.gpu_count
         self.max_cores = plan.max_cores
         self._max_workers = max_workers
@@ -211,6 +214,12 @@ class NativeEngine:
 
     # ---- what could never run ----
 
+    def check_call(self, resource_dict):
+        """Refuse now what every call with `resource_dict` would be refused."""
+        self._check_fits(
+            request_of(merge_resource_dict(self._defaults, resource_dict)), resource_dict
+        )
+
     def _check_fits(self, request, given):
         """Refuse, with a ValueError, what a call (`given`: its resource_dict)
         could never run with (the scheduler would keep it queued forever),
@@ -289,21 +298,28 @@ class NativeEngine:
         return on_future
 
 
-def _pilot_job_name(backend, defaults, max_workers, partitions):
-    """The name that tags this Executor's pilot jobs (one per worker),
-    checked against Slurm's partitions; says so in `backend.reason`."""
+def _pilot_job_name(backend, defaults, max_workers, partitions, launcher):
+    """The name that tags this Executor's pilot jobs, checked against
+    Slurm's partitions; says so in `backend.reason`."""
     slurm_limits.check_job(
         partitions,
         defaults,
         None,
         defaults["command_line_argument_lst"],
-        "each pilot job (one per worker)",
+        "each pilot job's worker",
         "--partition in command_line_argument_lst",
     )
+    if launcher == "step":
+        jobs = f"{max_workers} pilot job(s), one per worker"
+    else:
+        jobs = (
+            f"as few pilot jobs as the partition's nodes hold {max_workers} worker(s) in, "
+            "one node agent each, which starts its node's workers"
+        )
     backend.reason = (
         "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is "
-        f"not set): block_allocation=True starts {max_workers} pilot job(s) with "
-        "sbatch, each one pmp-worker that connects back and runs many calls"
+        f"not set): block_allocation=True starts {jobs} with sbatch; they connect back "
+        "and run many calls"
     )
     return f"pmp-pilot-{uuid.uuid4().hex[:8]}"
 

@@ -20,6 +20,8 @@ RESOURCE_KEYS = (
     "cache_key",
     "cache_directory",
     "restart_limit",
+    "num_nodes",
+    "exclusive",
 )
 
 # The keys that shape a worker (the rest say how to reach it).
@@ -30,6 +32,8 @@ WORKER_KEYS = (
     "oversubscribe",
     "cwd",
     "command_line_argument_lst",
+    "num_nodes",
+    "exclusive",
 )
 
 
@@ -131,6 +135,11 @@ def _count(value, key):
     return check_count(f"resource_dict key {key!r}", value, key)
 
 
+def _num_nodes(value):
+    # None is executorlib's default: the scheduler chooses.
+    return None if value is None else _count(value, "num_nodes")
+
+
 _CHECKS = {
     "cores": lambda v: _count(v, "cores"),
     "threads_per_core": lambda v: _count(v, "threads_per_core"),
@@ -145,12 +154,16 @@ _CHECKS = {
     "cache_key": lambda v: check_key("resource_dict key 'cache_key'", v),
     "cache_directory": lambda v: check_directory("resource_dict key 'cache_directory'", v),
     "restart_limit": lambda v: _count(v, "restart_limit"),
+    "num_nodes": _num_nodes,
+    "exclusive": lambda v: check_bool("resource_dict key 'exclusive'", v),
 }
 
 
 def request_of(resources):
-    """The scheduler's form of checked resources: the keys that shape a worker."""
-    return _pmp.ResourceRequest(**{key: resources[key] for key in WORKER_KEYS})
+    """The scheduler's form of checked resources: the keys that shape a
+    worker (those a call did not give, num_nodes and exclusive, are the
+    scheduler's defaults)."""
+    return _pmp.ResourceRequest(**{key: resources[key] for key in WORKER_KEYS if key in resources})
 
 
 def merge_resource_dict(defaults, resource_dict):

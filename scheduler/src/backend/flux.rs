@@ -116,8 +116,33 @@ impl FluxBackend {
             args.push("-g".into());
             args.push(r.gpus_per_core.to_string());
         }
+        let (nodes, exclusive) = self.nodes(launch);
+        if let Some(nodes) = nodes {
+            args.push(format!("--nodes={nodes}"));
+        }
+        if exclusive {
+            args.push("--exclusive".into());
+        }
         args.extend(r.extra_args.iter().cloned());
         args
+    }
+
+    /// The job's node count (`-N`) and whether it asks Flux for them whole
+    /// (`--exclusive`, which Flux takes only with a node count): `num_nodes`,
+    /// else for an exclusive call the nodes it was placed on. Under agents
+    /// the scheduler keeps an exclusive call's nodes free of other calls
+    /// (`Capacity`) and the job does not ask Flux: the agents' job holds a
+    /// core of every node, so Flux would never start it.
+    fn nodes(&self, launch: &Launch) -> (Option<u32>, bool) {
+        let r = &launch.resources;
+        let placed = match &launch.placement {
+            crate::capacity::Placement::Node(_) => 1,
+            crate::capacity::Placement::Span(shares) => {
+                u32::try_from(shares.len()).unwrap_or(u32::MAX)
+            }
+        };
+        let nodes = r.node_count().or(r.exclusive.then_some(placed));
+        (nodes, r.exclusive && !self.agents)
     }
 
     /// The worker through `flux run` (Python), for options only it reads.
@@ -170,7 +195,10 @@ impl FluxBackend {
         else {
             return Ok(None);
         };
+        let (nodes, exclusive) = self.nodes(launch);
         let spec = jobspec(&JobRequest {
+            nodes,
+            exclusive,
             resources: &launch.resources,
             command: vec![program.to_string()],
             cwd,
@@ -249,11 +277,11 @@ impl Backend for FluxBackend {
 
     /// A call with `flux run` options of its own is a job of its own, where
     /// Flux honours them; so is a call spanning nodes, whose ranks only Flux
-    /// starts across them, and a call with GPUs, which Flux picks (the
+    /// starts across them, an exclusive one, and a call with GPUs, which Flux picks (the
     /// agents' job holds none).
     fn under_agent(&self, launch: &Launch) -> bool {
         self.agents
-            && launch.resources.extra_args.is_empty()
+            && !launch.resources.needs_own_step()
             && launch.resources.gpus_per_core == 0
             && matches!(launch.placement, crate::capacity::Placement::Node(_))
     }
@@ -308,6 +336,39 @@ mod tests {
 
     fn submitted_jobspec(command: &Command) -> Value {
         serde_json::from_str(&variable(command, JOBSPEC_VARIABLE).expect("a jobspec")).unwrap()
+    }
+
+    #[test]
+    fn num_nodes_and_exclusive_reach_the_jobspec_and_flux_run() {
+        let env = WorkerEnvironment::for_tests();
+        let spread = launch(ResourceRequest {
+            exclusive: true,
+            ..ResourceRequest::of(2, 1, 0).over(2)
+        });
+        let spec = submitted_jobspec(&backend().command(&env, WorkerId(1), &spread).unwrap());
+        assert_eq!(spec["resources"][0]["type"], "node");
+        assert_eq!(spec["resources"][0]["count"], 2);
+        assert_eq!(spec["resources"][0]["exclusive"], true);
+        let args = backend().arguments(&spread).join(" ");
+        assert!(args.ends_with("-c 1 --nodes=2 --exclusive"), "{args}");
+        // Exclusive alone: the node it was placed on, whole.
+        let alone = launch(ResourceRequest {
+            exclusive: true,
+            ..Default::default()
+        });
+        let spec = submitted_jobspec(&backend().command(&env, WorkerId(2), &alone).unwrap());
+        assert_eq!(spec["resources"][0]["count"], 1);
+        assert_eq!(spec["resources"][0]["exclusive"], true);
+        // Under agents the scheduler keeps the nodes to it; Flux is not
+        // asked, since the agents' job holds a core on each.
+        let agents = FluxBackend {
+            agents: true,
+            ..backend()
+        };
+        assert!(!agents.under_agent(&alone), "a job of its own");
+        let spec = submitted_jobspec(&agents.command(&env, WorkerId(2), &alone).unwrap());
+        assert_eq!(spec["resources"][0]["type"], "node");
+        assert_eq!(spec["resources"][0].get("exclusive"), None);
     }
 
     #[test]

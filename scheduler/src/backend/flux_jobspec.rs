@@ -16,10 +16,17 @@ pub struct JobRequest<'a> {
     pub options: &'a JobOptions,
     /// `flux run`'s default rlimit propagation (see `current_rlimits`).
     pub rlimits: Map<String, Value>,
+    /// `-N`: the slots spread over this many nodes.
+    pub nodes: Option<u32>,
+    /// `--exclusive` (with `nodes`): the nodes whole.
+    pub exclusive: bool,
 }
 
 /// The jobspec `flux run` builds for the same request: one slot per rank
-/// with `-c` cores and `-g` GPUs in it, one task per slot.
+/// with `-c` cores and `-g` GPUs in it, one task per slot; with `-N` the
+/// slots inside that many nodes, as many on each as the most ranks a node
+/// gets, and the tasks counted in total where they do not split evenly
+/// (flux-core's `JobspecV1.from_command`).
 pub fn jobspec(request: &JobRequest) -> Value {
     let r = request.resources;
     let mut slot = vec![json!({"type": "core", "count": r.threads_per_core})];
@@ -30,9 +37,30 @@ pub fn jobspec(request: &JobRequest) -> Value {
     shell_options.insert("rlimit".into(), Value::Object(request.rlimits.clone()));
     request.options.apply_to(&mut shell_options);
     let name = request.options.name.as_deref().unwrap_or("pmp-worker");
+    let (resources, count) = match request.nodes {
+        None => (
+            json!({"type": "slot", "count": r.cores, "with": slot, "label": "task"}),
+            json!({"per_slot": 1}),
+        ),
+        Some(nodes) => {
+            let slots = json!({
+                "type": "slot", "count": r.cores.div_ceil(nodes), "with": slot, "label": "task"
+            });
+            let mut node = json!({"type": "node", "count": nodes, "with": [slots]});
+            if request.exclusive {
+                node["exclusive"] = true.into();
+            }
+            let count = if r.cores.is_multiple_of(nodes) {
+                json!({"per_slot": 1})
+            } else {
+                json!({"total": r.cores})
+            };
+            (node, count)
+        }
+    };
     json!({
-        "resources": [{"type": "slot", "count": r.cores, "with": slot, "label": "task"}],
-        "tasks": [{"command": request.command, "slot": "task", "count": {"per_slot": 1}}],
+        "resources": [resources],
+        "tasks": [{"command": request.command, "slot": "task", "count": count}],
         "attributes": {"system": {
             "duration": 0,
             "environment": request.environment,
@@ -96,6 +124,8 @@ mod tests {
             environment,
             options,
             rlimits,
+            nodes: None,
+            exclusive: false,
         }
     }
 
@@ -133,6 +163,48 @@ mod tests {
                 "version": 1,
             })
         );
+    }
+
+    #[test]
+    fn nodes_and_exclusive_are_what_flux_run_n_and_exclusive_ask_for() {
+        // `flux run --dry-run -N 2 -n 3 --exclusive` (0.88.0), as
+        // `JobspecV1.from_command(num_tasks=3, num_nodes=2, exclusive=True)`.
+        let resources = ResourceRequest {
+            cores: 3,
+            ..Default::default()
+        };
+        let options = JobOptions::default();
+        let spec = jobspec(&JobRequest {
+            nodes: Some(2),
+            exclusive: true,
+            ..request(&resources, &options)
+        });
+        assert_eq!(
+            spec["resources"],
+            json!([{
+                "type": "node",
+                "count": 2,
+                "exclusive": true,
+                "with": [{
+                    "type": "slot",
+                    "count": 2,
+                    "with": [{"type": "core", "count": 1}],
+                    "label": "task",
+                }],
+            }])
+        );
+        assert_eq!(spec["tasks"][0]["count"], json!({"total": 3}));
+        let even = ResourceRequest {
+            cores: 4,
+            ..Default::default()
+        };
+        let spec = jobspec(&JobRequest {
+            nodes: Some(2),
+            ..request(&even, &options)
+        });
+        assert_eq!(spec["resources"][0]["with"][0]["count"], 2);
+        assert_eq!(spec["resources"][0].get("exclusive"), None);
+        assert_eq!(spec["tasks"][0]["count"], json!({"per_slot": 1}));
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod local;
 pub mod locate;
 pub mod mpi;
 pub mod pilot;
+pub mod pilot_agents;
+pub mod pilot_nodes;
 pub mod simulated;
 pub mod slurm;
 

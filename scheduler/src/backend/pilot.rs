@@ -1,6 +1,8 @@
-//! Pilot jobs: from outside any Slurm allocation, each block-allocated worker
-//! is one batch job (`sbatch --wait`) running `pmp-worker`, which connects
-//! back to the scheduler over the authenticated transport like any worker.
+//! Pilot jobs of one worker each (`launcher="step"`; the default is node
+//! agents, `pilot_agents`): from outside any Slurm allocation, each
+//! block-allocated worker is one batch job (`sbatch --wait`) running
+//! `pmp-worker`, which connects back to the scheduler over the
+//! authenticated transport like any worker.
 //!
 //! The local `sbatch --wait` process stands for the worker: it exits when
 //! the job ends, which the scheduler sees as the worker's exit. A pilot ends
@@ -95,7 +97,7 @@ fn find_pilot(listing: &str, comment: &str) -> Option<EndedPilot> {
 }
 
 /// Slurm's state of an ended job in words.
-fn state_words(state: &str) -> &'static str {
+pub(crate) fn state_words(state: &str) -> &'static str {
     match state {
         "CANCELLED" => "it was cancelled (scancel, or an administrator)",
         "NODE_FAIL" => "its node failed",

@@ -30,13 +30,14 @@ impl SlurmBackend {
             "-Q".to_string(),
             "--input=none".to_string(),
             "--job-name=pmp-worker".to_string(),
-            // A step gets exactly what it asks for, so several share the allocation.
-            "--exact".to_string(),
+        ];
+        args.extend(self.sharing(r.exclusive));
+        args.extend([
             // One failing rank ends the step instead of leaving the others waiting.
             "--kill-on-bad-exit=1".to_string(),
             "-n".to_string(),
             r.cores.to_string(),
-        ];
+        ]);
         match &launch.placement {
             // Without it a step spans all of the allocation's nodes, and srun
             // says in the user's output that one rank cannot run on two.
@@ -45,7 +46,11 @@ impl SlurmBackend {
                 // The node the capacity counted it on (under agents, whose
                 // workers srun does not see when it places a step).
                 Some(name) => args.extend(["--nodes=1".to_string(), format!("--nodelist={name}")]),
-                None => args.push(format!("--nodes=1-{}", r.cores)),
+                // `num_nodes`: srun picks that many of the allocation's nodes.
+                None => match r.nodes {
+                    Some(nodes) => args.push(format!("--nodes={nodes}")),
+                    None => args.push(format!("--nodes=1-{}", r.cores)),
+                },
             },
             Placement::Span(shares) => args.extend(span_arguments(shares)),
         }
@@ -83,6 +88,21 @@ impl SlurmBackend {
         // The user's own arguments last, so they win over ours.
         args.extend(r.extra_args.iter().cloned());
         args
+    }
+
+    /// How a step shares its nodes. Normally it gets exactly what it asks
+    /// for, so several share the allocation (`--exact`). An `exclusive`
+    /// call: srun's own `--exclusive` where srun places steps; under
+    /// agents, where every step must `--overlap` theirs (which srun does
+    /// not combine with `--exclusive`), pmp's scheduler keeps the call's
+    /// nodes free of other calls (`Capacity`), and `--whole` gives the
+    /// step all of their CPUs.
+    fn sharing(&self, exclusive: bool) -> [String; 1] {
+        match (exclusive, self.agents) {
+            (false, _) => ["--exact".into()],
+            (true, false) => ["--exclusive".into()],
+            (true, true) => ["--whole".into()],
+        }
     }
 }
 
@@ -150,10 +170,10 @@ impl Backend for SlurmBackend {
 
     /// A call with srun options of its own gets a step of its own, where
     /// srun honours them; so does a call spanning nodes, whose ranks only
-    /// srun starts across them.
+    /// srun starts across them, and an exclusive one.
     fn under_agent(&self, launch: &Launch) -> bool {
         self.agents
-            && launch.resources.extra_args.is_empty()
+            && !launch.resources.needs_own_step()
             && matches!(launch.placement, Placement::Node(_))
     }
 
@@ -206,6 +226,7 @@ mod tests {
             oversubscribe: true,
             cwd: Some("/scratch/run".into()),
             extra_args: vec!["--job-name=mine".into()],
+            ..Default::default()
         }));
         let joined = args.join(" ");
         assert!(joined.contains("-n 2 --nodes=1-2 --cpus-per-task=3 --gpus-per-task=1 --oversubscribe -D /scratch/run --mpi=pmix"), "{joined}");
@@ -274,6 +295,60 @@ mod tests {
         );
         assert!(!args.contains("--nodes=1-"), "{args}");
         assert!(!under_agents().under_agent(&launch), "a step of its own");
+    }
+
+    #[test]
+    fn num_nodes_spans_exactly_the_nodes_counted_and_exclusive_has_them_whole() {
+        let two = ResourceRequest::of(2, 1, 0).over(2);
+        let launch = Launch {
+            resources: two.clone(),
+            placement: span(&[("node1", 1), ("node2", 1)]),
+            gpus: Gpus::Counted(0),
+        };
+        let args = under_agents().arguments(&launch).join(" ");
+        assert!(
+            args.contains("--exact --kill-on-bad-exit=1 -n 2 --nodes=2 --distribution=arbitrary --nodelist=node1,node2"),
+            "{args}"
+        );
+        assert!(!under_agents().under_agent(&launch));
+        // Under agents every step overlaps theirs, which srun does not
+        // combine with --exclusive: the step has its nodes whole, and the
+        // scheduler places nothing else there.
+        let alone = Launch {
+            resources: ResourceRequest {
+                exclusive: true,
+                ..Default::default()
+            },
+            placement: Placement::Node(crate::ids::NodeId(1)),
+            gpus: Gpus::Counted(0),
+        };
+        let args = under_agents().arguments(&alone);
+        assert!(args.contains(&"--whole".to_string()), "{args:?}");
+        assert!(args.contains(&"--overlap".to_string()), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a == "--exact" || a == "--exclusive"),
+            "{args:?}"
+        );
+        assert!(!under_agents().under_agent(&alone), "a step of its own");
+        // With a step per call srun places them, and honours its own words.
+        let steps = SlurmBackend {
+            agents: false,
+            node_names: vec![],
+            ..under_agents()
+        };
+        let args = steps.arguments(&super::tests::launch(ResourceRequest {
+            exclusive: true,
+            ..two
+        }));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--exclusive --kill-on-bad-exit=1 -n 2 --nodes=2 --cpus-per-task=1"),
+            "{joined}"
+        );
+        assert!(
+            !args.iter().any(|a| a == "--exact" || a == "--whole"),
+            "{joined}"
+        );
     }
 
     #[test]

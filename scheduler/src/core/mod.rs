@@ -22,6 +22,7 @@ mod ahead;
 mod events;
 mod functions;
 mod graph;
+mod joining;
 mod placement;
 mod reactor;
 mod tasks;

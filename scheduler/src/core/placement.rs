@@ -202,11 +202,19 @@ impl Core {
             return;
         };
         let resources = resources.clone();
-        let (node, gpus) = self.capacity.take_for_pool(&resources);
-        let launch = Launch {
-            resources,
-            placement: Placement::Node(node),
-            gpus,
+        let launch = if self.capacity.nodes_join() {
+            // Until a node with room joins, the worker waits (`add_node`).
+            let Some(launch) = self.joined_node_launch(resources) else {
+                return;
+            };
+            launch
+        } else {
+            let (node, gpus) = self.capacity.take_for_pool(&resources);
+            Launch {
+                resources,
+                placement: Placement::Node(node),
+                gpus,
+            }
         };
         self.add_worker(comm, launch, None);
     }

@@ -210,6 +210,8 @@ impl Core {
                 Placement::Node(node) if capacity.node_name(*node) != WHOLE_ALLOCATION => {
                     capacity.node_name(*node).to_string()
                 }
+                // Its ranks' nodes ("node1+node2"), as exe.info says them.
+                Placement::Span(_) => capacity.placement_name(&w.launch.placement),
                 _ => host,
             };
             w.place = Some(WorkerPlace { worker, pid, host });
@@ -353,16 +355,24 @@ impl Core {
         let Some(w) = self.workers.remove(&worker) else {
             return;
         };
-        match (w.dedicated, w.launch.placement) {
-            (Some(_), placement) => {
+        // A worker that could not start because its node went is no sign
+        // that workers fail to start (its node's loss is reported already).
+        let node_lost = match &w.launch.placement {
+            Placement::Node(node) => self.capacity.is_lost(*node),
+            Placement::Span(_) => false,
+        };
+        // Where nodes join, a pool worker held its CPUs too (`joining`).
+        let held_cpus = w.dedicated.is_some() || self.capacity.nodes_join();
+        match (held_cpus, w.launch.placement) {
+            (true, placement) => {
                 self.capacity
                     .give_back(placement, &w.launch.resources, w.launch.gpus);
             }
-            (None, Placement::Node(node)) => {
+            (false, Placement::Node(node)) => {
                 self.capacity
                     .give_back_from_pool(node, &w.launch.resources, w.launch.gpus)
             }
-            (None, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
+            (false, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
         }
         let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
         match w.state {
@@ -377,7 +387,7 @@ impl Core {
                     if !self.run_again(comm, task, &reason) {
                         self.fail(comm, task, Failure::Lost(reason));
                     }
-                } else if !self.shutting_down {
+                } else if !self.shutting_down && !node_lost {
                     self.failed_starts += 1;
                     if self.failed_starts >= MAX_FAILED_STARTS {
                         let mut reason = reason;
@@ -402,6 +412,12 @@ impl Core {
     /// node left can hold fails now rather than waiting forever.
     pub fn node_lost(&mut self, comm: &mut impl Comm, node: NodeId, name: &str, why: &str) {
         self.capacity.lose(node);
+        if self.capacity.nodes_join() {
+            // Another node may still join: the server says when none can
+            // (`nodes_gone`).
+            self.ask_for_scheduling();
+            return;
+        }
         let stranded: Vec<TaskId> =
             self.ready
                 .iter()

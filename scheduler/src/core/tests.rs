@@ -14,6 +14,7 @@ const SHARED_FROM: usize = 4 << 10;
 
 mod ahead;
 mod driven;
+mod joining;
 mod nodes;
 mod scale;
 

@@ -43,6 +43,28 @@ impl SlurmJobs {
         }
     }
 
+    /// Submit `script` with sbatch `args` (`--parsable` among them) and
+    /// `env` added to what the job inherits; the job's id, or what sbatch
+    /// said refusing it.
+    pub fn submit_script(
+        &self,
+        args: &[String],
+        script: &str,
+        env: &[(String, String)],
+    ) -> Result<String, String> {
+        let done = command::run(&self.sbatch, args, Some(script), env, SUBMIT)?;
+        if !done.success {
+            return Err(format!("sbatch refused it: {}", done.said()));
+        }
+        Ok(done
+            .stdout
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+
     fn query(&self, program: &Path, args: &[&str]) -> Option<command::Output> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         command::run(program, &args, None, &[], QUERY).ok()

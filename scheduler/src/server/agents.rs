@@ -13,7 +13,9 @@
 //!
 //! Which agent is which node: its Hello names the node (Slurm's name; under
 //! Flux the name the scheduler gave its broker rank), one
-//! of those the allocation has; a second Hello for a node is refused. A
+//! of those the allocation has; a second Hello for a node is refused.
+//! Pilot jobs' agents (`pilots`) name nodes not known beforehand: each
+//! joins the capacity with its Hello. A
 //! worker started before its node's agent connected waits in the send
 //! loop's queue for it. A node whose agent is gone (its step ended, it
 //! stopped answering, it never connected) fails the calls it was running
@@ -111,8 +113,8 @@ struct Link {
 
 pub(super) struct Agents {
     /// The nodes by the names their agents say, and back.
-    nodes: HashMap<String, NodeId>,
-    names: Vec<String>,
+    pub(super) nodes: HashMap<String, NodeId>,
+    pub(super) names: Vec<String>,
     links: HashMap<Bytes, Link>,
     /// Nodes whose agent is gone, with why.
     gone: HashMap<NodeId, String>,
@@ -124,6 +126,9 @@ pub(super) struct Agents {
     /// The agents' key file: every agent reads it, so it is removed once
     /// all have connected (or with the executor).
     key_file: Option<PathBuf>,
+    /// Pilot jobs, whose agents join as they connect (`pilots`); None
+    /// inside an allocation, whose nodes are known from the start.
+    pub(super) pilots: Option<super::pilots::Pilots>,
 }
 
 /// The agents' socket, its reader feeding `incoming` and its send loop.
@@ -163,6 +168,7 @@ pub(super) async fn bind(
             step: None,
             started: Instant::now(),
             key_file: None,
+            pilots: None,
         },
         endpoint,
     ))
@@ -290,6 +296,9 @@ impl Agents {
             }
         }
         self.remove_key_file();
+        if let Some(pilots) = self.pilots.as_mut() {
+            pilots.shut_down(&self.nodes).await;
+        }
         if let Some(step) = self.step.take() {
             // The agents exit on their own once their workers are gone;
             // the step ends with them. A step that does not is stopped.
@@ -340,13 +349,20 @@ impl Server {
             self.dropped_messages += 1;
             return;
         };
-        let Ok((FromAgent::Hello { node, .. }, _)) =
-            protocol::decode::<FromAgent>(&mut opener, message)
+        let Ok((
+            FromAgent::Hello {
+                node, cpus, gpus, ..
+            },
+            _,
+        )) = protocol::decode::<FromAgent>(&mut opener, message)
         else {
             self.dropped_messages += 1;
             return;
         };
-        let Some(&id) = agents.nodes.get(&node) else {
+        // A pilot job's node is not known until its agent says hello.
+        let joins = agents.pilots.is_some() && !agents.nodes.contains_key(&node);
+        let known = agents.nodes.get(&node).copied();
+        let Some(id) = known.or(joins.then_some(NodeId(agents.names.len() as u32))) else {
             eprintln!(
                 "pmp scheduler: an agent said hello from node {node:?}, which is not one of the \
                  allocation's ({}); ignored",
@@ -364,6 +380,10 @@ impl Server {
             return;
         }
         self.salts.accept(&opener);
+        if joins {
+            agents.nodes.insert(node.clone(), id);
+            agents.names.push(node.clone());
+        }
         agents.links.insert(
             route.clone(),
             Link {
@@ -377,8 +397,12 @@ impl Server {
             route,
             sealer: Box::new(sealer),
         });
-        if agents.links.len() == agents.names.len() {
+        if agents.pilots.is_none() && agents.links.len() == agents.names.len() {
             agents.remove_key_file();
+        }
+        if joins {
+            let joined = self.join_pilot_node(node, cpus, gpus.len());
+            debug_assert_eq!(joined, id, "the capacity numbers nodes as they join");
         }
     }
 
@@ -417,7 +441,9 @@ impl Server {
                         signal,
                         stderr_tail,
                     };
-                    let _ = self.exits_tx.send(Exit { worker, reason });
+                    if let Some(exit) = self.pilot_exit(node, Exit { worker, reason }) {
+                        let _ = self.exits_tx.send(exit);
+                    }
                 }
             }
         }
@@ -467,6 +493,7 @@ impl Server {
         for (node, why) in lost {
             self.node_lost(node, why);
         }
+        self.on_pilot_reports();
     }
 
     /// The agents' step ended: every agent still counted is gone with it.
@@ -483,7 +510,7 @@ impl Server {
 
     /// `node`'s agent is gone: each worker it ran is lost, named by node and
     /// cause, and nothing starts there any more.
-    fn node_lost(&mut self, node: NodeId, why: String) {
+    pub(super) fn node_lost(&mut self, node: NodeId, why: String) {
         let Some(agents) = self.agents.as_mut() else {
             return;
         };

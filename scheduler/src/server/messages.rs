@@ -1,4 +1,5 @@
-//! What workers send: sealed messages opened and handed to the core,
+//! What workers send, on their own connection or relayed by their node's
+//! agent (`relay`): sealed messages opened and handed to the core,
 //! large frames mapped from or resent around shared memory, and what a
 //! worker process prints, which belongs to the task it runs.
 

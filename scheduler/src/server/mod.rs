@@ -148,6 +148,7 @@ mod comm;
 mod event_loop;
 mod liveness;
 mod messages;
+mod pilots;
 mod relay;
 #[cfg(test)]
 mod relay_tests;
@@ -292,7 +293,12 @@ pub struct AgentNodes {
     pub tool_dirs: Vec<std::path::PathBuf>,
     /// The most bytes of large buffers each agent keeps (`relay`).
     pub keep_bytes: u64,
+    /// Pilot jobs to submit, whose agents join as they connect (`names`
+    /// is then empty).
+    pub pilots: Option<PilotStart>,
 }
+
+pub use pilots::PilotStart;
 
 /// Bind the agents' socket and start the step that runs them, where the
 /// backend starts agents; None where it does not.
@@ -317,6 +323,10 @@ async fn start_agents(
         nodes: &nodes.names,
     };
     if backend.agents_connect_by_themselves(&step) {
+        return Ok(Some(agents));
+    }
+    if let Some(start) = &nodes.pilots {
+        agents.pilots = Some(pilots::Pilots::submit(start, &step, key_file.clone())?);
         return Ok(Some(agents));
     }
     let Some(command) = backend.agent_step(&step) else {

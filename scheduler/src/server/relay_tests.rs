@@ -94,6 +94,7 @@ impl Client {
             names,
             tool_dirs: Vec::new(),
             keep_bytes: relay::DEFAULT_KEEP_BYTES,
+            pilots: None,
         };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
