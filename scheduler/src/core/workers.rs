@@ -187,11 +187,17 @@ impl Marks {
     }
 }
 
-fn mark(set: &mut BTreeSet<WorkerId>, id: WorkerId, on: bool) {
-    if on {
-        set.insert(id);
-    } else {
-        set.remove(&id);
+/// Put `id` in or out of `set` where that changed (the sets are touched
+/// once or twice a call, and only where a worker moved).
+fn mark(set: &mut BTreeSet<WorkerId>, id: WorkerId, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => {
+            set.insert(id);
+        }
+        (true, false) => {
+            set.remove(&id);
+        }
+        _ => {}
     }
 }
 
@@ -256,9 +262,9 @@ impl Workers {
     }
 
     fn reindex(&mut self, id: WorkerId, before: Marks, after: Marks) {
-        mark(&mut self.idle, id, after.idle);
-        mark(&mut self.open, id, after.open);
-        mark(&mut self.holding, id, after.holding);
+        mark(&mut self.idle, id, before.idle, after.idle);
+        mark(&mut self.open, id, before.open, after.open);
+        mark(&mut self.holding, id, before.holding, after.holding);
         count(&mut self.rebalancing, before.rebalancing, after.rebalancing);
         count(&mut self.members, before.member, after.member);
         count(&mut self.ahead, before.ahead, after.ahead);
