@@ -31,8 +31,8 @@
 //! them): 1 by default, as a Python executor's. The scheduler pings every
 //! worker each heartbeat, through its agent: at 128,000 workers that is
 //! 128,000 sealed Pings and Pongs a second, more than this scheduler
-//! handles besides the calls on two cores, so workers miss their
-//! heartbeats and are stopped. `--heartbeat 3600` measures the calls alone.
+//! handles besides the calls on two cores: workers miss their heartbeats
+//! and the run stalls. `--heartbeat 3600` measures the calls alone.
 //!
 //! `--fresh` starts a worker per call (fork per call on a real node, which
 //! a stand-in does not do) instead of the default pool of one single-core
