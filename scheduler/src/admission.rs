@@ -32,6 +32,16 @@ pub fn worker_socket() -> zeromq::RouterSocket {
     zeromq::RouterSocket::with_options(options)
 }
 
+/// The socket node agents connect to: as the workers', except that every
+/// agent of the allocation may wait to be admitted at once. One step
+/// starts them all within a second or so, and a thousand connecting
+/// before the first Hello is read would otherwise see the oldest closed.
+pub fn agents_socket(nodes: usize) -> zeromq::RouterSocket {
+    let mut options = zeromq::SocketOptions::default();
+    options.admission(FIRST_MESSAGE_MAX, TIMEOUT, MAX_WAITING.max(nodes));
+    zeromq::RouterSocket::with_options(options)
+}
+
 /// The connection a message came from, as the socket names it (the routing
 /// frame it put in front of the message).
 pub fn connection(route: &Bytes) -> Option<PeerIdentity> {

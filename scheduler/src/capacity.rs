@@ -86,8 +86,9 @@ impl NodeUse {
         }
     }
 
+    /// None free where an oversubscribed pool holds more than the node.
     fn cpus_free(&self) -> u32 {
-        self.cpus_total - self.cpus_used
+        self.cpus_total.saturating_sub(self.cpus_used)
     }
 
     /// Whether `request` fits in what is free here now.
@@ -415,20 +416,36 @@ impl Capacity {
         }
     }
 
-    /// A node and GPUs for a block-allocated worker, which holds them for
-    /// its life: the node with the most GPUs free (the first of those), so
-    /// that the pool's GPUs come from wherever they are left; a worker the
-    /// allocation has no GPUs left for gets none, as the plan allows.
-    pub fn take_gpus(&mut self, n: u32) -> (NodeId, Gpus) {
+    /// A node and GPUs for a block-allocated worker like `request`, which
+    /// holds them for its life: the node with the most GPUs free, then the
+    /// most CPUs free (the first of those), so that the pool's GPUs come
+    /// from wherever they are left and its workers spread over the nodes
+    /// (under node agents, each node's agent starts the workers placed on
+    /// it: a pool of 128 workers on two nodes of 64 CPUs is 64 on each). A
+    /// worker the allocation has no GPUs left for gets none, as the plan
+    /// allows; the plan checked the pool's CPUs once, so an oversubscribed
+    /// pool may hold more CPUs than a node has.
+    pub fn take_for_pool(&mut self, request: &ResourceRequest) -> (NodeId, Gpus) {
         let (id, node) = (0u32..)
             .zip(self.nodes.iter_mut())
-            .max_by_key(|(id, node)| (!node.lost, node.gpus_free.count(), std::cmp::Reverse(*id)))
+            .max_by_key(|(id, node)| {
+                (
+                    !node.lost,
+                    node.gpus_free.count(),
+                    node.cpus_free(),
+                    std::cmp::Reverse(*id),
+                )
+            })
             .expect("a capacity has a node");
-        (NodeId(id), node.gpus_free.take(n))
+        node.cpus_used += node.cpus_for(request);
+        (NodeId(id), node.gpus_free.take(request.gpus()))
     }
 
-    pub fn return_gpus(&mut self, node: NodeId, gpus: Gpus) {
-        self.nodes[node.0 as usize].gpus_free.put_back(gpus);
+    /// Return what `take_for_pool` took on `node`.
+    pub fn give_back_from_pool(&mut self, node: NodeId, request: &ResourceRequest, gpus: Gpus) {
+        let used = &mut self.nodes[node.0 as usize];
+        used.cpus_used = used.cpus_used.saturating_sub(used.cpus_for(request));
+        used.gpus_free.put_back(gpus);
     }
 
     /// `node` is gone (its agent died): nothing more is placed there, and
@@ -557,12 +574,14 @@ mod tests {
     #[test]
     fn a_block_worker_takes_what_is_left_and_returns_it() {
         let mut cap = Capacity::new(4, None, Gpus::Counted(3));
-        let (_, a) = cap.take_gpus(2);
-        let (_, b) = cap.take_gpus(2);
+        let two = ResourceRequest::of(1, 1, 2);
+        let (_, a) = cap.take_for_pool(&two);
+        let (_, b) = cap.take_for_pool(&two);
         assert_eq!((&a, &b), (&Gpus::Counted(2), &Gpus::Counted(1)));
-        cap.return_gpus(ONE, a);
-        cap.return_gpus(ONE, b);
+        cap.give_back_from_pool(ONE, &two, a);
+        cap.give_back_from_pool(ONE, &two, b);
         assert!(cap.place(&ResourceRequest::of(1, 1, 3)).is_some());
+        assert!(cap.place(&ResourceRequest::of(4, 1, 0)).is_some());
     }
 
     #[test]

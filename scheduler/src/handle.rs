@@ -43,6 +43,13 @@ pub enum BackendChoice {
         srun: PathBuf,
         job_name: String,
     },
+    /// Only for `examples/simulate.rs`: `nodes` whose agents are the
+    /// caller's stand-ins, told where to connect through `agents_wanted`
+    /// (`backend::simulated`). Workers start only under them.
+    Simulated {
+        nodes: Vec<Node>,
+        agents_wanted: std::sync::mpsc::Sender<crate::backend::simulated::AgentsWanted>,
+    },
 }
 
 impl BackendChoice {
@@ -68,6 +75,9 @@ impl BackendChoice {
                 job_name,
                 mpi: MpiLauncher::locate(&tool_dirs).ok().map(|m| m.flavor),
             }),
+            BackendChoice::Simulated { agents_wanted, .. } => {
+                Box::new(crate::backend::simulated::SimulatedBackend { agents_wanted })
+            }
         }
     }
 }
@@ -163,7 +173,9 @@ impl SchedulerHandle {
         let agents = config.launcher == Launcher::Agent
             && matches!(
                 config.backend,
-                BackendChoice::Slurm { .. } | BackendChoice::Flux { .. }
+                BackendChoice::Slurm { .. }
+                    | BackendChoice::Flux { .. }
+                    | BackendChoice::Simulated { .. }
             );
         let pilot_agents = config.launcher == Launcher::Agent
             && matches!(config.backend, BackendChoice::SlurmPilots { .. });

@@ -372,6 +372,7 @@ pub fn discover(choice: &BackendChoice) -> Result<Vec<Node>, String> {
             slurm_nodes(|name| std::env::var(name).ok(), Some(&detail))
         }
         BackendChoice::Flux { flux } => flux_nodes(&ask(flux, &["resource", "R", "-s", "up"])?),
+        BackendChoice::Simulated { nodes, .. } => Ok(nodes.clone()),
         BackendChoice::Local | BackendChoice::SlurmPilots { .. } => Err(
             "only the slurm backend inside an allocation and the flux backend have an \
              allocation's nodes to discover"

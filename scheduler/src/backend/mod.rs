@@ -14,6 +14,7 @@ pub mod mpi;
 pub mod pilot;
 pub mod pilot_agents;
 pub mod pilot_nodes;
+pub mod simulated;
 pub mod slurm;
 
 use crate::auth::Key;
@@ -202,6 +203,13 @@ pub trait Backend: Send {
     /// (`launcher="agent"`), None where this backend starts no agents.
     fn agent_step(&self, _agents: &AgentStep) -> Option<Result<Command, String>> {
         None
+    }
+
+    /// Whether the agents connect by themselves, told where by `step`,
+    /// instead of being started by `agent_step`: only the simulation's
+    /// stand-in agents (`simulated`).
+    fn agents_connect_by_themselves(&self, _step: &AgentStep) -> bool {
+        false
     }
 
     /// Whether `launch`'s worker starts under its node's agent rather than

@@ -29,17 +29,7 @@ impl Core {
         if self.queue_ahead.is_none() || self.pool_oversized() {
             return None;
         }
-        let worker = self
-            .workers
-            .iter()
-            .find(|(_, w)| {
-                matches!(w.state, WorkerState::Busy(_))
-                    && w.dedicated.is_none()
-                    && w.takes_next
-                    && w.next.is_none()
-                    && w.retract.is_none()
-            })
-            .map(|(id, _)| *id)?;
+        let worker = self.workers.first_open()?;
         self.may_go_ahead(id).then_some(worker)
     }
 
@@ -68,26 +58,22 @@ impl Core {
         let Allocation::Block { workers: size, .. } = self.allocation else {
             return false;
         };
-        let members = self
-            .workers
-            .values()
-            .filter(|w| w.dedicated.is_none() && w.state != WorkerState::Stopping)
-            .count();
-        members > size as usize
+        self.workers.members() > size as usize
     }
 
     /// The worker's task ended: the one sent ahead is running now, unless a
     /// Retract is out for it (its answer says).
     pub(super) fn promote_next(&mut self, comm: &mut impl Comm, worker: WorkerId) {
-        let Some(w) = self.workers.get_mut(&worker) else {
+        let promoted = self.workers.update(worker, |w| {
+            let next = w.next.take()?;
+            w.state = WorkerState::Busy(next);
+            w.takes_next = true; // only such tasks are sent ahead
+            Some((next, w.retract.is_some_and(|(task, _)| task == next)))
+        });
+        let Some(Some((next, retracting))) = promoted else {
             return;
         };
-        let Some(next) = w.next.take() else {
-            return;
-        };
-        w.state = WorkerState::Busy(next);
-        w.takes_next = true; // only such tasks are sent ahead
-        if w.retract.is_some_and(|(task, _)| task == next) {
+        if retracting {
             return;
         }
         self.started(comm, worker, next);
@@ -113,18 +99,21 @@ impl Core {
         worker: WorkerId,
         task: TaskId,
     ) -> bool {
-        let Some(w) = self.workers.get_mut(&worker) else {
-            return false;
-        };
-        match w.retract {
+        let settled = self.workers.update(worker, |w| match w.retract {
             Some((retracted, why)) if retracted == task => {
                 w.retract = None;
+                Some(why)
+            }
+            _ => None,
+        });
+        match settled.flatten() {
+            Some(why) => {
                 if why == Retract::Cancel {
                     comm.cancel_answered(task, false);
                 }
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -135,24 +124,40 @@ impl Core {
             return false;
         };
         let worker = *worker;
-        let Some(w) = self.workers.get_mut(&worker).filter(|w| {
-            w.next == Some(task) || w.retract.is_some_and(|(retracted, _)| retracted == task)
-        }) else {
-            return false;
-        };
-        match &mut w.retract {
-            Some((retracted, reason)) if *retracted == task => {
-                if why == Retract::Cancel {
-                    *reason = Retract::Cancel;
+        /// What asking for `task` back comes to.
+        enum Asked {
+            NotHeld,
+            Already,
+            Now,
+        }
+        let asked = self.workers.update(worker, |w| {
+            let holds =
+                w.next == Some(task) || w.retract.is_some_and(|(retracted, _)| retracted == task);
+            if !holds {
+                return Asked::NotHeld;
+            }
+            match &mut w.retract {
+                Some((retracted, reason)) if *retracted == task => {
+                    if why == Retract::Cancel {
+                        *reason = Retract::Cancel;
+                    }
+                    Asked::Already
+                }
+                Some(_) => Asked::NotHeld, // one Retract at a time; only `next` is ever asked
+                None => {
+                    w.retract = Some((task, why));
+                    Asked::Now
                 }
             }
-            Some(_) => return false, // one Retract at a time; only `next` is ever asked
-            None => {
-                w.retract = Some((task, why));
+        });
+        match asked {
+            None | Some(Asked::NotHeld) => false,
+            Some(Asked::Already) => true,
+            Some(Asked::Now) => {
                 comm.send(worker, ToWorker::Retract { task }, Vec::new());
+                true
             }
         }
-        true
     }
 
     /// Idle pool workers while others hold tasks ahead: take those back, one
@@ -161,24 +166,14 @@ impl Core {
         if self.queue_ahead.is_none() || !matches!(self.allocation, Allocation::Block { .. }) {
             return;
         }
-        let idle = self
-            .workers
-            .values()
-            .filter(|w| w.state == WorkerState::Idle && w.dedicated.is_none())
-            .count();
+        let idle = self.workers.idle_count();
         if idle == 0 {
             return;
         }
-        let asked = self
-            .workers
-            .values()
-            .filter(|w| w.retract.is_some_and(|(_, why)| why == Retract::Rebalance))
-            .count();
+        let asked = self.workers.rebalancing();
         let held: Vec<TaskId> = self
             .workers
-            .values()
-            .filter(|w| w.retract.is_none())
-            .filter_map(|w| w.next)
+            .held_ahead()
             .take(idle.saturating_sub(asked))
             .collect();
         for task in held {
@@ -188,23 +183,24 @@ impl Core {
 
     /// The worker gave `task` back without running it.
     pub fn task_retracted(&mut self, comm: &mut impl Comm, worker: WorkerId, task: TaskId) {
-        let Some(w) = self.workers.get_mut(&worker) else {
+        let given_back = self.workers.update(worker, |w| {
+            let (_, why) = w.retract.filter(|(retracted, _)| *retracted == task)?;
+            w.retract = None;
+            if w.next == Some(task) {
+                w.next = None;
+            } else if w.state == WorkerState::Busy(task) {
+                w.state = WorkerState::Idle;
+            } else {
+                return None;
+            }
+            // Its Run may have put its function in a slot the worker never
+            // filled: forget what the slots hold, so functions are sent again.
+            w.slots = Default::default();
+            Some(why)
+        });
+        let Some(Some(why)) = given_back else {
             return;
         };
-        let Some((_, why)) = w.retract.filter(|(retracted, _)| *retracted == task) else {
-            return;
-        };
-        w.retract = None;
-        if w.next == Some(task) {
-            w.next = None;
-        } else if w.state == WorkerState::Busy(task) {
-            w.state = WorkerState::Idle;
-        } else {
-            return;
-        }
-        // Its Run may have put its function in a slot the worker never
-        // filled: forget what the slots hold, so functions are sent again.
-        w.slots = Default::default();
         self.take_back(comm, task, why);
         self.balance_pool(comm);
         self.ask_for_scheduling();

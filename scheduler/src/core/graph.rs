@@ -85,6 +85,9 @@ impl Core {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
+        if !task.is_terminal() {
+            self.unfinished -= 1;
+        }
         task.state = TaskState::Finished(result.clone());
         let dependents = std::mem::take(&mut task.dependents);
         comm.emit(Event::Finished { task: id, result });
@@ -119,6 +122,7 @@ impl Core {
             }
             let dependents = std::mem::take(&mut task.dependents);
             let dependencies = std::mem::take(&mut task.dependencies);
+            self.unfinished -= 1;
             task.state = TaskState::Failed(Box::new(failure.clone()));
             comm.emit(match &failure {
                 Failure::Raised(error) => Event::Raised {

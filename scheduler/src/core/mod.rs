@@ -38,9 +38,9 @@ use crate::ids::{TaskId, WorkerId};
 use crate::protocol::Payload;
 use crate::resources::ResourceRequest;
 use functions::FunctionStore;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use tasks::{Failure, Task, TaskState};
-use workers::Worker;
+use workers::Workers;
 
 /// How workers are provided.
 #[derive(Clone, Debug)]
@@ -61,7 +61,10 @@ pub struct Core {
     tasks: HashMap<TaskId, Task>,
     functions: FunctionStore,
     ready: VecDeque<TaskId>,
-    workers: BTreeMap<WorkerId, Worker>,
+    workers: Workers,
+    /// Tasks not yet finished or failed: whether work is pending, without
+    /// a pass over every task.
+    unfinished: usize,
     next_worker: u32,
     init: Option<Payload>,
     failed_starts: u32,
@@ -85,7 +88,8 @@ impl Core {
             tasks: HashMap::new(),
             functions: FunctionStore::default(),
             ready: VecDeque::new(),
-            workers: BTreeMap::new(),
+            workers: Workers::default(),
+            unfinished: 0,
             next_worker: 0,
             init,
             failed_starts: 0,
@@ -134,7 +138,7 @@ impl Core {
     }
 
     fn has_pending_work(&self) -> bool {
-        self.tasks.values().any(|t| !t.is_terminal())
+        self.unfinished > 0
     }
 
     /// The task `worker` is running now, if any.
@@ -169,7 +173,7 @@ impl Core {
             }
         }
         // Sent ahead is not running yet.
-        let ahead = self.workers.values().filter(|w| w.next.is_some()).count();
+        let ahead = self.workers.ahead();
         counts.running = counts.running.saturating_sub(ahead);
         counts.ready += ahead;
         counts

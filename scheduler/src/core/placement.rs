@@ -26,12 +26,7 @@ impl Core {
             }
             match self.allocation {
                 Allocation::Block { .. } => {
-                    let idle = self
-                        .workers
-                        .iter()
-                        .find(|(_, w)| w.state == WorkerState::Idle && w.dedicated.is_none())
-                        .map(|(id, _)| *id);
-                    if let Some(worker) = idle {
+                    if let Some(worker) = self.workers.first_idle() {
                         self.ready.pop_front();
                         self.dispatch(comm, id, worker);
                     } else if let Some(worker) = self.ahead_slot(id) {
@@ -113,16 +108,22 @@ impl Core {
             std::mem::take(&mut task.dependencies)
         };
         task.state = TaskState::Assigned { worker };
-        let w = self
+        let (function, place) = self
             .workers
-            .get_mut(&worker)
+            .update(worker, |w| {
+                if ahead {
+                    w.next = Some(id);
+                } else {
+                    w.state = WorkerState::Busy(id);
+                    w.takes_next = takes_next;
+                }
+                let place = w
+                    .place
+                    .clone()
+                    .expect("a worker that said hello has a place");
+                (w.slots.reference(work.digest), place)
+            })
             .expect("dispatch to a live worker");
-        if ahead {
-            w.next = Some(id);
-        } else {
-            w.state = WorkerState::Busy(id);
-        }
-        let function = w.slots.reference(work.digest);
         let mut frames = Vec::new();
         if let FunctionRef::Inline { .. } = function {
             frames.push(work.function);
@@ -137,13 +138,6 @@ impl Core {
             dependency_frames.push(result.frames.len() as u32);
             frames.extend(result.frames.iter().cloned());
         }
-        if !ahead {
-            w.takes_next = takes_next;
-        }
-        let place = w
-            .place
-            .clone()
-            .expect("a worker that said hello has a place");
         comm.send(
             worker,
             ToWorker::Run {
@@ -173,19 +167,23 @@ impl Core {
         if self.shutting_down || self.broken.is_some() {
             return;
         }
-        let members: Vec<(WorkerId, bool)> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.dedicated.is_none() && w.state != WorkerState::Stopping)
-            .map(|(id, w)| (*id, matches!(w.state, WorkerState::Busy(_))))
-            .collect();
-        let live = members.len() as u32;
+        // Counted, not listed: this runs after every task.
+        let live = self.workers.members() as u32;
         if live < size {
             for _ in live..size {
                 self.spawn_pool_worker(comm);
             }
             return;
         }
+        if live == size {
+            return;
+        }
+        let members: Vec<(WorkerId, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.dedicated.is_none() && w.state != WorkerState::Stopping)
+            .map(|(id, w)| (*id, matches!(w.state, WorkerState::Busy(_))))
+            .collect();
         // Idle and starting ones go first; newest first among them.
         let surplus: Vec<WorkerId> = members
             .iter()
@@ -211,7 +209,7 @@ impl Core {
             };
             launch
         } else {
-            let (node, gpus) = self.capacity.take_gpus(resources.gpus());
+            let (node, gpus) = self.capacity.take_for_pool(&resources);
             Launch {
                 resources,
                 placement: Placement::Node(node),
@@ -235,11 +233,13 @@ impl Core {
     }
 
     pub(super) fn retire(&mut self, comm: &mut impl Comm, worker: WorkerId) {
-        if let Some(w) = self.workers.get_mut(&worker) {
-            if w.state != WorkerState::Stopping {
-                w.state = WorkerState::Stopping;
-                comm.stop_worker(worker);
-            }
+        let stops = self.workers.update(worker, |w| {
+            let stops = w.state != WorkerState::Stopping;
+            w.state = WorkerState::Stopping;
+            stops
+        });
+        if stops == Some(true) {
+            comm.stop_worker(worker);
         }
     }
 }

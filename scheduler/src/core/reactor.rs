@@ -5,14 +5,13 @@
 
 use super::events::{Comm, Event, LostReason, SubmitError};
 use super::tasks::{inherit, Failure, Task, TaskSpec, TaskState, Work};
-use super::workers::{Retract, Worker, WorkerState};
+use super::workers::{Retract, WorkerState, Workers};
 use super::{Allocation, Core};
 use crate::capacity::Placement;
 use crate::capacity::WHOLE_ALLOCATION;
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::protocol::{Outcome, Payload, Stream, ToWorker, WorkerPlace};
 use bytes::Bytes;
-use std::collections::BTreeMap;
 
 /// Block allocation gives up after this many workers in a row die before
 /// becoming ready (a broken init function or environment would loop forever).
@@ -83,6 +82,7 @@ impl Core {
         }
         task.state = TaskState::Waiting { missing };
         self.tasks.insert(spec.id, task);
+        self.unfinished += 1;
         if let Some(failure) = upstream_failure.or_else(|| self.broken.clone()) {
             self.fail(comm, spec.id, failure);
         } else if missing == 0 {
@@ -98,6 +98,7 @@ impl Core {
             return Err(SubmitError::DuplicateId(id));
         }
         self.tasks.insert(id, Task::external());
+        self.unfinished += 1;
         Ok(())
     }
 
@@ -191,33 +192,49 @@ impl Core {
     }
 
     pub fn worker_hello(&mut self, comm: &mut impl Comm, worker: WorkerId, pid: u32, host: String) {
-        let Some(w) = self.workers.get_mut(&worker) else {
-            return;
-        };
-        if w.state != WorkerState::Starting {
-            return;
+        /// What a worker that said hello does first.
+        enum First {
+            Init,
+            Ready(Option<TaskId>),
         }
-        // Where the scheduler placed it, named as the allocation names its
-        // nodes (the test Slurm's nodes all share one host name); the host
-        // it reports where the node is the whole allocation.
-        let host = match &w.launch.placement {
-            Placement::Node(node) if self.capacity.node_name(*node) != WHOLE_ALLOCATION => {
-                self.capacity.node_name(*node).to_string()
+        let capacity = &self.capacity;
+        let init = self.init.is_some();
+        let first = self.workers.update(worker, |w| {
+            if w.state != WorkerState::Starting {
+                return None;
             }
-            // Its ranks' nodes ("node1+node2"), as exe.info says them.
-            Placement::Span(_) => self.capacity.placement_name(&w.launch.placement),
-            _ => host,
-        };
-        w.place = Some(WorkerPlace { worker, pid, host });
-        match (&self.init, w.dedicated) {
-            (Some(init), None) => {
-                w.state = WorkerState::Initializing;
-                comm.send(worker, ToWorker::Init, init.frames.clone());
+            // Where the scheduler placed it, named as the allocation names
+            // its nodes (the test Slurm's nodes all share one host name);
+            // the host it reports where the node is the whole allocation.
+            let host = match &w.launch.placement {
+                Placement::Node(node) if capacity.node_name(*node) != WHOLE_ALLOCATION => {
+                    capacity.node_name(*node).to_string()
+                }
+                // Its ranks' nodes ("node1+node2"), as exe.info says them.
+                Placement::Span(_) => capacity.placement_name(&w.launch.placement),
+                _ => host,
+            };
+            w.place = Some(WorkerPlace { worker, pid, host });
+            Some(match (init, w.dedicated) {
+                (true, None) => {
+                    w.state = WorkerState::Initializing;
+                    First::Init
+                }
+                (_, dedicated) => {
+                    w.state = WorkerState::Idle;
+                    First::Ready(dedicated)
+                }
+            })
+        });
+        match first.flatten() {
+            None => return,
+            Some(First::Init) => {
+                let frames = self.init.as_ref().expect("checked").frames.clone();
+                comm.send(worker, ToWorker::Init, frames);
             }
-            _ => {
-                w.state = WorkerState::Idle;
+            Some(First::Ready(dedicated)) => {
                 self.failed_starts = 0;
-                if let Some(task) = w.dedicated {
+                if let Some(task) = dedicated {
                     self.dispatch(comm, task, worker);
                 }
             }
@@ -232,15 +249,16 @@ impl Core {
         outcome: Outcome,
         error: Payload,
     ) {
-        let Some(w) = self.workers.get_mut(&worker) else {
-            return;
-        };
-        if w.state != WorkerState::Initializing {
+        let initializing = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.state == WorkerState::Initializing);
+        if !initializing {
             return;
         }
         match outcome {
             Outcome::Returned => {
-                w.state = WorkerState::Idle;
+                self.workers.update(worker, |w| w.state = WorkerState::Idle);
                 self.failed_starts = 0;
             }
             Outcome::Raised => {
@@ -259,13 +277,16 @@ impl Core {
         outcome: Outcome,
         payload: Payload,
     ) {
-        let Some(w) = self.workers.get_mut(&worker) else {
-            return;
-        };
-        if w.state != WorkerState::Busy(task) {
+        let ended = self.workers.update(worker, |w| {
+            let ended = w.state == WorkerState::Busy(task);
+            if ended {
+                w.state = WorkerState::Idle;
+            }
+            ended
+        });
+        if ended != Some(true) {
             return;
         }
-        w.state = WorkerState::Idle;
         if self.settle_retract(comm, worker, task) {
             self.started(comm, worker, task);
         }
@@ -286,16 +307,19 @@ impl Core {
     /// did not run it: the task becomes one the client resolves, as a
     /// foreign Future's, when that run's entry appears.
     pub fn task_elsewhere(&mut self, comm: &mut impl Comm, worker: WorkerId, task: TaskId) {
-        let Some(w) = self.workers.get_mut(&worker) else {
-            return;
-        };
-        if w.state != WorkerState::Busy(task) {
+        let skipped = self.workers.update(worker, |w| {
+            if w.state != WorkerState::Busy(task) {
+                return false;
+            }
+            w.state = WorkerState::Idle;
+            // The worker did not load the task's function either: forget
+            // what its slots hold, so the next task sends its function again.
+            w.slots = Default::default();
+            true
+        });
+        if skipped != Some(true) {
             return;
         }
-        w.state = WorkerState::Idle;
-        // The worker did not load the task's function either: forget what
-        // its slots hold, so the next task sends its function again.
-        w.slots = Default::default();
         if let Some(t) = self.tasks.get_mut(&task) {
             t.state = TaskState::External;
         }
@@ -344,7 +368,10 @@ impl Core {
                 self.capacity
                     .give_back(placement, &w.launch.resources, w.launch.gpus);
             }
-            (false, Placement::Node(node)) => self.capacity.return_gpus(node, w.launch.gpus),
+            (false, Placement::Node(node)) => {
+                self.capacity
+                    .give_back_from_pool(node, &w.launch.resources, w.launch.gpus)
+            }
             (false, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
         }
         let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
@@ -433,6 +460,6 @@ impl Core {
     }
 }
 
-fn w_is_dedicated(workers: &BTreeMap<WorkerId, Worker>, worker: WorkerId) -> bool {
+fn w_is_dedicated(workers: &Workers, worker: WorkerId) -> bool {
     workers.get(&worker).is_some_and(|w| w.dedicated.is_some())
 }

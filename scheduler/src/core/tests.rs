@@ -16,6 +16,7 @@ mod ahead;
 mod driven;
 mod joining;
 mod nodes;
+mod scale;
 
 use driven::Driven;
 

@@ -5,7 +5,7 @@ use crate::capacity::Placement;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, WorkerPlace};
 use crate::resources::{Gpus, ResourceRequest};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Functions a worker keeps unpickled, by slot.
 const FUNCTION_SLOTS: usize = 64;
@@ -133,5 +133,171 @@ impl FunctionSlots {
         self.by_digest.insert(digest, slot);
         self.order.push_back(digest);
         FunctionRef::Inline { slot }
+    }
+}
+
+/// Every worker, with what the scheduling pass looks for kept at hand: the
+/// idle pool workers, those a task may be sent ahead to, those holding one
+/// ahead. A pass so finds a worker in O(log workers), not by scanning a
+/// thousand nodes' workers per call. Workers change only through `update`,
+/// which keeps these in step.
+#[derive(Default)]
+pub(super) struct Workers {
+    all: BTreeMap<WorkerId, Worker>,
+    /// Pool workers that are idle.
+    idle: BTreeSet<WorkerId>,
+    /// Busy pool workers that take a task ahead and hold none (`ahead_slot`).
+    open: BTreeSet<WorkerId>,
+    /// Workers holding a task ahead that no Retract is out for.
+    holding: BTreeSet<WorkerId>,
+    /// Workers asked for a task back for an idle worker.
+    rebalancing: usize,
+    /// Pool workers not stopping: the pool's size as it is.
+    members: usize,
+    /// Workers holding a task ahead.
+    ahead: usize,
+}
+
+/// Which of `Workers`' sets and counts a worker is in.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Marks {
+    idle: bool,
+    open: bool,
+    holding: bool,
+    rebalancing: bool,
+    member: bool,
+    ahead: bool,
+}
+
+impl Marks {
+    fn of(w: &Worker) -> Marks {
+        let pool = w.dedicated.is_none();
+        Marks {
+            idle: pool && w.state == WorkerState::Idle,
+            open: pool
+                && matches!(w.state, WorkerState::Busy(_))
+                && w.takes_next
+                && w.next.is_none()
+                && w.retract.is_none(),
+            holding: w.next.is_some() && w.retract.is_none(),
+            rebalancing: w.retract.is_some_and(|(_, why)| why == Retract::Rebalance),
+            member: pool && w.state != WorkerState::Stopping,
+            ahead: w.next.is_some(),
+        }
+    }
+}
+
+/// Put `id` in or out of `set` where that changed (the sets are touched
+/// once or twice a call, and only where a worker moved).
+fn mark(set: &mut BTreeSet<WorkerId>, id: WorkerId, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => {
+            set.insert(id);
+        }
+        (true, false) => {
+            set.remove(&id);
+        }
+        _ => {}
+    }
+}
+
+fn count(counter: &mut usize, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => *counter += 1,
+        (true, false) => *counter -= 1,
+        _ => {}
+    }
+}
+
+impl Workers {
+    pub(super) fn get(&self, id: &WorkerId) -> Option<&Worker> {
+        self.all.get(id)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = (&WorkerId, &Worker)> {
+        self.all.iter()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Worker> {
+        self.all.values()
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &WorkerId> {
+        self.all.keys()
+    }
+
+    pub(super) fn insert(&mut self, id: WorkerId, worker: Worker) {
+        let after = Marks::of(&worker);
+        if let Some(old) = self.all.insert(id, worker) {
+            self.reindex(id, Marks::of(&old), after);
+        } else {
+            self.reindex(id, Marks::default(), after);
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &WorkerId) -> Option<Worker> {
+        let worker = self.all.remove(id)?;
+        self.reindex(*id, Marks::of(&worker), Marks::default());
+        Some(worker)
+    }
+
+    /// Change worker `id` (None if there is none), keeping the sets in step.
+    pub(super) fn update<R>(
+        &mut self,
+        id: WorkerId,
+        f: impl FnOnce(&mut Worker) -> R,
+    ) -> Option<R> {
+        let worker = self.all.get_mut(&id)?;
+        let before = Marks::of(worker);
+        let result = f(worker);
+        let after = Marks::of(worker);
+        if before != after {
+            self.reindex(id, before, after);
+        }
+        Some(result)
+    }
+
+    fn reindex(&mut self, id: WorkerId, before: Marks, after: Marks) {
+        mark(&mut self.idle, id, before.idle, after.idle);
+        mark(&mut self.open, id, before.open, after.open);
+        mark(&mut self.holding, id, before.holding, after.holding);
+        count(&mut self.rebalancing, before.rebalancing, after.rebalancing);
+        count(&mut self.members, before.member, after.member);
+        count(&mut self.ahead, before.ahead, after.ahead);
+    }
+
+    /// The idle pool worker of the lowest id.
+    pub(super) fn first_idle(&self) -> Option<WorkerId> {
+        self.idle.first().copied()
+    }
+
+    pub(super) fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The busy pool worker of the lowest id that may be sent a task ahead.
+    pub(super) fn first_open(&self) -> Option<WorkerId> {
+        self.open.first().copied()
+    }
+
+    /// The tasks held ahead that no Retract is out for, by worker.
+    pub(super) fn held_ahead(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.holding.iter().filter_map(|id| self.all[id].next)
+    }
+
+    pub(super) fn rebalancing(&self) -> usize {
+        self.rebalancing
+    }
+
+    pub(super) fn members(&self) -> usize {
+        self.members
+    }
+
+    pub(super) fn ahead(&self) -> usize {
+        self.ahead
     }
 }

@@ -137,7 +137,7 @@ pub(super) async fn bind(
     names: Vec<String>,
     incoming: UnboundedSender<Incoming>,
 ) -> Result<(Agents, String), String> {
-    let mut socket = admission::worker_socket();
+    let mut socket = admission::agents_socket(names.len());
     let endpoint = socket
         .bind(&format!("tcp://{bind_host}:0"))
         .await

@@ -322,6 +322,9 @@ async fn start_agents(
         key_file: &key_file,
         nodes: &nodes.names,
     };
+    if backend.agents_connect_by_themselves(&step) {
+        return Ok(Some(agents));
+    }
     if let Some(start) = &nodes.pilots {
         agents.pilots = Some(pilots::Pilots::submit(start, &step, key_file.clone())?);
         return Ok(Some(agents));

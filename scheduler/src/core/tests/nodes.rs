@@ -324,3 +324,36 @@ fn what_the_nodes_cannot_hold_together_in_whole_ranks_is_refused_at_submit_sayin
     assert_eq!(ranks_of(&core, &comm, 0), ranks(&[("a", 1), ("b", 1)]));
     assert!(comm.started.len() == 1);
 }
+
+#[test]
+fn a_block_pool_spreads_over_the_nodes_and_a_lost_worker_returns_its_share() {
+    // Under node agents each node's agent starts the workers placed on it:
+    // a pool of 4 on two nodes of 2 CPUs is two on each, not four on the
+    // first.
+    let mut core = Driven(Core::new(
+        Allocation::Block {
+            workers: 4,
+            resources: ResourceRequest::default(),
+        },
+        Capacity::of_nodes(vec![counted("a", 2, 0), counted("b", 2, 0)], None),
+        None,
+    ));
+    let mut comm = Recorder::default();
+    core.start(&mut comm);
+    let nodes = |comm: &Recorder| -> Vec<String> {
+        let mut names: Vec<String> = (0..comm.started.len())
+            .map(|nth| ranks_of(&core, comm, nth)[0].0.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(nodes(&comm), ["a", "a", "b", "b"]);
+    // The replacement of a worker lost on b goes where it left room: b.
+    let on_b = (0..4)
+        .find(|&nth| ranks_of(&core, &comm, nth)[0].0 == "b")
+        .unwrap();
+    let lost = comm.started[on_b].0;
+    core.worker_lost(&mut comm, lost, LostReason::new("killed"));
+    assert_eq!(comm.started.len(), 5);
+    assert_eq!(ranks_of(&core, &comm, 4)[0].0, "b");
+}
