@@ -55,6 +55,19 @@ struct NodeUse {
 }
 
 impl NodeUse {
+    /// `node`, nothing of it taken yet.
+    fn new(node: Node, whole_when_exclusive: bool) -> NodeUse {
+        NodeUse {
+            name: node.name,
+            cpus_total: node.cpus,
+            cpus_used: 0,
+            gpus_total: node.gpus.count(),
+            gpus_free: node.gpus,
+            lost: false,
+            whole_when_exclusive,
+        }
+    }
+
     /// CPUs a request takes here. Oversubscription may exceed the node, but
     /// it still occupies all of it while it runs.
     /// An exclusive call takes all of the node, so nothing else fits
@@ -165,15 +178,7 @@ impl Capacity {
     pub fn of_nodes(nodes: Vec<Node>, max_workers: Option<u32>) -> Capacity {
         let nodes = nodes
             .into_iter()
-            .map(|node| NodeUse {
-                name: node.name,
-                cpus_total: node.cpus,
-                cpus_used: 0,
-                gpus_total: node.gpus.count(),
-                gpus_free: node.gpus,
-                lost: false,
-                whole_when_exclusive: false,
-            })
+            .map(|node| NodeUse::new(node, false))
             .collect();
         Capacity {
             nodes,
@@ -202,16 +207,8 @@ impl Capacity {
     /// A node whose agent connected, numbered after the others.
     pub fn add_node(&mut self, node: Node) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
-        self.nodes.push(NodeUse {
-            name: node.name,
-            cpus_total: node.cpus,
-            cpus_used: 0,
-            gpus_total: node.gpus.count(),
-            gpus_free: node.gpus,
-            lost: false,
-            // As `with_spans` marks the nodes known from the start.
-            whole_when_exclusive: self.spans,
-        });
+        // As `with_spans` marks the nodes known from the start.
+        self.nodes.push(NodeUse::new(node, self.spans));
         id
     }
 

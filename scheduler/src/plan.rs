@@ -426,12 +426,7 @@ mod tests {
     use super::*;
 
     fn worker(cores: u32, threads: u32, gpus: u32) -> ResourceRequest {
-        ResourceRequest {
-            cores,
-            threads_per_core: threads,
-            gpus_per_core: gpus,
-            ..Default::default()
-        }
+        ResourceRequest::of(cores, threads, gpus)
     }
 
     fn wanted(max_workers: Option<u32>, max_cores: Option<u32>, block: bool) -> Wanted {
