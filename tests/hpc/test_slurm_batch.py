@@ -535,7 +535,7 @@ def test_bad_batch_resources_are_value_errors(batch):
         try:
             Executor(backend="slurm", block_allocation=True)
         except ValueError as error:
-            print("pilots:", "say how many with max_workers" in str(error))
+            print("pilots:", "say how many workers with max_workers" in str(error))
         """
     )
     assert lines(done) == [
