@@ -28,11 +28,12 @@
 //! `direct`), and `pool_rss_mb` (resident memory once the pool is ready).
 //!
 //! `--heartbeat` sets the seconds between heartbeats (the timeout is ten of
-//! them): 1 by default, as a Python executor's. The scheduler pings every
-//! worker each heartbeat, through its agent: at 128,000 workers that is
-//! 128,000 sealed Pings and Pongs a second, more than this scheduler
-//! handles besides the calls on two cores: workers miss their heartbeats
-//! and the run stalls. `--heartbeat 3600` measures the calls alone.
+//! them): 1 by default, as a Python executor's. The scheduler pings the
+//! agents, one Ping a node each heartbeat, not the workers under them (a
+//! real agent pings its own workers on its node; a stand-in has nothing to
+//! ping), so the default heartbeat costs little at any number of cores.
+//! Workers with their own connection (`wire` `direct`) are pinged one by
+//! one, and their stand-ins answer.
 //!
 //! `--fresh` starts a worker per call (fork per call on a real node, which
 //! a stand-in does not do) instead of the default pool of one single-core

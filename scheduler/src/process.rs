@@ -218,6 +218,16 @@ pub fn watch(
     WorkerProcess { pid, quiet }
 }
 
+/// Why a worker that stopped answering heartbeats for `limit` was stopped,
+/// added to its exit's message: the scheduler says it of the workers it
+/// pings, a node agent of its node's.
+pub fn unanswered_heartbeats(limit: std::time::Duration) -> String {
+    format!(
+        "it stopped answering heartbeats for {:.0} s",
+        limit.as_secs_f64()
+    )
+}
+
 /// How long a worker's group has between SIGTERM and SIGKILL.
 pub const TERM_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 

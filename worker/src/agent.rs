@@ -23,8 +23,14 @@
 //!   `Exited`, after every message of its that the agent read.
 //! - `Relay`, `Keep`, `Forget`: see `relay`.
 //! - `Stop` and `Signal`: to the worker's process group.
-//! - `Ping`: `Pong`. `Shutdown`: every worker stopped, their `Exited` sent,
-//!   exit. SIGTERM (Slurm or Flux ending the step) does the same.
+//! - `Ping`: `Pong`, and a heartbeat for its workers: the scheduler pings
+//!   agents, not the workers under them, so the agent pings each of its
+//!   connected workers itself (once per the scheduler's heartbeat
+//!   interval, as the scheduler pinged them) and stops one that answered
+//!   nothing for the heartbeat limit, as `Stop` does, its `Exited` saying
+//!   why (`relay::Relay::heartbeat`).
+//! - `Shutdown`: every worker stopped, their `Exited` sent, exit. SIGTERM
+//!   (Slurm or Flux ending the step) does the same.
 //!
 //! It dies with its client: when no message that opens has come for the
 //! heartbeat limit (the scheduler pings more often), or the connection
@@ -197,16 +203,9 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
         exits: exits_tx,
         opener,
         unopened: 0,
+        heartbeat_limit: settings.heartbeat_timeout,
     };
-    agent
-        .serve(
-            incoming,
-            local_in,
-            exits,
-            writer,
-            settings.heartbeat_timeout,
-        )
-        .await
+    agent.serve(incoming, local_in, exits, writer).await
 }
 
 struct Agent {
@@ -227,6 +226,9 @@ struct Agent {
     opener: Opener,
     /// Messages dropped because they did not open.
     unopened: u64,
+    /// How long the scheduler, or a worker, may stay silent before the
+    /// agent gives it up.
+    heartbeat_limit: Duration,
 }
 
 impl Agent {
@@ -237,8 +239,8 @@ impl Agent {
         mut local: UnboundedReceiver<Vec<Bytes>>,
         mut exits: UnboundedReceiver<Exit>,
         mut writer: tokio::task::JoinHandle<()>,
-        silence: Duration,
     ) -> i32 {
+        let silence = self.heartbeat_limit;
         let mut deadline = Instant::now() + silence;
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -294,7 +296,10 @@ impl Agent {
                     process.signal(signal);
                 }
             }
-            ToAgent::Ping => self.send(FromAgent::Pong, Vec::new()),
+            ToAgent::Ping => {
+                self.send(FromAgent::Pong, Vec::new());
+                self.heartbeat();
+            }
             ToAgent::Shutdown => unreachable!("handled by the main loop"),
             ToAgent::Relay {
                 worker,
@@ -383,6 +388,15 @@ impl Agent {
         }
     }
 
+    /// Ping the workers; stop those that stopped answering.
+    fn heartbeat(&mut self) {
+        for worker in self.relay.heartbeat(self.heartbeat_limit) {
+            if let Some(process) = self.workers.get(&worker) {
+                process.stop();
+            }
+        }
+    }
+
     /// `exited`, once every message of the worker's that the local socket
     /// read is relayed: the scheduler expects a worker's last Done before
     /// its end. What the socket has read waits in `local`; what the worker
@@ -399,14 +413,20 @@ impl Agent {
     /// Report a worker's end and forget it; its GPUs are free again.
     fn exited(&mut self, exit: Exit) {
         self.workers.remove(&exit.worker);
-        self.relay.exited(exit.worker);
+        let silent = self.relay.exited(exit.worker);
         self.gpus.give_back(exit.worker);
         let LostReason {
-            message,
+            mut message,
             exit_code,
             signal,
             stderr_tail,
         } = exit.reason;
+        if silent {
+            // In place of a bare "killed by signal 9", as the scheduler
+            // says of the workers it stops.
+            let why = process::unanswered_heartbeats(self.heartbeat_limit);
+            message = format!("{message} ({why})");
+        }
         let exited = FromAgent::Exited {
             worker: exit.worker,
             message,

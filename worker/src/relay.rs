@@ -22,6 +22,14 @@
 //! A relayed `Run` gets the agent's kept buffers it names (`kept`), and
 //! asks for its result on the socket (`shared_results: false`): the result
 //! goes on to the scheduler through the agent anyway.
+//!
+//! The agent keeps its workers alive itself (`heartbeat`): the scheduler
+//! pings the agent alone, and at each of its pings the agent pings each
+//! connected worker on its session and gives up one not heard from for the
+//! heartbeat limit. The workers' Pongs end here: a node's liveness crosses
+//! the network as one message, not one per worker. A Ping the scheduler
+//! sends a worker itself is relayed as any message (its Pong stays here
+//! too).
 
 use crate::kept::Kept;
 use pmp_scheduler::admission;
@@ -33,6 +41,7 @@ use pmp_scheduler::seal::{Opener, Protection, SaltsSeen, Sealer};
 use pmp_scheduler::shared_memory::{self, Lent};
 use pmp_scheduler::Bytes;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use zeromq::ZmqMessage;
 
@@ -78,12 +87,31 @@ struct Link {
     waiting: Vec<(ToWorker, Vec<Bytes>)>,
     /// The agent's segments it maps (kept buffers of its `Run`s).
     lent: Vec<Lent>,
+    /// Given up for its silence: it is being stopped.
+    silent: bool,
 }
 
 struct Session {
     route: Bytes,
     sealer: Sealer,
     opener: Opener,
+    /// Whether it said anything since the last heartbeat, and when a
+    /// heartbeat last found it had: a message costs a flag, not a clock
+    /// read.
+    heard: bool,
+    last_heard: Instant,
+}
+
+impl Session {
+    /// Seal `message` for this worker and queue it on the local socket.
+    fn send(&mut self, to_workers: &LocalOutgoing, message: &ToWorker, frames: Vec<Bytes>) {
+        let wire = protocol::encode(&mut self.sealer, message, frames);
+        let mut out = ZmqMessage::from(self.route.clone());
+        for frame in wire {
+            out.push_back(frame);
+        }
+        let _ = to_workers.send(out);
+    }
 }
 
 impl Relay {
@@ -114,15 +142,41 @@ impl Relay {
     }
 
     /// `worker` exited: what waited for it is dropped, and what it mapped
-    /// is released.
-    pub fn exited(&mut self, worker: WorkerId) {
-        if let Some(Link {
-            session: Some(session),
-            ..
-        }) = self.links.remove(&worker)
-        {
+    /// is released. Returns whether it was given up for its silence.
+    pub fn exited(&mut self, worker: WorkerId) -> bool {
+        let Some(link) = self.links.remove(&worker) else {
+            return false;
+        };
+        if let Some(session) = link.session {
             self.routes.remove(&session.route);
         }
+        link.silent
+    }
+
+    /// A heartbeat: each connected worker is pinged, but those not heard
+    /// from for `limit`, which are returned, once each, to be stopped. A
+    /// worker still starting Python has not said hello: the time it takes
+    /// is not held against it.
+    pub fn heartbeat(&mut self, limit: Duration) -> Vec<WorkerId> {
+        let now = Instant::now();
+        let mut silent = Vec::new();
+        for (&worker, link) in &mut self.links {
+            let Some(session) = link.session.as_mut() else {
+                continue;
+            };
+            if link.silent {
+                continue;
+            }
+            if std::mem::take(&mut session.heard) {
+                session.last_heard = now;
+            } else if now.duration_since(session.last_heard) > limit {
+                link.silent = true;
+                silent.push(worker);
+                continue;
+            }
+            session.send(&self.to_workers, &ToWorker::Ping, Vec::new());
+        }
+        silent
     }
 
     /// A message on the local socket, its route first.
@@ -135,7 +189,10 @@ impl Relay {
             let link = self.links.get_mut(&worker).expect("routes are of links");
             let session = link.session.as_mut().expect("routed links are connected");
             match protocol::decode::<FromWorker>(&mut session.opener, message) {
-                Ok((header, frames)) => self.on_worker_message(worker, header, frames),
+                Ok((header, frames)) => {
+                    session.heard = true;
+                    self.on_worker_message(worker, header, frames);
+                }
                 Err(e) => self.dropped(&e),
             }
             return;
@@ -165,6 +222,8 @@ impl Relay {
                     route,
                     sealer,
                     opener,
+                    heard: false,
+                    last_heard: Instant::now(),
                 });
                 let hello = FromWorker::Hello { worker, pid, host };
                 self.send(
@@ -189,6 +248,8 @@ impl Relay {
     /// that it no longer maps are released here; the rest goes on.
     fn on_worker_message(&mut self, worker: WorkerId, header: FromWorker, frames: Vec<Bytes>) {
         let header = match header {
+            // The answer to the agent's own Ping (`heartbeat`).
+            FromWorker::Pong => return,
             FromWorker::Released { segments } => {
                 let theirs = self.release(worker, segments);
                 if theirs.is_empty() {
@@ -296,12 +357,7 @@ impl Relay {
             }
             return;
         };
-        let wire = protocol::encode(&mut session.sealer, &message, frames);
-        let mut out = ZmqMessage::from(session.route.clone());
-        for frame in wire {
-            out.push_back(frame);
-        }
-        let _ = self.to_workers.send(out);
+        session.send(&self.to_workers, &message, frames);
     }
 
     /// Keep a buffer for the `Run`s that will name it.

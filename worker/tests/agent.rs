@@ -30,6 +30,11 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The heartbeat limit of agents that must outlive their test.
 const LONG_SILENCE: &str = "120";
 
+/// The heartbeat limit of an agent, or a worker, that must be kept alive
+/// by heartbeats: the stand-in pings the agent every `TICK`.
+const SHORT_SILENCE: &str = "2";
+const TICK: Duration = Duration::from_millis(200);
+
 fn python() -> String {
     if let Ok(python) = std::env::var("PYO3_PYTHON") {
         return python;
@@ -1017,6 +1022,11 @@ put("result", serialize.dumps_result(expected))
 /// Start the real worker program as worker `id`, its scheduler said to be
 /// the stand-in (which the agent's own address replaces).
 async fn start_worker(scheduler: &mut Scheduler, id: u32) {
+    start_worker_with_limit(scheduler, id, LONG_SILENCE).await;
+}
+
+/// `start_worker`, the worker exiting after `silence` seconds with no word.
+async fn start_worker_with_limit(scheduler: &mut Scheduler, id: u32, silence: &str) {
     let address = scheduler.address.clone();
     scheduler
         .send(&ToAgent::Start {
@@ -1026,7 +1036,7 @@ async fn start_worker(scheduler: &mut Scheduler, id: u32) {
             variables: vec![
                 ("PMP_SCHEDULER".into(), address),
                 ("PMP_WORKER_ID".into(), id.to_string()),
-                ("PMP_HEARTBEAT_TIMEOUT".into(), LONG_SILENCE.into()),
+                ("PMP_HEARTBEAT_TIMEOUT".into(), silence.into()),
                 ("PMP_RANKS".into(), "1".into()),
             ],
             cwd: None,
@@ -1104,6 +1114,88 @@ async fn a_workers_call_goes_through_the_agent_and_its_exit_comes_after_its_done
         1,
         "only the agent connects to the scheduler, never its worker"
     );
+}
+
+#[tokio::test]
+async fn its_workers_live_on_its_own_pings_and_their_pongs_stay_on_the_node() {
+    let call = pickled_call("def f(): return 'alive'\nargs = ()\nexpected = 'alive'");
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[("PMP_HEARTBEAT_TIMEOUT", SHORT_SILENCE)]);
+    scheduler.next().await;
+    start_worker_with_limit(&mut scheduler, 5, SHORT_SILENCE).await;
+    scheduler.relayed_hello(WorkerId(5)).await;
+    // Three limits in which the scheduler pings the agent alone: the
+    // worker, which exits after one limit with no word, lives on its
+    // agent's pings, and its answers are not relayed.
+    for _ in 0..30 {
+        scheduler.send(&ToAgent::Ping).await;
+        assert_eq!(scheduler.next_unprinted().await, FromAgent::Pong);
+        tokio::time::sleep(TICK).await;
+    }
+    let (message, frames) = run(1, &call);
+    let run = ToAgent::Relay {
+        worker: WorkerId(5),
+        message,
+        kept: Vec::new(),
+    };
+    scheduler.send_with(&run, frames).await;
+    let (worker, done, frames) = scheduler.next_relayed().await;
+    assert_eq!(worker, WorkerId(5));
+    assert!(matches!(done, FromWorker::Done { .. }), "{done:?}");
+    assert_eq!(frames, call.result);
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
+    assert!(
+        !scheduler
+            .relayed
+            .iter()
+            .any(|(_, message)| matches!(message, FromWorker::Pong)),
+        "{:?}",
+        scheduler.relayed
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_answering_is_stopped_by_its_agent_and_reported() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[("PMP_HEARTBEAT_TIMEOUT", SHORT_SILENCE)]);
+    scheduler.next().await;
+    // The worker itself would wait long for word from its agent.
+    start_worker(&mut scheduler, 5).await;
+    let FromWorker::Hello { pid, .. } = scheduler.relayed_hello(WorkerId(5)).await else {
+        unreachable!()
+    };
+    // Frozen, threads and all: it answers nothing.
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let deadline = Instant::now() + PATIENCE;
+    let exited = loop {
+        scheduler.send(&ToAgent::Ping).await;
+        match scheduler.next_unprinted().await {
+            FromAgent::Pong => {}
+            exited @ FromAgent::Exited { .. } => break exited,
+            other => panic!("a Pong or the worker's exit: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never gave up its silent worker"
+        );
+        tokio::time::sleep(TICK).await;
+    };
+    let FromAgent::Exited {
+        worker, message, ..
+    } = &exited
+    else {
+        unreachable!()
+    };
+    assert_eq!(*worker, WorkerId(5));
+    assert!(
+        message.contains("it stopped answering heartbeats for 2 s"),
+        "{message}"
+    );
+    assert!(gone(pid).await);
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }
 
 /// A 2 MiB array argument, out of band in the call's pickle, and a
@@ -1299,17 +1391,21 @@ async fn a_message_for_a_worker_not_connected_yet_waits_for_it() {
     scheduler.next().await;
     start_worker(&mut scheduler, 6).await;
     // Right behind its Start: the agent reads it long before the forked
-    // worker can have connected.
+    // worker can have connected. (Not a Ping: the agent keeps the
+    // workers' Pongs.)
     scheduler
         .send(&ToAgent::Relay {
             worker: WorkerId(6),
-            message: ToWorker::Ping,
+            message: ToWorker::Retract { task: TaskId(1) },
             kept: Vec::new(),
         })
         .await;
     scheduler.relayed_hello(WorkerId(6)).await;
-    let (worker, pong, _) = scheduler.next_relayed().await;
-    assert_eq!((worker, pong), (WorkerId(6), FromWorker::Pong));
+    let (worker, kept, _) = scheduler.next_relayed().await;
+    assert_eq!(
+        (worker, kept),
+        (WorkerId(6), FromWorker::Kept { task: TaskId(1) })
+    );
     scheduler.send(&ToAgent::Shutdown).await;
     assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }

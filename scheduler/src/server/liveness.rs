@@ -1,6 +1,12 @@
 //! Whether workers live: a process exit is handed to the core (held back
 //! briefly when the worker was busy, so that its last messages are read
 //! first), and a connected worker that stops answering heartbeats is killed.
+//!
+//! Only workers with their own connection are pinged. A worker under a node
+//! agent lives as long as its agent: the agent pings its node's workers on
+//! its local socket and stops one that stops answering (reporting it as
+//! `Exited`), and the scheduler pings the agents alone (`ping_agents`), one
+//! message a node, not one a worker, whatever the node's cores.
 
 use super::comm::Wire;
 use super::{Internal, Server};
@@ -54,15 +60,13 @@ impl Server {
         let timeout = self.timing.heartbeat_timeout;
         for live in self.live.values_mut() {
             // A worker still starting Python has not said hello; the time it
-            // takes is not held against it.
-            if !live.connected() || live.kill_reason.is_some() {
+            // takes is not held against it. One under an agent is its
+            // agent's to ping.
+            if !matches!(live.wire, Wire::Direct { .. }) || live.kill_reason.is_some() {
                 continue;
             }
             if now.duration_since(live.last_seen) > timeout {
-                live.kill_reason = Some(format!(
-                    "it stopped answering heartbeats for {:.0} s",
-                    timeout.as_secs_f64()
-                ));
+                live.kill_reason = Some(process::unanswered_heartbeats(timeout));
                 live.process.stop();
             } else {
                 live.send(&self.outgoing, ToWorker::Ping, Vec::new());

@@ -63,6 +63,14 @@ struct Client {
 
 impl Client {
     fn start(nodes: &[&str], pool: Option<u32>) -> Client {
+        let timing = Timing {
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(600),
+        };
+        Client::start_with(nodes, pool, timing)
+    }
+
+    fn start_with(nodes: &[&str], pool: Option<u32>, timing: Timing) -> Client {
         let names: Vec<String> = nodes.iter().map(|name| name.to_string()).collect();
         let capacity = Capacity::of_nodes(
             names
@@ -106,10 +114,7 @@ impl Client {
                 Key::from_bytes(KEY),
                 backend,
                 WorkerEnvironment::for_tests(),
-                Timing {
-                    heartbeat_interval: Duration::from_secs(30),
-                    heartbeat_timeout: Duration::from_secs(600),
-                },
+                timing,
                 "127.0.0.1".into(),
                 Some(agent_nodes),
                 commands_rx,
@@ -233,15 +238,19 @@ impl StandInAgent {
             .await;
     }
 
+    /// The next message, whatever it is.
+    async fn next(&mut self) -> (ToAgent, Vec<Bytes>) {
+        let message = tokio::time::timeout(PATIENCE, self.socket.recv())
+            .await
+            .expect("a message in time")
+            .unwrap();
+        protocol::decode::<ToAgent>(&mut self.opener, message.into_vec()).unwrap()
+    }
+
     /// The next message other than a heartbeat, its own or a worker's.
     async fn receive(&mut self) -> (ToAgent, Vec<Bytes>) {
         loop {
-            let message = tokio::time::timeout(PATIENCE, self.socket.recv())
-                .await
-                .expect("a message in time")
-                .unwrap();
-            let (header, frames) =
-                protocol::decode::<ToAgent>(&mut self.opener, message.into_vec()).unwrap();
+            let (header, frames) = self.next().await;
             match header {
                 ToAgent::Ping
                 | ToAgent::Relay {
@@ -510,4 +519,32 @@ async fn an_agent_cannot_speak_for_another_nodes_worker() {
         Payload::new(vec![Bytes::from_static(b"right")])
     );
     client.finish(agents);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_agent_is_pinged_and_its_idle_worker_outlives_the_heartbeat_limit() {
+    let timing = Timing {
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_secs(1),
+    };
+    let client = Client::start_with(&["node1"], Some(1), timing);
+    let mut agent = client.agent("node1").await;
+    let worker = agent.start_worker().await;
+    // Forty heartbeats, four limits: the agent answers its own pings, and
+    // its worker, left to it, says nothing.
+    for _ in 0..40 {
+        match agent.next().await {
+            (ToAgent::Ping, _) => agent.send(FromAgent::Pong, Vec::new()).await,
+            other => panic!("only the agent is pinged, its idle worker left alone: {other:?}"),
+        }
+    }
+    client.submit(1, &[]);
+    let (to, task, ..) = agent.run().await;
+    assert_eq!(to, worker, "the same worker, never given up");
+    agent.done(worker, task, b"alive").await;
+    assert_eq!(
+        client.result(1),
+        Payload::new(vec![Bytes::from_static(b"alive")])
+    );
+    client.finish([agent]);
 }
