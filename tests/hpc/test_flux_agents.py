@@ -11,20 +11,15 @@ import socket
 import subprocess
 
 import pytest
+from together import GATHER
 
-# Calls that wait for each other (a gate file each): all `n` return only if
-# all ran at the same time, wherever they ran.
-TOGETHER = """
-import os, pathlib, subprocess, time
-from pmp import Executor
-
+# `where`: the pid and Flux job of a call that ran at the same time as
+# `n - 1` others (`together`).
+TOGETHER = (
+    GATHER
+    + """
 def where(me, n):
-    pathlib.Path(f"here-{me}").touch()
-    deadline = time.time() + 60
-    while len(list(pathlib.Path(".").glob("here-*"))) < n:
-        if time.time() > deadline:
-            raise TimeoutError("the others never ran at the same time")
-        time.sleep(0.05)
+    gather(me, n)
     return os.getpid(), os.environ.get("FLUX_JOB_ID")
 
 def active_jobs():
@@ -43,6 +38,7 @@ def job_names():
                            capture_output=True, text=True, check=True).stdout
     return sorted(every.split())
 """
+)
 
 
 @pytest.fixture

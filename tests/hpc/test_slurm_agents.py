@@ -4,22 +4,17 @@ call's worker as a fork on its node; `launcher="step"` keeps one srun step
 per worker. Each test runs a script inside salloc, as a user's job would."""
 
 import pytest
+from together import GATHER
 
 SALLOC_2 = ("salloc", "-Q", "-N", "2", "--ntasks-per-node=4", "--gres=gpu:2", "--time=5")
 
-# Calls that wait for each other (a gate file each): all `n` return only if
-# all ran at the same time, wherever they ran.
-TOGETHER = """
-import os, pathlib, time
-from pmp import Executor
-
+# `where`: the node, pid, step and GPUs of a call that ran at the same time
+# as `n - 1` others (`together`).
+TOGETHER = (
+    GATHER
+    + """
 def where(me, n):
-    pathlib.Path(f"here-{me}").touch()
-    deadline = time.time() + 60
-    while len(list(pathlib.Path(".").glob("here-*"))) < n:
-        if time.time() > deadline:
-            raise TimeoutError("the others never ran at the same time")
-        time.sleep(0.05)
+    gather(me, n)
     return (
         os.environ.get("SLURMD_NODENAME"),
         os.getpid(),
@@ -27,6 +22,7 @@ def where(me, n):
         os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
 """
+)
 
 
 def lines(done):

@@ -12,22 +12,17 @@ import textwrap
 import time
 
 import pytest
+from together import GATHER
 
 OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
 
-# Calls that wait for each other (a gate file each): all `n` return only if
-# all ran at the same time, wherever they ran; `hold` waits for "release".
-HEADER = """
-import os, pathlib, subprocess, time
-from pmp import Executor
-
+# `where`: the node, pid and job of a call that ran at the same time as
+# `n - 1` others (`together`); `hold` waits for "release".
+HEADER = (
+    GATHER
+    + """
 def where(me, n):
-    pathlib.Path(f"here-{me}").touch()
-    deadline = time.time() + 60
-    while len(list(pathlib.Path(".").glob("here-*"))) < n:
-        if time.time() > deadline:
-            raise TimeoutError("the others never ran at the same time")
-        time.sleep(0.05)
+    gather(me, n)
     return os.environ["SLURMD_NODENAME"], os.getpid(), os.environ["SLURM_JOB_ID"]
 
 def hold(me):
@@ -52,6 +47,7 @@ def jobs_named(name):
                            capture_output=True, text=True).stdout
     return [line.split() for line in shown.splitlines()]
 """
+)
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import pytest
 
 SALLOC_2 = ("salloc", "-Q", "-N", "2", "--ntasks-per-node=4", "--time=5")
 
-SPAN = """
+# What the scripts share: `wait_for(path)` holds a call until the client
+# (or another call) creates `path`.
+WAIT_FOR = """
 import os, pathlib, time
 from pmp import Executor
 
@@ -17,7 +19,11 @@ def wait_for(path):
         if time.time() > deadline:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.05)
+"""
 
+SPAN = (
+    WAIT_FOR
+    + """
 def ranks(i):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -56,6 +62,7 @@ print(sorted(spread))
 print(sorted(beside))
 print(agents)
 """
+)
 
 
 @pytest.mark.timeout(240)
@@ -92,17 +99,9 @@ def test_a_call_larger_than_any_node_runs_as_its_own_step_across_both_beside_the
     assert "Warning" not in done.stderr, done.stderr
 
 
-NODES = """
-import os, pathlib, time
-from pmp import Executor
-
-def wait_for(path):
-    deadline = time.time() + 60
-    while not pathlib.Path(path).exists():
-        if time.time() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.05)
-
+NODES = (
+    WAIT_FOR
+    + """
 def hosts(tag=None):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -155,6 +154,7 @@ with Executor(backend="slurm") as exe:
 with Executor(backend="slurm", block_allocation=True, max_workers=1) as pool:
     print(refused(pool, cores=2, num_nodes=2))
 """
+)
 
 
 @pytest.mark.timeout(240)
