@@ -56,19 +56,18 @@ impl SlurmJobs {
         if !done.success {
             return Err(format!("sbatch refused it: {}", done.said()));
         }
-        Ok(done
-            .stdout
-            .trim()
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .to_string())
+        Ok(parsable_job_id(&done.stdout))
     }
 
     fn query(&self, program: &Path, args: &[&str]) -> Option<command::Output> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         command::run(program, &args, None, &[], QUERY).ok()
     }
+}
+
+/// The job id in what `sbatch --parsable` printed: `id` or `id;cluster`.
+fn parsable_job_id(stdout: &str) -> String {
+    stdout.trim().split(';').next().unwrap_or("").to_string()
 }
 
 impl JobSystem for SlurmJobs {
@@ -110,13 +109,7 @@ impl JobSystem for SlurmJobs {
                 },
             );
         }
-        Ok(done
-            .stdout
-            .trim()
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .to_string())
+        Ok(parsable_job_id(&done.stdout))
     }
 
     fn states(&self, jobs: &[String]) -> Option<HashMap<String, JobStatus>> {
