@@ -24,6 +24,8 @@
 mod say;
 
 mod agent;
+#[cfg(target_os = "linux")]
+mod blas_threads;
 mod client_watch;
 mod connection;
 mod descendants;
@@ -36,6 +38,8 @@ mod node;
 mod node_gpus;
 mod output;
 mod pipes;
+#[cfg(target_os = "linux")]
+mod preload;
 mod relay;
 mod settings;
 mod shared_frames;
@@ -168,6 +172,10 @@ fn serve(settings: &Settings) -> ! {
             ToWorker::Ping | ToWorker::Released { .. } | ToWorker::Retract { .. } => {}
         }
     }
+    // Before the farewell, while Python is still up: a zygote imports what
+    // this worker used for the next ones.
+    #[cfg(target_os = "linux")]
+    preload::report_imports();
     runtime.close();
     connection.close();
     exit(0);

@@ -14,6 +14,8 @@
 //! - fd 4, exits: an `ExitReport` (pid, wait status) for each child reaped.
 //!
 //! The messages are defined once, in `pmp_scheduler::protocol::zygote`.
+//! Between forks it imports the modules its workers reported they used, so
+//! later workers start with them (`preload`).
 //!
 //! The child becomes what a spawned worker is: its own process group, killed
 //! when the zygote dies (which is killed when the scheduler's thread dies),
@@ -28,6 +30,7 @@
 
 use crate::descendants;
 use crate::interpreter;
+use crate::preload;
 use crate::settings::PythonSettings;
 use pyo3::prelude::*;
 use std::collections::HashSet;
@@ -62,6 +65,13 @@ pub fn run(python: &PythonSettings) {
         std::process::exit(3);
     }
     let signals = ChildSignals::block();
+    let reports = match preload::Reports::open() {
+        Ok(reports) => reports,
+        Err(e) => {
+            say!("pmp-worker zygote: {e}");
+            std::process::exit(3);
+        }
+    };
     let zygote = std::process::id() as libc::pid_t;
     // SAFETY: plain prctl on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
@@ -81,14 +91,23 @@ pub fn run(python: &PythonSettings) {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: reports.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: two valid pollfd structs.
-        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
+        // SAFETY: three valid pollfd structs.
+        if unsafe { libc::poll(polled.as_mut_ptr(), 3, -1) } < 0 {
             continue; // EINTR
         }
         if polled[1].revents != 0 {
             signals.drain();
             reap_children(&mut workers);
+        }
+        if polled[2].revents != 0 {
+            // Between forks, so every worker forked after has it.
+            reports.take();
         }
         if polled[0].revents == 0 {
             continue;
@@ -100,6 +119,7 @@ pub fn run(python: &PythonSettings) {
         };
         match fork_python() {
             Ok(0) => {
+                reports.become_child();
                 become_worker(request, zygote, &signals);
                 return;
             }
@@ -181,6 +201,10 @@ fn become_worker(request: Request, zygote: libc::pid_t, signals: &ChildSignals) 
     if let Some((_, key)) = request.variables.iter().find(|(name, _)| name == "PMP_KEY") {
         // SAFETY: this process has one thread (a fork's child).
         unsafe { std::env::set_var("PMP_KEY", key) };
+    }
+    if let Err(e) = preload::after_fork() {
+        say!("pmp-worker: {e}");
+        std::process::exit(2);
     }
 }
 
