@@ -10,9 +10,8 @@ import sys
 
 import psutil
 import pytest
-from test_executor_fresh_workers import RESULT_TIMEOUT, warm_up
-
 from pmp import Executor
+from test_executor_fresh_workers import RESULT_TIMEOUT, warm_up
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the zygote is Linux-only"
