@@ -374,6 +374,11 @@ impl Capacity {
     /// the devices of each rank), each node's own kept in its `Share`.
     pub fn take(&mut self, placement: &mut Placement, request: &ResourceRequest) -> Gpus {
         self.workers += 1;
+        self.take_at(placement, request)
+    }
+
+    /// What `take` takes on the nodes, without counting a worker.
+    fn take_at(&mut self, placement: &mut Placement, request: &ResourceRequest) -> Gpus {
         match placement {
             Placement::Node(node) => {
                 let node = &mut self.nodes[node.0 as usize];
@@ -396,17 +401,24 @@ impl Capacity {
     /// Return what `take` took for `placement`, where it took it.
     pub fn give_back(&mut self, placement: Placement, request: &ResourceRequest, gpus: Gpus) {
         self.workers -= 1;
+        self.give_back_at(placement, request, gpus);
+    }
+
+    /// What `give_back` returns to the nodes, without counting a worker.
+    fn give_back_at(&mut self, placement: Placement, request: &ResourceRequest, gpus: Gpus) {
         match placement {
             Placement::Node(node) => {
                 let used = &mut self.nodes[node.0 as usize];
-                used.cpus_used -= used.cpus_for(request);
+                used.cpus_used = used.cpus_used.saturating_sub(used.cpus_for(request));
                 used.gpus_free.put_back(gpus);
             }
             // `gpus` only counts those of its shares.
             Placement::Span(shares) => {
                 for share in shares {
                     let used = &mut self.nodes[share.node.0 as usize];
-                    used.cpus_used -= used.cpus_for_ranks(request, share.ranks);
+                    used.cpus_used = used
+                        .cpus_used
+                        .saturating_sub(used.cpus_for_ranks(request, share.ranks));
                     used.gpus_free.put_back(share.gpus);
                 }
             }
@@ -422,7 +434,18 @@ impl Capacity {
     /// worker the allocation has no GPUs left for gets none, as the plan
     /// allows; the plan checked the pool's CPUs once, so an oversubscribed
     /// pool may hold more CPUs than a node has.
-    pub fn take_for_pool(&mut self, request: &ResourceRequest) -> (NodeId, Gpus) {
+    ///
+    /// A worker larger than any node, where the backend can start one
+    /// across nodes (`with_spans`), spans them as such a call does (`span`):
+    /// packed on one node, its ranks would oversubscribe it while the
+    /// others idle.
+    pub fn take_for_pool(&mut self, request: &ResourceRequest) -> (Placement, Gpus) {
+        if self.spans && !self.live_nodes().any(|node| node.holds(request)) {
+            if let Some(mut placement) = self.span(request) {
+                let gpus = self.take_at(&mut placement, request);
+                return (placement, gpus);
+            }
+        }
         let (id, node) = (0u32..)
             .zip(self.nodes.iter_mut())
             .max_by_key(|(id, node)| {
@@ -435,14 +458,20 @@ impl Capacity {
             })
             .expect("a capacity has a node");
         node.cpus_used += node.cpus_for(request);
-        (NodeId(id), node.gpus_free.take(request.gpus()))
+        (
+            Placement::Node(NodeId(id)),
+            node.gpus_free.take(request.gpus()),
+        )
     }
 
-    /// Return what `take_for_pool` took on `node`.
-    pub fn give_back_from_pool(&mut self, node: NodeId, request: &ResourceRequest, gpus: Gpus) {
-        let used = &mut self.nodes[node.0 as usize];
-        used.cpus_used = used.cpus_used.saturating_sub(used.cpus_for(request));
-        used.gpus_free.put_back(gpus);
+    /// Return what `take_for_pool` took for `placement`.
+    pub fn give_back_from_pool(
+        &mut self,
+        placement: Placement,
+        request: &ResourceRequest,
+        gpus: Gpus,
+    ) {
+        self.give_back_at(placement, request, gpus);
     }
 
     /// `node` is gone (its agent died): nothing more is placed there, and
@@ -572,13 +601,40 @@ mod tests {
     fn a_block_worker_takes_what_is_left_and_returns_it() {
         let mut cap = Capacity::new(4, None, Gpus::Counted(3));
         let two = ResourceRequest::of(1, 1, 2);
-        let (_, a) = cap.take_for_pool(&two);
-        let (_, b) = cap.take_for_pool(&two);
+        let (at_a, a) = cap.take_for_pool(&two);
+        let (at_b, b) = cap.take_for_pool(&two);
         assert_eq!((&a, &b), (&Gpus::Counted(2), &Gpus::Counted(1)));
-        cap.give_back_from_pool(ONE, &two, a);
-        cap.give_back_from_pool(ONE, &two, b);
+        cap.give_back_from_pool(at_a, &two, a);
+        cap.give_back_from_pool(at_b, &two, b);
         assert!(cap.place(&ResourceRequest::of(1, 1, 3)).is_some());
         assert!(cap.place(&ResourceRequest::of(4, 1, 0)).is_some());
+    }
+
+    #[test]
+    fn a_block_worker_larger_than_any_node_spans_them_where_steps_can() {
+        let two_nodes = || {
+            let node = |name: &str| Node {
+                name: name.into(),
+                cpus: 4,
+                gpus: Gpus::Counted(0),
+            };
+            Capacity::of_nodes(vec![node("node1"), node("node2")], None)
+        };
+        let six = ResourceRequest::of(6, 1, 0);
+        let mut cap = two_nodes().with_spans();
+        let (placement, gpus) = cap.take_for_pool(&six);
+        assert_eq!(cap.placement_name(&placement), "node1+node2");
+        let Placement::Span(shares) = &placement else {
+            panic!("a span: {placement:?}");
+        };
+        assert_eq!(shares.iter().map(|s| s.ranks).collect::<Vec<_>>(), [4, 2]);
+        // Both nodes' CPUs are held: a call of 3 no longer fits either.
+        assert!(cap.place(&ResourceRequest::of(3, 1, 0)).is_none());
+        cap.give_back_from_pool(placement, &six, gpus);
+        assert!(cap.place(&ResourceRequest::of(4, 1, 0)).is_some());
+        // Where the backend cannot start a worker across nodes, it stays on one.
+        let (placement, _) = two_nodes().take_for_pool(&six);
+        assert_eq!(placement, Placement::Node(ONE));
     }
 
     #[test]

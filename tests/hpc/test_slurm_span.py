@@ -241,3 +241,33 @@ def test_slurm_job_executor_takes_num_nodes_and_exclusive_as_executorlib_users_w
     spread, one_node = done.stdout.strip().splitlines()
     assert spread == "[(0, 'node1'), (1, 'node2')]"
     assert one_node == "True"
+
+
+POOL_SPAN = (
+    WAIT_FOR
+    + """
+def ranks():
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank(), os.environ["SLURMD_NODENAME"]
+
+with Executor(backend="slurm", block_allocation=True, max_cores=8, cores_per_worker=6) as exe:
+    first = exe.submit(ranks).result(timeout=120)
+    again = exe.submit(ranks).result(timeout=120)
+    print([w["node"] for w in exe.info["workers"]])
+print(sorted(first))
+print(sorted(again))
+"""
+)
+
+
+@pytest.mark.timeout(240)
+def test_a_pool_worker_larger_than_any_node_spans_both_as_a_call_that_size_does(slurm, run_script):
+    done = run_script(POOL_SPAN, SALLOC_2)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    workers, first, again = done.stdout.strip().splitlines()
+    # One worker of 6 ranks: 4 on the first node, 2 on the next, as a
+    # call of 6 cores gets, not 6 packed on node1 under its agent.
+    assert workers == "['node1+node2']"
+    expected = [(rank, "node1") for rank in range(4)] + [(4, "node2"), (5, "node2")]
+    assert eval(first) == expected, first
+    assert eval(again) == expected, "the same long-lived worker ran both calls"

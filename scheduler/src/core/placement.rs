@@ -5,7 +5,6 @@ use super::events::{Comm, Event};
 use super::tasks::TaskState;
 use super::workers::{Launch, Worker, WorkerState};
 use super::{Allocation, Core};
-use crate::capacity::Placement;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, ToWorker};
 
@@ -209,10 +208,10 @@ impl Core {
             };
             launch
         } else {
-            let (node, gpus) = self.capacity.take_for_pool(&resources);
+            let (placement, gpus) = self.capacity.take_for_pool(&resources);
             Launch {
                 resources,
-                placement: Placement::Node(node),
+                placement,
                 gpus,
             }
         };

@@ -363,16 +363,15 @@ impl Core {
         };
         // Where nodes join, a pool worker held its CPUs too (`joining`).
         let held_cpus = w.dedicated.is_some() || self.capacity.nodes_join();
-        match (held_cpus, w.launch.placement) {
-            (true, placement) => {
-                self.capacity
-                    .give_back(placement, &w.launch.resources, w.launch.gpus);
-            }
-            (false, Placement::Node(node)) => {
-                self.capacity
-                    .give_back_from_pool(node, &w.launch.resources, w.launch.gpus)
-            }
-            (false, Placement::Span(_)) => unreachable!("a pool worker runs on one node"),
+        if held_cpus {
+            self.capacity
+                .give_back(w.launch.placement, &w.launch.resources, w.launch.gpus);
+        } else {
+            self.capacity.give_back_from_pool(
+                w.launch.placement,
+                &w.launch.resources,
+                w.launch.gpus,
+            );
         }
         let current_dealt_with = self.lost_ahead(comm, w.state, w.next, w.retract);
         match w.state {
