@@ -19,6 +19,7 @@
 //!   pickles of unsent tasks; `events`: what crosses the boundary (`Comm`).
 
 mod ahead;
+pub mod allocations;
 mod events;
 mod functions;
 mod graph;
