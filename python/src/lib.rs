@@ -93,6 +93,7 @@ impl Scheduler {
             dependencies: dependencies.into_iter().map(TaskId).collect(),
             resources,
             restart_limit,
+            run_time_max: None,
             store: store.map(|(root, key, function, submitted)| StoreTarget {
                 root,
                 key,

@@ -263,6 +263,7 @@ fn no_op(id: u64) -> TaskSpec {
         resources: ResourceRequest::default(),
         store: None,
         restart_limit: 0,
+        run_time_max: None,
     }
 }
 

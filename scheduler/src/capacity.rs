@@ -265,6 +265,16 @@ impl Capacity {
     /// hold waits for one, never split; only a call larger than any node
     /// spans several (`span`).
     pub fn place(&self, request: &ResourceRequest) -> Option<Placement> {
+        self.place_where(request, |_| true)
+    }
+
+    /// `place`, on the nodes `open` says may take this call now (elastic
+    /// allocations: those with time left for it).
+    pub fn place_where(
+        &self,
+        request: &ResourceRequest,
+        open: impl Fn(NodeId) -> bool,
+    ) -> Option<Placement> {
         if self.max_workers.is_some_and(|max| self.workers >= max) {
             return None;
         }
@@ -284,7 +294,7 @@ impl Capacity {
         }
         let node = (0u32..)
             .zip(&self.nodes)
-            .filter(|(_, node)| node.fits(request))
+            .filter(|(id, node)| node.fits(request) && open(NodeId(*id)))
             .min_by_key(|(id, node)| (node.cpus_free(), node.gpus_free.count(), *id))
             .map(|(id, _)| Placement::Node(NodeId(id)));
         if node.is_some() || !self.spans || self.nodes.iter().any(|n| n.holds(request)) {

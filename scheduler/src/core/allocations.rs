@@ -86,7 +86,7 @@ pub struct Allocation {
 
 impl Allocation {
     /// Counted against `max_allocations`: neither ended nor released.
-    fn is_live(&self) -> bool {
+    pub fn is_live(&self) -> bool {
         !self.released && !matches!(self.stage, Stage::Ended { .. })
     }
 

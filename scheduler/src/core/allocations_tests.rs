@@ -78,7 +78,10 @@ fn nothing_is_submitted_without_work_and_a_backlog_asks_for_one_allocation() {
     // Once it runs, its nodes take four; the six still waiting after the
     // core's next placement pass ask for the next.
     assert_eq!(policy.on_running(A, t0 + secs(30)), []);
-    assert_eq!(policy.on_waiting(waiting(6), t0 + secs(30)), [Decision::Submit(B)]);
+    assert_eq!(
+        policy.on_waiting(waiting(6), t0 + secs(30)),
+        [Decision::Submit(B)]
+    );
 }
 
 #[test]

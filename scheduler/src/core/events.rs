@@ -1,6 +1,7 @@
 //! What crosses the core's boundary: the events the client hears, why a task
 //! was lost or refused, and the `Comm` trait through which every effect goes.
 
+use super::allocations::AllocationId;
 use super::workers::Launch;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{Payload, Stream, ToWorker, WorkerPlace};
@@ -85,6 +86,8 @@ pub enum SubmitError {
     /// A block-allocated pool runs every task on its workers as they were
     /// started: a task asking for other resources would not get them.
     NotThePools(Box<ResourceRequest>),
+    /// No elastic allocation could ever run it (`AllocationPolicy::never_fits`).
+    NeverFitsAllocations(String),
 }
 
 impl std::fmt::Display for SubmitError {
@@ -96,6 +99,7 @@ impl std::fmt::Display for SubmitError {
             }
             SubmitError::ShuttingDown => write!(f, "cannot schedule new futures after shutdown"),
             SubmitError::NeverFits(why) => write!(f, "this task can never run here: {why}"),
+            SubmitError::NeverFitsAllocations(why) => write!(f, "{why}"),
             SubmitError::NotThePools(pool) => write!(
                 f,
                 "with block allocation every task runs on the pool's workers, started with \
@@ -117,4 +121,15 @@ pub trait Comm {
     /// The answer to a `Core::cancel` that returned None: whether `task`
     /// was cancelled (taken back before it started) or not (it ran).
     fn cancel_answered(&mut self, task: TaskId, cancelled: bool);
+    /// Ask the job system for allocation `allocation` (elastic allocations,
+    /// `allocations`); the answer comes back as `Core::allocation_submitted`
+    /// or `allocation_refused`. Only a core with allocations calls it.
+    fn submit_allocation(&mut self, allocation: AllocationId) {
+        let _ = allocation;
+    }
+    /// Give allocation `allocation` back (its job `job`, once it has one):
+    /// its agents stop, its job ends. Only a core with allocations calls it.
+    fn release_allocation(&mut self, allocation: AllocationId, job: Option<&str>) {
+        let _ = (allocation, job);
+    }
 }

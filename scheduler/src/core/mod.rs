@@ -20,6 +20,7 @@
 
 mod ahead;
 pub mod allocations;
+mod elastic;
 mod events;
 mod functions;
 mod graph;
@@ -79,6 +80,8 @@ pub struct Core {
     /// makes one pass for the whole batch of events (tako's
     /// `ask_for_scheduling`), instead of one pass per event.
     needs_scheduling: bool,
+    /// Elastic allocations, where the nodes come from them (`elastic`).
+    elastic: Option<Box<elastic::Elastic>>,
 }
 
 impl Core {
@@ -98,6 +101,7 @@ impl Core {
             shutting_down: false,
             queue_ahead: None,
             needs_scheduling: false,
+            elastic: None,
         }
     }
 

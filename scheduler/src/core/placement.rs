@@ -36,11 +36,14 @@ impl Core {
                     }
                 }
                 Allocation::PerTask => {
-                    let resources = match &self.tasks[&id].work {
-                        Some(work) => work.resources.clone(),
+                    let (resources, run_time_max) = match &self.tasks[&id].work {
+                        Some(work) => (work.resources.clone(), work.run_time_max),
                         None => unreachable!("a ready task has its work"),
                     };
-                    let Some(mut placement) = self.capacity.place(&resources) else {
+                    let Some(mut placement) = self
+                        .capacity
+                        .place_where(&resources, |node| self.node_may_take(node, run_time_max))
+                    else {
                         break;
                     };
                     self.ready.pop_front();
@@ -57,6 +60,7 @@ impl Core {
             }
         }
         self.take_back_for_idle(comm);
+        self.allocations_after_placement(comm);
         if self.shutting_down && !self.has_pending_work() {
             let idle: Vec<WorkerId> = self
                 .workers
@@ -226,6 +230,9 @@ impl Core {
     ) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
+        if dedicated.is_some() {
+            self.call_started_at(&launch.placement);
+        }
         comm.start_worker(id, &launch);
         self.workers.insert(id, Worker::new(launch, dedicated));
         id

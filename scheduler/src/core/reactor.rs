@@ -33,6 +33,13 @@ impl Core {
             return Err(SubmitError::UnknownDependency(*dep));
         }
         match &self.allocation {
+            Allocation::PerTask if self.elastic.is_some() => {
+                if let Some(error) =
+                    self.never_fits_an_allocation(&spec.resources, spec.run_time_max)
+                {
+                    return Err(error);
+                }
+            }
             Allocation::PerTask => {
                 if let Some(why) = self.capacity.never_fits(&spec.resources) {
                     return Err(SubmitError::NeverFits(why));
@@ -56,6 +63,7 @@ impl Core {
                 digest,
                 call: spec.call,
                 store: spec.store.map(Box::new),
+                run_time_max: spec.run_time_max,
             })),
             restarts_left: spec.restart_limit,
             resend: None,
@@ -361,6 +369,9 @@ impl Core {
             Placement::Node(node) => self.capacity.is_lost(*node),
             Placement::Span(_) => false,
         };
+        if w.dedicated.is_some() {
+            self.call_ended_at(&w.launch.placement);
+        }
         // Where nodes join, a pool worker held its CPUs too (`joining`).
         let held_cpus = w.dedicated.is_some() || self.capacity.nodes_join();
         if held_cpus {

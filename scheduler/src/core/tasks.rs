@@ -19,6 +19,9 @@ pub struct TaskSpec {
     /// How many times the task runs again when the worker running it dies
     /// (executorlib's `restart_limit`) before it fails with the loss.
     pub restart_limit: u32,
+    /// executorlib's `run_time_max`, in seconds: under elastic allocations,
+    /// it starts only where that much of the allocation's time is left.
+    pub run_time_max: Option<u32>,
 }
 
 /// Counts for `info()`.
@@ -78,6 +81,7 @@ pub(super) struct Work {
     pub(super) call: Payload,
     /// Boxed: most tasks have no store, and this waits in every queued task.
     pub(super) store: Option<Box<StoreTarget>>,
+    pub(super) run_time_max: Option<u32>,
 }
 
 /// Kept for every task whose Future the client holds, so it is small: what

@@ -14,6 +14,7 @@ const SHARED_FROM: usize = 4 << 10;
 
 mod ahead;
 mod driven;
+mod elastic;
 mod joining;
 mod nodes;
 mod scale;
@@ -27,6 +28,8 @@ pub(super) struct Recorder {
     stopped: Vec<WorkerId>,
     events: Vec<Event>,
     cancel_answers: Vec<(TaskId, bool)>,
+    allocations_submitted: Vec<allocations::AllocationId>,
+    allocations_released: Vec<(allocations::AllocationId, Option<String>)>,
 }
 
 impl Comm for Recorder {
@@ -44,6 +47,13 @@ impl Comm for Recorder {
     }
     fn cancel_answered(&mut self, task: TaskId, cancelled: bool) {
         self.cancel_answers.push((task, cancelled));
+    }
+    fn submit_allocation(&mut self, allocation: allocations::AllocationId) {
+        self.allocations_submitted.push(allocation);
+    }
+    fn release_allocation(&mut self, allocation: allocations::AllocationId, job: Option<&str>) {
+        self.allocations_released
+            .push((allocation, job.map(String::from)));
     }
 }
 
@@ -100,6 +110,7 @@ fn task(id: u64, deps: &[u64]) -> TaskSpec {
         resources: ResourceRequest::default(),
         store: None,
         restart_limit: 0,
+        run_time_max: None,
     }
 }
 
@@ -533,6 +544,7 @@ fn a_dependent_that_raises_does_not_drop_a_result_its_sibling_still_needs() {
 fn restartable(id: u64, deps: &[u64], restart_limit: u32) -> TaskSpec {
     TaskSpec {
         restart_limit,
+        run_time_max: None,
         ..task(id, deps)
     }
 }

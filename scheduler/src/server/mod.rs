@@ -31,6 +31,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
 /// What the client (the Python Executor) asks of the scheduler.
+// Most commands are submits: boxing the large one would cost an allocation
+// for each, to save the channel's slots a few bytes for the rare others.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Submit(TaskSpec),
     AddExternal(TaskId),

@@ -144,6 +144,7 @@ impl Client {
             resources: ResourceRequest::default(),
             store: None,
             restart_limit: 0,
+            run_time_max: None,
         };
         self.commands.send(Command::Submit(spec)).unwrap();
     }
