@@ -56,6 +56,7 @@ use pmp_scheduler::core::LostReason;
 use pmp_scheduler::ids::WorkerId;
 use pmp_scheduler::process::{self, Exit, Printed, PrintedSink, WorkerProcess};
 use pmp_scheduler::protocol::agent::{FromAgent, ToAgent};
+use pmp_scheduler::protocol::batch::{self, Batch};
 use pmp_scheduler::protocol::{self, DecodeError};
 use pmp_scheduler::seal::{self, Opener, Protection, Sealer};
 use pmp_scheduler::zygote::Zygotes;
