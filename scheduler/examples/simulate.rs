@@ -328,21 +328,26 @@ fn run_stand_ins(names: Vec<String>, address: String, key: Key, relayed: Arc<Ato
         let agents: Vec<_> = names
             .into_iter()
             .map(|name| {
-                tokio::spawn(stand_in_agent(
+                let agent = stand_in_agent(
                     name,
                     address.clone(),
                     key.clone(),
                     relayed.clone(),
                     connecting.clone(),
                     all_connected.clone(),
-                ))
+                );
+                // Said at once, not when its turn to be awaited comes: the
+                // scheduler would only see its node go silent.
+                tokio::spawn(async move {
+                    if let Err(e) = agent.await {
+                        eprintln!("simulate: a stand-in agent failed: {e}");
+                        std::process::exit(1);
+                    }
+                })
             })
             .collect();
         for agent in agents {
-            if let Ok(Err(e)) = agent.await {
-                eprintln!("simulate: a stand-in agent failed: {e}");
-                std::process::exit(1);
-            }
+            let _ = agent.await;
         }
     });
 }
