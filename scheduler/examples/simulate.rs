@@ -9,7 +9,9 @@
 //! unpickles anything), Pong, Kept, and its exit when stopped.
 //!
 //! Where the scheduler relays its workers' traffic through their agent
-//! (`ToAgent::Relay`), a stand-in answers on its one connection. Where it
+//! (`ToAgent::Relay`), a stand-in answers on its one connection, what it
+//! read together answered as one batch (`protocol::batch`), as a real
+//! agent's writer sends what its workers said meanwhile. Where it
 //! hands a worker the workers' socket instead (`PMP_SCHEDULER` in its
 //! Start), the stand-in opens a connection for that worker, as a real
 //! worker does: two file descriptors per worker in this process, so the

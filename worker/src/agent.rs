@@ -29,6 +29,8 @@
 //!   interval, as the scheduler pinged them) and stops one that answered
 //!   nothing for the heartbeat limit, as `Stop` does, its `Exited` saying
 //!   why (`relay::Relay::heartbeat`).
+//! - `Batch`: each of its messages in order, as if sent alone; what the
+//!   agent has ready for the scheduler goes the same way (`write`).
 //! - `Shutdown`: every worker stopped, their `Exited` sent, exit. SIGTERM
 //!   (Slurm or Flux ending the step) does the same.
 //!
