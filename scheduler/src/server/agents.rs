@@ -156,7 +156,7 @@ pub(super) async fn bind(
     // queue over a thousand connections, some connections were not read
     // again for over ten seconds while the scheduler was the busiest part
     // (their unread bytes grew in the kernel; 1,000 x 128 simulated, 5 of
-    // 8 runs lost a node to "stopped answering"; none in 6 runs since).
+    // 8 runs lost a node to "stopped answering"; none in 11 since).
     tokio::spawn(tokio::task::unconstrained(async move {
         let mut read = 0u32;
         while let Ok(message) = recv_half.recv().await {
