@@ -9,7 +9,9 @@
 //! unpickles anything), Pong, Kept, and its exit when stopped.
 //!
 //! Where the scheduler relays its workers' traffic through their agent
-//! (`ToAgent::Relay`), a stand-in answers on its one connection. Where it
+//! (`ToAgent::Relay`), a stand-in answers on its one connection, what it
+//! read together answered as one batch (`protocol::batch`), as a real
+//! agent's writer sends what its workers said meanwhile. Where it
 //! hands a worker the workers' socket instead (`PMP_SCHEDULER` in its
 //! Start), the stand-in opens a connection for that worker, as a real
 //! worker does: two file descriptors per worker in this process, so the
@@ -49,6 +51,7 @@ use pmp_scheduler::handle::{BackendChoice, Config, SchedulerHandle};
 use pmp_scheduler::ids::{TaskId, WorkerId};
 use pmp_scheduler::plan::Launcher;
 use pmp_scheduler::protocol::agent::{FromAgent, ToAgent};
+use pmp_scheduler::protocol::batch::{self, Batch};
 use pmp_scheduler::protocol::{self, FromWorker, Outcome, Payload, ToWorker};
 use pmp_scheduler::resources::{Gpus, ResourceRequest};
 use pmp_scheduler::seal::{self, Protection, Sealer};
@@ -328,21 +331,26 @@ fn run_stand_ins(names: Vec<String>, address: String, key: Key, relayed: Arc<Ato
         let agents: Vec<_> = names
             .into_iter()
             .map(|name| {
-                tokio::spawn(stand_in_agent(
+                let agent = stand_in_agent(
                     name,
                     address.clone(),
                     key.clone(),
                     relayed.clone(),
                     connecting.clone(),
                     all_connected.clone(),
-                ))
+                );
+                // Said at once, not when its turn to be awaited comes: the
+                // scheduler would only see its node go silent.
+                tokio::spawn(async move {
+                    if let Err(e) = agent.await {
+                        eprintln!("simulate: a stand-in agent failed: {e}");
+                        std::process::exit(1);
+                    }
+                })
             })
             .collect();
         for agent in agents {
-            if let Ok(Err(e)) = agent.await {
-                eprintln!("simulate: a stand-in agent failed: {e}");
-                std::process::exit(1);
-            }
+            let _ = agent.await;
         }
     });
 }
@@ -394,71 +402,90 @@ async fn stand_in_agent(
         }
     });
     let mut direct: HashMap<WorkerId, tokio::task::AbortHandle> = HashMap::new();
-    while let Some(input) = inputs.recv().await {
-        let message = match input {
-            Input::Exited(worker) => {
-                if direct.remove(&worker).is_some() {
-                    send_sealed(&mut send, &mut sealer, &exited(worker), Vec::new()).await?;
+    let (mut batch, mut ready) = (Batch::default(), Vec::new());
+    while let Some(first) = inputs.recv().await {
+        // Everything already read is answered before anything is sent,
+        // the answers batched as a real agent's writer batches them.
+        let mut next = Some(first);
+        while let Some(input) = next.take() {
+            let message = match input {
+                Input::Exited(worker) => {
+                    if direct.remove(&worker).is_some() {
+                        batch.add(exited(worker), Vec::new(), &mut ready);
+                    }
+                    next = inputs.try_recv().ok();
+                    continue;
                 }
-                continue;
-            }
-            Input::Scheduler(message) => message,
-        };
-        let (header, _frames) = protocol::decode::<ToAgent>(&mut opener, message)
-            .map_err(|e| format!("{node}: a message from the scheduler does not open: {e}"))?;
-        let (answer, frames) = match header {
-            ToAgent::Ping => (FromAgent::Pong, Vec::new()),
-            ToAgent::Shutdown => return Ok(()),
-            ToAgent::Keep { .. } | ToAgent::Forget { .. } | ToAgent::Signal { .. } => continue,
-            ToAgent::Start {
-                worker, variables, ..
-            } => {
-                let workers_socket = variables
-                    .iter()
-                    .find(|(name, _)| name == "PMP_SCHEDULER")
-                    .map(|(_, value)| value.clone());
-                match workers_socket {
-                    Some(address) => {
-                        let exits = inputs_tx.clone();
-                        let key = key.clone();
-                        let connecting = connecting.clone();
-                        let task = tokio::spawn(async move {
-                            let answered =
-                                stand_in_worker(worker, &address, &key, &connecting).await;
-                            if let Err(e) = answered {
-                                eprintln!("simulate: stand-in worker {worker}: {e}");
+                Input::Scheduler(message) => message,
+            };
+            let (header, frames) = protocol::decode::<ToAgent>(&mut opener, message)
+                .map_err(|e| format!("{node}: a message from the scheduler does not open: {e}"))?;
+            let messages = batch::unpack(header, frames)
+                .map_err(|e| format!("{node}: a batch from the scheduler does not unpack: {e}"))?;
+            for (header, _frames) in messages {
+                let (answer, frames) = match header {
+                    ToAgent::Ping => (FromAgent::Pong, Vec::new()),
+                    ToAgent::Shutdown => return Ok(()),
+                    ToAgent::Keep { .. }
+                    | ToAgent::Forget { .. }
+                    | ToAgent::Signal { .. }
+                    | ToAgent::Batch(_) => continue,
+                    ToAgent::Start {
+                        worker, variables, ..
+                    } => {
+                        let workers_socket = variables
+                            .iter()
+                            .find(|(name, _)| name == "PMP_SCHEDULER")
+                            .map(|(_, value)| value.clone());
+                        match workers_socket {
+                            Some(address) => {
+                                let exits = inputs_tx.clone();
+                                let key = key.clone();
+                                let connecting = connecting.clone();
+                                let task = tokio::spawn(async move {
+                                    let answered =
+                                        stand_in_worker(worker, &address, &key, &connecting).await;
+                                    if let Err(e) = answered {
+                                        eprintln!("simulate: stand-in worker {worker}: {e}");
+                                    }
+                                    let _ = exits.send(Input::Exited(worker));
+                                });
+                                direct.insert(worker, task.abort_handle());
+                                continue;
                             }
-                            let _ = exits.send(Input::Exited(worker));
-                        });
-                        direct.insert(worker, task.abort_handle());
-                        continue;
+                            None => {
+                                relayed.store(true, Ordering::Relaxed);
+                                let hello = FromWorker::Hello {
+                                    worker,
+                                    pid: std::process::id(),
+                                    host: STAND_IN_HOST.into(),
+                                };
+                                (relay(worker, hello), Vec::new())
+                            }
+                        }
                     }
-                    None => {
-                        relayed.store(true, Ordering::Relaxed);
-                        let hello = FromWorker::Hello {
-                            worker,
-                            pid: std::process::id(),
-                            host: STAND_IN_HOST.into(),
-                        };
-                        (relay(worker, hello), Vec::new())
+                    ToAgent::Stop { worker } => {
+                        if let Some(task) = direct.remove(&worker) {
+                            task.abort();
+                        }
+                        (exited(worker), Vec::new())
                     }
-                }
+                    ToAgent::Relay {
+                        worker, message, ..
+                    } => match answer(message) {
+                        Answer::Say(said, frames) => (relay(worker, said), frames),
+                        Answer::Nothing => continue,
+                        Answer::Exit => (exited(worker), Vec::new()),
+                    },
+                };
+                batch.add(answer, frames, &mut ready);
             }
-            ToAgent::Stop { worker } => {
-                if let Some(task) = direct.remove(&worker) {
-                    task.abort();
-                }
-                (exited(worker), Vec::new())
-            }
-            ToAgent::Relay {
-                worker, message, ..
-            } => match answer(message) {
-                Answer::Say(said, frames) => (relay(worker, said), frames),
-                Answer::Nothing => continue,
-                Answer::Exit => (exited(worker), Vec::new()),
-            },
-        };
-        send_sealed(&mut send, &mut sealer, &answer, frames).await?;
+            next = inputs.try_recv().ok();
+        }
+        ready.extend(batch.take());
+        for (answer, frames) in ready.drain(..) {
+            send_sealed(&mut send, &mut sealer, &answer, frames).await?;
+        }
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ use crate::seal::{OpenError, Opener, Protection, SaltsSeen, Sealer};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub mod batch;
+
 /// A pickled object: the pickle itself, then its out-of-band buffers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Payload {
@@ -322,6 +324,7 @@ pub mod zygote {
 /// before passing the `Run` on, so the worker maps it as it maps the
 /// scheduler's segments on one host.
 pub mod agent {
+    use super::batch::{Batched, Entry};
     use super::{FromWorker, Stream, ToWorker};
     use crate::ids::WorkerId;
     use serde::{Deserialize, Serialize};
@@ -389,6 +392,9 @@ pub mod agent {
         Forget {
             hash: BufferHash,
         },
+        /// Several of the above, in order, their payload frames end to end
+        /// in the one frame that follows (`batch`).
+        Batch(Vec<Entry<ToAgent>>),
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +431,33 @@ pub mod agent {
             worker: WorkerId,
             message: FromWorker,
         },
+        /// Several of the above, in order, their payload frames end to end
+        /// in the one frame that follows (`batch`).
+        Batch(Vec<Entry<FromAgent>>),
+    }
+
+    impl Batched for ToAgent {
+        fn batch(entries: Vec<Entry<ToAgent>>) -> ToAgent {
+            ToAgent::Batch(entries)
+        }
+        fn entries(self) -> Result<Vec<Entry<ToAgent>>, ToAgent> {
+            match self {
+                ToAgent::Batch(entries) => Ok(entries),
+                other => Err(other),
+            }
+        }
+    }
+
+    impl Batched for FromAgent {
+        fn batch(entries: Vec<Entry<FromAgent>>) -> FromAgent {
+            FromAgent::Batch(entries)
+        }
+        fn entries(self) -> Result<Vec<Entry<FromAgent>>, FromAgent> {
+            match self {
+                FromAgent::Batch(entries) => Ok(entries),
+                other => Err(other),
+            }
+        }
     }
 }
 

@@ -29,6 +29,8 @@
 //!   interval, as the scheduler pinged them) and stops one that answered
 //!   nothing for the heartbeat limit, as `Stop` does, its `Exited` saying
 //!   why (`relay::Relay::heartbeat`).
+//! - `Batch`: each of its messages in order, as if sent alone; what the
+//!   agent has ready for the scheduler goes the same way (`write`).
 //! - `Shutdown`: every worker stopped, their `Exited` sent, exit. SIGTERM
 //!   (Slurm or Flux ending the step) does the same.
 //!
@@ -56,6 +58,7 @@ use pmp_scheduler::core::LostReason;
 use pmp_scheduler::ids::WorkerId;
 use pmp_scheduler::process::{self, Exit, Printed, PrintedSink, WorkerProcess};
 use pmp_scheduler::protocol::agent::{FromAgent, ToAgent};
+use pmp_scheduler::protocol::batch::{self, Batch};
 use pmp_scheduler::protocol::{self, DecodeError};
 use pmp_scheduler::seal::{self, Opener, Protection, Sealer};
 use pmp_scheduler::zygote::Zygotes;
@@ -250,13 +253,20 @@ impl Agent {
                     let Some(message) = message else {
                         self.die(format_args!("lost the connection to the scheduler"));
                     };
-                    match protocol::decode::<ToAgent>(&mut self.opener, message) {
-                        Ok((message, frames)) => {
+                    let messages = match protocol::decode::<ToAgent>(&mut self.opener, message) {
+                        Ok((message, frames)) => batch::unpack(message, frames)
+                            .map_err(DecodeError::BadHeader),
+                        Err(e) => Err(e),
+                    };
+                    match messages {
+                        Ok(messages) => {
                             deadline = Instant::now() + silence;
-                            if let ToAgent::Shutdown = message {
-                                return self.shutdown(local, exits, writer).await;
+                            for (message, frames) in messages {
+                                if let ToAgent::Shutdown = message {
+                                    return self.shutdown(local, exits, writer).await;
+                                }
+                                self.on_message(message, frames);
                             }
-                            self.on_message(message, frames);
                         }
                         Err(e) => self.unopened(e),
                     }
@@ -301,6 +311,7 @@ impl Agent {
                 self.heartbeat();
             }
             ToAgent::Shutdown => unreachable!("handled by the main loop"),
+            ToAgent::Batch(_) => unreachable!("unpacked by the main loop"),
             ToAgent::Relay {
                 worker,
                 message,
@@ -534,17 +545,34 @@ async fn read<S: SocketRecv>(mut socket: S, incoming: UnboundedSender<Vec<Bytes>
 }
 
 /// Seal and send what is queued, in order (the scheduler's replay check
-/// relies on it); returns when a message cannot be sent, or once flushed
-/// after a None.
+/// relies on it), everything already queued as batches (`protocol::batch`):
+/// what the workers said meanwhile costs one sealed message, not one each.
+/// Returns when a message cannot be sent, or once flushed after a None.
 async fn write(
     mut socket: zeromq::DealerSendHalf,
     mut sealer: Sealer,
     mut queue: UnboundedReceiver<Option<(FromAgent, Vec<Bytes>)>>,
 ) {
-    while let Some(Some((message, frames))) = queue.recv().await {
-        let wire = protocol::encode(&mut sealer, &message, frames);
-        if socket.send(zmq_message(wire)).await.is_err() {
-            return;
+    let (mut batch, mut ready) = (Batch::default(), Vec::new());
+    let mut open = true;
+    while open {
+        let Some(first) = queue.recv().await else {
+            break;
+        };
+        let mut next = Some(first);
+        while let Some(queued) = next.take() {
+            match queued {
+                Some((message, frames)) => batch.add(message, frames, &mut ready),
+                None => open = false,
+            }
+            next = if open { queue.try_recv().ok() } else { None };
+        }
+        ready.extend(batch.take());
+        for (message, frames) in ready.drain(..) {
+            let wire = protocol::encode(&mut sealer, &message, frames);
+            if socket.send(zmq_message(wire)).await.is_err() {
+                return;
+            }
         }
     }
     // Queued is not written: wait (off this thread, which runs the writer

@@ -14,6 +14,7 @@ use pmp_scheduler::auth::Key;
 use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::ids::WorkerId;
 use pmp_scheduler::protocol::agent::{FromAgent, KeptFrame, ToAgent};
+use pmp_scheduler::protocol::batch::{self, Batch};
 use pmp_scheduler::protocol::{self, FromWorker, FunctionRef, Outcome, Stream, ToWorker};
 use pmp_scheduler::seal::{self, Opener, Protection, SaltsSeen, Sealer};
 use pmp_scheduler::Bytes;
@@ -115,6 +116,8 @@ struct Scheduler {
     relayed: Vec<(WorkerId, FromWorker)>,
     /// The connections that sent anything: the agents', never a worker's.
     connections: HashSet<Bytes>,
+    /// How many of the agent's messages were batches (`protocol::batch`).
+    batches: usize,
     key_file: PathBuf,
 }
 
@@ -143,6 +146,7 @@ impl Scheduler {
             printed: Vec::new(),
             relayed: Vec::new(),
             connections: HashSet::new(),
+            batches: 0,
             key_file,
         }
     }
@@ -212,10 +216,8 @@ impl Scheduler {
                 Some((agent, _, opener)) if *agent == route => {
                     let (message, frames) =
                         protocol::decode(opener, frames).expect("the agent's message opens");
-                    if let FromAgent::Relay { worker, message } = &message {
-                        self.relayed.push((*worker, message.clone()));
-                    }
-                    return (message, frames);
+                    self.unpack(message, frames);
+                    return self.from_agent.pop_front().expect("a batch holds messages");
                 }
                 Some(_) => self.others.push_back((route, frames)),
                 None => {
@@ -231,6 +233,21 @@ impl Scheduler {
                     return (hello, frames);
                 }
             }
+        }
+    }
+
+    /// Queue an opened message of the agent's, a batch's one by one, and
+    /// keep what it relays.
+    fn unpack(&mut self, message: FromAgent, frames: Vec<Bytes>) {
+        if matches!(message, FromAgent::Batch(_)) {
+            self.batches += 1;
+        }
+        let messages = batch::unpack(message, frames).expect("the agent's batch unpacks");
+        for (message, frames) in messages {
+            if let FromAgent::Relay { worker, message } = &message {
+                self.relayed.push((*worker, message.clone()));
+            }
+            self.from_agent.push_back((message, frames));
         }
     }
 
@@ -360,9 +377,9 @@ impl Scheduler {
                 let (route, frames) = self.receive().await;
                 match &mut self.agent {
                     Some((agent, _, opener)) if *agent == route => {
-                        let message =
+                        let (message, frames) =
                             protocol::decode(opener, frames).expect("the agent's message opens");
-                        self.from_agent.push_back(message);
+                        self.unpack(message, frames);
                     }
                     _ => break (route, frames),
                 }
@@ -740,6 +757,43 @@ async fn a_message_changed_on_the_wire_is_dropped_unread() {
         stderr.contains("dropped a message that does not open"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_batch_is_acted_on_in_order_and_its_answers_come_back_as_one_batch() {
+    let mut scheduler = Scheduler::new().await;
+    let mut agent = scheduler.start_agent(&[]);
+    scheduler.next().await;
+    // Two Starts and two Pings as one message: both workers start (their
+    // ends say so), and the two Pongs, made in one turn, come as one.
+    let (mut pending, mut wire) = (Batch::default(), Vec::new());
+    for message in [
+        shell(1, "exit 3"),
+        ToAgent::Ping,
+        ToAgent::Ping,
+        shell(2, "exit 4"),
+    ] {
+        pending.add(message, Vec::new(), &mut wire);
+    }
+    let (message, frames) = pending.take().expect("what was added");
+    assert!(wire.is_empty() && matches!(message, ToAgent::Batch(_)));
+    scheduler.send_with(&message, frames).await;
+    assert_eq!(scheduler.next_unprinted().await, FromAgent::Pong);
+    assert_eq!(scheduler.next_unprinted().await, FromAgent::Pong);
+    assert_eq!(scheduler.batches, 1, "the two Pongs in one batch");
+    let mut codes = Vec::new();
+    while codes.len() < 2 {
+        if let FromAgent::Exited {
+            worker, exit_code, ..
+        } = scheduler.next_unprinted().await
+        {
+            codes.push((worker.0, exit_code));
+        }
+    }
+    codes.sort();
+    assert_eq!(codes, [(1, Some(3)), (2, Some(4))]);
+    scheduler.send(&ToAgent::Shutdown).await;
+    assert_eq!(agent.exit_code().await, Some(0), "{}", agent.stderr());
 }
 
 #[tokio::test]

@@ -53,6 +53,15 @@ impl Server {
                 Some(exit) = step_exits.recv() => Wake::AgentStepExit(exit),
                 _ = heartbeat.tick() => Wake::Heartbeat,
             };
+            if matches!(first, Wake::Heartbeat) {
+                // What agents and workers said before this tick is read
+                // before their silence is judged: a backlog the scheduler
+                // has not read yet (a whole window of results, when it is
+                // the slowest part) is not their silence.
+                while let Ok(queued) = incoming.try_recv() {
+                    self.on_wake(Wake::Incoming(queued), &mut client_gone);
+                }
+            }
             self.on_wake(first, &mut client_gone);
             // The rest of the batch: what is already queued (a burst of
             // submissions, the messages read together from the socket).

@@ -11,9 +11,10 @@ use crate::backend::{AgentStep, Backend};
 use crate::capacity::{Capacity, Node};
 use crate::core::{Allocation, Launch};
 use crate::protocol::agent::{FromAgent, KeptFrame, ToAgent};
-use crate::protocol::{self, FromWorker, Outcome, ToWorker};
+use crate::protocol::{self, batch, FromWorker, Outcome, ToWorker};
 use crate::resources::{Gpus, ResourceRequest};
 use crate::seal::{self, Opener, Sealer};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use zeromq::DealerSocket;
 
@@ -71,13 +72,18 @@ impl Client {
     }
 
     fn start_with(nodes: &[&str], pool: Option<u32>, timing: Timing) -> Client {
+        Client::start_on(nodes, 1, pool, timing)
+    }
+
+    /// `nodes` of `cpus` each.
+    fn start_on(nodes: &[&str], cpus: u32, pool: Option<u32>, timing: Timing) -> Client {
         let names: Vec<String> = nodes.iter().map(|name| name.to_string()).collect();
         let capacity = Capacity::of_nodes(
             names
                 .iter()
                 .map(|name| Node {
                     name: name.clone(),
-                    cpus: 1,
+                    cpus,
                     gpus: Gpus::Counted(0),
                 })
                 .collect(),
@@ -185,6 +191,7 @@ impl Client {
             socket,
             sealer,
             opener,
+            unread: VecDeque::new(),
         };
         agent
             .send(
@@ -221,6 +228,8 @@ struct StandInAgent {
     socket: DealerSocket,
     sealer: Sealer,
     opener: Opener,
+    /// The rest of the last batch read.
+    unread: VecDeque<(ToAgent, Vec<Bytes>)>,
 }
 
 impl StandInAgent {
@@ -239,13 +248,29 @@ impl StandInAgent {
             .await;
     }
 
-    /// The next message, whatever it is.
-    async fn next(&mut self) -> (ToAgent, Vec<Bytes>) {
+    /// The next message as it came, a batch whole.
+    async fn next_sealed(&mut self) -> (ToAgent, Vec<Bytes>) {
+        assert!(self.unread.is_empty(), "a batch is being read");
         let message = tokio::time::timeout(PATIENCE, self.socket.recv())
             .await
             .expect("a message in time")
             .unwrap();
         protocol::decode::<ToAgent>(&mut self.opener, message.into_vec()).unwrap()
+    }
+
+    /// The next message, whatever it is; a batch's one by one.
+    async fn next(&mut self) -> (ToAgent, Vec<Bytes>) {
+        if let Some(message) = self.unread.pop_front() {
+            return message;
+        }
+        let message = tokio::time::timeout(PATIENCE, self.socket.recv())
+            .await
+            .expect("a message in time")
+            .unwrap();
+        let (header, frames) =
+            protocol::decode::<ToAgent>(&mut self.opener, message.into_vec()).unwrap();
+        self.unread = batch::unpack(header, frames).unwrap().into();
+        self.unread.pop_front().expect("a batch holds messages")
     }
 
     /// The next message other than a heartbeat, its own or a worker's.
@@ -547,5 +572,67 @@ async fn only_the_agent_is_pinged_and_its_idle_worker_outlives_the_heartbeat_lim
         client.result(1),
         Payload::new(vec![Bytes::from_static(b"alive")])
     );
+    client.finish([agent]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_turn_makes_for_an_agent_comes_as_one_batch_and_its_batches_are_read() {
+    let timing = Timing {
+        heartbeat_interval: Duration::from_secs(30),
+        heartbeat_timeout: Duration::from_secs(600),
+    };
+    let client = Client::start_on(&["node1"], 3, Some(3), timing);
+    let mut agent = client.agent("node1").await;
+    // The pool's three Starts, made together: one sealed message.
+    let (header, frames) = agent.next_sealed().await;
+    assert!(
+        matches!(&header, ToAgent::Batch(entries) if entries.len() == 3),
+        "{header:?}"
+    );
+    let workers: Vec<WorkerId> = batch::unpack(header, frames)
+        .unwrap()
+        .into_iter()
+        .map(|message| match message {
+            (ToAgent::Start { worker, .. }, _) => worker,
+            other => panic!("a Start: {other:?}"),
+        })
+        .collect();
+    // Their Hellos as one batch of the agent's, each read in its place.
+    let (mut hellos, mut sent) = (batch::Batch::default(), Vec::new());
+    for &worker in &workers {
+        let hello = FromWorker::Hello {
+            worker,
+            pid: 4242,
+            host: "the-worker-says".into(),
+        };
+        hellos.add(
+            FromAgent::Relay {
+                worker,
+                message: hello,
+            },
+            Vec::new(),
+            &mut sent,
+        );
+    }
+    let (hellos, frames) = hellos.take().unwrap();
+    assert!(sent.is_empty() && matches!(hellos, FromAgent::Batch(_)));
+    agent.send(hellos, frames).await;
+    for task in 1..=3 {
+        client.submit(task, &[]);
+    }
+    let mut ran = Vec::new();
+    for _ in 1..=3 {
+        let (worker, task, ..) = agent.run().await;
+        agent.done(worker, task, b"result").await;
+        ran.push(worker);
+    }
+    ran.sort();
+    assert_eq!(
+        ran, workers,
+        "each worker, known by its batched Hello, ran one"
+    );
+    for task in 1..=3 {
+        assert_eq!(client.result(task).frames, [Bytes::from_static(b"result")]);
+    }
     client.finish([agent]);
 }
