@@ -688,7 +688,7 @@ mod tests {
         );
         let plan = Plan::make(&wanted(None, None, false), flux).unwrap();
         let mut arguments = worker(1, 1, 0);
-        arguments.extra_args = vec!["--exclusive".into()];
+        arguments.extra_args = vec!["--exclusive".into()].into();
         assert!(plan.refuse(&arguments, 1).is_none(), "flux run takes them");
         let plan = Plan::make(&wanted(None, None, false), local(4)).unwrap();
         assert_eq!(

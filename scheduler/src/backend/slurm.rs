@@ -78,6 +78,11 @@ impl SlurmBackend {
         if r.oversubscribe {
             args.push("--oversubscribe".into());
         }
+        if let Some(mb) = r.memory_mb {
+            // `memory_max` per node, as a batch job's `--mem`: Slurm
+            // limits the step's memory where its cgroups do.
+            args.push(format!("--mem={mb}M"));
+        }
         if let Some(cwd) = &r.cwd {
             args.push("-D".into());
             args.push(cwd.clone());
@@ -225,7 +230,7 @@ mod tests {
             gpus_per_core: 1,
             oversubscribe: true,
             cwd: Some("/scratch/run".into()),
-            extra_args: vec!["--job-name=mine".into()],
+            extra_args: vec!["--job-name=mine".into()].into(),
             ..Default::default()
         }));
         let joined = args.join(" ");
@@ -261,7 +266,7 @@ mod tests {
         let launch = Launch {
             resources: ResourceRequest {
                 cores: 2,
-                extra_args: vec!["--job-name=mine".into()],
+                extra_args: vec!["--job-name=mine".into()].into(),
                 ..Default::default()
             },
             placement: Placement::Node(crate::ids::NodeId(1)),
@@ -383,7 +388,7 @@ mod tests {
         let plain = launch(ResourceRequest::default());
         assert!(under_agents().under_agent(&plain));
         let own = launch(ResourceRequest {
-            extra_args: vec!["--exclusive".into()],
+            extra_args: vec!["--exclusive".into()].into(),
             ..Default::default()
         });
         assert!(!under_agents().under_agent(&own));
@@ -467,7 +472,7 @@ mod tests {
             );
         }
         let unrelated = backend.arguments(&launch(ResourceRequest {
-            extra_args: vec!["--job-name=gpu-run".into(), "--exclusive".into()],
+            extra_args: vec!["--job-name=gpu-run".into(), "--exclusive".into()].into(),
             ..Default::default()
         }));
         assert!(

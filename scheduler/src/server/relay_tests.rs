@@ -79,6 +79,7 @@ impl Client {
                     name: name.clone(),
                     cpus: 1,
                     gpus: Gpus::Counted(0),
+                    memory_mb: None,
                 })
                 .collect(),
             None,
@@ -192,6 +193,7 @@ impl Client {
                     pid: 1,
                     cpus: 1,
                     gpus: Vec::new(),
+                    memory_mb: None,
                 },
                 Vec::new(),
             )
