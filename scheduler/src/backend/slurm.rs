@@ -238,6 +238,24 @@ mod tests {
         assert_eq!(args.last().unwrap(), "--job-name=mine");
     }
 
+    #[test]
+    fn a_step_asks_srun_for_memory_max_per_node_as_a_batch_job_asks_sbatch() {
+        let backend = SlurmBackend {
+            srun: "srun".into(),
+            agents: true,
+            node_names: vec!["node1".into(), "node2".into()],
+            mpi: None,
+        };
+        let args = backend.arguments(&launch(ResourceRequest {
+            cores: 2,
+            memory_mb: std::num::NonZeroU32::new(512),
+            ..ResourceRequest::default().over(2)
+        }));
+        assert!(args.contains(&"--mem=512M".to_string()), "{args:?}");
+        let none = backend.arguments(&launch(ResourceRequest::default()));
+        assert!(!none.iter().any(|a| a.starts_with("--mem")), "{none:?}");
+    }
+
     fn span(shares: &[(&str, u32)]) -> Placement {
         Placement::Span(
             (0u32..)
