@@ -486,6 +486,14 @@ impl Capacity {
         (NodeId(id), node.gpus_free.take(request.gpus()))
     }
 
+    /// Whether a block-allocated worker like `request` has its memory
+    /// free on some live node now (always, where it keeps none or a
+    /// node's memory is not known). Pool workers hold it for their life:
+    /// one without room waits, as under nodes that join.
+    pub fn pool_memory_free(&self, request: &ResourceRequest) -> bool {
+        request.memory() == 0 || self.live_nodes().any(|node| node.memory_fits(request))
+    }
+
     /// Return what `take_for_pool` took on `node`.
     pub fn give_back_from_pool(&mut self, node: NodeId, request: &ResourceRequest, gpus: Gpus) {
         let used = &mut self.nodes[node.0 as usize];
@@ -554,7 +562,7 @@ impl Capacity {
     /// Why `request`'s `memory_max` could never be kept: more than every
     /// live node has, where each says its memory. A node whose memory is
     /// not known may hold it, so nothing is refused while there is one.
-    fn memory_never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
+    pub fn memory_never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
         let requested = request.memory();
         if requested == 0 {
             return None;

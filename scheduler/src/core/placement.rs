@@ -2,10 +2,11 @@
 //! of a batch of events), what a task's `Run` carries, and the pool's size.
 
 use super::events::{Comm, Event};
-use super::tasks::TaskState;
+use super::tasks::{Failure, TaskState};
 use super::workers::{Launch, Worker, WorkerState};
 use super::{Allocation, Core};
 use crate::capacity::Placement;
+use crate::core::LostReason;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, ToWorker};
 
@@ -209,6 +210,18 @@ impl Core {
             };
             launch
         } else {
+            if let Some(why) = self.capacity.memory_never_fits(&resources) {
+                // No worker of the pool could ever start: its calls
+                // would wait forever.
+                let why = format!("the pool's workers can never start: {why}");
+                self.break_pool(comm, Failure::Lost(LostReason::new(why)));
+                return;
+            }
+            if !self.capacity.pool_memory_free(&resources) {
+                // The nodes' memory holds no more of them: the pool runs
+                // with those that fit.
+                return;
+            }
             let (node, gpus) = self.capacity.take_for_pool(&resources);
             Launch {
                 resources,

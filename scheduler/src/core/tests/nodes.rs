@@ -438,3 +438,53 @@ fn memory_an_agent_says_later_holds_calls_back_from_then_on() {
         "the first call's 600 MB counted though the node's memory came after it"
     );
 }
+
+fn pool_keeping(workers: u32, mb: u32, nodes: Vec<Node>) -> (Driven, Recorder) {
+    let mut core = Driven(Core::new(
+        Allocation::Block {
+            workers,
+            resources: ResourceRequest {
+                memory_mb: std::num::NonZeroU32::new(mb),
+                ..Default::default()
+            },
+        },
+        Capacity::of_nodes(nodes, None),
+        None,
+    ));
+    let mut comm = Recorder::default();
+    core.start(&mut comm);
+    (core, comm)
+}
+
+#[test]
+fn pool_workers_keep_their_memory_for_life_and_only_as_many_start_as_the_nodes_hold() {
+    let (core, comm) = pool_keeping(
+        3,
+        600,
+        vec![with_memory("a", 4, 1000), with_memory("b", 4, 1000)],
+    );
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a", "b"],
+        "600 MB a worker, 1000 a node: the third never starts"
+    );
+}
+
+#[test]
+fn a_pool_whose_worker_no_node_has_the_memory_for_fails_its_calls_saying_why() {
+    let (mut core, mut comm) = pool_keeping(1, 2048, vec![with_memory("a", 4, 1024)]);
+    assert!(comm.started.is_empty());
+    core.submit(&mut comm, keeping(1, 2048)).unwrap();
+    let failed = comm
+        .events
+        .iter()
+        .find_map(|event| match event {
+            Event::Lost { task, reason } if *task == TaskId(1) => Some(reason.message.clone()),
+            _ => None,
+        })
+        .expect("the call fails");
+    assert!(
+        failed.contains("the pool's workers can never start: resource_dict key 'memory_max'"),
+        "{failed}"
+    );
+}
