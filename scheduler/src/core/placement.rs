@@ -43,6 +43,14 @@ impl Core {
                         None => unreachable!("a ready task has its work"),
                     };
                     let Some(mut placement) = self.capacity.place(&resources) else {
+                        // A node's memory said after the call was queued
+                        // (its agent's Hello) may show that it never runs.
+                        if let Some(why) = self.capacity.memory_never_fits(&resources) {
+                            self.ready.pop_front();
+                            let why = format!("this task can never run here: {why}");
+                            self.fail(comm, id, Failure::Lost(LostReason::new(why)));
+                            continue;
+                        }
                         break;
                     };
                     self.ready.pop_front();

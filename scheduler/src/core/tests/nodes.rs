@@ -488,3 +488,24 @@ fn a_pool_whose_worker_no_node_has_the_memory_for_fails_its_calls_saying_why() {
         "{failed}"
     );
 }
+
+#[test]
+fn a_queued_call_that_a_memory_said_later_shows_never_fits_fails_saying_why() {
+    let (mut core, mut comm) = on_nodes(vec![counted("a", 1, 0)]);
+    core.submit(&mut comm, call(1, 1, 0)).unwrap();
+    core.submit(&mut comm, keeping(2, 3072)).unwrap();
+    assert_eq!(comm.started.len(), 1, "the second waits for the CPU");
+    core.learn_memory(&mut comm, crate::ids::NodeId(0), 1024);
+    let failed = comm.events.iter().find_map(|event| match event {
+        Event::Lost { task, reason } if *task == TaskId(2) => Some(reason.message.clone()),
+        _ => None,
+    });
+    let failed = failed.expect("it fails rather than wait forever");
+    assert!(
+        failed.contains("resource_dict key 'memory_max' asks for 3 GB"),
+        "{failed}"
+    );
+    core.submit(&mut comm, call(3, 1, 0)).unwrap();
+    ends(&mut core, &mut comm, 0, 1);
+    assert_eq!(comm.started.len(), 2, "the queue moves on");
+}
