@@ -95,3 +95,13 @@ def test_single_node_executor_takes_memory_max_per_call_and_as_the_executors_def
         assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [1, 1]
         per_call = exe.submit(sum, [1, 2], resource_dict={"memory_max": 0.1})
         assert per_call.result(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_a_pools_workers_keep_memory_max_for_life_so_only_those_that_fit_start(tmp_path):
+    share = round(host_gb() * 0.6, 3)
+    with SingleNodeExecutor(
+        max_workers=2, block_allocation=True, resource_dict={"memory_max": share}
+    ) as exe:
+        futures = [exe.submit(running_with_others, str(tmp_path), 2) for _ in range(2)]
+        assert [f.result(timeout=RESULT_TIMEOUT) for f in futures] == [1, 1]
+        assert len(exe.info["workers"]) == 1, "60% of the host twice does not fit"
