@@ -399,7 +399,9 @@ pub mod agent {
         /// and the MB of memory the job system gives the allocation there
         /// (`memory::this_node`; None where nothing says: calls are then
         /// placed there on CPUs and GPUs alone, and none is refused for
-        /// memory).
+        /// memory). No serde default: bincode headers are positional, so a
+        /// Hello without the field would not decode anyway; the agent and
+        /// the scheduler come from one install.
         Hello {
             node: String,
             pid: u32,
