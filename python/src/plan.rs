@@ -64,7 +64,8 @@ impl PyPlan {
 /// `backend` cannot honour the resource key `setting`), "not_the_pools" (a
 /// block-allocated pool's call asks for another `setting`), or "cpus", "gpus",
 /// "pool" (the CPUs of all of a block allocation's workers), "nodes"
-/// (`num_nodes` the allocation cannot give: `message` names it),
+/// (`num_nodes` the allocation cannot give: `message` names it), "memory"
+/// (`memory_max`, in MB, above the largest node's: `message` names it),
 /// "pool_one_node" (`setting`, num_nodes or exclusive, in a block-allocated
 /// pool), or "launcher_unused" (`setting` is the launcher given, with the `backend`
 /// where it chooses nothing: "local", or outside any allocation): `requested`
@@ -144,6 +145,9 @@ impl From<Refusal> for PyRefusal {
                 NeverFits::SeveralNodes {
                     gpus, node_gpus, ..
                 } => ("gpus", gpus, node_gpus),
+                // memory_max (MB) above every node's: the scheduler's
+                // message names the key and the largest node's memory.
+                NeverFits::Memory { requested, node_mb } => ("memory", requested, node_mb),
                 // num_nodes: the scheduler's message names it.
                 NeverFits::Nodes { nodes, available } => ("nodes", nodes, available),
                 NeverFits::NodesAboveCores { nodes, cores } => ("nodes", nodes, cores),

@@ -6,7 +6,7 @@ use pmp_scheduler::resources::{self, ResourceRequest};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 
 /// Resources of one worker (a group of MPI ranks), named as in the user's
 /// `resource_dict`. The defaults are the scheduler's, so Python never
@@ -29,6 +29,8 @@ pub struct PyResourceRequest {
     command_line_argument_lst: Vec<String>,
     num_nodes: Option<u32>,
     exclusive: bool,
+    /// `memory_max` (GB) in the scheduler's whole MB (`resources::memory_mb`).
+    memory_mb: Option<u32>,
 }
 
 #[pymethods]
@@ -40,9 +42,10 @@ impl PyResourceRequest {
         gpus_per_core = ResourceRequest::default().gpus_per_core,
         oversubscribe = ResourceRequest::default().oversubscribe,
         cwd = ResourceRequest::default().cwd,
-        command_line_argument_lst = ResourceRequest::default().extra_args,
+        command_line_argument_lst = Vec::new(),
         num_nodes = None,
         exclusive = ResourceRequest::default().exclusive,
+        memory_max = None,
     ))]
     // One keyword argument per resource_dict key, as Python calls it.
     #[allow(clippy::too_many_arguments)]
@@ -55,6 +58,7 @@ impl PyResourceRequest {
         command_line_argument_lst: Vec<String>,
         num_nodes: Option<u32>,
         exclusive: bool,
+        memory_max: Option<f64>,
     ) -> PyResult<PyResourceRequest> {
         // The client words these with the user's key names first; the
         // rule is `plan::MINIMUMS`, which this applies too.
@@ -92,6 +96,12 @@ impl PyResourceRequest {
                 )));
             }
         }
+        // The client words this with the key first (`check_memory_max`).
+        if let Some(gb) = memory_max.filter(|gb| !gb.is_finite() || *gb <= 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "memory_max must be a positive number of GB, got {gb}"
+            )));
+        }
         Ok(PyResourceRequest {
             cores,
             threads_per_core,
@@ -101,6 +111,7 @@ impl PyResourceRequest {
             command_line_argument_lst,
             num_nodes,
             exclusive,
+            memory_mb: memory_max.map(|gb| resources::memory_mb(gb).get()),
         })
     }
 
@@ -110,7 +121,7 @@ impl PyResourceRequest {
         Ok(format!(
             "ResourceRequest(cores={}, threads_per_core={}, gpus_per_core={}, \
              oversubscribe={}, cwd={cwd}, command_line_argument_lst={arguments}, \
-             num_nodes={}, exclusive={})",
+             num_nodes={}, exclusive={}, memory_mb={})",
             self.cores,
             self.threads_per_core,
             self.gpus_per_core,
@@ -118,6 +129,8 @@ impl PyResourceRequest {
             self.num_nodes
                 .map_or_else(|| "None".to_string(), |n| n.to_string()),
             if self.exclusive { "True" } else { "False" },
+            self.memory_mb
+                .map_or_else(|| "None".to_string(), |mb| mb.to_string()),
         ))
     }
 }
@@ -130,13 +143,14 @@ impl From<&PyResourceRequest> for ResourceRequest {
             gpus_per_core: request.gpus_per_core,
             oversubscribe: request.oversubscribe,
             cwd: request.cwd.clone(),
-            extra_args: request.command_line_argument_lst.clone(),
+            extra_args: request.command_line_argument_lst.clone().into(),
             // Checked in `new`: 1 to u16::MAX.
             nodes: request
                 .num_nodes
                 .and_then(|n| u16::try_from(n).ok())
                 .and_then(NonZeroU16::new),
             exclusive: request.exclusive,
+            memory_mb: request.memory_mb.and_then(NonZeroU32::new),
         }
     }
 }

@@ -157,6 +157,7 @@ fn simulate(args: &Args) -> Result<String, String> {
             name: format!("sim{i}"),
             cpus: args.cores,
             gpus: Gpus::Counted(0),
+            memory_mb: None,
         })
         .collect();
     let names: Vec<String> = nodes.iter().map(|node| node.name.clone()).collect();
@@ -387,6 +388,7 @@ async fn stand_in_agent(
         pid: std::process::id(),
         cpus: 0,
         gpus: Vec::new(),
+        memory_mb: None,
     };
     send_sealed(&mut send, &mut sealer, &hello, Vec::new()).await?;
     let (inputs_tx, mut inputs) = unbounded_channel();

@@ -15,6 +15,10 @@ pub struct Node {
     pub name: String,
     pub cpus: u32,
     pub gpus: Gpus,
+    /// The MB of memory the job system gives the allocation here; None
+    /// where it is not known (an older agent, a job system that does not
+    /// say), where calls are placed on CPUs and GPUs alone.
+    pub memory_mb: Option<u32>,
 }
 
 /// Where a worker's ranks run.
@@ -47,6 +51,11 @@ struct NodeUse {
     cpus_used: u32,
     gpus_total: u32,
     gpus_free: Gpus,
+    /// None: not known, nothing is refused or held back for memory here.
+    memory_total: Option<u32>,
+    /// MB that running calls' `memory_max` keep (counted even where the
+    /// total is not known, so that a total learnt later is right).
+    memory_used: u32,
     /// Its agent is gone: nothing is placed here any more.
     lost: bool,
     /// An `exclusive` call takes all of it: it is one of the allocation's
@@ -63,6 +72,8 @@ impl NodeUse {
             cpus_used: 0,
             gpus_total: node.gpus.count(),
             gpus_free: node.gpus,
+            memory_total: node.memory_mb,
+            memory_used: 0,
             lost: false,
             whole_when_exclusive,
         }
@@ -104,16 +115,33 @@ impl NodeUse {
         self.cpus_total.saturating_sub(self.cpus_used)
     }
 
+    /// Whether `request`'s memory is free here now.
+    fn memory_fits(&self, request: &ResourceRequest) -> bool {
+        self.memory_total.is_none_or(|total| {
+            u64::from(self.memory_used) + u64::from(request.memory()) <= u64::from(total)
+        })
+    }
+
+    /// Whether this node has as much memory as `request` keeps at all.
+    fn memory_holds(&self, request: &ResourceRequest) -> bool {
+        self.memory_total
+            .is_none_or(|total| request.memory() <= total)
+    }
+
     /// Whether `request` fits in what is free here now.
     fn fits(&self, request: &ResourceRequest) -> bool {
         !self.lost
             && self.cpus_for(request) <= self.cpus_free()
             && self.gpus_free.count() >= request.gpus()
+            && self.memory_fits(request)
     }
 
     /// Whether `request` fits here once the node is empty.
     fn holds(&self, request: &ResourceRequest) -> bool {
-        !self.lost && self.cpus_for(request) <= self.cpus_total && request.gpus() <= self.gpus_total
+        !self.lost
+            && self.cpus_for(request) <= self.cpus_total
+            && request.gpus() <= self.gpus_total
+            && self.memory_holds(request)
     }
 
     /// How many whole ranks of `request` (each its threads' CPUs and its
@@ -129,14 +157,19 @@ impl NodeUse {
         }
     }
 
+    /// A span keeps `memory_max` on each of its nodes (srun's `--mem` is
+    /// per node), so a node without it free has room for no rank.
     fn ranks_free(&self, request: &ResourceRequest) -> u32 {
-        if self.takes_whole(request) && self.cpus_used > 0 {
+        if (self.takes_whole(request) && self.cpus_used > 0) || !self.memory_fits(request) {
             return 0;
         }
         self.ranks_in(request, self.cpus_free(), self.gpus_free.count())
     }
 
     fn ranks_held(&self, request: &ResourceRequest) -> u32 {
+        if !self.memory_holds(request) {
+            return 0;
+        }
         self.ranks_in(request, self.cpus_total, self.gpus_total)
     }
 }
@@ -169,6 +202,7 @@ impl Capacity {
             name: WHOLE_ALLOCATION.into(),
             cpus,
             gpus,
+            memory_mb: None,
         };
         Capacity::of_nodes(vec![whole], max_workers)
     }
@@ -210,6 +244,13 @@ impl Capacity {
         // As `with_spans` marks the nodes known from the start.
         self.nodes.push(NodeUse::new(node, self.spans));
         id
+    }
+
+    /// `node`'s memory, as its agent's Hello says it, where it was not
+    /// known before (the job's variables say it first where they can).
+    pub fn learn_memory(&mut self, node: NodeId, mb: u32) {
+        let node = &mut self.nodes[node.0 as usize];
+        node.memory_total.get_or_insert(mb);
     }
 
     /// A call that no node holds but the live nodes hold together is
@@ -393,6 +434,7 @@ impl Capacity {
             Placement::Node(node) => {
                 let node = &mut self.nodes[node.0 as usize];
                 node.cpus_used += node.cpus_for(request);
+                node.memory_used += request.memory();
                 node.gpus_free.take(request.gpus())
             }
             Placement::Span(shares) => {
@@ -400,6 +442,7 @@ impl Capacity {
                 for share in shares {
                     let node = &mut self.nodes[share.node.0 as usize];
                     node.cpus_used += node.cpus_for_ranks(request, share.ranks);
+                    node.memory_used += request.memory();
                     share.gpus = node.gpus_free.take(share.ranks * request.gpus_per_core);
                     gpus += share.gpus.count();
                 }
@@ -420,6 +463,7 @@ impl Capacity {
             Placement::Node(node) => {
                 let used = &mut self.nodes[node.0 as usize];
                 used.cpus_used = used.cpus_used.saturating_sub(used.cpus_for(request));
+                used.memory_used = used.memory_used.saturating_sub(request.memory());
                 used.gpus_free.put_back(gpus);
             }
             // `gpus` only counts those of its shares.
@@ -429,6 +473,7 @@ impl Capacity {
                     used.cpus_used = used
                         .cpus_used
                         .saturating_sub(used.cpus_for_ranks(request, share.ranks));
+                    used.memory_used = used.memory_used.saturating_sub(request.memory());
                     used.gpus_free.put_back(share.gpus);
                 }
             }
@@ -443,7 +488,8 @@ impl Capacity {
     /// it: a pool of 128 workers on two nodes of 64 CPUs is 64 on each). A
     /// worker the allocation has no GPUs left for gets none, as the plan
     /// allows; the plan checked the pool's CPUs once, so an oversubscribed
-    /// pool may hold more CPUs than a node has.
+    /// pool may hold more CPUs than a node has. A node with the worker's
+    /// `memory_max` free comes first: the worker keeps it for its life.
     ///
     /// A worker larger than any node, where the backend can start one
     /// across nodes (`with_spans`), spans them as such a call does (`span`):
@@ -461,6 +507,7 @@ impl Capacity {
             .max_by_key(|(id, node)| {
                 (
                     !node.lost,
+                    node.memory_fits(request),
                     node.gpus_free.count(),
                     node.cpus_free(),
                     std::cmp::Reverse(*id),
@@ -468,10 +515,19 @@ impl Capacity {
             })
             .expect("a capacity has a node");
         node.cpus_used += node.cpus_for(request);
+        node.memory_used += request.memory();
         (
             Placement::Node(NodeId(id)),
             node.gpus_free.take(request.gpus()),
         )
+    }
+
+    /// Whether a block-allocated worker like `request` has its memory
+    /// free on some live node now (always, where it keeps none or a
+    /// node's memory is not known). Pool workers hold it for their life:
+    /// one without room waits, as under nodes that join.
+    pub fn pool_memory_free(&self, request: &ResourceRequest) -> bool {
+        request.memory() == 0 || self.live_nodes().any(|node| node.memory_fits(request))
     }
 
     /// Return what `take_for_pool` took for `placement`.
@@ -509,6 +565,9 @@ impl Capacity {
         if let Some(why) = request.nodes_never_fit(self.spans.then_some(nodes)) {
             return Some(why);
         }
+        if let Some(why) = self.memory_never_fits(request) {
+            return Some(why);
+        }
         if let Some(nodes) = request.spread().filter(|_| self.spans) {
             return self
                 .pool_never_fits(request, 1)
@@ -538,11 +597,37 @@ impl Capacity {
         })
     }
 
+    /// Why `request`'s `memory_max` could never be kept: more than every
+    /// live node has, where each says its memory. A node whose memory is
+    /// not known may hold it, so nothing is refused while there is one.
+    pub fn memory_never_fits(&self, request: &ResourceRequest) -> Option<NeverFits> {
+        let requested = request.memory();
+        if requested == 0 {
+            return None;
+        }
+        let mut largest = 0;
+        for node in self.live_nodes() {
+            match node.memory_total {
+                None => return None,
+                Some(mb) if mb >= requested => return None,
+                Some(mb) => largest = largest.max(mb),
+            }
+        }
+        // No live node: the other rules say so in CPUs.
+        (largest > 0).then_some(NeverFits::Memory {
+            requested,
+            node_mb: largest,
+        })
+    }
+
     /// The same for a block allocation of `workers` workers like `request`,
     /// in the allocation's totals: each must fit on its own, and they hold
     /// their CPUs and GPUs all at once (a worker the allocation has no GPUs
     /// left for would get none). Only oversubscribed workers may share CPUs.
     pub fn pool_never_fits(&self, request: &ResourceRequest, workers: u32) -> Option<NeverFits> {
+        if let Some(why) = self.memory_never_fits(request) {
+            return Some(why);
+        }
         let cpus_total: u32 = self.live_nodes().map(|n| n.cpus_total).sum();
         let cpus_total = self.max_cpus.map_or(cpus_total, |max| max.min(cpus_total));
         let gpus_total: u32 = self.live_nodes().map(|n| n.gpus_total).sum();
@@ -590,6 +675,7 @@ mod tests {
             name: name.into(),
             cpus: 2,
             gpus: Gpus::Counted(0),
+            memory_mb: None,
         };
         assert_eq!(cap.add_node(node("node1")), NodeId(0));
         assert_eq!(cap.add_node(node("node2")), NodeId(1));
@@ -627,6 +713,7 @@ mod tests {
                 name: name.into(),
                 cpus: 4,
                 gpus: Gpus::Counted(0),
+                memory_mb: None,
             };
             Capacity::of_nodes(vec![node("node1"), node("node2")], None)
         };
@@ -770,6 +857,7 @@ mod tests {
             name: name.into(),
             cpus: 4,
             gpus: Gpus::Counted(1),
+            memory_mb: None,
         };
         let cap = Capacity::of_nodes(vec![node("a"), node("b")], None);
         assert_eq!(cap.never_fits(&ResourceRequest::of(4, 1, 0)), None);
@@ -809,6 +897,7 @@ mod tests {
             name: name.into(),
             cpus,
             gpus: Gpus::Counted(gpus),
+            memory_mb: None,
         };
         Capacity::of_nodes(vec![node("a"), node("b")], None)
     }
@@ -899,6 +988,7 @@ mod tests {
                     name: name.to_string(),
                     cpus: 4,
                     gpus: Gpus::Counted(0),
+                    memory_mb: None,
                 })
                 .collect(),
             None,
@@ -1065,5 +1155,115 @@ mod tests {
         let mut pool = Capacity::new(8, None, Gpus::Counted(0));
         pool.take(&mut Placement::Node(ONE), &alone);
         assert!(pool.place(&ResourceRequest::of(7, 1, 0)).is_some());
+    }
+
+    fn keeping(request: ResourceRequest, mb: u32) -> ResourceRequest {
+        ResourceRequest {
+            memory_mb: std::num::NonZeroU32::new(mb),
+            ..request
+        }
+    }
+
+    fn two_nodes_of_memory(mb: u32) -> Capacity {
+        let node = |name: &str| Node {
+            name: name.into(),
+            cpus: 4,
+            gpus: Gpus::Counted(0),
+            memory_mb: Some(mb),
+        };
+        Capacity::of_nodes(vec![node("a"), node("b")], None)
+    }
+
+    #[test]
+    fn memory_max_is_kept_on_the_calls_node_until_it_is_given_back() {
+        let mut cap = two_nodes_of_memory(1000);
+        let big = keeping(ResourceRequest::of(1, 1, 0), 700);
+        let mut first = cap.place(&big).unwrap();
+        assert_eq!(first, Placement::Node(ONE));
+        cap.take(&mut first, &big);
+        assert_eq!(
+            cap.place(&big),
+            Some(Placement::Node(NodeId(1))),
+            "a has 300 MB left"
+        );
+        let mut second = Placement::Node(NodeId(1));
+        cap.take(&mut second, &big);
+        assert_eq!(cap.place(&big), None, "CPUs free, memory not: it waits");
+        assert_eq!(
+            cap.place(&keeping(ResourceRequest::of(1, 1, 0), 300)),
+            Some(Placement::Node(ONE)),
+            "what is left still holds a smaller call"
+        );
+        assert_eq!(cap.never_fits(&big), None, "it waits, never refused");
+        cap.give_back(first, &big, Gpus::Counted(0));
+        assert_eq!(cap.place(&big), Some(Placement::Node(ONE)));
+    }
+
+    #[test]
+    fn memory_max_above_every_node_never_fits_and_a_node_not_known_may_hold_it() {
+        let cap = two_nodes_of_memory(1024);
+        let why = cap
+            .never_fits(&keeping(ResourceRequest::of(1, 1, 0), 1536))
+            .unwrap();
+        assert_eq!(
+            why,
+            NeverFits::Memory {
+                requested: 1536,
+                node_mb: 1024
+            }
+        );
+        assert_eq!(
+            why.to_string(),
+            "resource_dict key 'memory_max' asks for 1.5 GB on one node, more than the 1 GB \
+             of the allocation's largest node (what the job system gives it): ask for at most \
+             that much, or for an allocation with more memory per node (pmp keeps this much \
+             free for the call while it runs; it does not limit what the call uses)"
+        );
+        assert!(cap
+            .pool_never_fits(&keeping(ResourceRequest::of(1, 1, 0), 1536), 1)
+            .is_some());
+        let mut unknown = cap.clone();
+        unknown.add_node(Node {
+            name: "c".into(),
+            cpus: 4,
+            gpus: Gpus::Counted(0),
+            memory_mb: None,
+        });
+        assert_eq!(
+            unknown.never_fits(&keeping(ResourceRequest::of(1, 1, 0), 1536)),
+            None
+        );
+        assert_eq!(
+            unknown.place(&keeping(ResourceRequest::of(1, 1, 0), 1536)),
+            Some(Placement::Node(NodeId(2)))
+        );
+    }
+
+    #[test]
+    fn a_span_keeps_memory_max_on_each_of_its_nodes() {
+        let mut cap = two_nodes_of_memory(1000).with_spans();
+        let small = keeping(ResourceRequest::of(1, 1, 0), 600);
+        let mut on_a = Placement::Node(ONE);
+        cap.take(&mut on_a, &small);
+        let spread = keeping(ResourceRequest::of(2, 1, 0).over(2), 600);
+        assert_eq!(cap.place(&spread), None, "a has no 600 MB left");
+        cap.give_back(on_a, &small, Gpus::Counted(0));
+        let mut span = cap.place(&spread).unwrap();
+        cap.take(&mut span, &spread);
+        assert_eq!(cap.place(&small), None, "600 MB kept on both");
+        cap.give_back(span, &spread, Gpus::Counted(0));
+        assert!(cap.place(&small).is_some());
+    }
+
+    #[test]
+    fn a_pool_worker_keeps_its_memory_for_its_life_on_a_node_that_has_it() {
+        let mut cap = two_nodes_of_memory(1000);
+        let worker = keeping(ResourceRequest::of(1, 1, 0), 600);
+        let (a, _) = cap.take_for_pool(&worker);
+        let (b, _) = cap.take_for_pool(&worker);
+        assert_ne!(a, b, "600 MB on each node");
+        assert_eq!(cap.place(&worker), None);
+        cap.give_back_from_pool(a.clone(), &worker, Gpus::Counted(0));
+        assert_eq!(cap.place(&worker), Some(a));
     }
 }

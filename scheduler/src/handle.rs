@@ -218,6 +218,13 @@ impl SchedulerHandle {
                 },
                 cpus: config.max_cpus,
                 gpus: config.gpus,
+                // The local backend's one node is this host; srun or flux
+                // place steps in the allocation as a whole, which pmp does
+                // not know the memory of.
+                memory_mb: match config.backend {
+                    BackendChoice::Local => crate::memory::host(),
+                    _ => None,
+                },
             };
             (Capacity::of_nodes(vec![node], config.max_workers), None)
         };

@@ -13,6 +13,7 @@ pub mod host;
 pub mod ids;
 pub mod jobs;
 pub mod large_frames;
+pub mod memory;
 pub mod plan;
 pub mod process;
 pub mod protocol;

@@ -118,6 +118,10 @@ pub enum Unsupported {
     /// local backend has this machine only.
     NumNodes,
     Exclusive,
+    /// `memory_max` where nothing can keep it: a `flux run` job per
+    /// worker (`launcher="step"`) has no memory option, and pmp knows no
+    /// node's memory there to place by.
+    MemoryMax,
 }
 
 impl Unsupported {
@@ -128,6 +132,7 @@ impl Unsupported {
             Unsupported::CommandLineArguments => "command_line_argument_lst",
             Unsupported::NumNodes => "num_nodes",
             Unsupported::Exclusive => "exclusive",
+            Unsupported::MemoryMax => "memory_max",
         }
     }
 }
@@ -352,10 +357,15 @@ impl Plan {
     /// Why `workers` workers of `request` could never run here, or what in
     /// it the backend cannot honour; None when they can run.
     pub fn refuse(&self, request: &ResourceRequest, workers: u32) -> Option<Refusal> {
-        let unsupported = unsupported(self.backend, request).map(|setting| Refusal::Unsupported {
-            setting,
-            backend: self.backend,
-        });
+        let unplaced = self.backend == Backend::Flux
+            && self.launcher == Launcher::Step
+            && request.memory_mb.is_some();
+        let unsupported = unsupported(self.backend, request)
+            .or(unplaced.then_some(Unsupported::MemoryMax))
+            .map(|setting| Refusal::Unsupported {
+                setting,
+                backend: self.backend,
+            });
         // Said before a pool's own rule: no setting of the pool would help.
         if let Some(refusal) = unsupported
             .clone()
@@ -688,7 +698,7 @@ mod tests {
         );
         let plan = Plan::make(&wanted(None, None, false), flux).unwrap();
         let mut arguments = worker(1, 1, 0);
-        arguments.extra_args = vec!["--exclusive".into()];
+        arguments.extra_args = vec!["--exclusive".into()].into();
         assert!(plan.refuse(&arguments, 1).is_none(), "flux run takes them");
         let plan = Plan::make(&wanted(None, None, false), local(4)).unwrap();
         assert_eq!(
@@ -803,6 +813,34 @@ mod tests {
             );
             assert!(message.ends_with(": drop launcher"), "{message}");
         }
+    }
+
+    #[test]
+    fn memory_max_is_refused_only_where_flux_runs_a_job_per_worker() {
+        let flux = Known {
+            backend: Backend::Flux,
+            ..slurm(4, None, 0)
+        };
+        let memory = ResourceRequest {
+            memory_mb: std::num::NonZeroU32::new(512),
+            ..worker(1, 1, 0)
+        };
+        let agents = Plan::make(&wanted(None, None, false), flux.clone()).unwrap();
+        assert_eq!(agents.refuse(&memory, 1), None, "agents keep it on a node");
+        let step = Wanted {
+            launcher: Some(Launcher::Step),
+            ..wanted(None, None, false)
+        };
+        let steps = Plan::make(&step, flux).unwrap();
+        assert_eq!(
+            steps.refuse(&memory, 1),
+            Some(Refusal::Unsupported {
+                setting: Unsupported::MemoryMax,
+                backend: Backend::Flux
+            })
+        );
+        let srun = Plan::make(&step, slurm(4, None, 0)).unwrap();
+        assert_eq!(srun.refuse(&memory, 1), None, "srun takes --mem");
     }
 
     #[test]

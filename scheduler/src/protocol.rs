@@ -401,12 +401,19 @@ pub mod agent {
     pub enum FromAgent {
         /// The first message of its connection: its node's name (Slurm's
         /// or Flux's, which tell apart nodes that share a host name), its
-        /// pid, the CPUs it may use and the GPU device ids it may hand out.
+        /// pid, the CPUs it may use and the GPU device ids it may hand out,
+        /// and the MB of memory the job system gives the allocation there
+        /// (`memory::this_node`; None where nothing says: calls are then
+        /// placed there on CPUs and GPUs alone, and none is refused for
+        /// memory). No serde default: bincode headers are positional, so a
+        /// Hello without the field would not decode anyway; the agent and
+        /// the scheduler come from one install.
         Hello {
             node: String,
             pid: u32,
             cpus: u32,
             gpus: Vec<String>,
+            memory_mb: Option<u32>,
         },
         /// What a worker's process wrote to its stdout or stderr; the
         /// payload is one frame of its bytes.

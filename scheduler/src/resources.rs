@@ -1,6 +1,6 @@
 //! What a task or worker asks for, and the accounting of what is free.
 
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 
 /// Resources of one worker process (group of ranks), as the user writes them
 /// in `resource_dict` or on the Executor.
@@ -11,7 +11,9 @@ pub struct ResourceRequest {
     pub gpus_per_core: u32,
     pub oversubscribe: bool,
     pub cwd: Option<String>,
-    pub extra_args: Vec<String>,
+    /// A boxed slice, not a Vec: 8 bytes less, so that `memory_mb` fits
+    /// in the 64 bytes a request stays within (see the test).
+    pub extra_args: Box<[String]>,
     /// `num_nodes`: the ranks spread over exactly this many nodes, as a
     /// step (or Flux job) of its own where it is more than one; None lets
     /// the scheduler choose (one node where one holds the call). 16 bits
@@ -21,6 +23,17 @@ pub struct ResourceRequest {
     /// `exclusive`: the call's nodes run nothing else while it runs, and it
     /// is a step (or Flux job) of its own.
     pub exclusive: bool,
+    /// `memory_max` in MB: the call's node keeps this much of its memory
+    /// for it while it runs (a reservation pmp places by, not a limit it
+    /// enforces: no cgroup of its own). None asks for none.
+    pub memory_mb: Option<NonZeroU32>,
+}
+
+/// `memory_max` (GB, as executorlib counts it) in the MB the scheduler and
+/// Slurm count: whole MB, as sbatch's `--mem=<n>M` takes it, at least 1.
+pub fn memory_mb(gb: f64) -> NonZeroU32 {
+    let mb = (gb * 1024.0).clamp(1.0, f64::from(u32::MAX)) as u32;
+    NonZeroU32::new(mb).unwrap_or(NonZeroU32::MIN)
 }
 
 impl Default for ResourceRequest {
@@ -31,9 +44,10 @@ impl Default for ResourceRequest {
             gpus_per_core: 0,
             oversubscribe: false,
             cwd: None,
-            extra_args: Vec::new(),
+            extra_args: Box::default(),
             nodes: None,
             exclusive: false,
+            memory_mb: None,
         }
     }
 }
@@ -67,6 +81,11 @@ impl ResourceRequest {
 
     pub fn gpus(&self) -> u32 {
         self.cores * self.gpus_per_core
+    }
+
+    /// MB of memory kept for the call on its node; 0 where it asks none.
+    pub fn memory(&self) -> u32 {
+        self.memory_mb.map_or(0, NonZeroU32::get)
     }
 
     /// `num_nodes`, where the user gave it.
@@ -133,6 +152,7 @@ impl ResourceRequest {
                 self.node_count().unwrap_or(1) != other.node_count().unwrap_or(1),
             ),
             ("exclusive", self.exclusive != other.exclusive),
+            ("memory_max", self.memory_mb != other.memory_mb),
         ]
         .into_iter()
         .find_map(|(key, differs)| differs.then_some(key))
@@ -246,6 +266,12 @@ pub enum NeverFits {
         gpus_per_core: u32,
         ranks: u32,
     },
+    /// `memory_max` keeps `requested` MB on one node (on each, for a
+    /// call across nodes), and the largest node has `node_mb`.
+    Memory {
+        requested: u32,
+        node_mb: u32,
+    },
     /// `num_nodes` is more than the allocation's `available` nodes.
     Nodes {
         nodes: u32,
@@ -316,6 +342,16 @@ impl std::fmt::Display for NeverFits {
                  nodes hold only {ranks} such ranks together; ask for fewer cores, threads or \
                  GPUs per core"
             ),
+            NeverFits::Memory { requested, node_mb } => write!(
+                f,
+                "resource_dict key 'memory_max' asks for {} GB on one node, more than the \
+                 {} GB of the allocation's largest node (what the job system gives it): ask \
+                 for at most that much, or for an allocation with more memory per node (pmp \
+                 keeps this much free for the call while it runs; it does not limit what \
+                 the call uses)",
+                gb(*requested),
+                gb(*node_mb)
+            ),
             NeverFits::Nodes { nodes, available } => write!(
                 f,
                 "num_nodes={nodes} is more than the allocation's {available} nodes; ask for at \
@@ -340,6 +376,13 @@ impl std::fmt::Display for NeverFits {
     }
 }
 
+/// MB as the GB `memory_max` counts, in as few digits as say it.
+fn gb(mb: u32) -> String {
+    let gb = f64::from(mb) / 1024.0;
+    let text = format!("{gb:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,17 +392,18 @@ mod tests {
         let pool = ResourceRequest::of(1, 1, 0);
         assert_eq!(pool.first_difference(&pool.clone()), None);
         type Change = fn(&mut ResourceRequest);
-        let changed: [(&str, Change); 8] = [
+        let changed: [(&str, Change); 9] = [
             ("cores", |r| r.cores = 2),
             ("threads_per_core", |r| r.threads_per_core = 2),
             ("gpus_per_core", |r| r.gpus_per_core = 1),
             ("oversubscribe", |r| r.oversubscribe = true),
             ("cwd", |r| r.cwd = Some("/elsewhere".into())),
             ("command_line_argument_lst", |r| {
-                r.extra_args = vec!["-v".into()]
+                r.extra_args = vec!["-v".into()].into()
             }),
             ("num_nodes", |r| r.nodes = NonZeroU16::new(2)),
             ("exclusive", |r| r.exclusive = true),
+            ("memory_max", |r| r.memory_mb = NonZeroU32::new(1024)),
         ];
         for (key, change) in changed {
             let mut other = pool.clone();
@@ -371,6 +415,19 @@ mod tests {
             ..pool.clone()
         };
         assert_eq!(pool.first_difference(&one_node), None);
+    }
+
+    #[test]
+    fn a_request_stays_64_bytes_since_every_queued_call_holds_one() {
+        assert!(std::mem::size_of::<ResourceRequest>() <= 64);
+    }
+
+    #[test]
+    fn memory_max_is_whole_mb_and_at_least_one() {
+        assert_eq!(memory_mb(0.5).get(), 512);
+        assert_eq!(memory_mb(1.0 / 1024.0).get(), 1);
+        assert_eq!(memory_mb(1e-9).get(), 1);
+        assert_eq!(memory_mb(1e12).get(), u32::MAX);
     }
 
     #[test]

@@ -162,3 +162,20 @@ def test_the_plan_refuses_a_count_below_its_minimum_too():
         refusal_message(refused, _pmp.ResourceRequest(), None, "local", [], DEFAULTS)
         == "max_workers must be >= 1, got 0"
     )
+
+
+def test_memory_max_is_refused_only_where_flux_runs_a_job_per_worker():
+    memory = _pmp.ResourceRequest(memory_max=0.5)
+    assert memory.memory_mb == 512
+    agents = plan("flux", allocation_cores=4)
+    assert agents.refuse(memory) is None, "each agent's node keeps it"
+    steps = plan("flux", allocation_cores=4, launcher="step")
+    refused = steps.refuse(memory)
+    assert (refused.kind, refused.setting) == ("unsupported", "memory_max")
+    words = refusal_message(refused, memory, {"memory_max": 0.5}, "flux", [], DEFAULTS)
+    assert words.startswith("resource_dict key 'memory_max': with launcher='step'"), words
+    assert "use launcher='agent'" in words, words
+    executor = plan("flux", worker=memory, allocation_cores=4, launcher="step")
+    words = refusal_message(executor, memory, None, "flux", [], DEFAULTS)
+    assert words.startswith("memory_max: with launcher='step'"), words
+    assert plan("slurm", allocation_cores=4, launcher="step").refuse(memory) is None

@@ -159,6 +159,7 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
         pid: std::process::id(),
         cpus: node.cpus,
         gpus: node.gpus.clone(),
+        memory_mb: node.memory_mb,
     };
     let _ = outgoing.send(Some((hello, Vec::new())));
     let (incoming_tx, incoming) = unbounded_channel();

@@ -1,23 +1,27 @@
 //! What a node agent tells the scheduler about its node in its Hello: the
 //! name that tells it apart from the allocation's other nodes, the CPUs it
-//! may use and the GPUs it may hand out. The job system's word comes
-//! first: it knows what the allocation holds on this node, which may be
-//! less than the machine has.
+//! may use, the GPUs it may hand out and its memory. The job system's word
+//! comes first: it knows what the allocation holds on this node, which may
+//! be less than the machine has.
 
 /// What the agent's Hello says of its node.
 pub struct Node {
     pub name: String,
     pub cpus: u32,
     pub gpus: Vec<String>,
+    /// MB (`pmp_scheduler::memory::this_node`); None where nothing says.
+    pub memory_mb: Option<u32>,
 }
 
 impl Node {
     /// This node, as the job system described it to this process.
     pub fn this() -> Node {
+        let cpus = cpus();
         Node {
             name: name(),
-            cpus: cpus(),
+            cpus,
             gpus: gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()),
+            memory_mb: pmp_scheduler::memory::this_node(|name| std::env::var(name).ok(), cpus),
         }
     }
 }

@@ -167,6 +167,8 @@ impl Scheduler {
         for name in [
             "SLURMD_NODENAME",
             "SLURM_CPUS_ON_NODE",
+            "SLURM_MEM_PER_NODE",
+            "SLURM_MEM_PER_CPU",
             "CUDA_VISIBLE_DEVICES",
         ] {
             command.env_remove(name);
@@ -470,6 +472,7 @@ async fn its_hello_names_the_node_cpus_and_gpus_the_job_system_gave_it() {
     let mut agent = scheduler.start_agent(&[
         ("SLURMD_NODENAME", "node7"),
         ("SLURM_CPUS_ON_NODE", "5"),
+        ("SLURM_MEM_PER_CPU", "300"),
         ("CUDA_VISIBLE_DEVICES", "1,3"),
     ]);
     let (hello, _) = scheduler.next().await;
@@ -480,6 +483,7 @@ async fn its_hello_names_the_node_cpus_and_gpus_the_job_system_gave_it() {
             pid: agent.pid(),
             cpus: 5,
             gpus: vec!["1".into(), "3".into()],
+            memory_mb: Some(5 * 300),
         }
     );
     assert!(
@@ -502,6 +506,7 @@ async fn without_the_job_systems_word_its_hello_has_the_host_and_its_own_cpus() 
             pid: agent.pid(),
             cpus: affinity_cpus(),
             gpus: Vec::new(),
+            memory_mb: pmp_scheduler::memory::host(),
         }
     );
     scheduler.send(&ToAgent::Shutdown).await;

@@ -2,13 +2,12 @@
 when a call is submitted, and a site's job script template, rendered with
 pmp's values under pysqa's names (as executorlib's)."""
 
-import math
-
 from pmp import _pmp
 from pmp.client.resources import (
     check_arguments,
     check_bool,
     check_int,
+    check_memory_max,
     check_plain,
 )
 
@@ -44,21 +43,12 @@ def check_batch_value(key, value):
     if key == "slurm_cmd_args":
         return check_arguments(name, value)
     if key == "memory_max":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number of GB, got {value!r}")
-        # Slurm counts whole MB, and --mem=0 would mean all of a node's memory.
-        if not math.isfinite(value) or value < 1 / 1024:
-            raise ValueError(
-                f"{name} must be a finite number of GB of at least 1/1024 (1 MB, the least "
-                f"Slurm can limit a job to), got {value!r}"
-            )
-    elif key == "submission_template":
+        return check_memory_max(name, value)
+    if key == "submission_template":
         return check_template(name, value)
-    elif not isinstance(value, str) or not value:  # partition
+    if not isinstance(value, str) or not value:  # partition
         raise ValueError(f"{name} must be a partition's name, got {value!r}")
-    else:
-        check_plain(name, value)
-    return value
+    return check_plain(name, value)
 
 
 def check_template(name, value):

@@ -50,7 +50,10 @@ class Executor(_BaseExecutor):
     scheduler is event-driven. launcher chooses how workers start inside a
     Slurm allocation or Flux instance: "agent" (the default there: one node
     agent per node, started once, forks each call's worker on its node) or
-    "step" (one srun step or flux job per worker).
+    "step" (one srun step or flux job per worker). memory_max (GB) is kept
+    free for each worker on its node while it runs (a reservation the
+    scheduler places by, not a limit it enforces), and asked of Slurm
+    (`--mem`) by batch jobs and srun steps.
 
     pmp's own fronts (executorlib_api, pmp.notebook) read `_backend`,
     `_defaults`, `_block`, `_shutdown_called` and `_engine` (its
@@ -81,6 +84,7 @@ class Executor(_BaseExecutor):
         refresh_rate=0.01,
         cache_directory=None,
         launcher=None,
+        memory_max=None,
     ):
         given = check_executor_arguments(locals())
         self._backend = backends.choose_backend(backend, executor, self._cluster_jobs)
@@ -124,6 +128,7 @@ class Executor(_BaseExecutor):
             "cache_key": None,
             "cache_directory": cache_directory,
             "restart_limit": 0,
+            "memory_max": memory_max,
         }
         task_store = None if cache_directory is None else store.open_store(cache_directory)
         # What a batch or pilot job can get: sinfo is asked at the first question.

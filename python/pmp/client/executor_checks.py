@@ -14,6 +14,7 @@ from pmp.client.resources import (
     check_count,
     check_cwd,
     check_directory,
+    check_memory_max,
 )
 
 
@@ -28,6 +29,8 @@ def check_executor_arguments(given):
     check_count("cores_per_worker", given["cores_per_worker"], "cores")
     check_count("threads_per_core", given["threads_per_core"])
     check_count("gpus_per_worker", given["gpus_per_worker"], "gpus_per_core")
+    if given["memory_max"] is not None:
+        check_memory_max("memory_max", given["memory_max"])
     for name in ("oversubscribe", "hostname_localhost", "block_allocation", "disable_dependencies"):
         check_bool(name, given[name])
     given = dict(given)
@@ -147,6 +150,8 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
     if refusal.kind in ("nodes", "pool_one_node"):
         # The scheduler's message names the key and what to do.
         return f"resource_dict key {refusal.setting or 'num_nodes'!r}: {refusal.message}"
+    if refusal.kind == "memory":
+        return refusal.message  # it names memory_max, the node's memory and what to do
     if refusal.kind == "not_the_pools":
         key = refusal.setting
         return (
@@ -166,6 +171,13 @@ def _unsupported_message(refusal, given):
             f"resource_dict key {refusal.setting!r} chooses nodes of a Slurm allocation or a "
             f"Flux instance, and the {refusal.backend} backend runs every call on this "
             "machine: drop it, or use backend='slurm' or 'flux' inside an allocation"
+        )
+    if refusal.setting == "memory_max":
+        what = "memory_max" if given is None else "resource_dict key 'memory_max'"
+        return (
+            f"{what}: with launcher='step' each worker is a flux run job, which takes no "
+            "memory limit, and pmp knows no node's memory to keep it on: use "
+            "launcher='agent' (the default inside a Flux instance), or drop memory_max"
         )
     if refusal.setting == "oversubscribe":
         what = "oversubscribe=True" if given is None else "resource_dict key 'oversubscribe'"

@@ -49,8 +49,10 @@ EXECUTORLIB_KEYS = (
     "cache_directory",
 )
 # Keys that a batch job honours (the cluster executors'), and inside an
-# allocation a call's own srun step or Flux job too (`_NODE_KEYS`).
+# allocation a call's own srun step or Flux job too (`_NODE_KEYS`), and
+# memory_max everywhere: the scheduler keeps it free on the call's node.
 _NODE_KEYS = ("num_nodes", "exclusive")
+_EVERYWHERE_KEYS = (*_NODE_KEYS, "memory_max")
 _JOB_KEYS = (
     "num_nodes",
     "exclusive",
@@ -148,6 +150,9 @@ class _ExecutorlibFront(Executor):
             extra += ["--output=flux-{{id}}.out", "--error=flux-{{id}}.err"]
         if call_defaults.get("slurm_cmd_args") and not self._cluster_jobs:
             extra += call_defaults.pop("slurm_cmd_args")
+        # The Executor's own: a block-allocated pool's workers keep it for
+        # their life, and every call's worker by default.
+        memory_max = None if self._cluster_jobs else call_defaults.pop("memory_max", None)
         self._call_defaults = call_defaults
         self._wait_on_exit = wait
         check_count("resource_dict key 'cores'", cores, "cores")
@@ -187,6 +192,7 @@ class _ExecutorlibFront(Executor):
             block_allocation=block_allocation,
             init_function=init_function,
             command_line_argument_lst=extra,
+            memory_max=memory_max,
             disable_dependencies=disable_dependencies,
             refresh_rate=refresh_rate,
             cache_directory=(
@@ -209,8 +215,10 @@ class _ExecutorlibFront(Executor):
                 # executorlib's defaults: the scheduler chooses.
                 if key in given and given[key] in (None, False):
                     del given[key]
+            if "memory_max" in given and given["memory_max"] is None:
+                del given["memory_max"]  # none kept
             for key in _JOB_KEYS:
-                if key in given and key not in _NODE_KEYS:
+                if key in given and key not in _EVERYWHERE_KEYS:
                     raise ValueError(
                         f"resource_dict key {key!r} is for batch jobs: "
                         f"{self._api_name} does not submit any (SlurmClusterExecutor and "

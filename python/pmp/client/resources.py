@@ -4,6 +4,7 @@ Every mistake is a ValueError at the call that made it, naming the key and
 what is allowed — never a hang in a background thread.
 """
 
+import math
 import os
 
 from pmp import _pmp
@@ -22,6 +23,7 @@ RESOURCE_KEYS = (
     "restart_limit",
     "num_nodes",
     "exclusive",
+    "memory_max",
 )
 
 # The keys that shape a worker (the rest say how to reach it).
@@ -34,6 +36,7 @@ WORKER_KEYS = (
     "command_line_argument_lst",
     "num_nodes",
     "exclusive",
+    "memory_max",
 )
 
 
@@ -68,6 +71,21 @@ def check_plain(name, value):
             f"{name} holds the control character {found!r} in {value!r}: a job script or "
             "command line would not read it as one value (a newline starts a line of its "
             "own); remove it"
+        )
+    return value
+
+
+def check_memory_max(name, value):
+    """`memory_max`: GB of memory (as executorlib counts it) that a batch
+    job asks Slurm for, or that the scheduler keeps free on the call's node
+    while it runs (a reservation it places by, not a limit it enforces)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of GB, got {value!r}")
+    # Slurm counts whole MB, and --mem=0 would mean all of a node's memory.
+    if not math.isfinite(value) or value < 1 / 1024:
+        raise ValueError(
+            f"{name} must be a finite number of GB of at least 1/1024 (1 MB, the least "
+            f"Slurm can limit a job to), got {value!r}"
         )
     return value
 
@@ -156,13 +174,17 @@ _CHECKS = {
     "restart_limit": lambda v: _count(v, "restart_limit"),
     "num_nodes": _num_nodes,
     "exclusive": lambda v: check_bool("resource_dict key 'exclusive'", v),
+    # None is executorlib's default: no memory kept.
+    "memory_max": lambda v: (
+        None if v is None else check_memory_max("resource_dict key 'memory_max'", v)
+    ),
 }
 
 
 def request_of(resources):
     """The scheduler's form of checked resources: the keys that shape a
-    worker (those a call did not give, num_nodes and exclusive, are the
-    scheduler's defaults)."""
+    worker (those a call did not give, num_nodes, exclusive and memory_max,
+    are the scheduler's defaults)."""
     return _pmp.ResourceRequest(**{key: resources[key] for key in WORKER_KEYS if key in resources})
 
 

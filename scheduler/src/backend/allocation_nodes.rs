@@ -45,6 +45,9 @@ pub fn slurm_nodes(
             name,
             cpus,
             gpus: Gpus::Counted(gpus),
+            // Known before any agent says it, so that a call no node has
+            // the memory for is refused at submit.
+            memory_mb: crate::memory::slurm(&var, cpus),
         })
         .collect())
 }
@@ -335,6 +338,8 @@ pub fn flux_nodes(resource_set: &str) -> Result<Vec<Node>, String> {
             name,
             cpus: u32::try_from(cores).unwrap_or(u32::MAX),
             gpus: Gpus::Counted(u32::try_from(gpus).unwrap_or(u32::MAX)),
+            // Flux's resource set says no memory: each agent's Hello does.
+            memory_mb: None,
         })
         .collect())
 }

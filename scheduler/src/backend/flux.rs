@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn urgency_is_a_submit_option_and_shell_options_go_in_the_jobspec() {
         let launch = launch(ResourceRequest {
-            extra_args: vec!["--urgency=3".into(), "-o".into(), "pmi=simple".into()],
+            extra_args: vec!["--urgency=3".into(), "-o".into(), "pmi=simple".into()].into(),
             ..Default::default()
         });
         let env = WorkerEnvironment::for_tests();
@@ -468,7 +468,7 @@ mod tests {
             cores: 2,
             threads_per_core: 4,
             gpus_per_core: 1,
-            extra_args: vec!["--exclusive".into()],
+            extra_args: vec!["--exclusive".into()].into(),
             ..Default::default()
         });
         assert_eq!(
@@ -534,7 +534,7 @@ mod tests {
         assert!(agents.under_agent(&plain));
         assert!(!backend().under_agent(&plain), "no agents: a job per call");
         let own = launch(ResourceRequest {
-            extra_args: vec!["--exclusive".into()],
+            extra_args: vec!["--exclusive".into()].into(),
             ..Default::default()
         });
         assert!(!agents.under_agent(&own), "its flux run options");

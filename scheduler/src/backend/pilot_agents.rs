@@ -97,7 +97,7 @@ impl PilotJobs {
         Ok(PilotJobs {
             sbatch,
             job_name,
-            extra_args: worker.extra_args.clone(),
+            extra_args: worker.extra_args.to_vec(),
             jobs,
         })
     }

@@ -78,6 +78,11 @@ impl SlurmBackend {
         if r.oversubscribe {
             args.push("--oversubscribe".into());
         }
+        if let Some(mb) = r.memory_mb {
+            // `memory_max` per node, as a batch job's `--mem`: Slurm
+            // limits the step's memory where its cgroups do.
+            args.push(format!("--mem={mb}M"));
+        }
         if let Some(cwd) = &r.cwd {
             args.push("-D".into());
             args.push(cwd.clone());
@@ -225,12 +230,30 @@ mod tests {
             gpus_per_core: 1,
             oversubscribe: true,
             cwd: Some("/scratch/run".into()),
-            extra_args: vec!["--job-name=mine".into()],
+            extra_args: vec!["--job-name=mine".into()].into(),
             ..Default::default()
         }));
         let joined = args.join(" ");
         assert!(joined.contains("-n 2 --nodes=1-2 --cpus-per-task=3 --gpus-per-task=1 --oversubscribe -D /scratch/run --mpi=pmix"), "{joined}");
         assert_eq!(args.last().unwrap(), "--job-name=mine");
+    }
+
+    #[test]
+    fn a_step_asks_srun_for_memory_max_per_node_as_a_batch_job_asks_sbatch() {
+        let backend = SlurmBackend {
+            srun: "srun".into(),
+            agents: true,
+            node_names: vec!["node1".into(), "node2".into()],
+            mpi: None,
+        };
+        let args = backend.arguments(&launch(ResourceRequest {
+            cores: 2,
+            memory_mb: std::num::NonZeroU32::new(512),
+            ..ResourceRequest::default().over(2)
+        }));
+        assert!(args.contains(&"--mem=512M".to_string()), "{args:?}");
+        let none = backend.arguments(&launch(ResourceRequest::default()));
+        assert!(!none.iter().any(|a| a.starts_with("--mem")), "{none:?}");
     }
 
     fn span(shares: &[(&str, u32)]) -> Placement {
@@ -261,7 +284,7 @@ mod tests {
         let launch = Launch {
             resources: ResourceRequest {
                 cores: 2,
-                extra_args: vec!["--job-name=mine".into()],
+                extra_args: vec!["--job-name=mine".into()].into(),
                 ..Default::default()
             },
             placement: Placement::Node(crate::ids::NodeId(1)),
@@ -383,7 +406,7 @@ mod tests {
         let plain = launch(ResourceRequest::default());
         assert!(under_agents().under_agent(&plain));
         let own = launch(ResourceRequest {
-            extra_args: vec!["--exclusive".into()],
+            extra_args: vec!["--exclusive".into()].into(),
             ..Default::default()
         });
         assert!(!under_agents().under_agent(&own));
@@ -467,7 +490,7 @@ mod tests {
             );
         }
         let unrelated = backend.arguments(&launch(ResourceRequest {
-            extra_args: vec!["--job-name=gpu-run".into(), "--exclusive".into()],
+            extra_args: vec!["--job-name=gpu-run".into(), "--exclusive".into()].into(),
             ..Default::default()
         }));
         assert!(

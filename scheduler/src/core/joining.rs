@@ -21,6 +21,15 @@ impl Core {
         id
     }
 
+    /// `node`'s agent said its memory, which was not known before (the
+    /// job's variables say it first where they can): calls waiting for
+    /// memory may fit there now.
+    pub fn learn_memory(&mut self, comm: &mut impl Comm, node: NodeId, mb: u32) {
+        self.capacity.learn_memory(node, mb);
+        self.balance_pool(comm);
+        self.ask_for_scheduling();
+    }
+
     /// Every node that could still join is gone before it did (its pilot
     /// job ended): nothing can run the pool's work, which fails with `why`.
     pub fn nodes_gone(&mut self, comm: &mut impl Comm, why: String) {

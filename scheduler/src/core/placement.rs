@@ -2,9 +2,10 @@
 //! of a batch of events), what a task's `Run` carries, and the pool's size.
 
 use super::events::{Comm, Event};
-use super::tasks::TaskState;
+use super::tasks::{Failure, TaskState};
 use super::workers::{Launch, Worker, WorkerState};
 use super::{Allocation, Core};
+use crate::core::LostReason;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::{FunctionRef, ToWorker};
 
@@ -44,6 +45,14 @@ impl Core {
                         .capacity
                         .place_where(&resources, |node| self.node_may_take(node, run_time_max))
                     else {
+                        // A node's memory said after the call was queued
+                        // (its agent's Hello) may show that it never runs.
+                        if let Some(why) = self.capacity.memory_never_fits(&resources) {
+                            self.ready.pop_front();
+                            let why = format!("this task can never run here: {why}");
+                            self.fail(comm, id, Failure::Lost(LostReason::new(why)));
+                            continue;
+                        }
                         break;
                     };
                     self.ready.pop_front();
@@ -212,6 +221,18 @@ impl Core {
             };
             launch
         } else {
+            if let Some(why) = self.capacity.memory_never_fits(&resources) {
+                // No worker of the pool could ever start: its calls
+                // would wait forever.
+                let why = format!("the pool's workers can never start: {why}");
+                self.break_pool(comm, Failure::Lost(LostReason::new(why)));
+                return;
+            }
+            if !self.capacity.pool_memory_free(&resources) {
+                // The nodes' memory holds no more of them: the pool runs
+                // with those that fit.
+                return;
+            }
             let (placement, gpus) = self.capacity.take_for_pool(&resources);
             Launch {
                 resources,

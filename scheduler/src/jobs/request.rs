@@ -122,7 +122,7 @@ impl JobRequest {
             options.push(format!("--time={}", seconds.div_ceil(60)));
         }
         if let Some(gb) = self.memory_max {
-            options.push(format!("--mem={}M", (gb * 1024.0) as u64));
+            options.push(format!("--mem={}M", crate::resources::memory_mb(gb)));
         }
         if let Some(partition) = &self.partition {
             options.push(format!("--partition={partition}"));

@@ -406,7 +406,11 @@ impl Server {
         };
         let Ok((
             FromAgent::Hello {
-                node, cpus, gpus, ..
+                node,
+                cpus,
+                gpus,
+                memory_mb,
+                ..
             },
             _,
         )) = protocol::decode::<FromAgent>(&mut opener, message)
@@ -456,8 +460,10 @@ impl Server {
             agents.remove_key_file();
         }
         if joins {
-            let joined = self.join_pilot_node(node, cpus, gpus.len());
+            let joined = self.join_pilot_node(node, cpus, gpus.len(), memory_mb);
             debug_assert_eq!(joined, id, "the capacity numbers nodes as they join");
+        } else if let Some(mb) = memory_mb {
+            with_comm!(self, |core, comm| core.learn_memory(&mut comm, id, mb));
         }
     }
 

@@ -240,11 +240,18 @@ impl Server {
     /// An agent of a pilot job said hello from `name`: its node joins the
     /// capacity with what the job holds there, and the pool's waiting
     /// workers start there.
-    pub(super) fn join_pilot_node(&mut self, name: String, cpus: u32, gpus: usize) -> NodeId {
+    pub(super) fn join_pilot_node(
+        &mut self,
+        name: String,
+        cpus: u32,
+        gpus: usize,
+        memory_mb: Option<u32>,
+    ) -> NodeId {
         let node = Node {
             name,
             cpus,
             gpus: Gpus::Counted(gpus as u32),
+            memory_mb,
         };
         if let Some(pilots) = self.agents.as_mut().and_then(|a| a.pilots.as_mut()) {
             pilots.on_join();

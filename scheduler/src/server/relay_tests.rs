@@ -85,6 +85,7 @@ impl Client {
                     name: name.clone(),
                     cpus,
                     gpus: Gpus::Counted(0),
+                    memory_mb: None,
                 })
                 .collect(),
             None,
@@ -200,6 +201,7 @@ impl Client {
                     pid: 1,
                     cpus: 1,
                     gpus: Vec::new(),
+                    memory_mb: None,
                 },
                 Vec::new(),
             )

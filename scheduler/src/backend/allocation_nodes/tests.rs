@@ -36,6 +36,7 @@ fn node(name: &str, cpus: u32, gpus: u32) -> Node {
         name: name.into(),
         cpus,
         gpus: Gpus::Counted(gpus),
+        memory_mb: None,
     }
 }
 

@@ -51,4 +51,5 @@ batch_of_one! {
     fn task_retracted(&mut self, comm, worker: WorkerId, task: TaskId);
     fn task_kept(&mut self, comm, worker: WorkerId, task: TaskId);
     fn worker_lost(&mut self, comm, worker: WorkerId, reason: LostReason);
+    fn learn_memory(&mut self, comm, node: crate::ids::NodeId, mb: u32);
 }

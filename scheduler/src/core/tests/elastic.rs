@@ -39,6 +39,7 @@ fn node(name: &str) -> Node {
         name: name.into(),
         cpus: 2,
         gpus: Gpus::Counted(0),
+        memory_mb: None,
     }
 }
 

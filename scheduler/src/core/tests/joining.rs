@@ -26,6 +26,7 @@ fn node(name: &str, cpus: u32) -> Node {
         name: name.into(),
         cpus,
         gpus: Gpus::Counted(0),
+        memory_mb: None,
     }
 }
 

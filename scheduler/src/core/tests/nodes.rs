@@ -12,6 +12,7 @@ fn node(name: &str, cpus: u32, gpus: &[&str]) -> Node {
         name: name.into(),
         cpus,
         gpus: Gpus::Devices(gpus.iter().map(|id| id.to_string()).collect()),
+        memory_mb: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn counted(name: &str, cpus: u32, gpus: u32) -> Node {
         name: name.into(),
         cpus,
         gpus: Gpus::Counted(gpus),
+        memory_mb: None,
     }
 }
 
@@ -356,4 +358,154 @@ fn a_block_pool_spreads_over_the_nodes_and_a_lost_worker_returns_its_share() {
     core.worker_lost(&mut comm, lost, LostReason::new("killed"));
     assert_eq!(comm.started.len(), 5);
     assert_eq!(ranks_of(&core, &comm, 4)[0].0, "b");
+}
+
+/// A node of `cpus` CPUs and `mb` MB of memory.
+fn with_memory(name: &str, cpus: u32, mb: u32) -> Node {
+    Node {
+        memory_mb: Some(mb),
+        ..counted(name, cpus, 0)
+    }
+}
+
+/// A one-core call keeping `mb` MB (`memory_max`).
+fn keeping(id: u64, mb: u32) -> TaskSpec {
+    TaskSpec {
+        resources: ResourceRequest {
+            memory_mb: std::num::NonZeroU32::new(mb),
+            ..Default::default()
+        },
+        ..task(id, &[])
+    }
+}
+
+#[test]
+fn a_call_waits_for_memory_though_cpus_are_free_and_gets_it_when_one_ends() {
+    let (mut core, mut comm) = on_nodes(vec![with_memory("a", 4, 1000), with_memory("b", 4, 1000)]);
+    for id in 1..=3 {
+        core.submit(&mut comm, keeping(id, 600)).unwrap();
+    }
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a", "b"],
+        "600 MB of 1000 a node: one call on each, the third waits"
+    );
+    ends(&mut core, &mut comm, 0, 1);
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a", "b", "a"],
+        "the first's memory given back on a"
+    );
+    // Calls without memory_max still fill the CPUs beside them.
+    core.submit(&mut comm, call(4, 3, 0)).unwrap();
+    assert_eq!(nodes_started(&core, &comm)[3], "a");
+}
+
+#[test]
+fn memory_max_above_every_nodes_memory_is_refused_at_submit_naming_the_key() {
+    let (mut core, mut comm) = on_nodes(vec![with_memory("a", 4, 2048), with_memory("b", 4, 1024)]);
+    let refused = core.submit(&mut comm, keeping(1, 3072)).unwrap_err();
+    assert_eq!(
+        refused,
+        SubmitError::NeverFits(NeverFits::Memory {
+            requested: 3072,
+            node_mb: 2048
+        })
+    );
+    let words = refused.to_string();
+    assert!(
+        words.contains("memory_max' asks for 3 GB on one node, more than the 2 GB"),
+        "{words}"
+    );
+    core.submit(&mut comm, keeping(2, 2048)).unwrap();
+    assert_eq!(nodes_started(&core, &comm), ["a"], "only a holds it");
+    // A node whose memory is not known (an agent that did not say) may
+    // hold it: placed there on CPUs alone.
+    let (mut unknown, mut comm) = on_nodes(vec![with_memory("a", 4, 1024), counted("b", 4, 0)]);
+    unknown.submit(&mut comm, keeping(1, 3072)).unwrap();
+    assert_eq!(nodes_started(&unknown, &comm), ["b"]);
+}
+
+#[test]
+fn memory_an_agent_says_later_holds_calls_back_from_then_on() {
+    let (mut core, mut comm) = on_nodes(vec![counted("a", 4, 0)]);
+    core.submit(&mut comm, keeping(1, 600)).unwrap();
+    core.learn_memory(&mut comm, crate::ids::NodeId(0), 1000);
+    core.submit(&mut comm, keeping(2, 600)).unwrap();
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a"],
+        "the first call's 600 MB counted though the node's memory came after it"
+    );
+}
+
+fn pool_keeping(workers: u32, mb: u32, nodes: Vec<Node>) -> (Driven, Recorder) {
+    let mut core = Driven(Core::new(
+        Allocation::Block {
+            workers,
+            resources: ResourceRequest {
+                memory_mb: std::num::NonZeroU32::new(mb),
+                ..Default::default()
+            },
+        },
+        Capacity::of_nodes(nodes, None),
+        None,
+    ));
+    let mut comm = Recorder::default();
+    core.start(&mut comm);
+    (core, comm)
+}
+
+#[test]
+fn pool_workers_keep_their_memory_for_life_and_only_as_many_start_as_the_nodes_hold() {
+    let (core, comm) = pool_keeping(
+        3,
+        600,
+        vec![with_memory("a", 4, 1000), with_memory("b", 4, 1000)],
+    );
+    assert_eq!(
+        nodes_started(&core, &comm),
+        ["a", "b"],
+        "600 MB a worker, 1000 a node: the third never starts"
+    );
+}
+
+#[test]
+fn a_pool_whose_worker_no_node_has_the_memory_for_fails_its_calls_saying_why() {
+    let (mut core, mut comm) = pool_keeping(1, 2048, vec![with_memory("a", 4, 1024)]);
+    assert!(comm.started.is_empty());
+    core.submit(&mut comm, keeping(1, 2048)).unwrap();
+    let failed = comm
+        .events
+        .iter()
+        .find_map(|event| match event {
+            Event::Lost { task, reason } if *task == TaskId(1) => Some(reason.message.clone()),
+            _ => None,
+        })
+        .expect("the call fails");
+    assert!(
+        failed.contains("the pool's workers can never start: resource_dict key 'memory_max'"),
+        "{failed}"
+    );
+}
+
+#[test]
+fn a_queued_call_that_a_memory_said_later_shows_never_fits_fails_saying_why() {
+    let (mut core, mut comm) = on_nodes(vec![counted("a", 1, 0)]);
+    core.submit(&mut comm, call(1, 1, 0)).unwrap();
+    core.submit(&mut comm, keeping(2, 3072)).unwrap();
+    assert_eq!(comm.started.len(), 1, "the second waits for the CPU");
+    core.learn_memory(&mut comm, crate::ids::NodeId(0), 1024);
+    let failed = comm.events.iter().find_map(|event| match event {
+        Event::Lost { task, reason } if *task == TaskId(2) => Some(reason.message.clone()),
+        _ => None,
+    });
+    let failed = failed.expect("it fails rather than wait forever");
+    assert!(
+        failed.contains("resource_dict key 'memory_max' asks for 3 GB"),
+        "{failed}"
+    );
+    core.submit(&mut comm, call(3, 1, 0)).unwrap();
+    ends(&mut core, &mut comm, 0, 1);
+    assert_eq!(comm.started.len(), 2, "the queue moves on");
 }

@@ -59,6 +59,7 @@ fn a_million_calls_on_a_thousand_nodes_of_128_cores() {
             name: format!("node{i}"),
             cpus: CORES,
             gpus: Gpus::Counted(0),
+            memory_mb: None,
         })
         .collect();
     let workers = NODES * CORES;
