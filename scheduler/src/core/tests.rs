@@ -97,6 +97,17 @@ impl Recorder {
     }
 }
 
+/// The tasks lost, with why.
+fn lost(comm: &Recorder) -> Vec<(TaskId, String)> {
+    comm.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Lost { task, reason } => Some((*task, reason.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn payload(text: &'static str) -> Payload {
     Payload::new(vec![Bytes::from_static(text.as_bytes())])
 }

@@ -57,6 +57,14 @@ fn joins(core: &mut Driven, comm: &mut Recorder, id: AllocationId, name: &str, n
     core.0.schedule_if_needed(comm);
 }
 
+/// Where each worker started so far was placed.
+fn placements(comm: &Recorder) -> Vec<Placement> {
+    comm.started
+        .iter()
+        .map(|(_, launch)| launch.placement.clone())
+        .collect()
+}
+
 fn tick(core: &mut Driven, comm: &mut Recorder, now: Instant) {
     core.0.allocations_tick(comm, now);
     core.0.schedule_if_needed(comm);
@@ -92,11 +100,7 @@ fn waiting_calls_ask_for_an_allocation_run_on_its_node_and_an_idle_one_is_releas
     core.0.allocation_submitted(A, "701".into());
     core.0.allocation_pending(A, "Priority");
     joins(&mut core, &mut comm, A, "node1", t0 + secs(30));
-    let placed: Vec<Placement> = comm
-        .started
-        .iter()
-        .map(|(_, l)| l.placement.clone())
-        .collect();
+    let placed = placements(&comm);
     assert_eq!(
         placed,
         [Placement::Node(NodeId(0)), Placement::Node(NodeId(0))]
@@ -150,11 +154,7 @@ fn a_call_starts_only_where_its_run_time_max_is_left() {
     );
     core.0.allocation_submitted(B, "702".into());
     joins(&mut core, &mut comm, B, "node2", t0 + secs(2500));
-    let placed: Vec<Placement> = comm
-        .started
-        .iter()
-        .map(|(_, l)| l.placement.clone())
-        .collect();
+    let placed = placements(&comm);
     // 3 on the new node, node1 having too little time left for it; 4 fits
     // both and is packed beside it.
     assert_eq!(
@@ -180,15 +180,6 @@ fn a_refused_submission_fails_the_waiting_calls_with_the_job_systems_words() {
         A,
         "sbatch: error: invalid partition specified: nope",
     );
-    let lost = |comm: &Recorder| -> Vec<(TaskId, String)> {
-        comm.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Lost { task, reason } => Some((*task, reason.message.clone())),
-                _ => None,
-            })
-            .collect()
-    };
     let words = "the allocation was not submitted: sbatch: error: invalid partition specified: \
                  nope (pmp submits none again for 60 s; check Allocation(partition=..., \
                  extra_args=...))";

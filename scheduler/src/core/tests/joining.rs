@@ -30,17 +30,6 @@ fn node(name: &str, cpus: u32) -> Node {
     }
 }
 
-/// The tasks lost, with why.
-fn lost(comm: &Recorder) -> Vec<(TaskId, String)> {
-    comm.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Lost { task, reason } => Some((*task, reason.message.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 fn placed(comm: &Recorder) -> Vec<(u32, Placement)> {
     comm.started
         .iter()
