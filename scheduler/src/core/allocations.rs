@@ -55,7 +55,7 @@ pub struct AllocationId(pub u32);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stage {
     /// Asked for; the job system has not answered yet.
-    Submitting { since: Instant },
+    Submitting,
     /// The job system holds it in its queue (Slurm's PENDING, and why).
     Queued {
         job: String,
@@ -92,13 +92,13 @@ impl Allocation {
 
     /// Not running yet: what it will bring is still to come.
     fn is_coming(&self) -> bool {
-        !self.released && matches!(self.stage, Stage::Submitting { .. } | Stage::Queued { .. })
+        !self.released && matches!(self.stage, Stage::Submitting | Stage::Queued { .. })
     }
 
     /// The job system's id, once it gave one.
     pub fn job(&self) -> Option<&str> {
         match &self.stage {
-            Stage::Submitting { .. } => None,
+            Stage::Submitting => None,
             Stage::Queued { job, .. } | Stage::Running { job, .. } => Some(job),
             Stage::Ended { job, .. } => job.as_deref(),
         }
@@ -165,6 +165,11 @@ impl AllocationPolicy {
 
     pub fn allocations(&self) -> &[Allocation] {
         &self.allocations
+    }
+
+    /// Allocation `id`'s job id, once the job system gave one.
+    pub fn job(&self, id: AllocationId) -> Option<&str> {
+        self.allocations.get(id.0 as usize)?.job()
     }
 
     pub fn settings(&self) -> &AllocationSettings {
@@ -350,7 +355,7 @@ impl AllocationPolicy {
             let id = AllocationId(self.allocations.len() as u32);
             self.allocations.push(Allocation {
                 id,
-                stage: Stage::Submitting { since: now },
+                stage: Stage::Submitting,
                 calls: 0,
                 idle_since: None,
                 released: false,

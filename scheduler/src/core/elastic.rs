@@ -141,11 +141,7 @@ impl Core {
         let Some(elastic) = self.elastic.as_mut() else {
             return;
         };
-        let job = elastic
-            .policy
-            .allocations()
-            .get(id.0 as usize)
-            .and_then(|a| a.job().map(String::from));
+        let job = elastic.policy.job(id).map(String::from);
         let released = elastic.policy.was_released(id);
         let decisions = elastic.policy.on_ended(id, state, elastic.now);
         let nodes = elastic.nodes_of.get(&id).cloned().unwrap_or_default();
@@ -255,11 +251,7 @@ impl Core {
                 Decision::Submit(id) => comm.submit_allocation(id),
                 Decision::Release(id) => {
                     let elastic = self.elastic.as_ref().expect("decided by the policy");
-                    let job = elastic
-                        .policy
-                        .allocations()
-                        .get(id.0 as usize)
-                        .and_then(|a| a.job().map(String::from));
+                    let job = elastic.policy.job(id).map(String::from);
                     // Nothing more starts there while it ends.
                     for node in elastic.nodes_of.get(&id).cloned().unwrap_or_default() {
                         self.capacity.lose(node);
