@@ -9,6 +9,7 @@ from pmp.client import display_hooks as _display_hooks
 # Names load on first use: a worker imports pmp.worker.runtime and must not pay for
 # the client side (concurrent.futures, logging, subprocess) at every start.
 _EXPORTS = {
+    "Allocation": "pmp.client.allocation",
     "DependencyCancelledError": "pmp.client.errors",
     "Executor": "pmp.client.executor",
     "Future": "pmp.client.future",
@@ -31,6 +32,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Allocation",
     "DependencyCancelledError",
     "Executor",
     "FluxClusterExecutor",

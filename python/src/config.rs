@@ -44,6 +44,7 @@ impl SchedulerConfig {
         heartbeat_timeout,
         tool_dirs,
         pilot_job_name = None,
+        allocation = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -58,10 +59,11 @@ impl SchedulerConfig {
         heartbeat_timeout: f64,
         tool_dirs: Vec<PathBuf>,
         pilot_job_name: Option<String>,
+        allocation: Option<PyRef<'_, crate::allocation::PyAllocationRequest>>,
     ) -> PyResult<SchedulerConfig> {
         let plan = &plan.plan;
         let backend = backend_choice(plan.backend, launcher, pilot_job_name)?;
-        let allocation = if plan.workers > 0 {
+        let pool = if plan.workers > 0 {
             Allocation::Block {
                 workers: plan.workers,
                 resources: plan.worker.clone(),
@@ -80,7 +82,7 @@ impl SchedulerConfig {
                 worker_program,
                 python,
                 sys_path,
-                allocation,
+                allocation: pool,
                 max_cpus: plan.max_cores,
                 max_workers: plan.max_workers,
                 gpus: plan.gpus.clone(),
@@ -89,6 +91,7 @@ impl SchedulerConfig {
                 heartbeat_interval: seconds("heartbeat_interval", heartbeat_interval)?,
                 heartbeat_timeout: seconds("heartbeat_timeout", heartbeat_timeout)?,
                 tool_dirs,
+                elastic: allocation.map(|a| a.request.clone()),
             },
             worker_resources: plan.worker.clone(),
         })

@@ -4,6 +4,7 @@
 //! refusals the scheduler decides, `config` for what goes in, `events` for
 //! what comes out.
 
+mod allocation;
 mod batch_calls;
 mod config;
 mod events;
@@ -70,7 +71,9 @@ impl Scheduler {
     /// `store`: `(root, key, function name, submitted)` when the worker also
     /// writes the outcome to the task store at `root` under `key`.
     /// `restart_limit`: how many times the task runs again if its worker dies.
-    #[pyo3(signature = (task, function, call, dependencies, resources, store = None, restart_limit = 0))]
+    /// `run_time_max`: seconds the call may take at most (elastic
+    /// allocations start it only where that much time is left).
+    #[pyo3(signature = (task, function, call, dependencies, resources, store = None, restart_limit = 0, run_time_max = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -81,6 +84,7 @@ impl Scheduler {
         resources: Option<PyRef<'_, PyResourceRequest>>,
         store: Option<(String, String, String, f64)>,
         restart_limit: u32,
+        run_time_max: Option<u32>,
     ) -> PyResult<()> {
         let resources = match resources {
             Some(request) => ResourceRequest::from(&*request),
@@ -93,7 +97,7 @@ impl Scheduler {
             dependencies: dependencies.into_iter().map(TaskId).collect(),
             resources,
             restart_limit,
-            run_time_max: None,
+            run_time_max,
             store: store.map(|(root, key, function, submitted)| StoreTarget {
                 root,
                 key,
@@ -209,6 +213,21 @@ impl Scheduler {
             }
             info.set_item("agents", agents)?;
         }
+        if !snapshot.allocations.is_empty() {
+            let allocations = PyList::empty(py);
+            for a in snapshot.allocations {
+                let d = PyDict::new(py);
+                d.set_item("number", a.number)?;
+                d.set_item("job", a.job)?;
+                d.set_item("state", a.state)?;
+                d.set_item("reason", a.reason)?;
+                d.set_item("nodes", a.nodes)?;
+                d.set_item("time_left", a.time_left_s)?;
+                d.set_item("calls", a.calls)?;
+                allocations.append(d)?;
+            }
+            info.set_item("allocations", allocations)?;
+        }
         Ok(info)
     }
 }
@@ -227,6 +246,7 @@ fn _pmp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Frame>()?;
     m.add_class::<PyResourceRequest>()?;
     m.add_class::<SchedulerConfig>()?;
+    m.add_class::<allocation::PyAllocationRequest>()?;
     m.add_class::<plan::PyPlan>()?;
     m.add_class::<plan::PyRefusal>()?;
     events::add_classes(m)?;

@@ -189,6 +189,7 @@ fn simulate(args: &Args) -> Result<String, String> {
         heartbeat_interval: Duration::from_secs(args.heartbeat),
         heartbeat_timeout: Duration::from_secs(10 * args.heartbeat),
         tool_dirs: Vec::new(),
+        elastic: None,
     };
     let (events_tx, events) = std::sync::mpsc::channel();
     let started = Instant::now();
@@ -389,6 +390,7 @@ async fn stand_in_agent(
         cpus: 0,
         gpus: Vec::new(),
         memory_mb: None,
+        allocation: None,
     };
     send_sealed(&mut send, &mut sealer, &hello, Vec::new()).await?;
     let (inputs_tx, mut inputs) = unbounded_channel();

@@ -2,6 +2,7 @@
 //! commands, and joins it at shutdown. The native Python module wraps this.
 
 use crate::auth::Key;
+use crate::backend::allocation_jobs::{AllocationJobs, AllocationRequest};
 use crate::backend::flux::FluxBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::mpi::MpiLauncher;
@@ -11,6 +12,7 @@ use crate::backend::pilot_nodes;
 use crate::backend::slurm::SlurmBackend;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::{Capacity, Node, WHOLE_ALLOCATION};
+use crate::core::allocations::AllocationPolicy;
 use crate::core::{Allocation, Core, Event, QueueAhead, TaskSpec};
 use crate::ids::TaskId;
 use crate::plan::Launcher;
@@ -104,6 +106,9 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Where the Python environment keeps its programs (mpiexec from a wheel).
     pub tool_dirs: Vec<PathBuf>,
+    /// Elastic allocations (`pmp.Allocation`) from outside any allocation:
+    /// fresh workers in allocations asked for as calls wait.
+    pub elastic: Option<AllocationRequest>,
 }
 
 /// The pilot jobs of `config`'s pool: as few one-node jobs as the nodes of
@@ -139,6 +144,52 @@ fn pilot_jobs(
     )?;
     Ok(server::PilotStart {
         jobs,
+        tool_dirs: tool_dirs.to_vec(),
+    })
+}
+
+/// The allocation jobs of `request`, whose nodes are the largest of its
+/// partition (else of any partition: sbatch then says what is wrong with
+/// the partition, which the calls waiting hear).
+fn allocation_jobs(
+    backend: &BackendChoice,
+    request: &AllocationRequest,
+    tool_dirs: &[PathBuf],
+) -> Result<server::AllocationStart, String> {
+    let BackendChoice::SlurmPilots {
+        sbatch, job_name, ..
+    } = backend
+    else {
+        return Err(
+            "Allocation(...) asks Slurm for allocations from outside any: backend='slurm' \
+             where no allocation holds the client"
+                .into(),
+        );
+    };
+    request.check()?;
+    let sinfo = sbatch.with_file_name("sinfo");
+    let sinfo = if sinfo.is_file() {
+        sinfo
+    } else {
+        "sinfo".into()
+    };
+    // A partition sinfo does not list is sbatch's to refuse, in its words,
+    // which the calls waiting then fail with (and submitting pauses).
+    let shapes = match pilot_nodes::ask(&sinfo, request.partition.as_deref()) {
+        Ok(shapes) if !shapes.is_empty() => shapes,
+        _ => pilot_nodes::ask(&sinfo, None)?,
+    };
+    let shape = shapes
+        .into_iter()
+        .max_by_key(|shape| (shape.cpus, shape.gpus))
+        .ok_or("sinfo lists no node: Slurm has none to allocate")?;
+    Ok(server::AllocationStart {
+        jobs: AllocationJobs {
+            sbatch: sbatch.clone(),
+            job_name: job_name.clone(),
+            request: request.clone(),
+            shape,
+        },
         tool_dirs: tool_dirs.to_vec(),
     })
 }
@@ -179,7 +230,29 @@ impl SchedulerHandle {
             );
         let pilot_agents = config.launcher == Launcher::Agent
             && matches!(config.backend, BackendChoice::SlurmPilots { .. });
-        let (capacity, agent_nodes) = if pilot_agents {
+        let elastic = match (&config.elastic, pilot_agents) {
+            (Some(request), true) => Some(allocation_jobs(
+                &config.backend,
+                request,
+                &config.tool_dirs,
+            )?),
+            (Some(_), false) => {
+                return Err("Allocation(...) runs calls under node agents: launcher='agent'".into())
+            }
+            (None, _) => None,
+        };
+        let (capacity, agent_nodes) = if let Some(start) = elastic {
+            let agent_nodes = server::AgentNodes {
+                names: Vec::new(),
+                tool_dirs: config.tool_dirs.clone(),
+                keep_bytes: server::keep_bytes(
+                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
+                )?,
+                pilots: None,
+                allocations: Some(start),
+            };
+            (Capacity::joining(config.max_workers), Some(agent_nodes))
+        } else if pilot_agents {
             let agent_nodes = server::AgentNodes {
                 names: Vec::new(),
                 tool_dirs: config.tool_dirs.clone(),
@@ -191,6 +264,7 @@ impl SchedulerHandle {
                     &config.allocation,
                     &config.tool_dirs,
                 )?),
+                allocations: None,
             };
             (Capacity::joining(config.max_workers), Some(agent_nodes))
         } else if agents {
@@ -208,6 +282,7 @@ impl SchedulerHandle {
                     std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
                 )?,
                 pilots: None,
+                allocations: None,
             };
             (capacity, Some(agent_nodes))
         } else {
@@ -229,6 +304,14 @@ impl SchedulerHandle {
             (Capacity::of_nodes(vec![node], config.max_workers), None)
         };
         let mut core = Core::new(config.allocation, capacity, config.init);
+        if let Some(jobs) = agent_nodes
+            .as_ref()
+            .and_then(|nodes| nodes.allocations.as_ref())
+            .map(|start| &start.jobs)
+        {
+            let policy = AllocationPolicy::new(jobs.request.settings(jobs.shape));
+            core = core.with_allocations(policy, jobs.shape.cpus, std::time::Instant::now())?;
+        }
         if !crate::switched_off("PMP_QUEUE_AHEAD") {
             core.set_queue_ahead(Some(QueueAhead {
                 shared_from: crate::shared_memory::SHARED_FROM,

@@ -310,7 +310,10 @@ impl Plan {
                 });
             }
         }
-        if known.backend == Backend::SlurmPilots && wanted.max_workers.is_none() {
+        if known.backend == Backend::SlurmPilots
+            && wanted.block_allocation
+            && wanted.max_workers.is_none()
+        {
             return Err(Refusal::PilotsNeedMaxWorkers);
         }
         let launcher = launcher(known.backend, known.in_allocation, wanted.launcher)?;

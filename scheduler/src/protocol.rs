@@ -407,13 +407,15 @@ pub mod agent {
         /// placed there on CPUs and GPUs alone, and none is refused for
         /// memory). No serde default: bincode headers are positional, so a
         /// Hello without the field would not decode anyway; the agent and
-        /// the scheduler come from one install.
+        /// the scheduler come from one install. `allocation`: the elastic
+        /// allocation whose job started it (`allocation_jobs::VARIABLE`).
         Hello {
             node: String,
             pid: u32,
             cpus: u32,
             gpus: Vec<String>,
             memory_mb: Option<u32>,
+            allocation: Option<u32>,
         },
         /// What a worker's process wrote to its stdout or stderr; the
         /// payload is one frame of its bytes.

@@ -160,6 +160,7 @@ async fn serve(settings: AgentSettings, node: Node) -> i32 {
         cpus: node.cpus,
         gpus: node.gpus.clone(),
         memory_mb: node.memory_mb,
+        allocation: settings.allocation,
     };
     let _ = outgoing.send(Some((hello, Vec::new())));
     let (incoming_tx, incoming) = unbounded_channel();

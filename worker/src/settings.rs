@@ -212,6 +212,8 @@ pub struct AgentSettings {
     pub key: Key,
     pub heartbeat_timeout: Duration,
     pub python: PythonSettings,
+    /// The elastic allocation whose job started it, said in its Hello.
+    pub allocation: Option<u32>,
 }
 
 impl AgentSettings {
@@ -230,10 +232,18 @@ impl AgentSettings {
         // Read by `Node::this` before (the agent's rank among them), and no
         // business of its workers.
         let names = pmp_scheduler::backend::flux::NODE_NAMES_VARIABLE;
+        let allocation_variable = pmp_scheduler::backend::allocation_jobs::VARIABLE;
+        let allocation = match std::env::var(allocation_variable) {
+            Ok(number) => Some(number.parse::<u32>().map_err(|_| {
+                format!("{allocation_variable}={number:?} is not an allocation's number")
+            })?),
+            Err(_) => None,
+        };
         let removed: Vec<_> = [
             key_file::VARIABLE.into(),
             crate::agent::VARIABLE.into(),
             names.into(),
+            allocation_variable.into(),
         ]
         .into_iter()
         .chain(launch)
@@ -247,6 +257,7 @@ impl AgentSettings {
             key,
             heartbeat_timeout: heartbeat_timeout(),
             python: PythonSettings::from_env(required)?,
+            allocation,
         })
     }
 }

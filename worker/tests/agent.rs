@@ -474,6 +474,7 @@ async fn its_hello_names_the_node_cpus_and_gpus_the_job_system_gave_it() {
         ("SLURM_CPUS_ON_NODE", "5"),
         ("SLURM_MEM_PER_CPU", "300"),
         ("CUDA_VISIBLE_DEVICES", "1,3"),
+        ("PMP_AGENT_ALLOCATION", "3"),
     ]);
     let (hello, _) = scheduler.next().await;
     assert_eq!(
@@ -484,6 +485,7 @@ async fn its_hello_names_the_node_cpus_and_gpus_the_job_system_gave_it() {
             cpus: 5,
             gpus: vec!["1".into(), "3".into()],
             memory_mb: Some(5 * 300),
+            allocation: Some(3),
         }
     );
     assert!(
@@ -507,6 +509,7 @@ async fn without_the_job_systems_word_its_hello_has_the_host_and_its_own_cpus() 
             cpus: affinity_cpus(),
             gpus: Vec::new(),
             memory_mb: pmp_scheduler::memory::host(),
+            allocation: None,
         }
     );
     scheduler.send(&ToAgent::Shutdown).await;

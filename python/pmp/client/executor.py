@@ -26,6 +26,7 @@ from pmp.client import backends, display_hooks, native_engine, registry, slurm_l
 from pmp.client.batch_engine import BatchEngine
 from pmp.client.cell_output import submitting_cell_writer
 from pmp.client.executor_checks import (
+    check_allocation,
     check_backend_arguments,
     check_callable,
     check_executor_arguments,
@@ -47,7 +48,9 @@ class Executor(_BaseExecutor):
     max_cores; block_allocation=True keeps a pool of workers (max_workers, or
     max_cores // cores_per_worker) and lets init_function preload data once per
     worker. refresh_rate is accepted for compatibility and unneeded: pmp's
-    scheduler is event-driven. launcher chooses how workers start inside a
+    scheduler is event-driven. allocation (a `pmp.Allocation`, backend
+    "slurm" outside any allocation) runs fresh workers in Slurm allocations
+    acquired as calls wait and given back when idle. launcher chooses how workers start inside a
     Slurm allocation or Flux instance: "agent" (the default there: one node
     agent per node, started once, forks each call's worker on its node) or
     "step" (one srun step or flux job per worker). memory_max (GB) is kept
@@ -85,6 +88,7 @@ class Executor(_BaseExecutor):
         cache_directory=None,
         launcher=None,
         memory_max=None,
+        allocation=None,
     ):
         given = check_executor_arguments(locals())
         self._backend = backends.choose_backend(backend, executor, self._cluster_jobs)
@@ -96,6 +100,7 @@ class Executor(_BaseExecutor):
                 command_line_argument_lst=given["command_line_argument_lst"],
             ),
         )
+        check_allocation(self._backend, allocation, block_allocation, launcher)
         self._block = block_allocation
         self._disable_dependencies = disable_dependencies
         self._shutdown_called = False
@@ -106,7 +111,7 @@ class Executor(_BaseExecutor):
         )
         # Outside any allocation, without a pool: each call is a batch job,
         # which needs a task store (by default ./pmp_cache).
-        batch_jobs = self._backend.batch and not block_allocation
+        batch_jobs = self._backend.batch and not block_allocation and allocation is None
         cache_directory = given["cache_directory"]
         if batch_jobs and cache_directory is None:
             cache_directory = os.path.abspath("pmp_cache")

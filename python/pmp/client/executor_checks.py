@@ -90,6 +90,36 @@ _LAUNCHERS = {
 }
 
 
+def check_allocation(backend, allocation, block_allocation, launcher):
+    """`allocation` (a `pmp.Allocation`, or None) is one this Executor can
+    honour: Slurm from outside any allocation, fresh workers, node agents."""
+    if allocation is None:
+        return
+    from pmp.client.allocation import Allocation
+
+    if not isinstance(allocation, Allocation):
+        raise TypeError(
+            f"allocation must be a pmp.Allocation or None, got {type(allocation).__name__}"
+        )
+    if not (backend.batch and backend.name == "slurm"):
+        raise ValueError(
+            "allocation=Allocation(...) asks Slurm for allocations from outside any: it needs "
+            f"backend='slurm' where no Slurm allocation holds this process; here: {backend.reason}"
+        )
+    if block_allocation:
+        raise ValueError(
+            "allocation=Allocation(...) runs each call as a fresh process in the allocations; "
+            "block_allocation=True (a pool of long-lived workers) is not supported with it yet: "
+            "leave block_allocation out, or use block_allocation=True with max_workers (pilot "
+            "jobs held until shutdown) instead of an allocation"
+        )
+    if launcher == "step":
+        raise ValueError(
+            "allocation=Allocation(...) runs calls under one node agent per node of each "
+            "allocation: launcher='step' (an srun step per call) does not apply; leave it out"
+        )
+
+
 def check_launcher_value(launcher):
     """`launcher` is None or one of the scheduler's launchers (`_pmp.LAUNCHERS`)."""
     if launcher is None or (isinstance(launcher, str) and launcher in _pmp.LAUNCHERS):

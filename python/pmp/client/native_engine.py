@@ -78,7 +78,11 @@ class NativeEngine:
             raise ValueError(self._refusal_message(plan, self._request, None))
         self._plan = plan
         self.pilot_job_name = None
-        if backend.batch:
+        self._allocation = given["allocation"]
+        if self._allocation is not None:
+            # Calls run in allocations the scheduler asks for as they wait.
+            self.pilot_job_name = _allocation_job_name(backend, self._allocation)
+        elif backend.batch:
             # Outside an allocation, block-allocated workers are pilot jobs.
             self.pilot_job_name = _pilot_job_name(
                 backend, defaults, max_workers, partitions, plan.launcher
@@ -106,6 +110,7 @@ class NativeEngine:
             heartbeat_timeout=float(os.environ.get("PMP_HEARTBEAT_TIMEOUT", "10")),
             tool_dirs=self._tool_dirs,
             pilot_job_name=self.pilot_job_name,
+            allocation=None if self._allocation is None else self._allocation._request,
         )
         self.scheduler = _pmp.Scheduler(config, self.table.on_events)
         self.table.scheduler = self.scheduler
@@ -149,11 +154,13 @@ class NativeEngine:
 
     def submit(self, fn, args, kwargs, resource_dict):
         task_store, cache_key, restart_limit = self._store, None, 0
+        run_time_max = None
         store_root = self._defaults["cache_directory"]
         request = None  # the executor's, checked when it was made
         if resource_dict:
             resources = merge_resource_dict(self._defaults, resource_dict)
             cache_key, restart_limit = resources["cache_key"], resources["restart_limit"]
+            run_time_max = self._check_run_time_max(resources.get("run_time_max"))
             if resources["cache_directory"] != self._defaults["cache_directory"]:
                 store_root = resources["cache_directory"]
                 task_store = store.open_store(store_root)
@@ -204,7 +211,7 @@ class NativeEngine:
             future._pmp_write = self.cell_writer()
         try:
             self.scheduler.submit(
-                task, function, call, dependencies, request, target, restart_limit
+                task, function, call, dependencies, request, target, restart_limit, run_time_max
             )
         except BaseException:
             self.table.forget(task)
@@ -213,6 +220,22 @@ class NativeEngine:
         return future
 
     # ---- what could never run ----
+
+    def _check_run_time_max(self, run_time_max):
+        """`run_time_max` (seconds) places a call in an allocation with that
+        much time left; without allocations nothing would honour it."""
+        if run_time_max is None:
+            return None
+        if self._allocation is None:
+            raise ValueError(
+                f"resource_dict key 'run_time_max' ({run_time_max} s) is honoured by batch jobs "
+                "and by Executor(allocation=Allocation(...)); this Executor runs calls in "
+                "workers that no time limit ends, so it would be ignored: leave it out"
+            )
+        why = self._allocation.refuse_run_time_max(run_time_max)
+        if why is not None:
+            raise ValueError(why)
+        return run_time_max
 
     def check_call(self, resource_dict):
         """Refuse now what every call with `resource_dict` would be refused."""
@@ -296,6 +319,19 @@ class NativeEngine:
             return serialize.as_dependency(dependencies.index(task))
 
         return on_future
+
+
+def _allocation_job_name(backend, allocation):
+    """The name that tags this Executor's allocation jobs; says so in
+    `backend.reason`."""
+    backend.reason = (
+        "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is not "
+        f"set): with {allocation!r} each call runs in an allocation of "
+        f"{allocation.nodes} node(s) that pmp submits with sbatch as calls wait, up to "
+        f"{allocation.max_allocations} at once, and gives back after "
+        f"{allocation.idle_timeout:g} s without work"
+    )
+    return f"pmp-alloc-{uuid.uuid4().hex[:8]}"
 
 
 def _pilot_job_name(backend, defaults, max_workers, partitions, launcher):

@@ -24,6 +24,7 @@ RESOURCE_KEYS = (
     "num_nodes",
     "exclusive",
     "memory_max",
+    "run_time_max",
 )
 
 # The keys that shape a worker (the rest say how to reach it).
@@ -174,6 +175,11 @@ _CHECKS = {
     "restart_limit": lambda v: _count(v, "restart_limit"),
     "num_nodes": _num_nodes,
     "exclusive": lambda v: check_bool("resource_dict key 'exclusive'", v),
+    # Seconds a call may take at most: placed where an allocation has that
+    # much time left (None: executorlib's default, no limit).
+    "run_time_max": lambda v: (
+        None if v is None else check_int("resource_dict key 'run_time_max'", v, 1)
+    ),
     # None is executorlib's default: no memory kept.
     "memory_max": lambda v: (
         None if v is None else check_memory_max("resource_dict key 'memory_max'", v)

@@ -2,6 +2,7 @@
 //! The local backend starts processes (through mpiexec for MPI ranks); srun
 //! and flux build their own commands.
 
+pub mod allocation_jobs;
 pub mod allocation_nodes;
 pub mod flux;
 mod flux_jobspec;

@@ -47,6 +47,22 @@ pub struct AllocationSettings {
     pub drain: Duration,
 }
 
+impl AllocationSettings {
+    /// Why a call with `run_time_max` could never run in any allocation:
+    /// a new one has `time_limit` left, and none has more.
+    pub fn never_fits(&self, run_time_max: Duration) -> Option<String> {
+        (run_time_max > self.time_limit).then(|| {
+            format!(
+                "resource_dict key 'run_time_max' is {} s, more than the allocations' \
+                 time_limit of {} s: no allocation could finish it; lower it or raise \
+                 Allocation(time_limit=...)",
+                run_time_max.as_secs(),
+                self.time_limit.as_secs()
+            )
+        })
+    }
+}
+
 /// One allocation, numbered by the policy in the order it asked for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AllocationId(pub u32);
@@ -332,15 +348,7 @@ impl AllocationPolicy {
 
     /// Why a call with `run_time_max` could never run in any allocation.
     pub fn never_fits(&self, run_time_max: Duration) -> Option<String> {
-        (run_time_max > self.settings.time_limit).then(|| {
-            format!(
-                "resource_dict key 'run_time_max' is {} s, more than the allocations' \
-                 time_limit of {} s: no allocation could finish it; lower it or raise \
-                 Allocation(time_limit=...)",
-                run_time_max.as_secs(),
-                self.settings.time_limit.as_secs()
-            )
-        })
+        self.settings.never_fits(run_time_max)
     }
 
     /// The one decision point.

@@ -68,6 +68,21 @@ impl Core {
         self.elastic.as_ref().map(|e| &e.policy)
     }
 
+    /// The allocation `node` joined from.
+    pub fn allocation_of(&self, node: NodeId) -> Option<AllocationId> {
+        self.elastic
+            .as_ref()
+            .and_then(|e| e.allocation_of.get(&node).copied())
+    }
+
+    /// The nodes that joined from allocation `id`.
+    pub fn allocation_nodes(&self, id: AllocationId) -> Vec<NodeId> {
+        self.elastic
+            .as_ref()
+            .and_then(|e| e.nodes_of.get(&id).cloned())
+            .unwrap_or_default()
+    }
+
     /// The executor starts: the allocations kept even when idle.
     pub fn start_allocations(&mut self, comm: &mut impl Comm) {
         if let Some(elastic) = self.elastic.as_mut() {

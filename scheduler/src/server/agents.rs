@@ -134,6 +134,9 @@ pub(super) struct Agents {
     /// Pilot jobs, whose agents join as they connect (`pilots`); None
     /// inside an allocation, whose nodes are known from the start.
     pub(super) pilots: Option<super::pilots::Pilots>,
+    /// Elastic allocations, whose agents join as they connect and leave
+    /// with their job (`allocations`).
+    pub(super) allocations: Option<super::allocations::Allocations>,
 }
 
 /// The agents' socket, its reader feeding `incoming` and its send loop.
@@ -185,6 +188,7 @@ pub(super) async fn bind(
             started: Instant::now(),
             key_file: None,
             pilots: None,
+            allocations: None,
         },
         endpoint,
     ))
@@ -347,6 +351,11 @@ impl Agents {
         if let Some(pilots) = self.pilots.as_mut() {
             pilots.shut_down(&self.nodes).await;
         }
+        if let Some(allocations) = self.allocations.as_mut() {
+            // The send loop gets to send the agents their Shutdown first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            allocations.shut_down();
+        }
         if let Some(step) = self.step.take() {
             // The agents exit on their own once their workers are gone;
             // the step ends with them. A step that does not is stopped.
@@ -410,6 +419,7 @@ impl Server {
                 cpus,
                 gpus,
                 memory_mb,
+                allocation,
                 ..
             },
             _,
@@ -418,8 +428,15 @@ impl Server {
             self.dropped_messages += 1;
             return;
         };
+        let elastic = agents.allocations.is_some();
+        if elastic && !self.make_room_for_allocation_agent(&node, allocation) {
+            return;
+        }
+        let Some(agents) = self.agents.as_mut() else {
+            return;
+        };
         // A pilot job's node is not known until its agent says hello.
-        let joins = agents.pilots.is_some() && !agents.nodes.contains_key(&node);
+        let joins = (agents.pilots.is_some() || elastic) && !agents.nodes.contains_key(&node);
         let known = agents.nodes.get(&node).copied();
         let Some(id) = known.or(joins.then_some(NodeId(agents.names.len() as u32))) else {
             eprintln!(
@@ -456,10 +473,13 @@ impl Server {
             route,
             sealer: Box::new(sealer),
         });
-        if agents.pilots.is_none() && agents.links.len() == agents.names.len() {
+        if agents.pilots.is_none() && !elastic && agents.links.len() == agents.names.len() {
             agents.remove_key_file();
         }
-        if joins {
+        if let (true, true, Some(number)) = (joins, elastic, allocation) {
+            let joined = self.join_allocation_node(number, node, cpus, gpus.len(), memory_mb);
+            debug_assert_eq!(joined, id, "the capacity numbers nodes as they join");
+        } else if joins {
             let joined = self.join_pilot_node(node, cpus, gpus.len(), memory_mb);
             debug_assert_eq!(joined, id, "the capacity numbers nodes as they join");
         } else if let Some(mb) = memory_mb {
@@ -503,7 +523,10 @@ impl Server {
                         signal,
                         stderr_tail,
                     };
-                    if let Some(exit) = self.pilot_exit(node, Exit { worker, reason }) {
+                    let exit = self
+                        .pilot_exit(node, Exit { worker, reason })
+                        .and_then(|exit| self.allocation_exit(node, exit));
+                    if let Some(exit) = exit {
                         let _ = self.exits_tx.send(exit);
                     }
                 }
@@ -556,6 +579,8 @@ impl Server {
             self.node_lost(node, why);
         }
         self.on_pilot_reports();
+        self.on_allocation_reports();
+        with_comm!(self, |core, comm| core.allocations_tick(&mut comm, now));
     }
 
     /// The agents' step ended: every agent still counted is gone with it.

@@ -8,6 +8,7 @@ use super::relay::{self, KeptBuffers};
 use super::Internal;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::Placement;
+use crate::core::allocations::AllocationId;
 use crate::core::{Comm, Event, Launch, LostReason};
 use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::process::{self, Exit, PrintedSink};
@@ -302,6 +303,23 @@ impl Comm for ServerComm<'_> {
     fn cancel_answered(&mut self, task: TaskId, cancelled: bool) {
         for reply in self.cancels.remove(&task).unwrap_or_default() {
             let _ = reply.send(cancelled);
+        }
+    }
+
+    fn submit_allocation(&mut self, allocation: AllocationId) {
+        if let Some(allocations) = self.agents.and_then(|a| a.allocations.as_ref()) {
+            allocations.submit(allocation, self.internal.clone());
+        }
+    }
+
+    fn release_allocation(&mut self, allocation: AllocationId, job: Option<&str>) {
+        let _ = allocation;
+        // A job not answered yet is cancelled when sbatch answers
+        // (`on_allocation_answer`).
+        if let (Some(allocations), Some(job)) =
+            (self.agents.and_then(|a| a.allocations.as_ref()), job)
+        {
+            allocations.cancel(vec![job.to_string()]);
         }
     }
 }

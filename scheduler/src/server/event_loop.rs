@@ -101,6 +101,9 @@ impl Server {
             Wake::AgentStepExit(exit) => self.on_agent_step_exit(exit),
             Wake::Exit(exit) => self.on_exit(exit, false),
             Wake::Internal(Internal::Exited(exit)) => self.on_exit(exit, true),
+            Wake::Internal(Internal::AllocationAnswer { id, answer }) => {
+                self.on_allocation_answer(id, answer)
+            }
             Wake::Internal(Internal::KillIfAlive(worker)) => {
                 if let Some(live) = self.live.get_mut(&worker) {
                     live.kill_reason
@@ -153,6 +156,7 @@ impl Server {
                     workers: self.core.worker_infos(),
                     tasks: self.core.task_counts(),
                     agents: self.agent_stats(),
+                    allocations: self.allocation_rows(),
                 });
             }
             Command::Shutdown { cancel_futures } => {

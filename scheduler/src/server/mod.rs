@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub tasks: TaskCounts,
     /// Each node's agent, where there are agents.
     pub agents: Vec<AgentStats>,
+    /// Elastic allocations, where there are.
+    pub allocations: Vec<AllocationRow>,
 }
 
 /// What a node's agent was sent to keep of large buffers (each is sent to
@@ -85,6 +87,11 @@ enum Incoming {
 
 enum Internal {
     KillIfAlive(WorkerId),
+    /// sbatch's answer for an elastic allocation: its job, or why not.
+    AllocationAnswer {
+        id: crate::core::allocations::AllocationId,
+        answer: Result<String, String>,
+    },
     /// An exit held back for `LATE_MESSAGES`.
     Exited(Exit),
 }
@@ -147,8 +154,10 @@ macro_rules! with_comm {
 }
 
 mod agents;
+mod allocations;
 mod comm;
 mod event_loop;
+mod held_exits;
 mod liveness;
 mod messages;
 mod pilots;
@@ -269,7 +278,10 @@ pub async fn run(
         kept,
         dropped_messages: 0,
     };
-    with_comm!(server, |core, comm| core.start(&mut comm));
+    with_comm!(server, |core, comm| {
+        core.start(&mut comm);
+        core.start_allocations(&mut comm);
+    });
     server
         .serve(commands, incoming, internal, exits, step_exits)
         .await;
@@ -299,8 +311,12 @@ pub struct AgentNodes {
     /// Pilot jobs to submit, whose agents join as they connect (`names`
     /// is then empty).
     pub pilots: Option<PilotStart>,
+    /// Elastic allocations, submitted as the core asks; their agents join
+    /// as they connect (`names` is then empty).
+    pub allocations: Option<AllocationStart>,
 }
 
+pub use allocations::{AllocationRow, AllocationStart};
 pub use pilots::PilotStart;
 
 /// Bind the agents' socket and start the step that runs them, where the
@@ -330,6 +346,14 @@ async fn start_agents(
     }
     if let Some(start) = &nodes.pilots {
         agents.pilots = Some(pilots::Pilots::submit(start, &step, key_file.clone())?);
+        return Ok(Some(agents));
+    }
+    if let Some(start) = &nodes.allocations {
+        agents.allocations = Some(allocations::Allocations::new(
+            start,
+            &step,
+            key_file.clone(),
+        )?);
         return Ok(Some(agents));
     }
     let Some(command) = backend.agent_step(&step) else {

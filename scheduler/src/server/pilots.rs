@@ -11,6 +11,7 @@
 //! A later allocation (issue 25) is more of the same: `submit` more jobs,
 //! whose agents join as these do.
 
+use super::held_exits::HeldExits;
 use super::Server;
 use crate::backend::pilot::state_words;
 use crate::backend::pilot_agents::PilotJobs;
@@ -33,13 +34,6 @@ const POLL: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the jobs of joined agents to end.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// The reports of the watcher that an exit is held for: a poll started
-/// after the exit arrived says whether the job was ending then.
-const HELD_REPORTS: u32 = 2;
-
-/// How long an exit is held at most, while squeue does not answer.
-const HELD_AT_MOST: Duration = Duration::from_secs(30);
-
 /// One pilot job.
 struct Pilot {
     id: String,
@@ -51,16 +45,6 @@ struct Pilot {
     ending: bool,
 }
 
-/// An exit an agent reported for a busy worker, held until the watcher
-/// says whether its node's job is ending (scancel, its time limit), which
-/// then explains it.
-struct Held {
-    node: NodeId,
-    exit: Exit,
-    reports: u32,
-    since: Instant,
-}
-
 /// The executor's pilot jobs, as the scheduler follows them.
 pub(super) struct Pilots {
     jobs: Vec<Pilot>,
@@ -69,7 +53,7 @@ pub(super) struct Pilots {
     /// The agents' key file, until every job's agent joined or the job ended.
     key_file: Option<PathBuf>,
     joined: usize,
-    held: Vec<Held>,
+    held: HeldExits,
 }
 
 /// What `Server::run` needs to submit the pilot jobs.
@@ -139,7 +123,7 @@ impl Pilots {
             reports,
             key_file: Some(key_file),
             joined: 0,
-            held: Vec::new(),
+            held: HeldExits::default(),
         })
     }
 
@@ -266,19 +250,10 @@ impl Server {
     /// squeue says why, and the job's id and state are what explains
     /// them; a replacement started meanwhile would go to the dying node.
     pub(super) fn pilot_exit(&mut self, node: NodeId, exit: Exit) -> Option<Exit> {
-        if exit.reason.exit_code == Some(0) {
-            return Some(exit);
-        }
         let Some(pilots) = self.agents.as_mut().and_then(|a| a.pilots.as_mut()) else {
             return Some(exit);
         };
-        pilots.held.push(Held {
-            node,
-            exit,
-            reports: 0,
-            since: Instant::now(),
-        });
-        None
+        pilots.held.hold(node, exit)
     }
 
     /// Read what the watcher reported (called each heartbeat): nodes whose
@@ -317,19 +292,12 @@ impl Server {
             }
         }
         if !reported {
-            // squeue does not answer: what is held that long goes as it is.
-            let (stale, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut pilots.held)
-                .into_iter()
-                .partition(|held| held.since.elapsed() > HELD_AT_MOST);
-            pilots.held = held;
-            for held in stale {
-                let _ = self.exits_tx.send(held.exit);
+            for exit in pilots.held.stale() {
+                let _ = self.exits_tx.send(exit);
             }
             return;
         }
         pilots.forget_key_once_all_came();
-        // Held exits: those of a node whose job ends are its node's loss;
-        // the others were a worker's own end, let go after a poll.
         let names = &agents.names;
         let ending = |node: NodeId| {
             let name = &names[node.0 as usize];
@@ -338,19 +306,7 @@ impl Server {
                 .iter()
                 .any(|p| p.node.as_ref() == Some(name) && (p.ending || p.ended.is_some()))
         };
-        let mut release = Vec::new();
-        let mut kept = Vec::new();
-        for mut held in std::mem::take(&mut pilots.held) {
-            held.reports += 1;
-            if ending(held.node) {
-                kept.push(held);
-            } else if held.reports >= HELD_REPORTS {
-                release.push(held.exit);
-            } else {
-                kept.push(held);
-            }
-        }
-        pilots.held = kept;
+        let release = pilots.held.after_report(ending);
         let all_ended = pilots.jobs.iter().all(|p| p.ended.is_some());
         let ids = pilots.ids();
         for exit in release {
@@ -361,7 +317,7 @@ impl Server {
             match change {
                 Change::NodeLost(node, why) => {
                     if let Some(pilots) = self.agents.as_mut().and_then(|a| a.pilots.as_mut()) {
-                        pilots.held.retain(|held| held.node != node);
+                        pilots.held.forget(node);
                     }
                     self.node_lost(node, why.clone());
                     last = Some(why);

@@ -110,6 +110,7 @@ impl Client {
             tool_dirs: Vec::new(),
             keep_bytes: relay::DEFAULT_KEEP_BYTES,
             pilots: None,
+            allocations: None,
         };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -202,6 +203,7 @@ impl Client {
                     cpus: 1,
                     gpus: Vec::new(),
                     memory_mb: None,
+                    allocation: None,
                 },
                 Vec::new(),
             )

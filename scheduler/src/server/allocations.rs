@@ -1,0 +1,434 @@
+//! Elastic allocations from outside any allocation (`pmp.Allocation`,
+//! issue 25): the core's policy decides when to ask for one and when to
+//! give one back (`core::allocations`); this carries it out with Slurm and
+//! tells the core what happened.
+//! - **submit**: sbatch runs on a thread of its own (a busy controller can
+//!   take seconds), its answer comes back as `Internal::AllocationAnswer`;
+//!   the job's environment says the allocation's number
+//!   (`allocation_jobs::VARIABLE`), which each agent's Hello repeats, so
+//!   an agent that connects before sbatch answered still finds its place.
+//! - **watch**: one thread asks squeue for the states of all live jobs in
+//!   one call every few seconds (as pilots' watcher); each heartbeat reads
+//!   what it said: a job still queued tells the core why, a job that ended
+//!   loses its nodes with its id and state named.
+//! - **release**: scancel on a thread; its agents end with the job.
+//!
+//! The agents' key file stays until the executor ends: a later allocation's
+//! agents read it too.
+
+use super::held_exits::HeldExits;
+use super::{Internal, Server};
+use crate::backend::allocation_jobs::{self, AllocationJobs};
+use crate::backend::pilot::state_words;
+use crate::backend::AgentStep;
+use crate::capacity::Node;
+use crate::core::allocations::{AllocationId, Stage};
+use crate::ids::NodeId;
+use crate::jobs::slurm::SlurmJobs;
+use crate::jobs::{ended, JobStatus, JobSystem};
+use crate::process::Exit;
+use crate::resources::Gpus;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How often the watcher asks squeue (one call for all live jobs).
+const POLL: Duration = Duration::from_secs(2);
+
+/// What `Server::run` needs to follow elastic allocations.
+pub struct AllocationStart {
+    pub jobs: AllocationJobs,
+    pub tool_dirs: Vec<PathBuf>,
+}
+
+/// What a submission needs, shared with the threads that run sbatch.
+struct Submitter {
+    system: SlurmJobs,
+    args: Vec<String>,
+    script: String,
+    variables: Vec<(String, String)>,
+}
+
+/// The executor's allocation jobs, as the server follows them.
+pub(super) struct Allocations {
+    submitter: Arc<Submitter>,
+    /// The jobs the watcher asks about; the watcher ends once this is its
+    /// last owner.
+    watched: Arc<Mutex<Vec<String>>>,
+    reports: Receiver<HashMap<String, JobStatus>>,
+    /// Each job's allocation.
+    jobs: HashMap<String, AllocationId>,
+    /// Jobs squeue says are ending (COMPLETING), whose workers' exits its
+    /// end explains.
+    ending: Vec<String>,
+    key_file: PathBuf,
+    pub(super) held: HeldExits,
+}
+
+impl Allocations {
+    /// Ready to submit: nothing is submitted until the core asks. The
+    /// watcher thread starts here.
+    pub(super) fn new(
+        start: &AllocationStart,
+        step: &AgentStep,
+        key_file: PathBuf,
+    ) -> Result<Allocations, String> {
+        let system = SlurmJobs::new(start.jobs.sbatch.clone(), &start.tool_dirs);
+        let srun = start.jobs.sbatch.with_file_name("srun");
+        let srun = if srun.is_file() { srun } else { "srun".into() };
+        let submitter = Arc::new(Submitter {
+            system,
+            args: start.jobs.arguments(),
+            script: start.jobs.script(&srun, &step.environment.program),
+            variables: step.variables(),
+        });
+        let watched: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (reports_tx, reports) = channel();
+        let watcher = submitter.clone();
+        let asked = watched.clone();
+        std::thread::Builder::new()
+            .name("pmp-allocations".into())
+            .spawn(move || loop {
+                std::thread::sleep(POLL);
+                if Arc::strong_count(&asked) == 1 {
+                    return; // the executor is gone
+                }
+                let jobs = asked.lock().map(|jobs| jobs.clone()).unwrap_or_default();
+                if jobs.is_empty() {
+                    continue;
+                }
+                let Some(states) = watcher.system.states(&jobs) else {
+                    continue; // squeue did not answer: no news
+                };
+                if reports_tx.send(states).is_err() {
+                    return;
+                }
+            })
+            .map_err(|e| format!("cannot start the allocations' watcher: {e}"))?;
+        Ok(Allocations {
+            submitter,
+            watched,
+            reports,
+            jobs: HashMap::new(),
+            ending: Vec::new(),
+            key_file,
+            held: HeldExits::default(),
+        })
+    }
+
+    /// Ask sbatch for allocation `id` on a thread; its answer comes back
+    /// on `internal`.
+    pub(super) fn submit(&self, id: AllocationId, internal: UnboundedSender<Internal>) {
+        let submitter = self.submitter.clone();
+        let answers = internal.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pmp-sbatch".into())
+            .spawn(move || {
+                let mut variables = submitter.variables.clone();
+                variables.push((allocation_jobs::VARIABLE.to_string(), id.0.to_string()));
+                let answer =
+                    submitter
+                        .system
+                        .submit_script(&submitter.args, &submitter.script, &variables);
+                let _ = answers.send(Internal::AllocationAnswer { id, answer });
+            });
+        if let Err(e) = spawned {
+            let answer = Err(format!("cannot start a thread for sbatch: {e}"));
+            let _ = internal.send(Internal::AllocationAnswer { id, answer });
+        }
+    }
+
+    /// scancel `jobs` on a thread.
+    pub(super) fn cancel(&self, jobs: Vec<String>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let submitter = self.submitter.clone();
+        let _ = std::thread::Builder::new()
+            .name("pmp-scancel".into())
+            .spawn(move || submitter.system.cancel(&jobs));
+    }
+
+    fn watch(&mut self, id: AllocationId, job: String) {
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.push(job.clone());
+        }
+        self.jobs.insert(job, id);
+    }
+
+    fn unwatch(&mut self, job: &str) {
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.retain(|j| j != job);
+        }
+        self.ending.retain(|j| j != job);
+    }
+
+    /// The executor ends: every job still followed is cancelled (queued
+    /// ones never start; running ones end with their agents, told to stop
+    /// already), and the key file goes.
+    pub(super) fn shut_down(&mut self) {
+        let _ = std::fs::remove_file(&self.key_file);
+        let live: Vec<String> = self
+            .watched
+            .lock()
+            .map(|jobs| jobs.clone())
+            .unwrap_or_default();
+        // On this thread: the executor waits for its jobs to be gone.
+        if !live.is_empty() {
+            self.submitter.system.cancel(&live);
+        }
+    }
+}
+
+/// Slurm's words for an allocation's job that ended.
+fn ended_words(job: &str, state: &str) -> String {
+    format!("allocation job {job} ended {state}: {}", state_words(state))
+}
+
+impl Server {
+    fn allocations(&mut self) -> Option<&mut Allocations> {
+        self.agents.as_mut().and_then(|a| a.allocations.as_mut())
+    }
+
+    /// Whether an agent of allocation `number` may join: the allocation
+    /// is one the policy asked for and still counts on.
+    pub(super) fn allocation_takes_agents(&self, number: u32) -> bool {
+        self.core.allocation_policy().is_some_and(|policy| {
+            policy
+                .allocations()
+                .iter()
+                .any(|a| a.id == AllocationId(number) && a.is_live())
+        })
+    }
+
+    /// Whether an agent that said hello from node `name` for `allocation`
+    /// may join (false: ignored, said why). A node an earlier allocation
+    /// had joins anew: Slurm gave it to this allocation, so the earlier
+    /// one's agent there is gone, even if squeue has not said so yet.
+    pub(super) fn make_room_for_allocation_agent(
+        &mut self,
+        name: &str,
+        allocation: Option<u32>,
+    ) -> bool {
+        let Some(number) = allocation.filter(|&n| self.allocation_takes_agents(n)) else {
+            eprintln!(
+                "pmp scheduler: an agent said hello from node {name:?} for allocation \
+                 {allocation:?}, which this executor does not count on; ignored"
+            );
+            return false;
+        };
+        let Some(agents) = self.agents.as_mut() else {
+            return false;
+        };
+        let Some(&earlier) = agents.nodes.get(name) else {
+            return true;
+        };
+        if self.core.allocation_of(earlier) == Some(AllocationId(number)) {
+            return true; // the same agent again: refused as a second Hello
+        }
+        agents.nodes.remove(name);
+        self.node_lost(
+            earlier,
+            format!("its allocation ended: Slurm gave node {name} to another allocation"),
+        );
+        true
+    }
+
+    /// An agent of allocation `number` said hello from `name`: its node
+    /// joins the capacity, and the allocation's clock starts with its first.
+    pub(super) fn join_allocation_node(
+        &mut self,
+        number: u32,
+        name: String,
+        cpus: u32,
+        gpus: usize,
+        memory_mb: Option<u32>,
+    ) -> NodeId {
+        let node = Node {
+            name,
+            cpus,
+            gpus: Gpus::Counted(gpus as u32),
+            memory_mb,
+        };
+        with_comm!(self, |core, comm| core.allocation_node_joined(
+            &mut comm,
+            AllocationId(number),
+            node
+        ))
+    }
+
+    /// sbatch answered for allocation `id`: a job to follow, or why not.
+    pub(super) fn on_allocation_answer(
+        &mut self,
+        id: AllocationId,
+        answer: Result<String, String>,
+    ) {
+        match answer {
+            Ok(job) => {
+                let released = self
+                    .core
+                    .allocation_policy()
+                    .is_some_and(|policy| policy.was_released(id));
+                let Some(allocations) = self.allocations() else {
+                    return;
+                };
+                if released {
+                    // Given back while sbatch was still answering.
+                    allocations.cancel(vec![job]);
+                    return;
+                }
+                allocations.watch(id, job.clone());
+                self.core.allocation_submitted(id, job);
+            }
+            Err(why) => {
+                eprintln!("pmp scheduler: an allocation was not submitted: {why}");
+                with_comm!(self, |core, comm| core
+                    .allocation_refused(&mut comm, id, &why));
+            }
+        }
+    }
+
+    /// Whether `exit` of a worker on `node` goes to the core now: under
+    /// allocations, held until the watcher says whether its job is ending.
+    pub(super) fn allocation_exit(&mut self, node: NodeId, exit: Exit) -> Option<Exit> {
+        match self.allocations() {
+            Some(allocations) => allocations.held.hold(node, exit),
+            None => Some(exit),
+        }
+    }
+
+    /// Read what the watcher reported (each heartbeat): why queued jobs
+    /// wait, which ended (their nodes lost with the job named), and which
+    /// held exits their job's end explains.
+    pub(super) fn on_allocation_reports(&mut self) {
+        let Some(allocations) = self.allocations() else {
+            return;
+        };
+        let mut ended_jobs = Vec::new();
+        let mut pending = Vec::new();
+        let mut reported = false;
+        while let Ok(states) = allocations.reports.try_recv() {
+            reported = true;
+            for (job, status) in states {
+                let Some(&id) = allocations.jobs.get(&job) else {
+                    continue;
+                };
+                if ended(&status.state) {
+                    ended_jobs.push((id, job, status.state));
+                } else if status.state == "PENDING" {
+                    pending.push((id, status.reason));
+                } else if status.state == "COMPLETING" && !allocations.ending.contains(&job) {
+                    allocations.ending.push(job);
+                }
+            }
+        }
+        if !reported {
+            for exit in allocations.held.stale() {
+                let _ = self.exits_tx.send(exit);
+            }
+            return;
+        }
+        for (_, job, _) in &ended_jobs {
+            allocations.unwatch(job);
+            allocations.jobs.remove(job);
+        }
+        for (id, reason) in pending {
+            self.core.allocation_pending(id, &reason);
+        }
+        // Held exits: those on a node whose job is ending wait for its loss.
+        let ending_ids: Vec<AllocationId> = {
+            let allocations = self.allocations().expect("checked above");
+            allocations
+                .ending
+                .iter()
+                .filter_map(|job| allocations.jobs.get(job).copied())
+                .chain(ended_jobs.iter().map(|(id, _, _)| *id))
+                .collect()
+        };
+        let ending_nodes: Vec<NodeId> = ending_ids
+            .iter()
+            .flat_map(|&id| self.core.allocation_nodes(id))
+            .collect();
+        let allocations = self.allocations().expect("checked above");
+        let release = allocations
+            .held
+            .after_report(|node| ending_nodes.contains(&node));
+        for exit in release {
+            let _ = self.exits_tx.send(exit);
+        }
+        for (id, job, state) in ended_jobs {
+            let released = self
+                .core
+                .allocation_policy()
+                .is_some_and(|policy| policy.was_released(id));
+            let why = if released {
+                format!("its allocation (job {job}) was released")
+            } else {
+                ended_words(&job, &state)
+            };
+            for node in self.core.allocation_nodes(id) {
+                if let Some(allocations) = self.allocations() {
+                    allocations.held.forget(node);
+                }
+                self.node_lost(node, why.clone());
+            }
+            with_comm!(self, |core, comm| core
+                .allocation_ended(&mut comm, id, &state));
+        }
+    }
+
+    /// The allocations as `exe.info()` shows them.
+    pub(super) fn allocation_rows(&self) -> Vec<AllocationRow> {
+        let Some(policy) = self.core.allocation_policy() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        policy
+            .allocations()
+            .iter()
+            .map(|a| {
+                let (state, reason) = match &a.stage {
+                    Stage::Submitting => ("SUBMITTING".to_string(), String::new()),
+                    Stage::Queued { reason, .. } => ("PENDING".to_string(), reason.clone()),
+                    Stage::Running { .. } => ("RUNNING".to_string(), String::new()),
+                    Stage::Ended { state, .. } => (state.clone(), String::new()),
+                };
+                let nodes = self
+                    .core
+                    .allocation_nodes(a.id)
+                    .into_iter()
+                    .filter_map(|node| {
+                        self.agents
+                            .as_ref()
+                            .map(|ag| ag.node_name(node).to_string())
+                    })
+                    .collect();
+                AllocationRow {
+                    number: a.id.0,
+                    job: a.job().map(String::from),
+                    state,
+                    reason,
+                    nodes,
+                    time_left_s: a.time_left(now).map(|t| t.as_secs_f64()),
+                    calls: a.calls,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One allocation, as `exe.info()["allocations"]` lists it.
+#[derive(Clone, Debug)]
+pub struct AllocationRow {
+    pub number: u32,
+    pub job: Option<String>,
+    /// SUBMITTING, PENDING (and why), RUNNING, or the state it ended in.
+    pub state: String,
+    pub reason: String,
+    pub nodes: Vec<String>,
+    pub time_left_s: Option<f64>,
+    pub calls: u32,
+}

@@ -1,0 +1,258 @@
+"""Elastic allocations from a login node (outside any allocation), on the
+real Slurm with two nodes (node1, node2: 4 CPUs each):
+`Executor(backend="slurm", allocation=Allocation(...))` submits one-node
+jobs of node agents as calls wait, gives them back when idle, and starts a
+call with `run_time_max` only where its allocation has that much time left."""
+
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+
+HEADER = """
+import os, pathlib, subprocess, sys, time
+from pmp import Allocation, Executor, JobFailedError, WorkerDiedError
+
+def where(seconds):
+    time.sleep(seconds)
+    return os.environ["SLURMD_NODENAME"], os.environ["SLURM_JOB_ID"]
+
+def jobs_named(name):
+    # Every job of the executor, whatever its state: squeue keeps ended
+    # ones listed for minutes (MinJobAge).
+    shown = subprocess.run(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i %T"],
+                           capture_output=True, text=True).stdout
+    return [line.split() for line in shown.splitlines()]
+
+def live(name):
+    return [j for j, state in jobs_named(name) if state in ("PENDING", "RUNNING", "CONFIGURING")]
+"""
+
+
+@pytest.fixture
+def login_node(slurm, tmp_path):
+    """Run a script outside any allocation, in tmp_path; scancel what a
+    failing test left of the executor's jobs (it prints their name)."""
+    names = []
+
+    def run(body, env=None, timeout=200):
+        path = tmp_path / f"script-{time.monotonic_ns()}.py"
+        path.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
+        done = subprocess.run(
+            [sys.executable, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+            env={**OUTSIDE, **(env or {})},
+            check=False,
+        )
+        names.extend(line.split()[-1] for line in done.stdout.splitlines() if "pmp-alloc-" in line)
+        return done
+
+    yield run
+    for name in names:
+        subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
+
+
+def lines(done):
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return [line for line in done.stdout.strip().splitlines() if "pmp-alloc-" not in line]
+
+
+@pytest.mark.timeout(300)
+def test_allocations_grow_with_the_work_and_are_given_back_when_idle(login_node):
+    done = login_node(
+        """
+        allocation = Allocation(nodes=1, time_limit="5:00", max_allocations=2, idle_timeout=10)
+        with Executor(backend="slurm", allocation=allocation) as exe:
+            name = exe._engine.pilot_job_name
+            print("name", name, flush=True)
+            ran = [f.result(timeout=150) for f in [exe.submit(where, 1) for _ in range(40)]]
+            print(len(ran), sorted({n for n, _ in ran}), len({j for _, j in ran}))
+            print(len(jobs_named(name)))
+            # Idle: both go within idle_timeout + 10 s, the executor still open.
+            idle = time.monotonic()
+            def running():
+                states = [a["state"] for a in exe.info["allocations"]]
+                return live(name) or {"SUBMITTING", "PENDING", "RUNNING"} & set(states)
+
+            while running() and time.monotonic() - idle < 60:
+                time.sleep(0.5)
+            print(live(name), time.monotonic() - idle <= 20)
+            states = [a["state"] for a in exe.info["allocations"]]
+            print(states)
+            # A new call: a new allocation, which runs it.
+            node, job = exe.submit(where, 0).result(timeout=120)
+            print(job not in {j for _, j in ran}, len(jobs_named(name)))
+        print(live(name))
+        """
+    )
+    assert lines(done) == [
+        "40 ['node1', 'node2'] 2",
+        "2",
+        "[] True",
+        "['CANCELLED', 'CANCELLED']",
+        "True 3",
+        "[]",
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_a_call_longer_than_the_time_limit_is_refused_at_submit(login_node):
+    done = login_node(
+        """
+        with Executor(backend="slurm", allocation=Allocation(time_limit="2:00")) as exe:
+            print("name", exe._engine.pilot_job_name, flush=True)
+            try:
+                exe.submit(where, 0, resource_dict={"run_time_max": 300})
+            except ValueError as e:
+                print(e)
+            print(exe.info.get("allocations", []))
+        try:
+            Executor(backend="slurm", allocation=Allocation(time_limit="1h"))
+        except ValueError as e:
+            print(e)
+        try:
+            with Executor(backend="slurm", max_workers=1) as exe:
+                exe.submit(where, 0, resource_dict={"run_time_max": 10}).result()
+        except ValueError as e:
+            print("batch", e)
+        """
+    )
+    said = lines(done)
+    assert said[0] == (
+        "resource_dict key 'run_time_max' is 300 s, more than the allocations' time_limit "
+        "of 120 s: no allocation could finish it; lower it or raise Allocation(time_limit=...)"
+    )
+    # Nothing was asked of Slurm for it.
+    assert said[1] == "[]"
+    assert said[2].startswith('time_limit="1h" is not a Slurm time'), said
+
+
+@pytest.mark.timeout(420)
+def test_a_stream_of_calls_with_run_time_max_is_never_killed_by_a_time_limit(login_node):
+    # One-minute allocations, 20-second calls that say they take at most 25:
+    # each allocation takes two in a row, never a third, and replacements
+    # come ahead of time.
+    done = login_node(
+        """
+        allocation = Allocation(time_limit="0:01:00", max_allocations=2, idle_timeout=10)
+        with Executor(backend="slurm", allocation=allocation) as exe:
+            print("name", exe._engine.pilot_job_name, flush=True)
+            start, results, failures = time.monotonic(), [], []
+            while time.monotonic() - start < 180:
+                f = exe.submit(where, 20, resource_dict={"run_time_max": 25})
+                try:
+                    results.append(f.result(timeout=200))
+                except Exception as e:
+                    failures.append(repr(e))
+            print(failures)
+            print(len(results) >= 6, len({job for _, job in results}) > 1)
+        """,
+        timeout=400,
+    )
+    assert lines(done) == ["[]", "True True"]
+
+
+@pytest.mark.timeout(300)
+def test_an_allocation_cancelled_under_a_call_fails_it_naming_the_job_or_reruns_it(login_node):
+    done = login_node(
+        """
+        def hold(me):
+            pathlib.Path(f"job-{me}").write_text(os.environ["SLURM_JOB_ID"])
+            while not pathlib.Path("release").exists():
+                time.sleep(0.05)
+            return os.environ["SLURM_JOB_ID"]
+
+        def job_of(me):
+            deadline = time.time() + 120
+            while not pathlib.Path(f"job-{me}").exists():
+                assert time.time() < deadline, "the call never started"
+                time.sleep(0.05)
+            return pathlib.Path(f"job-{me}").read_text()
+
+        allocation = Allocation(time_limit="5:00", max_allocations=2, idle_timeout=30)
+        with Executor(backend="slurm", allocation=allocation) as exe:
+            print("name", exe._engine.pilot_job_name, flush=True)
+            f = exe.submit(hold, "a")
+            job = job_of("a")
+            subprocess.run(["scancel", job], check=True)
+            try:
+                f.result(timeout=60)
+            except Exception as e:
+                print(type(e).__name__, f"job {job} ended CANCELLED" in str(e), "node" in str(e))
+            again = exe.submit(hold, "b", resource_dict={"restart_limit": 1})
+            first = job_of("b")
+            pathlib.Path("job-b").unlink()
+            subprocess.run(["scancel", first], check=True)
+            second = job_of("b")
+            pathlib.Path("release").touch()
+            print(again.result(timeout=120) == second != first)
+        """
+    )
+    assert lines(done) == ["WorkerDiedError True True", "True"]
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_submission_fails_the_calls_with_sbatchs_words_and_is_not_retried(
+    login_node, tmp_path
+):
+    # sbatch behind a wrapper that counts its calls.
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    real = shutil.which("sbatch")
+    count = tmp_path / "sbatch-calls"
+    sbatch = wrappers / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\necho x >> "{count}"\nexec "{real}" "$@"\n')
+    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    done = login_node(
+        """
+        allocation = Allocation(time_limit="5:00", partition="nosuch")
+        with Executor(backend="slurm", allocation=allocation) as exe:
+            print("name", exe._engine.pilot_job_name, flush=True)
+            start = time.monotonic()
+            for f in [exe.submit(where, 0) for _ in range(3)]:
+                try:
+                    f.result(timeout=60)
+                except Exception as e:
+                    print(type(e).__name__, "sbatch" in str(e), "nosuch" in str(e) or
+                          "partition" in str(e).lower())
+            # Submitting again while paused: the same words at once, no sbatch.
+            try:
+                exe.submit(where, 0).result(timeout=30)
+            except Exception as e:
+                print(type(e).__name__, "partition" in str(e).lower())
+            print(time.monotonic() - start < 30)
+        """,
+        env={"PATH": f"{wrappers}:{os.environ['PATH']}"},
+    )
+    said = lines(done)
+    assert said[:3] == ["WorkerDiedError True True"] * 3, done.stdout
+    assert said[3:] == ["WorkerDiedError True", "True"], done.stdout
+    assert pathlib.Path(count).read_text().count("x") == 1
+
+
+@pytest.mark.timeout(200)
+def test_min_allocations_keeps_one_through_an_idle_minute(login_node):
+    done = login_node(
+        """
+        allocation = Allocation(time_limit="5:00", min_allocations=1, idle_timeout=5)
+        with Executor(backend="slurm", allocation=allocation) as exe:
+            name = exe._engine.pilot_job_name
+            print("name", name, flush=True)
+            node, job = exe.submit(where, 0).result(timeout=120)
+            time.sleep(65)
+            print(live(name) == [job], exe.submit(where, 0).result(timeout=60)[1] == job)
+        print(live(name))
+        """
+    )
+    assert lines(done) == ["True True", "[]"]
