@@ -1,6 +1,7 @@
-//! The Python thread's request loop: shell requests one at a time, in
-//! arrival order, each wrapped in busy/idle, its output flushed before its
-//! reply. After a failed cell the execute requests already queued are
+//! A shell's request loop (the main shell's on the Python thread, or a
+//! subshell's on its own): its requests one at a time, in arrival order,
+//! each wrapped in busy/idle, its output flushed before its reply. After a
+//! failed cell the execute requests already queued for that shell are
 //! aborted (ipykernel's stop_on_error): a marker is queued behind them and
 //! aborting stops when it comes out.
 

@@ -1,6 +1,7 @@
-//! The Python side of the kernel, all on one thread: CPython's main thread,
-//! which starts the interpreter, installs the output capture, loads the
-//! IPython wiring and then serves shell requests until shutdown.
+//! The Python side of the kernel, on CPython's main thread, which starts the
+//! interpreter, installs the output capture, loads the IPython wiring and
+//! then serves the main shell's requests until shutdown; each subshell's
+//! requests are served on a thread of its own (`subshell`).
 
 mod bootstrap;
 mod dispatch;
