@@ -4,6 +4,7 @@ runs in that subshell's thread while the main shell is busy, and everything
 it causes carries its own parent."""
 
 import time
+import types
 
 import pytest
 
@@ -248,3 +249,45 @@ def test_pmp_status_cancel_and_futures_from_a_subshell_while_a_cell_waits(fronte
     assert result["content"]["data"]["text/plain"] == "'slept'"
     assert frontend.value("queued.cancelled()") == "True"
     control(frontend, "delete_subshell_request", {"subshell_id": subshell})
+
+
+def test_input_in_a_subshell_asks_for_the_subshells_request(frontend):
+    subshell = create_subshell(frontend)
+    main = send(frontend, "import time\ntime.sleep(5)")
+    wait_busy(frontend, main)
+    client = frontend.client
+    msg = client.session.msg(
+        "execute_request",
+        {"code": "input('name? ')", "silent": False, "allow_stdin": True},
+    )
+    msg["header"]["subshell_id"] = subshell
+    client.shell_channel.send(msg)
+    sub = msg["header"]["msg_id"]
+    asked = client.get_stdin_msg(timeout=TIMEOUT_S)
+    assert asked["parent_header"]["msg_id"] == sub
+    assert asked["content"]["prompt"] == "name? "
+    client.input("pmp")
+    order = replies(frontend, [main, sub])
+    assert [r["parent_header"]["msg_id"] for r in order] == [sub, main]
+    messages = iopub_until_idle(frontend, [main, sub])
+    (result,) = caused_by(messages, sub, "execute_result")
+    assert result["content"]["data"]["text/plain"] == "'pmp'"
+    control(frontend, "delete_subshell_request", {"subshell_id": subshell})
+
+
+def test_a_kernel_with_a_busy_subshell_shuts_down():
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="pmp", startup_timeout=60)
+    try:
+        # The helpers above need only the client.
+        frontend = types.SimpleNamespace(client=client)
+        subshell = create_subshell(frontend)
+        sub = send(frontend, "import time\ntime.sleep(600)", subshell_id=subshell)
+        wait_busy(frontend, sub)
+        assert control(frontend, "shutdown_request", {"restart": False})["status"] == "ok"
+        # The process ends on its own, without waiting for the subshell's cell.
+        assert manager.provisioner.process.wait(timeout=TIMEOUT_S) is not None
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
