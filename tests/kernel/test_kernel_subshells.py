@@ -291,3 +291,24 @@ def test_a_kernel_with_a_busy_subshell_shuts_down():
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+@pytest.mark.timeout(180)
+def test_what_a_task_prints_goes_to_the_subshell_cell_that_submitted_it(frontend):
+    pytest.importorskip("pmp")
+    subshell = create_subshell(frontend)
+    main = send(frontend, "import time\ntime.sleep(8)")
+    wait_busy(frontend, main)
+    sub = send(
+        frontend,
+        "import pmp\nwith pmp.Executor(max_workers=1) as exe:\n"
+        "    exe.submit(print, 'the task says hi').result()",
+        subshell_id=subshell,
+    )
+    order = replies(frontend, [main, sub])
+    assert [r["parent_header"]["msg_id"] for r in order] == [sub, main]
+    assert order[0]["content"]["status"] == "ok", order[0]["content"]
+    messages = iopub_until_idle(frontend, [main, sub])
+    assert "the task says hi" in stream_text(caused_by(messages, sub, "stream"))
+    assert "the task says hi" not in stream_text(caused_by(messages, main, "stream"))
+    control(frontend, "delete_subshell_request", {"subshell_id": subshell})
