@@ -1,9 +1,11 @@
 //! The control channel, answered here and never queued behind a running
-//! cell: kernel_info, interrupt, shutdown.
+//! cell: kernel_info, interrupt, shutdown, and the subshell requests
+//! (`subshells`).
 
 use crate::interrupt;
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
+use crate::subshells::Subshells;
 use crate::wire::{json, Outgoing, Request, Signer};
 use bytes::Bytes;
 use jupyter_zmq_client::KernelControlConnection;
@@ -57,6 +59,7 @@ pub async fn serve(
     signer: Arc<Signer>,
     iopub: Iopub,
     lifecycle: Arc<Lifecycle>,
+    subshells: Arc<Subshells>,
 ) {
     loop {
         let frames = match socket.socket.recv().await {
@@ -90,7 +93,10 @@ pub async fn serve(
                 stop = true;
                 shutdown_reply(&request)
             }
-            other => unknown_request(other),
+            other => match subshells.answer(&request).await {
+                Some(content) => content,
+                None => unknown_request(other),
+            },
         };
         let reply = request.reply(content);
         if stop {

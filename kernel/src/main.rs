@@ -15,6 +15,7 @@ mod server;
 mod shell;
 mod sockets;
 mod stdin;
+mod subshells;
 mod wire;
 
 use cli::Command;

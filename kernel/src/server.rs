@@ -1,7 +1,8 @@
 //! Running a kernel: the socket side on a tokio runtime in its own thread,
 //! the Python side on the process's main thread.
 //!
-//! Threads: main (Python: every request, one at a time); "sockets" (tokio,
+//! Threads: main (Python: the main shell's requests, one at a time); one
+//! per subshell (Python: that subshell's requests); "sockets" (tokio,
 //! two workers: heartbeat, IOPub owner, shell reader and writer, control,
 //! stdin broker, stream flusher); one reader per captured pipe. SIGINT is
 //! blocked everywhere except on the Python thread (see `interrupt`).
@@ -12,6 +13,7 @@ use crate::python::streams::Streams;
 use crate::shell::{Replies, Work};
 use crate::sockets::{read_connection_file, Sockets};
 use crate::stdin::Stdin;
+use crate::subshells::Subshells;
 use crate::wire::Signer;
 use crate::{children, control, heartbeat, interrupt, iopub, python, shell, stdin};
 use std::path::Path;
@@ -35,6 +37,7 @@ pub fn run(connection_file: &Path, python: &Path) -> Result<(), String> {
     let (queue, work) = std::sync::mpsc::channel::<Work>();
     let lifecycle = Arc::new(Lifecycle::default());
     let streams = Streams::new();
+    let subshells = Arc::new(Subshells::default());
 
     let socket_side = SocketSide {
         iopub: iopub.clone(),
@@ -45,6 +48,7 @@ pub fn run(connection_file: &Path, python: &Path) -> Result<(), String> {
         queue: queue.clone(),
         lifecycle: Arc::clone(&lifecycle),
         streams: Arc::clone(&streams),
+        subshells: Arc::clone(&subshells),
     };
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -67,6 +71,7 @@ pub fn run(connection_file: &Path, python: &Path) -> Result<(), String> {
             work,
             lifecycle,
             streams,
+            subshells,
         },
     );
     // The socket thread flushes what is left and exits the process.
@@ -85,6 +90,7 @@ struct SocketSide {
     queue: shell::Queue,
     lifecycle: Arc<Lifecycle>,
     streams: Arc<Streams>,
+    subshells: Arc<Subshells>,
 }
 
 /// The socket thread: bind, report whether that worked, serve until the
@@ -131,6 +137,7 @@ async fn serve(sockets: Sockets, signer: Arc<Signer>, side: SocketSide) {
         queue,
         lifecycle,
         streams,
+        subshells,
     } = side;
     tokio::spawn(iopub::serve(sockets.iopub, iopub_rx, Arc::clone(&signer)));
     iopub.status("starting", None);
@@ -140,6 +147,7 @@ async fn serve(sockets: Sockets, signer: Arc<Signer>, side: SocketSide) {
         replies: replies.clone(),
         iopub: iopub.clone(),
         lifecycle: Arc::clone(&lifecycle),
+        subshells: Arc::clone(&subshells),
     };
     tokio::spawn(shell::read(shell_recv, queue.clone(), answerer));
     tokio::spawn(shell::write(shell_send, replies_rx, Arc::clone(&signer)));
@@ -148,7 +156,7 @@ async fn serve(sockets: Sockets, signer: Arc<Signer>, side: SocketSide) {
     tokio::spawn(watch_parent(Arc::clone(&lifecycle)));
 
     tokio::select! {
-        () = control::serve(sockets.control, signer, iopub.clone(), Arc::clone(&lifecycle)) => {}
+        () = control::serve(sockets.control, signer, iopub.clone(), Arc::clone(&lifecycle), subshells) => {}
         () = lifecycle.stop_requested() => {}
     }
 

@@ -9,6 +9,7 @@
 
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
+use crate::subshells::Subshells;
 use crate::wire::{Outgoing, Request, Signer};
 use jupyter_zmq_client::{RouterRecvConnection, RouterSendConnection};
 use std::sync::Arc;
@@ -22,6 +23,9 @@ pub enum Work {
     StopAborting,
     /// Wake the Python thread so it notices that the kernel is shutting down.
     Wake,
+    /// Stop serving once the requests queued ahead are answered: the
+    /// subshell was deleted.
+    Leave,
 }
 
 /// The Python thread's queue (a std channel: that thread waits on it with a
@@ -29,19 +33,23 @@ pub enum Work {
 pub type Queue = std::sync::mpsc::Sender<Work>;
 pub type WorkReceiver = std::sync::mpsc::Receiver<Work>;
 
-/// What the shell reader needs to answer kernel_info itself.
+/// What the shell reader needs to answer kernel_info itself and to hand
+/// subshells their requests.
 pub struct Answerer {
     pub replies: Replies,
     pub iopub: Iopub,
     pub lifecycle: Arc<Lifecycle>,
+    pub subshells: Arc<Subshells>,
 }
 
 impl Answerer {
-    /// Answer `request` here if it is a kernel_info request that would not
-    /// overtake a queued one; gives it back otherwise. Before Python has
+    /// Hand a subshell's request to it; answer `request` here if it is a
+    /// kernel_info request that would not overtake a queued one; gives it
+    /// back otherwise (for the main shell's queue). Before Python has
     /// produced the reply this waits for it: a request that arrives
     /// meanwhile would have to wait for it in the queue as well.
     async fn answer(&self, request: Request) -> Option<Request> {
+        let request = self.subshells.route(request, &self.replies, &self.iopub)?;
         if request.msg_type != "kernel_info_request" || !self.lifecycle.shell_idle() {
             return Some(request);
         }

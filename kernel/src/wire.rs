@@ -29,6 +29,8 @@ pub struct Request {
     /// The header frame exactly as received.
     pub header: Bytes,
     pub msg_type: String,
+    /// The subshell (JEP 91) the request is for; `None`: the main shell.
+    pub subshell_id: Option<String>,
     pub metadata: Bytes,
     pub content: Bytes,
     pub buffers: Vec<Bytes>,
@@ -37,6 +39,8 @@ pub struct Request {
 #[derive(Deserialize)]
 struct HeaderFields {
     msg_type: String,
+    #[serde(default)]
+    subshell_id: Option<String>,
 }
 
 /// Why an incoming multipart message was dropped.
@@ -76,6 +80,7 @@ impl Request {
             identities: raw.zmq_identities,
             header,
             msg_type: fields.msg_type,
+            subshell_id: fields.subshell_id,
             metadata,
             content,
             buffers: parts.collect(),

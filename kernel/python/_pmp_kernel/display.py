@@ -3,6 +3,8 @@ display hook (a cell's value → `execute_result`). Both publish on IOPub with
 the request being handled as parent; the host flushes pending stream output
 first, so text and displays keep their order."""
 
+import threading
+
 import _pmp_kernel_host as host
 from IPython.core import displayhook, displaypub
 
@@ -24,11 +26,28 @@ class DisplayPublisher(displaypub.DisplayPublisher):
         host.publish("clear_output", dumps({"wait": bool(wait)}))
 
 
+class _Pending(threading.local):
+    # The execute_result being built; per thread, as a subshell's cell may
+    # show its value while the main shell's does (JEP 91).
+    content = None
+
+
 class DisplayHook(displayhook.DisplayHook):
     """Collects the parts IPython computes and sends one execute_result."""
 
-    content = None
     _plain_text = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = _Pending()
+
+    @property
+    def content(self):
+        return self._pending.content
+
+    @content.setter
+    def content(self, content):
+        self._pending.content = content
 
     @staticmethod
     def semicolon_at_end_of_expression(expression):

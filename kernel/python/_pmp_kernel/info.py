@@ -41,6 +41,8 @@ def content(version, banner):
             {"text": "IPython Reference", "url": "https://ipython.org/documentation.html"},
         ],
         "debugger": False,
+        # JEP 91: create/list/delete_subshell_request on the control channel.
+        "supported_features": ["kernel subshells"],
     }
 
 

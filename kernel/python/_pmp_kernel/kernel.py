@@ -1,9 +1,14 @@
 """Shell requests, handled as ipykernel handles them. The host calls
 `Kernel.dispatch` on the Python thread for each request it does not answer
-itself; it publishes busy/idle, flushes output and sends the reply."""
+itself; it publishes busy/idle, flushes output and sends the reply.
+
+Subshells (JEP 91) call `dispatch` too, each from its own thread, while the
+main shell may be in a cell: what one request sets for the next step of its
+own handling is kept per thread."""
 
 import json
 import signal
+import threading
 
 import _pmp_kernel_host as host
 from IPython.core.completer import provisionalcompleter, rectify_completions
@@ -35,8 +40,10 @@ class Kernel:
         self.shell = shell
         self.stdin = stdin
         self.version = version
-        # Set by execute_request, read by dispatch.
-        self._abort_queued = False
+        # Signals reach Python's main thread only: the main shell's.
+        self._main_thread = threading.get_ident()
+        # `abort_queued`: set by execute_request, read by dispatch.
+        self._request = threading.local()
         self.handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -73,14 +80,18 @@ class Kernel:
             "buffers": buffers,
         }
         self.shell.set_parent(parent)
-        self._abort_queued = False
-        try:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._request.abort_queued = False
+        if threading.get_ident() != self._main_thread:
             reply = handler(parent["content"], parent)
-        finally:
-            _ignore_sigint()
+        else:
+            try:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                reply = handler(parent["content"], parent)
+            finally:
+                _ignore_sigint()
         exit_now = bool(self.shell.exit_now)
-        return (None if reply is None else dumps(reply)), self._abort_queued, exit_now
+        abort = self._request.abort_queued
+        return (None if reply is None else dumps(reply)), abort, exit_now
 
     def save_history(self):
         """Called by the host once the kernel has been idle for a moment."""
@@ -116,7 +127,7 @@ class Kernel:
             reply["evalue"] = str(error)
             reply["traceback"] = shell._last_traceback or []
             reply["user_expressions"] = {}
-            self._abort_queued = not silent and bool(content.get("stop_on_error", True))
+            self._request.abort_queued = not silent and bool(content.get("stop_on_error", True))
         else:
             reply["user_expressions"] = shell.user_expressions(
                 content.get("user_expressions") or {}

@@ -3,6 +3,7 @@ pager and exit requests as payloads of the execute reply."""
 
 import os
 import sqlite3
+import threading
 
 import _pmp_kernel_host as host
 from IPython.core import page
@@ -65,6 +66,17 @@ def save_history(shell):
             history.save_flag.set()
 
 
+class _CellState(threading.local):
+    """What a request's handling keeps between its steps, per thread: the
+    main shell and each subshell (JEP 91) run cells in this one shell at
+    the same time. Class attributes are each thread's starting values."""
+
+    # None: a thread that handles no requests sees the main shell's.
+    parent = None
+    last_traceback = None
+    last_traceback_during_displayhook = False
+
+
 class PmpShell(InteractiveShell):
     displayhook_class = Type(DisplayHook)
     display_pub_class = Type(DisplayPublisher)
@@ -82,10 +94,26 @@ class PmpShell(InteractiveShell):
     kernel = Any()
 
     def __init__(self, *args, **kwargs):
+        self._cell_state = _CellState()
+        self._main_thread = threading.get_ident()
+        self._main_parent = {}
         super().__init__(*args, **kwargs)
-        self._parent = {}
-        self._last_traceback = None
-        self._last_traceback_during_displayhook = False
+
+    @property
+    def _last_traceback(self):
+        return self._cell_state.last_traceback
+
+    @_last_traceback.setter
+    def _last_traceback(self, stb):
+        self._cell_state.last_traceback = stb
+
+    @property
+    def _last_traceback_during_displayhook(self):
+        return self._cell_state.last_traceback_during_displayhook
+
+    @_last_traceback_during_displayhook.setter
+    def _last_traceback_during_displayhook(self, during):
+        self._cell_state.last_traceback_during_displayhook = during
 
     def init_environment(self):
         env = os.environ
@@ -149,9 +177,14 @@ class PmpShell(InteractiveShell):
         self._last_traceback = stb
 
     # The request being handled, as ipykernel exposes it (ipywidgets' Output
-    # widget reads it to tag captured output).
+    # widget reads it to tag captured output): a subshell's on its thread,
+    # the main shell's everywhere else.
     def get_parent(self):
-        return self._parent
+        parent = self._cell_state.parent
+        return self._main_parent if parent is None else parent
 
     def set_parent(self, parent):
-        self._parent = parent
+        if threading.get_ident() == self._main_thread:
+            self._main_parent = parent
+        else:
+            self._cell_state.parent = parent

@@ -2,6 +2,7 @@
 
 import builtins
 import getpass
+import threading
 
 import _pmp_kernel_host as host
 from IPython.core.error import StdinNotImplementedError
@@ -9,12 +10,21 @@ from IPython.core.error import StdinNotImplementedError
 
 class Stdin:
     """Replaces `input` and `getpass.getpass` once; whether the frontend may be
-    asked is decided per execute request (`allow_stdin`)."""
+    asked is decided per execute request (`allow_stdin`), so per thread: a
+    subshell's request runs beside the main shell's."""
 
     def __init__(self):
-        self.allowed = False
+        self._request = threading.local()
         builtins.input = self.input
         getpass.getpass = self.getpass
+
+    @property
+    def allowed(self):
+        return getattr(self._request, "allowed", False)
+
+    @allowed.setter
+    def allowed(self, allowed):
+        self._request.allowed = allowed
 
     def _ask(self, prompt, password):
         if not self.allowed:

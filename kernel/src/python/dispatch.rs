@@ -1,6 +1,7 @@
-//! The Python thread's request loop: shell requests one at a time, in
-//! arrival order, each wrapped in busy/idle, its output flushed before its
-//! reply. After a failed cell the execute requests already queued are
+//! A shell's request loop (the main shell's on the Python thread, or a
+//! subshell's on its own): its requests one at a time, in arrival order,
+//! each wrapped in busy/idle, its output flushed before its reply. After a
+//! failed cell the execute requests already queued for that shell are
 //! aborted (ipykernel's stop_on_error): a marker is queued behind them and
 //! aborting stops when it comes out.
 
@@ -41,6 +42,9 @@ pub struct Dispatcher {
     aborting: bool,
     /// A request ran since IPython's history was last written.
     history_due: bool,
+    /// Serves a subshell's queue, not the main shell's: `lifecycle` counts
+    /// and interrupts the main shell's requests only.
+    subshell: bool,
 }
 
 #[derive(Serialize)]
@@ -78,7 +82,14 @@ impl Dispatcher {
             lifecycle,
             aborting: false,
             history_due: false,
+            subshell: false,
         }
+    }
+
+    /// This dispatcher serves a subshell (see `crate::subshells`).
+    pub fn in_subshell(mut self) -> Self {
+        self.subshell = true;
+        self
     }
 
     /// Serve until the kernel stops (or every sender is gone).
@@ -106,11 +117,13 @@ impl Dispatcher {
                     if !self.lifecycle.is_stopping() {
                         self.handle(request);
                     }
-                    self.lifecycle.answered();
+                    if !self.subshell {
+                        self.lifecycle.answered();
+                    }
                 }
                 Some(Work::StopAborting) => self.aborting = false,
                 Some(Work::Wake) => {}
-                None => break,
+                Some(Work::Leave) | None => break,
             }
         }
     }
@@ -118,7 +131,9 @@ impl Dispatcher {
     fn handle(&mut self, request: Request) {
         self.host.set_parent(&request);
         self.iopub.status("busy", Some(&request.header));
-        self.lifecycle.set_busy(true);
+        if !self.subshell {
+            self.lifecycle.set_busy(true);
+        }
         let mut engine_handled = false;
         let reply = match request.msg_type.as_str() {
             "kernel_info_request" => Some(self.kernel_info.clone()),
@@ -136,7 +151,9 @@ impl Dispatcher {
             }
         };
         self.host.flush_streams();
-        self.lifecycle.set_busy(false);
+        if !self.subshell {
+            self.lifecycle.set_busy(false);
+        }
         if let Some(content) = reply {
             self.replies.send(request.reply(content));
         }

@@ -1,6 +1,10 @@
 //! `_pmp_kernel_host`: the native module through which the Python side
 //! sends messages. It owns the notion of the current request (the parent of
 //! everything published while it is handled) and the stream writers.
+//!
+//! Each subshell thread has its own current request; every other thread
+//! (the main shell's, and threads that cells start) shares the main
+//! shell's, as before subshells existed.
 
 use super::streams::{stream_content, Name, Streams};
 use crate::iopub::Iopub;
@@ -10,6 +14,7 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
+use std::cell::RefCell;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -25,10 +30,16 @@ pub struct Host {
     iopub: Iopub,
     stdin: Stdin,
     streams: Arc<Streams>,
+    /// The main shell's request.
     parent: Mutex<Parent>,
 }
 
 static HOST: OnceLock<Host> = OnceLock::new();
+
+thread_local! {
+    /// A subshell thread's request; `None` on every other thread.
+    static SUBSHELL_PARENT: RefCell<Option<Parent>> = const { RefCell::new(None) };
+}
 
 impl Host {
     pub fn install(iopub: Iopub, stdin: Stdin, streams: Arc<Streams>) -> &'static Host {
@@ -49,32 +60,63 @@ impl Host {
             .ok_or_else(|| PyRuntimeError::new_err("the pmp-kernel host is not running"))
     }
 
-    fn parent(&self) -> Parent {
-        self.parent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Make the calling thread a subshell's: from now on it has a request
+    /// of its own.
+    pub fn enter_subshell_thread(&self) {
+        SUBSHELL_PARENT.with(|parent| *parent.borrow_mut() = Some(Parent::default()));
     }
 
-    /// Make `request` the parent of what follows. Output still buffered
-    /// belongs to the previous request and is flushed to it first.
+    fn parent(&self) -> Parent {
+        SUBSHELL_PARENT
+            .with(|parent| parent.borrow().clone())
+            .unwrap_or_else(|| {
+                self.parent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
+    }
+
+    /// The header of `parent()` alone (every write asks for it).
+    fn parent_header(&self) -> Option<Bytes> {
+        SUBSHELL_PARENT
+            .with(|parent| parent.borrow().as_ref().map(|p| p.header.clone()))
+            .unwrap_or_else(|| {
+                self.parent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .header
+                    .clone()
+            })
+    }
+
+    /// Make `request` the parent of what the calling shell (main or
+    /// subshell) does next. Output still buffered is flushed to the requests
+    /// it belongs to first.
     pub fn set_parent(&self, request: &Request) {
         self.flush_streams();
-        *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = Parent {
+        let parent = Parent {
             header: Some(request.header.clone()),
             identities: request.identities.clone(),
         };
+        let in_subshell = SUBSHELL_PARENT.with(|current| match &mut *current.borrow_mut() {
+            Some(current) => {
+                *current = parent.clone();
+                true
+            }
+            None => false,
+        });
+        if !in_subshell {
+            self.streams.set_pipe_parent(parent.header.clone());
+            *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = parent;
+        }
     }
 
     pub fn flush_streams(&self) {
-        let parent = self.parent();
-        self.streams.flush(|name, text| {
+        self.streams.flush(|parent, name, text| {
             let content = stream_content(name, &text);
-            self.iopub.publish(Outgoing::broadcast(
-                "stream",
-                parent.header.as_ref(),
-                content,
-            ));
+            self.iopub
+                .publish(Outgoing::broadcast("stream", parent, content));
         });
     }
 
@@ -99,10 +141,10 @@ fn publish(
     buffers: Option<Vec<Bound<'_, PyBytes>>>,
 ) -> PyResult<()> {
     let host = Host::get()?;
-    let parent = host.parent();
+    let parent = host.parent_header();
     let mut message = Outgoing::broadcast(
         msg_type,
-        parent.header.as_ref(),
+        parent.as_ref(),
         Bytes::copy_from_slice(content.to_str()?.as_bytes()),
     );
     if let Some(metadata) = metadata {
@@ -124,8 +166,8 @@ fn publish(
 /// (output of a task reaching the cell that submitted it); None when idle.
 #[pyfunction]
 fn current_parent(py: Python<'_>) -> PyResult<Option<Bound<'_, PyBytes>>> {
-    let parent = Host::get()?.parent();
-    Ok(parent.header.map(|header| PyBytes::new(py, &header)))
+    let header = Host::get()?.parent_header();
+    Ok(header.map(|header| PyBytes::new(py, &header)))
 }
 
 /// Publish `text` as a `stream` message whose parent is `parent` (a header
@@ -214,7 +256,9 @@ impl OutStream {
 
     fn write(&self, text: &Bound<'_, PyString>) -> PyResult<usize> {
         let host = Host::get()?;
-        host.streams.write(self.name, &text.to_string_lossy());
+        let parent = host.parent_header();
+        host.streams
+            .write(parent.as_ref(), self.name, &text.to_string_lossy());
         text.len()
     }
 

@@ -1,17 +1,20 @@
-//! The Python side of the kernel, all on one thread: CPython's main thread,
-//! which starts the interpreter, installs the output capture, loads the
-//! IPython wiring and then serves shell requests until shutdown.
+//! The Python side of the kernel, on CPython's main thread, which starts the
+//! interpreter, installs the output capture, loads the IPython wiring and
+//! then serves the main shell's requests until shutdown; each subshell's
+//! requests are served on a thread of its own (`subshell`).
 
 mod bootstrap;
 mod dispatch;
 mod host;
 mod interpreter;
 pub mod streams;
+mod subshell;
 
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
 use crate::shell::{Queue, Replies, WorkReceiver};
 use crate::stdin::Stdin;
+use crate::subshells::Subshells;
 use bytes::Bytes;
 use dispatch::{Dispatcher, Engine};
 use host::{_pmp_kernel_host, Host};
@@ -38,6 +41,7 @@ pub struct Links {
     pub work: WorkReceiver,
     pub lifecycle: Arc<Lifecycle>,
     pub streams: Arc<Streams>,
+    pub subshells: Arc<Subshells>,
 }
 
 /// Run the Python side on the calling thread until the kernel stops.
@@ -69,6 +73,8 @@ pub fn run(python: &Path, links: Links) {
         links.queue,
         Arc::clone(&links.lifecycle),
     );
+    let launcher = subshell::Launcher::new(&dispatcher);
+    links.subshells.set_launcher(Arc::new(launcher));
     dispatcher.serve(&links.work);
     if started_python {
         // Run atexit handlers now: the process ends with exit(), which never

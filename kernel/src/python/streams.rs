@@ -5,6 +5,11 @@
 //! as `stream` messages: on `flush()`, before any other output and every
 //! reply, and shortly after a write by a background task.
 //!
+//! Each piece of text keeps the request it belongs to (its parent header):
+//! a subshell's cell writes while the main shell's cell runs, and each one's
+//! output must reach its own cell. Text from the pipes cannot tell which
+//! thread wrote it; it goes to the main shell's request.
+//!
 //! Locking: one mutex guards the buffer and the reading of both pipes, so
 //! text is never reordered between a pipe and the buffer; it is held only
 //! for memory copies, non-blocking reads and channel sends, never while
@@ -45,18 +50,34 @@ struct Capture {
     partial: Vec<u8>,
 }
 
+/// Text written to one stream for one request.
+struct Chunk {
+    parent: Option<Bytes>,
+    name: Name,
+    text: String,
+}
+
 #[derive(Default)]
 struct Buffer {
-    /// Text in write order; consecutive writes to one stream share a chunk.
-    chunks: Vec<(Name, String)>,
+    /// Text in write order; consecutive writes to one stream for one
+    /// request share a chunk.
+    chunks: Vec<Chunk>,
     captures: Vec<Capture>,
+    /// The parent of text read from the pipes: the main shell's request.
+    pipe_parent: Option<Bytes>,
 }
 
 impl Buffer {
-    fn push(&mut self, name: Name, text: &str) {
+    fn push(&mut self, parent: Option<&Bytes>, name: Name, text: &str) {
         match self.chunks.last_mut() {
-            Some((last, chunk)) if *last == name => chunk.push_str(text),
-            _ => self.chunks.push((name, text.to_owned())),
+            Some(last) if last.name == name && last.parent.as_ref() == parent => {
+                last.text.push_str(text)
+            }
+            _ => self.chunks.push(Chunk {
+                parent: parent.cloned(),
+                name,
+                text: text.to_owned(),
+            }),
         }
     }
 
@@ -98,7 +119,8 @@ impl Buffer {
                 capture.partial.extend_from_slice(&read[..n as usize]);
                 let text = take_utf8(&mut capture.partial);
                 let name = capture.name;
-                self.push(name, &text);
+                let parent = self.pipe_parent.clone();
+                self.push(parent.as_ref(), name, &text);
             }
         }
     }
@@ -143,27 +165,35 @@ impl Streams {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Append text written through `sys.stdout`/`sys.stderr`. Pipe contents
-    /// are taken first so that C-level output written earlier stays earlier.
-    pub fn write(&self, name: Name, text: &str) {
+    /// Append text written through `sys.stdout`/`sys.stderr` for the
+    /// request `parent`. Pipe contents are taken first so that C-level
+    /// output written earlier stays earlier.
+    pub fn write(&self, parent: Option<&Bytes>, name: Name, text: &str) {
         let mut buffer = self.lock();
         let was_empty = buffer.chunks.is_empty();
         buffer.drain_pipes();
-        buffer.push(name, text);
+        buffer.push(parent, name, text);
         drop(buffer);
         if was_empty {
             self.written.notify_one();
         }
     }
 
-    /// Send everything written so far to `sink`, in order.
-    pub fn flush(&self, sink: impl Fn(&'static str, String)) {
+    /// Send everything written so far to `sink` (parent, stream, text), in
+    /// order.
+    pub fn flush(&self, sink: impl Fn(Option<&Bytes>, &'static str, String)) {
         let mut buffer = self.lock();
         buffer.drain_pipes();
         // Sent while holding the lock, so two flushes cannot interleave.
-        for (name, text) in buffer.chunks.drain(..) {
-            sink(name.as_str(), text);
+        for chunk in buffer.chunks.drain(..) {
+            sink(chunk.parent.as_ref(), chunk.name.as_str(), chunk.text);
         }
+    }
+
+    /// Text read from the pipes from now on belongs to `parent` (the main
+    /// shell's request; flush first what belongs to the previous one).
+    pub fn set_pipe_parent(&self, parent: Option<Bytes>) {
+        self.lock().pipe_parent = parent;
     }
 
     /// Point fd 1 or 2 at a pipe read by this buffer. A reader thread (which
@@ -292,12 +322,12 @@ mod tests {
     #[test]
     fn consecutive_writes_to_one_stream_share_a_message() {
         let streams = Streams::new();
-        streams.write(Name::Stdout, "a");
-        streams.write(Name::Stdout, "b");
-        streams.write(Name::Stderr, "c");
-        streams.write(Name::Stdout, "d");
+        streams.write(None, Name::Stdout, "a");
+        streams.write(None, Name::Stdout, "b");
+        streams.write(None, Name::Stderr, "c");
+        streams.write(None, Name::Stdout, "d");
         let sent = Mutex::new(Vec::new());
-        streams.flush(|name, text| sent.lock().unwrap().push((name, text)));
+        streams.flush(|_, name, text| sent.lock().unwrap().push((name, text)));
         let sent = sent.into_inner().unwrap();
         assert_eq!(
             sent,
@@ -305,6 +335,28 @@ mod tests {
                 ("stdout", "ab".to_string()),
                 ("stderr", "c".to_string()),
                 ("stdout", "d".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn text_of_two_requests_stays_apart_and_in_order() {
+        let main = Bytes::from_static(b"{\"msg_id\":\"main\"}");
+        let sub = Bytes::from_static(b"{\"msg_id\":\"sub\"}");
+        let streams = Streams::new();
+        streams.write(Some(&main), Name::Stdout, "a");
+        streams.write(Some(&sub), Name::Stdout, "b");
+        streams.write(Some(&sub), Name::Stdout, "c");
+        streams.write(Some(&main), Name::Stdout, "d");
+        let sent = Mutex::new(Vec::new());
+        streams.flush(|parent, _, text| sent.lock().unwrap().push((parent.cloned(), text)));
+        let sent = sent.into_inner().unwrap();
+        assert_eq!(
+            sent,
+            vec![
+                (Some(main.clone()), "a".to_string()),
+                (Some(sub), "bc".to_string()),
+                (Some(main), "d".to_string()),
             ]
         );
     }
