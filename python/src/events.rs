@@ -74,6 +74,9 @@ event_class! {
         exit_code: Option<i32>,
         signal: Option<i32>,
         stderr_tail: String,
+        // The job whose end took the worker (an allocation's), and its state.
+        job: Option<String>,
+        state: Option<String>,
     }
 }
 
@@ -155,6 +158,8 @@ fn event_to_python(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
                 exit_code: reason.exit_code,
                 signal: reason.signal,
                 stderr_tail: reason.stderr_tail,
+                job: reason.job.as_ref().map(|j| j.id.clone()),
+                state: reason.job.map(|j| j.state),
             },
         )?
         .into_any(),

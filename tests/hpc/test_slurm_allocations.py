@@ -189,7 +189,7 @@ def test_an_allocation_cancelled_under_a_call_fails_it_naming_the_job_or_reruns_
             try:
                 f.result(timeout=60)
             except Exception as e:
-                print(type(e).__name__, f"job {job} ended CANCELLED" in str(e), "node" in str(e))
+                print(type(e).__name__, f"job {job} ended CANCELLED" in str(e), "node" in str(e), e.job == job, e.state)
             again = exe.submit(hold, "b", resource_dict={"restart_limit": 1})
             first = job_of("b")
             pathlib.Path("job-b").unlink()
@@ -199,7 +199,7 @@ def test_an_allocation_cancelled_under_a_call_fails_it_naming_the_job_or_reruns_
             print(again.result(timeout=120) == second != first)
         """
     )
-    assert lines(done) == ["WorkerDiedError True True", "True"]
+    assert lines(done) == ["JobFailedError True True True CANCELLED", "True"]
 
 
 @pytest.mark.timeout(120)

@@ -433,6 +433,7 @@ impl Agent {
             exit_code,
             signal,
             stderr_tail,
+            ..
         } = exit.reason;
         if silent {
             // In place of a bare "killed by signal 9", as the scheduler

@@ -31,7 +31,12 @@ from pmp._pmp import (
 )
 from pmp.client import display_hooks, serialize, store
 from pmp.client.cell_output import write_to_client
-from pmp.client.errors import DependencyCancelledError, WorkerDiedError, exception_of
+from pmp.client.errors import (
+    DependencyCancelledError,
+    JobFailedError,
+    WorkerDiedError,
+    exception_of,
+)
 
 _UNDECODED = object()
 _CONDITION_LOCK = threading.Lock()
@@ -432,6 +437,9 @@ class FutureTable:
             elif kind is Rejected:
                 error = ValueError if event.error_type == "ValueError" else RuntimeError
                 future.set_exception(error(event.message))
+            elif kind is Lost and event.job is not None:
+                # Its allocation's job ended under it (scancel, a node failure).
+                future.set_exception(JobFailedError(event.message, event.job, event.state))
             elif kind is Lost:
                 future.set_exception(
                     WorkerDiedError(event.message, event.exit_code, event.signal, event.stderr_tail)

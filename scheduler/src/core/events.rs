@@ -15,6 +15,16 @@ pub struct LostReason {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub stderr_tail: String,
+    /// The job whose end took the worker with it (an elastic allocation's),
+    /// which the client raises as a job's failure. Boxed: rare.
+    pub job: Option<Box<EndedJob>>,
+}
+
+/// A job system's job that ended, and its word for how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedJob {
+    pub id: String,
+    pub state: String,
 }
 
 impl LostReason {
@@ -24,6 +34,7 @@ impl LostReason {
             exit_code: None,
             signal: None,
             stderr_tail: String::new(),
+            job: None,
         }
     }
 }

@@ -31,7 +31,7 @@ mod tasks;
 mod workers;
 
 pub use ahead::QueueAhead;
-pub use events::{Comm, Event, LostReason, SubmitError};
+pub use events::{Comm, EndedJob, Event, LostReason, SubmitError};
 pub use tasks::{TaskCounts, TaskSpec};
 pub use workers::{Launch, WorkerInfo, WorkerState};
 

@@ -522,6 +522,7 @@ impl Server {
                         exit_code,
                         signal,
                         stderr_tail,
+                        job: None,
                     };
                     let exit = self
                         .pilot_exit(node, Exit { worker, reason })
@@ -598,6 +599,16 @@ impl Server {
     /// `node`'s agent is gone: each worker it ran is lost, named by node and
     /// cause, and nothing starts there any more.
     pub(super) fn node_lost(&mut self, node: NodeId, why: String) {
+        self.node_lost_with_job(node, why, None);
+    }
+
+    /// `node_lost`, its workers' calls failed as `job`'s (its job ended).
+    pub(super) fn node_lost_with_job(
+        &mut self,
+        node: NodeId,
+        why: String,
+        job: Option<crate::core::EndedJob>,
+    ) {
         let Some(agents) = self.agents.as_mut() else {
             return;
         };
@@ -616,7 +627,8 @@ impl Server {
         // node is gone, and the workers that fail to start there meanwhile
         // must not come first.
         for worker in on_node {
-            let reason = LostReason::new(format!("node {name} was lost: {why}"));
+            let mut reason = LostReason::new(format!("node {name} was lost: {why}"));
+            reason.job = job.clone().map(Box::new);
             let _ = self
                 .internal_tx
                 .send(Internal::Exited(Exit { worker, reason }));

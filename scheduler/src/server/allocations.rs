@@ -369,11 +369,15 @@ impl Server {
             } else {
                 ended_words(&job, &state)
             };
+            let ended = crate::core::EndedJob {
+                id: job.clone(),
+                state: state.clone(),
+            };
             for node in self.core.allocation_nodes(id) {
                 if let Some(allocations) = self.allocations() {
                     allocations.held.forget(node);
                 }
-                self.node_lost(node, why.clone());
+                self.node_lost_with_job(node, why.clone(), Some(ended.clone()));
             }
             with_comm!(self, |core, comm| core
                 .allocation_ended(&mut comm, id, &state));
