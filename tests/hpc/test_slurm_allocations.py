@@ -4,6 +4,7 @@ real Slurm with two nodes (node1, node2: 4 CPUs each):
 jobs of node agents as calls wait, gives them back when idle, and starts a
 call with `run_time_max` only where its allocation has that much time left."""
 
+import ast
 import os
 import pathlib
 import shutil
@@ -256,3 +257,35 @@ def test_min_allocations_keeps_one_through_an_idle_minute(login_node):
         """
     )
     assert lines(done) == ["True True", "[]"]
+
+
+@pytest.mark.timeout(300)
+def test_in_the_kernel_a_cell_waits_for_an_allocation_runs_and_status_lists_it(slurm, tmp_path):
+    from test_status_batch import Kernel
+
+    kernel = Kernel(tmp_path)
+    name = None
+    try:
+        kernel.run(
+            "%pmp config --backend slurm --allocation nodes=1,time_limit=5:00,idle_timeout=60"
+        )
+        name = ast.literal_eval(
+            kernel.value("get_ipython().find_magic('pmp').__self__.executor._engine.pilot_job_name")
+        )
+        kernel.run(
+            "%%pmp submit --name x\nimport os, time\ntime.sleep(3)\nos.environ['SLURM_JOB_ID']"
+        )
+        job = ast.literal_eval(kernel.value("x.result(timeout=150)"))
+        texts = [b["text/plain"] for bundles in kernel.displays.values() for b in bundles]
+        said = [t for t in texts if t.startswith("x: ")]
+        waiting = [i for i, t in enumerate(said) if "waiting for an allocation" in t]
+        running = [i for i, t in enumerate(said) if t.startswith("x: running")]
+        done = [i for i, t in enumerate(said) if t.startswith("x: done")]
+        assert waiting and running and done, said
+        assert waiting[0] < running[0] < done[0], said
+        status, _ = kernel.shown("%pmp status")
+        assert f"allocations: job {job} RUNNING on node" in status, status
+    finally:
+        kernel.close()
+        if name:
+            subprocess.run(["scancel", "-n", name], check=False, capture_output=True)

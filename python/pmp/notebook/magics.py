@@ -5,7 +5,7 @@ watch them in live status displays.
     %pmp submit [options] f(args)
     %pmp status | %pmp graph | %pmp cancel VAR|all | %pmp resources | %pmp cache clear [KEY]
     %pmp config [--max-workers N] [--max-cores N] [--backend B] [--block-allocation]
-                [--cache-directory DIR]
+                [--cache-directory DIR] [--allocation K=V,...]
 
 `%pmp` alone or `%pmp --help` lists the commands, `%pmp COMMAND --help` one
 command's options; Tab completes them (`completion`).
@@ -79,6 +79,37 @@ def _variable_name(text):
     return text
 
 
+# pmp.Allocation's fields as `%pmp config --allocation` reads them: counts,
+# times (seconds or a Slurm time string), and words.
+_ALLOCATION_COUNTS = ("nodes", "max_allocations", "min_allocations", "backlog")
+_ALLOCATION_TIMES = ("time_limit", "idle_timeout", "drain")
+
+
+def _allocation_fields(text):
+    """`nodes=1,time_limit=30:00,...` as pmp.Allocation's keyword arguments;
+    extra_args is the rest of its value split at spaces (quote the option)."""
+    fields = {}
+    for item in filter(None, text.split(",")):
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not value:
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+        if key in _ALLOCATION_COUNTS:
+            if not value.isdigit():
+                raise argparse.ArgumentTypeError(f"{key} must be a whole number, got {value!r}")
+            fields[key] = int(value)
+        elif key in _ALLOCATION_TIMES:
+            fields[key] = int(value) if value.isdigit() else value
+        elif key == "partition":
+            fields[key] = value
+        elif key == "extra_args":
+            fields[key] = value.split()
+        else:
+            known = ", ".join((*_ALLOCATION_COUNTS, *_ALLOCATION_TIMES, "partition", "extra_args"))
+            raise argparse.ArgumentTypeError(f"{key!r} is not one of {known}")
+    return fields
+
+
 def parser():
     """What %pmp accepts: its commands and their options, with the help that
     `%pmp`, `%pmp --help` and `%pmp COMMAND --help` print. Tab completion
@@ -143,6 +174,13 @@ def parser():
     )
     config.add_argument(
         "--cache-directory", metavar="DIR", help="a task store: results kept across restarts"
+    )
+    config.add_argument(
+        "--allocation",
+        metavar="K=V,...",
+        type=_allocation_fields,
+        help="elastic Slurm allocations from a login node (pmp.Allocation's fields), e.g. "
+        "nodes=1,time_limit=30:00,max_allocations=2",
     )
     cache = command("cache", "the task store of the magics' Executor")
     cache.add_argument("action", choices=["clear"], help="clear: remove entries")
@@ -397,19 +435,23 @@ class PmpMagics(Magics):
         print("\n".join(lines))
 
     def _config(self, arguments, cell):
-        from pmp import Executor
+        from pmp import Allocation, Executor
 
         # The new Executor first: a mistake in the options must leave the
         # current one, and the tasks it runs, as they were.
         try:
+            allocation = None
+            if arguments.allocation is not None:
+                allocation = Allocation(**arguments.allocation)
             executor = Executor(
                 max_workers=arguments.max_workers,
                 max_cores=arguments.max_cores,
                 backend=arguments.backend,
                 block_allocation=arguments.block_allocation,
                 cache_directory=arguments.cache_directory,
+                allocation=allocation,
             )
-        except ValueError as error:
+        except (ValueError, TypeError) as error:
             raise UsageError(f"%pmp config: {error}") from None
         if self._executor is not None:
             # Its queued and running tasks still finish; it takes no new ones.

@@ -63,6 +63,36 @@ JOB_REASONS = {
 }
 
 
+def allocation_words(future):
+    """What a queued call of an Executor with elastic allocations waits for:
+    `waiting for an allocation: job 123 PENDING (Priority)`; None for an
+    Executor without allocations."""
+    table = getattr(future, "_pmp_table", None)
+    scheduler = getattr(table, "scheduler", None)
+    if scheduler is None:
+        return None
+    allocations = scheduler.info().get("allocations")
+    if allocations is None:
+        return None
+    coming = [a for a in allocations if a["state"] in ("SUBMITTING", "PENDING")]
+    if coming:
+        parts = []
+        for a in coming:
+            if a["job"] is None:
+                parts.append("being submitted")
+                continue
+            reason = a["reason"] if a["reason"] not in ("", "None") else ""
+            known = JOB_REASONS.get(reason.split(",", 1)[0].strip())
+            why = f" ({reason}{f': {known}' if known else ''})" if reason else ""
+            parts.append(f"job {a['job']} PENDING{why}")
+        return "waiting for an allocation: " + ", ".join(parts)
+    running = [a for a in allocations if a["state"] == "RUNNING"]
+    if running:
+        jobs = ", ".join(f"job {a['job']}" for a in running)
+        return f"waiting for room in the allocations ({jobs})"
+    return "waiting for an allocation"
+
+
 def job_words(future):
     """A batch job's state in words: `job 83 waiting in Slurm's queue:
     Priority (jobs of higher priority go first)`, `job 83 on node[1-2]`."""
@@ -193,7 +223,8 @@ class FutureStatus:
         if job is not None and state in ("queued", "running"):
             return f"{state} for {_duration(self._elapsed())}: {job_words(self.future)}"
         if state == "queued":
-            return f"queued for {_duration(self._elapsed())}"
+            waits = allocation_words(self.future)
+            return f"queued for {_duration(self._elapsed())}" + (f": {waits}" if waits else "")
         if state == "running":
             return f"running{self._where()} for {_duration(self._elapsed())}"
         if state == "done":

@@ -138,7 +138,25 @@ class ExecutorPart:
             return f"batch jobs ({info['backend']}, one per call): {jobs}"
         names = {getattr(t.future, "_pmp_task", None): t.label for t in self.tasks}
         workers = "; ".join(worker_line(w, names) for w in info["workers"])
-        return "workers: " + (workers or "none")
+        said = "workers: " + (workers or "none")
+        if "allocations" in info:
+            allocations = "; ".join(allocation_line(a) for a in info["allocations"])
+            said += "; allocations: " + (allocations or "none yet")
+        return said
+
+
+def allocation_line(allocation):
+    """`job 12 RUNNING on node1, 4 min left, 2 calls`, `job 13 PENDING (Priority)`."""
+    job = allocation["job"] or "(being submitted)"
+    state = allocation["state"]
+    words = f"job {job} {state}"
+    if state == "PENDING" and allocation["reason"] not in ("", "None"):
+        words += f" ({allocation['reason']})"
+    if allocation["nodes"] and state == "RUNNING":
+        words += f" on {','.join(allocation['nodes'])}"
+    if allocation["time_left"] is not None:
+        words += f", {allocation['time_left'] / 60:.0f} min left, {allocation['calls']} calls"
+    return words
 
 
 def worker_line(worker, names):
