@@ -1,6 +1,7 @@
 //! The control channel, answered here and never queued behind a running
-//! cell: kernel_info, interrupt, shutdown.
+//! cell: kernel_info, interrupt, shutdown, and the debugger's requests.
 
+use crate::debugger::Debugger;
 use crate::interrupt;
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
@@ -57,6 +58,7 @@ pub async fn serve(
     signer: Arc<Signer>,
     iopub: Iopub,
     lifecycle: Arc<Lifecycle>,
+    mut debugger: Debugger,
 ) {
     loop {
         let frames = match socket.socket.recv().await {
@@ -86,6 +88,7 @@ pub async fn serve(
                 interrupt::interrupt_python();
                 json(&serde_json::json!({"status": "ok"}))
             }
+            "debug_request" => debugger.handle(&request).await,
             "shutdown_request" => {
                 stop = true;
                 shutdown_reply(&request)

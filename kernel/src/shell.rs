@@ -22,6 +22,9 @@ pub enum Work {
     StopAborting,
     /// Wake the Python thread so it notices that the kernel is shutting down.
     Wake,
+    /// Run this on the Python thread between requests (the debugger starts
+    /// debugpy there, so that debugpy traces the thread that runs cells).
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 /// The Python thread's queue (a std channel: that thread waits on it with a

@@ -110,6 +110,7 @@ impl Dispatcher {
                 }
                 Some(Work::StopAborting) => self.aborting = false,
                 Some(Work::Wake) => {}
+                Some(Work::Call(call)) => call(),
                 None => break,
             }
         }

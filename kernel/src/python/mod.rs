@@ -3,6 +3,7 @@
 //! IPython wiring and then serves shell requests until shutdown.
 
 mod bootstrap;
+pub mod debugging;
 mod dispatch;
 mod host;
 mod interpreter;
