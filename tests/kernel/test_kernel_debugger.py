@@ -48,6 +48,14 @@ def names(reply):
     return {v["name"]: v["value"] for v in reply["body"]["variables"]}
 
 
+def test_nothing_of_the_debugger_is_loaded_until_it_is_used(frontend):
+    # Runs first in this module's kernel: no debug request has been sent yet.
+    loaded = frontend.value(
+        "import sys; sorted(m for m in ('debugpy', '_pmp_kernel.debugger') if m in sys.modules)"
+    )
+    assert loaded == "[]"
+
+
 def test_kernel_info_offers_the_debugger(frontend):
     content = frontend.reply(frontend.client.kernel_info())["content"]
     assert content["debugger"] is True
@@ -73,6 +81,14 @@ def test_variables_of_a_plain_cell_without_a_debugging_session(frontend):
     rich = debug(frontend, "richInspectVariables", {"variableName": "answer"})
     assert rich["success"], rich
     assert rich["body"]["data"]["text/plain"] == "42"
+
+
+def test_a_debug_request_that_is_not_a_dap_request_is_refused_with_what_to_do(frontend):
+    msg = frontend.client.session.msg("debug_request", {"seq": 1})
+    frontend.client.control_channel.send(msg)
+    reply = frontend.client.get_control_msg(timeout=30)
+    assert reply["content"]["success"] is False
+    assert '"command"' in reply["content"]["message"]
 
 
 def test_a_request_before_initialize_is_refused_with_what_to_do(frontend):
@@ -141,10 +157,17 @@ def test_a_breakpoint_in_a_cell_stops_there_and_continue_finishes_the_cell(front
     top = stack["body"]["stackFrames"][0]
     assert (top["name"], top["line"], top["source"]["path"]) == ("f", 2, source)
 
+    # One step: the frame moves to the next line and stops there.
+    assert debug(frontend, "next", {"threadId": thread})["success"]
+    assert debug_event(frontend, "stopped")["body"]["reason"] == "step"
+    stack = debug(frontend, "stackTrace", {"threadId": thread})
+    top = stack["body"]["stackFrames"][0]
+    assert (top["name"], top["line"]) == ("f", 3)
+
     scopes = debug(frontend, "scopes", {"frameId": top["id"]})
     local = next(s for s in scopes["body"]["scopes"] if s["name"] == "Locals")
     variables = debug(frontend, "variables", {"variablesReference": local["variablesReference"]})
-    assert names(variables) == {"a": "2", "b": "3"}
+    assert names(variables) == {"a": "2", "b": "3", "c": "5"}
 
     evaluated = debug(
         frontend, "evaluate", {"expression": "a * 10 + b", "frameId": top["id"], "context": "repl"}
@@ -173,3 +196,13 @@ def test_a_breakpoint_in_a_cell_stops_there_and_continue_finishes_the_cell(front
     assert debug(frontend, "debugInfo")["body"]["breakpoints"] == []
     # Without the debugger the same cell runs through, and so does the kernel.
     assert frontend.value("f(4, 5)") == "9"
+
+
+def test_the_debugger_can_be_enabled_again_after_it_was_disabled(frontend):
+    for _ in range(2):
+        assert debug(frontend, "initialize", {"clientID": "test", "adapterID": ""})["success"]
+        assert debug(frontend, "attach")["success"]
+        assert debug(frontend, "debugInfo")["body"]["isStarted"]
+        assert debug(frontend, "disconnect", {"restart": False})["success"]
+        assert not debug(frontend, "debugInfo")["body"]["isStarted"]
+    assert frontend.value("1 + 1") == "2"

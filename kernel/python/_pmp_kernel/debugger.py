@@ -94,11 +94,11 @@ def start():
         # pydevd warns that frozen standard modules cannot be stepped into
         # (Python 3.11+), on the cell's output; ipykernel silences it too.
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-        import debugpy
+        import debugpy  # noqa: T100 - starting debugpy is this module's job
 
         os.makedirs(tmp_directory(), mode=0o700, exist_ok=True)
         # The adapter is a separate process started with sys.executable.
-        _, _port = debugpy.listen(("127.0.0.1", 0))
+        _, _port = debugpy.listen(("127.0.0.1", 0))  # noqa: T100
     shell = _shell()
     shell.compile.get_code_name = _code_name
     # A cell's leading blank lines must stay, or its lines would not match
@@ -172,6 +172,8 @@ class _VariableExplorer:
     def __init__(self):
         # Puts pydevd's bundle on sys.path for the imports below.
         from debugpy.server import api  # noqa: F401
+
+        # isort: split
         from _pydevd_bundle import pydevd_frame_utils
         from _pydevd_bundle.pydevd_suspended_frames import (
             SuspendedFramesManager,
