@@ -30,6 +30,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long `debugpy.listen` may take (it starts the adapter process).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `initialize` waits for the Python thread to finish a request.
+const BUSY_GRACE: Duration = Duration::from_secs(2);
 /// How long the adapter may take to announce `initialized` after attach.
 const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Threads of the kernel's own that a stop never concerns.
@@ -237,22 +239,33 @@ impl Debugger {
     /// Have debugpy listen (on the Python thread, between cells) and connect
     /// to its adapter.
     async fn start(&mut self) -> Result<(), String> {
-        if !self.lifecycle.shell_idle() || self.lifecycle.is_busy() {
-            return Err("a cell is running; the debugger starts between cells: \
-                        enable it again when the cell is done (or interrupt it)"
-                .into());
-        }
+        // Behind a running cell the start waits only briefly: meanwhile this
+        // channel answers nothing else, interrupts included.
+        let idle = self.lifecycle.shell_idle() && !self.lifecycle.is_busy();
+        let wait = if idle { START_TIMEOUT } else { BUSY_GRACE };
         let (tx, rx) = oneshot::channel();
         let call = Box::new(move || {
-            let _ = tx.send(debugging::call("start", &[]));
+            // Not once the request has given up: nothing would undo it.
+            if !tx.is_closed() {
+                let _ = tx.send(debugging::call("start", &[]));
+            }
         });
         self.queue
             .send(Work::Call(call))
             .map_err(|_| "the Python thread has stopped".to_string())?;
-        let port = tokio::time::timeout(START_TIMEOUT, rx)
-            .await
-            .map_err(|_| format!("debugpy did not start listening within {START_TIMEOUT:?}"))?
-            .map_err(|_| "the Python thread has stopped".to_string())??;
+        let port = match tokio::time::timeout(wait, rx).await {
+            Ok(started) => started.map_err(|_| "the Python thread has stopped".to_string())??,
+            Err(_) if idle => {
+                return Err(format!(
+                    "debugpy did not start listening within {START_TIMEOUT:?}"
+                ))
+            }
+            Err(_) => {
+                return Err("a cell is running, and the debugger starts between cells: \
+                            enable it again when the cell is done (or interrupt it)"
+                    .into())
+            }
+        };
         let port: u16 = port
             .parse()
             .map_err(|_| format!("debugpy listens on no valid port: {port}"))?;

@@ -97,6 +97,17 @@ def test_a_request_before_initialize_is_refused_with_what_to_do(frontend):
     assert "initialize" in reply["message"]
 
 
+def test_the_debugger_does_not_start_behind_a_running_cell(frontend):
+    msg_id = frontend.client.execute("import time; time.sleep(6)")
+    time.sleep(0.5)
+    refused = debug(frontend, "initialize", {"clientID": "test", "adapterID": ""})
+    assert refused["success"] is False
+    assert "a cell is running" in refused["message"]
+    # The control channel is free again while the cell still runs.
+    assert debug(frontend, "debugInfo")["body"]["isStarted"] is False
+    assert frontend.reply(msg_id)["content"]["status"] == "ok"
+
+
 def test_a_breakpoint_in_a_cell_stops_there_and_continue_finishes_the_cell(frontend):
     initialized = debug(
         frontend,
