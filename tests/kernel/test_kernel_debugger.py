@@ -82,6 +82,12 @@ def test_variables_of_a_plain_cell_without_a_debugging_session(frontend):
     assert rich["success"], rich
     assert rich["body"]["data"]["text/plain"] == "42"
 
+    frontend.execute(
+        "class Table:\n    def _repr_html_(self):\n        return '<b>rows</b>'\ntable = Table()"
+    )
+    rich = debug(frontend, "richInspectVariables", {"variableName": "table"})
+    assert rich["body"]["data"]["text/html"] == "<b>rows</b>"
+
 
 def test_a_debug_request_that_is_not_a_dap_request_is_refused_with_what_to_do(frontend):
     msg = frontend.client.session.msg("debug_request", {"seq": 1})
@@ -134,6 +140,8 @@ def test_a_breakpoint_in_a_cell_stops_there_and_continue_finishes_the_cell(front
     source = dumped["body"]["sourcePath"]
     with open(source, encoding="utf-8") as f:
         assert f.read() == CELL
+    shown = debug(frontend, "source", {"source": {"path": source}})
+    assert shown["success"] and shown["body"]["content"] == CELL
 
     placed = debug(
         frontend,
