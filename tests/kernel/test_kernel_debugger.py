@@ -217,6 +217,45 @@ def test_a_breakpoint_in_a_cell_stops_there_and_continue_finishes_the_cell(front
     assert frontend.value("f(4, 5)") == "9"
 
 
+LOCAL_CELL = """%%pmp submit --local --name local_task
+x = 20
+x + 1
+"""
+
+
+def test_a_pmp_submit_cell_run_locally_stops_at_its_breakpoint(frontend):
+    assert debug(frontend, "initialize", {"clientID": "test", "adapterID": ""})["success"]
+    assert debug(frontend, "attach")["success"]
+    source = debug(frontend, "dumpCell", {"code": LOCAL_CELL})["body"]["sourcePath"]
+    placed = debug(
+        frontend, "setBreakpoints", {"breakpoints": [{"line": 3}], "source": {"path": source}}
+    )
+    assert placed["body"]["breakpoints"][0]["verified"]
+    assert debug(frontend, "configurationDone")["success"]
+
+    msg_id = frontend.client.execute(LOCAL_CELL)
+    thread = debug_event(frontend, "stopped")["body"]["threadId"]
+    top = debug(frontend, "stackTrace", {"threadId": thread})["body"]["stackFrames"][0]
+    assert (top["line"], top["source"]["path"]) == (3, source)
+    scopes = debug(frontend, "scopes", {"frameId": top["id"]})
+    local = next(s for s in scopes["body"]["scopes"] if s["name"] == "Locals")
+    variables = debug(frontend, "variables", {"variablesReference": local["variablesReference"]})
+    assert names(variables)["x"] == "20"
+
+    assert debug(frontend, "continue", {"threadId": thread})["success"]
+    assert frontend.reply(msg_id)["content"]["status"] == "ok"
+    results = [m for m in frontend.outputs(msg_id) if m["msg_type"] == "execute_result"]
+    assert results[-1]["content"]["data"]["text/plain"] == "21"
+    assert frontend.value("local_task.result()") == "21"
+    assert debug(frontend, "disconnect", {"restart": False})["success"]
+
+
+def test_pmp_submit_local_refuses_worker_resources_saying_why(frontend):
+    reply, _ = frontend.execute("%%pmp submit --local --cores 2\n1")
+    assert reply["status"] == "error"
+    assert "--local runs in the kernel, where --cores cannot apply" in reply["evalue"]
+
+
 def test_the_debugger_can_be_enabled_again_after_it_was_disabled(frontend):
     for _ in range(2):
         assert debug(frontend, "initialize", {"clientID": "test", "adapterID": ""})["success"]
