@@ -34,6 +34,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const BUSY_GRACE: Duration = Duration::from_secs(2);
 /// How long the adapter may take to announce `initialized` after attach.
 const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a disconnect waits for the adapter to close the connection.
+const HANG_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Threads of the kernel's own that a stop never concerns.
 const KERNEL_THREADS: &[&str] = &["IPythonHistorySavingThread"];
 /// Globals the variables panel leaves out (ipykernel's list).
@@ -75,6 +77,8 @@ struct Session {
     /// Set by the forwarder when the adapter sends `initialized`.
     initialized: watch::Receiver<bool>,
     attached: bool,
+    /// The event forwarder, which ends when the adapter hangs up.
+    forwarder: tokio::task::JoinHandle<()>,
 }
 
 pub struct Debugger {
@@ -276,7 +280,7 @@ impl Debugger {
             .map_err(|e| format!("cannot connect to debugpy on port {port}: {e}"))?;
         let dap = Arc::new(dap);
         let (initialized_tx, initialized) = watch::channel(false);
-        tokio::spawn(forward_events(
+        let forwarder = tokio::spawn(forward_events(
             events_rx,
             Arc::clone(&dap),
             Arc::clone(&self.shared),
@@ -287,6 +291,7 @@ impl Debugger {
             dap,
             initialized,
             attached: false,
+            forwarder,
         });
         Ok(())
     }
@@ -294,12 +299,28 @@ impl Debugger {
     async fn stop(&mut self) {
         if let Some(session) = self.session.take() {
             session.dap.close().await;
+            // Until the adapter has hung up it may still be ending this
+            // session, and would not yet take the next one's attach.
+            if tokio::time::timeout(HANG_UP_TIMEOUT, session.forwarder)
+                .await
+                .is_err()
+            {
+                log::warn!("debugpy did not hang up within {HANG_UP_TIMEOUT:?} of disconnect");
+            }
         }
         self.breakpoints.clear();
         lock(&self.shared.stopped).clear();
         if let Err(e) = python("stop", Vec::new()).await {
             log::warn!("stopping the debugger: {e}");
         }
+        // Tracing is per thread: the Python thread stops it itself, after
+        // the cell it may be running.
+        let untrace = Box::new(|| {
+            if let Err(e) = debugging::call("untrace", &[]) {
+                log::warn!("stopping debugpy's tracing: {e}");
+            }
+        });
+        let _ = self.queue.send(Work::Call(untrace));
     }
 
     fn dap(&self) -> Result<&Arc<Connection>, String> {

@@ -264,3 +264,16 @@ def test_the_debugger_can_be_enabled_again_after_it_was_disabled(frontend):
         assert debug(frontend, "disconnect", {"restart": False})["success"]
         assert not debug(frontend, "debugInfo")["body"]["isStarted"]
     assert frontend.value("1 + 1") == "2"
+
+    # Enabled again, it stops at breakpoints as the first time.
+    cell = "def h(n):\n    return n * 2\n\nh(21)\n"
+    assert debug(frontend, "initialize", {"clientID": "test", "adapterID": ""})["success"]
+    assert debug(frontend, "attach")["success"]
+    source = debug(frontend, "dumpCell", {"code": cell})["body"]["sourcePath"]
+    debug(frontend, "setBreakpoints", {"breakpoints": [{"line": 2}], "source": {"path": source}})
+    assert debug(frontend, "configurationDone")["success"]
+    msg_id = frontend.client.execute(cell)
+    thread = debug_event(frontend, "stopped")["body"]["threadId"]
+    assert debug(frontend, "continue", {"threadId": thread})["success"]
+    assert frontend.reply(msg_id)["content"]["status"] == "ok"
+    assert debug(frontend, "disconnect", {"restart": False})["success"]

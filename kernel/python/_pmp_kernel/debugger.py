@@ -99,6 +99,8 @@ def start():
         os.makedirs(tmp_directory(), mode=0o700, exist_ok=True)
         # The adapter is a separate process started with sys.executable.
         _, _port = debugpy.listen(("127.0.0.1", 0))  # noqa: T100
+    else:
+        _pydevd().enable_tracing()
     shell = _shell()
     shell.compile.get_code_name = _code_name
     # A cell's leading blank lines must stay, or its lines would not match
@@ -110,6 +112,22 @@ def start():
         index = cleanup.index(leading_empty_lines)
         _removed_cleanup[index] = cleanup.pop(index)
     return _port
+
+
+def _pydevd():
+    # On sys.path since debugpy.listen.
+    from _pydevd_bundle.pydevd_constants import get_global_debugger
+
+    return get_global_debugger()
+
+
+def untrace():
+    """Stop tracing the Python thread once the debugger is disabled (on that
+    thread, between requests). debugpy cannot stop listening, and while
+    pydevd traces, every Python call in a cell costs several times more;
+    `start` traces again."""
+    if _port is not None:
+        _pydevd().disable_tracing()
 
 
 def stop():
