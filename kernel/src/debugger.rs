@@ -174,7 +174,7 @@ impl Debugger {
     /// The debug_reply content for a debug_request.
     pub async fn handle(&mut self, request: &Request) -> Bytes {
         *lock(&self.shared.parent) = Some(request.header.clone());
-        let message: Value = serde_json::from_slice(&request.content).unwrap_or(Value::Null);
+        let mut message: Value = serde_json::from_slice(&request.content).unwrap_or(Value::Null);
         if !message["command"].is_string() {
             return json(&json!({
                 "type": "response",
@@ -182,6 +182,10 @@ impl Debugger {
                 "message": "a debug_request's content must be a DAP request: \
                             an object with a \"command\" (e.g. \"initialize\")",
             }));
+        }
+        // The handlers fill in arguments: they must be an object.
+        if !message["arguments"].is_object() {
+            message["arguments"] = json!({});
         }
         json(&self.process(message).await)
     }

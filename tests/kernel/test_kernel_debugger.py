@@ -24,7 +24,12 @@ def debug(frontend, command, arguments=None, timeout=30):
     client = frontend.client
     msg = client.session.msg(
         "debug_request",
-        {"type": "request", "seq": next(_seq), "command": command, "arguments": arguments or {}},
+        {
+            "type": "request",
+            "seq": next(_seq),
+            "command": command,
+            "arguments": {} if arguments is None else arguments,
+        },
     )
     client.control_channel.send(msg)
     deadline = time.monotonic() + timeout
@@ -259,7 +264,9 @@ def test_pmp_submit_local_refuses_worker_resources_saying_why(frontend):
 def test_the_debugger_can_be_enabled_again_after_it_was_disabled(frontend):
     for _ in range(2):
         assert debug(frontend, "initialize", {"clientID": "test", "adapterID": ""})["success"]
-        assert debug(frontend, "attach")["success"]
+        # Arguments that are not an object are read as none (the kernel
+        # fills in some of attach's).
+        assert debug(frontend, "attach", [1, 2])["success"]
         assert debug(frontend, "debugInfo")["body"]["isStarted"]
         assert debug(frontend, "disconnect", {"restart": False})["success"]
         assert not debug(frontend, "debugInfo")["body"]["isStarted"]
