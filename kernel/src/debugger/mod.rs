@@ -15,16 +15,21 @@
 //! Nothing of this runs, and nothing is imported in Python, until a
 //! frontend sends the first debug request.
 
+mod events;
+mod replies;
+
 use crate::dap::Connection;
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
 use crate::python::debugging;
 use crate::shell::{Queue, Work};
-use crate::wire::{json, Outgoing, Request};
+use crate::wire::{json, Request};
 use bytes::Bytes;
+use events::{forward_events, lock, Shared};
+use replies::{failure, is_identifier, response, variables_response, visible};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,40 +41,6 @@ const BUSY_GRACE: Duration = Duration::from_secs(2);
 const INITIALIZED_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a disconnect waits for the adapter to close the connection.
 const HANG_UP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Threads of the kernel's own that a stop never concerns.
-const KERNEL_THREADS: &[&str] = &["IPythonHistorySavingThread"];
-/// Globals the variables panel leaves out (ipykernel's list).
-const HIDDEN_VARIABLES: &[&str] = &[
-    "__name__",
-    "__doc__",
-    "__package__",
-    "__loader__",
-    "__spec__",
-    "__annotations__",
-    "__builtins__",
-    "__builtin__",
-    "__display__",
-    "get_ipython",
-    "debugpy",
-    "exit",
-    "quit",
-    "In",
-    "Out",
-    "_oh",
-    "_dh",
-    "_",
-    "__",
-    "___",
-];
-
-/// What the event forwarder shares with the request handler.
-#[derive(Default)]
-struct Shared {
-    /// Threads stopped by debugpy (ids as debugpy numbers them).
-    stopped: Mutex<BTreeSet<i64>>,
-    /// The parent of published events: the latest debug request.
-    parent: Mutex<Option<Bytes>>,
-}
 
 /// A connection to the adapter, from `initialize` to `disconnect`.
 struct Session {
@@ -80,7 +51,6 @@ struct Session {
     /// The event forwarder, which ends when the adapter hangs up.
     forwarder: tokio::task::JoinHandle<()>,
 }
-
 pub struct Debugger {
     iopub: Iopub,
     queue: Queue,
@@ -96,51 +66,6 @@ pub struct Debugger {
     cell_files: Option<Value>,
     shared: Arc<Shared>,
 }
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A response to `request` with no body yet.
-fn response(request: &Value, success: bool) -> Value {
-    json!({
-        "type": "response",
-        "seq": request["seq"],
-        "request_seq": request["seq"],
-        "command": request["command"],
-        "success": success,
-    })
-}
-
-fn failure(request: &Value, message: &str) -> Value {
-    let mut reply = response(request, false);
-    reply["message"] = Value::from(message);
-    reply["body"] = json!({});
-    reply
-}
-
-/// Whether `name` is a Python identifier: only such names are put into
-/// code evaluated in the user's frame.
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
-}
-
-fn visible(variable: &Value) -> bool {
-    let name = variable["name"].as_str().unwrap_or_default();
-    let numbered_output =
-        name.starts_with('_') && name[1..].starts_with(|c: char| c.is_ascii_digit());
-    !HIDDEN_VARIABLES.contains(&name) && !numbered_output && !name.starts_with("_i")
-}
-
-fn variables_response(request: &Value, variables: Vec<Value>) -> Value {
-    let mut reply = response(request, true);
-    let shown: Vec<Value> = variables.into_iter().filter(visible).collect();
-    reply["body"] = json!({ "variables": shown });
-    reply
-}
-
 /// Run a function of the debugger's Python module off the async threads.
 async fn python(function: &'static str, args: Vec<String>) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
@@ -155,7 +80,6 @@ async fn python_json(function: &'static str, args: Vec<String>) -> Result<Value,
     let text = python(function, args).await?;
     serde_json::from_str(&text).map_err(|e| format!("{function} returned no JSON: {e}"))
 }
-
 impl Debugger {
     pub fn new(iopub: Iopub, queue: Queue, lifecycle: Arc<Lifecycle>) -> Self {
         Debugger {
@@ -533,7 +457,6 @@ impl Debugger {
         Ok(reply)
     }
 }
-
 /// The `source` request: a file's text, read here (debugpy knows cells
 /// only by the file they were dumped to).
 async fn source(message: &Value) -> Value {
@@ -547,104 +470,5 @@ async fn source(message: &Value) -> Value {
             reply
         }
         Err(_) => failure(message, "source unavailable"),
-    }
-}
-
-/// Publish debugpy's events as `debug_event`, noting which threads are
-/// stopped (the variables panel reads the frame of a stopped thread, or the
-/// user's globals when none is).
-async fn forward_events(
-    mut events: mpsc::UnboundedReceiver<Value>,
-    dap: Arc<Connection>,
-    shared: Arc<Shared>,
-    iopub: Iopub,
-    initialized: watch::Sender<bool>,
-) {
-    while let Some(event) = events.recv().await {
-        let body = &event["body"];
-        match event["event"].as_str() {
-            Some("initialized") => {
-                initialized.send_replace(true);
-            }
-            Some("stopped") if body["allThreadsStopped"] == Value::Bool(true) => {
-                let threads = dap
-                    .request(json!({"type": "request", "command": "threads"}))
-                    .await;
-                match threads {
-                    Ok(reply) => {
-                        let mut stopped = lock(&shared.stopped);
-                        for thread in reply["body"]["threads"].as_array().into_iter().flatten() {
-                            let name = thread["name"].as_str().unwrap_or_default();
-                            if let (false, Some(id)) =
-                                (KERNEL_THREADS.contains(&name), thread["id"].as_i64())
-                            {
-                                stopped.insert(id);
-                            }
-                        }
-                    }
-                    Err(e) => log::warn!("debugger: listing stopped threads: {e}"),
-                }
-            }
-            Some("stopped") => {
-                if let Some(id) = body["threadId"].as_i64() {
-                    lock(&shared.stopped).insert(id);
-                }
-            }
-            Some("continued") => {
-                let mut stopped = lock(&shared.stopped);
-                match body["threadId"].as_i64() {
-                    Some(id) if body["allThreadsContinued"] != Value::Bool(true) => {
-                        stopped.remove(&id);
-                    }
-                    _ => stopped.clear(),
-                }
-            }
-            _ => {}
-        }
-        let parent = lock(&shared.parent).clone();
-        iopub.publish(Outgoing::broadcast(
-            "debug_event",
-            parent.as_ref(),
-            json(&event),
-        ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_python_names_are_identifiers() {
-        assert!(is_identifier("x"));
-        assert!(is_identifier("_private2"));
-        assert!(is_identifier("données"));
-        assert!(!is_identifier(""));
-        assert!(!is_identifier("2x"));
-        assert!(!is_identifier("special variables"));
-        assert!(!is_identifier("x);import os;("));
-    }
-
-    #[test]
-    fn the_variables_panel_hides_ipython_bookkeeping() {
-        let names =
-            |list: &[&str]| -> Vec<Value> { list.iter().map(|n| json!({"name": n})).collect() };
-        let request = json!({"seq": 4, "command": "inspectVariables"});
-        let reply = variables_response(
-            &request,
-            names(&[
-                "a",
-                "In",
-                "_3",
-                "_i3",
-                "__name__",
-                "get_ipython",
-                "_x",
-                "df",
-            ]),
-        );
-        assert_eq!(reply["body"]["variables"], json!(names(&["a", "_x", "df"])));
-        assert_eq!(reply["request_seq"], 4);
-        assert_eq!(reply["success"], true);
     }
 }
