@@ -51,6 +51,7 @@ struct Session {
     /// The event forwarder, which ends when the adapter hangs up.
     forwarder: tokio::task::JoinHandle<()>,
 }
+
 pub struct Debugger {
     iopub: Iopub,
     queue: Queue,
@@ -66,6 +67,7 @@ pub struct Debugger {
     cell_files: Option<Value>,
     shared: Arc<Shared>,
 }
+
 /// Run a function of the debugger's Python module off the async threads.
 async fn python(function: &'static str, args: Vec<String>) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
@@ -80,6 +82,7 @@ async fn python_json(function: &'static str, args: Vec<String>) -> Result<Value,
     let text = python(function, args).await?;
     serde_json::from_str(&text).map_err(|e| format!("{function} returned no JSON: {e}"))
 }
+
 impl Debugger {
     pub fn new(iopub: Iopub, queue: Queue, lifecycle: Arc<Lifecycle>) -> Self {
         Debugger {
@@ -457,6 +460,7 @@ impl Debugger {
         Ok(reply)
     }
 }
+
 /// The `source` request: a file's text, read here (debugpy knows cells
 /// only by the file they were dumped to).
 async fn source(message: &Value) -> Value {
