@@ -39,6 +39,8 @@ wanted = {
     # Tab on a %pmp line uses); comm carries ipywidgets' messages.
     "IPython": "ipython>=8.6",
     "comm": "comm>=0.1.3",
+    # JupyterLab's debugger (pmp-kernel imports it only once it is enabled).
+    "debugpy": "debugpy>=1.8",
 }
 print(" ".join(spec for mod, spec in wanted.items() if importlib.util.find_spec(mod) is None))
 PY

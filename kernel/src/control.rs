@@ -1,7 +1,8 @@
 //! The control channel, answered here and never queued behind a running
-//! cell: kernel_info, interrupt, shutdown, and the subshell requests
-//! (`subshells`).
+//! cell: kernel_info, interrupt, shutdown, the subshell requests
+//! (`subshells`) and the debugger's requests.
 
+use crate::debugger::Debugger;
 use crate::interrupt;
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
@@ -60,6 +61,7 @@ pub async fn serve(
     iopub: Iopub,
     lifecycle: Arc<Lifecycle>,
     subshells: Arc<Subshells>,
+    mut debugger: Debugger,
 ) {
     loop {
         let frames = match socket.socket.recv().await {
@@ -89,6 +91,7 @@ pub async fn serve(
                 interrupt::interrupt_python();
                 json(&serde_json::json!({"status": "ok"}))
             }
+            "debug_request" => debugger.handle(&request).await,
             "shutdown_request" => {
                 stop = true;
                 shutdown_reply(&request)

@@ -4,6 +4,8 @@
 mod children;
 mod cli;
 mod control;
+mod dap;
+mod debugger;
 mod heartbeat;
 mod install;
 mod interrupt;

@@ -7,6 +7,7 @@
 //! stdin broker, stream flusher); one reader per captured pipe. SIGINT is
 //! blocked everywhere except on the Python thread (see `interrupt`).
 
+use crate::debugger::Debugger;
 use crate::iopub::Iopub;
 use crate::lifecycle::Lifecycle;
 use crate::python::streams::Streams;
@@ -155,8 +156,9 @@ async fn serve(sockets: Sockets, signer: Arc<Signer>, side: SocketSide) {
     tokio::spawn(flush_soon(streams));
     tokio::spawn(watch_parent(Arc::clone(&lifecycle)));
 
+    let debugger = Debugger::new(iopub.clone(), queue.clone(), Arc::clone(&lifecycle));
     tokio::select! {
-        () = control::serve(sockets.control, signer, iopub.clone(), Arc::clone(&lifecycle), subshells) => {}
+        () = control::serve(sockets.control, signer, iopub.clone(), Arc::clone(&lifecycle), subshells, debugger) => {}
         () = lifecycle.stop_requested() => {}
     }
 

@@ -26,6 +26,9 @@ pub enum Work {
     /// Stop serving once the requests queued ahead are answered: the
     /// subshell was deleted.
     Leave,
+    /// Run this on the Python thread between requests (the debugger starts
+    /// debugpy there, so that debugpy traces the thread that runs cells).
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 /// The Python thread's queue (a std channel: that thread waits on it with a

@@ -191,7 +191,16 @@ def test_tab_completes_pmp_commands_options_and_their_values(kernel, kernel_name
     cell = "%%pmp submit --block --c\nx = 1"
     assert complete(kernel, cell, cell.index("\n")) == (["--cores", "--cwd"], "--c")
     matches, _ = complete(kernel, "%pmp submit --cores 2 --")
-    assert matches == ["--help", "--gpus", "--threads", "--cwd", "--name", "--key", "--block"]
+    assert matches == [
+        "--help",
+        "--gpus",
+        "--threads",
+        "--cwd",
+        "--name",
+        "--key",
+        "--block",
+        "--local",
+    ]
     assert complete(kernel, "%pmp config --b") == (
         ["--backend", "--block-allocation"],
         "--b",

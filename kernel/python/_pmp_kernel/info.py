@@ -17,6 +17,9 @@ from .jsonutil import dumps
 
 def content(version, banner):
     """The kernel_info reply content."""
+    # Only whether debugpy is there: it is imported when a frontend
+    # enables the debugger (see debugger.py).
+    debugger = importlib.util.find_spec("debugpy") is not None
     return {
         "status": "ok",
         "protocol_version": "5.3",
@@ -40,9 +43,9 @@ def content(version, banner):
             },
             {"text": "IPython Reference", "url": "https://ipython.org/documentation.html"},
         ],
-        "debugger": False,
+        "debugger": debugger,
         # JEP 91: create/list/delete_subshell_request on the control channel.
-        "supported_features": ["kernel subshells"],
+        "supported_features": (["debugger"] if debugger else []) + ["kernel subshells"],
     }
 
 

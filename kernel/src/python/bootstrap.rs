@@ -40,7 +40,11 @@ const PACKAGE_INIT: &str = include_str!("../../python/_pmp_kernel/__init__.py");
 
 /// Create (or reuse) module `name` in sys.modules as part of the package and
 /// execute `source` in it.
-fn exec_module<'py>(py: Python<'py>, name: &str, source: &str) -> PyResult<Bound<'py, PyModule>> {
+pub(super) fn exec_module<'py>(
+    py: Python<'py>,
+    name: &str,
+    source: &str,
+) -> PyResult<Bound<'py, PyModule>> {
     let modules = py.import("sys")?.getattr("modules")?;
     let module = match modules.get_item(name) {
         Ok(existing) => existing.cast_into::<PyModule>()?,

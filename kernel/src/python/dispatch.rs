@@ -123,6 +123,7 @@ impl Dispatcher {
                 }
                 Some(Work::StopAborting) => self.aborting = false,
                 Some(Work::Wake) => {}
+                Some(Work::Call(call)) => call(),
                 Some(Work::Leave) | None => break,
             }
         }

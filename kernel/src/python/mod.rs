@@ -4,6 +4,7 @@
 //! requests are served on a thread of its own (`subshell`).
 
 mod bootstrap;
+pub mod debugging;
 mod dispatch;
 mod host;
 mod interpreter;

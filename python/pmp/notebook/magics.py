@@ -2,6 +2,7 @@
 watch them in live status displays.
 
     %%pmp submit [--cores N] [--gpus N] [--threads N] [--cwd DIR] [--name VAR] [--key K] [--block]
+    %%pmp submit --local [--name VAR]     (here in the kernel, under its debugger)
     %pmp submit [options] f(args)
     %pmp status | %pmp graph | %pmp cancel VAR|all | %pmp resources | %pmp cache clear [KEY]
     %pmp config [--max-workers N] [--max-cores N] [--backend B] [--block-allocation]
@@ -17,6 +18,7 @@ import argparse
 import ast
 import keyword
 import shlex
+import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -147,6 +149,11 @@ def parser():
         help="wait and show the result (an interrupt stops the wait, not the task)",
     )
     submit.add_argument(
+        "--local",
+        action="store_true",
+        help="run it here in the kernel instead, and wait: the debugger stops at its breakpoints",
+    )
+    submit.add_argument(
         "call", nargs=argparse.REMAINDER, help="%pmp submit only: the call, e.g. f(1, x=2)"
     )
     command("status", "one live table of this notebook's tasks, the workers and the task store")
@@ -220,6 +227,19 @@ def _cell_function(cell, namespace, name, filename, magic_line):
     return function
 
 
+def _running_cell_name(shell):
+    """The file name IPython compiled the running cell as (while the
+    debugger is on, the file the frontend set its breakpoints in), found
+    among the callers; None outside a cell."""
+    cells = getattr(shell.compile, "_filename_map", {})
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename in cells:
+            return frame.f_code.co_filename
+        frame = frame.f_back
+    return None
+
+
 class StoppedWaiting(KeyboardInterrupt):
     """An interrupt of `%pmp submit --block`: it stopped the wait, not the
     task. Still a KeyboardInterrupt, for code that catches one; shown as its
@@ -291,6 +311,8 @@ class PmpMagics(Magics):
         return getattr(self, f"_{arguments.command}")(arguments, cell)
 
     def _submit(self, arguments, line, cell):
+        if arguments.local:
+            return self._run_locally(arguments, line, cell)
         resources = {}
         if arguments.cores is not None:
             resources["cores"] = arguments.cores
@@ -303,18 +325,73 @@ class PmpMagics(Magics):
         if arguments.key is not None:
             resources["cache_key"] = arguments.key
         namespace = self.shell.user_ns
+        # Named as IPython names a cell in its tracebacks. IPython counts
+        # the running cell before it runs it: its number is the one before.
+        filename = f"Cell In[{self.shell.execution_count - 1}]"
+        function, args, kwargs = self._function_and_arguments(arguments, line, cell, filename)
+        try:
+            future = self.executor.submit(
+                function, *args, resource_dict=resources or None, **kwargs
+            )
+        except ValueError as error:
+            # A request that can never run (too many cores or GPUs for any
+            # node, a bad resource): the Executor's words, as one line.
+            raise UsageError(f"%pmp submit: {error}") from None
+        if arguments.name:
+            name_task(future, arguments.name)
+        label = task_name(future)
+        call = (function, tuple(args), kwargs)
+        self._tasks.append(status_table.NotebookTask(label, future, call))
+        if arguments.name:
+            namespace[arguments.name] = future
+        if arguments.block:
+            return _show_and_wait(future, arguments.name, label)
+        status_display.show(future, label)
+        return None
+
+    def _run_locally(self, arguments, line, cell):
+        """`--local`: the cell (or call) runs in the kernel, as a plain cell
+        would, so that the debugger can stop in it; `--name` still binds a
+        Future, already done when the cell ends."""
+        import concurrent.futures
+
+        given = [
+            f"--{option}"
+            for option in ("cores", "gpus", "threads", "cwd", "key")
+            if getattr(arguments, option) is not None
+        ]
+        if given:
+            raise UsageError(
+                f"%pmp submit --local runs in the kernel, where {', '.join(given)} cannot "
+                "apply: leave them out, or leave out --local to run in a worker"
+            )
+        filename = _running_cell_name(self.shell) or f"Cell In[{self.shell.execution_count - 1}]"
+        function, args, kwargs = self._function_and_arguments(arguments, line, cell, filename)
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        if arguments.name:
+            self.shell.user_ns[arguments.name] = future
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        future.set_result(result)
+        return result
+
+    def _function_and_arguments(self, arguments, line, cell, filename):
+        """What `%%pmp submit` runs: the cell as a function (compiled as
+        `filename`), or the call of `%pmp submit f(x)`: (function, args, kwargs)."""
+        namespace = self.shell.user_ns
         if cell is not None:
             if arguments.call:
                 raise UsageError("%%pmp submit takes the cell as the function: no call after it")
-            # Named as IPython names a cell in its tracebacks. IPython counts
-            # the running cell before it runs it: its number is the one before.
-            filename = f"Cell In[{self.shell.execution_count - 1}]"
             # Named after its variable: the name a batch job, a store entry
             # and a traceback show.
             function = _cell_function(
                 cell, namespace, arguments.name or CELL_FUNCTION, filename, f"%%pmp {line}".rstrip()
             )
-            args = ()
+            return function, (), {}
         else:
             call = " ".join(arguments.call).strip()
             if not call:
@@ -328,25 +405,7 @@ class PmpMagics(Magics):
             function = eval(ast.unparse(expression.func), namespace)
             args = [eval(ast.unparse(a), namespace) for a in expression.args]
             kwargs = {k.arg: eval(ast.unparse(k.value), namespace) for k in expression.keywords}
-        try:
-            future = self.executor.submit(
-                function, *args, resource_dict=resources or None, **({} if cell else kwargs)
-            )
-        except ValueError as error:
-            # A request that can never run (too many cores or GPUs for any
-            # node, a bad resource): the Executor's words, as one line.
-            raise UsageError(f"%pmp submit: {error}") from None
-        if arguments.name:
-            name_task(future, arguments.name)
-        label = task_name(future)
-        call = (function, tuple(args), {} if cell else kwargs)
-        self._tasks.append(status_table.NotebookTask(label, future, call))
-        if arguments.name:
-            namespace[arguments.name] = future
-        if arguments.block:
-            return _show_and_wait(future, arguments.name, label)
-        status_display.show(future, label)
-        return None
+            return function, args, kwargs
 
     def _status(self, arguments, cell):
         # Made only by use: a notebook of the user's own Executors needs none of the magics'.
