@@ -27,7 +27,10 @@
 //! the last result, per call: the scheduler keeps each finished call's
 //! record while the client holds its Future, as here; an upper bound too),
 //! `agents`, `cores`, `workers`, `calls`, `mode` and `wire` (`relay` or
-//! `direct`), and `pool_rss_mb` (resident memory once the pool is ready).
+//! `direct`), `pool_rss_mb` (resident memory once the pool is ready), and
+//! `cpu_us_per_call`: the user and system CPU each part used over the
+//! calls, per call (`scheduler`, `stand_ins`, `client`, `other`, `total`),
+//! which other work on the machine changes far less than `calls_per_s`.
 //!
 //! `--heartbeat` sets the seconds between heartbeats (the timeout is ten of
 //! them): 1 by default, as a Python executor's. The scheduler pings the
