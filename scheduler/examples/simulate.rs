@@ -27,7 +27,10 @@
 //! the last result, per call: the scheduler keeps each finished call's
 //! record while the client holds its Future, as here; an upper bound too),
 //! `agents`, `cores`, `workers`, `calls`, `mode` and `wire` (`relay` or
-//! `direct`), and `pool_rss_mb` (resident memory once the pool is ready).
+//! `direct`), `pool_rss_mb` (resident memory once the pool is ready), and
+//! `cpu_us_per_call`: the user and system CPU each part used over the
+//! calls, per call (`scheduler`, `stand_ins`, `client`, `other`, `total`),
+//! which other work on the machine changes far less than `calls_per_s`.
 //!
 //! `--heartbeat` sets the seconds between heartbeats (the timeout is ten of
 //! them): 1 by default, as a Python executor's. The scheduler pings the
@@ -214,6 +217,7 @@ fn simulate(args: &Args) -> Result<String, String> {
     }
     let pool_ready_s = started.elapsed().as_secs_f64();
     let memory_before = resident_kb("VmRSS");
+    let cpu_before = thread_cpu();
     let window = args.window.unwrap_or(2 * u64::from(workers));
     let started = Instant::now();
     let (mut submitted, mut finished) = (0u64, 0u64);
@@ -236,6 +240,7 @@ fn simulate(args: &Args) -> Result<String, String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_per_call(&cpu_before, &thread_cpu(), args.calls);
     let held = resident_kb("VmRSS").saturating_sub(memory_before) * 1024;
     handle.shutdown(false);
     handle.join();
@@ -253,6 +258,7 @@ fn simulate(args: &Args) -> Result<String, String> {
         "pool_ready_s": (pool_ready_s * 100.0).round() / 100.0,
         "pool_rss_mb": (memory_before as f64 / 1024.0).round(),
         "elapsed_s": (elapsed * 100.0).round() / 100.0,
+        "cpu_us_per_call": cpu,
     });
     Ok(line.to_string())
 }
@@ -318,6 +324,69 @@ fn resident_kb(field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user and system) each thread of this process has used, by
+/// thread name; the main thread (the submitting client) as `main`.
+fn thread_cpu() -> HashMap<String, f64> {
+    // SAFETY: sysconf only reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut by_name = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (name) state ...`: the name may hold spaces, so the fields
+        // are counted from its closing parenthesis; utime and stime are
+        // the 14th and 15th fields, the 12th and 13th after the name.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let main = task.file_name().to_str() == Some(&std::process::id().to_string());
+        let name = if main {
+            "main".to_string()
+        } else {
+            stat[open + 1..close].to_string()
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (field(11), field(12)) {
+            *by_name.entry(name).or_insert(0.0) += (user + system) / ticks;
+        }
+    }
+    by_name
+}
+
+/// The CPU time per call each part of this process used from `before` to
+/// `after`, in µs: the scheduler's thread, the stand-ins', the submitting
+/// client's (the main thread) and the rest; what a loaded machine does not
+/// change, unlike `calls_per_s`.
+fn cpu_per_call(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    calls: u64,
+) -> serde_json::Value {
+    let mut parts: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for (name, seconds) in after {
+        let used = seconds - before.get(name).copied().unwrap_or(0.0);
+        let part = match name.as_str() {
+            "pmp-scheduler" => "scheduler",
+            "stand-in-agents" => "stand_ins",
+            "main" => "client",
+            _ => "other",
+        };
+        *parts.entry(part).or_insert(0.0) += used;
+        *parts.entry("total").or_insert(0.0) += used;
+    }
+    let per_call = |seconds: f64| (seconds * 1e6 / calls as f64 * 10.0).round() / 10.0;
+    parts
+        .into_iter()
+        .map(|(part, seconds)| (part.to_string(), serde_json::json!(per_call(seconds))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Every stand-in agent, on one thread of their own: the scheduler has its

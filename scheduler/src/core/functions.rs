@@ -1,15 +1,15 @@
 //! The function pickles of tasks not yet sent, stored once per distinct
 //! function.
 
+use crate::ids::IdMap;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 /// One copy of each distinct function pickle among the unsent tasks: a loop
 /// submitting the same function 100,000 times stores it once.
 #[derive(Default)]
 pub(super) struct FunctionStore {
-    by_digest: HashMap<[u8; 32], (Bytes, u32)>,
+    by_digest: IdMap<[u8; 32], (Bytes, u32)>,
 }
 
 impl FunctionStore {

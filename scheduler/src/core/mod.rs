@@ -36,11 +36,11 @@ pub use tasks::{TaskCounts, TaskSpec};
 pub use workers::{Launch, WorkerInfo, WorkerState};
 
 use crate::capacity::Capacity;
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{IdMap, TaskId, WorkerId};
 use crate::protocol::Payload;
 use crate::resources::ResourceRequest;
 use functions::FunctionStore;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use tasks::{Failure, Task, TaskState};
 use workers::Workers;
 
@@ -60,7 +60,7 @@ pub enum Allocation {
 pub struct Core {
     allocation: Allocation,
     capacity: Capacity,
-    tasks: HashMap<TaskId, Task>,
+    tasks: IdMap<TaskId, Task>,
     functions: FunctionStore,
     ready: VecDeque<TaskId>,
     workers: Workers,
@@ -89,7 +89,7 @@ impl Core {
         Core {
             allocation,
             capacity,
-            tasks: HashMap::new(),
+            tasks: IdMap::default(),
             functions: FunctionStore::default(),
             ready: VecDeque::new(),
             workers: Workers::default(),

@@ -10,7 +10,7 @@ use crate::backend::{Backend, WorkerEnvironment};
 use crate::capacity::Placement;
 use crate::core::allocations::AllocationId;
 use crate::core::{Comm, Event, Launch, LostReason};
-use crate::ids::{NodeId, TaskId, WorkerId};
+use crate::ids::{IdMap, NodeId, TaskId, WorkerId};
 use crate::process::{self, Exit, PrintedSink};
 use crate::protocol::agent::BufferHash;
 use crate::protocol::{self, ToWorker};
@@ -131,10 +131,10 @@ pub(super) struct SharedFrames {
 /// The effects of the core, carried out.
 pub(super) struct ServerComm<'a> {
     pub(super) outgoing: &'a UnboundedSender<(Bytes, Vec<Bytes>)>,
-    pub(super) events: &'a std::sync::mpsc::Sender<Event>,
+    pub(super) events: &'a mut super::events_out::EventsOut,
     pub(super) backend: &'a dyn Backend,
     pub(super) environment: &'a WorkerEnvironment,
-    pub(super) live: &'a mut HashMap<WorkerId, Live>,
+    pub(super) live: &'a mut IdMap<WorkerId, Live>,
     pub(super) internal: &'a UnboundedSender<Internal>,
     pub(super) printed: &'a PrintedSink,
     pub(super) exits: &'a UnboundedSender<Exit>,
@@ -297,10 +297,12 @@ impl Comm for ServerComm<'_> {
 
     fn emit(&mut self, event: Event) {
         self.kept.task_ended(&event);
-        let _ = self.events.send(event);
+        self.events.push(event);
     }
 
     fn cancel_answered(&mut self, task: TaskId, cancelled: bool) {
+        // The client hears of the task's end no later than of the answer.
+        self.events.flush();
         for reply in self.cancels.remove(&task).unwrap_or_default() {
             let _ = reply.send(cancelled);
         }

@@ -42,6 +42,8 @@ impl Server {
             // One scheduling pass for everything the last wake-up brought,
             // before waiting again: a task readied by it is sent now.
             with_comm!(self, |core, comm| core.schedule_if_needed(&mut comm));
+            // What the turn made for the client goes before the loop waits.
+            self.events.flush();
             if self.core.is_finished() {
                 break;
             }
@@ -140,6 +142,9 @@ impl Server {
             Command::Cancel(id, reply) => {
                 match with_comm!(self, |core, comm| core.cancel(&mut comm, id)) {
                     Some(cancelled) => {
+                        // The client hears of the task's end no later than
+                        // of the cancel's answer.
+                        self.events.flush();
                         let _ = reply.send(cancelled);
                     }
                     // Answered once the worker holding it ahead replies.
@@ -149,9 +154,12 @@ impl Server {
             Command::Release(id) => self.core.release(id),
             Command::ResizePool(workers, reply) => {
                 let resized = with_comm!(self, |core, comm| core.resize_pool(&mut comm, workers));
+                self.events.flush();
                 let _ = reply.send(resized);
             }
             Command::Info(reply) => {
+                // A snapshot is never ahead of the events the client has.
+                self.events.flush();
                 let _ = reply.send(Snapshot {
                     workers: self.core.worker_infos(),
                     tasks: self.core.task_counts(),
@@ -166,6 +174,6 @@ impl Server {
     }
 
     fn reject(&mut self, task: TaskId, error: SubmitError) {
-        let _ = self.events.send(Event::Rejected { task, error });
+        self.events.push(Event::Rejected { task, error });
     }
 }

@@ -13,13 +13,14 @@
 //!   through its link, and the large buffers each agent keeps;
 //! - `liveness`: process exits (held back briefly for late messages) and
 //!   heartbeats;
-//! - `comm`: the core's effects carried out (start, send, stop, emit).
+//! - `comm`: the core's effects carried out (start, send, stop, emit);
+//! - `events_out`: the client's events, sent together at the end of a turn.
 
 use crate::admission;
 use crate::auth::Key;
 use crate::backend::{Backend, WorkerEnvironment};
 use crate::core::{Core, Event, TaskCounts, TaskSpec, WorkerInfo};
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{IdMap, TaskId, WorkerId};
 use crate::process::{self, Exit, Printed, PrintedSink};
 use crate::protocol::Payload;
 use crate::seal::{Protection, SaltsSeen};
@@ -107,12 +108,13 @@ struct Server {
     backend: Box<dyn Backend>,
     environment: WorkerEnvironment,
     timing: Timing,
-    live: HashMap<WorkerId, Live>,
+    live: IdMap<WorkerId, Live>,
     /// Which worker each connected route belongs to.
     routes: HashMap<Bytes, WorkerId>,
     /// Admits and closes connections (see `admission`).
     connections: zeromq::RouterSendHalf,
-    events: std::sync::mpsc::Sender<Event>,
+    /// The client's events, sent at the end of each turn (`events_out`).
+    events: events_out::EventsOut,
     outgoing: UnboundedSender<(Bytes, Vec<Bytes>)>,
     internal_tx: UnboundedSender<Internal>,
     printed: PrintedSink,
@@ -135,7 +137,7 @@ macro_rules! with_comm {
     ($self:ident, |$core:ident, $comm:ident| $body:expr) => {{
         let mut $comm = $crate::server::comm::ServerComm {
             outgoing: &$self.outgoing,
-            events: &$self.events,
+            events: &mut $self.events,
             backend: $self.backend.as_ref(),
             environment: &$self.environment,
             live: &mut $self.live,
@@ -157,6 +159,7 @@ mod agents;
 mod allocations;
 mod comm;
 mod event_loop;
+mod events_out;
 mod held_exits;
 mod liveness;
 mod messages;
@@ -263,10 +266,10 @@ pub async fn run(
         backend,
         environment,
         timing,
-        live: HashMap::new(),
+        live: IdMap::default(),
         routes: HashMap::new(),
         connections,
-        events,
+        events: events_out::EventsOut::new(events),
         outgoing,
         internal_tx,
         printed,
@@ -285,6 +288,7 @@ pub async fn run(
     server
         .serve(commands, incoming, internal, exits, step_exits)
         .await;
+    server.events.flush();
     if let Some(agents) = server.agents.as_mut() {
         agents.shut_down().await;
     }
