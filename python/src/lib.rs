@@ -213,9 +213,9 @@ impl Scheduler {
             }
             info.set_item("agents", agents)?;
         }
-        if !snapshot.allocations.is_empty() {
+        if let Some(rows) = snapshot.allocations {
             let allocations = PyList::empty(py);
-            for a in snapshot.allocations {
+            for a in rows {
                 let d = PyDict::new(py);
                 d.set_item("number", a.number)?;
                 d.set_item("job", a.job)?;

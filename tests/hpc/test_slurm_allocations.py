@@ -273,7 +273,7 @@ def test_in_the_kernel_a_cell_waits_for_an_allocation_runs_and_status_lists_it(s
             kernel.value("get_ipython().find_magic('pmp').__self__.executor._engine.pilot_job_name")
         )
         kernel.run(
-            "%%pmp submit --name x\nimport os, time\ntime.sleep(3)\nos.environ['SLURM_JOB_ID']"
+            "%%pmp submit --name x\nimport os, time\ntime.sleep(6)\nos.environ['SLURM_JOB_ID']"
         )
         job = ast.literal_eval(kernel.value("x.result(timeout=150)"))
         texts = [b["text/plain"] for bundles in kernel.displays.values() for b in bundles]

@@ -385,42 +385,42 @@ impl Server {
     }
 
     /// The allocations as `exe.info()` shows them.
-    pub(super) fn allocation_rows(&self) -> Vec<AllocationRow> {
-        let Some(policy) = self.core.allocation_policy() else {
-            return Vec::new();
-        };
+    pub(super) fn allocation_rows(&self) -> Option<Vec<AllocationRow>> {
+        let policy = self.core.allocation_policy()?;
         let now = Instant::now();
-        policy
-            .allocations()
-            .iter()
-            .map(|a| {
-                let (state, reason) = match &a.stage {
-                    Stage::Submitting => ("SUBMITTING".to_string(), String::new()),
-                    Stage::Queued { reason, .. } => ("PENDING".to_string(), reason.clone()),
-                    Stage::Running { .. } => ("RUNNING".to_string(), String::new()),
-                    Stage::Ended { state, .. } => (state.clone(), String::new()),
-                };
-                let nodes = self
-                    .core
-                    .allocation_nodes(a.id)
-                    .into_iter()
-                    .filter_map(|node| {
-                        self.agents
-                            .as_ref()
-                            .map(|ag| ag.node_name(node).to_string())
-                    })
-                    .collect();
-                AllocationRow {
-                    number: a.id.0,
-                    job: a.job().map(String::from),
-                    state,
-                    reason,
-                    nodes,
-                    time_left_s: a.time_left(now).map(|t| t.as_secs_f64()),
-                    calls: a.calls,
-                }
-            })
-            .collect()
+        Some(
+            policy
+                .allocations()
+                .iter()
+                .map(|a| {
+                    let (state, reason) = match &a.stage {
+                        Stage::Submitting => ("SUBMITTING".to_string(), String::new()),
+                        Stage::Queued { reason, .. } => ("PENDING".to_string(), reason.clone()),
+                        Stage::Running { .. } => ("RUNNING".to_string(), String::new()),
+                        Stage::Ended { state, .. } => (state.clone(), String::new()),
+                    };
+                    let nodes = self
+                        .core
+                        .allocation_nodes(a.id)
+                        .into_iter()
+                        .filter_map(|node| {
+                            self.agents
+                                .as_ref()
+                                .map(|ag| ag.node_name(node).to_string())
+                        })
+                        .collect();
+                    AllocationRow {
+                        number: a.id.0,
+                        job: a.job().map(String::from),
+                        state,
+                        reason,
+                        nodes,
+                        time_left_s: a.time_left(now).map(|t| t.as_secs_f64()),
+                        calls: a.calls,
+                    }
+                })
+                .collect(),
+        )
     }
 }
 

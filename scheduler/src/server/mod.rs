@@ -57,8 +57,8 @@ pub struct Snapshot {
     pub tasks: TaskCounts,
     /// Each node's agent, where there are agents.
     pub agents: Vec<AgentStats>,
-    /// Elastic allocations, where there are.
-    pub allocations: Vec<AllocationRow>,
+    /// Elastic allocations, where the executor has them (none yet: empty).
+    pub allocations: Option<Vec<AllocationRow>>,
 }
 
 /// What a node's agent was sent to keep of large buffers (each is sent to
