@@ -289,3 +289,60 @@ def test_in_the_kernel_a_cell_waits_for_an_allocation_runs_and_status_lists_it(s
         kernel.close()
         if name:
             subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
+
+
+@pytest.mark.timeout(200)
+def test_a_client_killed_with_sigkill_leaves_no_allocation_running(slurm, tmp_path):
+    script = tmp_path / "client.py"
+    script.write_text(
+        textwrap.dedent(HEADER)
+        + textwrap.dedent(
+            """
+            def hold():
+                pathlib.Path("started").write_text(os.environ["SLURM_JOB_ID"])
+                time.sleep(600)
+
+            allocation = Allocation(time_limit="10:00", min_allocations=1)
+            exe = Executor(backend="slurm", allocation=allocation)
+            print(exe._engine.pilot_job_name, flush=True)
+            exe.submit(hold)
+            time.sleep(600)
+            """
+        )
+    )
+    client = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**OUTSIDE, "PMP_HEARTBEAT_TIMEOUT": "5"},
+    )
+    name = client.stdout.readline().strip()
+    try:
+        assert name.startswith("pmp-alloc-"), name
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.1)
+        client.kill()
+        client.wait()
+        killed = time.monotonic()
+
+        def live():
+            shown = subprocess.run(
+                ["squeue", "-h", "-n", name, "-o", "%i %T"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            return [line for line in shown.splitlines() if "COMPLETING" not in line]
+
+        while live() and time.monotonic() - killed < 60:
+            time.sleep(0.5)
+        # The agent hears nothing within its heartbeat limit (5 s here), ends
+        # its worker and exits; the job ends with it.
+        assert live() == [], live()
+        assert time.monotonic() - killed < 30
+    finally:
+        client.kill()
+        subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
