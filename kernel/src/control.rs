@@ -34,13 +34,21 @@ struct ErrorReply {
     traceback: [String; 0],
 }
 
-pub fn unknown_request(msg_type: &str) -> Bytes {
+/// A control reply that says `ename` and why (`evalue`), as ipykernel's.
+pub fn error_reply(ename: &'static str, evalue: String) -> Bytes {
     json(&ErrorReply {
         status: "error",
-        ename: "UnknownMessageType",
-        evalue: format!("pmp-kernel does not handle {msg_type}"),
+        ename,
+        evalue,
         traceback: [],
     })
+}
+
+pub fn unknown_request(msg_type: &str) -> Bytes {
+    error_reply(
+        "UnknownMessageType",
+        format!("pmp-kernel does not handle {msg_type}"),
+    )
 }
 
 pub fn shutdown_reply(request: &Request) -> Bytes {

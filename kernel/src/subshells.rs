@@ -47,23 +47,10 @@ struct Listed {
     subshell_id: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct ErrorReply {
-    status: &'static str,
-    ename: &'static str,
-    evalue: String,
-    traceback: [String; 0],
-}
-
 const ENAME: &str = "SubshellError";
 
 fn error(evalue: String) -> Bytes {
-    json(&ErrorReply {
-        status: "error",
-        ename: ENAME,
-        evalue,
-        traceback: [],
-    })
+    crate::control::error_reply(ENAME, evalue)
 }
 
 fn unknown(id: &str) -> String {

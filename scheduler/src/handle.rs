@@ -241,32 +241,26 @@ impl SchedulerHandle {
             }
             (None, _) => None,
         };
+        // The agents' side, however they start: what they keep of large
+        // buffers is the one setting read from the environment.
+        let agent_nodes = |names, pilots, allocations| -> Result<server::AgentNodes, String> {
+            Ok(server::AgentNodes {
+                names,
+                tool_dirs: config.tool_dirs.clone(),
+                keep_bytes: server::keep_bytes(
+                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
+                )?,
+                pilots,
+                allocations,
+            })
+        };
         let (capacity, agent_nodes) = if let Some(start) = elastic {
-            let agent_nodes = server::AgentNodes {
-                names: Vec::new(),
-                tool_dirs: config.tool_dirs.clone(),
-                keep_bytes: server::keep_bytes(
-                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
-                )?,
-                pilots: None,
-                allocations: Some(start),
-            };
-            (Capacity::joining(config.max_workers), Some(agent_nodes))
+            let nodes = agent_nodes(Vec::new(), None, Some(start))?;
+            (Capacity::joining(config.max_workers), Some(nodes))
         } else if pilot_agents {
-            let agent_nodes = server::AgentNodes {
-                names: Vec::new(),
-                tool_dirs: config.tool_dirs.clone(),
-                keep_bytes: server::keep_bytes(
-                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
-                )?,
-                pilots: Some(pilot_jobs(
-                    &config.backend,
-                    &config.allocation,
-                    &config.tool_dirs,
-                )?),
-                allocations: None,
-            };
-            (Capacity::joining(config.max_workers), Some(agent_nodes))
+            let pilots = pilot_jobs(&config.backend, &config.allocation, &config.tool_dirs)?;
+            let nodes = agent_nodes(Vec::new(), Some(pilots), None)?;
+            (Capacity::joining(config.max_workers), Some(nodes))
         } else if agents {
             let nodes = crate::backend::allocation_nodes::discover(&config.backend)?;
             let names = nodes.iter().map(|node| node.name.clone()).collect();
@@ -275,16 +269,7 @@ impl SchedulerHandle {
             let capacity = Capacity::of_nodes(nodes, config.max_workers)
                 .with_max_cpus(config.max_cpus)
                 .with_spans();
-            let agent_nodes = server::AgentNodes {
-                names,
-                tool_dirs: config.tool_dirs.clone(),
-                keep_bytes: server::keep_bytes(
-                    std::env::var(server::KEEP_BYTES_VARIABLE).ok().as_deref(),
-                )?,
-                pilots: None,
-                allocations: None,
-            };
-            (capacity, Some(agent_nodes))
+            (capacity, Some(agent_nodes(names, None, None)?))
         } else {
             let node = Node {
                 name: match config.backend {

@@ -24,12 +24,14 @@
 
 use super::{Incoming, Internal, Server};
 use crate::admission;
+use crate::capacity::Node;
 use crate::core::LostReason;
 use crate::ids::{NodeId, WorkerId};
 use crate::process::{self, Exit, Printed, WorkerProcess};
 use crate::protocol::agent::{FromAgent, ToAgent};
 use crate::protocol::batch::{self, Batch};
 use crate::protocol::{self};
+use crate::resources::Gpus;
 use crate::seal::{Opener, Protection, Sealer};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -484,11 +486,19 @@ impl Server {
         if agents.pilots.is_none() && !elastic && agents.links.len() == agents.names.len() {
             agents.remove_key_file();
         }
+        // What the job holds on the node, as its agent says: a joining
+        // node's share of the capacity.
+        let joining = Node {
+            name: node,
+            cpus,
+            gpus: Gpus::Counted(gpus.len() as u32),
+            memory_mb,
+        };
         if let (true, true, Some(number)) = (joins, elastic, allocation) {
-            let joined = self.join_allocation_node(number, node, cpus, gpus.len(), memory_mb);
+            let joined = self.join_allocation_node(number, joining);
             debug_assert_eq!(joined, id, "the capacity numbers nodes as they join");
         } else if joins {
-            let joined = self.join_pilot_node(node, cpus, gpus.len(), memory_mb);
+            let joined = self.join_pilot_node(joining);
             debug_assert_eq!(joined, id, "the capacity numbers nodes as they join");
         } else if let Some(mb) = memory_mb {
             with_comm!(self, |core, comm| core.learn_memory(&mut comm, id, mb));

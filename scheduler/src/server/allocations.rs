@@ -27,7 +27,6 @@ use crate::ids::NodeId;
 use crate::jobs::slurm::SlurmJobs;
 use crate::jobs::{ended, JobStatus, JobSystem};
 use crate::process::Exit;
-use crate::resources::Gpus;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
@@ -239,20 +238,7 @@ impl Server {
 
     /// An agent of allocation `number` said hello from `name`: its node
     /// joins the capacity, and the allocation's clock starts with its first.
-    pub(super) fn join_allocation_node(
-        &mut self,
-        number: u32,
-        name: String,
-        cpus: u32,
-        gpus: usize,
-        memory_mb: Option<u32>,
-    ) -> NodeId {
-        let node = Node {
-            name,
-            cpus,
-            gpus: Gpus::Counted(gpus as u32),
-            memory_mb,
-        };
+    pub(super) fn join_allocation_node(&mut self, number: u32, node: Node) -> NodeId {
         with_comm!(self, |core, comm| core.allocation_node_joined(
             &mut comm,
             AllocationId(number),

@@ -21,7 +21,6 @@ use crate::ids::NodeId;
 use crate::jobs::slurm::SlurmJobs;
 use crate::jobs::{ended, JobStatus, JobSystem};
 use crate::process::Exit;
-use crate::resources::Gpus;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
@@ -224,19 +223,7 @@ impl Server {
     /// An agent of a pilot job said hello from `name`: its node joins the
     /// capacity with what the job holds there, and the pool's waiting
     /// workers start there.
-    pub(super) fn join_pilot_node(
-        &mut self,
-        name: String,
-        cpus: u32,
-        gpus: usize,
-        memory_mb: Option<u32>,
-    ) -> NodeId {
-        let node = Node {
-            name,
-            cpus,
-            gpus: Gpus::Counted(gpus as u32),
-            memory_mb,
-        };
+    pub(super) fn join_pilot_node(&mut self, node: Node) -> NodeId {
         if let Some(pilots) = self.agents.as_mut().and_then(|a| a.pilots.as_mut()) {
             pilots.on_join();
         }
