@@ -89,10 +89,39 @@ export class LabPage {
    * place, as Ctrl+Enter does; waits until its prompt shows the execution
    * number the kernel gives it (the next one: cells are run only here). */
   async run(cell) {
+    await this.start(cell);
+    await cell.locator(".jp-InputPrompt", { hasText: `[${this.executions}]` }).waitFor();
+  }
+
+  /** Run `cell` as `run` does, without waiting for it to end (a cell that
+   * stops at a breakpoint ends only when the debugger lets it go on). */
+  async start(cell) {
     await cell.locator(".jp-InputPrompt").click();
     await this.page.keyboard.press("Control+Enter");
     this.executions += 1;
-    await cell.locator(".jp-InputPrompt", { hasText: `[${this.executions}]` }).waitFor();
+  }
+
+  /** Wait until the toolbar button `button` is enabled (JupyterLab greys out,
+   * as `disabled`, what the kernel does not support); `what` names it in
+   * the error, with the tooltip that says why it is disabled. */
+  async waitEnabled(button, what) {
+    const enabled = this.page.locator(':not([disabled]):not([aria-disabled="true"])');
+    try {
+      await button.and(enabled).waitFor();
+    } catch (error) {
+      const title = await button.getAttribute("title");
+      throw new Error(`${what} stayed disabled (its tooltip: ${JSON.stringify(title)}): ${error}`);
+    }
+  }
+
+  /** Click the breakpoint gutter of `cell` beside its line `line` (1-based):
+   * the gutter's column at the height of the line, as a user aims it. */
+  async clickGutter(cell, line) {
+    const gutter = cell.locator(".cm-gutter.cm-breakpoint-gutter");
+    await gutter.waitFor();
+    const row = await cell.locator(".cm-content .cm-line").nth(line - 1).boundingBox();
+    const column = await gutter.boundingBox();
+    await this.page.mouse.click(column.x + column.width / 2, row.y + row.height / 2);
   }
 
   /** Kernel > Restart Kernel…, the dialog accepted: outputs stay, the

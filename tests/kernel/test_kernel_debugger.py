@@ -3,6 +3,7 @@ debug_request on the control channel, debug_event on IOPub, debugpy in the
 kernel (ipykernel's tests/test_debugger.py is the model)."""
 
 import itertools
+import os
 import time
 
 import pytest
@@ -284,3 +285,11 @@ def test_the_debugger_can_be_enabled_again_after_it_was_disabled(frontend):
     assert debug(frontend, "continue", {"threadId": thread})["success"]
     assert frontend.reply(msg_id)["content"]["status"] == "ok"
     assert debug(frontend, "disconnect", {"restart": False})["success"]
+
+
+def test_cell_files_are_in_a_folder_that_jupyterlab_shows_as_cells(frontend):
+    # JupyterLab 4 shows a frame or breakpoint in a cell's file as `Cell [n]`
+    # only where the path holds `ipykernel_` (the browser test sees it);
+    # elsewhere the call stack and breakpoints show the file's path.
+    prefix = debug(frontend, "debugInfo")["body"]["tmpFilePrefix"]
+    assert "ipykernel_" in os.path.basename(os.path.dirname(prefix)), prefix

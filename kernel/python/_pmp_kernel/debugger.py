@@ -63,10 +63,13 @@ def murmur2_x86(data, seed):
 
 
 def tmp_directory():
-    """Where this kernel dumps cells (one folder per kernel process)."""
+    """Where this kernel dumps cells (one folder per kernel process). The
+    name holds `ipykernel_` because JupyterLab names a source `Cell [n]` in
+    the call stack and the breakpoints only where its path does (its
+    notebook display provider's test); elsewhere it shows the file's path."""
     import tempfile
 
-    return os.path.join(tempfile.gettempdir(), f"pmp_kernel_{os.getpid()}")
+    return os.path.join(tempfile.gettempdir(), f"pmp_ipykernel_{os.getpid()}")
 
 
 def cell_file(code):
