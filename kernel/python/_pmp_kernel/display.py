@@ -36,6 +36,10 @@ class DisplayHook(displayhook.DisplayHook):
     """Collects the parts IPython computes and sends one execute_result."""
 
     _plain_text = None
+    # A plain attribute in place of IPython's Instance trait: run_cell sets
+    # it twice per cell, and nothing observes it; validating and notifying
+    # cost more than the rest of what those lines do.
+    exec_result = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

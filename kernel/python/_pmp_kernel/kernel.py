@@ -6,6 +6,9 @@ Subshells (JEP 91) call `dispatch` too, each from its own thread, while the
 main shell may be in a cell: what one request sets for the next step of its
 own handling is kept per thread."""
 
+# `_signal`, the C module: `signal.signal` wraps it to turn handlers into
+# enums, which costs more than the call itself, twice per request.
+import _signal
 import json
 import signal
 import threading
@@ -25,10 +28,13 @@ def _ignore_sigint():
     # attempt; retry until the handler is swapped.
     while True:
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _signal.signal(_SIGINT, _signal.SIG_IGN)
             return
         except KeyboardInterrupt:
             continue
+
+
+_SIGINT = int(signal.SIGINT)
 
 
 def _error(ename, evalue):
@@ -75,7 +81,7 @@ class Kernel:
             "msg_id": header.get("msg_id"),
             "msg_type": msg_type,
             "parent_header": {},
-            "metadata": json.loads(metadata) if metadata else {},
+            "metadata": json.loads(metadata) if metadata and metadata != b"{}" else {},
             "content": json.loads(content) if content else {},
             "buffers": buffers,
         }
@@ -85,7 +91,7 @@ class Kernel:
             reply = handler(parent["content"], parent)
         else:
             try:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                _signal.signal(_SIGINT, signal.default_int_handler)
                 reply = handler(parent["content"], parent)
             finally:
                 _ignore_sigint()
@@ -132,8 +138,11 @@ class Kernel:
             reply["user_expressions"] = shell.user_expressions(
                 content.get("user_expressions") or {}
             )
-        reply["payload"] = shell.payload_manager.read_payload()
-        shell.payload_manager.clear_payload()
+        payload = shell.payload_manager.read_payload()
+        reply["payload"] = payload
+        # Clearing sets a trait; an empty payload (most cells) stays as it is.
+        if payload:
+            shell.payload_manager.clear_payload()
         return reply
 
     def complete_request(self, content, parent):

@@ -45,16 +45,54 @@ def _trait(obj, name):
         return getattr(obj, name)
 
 
-def _registered(formatter, value, mro):
-    """Whether `formatter` has a printer for `value` (as BaseFormatter.lookup
-    would find it)."""
-    if id(value) in _trait(formatter, "singleton_printers"):
+def _deferred_keys(cls):
+    """(module, name) of each class in `cls.__mro__`, as the formatters'
+    deferred_printers are keyed; the same for every value of a type."""
+    keys = _DEFERRED_KEYS.get(cls)
+    if keys is None:
+        keys = _DEFERRED_KEYS[cls] = tuple((c.__module__, c.__name__) for c in cls.__mro__)
+    return keys
+
+
+# Only SCALARS are ever looked up: a handful of entries.
+_DEFERRED_KEYS = {}
+
+
+def _lookup_tables(formatter):
+    """enabled, singleton_printers, type_printers, deferred_printers: read
+    together, from traitlets' value store when all four are there."""
+    values = formatter._trait_values
+    try:
+        return (
+            values["enabled"],
+            values["singleton_printers"],
+            values["type_printers"],
+            values["deferred_printers"],
+        )
+    except KeyError:
+        return (
+            formatter.enabled,
+            formatter.singleton_printers,
+            formatter.type_printers,
+            formatter.deferred_printers,
+        )
+
+
+def _registered(tables, value, mro, keys):
+    """Whether a formatter with these tables has a printer for `value` (as
+    BaseFormatter.lookup would find it)."""
+    _, singletons, type_printers, deferred = tables
+    if id(value) in singletons:
         return True
-    type_printers = _trait(formatter, "type_printers")
-    deferred = _trait(formatter, "deferred_printers")
-    for cls in mro:
-        if cls in type_printers or (cls.__module__, cls.__name__) in deferred:
-            return True
+    # Loops, not any(): a generator costs more than these few lookups.
+    if type_printers:
+        for cls in mro:
+            if cls in type_printers:
+                return True
+    if deferred:
+        for key in keys:
+            if key in deferred:
+                return True
     return False
 
 
@@ -80,6 +118,7 @@ class PlainText:
         if type(plain) is not formatters.PlainTextFormatter or not _trait(plain, "enabled"):
             return None
         mro = cls.__mro__
+        keys = _deferred_keys(cls)
         others = [
             _trait(display, "ipython_display_formatter"),
             _trait(display, "mimebundle_formatter"),
@@ -88,7 +127,8 @@ class PlainText:
         for other in others:
             if type(other) not in STOCK_CLASSES:
                 return None
-            if _trait(other, "enabled") and _registered(other, value, mro):
+            tables = _lookup_tables(other)
+            if tables[0] and _registered(tables, value, mro, keys):
                 return None
         return self._text(plain, value, mro)
 

@@ -16,7 +16,7 @@ fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     if let Ok(loaded) = modules.get_item(MODULE) {
         return Ok(loaded.cast_into::<PyModule>()?);
     }
-    bootstrap::exec_module(py, MODULE, SOURCE)
+    bootstrap::exec_module(py, MODULE, SOURCE, &[])
 }
 
 /// Call `function` of the debugger module with string arguments and return
