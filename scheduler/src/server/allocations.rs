@@ -17,6 +17,7 @@
 //! agents read it too.
 
 use super::held_exits::HeldExits;
+use super::job_watch::JobWatch;
 use super::{Internal, Server};
 use crate::backend::allocation_jobs::{self, AllocationJobs};
 use crate::backend::pilot::state_words;
@@ -25,17 +26,13 @@ use crate::capacity::Node;
 use crate::core::allocations::{AllocationId, Stage};
 use crate::ids::NodeId;
 use crate::jobs::slurm::SlurmJobs;
-use crate::jobs::{ended, JobStatus, JobSystem};
+use crate::jobs::{ended, JobSystem};
 use crate::process::Exit;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
-
-/// How often the watcher asks squeue (one call for all live jobs).
-const POLL: Duration = Duration::from_secs(2);
 
 /// What `Server::run` needs to follow elastic allocations.
 pub struct AllocationStart {
@@ -45,7 +42,7 @@ pub struct AllocationStart {
 
 /// What a submission needs, shared with the threads that run sbatch.
 struct Submitter {
-    system: SlurmJobs,
+    system: Arc<SlurmJobs>,
     args: Vec<String>,
     script: String,
     variables: Vec<(String, String)>,
@@ -54,10 +51,8 @@ struct Submitter {
 /// The executor's allocation jobs, as the server follows them.
 pub(super) struct Allocations {
     submitter: Arc<Submitter>,
-    /// The jobs the watcher asks about; the watcher ends once this is its
-    /// last owner.
-    watched: Arc<Mutex<Vec<String>>>,
-    reports: Receiver<HashMap<String, JobStatus>>,
+    /// squeue, asked about the live jobs.
+    watch: JobWatch,
     /// Each job's allocation.
     jobs: HashMap<String, AllocationId>,
     /// Jobs squeue says are ending (COMPLETING), whose workers' exits its
@@ -75,7 +70,7 @@ impl Allocations {
         step: &AgentStep,
         key_file: PathBuf,
     ) -> Result<Allocations, String> {
-        let system = SlurmJobs::new(start.jobs.sbatch.clone(), &start.tool_dirs);
+        let system = Arc::new(SlurmJobs::new(start.jobs.sbatch.clone(), &start.tool_dirs));
         let srun = start.jobs.sbatch.with_file_name("srun");
         let srun = if srun.is_file() { srun } else { "srun".into() };
         let submitter = Arc::new(Submitter {
@@ -84,33 +79,10 @@ impl Allocations {
             script: start.jobs.script(&srun, &step.environment.program),
             variables: step.variables(),
         });
-        let watched: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (reports_tx, reports) = channel();
-        let watcher = submitter.clone();
-        let asked = watched.clone();
-        std::thread::Builder::new()
-            .name("pmp-allocations".into())
-            .spawn(move || loop {
-                std::thread::sleep(POLL);
-                if Arc::strong_count(&asked) == 1 {
-                    return; // the executor is gone
-                }
-                let jobs = asked.lock().map(|jobs| jobs.clone()).unwrap_or_default();
-                if jobs.is_empty() {
-                    continue;
-                }
-                let Some(states) = watcher.system.states(&jobs) else {
-                    continue; // squeue did not answer: no news
-                };
-                if reports_tx.send(states).is_err() {
-                    return;
-                }
-            })
-            .map_err(|e| format!("cannot start the allocations' watcher: {e}"))?;
+        let watch = JobWatch::start(submitter.system.clone(), Vec::new(), "pmp-allocations")?;
         Ok(Allocations {
             submitter,
-            watched,
-            reports,
+            watch,
             jobs: HashMap::new(),
             ending: Vec::new(),
             key_file,
@@ -152,16 +124,12 @@ impl Allocations {
     }
 
     fn watch(&mut self, id: AllocationId, job: String) {
-        if let Ok(mut watched) = self.watched.lock() {
-            watched.push(job.clone());
-        }
+        self.watch.watch(job.clone());
         self.jobs.insert(job, id);
     }
 
     fn unwatch(&mut self, job: &str) {
-        if let Ok(mut watched) = self.watched.lock() {
-            watched.retain(|j| j != job);
-        }
+        self.watch.unwatch(job);
         self.ending.retain(|j| j != job);
     }
 
@@ -170,11 +138,7 @@ impl Allocations {
     /// already), and the key file goes.
     pub(super) fn shut_down(&mut self) {
         let _ = std::fs::remove_file(&self.key_file);
-        let live: Vec<String> = self
-            .watched
-            .lock()
-            .map(|jobs| jobs.clone())
-            .unwrap_or_default();
+        let live = self.watch.watched();
         // On this thread: the executor waits for its jobs to be gone.
         if !live.is_empty() {
             self.submitter.system.cancel(&live);
@@ -296,7 +260,7 @@ impl Server {
         let mut ended_jobs = Vec::new();
         let mut pending = Vec::new();
         let mut reported = false;
-        while let Ok(states) = allocations.reports.try_recv() {
+        while let Some(states) = allocations.watch.next_report() {
             reported = true;
             for (job, status) in states {
                 let Some(&id) = allocations.jobs.get(&job) else {

@@ -161,6 +161,7 @@ mod comm;
 mod event_loop;
 mod events_out;
 mod held_exits;
+mod job_watch;
 mod liveness;
 mod messages;
 mod pilots;

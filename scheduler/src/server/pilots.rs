@@ -12,6 +12,7 @@
 //! whose agents join as these do.
 
 use super::held_exits::HeldExits;
+use super::job_watch::JobWatch;
 use super::Server;
 use crate::backend::pilot::state_words;
 use crate::backend::pilot_agents::PilotJobs;
@@ -19,16 +20,12 @@ use crate::backend::AgentStep;
 use crate::capacity::Node;
 use crate::ids::NodeId;
 use crate::jobs::slurm::SlurmJobs;
-use crate::jobs::{ended, JobStatus, JobSystem};
+use crate::jobs::{ended, JobSystem};
 use crate::process::Exit;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How often the watcher asks squeue (one call for all of the jobs).
-const POLL: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for the jobs of joined agents to end.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -48,7 +45,7 @@ struct Pilot {
 pub(super) struct Pilots {
     jobs: Vec<Pilot>,
     system: Arc<SlurmJobs>,
-    reports: Receiver<HashMap<String, JobStatus>>,
+    watch: JobWatch,
     /// The agents' key file, until every job's agent joined or the job ended.
     key_file: Option<PathBuf>,
     joined: usize,
@@ -90,24 +87,7 @@ impl Pilots {
                 }
             }
         }
-        let (reports_tx, reports) = channel();
-        let watched = ids.clone();
-        let watcher = system.clone();
-        std::thread::Builder::new()
-            .name("pmp-pilots".into())
-            .spawn(move || loop {
-                std::thread::sleep(POLL);
-                let Some(states) = watcher.states(&watched) else {
-                    continue; // squeue did not answer: no news
-                };
-                let all_ended = watched
-                    .iter()
-                    .all(|id| states.get(id).is_some_and(|s| ended(&s.state)));
-                if reports_tx.send(states).is_err() || all_ended {
-                    return; // the executor is gone, or so are its jobs
-                }
-            })
-            .map_err(|e| format!("cannot start the pilot jobs' watcher: {e}"))?;
+        let watch = JobWatch::start(system.clone(), ids.clone(), "pmp-pilots")?;
         Ok(Pilots {
             jobs: ids
                 .into_iter()
@@ -119,7 +99,7 @@ impl Pilots {
                 })
                 .collect(),
             system,
-            reports,
+            watch,
             key_file: Some(key_file),
             joined: 0,
             held: HeldExits::default(),
@@ -255,7 +235,7 @@ impl Server {
         };
         let mut changes = Vec::new();
         let mut reported = false;
-        while let Ok(states) = pilots.reports.try_recv() {
+        while let Some(states) = pilots.watch.next_report() {
             reported = true;
             for pilot in pilots.jobs.iter_mut().filter(|p| p.ended.is_none()) {
                 let Some(status) = states.get(&pilot.id) else {
@@ -270,6 +250,7 @@ impl Server {
                     continue;
                 }
                 pilot.ended = Some(status.state.clone());
+                pilots.watch.unwatch(&pilot.id);
                 let words = ended_words(&pilot.id, &status.state);
                 let joined = pilot.node.as_ref().and_then(|n| agents.nodes.get(n));
                 changes.push(match joined {
