@@ -28,6 +28,7 @@ mod joining;
 mod placement;
 mod reactor;
 mod tasks;
+mod worker_set;
 mod workers;
 
 pub use ahead::QueueAhead;
@@ -74,6 +75,9 @@ pub struct Core {
     /// workers keep dying at start): every task fails with this.
     broken: Option<Failure>,
     shutting_down: bool,
+    /// Shut down with no work left, every worker then not working was
+    /// stopped: later passes stop only those that became idle since.
+    stopped_the_rest: bool,
     /// Send each busy pool worker one task ahead (`ahead`), when set.
     queue_ahead: Option<QueueAhead>,
     /// An event changed what could run where: the next `schedule_if_needed`
@@ -99,6 +103,7 @@ impl Core {
             failed_starts: 0,
             broken: None,
             shutting_down: false,
+            stopped_the_rest: false,
             queue_ahead: None,
             needs_scheduling: false,
             elastic: None,

@@ -71,17 +71,23 @@ impl Core {
         self.take_back_for_idle(comm);
         self.allocations_after_placement(comm);
         if self.shutting_down && !self.has_pending_work() {
-            let idle: Vec<WorkerId> = self
-                .workers
-                .iter()
-                .filter(|(_, w)| {
-                    matches!(
-                        w.state,
-                        WorkerState::Idle | WorkerState::Starting | WorkerState::Initializing
-                    )
-                })
-                .map(|(id, _)| *id)
-                .collect();
+            // Every worker is looked at once; each pass after that (one an
+            // exit, as the pool stops) takes only the idle set, or stopping
+            // a pool of 128,000 would look at every worker 128,000 times.
+            let idle: Vec<WorkerId> = if std::mem::replace(&mut self.stopped_the_rest, true) {
+                self.workers.idle().collect()
+            } else {
+                self.workers
+                    .iter()
+                    .filter(|(_, w)| {
+                        matches!(
+                            w.state,
+                            WorkerState::Idle | WorkerState::Starting | WorkerState::Initializing
+                        )
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            };
             for worker in idle {
                 self.retire(comm, worker);
             }

@@ -1,11 +1,12 @@
 //! A worker as the core keeps it: its state, what it was started with, and
 //! which functions it holds unpickled.
 
+use super::worker_set::WorkerSet;
 use crate::capacity::Placement;
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{IdMap, TaskId, WorkerId};
 use crate::protocol::{FunctionRef, WorkerPlace};
 use crate::resources::{Gpus, ResourceRequest};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// Functions a worker keeps unpickled, by slot.
 const FUNCTION_SLOTS: usize = 64;
@@ -138,18 +139,18 @@ impl FunctionSlots {
 
 /// Every worker, with what the scheduling pass looks for kept at hand: the
 /// idle pool workers, those a task may be sent ahead to, those holding one
-/// ahead. A pass so finds a worker in O(log workers), not by scanning a
-/// thousand nodes' workers per call. Workers change only through `update`,
+/// ahead. A pass so finds a worker in a few word operations, not by scanning
+/// a thousand nodes' workers per call. Workers change only through `update`,
 /// which keeps these in step.
 #[derive(Default)]
 pub(super) struct Workers {
-    all: BTreeMap<WorkerId, Worker>,
+    all: IdMap<WorkerId, Worker>,
     /// Pool workers that are idle.
-    idle: BTreeSet<WorkerId>,
+    idle: WorkerSet,
     /// Busy pool workers that take a task ahead and hold none (`ahead_slot`).
-    open: BTreeSet<WorkerId>,
+    open: WorkerSet,
     /// Workers holding a task ahead that no Retract is out for.
-    holding: BTreeSet<WorkerId>,
+    holding: WorkerSet,
     /// Workers asked for a task back for an idle worker.
     rebalancing: usize,
     /// Pool workers not stopping: the pool's size as it is.
@@ -189,13 +190,13 @@ impl Marks {
 
 /// Put `id` in or out of `set` where that changed (the sets are touched
 /// once or twice a call, and only where a worker moved).
-fn mark(set: &mut BTreeSet<WorkerId>, id: WorkerId, before: bool, after: bool) {
+fn mark(set: &mut WorkerSet, id: WorkerId, before: bool, after: bool) {
     match (before, after) {
         (false, true) => {
             set.insert(id);
         }
         (true, false) => {
-            set.remove(&id);
+            set.remove(id);
         }
         _ => {}
     }
@@ -218,16 +219,28 @@ impl Workers {
         self.all.is_empty()
     }
 
+    /// Every worker, by id: the rare passes over all of them (resizing the
+    /// pool, breaking it, shutting down, `info`) act in the order the
+    /// workers were started. The map itself is hashed, not ordered: the
+    /// lookups of every call, over as many as 128,000 workers, are what
+    /// it is for.
     pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = (&WorkerId, &Worker)> {
-        self.all.iter()
+        let mut all: Vec<(&WorkerId, &Worker)> = self.all.iter().collect();
+        all.sort_unstable_by_key(|(id, _)| **id);
+        all.into_iter()
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Worker> {
-        self.all.values()
+        self.iter().map(|(_, w)| w)
     }
 
     pub(super) fn keys(&self) -> impl Iterator<Item = &WorkerId> {
-        self.all.keys()
+        self.iter().map(|(id, _)| id)
+    }
+
+    /// The idle pool workers, lowest id first.
+    pub(super) fn idle(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.idle.iter()
     }
 
     pub(super) fn insert(&mut self, id: WorkerId, worker: Worker) {
@@ -272,7 +285,7 @@ impl Workers {
 
     /// The idle pool worker of the lowest id.
     pub(super) fn first_idle(&self) -> Option<WorkerId> {
-        self.idle.first().copied()
+        self.idle.first()
     }
 
     pub(super) fn idle_count(&self) -> usize {
@@ -281,12 +294,12 @@ impl Workers {
 
     /// The busy pool worker of the lowest id that may be sent a task ahead.
     pub(super) fn first_open(&self) -> Option<WorkerId> {
-        self.open.first().copied()
+        self.open.first()
     }
 
     /// The tasks held ahead that no Retract is out for, by worker.
     pub(super) fn held_ahead(&self) -> impl Iterator<Item = TaskId> + '_ {
-        self.holding.iter().filter_map(|id| self.all[id].next)
+        self.holding.iter().filter_map(|id| self.all[&id].next)
     }
 
     pub(super) fn rebalancing(&self) -> usize {
