@@ -9,6 +9,7 @@ set no thread variables.
 
 import os
 import re
+import socket
 import time
 
 import psutil
@@ -280,6 +281,11 @@ def test_info(block_allocation, backend, wait_until):
         assert match, info["address"]
         assert 0 < int(match.group(1)) < 65536
         assert isinstance(info["workers"], list)
+        # One node, this machine, with the CPUs the executor may use.
+        ((name, node),) = info["nodes"].items()
+        assert name == socket.gethostname()
+        assert node["cpus"] == info["max_cores"] and node["gpus"] == info["gpu_count"]
+        assert node["lost"] is False
         if block_allocation:
             workers = wait_until(
                 lambda: all(w["pid"] for w in exe.info["workers"]) and exe.info["workers"],

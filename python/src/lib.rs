@@ -194,6 +194,18 @@ impl Scheduler {
             workers.append(d)?;
         }
         info.set_item("workers", workers)?;
+        // What the scheduler places calls by: each node's CPUs, GPUs and
+        // memory, as the job system or the node's agent said them.
+        let nodes = PyDict::new(py);
+        for node in snapshot.nodes {
+            let d = PyDict::new(py);
+            d.set_item("cpus", node.cpus)?;
+            d.set_item("gpus", node.gpus)?;
+            d.set_item("memory_mb", node.memory_mb)?;
+            d.set_item("lost", node.lost)?;
+            nodes.set_item(node.name, d)?;
+        }
+        info.set_item("nodes", nodes)?;
         let tasks = PyDict::new(py);
         tasks.set_item("waiting", snapshot.tasks.waiting)?;
         tasks.set_item("queued", snapshot.tasks.ready)?;

@@ -43,6 +43,19 @@ pub struct Share {
     pub gpus: Gpus,
 }
 
+/// A node as `info()` shows it: what the scheduler knows it has, so that a
+/// user can see why a call waits or was refused (`exe.info["nodes"]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: String,
+    pub cpus: u32,
+    pub gpus: u32,
+    /// None where neither the job system nor the node's agent said it.
+    pub memory_mb: Option<u32>,
+    /// Its agent is gone: nothing is placed there any more.
+    pub lost: bool,
+}
+
 /// A node and what of it is taken.
 #[derive(Clone, Debug)]
 struct NodeUse {
@@ -236,6 +249,20 @@ impl Capacity {
     /// Whether nodes join as their agents connect (`joining`).
     pub fn nodes_join(&self) -> bool {
         self.joins
+    }
+
+    /// Every node, in `NodeId` order.
+    pub fn node_rows(&self) -> Vec<NodeRow> {
+        self.nodes
+            .iter()
+            .map(|node| NodeRow {
+                name: node.name.clone(),
+                cpus: node.cpus_total,
+                gpus: node.gpus_total,
+                memory_mb: node.memory_total,
+                lost: node.lost,
+            })
+            .collect()
     }
 
     /// A node whose agent connected, numbered after the others.

@@ -107,12 +107,20 @@ def test_gpus_are_distinct_per_call_on_each_node(slurm, run_script):
 with Executor(backend="slurm") as exe:
     futures = [exe.submit(where, i, 4, resource_dict={"gpus_per_core": 1}) for i in range(4)]
     places = [f.result(timeout=120) for f in futures]
+    nodes = exe.info["nodes"]
 print(sorted((node, gpu) for node, _, _, gpu in places))
+print(sorted((name, n["cpus"], n["gpus"], n["lost"]) for name, n in nodes.items()))
+print(sorted((name, n["memory_mb"]) for name, n in nodes.items()))
 """,
         SALLOC_2,
     )
-    (pairs,) = lines(done)
+    pairs, nodes, memory = lines(done)
     assert eval(pairs) == [("node1", "0"), ("node1", "1"), ("node2", "0"), ("node2", "1")]
+    # What the scheduler placed them by: each node's agent said its shape.
+    assert eval(nodes) == [("node1", 4, 2, False), ("node2", 4, 2, False)]
+    # The memory Slurm gives the job on each node (or the node's, as its
+    # agent read it): known, so that memory_max is kept there.
+    assert all(isinstance(mb, int) and mb > 0 for _, mb in eval(memory)), memory
 
 
 @pytest.mark.timeout(240)

@@ -164,6 +164,10 @@ impl Core {
         self.running_task(worker).is_some()
     }
 
+    pub fn node_rows(&self) -> Vec<crate::capacity::NodeRow> {
+        self.capacity.node_rows()
+    }
+
     pub fn worker_infos(&self) -> Vec<WorkerInfo> {
         self.workers
             .iter()

@@ -162,6 +162,7 @@ impl Server {
                 self.events.flush();
                 let _ = reply.send(Snapshot {
                     workers: self.core.worker_infos(),
+                    nodes: self.core.node_rows(),
                     tasks: self.core.task_counts(),
                     agents: self.agent_stats(),
                     allocations: self.allocation_rows(),

@@ -54,6 +54,8 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub workers: Vec<WorkerInfo>,
+    /// The nodes calls are placed on, as the scheduler knows them.
+    pub nodes: Vec<crate::capacity::NodeRow>,
     pub tasks: TaskCounts,
     /// Each node's agent, where there are agents.
     pub agents: Vec<AgentStats>,
