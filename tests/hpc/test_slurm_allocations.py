@@ -203,6 +203,101 @@ def test_an_allocation_cancelled_under_a_call_fails_it_naming_the_job_or_reruns_
     assert lines(done) == ["JobFailedError True True True CANCELLED", "True"]
 
 
+POOL = """
+def setup():
+    # Runs once in each pool worker, inside the allocation's job.
+    return {"value": "init in job " + os.environ["SLURM_JOB_ID"]}
+
+def read(seconds, value):
+    time.sleep(seconds)
+    return value, os.environ["SLURM_JOB_ID"], os.getpid()
+
+def pool(allocation):
+    return Executor(backend="slurm", block_allocation=True, max_workers=4,
+                    init_function=setup, allocation=allocation)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_pool_lives_in_an_allocation_and_goes_with_it_when_idle(login_node):
+    done = login_node(
+        POOL
+        + textwrap.dedent(
+            """
+        allocation = Allocation(nodes=1, time_limit="5:00", idle_timeout=10)
+        with pool(allocation) as exe:
+            name = exe._engine.pilot_job_name
+            print("name", name, flush=True)
+            ran = [f.result(timeout=60) for f in [exe.submit(read, 0.5) for _ in range(8)]]
+            jobs = {job for _, job, _ in ran}
+            print(len(ran), len(jobs), all(value == f"init in job {job}" for value, job, _ in ran))
+            # Long-lived workers: at most the pool's 4 processes ran the 8 calls.
+            print(len({pid for _, _, pid in ran}) <= 4, [j for j, _ in jobs_named(name)] == list(jobs))
+            # Idle: its workers stop and it is given back, the executor still open.
+            idle = time.monotonic()
+            def running():
+                states = [a["state"] for a in exe.info["allocations"]]
+                return live(name) or {"SUBMITTING", "PENDING", "RUNNING"} & set(states)
+
+            while running() and time.monotonic() - idle < 40:
+                time.sleep(0.5)
+            print(live(name), time.monotonic() - idle <= 25)
+            # A new call: a new allocation, a new pool there, init run again.
+            value, job, _ = exe.submit(read, 0).result(timeout=60)
+            print(job not in jobs, value == f"init in job {job}", len(jobs_named(name)))
+        print(live(name))
+        """
+        )
+    )
+    assert lines(done) == ["8 1 True", "True True", "[] True", "True True 2", "[]"]
+
+
+@pytest.mark.timeout(120)
+def test_an_allocation_cancelled_under_a_pools_call_fails_or_reruns_it_and_the_pool_lives_on(
+    login_node,
+):
+    done = login_node(
+        POOL
+        + textwrap.dedent(
+            """
+        def hold(me, value):
+            pathlib.Path(f"job-{me}").write_text(os.environ["SLURM_JOB_ID"])
+            while not pathlib.Path("release").exists():
+                time.sleep(0.05)
+            return value
+
+        def job_of(me):
+            deadline = time.time() + 60
+            while not pathlib.Path(f"job-{me}").exists():
+                assert time.time() < deadline, "the call never started"
+                time.sleep(0.05)
+            return pathlib.Path(f"job-{me}").read_text()
+
+        allocation = Allocation(time_limit="5:00", idle_timeout=30)
+        with pool(allocation) as exe:
+            print("name", exe._engine.pilot_job_name, flush=True)
+            f = exe.submit(hold, "a")
+            job = job_of("a")
+            subprocess.run(["scancel", job], check=True)
+            try:
+                f.result(timeout=60)
+            except JobFailedError as e:
+                print(f"job {job} ended CANCELLED" in str(e), e.job == job, e.state)
+            again = exe.submit(hold, "b", resource_dict={"restart_limit": 1})
+            first = job_of("b")
+            pathlib.Path("job-b").unlink()
+            subprocess.run(["scancel", first], check=True)
+            second = job_of("b")
+            pathlib.Path("release").touch()
+            print(again.result(timeout=60) == f"init in job {second}", second != first)
+            # Not the function's fault: the pool still runs calls.
+            print(exe.submit(read, 0).result(timeout=60)[0] == f"init in job {second}")
+        """
+        )
+    )
+    assert lines(done) == ["True True CANCELLED", "True True", "True"]
+
+
 @pytest.mark.timeout(120)
 def test_a_refused_submission_fails_the_calls_with_sbatchs_words_and_is_not_retried(
     login_node, tmp_path

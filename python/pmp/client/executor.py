@@ -49,8 +49,9 @@ class Executor(_BaseExecutor):
     max_cores // cores_per_worker) and lets init_function preload data once per
     worker. refresh_rate is accepted for compatibility and unneeded: pmp's
     scheduler is event-driven. allocation (a `pmp.Allocation`, backend
-    "slurm" outside any allocation) runs fresh workers in Slurm allocations
-    acquired as calls wait and given back when idle. launcher chooses how workers start inside a
+    "slurm" outside any allocation) runs calls in Slurm allocations acquired
+    as calls wait and given back when idle: a fresh worker each, or with
+    block_allocation=True a pool of max_workers on their nodes. launcher chooses how workers start inside a
     Slurm allocation or Flux instance: "agent" (the default there: one node
     agent per node, started once, forks each call's worker on its node) or
     "step" (one srun step or flux job per worker). memory_max (GB) is kept
@@ -100,7 +101,7 @@ class Executor(_BaseExecutor):
                 command_line_argument_lst=given["command_line_argument_lst"],
             ),
         )
-        check_allocation(self._backend, allocation, block_allocation, launcher)
+        check_allocation(self._backend, allocation, launcher)
         self._block = block_allocation
         self._disable_dependencies = disable_dependencies
         self._shutdown_called = False

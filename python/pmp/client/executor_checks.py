@@ -90,9 +90,10 @@ _LAUNCHERS = {
 }
 
 
-def check_allocation(backend, allocation, block_allocation, launcher):
+def check_allocation(backend, allocation, launcher):
     """`allocation` (a `pmp.Allocation`, or None) is one this Executor can
-    honour: Slurm from outside any allocation, fresh workers, node agents."""
+    honour: Slurm from outside any allocation, calls (fresh processes, or a
+    block_allocation=True pool) under node agents."""
     if allocation is None:
         return
     from pmp.client.allocation import Allocation
@@ -106,17 +107,11 @@ def check_allocation(backend, allocation, block_allocation, launcher):
             "allocation=Allocation(...) asks Slurm for allocations from outside any: it needs "
             f"backend='slurm' where no Slurm allocation holds this process; here: {backend.reason}"
         )
-    if block_allocation:
-        raise ValueError(
-            "allocation=Allocation(...) runs each call as a fresh process in the allocations; "
-            "block_allocation=True (a pool of long-lived workers) is not supported with it yet: "
-            "leave block_allocation out, or use block_allocation=True with max_workers (pilot "
-            "jobs held until shutdown) instead of an allocation"
-        )
     if launcher == "step":
         raise ValueError(
-            "allocation=Allocation(...) runs calls under one node agent per node of each "
-            "allocation: launcher='step' (an srun step per call) does not apply; leave it out"
+            "allocation=Allocation(...) runs calls (a fresh process each, or with "
+            "block_allocation=True the pool's workers) under one node agent per node of each "
+            "allocation: launcher='step' (an srun step per worker) does not apply; leave it out"
         )
 
 
@@ -169,9 +164,9 @@ def refusal_message(refusal, request, given, backend_name, gpus, defaults):
         return f"{name} must be >= {refusal.available}, got {refusal.requested}"
     if refusal.kind == "pilots":
         return (
-            "block_allocation=True outside any Slurm allocation starts pilot jobs sized "
-            "for the pool's workers (one node agent each): say how many workers with "
-            "max_workers"
+            "block_allocation=True outside any Slurm allocation starts the pool's workers "
+            "in pilot jobs sized for them or, with allocation=Allocation(...), in those "
+            "allocations (one node agent a node): say how many workers with max_workers"
         )
     if refusal.kind == "unsupported":
         return _unsupported_message(refusal, given)

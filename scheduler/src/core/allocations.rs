@@ -145,7 +145,9 @@ pub enum Decision {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Waiting {
     pub calls: u32,
-    /// Their CPUs together.
+    /// Their CPUs together; for a pool (`block_allocation`), those of the
+    /// workers that could still start for them, which is all a new
+    /// allocation would bring them.
     pub cpus: u32,
 }
 
@@ -319,6 +321,20 @@ impl AllocationPolicy {
         if let Some(allocation) = self.get(id) {
             allocation.calls = allocation.calls.saturating_sub(1);
             if allocation.calls == 0 {
+                allocation.idle_since = Some(now);
+            }
+        }
+    }
+
+    /// A pool's calls in it now (`block_allocation`: its workers busy, as
+    /// the core counts them before each decision): idle from the moment
+    /// none is, as a fresh call's end says it.
+    pub fn on_pool_calls(&mut self, id: AllocationId, calls: u32, now: Instant) {
+        if let Some(allocation) = self.get(id).filter(|a| a.is_live()) {
+            allocation.calls = calls;
+            if calls > 0 {
+                allocation.idle_since = None;
+            } else if allocation.idle_since.is_none() {
                 allocation.idle_since = Some(now);
             }
         }

@@ -5,15 +5,22 @@
 //! an allocation's nodes joining and its job ending. A call goes only to a
 //! node whose allocation `may_take` it (`run_time_max`, the drain).
 //!
-//! Fresh workers only, for now: a pool (`block_allocation`) under elastic
-//! allocations is not built yet, and `Core::with_allocations` says so.
+//! A pool (`block_allocation`) lives on the allocations' nodes as pilots'
+//! pools do on theirs (`joining`): its workers start on a node as it joins,
+//! up to the pool's size; a call waits for an idle worker whose allocation
+//! `may_take` it; calls that wait while workers are still to start ask for
+//! an allocation; and an allocation released as idle stops its workers
+//! first, so that the next that joins starts the pool anew (and its
+//! `init_function`). Its calls are counted from its busy workers before
+//! each decision (`count_pool_calls`), not at each call's start and end.
 
 use super::allocations::{AllocationId, AllocationPolicy, Decision, Waiting};
 use super::events::{Comm, LostReason, SubmitError};
 use super::tasks::{Failure, TaskState};
+use super::workers::WorkerState;
 use super::{Allocation, Core};
 use crate::capacity::{Node, Placement};
-use crate::ids::{NodeId, TaskId};
+use crate::ids::{NodeId, TaskId, WorkerId};
 use crate::resources::{NeverFits, ResourceRequest};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,7 +42,7 @@ pub(super) struct Elastic {
 impl Core {
     /// A core whose nodes come from allocations the policy asks for as
     /// calls wait (its capacity `Capacity::joining`); `node_cpus` is what
-    /// each node will hold. Err for a pool, not built yet.
+    /// each node will hold. Err for a pool whose workers no node could hold.
     pub fn with_allocations(
         mut self,
         policy: AllocationPolicy,
@@ -46,12 +53,17 @@ impl Core {
             self.capacity.nodes_join(),
             "an elastic core's nodes join as their allocations start (Capacity::joining)"
         );
-        if !matches!(self.allocation, Allocation::PerTask) {
-            return Err(
-                "elastic allocations run fresh workers only: block_allocation=True \
-                 under Allocation(...) is not supported yet"
-                    .into(),
-            );
+        if let Allocation::Block { resources, .. } = &self.allocation {
+            if resources.cpus() > node_cpus {
+                return Err(format!(
+                    "block_allocation=True workers of {} cores x {} threads_per_core need \
+                     {} CPUs each, more than the {node_cpus} of a node of the allocations: \
+                     lower cores_per_worker or threads_per_core",
+                    resources.cores,
+                    resources.threads_per_core,
+                    resources.cpus()
+                ));
+            }
         }
         self.elastic = Some(Box::new(Elastic {
             policy,
@@ -97,6 +109,8 @@ impl Core {
             return;
         };
         elastic.now = now;
+        self.count_pool_calls();
+        let elastic = self.elastic.as_mut().expect("checked above");
         let decisions = elastic.policy.tick(now);
         self.carry_out(comm, decisions);
         // Time passing closes nodes to calls (the drain) or opens nothing:
@@ -127,7 +141,8 @@ impl Core {
     }
 
     /// A node of allocation `id` joined (its agent connected): the first
-    /// starts the allocation's clock.
+    /// starts the allocation's clock, and the pool's workers still to
+    /// start start there.
     pub fn allocation_node_joined(
         &mut self,
         comm: &mut impl Comm,
@@ -144,6 +159,7 @@ impl Core {
                 self.carry_out(comm, decisions);
             }
         }
+        self.balance_pool(comm);
         self.ask_for_scheduling();
         node
     }
@@ -207,9 +223,11 @@ impl Core {
     /// allocation. Counted up to what `max_allocations` could ever hold,
     /// so a pass costs no more with a backlog of a million.
     pub(super) fn allocations_after_placement(&mut self, comm: &mut impl Comm) {
-        let Some(elastic) = self.elastic.as_ref() else {
+        if self.elastic.is_none() {
             return;
-        };
+        }
+        self.count_pool_calls();
+        let elastic = self.elastic.as_ref().expect("checked above");
         let settings = elastic.policy.settings();
         let enough = settings
             .cpus
@@ -226,6 +244,11 @@ impl Core {
                     break;
                 }
             }
+        }
+        if let Allocation::Block { workers, resources } = &self.allocation {
+            // A new allocation brings a pool only the workers it lacks.
+            let to_start = workers.saturating_sub(self.workers.members() as u32);
+            waiting.cpus = waiting.calls.min(to_start).saturating_mul(resources.cpus());
         }
         let elastic = self.elastic.as_mut().expect("checked above");
         let mut decisions = elastic.policy.on_waiting(waiting, elastic.now);
@@ -260,6 +283,61 @@ impl Core {
         }
     }
 
+    /// An idle pool worker whose allocation may take `task` now (its
+    /// `run_time_max`, the drain): the lowest id, as without allocations.
+    pub(super) fn idle_worker_for(&self, task: TaskId) -> Option<WorkerId> {
+        if self.elastic.is_none() {
+            return self.workers.first_idle();
+        }
+        self.workers
+            .idle()
+            .find(|&worker| self.worker_may_take(worker, task))
+    }
+
+    /// Whether pool `worker`'s allocation may start `task` now: always
+    /// without elastic allocations.
+    pub(super) fn worker_may_take(&self, worker: WorkerId, task: TaskId) -> bool {
+        if self.elastic.is_none() {
+            return true;
+        }
+        let run_time_max = self
+            .tasks
+            .get(&task)
+            .and_then(|t| t.work.as_ref())
+            .and_then(|work| work.run_time_max);
+        match self.workers.get(&worker).map(|w| &w.launch.placement) {
+            Some(Placement::Node(node)) => self.node_may_take(*node, run_time_max),
+            _ => false,
+        }
+    }
+
+    /// Tell the policy how many calls each allocation's pool workers run
+    /// now. One pass over the pool's workers, made only under a pool: before
+    /// each decision, so that none releases an allocation whose worker was
+    /// just given a call.
+    fn count_pool_calls(&mut self) {
+        if !matches!(self.allocation, Allocation::Block { .. }) {
+            return;
+        }
+        let Some(elastic) = self.elastic.as_mut() else {
+            return;
+        };
+        let mut calls: HashMap<AllocationId, u32> =
+            elastic.nodes_of.keys().map(|&id| (id, 0)).collect();
+        for worker in self.workers.values() {
+            if let (WorkerState::Busy(_), Placement::Node(node)) =
+                (worker.state, &worker.launch.placement)
+            {
+                if let Some(id) = elastic.allocation_of.get(node) {
+                    *calls.entry(*id).or_default() += 1;
+                }
+            }
+        }
+        for (id, calls) in calls {
+            elastic.policy.on_pool_calls(id, calls, elastic.now);
+        }
+    }
+
     fn carry_out(&mut self, comm: &mut impl Comm, decisions: Vec<Decision>) {
         for decision in decisions {
             match decision {
@@ -268,10 +346,26 @@ impl Core {
                     let elastic = self.elastic.as_ref().expect("decided by the policy");
                     let job = elastic.policy.job(id).map(String::from);
                     // Nothing more starts there while it ends.
-                    for node in elastic.nodes_of.get(&id).cloned().unwrap_or_default() {
+                    let nodes = elastic.nodes_of.get(&id).cloned().unwrap_or_default();
+                    for &node in &nodes {
                         self.capacity.lose(node);
                     }
+                    // Its pool workers (idle: it was released for that)
+                    // stop first; the pool starts anew where nodes join.
+                    let on_nodes: Vec<WorkerId> = self
+                        .workers
+                        .iter()
+                        .filter(|(_, w)| {
+                            w.dedicated.is_none()
+                                && matches!(&w.launch.placement, Placement::Node(n) if nodes.contains(n))
+                        })
+                        .map(|(worker, _)| *worker)
+                        .collect();
+                    for worker in on_nodes {
+                        self.retire(comm, worker);
+                    }
                     comm.release_allocation(id, job.as_deref());
+                    self.ask_for_scheduling();
                 }
                 Decision::FailWaiting(words) => {
                     let waiting: Vec<TaskId> = self.ready.drain(..).collect();

@@ -39,9 +39,13 @@ impl Core {
     }
 
     /// Where a pool worker of `resources` runs on the nodes joined so far,
-    /// its CPUs and GPUs taken there; None while none has room.
+    /// its CPUs and GPUs taken there; None while none has room (or, under
+    /// elastic allocations, none outside its allocation's drain, where it
+    /// would get no call).
     pub(super) fn joined_node_launch(&mut self, resources: ResourceRequest) -> Option<Launch> {
-        let mut placement = self.capacity.place(&resources)?;
+        let mut placement = self
+            .capacity
+            .place_where(&resources, |node| self.node_may_take(node, None))?;
         let gpus = self.capacity.take(&mut placement, &resources);
         Some(Launch {
             resources,

@@ -26,10 +26,13 @@ impl Core {
             }
             match self.allocation {
                 Allocation::Block { .. } => {
-                    if let Some(worker) = self.workers.first_idle() {
+                    if let Some(worker) = self.idle_worker_for(id) {
                         self.ready.pop_front();
                         self.dispatch(comm, id, worker);
-                    } else if let Some(worker) = self.ahead_slot(id) {
+                    } else if let Some(worker) = self
+                        .ahead_slot(id)
+                        .filter(|&worker| self.worker_may_take(worker, id))
+                    {
                         self.ready.pop_front();
                         self.send_run(comm, id, worker, true);
                     } else {

@@ -52,6 +52,13 @@ impl Core {
             {
                 return Err(SubmitError::NotThePools(Box::new(resources.clone())));
             }
+            Allocation::Block { .. } if self.elastic.is_some() => {
+                if let Some(error) =
+                    self.never_fits_an_allocation(&spec.resources, spec.run_time_max)
+                {
+                    return Err(error);
+                }
+            }
             Allocation::Block { .. } => {}
         }
         let (digest, function) = self.functions.intern(spec.function);

@@ -15,6 +15,7 @@ const SHARED_FROM: usize = 4 << 10;
 mod ahead;
 mod driven;
 mod elastic;
+mod elastic_pool;
 mod joining;
 mod nodes;
 mod scale;

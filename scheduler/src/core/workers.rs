@@ -288,6 +288,11 @@ impl Workers {
         self.idle.first()
     }
 
+    /// The idle pool workers, lowest id first.
+    pub(super) fn idle(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.idle.iter().copied()
+    }
+
     pub(super) fn idle_count(&self) -> usize {
         self.idle.len()
     }
