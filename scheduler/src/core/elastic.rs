@@ -324,7 +324,7 @@ impl Core {
         };
         let mut calls: HashMap<AllocationId, u32> =
             elastic.nodes_of.keys().map(|&id| (id, 0)).collect();
-        for worker in self.workers.values() {
+        for worker in self.workers.unordered() {
             if let (WorkerState::Busy(_), Placement::Node(node)) =
                 (worker.state, &worker.launch.placement)
             {

@@ -230,6 +230,12 @@ impl Workers {
         all.into_iter()
     }
 
+    /// Every worker, in no order: for counts, where order does not matter
+    /// and a sort each pass would.
+    pub(super) fn unordered(&self) -> impl Iterator<Item = &Worker> {
+        self.all.values()
+    }
+
     pub(super) fn values(&self) -> impl Iterator<Item = &Worker> {
         self.iter().map(|(_, w)| w)
     }
@@ -286,11 +292,6 @@ impl Workers {
     /// The idle pool worker of the lowest id.
     pub(super) fn first_idle(&self) -> Option<WorkerId> {
         self.idle.first()
-    }
-
-    /// The idle pool workers, lowest id first.
-    pub(super) fn idle(&self) -> impl Iterator<Item = WorkerId> + '_ {
-        self.idle.iter().copied()
     }
 
     pub(super) fn idle_count(&self) -> usize {
