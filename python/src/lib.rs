@@ -15,7 +15,7 @@ mod store;
 
 use config::SchedulerConfig;
 use pmp_scheduler::core::{TaskSpec, WorkerState};
-use pmp_scheduler::handle::SchedulerHandle;
+use pmp_scheduler::handle::{SchedulerHandle, StartError};
 use pmp_scheduler::ids::TaskId;
 use pmp_scheduler::protocol::{Payload, StoreTarget};
 use pmp_scheduler::python_frames::{frames_from_python, sharable_frames_from_python, Frame};
@@ -50,7 +50,10 @@ impl Scheduler {
         let (events_tx, events_rx) = mpsc::channel();
         let handle = py
             .detach(|| SchedulerHandle::start(config, events_tx))
-            .map_err(PyRuntimeError::new_err)?;
+            .map_err(|error| match error {
+                StartError::Refused(message) => PyValueError::new_err(message),
+                StartError::Failed(message) => PyRuntimeError::new_err(message),
+            })?;
         let events_thread = std::thread::Builder::new()
             .name("pmp-events".into())
             .spawn(move || events::deliver_events(events_rx, on_events))

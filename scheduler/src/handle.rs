@@ -194,6 +194,29 @@ fn allocation_jobs(
     })
 }
 
+/// Why an executor's scheduler did not start: what it was asked for can
+/// never work (`Refused`, a ValueError to a Python user), or something
+/// went wrong starting it (`Failed`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartError {
+    Refused(String),
+    Failed(String),
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError::Failed(message)
+    }
+}
+
+impl From<StartError> for String {
+    fn from(error: StartError) -> String {
+        match error {
+            StartError::Refused(message) | StartError::Failed(message) => message,
+        }
+    }
+}
+
 pub struct SchedulerHandle {
     commands: UnboundedSender<Command>,
     thread: Option<JoinHandle<()>>,
@@ -205,7 +228,7 @@ impl SchedulerHandle {
     pub fn start(
         config: Config,
         events: std::sync::mpsc::Sender<Event>,
-    ) -> Result<SchedulerHandle, String> {
+    ) -> Result<SchedulerHandle, StartError> {
         let key = Key::generate();
         let environment = WorkerEnvironment {
             program: config.worker_program,
@@ -237,7 +260,9 @@ impl SchedulerHandle {
                 &config.tool_dirs,
             )?),
             (Some(_), false) => {
-                return Err("Allocation(...) runs calls under node agents: launcher='agent'".into())
+                return Err(StartError::Refused(
+                    "Allocation(...) runs calls under node agents: launcher='agent'".into(),
+                ))
             }
             (None, _) => None,
         };
@@ -295,7 +320,10 @@ impl SchedulerHandle {
             .map(|start| &start.jobs)
         {
             let policy = AllocationPolicy::new(jobs.request.settings(jobs.shape));
-            core = core.with_allocations(policy, jobs.shape.cpus, std::time::Instant::now())?;
+            // A pool's worker no node of the allocations could hold.
+            core = core
+                .with_allocations(policy, jobs.shape.cpus, std::time::Instant::now())
+                .map_err(StartError::Refused)?;
         }
         if !crate::switched_off("PMP_QUEUE_AHEAD") {
             core.set_queue_ahead(Some(QueueAhead {

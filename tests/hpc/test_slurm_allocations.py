@@ -127,9 +127,25 @@ def test_a_call_longer_than_the_time_limit_is_refused_at_submit(login_node):
                 exe.submit(where, 0, resource_dict={"run_time_max": 10}).result()
         except ValueError as e:
             print("batch", e)
+        # A pool whose workers no node of the allocations holds (4 CPUs).
+        try:
+            Executor(
+                backend="slurm",
+                block_allocation=True,
+                max_workers=1,
+                cores_per_worker=8,
+                allocation=Allocation(time_limit="2:00"),
+            )
+        except ValueError as e:
+            print("pool", e)
         """
     )
     said = lines(done)
+    assert said[-1] == (
+        "pool block_allocation=True workers of 8 cores x 1 threads_per_core need 8 CPUs "
+        "each, more than the 4 of a node of the allocations: lower cores_per_worker or "
+        "threads_per_core"
+    ), said
     assert said[0] == (
         "resource_dict key 'run_time_max' is 300 s, more than the allocations' time_limit "
         "of 120 s: no allocation could finish it; lower it or raise Allocation(time_limit=...)"
