@@ -24,16 +24,26 @@ pub fn slurm(var: impl Fn(&str) -> Option<String>, cpus: u32) -> Option<u32> {
     Some(u32::try_from(total).unwrap_or(u32::MAX))
 }
 
-/// This host's memory for this process: its cgroup's `memory.max`
-/// (cgroup v2) where it sets one, else the machine's (`MemTotal`).
+/// This host's memory for this process: its cgroup's limit where it sets
+/// one (cgroup v2's `memory.max`, else v1's `memory.limit_in_bytes`, which
+/// Slurm's task/cgroup plugin still sets on many clusters), else the
+/// machine's (`MemTotal`).
 pub fn host() -> Option<u32> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
-    let limit = cgroup_path(read("/proc/self/cgroup").as_deref())
-        .and_then(|dir| read(&format!("/sys/fs/cgroup{dir}/memory.max")))
-        .and_then(|text| cgroup_limit(&text));
+    let cgroups = read("/proc/self/cgroup");
+    let v2 = || {
+        let dir = cgroup_path(cgroups.as_deref())?;
+        read(&format!("/sys/fs/cgroup{dir}/memory.max"))
+    };
+    let v1 = || {
+        let dir = cgroup_v1_memory_path(cgroups.as_deref())?;
+        read(&format!("/sys/fs/cgroup/memory{dir}/memory.limit_in_bytes"))
+    };
+    let limit = v2().or_else(v1).and_then(|text| cgroup_limit(&text));
     let total = read("/proc/meminfo").and_then(|text| mem_total(&text));
     match (limit, total) {
-        // A limit above the machine's memory limits nothing.
+        // A limit above the machine's memory limits nothing (v1 says no
+        // limit as a number near 2^63).
         (Some(limit), Some(total)) => Some(limit.min(total)),
         (limit, total) => limit.or(total),
     }
@@ -45,6 +55,20 @@ fn cgroup_path(text: Option<&str>) -> Option<String> {
         .lines()
         .find_map(|line| line.strip_prefix("0::"))
         .map(|path| path.trim().trim_end_matches('/').to_string())
+}
+
+/// The directory of the cgroup v1 memory controller's hierarchy in
+/// `/proc/self/cgroup` ("4:memory:/slurm/uid_1000/job_12/step_0"; the
+/// controller may share its hierarchy: "5:cpuacct,memory:/...").
+fn cgroup_v1_memory_path(text: Option<&str>) -> Option<String> {
+    text?.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.trim().trim_end_matches('/').to_string())
+    })
 }
 
 /// MB of a cgroup's `memory.max`: bytes, or "max" for no limit.
@@ -101,6 +125,20 @@ mod tests {
         );
         assert_eq!(cgroup_path(Some("0::/\n")).as_deref(), Some(""));
         assert_eq!(cgroup_path(Some("12:memory:/x\n")), None);
+        // cgroup v1: the memory controller's line, alone or shared.
+        let v1 = "12:pids:/slurm/uid_0/job_7\n4:memory:/slurm/uid_0/job_7/step_0/\n";
+        assert_eq!(
+            cgroup_v1_memory_path(Some(v1)).as_deref(),
+            Some("/slurm/uid_0/job_7/step_0")
+        );
+        assert_eq!(
+            cgroup_v1_memory_path(Some("5:cpuacct,memory:/job\n")).as_deref(),
+            Some("/job")
+        );
+        assert_eq!(cgroup_v1_memory_path(Some("0::/user.slice\n")), None);
+        // v1's "no limit" is a number near 2^63: as large as MB go, so the
+        // machine's total wins in `host`.
+        assert_eq!(cgroup_limit("9223372036854771712\n"), Some(u32::MAX));
         assert_eq!(
             mem_total("MemTotal:       16384000 kB\nMemFree: 1 kB\n"),
             Some(16000)
