@@ -15,8 +15,7 @@ import textwrap
 import time
 
 import pytest
-
-OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+from login_node import OUTSIDE, login_node_scripts, printed_lines
 
 HEADER = """
 import os, pathlib, subprocess, sys, time
@@ -35,38 +34,29 @@ def jobs_named(name):
 
 def live(name):
     return [j for j, state in jobs_named(name) if state in ("PENDING", "RUNNING", "CONFIGURING")]
+
+def seconds_until_released(exe, name, limit):
+    # Until neither squeue nor the executor has an allocation live (at
+    # most `limit` seconds), the executor still open.
+    idle = time.monotonic()
+    def running():
+        states = [a["state"] for a in exe.info["allocations"]]
+        return live(name) or {"SUBMITTING", "PENDING", "RUNNING"} & set(states)
+
+    while running() and time.monotonic() - idle < limit:
+        time.sleep(0.5)
+    return time.monotonic() - idle
 """
 
 
 @pytest.fixture
 def login_node(slurm, tmp_path):
-    """Run a script outside any allocation, in tmp_path; scancel what a
-    failing test left of the executor's jobs (it prints their name)."""
-    names = []
-
-    def run(body, env=None, timeout=200):
-        path = tmp_path / f"script-{time.monotonic_ns()}.py"
-        path.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
-        done = subprocess.run(
-            [sys.executable, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=tmp_path,
-            env={**OUTSIDE, **(env or {})},
-            check=False,
-        )
-        names.extend(line.split()[-1] for line in done.stdout.splitlines() if "pmp-alloc-" in line)
-        return done
-
-    yield run
-    for name in names:
-        subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
+    with login_node_scripts(tmp_path, HEADER, "pmp-alloc-") as run:
+        yield run
 
 
 def lines(done):
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return [line for line in done.stdout.strip().splitlines() if "pmp-alloc-" not in line]
+    return printed_lines(done, "pmp-alloc-")
 
 
 @pytest.mark.timeout(300)
@@ -81,14 +71,8 @@ def test_allocations_grow_with_the_work_and_are_given_back_when_idle(login_node)
             print(len(ran), sorted({n for n, _ in ran}), len({j for _, j in ran}))
             print(len(jobs_named(name)))
             # Idle: both go within idle_timeout + 10 s, the executor still open.
-            idle = time.monotonic()
-            def running():
-                states = [a["state"] for a in exe.info["allocations"]]
-                return live(name) or {"SUBMITTING", "PENDING", "RUNNING"} & set(states)
-
-            while running() and time.monotonic() - idle < 60:
-                time.sleep(0.5)
-            print(live(name), time.monotonic() - idle <= 20)
+            took = seconds_until_released(exe, name, 60)
+            print(live(name), took <= 20)
             states = [a["state"] for a in exe.info["allocations"]]
             print(states)
             # A new call: a new allocation, which runs it.
@@ -250,14 +234,8 @@ def test_a_pool_lives_in_an_allocation_and_goes_with_it_when_idle(login_node):
             # Long-lived workers: at most the pool's 4 processes ran the 8 calls.
             print(len({pid for _, _, pid in ran}) <= 4, [j for j, _ in jobs_named(name)] == list(jobs))
             # Idle: its workers stop and it is given back, the executor still open.
-            idle = time.monotonic()
-            def running():
-                states = [a["state"] for a in exe.info["allocations"]]
-                return live(name) or {"SUBMITTING", "PENDING", "RUNNING"} & set(states)
-
-            while running() and time.monotonic() - idle < 40:
-                time.sleep(0.5)
-            print(live(name), time.monotonic() - idle <= 25)
+            took = seconds_until_released(exe, name, 40)
+            print(live(name), took <= 25)
             # A new call: a new allocation, a new pool there, init run again.
             value, job, _ = exe.submit(read, 0).result(timeout=60)
             print(job not in jobs, value == f"init in job {job}", len(jobs_named(name)))

@@ -4,17 +4,13 @@ with two nodes (node1, node2: 4 CPUs and 2 fake GPUs each):
 hold the pool in, each running one node agent that joins the executor
 when it connects and forks its node's workers."""
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
+from login_node import OUTSIDE, login_node_scripts, printed_lines
 from together import GATHER
-
-OUTSIDE = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
 
 # `where`: the node, pid and job of a call that ran at the same time as
 # `n - 1` others (`together`); `hold` waits for "release".
@@ -52,38 +48,12 @@ def jobs_named(name):
 
 @pytest.fixture
 def login_node(slurm, tmp_path):
-    """Run a script outside any allocation, in tmp_path; scancel what a
-    failing test left of the executor's jobs."""
-    names = []
-
-    def script(body):
-        path = tmp_path / f"script-{time.monotonic_ns()}.py"
-        path.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
-        return [sys.executable, str(path)]
-
-    def run(body, env=None):
-        done = subprocess.run(
-            script(body),
-            capture_output=True,
-            text=True,
-            timeout=200,
-            cwd=tmp_path,
-            env={**OUTSIDE, **(env or {})},
-            check=False,
-        )
-        names.extend(line.split()[-1] for line in done.stdout.splitlines() if "pmp-pilot-" in line)
-        return done
-
-    run.script = script
-    run.names = names
-    yield run
-    for name in names:
-        subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
+    with login_node_scripts(tmp_path, HEADER, "pmp-pilot-") as run:
+        yield run
 
 
 def lines(done):
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return [line for line in done.stdout.strip().splitlines() if "pmp-pilot-" not in line]
+    return printed_lines(done, "pmp-pilot-")
 
 
 @pytest.mark.timeout(240)
