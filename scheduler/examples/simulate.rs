@@ -46,6 +46,10 @@
 //!
 //! `cargo run --release -p pmp-scheduler --example simulate -- --agents 1000 --cores 128 --calls 1000000`
 
+/// The allocator the scheduler has in a Python executor (`_pmp`'s).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pmp_scheduler::auth::Key;
 use pmp_scheduler::backend::simulated::AgentsWanted;
 use pmp_scheduler::capacity::Node;
