@@ -9,32 +9,37 @@ use crate::core::allocations::{AllocationId, AllocationPolicy, AllocationSetting
 use crate::ids::NodeId;
 use std::time::{Duration, Instant};
 
-const A: AllocationId = AllocationId(0);
-const B: AllocationId = AllocationId(1);
+pub(super) const A: AllocationId = AllocationId(0);
+pub(super) const B: AllocationId = AllocationId(1);
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// One-node allocations of 2 CPUs, an hour each, at most 2 at once.
-fn elastic(t0: Instant) -> (Driven, Recorder) {
-    let policy = AllocationPolicy::new(AllocationSettings {
+/// One-node allocations of `cpus` CPUs, an hour each (the last minute their
+/// drain), at most 2 at once, idle for 10 s at most.
+pub(super) fn hour_long(cpus: u32) -> AllocationPolicy {
+    AllocationPolicy::new(AllocationSettings {
         nodes: 1,
-        cpus: 2,
+        cpus,
         time_limit: secs(3600),
         max_allocations: 2,
         min_allocations: 0,
         backlog: 1,
         idle_timeout: secs(10),
         drain: secs(60),
-    });
+    })
+}
+
+fn elastic(t0: Instant) -> (Driven, Recorder) {
     let core = Core::new(Allocation::PerTask, Capacity::joining(None), None)
-        .with_allocations(policy, 2, t0)
+        .with_allocations(hour_long(2), 2, t0)
         .expect("fresh workers");
     (Driven(core), Recorder::default())
 }
 
-fn node(name: &str) -> Node {
+/// A node of such an allocation.
+pub(super) fn node(name: &str) -> Node {
     Node {
         name: name.into(),
         cpus: 2,

@@ -5,33 +5,16 @@
 //! is given back, and an allocation lost under a call fails or reruns that
 //! call while the pool lives on.
 
+use super::elastic::{hour_long, node, secs, A, B};
 use super::*;
 use crate::capacity::Placement;
-use crate::core::allocations::{AllocationId, AllocationPolicy, AllocationSettings};
+use crate::core::allocations::AllocationId;
 use crate::ids::NodeId;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const A: AllocationId = AllocationId(0);
-const B: AllocationId = AllocationId(1);
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// A pool of `workers` one-CPU workers with an init function, in one-node
-/// allocations of 2 CPUs, an hour each (the last minute their drain), at
-/// most 2 at once.
+/// A pool of `workers` one-CPU workers with an init function, in
+/// `hour_long` allocations.
 fn pool(workers: u32, t0: Instant) -> (Driven, Recorder) {
-    let policy = AllocationPolicy::new(AllocationSettings {
-        nodes: 1,
-        cpus: 2,
-        time_limit: secs(3600),
-        max_allocations: 2,
-        min_allocations: 0,
-        backlog: 1,
-        idle_timeout: secs(10),
-        drain: secs(60),
-    });
     let core = Core::new(
         Allocation::Block {
             workers,
@@ -40,22 +23,13 @@ fn pool(workers: u32, t0: Instant) -> (Driven, Recorder) {
         Capacity::joining(Some(workers)),
         Some(payload("init")),
     )
-    .with_allocations(policy, 2, t0)
+    .with_allocations(hour_long(2), 2, t0)
     .expect("a worker fits a node");
     let mut core = Driven(core);
     let mut comm = Recorder::default();
     core.start(&mut comm);
     core.0.start_allocations(&mut comm);
     (core, comm)
-}
-
-fn node(name: &str) -> Node {
-    Node {
-        name: name.into(),
-        cpus: 2,
-        gpus: Gpus::Counted(0),
-        memory_mb: None,
-    }
 }
 
 /// The time is `now` (the server's heartbeat), in a batch of its own.
