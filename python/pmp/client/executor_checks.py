@@ -92,7 +92,8 @@ _LAUNCHERS = {
 
 def check_allocation(backend, allocation, block_allocation, launcher):
     """`allocation` (a `pmp.Allocation`, or None) is one this Executor can
-    honour: Slurm from outside any allocation, fresh workers, node agents."""
+    honour: Slurm from outside any allocation or Flux (flux batch jobs, each
+    an instance of its own), fresh workers, node agents."""
     if allocation is None:
         return
     from pmp.client.allocation import Allocation
@@ -101,10 +102,11 @@ def check_allocation(backend, allocation, block_allocation, launcher):
         raise TypeError(
             f"allocation must be a pmp.Allocation or None, got {type(allocation).__name__}"
         )
-    if not (backend.batch and backend.name == "slurm"):
+    if not (backend.batch and backend.name in ("slurm", "flux")):
         raise ValueError(
-            "allocation=Allocation(...) asks Slurm for allocations from outside any: it needs "
-            f"backend='slurm' where no Slurm allocation holds this process; here: {backend.reason}"
+            "allocation=Allocation(...) asks Slurm or Flux for allocations: it needs "
+            "backend='slurm' where no Slurm allocation holds this process, or backend='flux'; "
+            f"here: {backend.reason}"
         )
     if block_allocation:
         raise ValueError(
@@ -116,7 +118,8 @@ def check_allocation(backend, allocation, block_allocation, launcher):
     if launcher == "step":
         raise ValueError(
             "allocation=Allocation(...) runs calls under one node agent per node of each "
-            "allocation: launcher='step' (an srun step per call) does not apply; leave it out"
+            "allocation: launcher='step' (an srun step or flux job per call) does not apply; "
+            "leave it out"
         )
 
 

@@ -82,7 +82,7 @@ def _variable_name(text):
 
 
 # pmp.Allocation's fields as `%pmp config --allocation` reads them: counts,
-# times (seconds or a Slurm time string), and words.
+# times (seconds, a Slurm time string or a Flux duration), and words.
 _ALLOCATION_COUNTS = ("nodes", "max_allocations", "min_allocations", "backlog")
 _ALLOCATION_TIMES = ("time_limit", "idle_timeout", "drain")
 
