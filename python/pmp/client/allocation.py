@@ -4,9 +4,9 @@ An Executor given one (`Executor(backend="slurm", allocation=Allocation(...))`,
 outside any Slurm allocation, or `backend="flux"`) runs each call as a fresh
 process under the node agents of Slurm jobs (sbatch) or Flux jobs (flux
 batch) that pmp's scheduler submits as calls wait and gives back when they
-idle. The rules (when to submit, release, which
-allocation may still take a call) are the scheduler's; this only checks the
-values and names them for the user.
+idle. The rules (when to submit, release, which allocation may still take a
+call) are the scheduler's; this only checks the values and names them for
+the user.
 """
 
 from pmp import _pmp

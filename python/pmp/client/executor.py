@@ -50,8 +50,9 @@ class Executor(_BaseExecutor):
     worker. refresh_rate is accepted for compatibility and unneeded: pmp's
     scheduler is event-driven. allocation (a `pmp.Allocation`, backend
     "slurm" outside any allocation, or "flux") runs fresh workers in Slurm
-    or Flux allocations acquired as calls wait and given back when idle. launcher chooses how workers start inside a
-    Slurm allocation or Flux instance: "agent" (the default there: one node
+    or Flux allocations acquired as calls wait and given back when idle.
+    launcher chooses how workers start inside a Slurm allocation or Flux
+    instance: "agent" (the default there: one node
     agent per node, started once, forks each call's worker on its node) or
     "step" (one srun step or flux job per worker). memory_max (GB) is kept
     free for each worker on its node while it runs (a reservation the

@@ -186,7 +186,7 @@ def parser():
         "--allocation",
         metavar="K=V,...",
         type=_allocation_fields,
-        help="elastic Slurm allocations from a login node (pmp.Allocation's fields), e.g. "
+        help="elastic Slurm or Flux allocations (pmp.Allocation's fields), e.g. "
         "nodes=1,time_limit=30:00,max_allocations=2",
     )
     cache = command("cache", "the task store of the magics' Executor")

@@ -447,3 +447,50 @@ pub struct AllocationRow {
     pub time_left_s: Option<f64>,
     pub calls: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, reason: &str) -> JobStatus {
+        JobStatus {
+            state: state.into(),
+            reason: reason.into(),
+            nodes: String::new(),
+            started: None,
+        }
+    }
+
+    #[test]
+    fn a_job_failed_before_it_ran_is_a_refusal_in_the_job_systems_words() {
+        let note = "unsatisfiable request: need 3 exclusive node(s), only 2 eligible";
+        assert_eq!(
+            refused_words("flux", "fAb", &status("FAILED", note)).as_deref(),
+            Some(
+                "Flux took allocation job fAb but failed it before any of its node agents \
+                 started: unsatisfiable request: need 3 exclusive node(s), only 2 eligible"
+            )
+        );
+        // Cancelled while queued, or ended cleanly: nothing said of the request.
+        assert_eq!(refused_words("flux", "fAb", &status("CANCELLED", "")), None);
+        assert_eq!(
+            refused_words("slurm", "12", &status("COMPLETED", "None")),
+            None
+        );
+        assert!(refused_words("slurm", "12", &status("FAILED", "None"))
+            .unwrap()
+            .ends_with("node agents started"));
+    }
+
+    #[test]
+    fn an_ended_job_is_named_with_its_state_in_its_job_systems_terms() {
+        assert_eq!(
+            ended_words("flux", "fAb", "CANCELLED"),
+            "allocation job fAb ended CANCELLED: it was cancelled (flux cancel, or an \
+             administrator)"
+        );
+        assert!(ended_words("slurm", "12", "CANCELLED").contains("scancel"));
+        assert!(ended_words("flux", "fAb", "TIMEOUT").ends_with("its time limit"));
+        assert!(ended_words("flux", "fAb", "WEIRD").ends_with("Flux ended it"));
+    }
+}
