@@ -78,10 +78,24 @@ with Executor(backend="flux", allocation=allocation) as exe:
     print(jobs <= {row["job"] for row in rows}, {row["state"] for row in rows if row["job"] in jobs})
     print(all(row["nodes"] and row["nodes"][0].startswith(os.uname().nodename)
               for row in rows if row["job"] in jobs))
+    # Placed by run_time_max against the time left, as under Slurm.
+    print(exe.submit(where, 0, resource_dict={"run_time_max": 30}).result(timeout=60) in listed)
+    try:
+        exe.submit(where, 0, resource_dict={"run_time_max": 300})
+    except ValueError as e:
+        print(str(e).split(":")[0])
 print(still_active(name))
 """
     )
-    assert lines(done) == ["True", "True True True", "True {'RUNNING'}", "True", "[]"]
+    assert lines(done) == [
+        "True",
+        "True True True",
+        "True {'RUNNING'}",
+        "True",
+        "True",
+        "resource_dict key 'run_time_max' is 300 s, more than the allocations' time_limit of 120 s",
+        "[]",
+    ]
 
 
 @pytest.mark.timeout(180)
@@ -178,3 +192,39 @@ print(still_active(exe._engine.pilot_job_name))
 """
     )
     assert lines(done) == ["True True CANCELLED", "[]"]
+
+
+@pytest.mark.timeout(180)
+def test_a_client_killed_with_sigkill_leaves_no_allocation_running(flux_instance):
+    # Its agents hear nothing within their heartbeat limit (5 s here), end
+    # their workers and exit; the batch job ends with them.
+    done = flux_instance(
+        """
+import signal, sys
+CLIENT = '''
+import pathlib, time
+from pmp import Allocation, Executor
+def hold():
+    pathlib.Path("started").touch()
+    time.sleep(600)
+exe = Executor(backend="flux", allocation=Allocation(time_limit="5m", min_allocations=1))
+print(exe._engine.pilot_job_name, flush=True)
+exe.submit(hold)
+time.sleep(600)
+'''
+client = subprocess.Popen([sys.executable, "-c", CLIENT], stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "PMP_HEARTBEAT_TIMEOUT": "5"})
+name = client.stdout.readline().strip()
+deadline = time.monotonic() + 60
+while not pathlib.Path("started").exists():
+    assert time.monotonic() < deadline and client.poll() is None, "the call never started"
+    time.sleep(0.1)
+client.send_signal(signal.SIGKILL)
+client.wait()
+killed = time.monotonic()
+while active(name) and time.monotonic() - killed < 60:
+    time.sleep(0.5)
+print(len(jobs_named(name)), active(name), time.monotonic() - killed < 30)
+"""
+    )
+    assert lines(done) == ["1 [] True"]
