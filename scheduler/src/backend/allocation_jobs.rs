@@ -432,7 +432,7 @@ mod tests {
     fn a_flux_job_asks_for_whole_nodes_in_the_queue_its_time_in_seconds_and_options_last() {
         let jobs = AllocationJobs {
             system: AllocationSystem::Flux {
-                flux: "/opt/flux/bin/flux".into(),
+                flux: "/usr/local/bin/flux".into(),
             },
             job_name: "pmp-alloc-ab".into(),
             request: AllocationRequest {
@@ -461,11 +461,11 @@ mod tests {
             lines,
             [
                 "#!/bin/sh",
-                "PMP_AGENT_RANKS=$(/opt/flux/bin/flux --parent jobs --no-header \
-                 --format='{ranks}' \"$(/opt/flux/bin/flux getattr jobid)\" 2>/dev/null)",
-                "PMP_AGENT_HOSTS=$(/opt/flux/bin/flux --parent getattr hostlist 2>/dev/null)",
+                "PMP_AGENT_RANKS=$(/usr/local/bin/flux --parent jobs --no-header \
+                 --format='{ranks}' \"$(/usr/local/bin/flux getattr jobid)\" 2>/dev/null)",
+                "PMP_AGENT_HOSTS=$(/usr/local/bin/flux --parent getattr hostlist 2>/dev/null)",
                 "export PMP_AGENT_RANKS PMP_AGENT_HOSTS",
-                "exec /opt/flux/bin/flux run --job-name=pmp-agent --nodes=2 --ntasks=2 -o \
+                "exec /usr/local/bin/flux run --job-name=pmp-agent --nodes=2 --ntasks=2 -o \
                  cpu-affinity=off -o gpu-affinity=off /venv/bin/pmp-worker",
             ]
         );
