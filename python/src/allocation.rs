@@ -2,7 +2,7 @@
 //! checked by the scheduler's own rules (`backend::allocation_jobs`), so
 //! Python never restates them.
 
-use pmp_scheduler::backend::allocation_jobs::{parse_slurm_time, AllocationRequest};
+use pmp_scheduler::backend::allocation_jobs::{parse_time_limit, AllocationRequest};
 use pmp_scheduler::backend::pilot_nodes::NodeShape;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -13,16 +13,16 @@ pub struct PyAllocationRequest {
     pub(crate) request: AllocationRequest,
 }
 
-/// Seconds (a number) or a Slurm time string, as `name`.
+/// Seconds (a number), a Slurm time string or a Flux duration, as `name`.
 fn duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
     if let Ok(text) = value.extract::<String>() {
-        return parse_slurm_time(&text)
+        return parse_time_limit(&text)
             .map_err(|why| PyValueError::new_err(why.replace("time_limit", name)));
     }
     let not_a_time = || {
         PyValueError::new_err(format!(
-            "Allocation({name}=...) must be seconds (a number >= 0) or a Slurm time string, \
-             got {}",
+            "Allocation({name}=...) must be seconds (a number >= 0), a Slurm time string or \
+             a Flux duration, got {}",
             value.repr().map(|r| r.to_string()).unwrap_or_default()
         ))
     };

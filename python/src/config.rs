@@ -109,6 +109,9 @@ fn backend_choice(
         (Backend::Local, None, None) => Ok(BackendChoice::Local),
         (Backend::Slurm, Some(srun), None) => Ok(BackendChoice::Slurm { srun }),
         (Backend::Flux, Some(flux), None) => Ok(BackendChoice::Flux { flux }),
+        (Backend::FluxAllocations, Some(flux), Some(job_name)) => {
+            Ok(BackendChoice::FluxAllocations { flux, job_name })
+        }
         (Backend::SlurmPilots, Some(sbatch), Some(job_name)) => {
             let srun = sbatch.with_file_name("srun");
             Ok(BackendChoice::SlurmPilots {
@@ -122,6 +125,8 @@ fn backend_choice(
             backend.name(),
             if backend == Backend::SlurmPilots {
                 "'s pilot jobs"
+            } else if backend == Backend::FluxAllocations {
+                "'s allocations"
             } else {
                 ""
             },
@@ -130,6 +135,7 @@ fn backend_choice(
                 Backend::Slurm => "srun as its launcher and no pilot_job_name",
                 Backend::Flux => "flux as its launcher and no pilot_job_name",
                 Backend::SlurmPilots => "sbatch as its launcher and a pilot_job_name",
+                Backend::FluxAllocations => "flux as its launcher and a pilot_job_name",
             },
             launcher.map_or("None".into(), |l| quoted(&l.display().to_string())),
             job_name.map_or("None".into(), |n| quoted(&n)),

@@ -209,7 +209,8 @@ impl From<Refusal> for PyRefusal {
 
 /// The plan of an Executor's scheduler, or why it is refused. `backend` is
 /// "local", "slurm" or "flux" (`pilots`: slurm outside any allocation, a
-/// pilot job per block-allocated worker); `worker` is one worker's
+/// pilot job per block-allocated worker, or allocations' jobs; flux: the
+/// flux batch jobs of elastic allocations); `worker` is one worker's
 /// resources. What the backend knows: `allocation_cores` (None where it
 /// does not say), `step_cpus` (the whole Slurm job's CPUs srun steps cannot
 /// leave, or None), `cpu_count`, and the GPUs: `gpu_devices` that the local
@@ -341,8 +342,10 @@ fn backend_named(backend: &str, pilots: bool) -> PyResult<Backend> {
         ("slurm", false) => Ok(Backend::Slurm),
         ("slurm", true) => Ok(Backend::SlurmPilots),
         ("flux", false) => Ok(Backend::Flux),
+        ("flux", true) => Ok(Backend::FluxAllocations),
         _ => Err(PyValueError::new_err(format!(
-            "backend must be 'local', 'slurm' or 'flux' (pilots only with 'slurm'), \
+            "backend must be 'local', 'slurm' or 'flux' (pilots: 'slurm' or 'flux' outside any \
+             allocation), \
              got {backend:?} with pilots={}",
             if pilots { "True" } else { "False" }
         ))),

@@ -2,7 +2,7 @@
 //! commands, and joins it at shutdown. The native Python module wraps this.
 
 use crate::auth::Key;
-use crate::backend::allocation_jobs::{AllocationJobs, AllocationRequest};
+use crate::backend::allocation_jobs::{AllocationJobs, AllocationRequest, AllocationSystem};
 use crate::backend::flux::FluxBackend;
 use crate::backend::local::LocalBackend;
 use crate::backend::mpi::MpiLauncher;
@@ -45,6 +45,14 @@ pub enum BackendChoice {
         srun: PathBuf,
         job_name: String,
     },
+    /// Elastic allocations as `flux batch` jobs, all named `job_name`, of
+    /// the instance `flux` reaches (one the client is not a job of, or
+    /// whose jobs it runs in instances of their own: `flux start`, a
+    /// system instance).
+    FluxAllocations {
+        flux: PathBuf,
+        job_name: String,
+    },
     /// Only for `examples/simulate.rs`: `nodes` whose agents are the
     /// caller's stand-ins, told where to connect through `agents_wanted`
     /// (`backend::simulated`). Workers start only under them.
@@ -80,6 +88,8 @@ impl BackendChoice {
             BackendChoice::Simulated { agents_wanted, .. } => {
                 Box::new(crate::backend::simulated::SimulatedBackend { agents_wanted })
             }
+            // Every call starts under an allocation's agent.
+            BackendChoice::FluxAllocations { .. } => Box::new(PilotAgents),
         }
     }
 }
@@ -148,25 +158,58 @@ fn pilot_jobs(
     })
 }
 
-/// The allocation jobs of `request`, whose nodes are the largest of its
-/// partition (else of any partition: sbatch then says what is wrong with
-/// the partition, which the calls waiting hear).
+/// The allocation jobs of `request`, whose nodes are the largest the job
+/// system has: of its partition (else of any partition: sbatch then says
+/// what is wrong with the partition, which the calls waiting hear), or of
+/// the Flux instance (`flux resource R`).
 fn allocation_jobs(
     backend: &BackendChoice,
     request: &AllocationRequest,
     tool_dirs: &[PathBuf],
 ) -> Result<server::AllocationStart, String> {
-    let BackendChoice::SlurmPilots {
-        sbatch, job_name, ..
-    } = backend
-    else {
-        return Err(
-            "Allocation(...) asks Slurm for allocations from outside any: backend='slurm' \
-             where no allocation holds the client"
-                .into(),
-        );
+    let (system, job_name, shapes) = match backend {
+        BackendChoice::SlurmPilots {
+            sbatch, job_name, ..
+        } => {
+            request.check()?;
+            let system = AllocationSystem::Slurm {
+                sbatch: sbatch.clone(),
+            };
+            (system, job_name, slurm_node_shapes(sbatch, request)?)
+        }
+        BackendChoice::FluxAllocations { flux, job_name } => {
+            request.check()?;
+            let system = AllocationSystem::Flux { flux: flux.clone() };
+            (system, job_name, flux_node_shapes(flux)?)
+        }
+        _ => {
+            return Err(
+                "Allocation(...) asks Slurm or Flux for allocations: backend='slurm' where no \
+                 allocation holds the client, or backend='flux'"
+                    .into(),
+            )
+        }
     };
-    request.check()?;
+    let shape = shapes
+        .into_iter()
+        .max_by_key(|shape| (shape.cpus, shape.gpus))
+        .ok_or("the job system lists no node: it has none to allocate")?;
+    Ok(server::AllocationStart {
+        jobs: AllocationJobs {
+            system,
+            job_name: job_name.clone(),
+            request: request.clone(),
+            shape,
+        },
+        tool_dirs: tool_dirs.to_vec(),
+    })
+}
+
+/// The nodes of `request`'s partition as sinfo (beside `sbatch`) says them.
+fn slurm_node_shapes(
+    sbatch: &std::path::Path,
+    request: &AllocationRequest,
+) -> Result<Vec<pilot_nodes::NodeShape>, String> {
     let sinfo = sbatch.with_file_name("sinfo");
     let sinfo = if sinfo.is_file() {
         sinfo
@@ -175,23 +218,23 @@ fn allocation_jobs(
     };
     // A partition sinfo does not list is sbatch's to refuse, in its words,
     // which the calls waiting then fail with (and submitting pauses).
-    let shapes = match pilot_nodes::ask(&sinfo, request.partition.as_deref()) {
-        Ok(shapes) if !shapes.is_empty() => shapes,
-        _ => pilot_nodes::ask(&sinfo, None)?,
-    };
-    let shape = shapes
+    match pilot_nodes::ask(&sinfo, request.partition.as_deref()) {
+        Ok(shapes) if !shapes.is_empty() => Ok(shapes),
+        _ => pilot_nodes::ask(&sinfo, None),
+    }
+}
+
+/// The nodes of the Flux instance `flux` reaches, as its resource set says
+/// them (the nodes that are up); a queue's are among them.
+fn flux_node_shapes(flux: &std::path::Path) -> Result<Vec<pilot_nodes::NodeShape>, String> {
+    let nodes = crate::backend::allocation_nodes::flux_instance_nodes(flux)?;
+    Ok(nodes
         .into_iter()
-        .max_by_key(|shape| (shape.cpus, shape.gpus))
-        .ok_or("sinfo lists no node: Slurm has none to allocate")?;
-    Ok(server::AllocationStart {
-        jobs: AllocationJobs {
-            sbatch: sbatch.clone(),
-            job_name: job_name.clone(),
-            request: request.clone(),
-            shape,
-        },
-        tool_dirs: tool_dirs.to_vec(),
-    })
+        .map(|node| pilot_nodes::NodeShape {
+            cpus: node.cpus,
+            gpus: node.gpus.count(),
+        })
+        .collect())
 }
 
 /// Why an executor's scheduler did not start: what it was asked for can
@@ -252,7 +295,10 @@ impl SchedulerHandle {
                     | BackendChoice::Simulated { .. }
             );
         let pilot_agents = config.launcher == Launcher::Agent
-            && matches!(config.backend, BackendChoice::SlurmPilots { .. });
+            && matches!(
+                config.backend,
+                BackendChoice::SlurmPilots { .. } | BackendChoice::FluxAllocations { .. }
+            );
         let elastic = match (&config.elastic, pilot_agents) {
             (Some(request), true) => Some(allocation_jobs(
                 &config.backend,

@@ -42,6 +42,9 @@ pub enum Backend {
     /// (`launcher="step"`: one job per worker).
     SlurmPilots,
     Flux,
+    /// Elastic allocations as `flux batch` jobs (`pmp.Allocation`): one
+    /// node agent per node of each, as under pilots.
+    FluxAllocations,
 }
 
 impl Backend {
@@ -50,7 +53,7 @@ impl Backend {
         match self {
             Backend::Local => "local",
             Backend::Slurm | Backend::SlurmPilots => "slurm",
-            Backend::Flux => "flux",
+            Backend::Flux | Backend::FluxAllocations => "flux",
         }
     }
 }
@@ -97,7 +100,7 @@ pub fn launcher(
     wanted: Option<Launcher>,
 ) -> Result<Launcher, Refusal> {
     let inside = (in_allocation && matches!(backend, Backend::Slurm | Backend::Flux))
-        || backend == Backend::SlurmPilots;
+        || matches!(backend, Backend::SlurmPilots | Backend::FluxAllocations);
     match wanted {
         Some(launcher) if inside => Ok(launcher),
         Some(launcher) => Err(Refusal::LauncherUnused { launcher, backend }),

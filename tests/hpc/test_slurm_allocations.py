@@ -103,7 +103,7 @@ def test_a_call_longer_than_the_time_limit_is_refused_at_submit(login_node):
                 print(e)
             print(exe.info.get("allocations", []))
         try:
-            Executor(backend="slurm", allocation=Allocation(time_limit="1h"))
+            Executor(backend="slurm", allocation=Allocation(time_limit="an hour"))
         except ValueError as e:
             print(e)
         try:
@@ -136,7 +136,7 @@ def test_a_call_longer_than_the_time_limit_is_refused_at_submit(login_node):
     )
     # Nothing was asked of Slurm for it.
     assert said[1] == "[]"
-    assert said[2].startswith('time_limit="1h" is not a Slurm time'), said
+    assert said[2].startswith('time_limit="an hour" is not a Slurm time or a Flux duration'), said
 
 
 @pytest.mark.timeout(420)

@@ -28,16 +28,29 @@ impl Node {
 
 /// Slurm's name for the node: nodes of one cluster may share a host name
 /// (as on the test Slurm, whose nodes are all this machine), never a
-/// Slurm name. Under Flux, the name the scheduler gave this agent's rank.
+/// Slurm name. Under Flux, the name the scheduler gave this agent's rank;
+/// in a Flux allocation's job, its rank's in the enclosing instance, as
+/// the job's script said it (`allocation_jobs::RANKS_VARIABLE`).
 fn name() -> String {
+    use pmp_scheduler::backend::allocation_jobs::{self, HOSTS_VARIABLE, RANKS_VARIABLE};
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if let Some(name) = var("SLURMD_NODENAME") {
         return name;
     }
+    let task_rank = var("FLUX_TASK_RANK");
+    let allocation_name = || {
+        let rank = task_rank.as_deref()?.trim().parse().ok()?;
+        allocation_jobs::flux_allocation_node_name(
+            &var(RANKS_VARIABLE)?,
+            &var(HOSTS_VARIABLE)?,
+            rank,
+        )
+    };
     flux_name(
         var(pmp_scheduler::backend::flux::NODE_NAMES_VARIABLE).as_deref(),
-        var("FLUX_TASK_RANK").as_deref(),
+        task_rank.as_deref(),
     )
+    .or_else(allocation_name)
     .unwrap_or_else(pmp_scheduler::host::name)
 }
 

@@ -232,6 +232,7 @@ impl AgentSettings {
         // Read by `Node::this` before (the agent's rank among them), and no
         // business of its workers.
         let names = pmp_scheduler::backend::flux::NODE_NAMES_VARIABLE;
+        use pmp_scheduler::backend::allocation_jobs::{HOSTS_VARIABLE, RANKS_VARIABLE};
         let allocation_variable = pmp_scheduler::backend::allocation_jobs::VARIABLE;
         let allocation = match std::env::var(allocation_variable) {
             Ok(number) => Some(number.parse::<u32>().map_err(|_| {
@@ -243,6 +244,8 @@ impl AgentSettings {
             key_file::VARIABLE.into(),
             crate::agent::VARIABLE.into(),
             names.into(),
+            RANKS_VARIABLE.into(),
+            HOSTS_VARIABLE.into(),
             allocation_variable.into(),
         ]
         .into_iter()

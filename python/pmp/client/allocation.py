@@ -1,11 +1,12 @@
 """`pmp.Allocation`: elastic, walltime-aware allocations from a login node.
 
 An Executor given one (`Executor(backend="slurm", allocation=Allocation(...))`,
-outside any Slurm allocation) runs each call as a fresh process under the
-node agents of Slurm jobs that pmp's scheduler submits as calls wait and
-gives back when they idle. The rules (when to submit, release, which
-allocation may still take a call) are the scheduler's; this only checks the
-values and names them for the user.
+outside any Slurm allocation, or `backend="flux"`) runs each call as a fresh
+process under the node agents of Slurm jobs (sbatch) or Flux jobs (flux
+batch) that pmp's scheduler submits as calls wait and gives back when they
+idle. The rules (when to submit, release, which allocation may still take a
+call) are the scheduler's; this only checks the values and names them for
+the user.
 """
 
 from pmp import _pmp
@@ -17,18 +18,19 @@ class Allocation:
 
     nodes: nodes per allocation (one node agent each, whole nodes).
     time_limit: each allocation's time limit, a Slurm time string
-        ("1:00:00", "30:00", "1-0") or seconds; required.
+        ("1:00:00", "30:00", "1-0"), a Flux duration ("2m", "1.5h") or
+        seconds; required.
     max_allocations: at most this many at once, queued and running together.
     min_allocations: kept even when idle.
-    backlog: at most this many waiting in Slurm's queue at once.
+    backlog: at most this many waiting in the job system's queue at once.
     idle_timeout: seconds an allocation may have nothing to do before it is
-        given back (scancel).
+        given back (scancel, flux cancel).
     drain: the last seconds of an allocation in which it starts no call
         without `run_time_max` (default: a tenth of time_limit, between
         30 s and 5 minutes). A call with resource_dict `run_time_max`
         (seconds) goes only where that much time is left.
-    partition: Slurm's partition (default: Slurm's default).
-    extra_args: more sbatch options (account, qos, constraint, ...).
+    partition: Slurm's partition, or Flux's queue (default: the default).
+    extra_args: more sbatch or flux batch options (account, qos, ...).
     """
 
     def __init__(
@@ -46,7 +48,8 @@ class Allocation:
         if time_limit is None:
             raise ValueError(
                 "Allocation(time_limit=...) is required: each allocation's time limit, a "
-                "Slurm time string such as '1:00:00' or a number of seconds"
+                "Slurm time string such as '1:00:00', a Flux duration such as '2m' or a "
+                "number of seconds"
             )
         for name, value, least in (
             ("nodes", nodes, 1),

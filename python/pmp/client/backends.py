@@ -304,7 +304,11 @@ def mpi_problem(tool_dirs=None):
     return None
 
 
-def scancel_by_name(sbatch, job_name):
-    """scancel this user's jobs named `job_name` (an executor's pilots)."""
-    scancel = shutil.which("scancel", path=os.path.dirname(sbatch)) or "scancel"
+def cancel_by_name(backend, job_name):
+    """Cancel this user's jobs named `job_name` (an executor's pilots or
+    allocations): scancel beside sbatch, or `flux pkill` (exact name)."""
+    if backend.name == "flux":
+        _output_of([backend.launcher, "pkill", f"^{re.escape(job_name)}$"])
+        return
+    scancel = shutil.which("scancel", path=os.path.dirname(backend.launcher)) or "scancel"
     _output_of([scancel, f"--name={job_name}"])

@@ -49,10 +49,11 @@ class Executor(_BaseExecutor):
     max_cores // cores_per_worker) and lets init_function preload data once per
     worker. refresh_rate is accepted for compatibility and unneeded: pmp's
     scheduler is event-driven. allocation (a `pmp.Allocation`, backend
-    "slurm" outside any allocation) runs calls in Slurm allocations acquired
-    as calls wait and given back when idle: a fresh worker each, or with
-    block_allocation=True a pool of max_workers on their nodes. launcher chooses how workers start inside a
-    Slurm allocation or Flux instance: "agent" (the default there: one node
+    "slurm" outside any allocation, or "flux") runs calls in Slurm or Flux
+    allocations acquired as calls wait and given back when idle: a fresh
+    worker each, or with block_allocation=True a pool of max_workers on their
+    nodes. launcher chooses how workers start inside a Slurm allocation or
+    Flux instance: "agent" (the default there: one node
     agent per node, started once, forks each call's worker on its node) or
     "step" (one srun step or flux job per worker). memory_max (GB) is kept
     free for each worker on its node while it runs (a reservation the
@@ -92,7 +93,12 @@ class Executor(_BaseExecutor):
         allocation=None,
     ):
         given = check_executor_arguments(locals())
-        self._backend = backends.choose_backend(backend, executor, self._cluster_jobs)
+        cluster = self._cluster_jobs
+        if allocation is not None and backend == "flux":
+            # An allocation is a flux batch job, an instance of its own, of
+            # the instance the flux command reaches, inside one or not.
+            cluster = True
+        self._backend = backends.choose_backend(backend, executor, cluster)
         check_backend_arguments(
             self._backend,
             executor,

@@ -92,8 +92,9 @@ _LAUNCHERS = {
 
 def check_allocation(backend, allocation, launcher):
     """`allocation` (a `pmp.Allocation`, or None) is one this Executor can
-    honour: Slurm from outside any allocation, calls (fresh processes, or a
-    block_allocation=True pool) under node agents."""
+    honour: Slurm from outside any allocation or Flux (flux batch jobs, each
+    an instance of its own), calls (fresh processes, or a block_allocation=True
+    pool) under node agents."""
     if allocation is None:
         return
     from pmp.client.allocation import Allocation
@@ -102,16 +103,18 @@ def check_allocation(backend, allocation, launcher):
         raise TypeError(
             f"allocation must be a pmp.Allocation or None, got {type(allocation).__name__}"
         )
-    if not (backend.batch and backend.name == "slurm"):
+    if not (backend.batch and backend.name in ("slurm", "flux")):
         raise ValueError(
-            "allocation=Allocation(...) asks Slurm for allocations from outside any: it needs "
-            f"backend='slurm' where no Slurm allocation holds this process; here: {backend.reason}"
+            "allocation=Allocation(...) asks Slurm or Flux for allocations: it needs "
+            "backend='slurm' where no Slurm allocation holds this process, or backend='flux'; "
+            f"here: {backend.reason}"
         )
     if launcher == "step":
         raise ValueError(
             "allocation=Allocation(...) runs calls (a fresh process each, or with "
             "block_allocation=True the pool's workers) under one node agent per node of each "
-            "allocation: launcher='step' (an srun step per worker) does not apply; leave it out"
+            "allocation: launcher='step' (an srun step or flux job per worker) does not apply; "
+            "leave it out"
         )
 
 

@@ -150,7 +150,7 @@ class NativeEngine:
             _unjoined_schedulers.discard(self.scheduler)
             if self.pilot_job_name:
                 # Pilots still queued never connected: they go too.
-                backends.scancel_by_name(self._backend.launcher, self.pilot_job_name)
+                backends.cancel_by_name(self._backend, self.pilot_job_name)
 
     def submit(self, fn, args, kwargs, resource_dict):
         task_store, cache_key, restart_limit = self._store, None, 0
@@ -324,11 +324,20 @@ class NativeEngine:
 def _allocation_job_name(backend, allocation):
     """The name that tags this Executor's allocation jobs; says so in
     `backend.reason`."""
+    if backend.name == "flux":
+        where = (
+            "backend='flux' was asked for with an allocation: each call runs in an "
+            f"allocation of {allocation.nodes} node(s), a flux batch job of the Flux instance "
+            "the flux command reaches, that pmp submits as calls wait"
+        )
+    else:
+        where = (
+            "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is not "
+            f"set): with {allocation!r} each call runs in an allocation of "
+            f"{allocation.nodes} node(s) that pmp submits with sbatch as calls wait"
+        )
     backend.reason = (
-        "backend='slurm' was asked for outside any Slurm allocation (SLURM_JOB_ID is not "
-        f"set): with {allocation!r} each call runs in an allocation of "
-        f"{allocation.nodes} node(s) that pmp submits with sbatch as calls wait, up to "
-        f"{allocation.max_allocations} at once, and gives back after "
+        f"{where}, up to {allocation.max_allocations} at once, and gives back after "
         f"{allocation.idle_timeout:g} s without work"
     )
     return f"pmp-alloc-{uuid.uuid4().hex[:8]}"

@@ -82,7 +82,7 @@ def _variable_name(text):
 
 
 # pmp.Allocation's fields as `%pmp config --allocation` reads them: counts,
-# times (seconds or a Slurm time string), and words.
+# times (seconds, a Slurm time string or a Flux duration), and words.
 _ALLOCATION_COUNTS = ("nodes", "max_allocations", "min_allocations", "backlog")
 _ALLOCATION_TIMES = ("time_limit", "idle_timeout", "drain")
 
@@ -186,7 +186,7 @@ def parser():
         "--allocation",
         metavar="K=V,...",
         type=_allocation_fields,
-        help="elastic Slurm allocations from a login node (pmp.Allocation's fields), e.g. "
+        help="elastic Slurm or Flux allocations (pmp.Allocation's fields), e.g. "
         "nodes=1,time_limit=30:00,max_allocations=2",
     )
     cache = command("cache", "the task store of the magics' Executor")

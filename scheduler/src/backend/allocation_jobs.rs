@@ -1,23 +1,36 @@
 //! The batch jobs of elastic allocations (`pmp.Allocation`, issue 25):
 //! each is `nodes` whole nodes for `time_limit`, whose script runs one node
-//! agent per node (itself on one node; one srun step across several), as
-//! pilot jobs do. The agents join the executor as they connect and say
-//! which allocation they belong to (`VARIABLE`, set in the job's
-//! environment by the submission): the scheduler learns a job's id only
-//! when sbatch answers, which may come after its agents connected.
+//! agent per node, as pilot jobs do: under Slurm an sbatch script (the
+//! agent itself on one node; one srun step across several), under Flux a
+//! `flux batch` script whose `flux run` starts one agent on each node of
+//! the batch job's own instance. The agents join the executor as they
+//! connect and say which allocation they belong to (`VARIABLE`, set in the
+//! job's environment by the submission): the scheduler learns a job's id
+//! only when sbatch or flux batch answers, which may come after its agents
+//! connected. The key reaches the agents as under pilots: the path of a
+//! private file in the job's environment, never the key itself.
 //!
-//! What the user writes is checked here, once: a Slurm time string or
-//! seconds for `time_limit`, counts of at least one, a drain shorter than
-//! the time limit.
+//! What the user writes is checked here, once: a Slurm time string, a Flux
+//! duration or seconds for `time_limit`, counts of at least one, a drain
+//! shorter than the time limit.
 
 use super::pilot_nodes::NodeShape;
 use crate::core::allocations::AllocationSettings;
 use crate::jobs::request::shell_quote;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The variable that tells an agent its allocation's number.
 pub const VARIABLE: &str = "PMP_AGENT_ALLOCATION";
+
+/// What a Flux allocation's script tells its agents of where they run:
+/// the ranks of the enclosing instance that its job holds (an id set) and
+/// that instance's hosts by rank (a host list). An agent names its node
+/// from them as the flux backend names an instance's nodes: its host, or
+/// `<host>#<rank>` where ranks share a host (`flux start -s 2`), so that
+/// two allocations on one host's brokers are never taken for one node.
+pub const RANKS_VARIABLE: &str = "PMP_AGENT_RANKS";
+pub const HOSTS_VARIABLE: &str = "PMP_AGENT_HOSTS";
 
 /// What the user asked for, checked (`check`), before the partition's
 /// node shape is known.
@@ -66,7 +79,7 @@ impl AllocationRequest {
         if self.time_limit < Duration::from_secs(60) {
             return Err(format!(
                 "Allocation(time_limit={} s): Slurm counts time limits in minutes, so give \
-                 at least 1 minute (\"1:00\" or 60)",
+                 at least 1 minute (\"1:00\", \"1m\" or 60)",
                 self.time_limit.as_secs()
             ));
         }
@@ -85,8 +98,8 @@ impl AllocationRequest {
             .find_map(|a| crate::resources::control_character(a))
         {
             return Err(format!(
-                "Allocation's partition and extra_args reach sbatch's command line: they \
-                 may hold no control character, found {c:?}"
+                "Allocation's partition and extra_args reach sbatch's or flux batch's command \
+                 line: they may hold no control character, found {c:?}"
             ));
         }
         Ok(())
@@ -111,22 +124,40 @@ impl AllocationRequest {
     }
 }
 
+/// The job system that runs an executor's allocation jobs, by its command.
+#[derive(Clone, Debug)]
+pub enum AllocationSystem {
+    /// sbatch, with srun beside it (else on PATH) for several nodes.
+    Slurm { sbatch: PathBuf },
+    /// flux, reaching the instance that hosts the allocations.
+    Flux { flux: PathBuf },
+}
+
 /// An executor's allocation jobs, as they are submitted.
 #[derive(Clone, Debug)]
 pub struct AllocationJobs {
-    pub sbatch: std::path::PathBuf,
+    pub system: AllocationSystem,
     /// One name for all of the executor's jobs, so that they can be found
     /// and cancelled together.
     pub job_name: String,
     pub request: AllocationRequest,
-    /// The partition's node, as sinfo said it: the GPUs to ask for.
+    /// The largest node, as sinfo or flux resource R said it: the GPUs to
+    /// ask Slurm for, the CPUs an allocation adds.
     pub shape: NodeShape,
 }
 
 impl AllocationJobs {
-    /// sbatch's arguments: whole nodes (`--exclusive`, with their GPUs),
-    /// one task a node, the time limit; the user's options last, so they win.
+    /// The batch job's options: whole nodes (`--exclusive`, with their
+    /// GPUs), one task a node, the time limit; the user's options last, so
+    /// they win.
     pub fn arguments(&self) -> Vec<String> {
+        match &self.system {
+            AllocationSystem::Slurm { .. } => self.sbatch_arguments(),
+            AllocationSystem::Flux { .. } => self.flux_batch_arguments(),
+        }
+    }
+
+    fn sbatch_arguments(&self) -> Vec<String> {
         let request = &self.request;
         let mut args = vec![
             "--parsable".to_string(),
@@ -149,10 +180,39 @@ impl AllocationJobs {
         args
     }
 
-    /// The batch script: the agent in place of the shell on one node; on
-    /// several, one srun step of an agent per node (the batch step runs on
-    /// the first node only).
-    pub fn script(&self, srun: &Path, program: &Path) -> String {
+    /// flux batch's: an exclusive node holds its GPUs too; the partition
+    /// is Flux's queue.
+    fn flux_batch_arguments(&self) -> Vec<String> {
+        let request = &self.request;
+        let mut args = vec![
+            format!("--job-name={}", self.job_name),
+            format!("--nodes={}", request.nodes),
+            "--exclusive".to_string(),
+            format!("--time-limit={}", flux_time(request.time_limit)),
+            "--output=/dev/null".to_string(),
+        ];
+        if let Some(queue) = &request.partition {
+            args.push(format!("--queue={queue}"));
+        }
+        args.extend(request.extra_args.iter().cloned());
+        args
+    }
+
+    /// The batch script that starts the agent `program` on every node.
+    pub fn script(&self, program: &Path) -> String {
+        match &self.system {
+            AllocationSystem::Slurm { sbatch } => {
+                let srun = sbatch.with_file_name("srun");
+                let srun = if srun.is_file() { srun } else { "srun".into() };
+                self.sbatch_script(&srun, program)
+            }
+            AllocationSystem::Flux { flux } => self.flux_batch_script(flux, program),
+        }
+    }
+
+    /// The agent in place of the shell on one node; on several, one srun
+    /// step of an agent per node (the batch step runs on the first node only).
+    fn sbatch_script(&self, srun: &Path, program: &Path) -> String {
         let program = shell_quote(&program.to_string_lossy());
         if self.request.nodes == 1 {
             return format!("#!/bin/sh\nexec {program}\n");
@@ -168,6 +228,71 @@ impl AllocationJobs {
             args.join(" ")
         )
     }
+
+    /// The script runs on the first node of the batch job's instance: it
+    /// asks the enclosing instance (`--parent`) which of its ranks the job
+    /// holds and its hosts (`RANKS_VARIABLE`, `HOSTS_VARIABLE`), then one
+    /// `flux run` starts an agent on each node, unbound (its workers use
+    /// any core of the node), as the flux backend's agents' job does.
+    fn flux_batch_script(&self, flux: &Path, program: &Path) -> String {
+        let flux = shell_quote(&flux.to_string_lossy());
+        let args: Vec<String> =
+            super::flux::FluxBackend::agent_arguments(self.request.nodes as usize)
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect();
+        format!(
+            "#!/bin/sh\n\
+             {RANKS_VARIABLE}=$({flux} --parent jobs --no-header --format='{{ranks}}' \
+             \"$({flux} getattr jobid)\" 2>/dev/null)\n\
+             {HOSTS_VARIABLE}=$({flux} --parent getattr hostlist 2>/dev/null)\n\
+             export {RANKS_VARIABLE} {HOSTS_VARIABLE}\n\
+             exec {flux} {} {}\n",
+            args.join(" "),
+            shell_quote(&program.to_string_lossy()),
+        )
+    }
+}
+
+/// `duration` as a Flux Standard Duration in whole seconds (`120s`).
+pub fn flux_time(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
+}
+
+/// The name of the node of a Flux allocation's agent of task rank
+/// `task_rank`, from what its job's script said (`RANKS_VARIABLE`: the id
+/// set of the enclosing instance's ranks the job holds, one agent each in
+/// rank order; `HOSTS_VARIABLE`: that instance's host list): its host, or
+/// `<host>#<rank>` where ranks share it. None where they do not say.
+pub fn flux_allocation_node_name(ranks: &str, hosts: &str, task_rank: usize) -> Option<String> {
+    let ranks = super::allocation_nodes::idset(ranks.trim()).ok()?;
+    let hosts = super::hostlist::expand(hosts.trim()).ok()?;
+    let rank = *ranks.get(task_rank)?;
+    let host = hosts.get(rank as usize)?;
+    if hosts.iter().filter(|h| *h == host).count() > 1 {
+        Some(format!("{host}#{rank}"))
+    } else {
+        Some(host.clone())
+    }
+}
+
+/// A Flux Standard Duration's value: None where `text` has no unit (a
+/// Slurm time, then), Some(None) where its number is not one.
+fn flux_duration(text: &str) -> Option<Option<Duration>> {
+    let unit = match text.chars().last()? {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86_400.0,
+        _ => return None,
+    };
+    let number = &text[..text.len() - 1];
+    let seconds = number
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.')
+        .then(|| number.parse::<f64>().ok())
+        .flatten();
+    Some(seconds.and_then(|s| Duration::try_from_secs_f64(s * unit).ok()))
 }
 
 /// `duration` as Slurm's `days-hours:minutes:seconds`.
@@ -182,17 +307,23 @@ pub fn slurm_time(duration: Duration) -> String {
     )
 }
 
-/// A Slurm time string (`minutes`, `minutes:seconds`,
-/// `hours:minutes:seconds`, `days-hours`, `days-hours:minutes`,
-/// `days-hours:minutes:seconds`) as a duration; Err in the user's words.
-pub fn parse_slurm_time(text: &str) -> Result<Duration, String> {
+/// A time limit as the user writes it: a Slurm time string (`minutes`,
+/// `minutes:seconds`, `hours:minutes:seconds`, `days-hours`,
+/// `days-hours:minutes`, `days-hours:minutes:seconds`) or a Flux Standard
+/// Duration (a number and its unit: `90s`, `2m`, `1.5h`, `1d`), as a
+/// duration; Err in the user's words.
+pub fn parse_time_limit(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "time_limit={text:?} is not a Slurm time: give seconds, or \"minutes\", \
-             \"minutes:seconds\", \"hours:minutes:seconds\", \"days-hours\", \
-             \"days-hours:minutes\" or \"days-hours:minutes:seconds\""
+            "time_limit={text:?} is not a Slurm time or a Flux duration: give seconds, or \
+             \"minutes\", \"minutes:seconds\", \"hours:minutes:seconds\", \"days-hours\", \
+             \"days-hours:minutes\", \"days-hours:minutes:seconds\", or a number with s, m, \
+             h or d (\"90s\", \"2m\", \"1.5h\")"
         )
     };
+    if let Some(duration) = flux_duration(text.trim()) {
+        return duration.ok_or_else(bad);
+    }
     let number = |part: &str| -> Result<u64, String> {
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
@@ -236,25 +367,32 @@ mod tests {
     }
 
     #[test]
-    fn slurm_times_read_as_sbatch_reads_them() {
-        let secs = |t: &str| parse_slurm_time(t).map(|d| d.as_secs());
+    fn slurm_times_read_as_sbatch_reads_them_and_flux_durations_as_flux_does() {
+        let secs = |t: &str| parse_time_limit(t).map(|d| d.as_secs());
         assert_eq!(secs("30"), Ok(1800));
         assert_eq!(secs("30:00"), Ok(1800));
         assert_eq!(secs("1:00:00"), Ok(3600));
         assert_eq!(secs("2-0"), Ok(172_800));
         assert_eq!(secs("1-2:3"), Ok(93_780));
         assert_eq!(secs("1-00:00:05"), Ok(86_405));
-        for bad in ["", "1h", "1:2:3:4", "-5", "1-", "a:b"] {
-            let why = parse_slurm_time(bad).unwrap_err();
+        assert_eq!(secs("2m"), Ok(120));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("1.5h"), Ok(5400));
+        assert_eq!(secs("1d"), Ok(86_400));
+        for bad in ["", "h", "1:2:3:4", "-5", "1-", "a:b", "1x", "-2m", "1:0m"] {
+            let why = parse_time_limit(bad).unwrap_err();
             assert!(why.contains("is not a Slurm time"), "{bad}: {why}");
         }
         assert_eq!(slurm_time(Duration::from_secs(93_784)), "1-02:03:04");
+        assert_eq!(flux_time(Duration::from_secs(7200)), "7200s");
     }
 
     #[test]
     fn a_job_asks_for_whole_nodes_its_time_and_the_users_options_last() {
         let jobs = AllocationJobs {
-            sbatch: "sbatch".into(),
+            system: AllocationSystem::Slurm {
+                sbatch: "/nowhere/sbatch".into(),
+            },
             job_name: "pmp-alloc-ab".into(),
             request: request(),
             shape: NodeShape { cpus: 4, gpus: 2 },
@@ -274,7 +412,7 @@ mod tests {
                 "--account=chem",
             ]
         );
-        let one = jobs.script(Path::new("srun"), Path::new("/venv/bin/pmp-worker"));
+        let one = jobs.script(Path::new("/venv/bin/pmp-worker"));
         assert_eq!(one, "#!/bin/sh\nexec /venv/bin/pmp-worker\n");
         let two = AllocationJobs {
             request: AllocationRequest {
@@ -283,16 +421,75 @@ mod tests {
             },
             ..jobs
         };
-        let script = two.script(
-            Path::new("/usr/bin/srun"),
-            Path::new("/venv/bin/pmp-worker"),
-        );
-        assert!(
-            script.starts_with("#!/bin/sh\nexec /usr/bin/srun "),
-            "{script}"
-        );
+        // No srun beside this sbatch: the one on PATH.
+        let script = two.script(Path::new("/venv/bin/pmp-worker"));
+        assert!(script.starts_with("#!/bin/sh\nexec srun "), "{script}");
         assert!(script.contains("--nodes=2"), "{script}");
         assert!(script.ends_with(" /venv/bin/pmp-worker\n"), "{script}");
+    }
+
+    #[test]
+    fn a_flux_job_asks_for_whole_nodes_in_the_queue_its_time_in_seconds_and_options_last() {
+        let jobs = AllocationJobs {
+            system: AllocationSystem::Flux {
+                flux: "/usr/local/bin/flux".into(),
+            },
+            job_name: "pmp-alloc-ab".into(),
+            request: AllocationRequest {
+                nodes: 2,
+                time_limit: Duration::from_secs(120),
+                extra_args: vec!["--setattr=system.bank=chem".into()],
+                ..request()
+            },
+            shape: NodeShape { cpus: 4, gpus: 2 },
+        };
+        assert_eq!(
+            jobs.arguments(),
+            [
+                "--job-name=pmp-alloc-ab",
+                "--nodes=2",
+                "--exclusive",
+                "--time-limit=120s",
+                "--output=/dev/null",
+                "--queue=debug",
+                "--setattr=system.bank=chem",
+            ]
+        );
+        let script = jobs.script(Path::new("/venv/bin/pmp-worker"));
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "#!/bin/sh",
+                "PMP_AGENT_RANKS=$(/usr/local/bin/flux --parent jobs --no-header \
+                 --format='{ranks}' \"$(/usr/local/bin/flux getattr jobid)\" 2>/dev/null)",
+                "PMP_AGENT_HOSTS=$(/usr/local/bin/flux --parent getattr hostlist 2>/dev/null)",
+                "export PMP_AGENT_RANKS PMP_AGENT_HOSTS",
+                "exec /usr/local/bin/flux run --job-name=pmp-agent --nodes=2 --ntasks=2 -o \
+                 cpu-affinity=off -o gpu-affinity=off /venv/bin/pmp-worker",
+            ]
+        );
+        assert!(
+            !script.contains("PMP_KEY"),
+            "the key never reaches a script"
+        );
+    }
+
+    #[test]
+    fn a_flux_agent_names_its_node_by_its_rank_where_ranks_share_a_host() {
+        // `flux start -s 2`: both ranks on host vm; a job on rank 1.
+        assert_eq!(
+            flux_allocation_node_name("1", "vm,vm", 0).as_deref(),
+            Some("vm#1")
+        );
+        // A cluster: one rank a host, the second agent of a job on 3-4.
+        assert_eq!(
+            flux_allocation_node_name("[3-4]\n", "node[0-7]", 1).as_deref(),
+            Some("node4")
+        );
+        assert_eq!(flux_allocation_node_name("3", "node[0-7]", 1), None);
+        assert_eq!(flux_allocation_node_name("", "node[0-7]", 0), None);
+        assert_eq!(flux_allocation_node_name("9", "node[0-7]", 0), None);
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn split_outside_parentheses(text: &str) -> Vec<&str> {
 }
 
 /// The ids of an id set (`0-3`, `0,2-3`, `[0-1]`; Flux RFC 22, Slurm's IDX).
-fn idset(text: &str) -> Result<Vec<u32>, String> {
+pub fn idset(text: &str) -> Result<Vec<u32>, String> {
     let inner = text
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
@@ -376,14 +376,21 @@ pub fn discover(choice: &BackendChoice) -> Result<Vec<Node>, String> {
             let detail = ask(&scontrol, &["show", "job", "-d", &job])?;
             slurm_nodes(|name| std::env::var(name).ok(), Some(&detail))
         }
-        BackendChoice::Flux { flux } => flux_nodes(&ask(flux, &["resource", "R", "-s", "up"])?),
+        BackendChoice::Flux { flux } => flux_instance_nodes(flux),
         BackendChoice::Simulated { nodes, .. } => Ok(nodes.clone()),
-        BackendChoice::Local | BackendChoice::SlurmPilots { .. } => Err(
+        BackendChoice::Local
+        | BackendChoice::SlurmPilots { .. }
+        | BackendChoice::FluxAllocations { .. } => Err(
             "only the slurm backend inside an allocation and the flux backend have an \
              allocation's nodes to discover"
                 .into(),
         ),
     }
+}
+
+/// The nodes of the Flux instance `flux` reaches that are up.
+pub fn flux_instance_nodes(flux: &Path) -> Result<Vec<Node>, String> {
+    flux_nodes(&ask(flux, &["resource", "R", "-s", "up"])?)
 }
 
 /// `name` in the directory of `program`, else `name` on PATH.

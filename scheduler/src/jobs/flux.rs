@@ -1,12 +1,15 @@
 //! Flux as a job system: one `flux submit` job per call to a Flux instance
 //! the client is not a job of (the system instance of a Flux-run cluster,
-//! seen from a login node), the states of all jobs from one `flux jobs`,
-//! `flux cancel`.
+//! seen from a login node), `flux batch` for an elastic allocation's job,
+//! the states of all jobs from one `flux jobs`, `flux cancel`.
 //!
 //! Flux's states are put in Slurm's words, which batch jobs use for every
 //! job system: DEPEND, PRIORITY and SCHED are PENDING (with the Flux state
 //! as the reason), RUN and CLEANUP are RUNNING, an inactive job is its
-//! result (COMPLETED, FAILED, TIMEOUT; CANCELED is CANCELLED).
+//! result (COMPLETED, FAILED, TIMEOUT; CANCELED is CANCELLED), with the
+//! note of the exception that ended it, if any, as the reason (Flux takes
+//! a request it can never satisfy and fails it when it would allocate:
+//! "unsatisfiable request: need 3 exclusive node(s), only 2 eligible").
 
 use super::command::{self, QUERY, SUBMIT};
 use super::{states_one_at_a_time, unanswered, JobRequest, JobStatus, JobSystem, SubmitError};
@@ -46,10 +49,14 @@ fn epoch(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|t| *t > 0.0)
 }
 
-/// A line of `flux jobs --format={id.f58}|{state}|{result}|{nodelist}|{t_run}`.
+/// `flux jobs`' format for `parse_line`: the exception's note last, as
+/// free text may hold the separator.
+const FORMAT: &str = "--format={id.f58}|{state}|{result}|{nodelist}|{t_run}|{exception.note}";
+
+/// A line of `flux jobs` in `FORMAT`.
 fn parse_line(line: &str) -> Option<(String, JobStatus)> {
-    let parts: Vec<&str> = line.split('|').collect();
-    let [id, state, result, nodes, run] = parts[..] else {
+    let parts: Vec<&str> = line.splitn(6, '|').collect();
+    let [id, state, result, nodes, run, note] = parts[..] else {
         return None;
     };
     let status = match state {
@@ -72,7 +79,7 @@ fn parse_line(line: &str) -> Option<(String, JobStatus)> {
                 other => other,
             }
             .into(),
-            reason: String::new(),
+            reason: note.trim().into(),
             nodes: nodes.into(),
             started: None,
         },
@@ -130,8 +137,27 @@ impl JobSystem for FluxJobs {
         Ok(done.stdout.trim().lines().last().unwrap_or("").to_string())
     }
 
+    /// `flux batch` `args` with `script` on its stdin; the id as plain
+    /// ASCII (`f...`), which every flux command takes and any terminal shows.
+    fn submit_script(
+        &self,
+        args: &[String],
+        script: &str,
+        env: &[(String, String)],
+    ) -> Result<String, String> {
+        let mut all = vec!["batch".to_string()];
+        all.extend(args.iter().cloned());
+        // flux batch exports the submitting environment to the job.
+        let done = command::run(&self.flux, &all, Some(script), env, SUBMIT)?;
+        if !done.success {
+            return Err(format!("flux batch refused it: {}", done.said()));
+        }
+        let id = done.stdout.trim().lines().last().unwrap_or("");
+        Ok(plain(id))
+    }
+
     fn states(&self, jobs: &[String]) -> Option<HashMap<String, JobStatus>> {
-        let mut args = vec!["--format={id.f58}|{state}|{result}|{nodelist}|{t_run}".to_string()];
+        let mut args = vec![FORMAT.to_string()];
         args.extend(jobs.iter().cloned());
         let done = self.jobs(args)?;
         let asked: HashMap<String, &String> = jobs.iter().map(|j| (plain(j), j)).collect();
@@ -198,19 +224,30 @@ mod tests {
 
     #[test]
     fn flux_states_read_in_slurms_words() {
-        let (id, s) = parse_line("ƒAbc|SCHED|||0").unwrap();
+        let (id, s) = parse_line("ƒAbc|SCHED|||0|").unwrap();
         assert_eq!(
             (id.as_str(), s.state.as_str(), s.reason.as_str()),
             ("fAbc", "PENDING", "SCHED")
         );
-        let (_, s) = parse_line("fX|RUN||node1|1765000000.5").unwrap();
+        let (_, s) = parse_line("fX|RUN||node1|1765000000.5|").unwrap();
         assert_eq!(
             (s.state.as_str(), s.started),
             ("RUNNING", Some(1765000000.5))
         );
-        let (_, s) = parse_line("fX|INACTIVE|CANCELED|node1|0").unwrap();
+        let (_, s) = parse_line("fX|INACTIVE|CANCELED|node1|0|").unwrap();
         assert_eq!(s.state, "CANCELLED");
-        let (_, s) = parse_line("fX|INACTIVE|TIMEOUT||0").unwrap();
+        let (_, s) = parse_line("fX|INACTIVE|TIMEOUT||0|").unwrap();
         assert_eq!(s.state, "TIMEOUT");
+        let (_, s) = parse_line(
+            "fX|INACTIVE|FAILED||0.0|unsatisfiable request: need 3 exclusive node(s), a|b",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.state.as_str(), s.reason.as_str()),
+            (
+                "FAILED",
+                "unsatisfiable request: need 3 exclusive node(s), a|b"
+            )
+        );
     }
 }

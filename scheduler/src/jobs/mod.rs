@@ -76,6 +76,17 @@ pub trait JobSystem: Send + Sync {
     /// Submit one call's job; its id.
     fn submit(&self, request: &JobRequest) -> Result<String, SubmitError>;
 
+    /// Submit `script` as a batch job (sbatch, flux batch) with `args`
+    /// before it and `env` added to what the job inherits (never the key:
+    /// a job's environment is for others to see); the job's id, or what
+    /// the job system said refusing it. Elastic allocations' jobs.
+    fn submit_script(
+        &self,
+        args: &[String],
+        script: &str,
+        env: &[(String, String)],
+    ) -> Result<String, String>;
+
     /// The states of the jobs it knows among `jobs`, in one call; None when
     /// it did not answer (a controller restarting), which says nothing about
     /// the jobs.

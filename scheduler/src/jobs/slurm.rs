@@ -43,22 +43,6 @@ impl SlurmJobs {
         }
     }
 
-    /// Submit `script` with sbatch `args` (`--parsable` among them) and
-    /// `env` added to what the job inherits; the job's id, or what sbatch
-    /// said refusing it.
-    pub fn submit_script(
-        &self,
-        args: &[String],
-        script: &str,
-        env: &[(String, String)],
-    ) -> Result<String, String> {
-        let done = command::run(&self.sbatch, args, Some(script), env, SUBMIT)?;
-        if !done.success {
-            return Err(format!("sbatch refused it: {}", done.said()));
-        }
-        Ok(parsable_job_id(&done.stdout))
-    }
-
     fn query(&self, program: &Path, args: &[&str]) -> Option<command::Output> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         command::run(program, &args, None, &[], QUERY).ok()
@@ -108,6 +92,20 @@ impl JobSystem for SlurmJobs {
                     SubmitError::Refused(message)
                 },
             );
+        }
+        Ok(parsable_job_id(&done.stdout))
+    }
+
+    /// sbatch `args` (`--parsable` among them) with `script` on its stdin.
+    fn submit_script(
+        &self,
+        args: &[String],
+        script: &str,
+        env: &[(String, String)],
+    ) -> Result<String, String> {
+        let done = command::run(&self.sbatch, args, Some(script), env, SUBMIT)?;
+        if !done.success {
+            return Err(format!("sbatch refused it: {}", done.said()));
         }
         Ok(parsable_job_id(&done.stdout))
     }

@@ -1,17 +1,25 @@
 //! Elastic allocations from outside any allocation (`pmp.Allocation`,
 //! issue 25): the core's policy decides when to ask for one and when to
-//! give one back (`core::allocations`); this carries it out with Slurm and
-//! tells the core what happened.
-//! - **submit**: sbatch runs on a thread of its own (a busy controller can
-//!   take seconds), its answer comes back as `Internal::AllocationAnswer`;
-//!   the job's environment says the allocation's number
-//!   (`allocation_jobs::VARIABLE`), which each agent's Hello repeats, so
-//!   an agent that connects before sbatch answered still finds its place.
-//! - **watch**: one thread asks squeue for the states of all live jobs in
-//!   one call every few seconds (as pilots' watcher); each heartbeat reads
-//!   what it said: a job still queued tells the core why, a job that ended
-//!   loses its nodes with its id and state named.
-//! - **release**: scancel on a thread; its agents end with the job.
+//! give one back (`core::allocations`); this carries it out with the job
+//! system (`JobSystem`: Slurm's sbatch, squeue, scancel or Flux's flux
+//! batch, flux jobs, flux cancel; `allocation_jobs` writes each one's job)
+//! and tells the core what happened.
+//! - **submit**: sbatch or flux batch runs on a thread of its own (a busy
+//!   controller can take seconds), its answer comes back as
+//!   `Internal::AllocationAnswer`; the job's environment says the
+//!   allocation's number (`allocation_jobs::VARIABLE`), which each agent's
+//!   Hello repeats, so an agent that connects before the job system
+//!   answered still finds its place.
+//! - **watch**: one thread asks the job system for the states of all live
+//!   jobs in one call every few seconds (as pilots' watcher); each
+//!   heartbeat reads what it said: a job still queued tells the core why, a
+//!   job that ended loses its nodes with its id and state named. A job
+//!   that failed before any agent of it connected was refused after all:
+//!   Flux takes a request it can never satisfy and fails it when it would
+//!   allocate, so its words fail the waiting calls and submitting pauses,
+//!   as for a refused submission, instead of submitting it again.
+//! - **release**: scancel or flux cancel on a thread; its agents end with
+//!   the job.
 //!
 //! The agents' key file stays until the executor ends: a later allocation's
 //! agents read it too.
@@ -19,14 +27,15 @@
 use super::held_exits::HeldExits;
 use super::job_watch::JobWatch;
 use super::{Internal, Server};
-use crate::backend::allocation_jobs::{self, AllocationJobs};
+use crate::backend::allocation_jobs::{self, AllocationJobs, AllocationSystem};
 use crate::backend::pilot::state_words;
 use crate::backend::AgentStep;
 use crate::capacity::Node;
 use crate::core::allocations::{AllocationId, Stage};
 use crate::ids::NodeId;
+use crate::jobs::flux::FluxJobs;
 use crate::jobs::slurm::SlurmJobs;
-use crate::jobs::{ended, JobSystem};
+use crate::jobs::{ended, JobStatus, JobSystem};
 use crate::process::Exit;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,9 +49,10 @@ pub struct AllocationStart {
     pub tool_dirs: Vec<PathBuf>,
 }
 
-/// What a submission needs, shared with the threads that run sbatch.
+/// What a submission needs, shared with the threads that run sbatch or
+/// flux batch.
 struct Submitter {
-    system: Arc<SlurmJobs>,
+    system: Arc<dyn JobSystem>,
     args: Vec<String>,
     script: String,
     variables: Vec<(String, String)>,
@@ -70,13 +80,16 @@ impl Allocations {
         step: &AgentStep,
         key_file: PathBuf,
     ) -> Result<Allocations, String> {
-        let system = Arc::new(SlurmJobs::new(start.jobs.sbatch.clone(), &start.tool_dirs));
-        let srun = start.jobs.sbatch.with_file_name("srun");
-        let srun = if srun.is_file() { srun } else { "srun".into() };
+        let system: Arc<dyn JobSystem> = match &start.jobs.system {
+            AllocationSystem::Slurm { sbatch } => {
+                Arc::new(SlurmJobs::new(sbatch.clone(), &start.tool_dirs))
+            }
+            AllocationSystem::Flux { flux } => Arc::new(FluxJobs::new(flux.clone())),
+        };
         let submitter = Arc::new(Submitter {
             system,
             args: start.jobs.arguments(),
-            script: start.jobs.script(&srun, &step.environment.program),
+            script: start.jobs.script(&step.environment.program),
             variables: step.variables(),
         });
         let watch = JobWatch::start(submitter.system.clone(), Vec::new(), "pmp-allocations")?;
@@ -90,13 +103,13 @@ impl Allocations {
         })
     }
 
-    /// Ask sbatch for allocation `id` on a thread; its answer comes back
-    /// on `internal`.
+    /// Ask the job system for allocation `id` on a thread; its answer
+    /// comes back on `internal`.
     pub(super) fn submit(&self, id: AllocationId, internal: UnboundedSender<Internal>) {
         let submitter = self.submitter.clone();
         let answers = internal.clone();
         let spawned = std::thread::Builder::new()
-            .name("pmp-sbatch".into())
+            .name("pmp-allocation-submit".into())
             .spawn(move || {
                 let mut variables = submitter.variables.clone();
                 variables.push((allocation_jobs::VARIABLE.to_string(), id.0.to_string()));
@@ -107,19 +120,21 @@ impl Allocations {
                 let _ = answers.send(Internal::AllocationAnswer { id, answer });
             });
         if let Err(e) = spawned {
-            let answer = Err(format!("cannot start a thread for sbatch: {e}"));
+            let answer = Err(format!(
+                "cannot start a thread to submit an allocation: {e}"
+            ));
             let _ = internal.send(Internal::AllocationAnswer { id, answer });
         }
     }
 
-    /// scancel `jobs` on a thread.
+    /// Cancel `jobs` (scancel, flux cancel) on a thread.
     pub(super) fn cancel(&self, jobs: Vec<String>) {
         if jobs.is_empty() {
             return;
         }
         let submitter = self.submitter.clone();
         let _ = std::thread::Builder::new()
-            .name("pmp-scancel".into())
+            .name("pmp-allocation-cancel".into())
             .spawn(move || submitter.system.cancel(&jobs));
     }
 
@@ -146,9 +161,33 @@ impl Allocations {
     }
 }
 
-/// Slurm's words for an allocation's job that ended.
-fn ended_words(job: &str, state: &str) -> String {
-    format!("allocation job {job} ended {state}: {}", state_words(state))
+/// The words for an allocation's job that ended (`system`: the job
+/// system's name).
+fn ended_words(system: &str, job: &str, state: &str) -> String {
+    let why = match (system, state) {
+        ("flux", "CANCELLED") => "it was cancelled (flux cancel, or an administrator)",
+        ("flux", _) if state_words(state) == state_words("") => "Flux ended it",
+        _ => state_words(state),
+    };
+    format!("allocation job {job} ended {state}: {why}")
+}
+
+/// Why a job that ended before any agent of it connected was, in effect,
+/// refused; None where its end says nothing of the request (a job
+/// cancelled while queued, or one that completed).
+fn refused_words(system: &str, job: &str, status: &JobStatus) -> Option<String> {
+    if status.state != "FAILED" {
+        return None;
+    }
+    let said = match status.reason.as_str() {
+        "" | "None" => String::new(),
+        reason => format!(": {reason}"),
+    };
+    let system = if system == "flux" { "Flux" } else { "Slurm" };
+    Some(format!(
+        "{system} took allocation job {job} but failed it before any of its node agents \
+         started{said}"
+    ))
 }
 
 impl Server {
@@ -258,8 +297,10 @@ impl Server {
             return;
         };
         let mut ended_jobs = Vec::new();
+        let mut refused = Vec::new();
         let mut pending = Vec::new();
         let mut reported = false;
+        let system = allocations.submitter.system.name();
         while let Some(states) = allocations.watch.next_report() {
             reported = true;
             for (job, status) in states {
@@ -267,6 +308,8 @@ impl Server {
                     continue;
                 };
                 if ended(&status.state) {
+                    let words = refused_words(system, &job, &status);
+                    refused.push((id, words));
                     ended_jobs.push((id, job, status.state));
                 } else if status.state == "PENDING" {
                     pending.push((id, status.reason));
@@ -287,6 +330,24 @@ impl Server {
         }
         for (id, reason) in pending {
             self.core.allocation_pending(id, &reason);
+        }
+        // Failed with no node joined: refused, unless the policy gave it up.
+        let refused: Vec<(AllocationId, String)> = refused
+            .into_iter()
+            .filter_map(|(id, words)| {
+                let policy = self.core.allocation_policy()?;
+                let joined = !self.core.allocation_nodes(id).is_empty();
+                (!joined && !policy.was_released(id)).then_some((id, words?))
+            })
+            .collect();
+        let ended_jobs: Vec<_> = ended_jobs
+            .into_iter()
+            .filter(|(id, _, _)| !refused.iter().any(|(r, _)| r == id))
+            .collect();
+        for (id, why) in refused {
+            eprintln!("pmp scheduler: an allocation was refused: {why}");
+            with_comm!(self, |core, comm| core
+                .allocation_refused(&mut comm, id, &why));
         }
         // Held exits: those on a node whose job is ending wait for its loss.
         let ending_ids: Vec<AllocationId> = {
@@ -317,7 +378,7 @@ impl Server {
             let why = if released {
                 format!("its allocation (job {job}) was released")
             } else {
-                ended_words(&job, &state)
+                ended_words(system, &job, &state)
             };
             let ended = crate::core::EndedJob {
                 id: job.clone(),
@@ -385,4 +446,51 @@ pub struct AllocationRow {
     pub nodes: Vec<String>,
     pub time_left_s: Option<f64>,
     pub calls: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, reason: &str) -> JobStatus {
+        JobStatus {
+            state: state.into(),
+            reason: reason.into(),
+            nodes: String::new(),
+            started: None,
+        }
+    }
+
+    #[test]
+    fn a_job_failed_before_it_ran_is_a_refusal_in_the_job_systems_words() {
+        let note = "unsatisfiable request: need 3 exclusive node(s), only 2 eligible";
+        assert_eq!(
+            refused_words("flux", "fAb", &status("FAILED", note)).as_deref(),
+            Some(
+                "Flux took allocation job fAb but failed it before any of its node agents \
+                 started: unsatisfiable request: need 3 exclusive node(s), only 2 eligible"
+            )
+        );
+        // Cancelled while queued, or ended cleanly: nothing said of the request.
+        assert_eq!(refused_words("flux", "fAb", &status("CANCELLED", "")), None);
+        assert_eq!(
+            refused_words("slurm", "12", &status("COMPLETED", "None")),
+            None
+        );
+        assert!(refused_words("slurm", "12", &status("FAILED", "None"))
+            .unwrap()
+            .ends_with("node agents started"));
+    }
+
+    #[test]
+    fn an_ended_job_is_named_with_its_state_in_its_job_systems_terms() {
+        assert_eq!(
+            ended_words("flux", "fAb", "CANCELLED"),
+            "allocation job fAb ended CANCELLED: it was cancelled (flux cancel, or an \
+             administrator)"
+        );
+        assert!(ended_words("slurm", "12", "CANCELLED").contains("scancel"));
+        assert!(ended_words("flux", "fAb", "TIMEOUT").ends_with("its time limit"));
+        assert!(ended_words("flux", "fAb", "WEIRD").ends_with("Flux ended it"));
+    }
 }

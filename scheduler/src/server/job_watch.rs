@@ -1,16 +1,16 @@
-//! One thread that asks squeue for the states of an executor's jobs (pilot
-//! jobs, allocations) in one call every few seconds, and hands each answer
+//! One thread that asks the job system (squeue, flux jobs) for the states
+//! of an executor's jobs (pilot jobs, allocations) in one call every few
+//! seconds, and hands each answer
 //! to the server, which reads them at its heartbeat. The jobs followed can
 //! change (`watch`, `unwatch`); the thread ends once the server drops it.
 
-use crate::jobs::slurm::SlurmJobs;
 use crate::jobs::{JobStatus, JobSystem};
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often squeue is asked (one call for all of the jobs).
+/// How often the job system is asked (one call for all of the jobs).
 const POLL: Duration = Duration::from_secs(2);
 
 pub(super) struct JobWatch {
@@ -22,7 +22,7 @@ pub(super) struct JobWatch {
 impl JobWatch {
     /// Start following `jobs` (`name`: the thread's).
     pub(super) fn start(
-        system: Arc<SlurmJobs>,
+        system: Arc<dyn JobSystem>,
         jobs: Vec<String>,
         name: &str,
     ) -> Result<JobWatch, String> {
@@ -41,7 +41,7 @@ impl JobWatch {
                     continue;
                 }
                 let Some(states) = system.states(&jobs) else {
-                    continue; // squeue did not answer: no news
+                    continue; // the job system did not answer: no news
                 };
                 if reports_tx.send(states).is_err() {
                     return;
@@ -57,7 +57,7 @@ impl JobWatch {
         }
     }
 
-    /// `job` ended: squeue is not asked about it again.
+    /// `job` ended: the job system is not asked about it again.
     pub(super) fn unwatch(&self, job: &str) {
         if let Ok(mut watched) = self.watched.lock() {
             watched.retain(|j| j != job);

@@ -43,6 +43,14 @@ impl JobSystem for FakeJobs {
         submitted.push(request.clone());
         Ok(format!("{}", 100 + submitted.len()))
     }
+    fn submit_script(
+        &self,
+        _: &[String],
+        _: &str,
+        _: &[(String, String)],
+    ) -> Result<String, String> {
+        unreachable!("batch calls submit no script")
+    }
     fn states(&self, _: &[String]) -> Option<HashMap<String, JobStatus>> {
         Some(HashMap::new())
     }

@@ -44,6 +44,14 @@ impl JobSystem for FakeJobs {
     fn submit(&self, _: &JobRequest) -> Result<String, SubmitError> {
         unreachable!("the follower submits nothing")
     }
+    fn submit_script(
+        &self,
+        _: &[String],
+        _: &str,
+        _: &[(String, String)],
+    ) -> Result<String, String> {
+        unreachable!("the follower submits nothing")
+    }
     fn states(&self, _: &[String]) -> Option<HashMap<String, JobStatus>> {
         self.listed.lock().unwrap().clone()
     }
