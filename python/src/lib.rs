@@ -35,7 +35,9 @@ use std::thread::JoinHandle;
 /// call's whole cost a third higher, and each finished call held a third
 /// more memory (issue 24's simulation, `scheduler/examples/simulate.rs`,
 /// which uses the same allocator). Python's own objects are unaffected:
-/// nothing allocated here is freed by Python or the other way round.
+/// nothing allocated here is freed by Python or the other way round. Linux
+/// only: elsewhere the system's allocator (python/Cargo.toml says why).
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -47,6 +47,7 @@
 //! `cargo run --release -p pmp-scheduler --example simulate -- --agents 1000 --cores 128 --calls 1000000`
 
 /// The allocator the scheduler has in a Python executor (`_pmp`'s).
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
