@@ -270,6 +270,23 @@ class Driver:
             self.transcript.append(line)
         return self.process.wait()
 
+    def run_story(self, story, lab):
+        """Run `story()` (the test's side of the steps) and read the driver to
+        its end; returns its exit status. On a failure the driver takes its
+        screenshot, and its transcript and the lab's log are printed."""
+        started = time.monotonic()
+        try:
+            story()
+            returncode = self.finish()
+        except BaseException:
+            self.stop()  # its screenshot of the failure
+            print(self)
+            print(f"jupyter lab's log ({lab.log_path}):\n{lab.log_tail()}")
+            raise
+        print(self)
+        print(f"browser run: {time.monotonic() - started:.1f} s")
+        return returncode
+
     def stop(self):
         """Ask a driver still waiting at a step to take its failure screenshot
         and exit; kill it if it does not."""

@@ -26,7 +26,6 @@ is what a user sees in JupyterLab."""
 
 import json
 import re
-import time
 
 import pytest
 from lab_server import ARTIFACTS, Driver, assert_screenshot
@@ -111,19 +110,9 @@ def _story(driver):
 
 
 def test_a_breakpoint_stops_the_cell_in_jupyterlabs_debugger(lab):
-    started = time.monotonic()
     driver = Driver(
         "debugger.mjs", [lab.url("/lab/tree/debugger.ipynb"), SCREENSHOT, FAILED], SCRIPT_TIMEOUT_S
     )
-    try:
-        _story(driver)
-        returncode = driver.finish()
-    except BaseException:
-        driver.stop()  # its screenshot of the failure
-        print(driver)
-        print(f"jupyter lab's log ({lab.log_path}):\n{lab.log_tail()}")
-        raise
-    print(driver)
-    print(f"browser run: {time.monotonic() - started:.1f} s")
+    returncode = driver.run_story(lambda: _story(driver), lab)
     assert returncode == 0, f"debugger.mjs failed:\n{driver}\n{lab.log_tail()}"
     assert_screenshot(SCREENSHOT)

@@ -307,20 +307,10 @@ def _story(driver, lab, root, jobs):
 
 def test_login_node_session_in_jupyterlab(session):
     lab, root, jobs = session
-    started = time.monotonic()
     driver = Driver(
         "login_node.mjs", [lab.url("/lab/tree/login-node.ipynb"), PREFIX], SCRIPT_TIMEOUT_S
     )
-    try:
-        _story(driver, lab, root, jobs)
-        returncode = driver.finish()
-    except BaseException:
-        driver.stop()  # its screenshot of the failure
-        print(driver)
-        print(f"jupyter lab's log ({lab.log_path}):\n{lab.log_tail()}")
-        raise
-    print(driver)
-    print(f"browser run: {time.monotonic() - started:.1f} s")
+    returncode = driver.run_story(lambda: _story(driver, lab, root, jobs), lab)
     assert returncode == 0, f"login_node.mjs failed:\n{driver}\n{lab.log_tail()}"
     for shot in SHOTS:
         assert_screenshot(ARTIFACTS / f"login-node-{shot}.png")

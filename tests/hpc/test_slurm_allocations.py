@@ -35,6 +35,20 @@ def jobs_named(name):
 def live(name):
     return [j for j, state in jobs_named(name) if state in ("PENDING", "RUNNING", "CONFIGURING")]
 
+def hold_until_released(me):
+    # Says its job (file job-<me>), then waits for the file "release".
+    pathlib.Path(f"job-{me}").write_text(os.environ["SLURM_JOB_ID"])
+    while not pathlib.Path("release").exists():
+        time.sleep(0.05)
+
+def job_of(me):
+    # The job the call `me` of hold_until_released runs in, once it runs.
+    deadline = time.time() + 120
+    while not pathlib.Path(f"job-{me}").exists():
+        assert time.time() < deadline, "the call never started"
+        time.sleep(0.05)
+    return pathlib.Path(f"job-{me}").read_text()
+
 def seconds_until_released(exe, name, limit):
     # Until neither squeue nor the executor has an allocation live (at
     # most `limit` seconds), the executor still open.
@@ -169,17 +183,8 @@ def test_an_allocation_cancelled_under_a_call_fails_it_naming_the_job_or_reruns_
     done = login_node(
         """
         def hold(me):
-            pathlib.Path(f"job-{me}").write_text(os.environ["SLURM_JOB_ID"])
-            while not pathlib.Path("release").exists():
-                time.sleep(0.05)
+            hold_until_released(me)
             return os.environ["SLURM_JOB_ID"]
-
-        def job_of(me):
-            deadline = time.time() + 120
-            while not pathlib.Path(f"job-{me}").exists():
-                assert time.time() < deadline, "the call never started"
-                time.sleep(0.05)
-            return pathlib.Path(f"job-{me}").read_text()
 
         allocation = Allocation(time_limit="5:00", max_allocations=2, idle_timeout=30)
         with Executor(backend="slurm", allocation=allocation) as exe:
@@ -255,17 +260,8 @@ def test_an_allocation_cancelled_under_a_pools_call_fails_or_reruns_it_and_the_p
         + textwrap.dedent(
             """
         def hold(me, value):
-            pathlib.Path(f"job-{me}").write_text(os.environ["SLURM_JOB_ID"])
-            while not pathlib.Path("release").exists():
-                time.sleep(0.05)
+            hold_until_released(me)
             return value
-
-        def job_of(me):
-            deadline = time.time() + 60
-            while not pathlib.Path(f"job-{me}").exists():
-                assert time.time() < deadline, "the call never started"
-                time.sleep(0.05)
-            return pathlib.Path(f"job-{me}").read_text()
 
         allocation = Allocation(time_limit="5:00", idle_timeout=30)
         with pool(allocation) as exe:
